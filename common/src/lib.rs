@@ -1,0 +1,23 @@
+//! tally-common: what the agent and the collector must agree on.
+//!
+//! - [`time`]: UTC ticks, buckets, days and month windows (R2, R5, R7).
+//! - [`region`], [`kinds`], [`bandwidth`]: the domain's vocabulary (R11 and the Contract's identifiers).
+//! - [`counters`], [`sampler`], [`bucket`]: from interface byte counters to 5-minute buckets (R1–R4).
+//! - [`p95`], [`license`]: daily site P95, daily aggregates, monthly P95, licensed capacity (R5–R8).
+//! - [`wire`]: the agent ↔ collector messages and their length-prefixed postcard frames.
+//!
+//! Nothing in this crate performs I/O or reads a clock: bytes and times are passed in, so every
+//! rule is deterministic and tested against a plain oracle (STYLE habit 1). It must never panic on
+//! what a peer sends.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod bandwidth;
+pub mod bucket;
+pub mod counters;
+pub mod kinds;
+pub mod license;
+pub mod p95;
+pub mod region;
+pub mod sampler;
+pub mod time;
+pub mod wire;
