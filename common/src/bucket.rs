@@ -58,21 +58,17 @@ impl Bucketizer {
                 if let Some(left) = other.take().filter(|b| b.samples > 0) {
                     let _ = closed.push(left);
                 }
-                other.insert(Bucket {
-                    start,
-                    max_bps: 0,
-                    samples: 0,
-                })
+                other.insert(Bucket { start, max_bps: 0, samples: 0 })
             }
         };
         if let Some(bps) = interval.bps() {
             bucket.max_bps = bucket.max_bps.max(bps);
             bucket.samples = bucket.samples.saturating_add(1).min(SAMPLES_PER_BUCKET);
         }
-        if interval.end >= start.end() {
-            if let Some(done) = self.open.take().filter(|b| b.samples > 0) {
-                let _ = closed.push(done);
-            }
+        if interval.end >= start.end()
+            && let Some(done) = self.open.take().filter(|b| b.samples > 0)
+        {
+            let _ = closed.push(done);
         }
         closed
     }
@@ -90,12 +86,7 @@ mod tests {
         Interval {
             start,
             end: start + TimeDelta::seconds(5),
-            outcome: bps
-                .map(|b| Sample {
-                    up_bps: b,
-                    down_bps: b / 2,
-                })
-                .ok_or(DiscardReason::AboveCap),
+            outcome: bps.map(|b| Sample { up_bps: b, down_bps: b / 2 }).ok_or(DiscardReason::AboveCap),
         }
     }
 
@@ -112,14 +103,7 @@ mod tests {
             assert!(b.push(&iv).is_empty(), "still open at {start}");
         }
         let closed = b.push(&interval("2026-10-01T10:04:55Z", Some(5)));
-        assert_eq!(
-            closed.as_slice(),
-            &[Bucket {
-                start: BucketStart::containing(t0),
-                max_bps: 1_058,
-                samples: 59
-            }]
-        );
+        assert_eq!(closed.as_slice(), &[Bucket { start: BucketStart::containing(t0), max_bps: 1_058, samples: 59 }]);
         assert_eq!(b.open(), None);
     }
 

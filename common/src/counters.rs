@@ -71,13 +71,7 @@ pub enum CounterAnomaly {
     /// reset, its driver reloaded, or its counters cleared.
     Reset { direction: Direction, old: u64, new: u64 },
     /// The counter moved faster than the interface can carry.
-    AboveCap {
-        direction: Direction,
-        old: u64,
-        new: u64,
-        rate_bps: u64,
-        cap_bps: u64,
-    },
+    AboveCap { direction: Direction, old: u64, new: u64, rate_bps: u64, cap_bps: u64 },
 }
 
 impl fmt::Display for CounterAnomaly {
@@ -88,13 +82,7 @@ impl fmt::Display for CounterAnomaly {
                 "{} went backwards from {old} to {new}: counter reset, re-baselined",
                 direction.counter_name()
             ),
-            CounterAnomaly::AboveCap {
-                direction,
-                old,
-                new,
-                rate_bps,
-                cap_bps,
-            } => write!(
+            CounterAnomaly::AboveCap { direction, old, new, rate_bps, cap_bps } => write!(
                 f,
                 "{} went from {old} to {new}: {} is above the plausibility cap of {}",
                 direction.counter_name(),
@@ -117,11 +105,7 @@ pub struct InterfaceCounters {
 impl InterfaceCounters {
     /// Starts tracking from a first reading; the interface contributes from its next one (R3).
     pub fn baseline(first: Counters) -> Self {
-        InterfaceCounters {
-            last: first,
-            rx_fits_32: fits_32(first.rx_bytes),
-            tx_fits_32: fits_32(first.tx_bytes),
-        }
+        InterfaceCounters { last: first, rx_fits_32: fits_32(first.rx_bytes), tx_fits_32: fits_32(first.tx_bytes) }
     }
 
     /// Takes `now` as the new baseline without computing a rate (an interval that gives no sample).
@@ -149,10 +133,7 @@ impl InterfaceCounters {
         let elapsed_ns = elapsed.as_nanos().max(1);
         let rx = self.direction_rate(Direction::Rx, before.rx_bytes, now.rx_bytes, elapsed_ns, width, cap);
         let tx = self.direction_rate(Direction::Tx, before.tx_bytes, now.tx_bytes, elapsed_ns, width, cap);
-        Ok(Rates {
-            rx_bps: rx?,
-            tx_bps: tx?,
-        })
+        Ok(Rates { rx_bps: rx?, tx_bps: tx? })
     }
 
     fn direction_rate(
@@ -210,23 +191,14 @@ mod tests {
     const GIG: Bandwidth = Bandwidth(1_050_000_000);
 
     fn c(rx: u64, tx: u64) -> Counters {
-        Counters {
-            rx_bytes: rx,
-            tx_bytes: tx,
-        }
+        Counters { rx_bytes: rx, tx_bytes: tx }
     }
 
     #[test]
     fn rates_are_bits_per_second_on_the_monotonic_elapsed_time() {
         let mut ifc = InterfaceCounters::baseline(c(1_000, 0));
         let rates = ifc.advance(c(1_000 + 625_000, 62_500), FIVE_S, CounterWidth::Bits64, GIG).unwrap();
-        assert_eq!(
-            rates,
-            Rates {
-                rx_bps: 1_000_000,
-                tx_bps: 100_000
-            }
-        );
+        assert_eq!(rates, Rates { rx_bps: 1_000_000, tx_bps: 100_000 });
         let rates = ifc.advance(c(626_001, 62_500), Duration::from_millis(4_999), CounterWidth::Bits64, GIG);
         assert_eq!(rates.unwrap().rx_bps, 1, "8 bits over 4.999 s, rounded down");
     }
@@ -235,14 +207,7 @@ mod tests {
     fn a_decrease_on_64_bit_counters_is_a_reset() {
         let mut ifc = InterfaceCounters::baseline(c(5_000_000, 10));
         let err = ifc.advance(c(100, 20), FIVE_S, CounterWidth::Bits64, GIG).unwrap_err();
-        assert_eq!(
-            err,
-            CounterAnomaly::Reset {
-                direction: Direction::Rx,
-                old: 5_000_000,
-                new: 100
-            }
-        );
+        assert_eq!(err, CounterAnomaly::Reset { direction: Direction::Rx, old: 5_000_000, new: 100 });
         assert_eq!(ifc.last(), c(100, 20), "re-baselined on the new reading");
         assert_eq!(ifc.advance(c(725, 20), FIVE_S, CounterWidth::Bits64, GIG).unwrap().rx_bps, 1_000);
     }

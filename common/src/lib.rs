@@ -3,7 +3,8 @@
 //! - [`time`]: UTC ticks, buckets, days and month windows (R2, R5, R7).
 //! - [`region`], [`kinds`], [`bandwidth`]: the domain's vocabulary (R11 and the Contract's identifiers).
 //! - [`counters`], [`sampler`], [`bucket`]: from interface byte counters to 5-minute buckets (R1–R4).
-//! - [`p95`], [`license`]: daily site P95, daily aggregates, monthly P95, licensed capacity (R5–R8).
+//! - [`p95`], [`license`], [`pool`]: daily site P95, daily aggregates, monthly P95, licensed
+//!   capacity and excess (R5–R8).
 //! - [`wire`]: the agent ↔ collector messages and their length-prefixed postcard frames.
 //!
 //! Nothing in this crate performs I/O or reads a clock: bytes and times are passed in, so every
@@ -17,6 +18,7 @@ pub mod counters;
 pub mod kinds;
 pub mod license;
 pub mod p95;
+pub mod pool;
 pub mod region;
 pub mod sampler;
 pub mod time;

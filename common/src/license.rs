@@ -30,12 +30,7 @@ pub fn licensed_capacity<'a>(window: MonthWindow, licenses: impl IntoIterator<It
     let licenses: Vec<&LicenseTerm> = licenses.into_iter().collect();
     window
         .days()
-        .map(|day| {
-            licenses
-                .iter()
-                .filter(|l| l.in_force_on(day))
-                .fold(0u64, |sum, l| sum.saturating_add(l.quantity))
-        })
+        .map(|day| licenses.iter().filter(|l| l.in_force_on(day)).fold(0u64, |sum, l| sum.saturating_add(l.quantity)))
         .max()
         .unwrap_or(0)
 }
@@ -50,11 +45,7 @@ mod tests {
     }
 
     fn term(from: NaiveDate, to: NaiveDate, quantity: u64) -> LicenseTerm {
-        LicenseTerm {
-            effective_from: from,
-            effective_to: to,
-            quantity,
-        }
+        LicenseTerm { effective_from: from, effective_to: to, quantity }
     }
 
     #[test]

@@ -74,22 +74,14 @@ pub struct MonthlyP95 {
 /// The monthly P95 of one region group: the highest daily aggregate among the window's days (R7).
 /// Aggregates of days outside the window are ignored.
 pub fn monthly_p95(window: MonthWindow, aggregates: &BTreeMap<NaiveDate, u64>) -> MonthlyP95 {
-    let days: Vec<(NaiveDate, u64)> = window
-        .days()
-        .map(|d| (d, aggregates.get(&d).copied().unwrap_or(0)))
-        .collect();
+    let days: Vec<(NaiveDate, u64)> = window.days().map(|d| (d, aggregates.get(&d).copied().unwrap_or(0))).collect();
     let (mut monthly, mut peak_day) = (0, None);
     for &(day, aggregate) in &days {
         if aggregate > monthly {
             (monthly, peak_day) = (aggregate, Some(day));
         }
     }
-    MonthlyP95 {
-        window,
-        monthly_p95_bps: monthly,
-        peak_day,
-        days,
-    }
+    MonthlyP95 { window, monthly_p95_bps: monthly, peak_day, days }
 }
 
 #[cfg(test)]
@@ -114,14 +106,7 @@ mod tests {
         assert_eq!(daily_site_p95(day(), buckets.clone()).p95_bps, 10);
         buckets[100].1 = 500;
         let p95 = daily_site_p95(day(), buckets);
-        assert_eq!(
-            p95,
-            DailyP95 {
-                p95_bps: 500,
-                buckets_present: 288,
-                buckets_expected: 288
-            }
-        );
+        assert_eq!(p95, DailyP95 { p95_bps: 500, buckets_present: 288, buckets_expected: 288 });
     }
 
     #[test]

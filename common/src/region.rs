@@ -143,11 +143,7 @@ impl RegionTable {
         let mut errors = Vec::new();
         let mut countries = BTreeMap::new();
         let mut restricted = BTreeMap::new();
-        let error = |file, line, message: String| DataError {
-            file,
-            line,
-            message,
-        };
+        let error = |file, line, message: String| DataError { file, line, message };
 
         for (line, text) in data_lines(countries_csv) {
             if text == "country,region_group,name" {
@@ -173,10 +169,7 @@ impl RegionTable {
                     continue;
                 }
             };
-            let country = Country {
-                group,
-                name: name.to_owned(),
-            };
+            let country = Country { group, name: name.to_owned() };
             if countries.insert(code, country).is_some() {
                 errors.push(error("countries", line, format!("country {code} is listed twice")));
             }
@@ -200,29 +193,16 @@ impl RegionTable {
             }
         }
 
-        if errors.is_empty() {
-            Ok(RegionTable {
-                countries,
-                restricted,
-            })
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(RegionTable { countries, restricted }) } else { Err(errors) }
     }
 
     /// The region group a site or license in `country` belongs to; refused for restricted and
     /// unknown countries (R11).
     pub fn group_of(&self, country: CountryCode) -> Result<RegionGroup, CountryError> {
         if let Some(name) = self.restricted.get(&country) {
-            return Err(CountryError::Restricted {
-                code: country,
-                name: name.clone(),
-            });
+            return Err(CountryError::Restricted { code: country, name: name.clone() });
         }
-        self.countries
-            .get(&country)
-            .map(|c| c.group)
-            .ok_or(CountryError::Unknown(country))
+        self.countries.get(&country).map(|c| c.group).ok_or(CountryError::Unknown(country))
     }
 
     /// The country's name, for messages.
@@ -240,10 +220,7 @@ impl RegionTable {
 
 /// Non-empty, non-comment lines with their 1-based line numbers.
 fn data_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim()))
-        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+    text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
 }
 
 #[cfg(test)]

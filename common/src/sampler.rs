@@ -124,14 +124,8 @@ impl Anomaly {
     /// The reason the interval was discarded, if this anomaly discards it.
     pub fn discard_reason(&self) -> Option<DiscardReason> {
         match self {
-            Anomaly::Counter {
-                anomaly: CounterAnomaly::Reset { .. },
-                ..
-            } => Some(DiscardReason::CounterReset),
-            Anomaly::Counter {
-                anomaly: CounterAnomaly::AboveCap { .. },
-                ..
-            } => Some(DiscardReason::AboveCap),
+            Anomaly::Counter { anomaly: CounterAnomaly::Reset { .. }, .. } => Some(DiscardReason::CounterReset),
+            Anomaly::Counter { anomaly: CounterAnomaly::AboveCap { .. }, .. } => Some(DiscardReason::AboveCap),
             Anomaly::Elapsed { reason, .. } => Some(*reason),
             Anomaly::IfindexChanged { .. } | Anomaly::BootIdChanged | Anomaly::TooManyInterfaces { .. } => None,
         }
@@ -147,15 +141,15 @@ impl fmt::Display for Anomaly {
                 "{:.3} s between two readings is outside 1 s ..= 60 s: no sample for this interval",
                 elapsed.as_secs_f64()
             ),
-            Anomaly::IfindexChanged { interface, old, new } => write!(
-                f,
-                "{interface}: ifindex changed from {old} to {new} (interface re-created): re-baselined"
-            ),
-            Anomaly::BootIdChanged => f.write_str("the machine rebooted since the last reading: all interfaces re-baselined"),
-            Anomaly::TooManyInterfaces { interface } => write!(
-                f,
-                "{interface}: not measured, at most {MAX_INTERFACES} WAN interfaces are supported"
-            ),
+            Anomaly::IfindexChanged { interface, old, new } => {
+                write!(f, "{interface}: ifindex changed from {old} to {new} (interface re-created): re-baselined")
+            }
+            Anomaly::BootIdChanged => {
+                f.write_str("the machine rebooted since the last reading: all interfaces re-baselined")
+            }
+            Anomaly::TooManyInterfaces { interface } => {
+                write!(f, "{interface}: not measured, at most {MAX_INTERFACES} WAN interfaces are supported")
+            }
         }
     }
 }
@@ -250,11 +244,7 @@ impl Sampler {
         if let Some(reason) = elapsed_discard {
             report(Anomaly::Elapsed { elapsed, reason });
             self.baseline_all(reading, &mut tracked, &mut report);
-            return Some(Interval {
-                start,
-                end,
-                outcome: Err(reason),
-            });
+            return Some(Interval { start, end, outcome: Err(reason) });
         }
 
         let mut sample = Sample::default();
@@ -270,21 +260,14 @@ impl Sampler {
                     sample.up_bps = sample.up_bps.saturating_add(rates.tx_bps);
                 }
                 Err(anomaly) => {
-                    let anomaly = Anomaly::Counter {
-                        interface: r.name.clone(),
-                        anomaly,
-                    };
+                    let anomaly = Anomaly::Counter { interface: r.name.clone(), anomaly };
                     discarded = discarded.or(anomaly.discard_reason());
                     report(anomaly);
                 }
             }
             self.track(r, state.counters, &mut report);
         }
-        Some(Interval {
-            start,
-            end,
-            outcome: discarded.map_or(Ok(sample), Err),
-        })
+        Some(Interval { start, end, outcome: discarded.map_or(Ok(sample), Err) })
     }
 
     /// Every interface of `reading` starts anew from this reading.
@@ -307,15 +290,9 @@ impl Sampler {
     }
 
     fn track(&mut self, r: &InterfaceReading, counters: InterfaceCounters, report: &mut impl FnMut(Anomaly)) {
-        let entry = Tracked {
-            name: r.name.clone(),
-            ifindex: r.ifindex,
-            counters,
-        };
+        let entry = Tracked { name: r.name.clone(), ifindex: r.ifindex, counters };
         if self.interfaces.push(entry).is_err() {
-            report(Anomaly::TooManyInterfaces {
-                interface: r.name.clone(),
-            });
+            report(Anomaly::TooManyInterfaces { interface: r.name.clone() });
         }
     }
 
@@ -334,11 +311,7 @@ fn take_same_interface(
     let index = tracked.iter().position(|t| t.name == r.name)?;
     let state = tracked.swap_remove(index);
     if state.ifindex != r.ifindex {
-        report(Anomaly::IfindexChanged {
-            interface: r.name.clone(),
-            old: state.ifindex,
-            new: r.ifindex,
-        });
+        report(Anomaly::IfindexChanged { interface: r.name.clone(), old: state.ifindex, new: r.ifindex });
         return None;
     }
     Some(state)
@@ -352,34 +325,20 @@ mod tests {
         InterfaceReading {
             name: InterfaceName::try_from(name).unwrap(),
             ifindex,
-            counters: Counters {
-                rx_bytes: rx,
-                tx_bytes: tx,
-            },
+            counters: Counters { rx_bytes: rx, tx_bytes: tx },
             cap: Bandwidth(1_050_000_000),
             width: CounterWidth::Bits64,
         }
     }
 
     fn at(secs: u64) -> (DateTime<Utc>, Duration) {
-        (
-            DateTime::from_timestamp(1_790_000_000 + secs as i64, 0).unwrap(),
-            Duration::from_secs(1_000 + secs),
-        )
+        (DateTime::from_timestamp(1_790_000_000 + secs as i64, 0).unwrap(), Duration::from_secs(1_000 + secs))
     }
 
     fn tick(s: &mut Sampler, secs: u64, boot: u128, ifs: &[InterfaceReading]) -> (Option<Interval>, Vec<Anomaly>) {
         let (wall, monotonic) = at(secs);
         let mut seen = Vec::new();
-        let out = s.tick(
-            &TickReading {
-                wall,
-                monotonic,
-                boot_id: boot,
-                interfaces: ifs,
-            },
-            |a| seen.push(a),
-        );
+        let out = s.tick(&TickReading { wall, monotonic, boot_id: boot, interfaces: ifs }, |a| seen.push(a));
         (out, seen)
     }
 
@@ -388,22 +347,12 @@ mod tests {
         let mut s = Sampler::new();
         assert_eq!(tick(&mut s, 0, 1, &[reading("eth1", 2, 0, 0), reading("lte0", 3, 0, 0)]).0, None);
         // eth1: 10 Mbit/s down, 3 up; lte0: 1 down, 9 up → up 12, down 11.
-        let (iv, seen) = tick(
-            &mut s,
-            5,
-            1,
-            &[reading("eth1", 2, 6_250_000, 1_875_000), reading("lte0", 3, 625_000, 5_625_000)],
-        );
+        let (iv, seen) =
+            tick(&mut s, 5, 1, &[reading("eth1", 2, 6_250_000, 1_875_000), reading("lte0", 3, 625_000, 5_625_000)]);
         let iv = iv.unwrap();
         assert!(seen.is_empty());
         assert_eq!((iv.start, iv.end), (at(0).0, at(5).0));
-        assert_eq!(
-            iv.outcome,
-            Ok(Sample {
-                up_bps: 12_000_000,
-                down_bps: 11_000_000
-            })
-        );
+        assert_eq!(iv.outcome, Ok(Sample { up_bps: 12_000_000, down_bps: 11_000_000 }));
         assert_eq!(iv.bps(), Some(12_000_000));
     }
 
@@ -430,11 +379,7 @@ mod tests {
         assert_eq!(iv.unwrap().bps(), Some(1_000), "eth1 re-created: only lte0 counts");
         assert_eq!(
             seen,
-            vec![Anomaly::IfindexChanged {
-                interface: InterfaceName::try_from("eth1").unwrap(),
-                old: 2,
-                new: 9
-            }]
+            vec![Anomaly::IfindexChanged { interface: InterfaceName::try_from("eth1").unwrap(), old: 2, new: 9 }]
         );
     }
 

@@ -34,11 +34,7 @@ pub fn next_tick(now: DateTime<Utc>) -> DateTime<Utc> {
     let secs = now.timestamp();
     let aligned = secs - secs.rem_euclid(TICK_SECS);
     let at = DateTime::<Utc>::from_timestamp(aligned, 0).unwrap_or(now);
-    if at < now {
-        at + TimeDelta::seconds(TICK_SECS)
-    } else {
-        at
-    }
+    if at < now { at + TimeDelta::seconds(TICK_SECS) } else { at }
 }
 
 /// The start of a 5-minute bucket `[k·300 s, (k+1)·300 s)` (R2). Always on a boundary.
@@ -52,9 +48,7 @@ impl BucketStart {
         if secs.rem_euclid(BUCKET_SECS) != 0 {
             return Err(TimeError::NotOnBucketBoundary(secs));
         }
-        DateTime::<Utc>::from_timestamp(secs, 0)
-            .map(BucketStart)
-            .ok_or(TimeError::OutOfRange(secs))
+        DateTime::<Utc>::from_timestamp(secs, 0).map(BucketStart).ok_or(TimeError::OutOfRange(secs))
     }
 
     /// The bucket that contains `t` (R2).
@@ -148,9 +142,7 @@ impl Month {
     }
 
     pub fn containing(day: NaiveDate) -> Self {
-        Month {
-            first: day.with_day(1).unwrap_or(day),
-        }
+        Month { first: day.with_day(1).unwrap_or(day) }
     }
 
     pub fn first_day(self) -> NaiveDate {
@@ -162,9 +154,7 @@ impl Month {
     }
 
     pub fn next(self) -> Self {
-        Month {
-            first: self.first.checked_add_months(chrono::Months::new(1)).unwrap_or(self.first),
-        }
+        Month { first: self.first.checked_add_months(chrono::Months::new(1)).unwrap_or(self.first) }
     }
 
     /// The window the monthly P95 and the licensed capacity are taken over (R7).
@@ -173,10 +163,7 @@ impl Month {
             MonthWindowSetting::Article => self.last_day(),
             MonthWindowSetting::Calendar => self.next().first,
         };
-        MonthWindow {
-            start: self.first,
-            end,
-        }
+        MonthWindow { start: self.first, end }
     }
 }
 
@@ -280,7 +267,10 @@ mod tests {
         assert_eq!(b.day(), NaiveDate::from_ymd_opt(2026, 10, 1).unwrap());
         assert_eq!(b.next().slot(), 0);
         assert_eq!(BucketStart::from_unix(301), Err(TimeError::NotOnBucketBoundary(301)));
-        assert_eq!(BucketStart::from_unix(i64::MAX - i64::MAX % 300).unwrap_err(), TimeError::OutOfRange(i64::MAX - i64::MAX % 300));
+        assert_eq!(
+            BucketStart::from_unix(i64::MAX - i64::MAX % 300).unwrap_err(),
+            TimeError::OutOfRange(i64::MAX - i64::MAX % 300)
+        );
     }
 
     #[test]

@@ -68,10 +68,7 @@ pub fn decode<T: DeserializeOwned>(buf: &[u8]) -> Result<(T, usize), DecodeError
     };
     match postcard::take_from_bytes::<T>(payload) {
         Ok((message, [])) => Ok((message, total)),
-        Ok((_, rest)) => Err(DecodeError::Invalid(format!(
-            "{} bytes left over after the message",
-            rest.len()
-        ))),
+        Ok((_, rest)) => Err(DecodeError::Invalid(format!("{} bytes left over after the message", rest.len()))),
         Err(e) => Err(DecodeError::Invalid(e.to_string())),
     }
 }
@@ -89,14 +86,8 @@ mod tests {
 
     #[test]
     fn an_oversized_length_is_refused_before_the_payload_arrives() {
-        assert_eq!(
-            decode::<u8>(&[0, 0x10, 0, 1]),
-            Err(DecodeError::TooLarge { len: (1 << 20) + 1 })
-        );
-        assert_eq!(
-            decode::<u8>(&[0, 0x10, 0, 0]),
-            Err(DecodeError::Incomplete { needed: 4 + (1 << 20) })
-        );
+        assert_eq!(decode::<u8>(&[0, 0x10, 0, 1]), Err(DecodeError::TooLarge { len: (1 << 20) + 1 }));
+        assert_eq!(decode::<u8>(&[0, 0x10, 0, 0]), Err(DecodeError::Incomplete { needed: 4 + (1 << 20) }));
     }
 
     #[test]

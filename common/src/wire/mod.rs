@@ -82,11 +82,7 @@ pub struct WireBucket {
 
 impl From<Bucket> for WireBucket {
     fn from(b: Bucket) -> Self {
-        WireBucket {
-            start: b.start.unix(),
-            max_bps: b.max_bps,
-            samples: b.samples,
-        }
+        WireBucket { start: b.start.unix(), max_bps: b.max_bps, samples: b.samples }
     }
 }
 
@@ -106,11 +102,7 @@ impl WireBucket {
         if self.samples == 0 || self.samples > SAMPLES_PER_BUCKET {
             return Err(Refusal::BadSampleCount);
         }
-        Ok(Bucket {
-            start,
-            max_bps: self.max_bps,
-            samples: self.samples,
-        })
+        Ok(Bucket { start, max_bps: self.max_bps, samples: self.samples })
     }
 }
 
@@ -206,7 +198,9 @@ impl ErrorCode {
             ErrorCode::Normal => "closed normally",
             ErrorCode::ProtocolViolation => "the collector could not understand a message from this agent",
             ErrorCode::FrameTooLarge => "a message from this agent was larger than the collector accepts",
-            ErrorCode::UnsupportedVersion => "this agent's protocol version is not supported by the collector: upgrade the agent",
+            ErrorCode::UnsupportedVersion => {
+                "this agent's protocol version is not supported by the collector: upgrade the agent"
+            }
             ErrorCode::UnknownCertificate => {
                 "the collector does not know this socket's certificate: enroll it again with a new token"
             }
@@ -276,11 +270,7 @@ mod tests {
     #[test]
     fn buckets_are_validated_one_by_one() {
         let now: DateTime<Utc> = "2026-10-01T12:00:00Z".parse().unwrap();
-        let ok = WireBucket {
-            start: now.timestamp() + 600,
-            max_bps: 10,
-            samples: 60,
-        };
+        let ok = WireBucket { start: now.timestamp() + 600, max_bps: 10, samples: 60 };
         assert_eq!(ok.validate(now, 100).unwrap().max_bps, 10);
         let cases = [
             (WireBucket { start: ok.start + 1, ..ok }, Refusal::NotOnBoundary),
