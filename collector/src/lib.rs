@@ -1,0 +1,24 @@
+//! tally-collector as a library: `main.rs` parses the command line and calls [`serve`]; tests
+//! call the same function on `127.0.0.1:0` with a shutdown future of their own.
+//!
+//! Today it serves `GET /healthz` only. The store, the QUIC ingest, the usage engine and the API
+//! arrive with their issues; `serve` says so in its log.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+/// The HTTP routes.
+pub fn router() -> Router {
+    Router::new().route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+}
+
+/// Serves HTTP on `listener` until `shutdown` completes, then finishes the requests in flight.
+pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    tracing::info!(http = %listener.local_addr()?, "collector serving /healthz (store, QUIC ingest and API are not built yet)");
+    axum::serve(listener, router()).with_graceful_shutdown(shutdown).await
+}
