@@ -1,13 +1,182 @@
-//! `tally-agent`: the socket appliance's metering agent. Its measuring loop arrives with its own
-//! issue; this binary already builds statically for both appliance targets.
+//! `tally-agent`: parses the command line, sets up logging and a single-threaded runtime (a
+//! socket appliance is small; the work is a few file reads every 5 s), and calls the library.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tally_agent::clock::{ScaledClock, SystemClock, TEST_CLOCK_VAR};
+use tally_agent::config::{Config, DEFAULT_CONFIG};
+use tally_agent::measure::Notify;
+use tally_agent::{replay, status, store};
+
+/// Exit code for a bad configuration or command line (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser)]
 #[command(name = "tally-agent", version, about = "Tally's socket agent: measures the WAN into 5-minute buckets")]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> anyhow::Result<()> {
-    Cli::parse();
+#[derive(Subcommand)]
+enum Command {
+    /// Measure until SIGTERM or Ctrl-C.
+    Run {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check the configuration and report every error at once (exit code 64 on any).
+    Validate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print a commented example configuration with every default.
+    DefaultConfig,
+    /// Show interfaces, the last sample, the open bucket, pending buckets and discards.
+    Status {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Feed a recorded counter trace through the exact sampling code.
+    Replay {
+        #[arg(long)]
+        trace: PathBuf,
+        /// For `max_link_mbps` and `counters_32bit`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+    Table,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::DefaultConfig => {
+            print!("{DEFAULT_CONFIG}");
+            ExitCode::SUCCESS
+        }
+        Command::Validate { config } => match Config::load(config.as_deref()) {
+            Ok(_) => {
+                println!("configuration is valid");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Run { config } => with_config(config, run),
+        Command::Status { config, format } => with_config(config, |c| show_status(&c, format)),
+        Command::Replay { trace, config, format } => with_config(config, |c| show_replay(&trace, &c, format)),
+    }
+}
+
+fn with_config(path: Option<PathBuf>, f: impl FnOnce(Config) -> anyhow::Result<()>) -> ExitCode {
+    match Config::load(path.as_deref()) {
+        Ok(config) => match f(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tally-agent: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.clone());
+    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter)?)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    // journald stamps every line itself.
+    if under_journald {
+        builder.without_time().init()
+    } else {
+        builder.init()
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        tracing::info!(version = tally_agent::AGENT_VERSION, "starting");
+        match std::env::var(TEST_CLOCK_VAR) {
+            Ok(spec) => {
+                let clock = ScaledClock::parse(&spec).map_err(anyhow::Error::msg)?;
+                tracing::warn!("{TEST_CLOCK_VAR} is set: running on an accelerated test clock");
+                tally_agent::run(config, &clock, shutdown_signal(), &Systemd).await
+            }
+            Err(_) => tally_agent::run(config, &SystemClock, shutdown_signal(), &Systemd).await,
+        }
+    })
+}
+
+/// READY and WATCHDOG notifications; no-ops when not started by systemd.
+struct Systemd;
+
+impl Notify for Systemd {
+    fn ready(&self) {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    }
+
+    fn alive(&self) {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutdown requested");
+}
+
+fn show_status(config: &Config, format: Format) -> anyhow::Result<()> {
+    let status = match status::query(&config.status_socket()) {
+        Some(status) => status,
+        None if store::is_locked(&config.state_dir) => {
+            anyhow::bail!("an agent is running on {} but its status socket does not answer", config.state_dir.display())
+        }
+        None => {
+            let opened = store::Store::open(&config.state_dir, config.max_pending_buckets())?;
+            status::from_store(config, &opened.store)?
+        }
+    };
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+        Format::Table => print!("{}", status::table(&status)),
+    }
+    Ok(())
+}
+
+fn show_replay(trace: &std::path::Path, config: &Config, format: Format) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(trace).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", trace.display()))?;
+    let result = replay::replay(&text, config).map_err(|errors| {
+        anyhow::anyhow!("{}: {} error(s)\n  - {}", trace.display(), errors.len(), errors.join("\n  - "))
+    })?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&result)?),
+        Format::Table => print!("{}", replay::table(&result)),
+    }
     Ok(())
 }

@@ -1,0 +1,272 @@
+//! The agent's configuration file: parsed and validated before anything is opened or bound,
+//! every error reported at once (`tally-agent validate` exits 64 on any).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use tally_common::sampler::{InterfaceName, MAX_INTERFACES};
+
+/// The commented example printed by `tally-agent default-config`; every value is the default.
+pub const DEFAULT_CONFIG: &str = r#"# tally-agent configuration (TOML). Every key is optional; the values shown are the defaults.
+
+# Where the agent keeps its store: closed buckets waiting for the collector, the open bucket,
+# the last counter readings and the discard counters. systemd's StateDirectory= creates it.
+state_dir = "/var/lib/tally-agent"
+
+# The last-mile (WAN) interfaces to measure, e.g. ["eth1", "lte0"]. Empty: every interface that
+# carries an IPv4 or IPv6 default route, re-checked each minute (an LTE modem can appear later).
+wan = []
+
+# Plausibility cap for an interface whose link speed the kernel does not report, in Mbps (R3).
+# With a known speed the cap is that speed + 5 %. A faster reading is discarded, never billed.
+max_link_mbps = 10000
+
+# Interfaces whose byte counters are 32 bits wide even on this 64-bit kernel (R3). Only their
+# decreases may be unwrapped as a wrap; any other decrease is a reset.
+counters_32bit = []
+
+# How many days of closed buckets to keep while the collector is unreachable. Past that the
+# oldest are dropped, logged at ERROR and counted.
+retention_days = 35
+
+# Log filter, in RUST_LOG syntax: "info", "debug", "info,tally_agent::measure=debug", ...
+log = "info"
+
+# Where the counters are read. Change only to replay a recorded tree in a test.
+sysfs_net = "/sys/class/net"
+procfs = "/proc"
+"#;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub wan: Vec<InterfaceName>,
+    pub max_link_mbps: u64,
+    pub counters_32bit: BTreeSet<InterfaceName>,
+    pub retention_days: u32,
+    pub log: String,
+    pub sysfs_net: PathBuf,
+    pub procfs: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        match parse(DEFAULT_CONFIG) {
+            Ok(config) => config,
+            Err(errors) => unreachable!("the default configuration is invalid: {errors}"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`; without a path, the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            source: path.display().to_string(),
+            errors: vec![format!("cannot read the file: {e}")],
+        })?;
+        parse(&text).map_err(|mut e| {
+            e.source = path.display().to_string();
+            e
+        })
+    }
+
+    /// The sled store's directory.
+    pub fn store_dir(&self) -> PathBuf {
+        self.state_dir.join("store")
+    }
+
+    /// Where a running agent answers `tally-agent status`.
+    pub fn status_socket(&self) -> PathBuf {
+        self.state_dir.join("status.sock")
+    }
+
+    /// The most closed buckets kept unsent.
+    pub fn max_pending_buckets(&self) -> usize {
+        self.retention_days as usize * 288
+    }
+}
+
+/// Every problem found in one configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors {
+    pub source: String,
+    pub errors: Vec<String>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} error(s)", self.source, self.errors.len())?;
+        for e in &self.errors {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Parses and validates configuration text, collecting every error.
+pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let table: toml::Table = match text.parse() {
+        Ok(table) => table,
+        Err(e) => {
+            return Err(ConfigErrors {
+                source: "configuration".into(),
+                errors: vec![e.to_string().trim_end().to_owned()],
+            });
+        }
+    };
+    let mut fields = Fields { table: &table, errors: &mut errors };
+    let state_dir = fields.path("state_dir", "/var/lib/tally-agent");
+    let wan = fields.interfaces("wan");
+    let max_link_mbps = fields.integer("max_link_mbps", 10_000, 1, 1_000_000);
+    let counters_32bit = fields.interfaces("counters_32bit").into_iter().collect();
+    let retention_days = fields.integer("retention_days", 35, 1, 3_650) as u32;
+    let log = fields.string("log", "info");
+    let sysfs_net = fields.path("sysfs_net", "/sys/class/net");
+    let procfs = fields.path("procfs", "/proc");
+
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
+        errors.push(format!("log: {log:?} is not a valid filter: {e}"));
+    }
+    if wan.len() > MAX_INTERFACES {
+        errors.push(format!("wan: {} interfaces listed, at most {MAX_INTERFACES} are supported", wan.len()));
+    }
+    const KNOWN: [&str; 8] =
+        ["state_dir", "wan", "max_link_mbps", "counters_32bit", "retention_days", "log", "sysfs_net", "procfs"];
+    for key in table.keys().filter(|k| !KNOWN.contains(&k.as_str())) {
+        errors.push(format!("{key}: unknown key (known keys: {})", KNOWN.join(", ")));
+    }
+
+    if errors.is_empty() {
+        Ok(Config { state_dir, wan, max_link_mbps, counters_32bit, retention_days, log, sysfs_net, procfs })
+    } else {
+        Err(ConfigErrors { source: "configuration".into(), errors })
+    }
+}
+
+/// Typed look-ups that record an error and fall back to the default instead of stopping.
+struct Fields<'a> {
+    table: &'a toml::Table,
+    errors: &'a mut Vec<String>,
+}
+
+impl Fields<'_> {
+    fn string(&mut self, key: &str, default: &str) -> String {
+        match self.table.get(key) {
+            None => default.to_owned(),
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(other) => {
+                self.errors.push(format!("{key}: expected a string, found {}", other.type_str()));
+                default.to_owned()
+            }
+        }
+    }
+
+    fn path(&mut self, key: &str, default: &str) -> PathBuf {
+        let path = self.string(key, default);
+        if path.is_empty() {
+            self.errors.push(format!("{key}: must not be empty"));
+        }
+        PathBuf::from(path)
+    }
+
+    fn integer(&mut self, key: &str, default: i64, min: i64, max: i64) -> u64 {
+        match self.table.get(key) {
+            None => default as u64,
+            Some(toml::Value::Integer(n)) if (min..=max).contains(n) => *n as u64,
+            Some(toml::Value::Integer(n)) => {
+                self.errors.push(format!("{key}: {n} is out of range, expected {min} to {max}"));
+                default as u64
+            }
+            Some(other) => {
+                self.errors.push(format!("{key}: expected an integer, found {}", other.type_str()));
+                default as u64
+            }
+        }
+    }
+
+    fn interfaces(&mut self, key: &str) -> Vec<InterfaceName> {
+        let items = match self.table.get(key) {
+            None => return Vec::new(),
+            Some(toml::Value::Array(items)) => items,
+            Some(other) => {
+                self.errors.push(format!("{key}: expected a list of interface names, found {}", other.type_str()));
+                return Vec::new();
+            }
+        };
+        let mut names = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match item.as_str().map(interface_name) {
+                Some(Ok(name)) if names.contains(&name) => {
+                    self.errors.push(format!("{key}[{i}]: {name} is listed twice"));
+                }
+                Some(Ok(name)) => names.push(name),
+                Some(Err(e)) => self.errors.push(format!("{key}[{i}]: {e}")),
+                None => self.errors.push(format!("{key}[{i}]: expected an interface name, found {}", item.type_str())),
+            }
+        }
+        names
+    }
+}
+
+/// A Linux interface name: 1 to 15 bytes, no `/`, no white space, not `.` or `..`.
+pub fn interface_name(s: &str) -> Result<InterfaceName, String> {
+    let valid = !s.is_empty()
+        && s.len() <= 15
+        && s != "."
+        && s != ".."
+        && !s.bytes().any(|b| b == b'/' || b.is_ascii_whitespace() || b == 0);
+    match InterfaceName::try_from(s) {
+        Ok(name) if valid => Ok(name),
+        _ => Err(format!("{s:?} is not a valid interface name (1 to 15 bytes, no '/' or spaces)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_config_parses_to_the_defaults() {
+        let config = parse(DEFAULT_CONFIG).unwrap();
+        assert_eq!(config.state_dir, Path::new("/var/lib/tally-agent"));
+        assert_eq!(config.max_link_mbps, 10_000);
+        assert_eq!(config.max_pending_buckets(), 35 * 288);
+        assert_eq!(parse("").unwrap(), config);
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let text = r#"
+            wan = ["eth1", "eth1", "a/b", 7]
+            max_link_mbps = 0
+            retention_days = "long"
+            log = "info,[=bad"
+            colour = true
+        "#;
+        let errors = parse(text).unwrap_err().errors;
+        assert_eq!(errors.len(), 7, "{errors:#?}");
+        assert!(errors.iter().any(|e| e == "wan[1]: eth1 is listed twice"));
+        assert!(errors.iter().any(|e| e.starts_with("wan[2]: \"a/b\" is not a valid interface name")));
+        assert!(errors.iter().any(|e| e == "wan[3]: expected an interface name, found integer"));
+        assert!(errors.iter().any(|e| e == "max_link_mbps: 0 is out of range, expected 1 to 1000000"));
+        assert!(errors.iter().any(|e| e == "retention_days: expected an integer, found string"));
+        assert!(errors.iter().any(|e| e.starts_with("log: \"info,[=bad\" is not a valid filter")));
+        assert!(errors.iter().any(|e| e.starts_with("colour: unknown key")));
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_line() {
+        let errors = parse("wan = [\"eth1\"\nlog = 3").unwrap_err().errors;
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].contains("line 2"), "{}", errors[0]);
+    }
+}

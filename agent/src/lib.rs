@@ -1,0 +1,61 @@
+//! tally-agent as a library: `main.rs` parses the command line and calls [`run`]; tests call the
+//! same function with a clock and a shutdown future of their own.
+//!
+//! - [`config`]: the configuration file, validated before anything is opened.
+//! - [`clock`]: wall and monotonic time, behind a trait for paused and accelerated tests.
+//! - [`netif`]: which interfaces are the WAN, and their counters, speed, ifindex, boot id.
+//! - [`measure`]: the 5-second loop around `tally-common`'s sampler and bucketizer.
+//! - [`store`]: sled: closed buckets waiting for the collector, and the state between ticks.
+//! - [`status`], [`replay`]: the `status` and `replay` commands.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod clock;
+pub mod config;
+pub mod measure;
+pub mod netif;
+pub mod replay;
+pub mod status;
+pub mod store;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use clock::Clock;
+use config::Config;
+use measure::{Meter, Notify};
+use store::Store;
+
+/// `tally-agent X.Y.Z`, as logs and the collector see it.
+pub const AGENT_VERSION: &str = concat!("tally-agent ", env!("CARGO_PKG_VERSION"));
+
+/// Opens the store (moving a corrupt one aside), serves `status`, and measures until `shutdown`.
+pub async fn run(
+    config: Config,
+    clock: &impl Clock,
+    shutdown: impl Future<Output = ()>,
+    notify: &impl Notify,
+) -> anyhow::Result<()> {
+    let opened = Store::open(&config.state_dir, config.max_pending_buckets())?;
+    if let Some((aside, why)) = &opened.moved_aside {
+        tracing::error!(
+            moved_to = %aside.display(),
+            error = %why,
+            "the store would not open (corrupt files); it was moved aside and a fresh store started"
+        );
+    }
+    let status = Arc::new(Mutex::new(status::Status::default()));
+    let socket = config.status_socket();
+    let _ = std::fs::remove_file(&socket);
+    match tokio::net::UnixListener::bind(&socket) {
+        Ok(listener) => {
+            tokio::spawn(status::serve(listener, status.clone()));
+        }
+        Err(e) => {
+            tracing::warn!(socket = %socket.display(), error = %e, "`tally-agent status` will not reach this agent")
+        }
+    }
+    let mut meter = Meter::new(config, opened.store, status)?;
+    let result = meter.run(clock, shutdown, notify).await;
+    let _ = std::fs::remove_file(&socket);
+    Ok(result?)
+}

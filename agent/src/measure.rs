@@ -1,0 +1,267 @@
+//! The measuring loop: every 5 s, on wall-clock multiples of 5 s (R2), read the WAN counters,
+//! turn them into a sample with `tally-common`'s sampler (R1, R3), fold samples into 5-minute
+//! buckets (R4), and put each closed bucket in the store.
+//!
+//! The rules live in `tally-common`; this module does the I/O around them: reading counters,
+//! logging for field engineers, saving state (each minute and at shutdown, not each tick: flash
+//! wear), re-discovering interfaces each minute, and feeding the systemd watchdog.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tally_common::bandwidth::Bandwidth;
+use tally_common::bucket::Bucketizer;
+use tally_common::sampler::{
+    Anomaly, DiscardCounters, InterfaceName, InterfaceReading, Interval, MAX_INTERFACES, Sampler, TickReading,
+};
+use tally_common::time::{TICK_SECS, next_tick};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::netif::{NetPaths, Wan};
+use crate::status::{self, BucketView, InterfaceStatus, SampleView, SharedStatus};
+use crate::store::{Store, StoreError};
+
+/// How often the open bucket and the last counters are saved, and interfaces re-checked.
+pub const SAVE_EVERY: Duration = Duration::from_secs(60);
+
+/// Notifications for the service manager.
+pub trait Notify {
+    /// The first tick is scheduled.
+    fn ready(&self);
+    /// A tick completed: the loop is alive.
+    fn alive(&self);
+}
+
+/// No service manager (tests, a terminal).
+#[derive(Debug, Clone, Copy)]
+pub struct NoNotify;
+
+impl Notify for NoNotify {
+    fn ready(&self) {}
+    fn alive(&self) {}
+}
+
+/// The agent's measuring state.
+#[derive(Debug)]
+pub struct Meter {
+    config: Config,
+    paths: NetPaths,
+    store: Store,
+    sampler: Sampler,
+    bucketizer: Bucketizer,
+    discards: DiscardCounters,
+    wans: Vec<Wan>,
+    readings: heapless::Vec<InterfaceReading, MAX_INTERFACES>,
+    boot_id: u128,
+    status: SharedStatus,
+}
+
+impl Meter {
+    /// Resumes from what the store saved.
+    pub fn new(config: Config, store: Store, status: SharedStatus) -> Result<Self, StoreError> {
+        let paths = NetPaths::from_config(&config);
+        let meter = Meter {
+            sampler: store.sampler()?,
+            bucketizer: Bucketizer::restore(store.open_bucket()?),
+            discards: store.discards()?,
+            boot_id: paths.boot_id(),
+            paths,
+            config,
+            store,
+            wans: Vec::new(),
+            readings: heapless::Vec::new(),
+            status,
+        };
+        status::update(&meter.status, |s| {
+            s.running = true;
+            s.agent_version = crate::AGENT_VERSION.into();
+            s.store = meter.config.store_dir().display().to_string();
+            s.open_bucket = meter.bucketizer.open().map(BucketView::from);
+            s.discarded = meter.discards;
+        });
+        Ok(meter)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs until `shutdown` completes, then saves the open bucket and the last counters.
+    pub async fn run(
+        &mut self,
+        clock: &impl Clock,
+        shutdown: impl Future<Output = ()>,
+        notify: &impl Notify,
+    ) -> Result<(), StoreError> {
+        self.discover();
+        self.log_start()?;
+        let mut tick_at = next_tick(clock.wall());
+        let mut last_save = clock.monotonic();
+        notify.ready();
+        tokio::pin!(shutdown);
+        loop {
+            let wait = (tick_at - clock.wall()).to_std().unwrap_or_default();
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(clock.real(wait)) => {}
+            }
+            // The tick we woke for; after a wall-clock step, the one nearest to the new time.
+            let now = clock.wall();
+            let tick = next_tick(now - TimeDelta::milliseconds(TICK_SECS * 500));
+            self.tick(tick, clock.monotonic())?;
+            notify.alive();
+            if clock.monotonic().saturating_sub(last_save) >= SAVE_EVERY {
+                self.save()?;
+                self.discover();
+                last_save = clock.monotonic();
+            }
+            tick_at = tick + TimeDelta::seconds(TICK_SECS);
+        }
+        self.save()?;
+        tracing::info!(
+            open_bucket = ?self.bucketizer.open().map(|b| (b.start.to_string(), b.max_bps)),
+            pending = self.store.pending_count(),
+            "stopping: open bucket and last counters saved"
+        );
+        Ok(())
+    }
+
+    /// One tick: read, sample, bucket, store.
+    pub fn tick(&mut self, wall: DateTime<Utc>, monotonic: Duration) -> Result<(), StoreError> {
+        self.readings.clear();
+        for wan in &self.wans {
+            if let Some(reading) = wan.read(&self.paths) {
+                // `discover` keeps at most MAX_INTERFACES, so this cannot overflow.
+                let _ = self.readings.push(reading);
+            }
+        }
+        let reading = TickReading { wall, monotonic, boot_id: self.boot_id, interfaces: &self.readings };
+        let Some(interval) = self.sampler.tick(&reading, log_anomaly) else { return Ok(()) };
+        self.record(&interval)
+    }
+
+    fn record(&mut self, interval: &Interval) -> Result<(), StoreError> {
+        match interval.outcome {
+            Ok(sample) => tracing::debug!(
+                start = %interval.start, up_bps = sample.up_bps, down_bps = sample.down_bps, bps = sample.bps(), "sample"
+            ),
+            Err(reason) => self.discards.count(reason),
+        }
+        let closed = self.bucketizer.push(interval);
+        if !closed.is_empty() {
+            let dropped = self.store.add_closed(&closed)?;
+            for bucket in &closed {
+                tracing::info!(
+                    start = %bucket.start,
+                    max = %Bandwidth(bucket.max_bps),
+                    max_bps = bucket.max_bps,
+                    valid_samples = bucket.samples,
+                    pending = self.store.pending_count(),
+                    "bucket closed"
+                );
+            }
+            for bucket in &dropped {
+                tracing::error!(
+                    start = %bucket.start,
+                    max_bps = bucket.max_bps,
+                    retention_days = self.config.retention_days,
+                    "oldest unsent bucket dropped: the collector has been unreachable for longer than the retention"
+                );
+            }
+        }
+        let oldest =
+            if closed.is_empty() { None } else { self.store.oldest_pending(1)?.first().map(|b| b.start.to_string()) };
+        status::update(&self.status, |s| {
+            s.last_sample = Some(SampleView::from(interval));
+            s.open_bucket = self.bucketizer.open().map(BucketView::from);
+            s.discarded = self.discards;
+            if !closed.is_empty() {
+                s.pending_buckets = self.store.pending_count();
+                s.oldest_pending = oldest;
+            }
+        });
+        Ok(())
+    }
+
+    /// Saves the open bucket, the last counters and the discard counters.
+    pub fn save(&self) -> Result<(), StoreError> {
+        self.store.save_state(self.bucketizer.open(), &self.sampler, &self.discards)
+    }
+
+    /// Finds the WAN interfaces (configured, or carrying a default route) and logs changes.
+    fn discover(&mut self) {
+        let names: Vec<InterfaceName> =
+            if self.config.wan.is_empty() { self.paths.default_route_interfaces() } else { self.config.wan.clone() };
+        let mut wans: Vec<Wan> = names.iter().filter_map(|n| Wan::open(&self.paths, n, &self.config)).collect();
+        if wans.len() > MAX_INTERFACES {
+            tracing::error!(
+                found = wans.len(),
+                ignored = ?wans[MAX_INTERFACES..].iter().map(|w| w.name.as_str()).collect::<Vec<_>>(),
+                "more WAN interfaces than the agent measures (at most {MAX_INTERFACES}): list the right ones in `wan`"
+            );
+            wans.truncate(MAX_INTERFACES);
+        }
+        for wan in &wans {
+            let known = self.wans.iter().find(|w| w.name == wan.name);
+            if known.is_none_or(|k| k.ifindex != wan.ifindex || k.cap != wan.cap) && !self.wans.is_empty() {
+                tracing::info!(interface = %wan.name, "WAN interface found: {}", wan.describe());
+            }
+        }
+        for old in &self.wans {
+            if !wans.iter().any(|w| w.name == old.name) {
+                tracing::warn!(interface = %old.name, "WAN interface is gone: not measured until it comes back");
+            }
+        }
+        for name in names.iter().filter(|n| !wans.iter().any(|w| &w.name == *n)) {
+            if self.config.wan.contains(name) {
+                tracing::debug!(interface = %name, "configured WAN interface does not exist (yet)");
+            }
+        }
+        self.wans = wans;
+        status::update(&self.status, |s| s.interfaces = self.wans.iter().map(InterfaceStatus::from).collect());
+    }
+
+    fn log_start(&self) -> Result<(), StoreError> {
+        let source = if self.config.wan.is_empty() { "interfaces with a default route" } else { "configured `wan`" };
+        if self.wans.is_empty() {
+            tracing::warn!(
+                "no WAN interface to measure ({source}: none found); re-checking every {} s",
+                SAVE_EVERY.as_secs()
+            );
+        } else {
+            let described: Vec<String> = self.wans.iter().map(Wan::describe).collect();
+            tracing::info!("measuring {} ({source})", described.join(", "));
+        }
+        let oldest = self.store.oldest_pending(1)?.first().map(|b| b.start.to_string());
+        tracing::info!(
+            store = %self.config.store_dir().display(),
+            pending = self.store.pending_count(),
+            oldest = oldest.as_deref().unwrap_or("-"),
+            open_bucket = ?self.bucketizer.open().map(|b| (b.start.to_string(), b.max_bps, b.samples)),
+            "store opened"
+        );
+        status::update(&self.status, |s| {
+            s.pending_buckets = self.store.pending_count();
+            s.oldest_pending = oldest;
+            s.dropped_buckets = self.store.dropped().unwrap_or_default();
+        });
+        Ok(())
+    }
+}
+
+/// Every anomaly once, at WARN, with its interface and values (R3).
+fn log_anomaly(anomaly: Anomaly) {
+    let interface = match &anomaly {
+        Anomaly::Counter { interface, .. }
+        | Anomaly::IfindexChanged { interface, .. }
+        | Anomaly::TooManyInterfaces { interface } => Some(interface.as_str()),
+        Anomaly::Elapsed { .. } | Anomaly::BootIdChanged => None,
+    };
+    match anomaly.discard_reason() {
+        Some(reason) => tracing::warn!(interface, reason = reason.as_str(), "interval discarded: {anomaly}"),
+        None => tracing::warn!(interface, "{anomaly}"),
+    }
+}

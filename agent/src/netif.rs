@@ -1,0 +1,284 @@
+//! The WAN interfaces and their counters, as the kernel shows them: which interfaces to measure
+//! (configured, or those carrying a default route), their byte counters from
+//! `SYSFS/IF/statistics/{rx,tx}_bytes` with a `/proc/net/dev` fallback, their link speed, their
+//! ifindex, and the machine's boot id (R1, R3).
+//!
+//! Both roots are configurable so tests and replays can point at a tree of plain files. A tick
+//! reads each interface's ifindex and counters by paths built when the interface was found, into
+//! stack buffers: the per-tick path does not allocate, and a re-created interface shows its new
+//! ifindex at once.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use tally_common::bandwidth::Bandwidth;
+use tally_common::counters::{CounterWidth, Counters, plausibility_cap};
+use tally_common::sampler::{InterfaceName, InterfaceReading};
+
+use crate::config::Config;
+
+/// Where the kernel's network views are.
+#[derive(Debug, Clone)]
+pub struct NetPaths {
+    pub sysfs_net: PathBuf,
+    pub procfs: PathBuf,
+}
+
+impl NetPaths {
+    pub fn from_config(config: &Config) -> Self {
+        NetPaths { sysfs_net: config.sysfs_net.clone(), procfs: config.procfs.clone() }
+    }
+
+    fn interface_file(&self, name: &str, file: &str) -> PathBuf {
+        self.sysfs_net.join(name).join(file)
+    }
+
+    /// The machine's boot id (`/proc/sys/kernel/random/boot_id`), 0 when unreadable.
+    pub fn boot_id(&self) -> u128 {
+        let text = std::fs::read_to_string(self.procfs.join("sys/kernel/random/boot_id")).unwrap_or_default();
+        let hex: String = text.trim().chars().filter(|c| *c != '-').collect();
+        u128::from_str_radix(&hex, 16).unwrap_or(0)
+    }
+
+    /// The interfaces that carry an IPv4 or IPv6 default route, in the order the kernel lists them.
+    pub fn default_route_interfaces(&self) -> Vec<InterfaceName> {
+        let mut names: Vec<InterfaceName> = Vec::new();
+        let mut add = |name: &str| {
+            if let Ok(name) = crate::config::interface_name(name)
+                && name != "lo"
+                && !names.contains(&name)
+            {
+                names.push(name);
+            }
+        };
+        // Iface Destination Gateway Flags RefCnt Use Metric Mask ...
+        let v4 = std::fs::read_to_string(self.procfs.join("net/route")).unwrap_or_default();
+        for line in v4.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() >= 8 && f[1] == "00000000" && f[7] == "00000000" {
+                add(f[0]);
+            }
+        }
+        // dest dest_len src src_len next_hop metric refcnt use flags iface
+        let v6 = std::fs::read_to_string(self.procfs.join("net/ipv6_route")).unwrap_or_default();
+        for line in v6.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() >= 10 && f[0].bytes().all(|b| b == b'0') && f[1] == "00" {
+                add(f[9]);
+            }
+        }
+        names
+    }
+
+    /// Link speed in Mbps when the kernel knows it (`speed` is -1 or unreadable otherwise).
+    pub fn speed_mbps(&self, name: &str) -> Option<u64> {
+        let text = std::fs::read_to_string(self.interface_file(name, "speed")).ok()?;
+        text.trim().parse::<i64>().ok().filter(|s| *s > 0).map(|s| s as u64)
+    }
+
+    /// Counters of `name` from `/proc/net/dev`, for kernels or trees without sysfs statistics.
+    fn proc_net_dev(&self, name: &str) -> io::Result<Counters> {
+        let text = std::fs::read_to_string(self.procfs.join("net/dev"))?;
+        for line in text.lines().skip(2) {
+            let Some((iface, stats)) = line.split_once(':') else { continue };
+            if iface.trim() != name {
+                continue;
+            }
+            // rx: bytes packets errs drop fifo frame compressed multicast; tx: bytes ...
+            let f: Vec<u64> = stats.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+            if f.len() >= 16 {
+                return Ok(Counters { rx_bytes: f[0], tx_bytes: f[8] });
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::NotFound, format!("{name} is not in /proc/net/dev")))
+    }
+}
+
+/// How a WAN interface's counters are read.
+#[derive(Debug)]
+enum Source {
+    Sysfs { rx: PathBuf, tx: PathBuf },
+    ProcNetDev,
+}
+
+/// One WAN interface being measured.
+#[derive(Debug)]
+pub struct Wan {
+    pub name: InterfaceName,
+    pub ifindex: u32,
+    pub speed_mbps: Option<u64>,
+    pub cap: Bandwidth,
+    pub width: CounterWidth,
+    ifindex_path: PathBuf,
+    source: Source,
+}
+
+impl Wan {
+    /// Finds `name`'s counters; `None` when the interface does not exist (yet).
+    pub fn open(paths: &NetPaths, name: &InterfaceName, config: &Config) -> Option<Wan> {
+        let ifindex_path = paths.interface_file(name, "ifindex");
+        let ifindex = read_number(&ifindex_path).ok()? as u32;
+        let rx = paths.interface_file(name, "statistics/rx_bytes");
+        let tx = paths.interface_file(name, "statistics/tx_bytes");
+        let source = if rx.exists() && tx.exists() {
+            Source::Sysfs { rx, tx }
+        } else {
+            paths.proc_net_dev(name).ok()?;
+            Source::ProcNetDev
+        };
+        let speed_mbps = paths.speed_mbps(name);
+        let width = if config.counters_32bit.contains(name) || usize::BITS == 32 {
+            CounterWidth::Bits32
+        } else {
+            CounterWidth::Bits64
+        };
+        Some(Wan {
+            name: name.clone(),
+            ifindex,
+            speed_mbps,
+            cap: plausibility_cap(speed_mbps, config.max_link_mbps),
+            width,
+            ifindex_path,
+            source,
+        })
+    }
+
+    /// This tick's reading, or `None` when the interface is gone. Reads three small files by
+    /// paths built when the interface was found: no allocation on the sysfs path.
+    pub fn read(&self, paths: &NetPaths) -> Option<InterfaceReading> {
+        let ifindex = read_number(&self.ifindex_path).ok()? as u32;
+        let counters = match &self.source {
+            Source::Sysfs { rx, tx } => Counters { rx_bytes: read_number(rx).ok()?, tx_bytes: read_number(tx).ok()? },
+            Source::ProcNetDev => paths.proc_net_dev(&self.name).ok()?,
+        };
+        Some(InterfaceReading { name: self.name.clone(), ifindex, counters, cap: self.cap, width: self.width })
+    }
+
+    /// A one-line description for the log: speed, cap and (on a real system) addresses.
+    pub fn describe(&self) -> String {
+        let speed = self.speed_mbps.map_or("speed unknown".to_owned(), |s| format!("{s} Mbps"));
+        let addresses: Vec<String> = pnet_datalink::interfaces()
+            .into_iter()
+            .filter(|i| i.name == self.name.as_str())
+            .flat_map(|i| i.ips.into_iter().map(|ip| ip.to_string()))
+            .collect();
+        let addresses = if addresses.is_empty() { String::new() } else { format!(", {}", addresses.join(" ")) };
+        format!("{} (ifindex {}, {speed}, cap {}{addresses})", self.name, self.ifindex, self.cap)
+    }
+}
+
+/// Reads a decimal number from a small kernel file into a stack buffer.
+fn read_number(path: &Path) -> io::Result<u64> {
+    let mut buf = [0u8; 32];
+    let n = File::open(path)?.read_at(&mut buf, 0)?;
+    let text = std::str::from_utf8(&buf[..n]).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not text"))?;
+    text.trim().parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not a number"))
+}
+
+/// Writes a fake interface into a sysfs-like tree: for tests and demos.
+pub fn write_fake_interface(
+    root: &Path,
+    name: &str,
+    ifindex: u32,
+    speed: Option<u64>,
+    counters: Counters,
+) -> io::Result<()> {
+    let dir = root.join(name);
+    std::fs::create_dir_all(dir.join("statistics"))?;
+    std::fs::write(dir.join("ifindex"), format!("{ifindex}\n"))?;
+    std::fs::write(dir.join("speed"), speed.map_or("-1\n".to_owned(), |s| format!("{s}\n")))?;
+    write_fake_counters(root, name, counters)
+}
+
+/// Updates a fake interface's counters in place (same inode, as the kernel's files).
+pub fn write_fake_counters(root: &Path, name: &str, counters: Counters) -> io::Result<()> {
+    let dir = root.join(name).join("statistics");
+    std::fs::write(dir.join("rx_bytes"), format!("{}\n", counters.rx_bytes))?;
+    std::fs::write(dir.join("tx_bytes"), format!("{}\n", counters.tx_bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(dir: &Path) -> NetPaths {
+        NetPaths { sysfs_net: dir.join("sys"), procfs: dir.join("proc") }
+    }
+
+    #[test]
+    fn default_routes_come_from_both_route_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(dir.path());
+        std::fs::create_dir_all(p.procfs.join("net")).unwrap();
+        std::fs::write(
+            p.procfs.join("net/route"),
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+             eth1\t00000000\t0102A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+             eth0\t0002A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n",
+        )
+        .unwrap();
+        std::fs::write(
+            p.procfs.join("net/ipv6_route"),
+            "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 lte0\n\
+             00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200 lo\n",
+        )
+        .unwrap();
+        let names: Vec<String> = p.default_route_interfaces().iter().map(|n| n.to_string()).collect();
+        assert_eq!(names, ["eth1", "lte0"]);
+    }
+
+    #[test]
+    fn counters_come_from_sysfs_or_proc_net_dev() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(dir.path());
+        let config = Config::default();
+        let eth1 = crate::config::interface_name("eth1").unwrap();
+        write_fake_interface(&p.sysfs_net, "eth1", 3, Some(1000), Counters { rx_bytes: 10, tx_bytes: 20 }).unwrap();
+        let wan = Wan::open(&p, &eth1, &config).unwrap();
+        assert_eq!(wan.cap, Bandwidth(1_050_000_000));
+        write_fake_counters(&p.sysfs_net, "eth1", Counters { rx_bytes: 11, tx_bytes: 22 }).unwrap();
+        let r = wan.read(&p).unwrap();
+        assert_eq!((r.counters.rx_bytes, r.counters.tx_bytes, r.ifindex), (11, 22, 3));
+
+        let lte0 = crate::config::interface_name("lte0").unwrap();
+        std::fs::create_dir_all(p.sysfs_net.join("lte0")).unwrap();
+        std::fs::write(p.sysfs_net.join("lte0/ifindex"), "9\n").unwrap();
+        std::fs::create_dir_all(p.procfs.join("net")).unwrap();
+        std::fs::write(
+            p.procfs.join("net/dev"),
+            "Inter-|   Receive    |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes ...\n\
+             \x20 lte0: 1234 5 0 0 0 0 0 0 5678 6 0 0 0 0 0 0\n",
+        )
+        .unwrap();
+        let wan = Wan::open(&p, &lte0, &config).unwrap();
+        assert_eq!(wan.speed_mbps, None);
+        assert_eq!(wan.cap, Bandwidth(10_000_000_000));
+        let r = wan.read(&p).unwrap();
+        assert_eq!((r.counters.rx_bytes, r.counters.tx_bytes), (1234, 5678));
+    }
+
+    #[test]
+    fn a_re_created_interface_is_read_with_its_new_ifindex() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(dir.path());
+        let config = Config::default();
+        let eth1 = crate::config::interface_name("eth1").unwrap();
+        write_fake_interface(&p.sysfs_net, "eth1", 3, None, Counters::default()).unwrap();
+        let wan = Wan::open(&p, &eth1, &config).unwrap();
+        std::fs::remove_dir_all(p.sysfs_net.join("eth1")).unwrap();
+        assert!(wan.read(&p).is_none(), "gone");
+        write_fake_interface(&p.sysfs_net, "eth1", 8, None, Counters::default()).unwrap();
+        assert_eq!(wan.read(&p).unwrap().ifindex, 8);
+    }
+
+    #[test]
+    fn boot_id_is_read_as_a_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(dir.path());
+        std::fs::create_dir_all(p.procfs.join("sys/kernel/random")).unwrap();
+        std::fs::write(p.procfs.join("sys/kernel/random/boot_id"), "0b6f1bd3-2d5c-4b3e-9c53-1e0e6a9f1b2c\n").unwrap();
+        assert_eq!(p.boot_id(), 0x0b6f1bd32d5c4b3e9c531e0e6a9f1b2c);
+    }
+}

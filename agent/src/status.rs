@@ -1,0 +1,191 @@
+//! `tally-agent status`: what the agent measures, what it holds, what it discarded.
+//!
+//! A running agent keeps a [`Status`] up to date and answers on a Unix socket in its state
+//! directory (the store itself is locked by the running agent). When no agent runs, `status`
+//! reads the store directly.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tally_common::bandwidth::Bandwidth;
+use tally_common::bucket::Bucket;
+use tally_common::sampler::{DiscardCounters, Interval};
+use tally_common::time::rfc3339;
+
+use crate::config::Config;
+use crate::netif::Wan;
+use crate::store::Store;
+
+/// Everything `status` shows, as JSON (`--format json`) or a table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Whether this came from a running agent.
+    pub running: bool,
+    pub agent_version: String,
+    pub store: String,
+    pub interfaces: Vec<InterfaceStatus>,
+    pub last_sample: Option<SampleView>,
+    pub open_bucket: Option<BucketView>,
+    pub pending_buckets: usize,
+    pub oldest_pending: Option<String>,
+    pub discarded: DiscardCounters,
+    pub dropped_buckets: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    pub ifindex: u32,
+    pub speed_mbps: Option<u64>,
+    pub cap_bps: u64,
+}
+
+impl From<&Wan> for InterfaceStatus {
+    fn from(wan: &Wan) -> Self {
+        InterfaceStatus {
+            name: wan.name.to_string(),
+            ifindex: wan.ifindex,
+            speed_mbps: wan.speed_mbps,
+            cap_bps: wan.cap.bps(),
+        }
+    }
+}
+
+/// One interval as the Contract's replay JSON shows it: `bps` null and a reason when invalid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SampleView {
+    pub start: String,
+    pub end: String,
+    pub bps: Option<u64>,
+    pub up_bps: Option<u64>,
+    pub down_bps: Option<u64>,
+    pub reason: Option<String>,
+}
+
+impl From<&Interval> for SampleView {
+    fn from(iv: &Interval) -> Self {
+        let sample = iv.outcome.ok();
+        SampleView {
+            start: rfc3339(iv.start),
+            end: rfc3339(iv.end),
+            bps: iv.bps(),
+            up_bps: sample.map(|s| s.up_bps),
+            down_bps: sample.map(|s| s.down_bps),
+            reason: iv.outcome.err().map(|r| r.to_string()),
+        }
+    }
+}
+
+/// A bucket as the Contract's JSON shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketView {
+    pub start: String,
+    pub max_bps: u64,
+    pub samples: u8,
+}
+
+impl From<&Bucket> for BucketView {
+    fn from(b: &Bucket) -> Self {
+        BucketView { start: b.start.to_string(), max_bps: b.max_bps, samples: b.samples }
+    }
+}
+
+/// The running agent's status, shared between the sampler loop and the status socket.
+pub type SharedStatus = Arc<Mutex<Status>>;
+
+/// Runs `f` on the shared status (a poisoned lock is still usable: the status is plain data).
+pub fn update(shared: &SharedStatus, f: impl FnOnce(&mut Status)) {
+    f(&mut shared.lock().unwrap_or_else(PoisonError::into_inner));
+}
+
+/// The status of a stopped agent, from its store.
+pub fn from_store(config: &Config, store: &Store) -> anyhow::Result<Status> {
+    Ok(Status {
+        running: false,
+        agent_version: crate::AGENT_VERSION.into(),
+        store: config.store_dir().display().to_string(),
+        interfaces: Vec::new(),
+        last_sample: None,
+        open_bucket: store.open_bucket()?.as_ref().map(BucketView::from),
+        pending_buckets: store.pending_count(),
+        oldest_pending: store.oldest_pending(1)?.first().map(|b| b.start.to_string()),
+        discarded: store.discards()?,
+        dropped_buckets: store.dropped()?,
+    })
+}
+
+/// Serves the shared status on `listener`, one JSON document per connection.
+pub async fn serve(listener: tokio::net::UnixListener, shared: SharedStatus) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let json = {
+            let status = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            serde_json::to_vec(&*status).unwrap_or_default()
+        };
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, &json).await;
+    }
+}
+
+/// Asks a running agent for its status; `None` when none answers on `socket`.
+pub fn query(socket: &Path) -> Option<Status> {
+    let mut stream = UnixStream::connect(socket).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let _ = stream.flush();
+    let mut json = Vec::new();
+    stream.read_to_end(&mut json).ok()?;
+    serde_json::from_slice(&json).ok()
+}
+
+/// The human-readable form.
+pub fn table(s: &Status) -> String {
+    let mut out = String::new();
+    let state = if s.running { "running" } else { "not running (from its store)" };
+    out += &format!("tally-agent {}: {state}\nstore: {}\n", s.agent_version, s.store);
+    if s.running {
+        out += "interfaces:\n";
+        if s.interfaces.is_empty() {
+            out += "  none found (no configured WAN interface exists, or no default route)\n";
+        }
+        for i in &s.interfaces {
+            let speed = i.speed_mbps.map_or("speed unknown".into(), |m| format!("{m} Mbps"));
+            out += &format!("  {} (ifindex {}): {speed}, cap {}\n", i.name, i.ifindex, Bandwidth(i.cap_bps));
+        }
+        match &s.last_sample {
+            Some(v) => {
+                let value = match (v.bps, &v.reason) {
+                    (Some(bps), _) => format!("{} (up {}, down {})", Bandwidth(bps), mbps(v.up_bps), mbps(v.down_bps)),
+                    (None, reason) => format!("discarded: {}", reason.as_deref().unwrap_or("?")),
+                };
+                out += &format!("last sample: {} .. {}: {value}\n", v.start, v.end);
+            }
+            None => out += "last sample: none yet\n",
+        }
+    }
+    match &s.open_bucket {
+        Some(b) => {
+            out += &format!("open bucket: {} max {} from {} samples\n", b.start, Bandwidth(b.max_bps), b.samples)
+        }
+        None => out += "open bucket: none\n",
+    }
+    let oldest = s.oldest_pending.as_deref().map_or(String::new(), |o| format!(", oldest {o}"));
+    out += &format!("pending buckets: {}{oldest}\n", s.pending_buckets);
+    let d = &s.discarded;
+    out += &format!(
+        "discarded intervals: {} (counter reset {}, above cap {}, elapsed too short {}, elapsed too long {})\n",
+        d.total(),
+        d.counter_reset,
+        d.above_cap,
+        d.elapsed_too_short,
+        d.elapsed_too_long
+    );
+    out += &format!("buckets dropped by retention: {}\n", s.dropped_buckets);
+    out
+}
+
+fn mbps(bps: Option<u64>) -> String {
+    bps.map_or("-".into(), |b| Bandwidth(b).to_string())
+}
