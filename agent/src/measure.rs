@@ -15,7 +15,7 @@ use tally_common::bucket::Bucketizer;
 use tally_common::sampler::{
     Anomaly, DiscardCounters, InterfaceName, InterfaceReading, Interval, MAX_INTERFACES, Sampler, TickReading,
 };
-use tally_common::time::{TICK_SECS, next_tick};
+use tally_common::time::{TICK_SECS, next_tick, rfc3339};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -146,7 +146,7 @@ impl Meter {
     fn record(&mut self, interval: &Interval) -> Result<(), StoreError> {
         match interval.outcome {
             Ok(sample) => tracing::debug!(
-                start = %interval.start, up_bps = sample.up_bps, down_bps = sample.down_bps, bps = sample.bps(), "sample"
+                start = %rfc3339(interval.start), up_bps = sample.up_bps, down_bps = sample.down_bps, bps = sample.bps(), "sample"
             ),
             Err(reason) => self.discards.count(reason),
         }

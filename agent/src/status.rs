@@ -144,7 +144,7 @@ pub fn query(socket: &Path) -> Option<Status> {
 pub fn table(s: &Status) -> String {
     let mut out = String::new();
     let state = if s.running { "running" } else { "not running (from its store)" };
-    out += &format!("tally-agent {}: {state}\nstore: {}\n", s.agent_version, s.store);
+    out += &format!("{}: {state}\nstore: {}\n", s.agent_version, s.store);
     if s.running {
         out += "interfaces:\n";
         if s.interfaces.is_empty() {
