@@ -4,7 +4,7 @@
 //! Trace CSV (Contract): `time,interface,rx_bytes,tx_bytes[,speed_mbps]`, one row per interface
 //! per reading, `time` RFC 3339; a header line is optional. Each distinct reading time is a tick,
 //! and a sample covers the interval from the previous reading time. The trace's times serve as
-//! both the wall clock and the monotonic clock.
+//! both the wall clock and the monotonic clock; a step back counts as no elapsed time.
 
 use std::time::Duration;
 
@@ -38,10 +38,14 @@ struct Row {
 fn parse(trace: &str, config: &Config) -> Result<Vec<Row>, Vec<String>> {
     let mut rows = Vec::new();
     let mut errors = Vec::new();
+    let mut first = true;
     for (i, line) in trace.lines().enumerate() {
         let n = i + 1;
         let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || (n == 1 && line.starts_with("time,")) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if std::mem::take(&mut first) && line.starts_with("time,") {
             continue;
         }
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
@@ -95,14 +99,17 @@ pub fn replay(trace: &str, config: &Config) -> Result<Replay, Vec<String>> {
     let mut out = Replay::default();
     let mut sampler = Sampler::new();
     let mut bucketizer = Bucketizer::default();
-    let Some(origin) = rows.first().map(|r| r.time) else { return Ok(out) };
+    let Some(mut previous) = rows.first().map(|r| r.time) else { return Ok(out) };
+    let mut monotonic = Duration::ZERO;
     let mut at = 0;
     while at < rows.len() {
         let time = rows[at].time;
         let tick: Vec<InterfaceReading> =
             rows[at..].iter().take_while(|r| r.time == time).map(|r| r.reading.clone()).collect();
         at += tick.len();
-        let monotonic = (time - origin).to_std().unwrap_or(Duration::ZERO);
+        // A trace has one clock: a step back is no time at all (an interval too short).
+        monotonic += (time - previous).to_std().unwrap_or(Duration::ZERO);
+        previous = time;
         let reading = TickReading { wall: time, monotonic, boot_id: 0, interfaces: &tick };
         let interval = sampler.tick(&reading, |a: Anomaly| out.anomalies.push(a.to_string()));
         if let Some(interval) = interval {
