@@ -62,9 +62,12 @@ impl Meter {
     /// Resumes from what the store saved.
     pub fn new(config: Config, store: Store, status: SharedStatus) -> Result<Self, StoreError> {
         let paths = NetPaths::from_config(&config);
+        // A saved open bucket that is pending already closed after that save: the pending copy
+        // holds every sample of it.
+        let open = store.open_bucket()?.filter(|b| !store.is_pending(b.start).unwrap_or(false));
         let meter = Meter {
             sampler: store.sampler()?,
-            bucketizer: Bucketizer::restore(store.open_bucket()?),
+            bucketizer: Bucketizer::restore(open),
             discards: store.discards()?,
             boot_id: paths.boot_id(),
             paths,
@@ -153,6 +156,7 @@ impl Meter {
         let closed = self.bucketizer.push(interval);
         if !closed.is_empty() {
             let dropped = self.store.add_closed(&closed)?;
+            self.save()?;
             for bucket in &closed {
                 tracing::info!(
                     start = %bucket.start,
@@ -188,7 +192,14 @@ impl Meter {
 
     /// Saves the open bucket, the last counters and the discard counters.
     pub fn save(&self) -> Result<(), StoreError> {
-        self.store.save_state(self.bucketizer.open(), &self.sampler, &self.discards)
+        self.store.save_state(self.bucketizer.open(), &self.sampler, &self.discards)?;
+        let open = self.bucketizer.open();
+        tracing::debug!(
+            open_start = open.map(|b| b.start.to_string()),
+            open_max_bps = open.map(|b| b.max_bps),
+            "state saved"
+        );
+        Ok(())
     }
 
     /// Finds the WAN interfaces (configured, or carrying a default route) and logs changes.
@@ -240,7 +251,8 @@ impl Meter {
             store = %self.config.store_dir().display(),
             pending = self.store.pending_count(),
             oldest = oldest.as_deref().unwrap_or("-"),
-            open_bucket = ?self.bucketizer.open().map(|b| (b.start.to_string(), b.max_bps, b.samples)),
+            open_start = self.bucketizer.open().map(|b| b.start.to_string()),
+            open_max_bps = self.bucketizer.open().map(|b| b.max_bps),
             "store opened"
         );
         status::update(&self.status, |s| {

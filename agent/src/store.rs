@@ -134,6 +134,10 @@ impl Store {
         Ok(())
     }
 
+    pub fn is_pending(&self, start: BucketStart) -> Result<bool, StoreError> {
+        Ok(self.pending.contains_key(bucket_key(start))?)
+    }
+
     pub fn pending_count(&self) -> usize {
         self.pending_count
     }
