@@ -1,0 +1,147 @@
+//! The agent's command line, with the real binary: `validate`, `default-config`, `status` while
+//! `run` runs, SIGTERM, and a corrupt store.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::FakeTree;
+use tally_agent::clock::{ScaledClock, TEST_CLOCK_VAR};
+
+fn agent() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tally-agent"))
+}
+
+#[test]
+fn validate_reports_every_error_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, "wan = [\"eth 1\"]\nretention_days = 0\nspeed = 3\n").unwrap();
+    let out = agent().args(["validate", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("3 error(s)"), "{err}");
+    assert!(err.contains("wan[0]: \"eth 1\" is not a valid interface name"), "{err}");
+    assert!(err.contains("retention_days: 0 is out of range"), "{err}");
+    assert!(err.contains("speed: unknown key"), "{err}");
+    let out = agent().args(["run", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "run refuses the same configuration before opening anything");
+}
+
+#[test]
+fn the_default_config_is_valid_and_commented() {
+    let out = agent().arg("default-config").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().filter(|l| l.starts_with('#')).count() > 10);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, &text).unwrap();
+    let out = agent().args(["validate", "--config"]).arg(&path).output().unwrap();
+    assert!(out.status.success());
+}
+
+/// A running agent on an accelerated clock, with its log read line by line.
+struct Running {
+    child: Child,
+    log: BufReader<ChildStderr>,
+    seen: String,
+}
+
+impl Running {
+    fn start(tree: &FakeTree) -> Self {
+        let config = tree.write_config(&["eth1"], "");
+        let clock = format!("1791331200:{}:100", ScaledClock::now_anchor().as_nanos());
+        let mut child = agent()
+            .args(["run", "--config"])
+            .arg(config)
+            .env(TEST_CLOCK_VAR, clock)
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = BufReader::new(child.stderr.take().unwrap());
+        Running { child, log, seen: String::new() }
+    }
+
+    /// Reads the log until a line contains `needle`; returns that line.
+    fn until(&mut self, needle: &str) -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(self.log.read_line(&mut line).unwrap() > 0, "the agent exited before logging {needle:?}:\n{}", self.seen);
+            self.seen += &line;
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    fn terminate(&mut self) -> Duration {
+        let started = Instant::now();
+        rustix::process::kill_process(rustix::process::Pid::from_child(&self.child), rustix::process::Signal::TERM).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "exit status {status:?}");
+        started.elapsed()
+    }
+}
+
+#[test]
+fn status_answers_while_run_runs_and_sigterm_saves_the_open_bucket() {
+    let tree = FakeTree::new();
+    tree.add("eth1", 2, Some(1_000));
+    let mut agent_run = Running::start(&tree);
+    agent_run.until("store opened");
+    // Let a few samples arrive (the counters stand still: 0 bit/s).
+    for _ in 0..3 {
+        agent_run.until(" sample start=");
+    }
+    let config = tree.dir.path().join("agent.toml");
+    let out = agent().args(["status", "--format", "json", "--config"]).arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["running"], true);
+    assert_eq!(status["interfaces"][0]["name"], "eth1");
+    assert_eq!(status["interfaces"][0]["speed_mbps"], 1000);
+    assert_eq!(status["interfaces"][0]["cap_bps"], 1_050_000_000u64);
+    assert_eq!(status["last_sample"]["bps"], 0);
+    assert!(status["open_bucket"]["samples"].as_u64().unwrap() >= 1);
+    assert_eq!(status["discarded"]["counter_reset"], 0);
+    let table = agent().args(["status", "--config"]).arg(&config).output().unwrap();
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(table.contains("running") && table.contains("eth1 (ifindex 2): 1000 Mbps, cap 1050.0 Mbps"), "{table}");
+
+    let took = agent_run.terminate();
+    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut agent_run.log, &mut rest).unwrap();
+    assert!(rest.contains("stopping: open bucket and last counters saved"), "{rest}");
+
+    let out = agent().args(["status", "--format", "json", "--config"]).arg(&config).output().unwrap();
+    let stopped: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stopped["running"], false);
+    assert!(stopped["open_bucket"]["samples"].as_u64().unwrap() >= 1, "the open bucket was saved: {stopped}");
+}
+
+#[test]
+fn a_corrupt_store_is_moved_aside_and_measuring_goes_on() {
+    let tree = FakeTree::new();
+    tree.add("eth1", 2, Some(1_000));
+    let store = tree.state().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::write(store.join("conf"), b"\x00\x01garbage").unwrap();
+    std::fs::write(store.join("db"), vec![0x5a; 8192]).unwrap();
+    let mut agent_run = Running::start(&tree);
+    let error = agent_run.until("moved aside");
+    assert!(error.contains("ERROR") && error.contains("store.corrupt-"), "{error}");
+    agent_run.until(" sample start=");
+    agent_run.terminate();
+    let aside: Vec<String> = std::fs::read_dir(tree.state())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("store.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert!(tree.state().join(&aside[0]).join("db").exists(), "kept for inspection");
+}
