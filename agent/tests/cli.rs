@@ -70,7 +70,11 @@ impl Running {
         let mut line = String::new();
         loop {
             line.clear();
-            assert!(self.log.read_line(&mut line).unwrap() > 0, "the agent exited before logging {needle:?}:\n{}", self.seen);
+            assert!(
+                self.log.read_line(&mut line).unwrap() > 0,
+                "the agent exited before logging {needle:?}:\n{}",
+                self.seen
+            );
             self.seen += &line;
             if line.contains(needle) {
                 return line;
@@ -80,7 +84,8 @@ impl Running {
 
     fn terminate(&mut self) -> Duration {
         let started = Instant::now();
-        rustix::process::kill_process(rustix::process::Pid::from_child(&self.child), rustix::process::Signal::TERM).unwrap();
+        rustix::process::kill_process(rustix::process::Pid::from_child(&self.child), rustix::process::Signal::TERM)
+            .unwrap();
         let status = self.child.wait().unwrap();
         assert!(status.success(), "exit status {status:?}");
         started.elapsed()

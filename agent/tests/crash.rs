@@ -71,7 +71,8 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         let wait_ms = if run == KILLS { 4_000 } else { 300 + next(&mut seed) % 2_700 };
         std::thread::sleep(Duration::from_millis(wait_ms));
         if run == KILLS {
-            rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM).unwrap();
+            rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM)
+                .unwrap();
             assert!(child.wait().unwrap().success(), "a graceful stop exits 0");
         } else {
             child.kill().unwrap(); // SIGKILL

@@ -66,7 +66,13 @@ struct Outcome {
     logs: Logs,
 }
 
-async fn scenario(wan: &[&str], extra: &str, ticks: u64, setup: impl FnOnce(&FakeTree), script: impl FnMut(u64, &FakeTree, &TestClock)) -> Outcome {
+async fn scenario(
+    wan: &[&str],
+    extra: &str,
+    ticks: u64,
+    setup: impl FnOnce(&FakeTree),
+    script: impl FnMut(u64, &FakeTree, &TestClock),
+) -> Outcome {
     let tree = FakeTree::new();
     setup(&tree);
     let clock = TestClock::starting_at("2026-10-07T10:00:00Z");
@@ -141,7 +147,10 @@ async fn a_reset_to_zero_of_a_32_bit_looking_counter_is_never_a_4_gib_phantom() 
         assert_eq!(o.samples.len(), 9, "one interval discarded ({extra})");
         assert_eq!(o.discarded.len(), 1);
         let line = &o.discarded[0];
-        assert!(line.contains("WARN") && line.contains("interface=\"eth1\"") && line.contains("reason=\"counter_reset\""), "{line}");
+        assert!(
+            line.contains("WARN") && line.contains("interface=\"eth1\"") && line.contains("reason=\"counter_reset\""),
+            "{line}"
+        );
         assert!(line.contains("rx_bytes went backwards from 3020000000 to 0"), "{line}");
     }
 }
@@ -247,6 +256,9 @@ async fn wall_clock_steps_back_and_forward_change_no_rate() {
     assert_eq!(o.samples, vec![TRUE_RATE; 80], "rates come from the monotonic clock");
     assert_eq!(o.counts.total(), 0);
     let starts: Vec<String> = o.buckets.iter().map(|b| b.start.to_string()).collect();
-    assert!(starts.contains(&"2026-10-07T09:00:00Z".to_owned()), "samples after the step back land an hour earlier: {starts:?}");
+    assert!(
+        starts.contains(&"2026-10-07T09:00:00Z".to_owned()),
+        "samples after the step back land an hour earlier: {starts:?}"
+    );
     o.assert_never_above(TRUE_RATE);
 }

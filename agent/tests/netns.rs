@@ -114,8 +114,11 @@ fn samples_of_real_traffic_are_within_five_percent_of_the_true_rate() {
     };
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("agent.toml");
-    std::fs::write(&config, format!("state_dir = {:?}\nwan = [\"vB\"]\nlog = \"debug,sled=warn\"\n", dir.path().join("state")))
-        .unwrap();
+    std::fs::write(
+        &config,
+        format!("state_dir = {:?}\nwan = [\"vB\"]\nlog = \"debug,sled=warn\"\n", dir.path().join("state")),
+    )
+    .unwrap();
 
     let receiver = ns.exec(&ns.b, "python3").args(["-c", RECEIVER]).spawn().unwrap();
     let mut agent = ns
@@ -134,8 +137,11 @@ fn samples_of_real_traffic_are_within_five_percent_of_the_true_rate() {
     }
 
     let before = ns.tx_bytes();
-    let generator =
-        ns.exec(&ns.a, "python3").args(["-c", GENERATOR, &RATE_BPS.to_string(), &SECONDS.to_string()]).output().unwrap();
+    let generator = ns
+        .exec(&ns.a, "python3")
+        .args(["-c", GENERATOR, &RATE_BPS.to_string(), &SECONDS.to_string()])
+        .output()
+        .unwrap();
     let after = ns.tx_bytes();
     assert!(generator.status.success(), "{}", String::from_utf8_lossy(&generator.stderr));
     let report = String::from_utf8(generator.stdout).unwrap();

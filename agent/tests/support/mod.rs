@@ -10,9 +10,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tally_agent::clock::Clock;
 use tally_agent::config::{Config, parse};
 use tally_agent::measure::{Meter, NoNotify};
+use tally_agent::netif::{write_fake_counters, write_fake_interface};
 use tally_agent::status::Status;
 use tally_agent::store::Store;
-use tally_agent::netif::{write_fake_counters, write_fake_interface};
 use tally_common::counters::Counters;
 
 /// A directory with `sys/` (as /sys/class/net) and `proc/` trees, and a state directory.
