@@ -135,8 +135,8 @@ impl Meter {
     /// One tick: read, sample, bucket, store.
     pub fn tick(&mut self, wall: DateTime<Utc>, monotonic: Duration) -> Result<(), StoreError> {
         self.readings.clear();
-        for wan in &self.wans {
-            if let Some(reading) = wan.read(&self.paths) {
+        for wan in &mut self.wans {
+            if let Some(reading) = wan.read(&self.paths, &self.config) {
                 // `discover` keeps at most MAX_INTERFACES, so this cannot overflow.
                 let _ = self.readings.push(reading);
             }

@@ -4,9 +4,8 @@
 //! ifindex, and the machine's boot id (R1, R3).
 //!
 //! Both roots are configurable so tests and replays can point at a tree of plain files. A tick
-//! reads each interface's ifindex and counters by paths built when the interface was found, into
-//! stack buffers: the per-tick path does not allocate, and a re-created interface shows its new
-//! ifindex at once.
+//! reads each interface's counters from files opened when the interface was found, into stack
+//! buffers: no path lookup and no allocation per tick.
 
 use std::fs::File;
 use std::io;
@@ -99,7 +98,13 @@ impl NetPaths {
 /// How a WAN interface's counters are read.
 #[derive(Debug)]
 enum Source {
-    Sysfs { rx: PathBuf, tx: PathBuf },
+    /// The statistics files, kept open: a tick reads them with `pread` at offset 0, which makes
+    /// sysfs render them afresh. Once the interface is removed the kernel fails those reads
+    /// (ENODEV), and the interface is looked up again by name.
+    Sysfs {
+        rx: File,
+        tx: File,
+    },
     ProcNetDev,
 }
 
@@ -111,22 +116,20 @@ pub struct Wan {
     pub speed_mbps: Option<u64>,
     pub cap: Bandwidth,
     pub width: CounterWidth,
-    ifindex_path: PathBuf,
     source: Source,
 }
 
 impl Wan {
     /// Finds `name`'s counters; `None` when the interface does not exist (yet).
     pub fn open(paths: &NetPaths, name: &InterfaceName, config: &Config) -> Option<Wan> {
-        let ifindex_path = paths.interface_file(name, "ifindex");
-        let ifindex = read_number(&ifindex_path).ok()? as u32;
-        let rx = paths.interface_file(name, "statistics/rx_bytes");
-        let tx = paths.interface_file(name, "statistics/tx_bytes");
-        let source = if rx.exists() && tx.exists() {
-            Source::Sysfs { rx, tx }
-        } else {
-            paths.proc_net_dev(name).ok()?;
-            Source::ProcNetDev
+        let ifindex = read_number(&File::open(paths.interface_file(name, "ifindex")).ok()?).ok()? as u32;
+        let stats = |file| File::open(paths.interface_file(name, file));
+        let source = match (stats("statistics/rx_bytes"), stats("statistics/tx_bytes")) {
+            (Ok(rx), Ok(tx)) => Source::Sysfs { rx, tx },
+            _ => {
+                paths.proc_net_dev(name).ok()?;
+                Source::ProcNetDev
+            }
         };
         let speed_mbps = paths.speed_mbps(name);
         let width = if config.counters_32bit.contains(name) || usize::BITS == 32 {
@@ -140,20 +143,35 @@ impl Wan {
             speed_mbps,
             cap: plausibility_cap(speed_mbps, config.max_link_mbps),
             width,
-            ifindex_path,
             source,
         })
     }
 
-    /// This tick's reading, or `None` when the interface is gone. Reads three small files by
-    /// paths built when the interface was found: no allocation on the sysfs path.
-    pub fn read(&self, paths: &NetPaths) -> Option<InterfaceReading> {
-        let ifindex = read_number(&self.ifindex_path).ok()? as u32;
-        let counters = match &self.source {
-            Source::Sysfs { rx, tx } => Counters { rx_bytes: read_number(rx).ok()?, tx_bytes: read_number(tx).ok()? },
-            Source::ProcNetDev => paths.proc_net_dev(&self.name).ok()?,
+    /// This tick's reading, or `None` when the interface is gone. Two `pread`s into stack
+    /// buffers on the sysfs path; a failed read looks the interface up again by name, which
+    /// finds a re-created interface with its new ifindex.
+    pub fn read(&mut self, paths: &NetPaths, config: &Config) -> Option<InterfaceReading> {
+        let counters = match self.read_counters(paths) {
+            Ok(counters) => counters,
+            Err(_) => {
+                *self = Wan::open(paths, &self.name, config)?;
+                self.read_counters(paths).ok()?
+            }
         };
-        Some(InterfaceReading { name: self.name.clone(), ifindex, counters, cap: self.cap, width: self.width })
+        Some(InterfaceReading {
+            name: self.name.clone(),
+            ifindex: self.ifindex,
+            counters,
+            cap: self.cap,
+            width: self.width,
+        })
+    }
+
+    fn read_counters(&self, paths: &NetPaths) -> io::Result<Counters> {
+        match &self.source {
+            Source::Sysfs { rx, tx } => Ok(Counters { rx_bytes: read_number(rx)?, tx_bytes: read_number(tx)? }),
+            Source::ProcNetDev => paths.proc_net_dev(&self.name),
+        }
     }
 
     /// A one-line description for the log: speed, cap and (on a real system) addresses.
@@ -169,15 +187,16 @@ impl Wan {
     }
 }
 
-/// Reads a decimal number from a small kernel file into a stack buffer.
-fn read_number(path: &Path) -> io::Result<u64> {
+/// Reads a decimal number from the start of a small kernel file into a stack buffer.
+fn read_number(file: &File) -> io::Result<u64> {
     let mut buf = [0u8; 32];
-    let n = File::open(path)?.read_at(&mut buf, 0)?;
+    let n = file.read_at(&mut buf, 0)?;
     let text = std::str::from_utf8(&buf[..n]).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not text"))?;
     text.trim().parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not a number"))
 }
 
-/// Writes a fake interface into a sysfs-like tree: for tests and demos.
+/// Writes a fake interface into a sysfs-like tree (new files, as a new interface gets): for tests
+/// and demos.
 pub fn write_fake_interface(
     root: &Path,
     name: &str,
@@ -197,6 +216,16 @@ pub fn write_fake_counters(root: &Path, name: &str, counters: Counters) -> io::R
     let dir = root.join(name).join("statistics");
     std::fs::write(dir.join("rx_bytes"), format!("{}\n", counters.rx_bytes))?;
     std::fs::write(dir.join("tx_bytes"), format!("{}\n", counters.tx_bytes))
+}
+
+/// Removes a fake interface as the kernel removes one: reads through files still open fail
+/// (the kernel answers ENODEV; here the files are emptied first), then the directory goes.
+pub fn remove_fake_interface(root: &Path, name: &str) -> io::Result<()> {
+    let dir = root.join(name);
+    for file in ["ifindex", "statistics/rx_bytes", "statistics/tx_bytes"] {
+        std::fs::write(dir.join(file), "")?;
+    }
+    std::fs::remove_dir_all(dir)
 }
 
 #[cfg(test)]
@@ -236,10 +265,10 @@ mod tests {
         let config = Config::default();
         let eth1 = crate::config::interface_name("eth1").unwrap();
         write_fake_interface(&p.sysfs_net, "eth1", 3, Some(1000), Counters { rx_bytes: 10, tx_bytes: 20 }).unwrap();
-        let wan = Wan::open(&p, &eth1, &config).unwrap();
+        let mut wan = Wan::open(&p, &eth1, &config).unwrap();
         assert_eq!(wan.cap, Bandwidth(1_050_000_000));
         write_fake_counters(&p.sysfs_net, "eth1", Counters { rx_bytes: 11, tx_bytes: 22 }).unwrap();
-        let r = wan.read(&p).unwrap();
+        let r = wan.read(&p, &config).unwrap();
         assert_eq!((r.counters.rx_bytes, r.counters.tx_bytes, r.ifindex), (11, 22, 3));
 
         let lte0 = crate::config::interface_name("lte0").unwrap();
@@ -252,10 +281,10 @@ mod tests {
              \x20 lte0: 1234 5 0 0 0 0 0 0 5678 6 0 0 0 0 0 0\n",
         )
         .unwrap();
-        let wan = Wan::open(&p, &lte0, &config).unwrap();
+        let mut wan = Wan::open(&p, &lte0, &config).unwrap();
         assert_eq!(wan.speed_mbps, None);
         assert_eq!(wan.cap, Bandwidth(10_000_000_000));
-        let r = wan.read(&p).unwrap();
+        let r = wan.read(&p, &config).unwrap();
         assert_eq!((r.counters.rx_bytes, r.counters.tx_bytes), (1234, 5678));
     }
 
@@ -266,11 +295,11 @@ mod tests {
         let config = Config::default();
         let eth1 = crate::config::interface_name("eth1").unwrap();
         write_fake_interface(&p.sysfs_net, "eth1", 3, None, Counters::default()).unwrap();
-        let wan = Wan::open(&p, &eth1, &config).unwrap();
-        std::fs::remove_dir_all(p.sysfs_net.join("eth1")).unwrap();
-        assert!(wan.read(&p).is_none(), "gone");
+        let mut wan = Wan::open(&p, &eth1, &config).unwrap();
+        remove_fake_interface(&p.sysfs_net, "eth1").unwrap();
+        assert!(wan.read(&p, &config).is_none(), "gone");
         write_fake_interface(&p.sysfs_net, "eth1", 8, None, Counters::default()).unwrap();
-        assert_eq!(wan.read(&p).unwrap().ifindex, 8);
+        assert_eq!(wan.read(&p, &config).unwrap().ifindex, 8);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tally_agent::clock::Clock;
 use tally_agent::config::{Config, parse};
 use tally_agent::measure::{Meter, NoNotify};
-use tally_agent::netif::{write_fake_counters, write_fake_interface};
+use tally_agent::netif::{remove_fake_interface, write_fake_counters, write_fake_interface};
 use tally_agent::status::Status;
 use tally_agent::store::Store;
 use tally_common::counters::Counters;
@@ -43,7 +43,7 @@ impl FakeTree {
     }
 
     pub fn remove(&self, name: &str) {
-        std::fs::remove_dir_all(self.sys().join(name)).unwrap();
+        remove_fake_interface(&self.sys(), name).unwrap();
     }
 
     pub fn set(&self, name: &str, rx_bytes: u64, tx_bytes: u64) {
