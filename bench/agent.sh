@@ -43,9 +43,9 @@ for i in 0 1 2 3; do   # veth pairs: this kernel may have no dummy interfaces
   ip -n "$NS" link set "peer$i" up
 done
 
-# CPU time in nanoseconds, from the scheduler (the clock-tick counters in /proc/PID/stat are
-# 10 ms coarse, far too coarse for microseconds per tick).
-cpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
+# CPU time of all the process's threads in nanoseconds, from the scheduler (the clock-tick
+# counters in /proc/PID/stat are 10 ms coarse, far too coarse for microseconds per tick).
+cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{sum += $1} END {print sum}'; }
 kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 
 # measure NAME PID: samples RSS each second; CPU from after a 10 s warm-up to the end.

@@ -2,11 +2,12 @@
 //! the monotonic clock for elapsed times and rates (R1). Behind a trait so tests can run a whole
 //! day in paused tokio time, or an accelerated day across real process restarts.
 
+use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-pub trait Clock: Send + Sync + 'static {
+pub trait Clock {
     /// The wall clock, UTC.
     fn wall(&self) -> DateTime<Utc>;
     /// A monotonic clock that keeps counting across process restarts within one boot.
@@ -14,6 +15,11 @@ pub trait Clock: Send + Sync + 'static {
     /// How long to sleep, in real time, for `d` of this clock's time.
     fn real(&self, d: Duration) -> Duration {
         d
+    }
+    /// Sleeps until the wall clock reads `at` (at once if it is past).
+    fn sleep_until(&self, at: DateTime<Utc>) -> impl Future<Output = ()> {
+        let wait = (at - self.wall()).to_std().unwrap_or_default();
+        tokio::time::sleep(self.real(wait))
     }
 }
 
