@@ -1,9 +1,17 @@
 //! tally-collector as a library: `main.rs` parses the command line and calls [`serve`]; tests
 //! call the same function on `127.0.0.1:0` with a shutdown future of their own.
 //!
-//! Today it serves `GET /healthz` only. The store, the QUIC ingest, the usage engine and the API
-//! arrive with their issues; `serve` says so in its log.
+//! - [`config`]: the configuration file, validated before anything is bound.
+//! - [`store`]: the storage trait and its SQLite backend.
+//! - [`admin`]: the operator's commands on the store.
+//!
+//! The HTTP side serves `GET /healthz` only so far; the QUIC ingest, the usage engine and the API
+//! arrive with their issues, and `serve` says so in its log.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod admin;
+pub mod config;
+pub mod store;
 
 use std::future::Future;
 
@@ -19,6 +27,6 @@ pub fn router() -> Router {
 
 /// Serves HTTP on `listener` until `shutdown` completes, then finishes the requests in flight.
 pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    tracing::info!(http = %listener.local_addr()?, "collector serving /healthz (store, QUIC ingest and API are not built yet)");
+    tracing::info!(http = %listener.local_addr()?, "collector serving /healthz (QUIC ingest and the API are not built yet)");
     axum::serve(listener, router()).with_graceful_shutdown(shutdown).await
 }

@@ -1,15 +1,29 @@
-//! `tally-collector`: parses the command line, sets up logging and the runtime, and runs the
-//! library's [`tally_collector::serve`].
+//! `tally-collector`: parses the command line, sets up logging and the runtime, and calls the
+//! library: [`tally_collector::serve`] or one of the operator's commands.
 
-use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tally_collector::admin::{self, LicenseArgs, NewSite};
+use tally_collector::config::{Config, DEFAULT_CONFIG};
+use tally_collector::store::sqlite::SqliteStore;
+use tally_collector::store::{Account, Store};
+use tally_common::bandwidth::Bandwidth;
+use tally_common::region::RegionTable;
 use tokio::net::TcpListener;
+
+/// Exit code for a bad configuration (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser)]
 #[command(name = "tally-collector", version, about = "Tally's collector: ingest, usage engine and order API")]
 struct Cli {
+    /// The configuration file (defaults apply without one).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -17,45 +31,228 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the collector until SIGTERM or Ctrl-C.
-    Serve {
-        /// HTTP address (the Contract's default: 127.0.0.1:8080).
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        http: SocketAddr,
+    Serve,
+    /// Check the configuration and report every error at once (exit code 64 on any).
+    Validate,
+    /// Print a commented example configuration with every default.
+    DefaultConfig,
+    /// Customer accounts.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Sites (one per socket or tunnel).
+    #[command(subcommand)]
+    Site(SiteCommand),
+    /// Licenses of an account.
+    #[command(subcommand)]
+    License(LicenseCommand),
+    /// Import buckets from CSV: site,bucket_start,max_bps[,samples]; all rows or none.
+    ImportBuckets {
+        #[arg(long)]
+        csv: PathBuf,
     },
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Subcommand)]
+enum AccountCommand {
+    Add {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+        /// The managing partner's account, for a sub-account.
+        #[arg(long)]
+        partner: Option<String>,
+        /// The contact person of the Electronic Order Program enrollment.
+        #[arg(long)]
+        eop_contact_name: Option<String>,
+        #[arg(long)]
+        eop_contact_email: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SiteCommand {
+    Add {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+        /// ISO 3166-1 alpha-2 country code.
+        #[arg(long)]
+        country: String,
+        /// socket, ipsec or cloud_interconnect.
+        #[arg(long = "type")]
+        site_type: String,
+        #[arg(long)]
+        cap_mbps: Option<u64>,
+    },
+    /// A site's buckets of one UTC day.
+    Buckets {
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        date: NaiveDate,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum LicenseCommand {
+    Add(LicenseAdd),
+}
+
+#[derive(Args)]
+struct LicenseAdd {
+    #[arg(long)]
+    account: String,
+    #[arg(long)]
+    kind: String,
+    /// Region group (bandwidth_pool) or ZTNA region (ztna_users).
+    #[arg(long)]
+    region: Option<String>,
+    /// Mbps for bandwidth_pool; users, devices or data units otherwise.
+    #[arg(long)]
+    quantity: u64,
+    #[arg(long)]
+    from: NaiveDate,
+    #[arg(long)]
+    to: NaiveDate,
+    /// Devices per block, for devices licenses.
+    #[arg(long)]
+    block_size: Option<u64>,
+    /// Events per hour per data unit, for data_lake licenses.
+    #[arg(long)]
+    per_unit: Option<u64>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+    Table,
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config = match cli.command {
+        Command::DefaultConfig => {
+            print!("{DEFAULT_CONFIG}");
+            return ExitCode::SUCCESS;
+        }
+        _ => match Config::load(cli.config.as_deref()) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    if let Command::Validate = cli.command {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.clone());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    match cli.command {
-        Command::Serve { http } => runtime.block_on(async {
-            let listener = TcpListener::bind(http).await.with_context(|| format!("cannot listen on {http}"))?;
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(execute(cli.command, config)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tally-collector: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
+    let store = SqliteStore::open(&config.database()).await.context("opening the store")?;
+    let regions = RegionTable::builtin();
+    match command {
+        Command::Serve => {
+            tracing::info!(store = %config.database().display(), "store ready");
+            let listener = TcpListener::bind(config.http_listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.http_listen))?;
             tally_collector::serve(listener, shutdown_signal()).await?;
             tracing::info!("collector stopped");
-            Ok(())
-        }),
+        }
+        Command::Validate | Command::DefaultConfig => {}
+        Command::Account(AccountCommand::Add { id, name, partner, eop_contact_name, eop_contact_email }) => {
+            let account = Account { id, name, partner, eop_contact_name, eop_contact_email };
+            admin::add_account(&store, account.clone()).await?;
+            println!("account {} added", account.id);
+        }
+        Command::Site(SiteCommand::Add { account, id, name, country, site_type, cap_mbps }) => {
+            let site =
+                admin::add_site(&store, &regions, NewSite { account, id, name, country, site_type, cap_mbps }).await?;
+            println!("site {} added in {} ({})", site.id, site.region_group, site.country);
+        }
+        Command::Site(SiteCommand::Buckets { site, date, format }) => {
+            if store.site(&site).await?.is_none() {
+                anyhow::bail!("site {site:?} does not exist");
+            }
+            let buckets = store.buckets_of_day(&site, date).await?;
+            match format {
+                Format::Json => {
+                    let rows: Vec<_> = buckets
+                        .iter()
+                        .map(|b| serde_json::json!({"start": b.start.to_string(), "max_bps": b.max_bps, "samples": b.samples}))
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                }
+                Format::Table => {
+                    println!("{site} {date}: {} of 288 buckets", buckets.len());
+                    for b in &buckets {
+                        println!(
+                            "{}  {:>14} bit/s  {:>12}  {:>2} samples",
+                            b.start,
+                            b.max_bps,
+                            Bandwidth(b.max_bps).to_string(),
+                            b.samples
+                        );
+                    }
+                }
+            }
+        }
+        Command::License(LicenseCommand::Add(a)) => {
+            let args = LicenseArgs {
+                account: a.account,
+                kind: a.kind,
+                region: a.region,
+                quantity: a.quantity,
+                from: a.from,
+                to: a.to,
+                block_size: a.block_size,
+                per_unit: a.per_unit,
+            };
+            let id = admin::add_license(&store, args).await?;
+            println!("license {id} added");
+        }
+        Command::ImportBuckets { csv } => {
+            let text = std::fs::read_to_string(&csv).with_context(|| format!("cannot read {}", csv.display()))?;
+            let stats = admin::import_buckets(&store, &csv.display().to_string(), &text, config.max_bucket_bps).await?;
+            println!("imported {} new bucket(s), merged {} with stored ones (R10)", stats.inserted, stats.merged);
+        }
     }
+    Ok(())
 }
 
 /// Completes on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

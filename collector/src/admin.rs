@@ -1,0 +1,230 @@
+//! The operator's commands (Contract): accounts, sites, licenses, bucket import and listing.
+//! Each validates everything it is given before it writes, and says what was wrong and where.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use tally_common::bandwidth::Bandwidth;
+use tally_common::bucket::Bucket;
+use tally_common::kinds::{LicenseKind, SiteType, ZtnaRegion};
+use tally_common::region::{CountryCode, RegionGroup, RegionTable};
+use tally_common::time::{BucketStart, SAMPLES_PER_BUCKET};
+
+use crate::store::{Account, MergeStats, NewLicense, Site, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{file}: {} bad row(s), nothing was imported\n  - {}", .errors.len(), .errors.join("\n  - "))]
+    BadRows { file: String, errors: Vec<String> },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(message: impl Into<String>) -> AdminError {
+    AdminError::Invalid(message.into())
+}
+
+/// An identifier of an account or site: 1 to 64 of `a-z 0-9 - _ .`.
+pub fn check_id(what: &str, id: &str) -> Result<(), AdminError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
+    if ok { Ok(()) } else { Err(invalid(format!("{what} id {id:?} must be 1 to 64 of a-z, 0-9, '-', '_', '.'"))) }
+}
+
+pub async fn add_account(store: &impl Store, account: Account) -> Result<(), AdminError> {
+    check_id("account", &account.id)?;
+    if account.name.trim().is_empty() {
+        return Err(invalid("--name must not be empty"));
+    }
+    if let Some(partner) = &account.partner
+        && store.account(partner).await?.is_none()
+    {
+        return Err(invalid(format!("partner account {partner:?} does not exist")));
+    }
+    match (&account.eop_contact_name, &account.eop_contact_email) {
+        (None, None) => {}
+        (Some(_), Some(email)) if email.contains('@') && !email.starts_with('@') && !email.ends_with('@') => {}
+        (Some(_), Some(email)) => {
+            return Err(invalid(format!("--eop-contact-email {email:?} is not an e-mail address")));
+        }
+        _ => return Err(invalid("--eop-contact-name and --eop-contact-email go together")),
+    }
+    Ok(store.add_account(&account).await?)
+}
+
+/// Adds a site; its region group follows its country (R11), restricted countries are refused.
+pub async fn add_site(store: &impl Store, regions: &RegionTable, site: NewSite) -> Result<Site, AdminError> {
+    check_id("site", &site.id)?;
+    let country: CountryCode = site.country.parse().map_err(|e| invalid(format!("--country: {e}")))?;
+    let region_group = regions.group_of(country).map_err(|e| invalid(e.to_string()))?;
+    let site_type: SiteType = site.site_type.parse().map_err(|e| invalid(format!("--type: {e}")))?;
+    let cap_bps = match site.cap_mbps {
+        Some(0) => return Err(invalid("--cap-mbps must be a positive number of Mbps")),
+        Some(mbps) => Some(Bandwidth::from_mbps(mbps).ok_or_else(|| invalid("--cap-mbps is too large"))?.bps()),
+        None => None,
+    };
+    if store.account(&site.account).await?.is_none() {
+        return Err(invalid(format!("account {:?} does not exist", site.account)));
+    }
+    let site = Site { id: site.id, account: site.account, name: site.name, country, region_group, site_type, cap_bps };
+    store.add_site(&site).await?;
+    Ok(site)
+}
+
+/// `site add` as typed on the command line.
+#[derive(Debug, Clone)]
+pub struct NewSite {
+    pub account: String,
+    pub id: String,
+    pub name: String,
+    pub country: String,
+    pub site_type: String,
+    pub cap_mbps: Option<u64>,
+}
+
+/// `license add` as typed on the command line.
+#[derive(Debug, Clone)]
+pub struct LicenseArgs {
+    pub account: String,
+    pub kind: String,
+    pub region: Option<String>,
+    pub quantity: u64,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub block_size: Option<u64>,
+    pub per_unit: Option<u64>,
+}
+
+pub async fn add_license(store: &impl Store, args: LicenseArgs) -> Result<i64, AdminError> {
+    let kind: LicenseKind = args.kind.parse().map_err(|e| invalid(format!("--kind: {e}")))?;
+    if args.quantity == 0 {
+        return Err(invalid("--quantity must be positive"));
+    }
+    if args.from > args.to {
+        return Err(invalid(format!("--from {} is after --to {}", args.from, args.to)));
+    }
+    match (kind, &args.region) {
+        (LicenseKind::BandwidthPool, Some(r)) => {
+            r.parse::<RegionGroup>().map_err(|e| invalid(format!("--region: {e}")))?;
+        }
+        (LicenseKind::ZtnaUsers, Some(r)) => {
+            r.parse::<ZtnaRegion>().map_err(|e| invalid(format!("--region: {e}")))?;
+        }
+        (LicenseKind::BandwidthPool | LicenseKind::ZtnaUsers, None) => {
+            return Err(invalid(format!("--region is required for {kind} licenses")));
+        }
+        (_, Some(_)) => return Err(invalid(format!("{kind} licenses apply to the whole account: no --region"))),
+        (_, None) => {}
+    }
+    if (kind == LicenseKind::Devices) != args.block_size.is_some() {
+        return Err(invalid("--block-size is required for devices licenses, and only for them"));
+    }
+    if (kind == LicenseKind::DataLake) != args.per_unit.is_some() {
+        return Err(invalid(
+            "--per-unit (events per hour per data unit) is required for data_lake licenses, and only for them",
+        ));
+    }
+    if args.block_size == Some(0) || args.per_unit == Some(0) {
+        return Err(invalid("--block-size and --per-unit must be positive"));
+    }
+    let quantity = if kind == LicenseKind::BandwidthPool {
+        Bandwidth::from_mbps(args.quantity).ok_or_else(|| invalid("--quantity is too large"))?.bps()
+    } else {
+        args.quantity
+    };
+    if store.account(&args.account).await?.is_none() {
+        return Err(invalid(format!("account {:?} does not exist", args.account)));
+    }
+    let license = NewLicense {
+        account: args.account,
+        kind,
+        region: args.region,
+        quantity,
+        block_size: args.block_size,
+        per_unit: args.per_unit,
+        effective_from: args.from,
+        effective_to: args.to,
+    };
+    Ok(store.add_license(&license).await?)
+}
+
+/// Imports `site,bucket_start,max_bps[,samples]` rows (a header line is optional). Every row is
+/// validated; any bad row and nothing of the file is written. Rows merge with what is stored (R10).
+pub async fn import_buckets(
+    store: &impl Store,
+    file: &str,
+    csv: &str,
+    max_bucket_bps: u64,
+) -> Result<MergeStats, AdminError> {
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    let mut sites_seen: BTreeSet<String> = BTreeSet::new();
+    let mut sites_missing: BTreeSet<String> = BTreeSet::new();
+    for (i, line) in csv.lines().enumerate() {
+        let n = i + 1;
+        let line = line.trim();
+        if line.is_empty() || (n == 1 && line.starts_with("site,")) {
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        if !(3..=4).contains(&f.len()) {
+            errors.push(format!("line {n}: expected site,bucket_start,max_bps[,samples], found {} fields", f.len()));
+            continue;
+        }
+        let mut row_errors = Vec::new();
+        let site = f[0].to_owned();
+        if !sites_seen.contains(&site) && !sites_missing.contains(&site) {
+            if store.site(&site).await?.is_some() {
+                sites_seen.insert(site.clone());
+            } else {
+                sites_missing.insert(site.clone());
+            }
+        }
+        if sites_missing.contains(&site) {
+            row_errors.push(format!("line {n}: site {site:?} does not exist"));
+        }
+        let start = DateTime::parse_from_rfc3339(f[1])
+            .map_err(|e| format!("line {n}: bucket_start {:?} is not RFC 3339: {e}", f[1]))
+            .and_then(|t| {
+                let t = t.with_timezone(&Utc);
+                BucketStart::from_unix(t.timestamp())
+                    .ok()
+                    .filter(|_| t.timestamp_subsec_nanos() == 0)
+                    .ok_or_else(|| format!("line {n}: bucket_start {} is not on a 5-minute boundary", f[1]))
+            });
+        let max_bps = f[2]
+            .parse::<u64>()
+            .map_err(|_| format!("line {n}: max_bps {:?} is not a non-negative integer", f[2]))
+            .and_then(|v| {
+                if v <= max_bucket_bps {
+                    Ok(v)
+                } else {
+                    Err(format!("line {n}: max_bps {v} is above the sanity bound of {max_bucket_bps}"))
+                }
+            });
+        let samples = match f.get(3) {
+            None => Ok(SAMPLES_PER_BUCKET),
+            Some(s) => s
+                .parse::<u8>()
+                .ok()
+                .filter(|v| (1..=SAMPLES_PER_BUCKET).contains(v))
+                .ok_or_else(|| format!("line {n}: samples {s:?} is not between 1 and 60")),
+        };
+        match (start, max_bps, samples) {
+            (Ok(start), Ok(max_bps), Ok(samples)) if row_errors.is_empty() => {
+                rows.push((site, Bucket { start, max_bps, samples }));
+            }
+            (start, max_bps, samples) => {
+                errors.extend(row_errors);
+                errors.extend([start.err(), max_bps.err(), samples.err()].into_iter().flatten());
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(AdminError::BadRows { file: file.to_owned(), errors });
+    }
+    Ok(store.merge_buckets(&rows).await?)
+}

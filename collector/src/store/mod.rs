@@ -1,0 +1,95 @@
+//! The collector's store: one [`Store`] trait, one backend per database. SQLite (embedded, the
+//! default) lives in [`sqlite`]; a PostgreSQL backend will implement the same trait with its own
+//! migrations directory, chosen by the store URL.
+//!
+//! Invariants every backend keeps:
+//! - one bucket row per (site, bucket start); a repeated bucket is merged with `max` of the value
+//!   and of the sample count (R10), so ingest is idempotent;
+//! - a call that writes several rows writes all of them or none (one transaction);
+//! - a commit is durable when the call returns (SQLite: WAL with `synchronous = FULL`).
+//!
+//! Storage errors are mapped to [`StoreError`] here, once; callers never see sqlx types.
+
+pub mod sqlite;
+
+use std::future::Future;
+
+use chrono::NaiveDate;
+use tally_common::bucket::Bucket;
+use tally_common::kinds::{LicenseKind, SiteType};
+use tally_common::region::{CountryCode, RegionGroup};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} {id:?} already exists")]
+    Duplicate { what: &'static str, id: String },
+    #[error("{what} {id:?} does not exist")]
+    NotFound { what: &'static str, id: String },
+    #[error("the store holds a value it cannot read: {0}")]
+    Corrupt(String),
+    #[error("store error: {0}")]
+    Database(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    /// The managing partner of a sub-account.
+    pub partner: Option<String>,
+    pub eop_contact_name: Option<String>,
+    pub eop_contact_email: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub id: String,
+    pub account: String,
+    pub name: String,
+    pub country: CountryCode,
+    /// Follows the country (R11), recorded when the site is added.
+    pub region_group: RegionGroup,
+    pub site_type: SiteType,
+    pub cap_bps: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLicense {
+    pub account: String,
+    pub kind: LicenseKind,
+    /// A region group or ZTNA region, for the kinds scoped by region.
+    pub region: Option<String>,
+    /// Bits per second for the bandwidth pool; users, devices or data units otherwise.
+    pub quantity: u64,
+    pub block_size: Option<u64>,
+    pub per_unit: Option<u64>,
+    pub effective_from: NaiveDate,
+    pub effective_to: NaiveDate,
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeStats {
+    /// Rows that did not exist.
+    pub inserted: u64,
+    /// Rows that existed and were merged with max (R10).
+    pub merged: u64,
+}
+
+/// The collector's storage operations.
+pub trait Store: Send + Sync {
+    fn add_account(&self, account: &Account) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn account(&self, id: &str) -> impl Future<Output = Result<Option<Account>, StoreError>> + Send;
+    fn add_site(&self, site: &Site) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn site(&self, id: &str) -> impl Future<Output = Result<Option<Site>, StoreError>> + Send;
+    /// Returns the new license's id.
+    fn add_license(&self, license: &NewLicense) -> impl Future<Output = Result<i64, StoreError>> + Send;
+    /// Merges buckets of any sites in one transaction (R10): all or nothing.
+    fn merge_buckets(&self, rows: &[(String, Bucket)]) -> impl Future<Output = Result<MergeStats, StoreError>> + Send;
+    /// A site's buckets of one UTC day, in time order.
+    fn buckets_of_day(
+        &self,
+        site: &str,
+        day: NaiveDate,
+    ) -> impl Future<Output = Result<Vec<Bucket>, StoreError>> + Send;
+}

@@ -1,0 +1,258 @@
+//! The SQLite backend: one database file in WAL mode with `synchronous = FULL` (a commit is on
+//! disk when it returns), foreign keys on, a busy timeout so admin commands can write while
+//! `serve` runs. Migrations: `collector/migrations/sqlite/`. Queries are checked at run time.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use tally_common::bucket::Bucket;
+use tally_common::time::{BucketStart, rfc3339};
+
+use super::{Account, MergeStats, NewLicense, Site, Store, StoreError};
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating it if needed) the database at `path` and applies the migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(format!("{}: {e}", dir.display())))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db)?;
+        MIGRATIONS.run(&pool).await.map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+/// Maps a unique-key violation to `Duplicate`, anything else to `Database`.
+fn insert_error(what: &'static str, id: &str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    let id = id.to_owned();
+    move |e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate { what, id },
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+            StoreError::NotFound { what: "referenced account", id: format!("(for {what} {id})") }
+        }
+        _ => db(e),
+    }
+}
+
+fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Database(format!("{what} {value} does not fit the store")))
+}
+
+fn parse<T: FromStr>(value: &str, what: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e| StoreError::Corrupt(format!("{what} {value:?}: {e}")))
+}
+
+fn now() -> String {
+    rfc3339(Utc::now())
+}
+
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    id: String,
+    name: String,
+    partner_id: Option<String>,
+    eop_contact_name: Option<String>,
+    eop_contact_email: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct SiteRow {
+    id: String,
+    account_id: String,
+    name: String,
+    country: String,
+    region_group: String,
+    site_type: String,
+    cap_bps: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct BucketRow {
+    bucket_start: i64,
+    max_bps: i64,
+    samples: i64,
+}
+
+impl Store for SqliteStore {
+    async fn add_account(&self, a: &Account) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO accounts (id, name, partner_id, eop_contact_name, eop_contact_email, created_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&a.id)
+        .bind(&a.name)
+        .bind(&a.partner)
+        .bind(&a.eop_contact_name)
+        .bind(&a.eop_contact_email)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map_err(insert_error("account", &a.id))?;
+        Ok(())
+    }
+
+    async fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        let row: Option<AccountRow> = sqlx::query_as(
+            "SELECT id, name, partner_id, eop_contact_name, eop_contact_email FROM accounts WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(row.map(|r| Account {
+            id: r.id,
+            name: r.name,
+            partner: r.partner_id,
+            eop_contact_name: r.eop_contact_name,
+            eop_contact_email: r.eop_contact_email,
+        }))
+    }
+
+    async fn add_site(&self, s: &Site) -> Result<(), StoreError> {
+        let cap = s.cap_bps.map(|c| to_i64(c, "cap")).transpose()?;
+        sqlx::query(
+            "INSERT INTO sites (id, account_id, name, country, region_group, site_type, cap_bps, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.id)
+        .bind(&s.account)
+        .bind(&s.name)
+        .bind(s.country.as_str())
+        .bind(s.region_group.as_str())
+        .bind(s.site_type.as_str())
+        .bind(cap)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map_err(insert_error("site", &s.id))?;
+        Ok(())
+    }
+
+    async fn site(&self, id: &str) -> Result<Option<Site>, StoreError> {
+        let row: Option<SiteRow> = sqlx::query_as(
+            "SELECT id, account_id, name, country, region_group, site_type, cap_bps FROM sites WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| {
+            Ok(Site {
+                country: parse(&r.country, "country")?,
+                region_group: parse(&r.region_group, "region group")?,
+                site_type: parse(&r.site_type, "site type")?,
+                cap_bps: r.cap_bps.map(|c| c as u64),
+                id: r.id,
+                account: r.account_id,
+                name: r.name,
+            })
+        })
+        .transpose()
+    }
+
+    async fn add_license(&self, l: &NewLicense) -> Result<i64, StoreError> {
+        let id = sqlx::query(
+            "INSERT INTO licenses (account_id, kind, region, quantity, block_size, per_unit, effective_from, effective_to, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&l.account)
+        .bind(l.kind.as_str())
+        .bind(&l.region)
+        .bind(to_i64(l.quantity, "quantity")?)
+        .bind(l.block_size.map(|b| to_i64(b, "block size")).transpose()?)
+        .bind(l.per_unit.map(|p| to_i64(p, "events per unit")).transpose()?)
+        .bind(l.effective_from.to_string())
+        .bind(l.effective_to.to_string())
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map_err(insert_error("license", &l.account))?
+        .last_insert_rowid();
+        Ok(id)
+    }
+
+    async fn merge_buckets(&self, rows: &[(String, Bucket)]) -> Result<MergeStats, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut stats = MergeStats::default();
+        let received = now();
+        for (site, b) in rows {
+            let existed: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM buckets WHERE site_id = ? AND bucket_start = ?")
+                    .bind(site)
+                    .bind(b.start.unix())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            sqlx::query(
+                "INSERT INTO buckets (site_id, bucket_start, max_bps, samples, received_at) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (site_id, bucket_start) DO UPDATE SET
+                     max_bps = max(max_bps, excluded.max_bps),
+                     samples = max(samples, excluded.samples)",
+            )
+            .bind(site)
+            .bind(b.start.unix())
+            .bind(to_i64(b.max_bps, "max_bps")?)
+            .bind(i64::from(b.samples))
+            .bind(&received)
+            .execute(&mut *tx)
+            .await
+            .map_err(insert_error("bucket of site", site))?;
+            if existed.is_some() {
+                stats.merged += 1;
+            } else {
+                stats.inserted += 1;
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(stats)
+    }
+
+    async fn buckets_of_day(&self, site: &str, day: NaiveDate) -> Result<Vec<Bucket>, StoreError> {
+        let from = BucketStart::first_of_day(day).unix();
+        let rows: Vec<BucketRow> = sqlx::query_as(
+            "SELECT bucket_start, max_bps, samples FROM buckets
+             WHERE site_id = ? AND bucket_start >= ? AND bucket_start < ? ORDER BY bucket_start",
+        )
+        .bind(site)
+        .bind(from)
+        .bind(from + 86_400)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Bucket {
+                    start: BucketStart::from_unix(r.bucket_start).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    max_bps: u64::try_from(r.max_bps)
+                        .map_err(|_| StoreError::Corrupt(format!("max_bps {}", r.max_bps)))?,
+                    samples: u8::try_from(r.samples)
+                        .map_err(|_| StoreError::Corrupt(format!("samples {}", r.samples)))?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,270 @@
+//! The operator's commands through the real binary: validation messages, restricted countries,
+//! and an all-or-nothing CSV import with line numbers.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+struct Collector {
+    dir: tempfile::TempDir,
+}
+
+impl Collector {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.toml"), format!("data_dir = {:?}\n", dir.path().join("data"))).unwrap();
+        Collector { dir }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_tally-collector"))
+            .arg("--config")
+            .arg(self.dir.path().join("c.toml"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "{args:?} should fail");
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn file(&self, name: &str, text: &str) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+}
+
+fn setup() -> Collector {
+    let c = Collector::new();
+    c.ok(&[
+        "account",
+        "add",
+        "--id",
+        "acme",
+        "--name",
+        "Acme",
+        "--eop-contact-name",
+        "Ann",
+        "--eop-contact-email",
+        "ann@acme.test",
+    ]);
+    c.ok(&["site", "add", "--account", "acme", "--id", "hq", "--name", "HQ", "--country", "US", "--type", "socket"]);
+    c
+}
+
+#[test]
+fn sites_follow_their_country_and_restricted_countries_are_refused() {
+    let c = setup();
+    let out = c.ok(&[
+        "site",
+        "add",
+        "--account",
+        "acme",
+        "--id",
+        "sh",
+        "--name",
+        "SH",
+        "--country",
+        "CN",
+        "--type",
+        "socket",
+        "--cap-mbps",
+        "50",
+    ]);
+    assert_eq!(out.trim(), "site sh added in china (CN)");
+    let err = c.fails(&[
+        "site",
+        "add",
+        "--account",
+        "acme",
+        "--id",
+        "ir",
+        "--name",
+        "IR",
+        "--country",
+        "IR",
+        "--type",
+        "socket",
+    ]);
+    assert!(err.contains("Iran (IR) is on the restricted-country list"), "{err}");
+    let err = c.fails(&[
+        "site",
+        "add",
+        "--account",
+        "acme",
+        "--id",
+        "x",
+        "--name",
+        "X",
+        "--country",
+        "US",
+        "--type",
+        "router",
+    ]);
+    assert!(
+        err.contains("--type: \"router\" is not a valid site type; expected one of: socket, ipsec, cloud_interconnect"),
+        "{err}"
+    );
+    let err = c.fails(&[
+        "site",
+        "add",
+        "--account",
+        "acme",
+        "--id",
+        "hq",
+        "--name",
+        "HQ",
+        "--country",
+        "US",
+        "--type",
+        "socket",
+    ]);
+    assert!(err.contains("site \"hq\" already exists"), "{err}");
+    let err = c.fails(&[
+        "site",
+        "add",
+        "--account",
+        "ghost",
+        "--id",
+        "y",
+        "--name",
+        "Y",
+        "--country",
+        "US",
+        "--type",
+        "socket",
+    ]);
+    assert!(err.contains("account \"ghost\" does not exist"), "{err}");
+}
+
+#[test]
+fn licenses_are_checked_for_their_kind() {
+    let c = setup();
+    c.ok(&[
+        "license",
+        "add",
+        "--account",
+        "acme",
+        "--kind",
+        "bandwidth_pool",
+        "--region",
+        "group1",
+        "--quantity",
+        "100",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-12-31",
+    ]);
+    let err = c.fails(&[
+        "license",
+        "add",
+        "--account",
+        "acme",
+        "--kind",
+        "bandwidth_pool",
+        "--quantity",
+        "100",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-12-31",
+    ]);
+    assert!(err.contains("--region is required for bandwidth_pool licenses"), "{err}");
+    let err = c.fails(&[
+        "license",
+        "add",
+        "--account",
+        "acme",
+        "--kind",
+        "devices",
+        "--quantity",
+        "3",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-12-31",
+    ]);
+    assert!(err.contains("--block-size is required for devices licenses"), "{err}");
+    let err = c.fails(&[
+        "license",
+        "add",
+        "--account",
+        "acme",
+        "--kind",
+        "dem_users",
+        "--quantity",
+        "3",
+        "--from",
+        "2026-12-01",
+        "--to",
+        "2026-01-31",
+    ]);
+    assert!(err.contains("--from 2026-12-01 is after --to 2026-01-31"), "{err}");
+}
+
+#[test]
+fn a_bad_csv_row_imports_nothing_and_every_bad_row_is_named() {
+    let c = setup();
+    let good = c.file(
+        "good.csv",
+        "site,bucket_start,max_bps,samples\nhq,2026-10-07T00:00:00Z,1000,60\nhq,2026-10-07T00:05:00Z,2000\n",
+    );
+    let bad = c.file(
+        "bad.csv",
+        "hq,2026-10-07T00:10:00Z,5\nghost,2026-10-07T00:15:00Z,5\nhq,2026-10-07T00:17:00Z,5\nhq,2026-10-07T00:20:00Z,99999999999999999\nhq,2026-10-07T00:25:00Z,5,0\nhq,2026-10-07T00:30:00Z\n",
+    );
+    let err = c.fails(&["import-buckets", "--csv", &bad]);
+    assert!(err.contains("5 bad row(s), nothing was imported"), "{err}");
+    assert!(err.contains("line 2: site \"ghost\" does not exist"), "{err}");
+    assert!(err.contains("line 3: bucket_start 2026-10-07T00:17:00Z is not on a 5-minute boundary"), "{err}");
+    assert!(err.contains("line 4: max_bps 99999999999999999 is above the sanity bound"), "{err}");
+    assert!(err.contains("line 5: samples \"0\" is not between 1 and 60"), "{err}");
+    assert!(err.contains("line 6: expected site,bucket_start,max_bps[,samples], found 2 fields"), "{err}");
+    let listing = c.ok(&["site", "buckets", "--site", "hq", "--date", "2026-10-07", "--format", "json"]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&listing).unwrap(), serde_json::json!([]));
+
+    assert!(c.ok(&["import-buckets", "--csv", &good]).contains("imported 2 new bucket(s), merged 0"));
+    let lower = c.file("lower.csv", "hq,2026-10-07T00:00:00Z,10,5\n");
+    assert!(c.ok(&["import-buckets", "--csv", &lower]).contains("merged 1"));
+    let listing: serde_json::Value =
+        serde_json::from_str(&c.ok(&["site", "buckets", "--site", "hq", "--date", "2026-10-07", "--format", "json"]))
+            .unwrap();
+    assert_eq!(
+        listing,
+        serde_json::json!([
+            {"start": "2026-10-07T00:00:00Z", "max_bps": 1000, "samples": 60},
+            {"start": "2026-10-07T00:05:00Z", "max_bps": 2000, "samples": 60}
+        ]),
+        "a lower re-import never lowers a bucket (R10)"
+    );
+}
+
+#[test]
+fn validate_and_default_config() {
+    let c = Collector::new();
+    let text = c.ok(&["default-config"]);
+    let path = c.file("default.toml", &text);
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_tally-collector")).args(["validate", "--config", &path]).output().unwrap();
+    assert!(out.status.success());
+    let bad = c.file("bad.toml", "http_listen = \"here\"\nextra = 1\n");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_tally-collector")).args(["validate", "--config", &bad]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("2 error(s)") && err.contains("http_listen: \"here\"") && err.contains("extra: unknown key"),
+        "{err}"
+    );
+    assert!(!Path::new(&c.dir.path().join("data")).exists(), "validate opens nothing");
+}

@@ -1,0 +1,100 @@
+//! The SQLite store on a real database file: accounts, sites, licenses, and buckets merged with
+//! max (R10) in all-or-nothing transactions that survive a reopen.
+
+use chrono::NaiveDate;
+use tally_collector::store::sqlite::SqliteStore;
+use tally_collector::store::{Account, MergeStats, NewLicense, Site, Store, StoreError};
+use tally_common::bucket::Bucket;
+use tally_common::kinds::{LicenseKind, SiteType};
+use tally_common::region::RegionGroup;
+use tally_common::time::BucketStart;
+
+fn day() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 10, 7).unwrap()
+}
+
+fn bucket(slot: i64, max_bps: u64, samples: u8) -> Bucket {
+    let start = BucketStart::from_unix(BucketStart::first_of_day(day()).unix() + 300 * slot).unwrap();
+    Bucket { start, max_bps, samples }
+}
+
+async fn seeded(path: &std::path::Path) -> SqliteStore {
+    let store = SqliteStore::open(path).await.unwrap();
+    let account = Account {
+        id: "acme".into(),
+        name: "Acme".into(),
+        partner: None,
+        eop_contact_name: None,
+        eop_contact_email: None,
+    };
+    store.add_account(&account).await.unwrap();
+    for (id, country, group) in [("hq", "US", RegionGroup::Group1), ("sh", "CN", RegionGroup::China)] {
+        let site = Site {
+            id: id.into(),
+            account: "acme".into(),
+            name: id.to_uppercase(),
+            country: country.parse().unwrap(),
+            region_group: group,
+            site_type: SiteType::Socket,
+            cap_bps: None,
+        };
+        store.add_site(&site).await.unwrap();
+    }
+    store
+}
+
+#[tokio::test]
+async fn buckets_merge_with_max_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tally.db");
+    let store = seeded(&path).await;
+    let first = store
+        .merge_buckets(&[
+            ("hq".into(), bucket(0, 100, 60)),
+            ("hq".into(), bucket(1, 50, 30)),
+            ("sh".into(), bucket(0, 7, 60)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(first, MergeStats { inserted: 3, merged: 0 });
+    let again =
+        store.merge_buckets(&[("hq".into(), bucket(0, 90, 60)), ("hq".into(), bucket(1, 80, 20))]).await.unwrap();
+    assert_eq!(again, MergeStats { inserted: 0, merged: 2 });
+    drop(store);
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.buckets_of_day("hq", day()).await.unwrap(), [bucket(0, 100, 60), bucket(1, 80, 30)]);
+    assert_eq!(store.buckets_of_day("sh", day()).await.unwrap(), [bucket(0, 7, 60)]);
+    assert!(store.buckets_of_day("hq", day().succ_opt().unwrap()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_with_one_bad_row_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = seeded(&dir.path().join("tally.db")).await;
+    let result = store.merge_buckets(&[("hq".into(), bucket(0, 100, 60)), ("ghost".into(), bucket(0, 1, 1))]).await;
+    assert!(result.is_err());
+    assert!(store.buckets_of_day("hq", day()).await.unwrap().is_empty(), "the transaction rolled back");
+}
+
+#[tokio::test]
+async fn duplicates_and_dangling_references_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = seeded(&dir.path().join("tally.db")).await;
+    let site = store.site("hq").await.unwrap().unwrap();
+    assert_eq!(site.region_group, RegionGroup::Group1);
+    assert!(matches!(store.add_site(&site).await, Err(StoreError::Duplicate { what: "site", .. })));
+    let license = NewLicense {
+        account: "nobody".into(),
+        kind: LicenseKind::BandwidthPool,
+        region: Some("group1".into()),
+        quantity: 100_000_000,
+        block_size: None,
+        per_unit: None,
+        effective_from: day(),
+        effective_to: day(),
+    };
+    assert!(matches!(store.add_license(&license).await, Err(StoreError::NotFound { .. })));
+    let id = store.add_license(&NewLicense { account: "acme".into(), ..license }).await.unwrap();
+    assert!(id > 0);
+}
