@@ -3,13 +3,15 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use tally_common::bandwidth::Bandwidth;
 use tally_common::bucket::Bucket;
 use tally_common::kinds::{LicenseKind, SiteType, ZtnaRegion};
 use tally_common::region::{CountryCode, RegionGroup, RegionTable};
 use tally_common::time::{BucketStart, SAMPLES_PER_BUCKET};
+use tally_common::token::EnrollToken;
 
+use crate::ca::{Ca, CaError, random_hex, sha256_hex};
 use crate::store::{Account, MergeStats, NewLicense, Site, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +22,8 @@ pub enum AdminError {
     BadRows { file: String, errors: Vec<String> },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Ca(#[from] CaError),
 }
 
 fn invalid(message: impl Into<String>) -> AdminError {
@@ -227,4 +231,32 @@ pub async fn import_buckets(
         return Err(AdminError::BadRows { file: file.to_owned(), errors });
     }
     Ok(store.merge_buckets(&rows).await?)
+}
+
+/// A one-time enrollment token for `site`, valid for `valid_for` from `now`. Only the secret's
+/// hash is stored.
+pub async fn enroll_token(
+    store: &impl Store,
+    ca: &Ca,
+    site: &str,
+    valid_for: TimeDelta,
+    now: DateTime<Utc>,
+) -> Result<EnrollToken, AdminError> {
+    if store.site(site).await?.is_none() {
+        return Err(invalid(format!("site {site:?} does not exist")));
+    }
+    if valid_for <= TimeDelta::zero() {
+        return Err(invalid("a token must be valid for at least an hour"));
+    }
+    let token = EnrollToken { secret: random_hex(32)?, ca_fingerprint: ca.fingerprint() };
+    store.add_enroll_token(&sha256_hex(token.secret.as_bytes()), site, now + valid_for).await?;
+    Ok(token)
+}
+
+/// Revokes every certificate of `site`: its agent is refused from its next connection on.
+pub async fn revoke_site(store: &impl Store, site: &str, now: DateTime<Utc>) -> Result<u64, AdminError> {
+    if store.site(site).await?.is_none() {
+        return Err(invalid(format!("site {site:?} does not exist")));
+    }
+    Ok(store.revoke_site(site, now).await?)
 }

@@ -57,6 +57,11 @@ impl Config {
         parse(&text).map_err(|e| ConfigErrors { source, errors: e.errors })
     }
 
+    /// The collector's certificate authority.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.data_dir.join("ca")
+    }
+
     /// The embedded store's database file.
     pub fn database(&self) -> PathBuf {
         self.data_dir.join("tally.db")

@@ -10,6 +10,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod admin;
+pub mod ca;
 pub mod config;
 pub mod store;
 

@@ -8,6 +8,7 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tally_collector::admin::{self, LicenseArgs, NewSite};
+use tally_collector::ca::Ca;
 use tally_collector::config::{Config, DEFAULT_CONFIG};
 use tally_collector::store::sqlite::SqliteStore;
 use tally_collector::store::{Account, Store};
@@ -45,11 +46,20 @@ enum Command {
     /// Licenses of an account.
     #[command(subcommand)]
     License(LicenseCommand),
+    /// The collector's certificate authority.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Import buckets from CSV: site,bucket_start,max_bps[,samples]; all rows or none.
     ImportBuckets {
         #[arg(long)]
         csv: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the CA if it does not exist, and print its fingerprint.
+    Init,
 }
 
 #[derive(Subcommand)]
@@ -87,6 +97,18 @@ enum SiteCommand {
         site_type: String,
         #[arg(long)]
         cap_mbps: Option<u64>,
+    },
+    /// Print a one-time enrollment token for the site's agent.
+    EnrollToken {
+        #[arg(long)]
+        site: String,
+        #[arg(long, default_value_t = 24)]
+        valid_hours: u32,
+    },
+    /// Revoke the site's certificates: its agent is refused until enrolled again.
+    Revoke {
+        #[arg(long)]
+        site: String,
     },
     /// A site's buckets of one UTC day.
     Buckets {
@@ -178,6 +200,8 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
     let regions = RegionTable::builtin();
     match command {
         Command::Serve => {
+            let (ca, created) = Ca::load_or_create(&config.ca_dir())?;
+            tracing::info!(created, fingerprint = %ca.fingerprint(), dir = %config.ca_dir().display(), "certificate authority ready");
             tracing::info!(store = %config.database().display(), "store ready");
             let listener = TcpListener::bind(config.http_listen)
                 .await
@@ -186,6 +210,21 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             tracing::info!("collector stopped");
         }
         Command::Validate | Command::DefaultConfig => {}
+        Command::Ca(CaCommand::Init) => {
+            let (ca, created) = Ca::load_or_create(&config.ca_dir())?;
+            let state = if created { "created" } else { "exists" };
+            println!("CA {state}: {}\nfingerprint (SHA-256): {}", config.ca_dir().display(), ca.fingerprint());
+        }
+        Command::Site(SiteCommand::EnrollToken { site, valid_hours }) => {
+            let (ca, _) = Ca::load_or_create(&config.ca_dir())?;
+            let valid = chrono::TimeDelta::hours(i64::from(valid_hours));
+            let token = admin::enroll_token(&store, &ca, &site, valid, chrono::Utc::now()).await?;
+            println!("{token}");
+        }
+        Command::Site(SiteCommand::Revoke { site }) => {
+            let revoked = admin::revoke_site(&store, &site, chrono::Utc::now()).await?;
+            println!("site {site}: {revoked} certificate(s) revoked");
+        }
         Command::Account(AccountCommand::Add { id, name, partner, eop_contact_name, eop_contact_email }) => {
             let account = Account { id, name, partner, eop_contact_name, eop_contact_email };
             admin::add_account(&store, account.clone()).await?;

@@ -268,3 +268,20 @@ fn validate_and_default_config() {
     );
     assert!(!Path::new(&c.dir.path().join("data")).exists(), "validate opens nothing");
 }
+
+#[test]
+fn enrollment_tokens_carry_the_ca_fingerprint() {
+    let c = setup();
+    let init = c.ok(&["ca", "init"]);
+    let fingerprint = init.lines().find_map(|l| l.strip_prefix("fingerprint (SHA-256): ")).unwrap().to_owned();
+    assert!(init.starts_with("CA created"), "{init}");
+    assert!(c.ok(&["ca", "init"]).starts_with("CA exists"), "never overwritten");
+    let token = c.ok(&["site", "enroll-token", "--site", "hq"]);
+    let token: tally_common::token::EnrollToken = token.trim().parse().unwrap();
+    assert_eq!(token.ca_fingerprint, fingerprint);
+    let other = c.ok(&["site", "enroll-token", "--site", "hq"]);
+    assert_ne!(other.trim(), token.to_string(), "every token is new");
+    let err = c.fails(&["site", "enroll-token", "--site", "ghost"]);
+    assert!(err.contains("site \"ghost\" does not exist"), "{err}");
+    assert_eq!(c.ok(&["site", "revoke", "--site", "hq"]).trim(), "site hq: 0 certificate(s) revoked");
+}

@@ -98,3 +98,35 @@ async fn duplicates_and_dangling_references_are_refused_by_name() {
     let id = store.add_license(&NewLicense { account: "acme".into(), ..license }).await.unwrap();
     assert!(id > 0);
 }
+
+#[tokio::test]
+async fn an_enrollment_token_is_accepted_once_and_only_before_it_expires() {
+    use chrono::{TimeDelta, Utc};
+    use tally_collector::store::TokenRefusal;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = seeded(&dir.path().join("tally.db")).await;
+    let now = Utc::now();
+    store.add_enroll_token("fresh", "hq", now + TimeDelta::hours(24)).await.unwrap();
+    store.add_enroll_token("stale", "hq", now - TimeDelta::seconds(1)).await.unwrap();
+    assert_eq!(store.redeem_enroll_token("fresh", now).await.unwrap(), Ok("hq".to_owned()));
+    assert_eq!(store.redeem_enroll_token("fresh", now).await.unwrap(), Err(TokenRefusal::Used));
+    assert_eq!(store.redeem_enroll_token("stale", now).await.unwrap(), Err(TokenRefusal::Expired));
+    assert_eq!(store.redeem_enroll_token("forged", now).await.unwrap(), Err(TokenRefusal::Unknown));
+}
+
+#[tokio::test]
+async fn revoking_a_site_revokes_its_certificates_only() {
+    use chrono::{TimeDelta, Utc};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = seeded(&dir.path().join("tally.db")).await;
+    let later = Utc::now() + TimeDelta::days(365);
+    store.add_certificate("01ab", "hq", later).await.unwrap();
+    store.add_certificate("02cd", "sh", later).await.unwrap();
+    assert_eq!(store.revoke_site("hq", Utc::now()).await.unwrap(), 1);
+    assert_eq!(store.revoke_site("hq", Utc::now()).await.unwrap(), 0, "already revoked");
+    assert!(store.certificate("01ab").await.unwrap().unwrap().revoked);
+    assert!(!store.certificate("02cd").await.unwrap().unwrap().revoked);
+    assert_eq!(store.certificate("ffff").await.unwrap(), None);
+}

@@ -5,7 +5,8 @@
 //! - [`counters`], [`sampler`], [`bucket`]: from interface byte counters to 5-minute buckets (R1–R4).
 //! - [`p95`], [`license`], [`pool`]: daily site P95, daily aggregates, monthly P95, licensed
 //!   capacity and excess (R5–R8).
-//! - [`wire`]: the agent ↔ collector messages and their length-prefixed postcard frames.
+//! - [`wire`], [`token`]: the agent ↔ collector messages and their length-prefixed postcard
+//!   frames; the enrollment token both sides read.
 //!
 //! Nothing in this crate performs I/O or reads a clock: bytes and times are passed in, so every
 //! rule is deterministic and tested against a plain oracle (STYLE habit 1). It must never panic on
@@ -22,4 +23,5 @@ pub mod pool;
 pub mod region;
 pub mod sampler;
 pub mod time;
+pub mod token;
 pub mod wire;

@@ -14,7 +14,7 @@ pub mod sqlite;
 
 use std::future::Future;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use tally_common::bucket::Bucket;
 use tally_common::kinds::{LicenseKind, SiteType};
 use tally_common::region::{CountryCode, RegionGroup};
@@ -67,6 +67,26 @@ pub struct NewLicense {
     pub effective_to: NaiveDate,
 }
 
+/// Why an enrollment token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRefusal {
+    #[error("the enrollment token is unknown to this collector")]
+    Unknown,
+    #[error("the enrollment token was already used: create a new one with `tally-collector site enroll-token`")]
+    Used,
+    #[error("the enrollment token has expired: create a new one with `tally-collector site enroll-token`")]
+    Expired,
+}
+
+/// A certificate the CA issued to a site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRecord {
+    /// Hex serial number.
+    pub serial: String,
+    pub site: String,
+    pub revoked: bool,
+}
+
 /// What a merge did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MergeStats {
@@ -86,6 +106,28 @@ pub trait Store: Send + Sync {
     fn add_license(&self, license: &NewLicense) -> impl Future<Output = Result<i64, StoreError>> + Send;
     /// Merges buckets of any sites in one transaction (R10): all or nothing.
     fn merge_buckets(&self, rows: &[(String, Bucket)]) -> impl Future<Output = Result<MergeStats, StoreError>> + Send;
+    /// Stores the hash of a new enrollment token for `site`, valid until `expires_at`.
+    fn add_enroll_token(
+        &self,
+        token_hash: &str,
+        site: &str,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Marks the token used and returns its site, atomically: a token is accepted once.
+    fn redeem_enroll_token(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Result<String, TokenRefusal>, StoreError>> + Send;
+    fn add_certificate(
+        &self,
+        serial: &str,
+        site: &str,
+        not_after: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn certificate(&self, serial: &str) -> impl Future<Output = Result<Option<CertificateRecord>, StoreError>> + Send;
+    /// Revokes every certificate of `site`; returns how many were not revoked yet.
+    fn revoke_site(&self, site: &str, now: DateTime<Utc>) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// A site's buckets of one UTC day, in time order.
     fn buckets_of_day(
         &self,

@@ -6,12 +6,12 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use tally_common::bucket::Bucket;
 use tally_common::time::{BucketStart, rfc3339};
 
-use super::{Account, MergeStats, NewLicense, Site, Store, StoreError};
+use super::{Account, CertificateRecord, MergeStats, NewLicense, Site, Store, StoreError, TokenRefusal};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -229,6 +229,87 @@ impl Store for SqliteStore {
         }
         tx.commit().await.map_err(db)?;
         Ok(stats)
+    }
+
+    async fn add_enroll_token(
+        &self,
+        token_hash: &str,
+        site: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO enrollment_tokens (token_hash, site_id, expires_at) VALUES (?, ?, ?)")
+            .bind(token_hash)
+            .bind(site)
+            .bind(rfc3339(expires_at))
+            .execute(&self.pool)
+            .await
+            .map_err(insert_error("enrollment token for site", site))?;
+        Ok(())
+    }
+
+    async fn redeem_enroll_token(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Result<String, TokenRefusal>, StoreError> {
+        let now = rfc3339(now);
+        // One statement: two agents racing with the same token cannot both win.
+        let site: Option<String> = sqlx::query_scalar(
+            "UPDATE enrollment_tokens SET used_at = ?
+             WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? RETURNING site_id",
+        )
+        .bind(&now)
+        .bind(token_hash)
+        .bind(&now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        if let Some(site) = site {
+            return Ok(Ok(site));
+        }
+        let used: Option<Option<String>> =
+            sqlx::query_scalar("SELECT used_at FROM enrollment_tokens WHERE token_hash = ?")
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(Err(match used {
+            None => TokenRefusal::Unknown,
+            Some(Some(_)) => TokenRefusal::Used,
+            Some(None) => TokenRefusal::Expired,
+        }))
+    }
+
+    async fn add_certificate(&self, serial: &str, site: &str, not_after: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO certificates (serial, site_id, not_after, created_at) VALUES (?, ?, ?, ?)")
+            .bind(serial)
+            .bind(site)
+            .bind(rfc3339(not_after))
+            .bind(now())
+            .execute(&self.pool)
+            .await
+            .map_err(insert_error("certificate", serial))?;
+        Ok(())
+    }
+
+    async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError> {
+        let row: Option<(String, String, Option<String>)> =
+            sqlx::query_as("SELECT serial, site_id, revoked_at FROM certificates WHERE serial = ?")
+                .bind(serial)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(row.map(|(serial, site, revoked_at)| CertificateRecord { serial, site, revoked: revoked_at.is_some() }))
+    }
+
+    async fn revoke_site(&self, site: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("UPDATE certificates SET revoked_at = ? WHERE site_id = ? AND revoked_at IS NULL")
+            .bind(rfc3339(now))
+            .bind(site)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
     }
 
     async fn buckets_of_day(&self, site: &str, day: NaiveDate) -> Result<Vec<Bucket>, StoreError> {

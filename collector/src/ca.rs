@@ -1,0 +1,146 @@
+//! The collector's own certificate authority: it signs the certificate of every enrolled socket
+//! (client authentication) and the collector's QUIC server certificate. Agents pin it by the
+//! SHA-256 fingerprint of its certificate, which every enrollment token carries.
+//!
+//! Files, in `DATA_DIR/ca/`: `ca.pem` (the certificate) and `ca.key` (its private key, mode 0600).
+//! Created on first start or by `tally-collector ca init`; never overwritten.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+}
+
+/// The CA: its certificate and the issuer that signs with its key.
+pub struct Ca {
+    cert_pem: String,
+    cert_der: Vec<u8>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key stays out of every log.
+        f.debug_struct("Ca").field("fingerprint", &self.fingerprint()).finish_non_exhaustive()
+    }
+}
+
+impl Ca {
+    /// Loads the CA from `dir`, creating it first if it does not exist. Returns whether it was created.
+    pub fn load_or_create(dir: &Path) -> Result<(Ca, bool), CaError> {
+        let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
+        if cert_path.exists() || key_path.exists() {
+            return Ok((Ca::load(&cert_path, &key_path)?, false));
+        }
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| CaError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, "Tally collector CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let cert = params.self_signed(&key)?;
+        write_new(&key_path, key.serialize_pem().as_bytes(), 0o600).map_err(io(&key_path))?;
+        write_new(&cert_path, cert.pem().as_bytes(), 0o644).map_err(io(&cert_path))?;
+        Ok((Ca::load(&cert_path, &key_path)?, true))
+    }
+
+    fn load(cert_path: &Path, key_path: &Path) -> Result<Ca, CaError> {
+        let read =
+            |path: &Path| std::fs::read_to_string(path).map_err(|source| CaError::Io { path: path.to_owned(), source });
+        let (cert_pem, key_pem) = (read(cert_path)?, read(key_path)?);
+        let invalid =
+            |path: &Path, e: &dyn std::fmt::Display| CaError::Invalid { path: path.to_owned(), message: e.to_string() };
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| invalid(key_path, &e))?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| invalid(cert_path, &e))?;
+        let cert_der = pem_der(&cert_pem).ok_or_else(|| invalid(cert_path, &"not a PEM certificate"))?;
+        Ok(Ca { cert_pem, cert_der, issuer })
+    }
+
+    /// The SHA-256 of the CA certificate (DER), in lowercase hex: what enrollment tokens carry.
+    pub fn fingerprint(&self) -> String {
+        sha256_hex(&self.cert_der)
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    pub fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+}
+
+/// The SHA-256 of `bytes`, in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `n` random bytes from the system's generator, in lowercase hex.
+pub fn random_hex(n: usize) -> Result<String, CaError> {
+    let mut bytes = vec![0u8; n];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| CaError::Invalid { path: PathBuf::from("/dev/urandom"), message: "no randomness".into() })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The DER inside a one-certificate PEM text.
+fn pem_der(text: &str) -> Option<Vec<u8>> {
+    pem::parse(text).ok().filter(|p| p.tag() == "CERTIFICATE").map(|p| p.into_contents())
+}
+
+/// Creates `path` with `mode`; fails if it exists.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_ca_is_created_once_with_a_private_key_and_a_stable_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, created) = Ca::load_or_create(dir.path()).unwrap();
+        assert!(created);
+        let mode = std::fs::metadata(dir.path().join("ca.key")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(ca.fingerprint().len(), 64);
+        let (again, created) = Ca::load_or_create(dir.path()).unwrap();
+        assert!(!created);
+        assert_eq!(again.fingerprint(), ca.fingerprint());
+        assert!(!format!("{ca:?}").contains("PRIVATE"), "the key never reaches Debug");
+    }
+
+    #[test]
+    fn a_damaged_ca_file_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        Ca::load_or_create(dir.path()).unwrap();
+        std::fs::write(dir.path().join("ca.key"), "garbage").unwrap();
+        let err = Ca::load_or_create(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("ca.key"), "{err}");
+    }
+}
