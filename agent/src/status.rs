@@ -4,7 +4,7 @@
 //! directory (the store itself is locked by the running agent). When no agent runs, `status`
 //! reads the store directly.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -134,7 +134,6 @@ pub async fn serve(listener: tokio::net::UnixListener, shared: SharedStatus) {
 pub fn query(socket: &Path) -> Option<Status> {
     let mut stream = UnixStream::connect(socket).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let _ = stream.flush();
     let mut json = Vec::new();
     stream.read_to_end(&mut json).ok()?;
     serde_json::from_slice(&json).ok()
