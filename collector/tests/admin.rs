@@ -43,172 +43,49 @@ impl Collector {
     }
 }
 
+/// A command line of words without spaces.
+fn args(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
 fn setup() -> Collector {
     let c = Collector::new();
-    c.ok(&[
-        "account",
-        "add",
-        "--id",
-        "acme",
-        "--name",
-        "Acme",
-        "--eop-contact-name",
-        "Ann",
-        "--eop-contact-email",
-        "ann@acme.test",
-    ]);
-    c.ok(&["site", "add", "--account", "acme", "--id", "hq", "--name", "HQ", "--country", "US", "--type", "socket"]);
+    c.ok(&args("account add --id acme --name Acme --eop-contact-name Ann --eop-contact-email ann@acme.test"));
+    c.ok(&args("site add --account acme --id hq --name HQ --country US --type socket"));
     c
 }
 
 #[test]
 fn sites_follow_their_country_and_restricted_countries_are_refused() {
     let c = setup();
-    let out = c.ok(&[
-        "site",
-        "add",
-        "--account",
-        "acme",
-        "--id",
-        "sh",
-        "--name",
-        "SH",
-        "--country",
-        "CN",
-        "--type",
-        "socket",
-        "--cap-mbps",
-        "50",
-    ]);
+    let out = c.ok(&args("site add --account acme --id sh --name SH --country CN --type socket --cap-mbps 50"));
     assert_eq!(out.trim(), "site sh added in china (CN)");
-    let err = c.fails(&[
-        "site",
-        "add",
-        "--account",
-        "acme",
-        "--id",
-        "ir",
-        "--name",
-        "IR",
-        "--country",
-        "IR",
-        "--type",
-        "socket",
-    ]);
+    let err = c.fails(&args("site add --account acme --id ir --name IR --country IR --type socket"));
     assert!(err.contains("Iran (IR) is on the restricted-country list"), "{err}");
-    let err = c.fails(&[
-        "site",
-        "add",
-        "--account",
-        "acme",
-        "--id",
-        "x",
-        "--name",
-        "X",
-        "--country",
-        "US",
-        "--type",
-        "router",
-    ]);
+    let err = c.fails(&args("site add --account acme --id x --name X --country US --type router"));
     assert!(
         err.contains("--type: \"router\" is not a valid site type; expected one of: socket, ipsec, cloud_interconnect"),
         "{err}"
     );
-    let err = c.fails(&[
-        "site",
-        "add",
-        "--account",
-        "acme",
-        "--id",
-        "hq",
-        "--name",
-        "HQ",
-        "--country",
-        "US",
-        "--type",
-        "socket",
-    ]);
+    let err = c.fails(&args("site add --account acme --id hq --name HQ --country US --type socket"));
     assert!(err.contains("site \"hq\" already exists"), "{err}");
-    let err = c.fails(&[
-        "site",
-        "add",
-        "--account",
-        "ghost",
-        "--id",
-        "y",
-        "--name",
-        "Y",
-        "--country",
-        "US",
-        "--type",
-        "socket",
-    ]);
+    let err = c.fails(&args("site add --account ghost --id y --name Y --country US --type socket"));
     assert!(err.contains("account \"ghost\" does not exist"), "{err}");
 }
 
 #[test]
 fn licenses_are_checked_for_their_kind() {
     let c = setup();
-    c.ok(&[
-        "license",
-        "add",
-        "--account",
-        "acme",
-        "--kind",
-        "bandwidth_pool",
-        "--region",
-        "group1",
-        "--quantity",
-        "100",
-        "--from",
-        "2026-01-01",
-        "--to",
-        "2026-12-31",
-    ]);
-    let err = c.fails(&[
-        "license",
-        "add",
-        "--account",
-        "acme",
-        "--kind",
-        "bandwidth_pool",
-        "--quantity",
-        "100",
-        "--from",
-        "2026-01-01",
-        "--to",
-        "2026-12-31",
-    ]);
+    c.ok(&args("license add --account acme --kind bandwidth_pool --region group1 --quantity 100 --from 2026-01-01 --to 2026-12-31"));
+    let err = c.fails(&args(
+        "license add --account acme --kind bandwidth_pool --quantity 100 --from 2026-01-01 --to 2026-12-31",
+    ));
     assert!(err.contains("--region is required for bandwidth_pool licenses"), "{err}");
-    let err = c.fails(&[
-        "license",
-        "add",
-        "--account",
-        "acme",
-        "--kind",
-        "devices",
-        "--quantity",
-        "3",
-        "--from",
-        "2026-01-01",
-        "--to",
-        "2026-12-31",
-    ]);
+    let err =
+        c.fails(&args("license add --account acme --kind devices --quantity 3 --from 2026-01-01 --to 2026-12-31"));
     assert!(err.contains("--block-size is required for devices licenses"), "{err}");
-    let err = c.fails(&[
-        "license",
-        "add",
-        "--account",
-        "acme",
-        "--kind",
-        "dem_users",
-        "--quantity",
-        "3",
-        "--from",
-        "2026-12-01",
-        "--to",
-        "2026-01-31",
-    ]);
+    let err =
+        c.fails(&args("license add --account acme --kind dem_users --quantity 3 --from 2026-12-01 --to 2026-01-31"));
     assert!(err.contains("--from 2026-12-01 is after --to 2026-01-31"), "{err}");
 }
 
@@ -230,15 +107,14 @@ fn a_bad_csv_row_imports_nothing_and_every_bad_row_is_named() {
     assert!(err.contains("line 4: max_bps 99999999999999999 is above the sanity bound"), "{err}");
     assert!(err.contains("line 5: samples \"0\" is not between 1 and 60"), "{err}");
     assert!(err.contains("line 6: expected site,bucket_start,max_bps[,samples], found 2 fields"), "{err}");
-    let listing = c.ok(&["site", "buckets", "--site", "hq", "--date", "2026-10-07", "--format", "json"]);
+    let listing = c.ok(&args("site buckets --site hq --date 2026-10-07 --format json"));
     assert_eq!(serde_json::from_str::<serde_json::Value>(&listing).unwrap(), serde_json::json!([]));
 
     assert!(c.ok(&["import-buckets", "--csv", &good]).contains("imported 2 new bucket(s), merged 0"));
     let lower = c.file("lower.csv", "hq,2026-10-07T00:00:00Z,10,5\n");
     assert!(c.ok(&["import-buckets", "--csv", &lower]).contains("merged 1"));
     let listing: serde_json::Value =
-        serde_json::from_str(&c.ok(&["site", "buckets", "--site", "hq", "--date", "2026-10-07", "--format", "json"]))
-            .unwrap();
+        serde_json::from_str(&c.ok(&args("site buckets --site hq --date 2026-10-07 --format json"))).unwrap();
     assert_eq!(
         listing,
         serde_json::json!([
@@ -252,7 +128,7 @@ fn a_bad_csv_row_imports_nothing_and_every_bad_row_is_named() {
 #[test]
 fn validate_and_default_config() {
     let c = Collector::new();
-    let text = c.ok(&["default-config"]);
+    let text = c.ok(&args("default-config"));
     let path = c.file("default.toml", &text);
     let out =
         Command::new(env!("CARGO_BIN_EXE_tally-collector")).args(["validate", "--config", &path]).output().unwrap();
@@ -272,16 +148,16 @@ fn validate_and_default_config() {
 #[test]
 fn enrollment_tokens_carry_the_ca_fingerprint() {
     let c = setup();
-    let init = c.ok(&["ca", "init"]);
+    let init = c.ok(&args("ca init"));
     let fingerprint = init.lines().find_map(|l| l.strip_prefix("fingerprint (SHA-256): ")).unwrap().to_owned();
     assert!(init.starts_with("CA created"), "{init}");
-    assert!(c.ok(&["ca", "init"]).starts_with("CA exists"), "never overwritten");
-    let token = c.ok(&["site", "enroll-token", "--site", "hq"]);
+    assert!(c.ok(&args("ca init")).starts_with("CA exists"), "never overwritten");
+    let token = c.ok(&args("site enroll-token --site hq"));
     let token: tally_common::token::EnrollToken = token.trim().parse().unwrap();
     assert_eq!(token.ca_fingerprint, fingerprint);
-    let other = c.ok(&["site", "enroll-token", "--site", "hq"]);
+    let other = c.ok(&args("site enroll-token --site hq"));
     assert_ne!(other.trim(), token.to_string(), "every token is new");
-    let err = c.fails(&["site", "enroll-token", "--site", "ghost"]);
+    let err = c.fails(&args("site enroll-token --site ghost"));
     assert!(err.contains("site \"ghost\" does not exist"), "{err}");
-    assert_eq!(c.ok(&["site", "revoke", "--site", "hq"]).trim(), "site hq: 0 certificate(s) revoked");
+    assert_eq!(c.ok(&args("site revoke --site hq")).trim(), "site hq: 0 certificate(s) revoked");
 }
