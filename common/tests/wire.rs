@@ -5,8 +5,8 @@ use proptest::prelude::*;
 use tally_common::sampler::DiscardCounters;
 use tally_common::wire::frame::{DecodeError, HEADER_LEN, MAX_FRAME_LEN, decode, encode};
 use tally_common::wire::{
-    Ack, AgentMessage, BucketBatch, CollectorMessage, ErrorCode, ErrorMessage, Hello, Policy, PolicyApplied, Refusal,
-    RefusedBucket, Welcome, WireBucket,
+    Ack, AgentMessage, BucketBatch, CollectorMessage, EnrollRequest, Enrolled, ErrorCode, ErrorMessage, Hello, Policy,
+    PolicyApplied, Refusal, RefusedBucket, Welcome, WireBucket,
 };
 
 fn agent_messages() -> Vec<AgentMessage> {
@@ -29,6 +29,11 @@ fn agent_messages() -> Vec<AgentMessage> {
             },
         }),
         AgentMessage::Buckets(BucketBatch { seq: 0, buckets: vec![], discarded: DiscardCounters::default() }),
+        AgentMessage::Enroll(EnrollRequest {
+            protocol_version: 1,
+            token_secret: "ab".repeat(32),
+            csr_der: vec![0x30, 0x82, 1, 2, 3],
+        }),
         AgentMessage::PolicyApplied(PolicyApplied {
             version: 7,
             ok: false,

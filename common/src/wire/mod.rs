@@ -34,6 +34,8 @@ pub enum AgentMessage {
     Hello(Hello),
     Buckets(BucketBatch),
     PolicyApplied(PolicyApplied),
+    /// The only message of a connection without a client certificate.
+    Enroll(EnrollRequest),
 }
 
 /// Messages from the collector.
@@ -43,6 +45,36 @@ pub enum CollectorMessage {
     Ack(Ack),
     Policy(Policy),
     Error(ErrorMessage),
+    Enrolled(Enrolled),
+}
+
+/// An agent asks for its certificate: the one-time secret of its enrollment token, and a
+/// certificate request for the key pair it generated (the private key never leaves the socket).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub protocol_version: u16,
+    pub token_secret: String,
+    /// PKCS#10, DER.
+    pub csr_der: Vec<u8>,
+}
+
+impl fmt::Debug for EnrollRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnrollRequest")
+            .field("token_secret", &"<redacted>")
+            .field("csr_bytes", &self.csr_der.len())
+            .finish()
+    }
+}
+
+/// The collector's answer to an accepted enrollment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrolled {
+    pub site: String,
+    /// The socket's certificate, DER, signed by the collector's CA.
+    pub cert_der: Vec<u8>,
+    /// The CA certificate, DER: the agent trusts only this from now on.
+    pub ca_der: Vec<u8>,
 }
 
 /// The agent's first frame.
@@ -188,6 +220,8 @@ pub enum ErrorCode {
     Overloaded,
     ShuttingDown,
     Internal,
+    /// The enrollment token was unknown, used or expired, or the request was malformed.
+    EnrollmentRefused,
     Other(u32),
 }
 
@@ -210,6 +244,7 @@ impl ErrorCode {
             ErrorCode::Overloaded => "the collector is at its connection limit and will accept the agent later",
             ErrorCode::ShuttingDown => "the collector is shutting down",
             ErrorCode::Internal => "the collector had an internal error",
+            ErrorCode::EnrollmentRefused => "the collector refused the enrollment: ask the operator for a new token",
             ErrorCode::Other(_) => "the collector closed the connection with a code this agent does not know",
         }
     }
@@ -227,6 +262,7 @@ impl From<u32> for ErrorCode {
             6 => ErrorCode::Overloaded,
             7 => ErrorCode::ShuttingDown,
             8 => ErrorCode::Internal,
+            9 => ErrorCode::EnrollmentRefused,
             other => ErrorCode::Other(other),
         }
     }
@@ -244,6 +280,7 @@ impl From<ErrorCode> for u32 {
             ErrorCode::Overloaded => 6,
             ErrorCode::ShuttingDown => 7,
             ErrorCode::Internal => 8,
+            ErrorCode::EnrollmentRefused => 9,
             ErrorCode::Other(other) => other,
         }
     }
@@ -261,7 +298,7 @@ mod tests {
 
     #[test]
     fn error_codes_round_trip_through_their_numbers() {
-        for n in 0..12u32 {
+        for n in 0..14u32 {
             assert_eq!(u32::from(ErrorCode::from(n)), n);
         }
         assert_eq!(ErrorCode::from(4), ErrorCode::UnknownCertificate);
