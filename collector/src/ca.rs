@@ -10,7 +10,11 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use chrono::{Datelike, NaiveDate};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SerialNumber, date_time_ymd,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -85,9 +89,42 @@ impl Ca {
         &self.cert_der
     }
 
-    pub fn issuer(&self) -> &Issuer<'static, KeyPair> {
-        &self.issuer
+    /// A fresh certificate for the collector's QUIC endpoint, valid for `names` (DNS names or IP
+    /// addresses), with its PKCS#8 key.
+    pub fn server_certificate(&self, names: &[String]) -> Result<(Vec<u8>, Vec<u8>), CaError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(names.to_vec())?;
+        params.distinguished_name.push(DnType::CommonName, "Tally collector");
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.der().to_vec(), key.serialize_der()))
     }
+
+    /// Signs a socket's certificate request for `site`: the subject is the site, whatever the
+    /// request asked for; the serial is random. Returns the certificate (DER) and its serial (hex).
+    pub fn sign_request(
+        &self,
+        csr_der: &[u8],
+        site: &str,
+        valid_until: NaiveDate,
+    ) -> Result<(Vec<u8>, String), CaError> {
+        let der = rustls::pki_types::CertificateSigningRequestDer::from(csr_der);
+        let mut csr = CertificateSigningRequestParams::from_der(&der)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, site);
+        params.serial_number = Some(SerialNumber::from_slice(&random_bytes(16)?));
+        params.not_after = date_time_ymd(valid_until.year(), valid_until.month() as u8, valid_until.day() as u8);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        csr.params = params;
+        let cert = csr.signed_by(&self.issuer)?;
+        let der = cert.der().to_vec();
+        Ok((der.clone(), serial_of(&der).ok_or(rcgen::Error::CouldNotParseCertificate)?))
+    }
+}
+
+/// The serial number of a DER certificate, in lowercase hex; `None` if it does not parse.
+pub fn serial_of(cert_der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    Some(cert.raw_serial().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The SHA-256 of `bytes`, in lowercase hex.
@@ -95,12 +132,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `n` random bytes from the system's generator, in lowercase hex.
-pub fn random_hex(n: usize) -> Result<String, CaError> {
+/// `n` random bytes from the system's generator.
+fn random_bytes(n: usize) -> Result<Vec<u8>, CaError> {
     let mut bytes = vec![0u8; n];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .map_err(|_| CaError::Invalid { path: PathBuf::from("/dev/urandom"), message: "no randomness".into() })?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(bytes)
+}
+
+/// `n` random bytes from the system's generator, in lowercase hex.
+pub fn random_hex(n: usize) -> Result<String, CaError> {
+    Ok(random_bytes(n)?.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The DER inside a one-certificate PEM text.

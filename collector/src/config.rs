@@ -17,6 +17,12 @@ data_dir = "./tally-data"
 quic_listen = "0.0.0.0:4433"
 http_listen = "127.0.0.1:8080"
 
+# Names and addresses the agents use to reach the QUIC endpoint: its certificate covers them.
+server_names = ["localhost", "127.0.0.1", "::1"]
+
+# At most this many agent connections at once; more are refused and retry later.
+max_connections = 10000
+
 # Sanity bound on a bucket's value, in bits per second: a bucket above it is refused and counted.
 max_bucket_bps = 1000000000000
 
@@ -33,6 +39,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub quic_listen: SocketAddr,
     pub http_listen: SocketAddr,
+    pub server_names: Vec<String>,
+    pub max_connections: usize,
     pub max_bucket_bps: u64,
     pub month_window: MonthWindowSetting,
     pub log: String,
@@ -87,7 +95,16 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const KNOWN: [&str; 6] = ["data_dir", "quic_listen", "http_listen", "max_bucket_bps", "month_window", "log"];
+const KNOWN: [&str; 8] = [
+    "data_dir",
+    "quic_listen",
+    "http_listen",
+    "server_names",
+    "max_connections",
+    "max_bucket_bps",
+    "month_window",
+    "log",
+];
 
 /// Parses and validates configuration text, collecting every error.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
@@ -134,6 +151,26 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             1_000_000_000_000
         }
     };
+    let server_names = match table.get("server_names") {
+        None => vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()],
+        Some(toml::Value::Array(items))
+            if !items.is_empty() && items.iter().all(|i| i.as_str().is_some_and(|s| !s.is_empty())) =>
+        {
+            items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect()
+        }
+        Some(other) => {
+            errors.push(format!("server_names: expected a non-empty list of host names or addresses, found {other}"));
+            Vec::new()
+        }
+    };
+    let max_connections = match table.get("max_connections") {
+        None => 10_000,
+        Some(toml::Value::Integer(n)) if (1..=1_000_000).contains(n) => *n as usize,
+        Some(other) => {
+            errors.push(format!("max_connections: expected an integer from 1 to 1000000, found {other}"));
+            10_000
+        }
+    };
     if data_dir.as_os_str().is_empty() {
         errors.push("data_dir: must not be empty".into());
     }
@@ -144,7 +181,16 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         errors.push(format!("{key}: unknown key (known keys: {})", KNOWN.join(", ")));
     }
     if errors.is_empty() {
-        Ok(Config { data_dir, quic_listen, http_listen, max_bucket_bps, month_window, log })
+        Ok(Config {
+            data_dir,
+            quic_listen,
+            http_listen,
+            server_names,
+            max_connections,
+            max_bucket_bps,
+            month_window,
+            log,
+        })
     } else {
         Err(ConfigErrors { source: "configuration".into(), errors })
     }

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod ca;
 pub mod config;
+pub mod ingest;
 pub mod store;
 
 use std::future::Future;
@@ -24,6 +25,11 @@ use tokio::net::TcpListener;
 /// The HTTP routes.
 pub fn router() -> Router {
     Router::new().route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+}
+
+/// The agents' QUIC endpoint on `addr`, with a server certificate from `ca` for `names`.
+pub fn quic_endpoint(ca: &ca::Ca, addr: std::net::SocketAddr, names: &[String]) -> anyhow::Result<quinn::Endpoint> {
+    Ok(quinn::Endpoint::server(ingest::server_config(ca, names)?, addr)?)
 }
 
 /// Serves HTTP on `listener` until `shutdown` completes, then finishes the requests in flight.

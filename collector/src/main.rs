@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tally_collector::admin::{self, LicenseArgs, NewSite};
 use tally_collector::ca::Ca;
 use tally_collector::config::{Config, DEFAULT_CONFIG};
+use tally_collector::ingest::{self, Limits};
 use tally_collector::store::sqlite::SqliteStore;
 use tally_collector::store::{Account, Store};
 use tally_common::bandwidth::Bandwidth;
@@ -206,7 +207,28 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             let listener = TcpListener::bind(config.http_listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.http_listen))?;
-            tally_collector::serve(listener, shutdown_signal()).await?;
+            let endpoint = tally_collector::quic_endpoint(&ca, config.quic_listen, &config.server_names)
+                .with_context(|| format!("cannot listen on UDP {}", config.quic_listen))?;
+            tracing::info!(quic = %config.quic_listen, "ingest listening (ALPN tally/1)");
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            };
+            let limits = Limits { max_connections: config.max_connections, max_bucket_bps: config.max_bucket_bps };
+            let store = std::sync::Arc::new(store);
+            let ingest = tokio::spawn(ingest::run(
+                endpoint,
+                store,
+                std::sync::Arc::new(ca),
+                limits,
+                until_stopped(stopped.clone()),
+            ));
+            let http = tokio::spawn(tally_collector::serve(listener, until_stopped(stopped)));
+            shutdown_signal().await;
+            tracing::info!("shutting down: no new connections, draining, committing");
+            let _ = stop.send(true);
+            let _ = ingest.await;
+            http.await??;
             tracing::info!("collector stopped");
         }
         Command::Validate | Command::DefaultConfig => {}

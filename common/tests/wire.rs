@@ -58,6 +58,7 @@ fn collector_messages() -> Vec<CollectorMessage> {
             code: ErrorCode::UnsupportedVersion,
             message: "protocol version 9 is not supported; this collector speaks 1".into(),
         }),
+        CollectorMessage::Enrolled(Enrolled { site: "hq".into(), cert_der: vec![1; 700], ca_der: vec![2; 500] }),
         CollectorMessage::Error(ErrorMessage { code: ErrorCode::Other(4_000), message: String::new() }),
     ]
 }

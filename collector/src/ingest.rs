@@ -1,0 +1,336 @@
+//! QUIC ingest: the agents' connections, ALPN `tally/1`, TLS 1.3 with the collector's CA.
+//!
+//! A connection with a client certificate is a measuring agent: the site comes from the
+//! certificate (its serial, looked up in the store; unknown or revoked is refused and logged),
+//! never from a message. Its first frame is a `Hello`; then batches of buckets, each validated
+//! bucket by bucket, committed together with other connections' batches (group commit), and
+//! acknowledged only after the commit. A connection without a certificate may only enroll.
+//!
+//! Bounds: `max_connections` connections (over it: closed as `Overloaded`), one batch in flight
+//! per connection (the protocol is request / ack), frames of at most 1 MiB, a bounded queue to
+//! the committer. What a peer sends can close its own connection, never the collector.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use quinn::crypto::rustls::QuicServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tally_common::bucket::Bucket;
+use tally_common::wire::frame::{self, DecodeError};
+use tally_common::wire::{
+    ALPN, Ack, AgentMessage, BucketBatch, CollectorMessage, EnrollRequest, Enrolled, ErrorCode, ErrorMessage,
+    PROTOCOL_VERSION, RefusedBucket, Welcome,
+};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::ca::{Ca, sha256_hex};
+use crate::store::Store;
+use tracing::Instrument;
+
+/// How long an enrolled socket's certificate is valid.
+pub const CERTIFICATE_YEARS: i64 = 10;
+
+/// Ingest settings from the configuration.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_bucket_bps: u64,
+}
+
+/// The TLS configuration of the QUIC endpoint: TLS 1.3, ring, client certificates verified
+/// against the CA when presented (enrolling agents have none yet).
+pub fn server_config(ca: &Ca, names: &[String]) -> anyhow::Result<quinn::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(ca.cert_der().to_vec()))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()?;
+    let (cert, key) = ca.server_certificate(names)?;
+    let chain = vec![CertificateDer::from(cert), CertificateDer::from(ca.cert_der().to_vec())];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(Duration::from_secs(60).try_into()?));
+    transport.max_concurrent_bidi_streams(1u32.into());
+    transport.max_concurrent_uni_streams(0u32.into());
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// One batch waiting for the group commit.
+struct Pending {
+    rows: Vec<(String, Bucket)>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Accepts connections on `endpoint` until `shutdown`, then drains: stops accepting, lets the
+/// committer finish what it holds, and waits for the endpoint to be idle.
+pub async fn run<S: Store + 'static>(
+    endpoint: quinn::Endpoint,
+    store: Arc<S>,
+    ca: Arc<Ca>,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let (commits, queue) = mpsc::channel::<Pending>(1024);
+    let committer = tokio::spawn(group_commit(store.clone(), queue));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let incoming = tokio::select! {
+            () = &mut shutdown => break,
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => break,
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(remote = %incoming.remote_address(), "connection refused: at the connection limit");
+            incoming.refuse();
+            continue;
+        };
+        let (store, ca, commits, limits) = (store.clone(), ca.clone(), commits.clone(), limits.clone());
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => serve_connection(conn, store, ca, commits, limits).await,
+                Err(e) => tracing::info!(%remote, error = %e, "handshake failed"),
+            }
+            drop(permit);
+        });
+    }
+    endpoint.close(u32::from(ErrorCode::ShuttingDown).into(), b"collector shutting down");
+    drop(commits);
+    let _ = committer.await;
+    endpoint.wait_idle().await;
+}
+
+/// Commits queued batches together: whatever is waiting when a commit starts goes into it.
+async fn group_commit<S: Store>(store: Arc<S>, mut queue: mpsc::Receiver<Pending>) {
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while group.len() < 256 {
+            match queue.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let rows: Vec<(String, Bucket)> = group.iter().flat_map(|p| p.rows.iter().cloned()).collect();
+        let result = store.merge_buckets(&rows).await.map(|_| ()).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, batches = group.len(), "group commit failed: those batches are not acknowledged");
+        }
+        for pending in group {
+            let _ = pending.done.send(result.clone());
+        }
+    }
+}
+
+/// Reads frames from a QUIC stream.
+struct Frames {
+    recv: quinn::RecvStream,
+    buf: Vec<u8>,
+}
+
+impl Frames {
+    /// The next message; `Ok(None)` at the end of the stream.
+    async fn next(&mut self) -> Result<Option<AgentMessage>, ErrorCode> {
+        loop {
+            match frame::decode::<AgentMessage>(&self.buf) {
+                Ok((message, used)) => {
+                    self.buf.drain(..used);
+                    return Ok(Some(message));
+                }
+                Err(DecodeError::Incomplete { .. }) => {}
+                Err(DecodeError::TooLarge { .. }) => return Err(ErrorCode::FrameTooLarge),
+                Err(DecodeError::Invalid(_)) => return Err(ErrorCode::ProtocolViolation),
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match self.recv.read(&mut chunk).await {
+                Ok(Some(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(None) if self.buf.is_empty() => return Ok(None),
+                Ok(None) => return Err(ErrorCode::ProtocolViolation),
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+}
+
+async fn send(stream: &mut quinn::SendStream, message: &CollectorMessage) -> Result<(), ()> {
+    let bytes = frame::encode(message).map_err(|_| ())?;
+    stream.write_all(&bytes).await.map_err(|_| ())
+}
+
+/// Tells the peer why, then closes the connection with the same code.
+async fn refuse(conn: &quinn::Connection, stream: Option<&mut quinn::SendStream>, code: ErrorCode, message: String) {
+    if let Some(stream) = stream {
+        let _ = send(stream, &CollectorMessage::Error(ErrorMessage { code, message: message.clone() })).await;
+        let _ = stream.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.stopped()).await;
+    }
+    conn.close(u32::from(code).into(), message.as_bytes());
+}
+
+async fn serve_connection<S: Store>(
+    conn: quinn::Connection,
+    store: Arc<S>,
+    ca: Arc<Ca>,
+    commits: mpsc::Sender<Pending>,
+    limits: Limits,
+) {
+    let remote = conn.remote_address();
+    let serial = conn
+        .peer_identity()
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|chain| chain.first().and_then(|c| crate::ca::serial_of(c)));
+    let Ok((mut tx, rx)) = conn.accept_bi().await else { return };
+    let mut frames = Frames { recv: rx, buf: Vec::new() };
+    let first = match frames.next().await {
+        Ok(Some(message)) => message,
+        Ok(None) => return,
+        Err(code) => return refuse(&conn, Some(&mut tx), code, "the first frame did not decode".into()).await,
+    };
+    match (serial, first) {
+        (None, AgentMessage::Enroll(request)) => enroll(&conn, &mut tx, &*store, &ca, request).await,
+        (None, _) => {
+            let message = "this connection has no client certificate: enroll first".to_owned();
+            refuse(&conn, Some(&mut tx), ErrorCode::UnknownCertificate, message).await
+        }
+        (Some(serial), AgentMessage::Hello(hello)) => {
+            let site = match store.certificate(&serial).await {
+                Ok(Some(cert)) if !cert.revoked => cert.site,
+                Ok(Some(_)) => {
+                    tracing::warn!(%remote, %serial, "connection refused: certificate revoked");
+                    let message = format!("certificate {serial} was revoked");
+                    return refuse(&conn, Some(&mut tx), ErrorCode::RevokedCertificate, message).await;
+                }
+                Ok(None) => {
+                    tracing::warn!(%remote, %serial, "connection refused: certificate unknown");
+                    let message = format!("certificate {serial} is unknown to this collector");
+                    return refuse(&conn, Some(&mut tx), ErrorCode::UnknownCertificate, message).await;
+                }
+                Err(e) => return refuse(&conn, Some(&mut tx), ErrorCode::Internal, e.to_string()).await,
+            };
+            if hello.protocol_version != PROTOCOL_VERSION {
+                let message = format!(
+                    "protocol version {} is not supported; this collector speaks {PROTOCOL_VERSION}",
+                    hello.protocol_version
+                );
+                return refuse(&conn, Some(&mut tx), ErrorCode::UnsupportedVersion, message).await;
+            }
+            let span = tracing::info_span!("agent", %site, %remote);
+            let welcome = CollectorMessage::Welcome(Welcome { protocol_version: PROTOCOL_VERSION, site: site.clone() });
+            span.in_scope(|| tracing::info!(agent = %hello.agent_version, "agent connected"));
+            if send(&mut tx, &welcome).await.is_err() {
+                return;
+            }
+            ingest_batches(&conn, &mut tx, &mut frames, &site, &commits, &limits).instrument(span).await;
+        }
+        (Some(_), _) => {
+            let message = "the first message must be Hello".to_owned();
+            refuse(&conn, Some(&mut tx), ErrorCode::ProtocolViolation, message).await
+        }
+    }
+}
+
+async fn ingest_batches(
+    conn: &quinn::Connection,
+    tx: &mut quinn::SendStream,
+    frames: &mut Frames,
+    site: &str,
+    commits: &mpsc::Sender<Pending>,
+    limits: &Limits,
+) {
+    loop {
+        let batch: BucketBatch = match frames.next().await {
+            Ok(Some(AgentMessage::Buckets(batch))) => batch,
+            Ok(Some(AgentMessage::PolicyApplied(_))) => continue,
+            Ok(Some(_)) => {
+                tracing::warn!("protocol violation: unexpected message after Hello");
+                return refuse(conn, Some(tx), ErrorCode::ProtocolViolation, "unexpected message".into()).await;
+            }
+            Ok(None) => {
+                tracing::info!("agent disconnected");
+                return;
+            }
+            Err(code) => {
+                tracing::warn!(%code, "closing the connection: bad frame");
+                return refuse(conn, Some(tx), code, "a frame from this agent could not be read".into()).await;
+            }
+        };
+        let now = Utc::now();
+        let mut rows = Vec::with_capacity(batch.buckets.len());
+        let mut refused = Vec::new();
+        for wire in &batch.buckets {
+            match wire.validate(now, limits.max_bucket_bps) {
+                Ok(bucket) => rows.push((site.to_owned(), bucket)),
+                Err(reason) => refused.push(RefusedBucket { start: wire.start, reason }),
+            }
+        }
+        if !refused.is_empty() {
+            tracing::warn!(refused = refused.len(), first = ?refused[0], "buckets refused");
+        }
+        if !rows.is_empty() {
+            let (done, committed) = oneshot::channel();
+            if commits.send(Pending { rows, done }).await.is_err() {
+                return refuse(conn, Some(tx), ErrorCode::ShuttingDown, "collector shutting down".into()).await;
+            }
+            match committed.await {
+                Ok(Ok(())) => {}
+                _ => return refuse(conn, Some(tx), ErrorCode::Internal, "the store did not commit".into()).await,
+            }
+        }
+        tracing::debug!(seq = batch.seq, buckets = batch.buckets.len(), "batch committed");
+        if send(tx, &CollectorMessage::Ack(Ack { seq: batch.seq, refused })).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Redeems the token, signs the request for the token's site, records the certificate.
+async fn enroll<S: Store>(
+    conn: &quinn::Connection,
+    tx: &mut quinn::SendStream,
+    store: &S,
+    ca: &Ca,
+    request: EnrollRequest,
+) {
+    let remote = conn.remote_address();
+    let refused = |message: String| {
+        tracing::warn!(%remote, %message, "enrollment refused");
+        message
+    };
+    let hash = sha256_hex(request.token_secret.as_bytes());
+    let site = match store.redeem_enroll_token(&hash, Utc::now()).await {
+        Ok(Ok(site)) => site,
+        Ok(Err(why)) => {
+            let message = refused(why.to_string());
+            return refuse(conn, Some(tx), ErrorCode::EnrollmentRefused, message).await;
+        }
+        Err(e) => return refuse(conn, Some(tx), ErrorCode::Internal, e.to_string()).await,
+    };
+    let valid_until = (Utc::now() + TimeDelta::days(365 * CERTIFICATE_YEARS)).date_naive();
+    let (cert_der, serial) = match ca.sign_request(&request.csr_der, &site, valid_until) {
+        Ok(signed) => signed,
+        Err(e) => {
+            let message = refused(format!("the certificate request does not parse: {e}"));
+            return refuse(conn, Some(tx), ErrorCode::EnrollmentRefused, message).await;
+        }
+    };
+    let not_after = valid_until.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or_else(Utc::now);
+    if let Err(e) = store.add_certificate(&serial, &site, not_after).await {
+        return refuse(conn, Some(tx), ErrorCode::Internal, e.to_string()).await;
+    }
+    tracing::info!(%remote, %site, %serial, "socket enrolled");
+    let answer = CollectorMessage::Enrolled(Enrolled { site, cert_der, ca_der: ca.cert_der().to_vec() });
+    let _ = send(tx, &answer).await;
+    let _ = tx.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(2), tx.stopped()).await;
+}

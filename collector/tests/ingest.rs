@@ -1,0 +1,260 @@
+//! QUIC ingest on 127.0.0.1 with real TLS 1.3 certificates from the collector's CA, driven by a
+//! raw quinn client: enrollment with a one-time token, buckets acknowledged only once stored,
+//! per-bucket refusals, revocation, and garbage that closes only the connection that sent it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono::{TimeDelta, Utc};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tally_collector::ca::Ca;
+use tally_collector::ingest::{self, Limits};
+use tally_collector::store::sqlite::SqliteStore;
+use tally_collector::store::{Account, Site, Store};
+use tally_common::kinds::SiteType;
+use tally_common::region::RegionGroup;
+use tally_common::sampler::DiscardCounters;
+use tally_common::wire::frame::{decode, encode};
+use tally_common::wire::{
+    ALPN, AgentMessage, BucketBatch, CollectorMessage, EnrollRequest, ErrorCode, Hello, PROTOCOL_VERSION, Refusal,
+    WireBucket,
+};
+
+struct Collector {
+    _dir: tempfile::TempDir,
+    store: Arc<SqliteStore>,
+    ca: Arc<Ca>,
+    addr: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn collector() -> Collector {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("tally.db")).await.unwrap());
+    let account = Account {
+        id: "acme".into(),
+        name: "Acme".into(),
+        partner: None,
+        eop_contact_name: None,
+        eop_contact_email: None,
+    };
+    store.add_account(&account).await.unwrap();
+    for id in ["hq", "branch"] {
+        let site = Site {
+            id: id.into(),
+            account: "acme".into(),
+            name: id.into(),
+            country: "US".parse().unwrap(),
+            region_group: RegionGroup::Group1,
+            site_type: SiteType::Socket,
+            cap_bps: None,
+        };
+        store.add_site(&site).await.unwrap();
+    }
+    let (ca, _) = Ca::load_or_create(&dir.path().join("ca")).unwrap();
+    let ca = Arc::new(ca);
+    let endpoint = tally_collector::quic_endpoint(&ca, "127.0.0.1:0".parse().unwrap(), &["localhost".into()]).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let limits = Limits { max_connections: 100, max_bucket_bps: 10_000_000_000 };
+    tokio::spawn(ingest::run(endpoint, store.clone(), ca.clone(), limits, async {
+        let _ = stopped.await;
+    }));
+    Collector { _dir: dir, store, ca, addr, _stop: stop }
+}
+
+/// A client identity: certificate and PKCS#8 key.
+type Identity = (Vec<u8>, Vec<u8>);
+
+async fn connect(
+    c: &Collector,
+    identity: Option<&Identity>,
+) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(c.ca.cert_der().to_vec())).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut tls = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from(cert.clone())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.clone())),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let conn = endpoint.connect(c.addr, "localhost").unwrap().await.unwrap();
+    let (tx, rx) = conn.open_bi().await.unwrap();
+    (conn, tx, rx)
+}
+
+async fn send(tx: &mut quinn::SendStream, message: &AgentMessage) {
+    tx.write_all(&encode(message).unwrap()).await.unwrap();
+}
+
+/// The next message, or `None` when the collector closed the stream or the connection.
+async fn receive(rx: &mut quinn::RecvStream, buf: &mut Vec<u8>) -> Option<CollectorMessage> {
+    loop {
+        if let Ok((message, used)) = decode::<CollectorMessage>(buf) {
+            buf.drain(..used);
+            return Some(message);
+        }
+        let mut chunk = [0u8; 4096];
+        match rx.read(&mut chunk).await {
+            Ok(Some(n)) => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+}
+
+/// Enrolls with `token_secret`: the collector's answer.
+async fn enroll(c: &Collector, token_secret: &str, key: &rcgen::KeyPair) -> Option<CollectorMessage> {
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap().serialize_request(key).unwrap();
+    let (_conn, mut tx, mut rx) = connect(c, None).await;
+    let request = EnrollRequest {
+        protocol_version: PROTOCOL_VERSION,
+        token_secret: token_secret.into(),
+        csr_der: csr.der().to_vec(),
+    };
+    send(&mut tx, &AgentMessage::Enroll(request)).await;
+    receive(&mut rx, &mut Vec::new()).await
+}
+
+async fn enrolled_identity(c: &Collector, site: &str) -> Identity {
+    let token =
+        tally_collector::admin::enroll_token(&*c.store, &c.ca, site, TimeDelta::hours(24), Utc::now()).await.unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    match enroll(c, &token.secret, &key).await {
+        Some(CollectorMessage::Enrolled(e)) => {
+            assert_eq!(e.site, site);
+            assert_eq!(e.ca_der, c.ca.cert_der());
+            (e.cert_der, key.serialize_der())
+        }
+        other => panic!("enrollment failed: {other:?}"),
+    }
+}
+
+fn hello() -> AgentMessage {
+    AgentMessage::Hello(Hello { protocol_version: PROTOCOL_VERSION, agent_version: "test".into() })
+}
+
+fn batch(seq: u64, buckets: Vec<WireBucket>) -> AgentMessage {
+    AgentMessage::Buckets(BucketBatch { seq, buckets, discarded: DiscardCounters::default() })
+}
+
+fn bucket(slot: i64, max_bps: u64) -> WireBucket {
+    WireBucket { start: 1_791_331_200 + 300 * slot, max_bps, samples: 60 } // 2026-10-07
+}
+
+fn day() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2026, 10, 7).unwrap()
+}
+
+#[tokio::test]
+async fn an_enrolled_socket_ingests_buckets_acknowledged_after_they_are_stored() {
+    let c = collector().await;
+    let identity = enrolled_identity(&c, "hq").await;
+    let (_conn, mut tx, mut rx) = connect(&c, Some(&identity)).await;
+    let mut buf = Vec::new();
+    send(&mut tx, &hello()).await;
+    match receive(&mut rx, &mut buf).await {
+        Some(CollectorMessage::Welcome(w)) => assert_eq!(w.site, "hq", "the site comes from the certificate"),
+        other => panic!("{other:?}"),
+    }
+    let misaligned = WireBucket { start: bucket(2, 0).start + 1, ..bucket(2, 5) };
+    send(&mut tx, &batch(7, vec![bucket(0, 100), bucket(1, 200), misaligned])).await;
+    match receive(&mut rx, &mut buf).await {
+        Some(CollectorMessage::Ack(ack)) => {
+            assert_eq!(ack.seq, 7);
+            assert_eq!(ack.refused.len(), 1);
+            assert_eq!(ack.refused[0].reason, Refusal::NotOnBoundary);
+        }
+        other => panic!("{other:?}"),
+    }
+    let stored = c.store.buckets_of_day("hq", day()).await.unwrap();
+    assert_eq!(stored.iter().map(|b| b.max_bps).collect::<Vec<_>>(), [100, 200], "stored before the ack");
+
+    // The same batch again changes nothing (R10).
+    send(&mut tx, &batch(8, vec![bucket(0, 50), bucket(1, 200)])).await;
+    assert!(matches!(receive(&mut rx, &mut buf).await, Some(CollectorMessage::Ack(a)) if a.seq == 8));
+    assert_eq!(c.store.buckets_of_day("hq", day()).await.unwrap(), stored);
+    assert!(c.store.buckets_of_day("branch", day()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn tokens_are_one_time_and_forged_ones_are_refused() {
+    let c = collector().await;
+    let token =
+        tally_collector::admin::enroll_token(&*c.store, &c.ca, "hq", TimeDelta::hours(24), Utc::now()).await.unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    assert!(matches!(enroll(&c, &token.secret, &key).await, Some(CollectorMessage::Enrolled(_))));
+    for secret in [token.secret.as_str(), &"0".repeat(64)] {
+        match enroll(&c, secret, &key).await {
+            Some(CollectorMessage::Error(e)) => assert_eq!(e.code, ErrorCode::EnrollmentRefused, "{}", e.message),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_certificate_is_refused_and_no_certificate_may_only_enroll() {
+    let c = collector().await;
+    let identity = enrolled_identity(&c, "hq").await;
+    c.store.revoke_site("hq", Utc::now()).await.unwrap();
+    let (_conn, mut tx, mut rx) = connect(&c, Some(&identity)).await;
+    send(&mut tx, &hello()).await;
+    match receive(&mut rx, &mut Vec::new()).await {
+        Some(CollectorMessage::Error(e)) => assert_eq!(e.code, ErrorCode::RevokedCertificate),
+        other => panic!("{other:?}"),
+    }
+    let (_conn, mut tx, mut rx) = connect(&c, None).await;
+    send(&mut tx, &hello()).await;
+    match receive(&mut rx, &mut Vec::new()).await {
+        Some(CollectorMessage::Error(e)) => assert_eq!(e.code, ErrorCode::UnknownCertificate),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn garbage_closes_only_the_connection_that_sent_it() {
+    let c = collector().await;
+    let good = enrolled_identity(&c, "hq").await;
+    let bad = enrolled_identity(&c, "branch").await;
+    let (_good_conn, mut good_tx, mut good_rx) = connect(&c, Some(&good)).await;
+    let mut buf = Vec::new();
+    send(&mut good_tx, &hello()).await;
+    assert!(matches!(receive(&mut good_rx, &mut buf).await, Some(CollectorMessage::Welcome(_))));
+
+    for (garbage, code) in [
+        (vec![0, 0, 0, 3, 0xff, 0xff, 0xff], ErrorCode::ProtocolViolation),
+        (vec![0x7f, 0xff, 0xff, 0xff], ErrorCode::FrameTooLarge),
+    ] {
+        let (conn, mut tx, mut rx) = connect(&c, Some(&bad)).await;
+        send(&mut tx, &hello()).await;
+        assert!(matches!(receive(&mut rx, &mut Vec::new()).await, Some(CollectorMessage::Welcome(_))));
+        tx.write_all(&garbage).await.unwrap();
+        let mut buf = Vec::new();
+        match receive(&mut rx, &mut buf).await {
+            Some(CollectorMessage::Error(e)) => assert_eq!(e.code, code),
+            other => panic!("{other:?}"),
+        }
+        let reason = conn.closed().await;
+        assert!(
+            matches!(reason, quinn::ConnectionError::ApplicationClosed(ref a) if a.error_code == u32::from(code).into()),
+            "{reason:?}"
+        );
+    }
+
+    send(&mut good_tx, &batch(1, vec![bucket(3, 42)])).await;
+    assert!(
+        matches!(receive(&mut good_rx, &mut buf).await, Some(CollectorMessage::Ack(a)) if a.seq == 1 && a.refused.is_empty())
+    );
+    assert_eq!(c.store.buckets_of_day("hq", day()).await.unwrap().len(), 1);
+}
