@@ -6,6 +6,7 @@
 //! - [`netif`]: which interfaces are the WAN, and their counters, speed, ifindex, boot id.
 //! - [`measure`]: the 5-second loop around `tally-common`'s sampler and bucketizer.
 //! - [`store`]: sled: closed buckets waiting for the collector, and the state between ticks.
+//! - [`uplink`]: enrollment, and shipping closed buckets to the collector.
 //! - [`status`], [`replay`]: the `status` and `replay` commands.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,8 +17,11 @@ pub mod netif;
 pub mod replay;
 pub mod status;
 pub mod store;
+pub mod uplink;
 
+use std::cell::RefCell;
 use std::future::Future;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use clock::Clock;
@@ -54,8 +58,34 @@ pub async fn run(
             tracing::warn!(socket = %socket.display(), error = %e, "`tally-agent status` will not reach this agent")
         }
     }
-    let mut meter = Meter::new(config, opened.store, status)?;
-    let result = meter.run(clock, shutdown, notify).await;
+    let identity = uplink::Identity::load(&config.state_dir)?;
+    let store = Rc::new(RefCell::new(opened.store));
+    let mut meter = Meter::new(config, store.clone(), status.clone())?;
+    // One shutdown for both halves: the meter saves its state, the uplink closes its connection.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let closed = meter.closed();
+    let uplink = async {
+        match identity {
+            Some(identity) => {
+                tracing::info!(site = %identity.site, collector = %identity.collector, "enrolled: shipping buckets to the collector");
+                uplink::run(identity, store.clone(), status.clone(), closed, until_stopped(stopped.clone())).await
+            }
+            None => {
+                tracing::warn!("not enrolled: closed buckets are kept until `tally-agent enroll` is run");
+                Ok(())
+            }
+        }
+    };
+    let signal = async {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let (measured, shipped, ()) =
+        tokio::join!(meter.run(clock, until_stopped(stopped.clone()), notify), uplink, signal);
     let _ = std::fs::remove_file(&socket);
-    Ok(result?)
+    shipped?;
+    Ok(measured?)
 }

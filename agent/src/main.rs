@@ -22,6 +22,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Obtain this socket's certificate from the collector with a one-time token.
+    Enroll {
+        /// The collector's QUIC address, HOST:PORT.
+        #[arg(long)]
+        collector: String,
+        /// As printed by `tally-collector site enroll-token`.
+        #[arg(long)]
+        token: String,
+        /// Where to keep the identity (default: the configuration's state_dir).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Measure until SIGTERM or Ctrl-C.
     Run {
         #[arg(long)]
@@ -77,6 +91,10 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => with_config(config, run),
+        Command::Enroll { collector, token, state_dir, config } => with_config(config, |c| {
+            let state_dir = state_dir.unwrap_or(c.state_dir);
+            enroll(&state_dir, &collector, &token)
+        }),
         Command::Status { config, format } => with_config(config, |c| show_status(&c, format)),
         Command::Replay { trace, config, format } => with_config(config, |c| show_replay(&trace, &c, format)),
     }
@@ -149,6 +167,19 @@ async fn shutdown_signal() {
         _ = term.recv() => {},
     }
     tracing::info!("shutdown requested");
+}
+
+fn enroll(state_dir: &std::path::Path, collector: &str, token: &str) -> anyhow::Result<()> {
+    let token: tally_common::token::EnrollToken = token.parse()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let identity = runtime.block_on(tally_agent::uplink::enroll(state_dir, collector, &token))?;
+    println!(
+        "enrolled as site {} with collector {}; identity saved in {}",
+        identity.site,
+        identity.collector,
+        state_dir.join("identity").display()
+    );
+    Ok(())
 }
 
 fn show_status(config: &Config, format: Format) -> anyhow::Result<()> {

@@ -6,7 +6,9 @@
 //! logging for field engineers, saving state (each minute and at shutdown, not each tick: flash
 //! wear), re-discovering interfaces each minute, and feeding the systemd watchdog.
 
+use std::cell::{Ref, RefCell};
 use std::future::Future;
+use std::rc::Rc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -48,7 +50,10 @@ impl Notify for NoNotify {
 pub struct Meter {
     config: Config,
     paths: NetPaths,
-    store: Store,
+    /// Shared with the uplink, on the same thread; never borrowed across an `.await`.
+    store: Rc<RefCell<Store>>,
+    /// Woken when a bucket closes, for the uplink.
+    closed: Rc<tokio::sync::Notify>,
     sampler: Sampler,
     bucketizer: Bucketizer,
     discards: DiscardCounters,
@@ -60,15 +65,20 @@ pub struct Meter {
 
 impl Meter {
     /// Resumes from what the store saved.
-    pub fn new(config: Config, store: Store, status: SharedStatus) -> Result<Self, StoreError> {
+    pub fn new(config: Config, store: Rc<RefCell<Store>>, status: SharedStatus) -> Result<Self, StoreError> {
         let paths = NetPaths::from_config(&config);
-        // A saved open bucket that is pending already closed after that save: the pending copy
-        // holds every sample of it.
-        let open = store.open_bucket()?.filter(|b| !store.is_pending(b.start).unwrap_or(false));
+        let (sampler, open, discards) = {
+            let store = store.borrow();
+            // A saved open bucket that is pending already closed after that save: the pending
+            // copy holds every sample of it.
+            let open = store.open_bucket()?.filter(|b| !store.is_pending(b.start).unwrap_or(false));
+            (store.sampler()?, open, store.discards()?)
+        };
         let meter = Meter {
-            sampler: store.sampler()?,
+            sampler,
             bucketizer: Bucketizer::restore(open),
-            discards: store.discards()?,
+            discards,
+            closed: Rc::new(tokio::sync::Notify::new()),
             boot_id: paths.boot_id(),
             paths,
             config,
@@ -87,8 +97,13 @@ impl Meter {
         Ok(meter)
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn store(&self) -> Ref<'_, Store> {
+        self.store.borrow()
+    }
+
+    /// Notified each time buckets close.
+    pub fn closed(&self) -> Rc<tokio::sync::Notify> {
+        self.closed.clone()
     }
 
     /// Runs until `shutdown` completes, then saves the open bucket and the last counters.
@@ -126,7 +141,7 @@ impl Meter {
         self.save()?;
         tracing::info!(
             open_bucket = ?self.bucketizer.open().map(|b| (b.start.to_string(), b.max_bps)),
-            pending = self.store.pending_count(),
+            pending = self.store.borrow().pending_count(),
             "stopping: open bucket and last counters saved"
         );
         Ok(())
@@ -155,15 +170,16 @@ impl Meter {
         }
         let closed = self.bucketizer.push(interval);
         if !closed.is_empty() {
-            let dropped = self.store.add_closed(&closed)?;
+            let dropped = self.store.borrow_mut().add_closed(&closed)?;
             self.save()?;
+            self.closed.notify_one();
             for bucket in &closed {
                 tracing::info!(
                     start = %bucket.start,
                     max = %Bandwidth(bucket.max_bps),
                     max_bps = bucket.max_bps,
                     valid_samples = bucket.samples,
-                    pending = self.store.pending_count(),
+                    pending = self.store.borrow().pending_count(),
                     "bucket closed"
                 );
             }
@@ -176,14 +192,15 @@ impl Meter {
                 );
             }
         }
+        let store = self.store.borrow();
         let oldest =
-            if closed.is_empty() { None } else { self.store.oldest_pending(1)?.first().map(|b| b.start.to_string()) };
+            if closed.is_empty() { None } else { store.oldest_pending(1)?.first().map(|b| b.start.to_string()) };
         status::update(&self.status, |s| {
             s.last_sample = Some(SampleView::from(interval));
             s.open_bucket = self.bucketizer.open().map(BucketView::from);
             s.discarded = self.discards;
             if !closed.is_empty() {
-                s.pending_buckets = self.store.pending_count();
+                s.pending_buckets = store.pending_count();
                 s.oldest_pending = oldest;
             }
         });
@@ -192,7 +209,7 @@ impl Meter {
 
     /// Saves the open bucket, the last counters and the discard counters.
     pub fn save(&self) -> Result<(), StoreError> {
-        self.store.save_state(self.bucketizer.open(), &self.sampler, &self.discards)?;
+        self.store.borrow().save_state(self.bucketizer.open(), &self.sampler, &self.discards)?;
         let open = self.bucketizer.open();
         tracing::debug!(
             open_start = open.map(|b| b.start.to_string()),
@@ -246,19 +263,20 @@ impl Meter {
             let described: Vec<String> = self.wans.iter().map(Wan::describe).collect();
             tracing::info!("measuring {} ({source})", described.join(", "));
         }
-        let oldest = self.store.oldest_pending(1)?.first().map(|b| b.start.to_string());
+        let store = self.store.borrow();
+        let oldest = store.oldest_pending(1)?.first().map(|b| b.start.to_string());
         tracing::info!(
             store = %self.config.store_dir().display(),
-            pending = self.store.pending_count(),
+            pending = store.pending_count(),
             oldest = oldest.as_deref().unwrap_or("-"),
             open_start = self.bucketizer.open().map(|b| b.start.to_string()),
             open_max_bps = self.bucketizer.open().map(|b| b.max_bps),
             "store opened"
         );
         status::update(&self.status, |s| {
-            s.pending_buckets = self.store.pending_count();
+            s.pending_buckets = store.pending_count();
             s.oldest_pending = oldest;
-            s.dropped_buckets = self.store.dropped().unwrap_or_default();
+            s.dropped_buckets = store.dropped().unwrap_or_default();
         });
         Ok(())
     }

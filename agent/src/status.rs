@@ -34,6 +34,17 @@ pub struct Status {
     pub oldest_pending: Option<String>,
     pub discarded: DiscardCounters,
     pub dropped_buckets: u64,
+    /// `None` until the agent is enrolled.
+    pub uplink: Option<UplinkStatus>,
+}
+
+/// The link to the collector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkStatus {
+    pub collector: String,
+    /// `connected`, or `retrying in N s: why`.
+    pub state: String,
+    pub last_ack: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +126,7 @@ pub fn from_store(config: &Config, store: &Store) -> anyhow::Result<Status> {
         oldest_pending: store.oldest_pending(1)?.first().map(|b| b.start.to_string()),
         discarded: store.discards()?,
         dropped_buckets: store.dropped()?,
+        uplink: None,
     })
 }
 
@@ -182,6 +194,14 @@ pub fn table(s: &Status) -> String {
         d.elapsed_too_long
     );
     out += &format!("buckets dropped by retention: {}\n", s.dropped_buckets);
+    match &s.uplink {
+        Some(u) => {
+            let ack = u.last_ack.as_deref().unwrap_or("none yet");
+            out += &format!("uplink: {} ({}), last ack {ack}\n", u.collector, u.state);
+        }
+        None if s.running => out += "uplink: not enrolled (run `tally-agent enroll`)\n",
+        None => {}
+    }
     out
 }
 

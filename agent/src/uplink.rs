@@ -1,0 +1,408 @@
+//! The link to the collector: enrollment, then the uplink that ships closed buckets.
+//!
+//! Enrollment: the token names the collector CA's SHA-256 fingerprint; the agent generates its
+//! key pair here (it never leaves the socket), connects without a certificate, trusts the
+//! collector only if its chain carries a CA with that fingerprint, and sends a certificate
+//! request with the token's secret. The answer's certificate, the key (mode 0600), the CA and the
+//! collector's address are kept in `STATE_DIR/identity/`.
+//!
+//! Uplink: pending buckets leave the store only after the collector's ack (which it sends only
+//! once they are committed), oldest first, in batches. Reconnects back off exponentially with
+//! jitter from 1 s to 5 min; every change of state is logged once.
+
+use std::cell::RefCell;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tally_common::time::rfc3339;
+use tally_common::token::EnrollToken;
+use tally_common::wire::frame::{DecodeError, decode, encode};
+use tally_common::wire::{
+    ALPN, AgentMessage, BucketBatch, CollectorMessage, EnrollRequest, ErrorCode, Hello, PROTOCOL_VERSION, WireBucket,
+};
+
+use crate::status::{self, SharedStatus, UplinkStatus};
+use crate::store::Store;
+
+/// Buckets per batch: a day of one site.
+pub const MAX_BATCH: usize = 288;
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LAST_RETRY: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    #[error("collector {0} unreachable: {1}")]
+    Unreachable(String, String),
+    #[error("the collector refused: {explanation} ({message})")]
+    Refused { code: ErrorCode, explanation: &'static str, message: String },
+    #[error("the collector closed the connection: {0}")]
+    Closed(String),
+    #[error("the collector sent something this agent cannot read")]
+    Garbled,
+    #[error("{0}")]
+    Local(String),
+}
+
+/// What enrollment leaves in the state directory.
+#[derive(Clone)]
+pub struct Identity {
+    pub site: String,
+    pub collector: String,
+    pub cert_der: Vec<u8>,
+    pub key_der: Vec<u8>,
+    pub ca_der: Vec<u8>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").field("site", &self.site).field("collector", &self.collector).finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    fn dir(state_dir: &Path) -> PathBuf {
+        state_dir.join("identity")
+    }
+
+    /// The identity saved by `enroll`, if any.
+    pub fn load(state_dir: &Path) -> std::io::Result<Option<Identity>> {
+        let dir = Identity::dir(state_dir);
+        if !dir.join("client.key").exists() {
+            return Ok(None);
+        }
+        let text = |name: &str| std::fs::read_to_string(dir.join(name)).map(|s| s.trim().to_owned());
+        Ok(Some(Identity {
+            site: text("site")?,
+            collector: text("collector")?,
+            cert_der: std::fs::read(dir.join("client.der"))?,
+            key_der: std::fs::read(dir.join("client.key"))?,
+            ca_der: std::fs::read(dir.join("ca.der"))?,
+        }))
+    }
+
+    fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+        let dir = Identity::dir(state_dir);
+        std::fs::create_dir_all(&dir)?;
+        let write = |name: &str, bytes: &[u8], mode: u32| -> std::io::Result<()> {
+            let path = dir.join(name);
+            let _ = std::fs::remove_file(&path);
+            let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
+            file.write_all(bytes)?;
+            file.sync_all()
+        };
+        write("client.key", &self.key_der, 0o600)?;
+        write("client.der", &self.cert_der, 0o644)?;
+        write("ca.der", &self.ca_der, 0o644)?;
+        write("site", self.site.as_bytes(), 0o644)?;
+        write("collector", self.collector.as_bytes(), 0o644)
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Trusts a server whose chain carries the CA with the token's fingerprint, and nothing else.
+#[derive(Debug)]
+struct PinnedCa {
+    fingerprint: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let mismatch = || {
+            rustls::Error::General(format!(
+                "the collector's CA does not match the token's fingerprint {}: wrong collector, or a forged token",
+                self.fingerprint
+            ))
+        };
+        let ca = intermediates.iter().find(|c| sha256_hex(c) == self.fingerprint).ok_or_else(mismatch)?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.clone().into_owned()).map_err(|_| mismatch())?;
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+        verifier.verify_server_cert(end_entity, &[], server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A QUIC client endpoint with `tls`.
+fn endpoint(mut tls: rustls::ClientConfig) -> Result<quinn::Endpoint, UplinkError> {
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| UplinkError::Local(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_secs(15)));
+    config.transport_config(Arc::new(transport));
+    let bind: SocketAddr = ([0, 0, 0, 0], 0).into();
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| UplinkError::Local(e.to_string()))?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+/// Connects to `collector` (`HOST:PORT`) and opens the protocol's stream.
+async fn open(
+    endpoint: &quinn::Endpoint,
+    collector: &str,
+) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), UplinkError> {
+    let unreachable = |e: &dyn std::fmt::Display| UplinkError::Unreachable(collector.to_owned(), e.to_string());
+    let addr = tokio::net::lookup_host(collector)
+        .await
+        .map_err(|e| unreachable(&e))?
+        .next()
+        .ok_or_else(|| unreachable(&"no address"))?;
+    let host = collector.rsplit_once(':').map_or(collector, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+    let conn = endpoint.connect(addr, host).map_err(|e| unreachable(&e))?.await.map_err(|e| unreachable(&e))?;
+    let (tx, rx) = conn.open_bi().await.map_err(|e| unreachable(&e))?;
+    Ok((conn, tx, rx))
+}
+
+async fn send(tx: &mut quinn::SendStream, message: &AgentMessage) -> Result<(), UplinkError> {
+    let bytes = encode(message).map_err(|e| UplinkError::Local(e.to_string()))?;
+    tx.write_all(&bytes).await.map_err(|e| UplinkError::Closed(e.to_string()))
+}
+
+/// The collector's next message; its `Error` messages become `Refused`.
+async fn receive(rx: &mut quinn::RecvStream, buf: &mut Vec<u8>) -> Result<CollectorMessage, UplinkError> {
+    loop {
+        match decode::<CollectorMessage>(buf) {
+            Ok((CollectorMessage::Error(e), _)) => {
+                return Err(UplinkError::Refused {
+                    code: e.code,
+                    explanation: e.code.explanation(),
+                    message: e.message,
+                });
+            }
+            Ok((message, used)) => {
+                buf.drain(..used);
+                return Ok(message);
+            }
+            Err(DecodeError::Incomplete { .. }) => {}
+            Err(_) => return Err(UplinkError::Garbled),
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        match rx.read(&mut chunk).await {
+            Ok(Some(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(None) => return Err(UplinkError::Closed("end of stream".into())),
+            Err(e) => return Err(UplinkError::Closed(e.to_string())),
+        }
+    }
+}
+
+/// `tally-agent enroll`: obtains this socket's certificate and saves the identity.
+pub async fn enroll(state_dir: &Path, collector: &str, token: &EnrollToken) -> Result<Identity, UplinkError> {
+    let local = |e: &dyn std::fmt::Display| UplinkError::Local(e.to_string());
+    let key = rcgen::KeyPair::generate().map_err(|e| local(&e))?;
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .and_then(|p| p.serialize_request(&key))
+        .map_err(|e| local(&e))?;
+    let provider = provider();
+    let verifier = PinnedCa { fingerprint: token.ca_fingerprint.clone(), provider: provider.clone() };
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| local(&e))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    let endpoint = endpoint(tls)?;
+    let (_conn, mut tx, mut rx) = open(&endpoint, collector).await?;
+    let request = EnrollRequest {
+        protocol_version: PROTOCOL_VERSION,
+        token_secret: token.secret.clone(),
+        csr_der: csr.der().to_vec(),
+    };
+    send(&mut tx, &AgentMessage::Enroll(request)).await?;
+    let enrolled = match receive(&mut rx, &mut Vec::new()).await? {
+        CollectorMessage::Enrolled(e) => e,
+        _ => return Err(UplinkError::Garbled),
+    };
+    if sha256_hex(&enrolled.ca_der) != token.ca_fingerprint {
+        return Err(UplinkError::Local("the CA the collector sent does not match the token's fingerprint".into()));
+    }
+    let identity = Identity {
+        site: enrolled.site,
+        collector: collector.to_owned(),
+        cert_der: enrolled.cert_der,
+        key_der: key.serialize_der(),
+        ca_der: enrolled.ca_der,
+    };
+    identity.save(state_dir).map_err(|e| local(&e))?;
+    endpoint.close(0u32.into(), b"enrolled");
+    Ok(identity)
+}
+
+/// Ships pending buckets until `shutdown`, reconnecting as needed.
+pub async fn run(
+    identity: Identity,
+    store: Rc<RefCell<Store>>,
+    status: SharedStatus,
+    closed: Rc<tokio::sync::Notify>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), UplinkError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(identity.ca_der.clone())).map_err(|e| UplinkError::Local(e.to_string()))?;
+    let tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| UplinkError::Local(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from(identity.cert_der.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key_der.clone())),
+        )
+        .map_err(|e| UplinkError::Local(e.to_string()))?;
+    let endpoint = endpoint(tls)?;
+    let mut retry = FIRST_RETRY;
+    let mut last_error = String::new();
+    let mut seq = 0u64;
+    tokio::pin!(shutdown);
+    loop {
+        let session = session(&endpoint, &identity, &store, &status, &closed, &mut seq, &mut retry);
+        let error = tokio::select! {
+            () = &mut shutdown => break,
+            Err(e) = session => e,
+        };
+        let wait = jittered(retry, seq);
+        let message = error.to_string();
+        if message != last_error {
+            tracing::warn!(collector = %identity.collector, error = %message, retry_in_s = wait.as_secs(), "collector unreachable, retrying");
+            last_error = message.clone();
+        }
+        status::update(&status, |s| {
+            if let Some(u) = &mut s.uplink {
+                u.state = format!("retrying in {} s: {message}", wait.as_secs());
+            }
+        });
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(wait) => {}
+        }
+        retry = (retry * 2).min(LAST_RETRY);
+    }
+    endpoint.close(0u32.into(), b"agent stopping");
+    Ok(())
+}
+
+/// `base` ± 20 %, spread by `salt` so sockets that lost the collector together do not return together.
+fn jittered(base: Duration, salt: u64) -> Duration {
+    let nanos =
+        rustix::time::clock_gettime(rustix::time::ClockId::Monotonic).tv_nsec as u64 ^ salt.wrapping_mul(0x9e37_79b9);
+    let permille = 800 + nanos % 401;
+    base * permille as u32 / 1000
+}
+
+/// One connection: hello, then batches until an error.
+async fn session(
+    endpoint: &quinn::Endpoint,
+    identity: &Identity,
+    store: &Rc<RefCell<Store>>,
+    status: &SharedStatus,
+    closed: &tokio::sync::Notify,
+    seq: &mut u64,
+    retry: &mut Duration,
+) -> Result<(), UplinkError> {
+    let (_conn, mut tx, mut rx) = open(endpoint, &identity.collector).await?;
+    let mut buf = Vec::new();
+    send(
+        &mut tx,
+        &AgentMessage::Hello(Hello { protocol_version: PROTOCOL_VERSION, agent_version: crate::AGENT_VERSION.into() }),
+    )
+    .await?;
+    let welcome = match receive(&mut rx, &mut buf).await? {
+        CollectorMessage::Welcome(w) => w,
+        _ => return Err(UplinkError::Garbled),
+    };
+    *retry = FIRST_RETRY;
+    let backlog = store.borrow().pending_count();
+    tracing::info!(collector = %identity.collector, site = %welcome.site, backlog, "connected to the collector");
+    status::update(status, |s| {
+        s.uplink =
+            Some(UplinkStatus { collector: identity.collector.clone(), state: "connected".into(), last_ack: None })
+    });
+    let mut replayed = 0usize;
+    loop {
+        let (batch, discarded) = {
+            let store = store.borrow();
+            let batch = store.oldest_pending(MAX_BATCH).map_err(|e| UplinkError::Local(e.to_string()))?;
+            (batch, store.discards().map_err(|e| UplinkError::Local(e.to_string()))?)
+        };
+        if batch.is_empty() {
+            if replayed > 0 && replayed >= backlog {
+                tracing::info!(buckets = replayed, "backlog replayed");
+                replayed = 0;
+            }
+            closed.notified().await;
+            continue;
+        }
+        *seq += 1;
+        let message =
+            BucketBatch { seq: *seq, buckets: batch.iter().copied().map(WireBucket::from).collect(), discarded };
+        send(&mut tx, &AgentMessage::Buckets(message)).await?;
+        let ack = loop {
+            match receive(&mut rx, &mut buf).await? {
+                CollectorMessage::Ack(ack) if ack.seq == *seq => break ack,
+                CollectorMessage::Policy(_) | CollectorMessage::Ack(_) => continue,
+                _ => return Err(UplinkError::Garbled),
+            }
+        };
+        for refused in &ack.refused {
+            tracing::warn!(start = refused.start, reason = %refused.reason, "the collector refused a bucket");
+        }
+        let starts: Vec<_> = batch.iter().map(|b| b.start).collect();
+        store.borrow_mut().delete_acknowledged(&starts).map_err(|e| UplinkError::Local(e.to_string()))?;
+        replayed += batch.len();
+        tracing::debug!(seq = *seq, buckets = batch.len(), "batch acknowledged");
+        let pending = store.borrow().pending_count();
+        status::update(status, |s| {
+            s.pending_buckets = pending;
+            if let Some(u) = &mut s.uplink {
+                u.last_ack = Some(rfc3339(chrono::Utc::now()));
+            }
+        });
+    }
+}
