@@ -1,9 +1,9 @@
 # The README's two commands, and the static agent builds. Every recipe is a plain cargo call.
 .PHONY: run test agent-x86_64 agent-aarch64
 
-# Runs Tally on this machine (see README, "Quick start").
+# Runs Tally on this machine: the collector and a local agent enrolled against it.
 run:
-	cargo run --release --locked -p tally-collector -- serve
+	scripts/run-local.sh
 
 # Everything CI checks: formatting, lints, and every test of the workspace.
 test:
