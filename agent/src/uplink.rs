@@ -358,7 +358,7 @@ async fn session(
         _ => return Err(UplinkError::Garbled),
     };
     *retry = FIRST_RETRY;
-    let backlog = store.borrow().pending_count();
+    let mut backlog = store.borrow().pending_count();
     tracing::info!(collector = %identity.collector, site = %welcome.site, backlog, "connected to the collector");
     status::update(status, |s| {
         s.uplink =
@@ -372,10 +372,11 @@ async fn session(
             (batch, store.discards().map_err(|e| UplinkError::Local(e.to_string()))?)
         };
         if batch.is_empty() {
-            if replayed > 0 && replayed >= backlog {
+            if backlog > 0 && replayed >= backlog {
                 tracing::info!(buckets = replayed, "backlog replayed");
-                replayed = 0;
             }
+            replayed = 0;
+            backlog = 0;
             closed.notified().await;
             continue;
         }

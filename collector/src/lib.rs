@@ -5,8 +5,10 @@
 //! - [`store`]: the storage trait and its SQLite backend.
 //! - [`admin`]: the operator's commands on the store.
 //!
-//! The HTTP side serves `GET /healthz` only so far; the QUIC ingest, the usage engine and the API
-//! arrive with their issues, and `serve` says so in its log.
+//! - [`ca`], [`ingest`]: the collector's certificate authority and the agents' QUIC link.
+//!
+//! The HTTP side serves `GET /healthz` only so far; the usage engine and the API arrive with
+//! their issues.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod admin;
@@ -34,6 +36,6 @@ pub fn quic_endpoint(ca: &ca::Ca, addr: std::net::SocketAddr, names: &[String]) 
 
 /// Serves HTTP on `listener` until `shutdown` completes, then finishes the requests in flight.
 pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    tracing::info!(http = %listener.local_addr()?, "collector serving /healthz (QUIC ingest and the API are not built yet)");
+    tracing::info!(http = %listener.local_addr()?, "HTTP serving /healthz (the API is not built yet)");
     axum::serve(listener, router()).with_graceful_shutdown(shutdown).await
 }
