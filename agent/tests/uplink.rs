@@ -122,6 +122,19 @@ fn an_enrolled_agent_ships_every_closed_bucket_and_replays_a_backlog() {
 
     let agent_config = tree.write_config(&["eth1"], "");
     let address = format!("127.0.0.1:{port}");
+    // A token whose fingerprint is not this collector's CA: the agent refuses the collector
+    // before it sends the secret, so the real token stays usable.
+    let mut forged = token.trim().to_owned();
+    let last = if forged.ends_with('0') { "1" } else { "0" };
+    forged.replace_range(forged.len() - 1.., last);
+    let out = Command::new(env!("CARGO_BIN_EXE_tally-agent"))
+        .args(["enroll", "--collector", &address, "--token", &forged, "--config"])
+        .arg(&agent_config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not match the token's fingerprint"), "{err}");
     let out = Command::new(env!("CARGO_BIN_EXE_tally-agent"))
         .args(["enroll", "--collector", &address, "--token", token.trim(), "--config"])
         .arg(&agent_config)
