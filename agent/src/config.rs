@@ -2,9 +2,9 @@
 //! every error reported at once (`tally-agent validate` exits 64 on any).
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use tally_common::config_errors::ConfigErrors;
 use tally_common::sampler::{InterfaceName, MAX_INTERFACES};
 
 /// The commented example printed by `tally-agent default-config`; every value is the default.
@@ -91,25 +91,6 @@ impl Config {
         self.retention_days as usize * 288
     }
 }
-
-/// Every problem found in one configuration file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors {
-    pub source: String,
-    pub errors: Vec<String>,
-}
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} error(s)", self.source, self.errors.len())?;
-        for e in &self.errors {
-            write!(f, "\n  - {e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
 
 /// Parses and validates configuration text, collecting every error.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {

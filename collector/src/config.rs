@@ -1,10 +1,10 @@
 //! The collector's configuration file: parsed and validated before any port is bound, every
 //! error reported at once (`tally-collector validate` exits 64 on any).
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use tally_common::config_errors::ConfigErrors;
 use tally_common::time::MonthWindowSetting;
 
 /// The commented example printed by `tally-collector default-config`; every value is the default.
@@ -75,25 +75,6 @@ impl Config {
         self.data_dir.join("tally.db")
     }
 }
-
-/// Every problem found in one configuration file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors {
-    pub source: String,
-    pub errors: Vec<String>,
-}
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} error(s)", self.source, self.errors.len())?;
-        for e in &self.errors {
-            write!(f, "\n  - {e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
 
 const KNOWN: [&str; 8] = [
     "data_dir",

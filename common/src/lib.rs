@@ -5,6 +5,7 @@
 //! - [`counters`], [`sampler`], [`bucket`]: from interface byte counters to 5-minute buckets (R1–R4).
 //! - [`p95`], [`license`], [`pool`]: daily site P95, daily aggregates, monthly P95, licensed
 //!   capacity and excess (R5–R8).
+//! - [`config_errors`]: how a configuration file's problems are reported, all at once.
 //! - [`wire`], [`token`]: the agent ↔ collector messages and their length-prefixed postcard
 //!   frames; the enrollment token both sides read.
 //!
@@ -15,6 +16,7 @@
 
 pub mod bandwidth;
 pub mod bucket;
+pub mod config_errors;
 pub mod counters;
 pub mod kinds;
 pub mod license;
