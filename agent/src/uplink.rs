@@ -178,7 +178,9 @@ fn endpoint(mut tls: rustls::ClientConfig) -> Result<quinn::Endpoint, UplinkErro
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| UplinkError::Local(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_secs(15)));
+    // Often enough to keep NAT bindings, and to learn within 5 s that a collector which
+    // restarted has forgotten the connection (its stateless reset answers the next packet).
+    transport.keep_alive_interval(Some(Duration::from_secs(5)));
     config.transport_config(Arc::new(transport));
     let bind: SocketAddr = ([0, 0, 0, 0], 0).into();
     let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| UplinkError::Local(e.to_string()))?;
@@ -205,7 +207,19 @@ async fn open(
 
 async fn send(tx: &mut quinn::SendStream, message: &AgentMessage) -> Result<(), UplinkError> {
     let bytes = encode(message).map_err(|e| UplinkError::Local(e.to_string()))?;
-    tx.write_all(&bytes).await.map_err(|e| UplinkError::Closed(e.to_string()))
+    tx.write_all(&bytes).await.map_err(|e| match e {
+        quinn::WriteError::ConnectionLost(lost) => lost_connection(lost),
+        other => UplinkError::Closed(other.to_string()),
+    })
+}
+
+/// Why the connection ended, in a field engineer's words.
+fn lost_connection(e: quinn::ConnectionError) -> UplinkError {
+    UplinkError::Closed(match e {
+        quinn::ConnectionError::Reset => "the collector restarted and no longer knows this connection".into(),
+        quinn::ConnectionError::TimedOut => "no answer from the collector for 30 s".into(),
+        other => other.to_string(),
+    })
 }
 
 /// The collector's next message; its `Error` messages become `Refused`.
@@ -230,6 +244,7 @@ async fn receive(rx: &mut quinn::RecvStream, buf: &mut Vec<u8>) -> Result<Collec
         match rx.read(&mut chunk).await {
             Ok(Some(n)) => buf.extend_from_slice(&chunk[..n]),
             Ok(None) => return Err(UplinkError::Closed("end of stream".into())),
+            Err(quinn::ReadError::ConnectionLost(lost)) => return Err(lost_connection(lost)),
             Err(e) => return Err(UplinkError::Closed(e.to_string())),
         }
     }
@@ -309,7 +324,9 @@ pub async fn run(
         };
         let wait = jittered(retry, seq);
         let message = error.to_string();
-        if message != last_error {
+        // Once per outage: a new message, or the first failure after a connection (which
+        // resets `retry`).
+        if message != last_error || retry == FIRST_RETRY {
             tracing::warn!(collector = %identity.collector, error = %message, retry_in_s = wait.as_secs(), "collector unreachable, retrying");
             last_error = message.clone();
         }

@@ -31,6 +31,7 @@ pub struct Ca {
     cert_pem: String,
     cert_der: Vec<u8>,
     issuer: Issuer<'static, KeyPair>,
+    endpoint_secret: [u8; 32],
 }
 
 impl std::fmt::Debug for Ca {
@@ -71,14 +72,27 @@ impl Ca {
         let invalid =
             |path: &Path, e: &dyn std::fmt::Display| CaError::Invalid { path: path.to_owned(), message: e.to_string() };
         let key = KeyPair::from_pem(&key_pem).map_err(|e| invalid(key_path, &e))?;
+        let endpoint_secret = sha256(&[b"tally QUIC endpoint".as_slice(), &key.serialize_der()].concat());
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| invalid(cert_path, &e))?;
         let cert_der = pem_der(&cert_pem).ok_or_else(|| invalid(cert_path, &"not a PEM certificate"))?;
-        Ok(Ca { cert_pem, cert_der, issuer })
+        Ok(Ca { cert_pem, cert_der, issuer, endpoint_secret })
     }
 
     /// The SHA-256 of the CA certificate (DER), in lowercase hex: what enrollment tokens carry.
     pub fn fingerprint(&self) -> String {
         sha256_hex(&self.cert_der)
+    }
+
+    /// The QUIC endpoint's settings that must survive a restart, keyed by a secret derived from
+    /// the CA key: connection ids it can recognise and the key of its stateless resets. A
+    /// collector that restarted (even after a crash) then resets its predecessor's connections
+    /// at once, instead of leaving every agent to its idle timeout.
+    pub fn endpoint_config(&self) -> quinn::EndpointConfig {
+        let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.endpoint_secret);
+        let mut config = quinn::EndpointConfig::new(std::sync::Arc::new(reset_key));
+        let cid_key = u64::from_le_bytes(sha256(&self.endpoint_secret)[..8].try_into().unwrap_or_default());
+        config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+        config
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -129,7 +143,14 @@ pub fn serial_of(cert_der: &[u8]) -> Option<String> {
 
 /// The SHA-256 of `bytes`, in lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    sha256(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
 }
 
 /// `n` random bytes from the system's generator.

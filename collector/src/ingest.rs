@@ -287,7 +287,8 @@ async fn ingest_batches(
                 _ => return refuse(conn, Some(tx), ErrorCode::Internal, "the store did not commit".into()).await,
             }
         }
-        tracing::debug!(seq = batch.seq, buckets = batch.buckets.len(), "batch committed");
+        let (first, last) = (batch.buckets.first().map(|b| b.start), batch.buckets.last().map(|b| b.start));
+        tracing::debug!(seq = batch.seq, buckets = batch.buckets.len(), first, last, "batch committed");
         if send(tx, &CollectorMessage::Ack(Ack { seq: batch.seq, refused })).await.is_err() {
             return;
         }

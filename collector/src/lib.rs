@@ -29,9 +29,12 @@ pub fn router() -> Router {
     Router::new().route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
 }
 
-/// The agents' QUIC endpoint on `addr`, with a server certificate from `ca` for `names`.
+/// The agents' QUIC endpoint on `addr`, with a server certificate from `ca` for `names` and
+/// connection ids and stateless resets that survive restarts (see [`ca::Ca::endpoint_config`]).
 pub fn quic_endpoint(ca: &ca::Ca, addr: std::net::SocketAddr, names: &[String]) -> anyhow::Result<quinn::Endpoint> {
-    Ok(quinn::Endpoint::server(ingest::server_config(ca, names)?, addr)?)
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let runtime = quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("no async runtime"))?;
+    Ok(quinn::Endpoint::new(ca.endpoint_config(), Some(ingest::server_config(ca, names)?), socket, runtime)?)
 }
 
 /// Serves HTTP on `listener` until `shutdown` completes, then finishes the requests in flight.

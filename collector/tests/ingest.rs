@@ -189,15 +189,30 @@ async fn an_enrolled_socket_ingests_buckets_acknowledged_after_they_are_stored()
 }
 
 #[tokio::test]
-async fn tokens_are_one_time_and_forged_ones_are_refused() {
+async fn tokens_are_one_time_and_forged_or_expired_ones_are_refused() {
     let c = collector().await;
     let token =
         tally_collector::admin::enroll_token(&*c.store, &c.ca, "hq", TimeDelta::hours(24), Utc::now()).await.unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     assert!(matches!(enroll(&c, &token.secret, &key).await, Some(CollectorMessage::Enrolled(_))));
-    for secret in [token.secret.as_str(), &"0".repeat(64)] {
+    // Issued 25 hours ago with the default 24-hour lifetime.
+    let expired = tally_collector::admin::enroll_token(
+        &*c.store,
+        &c.ca,
+        "branch",
+        TimeDelta::hours(24),
+        Utc::now() - TimeDelta::hours(25),
+    )
+    .await
+    .unwrap();
+    for (secret, why) in
+        [(token.secret.as_str(), "already used"), (&"0".repeat(64), "unknown"), (expired.secret.as_str(), "expired")]
+    {
         match enroll(&c, secret, &key).await {
-            Some(CollectorMessage::Error(e)) => assert_eq!(e.code, ErrorCode::EnrollmentRefused, "{}", e.message),
+            Some(CollectorMessage::Error(e)) => {
+                assert_eq!(e.code, ErrorCode::EnrollmentRefused, "{}", e.message);
+                assert!(e.message.contains(why), "{why}: {}", e.message);
+            }
             other => panic!("{other:?}"),
         }
     }

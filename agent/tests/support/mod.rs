@@ -1,6 +1,9 @@
 //! Shared by the agent's tests: a fake sysfs/procfs tree, a paused-time clock, captured logs.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod collector;
+pub mod namespaces;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
