@@ -68,6 +68,50 @@ async fn buckets_merge_with_max_and_survive_a_reopen() {
     assert!(store.buckets_of_day("hq", day().succ_opt().unwrap()).await.unwrap().is_empty());
 }
 
+/// Merges larger than one statement (the backend chunks them), with repeats inside one call and
+/// across calls, against a map that keeps the max (R10).
+#[tokio::test]
+async fn large_merges_with_repeats_match_a_max_oracle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = seeded(&dir.path().join("tally.db")).await;
+    let mut oracle = std::collections::BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for round in 0..3u64 {
+        // 2,600 rows over two sites and 9 days: every (site, slot) several times, values varying.
+        let rows: Vec<(String, Bucket)> = (0..2_600u64)
+            .map(|i| {
+                let site = if i % 2 == 0 { "hq" } else { "sh" };
+                let slot = ((i * 7 + round * 13) % 2_592) as i64;
+                (site.to_owned(), bucket(slot, (i * 31 + round * 1_000) % 5_000, 60))
+            })
+            .collect();
+        let mut expected = MergeStats::default();
+        for (site, b) in &rows {
+            let value = oracle.entry((site.clone(), b.start.unix())).or_insert(0);
+            *value = (*value).max(b.max_bps);
+            if seen.insert((site.clone(), b.start.unix())) {
+                expected.inserted += 1;
+            } else {
+                expected.merged += 1;
+            }
+        }
+        assert_eq!(store.merge_buckets(&rows).await.unwrap(), expected, "round {round}");
+    }
+    for d in 0..9 {
+        let date = day() + chrono::Days::new(d);
+        for site in ["hq", "sh"] {
+            let stored: Vec<(i64, u64)> =
+                store.buckets_of_day(site, date).await.unwrap().iter().map(|b| (b.start.unix(), b.max_bps)).collect();
+            let want: Vec<(i64, u64)> = oracle
+                .iter()
+                .filter(|((s, start), _)| s == site && BucketStart::from_unix(*start).unwrap().day() == date)
+                .map(|((_, start), v)| (*start, *v))
+                .collect();
+            assert_eq!(stored, want, "{site} {date}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_batch_with_one_bad_row_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();

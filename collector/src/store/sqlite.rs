@@ -2,16 +2,21 @@
 //! disk when it returns), foreign keys on, a busy timeout so admin commands can write while
 //! `serve` runs. Migrations: `collector/migrations/sqlite/`. Queries are checked at run time.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite};
 use tally_common::bucket::Bucket;
 use tally_common::time::{BucketStart, rfc3339};
 
 use super::{Account, CertificateRecord, MergeStats, NewLicense, Site, Store, StoreError, TokenRefusal};
+
+/// Buckets per statement when merging: 5 parameters each, under SQLite's limit of 32,766.
+const MERGE_CHUNK: usize = 1_000;
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -199,33 +204,43 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let mut stats = MergeStats::default();
         let received = now();
-        for (site, b) in rows {
-            let existed: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM buckets WHERE site_id = ? AND bucket_start = ?")
-                    .bind(site)
-                    .bind(b.start.unix())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?;
-            sqlx::query(
-                "INSERT INTO buckets (site_id, bucket_start, max_bps, samples, received_at) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (site_id, bucket_start) DO UPDATE SET
+        // A few statements per chunk rather than per row: SQLite runs each on its own thread.
+        for chunk in rows.chunks(MERGE_CHUNK) {
+            let mut select = QueryBuilder::<Sqlite>::new(
+                "SELECT site_id, bucket_start FROM buckets WHERE (site_id, bucket_start) IN (VALUES ",
+            );
+            let mut values = select.separated(", ");
+            for (site, b) in chunk {
+                values.push("(").push_bind_unseparated(site).push_unseparated(", ");
+                values.push_bind_unseparated(b.start.unix()).push_unseparated(")");
+            }
+            select.push(")");
+            let stored: Vec<(String, i64)> = select.build_query_as().fetch_all(&mut *tx).await.map_err(db)?;
+            // Stored before, or earlier in this chunk: merged; otherwise new.
+            let mut known: HashSet<(&str, i64)> = stored.iter().map(|(site, start)| (site.as_str(), *start)).collect();
+            for (site, b) in chunk {
+                if known.insert((site, b.start.unix())) {
+                    stats.inserted += 1;
+                } else {
+                    stats.merged += 1;
+                }
+            }
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO buckets (site_id, bucket_start, max_bps, samples, received_at) ",
+            );
+            let mut bound = Vec::with_capacity(chunk.len());
+            for (site, b) in chunk {
+                bound.push((site, b.start.unix(), to_i64(b.max_bps, "max_bps")?, i64::from(b.samples)));
+            }
+            insert.push_values(bound, |mut row, (site, start, max_bps, samples)| {
+                row.push_bind(site).push_bind(start).push_bind(max_bps).push_bind(samples).push_bind(&received);
+            });
+            insert.push(
+                " ON CONFLICT (site_id, bucket_start) DO UPDATE SET
                      max_bps = max(max_bps, excluded.max_bps),
                      samples = max(samples, excluded.samples)",
-            )
-            .bind(site)
-            .bind(b.start.unix())
-            .bind(to_i64(b.max_bps, "max_bps")?)
-            .bind(i64::from(b.samples))
-            .bind(&received)
-            .execute(&mut *tx)
-            .await
-            .map_err(insert_error("bucket of site", site))?;
-            if existed.is_some() {
-                stats.merged += 1;
-            } else {
-                stats.inserted += 1;
-            }
+            );
+            insert.build().execute(&mut *tx).await.map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
         Ok(stats)
