@@ -29,10 +29,26 @@ pub fn router() -> Router {
     Router::new().route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
 }
 
-/// The agents' QUIC endpoint on `addr`, with a server certificate from `ca` for `names` and
-/// connection ids and stateless resets that survive restarts (see [`ca::Ca::endpoint_config`]).
+/// The QUIC socket's receive buffer. Agents reconnecting together after an outage send thousands
+/// of handshake packets at once; the kernel's usual default (208 KiB) drops most of them, and
+/// each drop costs an agent a retransmission timeout (1 s, then 2 s, 4 s...).
+pub const UDP_RECEIVE_BUFFER: usize = 8 << 20;
+
+/// The agents' QUIC endpoint on `addr`, with a server certificate from `ca` for `names`,
+/// connection ids and stateless resets that survive restarts (see [`ca::Ca::endpoint_config`]),
+/// and a receive buffer of [`UDP_RECEIVE_BUFFER`] if the kernel allows it.
 pub fn quic_endpoint(ca: &ca::Ca, addr: std::net::SocketAddr, names: &[String]) -> anyhow::Result<quinn::Endpoint> {
     let socket = std::net::UdpSocket::bind(addr)?;
+    rustix::net::sockopt::set_socket_recv_buffer_size(&socket, UDP_RECEIVE_BUFFER)?;
+    // Linux reports twice what it grants, and grants at most net.core.rmem_max.
+    let granted = rustix::net::sockopt::socket_recv_buffer_size(&socket)? / 2;
+    if granted < UDP_RECEIVE_BUFFER / 2 {
+        tracing::warn!(
+            granted_kib = granted / 1024,
+            "the QUIC socket's receive buffer is small: many agents reconnecting at once will lose packets; \
+             raise net.core.rmem_max to {UDP_RECEIVE_BUFFER} or more"
+        );
+    }
     let runtime = quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("no async runtime"))?;
     Ok(quinn::Endpoint::new(ca.endpoint_config(), Some(ingest::server_config(ca, names)?), socket, runtime)?)
 }

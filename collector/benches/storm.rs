@@ -1,0 +1,384 @@
+//! The collector under many agents (issue 4's benchmark): `cargo bench -p tally-collector --bench storm`.
+//!
+//! The real `tally-collector serve` process, and simulated agents in this one: QUIC endpoints
+//! (one per 50 agents) with a real client certificate per agent, signed by the collector's CA
+//! and recorded in its store.
+//!
+//! 1. Raw store rate: the storm's rows merged straight into a SQLite file with the same store
+//!    code and the same durability (WAL, `synchronous = FULL`), in groups of 256 batches like
+//!    the ingest's group commit, without QUIC.
+//! 2. Storm, `STORM_RUNS` (3) times on a fresh collector: `STORM_AGENTS` (1,000) agents connect
+//!    at once, each with a 288-bucket backlog: time until every bucket is acknowledged; the
+//!    collector's CPU time and peak RSS.
+//! 3. Steady: `STEADY_AGENTS` (5,000) agents stay connected, each sending a one-bucket batch
+//!    every 30 s (ten times the real rate) for `STEADY_SECONDS` (60): the collector's RSS and CPU.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::{TimeDelta, Utc};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tally_collector::ca::Ca;
+use tally_collector::store::sqlite::SqliteStore;
+use tally_collector::store::{Account, Site, Store};
+use tally_common::bucket::Bucket;
+use tally_common::kinds::SiteType;
+use tally_common::region::RegionGroup;
+use tally_common::sampler::DiscardCounters;
+use tally_common::time::BucketStart;
+use tally_common::wire::frame::{decode, encode};
+use tally_common::wire::{ALPN, AgentMessage, BucketBatch, CollectorMessage, Hello, PROTOCOL_VERSION, WireBucket};
+
+const AGENTS_PER_ENDPOINT: usize = 50;
+const BUCKETS_PER_AGENT: usize = 288;
+const GROUP_BATCHES: usize = 256;
+
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() -> anyhow::Result<()> {
+    let storm_agents = setting("STORM_AGENTS", 1_000);
+    let steady_agents = setting("STEADY_AGENTS", 5_000);
+    let steady_seconds = setting("STEADY_SECONDS", 60) as u64;
+    let storm_runs = setting("STORM_RUNS", 3);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let raw = raw_store_rate(storm_agents).await?;
+        println!("raw store: {} rows in {:.2} s = {:.0} rows/s", storm_agents * BUCKETS_PER_AGENT, raw.0, raw.1);
+        for run in 1..=storm_runs {
+            let storm = storm(storm_agents).await?;
+            let ingest_rate = (storm_agents * BUCKETS_PER_AGENT) as f64 / storm.seconds;
+            println!(
+                "storm {run}/{storm_runs}: {storm_agents} agents x {BUCKETS_PER_AGENT} buckets acknowledged in {:.2} s \
+                 = {ingest_rate:.0} buckets/s ({:.0} % of the raw store rate); collector CPU {:.2} s, peak RSS {:.0} MiB",
+                storm.seconds,
+                100.0 * ingest_rate / raw.1,
+                storm.cpu_seconds,
+                storm.peak_rss_mib
+            );
+        }
+        let steady = steady(steady_agents, steady_seconds).await?;
+        println!(
+            "steady: {steady_agents} agents connected ({:.1} s to connect), {} batches in {steady_seconds} s: \
+             collector RSS {:.0} MiB (peak {:.0} MiB), CPU {:.1} % of one core",
+            steady.connect_seconds, steady.batches, steady.rss_mib, steady.peak_rss_mib, steady.cpu_percent
+        );
+        anyhow::Ok(())
+    })
+}
+
+/// The rows of `agents` agents' 288-bucket backlogs (one day each).
+fn backlog(agents: usize) -> Vec<Vec<WireBucket>> {
+    let day = BucketStart::first_of_day((Utc::now() - TimeDelta::days(2)).date_naive()).unix();
+    (0..agents)
+        .map(|a| {
+            (0..BUCKETS_PER_AGENT)
+                .map(|i| WireBucket {
+                    start: day + 300 * i as i64,
+                    max_bps: 1_000_000 + (a * 7_919 + i * 104_729) as u64 % 50_000_000,
+                    samples: 60,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn site_id(i: usize) -> String {
+    format!("site-{i:05}")
+}
+
+/// A store with account `bench` and `sites` sites.
+async fn store_with_sites(path: &Path, sites: usize) -> anyhow::Result<SqliteStore> {
+    let store = SqliteStore::open(path).await?;
+    let account = Account {
+        id: "bench".into(),
+        name: "Bench".into(),
+        partner: None,
+        eop_contact_name: None,
+        eop_contact_email: None,
+    };
+    store.add_account(&account).await?;
+    for i in 0..sites {
+        let site = Site {
+            id: site_id(i),
+            account: "bench".into(),
+            name: site_id(i),
+            country: "US".parse()?,
+            region_group: RegionGroup::Group1,
+            site_type: SiteType::Socket,
+            cap_bps: None,
+        };
+        store.add_site(&site).await?;
+    }
+    Ok(store)
+}
+
+async fn raw_store_rate(agents: usize) -> anyhow::Result<(f64, f64)> {
+    let dir = tempfile::tempdir()?;
+    let store = store_with_sites(&dir.path().join("raw.db"), agents).await?;
+    let now = Utc::now();
+    let batches: Vec<Vec<(String, Bucket)>> = backlog(agents)
+        .into_iter()
+        .enumerate()
+        .map(|(a, buckets)| buckets.iter().map(|w| Ok((site_id(a), w.validate(now, u64::MAX)?))).collect())
+        .collect::<Result<_, tally_common::wire::Refusal>>()
+        .map_err(|r| anyhow::anyhow!("{r}"))?;
+    let started = Instant::now();
+    for group in batches.chunks(GROUP_BATCHES) {
+        store.merge_buckets(&group.concat()).await?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok((seconds, (agents * BUCKETS_PER_AGENT) as f64 / seconds))
+}
+
+/// A collector process with its own data directory, `sites` sites and one enrolled certificate
+/// per site.
+struct Collector {
+    _dir: tempfile::TempDir,
+    child: Child,
+    addr: SocketAddr,
+    agents: Vec<quinn::ClientConfig>,
+}
+
+impl Collector {
+    async fn start(sites: usize) -> anyhow::Result<Collector> {
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        let store = store_with_sites(&data.join("tally.db"), sites).await?;
+        let (ca, _) = Ca::load_or_create(&data.join("ca"))?;
+        let key = rcgen::KeyPair::generate()?;
+        let csr = rcgen::CertificateParams::new(Vec::<String>::new())?.serialize_request(&key)?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(ca.cert_der().to_vec()))?;
+        let valid_until = (Utc::now() + TimeDelta::days(30)).date_naive();
+        let mut agents = Vec::with_capacity(sites);
+        // As the real agent: a keep-alive every 5 s holds the connection between batches.
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(Duration::from_secs(5)));
+        let transport = Arc::new(transport);
+        for i in 0..sites {
+            let (cert, serial) = ca.sign_request(csr.der(), &site_id(i), valid_until)?;
+            store.add_certificate(&serial, &site_id(i), Utc::now() + TimeDelta::days(30)).await?;
+            let mut tls =
+                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_protocol_versions(&[&rustls::version::TLS13])?
+                    .with_root_certificates(roots.clone())
+                    .with_client_auth_cert(
+                        vec![CertificateDer::from(cert)],
+                        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+                    )?;
+            tls.alpn_protocols = vec![ALPN.to_vec()];
+            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+            let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+            config.transport_config(transport.clone());
+            agents.push(config);
+        }
+        drop(store);
+
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+        let config = dir.path().join("collector.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {data:?}\nquic_listen = \"127.0.0.1:{port}\"\nhttp_listen = \"127.0.0.1:0\"\n\
+                 max_connections = {}\nlog = \"warn,tally_collector=info,tally_collector::ingest=warn\"\n",
+                sites + 100
+            ),
+        )?;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tally-collector"))
+            .args(["--config", config.to_str().context("path")?, "serve"])
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut log = BufReader::new(child.stderr.take().context("stderr")?);
+        let mut line = String::new();
+        while !line.contains("ingest listening") {
+            line.clear();
+            if log.read_line(&mut line)? == 0 {
+                bail!("the collector exited before listening");
+            }
+        }
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+        Ok(Collector { _dir: dir, child, addr: ([127, 0, 0, 1], port).into(), agents })
+    }
+
+    fn status_kib(&self, field: &str) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let line = status.lines().find(|l| l.starts_with(field)).context("no such field")?;
+        Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
+    }
+
+    /// User + system CPU seconds so far.
+    fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        let after_name = &stat[stat.rfind(')').context("stat")? + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        Ok(ticks / rustix::param::clock_ticks_per_second() as f64)
+    }
+
+    fn endpoints(&self) -> anyhow::Result<Vec<quinn::Endpoint>> {
+        (0..self.agents.len().div_ceil(AGENTS_PER_ENDPOINT))
+            .map(|_| {
+                let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+                rustix::net::sockopt::set_socket_recv_buffer_size(&socket, tally_collector::UDP_RECEIVE_BUFFER)?;
+                let runtime = quinn::default_runtime().context("runtime")?;
+                Ok(quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)?)
+            })
+            .collect()
+    }
+
+    fn stop(mut self) -> anyhow::Result<()> {
+        rustix::process::kill_process(rustix::process::Pid::from_child(&self.child), rustix::process::Signal::TERM)?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+/// One simulated agent's connection.
+struct Link {
+    tx: quinn::SendStream,
+    rx: quinn::RecvStream,
+    buf: Vec<u8>,
+    _conn: quinn::Connection,
+}
+
+impl Link {
+    async fn open(endpoint: &quinn::Endpoint, config: quinn::ClientConfig, addr: SocketAddr) -> anyhow::Result<Link> {
+        let conn = endpoint.connect_with(config, addr, "localhost")?.await?;
+        let (tx, rx) = conn.open_bi().await?;
+        let mut link = Link { tx, rx, buf: Vec::new(), _conn: conn };
+        let hello = Hello { protocol_version: PROTOCOL_VERSION, agent_version: "storm".into() };
+        link.tx.write_all(&encode(&AgentMessage::Hello(hello))?).await?;
+        match link.receive().await? {
+            CollectorMessage::Welcome(_) => Ok(link),
+            other => bail!("expected Welcome, got {other:?}"),
+        }
+    }
+
+    async fn receive(&mut self) -> anyhow::Result<CollectorMessage> {
+        loop {
+            if let Ok((message, used)) = decode::<CollectorMessage>(&self.buf) {
+                self.buf.drain(..used);
+                return Ok(message);
+            }
+            let mut chunk = [0u8; 4096];
+            match self.rx.read(&mut chunk).await? {
+                Some(n) => self.buf.extend_from_slice(&chunk[..n]),
+                None => bail!("the collector closed the stream"),
+            }
+        }
+    }
+
+    /// Sends a batch and waits for its ack; every bucket must be accepted.
+    async fn ship(&mut self, seq: u64, buckets: Vec<WireBucket>) -> anyhow::Result<()> {
+        let batch = BucketBatch { seq, buckets, discarded: DiscardCounters::default() };
+        self.tx.write_all(&encode(&AgentMessage::Buckets(batch))?).await?;
+        match self.receive().await? {
+            CollectorMessage::Ack(ack) if ack.seq == seq && ack.refused.is_empty() => Ok(()),
+            other => bail!("expected a clean ack of {seq}, got {other:?}"),
+        }
+    }
+}
+
+struct StormResult {
+    seconds: f64,
+    cpu_seconds: f64,
+    peak_rss_mib: f64,
+}
+
+async fn storm(agents: usize) -> anyhow::Result<StormResult> {
+    let collector = Collector::start(agents).await?;
+    let endpoints = collector.endpoints()?;
+    let backlogs = backlog(agents);
+    let cpu_before = collector.cpu_seconds()?;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, buckets) in backlogs.into_iter().enumerate() {
+        let (endpoint, config) = (endpoints[i / AGENTS_PER_ENDPOINT].clone(), collector.agents[i].clone());
+        let addr = collector.addr;
+        tasks.spawn(async move {
+            let mut link = Link::open(&endpoint, config, addr).await?;
+            link.ship(1, buckets).await?;
+            anyhow::Ok(link)
+        });
+    }
+    let mut links = Vec::with_capacity(agents);
+    while let Some(result) = tasks.join_next().await {
+        links.push(result??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = collector.cpu_seconds()? - cpu_before;
+    let peak_rss_mib = collector.status_kib("VmHWM:")? / 1024.0;
+    drop(links);
+    collector.stop()?;
+    Ok(StormResult { seconds, cpu_seconds, peak_rss_mib })
+}
+
+struct SteadyResult {
+    connect_seconds: f64,
+    batches: usize,
+    rss_mib: f64,
+    peak_rss_mib: f64,
+    cpu_percent: f64,
+}
+
+async fn steady(agents: usize, seconds: u64) -> anyhow::Result<SteadyResult> {
+    const PERIOD: Duration = Duration::from_secs(30);
+    let collector = Collector::start(agents).await?;
+    let endpoints = collector.endpoints()?;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..agents {
+        let (endpoint, config) = (endpoints[i / AGENTS_PER_ENDPOINT].clone(), collector.agents[i].clone());
+        let addr = collector.addr;
+        tasks.spawn(async move { Link::open(&endpoint, config, addr).await });
+    }
+    let mut links = Vec::with_capacity(agents);
+    while let Some(result) = tasks.join_next().await {
+        links.push(result??);
+    }
+    let connect_seconds = started.elapsed().as_secs_f64();
+
+    let cpu_before = collector.cpu_seconds()?;
+    let window = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    let day = BucketStart::first_of_day((Utc::now() - TimeDelta::days(3)).date_naive()).unix();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, mut link) in links.into_iter().enumerate() {
+        // Spread evenly over the period, as sockets that booted at different times are.
+        let offset = PERIOD * i as u32 / agents as u32;
+        tasks.spawn(async move {
+            let mut next = tokio::time::Instant::now() + offset;
+            let mut sent = 0;
+            while next < deadline {
+                tokio::time::sleep_until(next).await;
+                let bucket = WireBucket { start: day + 300 * sent as i64, max_bps: 1_000_000, samples: 60 };
+                link.ship(sent + 1, vec![bucket]).await?;
+                sent += 1;
+                next += PERIOD;
+            }
+            anyhow::Ok((link, sent as usize))
+        });
+    }
+    let mut batches = 0;
+    let mut links = Vec::with_capacity(agents);
+    while let Some(result) = tasks.join_next().await {
+        let (link, sent) = result??;
+        batches += sent;
+        links.push(link);
+    }
+    let cpu_percent = 100.0 * (collector.cpu_seconds()? - cpu_before) / window.elapsed().as_secs_f64();
+    let rss_mib = collector.status_kib("VmRSS:")? / 1024.0;
+    let peak_rss_mib = collector.status_kib("VmHWM:")? / 1024.0;
+    drop(links);
+    collector.stop()?;
+    Ok(SteadyResult { connect_seconds, batches, rss_mib, peak_rss_mib, cpu_percent })
+}
