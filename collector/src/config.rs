@@ -30,6 +30,14 @@ max_bucket_bps = 1000000000000
 # usage-measurement article says; "calendar" includes the last day.
 month_window = "article"
 
+# A month is finalized this long after its window closes (R9): until then late buckets still
+# change it; then over-usage is evaluated and notified.
+grace_hours = 72
+
+# The bearer token of the HTTP API's operator (at least 32 characters). Without it, every /v1
+# route answers 401.
+# operator_token = "..."
+
 # Log filter, in RUST_LOG syntax.
 log = "info"
 "#;
@@ -43,6 +51,8 @@ pub struct Config {
     pub max_connections: usize,
     pub max_bucket_bps: u64,
     pub month_window: MonthWindowSetting,
+    pub grace: chrono::TimeDelta,
+    pub operator_token: Option<String>,
     pub log: String,
 }
 
@@ -76,7 +86,7 @@ impl Config {
     }
 }
 
-const KNOWN: [&str; 8] = [
+const KNOWN: [&str; 10] = [
     "data_dir",
     "quic_listen",
     "http_listen",
@@ -84,6 +94,8 @@ const KNOWN: [&str; 8] = [
     "max_connections",
     "max_bucket_bps",
     "month_window",
+    "grace_hours",
+    "operator_token",
     "log",
 ];
 
@@ -132,6 +144,22 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             1_000_000_000_000
         }
     };
+    let operator_token = match table.get("operator_token") {
+        None => None,
+        Some(toml::Value::String(t)) if t.len() >= 32 && t.bytes().all(|b| b.is_ascii_graphic()) => Some(t.clone()),
+        Some(_) => {
+            errors.push("operator_token: expected at least 32 printable characters without spaces".into());
+            None
+        }
+    };
+    let grace_hours = match table.get("grace_hours") {
+        None => 72,
+        Some(toml::Value::Integer(n)) if (0..=24 * 366).contains(n) => *n,
+        Some(other) => {
+            errors.push(format!("grace_hours: expected hours from 0 to 8784, found {other}"));
+            72
+        }
+    };
     let server_names = match table.get("server_names") {
         None => vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()],
         Some(toml::Value::Array(items))
@@ -170,6 +198,8 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             max_connections,
             max_bucket_bps,
             month_window,
+            grace: chrono::TimeDelta::hours(grace_hours),
+            operator_token,
             log,
         })
     } else {

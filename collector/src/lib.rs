@@ -7,27 +7,20 @@
 //!
 //! - [`ca`], [`ingest`]: the collector's certificate authority and the agents' QUIC link.
 //!
-//! The HTTP side serves `GET /healthz` only so far; the usage engine and the API arrive with
-//! their issues.
+//! - [`usage`]: daily P95 kept current, and the usage report; [`api`]: the HTTP API.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod admin;
+pub mod api;
 pub mod ca;
 pub mod config;
 pub mod ingest;
 pub mod store;
+pub mod usage;
 
 use std::future::Future;
 
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
 use tokio::net::TcpListener;
-
-/// The HTTP routes.
-pub fn router() -> Router {
-    Router::new().route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
-}
 
 /// The QUIC socket's receive buffer. Agents reconnecting together after an outage send thousands
 /// of handshake packets at once; the kernel's usual default (208 KiB) drops most of them, and
@@ -53,8 +46,12 @@ pub fn quic_endpoint(ca: &ca::Ca, addr: std::net::SocketAddr, names: &[String]) 
     Ok(quinn::Endpoint::new(ca.endpoint_config(), Some(ingest::server_config(ca, names)?), socket, runtime)?)
 }
 
-/// Serves HTTP on `listener` until `shutdown` completes, then finishes the requests in flight.
-pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    tracing::info!(http = %listener.local_addr()?, "HTTP serving /healthz (the API is not built yet)");
-    axum::serve(listener, router()).with_graceful_shutdown(shutdown).await
+/// Serves the HTTP API on `listener` until `shutdown` completes, then finishes the requests in flight.
+pub async fn serve<S: store::Store + 'static>(
+    listener: TcpListener,
+    api: api::Api<S>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(http = %listener.local_addr()?, "HTTP API serving");
+    axum::serve(listener, api.router()).with_graceful_shutdown(shutdown).await
 }

@@ -13,8 +13,10 @@ use tally_collector::config::{Config, DEFAULT_CONFIG};
 use tally_collector::ingest::{self, Limits};
 use tally_collector::store::sqlite::SqliteStore;
 use tally_collector::store::{Account, Store};
+use tally_collector::usage;
 use tally_common::bandwidth::Bandwidth;
 use tally_common::region::RegionTable;
+use tally_common::time::Month;
 use tokio::net::TcpListener;
 
 /// Exit code for a bad configuration (EX_USAGE).
@@ -54,6 +56,16 @@ enum Command {
     ImportBuckets {
         #[arg(long)]
         csv: PathBuf,
+    },
+    /// An account's usage of one month: bandwidth pool per region group, sites, other licenses.
+    Report {
+        #[arg(long)]
+        account: String,
+        /// YYYY-MM
+        #[arg(long)]
+        month: Month,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
 }
 
@@ -218,16 +230,24 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             let store = std::sync::Arc::new(store);
             let ingest = tokio::spawn(ingest::run(
                 endpoint,
-                store,
+                store.clone(),
                 std::sync::Arc::new(ca),
                 limits,
                 until_stopped(stopped.clone()),
             ));
-            let http = tokio::spawn(tally_collector::serve(listener, until_stopped(stopped)));
+            let engine = tokio::spawn(usage::run_engine(
+                store.clone(),
+                config.month_window,
+                config.grace,
+                until_stopped(stopped.clone()),
+            ));
+            let api = tally_collector::api::Api::new(store, &config);
+            let http = tokio::spawn(tally_collector::serve(listener, api, until_stopped(stopped)));
             shutdown_signal().await;
             tracing::info!("shutting down: no new connections, draining, committing");
             let _ = stop.send(true);
             let _ = ingest.await;
+            let _ = engine.await;
             http.await??;
             tracing::info!("collector stopped");
         }
@@ -302,6 +322,15 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&csv).with_context(|| format!("cannot read {}", csv.display()))?;
             let stats = admin::import_buckets(&store, &csv.display().to_string(), &text, config.max_bucket_bps).await?;
             println!("imported {} new bucket(s), merged {} with stored ones (R10)", stats.inserted, stats.merged);
+        }
+        Command::Report { account, month, format } => {
+            let report =
+                usage::report::build(&store, &account, month, config.month_window, config.grace, chrono::Utc::now())
+                    .await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Table => print!("{}", usage::report::table(&report)),
+            }
         }
     }
     Ok(())

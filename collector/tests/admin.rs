@@ -1,52 +1,12 @@
 //! The operator's commands through the real binary: validation messages, restricted countries,
 //! and an all-or-nothing CSV import with line numbers.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-struct Collector {
-    dir: tempfile::TempDir,
-}
-
-impl Collector {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("c.toml"), format!("data_dir = {:?}\n", dir.path().join("data"))).unwrap();
-        Collector { dir }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_tally-collector"))
-            .arg("--config")
-            .arg(self.dir.path().join("c.toml"))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(!out.status.success(), "{args:?} should fail");
-        String::from_utf8(out.stderr).unwrap()
-    }
-
-    fn file(&self, name: &str, text: &str) -> String {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    }
-}
-
-/// A command line of words without spaces.
-fn args(line: &str) -> Vec<&str> {
-    line.split_whitespace().collect()
-}
+use support::{Collector, args};
 
 fn setup() -> Collector {
     let c = Collector::new();

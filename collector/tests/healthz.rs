@@ -8,7 +8,10 @@ async fn healthz_answers_ok_and_shutdown_stops_the_server() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tally_collector::serve(listener, async {
+    let dir = tempfile::tempdir().unwrap();
+    let store = tally_collector::store::sqlite::SqliteStore::open(&dir.path().join("tally.db")).await.unwrap();
+    let api = tally_collector::api::Api::new(std::sync::Arc::new(store), &Default::default());
+    let server = tokio::spawn(tally_collector::serve(listener, api, async {
         let _ = stopped.await;
     }));
 

@@ -17,6 +17,7 @@ use std::future::Future;
 use chrono::{DateTime, NaiveDate, Utc};
 use tally_common::bucket::Bucket;
 use tally_common::kinds::{LicenseKind, SiteType};
+use tally_common::p95::DailyP95;
 use tally_common::region::{CountryCode, RegionGroup};
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,30 @@ pub struct CertificateRecord {
     pub revoked: bool,
 }
 
+/// A license as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct License {
+    pub id: i64,
+    pub terms: NewLicense,
+}
+
+/// A site's day whose buckets changed since its daily P95 was last computed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirtyDay {
+    pub site: String,
+    pub day: NaiveDate,
+    /// Bumped by every merge into the day: a recomputation clears only the generation it read.
+    pub generation: i64,
+}
+
+/// A site's computed day (R5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteDay {
+    pub site: String,
+    pub day: NaiveDate,
+    pub p95: DailyP95,
+}
+
 /// What a merge did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MergeStats {
@@ -100,11 +125,16 @@ pub struct MergeStats {
 pub trait Store: Send + Sync {
     fn add_account(&self, account: &Account) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn account(&self, id: &str) -> impl Future<Output = Result<Option<Account>, StoreError>> + Send;
+    /// Every account's id.
+    fn account_ids(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
     fn add_site(&self, site: &Site) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn site(&self, id: &str) -> impl Future<Output = Result<Option<Site>, StoreError>> + Send;
     /// Returns the new license's id.
     fn add_license(&self, license: &NewLicense) -> impl Future<Output = Result<i64, StoreError>> + Send;
-    /// Merges buckets of any sites in one transaction (R10): all or nothing.
+    fn sites_of_account(&self, account: &str) -> impl Future<Output = Result<Vec<Site>, StoreError>> + Send;
+    fn licenses_of_account(&self, account: &str) -> impl Future<Output = Result<Vec<License>, StoreError>> + Send;
+    /// Merges buckets of any sites in one transaction (R10): all or nothing. The days they fall
+    /// on are marked dirty in the same transaction.
     fn merge_buckets(&self, rows: &[(String, Bucket)]) -> impl Future<Output = Result<MergeStats, StoreError>> + Send;
     /// Stores the hash of a new enrollment token for `site`, valid until `expires_at`.
     fn add_enroll_token(
@@ -134,4 +164,38 @@ pub trait Store: Send + Sync {
         site: &str,
         day: NaiveDate,
     ) -> impl Future<Output = Result<Vec<Bucket>, StoreError>> + Send;
+    /// Up to `limit` dirty days, oldest day first.
+    fn dirty_days(&self, limit: usize) -> impl Future<Output = Result<Vec<DirtyDay>, StoreError>> + Send;
+    /// Saves computed days and clears each dirty mark whose generation is unchanged, in one
+    /// transaction.
+    fn save_site_days(&self, days: &[(DirtyDay, DailyP95)]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The computed days of an account's sites in `[from, until)`.
+    fn site_days(
+        &self,
+        account: &str,
+        from: NaiveDate,
+        until: NaiveDate,
+    ) -> impl Future<Output = Result<Vec<SiteDay>, StoreError>> + Send;
+    /// The report saved when `account`'s `month` was finalized, with the time it was.
+    fn finalized_report(
+        &self,
+        account: &str,
+        month: &str,
+    ) -> impl Future<Output = Result<Option<(DateTime<Utc>, String)>, StoreError>> + Send;
+    /// Saves a finalized month's report unless one is saved already; returns the one that is.
+    fn finalize_month(
+        &self,
+        account: &str,
+        month: &str,
+        at: DateTime<Utc>,
+        report: &str,
+    ) -> impl Future<Output = Result<(DateTime<Utc>, String), StoreError>> + Send;
+    /// Buckets of `account`'s sites starting in `[from, until)` that last arrived after `since`.
+    fn buckets_received_after(
+        &self,
+        account: &str,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }

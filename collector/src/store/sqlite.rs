@@ -2,7 +2,7 @@
 //! disk when it returns), foreign keys on, a busy timeout so admin commands can write while
 //! `serve` runs. Migrations: `collector/migrations/sqlite/`. Queries are checked at run time.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -13,7 +13,12 @@ use sqlx::{QueryBuilder, Sqlite};
 use tally_common::bucket::Bucket;
 use tally_common::time::{BucketStart, rfc3339};
 
-use super::{Account, CertificateRecord, MergeStats, NewLicense, Site, Store, StoreError, TokenRefusal};
+use super::{
+    Account, CertificateRecord, DirtyDay, License, MergeStats, NewLicense, Site, SiteDay, Store, StoreError,
+    TokenRefusal,
+};
+use tally_common::p95::DailyP95;
+use tally_common::time::DAY_SLOTS;
 
 /// Buckets per statement when merging: 5 parameters each, under SQLite's limit of 32,766.
 const MERGE_CHUNK: usize = 1_000;
@@ -64,6 +69,10 @@ fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::Database(format!("{what} {value} does not fit the store")))
 }
 
+fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is negative")))
+}
+
 fn parse<T: FromStr>(value: &str, what: &str) -> Result<T, StoreError>
 where
     T::Err: std::fmt::Display,
@@ -72,7 +81,12 @@ where
 }
 
 fn now() -> String {
-    rfc3339(Utc::now())
+    stamp(Utc::now())
+}
+
+/// Stored times: RFC 3339 UTC with milliseconds, one fixed format so text order is time order.
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[derive(sqlx::FromRow)]
@@ -93,6 +107,33 @@ struct SiteRow {
     region_group: String,
     site_type: String,
     cap_bps: Option<i64>,
+}
+
+impl SiteRow {
+    fn into_site(self) -> Result<Site, StoreError> {
+        Ok(Site {
+            country: parse(&self.country, "country")?,
+            region_group: parse(&self.region_group, "region group")?,
+            site_type: parse(&self.site_type, "site type")?,
+            cap_bps: self.cap_bps.map(|c| to_u64(c, "cap")).transpose()?,
+            id: self.id,
+            account: self.account_id,
+            name: self.name,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct LicenseRow {
+    id: i64,
+    account_id: String,
+    kind: String,
+    region: Option<String>,
+    quantity: i64,
+    block_size: Option<i64>,
+    per_unit: Option<i64>,
+    effective_from: String,
+    effective_to: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -137,6 +178,10 @@ impl Store for SqliteStore {
         }))
     }
 
+    async fn account_ids(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("SELECT id FROM accounts ORDER BY id").fetch_all(&self.pool).await.map_err(db)
+    }
+
     async fn add_site(&self, s: &Site) -> Result<(), StoreError> {
         let cap = s.cap_bps.map(|c| to_i64(c, "cap")).transpose()?;
         sqlx::query(
@@ -165,18 +210,45 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.map(|r| {
-            Ok(Site {
-                country: parse(&r.country, "country")?,
-                region_group: parse(&r.region_group, "region group")?,
-                site_type: parse(&r.site_type, "site type")?,
-                cap_bps: r.cap_bps.map(|c| c as u64),
-                id: r.id,
-                account: r.account_id,
-                name: r.name,
+        row.map(SiteRow::into_site).transpose()
+    }
+
+    async fn sites_of_account(&self, account: &str) -> Result<Vec<Site>, StoreError> {
+        let rows: Vec<SiteRow> = sqlx::query_as(
+            "SELECT id, account_id, name, country, region_group, site_type, cap_bps FROM sites
+             WHERE account_id = ? ORDER BY id",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter().map(SiteRow::into_site).collect()
+    }
+
+    async fn licenses_of_account(&self, account: &str) -> Result<Vec<License>, StoreError> {
+        let rows: Vec<LicenseRow> = sqlx::query_as(
+            "SELECT id, account_id, kind, region, quantity, block_size, per_unit, effective_from, effective_to
+             FROM licenses WHERE account_id = ? ORDER BY id",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|r| {
+                let terms = NewLicense {
+                    kind: parse(&r.kind, "license kind")?,
+                    quantity: to_u64(r.quantity, "quantity")?,
+                    block_size: r.block_size.map(|b| to_u64(b, "block size")).transpose()?,
+                    per_unit: r.per_unit.map(|p| to_u64(p, "events per unit")).transpose()?,
+                    effective_from: parse(&r.effective_from, "effective_from")?,
+                    effective_to: parse(&r.effective_to, "effective_to")?,
+                    account: r.account_id,
+                    region: r.region,
+                };
+                Ok(License { id: r.id, terms })
             })
-        })
-        .transpose()
+            .collect()
     }
 
     async fn add_license(&self, l: &NewLicense) -> Result<i64, StoreError> {
@@ -226,21 +298,32 @@ impl Store for SqliteStore {
                 }
             }
             let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO buckets (site_id, bucket_start, max_bps, samples, received_at) ",
+                "INSERT INTO buckets (site_id, bucket_start, max_bps, samples, received_at, last_received_at) ",
             );
             let mut bound = Vec::with_capacity(chunk.len());
             for (site, b) in chunk {
                 bound.push((site, b.start.unix(), to_i64(b.max_bps, "max_bps")?, i64::from(b.samples)));
             }
             insert.push_values(bound, |mut row, (site, start, max_bps, samples)| {
-                row.push_bind(site).push_bind(start).push_bind(max_bps).push_bind(samples).push_bind(&received);
+                row.push_bind(site).push_bind(start).push_bind(max_bps).push_bind(samples);
+                row.push_bind(&received).push_bind(&received);
             });
             insert.push(
                 " ON CONFLICT (site_id, bucket_start) DO UPDATE SET
                      max_bps = max(max_bps, excluded.max_bps),
-                     samples = max(samples, excluded.samples)",
+                     samples = max(samples, excluded.samples),
+                     last_received_at = excluded.last_received_at",
             );
             insert.build().execute(&mut *tx).await.map_err(db)?;
+
+            let days: BTreeSet<(&str, NaiveDate)> =
+                chunk.iter().map(|(site, b)| (site.as_str(), b.start.day())).collect();
+            let mut dirty = QueryBuilder::<Sqlite>::new("INSERT INTO dirty_days (site_id, day, generation) ");
+            dirty.push_values(days, |mut row, (site, day)| {
+                row.push_bind(site).push_bind(day.to_string()).push_bind(1);
+            });
+            dirty.push(" ON CONFLICT (site_id, day) DO UPDATE SET generation = generation + 1");
+            dirty.build().execute(&mut *tx).await.map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
         Ok(stats)
@@ -350,5 +433,132 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn dirty_days(&self, limit: usize) -> Result<Vec<DirtyDay>, StoreError> {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT site_id, day, generation FROM dirty_days ORDER BY day, site_id LIMIT ?")
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        rows.into_iter()
+            .map(|(site, day, generation)| Ok(DirtyDay { site, day: parse(&day, "day")?, generation }))
+            .collect()
+    }
+
+    async fn save_site_days(&self, days: &[(DirtyDay, DailyP95)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let computed = now();
+        for (dirty, p95) in days {
+            let day = dirty.day.to_string();
+            sqlx::query(
+                "INSERT INTO site_days (site_id, day, p95_bps, buckets_present, computed_at) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (site_id, day) DO UPDATE SET
+                     p95_bps = excluded.p95_bps, buckets_present = excluded.buckets_present,
+                     computed_at = excluded.computed_at",
+            )
+            .bind(&dirty.site)
+            .bind(&day)
+            .bind(to_i64(p95.p95_bps, "p95")?)
+            .bind(i64::from(p95.buckets_present))
+            .bind(&computed)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            sqlx::query("DELETE FROM dirty_days WHERE site_id = ? AND day = ? AND generation = ?")
+                .bind(&dirty.site)
+                .bind(&day)
+                .bind(dirty.generation)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn site_days(&self, account: &str, from: NaiveDate, until: NaiveDate) -> Result<Vec<SiteDay>, StoreError> {
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT d.site_id, d.day, d.p95_bps, d.buckets_present FROM site_days d
+             JOIN sites s ON s.id = d.site_id
+             WHERE s.account_id = ? AND d.day >= ? AND d.day < ? ORDER BY d.site_id, d.day",
+        )
+        .bind(account)
+        .bind(from.to_string())
+        .bind(until.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(site, day, p95, present)| {
+                let p95 = DailyP95 {
+                    p95_bps: to_u64(p95, "p95")?,
+                    buckets_present: u16::try_from(present)
+                        .map_err(|_| StoreError::Corrupt(format!("buckets {present}")))?,
+                    buckets_expected: DAY_SLOTS as u16,
+                };
+                Ok(SiteDay { site, day: parse(&day, "day")?, p95 })
+            })
+            .collect()
+    }
+
+    async fn finalized_report(
+        &self,
+        account: &str,
+        month: &str,
+    ) -> Result<Option<(DateTime<Utc>, String)>, StoreError> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT finalized_at, report FROM finalized_months WHERE account_id = ? AND month = ?")
+                .bind(account)
+                .bind(month)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        row.map(|(at, report)| Ok((parse(&at, "finalized_at")?, report))).transpose()
+    }
+
+    async fn finalize_month(
+        &self,
+        account: &str,
+        month: &str,
+        at: DateTime<Utc>,
+        report: &str,
+    ) -> Result<(DateTime<Utc>, String), StoreError> {
+        sqlx::query(
+            "INSERT INTO finalized_months (account_id, month, finalized_at, report) VALUES (?, ?, ?, ?)
+             ON CONFLICT (account_id, month) DO NOTHING",
+        )
+        .bind(account)
+        .bind(month)
+        .bind(stamp(at))
+        .bind(report)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        self.finalized_report(account, month)
+            .await?
+            .ok_or_else(|| StoreError::Database(format!("the finalized report of {account} {month} vanished")))
+    }
+
+    async fn buckets_received_after(
+        &self,
+        account: &str,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        since: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM buckets b JOIN sites s ON s.id = b.site_id
+             WHERE s.account_id = ? AND b.bucket_start >= ? AND b.bucket_start < ?
+               AND coalesce(b.last_received_at, b.received_at) > ?",
+        )
+        .bind(account)
+        .bind(from.timestamp())
+        .bind(until.timestamp())
+        .bind(stamp(since))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        to_u64(count, "count")
     }
 }

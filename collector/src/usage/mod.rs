@@ -1,0 +1,100 @@
+//! The usage engine: keeps each site's daily P95 (R5) current as buckets arrive, and builds the
+//! usage report from it. The rules themselves live in `tally_common` (p95, license, pool); this
+//! module stores, schedules and reports.
+//!
+//! Incremental: a merge marks the days it touched dirty in the same transaction as the buckets
+//! (`dirty_days`); [`refresh`] recomputes only those site-days and clears each mark unless the
+//! day changed again meanwhile. [`run_engine`] calls it every [`REFRESH_PERIOD`] while `serve`
+//! runs, so a burst of batches into one day costs one recomputation (debounce); a report
+//! refreshes first, so it is never stale, with or without `serve`. The same task finalizes
+//! months whose grace period ended (R9): their report is saved and never changes again.
+
+pub mod report;
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tally_common::p95::daily_site_p95;
+use tally_common::time::{Month, MonthWindowSetting};
+
+use crate::store::{Store, StoreError};
+
+/// How often the running collector recomputes the days that changed.
+pub const REFRESH_PERIOD: Duration = Duration::from_secs(2);
+
+/// Site-days recomputed per store transaction.
+const REFRESH_BATCH: usize = 500;
+
+/// Recomputes every dirty site-day; returns how many were computed.
+pub async fn refresh<S: Store>(store: &S) -> Result<usize, StoreError> {
+    let mut total = 0;
+    loop {
+        let dirty = store.dirty_days(REFRESH_BATCH).await?;
+        if dirty.is_empty() {
+            return Ok(total);
+        }
+        let mut computed = Vec::with_capacity(dirty.len());
+        for day in dirty {
+            let buckets = store.buckets_of_day(&day.site, day.day).await?;
+            let p95 = daily_site_p95(day.day, buckets.iter().map(|b| (b.start, b.max_bps)));
+            computed.push((day, p95));
+        }
+        total += computed.len();
+        store.save_site_days(&computed).await?;
+    }
+}
+
+/// While `serve` runs: recomputes changed days every [`REFRESH_PERIOD`], and every
+/// [`FINALIZE_PERIOD`] finalizes the months whose grace period has ended (R9).
+pub async fn run_engine<S: Store>(
+    store: std::sync::Arc<S>,
+    setting: MonthWindowSetting,
+    grace: TimeDelta,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut last_finalize: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(REFRESH_PERIOD) => {}
+        }
+        match refresh(&*store).await {
+            Ok(0) => {}
+            Ok(days) => tracing::debug!(days, "daily P95 recomputed"),
+            Err(e) => tracing::error!(error = %e, "recomputing daily P95 failed; retrying"),
+        }
+        if last_finalize.is_none_or(|t| t.elapsed() >= FINALIZE_PERIOD) {
+            last_finalize = Some(tokio::time::Instant::now());
+            if let Err(e) = finalize_due(&*store, setting, grace, Utc::now()).await {
+                tracing::error!(error = %e, "finalizing months failed; retrying");
+            }
+        }
+    }
+}
+
+/// How often the running collector looks for months to finalize.
+pub const FINALIZE_PERIOD: Duration = Duration::from_secs(60);
+
+/// Finalizes, for every account, the last two months if their grace period has ended and they
+/// are not finalized yet (a collector down for longer finalizes older months when asked for
+/// their report).
+pub async fn finalize_due<S: Store>(
+    store: &S,
+    setting: MonthWindowSetting,
+    grace: TimeDelta,
+    now: DateTime<Utc>,
+) -> Result<(), report::ReportError> {
+    let this_month = Month::containing(now.date_naive());
+    let previous = Month::containing(this_month.first_day().pred_opt().unwrap_or(this_month.first_day()));
+    let before = Month::containing(previous.first_day().pred_opt().unwrap_or(previous.first_day()));
+    for account in store.account_ids().await? {
+        for month in [before, previous] {
+            let due = report::MonthStatus::of(month.window(setting), grace, now) == report::MonthStatus::Finalized;
+            if due && store.finalized_report(&account, &month.to_string()).await?.is_none() {
+                report::build(store, &account, month, setting, grace, now).await?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,401 @@
+//! The usage report of one account and month (Contract): the JSON document of
+//! `tally-collector report` and `GET /v1/accounts/{account}/usage`, and its table for a terminal.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use tally_common::bandwidth::Bandwidth;
+use tally_common::kinds::LicenseKind;
+use tally_common::license::LicenseTerm;
+use tally_common::pool::{PoolMonth, pool_months};
+use tally_common::region::RegionGroup;
+use tally_common::time::{DAY_SLOTS, Month, MonthWindow, MonthWindowSetting, rfc3339};
+
+use crate::store::{Store, StoreError};
+
+/// Where a month stands (R9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MonthStatus {
+    /// The window still runs.
+    Open,
+    /// The window closed; late buckets may still change the month until the grace period ends.
+    Provisional,
+    /// The grace period ended: over-usage is evaluated.
+    Finalized,
+}
+
+impl MonthStatus {
+    pub fn of(window: MonthWindow, grace: TimeDelta, now: DateTime<Utc>) -> MonthStatus {
+        if now < window.end_time() {
+            MonthStatus::Open
+        } else if now < window.end_time() + grace {
+            MonthStatus::Provisional
+        } else {
+            MonthStatus::Finalized
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageReport {
+    pub account: String,
+    pub month: Month,
+    pub status: MonthStatus,
+    pub window: WindowJson,
+    pub bandwidth_pool: Vec<PoolReport>,
+    pub sites: Vec<SiteReport>,
+    pub meters: Vec<MeterReport>,
+    pub generated_at: String,
+    /// When the month was finalized (R9); its figures have not changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalized_at: Option<String>,
+    /// Buckets of the window first received after finalization: stored, counted, not billed (R9).
+    #[serde(default)]
+    pub late_buckets: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowJson {
+    pub start: String,
+    pub end: String,
+    /// The `month_window` setting it follows (R7).
+    pub setting: MonthWindowSetting,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolReport {
+    pub region_group: RegionGroup,
+    pub monthly_p95_bps: u64,
+    pub peak_day: Option<NaiveDate>,
+    pub licensed_bps: u64,
+    pub excess_bps: u64,
+    pub days: Vec<DayAggregate>,
+    /// While the month is open: where it is heading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<Forecast>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayAggregate {
+    pub date: NaiveDate,
+    pub aggregate_bps: u64,
+}
+
+/// The open month's forecast for one region group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forecast {
+    /// The monthly P95 over the complete days so far.
+    pub monthly_p95_so_far_bps: u64,
+    /// The larger of that and the linear trend of the complete days' aggregates, extended to
+    /// the window's last day: the monthly P95 is a maximum, so a rising trend raises it.
+    pub projected_monthly_p95_bps: u64,
+    /// Complete days the projection rests on.
+    pub days_measured: usize,
+    pub exceeds_license: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteReport {
+    pub site: String,
+    pub region_group: RegionGroup,
+    pub days: Vec<SiteDayReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteDayReport {
+    pub date: NaiveDate,
+    pub p95_bps: u64,
+    pub buckets_present: u16,
+    pub buckets_expected: u16,
+    /// The current UTC day: its P95 will change (R5).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub provisional: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeterReport {
+    pub license: LicenseKind,
+    pub measured: u64,
+    pub licensed: u64,
+    pub excess: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("account {0:?} does not exist")]
+    UnknownAccount(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The report of `account` for `month` as of `now`. A finalized month (R9) is computed once,
+/// saved, and from then on read back as saved, with the count of buckets that arrived late;
+/// any other month is computed afresh after recomputing the days that changed.
+pub async fn build<S: Store>(
+    store: &S,
+    account: &str,
+    month: Month,
+    setting: MonthWindowSetting,
+    grace: TimeDelta,
+    now: DateTime<Utc>,
+) -> Result<UsageReport, ReportError> {
+    if store.account(account).await?.is_none() {
+        return Err(ReportError::UnknownAccount(account.to_owned()));
+    }
+    let window = month.window(setting);
+    let status = MonthStatus::of(window, grace, now);
+    if status != MonthStatus::Finalized {
+        return compute(store, account, month, setting, status, now).await;
+    }
+    let key = month.to_string();
+    let (finalized_at, saved) = match store.finalized_report(account, &key).await? {
+        Some(saved) => saved,
+        None => {
+            let report = compute(store, account, month, setting, status, now).await?;
+            let json = serde_json::to_string(&report).map_err(|e| StoreError::Database(e.to_string()))?;
+            let saved = store.finalize_month(account, &key, now, &json).await?;
+            tracing::info!(account, month = %key, "month finalized");
+            saved
+        }
+    };
+    let mut report: UsageReport = serde_json::from_str(&saved)
+        .map_err(|e| StoreError::Corrupt(format!("the finalized report of {account} {key}: {e}")))?;
+    let window = report_window(&report).unwrap_or(window);
+    report.late_buckets =
+        store.buckets_received_after(account, window.start_time(), window.end_time(), finalized_at).await?;
+    report.finalized_at = Some(rfc3339(finalized_at));
+    Ok(report)
+}
+
+/// The window a saved report was computed over (the setting may have changed since).
+fn report_window(report: &UsageReport) -> Option<MonthWindow> {
+    let day = |t: &str| t.parse::<DateTime<Utc>>().ok().map(|t| t.date_naive());
+    Some(MonthWindow { start: day(&report.window.start)?, end: day(&report.window.end)? })
+}
+
+async fn compute<S: Store>(
+    store: &S,
+    account: &str,
+    month: Month,
+    setting: MonthWindowSetting,
+    status: MonthStatus,
+    now: DateTime<Utc>,
+) -> Result<UsageReport, ReportError> {
+    super::refresh(store).await?;
+    let window = month.window(setting);
+    let today = now.date_naive();
+    // Days reported: the window's, up to today (a day of the future has no P95 yet).
+    let last_reported = (window.end.pred_opt().unwrap_or(window.end)).min(today);
+    let sites = store.sites_of_account(account).await?;
+    let stored = store.site_days(account, window.start, window.end).await?;
+    let mut by_site: BTreeMap<&str, BTreeMap<NaiveDate, &crate::store::SiteDay>> = BTreeMap::new();
+    for day in &stored {
+        by_site.entry(day.site.as_str()).or_default().insert(day.day, day);
+    }
+    let site_reports: Vec<SiteReport> = sites
+        .iter()
+        .map(|site| {
+            let days = window
+                .days()
+                .take_while(|d| *d <= last_reported)
+                .map(|date| {
+                    let day = by_site.get(site.id.as_str()).and_then(|days| days.get(&date));
+                    SiteDayReport {
+                        date,
+                        p95_bps: day.map_or(0, |d| d.p95.p95_bps),
+                        buckets_present: day.map_or(0, |d| d.p95.buckets_present),
+                        buckets_expected: DAY_SLOTS as u16,
+                        provisional: date == today,
+                    }
+                })
+                .collect();
+            SiteReport { site: site.id.clone(), region_group: site.region_group, days }
+        })
+        .collect();
+
+    let group_of: BTreeMap<&str, RegionGroup> = sites.iter().map(|s| (s.id.as_str(), s.region_group)).collect();
+    let site_days: Vec<(RegionGroup, NaiveDate, u64)> =
+        stored.iter().filter_map(|d| group_of.get(d.site.as_str()).map(|g| (*g, d.day, d.p95.p95_bps))).collect();
+    let licenses = pool_licenses(store, account).await?;
+    let pools = pool_months(window, site_days.iter().copied(), &licenses);
+    let bandwidth_pool = pools
+        .iter()
+        .map(|pool| {
+            let forecast = (status == MonthStatus::Open).then(|| forecast(pool, window, today));
+            PoolReport {
+                region_group: pool.region_group,
+                monthly_p95_bps: pool.monthly.monthly_p95_bps,
+                peak_day: pool.monthly.peak_day,
+                licensed_bps: pool.licensed_bps,
+                excess_bps: pool.excess_bps,
+                days: pool
+                    .monthly
+                    .days
+                    .iter()
+                    .filter(|(d, _)| *d <= last_reported)
+                    .map(|&(date, aggregate_bps)| DayAggregate { date, aggregate_bps })
+                    .collect(),
+                forecast,
+            }
+        })
+        .collect();
+    Ok(UsageReport {
+        account: account.to_owned(),
+        month,
+        status,
+        window: WindowJson { start: rfc3339(window.start_time()), end: rfc3339(window.end_time()), setting },
+        bandwidth_pool,
+        sites: site_reports,
+        meters: Vec::new(),
+        generated_at: rfc3339(now),
+        finalized_at: None,
+        late_buckets: 0,
+    })
+}
+
+/// The account's bandwidth-pool licenses with their region group.
+async fn pool_licenses<S: Store>(store: &S, account: &str) -> Result<Vec<(RegionGroup, LicenseTerm)>, StoreError> {
+    let licenses = store.licenses_of_account(account).await?;
+    licenses
+        .into_iter()
+        .filter(|l| l.terms.kind == LicenseKind::BandwidthPool)
+        .map(|l| {
+            let region = l.terms.region.as_deref().unwrap_or_default();
+            let group =
+                region.parse().map_err(|e| StoreError::Corrupt(format!("license {}: region {region:?}: {e}", l.id)))?;
+            let term = LicenseTerm {
+                effective_from: l.terms.effective_from,
+                effective_to: l.terms.effective_to,
+                quantity: l.terms.quantity,
+            };
+            Ok((group, term))
+        })
+        .collect()
+}
+
+/// The open month's forecast of `pool`: complete days only (today is still running).
+fn forecast(pool: &PoolMonth, window: MonthWindow, today: NaiveDate) -> Forecast {
+    let complete: Vec<(f64, f64)> = pool
+        .monthly
+        .days
+        .iter()
+        .filter(|(d, _)| *d < today)
+        .map(|(d, v)| ((*d - window.start).num_days() as f64, *v as f64))
+        .collect();
+    let so_far = complete.iter().map(|(_, v)| *v as u64).max().unwrap_or(0);
+    let last_day = (window.day_count().max(1) - 1) as f64;
+    let trend_at_end = linear_trend(&complete).map_or(0.0, |(a, b)| a + b * last_day);
+    let projected = so_far.max(trend_at_end.max(0.0).min(u64::MAX as f64) as u64);
+    Forecast {
+        monthly_p95_so_far_bps: so_far,
+        projected_monthly_p95_bps: projected,
+        days_measured: complete.len(),
+        exceeds_license: projected > pool.licensed_bps,
+    }
+}
+
+/// Least-squares line `a + b·x` through the points; `None` with fewer than two distinct x.
+fn linear_trend(points: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let n = points.len() as f64;
+    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+    if points.len() < 2 || sxx == 0.0 {
+        return None;
+    }
+    let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
+    let b = sxy / sxx;
+    Some((mean_y - b * mean_x, b))
+}
+
+/// The report as an operator reads it in a terminal: aligned columns, bandwidth in Mbps.
+pub fn table(report: &UsageReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Account {}, {} ({}); window {} to {} ({})",
+        report.account,
+        report.month,
+        serde_plain(&report.status),
+        report.window.start,
+        report.window.end,
+        serde_plain(&report.window.setting)
+    );
+    if let Some(at) = &report.finalized_at {
+        let _ =
+            writeln!(out, "finalized at {at}; {} bucket(s) arrived later and are not billed (R9)", report.late_buckets);
+    }
+    let _ = writeln!(out, "\nBandwidth pool");
+    let mut rows = vec![[
+        "region group".to_owned(),
+        "monthly P95".into(),
+        "peak day".into(),
+        "licensed".into(),
+        "excess".into(),
+        "forecast".into(),
+    ]];
+    for pool in &report.bandwidth_pool {
+        let forecast = pool.forecast.as_ref().map_or(String::new(), |f| {
+            let flag = if f.exceeds_license { " (over the license)" } else { "" };
+            format!("{}{flag}", Bandwidth(f.projected_monthly_p95_bps))
+        });
+        rows.push([
+            pool.region_group.to_string(),
+            Bandwidth(pool.monthly_p95_bps).to_string(),
+            pool.peak_day.map_or("-".into(), |d| d.to_string()),
+            Bandwidth(pool.licensed_bps).to_string(),
+            Bandwidth(pool.excess_bps).to_string(),
+            forecast,
+        ]);
+    }
+    aligned(&mut out, &rows, &[false, true, false, true, true, true]);
+    let _ = writeln!(out, "\nSites");
+    let mut rows =
+        vec![["site".to_owned(), "region group".into(), "highest daily P95".into(), "buckets present".into()]];
+    for site in &report.sites {
+        let highest = site.days.iter().map(|d| d.p95_bps).max().unwrap_or(0);
+        let present: u64 = site.days.iter().map(|d| u64::from(d.buckets_present)).sum();
+        let expected: u64 = site.days.iter().map(|d| u64::from(d.buckets_expected)).sum();
+        rows.push([
+            site.site.clone(),
+            site.region_group.to_string(),
+            Bandwidth(highest).to_string(),
+            format!("{present} of {expected}"),
+        ]);
+    }
+    aligned(&mut out, &rows, &[false, false, true, true]);
+    if !report.meters.is_empty() {
+        let _ = writeln!(out, "\nOther licenses");
+        let mut rows = vec![["license".to_owned(), "measured".into(), "licensed".into(), "excess".into()]];
+        for m in &report.meters {
+            rows.push([m.license.to_string(), m.measured.to_string(), m.licensed.to_string(), m.excess.to_string()]);
+        }
+        aligned(&mut out, &rows, &[false, true, true, true]);
+    }
+    out
+}
+
+/// Appends `rows` with columns padded to their widest cell, right-aligned where `right`.
+fn aligned<const N: usize>(out: &mut String, rows: &[[String; N]], right: &[bool; N]) {
+    let widths: Vec<usize> = (0..N).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    for row in rows {
+        let cells: Vec<String> = (0..N)
+            .map(|c| {
+                if right[c] {
+                    format!("{:>w$}", row[c], w = widths[c])
+                } else {
+                    format!("{:<w$}", row[c], w = widths[c])
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("   ").trim_end());
+    }
+}
+
+/// A unit enum's serde name.
+fn serde_plain(value: &impl Serialize) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}

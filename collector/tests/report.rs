@@ -1,0 +1,182 @@
+//! The usage report through the store path, with the real binary: the golden month of
+//! `common/golden/month.json` goes in with `site add`, `license add` and `import-buckets`, and
+//! `report --format json` must give the golden figures under both `month_window` settings (R5–R8).
+
+mod support;
+
+use std::fmt::Write as _;
+
+use chrono::NaiveDate;
+use serde_json::Value;
+use support::Collector;
+
+fn golden() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../common/golden/month.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The golden sites' buckets as an `import-buckets` CSV: runs merged with max (R10), as the
+/// golden file says.
+fn buckets_csv(golden: &Value) -> String {
+    let mut slots: std::collections::BTreeMap<(String, NaiveDate, i64), u64> = Default::default();
+    for site in golden["sites"].as_array().unwrap() {
+        let id = site["site"].as_str().unwrap();
+        for span in site["buckets"].as_array().unwrap() {
+            let from: NaiveDate = span["from"].as_str().unwrap().parse().unwrap();
+            let to: NaiveDate = span["to"].as_str().unwrap().parse().unwrap();
+            for day in from.iter_days().take_while(|d| *d <= to) {
+                for run in span["runs"].as_array().unwrap() {
+                    let (first, count, bps) =
+                        (run[0].as_i64().unwrap(), run[1].as_i64().unwrap(), run[2].as_u64().unwrap());
+                    for slot in first..first + count {
+                        let value = slots.entry((id.to_owned(), day, slot)).or_default();
+                        *value = (*value).max(bps);
+                    }
+                }
+            }
+        }
+    }
+    let mut csv = String::from("site,bucket_start,max_bps\n");
+    for ((site, day, slot), bps) in slots {
+        let start = day.and_hms_opt(0, 0, 0).unwrap().and_utc() + chrono::TimeDelta::seconds(300 * slot);
+        let _ = writeln!(csv, "{site},{},{bps}", start.format("%Y-%m-%dT%H:%M:%SZ"));
+    }
+    csv
+}
+
+/// A collector with `config` holding the golden month.
+fn load_golden_month(config: &str) -> Collector {
+    let golden = golden();
+    let c = Collector::with_config(config);
+    c.ok(&["account", "add", "--id", "acme", "--name", "Acme"]);
+    for site in golden["sites"].as_array().unwrap() {
+        let (id, country) = (site["site"].as_str().unwrap(), site["country"].as_str().unwrap());
+        c.ok(&["site", "add", "--account", "acme", "--id", id, "--name", id, "--country", country, "--type", "socket"]);
+    }
+    for l in golden["licenses"].as_array().unwrap() {
+        let mbps = (l["quantity"].as_u64().unwrap() / 1_000_000).to_string();
+        c.ok(&[
+            "license",
+            "add",
+            "--account",
+            "acme",
+            "--kind",
+            "bandwidth_pool",
+            "--region",
+            l["region_group"].as_str().unwrap(),
+            "--quantity",
+            &mbps,
+            "--from",
+            l["effective_from"].as_str().unwrap(),
+            "--to",
+            l["effective_to"].as_str().unwrap(),
+        ]);
+    }
+    let csv = c.file("buckets.csv", &buckets_csv(&golden));
+    c.ok(&["import-buckets", "--csv", &csv]);
+    c
+}
+
+#[test]
+fn the_golden_month_comes_out_of_the_store_under_both_windows() {
+    let golden = golden();
+    for setting in ["article", "calendar"] {
+        let c = load_golden_month(&format!("month_window = {setting:?}"));
+        let json = c.ok(&["report", "--account", "acme", "--month", "2026-10", "--format", "json"]);
+        let report: Value = serde_json::from_str(&json).unwrap();
+        let expected = &golden["expected"][setting];
+        assert_eq!(report["status"], "finalized", "October 2026 ended more than 72 h ago");
+        assert_eq!(report["window"]["start"], expected["window"]["start"], "{setting}");
+        assert_eq!(report["window"]["end"], expected["window"]["end"], "{setting}");
+        let pools = report["bandwidth_pool"].as_array().unwrap();
+        for want in expected["bandwidth_pool"].as_array().unwrap() {
+            let got = pools.iter().find(|p| p["region_group"] == want["region_group"]).unwrap_or_else(|| {
+                panic!("{setting}: no pool for {}", want["region_group"]);
+            });
+            for key in ["monthly_p95_bps", "peak_day", "licensed_bps", "excess_bps"] {
+                assert_eq!(got[key], want[key], "{setting} {} {key}", want["region_group"]);
+            }
+            assert!(got.get("forecast").is_none(), "no forecast for a finalized month");
+        }
+        assert_eq!(pools.len(), expected["bandwidth_pool"].as_array().unwrap().len(), "{setting}");
+        let group1 = pools.iter().find(|p| p["region_group"] == "group1").unwrap();
+        for (date, aggregate) in expected["group1_days"].as_object().unwrap() {
+            let day = group1["days"].as_array().unwrap().iter().find(|d| d["date"] == *date);
+            assert_eq!(day.map(|d| &d["aggregate_bps"]), Some(aggregate), "{setting} group1 {date}");
+        }
+
+        // Per site: every day of the window, with buckets present of 288.
+        let window_days = if setting == "article" { 30 } else { 31 };
+        let sites = report["sites"].as_array().unwrap();
+        assert_eq!(sites.len(), 4);
+        for site in sites {
+            assert_eq!(site["days"].as_array().unwrap().len(), window_days, "{}", site["site"]);
+        }
+        let shanghai = sites.iter().find(|s| s["site"] == "shanghai").unwrap();
+        let oct10 = shanghai["days"].as_array().unwrap().iter().find(|d| d["date"] == "2026-10-10").unwrap();
+        assert_eq!(oct10["p95_bps"], 8_000_000);
+        assert_eq!(oct10["buckets_present"], 200);
+        assert_eq!(oct10["buckets_expected"], 288);
+
+        let table = c.ok(&["report", "--account", "acme", "--month", "2026-10"]);
+        let excess = if setting == "article" { "20.0 Mbps" } else { "150.0 Mbps" };
+        let line = table.lines().find(|l| l.starts_with("group1")).unwrap_or_else(|| panic!("{table}"));
+        assert!(line.contains(excess), "{table}");
+        assert!(table.contains("(finalized)"), "{table}");
+    }
+}
+
+/// 15 buckets of 90 Mbps on Oct 12 for tokyo (group2): its P95 that day becomes 90 Mbps (R5).
+fn late_tokyo_buckets(c: &Collector) {
+    let mut csv = String::from("site,bucket_start,max_bps\n");
+    for slot in 0..15 {
+        let _ = writeln!(csv, "tokyo,2026-10-12T{:02}:{:02}:00Z,90000000", slot * 5 / 60, slot * 5 % 60);
+    }
+    let file = c.file("late.csv", &csv);
+    c.ok(&["import-buckets", "--csv", &file]);
+}
+
+fn october(c: &Collector) -> Value {
+    serde_json::from_str(&c.ok(&["report", "--account", "acme", "--month", "2026-10", "--format", "json"])).unwrap()
+}
+
+fn group2(report: &Value) -> Value {
+    report["bandwidth_pool"].as_array().unwrap().iter().find(|p| p["region_group"] == "group2").unwrap().clone()
+}
+
+#[test]
+fn late_buckets_change_a_provisional_month_through_the_incremental_path() {
+    let c = load_golden_month("grace_hours = 8784");
+    let before = october(&c);
+    assert_eq!(before["status"], "provisional", "October's window closed, the year-long grace has not");
+    assert_eq!(group2(&before)["monthly_p95_bps"], 10_000_000);
+    late_tokyo_buckets(&c);
+    let pool = group2(&october(&c));
+    assert_eq!(pool["monthly_p95_bps"], 90_000_000);
+    assert_eq!(pool["peak_day"], "2026-10-12");
+    assert_eq!(pool["excess_bps"], 85_000_000);
+}
+
+#[test]
+fn late_buckets_for_a_finalized_month_are_counted_and_change_nothing() {
+    let c = load_golden_month("");
+    let before = october(&c);
+    assert_eq!(before["status"], "finalized");
+    assert_eq!(before["late_buckets"], 0);
+    assert!(before["finalized_at"].is_string());
+    late_tokyo_buckets(&c);
+    let after = october(&c);
+    assert_eq!(after["late_buckets"], 15, "R9: stored and counted");
+    assert_eq!(after["bandwidth_pool"], before["bandwidth_pool"], "R9: a finalized month does not change");
+    assert_eq!(after["sites"], before["sites"]);
+    assert_eq!(after["finalized_at"], before["finalized_at"]);
+}
+
+#[test]
+fn an_unknown_account_or_a_bad_month_is_a_clear_error() {
+    let c = Collector::new();
+    let err = c.fails(&["report", "--account", "nobody", "--month", "2026-10"]);
+    assert!(err.contains("account \"nobody\" does not exist"), "{err}");
+    let err = c.fails(&["report", "--account", "nobody", "--month", "2026-13"]);
+    assert!(err.contains("--month"), "{err}");
+}
