@@ -16,6 +16,7 @@ agent_config=$data/agent.toml
 data_dir = "$data/collector"
 quic_listen = "127.0.0.1:4433"
 http_listen = "127.0.0.1:8080"
+operator_token = "$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 CONF
 [ -f "$agent_config" ] || cat > "$agent_config" <<CONF
 state_dir = "$data/agent"
@@ -43,5 +44,11 @@ if [ ! -f "$data/agent/identity/client.key" ]; then
   "$bin/tally-agent" enroll --config "$agent_config" --collector 127.0.0.1:4433 --token "$token"
 fi
 
-echo "collector: http://127.0.0.1:8080/healthz, QUIC 127.0.0.1:4433; agent status: $bin/tally-agent status --config $agent_config" >&2
+token=$(sed -n 's/^operator_token = "\(.*\)"$/\1/p' "$collector_config")
+cat >&2 <<INFO
+collector: http://127.0.0.1:8080/healthz, QUIC 127.0.0.1:4433
+usage:     $bin/tally-collector --config $collector_config report --account local --month $(date -u +%Y-%m)
+           curl -H "Authorization: Bearer $token" "http://127.0.0.1:8080/v1/accounts/local/usage?month=$(date -u +%Y-%m)"
+agent:     $bin/tally-agent status --config $agent_config
+INFO
 "$bin/tally-agent" run --config "$agent_config"

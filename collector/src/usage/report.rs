@@ -399,3 +399,65 @@ fn aligned<const N: usize>(out: &mut String, rows: &[[String; N]], right: &[bool
 fn serde_plain(value: &impl Serialize) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(window: MonthWindow, daily_mbps: &[u64], licensed_mbps: u64) -> PoolMonth {
+        let site_days = window.days().zip(daily_mbps).map(|(d, v)| (RegionGroup::Group1, d, v * 1_000_000));
+        let license =
+            LicenseTerm { effective_from: window.start, effective_to: window.end, quantity: licensed_mbps * 1_000_000 };
+        pool_months(window, site_days, &[(RegionGroup::Group1, license)]).remove(0)
+    }
+
+    fn november() -> MonthWindow {
+        "2026-11".parse::<Month>().unwrap().window(MonthWindowSetting::Article)
+    }
+
+    fn nov(day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, day).unwrap()
+    }
+
+    #[test]
+    fn a_rising_month_is_projected_along_its_trend_to_the_last_day() {
+        // Nov 1..10: 10, 20, ... 100 Mbps; the window's last day is Nov 29 (index 28): 290 Mbps.
+        let rising: Vec<u64> = (1..=10).map(|i| i * 10).collect();
+        let f = forecast(&pool(november(), &rising, 150), november(), nov(11));
+        assert_eq!(f.monthly_p95_so_far_bps, 100_000_000);
+        assert_eq!(f.days_measured, 10);
+        assert!((f.projected_monthly_p95_bps as i64 - 290_000_000).abs() <= 1, "{f:?}");
+        assert!(f.exceeds_license);
+    }
+
+    #[test]
+    fn a_flat_or_falling_month_is_projected_at_its_peak_so_far() {
+        let flat = forecast(&pool(november(), &[50; 10], 100), november(), nov(11));
+        assert_eq!(flat.projected_monthly_p95_bps, 50_000_000);
+        assert!(!flat.exceeds_license);
+        let falling: Vec<u64> = (1..=10).rev().map(|i| i * 10).collect();
+        let f = forecast(&pool(november(), &falling, 100), november(), nov(11));
+        assert_eq!(f.projected_monthly_p95_bps, 100_000_000, "the peak already reached stays");
+        assert!(!f.exceeds_license, "100 Mbps is within a 100 Mbps license");
+    }
+
+    #[test]
+    fn today_is_not_a_complete_day_and_one_day_gives_no_trend() {
+        // Today (Nov 2) is running at 900 Mbps: it does not count yet.
+        let f = forecast(&pool(november(), &[40, 900], 100), november(), nov(2));
+        assert_eq!(f.days_measured, 1);
+        assert_eq!(f.monthly_p95_so_far_bps, 40_000_000);
+        assert_eq!(f.projected_monthly_p95_bps, 40_000_000);
+    }
+
+    #[test]
+    fn month_status_follows_the_window_and_the_grace_period() {
+        let window = november();
+        let end = window.end_time();
+        let grace = TimeDelta::hours(72);
+        assert_eq!(MonthStatus::of(window, grace, end - TimeDelta::seconds(1)), MonthStatus::Open);
+        assert_eq!(MonthStatus::of(window, grace, end), MonthStatus::Provisional);
+        assert_eq!(MonthStatus::of(window, grace, end + grace - TimeDelta::seconds(1)), MonthStatus::Provisional);
+        assert_eq!(MonthStatus::of(window, grace, end + grace), MonthStatus::Finalized);
+    }
+}
