@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::Collector;
 
 const TOKEN: &str = "op-0123456789abcdef0123456789abcdef";
@@ -48,9 +48,24 @@ fn serve(c: &Collector) -> Serving {
 
 /// A GET over HTTP/1.1: status, content type, body.
 fn get(http: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
+    request(http, "GET", path, token, "")
+}
+
+fn post(http: &str, path: &str, body: &Value) -> (u16, String, Value) {
+    let (status, content_type, body) = request(http, "POST", path, Some(TOKEN), &body.to_string());
+    (status, content_type, serde_json::from_str(&body).unwrap())
+}
+
+fn request(http: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect(http).unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: tally\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: tally\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
@@ -102,4 +117,132 @@ fn the_usage_report_is_served_to_the_operator_and_refusals_are_problems() {
             assert_eq!(problem["errors"][0]["field"], field, "{body}");
         }
     }
+}
+
+fn event(id: String, kind: &str, fields: Value) -> Value {
+    let mut event = json!({"id": id, "type": kind, "account": "acme", "time": "2026-10-05T10:20:00Z"});
+    event.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+    event
+}
+
+fn ztna(id: String, user: String, country: &str, counts: bool) -> Value {
+    let f = json!({"user": user, "authenticated": true, "generated_traffic": counts, "remote": true, "work_country": country});
+    event(id, "ztna_session", f)
+}
+
+/// A month of every meter: the article's 80 + 20 licensed / 90 + 10 measured ZTNA users (within
+/// capacity), AI Security and DEM users, devices in blocks of 50, Data Lake units of 1,000
+/// events per hour.
+fn events_of_october() -> Vec<Value> {
+    let mut events = Vec::new();
+    for u in 0..90 {
+        events.push(ztna(format!("z{u}"), format!("user{u}"), "US", true));
+        // A second session of the same user counts once.
+        events.push(ztna(format!("z{u}b"), format!("user{u}"), "DE", true));
+    }
+    for u in 90..100 {
+        events.push(ztna(format!("z{u}"), format!("user{u}"), "CN", true));
+    }
+    // Without traffic: not a ZTNA user (R12).
+    events.push(ztna("z-idle".into(), "idle".into(), "US", false));
+    for u in 0..12 {
+        events.push(event(
+            format!("a{u}"),
+            "ai_security_activity",
+            json!({"user": format!("user{u}"), "enabled": true}),
+        ));
+    }
+    events.push(event("a-off".into(), "ai_security_activity", json!({"user": "off", "enabled": false})));
+    for u in 0..5 {
+        events.push(event(format!("d{u}"), "dem_user", json!({"user": format!("user{u}")})));
+    }
+    for d in 0..101 {
+        let f = json!({"device": format!("dev{d}"), "source": "lan_discovery", "is_socket": false});
+        events.push(event(format!("v{d}"), "device_sighting", f));
+    }
+    events.push(event(
+        "v-socket".into(),
+        "device_sighting",
+        json!({"device": "socket1", "source": "inline", "is_socket": true}),
+    ));
+    events.push(event("l1".into(), "data_lake_hour", json!({"count": 1500})));
+    events.push(event("l2".into(), "data_lake_hour", json!({"count": 501})));
+    let mut other_hour = event("l3".into(), "data_lake_hour", json!({"count": 100}));
+    other_hour["time"] = json!("2026-10-05T11:00:00Z");
+    events.push(other_hour);
+    events
+}
+
+#[test]
+fn usage_events_are_counted_once_across_restarts_and_bad_ones_are_refused_by_field() {
+    let c = Collector::with_config(&format!(
+        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\noperator_token = \"{TOKEN}\""
+    ));
+    c.ok(&["account", "add", "--id", "acme", "--name", "Acme"]);
+    for license in [
+        "--kind ztna_users --region general --quantity 80",
+        "--kind ztna_users --region china --quantity 20",
+        "--kind ai_security_users --quantity 10",
+        "--kind dem_users --quantity 5",
+        "--kind devices --quantity 100 --block-size 50",
+        "--kind data_lake --quantity 2 --per-unit 1000",
+    ] {
+        let line = format!("license add --account acme {license} --from 2026-01-01 --to 2026-12-31");
+        c.ok(&support::args(&line));
+    }
+    let events = events_of_october();
+    let (first, rest) = events.split_at(100);
+
+    let serving = serve(&c);
+    // A batch with bad events: the good ones are kept, each bad one is named.
+    let mut batch: Vec<Value> = first.to_vec();
+    batch.push(json!({"id": "bad1", "type": "dem_user", "account": "acme", "time": "2026-10-05T10:00:00Z"}));
+    batch.push(json!({"id": "bad2", "type": "teleport", "account": "acme", "time": "2026-10-05T10:00:00Z"}));
+    batch.push(
+        json!({"id": "bad3", "type": "dem_user", "account": "nobody", "time": "2026-10-05T10:00:00Z", "user": "x"}),
+    );
+    batch.push(json!({"id": "bad4", "type": "dem_user", "account": "acme", "time": "yesterday", "user": "x"}));
+    let (status, content_type, problem) = post(&serving.http, "/v1/usage/events", &json!({ "events": batch }));
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(content_type, "application/problem+json");
+    let fields: Vec<&str> =
+        problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(
+        fields,
+        ["events[100].user", "events[101].type", "events[103].time", "events[102].account"],
+        "{problem}"
+    );
+    assert_eq!(problem["accepted"], 100);
+    assert_eq!(problem["new"], 100);
+    drop(serving);
+
+    // After a restart: the same events again change nothing; the rest are new.
+    let serving = serve(&c);
+    let (status, _, answer) = post(&serving.http, "/v1/usage/events", &json!({ "events": events }));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["duplicates"], 100);
+    assert_eq!(answer["new"], rest.len());
+    let (status, _, answer) = post(&serving.http, "/v1/usage/events", &json!({ "events": events }));
+    assert_eq!((status, answer["new"].clone(), answer["duplicates"].clone()), (200, json!(0), json!(events.len())));
+
+    let (status, _, body) = get(&serving.http, "/v1/accounts/acme/usage?month=2026-10", Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    let report: Value = serde_json::from_str(&body).unwrap();
+    let meter =
+        |kind: &str| report["meters"].as_array().unwrap().iter().find(|m| m["license"] == kind).unwrap().clone();
+    let figures =
+        |m: Value| (m["measured"].clone(), m["licensed"].clone(), m["excess"].clone(), m["required_purchase"].clone());
+    assert_eq!(figures(meter("ztna_users")), (json!(100), json!(100), json!(0), json!(0)), "80 + 20 / 90 + 10 (R12)");
+    let regions = meter("ztna_users")["by_region"].clone();
+    assert_eq!(
+        regions,
+        json!([
+            {"region": "general", "measured": 90, "licensed": 80},
+            {"region": "china", "measured": 10, "licensed": 20}
+        ])
+    );
+    assert_eq!(figures(meter("ai_security_users")), (json!(12), json!(10), json!(2), json!(2)));
+    assert_eq!(figures(meter("dem_users")), (json!(5), json!(5), json!(0), json!(0)));
+    assert_eq!(figures(meter("devices")), (json!(101), json!(100), json!(1), json!(50)), "one block of 50 covers 1");
+    assert_eq!(figures(meter("data_lake")), (json!(2001), json!(2000), json!(1), json!(1)), "3 units needed, 2 held");
 }

@@ -20,6 +20,7 @@ pub mod config_errors;
 pub mod counters;
 pub mod kinds;
 pub mod license;
+pub mod meters;
 pub mod p95;
 pub mod pool;
 pub mod region;

@@ -7,16 +7,19 @@ pub mod problem;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{TimeDelta, Utc};
 use serde_json::json;
+use tally_common::region::RegionTable;
 use tally_common::time::{Month, MonthWindowSetting};
 
 use crate::config::Config;
 use crate::store::Store;
+use crate::usage::events;
 use crate::usage::report::{self, ReportError, UsageReport};
 use problem::{FieldError, Problem};
 
@@ -27,6 +30,7 @@ pub struct Api<S> {
     month_window: MonthWindowSetting,
     grace: TimeDelta,
     operator_token: Option<String>,
+    regions: Arc<RegionTable>,
 }
 
 impl<S> Clone for Api<S> {
@@ -36,6 +40,7 @@ impl<S> Clone for Api<S> {
             month_window: self.month_window,
             grace: self.grace,
             operator_token: self.operator_token.clone(),
+            regions: self.regions.clone(),
         }
     }
 }
@@ -47,6 +52,7 @@ impl<S: Store + 'static> Api<S> {
             month_window: config.month_window,
             grace: config.grace,
             operator_token: config.operator_token.clone(),
+            regions: Arc::new(RegionTable::builtin()),
         }
     }
 
@@ -54,6 +60,7 @@ impl<S: Store + 'static> Api<S> {
         Router::new()
             .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
             .route("/v1/accounts/{account}/usage", get(usage::<S>))
+            .route("/v1/usage/events", post(usage_events::<S>))
             .with_state(self)
     }
 
@@ -94,9 +101,56 @@ async fn usage<S: Store + 'static>(
     match report::build(&*api.store, &account, month, api.month_window, api.grace, Utc::now()).await {
         Ok(report) => Ok(Json(report)),
         Err(ReportError::UnknownAccount(a)) => Err(Problem::not_found(format!("account {a:?} does not exist"))),
-        Err(ReportError::Store(e)) => {
-            tracing::error!(error = %e, "usage report failed");
-            Err(Problem::internal(e.to_string()))
+        Err(ReportError::Store(e)) => Err(internal(e)),
+    }
+}
+
+/// `POST /v1/usage/events`: metered events, each with a unique id (R12, R13). New events are
+/// stored, repeated ids change nothing; bad events are refused by field and the good ones of the
+/// same batch are kept (then the answer is a 422 problem saying what was kept).
+async fn usage_events<S: Store + 'static>(
+    State(api): State<Api<S>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, Problem> {
+    api.authorize(&headers)?;
+    let body: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| Problem::bad_request(vec![FieldError::new("body", format!("not JSON: {e}"))]))?;
+    let events::Batch { good: parsed, mut errors } =
+        events::parse_batch(&body, &api.regions).map_err(|e| Problem::bad_request(vec![e]))?;
+    let mut known: HashMap<String, bool> = HashMap::new();
+    let mut good = Vec::with_capacity(parsed.len());
+    for (i, event) in parsed {
+        let exists = match known.get(&event.account) {
+            Some(exists) => *exists,
+            None => {
+                let exists = api.store.account(&event.account).await.map_err(internal)?.is_some();
+                known.insert(event.account.clone(), exists);
+                exists
+            }
+        };
+        if exists {
+            good.push(event);
+        } else {
+            errors.push(FieldError::new(
+                format!("events[{i}].account"),
+                format!("account {:?} does not exist", event.account),
+            ));
         }
     }
+    let added = api.store.add_usage_events(&good).await.map_err(internal)?;
+    let mut summary = serde_json::Map::new();
+    summary.insert("accepted".into(), json!(good.len()));
+    summary.insert("new".into(), json!(added));
+    summary.insert("duplicates".into(), json!(good.len() as u64 - added));
+    if errors.is_empty() {
+        Ok(Json(serde_json::Value::Object(summary)))
+    } else {
+        Err(Problem::partly_refused(errors, summary))
+    }
+}
+
+fn internal(e: crate::store::StoreError) -> Problem {
+    tracing::error!(error = %e, "store error");
+    Problem::internal(e.to_string())
 }

@@ -13,6 +13,9 @@ pub struct Problem {
     pub detail: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// Members particular to the problem (RFC 9457 extensions).
+    #[serde(flatten)]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What is wrong with one field of the request.
@@ -24,12 +27,29 @@ pub struct FieldError {
 
 impl Problem {
     fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Problem {
-        Problem { kind: "about:blank", title, status: status.as_u16(), detail: detail.into(), errors: Vec::new() }
+        Problem {
+            kind: "about:blank",
+            title,
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: Vec::new(),
+            extensions: serde_json::Map::new(),
+        }
     }
 
     pub fn bad_request(errors: Vec<FieldError>) -> Problem {
         let detail = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
         Problem { errors, ..Problem::new(StatusCode::BAD_REQUEST, "The request is not valid", detail) }
+    }
+
+    /// Some items of a batch were refused and the others kept; `extensions` says what was kept.
+    pub fn partly_refused(errors: Vec<FieldError>, extensions: serde_json::Map<String, serde_json::Value>) -> Problem {
+        let detail = format!("{} item(s) refused; the others were accepted", errors.len());
+        Problem {
+            errors,
+            extensions,
+            ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Some items were refused", detail)
+        }
     }
 
     pub fn unauthorized(detail: impl Into<String>) -> Problem {

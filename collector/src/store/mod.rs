@@ -16,7 +16,7 @@ use std::future::Future;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use tally_common::bucket::Bucket;
-use tally_common::kinds::{LicenseKind, SiteType};
+use tally_common::kinds::{LicenseKind, SiteType, ZtnaRegion};
 use tally_common::p95::DailyP95;
 use tally_common::region::{CountryCode, RegionGroup};
 
@@ -112,6 +112,35 @@ pub struct SiteDay {
     pub p95: DailyP95,
 }
 
+/// A metered event reduced to its meter's terms (R12, R13).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterEvent {
+    /// Unique: an event stored once is never stored again.
+    pub id: String,
+    pub account: String,
+    pub meter: LicenseKind,
+    pub occurred_at: DateTime<Utc>,
+    /// The user or device counted, or the UTC hour (Data Lake).
+    pub subject: String,
+    pub region: Option<ZtnaRegion>,
+    /// Data Lake: the hour's event count; 1 otherwise.
+    pub quantity: u64,
+    /// Whether the event counts for its meter at all.
+    pub counted: bool,
+}
+
+/// An account's meters over one calendar month (UTC).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeterCounts {
+    /// Distinct ZTNA users by the region of their latest counted session.
+    pub ztna_by_region: Vec<(ZtnaRegion, u64)>,
+    pub ai_security_users: u64,
+    pub dem_users: u64,
+    pub devices: u64,
+    /// The highest event count of any UTC hour.
+    pub data_lake_peak_hour: u64,
+}
+
 /// What a merge did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MergeStats {
@@ -198,4 +227,8 @@ pub trait Store: Send + Sync {
         until: DateTime<Utc>,
         since: DateTime<Utc>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Stores the events whose id is new, in one transaction; returns how many were new.
+    fn add_usage_events(&self, events: &[MeterEvent]) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// `account`'s meters in `month` (`YYYY-MM`).
+    fn meter_counts(&self, account: &str, month: &str) -> impl Future<Output = Result<MeterCounts, StoreError>> + Send;
 }

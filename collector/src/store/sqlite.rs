@@ -11,14 +11,14 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
 use tally_common::bucket::Bucket;
-use tally_common::time::{BucketStart, rfc3339};
+use tally_common::kinds::LicenseKind;
+use tally_common::p95::DailyP95;
+use tally_common::time::{BucketStart, DAY_SLOTS, Month, rfc3339};
 
 use super::{
-    Account, CertificateRecord, DirtyDay, License, MergeStats, NewLicense, Site, SiteDay, Store, StoreError,
-    TokenRefusal,
+    Account, CertificateRecord, DirtyDay, License, MergeStats, MeterCounts, MeterEvent, NewLicense, Site, SiteDay,
+    Store, StoreError, TokenRefusal,
 };
-use tally_common::p95::DailyP95;
-use tally_common::time::DAY_SLOTS;
 
 /// Buckets per statement when merging: 5 parameters each, under SQLite's limit of 32,766.
 const MERGE_CHUNK: usize = 1_000;
@@ -560,5 +560,84 @@ impl Store for SqliteStore {
         .await
         .map_err(db)?;
         to_u64(count, "count")
+    }
+
+    async fn add_usage_events(&self, events: &[MeterEvent]) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let received = now();
+        let mut added = 0;
+        for e in events {
+            let month = Month::containing(e.occurred_at.date_naive()).to_string();
+            added += sqlx::query(
+                "INSERT INTO usage_events
+                     (id, account_id, meter, month, subject, region, quantity, counted, occurred_at, received_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&e.id)
+            .bind(&e.account)
+            .bind(e.meter.as_str())
+            .bind(month)
+            .bind(&e.subject)
+            .bind(e.region.map(|r| r.as_str()))
+            .bind(to_i64(e.quantity, "quantity")?)
+            .bind(e.counted)
+            .bind(stamp(e.occurred_at))
+            .bind(&received)
+            .execute(&mut *tx)
+            .await
+            .map_err(insert_error("usage event of account", &e.account))?
+            .rows_affected();
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(added)
+    }
+
+    async fn meter_counts(&self, account: &str, month: &str) -> Result<MeterCounts, StoreError> {
+        let distinct = |meter: LicenseKind| {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(DISTINCT subject) FROM usage_events
+                 WHERE account_id = ? AND month = ? AND meter = ? AND counted = 1",
+            )
+            .bind(account)
+            .bind(month)
+            .bind(meter.as_str())
+            .fetch_one(&self.pool)
+        };
+        let ai_security_users = to_u64(distinct(LicenseKind::AiSecurityUsers).await.map_err(db)?, "count")?;
+        let dem_users = to_u64(distinct(LicenseKind::DemUsers).await.map_err(db)?, "count")?;
+        let devices = to_u64(distinct(LicenseKind::Devices).await.map_err(db)?, "count")?;
+        // Each user once, in the region of their latest counted session (R12).
+        let by_region: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT region, count(*) FROM (
+                 SELECT region, row_number() OVER (PARTITION BY subject ORDER BY occurred_at DESC, id DESC) AS latest
+                 FROM usage_events
+                 WHERE account_id = ? AND month = ? AND meter = 'ztna_users' AND counted = 1)
+             WHERE latest = 1 GROUP BY region ORDER BY region",
+        )
+        .bind(account)
+        .bind(month)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let ztna_by_region = by_region
+            .into_iter()
+            .map(|(region, n)| Ok((parse(&region, "ZTNA region")?, to_u64(n, "count")?)))
+            .collect::<Result<_, StoreError>>()?;
+        let peak: Option<i64> = sqlx::query_scalar(
+            "SELECT max(total) FROM (SELECT sum(quantity) AS total FROM usage_events
+                 WHERE account_id = ? AND month = ? AND meter = 'data_lake' GROUP BY subject)",
+        )
+        .bind(account)
+        .bind(month)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(MeterCounts {
+            ztna_by_region,
+            ai_security_users,
+            dem_users,
+            devices,
+            data_lake_peak_hour: to_u64(peak.unwrap_or(0), "count")?,
+        })
     }
 }

@@ -9,6 +9,7 @@
 //! refreshes first, so it is never stale, with or without `serve`. The same task finalizes
 //! months whose grace period ended (R9): their report is saved and never changes again.
 
+pub mod events;
 pub mod report;
 
 use std::time::Duration;

@@ -7,13 +7,14 @@ use std::fmt::Write as _;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use tally_common::bandwidth::Bandwidth;
-use tally_common::kinds::LicenseKind;
+use tally_common::kinds::{LicenseKind, ZtnaRegion};
 use tally_common::license::LicenseTerm;
+use tally_common::meters::{self, MeterMonth};
 use tally_common::pool::{PoolMonth, pool_months};
 use tally_common::region::RegionGroup;
 use tally_common::time::{DAY_SLOTS, Month, MonthWindow, MonthWindowSetting, rfc3339};
 
-use crate::store::{Store, StoreError};
+use crate::store::{License, MeterCounts, Store, StoreError};
 
 /// Where a month stands (R9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,12 +116,21 @@ pub struct SiteDayReport {
     pub provisional: bool,
 }
 
+/// A meter other than the bandwidth pool over the calendar month (R12, R13).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeterReport {
-    pub license: LicenseKind,
+    #[serde(flatten)]
+    pub meter: MeterMonth,
+    /// ZTNA users: each region's measured users (by their latest session) and licensed users.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_region: Vec<RegionUsage>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionUsage {
+    pub region: ZtnaRegion,
     pub measured: u64,
     pub licensed: u64,
-    pub excess: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,8 +229,8 @@ async fn compute<S: Store>(
     let group_of: BTreeMap<&str, RegionGroup> = sites.iter().map(|s| (s.id.as_str(), s.region_group)).collect();
     let site_days: Vec<(RegionGroup, NaiveDate, u64)> =
         stored.iter().filter_map(|d| group_of.get(d.site.as_str()).map(|g| (*g, d.day, d.p95.p95_bps))).collect();
-    let licenses = pool_licenses(store, account).await?;
-    let pools = pool_months(window, site_days.iter().copied(), &licenses);
+    let licenses = store.licenses_of_account(account).await?;
+    let pools = pool_months(window, site_days.iter().copied(), &pool_licenses(&licenses)?);
     let bandwidth_pool = pools
         .iter()
         .map(|pool| {
@@ -249,7 +259,7 @@ async fn compute<S: Store>(
         window: WindowJson { start: rfc3339(window.start_time()), end: rfc3339(window.end_time()), setting },
         bandwidth_pool,
         sites: site_reports,
-        meters: Vec::new(),
+        meters: meter_reports(&store.meter_counts(account, &month.to_string()).await?, &licenses, month),
         generated_at: rfc3339(now),
         finalized_at: None,
         late_buckets: 0,
@@ -257,23 +267,84 @@ async fn compute<S: Store>(
 }
 
 /// The account's bandwidth-pool licenses with their region group.
-async fn pool_licenses<S: Store>(store: &S, account: &str) -> Result<Vec<(RegionGroup, LicenseTerm)>, StoreError> {
-    let licenses = store.licenses_of_account(account).await?;
-    licenses
-        .into_iter()
-        .filter(|l| l.terms.kind == LicenseKind::BandwidthPool)
+fn pool_licenses(licenses: &[License]) -> Result<Vec<(RegionGroup, LicenseTerm)>, StoreError> {
+    of_kind(licenses, LicenseKind::BandwidthPool)
         .map(|l| {
             let region = l.terms.region.as_deref().unwrap_or_default();
             let group =
                 region.parse().map_err(|e| StoreError::Corrupt(format!("license {}: region {region:?}: {e}", l.id)))?;
-            let term = LicenseTerm {
-                effective_from: l.terms.effective_from,
-                effective_to: l.terms.effective_to,
-                quantity: l.terms.quantity,
-            };
-            Ok((group, term))
+            Ok((group, term(l)))
         })
         .collect()
+}
+
+fn of_kind(licenses: &[License], kind: LicenseKind) -> impl Iterator<Item = &License> {
+    licenses.iter().filter(move |l| l.terms.kind == kind)
+}
+
+fn term(l: &License) -> LicenseTerm {
+    LicenseTerm {
+        effective_from: l.terms.effective_from,
+        effective_to: l.terms.effective_to,
+        quantity: l.terms.quantity,
+    }
+}
+
+/// Every meter with a license or a measurement, over the calendar month (R13), capacities by R8.
+fn meter_reports(counts: &MeterCounts, licenses: &[License], month: Month) -> Vec<MeterReport> {
+    let calendar = month.window(MonthWindowSetting::Calendar);
+    let capacity = |kind| {
+        tally_common::license::licensed_capacity(calendar, of_kind(licenses, kind).map(term).collect::<Vec<_>>().iter())
+    };
+    let first = |kind, field: fn(&License) -> Option<u64>| of_kind(licenses, kind).find_map(field);
+    let has = |kind| of_kind(licenses, kind).next().is_some();
+    let mut reports = Vec::new();
+
+    let ztna_licensed: Vec<(ZtnaRegion, u64)> = ZtnaRegion::ALL
+        .iter()
+        .map(|region| {
+            let terms: Vec<LicenseTerm> = of_kind(licenses, LicenseKind::ZtnaUsers)
+                .filter(|l| l.terms.region.as_deref() == Some(region.as_str()))
+                .map(term)
+                .collect();
+            (*region, tally_common::license::licensed_capacity(calendar, terms.iter()))
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    if has(LicenseKind::ZtnaUsers) || !counts.ztna_by_region.is_empty() {
+        let by_region = ZtnaRegion::ALL
+            .iter()
+            .map(|r| RegionUsage {
+                region: *r,
+                measured: counts.ztna_by_region.iter().find(|(x, _)| x == r).map_or(0, |(_, n)| *n),
+                licensed: ztna_licensed.iter().find(|(x, _)| x == r).map_or(0, |(_, n)| *n),
+            })
+            .filter(|u| u.measured > 0 || u.licensed > 0)
+            .collect();
+        reports.push(MeterReport { meter: meters::ztna_users(&counts.ztna_by_region, &ztna_licensed), by_region });
+    }
+    for (kind, measured) in
+        [(LicenseKind::AiSecurityUsers, counts.ai_security_users), (LicenseKind::DemUsers, counts.dem_users)]
+    {
+        if has(kind) || measured > 0 {
+            reports
+                .push(MeterReport { meter: MeterMonth::simple(kind, measured, capacity(kind)), by_region: Vec::new() });
+        }
+    }
+    if has(LicenseKind::Devices) || counts.devices > 0 {
+        let block = first(LicenseKind::Devices, |l| l.terms.block_size).unwrap_or(1);
+        let meter = meters::devices(counts.devices, capacity(LicenseKind::Devices), block);
+        reports.push(MeterReport { meter, by_region: Vec::new() });
+    }
+    if has(LicenseKind::DataLake) || counts.data_lake_peak_hour > 0 {
+        let meter = match first(LicenseKind::DataLake, |l| l.terms.per_unit) {
+            Some(per_unit) => meters::data_lake(counts.data_lake_peak_hour, capacity(LicenseKind::DataLake), per_unit),
+            // Without a license there is no unit to buy in: the excess is the whole rate.
+            None => MeterMonth::simple(LicenseKind::DataLake, counts.data_lake_peak_hour, 0),
+        };
+        reports.push(MeterReport { meter, by_region: Vec::new() });
+    }
+    reports
 }
 
 /// The open month's forecast of `pool`: complete days only (today is still running).
@@ -368,12 +439,19 @@ pub fn table(report: &UsageReport) -> String {
     }
     aligned(&mut out, &rows, &[false, false, true, true]);
     if !report.meters.is_empty() {
-        let _ = writeln!(out, "\nOther licenses");
-        let mut rows = vec![["license".to_owned(), "measured".into(), "licensed".into(), "excess".into()]];
-        for m in &report.meters {
-            rows.push([m.license.to_string(), m.measured.to_string(), m.licensed.to_string(), m.excess.to_string()]);
+        let _ = writeln!(out, "\nOther licenses (calendar month)");
+        let mut rows =
+            vec![["license".to_owned(), "measured".into(), "licensed".into(), "excess".into(), "to purchase".into()]];
+        for m in report.meters.iter().map(|m| &m.meter) {
+            rows.push([
+                m.license.to_string(),
+                m.measured.to_string(),
+                m.licensed.to_string(),
+                m.excess.to_string(),
+                m.required_purchase.to_string(),
+            ]);
         }
-        aligned(&mut out, &rows, &[false, true, true, true]);
+        aligned(&mut out, &rows, &[false, true, true, true, true]);
     }
     out
 }
