@@ -246,3 +246,78 @@ fn usage_events_are_counted_once_across_restarts_and_bad_ones_are_refused_by_fie
     assert_eq!(figures(meter("devices")), (json!(101), json!(100), json!(1), json!(50)), "one block of 50 covers 1");
     assert_eq!(figures(meter("data_lake")), (json!(2001), json!(2000), json!(1), json!(1)), "3 units needed, 2 held");
 }
+
+#[test]
+fn overusage_of_a_finalized_month_is_resolved_by_true_up_or_true_forward() {
+    let c = Collector::with_config(&format!(
+        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\noperator_token = \"{TOKEN}\""
+    ));
+    c.ok(&["account", "add", "--id", "acme", "--name", "Acme"]);
+    c.ok(&["site", "add", "--account", "acme", "--id", "hq", "--name", "HQ", "--country", "US", "--type", "socket"]);
+    for license in [
+        "--kind bandwidth_pool --region group1 --quantity 100",
+        "--kind premium_security --quantity 1",
+        "--kind ai_security_users --quantity 10",
+    ] {
+        c.ok(&support::args(&format!("license add --account acme {license} --from 2026-01-01 --to 2026-12-31")));
+    }
+    // Oct 7 at 150 Mbps all day: the monthly P95 is 150 Mbps, 50 over the license.
+    let mut csv = String::from("site,bucket_start,max_bps\n");
+    for slot in 0..288 {
+        csv += &format!("hq,2026-10-07T{:02}:{:02}:00Z,150000000\n", slot / 12, slot % 12 * 5);
+    }
+    let file = c.file("b.csv", &csv);
+    c.ok(&["import-buckets", "--csv", &file]);
+    let serving = serve(&c);
+    let http = serving.http.as_str();
+    let ai: Vec<Value> = (0..12)
+        .map(|u| event(format!("a{u}"), "ai_security_activity", json!({"user": format!("u{u}"), "enabled": true})))
+        .collect();
+    assert_eq!(post(http, "/v1/usage/events", &json!({ "events": ai })).0, 200);
+
+    let (status, _, body) = get(http, "/v1/accounts/acme/overusage?month=2026-10", Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    let found: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(found["status"], "finalized");
+    let items = found["overusage"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{found}");
+    let pool = items.iter().find(|o| o["license"] == "bandwidth_pool").unwrap();
+    assert_eq!(pool["region_group"], "group1");
+    assert_eq!(pool["excess"], 50_000_000);
+    assert_eq!(
+        pool["requires_same_increase"],
+        json!(["premium_security"]),
+        "R14: a base product flags Premium Security"
+    );
+    let ai = items.iter().find(|o| o["license"] == "ai_security_users").unwrap();
+    assert_eq!((ai["excess"].clone(), ai.get("requires_same_increase")), (json!(2), None));
+    let (pool_id, ai_id) = (pool["id"].as_i64().unwrap(), ai["id"].as_i64().unwrap());
+
+    let resolve = |id: i64, body: Value| post(http, &format!("/v1/accounts/acme/overusage/{id}/resolution"), &body);
+    let (status, _, problem) = resolve(pool_id, json!({"type": "true_forward", "quantity": 40_000_000}));
+    assert_eq!(status, 422, "a True-Forward below the excess is refused (R16): {problem}");
+    assert_eq!(problem["errors"][0]["field"], "quantity");
+    let (status, _, problem) = resolve(pool_id, json!({"type": "true_sideways"}));
+    assert_eq!(status, 400, "{problem}");
+    let (status, _, resolved) = resolve(pool_id, json!({"type": "true_forward", "quantity": 50_000_000}));
+    assert_eq!(status, 201, "{resolved}");
+    assert_eq!(resolved["resolution"]["type"], "true_forward");
+    let (status, _, problem) = resolve(pool_id, json!({"type": "true_up"}));
+    assert_eq!(status, 409, "resolved once: {problem}");
+    let (status, _, resolved) = resolve(ai_id, json!({"type": "true_up"}));
+    assert_eq!((status, resolved["resolution"]["quantity"].clone()), (201, json!(2)), "a True-Up charges the excess");
+    assert_eq!(resolve(9_999, json!({"type": "true_up"})).0, 404);
+
+    // The increase is in force from November to the end of the term; October is not re-billed.
+    let (_, _, body) = get(http, "/v1/accounts/acme/usage?month=2026-11", Some(TOKEN));
+    let november: Value = serde_json::from_str(&body).unwrap();
+    let group1 = november["bandwidth_pool"].as_array().unwrap().iter().find(|p| p["region_group"] == "group1").unwrap();
+    assert_eq!(group1["licensed_bps"], 150_000_000, "{november}");
+    let (_, _, body) = get(http, "/v1/accounts/acme/usage?month=2026-10", Some(TOKEN));
+    let october: Value = serde_json::from_str(&body).unwrap();
+    let group1 = october["bandwidth_pool"].as_array().unwrap().iter().find(|p| p["region_group"] == "group1").unwrap();
+    assert_eq!(group1["licensed_bps"], 100_000_000);
+    let kinds: Vec<&str> =
+        october["overusage"].as_array().unwrap().iter().map(|o| o["resolution"]["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["true_forward", "true_up"], "resolved over-usage shows its resolution in the report");
+}

@@ -20,6 +20,7 @@ use tally_common::time::{Month, MonthWindowSetting};
 use crate::config::Config;
 use crate::store::Store;
 use crate::usage::events;
+use crate::usage::overusage::{self, OverusageReport, ResolveError, ResolveRequest};
 use crate::usage::report::{self, ReportError, UsageReport};
 use problem::{FieldError, Problem};
 
@@ -61,6 +62,8 @@ impl<S: Store + 'static> Api<S> {
             .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
             .route("/v1/accounts/{account}/usage", get(usage::<S>))
             .route("/v1/usage/events", post(usage_events::<S>))
+            .route("/v1/accounts/{account}/overusage", get(overusage_of_month::<S>))
+            .route("/v1/accounts/{account}/overusage/{id}/resolution", post(resolve_overusage::<S>))
             .with_state(self)
     }
 
@@ -86,6 +89,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The `month` query parameter, `YYYY-MM`.
+fn month_of(query: &HashMap<String, String>) -> Result<Month, Problem> {
+    match query.get("month") {
+        None => Err(Problem::bad_request(vec![FieldError::new("month", "required, as YYYY-MM")])),
+        Some(m) => m.parse().map_err(|e| Problem::bad_request(vec![FieldError::new("month", format!("{e}"))])),
+    }
+}
+
 /// `GET /v1/accounts/{account}/usage?month=YYYY-MM`: the usage report (Contract).
 async fn usage<S: Store + 'static>(
     State(api): State<Api<S>>,
@@ -94,10 +105,7 @@ async fn usage<S: Store + 'static>(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<UsageReport>, Problem> {
     api.authorize(&headers)?;
-    let month: Month = match query.get("month") {
-        None => return Err(Problem::bad_request(vec![FieldError::new("month", "required, as YYYY-MM")])),
-        Some(m) => m.parse().map_err(|e| Problem::bad_request(vec![FieldError::new("month", format!("{e}"))]))?,
-    };
+    let month = month_of(&query)?;
     match report::build(&*api.store, &account, month, api.month_window, api.grace, Utc::now()).await {
         Ok(report) => Ok(Json(report)),
         Err(ReportError::UnknownAccount(a)) => Err(Problem::not_found(format!("account {a:?} does not exist"))),
@@ -153,4 +161,51 @@ async fn usage_events<S: Store + 'static>(
 fn internal(e: crate::store::StoreError) -> Problem {
     tracing::error!(error = %e, "store error");
     Problem::internal(e.to_string())
+}
+
+/// `GET /v1/accounts/{account}/overusage?month=YYYY-MM`: the month's over-usage (R14); the month
+/// is finalized first if its grace period has ended.
+async fn overusage_of_month<S: Store + 'static>(
+    State(api): State<Api<S>>,
+    headers: HeaderMap,
+    Path(account): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    api.authorize(&headers)?;
+    let month = month_of(&query)?;
+    let report = match report::build(&*api.store, &account, month, api.month_window, api.grace, Utc::now()).await {
+        Ok(report) => report,
+        Err(ReportError::UnknownAccount(a)) => return Err(Problem::not_found(format!("account {a:?} does not exist"))),
+        Err(ReportError::Store(e)) => return Err(internal(e)),
+    };
+    Ok(Json(json!({ "account": account, "month": month, "status": report.status, "overusage": report.overusage })))
+}
+
+/// `POST /v1/accounts/{account}/overusage/{id}/resolution` with `{"type": "true_up"}` or
+/// `{"type": "true_forward", "quantity": N}` (R16).
+async fn resolve_overusage<S: Store + 'static>(
+    State(api): State<Api<S>>,
+    headers: HeaderMap,
+    Path((account, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<(axum::http::StatusCode, Json<OverusageReport>), Problem> {
+    api.authorize(&headers)?;
+    let id: i64 = id.parse().map_err(|_| Problem::not_found(format!("over-usage {id:?} does not exist")))?;
+    let request: ResolveRequest = serde_json::from_slice(&body).map_err(|e| {
+        Problem::bad_request(vec![FieldError::new(
+            "type",
+            format!("expected {{\"type\": \"true_up\"}} or {{\"type\": \"true_forward\", \"quantity\": N}}: {e}"),
+        )])
+    })?;
+    match overusage::resolve(&*api.store, &account, id, request, Utc::now()).await {
+        Ok(resolved) => Ok((axum::http::StatusCode::CREATED, Json(OverusageReport::from(&resolved)))),
+        Err(e @ ResolveError::NotFound(_)) => Err(Problem::not_found(e.to_string())),
+        Err(e @ (ResolveError::AlreadyResolved(_) | ResolveError::NoTerm { .. })) => {
+            Err(Problem::conflict(e.to_string()))
+        }
+        Err(e @ ResolveError::BelowExcess { .. }) => {
+            Err(Problem::unprocessable(vec![FieldError::new("quantity", e.to_string())]))
+        }
+        Err(ResolveError::Store(e)) => Err(internal(e)),
+    }
 }

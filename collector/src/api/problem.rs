@@ -60,6 +60,16 @@ impl Problem {
         Problem::new(StatusCode::NOT_FOUND, "Not found", detail)
     }
 
+    pub fn conflict(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::CONFLICT, "Conflict with the current state", detail)
+    }
+
+    /// Well-formed but refused by a rule; `errors` name the fields.
+    pub fn unprocessable(errors: Vec<FieldError>) -> Problem {
+        let detail = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
+        Problem { errors, ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "The request breaks a rule", detail) }
+    }
+
     pub fn internal(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", detail)
     }

@@ -141,6 +141,55 @@ pub struct MeterCounts {
     pub data_lake_peak_hour: u64,
 }
 
+/// Over-usage of one license (and region group) in a finalized month (R14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOverusage {
+    pub license: LicenseKind,
+    /// The region group of a bandwidth-pool over-usage.
+    pub region: Option<String>,
+    pub measured: u64,
+    pub licensed: u64,
+    pub excess: u64,
+    /// Licenses that require the same increase (R14).
+    pub flags: Vec<LicenseKind>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overusage {
+    pub id: i64,
+    pub account: String,
+    pub month: String,
+    pub found: NewOverusage,
+    pub resolution: Option<Resolution>,
+}
+
+/// How an over-usage was resolved (R16).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    pub kind: ResolutionKind,
+    pub quantity: u64,
+    /// The license a True-Forward created.
+    pub license_id: Option<i64>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolutionKind {
+    /// A one-time charge for the month's excess.
+    TrueUp,
+    /// A license increase from the next month to the end of the term.
+    TrueForward,
+}
+
+impl ResolutionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolutionKind::TrueUp => "true_up",
+            ResolutionKind::TrueForward => "true_forward",
+        }
+    }
+}
+
 /// What a merge did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MergeStats {
@@ -211,14 +260,28 @@ pub trait Store: Send + Sync {
         account: &str,
         month: &str,
     ) -> impl Future<Output = Result<Option<(DateTime<Utc>, String)>, StoreError>> + Send;
-    /// Saves a finalized month's report unless one is saved already; returns the one that is.
+    /// Saves a finalized month's report and its over-usage, in one transaction, unless the
+    /// month is saved already; returns the saved report.
     fn finalize_month(
         &self,
         account: &str,
         month: &str,
         at: DateTime<Utc>,
         report: &str,
+        overusage: &[NewOverusage],
     ) -> impl Future<Output = Result<(DateTime<Utc>, String), StoreError>> + Send;
+    /// `account`'s over-usage of `month`, with resolutions.
+    fn overusages(&self, account: &str, month: &str)
+    -> impl Future<Output = Result<Vec<Overusage>, StoreError>> + Send;
+    fn overusage(&self, id: i64) -> impl Future<Output = Result<Option<Overusage>, StoreError>> + Send;
+    /// Records a resolution (and the license a True-Forward creates) in one transaction; `false`
+    /// when the over-usage was resolved already.
+    fn resolve_overusage(
+        &self,
+        id: i64,
+        resolution: &Resolution,
+        new_license: Option<&NewLicense>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Buckets of `account`'s sites starting in `[from, until)` that last arrived after `since`.
     fn buckets_received_after(
         &self,

@@ -16,8 +16,8 @@ use tally_common::p95::DailyP95;
 use tally_common::time::{BucketStart, DAY_SLOTS, Month, rfc3339};
 
 use super::{
-    Account, CertificateRecord, DirtyDay, License, MergeStats, MeterCounts, MeterEvent, NewLicense, Site, SiteDay,
-    Store, StoreError, TokenRefusal,
+    Account, CertificateRecord, DirtyDay, License, MergeStats, MeterCounts, MeterEvent, NewLicense, NewOverusage,
+    Overusage, Resolution, ResolutionKind, Site, SiteDay, Store, StoreError, TokenRefusal,
 };
 
 /// Buckets per statement when merging: 5 parameters each, under SQLite's limit of 32,766.
@@ -46,6 +46,90 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db)?;
         MIGRATIONS.run(&pool).await.map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
         Ok(SqliteStore { pool })
+    }
+}
+
+async fn insert_license(conn: &mut sqlx::SqliteConnection, l: &NewLicense) -> Result<i64, StoreError> {
+    let id = sqlx::query(
+        "INSERT INTO licenses (account_id, kind, region, quantity, block_size, per_unit, effective_from, effective_to, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&l.account)
+    .bind(l.kind.as_str())
+    .bind(&l.region)
+    .bind(to_i64(l.quantity, "quantity")?)
+    .bind(l.block_size.map(|b| to_i64(b, "block size")).transpose()?)
+    .bind(l.per_unit.map(|p| to_i64(p, "events per unit")).transpose()?)
+    .bind(l.effective_from.to_string())
+    .bind(l.effective_to.to_string())
+    .bind(now())
+    .execute(conn)
+    .await
+    .map_err(insert_error("license", &l.account))?
+    .last_insert_rowid();
+    Ok(id)
+}
+
+/// Over-usage rows with their resolution, filtered by `$filter` (a literal: the SQL stays static).
+macro_rules! select_overusage {
+    ($filter:literal) => {
+        concat!(
+            "SELECT o.id, o.account_id, o.month, o.license, o.region, o.measured, o.licensed, o.excess, o.flags,
+                 r.kind AS resolution, r.quantity AS resolved_quantity, r.license_id, r.created_at AS resolved_at
+             FROM overusages o LEFT JOIN resolutions r ON r.overusage_id = o.id ",
+            $filter
+        )
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct OverusageRow {
+    id: i64,
+    account_id: String,
+    month: String,
+    license: String,
+    region: String,
+    measured: i64,
+    licensed: i64,
+    excess: i64,
+    flags: String,
+    resolution: Option<String>,
+    resolved_quantity: Option<i64>,
+    license_id: Option<i64>,
+    resolved_at: Option<String>,
+}
+
+impl OverusageRow {
+    fn into_overusage(self) -> Result<Overusage, StoreError> {
+        let resolution = match (self.resolution, self.resolved_quantity, self.resolved_at) {
+            (Some(kind), Some(quantity), Some(at)) => Some(Resolution {
+                kind: match kind.as_str() {
+                    "true_up" => ResolutionKind::TrueUp,
+                    "true_forward" => ResolutionKind::TrueForward,
+                    other => return Err(StoreError::Corrupt(format!("resolution kind {other:?}"))),
+                },
+                quantity: to_u64(quantity, "quantity")?,
+                license_id: self.license_id,
+                at: parse(&at, "resolved_at")?,
+            }),
+            _ => None,
+        };
+        let flags =
+            self.flags.split(',').filter(|f| !f.is_empty()).map(|f| parse(f, "flag")).collect::<Result<_, _>>()?;
+        Ok(Overusage {
+            id: self.id,
+            account: self.account_id,
+            month: self.month,
+            found: NewOverusage {
+                license: parse(&self.license, "license")?,
+                region: Some(self.region).filter(|r| !r.is_empty()),
+                measured: to_u64(self.measured, "measured")?,
+                licensed: to_u64(self.licensed, "licensed")?,
+                excess: to_u64(self.excess, "excess")?,
+                flags,
+            },
+            resolution,
+        })
     }
 }
 
@@ -252,24 +336,8 @@ impl Store for SqliteStore {
     }
 
     async fn add_license(&self, l: &NewLicense) -> Result<i64, StoreError> {
-        let id = sqlx::query(
-            "INSERT INTO licenses (account_id, kind, region, quantity, block_size, per_unit, effective_from, effective_to, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&l.account)
-        .bind(l.kind.as_str())
-        .bind(&l.region)
-        .bind(to_i64(l.quantity, "quantity")?)
-        .bind(l.block_size.map(|b| to_i64(b, "block size")).transpose()?)
-        .bind(l.per_unit.map(|p| to_i64(p, "events per unit")).transpose()?)
-        .bind(l.effective_from.to_string())
-        .bind(l.effective_to.to_string())
-        .bind(now())
-        .execute(&self.pool)
-        .await
-        .map_err(insert_error("license", &l.account))?
-        .last_insert_rowid();
-        Ok(id)
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        insert_license(&mut conn, l).await
     }
 
     async fn merge_buckets(&self, rows: &[(String, Bucket)]) -> Result<MergeStats, StoreError> {
@@ -523,8 +591,10 @@ impl Store for SqliteStore {
         month: &str,
         at: DateTime<Utc>,
         report: &str,
+        overusage: &[NewOverusage],
     ) -> Result<(DateTime<Utc>, String), StoreError> {
-        sqlx::query(
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let inserted = sqlx::query(
             "INSERT INTO finalized_months (account_id, month, finalized_at, report) VALUES (?, ?, ?, ?)
              ON CONFLICT (account_id, month) DO NOTHING",
         )
@@ -532,12 +602,89 @@ impl Store for SqliteStore {
         .bind(month)
         .bind(stamp(at))
         .bind(report)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
-        .map_err(db)?;
+        .map_err(db)?
+        .rows_affected();
+        if inserted == 1 {
+            for o in overusage {
+                let flags: Vec<&str> = o.flags.iter().map(|f| f.as_str()).collect();
+                sqlx::query(
+                    "INSERT INTO overusages (account_id, month, license, region, measured, licensed, excess, flags, created_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(account)
+                .bind(month)
+                .bind(o.license.as_str())
+                .bind(o.region.as_deref().unwrap_or(""))
+                .bind(to_i64(o.measured, "measured")?)
+                .bind(to_i64(o.licensed, "licensed")?)
+                .bind(to_i64(o.excess, "excess")?)
+                .bind(flags.join(","))
+                .bind(stamp(at))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+        }
+        tx.commit().await.map_err(db)?;
         self.finalized_report(account, month)
             .await?
             .ok_or_else(|| StoreError::Database(format!("the finalized report of {account} {month} vanished")))
+    }
+
+    async fn overusages(&self, account: &str, month: &str) -> Result<Vec<Overusage>, StoreError> {
+        let rows: Vec<OverusageRow> =
+            sqlx::query_as(select_overusage!("WHERE o.account_id = ? AND o.month = ? ORDER BY o.id"))
+                .bind(account)
+                .bind(month)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        rows.into_iter().map(OverusageRow::into_overusage).collect()
+    }
+
+    async fn overusage(&self, id: i64) -> Result<Option<Overusage>, StoreError> {
+        let row: Option<OverusageRow> = sqlx::query_as(select_overusage!("WHERE o.id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(OverusageRow::into_overusage).transpose()
+    }
+
+    async fn resolve_overusage(
+        &self,
+        id: i64,
+        resolution: &Resolution,
+        new_license: Option<&NewLicense>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let resolved: Option<i64> = sqlx::query_scalar("SELECT 1 FROM resolutions WHERE overusage_id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        if resolved.is_some() {
+            return Ok(false);
+        }
+        let license_id = match new_license {
+            Some(l) => Some(insert_license(&mut tx, l).await?),
+            None => None,
+        };
+        sqlx::query(
+            "INSERT INTO resolutions (overusage_id, kind, quantity, license_id, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(resolution.kind.as_str())
+        .bind(to_i64(resolution.quantity, "quantity")?)
+        .bind(license_id)
+        .bind(stamp(resolution.at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
     }
 
     async fn buckets_received_after(

@@ -10,6 +10,7 @@
 //! months whose grace period ended (R9): their report is saved and never changes again.
 
 pub mod events;
+pub mod overusage;
 pub mod report;
 
 use std::time::Duration;

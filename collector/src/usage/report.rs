@@ -14,6 +14,7 @@ use tally_common::pool::{PoolMonth, pool_months};
 use tally_common::region::RegionGroup;
 use tally_common::time::{DAY_SLOTS, Month, MonthWindow, MonthWindowSetting, rfc3339};
 
+use super::overusage::{self, OverusageReport};
 use crate::store::{License, MeterCounts, Store, StoreError};
 
 /// Where a month stands (R9).
@@ -56,6 +57,9 @@ pub struct UsageReport {
     /// Buckets of the window first received after finalization: stored, counted, not billed (R9).
     #[serde(default)]
     pub late_buckets: u64,
+    /// A finalized month's over-usage (R14), with its resolution once there is one (R16).
+    #[serde(default)]
+    pub overusage: Vec<OverusageReport>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,7 +170,8 @@ pub async fn build<S: Store>(
         None => {
             let report = compute(store, account, month, setting, status, now).await?;
             let json = serde_json::to_string(&report).map_err(|e| StoreError::Database(e.to_string()))?;
-            let saved = store.finalize_month(account, &key, now, &json).await?;
+            let found = overusage::evaluate(&report, &store.licenses_of_account(account).await?);
+            let saved = store.finalize_month(account, &key, now, &json, &found).await?;
             tracing::info!(account, month = %key, "month finalized");
             saved
         }
@@ -177,6 +182,7 @@ pub async fn build<S: Store>(
     report.late_buckets =
         store.buckets_received_after(account, window.start_time(), window.end_time(), finalized_at).await?;
     report.finalized_at = Some(rfc3339(finalized_at));
+    report.overusage = store.overusages(account, &key).await?.iter().map(OverusageReport::from).collect();
     Ok(report)
 }
 
@@ -263,6 +269,7 @@ async fn compute<S: Store>(
         generated_at: rfc3339(now),
         finalized_at: None,
         late_buckets: 0,
+        overusage: Vec::new(),
     })
 }
 
@@ -438,6 +445,24 @@ pub fn table(report: &UsageReport) -> String {
         ]);
     }
     aligned(&mut out, &rows, &[false, false, true, true]);
+    if !report.overusage.is_empty() {
+        let _ = writeln!(out, "\nOver-usage");
+        let mut rows = vec![["id".to_owned(), "license".into(), "excess".into(), "resolution".into()]];
+        for o in &report.overusage {
+            let license = match &o.region_group {
+                Some(group) => format!("{} {group}", o.license),
+                None => o.license.to_string(),
+            };
+            let excess = if o.license == LicenseKind::BandwidthPool {
+                Bandwidth(o.excess).to_string()
+            } else {
+                o.excess.to_string()
+            };
+            let resolution = o.resolution.as_ref().map_or("open".to_owned(), |r| format!("{} {}", r.kind, r.quantity));
+            rows.push([o.id.to_string(), license, excess, resolution]);
+        }
+        aligned(&mut out, &rows, &[true, false, true, false]);
+    }
     if !report.meters.is_empty() {
         let _ = writeln!(out, "\nOther licenses (calendar month)");
         let mut rows =

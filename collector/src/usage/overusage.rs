@@ -1,0 +1,168 @@
+//! Over-usage (R14), found when a month is finalized, and its resolution (R16).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tally_common::kinds::LicenseKind;
+use tally_common::time::Month;
+
+use super::report::UsageReport;
+use crate::store::{License, NewLicense, NewOverusage, Overusage, Resolution, ResolutionKind, Store, StoreError};
+
+/// Every region group and meter of a finalized month above its license. A base product's
+/// over-usage flags the account's Premium Security and Insights licenses (R14).
+pub fn evaluate(report: &UsageReport, licenses: &[License]) -> Vec<NewOverusage> {
+    let held = |kind: LicenseKind| licenses.iter().any(|l| l.terms.kind == kind);
+    let flags = |kind: LicenseKind| -> Vec<LicenseKind> {
+        if !kind.is_base_product() {
+            return Vec::new();
+        }
+        [LicenseKind::PremiumSecurity, LicenseKind::Insights].into_iter().filter(|k| held(*k)).collect()
+    };
+    let pools = report.bandwidth_pool.iter().filter(|p| p.excess_bps > 0).map(|p| NewOverusage {
+        license: LicenseKind::BandwidthPool,
+        region: Some(p.region_group.to_string()),
+        measured: p.monthly_p95_bps,
+        licensed: p.licensed_bps,
+        excess: p.excess_bps,
+        flags: flags(LicenseKind::BandwidthPool),
+    });
+    let meters = report.meters.iter().map(|m| &m.meter).filter(|m| m.excess > 0).map(|m| NewOverusage {
+        license: m.license,
+        region: None,
+        measured: m.measured,
+        licensed: m.licensed,
+        excess: m.excess,
+        flags: flags(m.license),
+    });
+    pools.chain(meters).collect()
+}
+
+/// An over-usage as the report and the API show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverusageReport {
+    pub id: i64,
+    pub license: LicenseKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_group: Option<String>,
+    pub measured: u64,
+    pub licensed: u64,
+    pub excess: u64,
+    /// Licenses that require the same increase (R14).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires_same_increase: Vec<LicenseKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<ResolutionReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolutionReport {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub quantity: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license_id: Option<i64>,
+    pub at: String,
+}
+
+impl From<&Overusage> for OverusageReport {
+    fn from(o: &Overusage) -> Self {
+        OverusageReport {
+            id: o.id,
+            license: o.found.license,
+            region_group: o.found.region.clone(),
+            measured: o.found.measured,
+            licensed: o.found.licensed,
+            excess: o.found.excess,
+            requires_same_increase: o.found.flags.clone(),
+            resolution: o.resolution.as_ref().map(|r| ResolutionReport {
+                kind: r.kind.as_str().to_owned(),
+                quantity: r.quantity,
+                license_id: r.license_id,
+                at: tally_common::time::rfc3339(r.at),
+            }),
+        }
+    }
+}
+
+/// A resolution asked for (R16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ResolveRequest {
+    /// A one-time charge for the month's excess.
+    TrueUp,
+    /// A license increase of `quantity` (the license's unit: bit/s for the bandwidth pool) from
+    /// the first day of the next month to the end of the contract term.
+    TrueForward { quantity: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("over-usage {0} does not exist for this account")]
+    NotFound(i64),
+    #[error("over-usage {0} is already resolved")]
+    AlreadyResolved(i64),
+    #[error("a True-Forward of {quantity} is below the excess of {excess}: it must cover it (R16)")]
+    BelowExcess { quantity: u64, excess: u64 },
+    #[error("no {license} license is in force on {day}: there is no contract term to carry an increase forward")]
+    NoTerm { license: LicenseKind, day: chrono::NaiveDate },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Resolves over-usage `id` of `account`: records a True-Up charge, or creates the True-Forward
+/// license increase, in one transaction with the resolution.
+pub async fn resolve<S: Store>(
+    store: &S,
+    account: &str,
+    id: i64,
+    request: ResolveRequest,
+    now: DateTime<Utc>,
+) -> Result<Overusage, ResolveError> {
+    let overusage = store.overusage(id).await?.filter(|o| o.account == account).ok_or(ResolveError::NotFound(id))?;
+    if overusage.resolution.is_some() {
+        return Err(ResolveError::AlreadyResolved(id));
+    }
+    let found = &overusage.found;
+    let (resolution, license) = match request {
+        ResolveRequest::TrueUp => {
+            (Resolution { kind: ResolutionKind::TrueUp, quantity: found.excess, license_id: None, at: now }, None)
+        }
+        ResolveRequest::TrueForward { quantity } => {
+            if quantity < found.excess {
+                return Err(ResolveError::BelowExcess { quantity, excess: found.excess });
+            }
+            let month: Month =
+                overusage.month.parse().map_err(|e| StoreError::Corrupt(format!("over-usage {id}: month: {e}")))?;
+            let license = carried_forward(&store.licenses_of_account(account).await?, found, month, quantity)?;
+            (Resolution { kind: ResolutionKind::TrueForward, quantity, license_id: None, at: now }, Some(license))
+        }
+    };
+    if !store.resolve_overusage(id, &resolution, license.as_ref()).await? {
+        return Err(ResolveError::AlreadyResolved(id));
+    }
+    tracing::info!(account, id, kind = resolution.kind.as_str(), quantity = resolution.quantity, "over-usage resolved");
+    store.overusage(id).await?.ok_or(ResolveError::NotFound(id))
+}
+
+/// The True-Forward license: the over-used license's kind and region, `quantity`, from the first
+/// day of the next month to the end of the term in force on the month's last day.
+fn carried_forward(
+    licenses: &[License],
+    found: &NewOverusage,
+    month: Month,
+    quantity: u64,
+) -> Result<NewLicense, ResolveError> {
+    let last_day = month.last_day();
+    let next = month.next().first_day();
+    let in_force: Vec<&License> = licenses
+        .iter()
+        .filter(|l| l.terms.kind == found.license && (found.region.is_none() || l.terms.region == found.region))
+        .filter(|l| l.terms.effective_from <= last_day && last_day <= l.terms.effective_to)
+        .collect();
+    let term = in_force
+        .iter()
+        .max_by_key(|l| l.terms.effective_to)
+        .filter(|l| l.terms.effective_to >= next)
+        .ok_or(ResolveError::NoTerm { license: found.license, day: last_day })?;
+    Ok(NewLicense { quantity, effective_from: next, effective_to: term.terms.effective_to, ..term.terms.clone() })
+}
