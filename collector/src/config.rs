@@ -38,6 +38,13 @@ grace_hours = 72
 # route answers 401.
 # operator_token = "..."
 
+# Month-end notifications (R15): the SMTP relay (HOST:PORT, plain SMTP) and the sender, and the
+# key that signs webhooks (HMAC-SHA256, at least 32 characters). Recipients are per account:
+# `tally-collector account notify`.
+# smtp = "127.0.0.1:25"
+smtp_from = "tally@localhost"
+# webhook_secret = "..."
+
 # Log filter, in RUST_LOG syntax.
 log = "info"
 "#;
@@ -53,6 +60,9 @@ pub struct Config {
     pub month_window: MonthWindowSetting,
     pub grace: chrono::TimeDelta,
     pub operator_token: Option<String>,
+    pub smtp: Option<String>,
+    pub smtp_from: String,
+    pub webhook_secret: Option<String>,
     pub log: String,
 }
 
@@ -86,7 +96,7 @@ impl Config {
     }
 }
 
-const KNOWN: [&str; 10] = [
+const KNOWN: [&str; 13] = [
     "data_dir",
     "quic_listen",
     "http_listen",
@@ -96,6 +106,9 @@ const KNOWN: [&str; 10] = [
     "month_window",
     "grace_hours",
     "operator_token",
+    "smtp",
+    "smtp_from",
+    "webhook_secret",
     "log",
 ];
 
@@ -144,12 +157,34 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             1_000_000_000_000
         }
     };
-    let operator_token = match table.get("operator_token") {
+    let mut secret = |key: &str| match table.get(key) {
         None => None,
         Some(toml::Value::String(t)) if t.len() >= 32 && t.bytes().all(|b| b.is_ascii_graphic()) => Some(t.clone()),
         Some(_) => {
-            errors.push("operator_token: expected at least 32 printable characters without spaces".into());
+            errors.push(format!("{key}: expected at least 32 printable characters without spaces"));
             None
+        }
+    };
+    let operator_token = secret("operator_token");
+    let webhook_secret = secret("webhook_secret");
+    let smtp = match table.get("smtp") {
+        None => None,
+        Some(toml::Value::String(s))
+            if s.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
+        {
+            Some(s.clone())
+        }
+        Some(other) => {
+            errors.push(format!("smtp: expected HOST:PORT of an SMTP relay, found {other}"));
+            None
+        }
+    };
+    let smtp_from = match table.get("smtp_from") {
+        None => "tally@localhost".to_owned(),
+        Some(toml::Value::String(s)) if s.parse::<lettre::Address>().is_ok() => s.clone(),
+        Some(other) => {
+            errors.push(format!("smtp_from: expected an e-mail address, found {other}"));
+            "tally@localhost".to_owned()
         }
     };
     let grace_hours = match table.get("grace_hours") {
@@ -200,6 +235,9 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             month_window,
             grace: chrono::TimeDelta::hours(grace_hours),
             operator_token,
+            smtp,
+            smtp_from,
+            webhook_secret,
             log,
         })
     } else {

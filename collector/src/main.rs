@@ -12,7 +12,7 @@ use tally_collector::ca::Ca;
 use tally_collector::config::{Config, DEFAULT_CONFIG};
 use tally_collector::ingest::{self, Limits};
 use tally_collector::store::sqlite::SqliteStore;
-use tally_collector::store::{Account, Store};
+use tally_collector::store::{Account, Channel, Store};
 use tally_collector::usage;
 use tally_common::bandwidth::Bandwidth;
 use tally_common::region::RegionTable;
@@ -57,6 +57,13 @@ enum Command {
         #[arg(long)]
         csv: PathBuf,
     },
+    /// The notification outbox: what was sent to whom, and what is still being retried.
+    Notifications {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// An account's usage of one month: bandwidth pool per region group, sites, other licenses.
     Report {
         #[arg(long)]
@@ -77,6 +84,16 @@ enum CaCommand {
 
 #[derive(Subcommand)]
 enum AccountCommand {
+    /// Add a recipient of the account's month-end notifications (R15).
+    Notify {
+        #[arg(long)]
+        account: String,
+        #[arg(long, required_unless_present = "webhook", conflicts_with = "webhook")]
+        email: Option<String>,
+        /// An http:// URL that receives the signed JSON document.
+        #[arg(long)]
+        webhook: Option<String>,
+    },
     Add {
         #[arg(long)]
         id: String,
@@ -235,10 +252,16 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 limits,
                 until_stopped(stopped.clone()),
             ));
+            let transports = usage::notify::Transports {
+                smtp: config.smtp.clone(),
+                smtp_from: config.smtp_from.clone(),
+                webhook_secret: config.webhook_secret.clone(),
+            };
             let engine = tokio::spawn(usage::run_engine(
                 store.clone(),
                 config.month_window,
                 config.grace,
+                transports,
                 until_stopped(stopped.clone()),
             ));
             let api = tally_collector::api::Api::new(store, &config);
@@ -322,6 +345,58 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&csv).with_context(|| format!("cannot read {}", csv.display()))?;
             let stats = admin::import_buckets(&store, &csv.display().to_string(), &text, config.max_bucket_bps).await?;
             println!("imported {} new bucket(s), merged {} with stored ones (R10)", stats.inserted, stats.merged);
+        }
+        Command::Account(AccountCommand::Notify { account, email, webhook }) => {
+            let (channel, address) = match (email, webhook) {
+                (Some(email), _) => {
+                    email.parse::<lettre::Address>().map_err(|e| anyhow::anyhow!("--email {email:?}: {e}"))?;
+                    (Channel::Email, email)
+                }
+                (None, Some(url)) => {
+                    if !url.starts_with("http://") || url.parse::<axum::http::Uri>().is_err() {
+                        anyhow::bail!("--webhook {url:?}: expected an http:// URL");
+                    }
+                    (Channel::Webhook, url)
+                }
+                (None, None) => anyhow::bail!("--email or --webhook is required"),
+            };
+            if store.account(&account).await?.is_none() {
+                anyhow::bail!("account {account:?} does not exist");
+            }
+            store.add_recipient(&account, channel, &address).await?;
+            println!("account {account}: {} {address} will be notified", channel.as_str());
+        }
+        Command::Notifications { account, format } => {
+            let items = store.notifications(account.as_deref()).await?;
+            let state = |i: &tally_collector::store::OutboxItem| match (&i.delivered_at, &i.last_error) {
+                (Some(at), _) => format!("delivered {}", tally_common::time::rfc3339(*at)),
+                (None, Some(e)) => format!("retrying after {} attempt(s): {e}", i.attempts),
+                (None, None) => "pending".to_owned(),
+            };
+            match format {
+                Format::Json => {
+                    let rows: Vec<_> = items
+                        .iter()
+                        .map(|i| serde_json::json!({"id": i.id, "account": i.account, "month": i.month,
+                            "channel": i.channel.as_str(), "recipient": i.recipient, "attempts": i.attempts,
+                            "delivered_at": i.delivered_at.map(tally_common::time::rfc3339), "last_error": i.last_error}))
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                }
+                Format::Table => {
+                    for i in &items {
+                        println!(
+                            "{:>5}  {}  {}  {:<7}  {}  {}",
+                            i.id,
+                            i.account,
+                            i.month,
+                            i.channel.as_str(),
+                            i.recipient,
+                            state(i)
+                        );
+                    }
+                }
+            }
         }
         Command::Report { account, month, format } => {
             let report =

@@ -190,6 +190,58 @@ impl ResolutionKind {
     }
 }
 
+/// How a notification travels (R15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Channel {
+    Email,
+    /// An HTTP POST signed with HMAC-SHA256.
+    Webhook,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Webhook => "webhook",
+        }
+    }
+}
+
+impl std::str::FromStr for Channel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "email" => Ok(Channel::Email),
+            "webhook" => Ok(Channel::Webhook),
+            other => Err(format!("{other:?} is neither email nor webhook")),
+        }
+    }
+}
+
+/// A month's over-usage notification, before it is addressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub subject: String,
+    /// Plain text for e-mail, and the JSON document for webhooks.
+    pub text: String,
+    pub json: String,
+}
+
+/// One recipient's copy of a notification, in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub account: String,
+    pub month: String,
+    pub channel: Channel,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    pub attempts: u32,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
 /// What a merge did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MergeStats {
@@ -260,7 +312,8 @@ pub trait Store: Send + Sync {
         account: &str,
         month: &str,
     ) -> impl Future<Output = Result<Option<(DateTime<Utc>, String)>, StoreError>> + Send;
-    /// Saves a finalized month's report and its over-usage, in one transaction, unless the
+    /// Saves a finalized month's report, its over-usage and the notification's outbox rows (one
+    /// per recipient of the account and of its managing partner), in one transaction, unless the
     /// month is saved already; returns the saved report.
     fn finalize_month(
         &self,
@@ -269,6 +322,7 @@ pub trait Store: Send + Sync {
         at: DateTime<Utc>,
         report: &str,
         overusage: &[NewOverusage],
+        notification: Option<&Notification>,
     ) -> impl Future<Output = Result<(DateTime<Utc>, String), StoreError>> + Send;
     /// `account`'s over-usage of `month`, with resolutions.
     fn overusages(&self, account: &str, month: &str)
@@ -294,4 +348,25 @@ pub trait Store: Send + Sync {
     fn add_usage_events(&self, events: &[MeterEvent]) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// `account`'s meters in `month` (`YYYY-MM`).
     fn meter_counts(&self, account: &str, month: &str) -> impl Future<Output = Result<MeterCounts, StoreError>> + Send;
+    fn add_recipient(
+        &self,
+        account: &str,
+        channel: Channel,
+        address: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Undelivered outbox rows due at `now`, oldest first.
+    fn due_notifications(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<OutboxItem>, StoreError>> + Send;
+    fn mark_delivered(&self, id: i64, at: DateTime<Utc>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn mark_failed(
+        &self,
+        id: i64,
+        error: &str,
+        next_attempt: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Every outbox row, of one account or all.
+    fn notifications(&self, account: Option<&str>) -> impl Future<Output = Result<Vec<OutboxItem>, StoreError>> + Send;
 }

@@ -16,8 +16,9 @@ use tally_common::p95::DailyP95;
 use tally_common::time::{BucketStart, DAY_SLOTS, Month, rfc3339};
 
 use super::{
-    Account, CertificateRecord, DirtyDay, License, MergeStats, MeterCounts, MeterEvent, NewLicense, NewOverusage,
-    Overusage, Resolution, ResolutionKind, Site, SiteDay, Store, StoreError, TokenRefusal,
+    Account, CertificateRecord, Channel, DirtyDay, License, MergeStats, MeterCounts, MeterEvent, NewLicense,
+    NewOverusage, Notification, OutboxItem, Overusage, Resolution, ResolutionKind, Site, SiteDay, Store, StoreError,
+    TokenRefusal,
 };
 
 /// Buckets per statement when merging: 5 parameters each, under SQLite's limit of 32,766.
@@ -129,6 +130,49 @@ impl OverusageRow {
                 flags,
             },
             resolution,
+        })
+    }
+}
+
+/// Outbox rows filtered by `$filter` (a literal).
+macro_rules! select_outbox {
+    ($filter:literal) => {
+        concat!(
+            "SELECT id, account_id, month, channel, recipient, subject, body, attempts, delivered_at, last_error
+             FROM outbox ",
+            $filter
+        )
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    id: i64,
+    account_id: String,
+    month: String,
+    channel: String,
+    recipient: String,
+    subject: String,
+    body: String,
+    attempts: i64,
+    delivered_at: Option<String>,
+    last_error: Option<String>,
+}
+
+impl OutboxRow {
+    fn into_item(self) -> Result<OutboxItem, StoreError> {
+        Ok(OutboxItem {
+            id: self.id,
+            channel: parse(&self.channel, "channel")?,
+            attempts: u32::try_from(self.attempts)
+                .map_err(|_| StoreError::Corrupt(format!("attempts {}", self.attempts)))?,
+            delivered_at: self.delivered_at.map(|t| parse(&t, "delivered_at")).transpose()?,
+            account: self.account_id,
+            month: self.month,
+            recipient: self.recipient,
+            subject: self.subject,
+            body: self.body,
+            last_error: self.last_error,
         })
     }
 }
@@ -592,6 +636,7 @@ impl Store for SqliteStore {
         at: DateTime<Utc>,
         report: &str,
         overusage: &[NewOverusage],
+        notification: Option<&Notification>,
     ) -> Result<(DateTime<Utc>, String), StoreError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let inserted = sqlx::query(
@@ -622,6 +667,27 @@ impl Store for SqliteStore {
                 .bind(to_i64(o.excess, "excess")?)
                 .bind(flags.join(","))
                 .bind(stamp(at))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+            if let Some(n) = notification {
+                // The account's recipients and its managing partner's (R15).
+                sqlx::query(
+                    "INSERT INTO outbox (account_id, month, channel, recipient, subject, body, next_attempt_at)
+                     SELECT DISTINCT ?, ?, r.channel, r.address, ?, CASE r.channel WHEN 'email' THEN ? ELSE ? END, ?
+                     FROM notification_recipients r
+                     WHERE r.account_id = ? OR r.account_id = (SELECT partner_id FROM accounts WHERE id = ?)
+                     ON CONFLICT (account_id, month, channel, recipient) DO NOTHING",
+                )
+                .bind(account)
+                .bind(month)
+                .bind(&n.subject)
+                .bind(&n.text)
+                .bind(&n.json)
+                .bind(stamp(at))
+                .bind(account)
+                .bind(account)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
@@ -786,5 +852,59 @@ impl Store for SqliteStore {
             devices,
             data_lake_peak_hour: to_u64(peak.unwrap_or(0), "count")?,
         })
+    }
+
+    async fn add_recipient(&self, account: &str, channel: Channel, address: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO notification_recipients (account_id, channel, address) VALUES (?, ?, ?)")
+            .bind(account)
+            .bind(channel.as_str())
+            .bind(address)
+            .execute(&self.pool)
+            .await
+            .map_err(insert_error("recipient of account", account))?;
+        Ok(())
+    }
+
+    async fn due_notifications(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows: Vec<OutboxRow> = sqlx::query_as(select_outbox!(
+            "WHERE delivered_at IS NULL AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?"
+        ))
+        .bind(stamp(now))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter().map(OutboxRow::into_item).collect()
+    }
+
+    async fn mark_delivered(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?")
+            .bind(stamp(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn mark_failed(&self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?")
+            .bind(error)
+            .bind(stamp(next_attempt))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn notifications(&self, account: Option<&str>) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows: Vec<OutboxRow> = sqlx::query_as(select_outbox!("WHERE ? IS NULL OR account_id = ? ORDER BY id"))
+            .bind(account)
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.into_iter().map(OutboxRow::into_item).collect()
     }
 }

@@ -10,6 +10,7 @@
 //! months whose grace period ended (R9): their report is saved and never changes again.
 
 pub mod events;
+pub mod notify;
 pub mod overusage;
 pub mod report;
 
@@ -46,12 +47,14 @@ pub async fn refresh<S: Store>(store: &S) -> Result<usize, StoreError> {
     }
 }
 
-/// While `serve` runs: recomputes changed days every [`REFRESH_PERIOD`], and every
-/// [`FINALIZE_PERIOD`] finalizes the months whose grace period has ended (R9).
+/// While `serve` runs: recomputes changed days every [`REFRESH_PERIOD`], every
+/// [`FINALIZE_PERIOD`] finalizes the months whose grace period has ended (R9), and sends the
+/// notifications that are due (R15).
 pub async fn run_engine<S: Store>(
     store: std::sync::Arc<S>,
     setting: MonthWindowSetting,
     grace: TimeDelta,
+    transports: notify::Transports,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -72,6 +75,9 @@ pub async fn run_engine<S: Store>(
                 tracing::error!(error = %e, "finalizing months failed; retrying");
             }
         }
+        if let Err(e) = notify::deliver_due(&*store, &transports, Utc::now()).await {
+            tracing::error!(error = %e, "reading the notification outbox failed; retrying");
+        }
     }
 }
 
@@ -90,7 +96,9 @@ pub async fn finalize_due<S: Store>(
     let this_month = Month::containing(now.date_naive());
     let previous = Month::containing(this_month.first_day().pred_opt().unwrap_or(this_month.first_day()));
     let before = Month::containing(previous.first_day().pred_opt().unwrap_or(previous.first_day()));
-    for account in store.account_ids().await? {
+    let accounts = store.account_ids().await?;
+    tracing::debug!(accounts = accounts.len(), months = %format!("{before} {previous}"), "months due for finalization checked");
+    for account in accounts {
         for month in [before, previous] {
             let due = report::MonthStatus::of(month.window(setting), grace, now) == report::MonthStatus::Finalized;
             if due && store.finalized_report(&account, &month.to_string()).await?.is_none() {

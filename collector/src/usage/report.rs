@@ -171,7 +171,8 @@ pub async fn build<S: Store>(
             let report = compute(store, account, month, setting, status, now).await?;
             let json = serde_json::to_string(&report).map_err(|e| StoreError::Database(e.to_string()))?;
             let found = overusage::evaluate(&report, &store.licenses_of_account(account).await?);
-            let saved = store.finalize_month(account, &key, now, &json, &found).await?;
+            let notification = super::notify::notification(&report, &found);
+            let saved = store.finalize_month(account, &key, now, &json, &found, notification.as_ref()).await?;
             tracing::info!(account, month = %key, "month finalized");
             saved
         }
