@@ -180,3 +180,67 @@ fn an_unknown_account_or_a_bad_month_is_a_clear_error() {
     let err = c.fails(&["report", "--account", "nobody", "--month", "2026-13"]);
     assert!(err.contains("--month"), "{err}");
 }
+
+#[test]
+fn a_month_with_every_region_group_and_every_license_kind() {
+    let c = Collector::new();
+    c.ok(&support::args("account add --id acme --name Acme"));
+    // One site per region group; each runs flat all of Oct 7 at its own rate (Mbps).
+    let sites = [
+        ("us", "US", "group1", 120),
+        ("jp", "JP", "group2", 30),
+        ("cn", "CN", "china", 8),
+        ("vn", "VN", "vietnam", 6),
+        ("ma", "MA", "morocco", 4),
+    ];
+    let mut csv = String::from("site,bucket_start,max_bps\n");
+    for (site, country, group, mbps) in sites {
+        c.ok(&support::args(&format!(
+            "site add --account acme --id {site} --name {site} --country {country} --type socket --cap-mbps 200"
+        )));
+        c.ok(&support::args(&format!(
+            "license add --account acme --kind bandwidth_pool --region {group} --quantity 100 --from 2026-01-01 --to 2026-12-31"
+        )));
+        for slot in 0..288 {
+            let _ = writeln!(csv, "{site},2026-10-07T{:02}:{:02}:00Z,{}", slot / 12, slot % 12 * 5, mbps * 1_000_000);
+        }
+    }
+    for license in [
+        "--kind ztna_users --region general --quantity 80",
+        "--kind ztna_users --region china --quantity 20",
+        "--kind ai_security_users --quantity 10",
+        "--kind devices --quantity 100 --block-size 50",
+        "--kind dem_users --quantity 5",
+        "--kind data_lake --quantity 2 --per-unit 1000",
+        "--kind premium_security --quantity 1",
+        "--kind insights --quantity 1",
+    ] {
+        c.ok(&support::args(&format!("license add --account acme {license} --from 2026-01-01 --to 2026-12-31")));
+    }
+    let file = c.file("b.csv", &csv);
+    c.ok(&["import-buckets", "--csv", &file]);
+    let report: Value =
+        serde_json::from_str(&c.ok(&["report", "--account", "acme", "--month", "2026-10", "--format", "json"]))
+            .unwrap();
+
+    let pools = report["bandwidth_pool"].as_array().unwrap();
+    let groups: Vec<&str> = pools.iter().map(|p| p["region_group"].as_str().unwrap()).collect();
+    assert_eq!(groups, ["group1", "group2", "china", "vietnam", "morocco"]);
+    for (_, _, group, mbps) in sites {
+        let pool = pools.iter().find(|p| p["region_group"] == group).unwrap();
+        assert_eq!(pool["monthly_p95_bps"], mbps * 1_000_000, "{group}");
+        assert_eq!(pool["peak_day"], "2026-10-07");
+        assert_eq!(pool["licensed_bps"], 100_000_000);
+        assert_eq!(pool["excess_bps"], (mbps.max(100) - 100) * 1_000_000, "{group}");
+    }
+    let meters: Vec<&str> =
+        report["meters"].as_array().unwrap().iter().map(|m| m["license"].as_str().unwrap()).collect();
+    assert_eq!(meters, ["ztna_users", "ai_security_users", "dem_users", "devices", "data_lake"]);
+    assert!(report["meters"].as_array().unwrap().iter().all(|m| m["excess"] == 0 && m["measured"] == 0));
+    // Only group1 is over: a base product, so Premium Security and Insights are flagged (R14).
+    let overusage = report["overusage"].as_array().unwrap();
+    assert_eq!(overusage.len(), 1, "{overusage:?}");
+    assert_eq!(overusage[0]["region_group"], "group1");
+    assert_eq!(overusage[0]["excess"], 20_000_000);
+    assert_eq!(overusage[0]["requires_same_increase"], serde_json::json!(["premium_security", "insights"]));
+}
