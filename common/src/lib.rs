@@ -4,7 +4,7 @@
 //! - [`region`], [`kinds`], [`bandwidth`]: the domain's vocabulary (R11 and the Contract's identifiers).
 //! - [`counters`], [`sampler`], [`bucket`]: from interface byte counters to 5-minute buckets (R1–R4).
 //! - [`p95`], [`license`], [`pool`]: daily site P95, daily aggregates, monthly P95, licensed
-//!   capacity and excess (R5–R8).
+//!   capacity and excess (R5–R8); [`meters`]: the other licenses' excess and purchases (R12, R13).
 //! - [`config_errors`]: how a configuration file's problems are reported, all at once.
 //! - [`wire`], [`token`]: the agent ↔ collector messages and their length-prefixed postcard
 //!   frames; the enrollment token both sides read.
