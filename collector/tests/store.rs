@@ -174,3 +174,22 @@ async fn revoking_a_site_revokes_its_certificates_only() {
     assert!(!store.certificate("02cd").await.unwrap().unwrap().revoked);
     assert_eq!(store.certificate("ffff").await.unwrap(), None);
 }
+
+/// A day that changes while its P95 is being computed stays dirty, and is computed again.
+#[tokio::test]
+async fn a_day_merged_into_during_its_recomputation_stays_dirty() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = seeded(&dir.path().join("tally.db")).await;
+    store.merge_buckets(&[("hq".into(), bucket(0, 100, 60))]).await.unwrap();
+    let read = store.dirty_days(10).await.unwrap();
+    assert_eq!(read.len(), 1);
+    // A merge lands between reading the dirty day and saving its P95.
+    store.merge_buckets(&[("hq".into(), bucket(1, 200, 60))]).await.unwrap();
+    let stale = tally_common::p95::daily_site_p95(day(), [(bucket(0, 100, 60).start, 100)]);
+    store.save_site_days(&[(read[0].clone(), stale)]).await.unwrap();
+    assert_eq!(store.dirty_days(10).await.unwrap().len(), 1, "the newer merge keeps the day dirty");
+    assert_eq!(tally_collector::usage::refresh(&store).await.unwrap(), 1);
+    assert!(store.dirty_days(10).await.unwrap().is_empty());
+    let days = store.site_days("acme", day(), day().succ_opt().unwrap()).await.unwrap();
+    assert_eq!(days[0].p95.buckets_present, 2, "computed again with both buckets");
+}

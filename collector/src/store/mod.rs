@@ -294,7 +294,14 @@ pub trait Store: Send + Sync {
         site: &str,
         day: NaiveDate,
     ) -> impl Future<Output = Result<Vec<Bucket>, StoreError>> + Send;
-    /// Up to `limit` dirty days, oldest day first.
+    /// A site's buckets of the UTC days `[from, until)`, in time order.
+    fn buckets_between(
+        &self,
+        site: &str,
+        from: NaiveDate,
+        until: NaiveDate,
+    ) -> impl Future<Output = Result<Vec<Bucket>, StoreError>> + Send;
+    /// Up to `limit` dirty days, by site and day.
     fn dirty_days(&self, limit: usize) -> impl Future<Output = Result<Vec<DirtyDay>, StoreError>> + Send;
     /// Saves computed days and clears each dirty mark whose generation is unchanged, in one
     /// transaction.

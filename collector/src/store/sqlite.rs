@@ -523,14 +523,17 @@ impl Store for SqliteStore {
     }
 
     async fn buckets_of_day(&self, site: &str, day: NaiveDate) -> Result<Vec<Bucket>, StoreError> {
-        let from = BucketStart::first_of_day(day).unix();
+        self.buckets_between(site, day, day.succ_opt().unwrap_or(day)).await
+    }
+
+    async fn buckets_between(&self, site: &str, from: NaiveDate, until: NaiveDate) -> Result<Vec<Bucket>, StoreError> {
         let rows: Vec<BucketRow> = sqlx::query_as(
             "SELECT bucket_start, max_bps, samples FROM buckets
              WHERE site_id = ? AND bucket_start >= ? AND bucket_start < ? ORDER BY bucket_start",
         )
         .bind(site)
-        .bind(from)
-        .bind(from + 86_400)
+        .bind(BucketStart::first_of_day(from).unix())
+        .bind(BucketStart::first_of_day(until).unix())
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -549,7 +552,7 @@ impl Store for SqliteStore {
 
     async fn dirty_days(&self, limit: usize) -> Result<Vec<DirtyDay>, StoreError> {
         let rows: Vec<(String, String, i64)> =
-            sqlx::query_as("SELECT site_id, day, generation FROM dirty_days ORDER BY day, site_id LIMIT ?")
+            sqlx::query_as("SELECT site_id, day, generation FROM dirty_days ORDER BY site_id, day LIMIT ?")
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
                 .fetch_all(&self.pool)
                 .await
@@ -562,29 +565,39 @@ impl Store for SqliteStore {
     async fn save_site_days(&self, days: &[(DirtyDay, DailyP95)]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let computed = now();
-        for (dirty, p95) in days {
-            let day = dirty.day.to_string();
-            sqlx::query(
-                "INSERT INTO site_days (site_id, day, p95_bps, buckets_present, computed_at) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (site_id, day) DO UPDATE SET
+        for chunk in days.chunks(MERGE_CHUNK) {
+            let mut upsert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO site_days (site_id, day, p95_bps, buckets_present, computed_at) ",
+            );
+            let mut rows = Vec::with_capacity(chunk.len());
+            for (dirty, p95) in chunk {
+                rows.push((
+                    &dirty.site,
+                    dirty.day.to_string(),
+                    to_i64(p95.p95_bps, "p95")?,
+                    i64::from(p95.buckets_present),
+                ));
+            }
+            upsert.push_values(rows, |mut row, (site, day, p95, present)| {
+                row.push_bind(site).push_bind(day).push_bind(p95).push_bind(present).push_bind(&computed);
+            });
+            upsert.push(
+                " ON CONFLICT (site_id, day) DO UPDATE SET
                      p95_bps = excluded.p95_bps, buckets_present = excluded.buckets_present,
                      computed_at = excluded.computed_at",
-            )
-            .bind(&dirty.site)
-            .bind(&day)
-            .bind(to_i64(p95.p95_bps, "p95")?)
-            .bind(i64::from(p95.buckets_present))
-            .bind(&computed)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            sqlx::query("DELETE FROM dirty_days WHERE site_id = ? AND day = ? AND generation = ?")
-                .bind(&dirty.site)
-                .bind(&day)
-                .bind(dirty.generation)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+            );
+            upsert.build().execute(&mut *tx).await.map_err(db)?;
+            // Clear each mark only if no merge bumped its generation meanwhile.
+            let mut clear =
+                QueryBuilder::<Sqlite>::new("DELETE FROM dirty_days WHERE (site_id, day, generation) IN (VALUES ");
+            let mut values = clear.separated(", ");
+            for (dirty, _) in chunk {
+                values.push("(").push_bind_unseparated(&dirty.site).push_unseparated(", ");
+                values.push_bind_unseparated(dirty.day.to_string()).push_unseparated(", ");
+                values.push_bind_unseparated(dirty.generation).push_unseparated(")");
+            }
+            clear.push(")");
+            clear.build().execute(&mut *tx).await.map_err(db)?;
         }
         tx.commit().await.map_err(db)
     }

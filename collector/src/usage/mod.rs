@@ -26,9 +26,10 @@ use crate::store::{Store, StoreError};
 pub const REFRESH_PERIOD: Duration = Duration::from_secs(2);
 
 /// Site-days recomputed per store transaction.
-const REFRESH_BATCH: usize = 500;
+const REFRESH_BATCH: usize = 5_000;
 
-/// Recomputes every dirty site-day; returns how many were computed.
+/// Recomputes every dirty site-day; returns how many were computed. One read per site and batch:
+/// its buckets from its first to its last dirty day.
 pub async fn refresh<S: Store>(store: &S) -> Result<usize, StoreError> {
     let mut total = 0;
     loop {
@@ -37,10 +38,13 @@ pub async fn refresh<S: Store>(store: &S) -> Result<usize, StoreError> {
             return Ok(total);
         }
         let mut computed = Vec::with_capacity(dirty.len());
-        for day in dirty {
-            let buckets = store.buckets_of_day(&day.site, day.day).await?;
-            let p95 = daily_site_p95(day.day, buckets.iter().map(|b| (b.start, b.max_bps)));
-            computed.push((day, p95));
+        for site_days in dirty.chunk_by(|a, b| a.site == b.site) {
+            let (first, last) = (site_days[0].day, site_days[site_days.len() - 1].day);
+            let buckets = store.buckets_between(&site_days[0].site, first, last.succ_opt().unwrap_or(last)).await?;
+            for day in site_days {
+                // `daily_site_p95` takes the buckets of its day only.
+                computed.push((day.clone(), daily_site_p95(day.day, buckets.iter().map(|b| (b.start, b.max_bps)))));
+            }
         }
         total += computed.len();
         store.save_site_days(&computed).await?;
