@@ -138,12 +138,17 @@ impl Ca {
 /// The serial number of a DER certificate, in lowercase hex; `None` if it does not parse.
 pub fn serial_of(cert_der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
-    Some(cert.raw_serial().iter().map(|b| format!("{b:02x}")).collect())
+    Some(hex(cert.raw_serial()))
 }
 
 /// The SHA-256 of `bytes`, in lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    sha256(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&sha256(bytes))
+}
+
+/// Lowercase hex, two digits a byte.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -163,7 +168,7 @@ fn random_bytes(n: usize) -> Result<Vec<u8>, CaError> {
 
 /// `n` random bytes from the system's generator, in lowercase hex.
 pub fn random_hex(n: usize) -> Result<String, CaError> {
-    Ok(random_bytes(n)?.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&random_bytes(n)?))
 }
 
 /// The DER inside a one-certificate PEM text.

@@ -3,47 +3,21 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
-use support::Collector;
+use support::{Collector, Serving};
 
 const TOKEN: &str = "op-0123456789abcdef0123456789abcdef";
 
-struct Serving {
-    child: Child,
-    http: String,
-}
-
-impl Drop for Serving {
-    /// SIGTERM to the process group that `timeout` leads, so the collector under it stops too.
-    fn drop(&mut self) {
-        let group = rustix::process::Pid::from_child(&self.child);
-        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::TERM);
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(c: &Collector) -> Serving {
-    let mut child = Command::new("timeout")
-        .args(["120", env!("CARGO_BIN_EXE_tally-collector"), "--config"])
-        .arg(c.dir.path().join("c.toml"))
-        .arg("serve")
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut log = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("HTTP API serving") {
-        line.clear();
-        assert!(log.read_line(&mut line).unwrap() > 0, "serve exited");
-    }
+/// `serve`, and the address its HTTP API listens on.
+fn serve(c: &Collector) -> (Serving, String) {
+    let mut serving = c.serve();
+    let line = serving.until("HTTP API serving", 1);
     let http = line.split("http=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
-    std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
-    Serving { child, http }
+    serving.drain_log();
+    (serving, http)
 }
 
 /// A GET over HTTP/1.1: status, content type, body.
@@ -86,8 +60,8 @@ fn the_usage_report_is_served_to_the_operator_and_refusals_are_problems() {
     c.ok(&["site", "add", "--account", "acme", "--id", "hq", "--name", "HQ", "--country", "US", "--type", "socket"]);
     let csv = c.file("b.csv", "site,bucket_start,max_bps\nhq,2026-10-07T10:00:00Z,5000000\n");
     c.ok(&["import-buckets", "--csv", &csv]);
-    let serving = serve(&c);
-    let http = serving.http.as_str();
+    let (_serving, http) = serve(&c);
+    let http = http.as_str();
 
     let (status, _, body) = get(http, "/v1/accounts/acme/usage?month=2026-10", Some(TOKEN));
     assert_eq!(status, 200, "{body}");
@@ -193,7 +167,7 @@ fn usage_events_are_counted_once_across_restarts_and_bad_ones_are_refused_by_fie
     let events = events_of_october();
     let (first, rest) = events.split_at(100);
 
-    let serving = serve(&c);
+    let (serving, http) = serve(&c);
     // A batch with bad events: the good ones are kept, each bad one is named.
     let mut batch: Vec<Value> = first.to_vec();
     batch.push(json!({"id": "bad1", "type": "dem_user", "account": "acme", "time": "2026-10-05T10:00:00Z"}));
@@ -202,7 +176,7 @@ fn usage_events_are_counted_once_across_restarts_and_bad_ones_are_refused_by_fie
         json!({"id": "bad3", "type": "dem_user", "account": "nobody", "time": "2026-10-05T10:00:00Z", "user": "x"}),
     );
     batch.push(json!({"id": "bad4", "type": "dem_user", "account": "acme", "time": "yesterday", "user": "x"}));
-    let (status, content_type, problem) = post(&serving.http, "/v1/usage/events", &json!({ "events": batch }));
+    let (status, content_type, problem) = post(&http, "/v1/usage/events", &json!({ "events": batch }));
     assert_eq!(status, 422, "{problem}");
     assert_eq!(content_type, "application/problem+json");
     let fields: Vec<&str> =
@@ -217,15 +191,15 @@ fn usage_events_are_counted_once_across_restarts_and_bad_ones_are_refused_by_fie
     drop(serving);
 
     // After a restart: the same events again change nothing; the rest are new.
-    let serving = serve(&c);
-    let (status, _, answer) = post(&serving.http, "/v1/usage/events", &json!({ "events": events }));
+    let (_serving, http) = serve(&c);
+    let (status, _, answer) = post(&http, "/v1/usage/events", &json!({ "events": events }));
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["duplicates"], 100);
     assert_eq!(answer["new"], rest.len());
-    let (status, _, answer) = post(&serving.http, "/v1/usage/events", &json!({ "events": events }));
+    let (status, _, answer) = post(&http, "/v1/usage/events", &json!({ "events": events }));
     assert_eq!((status, answer["new"].clone(), answer["duplicates"].clone()), (200, json!(0), json!(events.len())));
 
-    let (status, _, body) = get(&serving.http, "/v1/accounts/acme/usage?month=2026-10", Some(TOKEN));
+    let (status, _, body) = get(&http, "/v1/accounts/acme/usage?month=2026-10", Some(TOKEN));
     assert_eq!(status, 200, "{body}");
     let report: Value = serde_json::from_str(&body).unwrap();
     let meter =
@@ -268,8 +242,8 @@ fn overusage_of_a_finalized_month_is_resolved_by_true_up_or_true_forward() {
     }
     let file = c.file("b.csv", &csv);
     c.ok(&["import-buckets", "--csv", &file]);
-    let serving = serve(&c);
-    let http = serving.http.as_str();
+    let (_serving, http) = serve(&c);
+    let http = http.as_str();
     let ai: Vec<Value> = (0..12)
         .map(|u| event(format!("a{u}"), "ai_security_activity", json!({"user": format!("u{u}"), "enabled": true})))
         .collect();

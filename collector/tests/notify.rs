@@ -11,7 +11,7 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 use support::{Collector, args};
@@ -62,12 +62,7 @@ server.serve_forever()
 struct Process(Child);
 
 impl Drop for Process {
-    /// The process group: `timeout` leads one, so what runs under it stops too.
     fn drop(&mut self) {
-        let _ = rustix::process::kill_process_group(
-            rustix::process::Pid::from_child(&self.0),
-            rustix::process::Signal::KILL,
-        );
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -84,32 +79,6 @@ fn sink(script: &str, args: &[&str]) -> Process {
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready");
     Process(child)
-}
-
-fn serve(c: &Collector) -> (Process, BufReader<ChildStderr>) {
-    let mut child = Command::new("timeout")
-        .args(["120", env!("CARGO_BIN_EXE_tally-collector"), "--config"])
-        .arg(c.dir.path().join("c.toml"))
-        .arg("serve")
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = BufReader::new(child.stderr.take().unwrap());
-    (Process(child), log)
-}
-
-/// Reads `log` until `count` lines contained `needle`.
-fn until(log: &mut BufReader<ChildStderr>, needle: &str, count: usize) {
-    let (mut seen, mut line, mut all) = (0, String::new(), String::new());
-    while seen < count {
-        line.clear();
-        assert!(log.read_line(&mut line).unwrap() > 0, "serve exited before {count} × {needle:?}:\n{all}");
-        all += &line;
-        if line.contains(needle) {
-            seen += 1;
-        }
-    }
 }
 
 fn lines(path: &Path) -> Vec<Value> {
@@ -152,21 +121,21 @@ fn every_recipient_is_notified_exactly_once_across_a_crash_before_delivery() {
 
     // Nothing listens yet: the month is finalized and its outbox committed, delivery fails, and
     // the collector is killed before any retry.
-    let (server, mut log) = serve(&c);
-    until(&mut log, "notification delivery failed", 3);
+    let mut server = c.serve();
+    server.until("notification delivery failed", 3);
     drop(server);
 
     let (mail, hooks) = (c.dir.path().join("mail.jsonl"), c.dir.path().join("hooks.jsonl"));
     let _smtp = sink(SMTP_SINK, &[&smtp_port.to_string(), mail.to_str().unwrap()]);
     let _hook = sink(WEBHOOK_SINK, &[&hook_port.to_string(), SECRET, hooks.to_str().unwrap()]);
-    let (server, mut log) = serve(&c);
-    until(&mut log, "notification delivered", 3);
+    let mut server = c.serve();
+    server.until("notification delivered", 3);
     drop(server);
 
     // A later pass finds the months finalized and sends nothing more.
-    let (server, mut log) = serve(&c);
-    until(&mut log, "months due for finalization checked", 1);
-    until(&mut log, "outbox checked", 1);
+    let mut server = c.serve();
+    server.until("months due for finalization checked", 1);
+    server.until("outbox checked", 1);
     drop(server);
 
     let mail = lines(&mail);

@@ -126,9 +126,7 @@ async fn send_email(transports: &Transports, item: &OutboxItem) -> Result<(), St
 /// `sha256=` and the hex HMAC-SHA256 of `body` under `secret`.
 pub fn signature(secret: &str, body: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let tag = ring::hmac::sign(&key, body);
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
+    format!("sha256={}", crate::ca::hex(ring::hmac::sign(&key, body).as_ref()))
 }
 
 async fn post_webhook(transports: &Transports, item: &OutboxItem) -> Result<(), String> {

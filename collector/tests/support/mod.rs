@@ -1,7 +1,8 @@
 //! Shared by the collector's tests: the real binary on a data directory of its own.
 #![allow(dead_code, unreachable_pub)]
 
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
 
 /// A collector data directory and configuration, driven through the real binary.
 pub struct Collector {
@@ -42,6 +43,20 @@ impl Collector {
         String::from_utf8(out.stderr).unwrap()
     }
 
+    /// `serve` on this configuration, under `timeout` so a hung process ends the test.
+    pub fn serve(&self) -> Serving {
+        let mut child = Command::new("timeout")
+            .args(["120", env!("CARGO_BIN_EXE_tally-collector"), "--config"])
+            .arg(self.dir.path().join("c.toml"))
+            .arg("serve")
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Some(BufReader::new(child.stderr.take().unwrap()));
+        Serving { child, log }
+    }
+
     pub fn file(&self, name: &str, text: &str) -> String {
         let path = self.dir.path().join(name);
         std::fs::write(&path, text).unwrap();
@@ -52,4 +67,43 @@ impl Collector {
 /// A command line of words without spaces.
 pub fn args(line: &str) -> Vec<&str> {
     line.split_whitespace().collect()
+}
+
+/// A running `serve`, its log read line by line. Dropping it SIGKILLs the process group that
+/// `timeout` leads, so the collector under it dies too (a crash, as far as the store knows).
+pub struct Serving {
+    child: Child,
+    log: Option<BufReader<ChildStderr>>,
+}
+
+impl Serving {
+    /// Reads the log until `count` lines contained `needle`; returns the last of them.
+    pub fn until(&mut self, needle: &str, count: usize) -> String {
+        let log = self.log.as_mut().expect("the log is still read here");
+        let (mut seen, mut line, mut all) = (0, String::new(), String::new());
+        while seen < count {
+            line.clear();
+            assert!(log.read_line(&mut line).unwrap() > 0, "serve exited before {count} × {needle:?}:\n{all}");
+            all += &line;
+            if line.contains(needle) {
+                seen += 1;
+            }
+        }
+        line
+    }
+
+    /// Keeps reading the log in the background, so the collector never blocks on a full pipe.
+    pub fn drain_log(&mut self) {
+        if let Some(mut log) = self.log.take() {
+            std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let group = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        let _ = self.child.wait();
+    }
 }
