@@ -181,15 +181,52 @@ async fn a_day_merged_into_during_its_recomputation_stays_dirty() {
     let dir = tempfile::tempdir().unwrap();
     let store = seeded(&dir.path().join("tally.db")).await;
     store.merge_buckets(&[("hq".into(), bucket(0, 100, 60))]).await.unwrap();
-    let read = store.dirty_days(10).await.unwrap();
+    let read = store.dirty_days(&Default::default(), 10).await.unwrap();
     assert_eq!(read.len(), 1);
     // A merge lands between reading the dirty day and saving its P95.
     store.merge_buckets(&[("hq".into(), bucket(1, 200, 60))]).await.unwrap();
     let stale = tally_common::p95::daily_site_p95(day(), [(bucket(0, 100, 60).start, 100)]);
-    store.save_site_days(&[(read[0].clone(), stale)]).await.unwrap();
-    assert_eq!(store.dirty_days(10).await.unwrap().len(), 1, "the newer merge keeps the day dirty");
+    store.save_site_days(&[(read[0].0.clone(), stale)]).await.unwrap();
+    assert_eq!(
+        store.dirty_days(&Default::default(), 10).await.unwrap().len(),
+        1,
+        "the newer merge keeps the day dirty"
+    );
     assert_eq!(tally_collector::usage::refresh(&store).await.unwrap(), 1);
-    assert!(store.dirty_days(10).await.unwrap().is_empty());
+    assert!(store.dirty_days(&Default::default(), 10).await.unwrap().is_empty());
     let days = store.site_days("acme", day(), day().succ_opt().unwrap()).await.unwrap();
     assert_eq!(days[0].p95.buckets_present, 2, "computed again with both buckets");
+}
+
+/// More dirty days than one recomputation batch, split between the two lanes: every site-day is
+/// computed once, with the P95 of its own buckets (R5).
+#[tokio::test]
+async fn every_dirty_day_is_recomputed_once_across_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = seeded(&dir.path().join("tally.db")).await;
+    // 2 sites × 3,000 days, 20 buckets a day: 6,000 site-days.
+    let mut rows = Vec::new();
+    for d in 0..3_000i64 {
+        for (n, site) in ["hq", "sh"].into_iter().enumerate() {
+            for slot in 0..20 {
+                let value = ((d * 7_919 + slot * 104_729 + n as i64 * 13) % 1_000_000) as u64;
+                rows.push((site.to_owned(), bucket(d * 288 + slot * 11, value, 60)));
+            }
+        }
+    }
+    store.merge_buckets(&rows).await.unwrap();
+    assert_eq!(tally_collector::usage::refresh(&store).await.unwrap(), 6_000);
+    assert_eq!(tally_collector::usage::refresh(&store).await.unwrap(), 0, "nothing left dirty");
+
+    let mut by_day: std::collections::BTreeMap<_, Vec<_>> = std::collections::BTreeMap::new();
+    for (site, b) in &rows {
+        by_day.entry((site.clone(), b.start.day())).or_default().push((b.start, b.max_bps));
+    }
+    let stored = store.site_days("acme", day(), day() + chrono::Days::new(3_000)).await.unwrap();
+    let computed: Vec<_> = stored.into_iter().map(|d| ((d.site, d.day), d.p95)).collect();
+    let want: Vec<_> = by_day
+        .into_iter()
+        .map(|((site, date), buckets)| ((site, date), tally_common::p95::daily_site_p95(date, buckets)))
+        .collect();
+    assert_eq!(computed, want);
 }

@@ -19,6 +19,7 @@ use tally_common::bucket::Bucket;
 use tally_common::kinds::{LicenseKind, SiteType, ZtnaRegion};
 use tally_common::p95::DailyP95;
 use tally_common::region::{CountryCode, RegionGroup};
+use tally_common::time::BucketStart;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -103,6 +104,20 @@ pub struct DirtyDay {
     /// Bumped by every merge into the day: a recomputation clears only the generation it read.
     pub generation: i64,
 }
+
+/// A site-day's key: (site, day).
+pub type DayKey = (String, NaiveDate);
+
+/// Site-day keys after `after` through `through`, in (site, day) order; `None` leaves that end
+/// open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRange {
+    pub after: Option<DayKey>,
+    pub through: Option<DayKey>,
+}
+
+/// A dirty day with its buckets' `(start, max_bps)`.
+pub type DirtyDayBuckets = (DirtyDay, Vec<(BucketStart, u64)>);
 
 /// A site's computed day (R5).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -294,15 +309,15 @@ pub trait Store: Send + Sync {
         site: &str,
         day: NaiveDate,
     ) -> impl Future<Output = Result<Vec<Bucket>, StoreError>> + Send;
-    /// A site's buckets of the UTC days `[from, until)`, in time order.
-    fn buckets_between(
+    /// The key in the middle of the dirty days, to split them in halves; `None` when none is.
+    fn dirty_days_midpoint(&self) -> impl Future<Output = Result<Option<DayKey>, StoreError>> + Send;
+    /// Up to `limit` dirty days of `range`, by site and day, each with its buckets' starts and
+    /// maxima (in no particular order): everything a recomputation reads, in one query.
+    fn dirty_days(
         &self,
-        site: &str,
-        from: NaiveDate,
-        until: NaiveDate,
-    ) -> impl Future<Output = Result<Vec<Bucket>, StoreError>> + Send;
-    /// Up to `limit` dirty days, by site and day.
-    fn dirty_days(&self, limit: usize) -> impl Future<Output = Result<Vec<DirtyDay>, StoreError>> + Send;
+        range: &KeyRange,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DirtyDayBuckets>, StoreError>> + Send;
     /// Saves computed days and clears each dirty mark whose generation is unchanged, in one
     /// transaction.
     fn save_site_days(&self, days: &[(DirtyDay, DailyP95)]) -> impl Future<Output = Result<(), StoreError>> + Send;

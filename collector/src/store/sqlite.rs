@@ -11,14 +11,13 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
 use tally_common::bucket::Bucket;
-use tally_common::kinds::LicenseKind;
 use tally_common::p95::DailyP95;
 use tally_common::time::{BucketStart, DAY_SLOTS, Month, rfc3339};
 
 use super::{
-    Account, CertificateRecord, Channel, DirtyDay, License, MergeStats, MeterCounts, MeterEvent, NewLicense,
-    NewOverusage, Notification, OutboxItem, Overusage, Resolution, ResolutionKind, Site, SiteDay, Store, StoreError,
-    TokenRefusal,
+    Account, CertificateRecord, Channel, DayKey, DirtyDay, DirtyDayBuckets, KeyRange, License, MergeStats, MeterCounts,
+    MeterEvent, NewLicense, NewOverusage, Notification, OutboxItem, Overusage, Resolution, ResolutionKind, Site,
+    SiteDay, Store, StoreError, TokenRefusal,
 };
 
 /// Buckets per statement when merging: 5 parameters each, under SQLite's limit of 32,766.
@@ -199,6 +198,10 @@ fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
 
 fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is negative")))
+}
+
+fn bucket_start(unix: i64) -> Result<BucketStart, StoreError> {
+    BucketStart::from_unix(unix).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn parse<T: FromStr>(value: &str, what: &str) -> Result<T, StoreError>
@@ -523,26 +526,22 @@ impl Store for SqliteStore {
     }
 
     async fn buckets_of_day(&self, site: &str, day: NaiveDate) -> Result<Vec<Bucket>, StoreError> {
-        self.buckets_between(site, day, day.succ_opt().unwrap_or(day)).await
-    }
-
-    async fn buckets_between(&self, site: &str, from: NaiveDate, until: NaiveDate) -> Result<Vec<Bucket>, StoreError> {
+        let first = BucketStart::first_of_day(day).unix();
         let rows: Vec<BucketRow> = sqlx::query_as(
             "SELECT bucket_start, max_bps, samples FROM buckets
              WHERE site_id = ? AND bucket_start >= ? AND bucket_start < ? ORDER BY bucket_start",
         )
         .bind(site)
-        .bind(BucketStart::first_of_day(from).unix())
-        .bind(BucketStart::first_of_day(until).unix())
+        .bind(first)
+        .bind(first + 86_400)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
         rows.into_iter()
             .map(|r| {
                 Ok(Bucket {
-                    start: BucketStart::from_unix(r.bucket_start).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    max_bps: u64::try_from(r.max_bps)
-                        .map_err(|_| StoreError::Corrupt(format!("max_bps {}", r.max_bps)))?,
+                    start: bucket_start(r.bucket_start)?,
+                    max_bps: to_u64(r.max_bps, "max_bps")?,
                     samples: u8::try_from(r.samples)
                         .map_err(|_| StoreError::Corrupt(format!("samples {}", r.samples)))?,
                 })
@@ -550,15 +549,51 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn dirty_days(&self, limit: usize) -> Result<Vec<DirtyDay>, StoreError> {
-        let rows: Vec<(String, String, i64)> =
-            sqlx::query_as("SELECT site_id, day, generation FROM dirty_days ORDER BY site_id, day LIMIT ?")
-                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
+    async fn dirty_days_midpoint(&self) -> Result<Option<DayKey>, StoreError> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT site_id, day FROM dirty_days ORDER BY site_id, day
+             LIMIT 1 OFFSET (SELECT count(*) / 2 FROM dirty_days)",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|(site, day)| Ok((site, parse(&day, "day")?))).transpose()
+    }
+
+    async fn dirty_days(&self, range: &KeyRange, limit: usize) -> Result<Vec<DirtyDayBuckets>, StoreError> {
+        // One row per dirty day, its buckets folded into one text value "start max,start max":
+        // sqlx hands rows over one by one, and a day's 288 rows cost far more than one string.
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT d.site_id, d.day, d.generation,
+                    (SELECT group_concat(b.bucket_start || ' ' || b.max_bps) FROM buckets b
+                     WHERE b.site_id = d.site_id
+                       AND b.bucket_start >= unixepoch(d.day) AND b.bucket_start < unixepoch(d.day) + 86400)
+             FROM (SELECT site_id, day, generation FROM dirty_days WHERE true",
+        );
+        if let Some((site, day)) = &range.after {
+            query.push(" AND (site_id, day) > (").push_bind(site).push(", ").push_bind(day.to_string()).push(")");
+        }
+        if let Some((site, day)) = &range.through {
+            query.push(" AND (site_id, day) <= (").push_bind(site).push(", ").push_bind(day.to_string()).push(")");
+        }
+        query.push(" ORDER BY site_id, day LIMIT ").push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
+        query.push(") d ORDER BY d.site_id, d.day");
+        let rows: Vec<(String, String, i64, Option<String>)> =
+            query.build_query_as().fetch_all(&self.pool).await.map_err(db)?;
         rows.into_iter()
-            .map(|(site, day, generation)| Ok(DirtyDay { site, day: parse(&day, "day")?, generation }))
+            .map(|(site, day, generation, buckets)| {
+                let buckets = buckets
+                    .as_deref()
+                    .unwrap_or_default()
+                    .split_terminator(',')
+                    .map(|pair| {
+                        let corrupt = || StoreError::Corrupt(format!("bucket {pair:?} of {site} {day}"));
+                        let (start, bps) = pair.split_once(' ').ok_or_else(corrupt)?;
+                        Ok((bucket_start(start.parse().map_err(|_| corrupt())?)?, bps.parse().map_err(|_| corrupt())?))
+                    })
+                    .collect::<Result<_, StoreError>>()?;
+                Ok((DirtyDay { day: parse(&day, "day")?, site, generation }, buckets))
+            })
             .collect()
     }
 
@@ -587,26 +622,30 @@ impl Store for SqliteStore {
                      computed_at = excluded.computed_at",
             );
             upsert.build().execute(&mut *tx).await.map_err(db)?;
-            // Clear each mark only if no merge bumped its generation meanwhile.
-            let mut clear =
-                QueryBuilder::<Sqlite>::new("DELETE FROM dirty_days WHERE (site_id, day, generation) IN (VALUES ");
+            // Clear each mark only if no merge bumped its generation meanwhile. (The CTE lets
+            // SQLite look each key up; `IN (VALUES ...)` scans the whole table.)
+            let mut clear = QueryBuilder::<Sqlite>::new("WITH done (site_id, day, generation) AS (VALUES ");
             let mut values = clear.separated(", ");
             for (dirty, _) in chunk {
                 values.push("(").push_bind_unseparated(&dirty.site).push_unseparated(", ");
                 values.push_bind_unseparated(dirty.day.to_string()).push_unseparated(", ");
                 values.push_bind_unseparated(dirty.generation).push_unseparated(")");
             }
-            clear.push(")");
+            clear.push(
+                ") DELETE FROM dirty_days WHERE (site_id, day, generation) IN
+                     (SELECT site_id, day, generation FROM done)",
+            );
             clear.build().execute(&mut *tx).await.map_err(db)?;
         }
         tx.commit().await.map_err(db)
     }
 
     async fn site_days(&self, account: &str, from: NaiveDate, until: NaiveDate) -> Result<Vec<SiteDay>, StoreError> {
-        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-            "SELECT d.site_id, d.day, d.p95_bps, d.buckets_present FROM site_days d
-             JOIN sites s ON s.id = d.site_id
-             WHERE s.account_id = ? AND d.day >= ? AND d.day < ? ORDER BY d.site_id, d.day",
+        // One row per site, its days folded into "day p95 present,…" (see `dirty_days`).
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT d.site_id, group_concat(d.day || ' ' || d.p95_bps || ' ' || d.buckets_present)
+             FROM site_days d JOIN sites s ON s.id = d.site_id
+             WHERE s.account_id = ? AND d.day >= ? AND d.day < ? GROUP BY d.site_id ORDER BY d.site_id",
         )
         .bind(account)
         .bind(from.to_string())
@@ -614,17 +653,26 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.into_iter()
-            .map(|(site, day, p95, present)| {
-                let p95 = DailyP95 {
-                    p95_bps: to_u64(p95, "p95")?,
-                    buckets_present: u16::try_from(present)
-                        .map_err(|_| StoreError::Corrupt(format!("buckets {present}")))?,
-                    buckets_expected: DAY_SLOTS as u16,
-                };
-                Ok(SiteDay { site, day: parse(&day, "day")?, p95 })
-            })
-            .collect()
+        let mut days = Vec::new();
+        for (site, folded) in rows {
+            for day in folded.split(',') {
+                let corrupt = || StoreError::Corrupt(format!("site day {day:?} of {site}"));
+                let mut fields = day.split(' ');
+                let mut field = || fields.next().ok_or_else(corrupt);
+                let (date, p95, present) = (field()?, field()?, field()?);
+                days.push(SiteDay {
+                    site: site.clone(),
+                    day: date.parse().map_err(|_| corrupt())?,
+                    p95: DailyP95 {
+                        p95_bps: p95.parse().map_err(|_| corrupt())?,
+                        buckets_present: present.parse().ok().filter(|n| *n <= DAY_SLOTS as u16).ok_or_else(corrupt)?,
+                        buckets_expected: DAY_SLOTS as u16,
+                    },
+                });
+            }
+        }
+        days.sort_by(|a, b| (&a.site, a.day).cmp(&(&b.site, b.day)));
+        Ok(days)
     }
 
     async fn finalized_report(
@@ -819,19 +867,21 @@ impl Store for SqliteStore {
     }
 
     async fn meter_counts(&self, account: &str, month: &str) -> Result<MeterCounts, StoreError> {
-        let distinct = |meter: LicenseKind| {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT count(DISTINCT subject) FROM usage_events
-                 WHERE account_id = ? AND month = ? AND meter = ? AND counted = 1",
-            )
-            .bind(account)
-            .bind(month)
-            .bind(meter.as_str())
-            .fetch_one(&self.pool)
-        };
-        let ai_security_users = to_u64(distinct(LicenseKind::AiSecurityUsers).await.map_err(db)?, "count")?;
-        let dem_users = to_u64(distinct(LicenseKind::DemUsers).await.map_err(db)?, "count")?;
-        let devices = to_u64(distinct(LicenseKind::Devices).await.map_err(db)?, "count")?;
+        let (ai_security_users, dem_users, devices, peak): (i64, i64, i64, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT count(DISTINCT subject) FROM usage_events
+                     WHERE account_id = ?1 AND month = ?2 AND meter = 'ai_security_users' AND counted = 1),
+                    (SELECT count(DISTINCT subject) FROM usage_events
+                     WHERE account_id = ?1 AND month = ?2 AND meter = 'dem_users' AND counted = 1),
+                    (SELECT count(DISTINCT subject) FROM usage_events
+                     WHERE account_id = ?1 AND month = ?2 AND meter = 'devices' AND counted = 1),
+                    (SELECT max(total) FROM (SELECT sum(quantity) AS total FROM usage_events
+                     WHERE account_id = ?1 AND month = ?2 AND meter = 'data_lake' GROUP BY subject))",
+        )
+        .bind(account)
+        .bind(month)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
         // Each user once, in the region of their latest counted session (R12).
         let by_region: Vec<(String, i64)> = sqlx::query_as(
             "SELECT region, count(*) FROM (
@@ -849,20 +899,11 @@ impl Store for SqliteStore {
             .into_iter()
             .map(|(region, n)| Ok((parse(&region, "ZTNA region")?, to_u64(n, "count")?)))
             .collect::<Result<_, StoreError>>()?;
-        let peak: Option<i64> = sqlx::query_scalar(
-            "SELECT max(total) FROM (SELECT sum(quantity) AS total FROM usage_events
-                 WHERE account_id = ? AND month = ? AND meter = 'data_lake' GROUP BY subject)",
-        )
-        .bind(account)
-        .bind(month)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)?;
         Ok(MeterCounts {
             ztna_by_region,
-            ai_security_users,
-            dem_users,
-            devices,
+            ai_security_users: to_u64(ai_security_users, "count")?,
+            dem_users: to_u64(dem_users, "count")?,
+            devices: to_u64(devices, "count")?,
             data_lake_peak_hour: to_u64(peak.unwrap_or(0), "count")?,
         })
     }

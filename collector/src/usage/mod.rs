@@ -17,10 +17,10 @@ pub mod report;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use tally_common::p95::daily_site_p95;
+use tally_common::p95::{DailyP95, daily_site_p95};
 use tally_common::time::{Month, MonthWindowSetting};
 
-use crate::store::{Store, StoreError};
+use crate::store::{DirtyDay, KeyRange, Store, StoreError};
 
 /// How often the running collector recomputes the days that changed.
 pub const REFRESH_PERIOD: Duration = Duration::from_secs(2);
@@ -28,26 +28,43 @@ pub const REFRESH_PERIOD: Duration = Duration::from_secs(2);
 /// Site-days recomputed per store transaction.
 const REFRESH_BATCH: usize = 5_000;
 
-/// Recomputes every dirty site-day; returns how many were computed. One read per site and batch:
-/// its buckets from its first to its last dirty day.
+/// Recomputes every dirty site-day; returns how many were computed. The dirty days are split in
+/// two halves recomputed side by side (both cores), until none is left: a day dirtied again
+/// meanwhile is computed once more.
 pub async fn refresh<S: Store>(store: &S) -> Result<usize, StoreError> {
     let mut total = 0;
+    while let Some(middle) = store.dirty_days_midpoint().await? {
+        let first = KeyRange { after: None, through: Some(middle.clone()) };
+        let second = KeyRange { after: Some(middle), through: None };
+        let (a, b) = tokio::try_join!(refresh_range(store, first), refresh_range(store, second))?;
+        total += a + b;
+    }
+    Ok(total)
+}
+
+/// One pass over the dirty days of `range` in key order, reading each batch while the previous
+/// one is saved.
+async fn refresh_range<S: Store>(store: &S, mut range: KeyRange) -> Result<usize, StoreError> {
+    let mut total = 0;
+    let mut computed: Vec<(DirtyDay, DailyP95)> = Vec::new();
     loop {
-        let dirty = store.dirty_days(REFRESH_BATCH).await?;
-        if dirty.is_empty() {
-            return Ok(total);
-        }
-        let mut computed = Vec::with_capacity(dirty.len());
-        for site_days in dirty.chunk_by(|a, b| a.site == b.site) {
-            let (first, last) = (site_days[0].day, site_days[site_days.len() - 1].day);
-            let buckets = store.buckets_between(&site_days[0].site, first, last.succ_opt().unwrap_or(last)).await?;
-            for day in site_days {
-                // `daily_site_p95` takes the buckets of its day only.
-                computed.push((day.clone(), daily_site_p95(day.day, buckets.iter().map(|b| (b.start, b.max_bps)))));
+        let save = async {
+            match computed.is_empty() {
+                true => Ok(()),
+                false => store.save_site_days(&computed).await,
             }
-        }
+        };
+        let (dirty, ()) = tokio::try_join!(store.dirty_days(&range, REFRESH_BATCH), save)?;
+        let Some((last, _)) = dirty.last() else { return Ok(total) };
+        range.after = Some((last.site.clone(), last.day));
+        computed = dirty
+            .into_iter()
+            .map(|(dirty, buckets)| {
+                let p95 = daily_site_p95(dirty.day, buckets);
+                (dirty, p95)
+            })
+            .collect();
         total += computed.len();
-        store.save_site_days(&computed).await?;
     }
 }
 

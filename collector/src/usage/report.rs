@@ -206,8 +206,13 @@ async fn compute<S: Store>(
     let today = now.date_naive();
     // Days reported: the window's, up to today (a day of the future has no P95 yet).
     let last_reported = (window.end.pred_opt().unwrap_or(window.end)).min(today);
-    let sites = store.sites_of_account(account).await?;
-    let stored = store.site_days(account, window.start, window.end).await?;
+    let key = month.to_string();
+    let (sites, stored, licenses, counts) = tokio::try_join!(
+        store.sites_of_account(account),
+        store.site_days(account, window.start, window.end),
+        store.licenses_of_account(account),
+        store.meter_counts(account, &key),
+    )?;
     let mut by_site: BTreeMap<&str, BTreeMap<NaiveDate, &crate::store::SiteDay>> = BTreeMap::new();
     for day in &stored {
         by_site.entry(day.site.as_str()).or_default().insert(day.day, day);
@@ -236,7 +241,6 @@ async fn compute<S: Store>(
     let group_of: BTreeMap<&str, RegionGroup> = sites.iter().map(|s| (s.id.as_str(), s.region_group)).collect();
     let site_days: Vec<(RegionGroup, NaiveDate, u64)> =
         stored.iter().filter_map(|d| group_of.get(d.site.as_str()).map(|g| (*g, d.day, d.p95.p95_bps))).collect();
-    let licenses = store.licenses_of_account(account).await?;
     let pools = pool_months(window, site_days.iter().copied(), &pool_licenses(&licenses)?);
     let bandwidth_pool = pools
         .iter()
@@ -266,7 +270,7 @@ async fn compute<S: Store>(
         window: WindowJson { start: rfc3339(window.start_time()), end: rfc3339(window.end_time()), setting },
         bandwidth_pool,
         sites: site_reports,
-        meters: meter_reports(&store.meter_counts(account, &month.to_string()).await?, &licenses, month),
+        meters: meter_reports(&counts, &licenses, month),
         generated_at: rfc3339(now),
         finalized_at: None,
         late_buckets: 0,
