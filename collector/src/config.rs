@@ -38,12 +38,21 @@ grace_hours = 72
 # route answers 401.
 # operator_token = "..."
 
-# Month-end notifications (R15): the SMTP relay (HOST:PORT, plain SMTP) and the sender, and the
-# key that signs webhooks (HMAC-SHA256, at least 32 characters). Recipients are per account:
-# `tally-collector account notify`.
-# smtp = "127.0.0.1:25"
+# Month-end notifications (R15). Recipients are per account: `tally-collector account notify`.
+# The SMTP relay (HOST:PORT) and how to reach it: "starttls" (upgrade, required), "tls" (TLS from
+# the first byte, usually port 465) or "none" (plain SMTP, for a relay on the same host), with
+# optional credentials (never sent without TLS), and the sender.
+# smtp = "smtp.example.net:587"
+smtp_tls = "starttls"
+# smtp_username = "..."
+# smtp_password = "..."
 smtp_from = "tally@localhost"
+# The key that signs webhooks (HMAC-SHA256, at least 32 characters). Webhooks are http:// or
+# https:// URLs.
 # webhook_secret = "..."
+# PEM certificates of authorities trusted beside the system's, for the SMTP relay and https
+# webhooks (a private CA).
+# notify_ca_file = "/etc/tally/notify-ca.pem"
 
 # Log filter, in RUST_LOG syntax.
 log = "info"
@@ -60,10 +69,39 @@ pub struct Config {
     pub month_window: MonthWindowSetting,
     pub grace: chrono::TimeDelta,
     pub operator_token: Option<String>,
-    pub smtp: Option<String>,
+    pub smtp: Option<SmtpRelay>,
     pub smtp_from: String,
     pub webhook_secret: Option<String>,
+    pub notify_ca_file: Option<PathBuf>,
     pub log: String,
+}
+
+/// The SMTP relay that month-end e-mail goes through.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SmtpRelay {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    /// User name and password.
+    pub credentials: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for SmtpRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let user = self.credentials.as_ref().map(|(user, _)| user);
+        write!(f, "{}:{} ({:?}, user {user:?})", self.host, self.port, self.tls)
+    }
+}
+
+/// How the connection to the SMTP relay is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain SMTP upgraded with STARTTLS; a relay that does not offer it is an error.
+    StartTls,
+    /// TLS from the first byte ("SMTPS").
+    Tls,
+    /// Plain SMTP.
+    None,
 }
 
 impl Default for Config {
@@ -96,7 +134,7 @@ impl Config {
     }
 }
 
-const KNOWN: [&str; 13] = [
+const KNOWN: [&str; 17] = [
     "data_dir",
     "quic_listen",
     "http_listen",
@@ -107,8 +145,12 @@ const KNOWN: [&str; 13] = [
     "grace_hours",
     "operator_token",
     "smtp",
+    "smtp_tls",
+    "smtp_username",
+    "smtp_password",
     "smtp_from",
     "webhook_secret",
+    "notify_ca_file",
     "log",
 ];
 
@@ -167,15 +209,18 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     };
     let operator_token = secret("operator_token");
     let webhook_secret = secret("webhook_secret");
-    let smtp = match table.get("smtp") {
+    let smtp = smtp_relay(&table, &mut errors);
+    let notify_ca_file = match table.get("notify_ca_file") {
         None => None,
-        Some(toml::Value::String(s))
-            if s.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
-        {
-            Some(s.clone())
-        }
+        Some(toml::Value::String(path)) => match read_certificates(Path::new(path)) {
+            Ok(_) => Some(PathBuf::from(path)),
+            Err(e) => {
+                errors.push(format!("notify_ca_file: {e}"));
+                None
+            }
+        },
         Some(other) => {
-            errors.push(format!("smtp: expected HOST:PORT of an SMTP relay, found {other}"));
+            errors.push(format!("notify_ca_file: expected a path, found {}", other.type_str()));
             None
         }
     };
@@ -238,11 +283,69 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             smtp,
             smtp_from,
             webhook_secret,
+            notify_ca_file,
             log,
         })
     } else {
         Err(ConfigErrors { source: "configuration".into(), errors })
     }
+}
+
+/// `smtp`, `smtp_tls` and the credentials.
+fn smtp_relay(table: &toml::Table, errors: &mut Vec<String>) -> Option<SmtpRelay> {
+    let mut text = |key: &str| match table.get(key) {
+        None => None,
+        Some(toml::Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(other) => {
+            errors.push(format!("{key}: expected a non-empty string, found {other}"));
+            None
+        }
+    };
+    let (relay, tls, username, password) =
+        (text("smtp"), text("smtp_tls"), text("smtp_username"), text("smtp_password"));
+    let tls = match tls.as_deref() {
+        None | Some("starttls") => SmtpTls::StartTls,
+        Some("tls") => SmtpTls::Tls,
+        Some("none") => SmtpTls::None,
+        Some(other) => {
+            errors.push(format!("smtp_tls: expected \"starttls\", \"tls\" or \"none\", found {other:?}"));
+            SmtpTls::StartTls
+        }
+    };
+    let credentials = match (username, password) {
+        (Some(user), Some(_)) if tls == SmtpTls::None => {
+            errors.push(format!(
+                "smtp_password: the password of {user:?} would cross the network in clear text with smtp_tls = \"none\""
+            ));
+            None
+        }
+        (Some(user), Some(password)) => Some((user, password)),
+        (None, None) => None,
+        _ => {
+            errors.push("smtp_username, smtp_password: set both or neither".into());
+            None
+        }
+    };
+    let relay = relay?;
+    match relay.rsplit_once(':').and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?))) {
+        Some((host, port)) if !host.is_empty() => Some(SmtpRelay { host: host.to_owned(), port, tls, credentials }),
+        _ => {
+            errors.push(format!("smtp: expected HOST:PORT of an SMTP relay, found {relay:?}"));
+            None
+        }
+    }
+}
+
+/// The certificates of a PEM file; an error names what is wrong with it.
+pub fn read_certificates(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certificates = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certificates.is_empty() {
+        return Err(format!("{}: no PEM certificate in it", path.display()));
+    }
+    Ok(certificates)
 }
 
 #[cfg(test)]
@@ -271,5 +374,35 @@ mod tests {
         assert!(errors.iter().any(|e| e.starts_with("max_bucket_bps: expected a positive integer")));
         assert!(errors.iter().any(|e| e.starts_with("port: unknown key")));
         assert!(errors.iter().any(|e| e == "log: expected a string, found integer"));
+    }
+
+    #[test]
+    fn smtp_settings_are_checked_together() {
+        let errors = parse("smtp = \"relay\"\nsmtp_tls = \"ssl\"\nsmtp_username = \"tally\"\n").unwrap_err().errors;
+        assert_eq!(
+            errors,
+            [
+                "smtp_tls: expected \"starttls\", \"tls\" or \"none\", found \"ssl\"",
+                "smtp_username, smtp_password: set both or neither",
+                "smtp: expected HOST:PORT of an SMTP relay, found \"relay\"",
+            ]
+        );
+        let clear = "smtp = \"relay:25\"\nsmtp_tls = \"none\"\nsmtp_username = \"tally\"\nsmtp_password = \"pw\"\n";
+        let errors = parse(clear).unwrap_err().errors;
+        assert!(
+            errors[0].starts_with("smtp_password: the password of \"tally\" would cross the network"),
+            "{errors:?}"
+        );
+        let errors = parse("notify_ca_file = \"/nonexistent/ca.pem\"\n").unwrap_err().errors;
+        assert!(errors[0].starts_with("notify_ca_file: /nonexistent/ca.pem: "), "{errors:?}");
+
+        let config = parse(
+            "smtp = \"smtp.example.net:465\"\nsmtp_tls = \"tls\"\nsmtp_username = \"tally\"\nsmtp_password = \"pw\"\n",
+        );
+        let relay = config.unwrap().smtp.unwrap();
+        assert_eq!((relay.host.as_str(), relay.port, relay.tls), ("smtp.example.net", 465, SmtpTls::Tls));
+        assert_eq!(relay.credentials, Some(("tally".into(), "pw".into())));
+        assert!(!format!("{relay:?}").contains("pw"), "Debug never shows the password");
+        assert_eq!(parse("smtp = \"relay:587\"\n").unwrap().smtp.unwrap().tls, SmtpTls::StartTls, "the default");
     }
 }

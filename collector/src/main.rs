@@ -252,11 +252,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 limits,
                 until_stopped(stopped.clone()),
             ));
-            let transports = usage::notify::Transports {
-                smtp: config.smtp.clone(),
-                smtp_from: config.smtp_from.clone(),
-                webhook_secret: config.webhook_secret.clone(),
-            };
+            let transports = usage::notify::Transports::new(&config).map_err(anyhow::Error::msg)?;
             let engine = tokio::spawn(usage::run_engine(
                 store.clone(),
                 config.month_window,
@@ -353,8 +349,9 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                     (Channel::Email, email)
                 }
                 (None, Some(url)) => {
-                    if !url.starts_with("http://") || url.parse::<axum::http::Uri>().is_err() {
-                        anyhow::bail!("--webhook {url:?}: expected an http:// URL");
+                    let uri = url.parse::<axum::http::Uri>();
+                    if !uri.is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()) {
+                        anyhow::bail!("--webhook {url:?}: expected an http:// or https:// URL");
                     }
                     (Channel::Webhook, url)
                 }

@@ -15,32 +15,47 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 use support::{Collector, args};
+use tally_collector::ca::Ca;
 
 const PYTHON: &str = "/usr/bin/python3";
 const SECRET: &str = "whsec-0123456789abcdef0123456789abcdef";
 
-/// Each message received, as a JSON line: recipients, Message-ID, subject.
+/// Each message received, as a JSON line: recipients, Message-ID, subject, body, and the user
+/// that logged in. Arguments: port, output file, and for STARTTLS with a login: certificate, key,
+/// user, password.
 const SMTP_SINK: &str = r#"
-import asyncio, json, sys
+import asyncio, json, ssl, sys
 from email import message_from_bytes
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 out = open(sys.argv[2], "a")
 class Sink:
     async def handle_DATA(self, server, session, envelope):
         m = message_from_bytes(envelope.content)
         out.write(json.dumps({"to": envelope.rcpt_tos, "id": m["Message-ID"], "subject": m["Subject"],
-                              "body": m.get_payload(decode=True).decode()}) + "\n")
+                              "body": m.get_payload(decode=True).decode(), "user": session.auth_data,
+                              "tls": session.ssl is not None}) + "\n")
         out.flush()
         return "250 OK"
-c = Controller(Sink(), hostname="127.0.0.1", port=int(sys.argv[1]))
+options = {}
+if len(sys.argv) > 3:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(sys.argv[3], sys.argv[4])
+    login = (sys.argv[5].encode(), sys.argv[6].encode())
+    def check(server, session, envelope, mechanism, data):
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == login
+        return AuthResult(success=ok, auth_data=data.login.decode() if ok else None)
+    options = dict(tls_context=context, require_starttls=True, auth_required=True, authenticator=check)
+c = Controller(Sink(), hostname="127.0.0.1", port=int(sys.argv[1]), **options)
 c.start()
 print("ready", flush=True)
 asyncio.get_event_loop().run_forever()
 "#;
 
 /// Each POST as a JSON line: whether its HMAC-SHA256 signature verifies, its id, its body.
+/// Arguments: port, secret, output file, and for https: certificate, key.
 const WEBHOOK_SINK: &str = r#"
-import hmac, hashlib, json, sys
+import hmac, hashlib, json, ssl, sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 secret, out = sys.argv[2].encode(), open(sys.argv[3], "a")
 class Hook(BaseHTTPRequestHandler):
@@ -55,6 +70,10 @@ class Hook(BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 server = HTTPServer(("127.0.0.1", int(sys.argv[1])), Hook)
+if len(sys.argv) > 4:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(sys.argv[4], sys.argv[5])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 print("ready", flush=True)
 server.serve_forever()
 "#;
@@ -85,16 +104,38 @@ fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
+/// `account` gets a site and a 100 Mbps Group 1 pool for 2026, and the site runs at `bps` all of
+/// Oct 7.
+fn licensed_100_mbps_running_at(c: &Collector, account: &str, site: &str, bps: u64) {
+    c.ok(&args(&format!("site add --account {account} --id {site} --name {site} --country US --type socket")));
+    c.ok(&args(&format!(
+        "license add --account {account} --kind bandwidth_pool --region group1 --quantity 100 --from 2026-01-01 --to 2026-12-31"
+    )));
+    let mut csv = String::from("site,bucket_start,max_bps\n");
+    for slot in 0..288 {
+        csv += &format!("{site},2026-10-07T{:02}:{:02}:00Z,{bps}\n", slot / 12, slot % 12 * 5);
+    }
+    let file = c.file(&format!("{site}.csv"), &csv);
+    c.ok(&["import-buckets", "--csv", &file]);
+}
+
+fn has_aiosmtpd() -> bool {
+    let found = Command::new(PYTHON).args(["-c", "import aiosmtpd"]).status().is_ok_and(|s| s.success());
+    if !found {
+        println!("skipped: {PYTHON} has no aiosmtpd (Debian package python3-aiosmtpd)");
+    }
+    found
+}
+
 #[test]
 fn every_recipient_is_notified_exactly_once_across_a_crash_before_delivery() {
-    if Command::new(PYTHON).args(["-c", "import aiosmtpd"]).status().map_or(true, |s| !s.success()) {
-        println!("skipped: {PYTHON} has no aiosmtpd (Debian package python3-aiosmtpd)");
+    if !has_aiosmtpd() {
         return;
     }
     let (smtp_port, hook_port) = (free_port(), free_port());
     let c = Collector::with_config(&format!(
         "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\nsmtp = \"127.0.0.1:{smtp_port}\"\n\
-         smtp_from = \"tally@provider.example\"\nwebhook_secret = \"{SECRET}\"\n\
+         smtp_tls = \"none\"\nsmtp_from = \"tally@provider.example\"\nwebhook_secret = \"{SECRET}\"\n\
          log = \"info,tally_collector::usage=debug\""
     ));
     c.ok(&args("account add --id partner --name Partner"));
@@ -104,20 +145,9 @@ fn every_recipient_is_notified_exactly_once_across_a_crash_before_delivery() {
     c.ok(&args("account notify --account acme --email ops@acme.example"));
     c.ok(&["account", "notify", "--account", "acme", "--webhook", &format!("http://127.0.0.1:{hook_port}/tally")]);
     c.ok(&args("account notify --account quiet --email ops@quiet.example"));
-    for (account, site) in [("acme", "hq"), ("quiet", "q1")] {
-        c.ok(&args(&format!("site add --account {account} --id {site} --name {site} --country US --type socket")));
-        c.ok(&args(&format!(
-            "license add --account {account} --kind bandwidth_pool --region group1 --quantity 100 --from 2026-01-01 --to 2026-12-31"
-        )));
-    }
     // acme runs at 150 Mbps on Oct 7 (50 over), quiet at 50 Mbps (within).
-    let mut csv = String::from("site,bucket_start,max_bps\n");
-    for slot in 0..288 {
-        let at = format!("2026-10-07T{:02}:{:02}:00Z", slot / 12, slot % 12 * 5);
-        csv += &format!("hq,{at},150000000\nq1,{at},50000000\n");
-    }
-    let file = c.file("b.csv", &csv);
-    c.ok(&["import-buckets", "--csv", &file]);
+    licensed_100_mbps_running_at(&c, "acme", "hq", 150_000_000);
+    licensed_100_mbps_running_at(&c, "quiet", "q1", 50_000_000);
 
     // Nothing listens yet: the month is finalized and its outbox committed, delivery fails, and
     // the collector is killed before any retry.
@@ -156,4 +186,72 @@ fn every_recipient_is_notified_exactly_once_across_a_crash_before_delivery() {
     let outbox = outbox.as_array().unwrap();
     assert_eq!(outbox.len(), 3, "{outbox:?}");
     assert!(outbox.iter().all(|o| o["account"] == "acme" && o["delivered_at"].is_string()), "{outbox:?}");
+}
+
+/// A server certificate for 127.0.0.1 from `ca`, written as PEM files; returns their paths.
+fn server_pem(c: &Collector, ca: &Ca, name: &str) -> (String, String) {
+    let (cert, key) = ca.server_certificate(&["127.0.0.1".to_owned()]).unwrap();
+    let cert = c.file(&format!("{name}.crt"), &pem::encode(&pem::Pem::new("CERTIFICATE", cert)));
+    let key = c.file(&format!("{name}.key"), &pem::encode(&pem::Pem::new("PRIVATE KEY", key)));
+    (cert, key)
+}
+
+/// E-mail through a relay that requires STARTTLS and a login, webhooks over https: delivered when
+/// the server's certificate comes from an authority of `notify_ca_file`, refused (and retried)
+/// when it does not.
+#[test]
+fn tls_relays_and_https_webhooks_are_verified() {
+    if !has_aiosmtpd() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (trusted, _) = Ca::load_or_create(&dir.path().join("trusted")).unwrap();
+    let (stranger, _) = Ca::load_or_create(&dir.path().join("stranger")).unwrap();
+    let (smtp_port, hook_port, bad_hook_port) = (free_port(), free_port(), free_port());
+    let ca_file = dir.path().join("notify-ca.pem");
+    std::fs::write(&ca_file, trusted.cert_pem()).unwrap();
+    let c = Collector::with_config(&format!(
+        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\nsmtp = \"127.0.0.1:{smtp_port}\"\n\
+         smtp_tls = \"starttls\"\nsmtp_username = \"tally\"\nsmtp_password = \"relay-password\"\n\
+         smtp_from = \"tally@provider.example\"\nwebhook_secret = \"{SECRET}\"\nnotify_ca_file = \"{}\"\n\
+         log = \"info,tally_collector::usage=debug\"",
+        ca_file.display()
+    ));
+    let (relay_cert, relay_key) = server_pem(&c, &trusted, "relay");
+    let (hook_cert, hook_key) = server_pem(&c, &trusted, "hook");
+    let (bad_cert, bad_key) = server_pem(&c, &stranger, "bad-hook");
+    let (mail, hooks, bad_hooks) =
+        (c.dir.path().join("mail.jsonl"), c.dir.path().join("hooks.jsonl"), c.dir.path().join("bad.jsonl"));
+    let _smtp = sink(
+        SMTP_SINK,
+        &[&smtp_port.to_string(), mail.to_str().unwrap(), &relay_cert, &relay_key, "tally", "relay-password"],
+    );
+    let _hook = sink(WEBHOOK_SINK, &[&hook_port.to_string(), SECRET, hooks.to_str().unwrap(), &hook_cert, &hook_key]);
+    let _bad =
+        sink(WEBHOOK_SINK, &[&bad_hook_port.to_string(), SECRET, bad_hooks.to_str().unwrap(), &bad_cert, &bad_key]);
+
+    c.ok(&args("account add --id acme --name Acme"));
+    c.ok(&args("account notify --account acme --email ops@acme.example"));
+    c.ok(&["account", "notify", "--account", "acme", "--webhook", &format!("https://127.0.0.1:{hook_port}/tally")]);
+    c.ok(&["account", "notify", "--account", "acme", "--webhook", &format!("https://127.0.0.1:{bad_hook_port}/t")]);
+    licensed_100_mbps_running_at(&c, "acme", "hq", 150_000_000);
+    let mut server = c.serve();
+    server.until("notification delivered", 2);
+    server.until("notification delivery failed", 1);
+    drop(server);
+
+    let mail = lines(&mail);
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    assert_eq!(mail[0]["to"][0], "ops@acme.example");
+    assert_eq!(mail[0]["tls"], true, "sent after STARTTLS");
+    assert_eq!(mail[0]["user"], "tally", "logged in");
+    let hooks = lines(&hooks);
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(hooks[0]["valid"], true);
+    assert!(lines(&bad_hooks).is_empty(), "nothing sent to a server of an untrusted authority");
+    let outbox: Value = serde_json::from_str(&c.ok(&args("notifications --format json"))).unwrap();
+    let refused: Vec<&Value> = outbox.as_array().unwrap().iter().filter(|o| o["delivered_at"].is_null()).collect();
+    assert_eq!(refused.len(), 1, "{outbox}");
+    let error = refused[0]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("TLS: invalid peer certificate"), "{error}");
 }

@@ -7,31 +7,91 @@
 //! carries a stable id (`Message-ID <tally-outbox-N@...>`, header `Tally-Notification-Id: N`) so
 //! that a receiver can recognise the one redelivery a crash between sending and marking can cause.
 //!
-//! E-mail goes to the configured SMTP relay (plain SMTP, as to a local relay); webhooks are
-//! HTTP POSTs of the JSON document, signed `Tally-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+//! E-mail goes to the configured SMTP relay (STARTTLS, TLS or plain, with optional credentials);
+//! webhooks are HTTP POSTs (http:// or https://) of the JSON document, signed
+//! `Tally-Signature: sha256=<hex HMAC-SHA256 of the body>`. TLS trusts the system's authorities
+//! and those of `notify_ca_file`, through rustls with ring as everywhere else.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::json;
 use tally_common::bandwidth::Bandwidth;
 use tally_common::kinds::LicenseKind;
 
 use super::report::UsageReport;
+use crate::config::{Config, SmtpRelay, SmtpTls};
 use crate::store::{Channel, NewOverusage, Notification, OutboxItem, Store, StoreError};
 
 /// Where notifications go out, from the configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub struct Transports {
-    /// `HOST:PORT` of the SMTP relay.
-    pub smtp: Option<String>,
-    pub smtp_from: String,
+    smtp: Option<(SmtpRelay, Option<TlsParameters>)>,
+    smtp_from: String,
     /// The key of the webhooks' HMAC-SHA256 signature.
-    pub webhook_secret: Option<String>,
+    webhook_secret: Option<String>,
+    /// https webhooks.
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for Transports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let relay = self.smtp.as_ref().map(|(relay, _)| relay);
+        write!(f, "smtp {relay:?} from {}, webhooks signed: {}", self.smtp_from, self.webhook_secret.is_some())
+    }
+}
+
+impl Transports {
+    /// Loads the authorities TLS trusts: the system's and `notify_ca_file`'s.
+    pub fn new(config: &Config) -> Result<Transports, String> {
+        let mut trusted = rustls_native_certs::load_native_certs().certs;
+        let system = trusted.len();
+        if let Some(path) = &config.notify_ca_file {
+            trusted.extend(crate::config::read_certificates(path).map_err(|e| format!("notify_ca_file: {e}"))?);
+        }
+        // A system certificate webpki cannot use is left out rather than failing every delivery.
+        trusted.retain(|certificate| rustls::RootCertStore::empty().add(certificate.clone()).is_ok());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(trusted.iter().cloned());
+        tracing::debug!(system, usable = roots.len(), "authorities trusted for notifications");
+        let smtp = match &config.smtp {
+            None => None,
+            Some(relay) => Some((relay.clone(), smtp_tls_parameters(relay, &trusted)?)),
+        };
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Transports {
+            smtp,
+            smtp_from: config.smtp_from.clone(),
+            webhook_secret: config.webhook_secret.clone(),
+            tls: Arc::new(tls),
+        })
+    }
+}
+
+fn smtp_tls_parameters(
+    relay: &SmtpRelay,
+    trusted: &[CertificateDer<'static>],
+) -> Result<Option<TlsParameters>, String> {
+    if relay.tls == SmtpTls::None {
+        return Ok(None);
+    }
+    let mut builder = TlsParameters::builder(relay.host.clone()).certificate_store(CertificateStore::None);
+    for certificate in trusted {
+        builder = builder.add_root_certificate(Certificate::from_der(certificate.to_vec()).map_err(|e| e.to_string())?);
+    }
+    builder.build_rustls().map(Some).map_err(|e| format!("smtp TLS: {e}"))
 }
 
 /// The notification of a finalized month, or `None` without over-usage (R15: nothing is sent).
@@ -106,21 +166,28 @@ async fn deliver(transports: &Transports, item: &OutboxItem) -> Result<(), Strin
 }
 
 async fn send_email(transports: &Transports, item: &OutboxItem) -> Result<(), String> {
-    let relay = transports.smtp.as_deref().ok_or("no SMTP relay is configured (smtp)")?;
-    let (host, port) = relay.rsplit_once(':').ok_or_else(|| format!("smtp {relay:?} is not HOST:PORT"))?;
-    let port: u16 = port.parse().map_err(|_| format!("smtp {relay:?} is not HOST:PORT"))?;
+    let (relay, tls) = transports.smtp.as_ref().ok_or("no SMTP relay is configured (smtp)")?;
     let message = Message::builder()
         .from(transports.smtp_from.parse().map_err(|e| format!("smtp_from: {e}"))?)
         .to(item.recipient.parse().map_err(|e| format!("recipient {:?}: {e}", item.recipient))?)
         .subject(&item.subject)
-        .message_id(Some(format!("<tally-outbox-{}@{host}>", item.id)))
+        .message_id(Some(format!("<tally-outbox-{}@{}>", item.id, relay.host)))
         .body(item.body.clone())
         .map_err(|e| e.to_string())?;
-    let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-        .port(port)
-        .timeout(Some(Duration::from_secs(30)))
-        .build();
-    mailer.send(message).await.map(|_| ()).map_err(|e| format!("SMTP {relay}: {e}"))
+    let tls = match (relay.tls, tls.clone()) {
+        (SmtpTls::StartTls, Some(parameters)) => Tls::Required(parameters),
+        (SmtpTls::Tls, Some(parameters)) => Tls::Wrapper(parameters),
+        _ => Tls::None,
+    };
+    let mut mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&relay.host)
+        .port(relay.port)
+        .tls(tls)
+        .timeout(Some(Duration::from_secs(30)));
+    if let Some((user, password)) = &relay.credentials {
+        mailer = mailer.credentials(Credentials::new(user.clone(), password.clone()));
+    }
+    let sent = mailer.build().send(message).await;
+    sent.map(|_| ()).map_err(|e| format!("SMTP {}:{}: {e}", relay.host, relay.port))
 }
 
 /// `sha256=` and the hex HMAC-SHA256 of `body` under `secret`.
@@ -132,30 +199,47 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 async fn post_webhook(transports: &Transports, item: &OutboxItem) -> Result<(), String> {
     let secret = transports.webhook_secret.as_deref().ok_or("no webhook secret is configured (webhook_secret)")?;
     let uri: hyper::Uri = item.recipient.parse().map_err(|e| format!("webhook {:?}: {e}", item.recipient))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!("webhook {:?}: only http:// URLs are supported so far", item.recipient));
-    }
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(format!("webhook {:?}: not an http:// or https:// URL", item.recipient)),
+    };
     let host = uri.host().ok_or("webhook URL without a host")?.to_owned();
-    let addr = format!("{host}:{}", uri.port_u16().unwrap_or(80));
+    let addr = format!("{host}:{}", uri.port_u16().unwrap_or(if https { 443 } else { 80 }));
+    let request = hyper::Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(hyper::header::HOST, uri.authority().map_or(host.as_str(), |a| a.as_str()))
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header("Tally-Signature", signature(secret, item.body.as_bytes()))
+        .header("Tally-Notification-Id", item.id.to_string())
+        .body(Full::new(Bytes::from(item.body.clone())))
+        .map_err(|e| e.to_string())?;
     let exchange = async {
         let stream = tokio::net::TcpStream::connect(&addr).await.map_err(|e| format!("{addr}: {e}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        if !https {
+            return send(stream, request).await;
+        }
+        let name = ServerName::try_from(host.clone()).map_err(|e| format!("webhook host {host:?}: {e}"))?;
+        let stream = tokio_rustls::TlsConnector::from(transports.tls.clone())
+            .connect(name, stream)
             .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
-        let request = hyper::Request::post(uri.clone())
-            .header(hyper::header::HOST, host.as_str())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header("Tally-Signature", signature(secret, item.body.as_bytes()))
-            .header("Tally-Notification-Id", item.id.to_string())
-            .body(Full::new(Bytes::from(item.body.clone())))
-            .map_err(|e| e.to_string())?;
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-        let status = response.status();
-        let _ = response.into_body().collect().await;
-        if status.is_success() { Ok(()) } else { Err(format!("webhook answered {status}")) }
+            .map_err(|e| format!("{addr}: TLS: {e}"))?;
+        send(stream, request).await
     };
     tokio::time::timeout(Duration::from_secs(30), exchange)
         .await
         .map_err(|_| "webhook: no answer in 30 s".to_owned())?
+}
+
+/// One HTTP/1.1 request on `stream`; a 2xx answer is a delivery.
+async fn send<IO>(stream: IO, request: hyper::Request<Full<Bytes>>) -> Result<(), String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let _ = response.into_body().collect().await;
+    if status.is_success() { Ok(()) } else { Err(format!("webhook answered {status}")) }
 }
