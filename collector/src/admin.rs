@@ -6,13 +6,14 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use tally_common::bandwidth::Bandwidth;
 use tally_common::bucket::Bucket;
+use tally_common::enforcement::CapViolation;
 use tally_common::kinds::{LicenseKind, SiteType, ZtnaRegion};
 use tally_common::region::{CountryCode, RegionGroup, RegionTable};
 use tally_common::time::{BucketStart, SAMPLES_PER_BUCKET};
 use tally_common::token::EnrollToken;
 
 use crate::ca::{Ca, CaError, random_hex, sha256_hex};
-use crate::store::{Account, MergeStats, NewLicense, Site, Store, StoreError};
+use crate::store::{Account, CapChange, MergeStats, NewLicense, Site, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -20,6 +21,8 @@ pub enum AdminError {
     Invalid(String),
     #[error("{file}: {} bad row(s), nothing was imported\n  - {}", .errors.len(), .errors.join("\n  - "))]
     BadRows { file: String, errors: Vec<String> },
+    #[error("refused, nothing was changed:\n  - {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  - "))]
+    Refused(Vec<CapViolation>),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -65,17 +68,85 @@ pub async fn add_site(store: &impl Store, regions: &RegionTable, site: NewSite) 
     let country: CountryCode = site.country.parse().map_err(|e| invalid(format!("--country: {e}")))?;
     let region_group = regions.group_of(country).map_err(|e| invalid(e.to_string()))?;
     let site_type: SiteType = site.site_type.parse().map_err(|e| invalid(format!("--type: {e}")))?;
-    let cap_bps = match site.cap_mbps {
-        Some(0) => return Err(invalid("--cap-mbps must be a positive number of Mbps")),
-        Some(mbps) => Some(Bandwidth::from_mbps(mbps).ok_or_else(|| invalid("--cap-mbps is too large"))?.bps()),
-        None => None,
-    };
+    let cap_bps = site.cap_mbps.map(cap_bps).transpose()?;
     if store.account(&site.account).await?.is_none() {
         return Err(invalid(format!("account {:?} does not exist", site.account)));
     }
     let site = Site { id: site.id, account: site.account, name: site.name, country, region_group, site_type, cap_bps };
-    store.add_site(&site).await?;
+    apply(store, CapChange::AddSite(site.clone())).await?;
     Ok(site)
+}
+
+fn cap_bps(mbps: u64) -> Result<u64, AdminError> {
+    match mbps {
+        0 => Err(invalid("--cap-mbps must be a positive number of Mbps")),
+        mbps => Ok(Bandwidth::from_mbps(mbps).ok_or_else(|| invalid("--cap-mbps is too large"))?.bps()),
+    }
+}
+
+/// Applies a change R17 constrains, checked against the licenses in force today.
+async fn apply(store: &impl Store, change: CapChange) -> Result<(), AdminError> {
+    let violations = store.apply_checked(&change, Utc::now().date_naive()).await?;
+    if violations.is_empty() { Ok(()) } else { Err(AdminError::Refused(violations)) }
+}
+
+/// `site set`: a site's country, type or cap; unset options keep their value.
+#[derive(Debug, Clone, Default)]
+pub struct SiteChanges {
+    pub site: String,
+    pub country: Option<String>,
+    pub site_type: Option<String>,
+    /// `Some(None)` lifts the cap.
+    pub cap_mbps: Option<Option<u64>>,
+}
+
+pub async fn set_site(store: &impl Store, regions: &RegionTable, changes: SiteChanges) -> Result<Site, AdminError> {
+    let mut site =
+        store.site(&changes.site).await?.ok_or_else(|| invalid(format!("site {:?} does not exist", changes.site)))?;
+    if let Some(country) = changes.country {
+        site.country = country.parse().map_err(|e| invalid(format!("--country: {e}")))?;
+        site.region_group = regions.group_of(site.country).map_err(|e| invalid(e.to_string()))?;
+    }
+    if let Some(site_type) = changes.site_type {
+        site.site_type = site_type.parse().map_err(|e| invalid(format!("--type: {e}")))?;
+    }
+    if let Some(cap) = changes.cap_mbps {
+        site.cap_bps = cap.map(cap_bps).transpose()?;
+    }
+    apply(store, CapChange::UpdateSite(site.clone())).await?;
+    Ok(site)
+}
+
+/// `license change`: a license's quantity (in its unit, Mbps for the pool) or last day.
+pub async fn change_license(
+    store: &impl Store,
+    account: &str,
+    id: i64,
+    quantity: Option<u64>,
+    to: Option<NaiveDate>,
+) -> Result<(), AdminError> {
+    let license = store
+        .licenses_of_account(account)
+        .await?
+        .into_iter()
+        .find(|l| l.id == id)
+        .ok_or_else(|| invalid(format!("account {account:?} has no license {id}")))?;
+    let quantity = match quantity {
+        None => license.terms.quantity,
+        Some(0) => return Err(invalid("--quantity must be positive")),
+        Some(mbps) if license.terms.kind == LicenseKind::BandwidthPool => {
+            Bandwidth::from_mbps(mbps).ok_or_else(|| invalid("--quantity is too large"))?.bps()
+        }
+        Some(n) => n,
+    };
+    let effective_to = to.unwrap_or(license.terms.effective_to);
+    if effective_to < license.terms.effective_from {
+        return Err(invalid(format!(
+            "--to {effective_to} is before the license's start {}",
+            license.terms.effective_from
+        )));
+    }
+    apply(store, CapChange::UpdateLicense { id, quantity, effective_to }).await
 }
 
 /// `site add` as typed on the command line.
@@ -152,6 +223,7 @@ pub async fn add_license(store: &impl Store, args: LicenseArgs) -> Result<i64, A
         effective_from: args.from,
         effective_to: args.to,
     };
+    // More capacity never breaks R17: no check.
     Ok(store.add_license(&license).await?)
 }
 

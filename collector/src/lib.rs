@@ -14,6 +14,7 @@ pub mod admin;
 pub mod api;
 pub mod ca;
 pub mod config;
+pub mod enforcement;
 pub mod ingest;
 pub mod store;
 pub mod usage;

@@ -128,6 +128,20 @@ enum SiteCommand {
         #[arg(long)]
         cap_mbps: Option<u64>,
     },
+    /// Change a site's country, type or cap; refused if it breaks R17 (nothing is changed).
+    Set {
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        country: Option<String>,
+        #[arg(long = "type")]
+        site_type: Option<String>,
+        #[arg(long, conflicts_with = "no_cap")]
+        cap_mbps: Option<u64>,
+        /// Lift the cap (only where R17 does not require one).
+        #[arg(long)]
+        no_cap: bool,
+    },
     /// Print a one-time enrollment token for the site's agent.
     EnrollToken {
         #[arg(long)]
@@ -154,6 +168,19 @@ enum SiteCommand {
 #[derive(Subcommand)]
 enum LicenseCommand {
     Add(LicenseAdd),
+    /// Change a license's quantity or last day; refused if the caps of its group no longer fit
+    /// (R17).
+    Change {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        id: i64,
+        /// Mbps for bandwidth_pool; users, devices or data units otherwise.
+        #[arg(long)]
+        quantity: Option<u64>,
+        #[arg(long)]
+        to: Option<NaiveDate>,
+    },
 }
 
 #[derive(Args)]
@@ -295,6 +322,17 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             let site =
                 admin::add_site(&store, &regions, NewSite { account, id, name, country, site_type, cap_mbps }).await?;
             println!("site {} added in {} ({})", site.id, site.region_group, site.country);
+        }
+        Command::Site(SiteCommand::Set { site, country, site_type, cap_mbps, no_cap }) => {
+            let cap_mbps = if no_cap { Some(None) } else { cap_mbps.map(Some) };
+            let changes = admin::SiteChanges { site, country, site_type, cap_mbps };
+            let site = admin::set_site(&store, &regions, changes).await?;
+            let cap = site.cap_bps.map_or("no cap".to_owned(), |c| format!("cap {}", Bandwidth(c)));
+            println!("site {}: {} in {} ({}), {cap}", site.id, site.site_type, site.region_group, site.country);
+        }
+        Command::License(LicenseCommand::Change { account, id, quantity, to }) => {
+            admin::change_license(&store, &account, id, quantity, to).await?;
+            println!("license {id} changed");
         }
         Command::Site(SiteCommand::Buckets { site, date, format }) => {
             if store.site(&site).await?.is_none() {

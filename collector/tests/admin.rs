@@ -18,6 +18,7 @@ fn setup() -> Collector {
 #[test]
 fn sites_follow_their_country_and_restricted_countries_are_refused() {
     let c = setup();
+    c.ok(&args("license add --account acme --kind bandwidth_pool --region china --quantity 50 --from 2020-01-01 --to 2099-12-31"));
     let out = c.ok(&args("site add --account acme --id sh --name SH --country CN --type socket --cap-mbps 50"));
     assert_eq!(out.trim(), "site sh added in china (CN)");
     let err = c.fails(&args("site add --account acme --id ir --name IR --country IR --type socket"));

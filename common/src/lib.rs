@@ -18,6 +18,7 @@ pub mod bandwidth;
 pub mod bucket;
 pub mod config_errors;
 pub mod counters;
+pub mod enforcement;
 pub mod kinds;
 pub mod license;
 pub mod meters;

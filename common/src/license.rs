@@ -28,11 +28,12 @@ impl LicenseTerm {
 /// capacity never moves between groups or licenses.
 pub fn licensed_capacity<'a>(window: MonthWindow, licenses: impl IntoIterator<Item = &'a LicenseTerm>) -> u64 {
     let licenses: Vec<&LicenseTerm> = licenses.into_iter().collect();
-    window
-        .days()
-        .map(|day| licenses.iter().filter(|l| l.in_force_on(day)).fold(0u64, |sum, l| sum.saturating_add(l.quantity)))
-        .max()
-        .unwrap_or(0)
+    window.days().map(|day| capacity_on(day, licenses.iter().copied())).max().unwrap_or(0)
+}
+
+/// The total quantity in force on `day` (R8), of licenses of one kind and region group.
+pub fn capacity_on<'a>(day: NaiveDate, licenses: impl IntoIterator<Item = &'a LicenseTerm>) -> u64 {
+    licenses.into_iter().filter(|l| l.in_force_on(day)).fold(0u64, |sum, l| sum.saturating_add(l.quantity))
 }
 
 #[cfg(test)]

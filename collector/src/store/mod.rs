@@ -16,6 +16,7 @@ use std::future::Future;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use tally_common::bucket::Bucket;
+use tally_common::enforcement::CapViolation;
 use tally_common::kinds::{LicenseKind, SiteType, ZtnaRegion};
 use tally_common::p95::DailyP95;
 use tally_common::region::{CountryCode, RegionGroup};
@@ -103,6 +104,20 @@ pub struct DirtyDay {
     pub day: NaiveDate,
     /// Bumped by every merge into the day: a recomputation clears only the generation it read.
     pub generation: i64,
+}
+
+/// A change that R17 constrains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CapChange {
+    AddSite(Site),
+    /// A site's new country (and region group), type and cap; its id and account stay.
+    UpdateSite(Site),
+    /// A license's new quantity and last day.
+    UpdateLicense {
+        id: i64,
+        quantity: u64,
+        effective_to: NaiveDate,
+    },
 }
 
 /// A site-day's key: (site, day).
@@ -275,6 +290,14 @@ pub trait Store: Send + Sync {
     fn add_site(&self, site: &Site) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn site(&self, id: &str) -> impl Future<Output = Result<Option<Site>, StoreError>> + Send;
     /// Returns the new license's id.
+    /// Applies `change` only if the account still satisfies R17 on `day` afterwards, in one
+    /// transaction: returns the violations (and nothing is written) or none (applied). `add_site`
+    /// and `add_license` do not check; every operator and API change goes through here.
+    fn apply_checked(
+        &self,
+        change: &CapChange,
+        day: NaiveDate,
+    ) -> impl Future<Output = Result<Vec<CapViolation>, StoreError>> + Send;
     fn add_license(&self, license: &NewLicense) -> impl Future<Output = Result<i64, StoreError>> + Send;
     fn sites_of_account(&self, account: &str) -> impl Future<Output = Result<Vec<Site>, StoreError>> + Send;
     fn licenses_of_account(&self, account: &str) -> impl Future<Output = Result<Vec<License>, StoreError>> + Send;

@@ -11,13 +11,14 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
 use tally_common::bucket::Bucket;
+use tally_common::enforcement::CapViolation;
 use tally_common::p95::DailyP95;
 use tally_common::time::{BucketStart, DAY_SLOTS, Month, rfc3339};
 
 use super::{
-    Account, CertificateRecord, Channel, DayKey, DirtyDay, DirtyDayBuckets, KeyRange, License, MergeStats, MeterCounts,
-    MeterEvent, NewLicense, NewOverusage, Notification, OutboxItem, Overusage, Resolution, ResolutionKind, Site,
-    SiteDay, Store, StoreError, TokenRefusal,
+    Account, CapChange, CertificateRecord, Channel, DayKey, DirtyDay, DirtyDayBuckets, KeyRange, License, MergeStats,
+    MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, OutboxItem, Overusage, Resolution, ResolutionKind,
+    Site, SiteDay, Store, StoreError, TokenRefusal,
 };
 
 /// Buckets per statement when merging: 5 parameters each, under SQLite's limit of 32,766.
@@ -47,6 +48,64 @@ impl SqliteStore {
         MIGRATIONS.run(&pool).await.map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
         Ok(SqliteStore { pool })
     }
+}
+
+async fn sites_of_account(conn: &mut sqlx::SqliteConnection, account: &str) -> Result<Vec<Site>, StoreError> {
+    let rows: Vec<SiteRow> = sqlx::query_as(
+        "SELECT id, account_id, name, country, region_group, site_type, cap_bps FROM sites
+         WHERE account_id = ? ORDER BY id",
+    )
+    .bind(account)
+    .fetch_all(conn)
+    .await
+    .map_err(db)?;
+    rows.into_iter().map(SiteRow::into_site).collect()
+}
+
+async fn licenses_of_account(conn: &mut sqlx::SqliteConnection, account: &str) -> Result<Vec<License>, StoreError> {
+    let rows: Vec<LicenseRow> = sqlx::query_as(
+        "SELECT id, account_id, kind, region, quantity, block_size, per_unit, effective_from, effective_to
+         FROM licenses WHERE account_id = ? ORDER BY id",
+    )
+    .bind(account)
+    .fetch_all(conn)
+    .await
+    .map_err(db)?;
+    rows.into_iter()
+        .map(|r| {
+            let terms = NewLicense {
+                kind: parse(&r.kind, "license kind")?,
+                quantity: to_u64(r.quantity, "quantity")?,
+                block_size: r.block_size.map(|b| to_u64(b, "block size")).transpose()?,
+                per_unit: r.per_unit.map(|p| to_u64(p, "events per unit")).transpose()?,
+                effective_from: parse(&r.effective_from, "effective_from")?,
+                effective_to: parse(&r.effective_to, "effective_to")?,
+                account: r.account_id,
+                region: r.region,
+            };
+            Ok(License { id: r.id, terms })
+        })
+        .collect()
+}
+
+async fn insert_site(conn: &mut sqlx::SqliteConnection, s: &Site) -> Result<(), StoreError> {
+    let cap = s.cap_bps.map(|c| to_i64(c, "cap")).transpose()?;
+    sqlx::query(
+        "INSERT INTO sites (id, account_id, name, country, region_group, site_type, cap_bps, created_at, policy_version)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, (SELECT coalesce(max(policy_version), 0) + 1 FROM sites))",
+    )
+    .bind(&s.id)
+    .bind(&s.account)
+    .bind(&s.name)
+    .bind(s.country.as_str())
+    .bind(s.region_group.as_str())
+    .bind(s.site_type.as_str())
+    .bind(cap)
+    .bind(now())
+    .execute(conn)
+    .await
+    .map_err(insert_error("site", &s.id))?;
+    Ok(())
 }
 
 async fn insert_license(conn: &mut sqlx::SqliteConnection, l: &NewLicense) -> Result<i64, StoreError> {
@@ -314,23 +373,74 @@ impl Store for SqliteStore {
     }
 
     async fn add_site(&self, s: &Site) -> Result<(), StoreError> {
-        let cap = s.cap_bps.map(|c| to_i64(c, "cap")).transpose()?;
-        sqlx::query(
-            "INSERT INTO sites (id, account_id, name, country, region_group, site_type, cap_bps, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&s.id)
-        .bind(&s.account)
-        .bind(&s.name)
-        .bind(s.country.as_str())
-        .bind(s.region_group.as_str())
-        .bind(s.site_type.as_str())
-        .bind(cap)
-        .bind(now())
-        .execute(&self.pool)
-        .await
-        .map_err(insert_error("site", &s.id))?;
-        Ok(())
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        insert_site(&mut conn, s).await
+    }
+
+    async fn apply_checked(&self, change: &CapChange, day: NaiveDate) -> Result<Vec<CapViolation>, StoreError> {
+        // IMMEDIATE: two changes to one account never both pass the check against the old state.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let account = match change {
+            CapChange::AddSite(site) | CapChange::UpdateSite(site) => site.account.clone(),
+            CapChange::UpdateLicense { id, .. } => sqlx::query_scalar("SELECT account_id FROM licenses WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?
+                .ok_or_else(|| StoreError::NotFound { what: "license", id: id.to_string() })?,
+        };
+        let mut sites = sites_of_account(&mut tx, &account).await?;
+        let mut licenses = licenses_of_account(&mut tx, &account).await?;
+        match change {
+            CapChange::AddSite(site) => sites.push(site.clone()),
+            CapChange::UpdateSite(site) => match sites.iter_mut().find(|s| s.id == site.id) {
+                Some(stored) => *stored = site.clone(),
+                None => return Err(StoreError::NotFound { what: "site", id: site.id.clone() }),
+            },
+            CapChange::UpdateLicense { id, quantity, effective_to } => {
+                if let Some(license) = licenses.iter_mut().find(|l| l.id == *id) {
+                    (license.terms.quantity, license.terms.effective_to) = (*quantity, *effective_to);
+                }
+            }
+        }
+        let violations = crate::enforcement::violations(&sites, &licenses, day)?;
+        if !violations.is_empty() {
+            return Ok(violations); // dropping `tx` rolls back
+        }
+        match change {
+            CapChange::AddSite(site) => insert_site(&mut tx, site).await?,
+            CapChange::UpdateSite(site) => {
+                let cap = site.cap_bps.map(|c| to_i64(c, "cap")).transpose()?;
+                // A new cap is a new policy version (pushed to the agent).
+                sqlx::query(
+                    "UPDATE sites SET country = ?, region_group = ?, site_type = ?,
+                         policy_version = CASE WHEN cap_bps IS ? THEN policy_version
+                                          ELSE (SELECT coalesce(max(policy_version), 0) + 1 FROM sites) END,
+                         cap_bps = ?
+                     WHERE id = ?",
+                )
+                .bind(site.country.as_str())
+                .bind(site.region_group.as_str())
+                .bind(site.site_type.as_str())
+                .bind(cap)
+                .bind(cap)
+                .bind(&site.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+            CapChange::UpdateLicense { id, quantity, effective_to } => {
+                sqlx::query("UPDATE licenses SET quantity = ?, effective_to = ? WHERE id = ?")
+                    .bind(to_i64(*quantity, "quantity")?)
+                    .bind(effective_to.to_string())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(Vec::new())
     }
 
     async fn site(&self, id: &str) -> Result<Option<Site>, StoreError> {
@@ -345,41 +455,13 @@ impl Store for SqliteStore {
     }
 
     async fn sites_of_account(&self, account: &str) -> Result<Vec<Site>, StoreError> {
-        let rows: Vec<SiteRow> = sqlx::query_as(
-            "SELECT id, account_id, name, country, region_group, site_type, cap_bps FROM sites
-             WHERE account_id = ? ORDER BY id",
-        )
-        .bind(account)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.into_iter().map(SiteRow::into_site).collect()
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        sites_of_account(&mut conn, account).await
     }
 
     async fn licenses_of_account(&self, account: &str) -> Result<Vec<License>, StoreError> {
-        let rows: Vec<LicenseRow> = sqlx::query_as(
-            "SELECT id, account_id, kind, region, quantity, block_size, per_unit, effective_from, effective_to
-             FROM licenses WHERE account_id = ? ORDER BY id",
-        )
-        .bind(account)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.into_iter()
-            .map(|r| {
-                let terms = NewLicense {
-                    kind: parse(&r.kind, "license kind")?,
-                    quantity: to_u64(r.quantity, "quantity")?,
-                    block_size: r.block_size.map(|b| to_u64(b, "block size")).transpose()?,
-                    per_unit: r.per_unit.map(|p| to_u64(p, "events per unit")).transpose()?,
-                    effective_from: parse(&r.effective_from, "effective_from")?,
-                    effective_to: parse(&r.effective_to, "effective_to")?,
-                    account: r.account_id,
-                    region: r.region,
-                };
-                Ok(License { id: r.id, terms })
-            })
-            .collect()
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        licenses_of_account(&mut conn, account).await
     }
 
     async fn add_license(&self, l: &NewLicense) -> Result<i64, StoreError> {
@@ -393,15 +475,17 @@ impl Store for SqliteStore {
         let received = now();
         // A few statements per chunk rather than per row: SQLite runs each on its own thread.
         for chunk in rows.chunks(MERGE_CHUNK) {
-            let mut select = QueryBuilder::<Sqlite>::new(
-                "SELECT site_id, bucket_start FROM buckets WHERE (site_id, bucket_start) IN (VALUES ",
-            );
+            // A join on the keys: SQLite looks each one up (`IN (VALUES ...)` would scan the table).
+            let mut select = QueryBuilder::<Sqlite>::new("WITH batch (site_id, bucket_start) AS (VALUES ");
             let mut values = select.separated(", ");
             for (site, b) in chunk {
                 values.push("(").push_bind_unseparated(site).push_unseparated(", ");
                 values.push_bind_unseparated(b.start.unix()).push_unseparated(")");
             }
-            select.push(")");
+            select.push(
+                ") SELECT b.site_id, b.bucket_start FROM batch
+                   JOIN buckets b ON b.site_id = batch.site_id AND b.bucket_start = batch.bucket_start",
+            );
             let stored: Vec<(String, i64)> = select.build_query_as().fetch_all(&mut *tx).await.map_err(db)?;
             // Stored before, or earlier in this chunk: merged; otherwise new.
             let mut known: HashSet<(&str, i64)> = stored.iter().map(|(site, start)| (site.as_str(), *start)).collect();

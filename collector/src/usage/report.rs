@@ -279,7 +279,7 @@ async fn compute<S: Store>(
 }
 
 /// The account's bandwidth-pool licenses with their region group.
-fn pool_licenses(licenses: &[License]) -> Result<Vec<(RegionGroup, LicenseTerm)>, StoreError> {
+pub(crate) fn pool_licenses(licenses: &[License]) -> Result<Vec<(RegionGroup, LicenseTerm)>, StoreError> {
     of_kind(licenses, LicenseKind::BandwidthPool)
         .map(|l| {
             let region = l.terms.region.as_deref().unwrap_or_default();

@@ -1,0 +1,169 @@
+//! Per-site bandwidth caps (R17): which sites must have one, and whether the caps of a
+//! stand-alone group fit its licensed pool.
+//!
+//! The pool a group's caps must fit is the capacity in force on the day of the change (R8's "in
+//! force on a day"): a license that starts later does not make room yet, and one shortened to
+//! end before that day no longer does.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::NaiveDate;
+
+use crate::bandwidth::Bandwidth;
+use crate::kinds::SiteType;
+use crate::license::{LicenseTerm, capacity_on};
+use crate::region::RegionGroup;
+
+/// A site as R17 sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CappedSite {
+    pub site: String,
+    pub region_group: RegionGroup,
+    pub site_type: SiteType,
+    /// The cap in bits per second; `None` is unenforced.
+    pub cap_bps: Option<u64>,
+}
+
+/// Whether R17 requires a cap: every site of a stand-alone group (China, Vietnam, Morocco) and
+/// every Cloud Interconnect site. Elsewhere a cap is the operator's choice.
+pub fn cap_required(region_group: RegionGroup, site_type: SiteType) -> bool {
+    region_group.is_stand_alone() || site_type == SiteType::CloudInterconnect
+}
+
+/// What a set of sites and licenses breaks of R17.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CapViolation {
+    /// A site that must have a cap has none.
+    Missing { site: String, region_group: RegionGroup, site_type: SiteType },
+    /// A stand-alone group's caps sum above its licensed pool.
+    OverPool { region_group: RegionGroup, caps: Vec<(String, u64)>, sum_bps: u64, licensed_bps: u64, day: NaiveDate },
+}
+
+impl fmt::Display for CapViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CapViolation::Missing { site, region_group, site_type } => {
+                write!(f, "site {site} ({site_type} in {region_group}) must have a cap (R17)")
+            }
+            CapViolation::OverPool { region_group, caps, sum_bps, licensed_bps, day } => {
+                let caps: Vec<String> = caps.iter().map(|(site, cap)| format!("{site} {}", Bandwidth(*cap))).collect();
+                write!(
+                    f,
+                    "the caps of the {region_group} sites ({}) sum to {}, above the {region_group} pool of {} \
+                     licensed on {day} (R17)",
+                    caps.join(", "),
+                    Bandwidth(*sum_bps),
+                    Bandwidth(*licensed_bps)
+                )
+            }
+        }
+    }
+}
+
+/// Every violation of R17 by an account's `sites`, against its bandwidth-pool licenses (with
+/// their region group) in force on `day`. Empty when the account complies.
+pub fn check(sites: &[CappedSite], pools: &[(RegionGroup, LicenseTerm)], day: NaiveDate) -> Vec<CapViolation> {
+    let mut violations: Vec<CapViolation> = sites
+        .iter()
+        .filter(|s| s.cap_bps.is_none() && cap_required(s.region_group, s.site_type))
+        .map(|s| CapViolation::Missing { site: s.site.clone(), region_group: s.region_group, site_type: s.site_type })
+        .collect();
+    let mut caps: BTreeMap<RegionGroup, Vec<(String, u64)>> = BTreeMap::new();
+    for site in sites.iter().filter(|s| s.region_group.is_stand_alone()) {
+        if let Some(cap) = site.cap_bps {
+            caps.entry(site.region_group).or_default().push((site.site.clone(), cap));
+        }
+    }
+    for (region_group, caps) in caps {
+        let sum_bps = caps.iter().fold(0u64, |sum, (_, cap)| sum.saturating_add(*cap));
+        let licensed_bps = capacity_on(day, pools.iter().filter(|(g, _)| *g == region_group).map(|(_, term)| term));
+        if sum_bps > licensed_bps {
+            violations.push(CapViolation::OverPool { region_group, caps, sum_bps, licensed_bps, day });
+        }
+    }
+    violations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(id: &str, region_group: RegionGroup, site_type: SiteType, cap_mbps: Option<u64>) -> CappedSite {
+        CappedSite { site: id.into(), region_group, site_type, cap_bps: cap_mbps.map(|m| m * 1_000_000) }
+    }
+
+    fn day(d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, d).unwrap()
+    }
+
+    fn pool(group: RegionGroup, mbps: u64, from: u32, to: u32) -> (RegionGroup, LicenseTerm) {
+        (group, LicenseTerm { effective_from: day(from), effective_to: day(to), quantity: mbps * 1_000_000 })
+    }
+
+    #[test]
+    fn caps_are_required_in_stand_alone_groups_and_for_cloud_interconnect() {
+        use RegionGroup::*;
+        use SiteType::*;
+        for group in [China, Vietnam, Morocco] {
+            for site_type in [Socket, Ipsec, CloudInterconnect] {
+                assert!(cap_required(group, site_type), "{group} {site_type}");
+            }
+        }
+        for group in [Group1, Group2] {
+            assert!(cap_required(group, CloudInterconnect));
+            assert!(!cap_required(group, Socket) && !cap_required(group, Ipsec), "{group}");
+        }
+    }
+
+    #[test]
+    fn a_stand_alone_groups_caps_must_fit_the_pool_in_force_that_day() {
+        use RegionGroup::*;
+        let sites = [
+            site("sh", China, SiteType::Socket, Some(30)),
+            site("bj", China, SiteType::Ipsec, Some(20)),
+            site("hq", Group1, SiteType::Socket, Some(500)),
+        ];
+        // 50 Mbps of caps in China; the Group 1 cap counts against nothing.
+        assert!(check(&sites, &[pool(China, 50, 1, 30)], day(15)).is_empty());
+        let over = check(&sites, &[pool(China, 40, 1, 30), pool(Group1, 1_000, 1, 30)], day(15));
+        assert_eq!(
+            over,
+            [CapViolation::OverPool {
+                region_group: China,
+                caps: vec![("sh".into(), 30_000_000), ("bj".into(), 20_000_000)],
+                sum_bps: 50_000_000,
+                licensed_bps: 40_000_000,
+                day: day(15),
+            }]
+        );
+        assert_eq!(
+            over[0].to_string(),
+            "the caps of the china sites (sh 30.0 Mbps, bj 20.0 Mbps) sum to 50.0 Mbps, above the china pool of \
+             40.0 Mbps licensed on 2026-11-15 (R17)"
+        );
+        // Two licenses in force add up; one ended the day before or starting the day after does not count.
+        assert!(check(&sites, &[pool(China, 25, 1, 30), pool(China, 25, 10, 20)], day(15)).is_empty());
+        assert_eq!(check(&sites, &[pool(China, 50, 1, 14)], day(15)).len(), 1);
+        assert_eq!(check(&sites, &[pool(China, 50, 16, 30)], day(15)).len(), 1);
+    }
+
+    #[test]
+    fn every_site_without_a_required_cap_is_named() {
+        use RegionGroup::*;
+        let sites = [
+            site("hq", Group1, SiteType::Socket, None),
+            site("ci", Group1, SiteType::CloudInterconnect, None),
+            site("hn", Vietnam, SiteType::Socket, None),
+        ];
+        let found = check(&sites, &[], day(1));
+        let names: Vec<String> = found.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            names,
+            [
+                "site ci (cloud_interconnect in group1) must have a cap (R17)",
+                "site hn (socket in vietnam) must have a cap (R17)"
+            ]
+        );
+    }
+}
