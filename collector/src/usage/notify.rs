@@ -58,9 +58,8 @@ impl Transports {
             trusted.extend(crate::config::read_certificates(path).map_err(|e| format!("notify_ca_file: {e}"))?);
         }
         // A system certificate webpki cannot use is left out rather than failing every delivery.
-        trusted.retain(|certificate| rustls::RootCertStore::empty().add(certificate.clone()).is_ok());
         let mut roots = rustls::RootCertStore::empty();
-        roots.add_parsable_certificates(trusted.iter().cloned());
+        trusted.retain(|certificate| roots.add(certificate.clone()).is_ok());
         tracing::debug!(system, usable = roots.len(), "authorities trusted for notifications");
         let smtp = match &config.smtp {
             None => None,
