@@ -7,14 +7,17 @@
 //! - [`measure`]: the 5-second loop around `tally-common`'s sampler and bucketizer.
 //! - [`store`]: sled: closed buckets waiting for the collector, and the state between ticks.
 //! - [`uplink`]: enrollment, and shipping closed buckets to the collector.
+//! - [`enforce`], [`shaper`]: the site's cap (R17) as traffic control on the WAN.
 //! - [`status`], [`replay`]: the `status` and `replay` commands.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod clock;
 pub mod config;
+pub mod enforce;
 pub mod measure;
 pub mod netif;
 pub mod replay;
+pub mod shaper;
 pub mod status;
 pub mod store;
 pub mod uplink;
@@ -67,11 +70,17 @@ pub async fn run(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let closed = meter.closed();
+    let (policies, received) = tokio::sync::watch::channel(None);
+    let (reports, to_report) = tokio::sync::watch::channel(None);
+    let enforcer =
+        enforce::run(store.clone(), status.clone(), received, meter.wans(), reports, until_stopped(stopped.clone()));
     let uplink = async {
         match identity {
             Some(identity) => {
                 tracing::info!(site = %identity.site, collector = %identity.collector, "enrolled: shipping buckets to the collector");
-                uplink::run(identity, store.clone(), status.clone(), closed, until_stopped(stopped.clone())).await
+                let link =
+                    uplink::Link { store: store.clone(), status: status.clone(), closed, policies, reports: to_report };
+                uplink::run(identity, link, until_stopped(stopped.clone())).await
             }
             None => {
                 tracing::warn!("not enrolled: closed buckets are kept until `tally-agent enroll` is run");
@@ -83,8 +92,8 @@ pub async fn run(
         shutdown.await;
         let _ = stop.send(true);
     };
-    let (measured, shipped, ()) =
-        tokio::join!(meter.run(clock, until_stopped(stopped.clone()), notify), uplink, signal);
+    let (measured, shipped, (), ()) =
+        tokio::join!(meter.run(clock, until_stopped(stopped.clone()), notify), uplink, enforcer, signal);
     let _ = std::fs::remove_file(&socket);
     shipped?;
     Ok(measured?)

@@ -21,6 +21,7 @@ use tally_common::time::{TICK_SECS, next_tick, rfc3339};
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::enforce::WanSet;
 use crate::netif::{NetPaths, Wan};
 use crate::status::{self, BucketView, InterfaceStatus, SampleView, SharedStatus};
 use crate::store::{Store, StoreError};
@@ -54,6 +55,8 @@ pub struct Meter {
     store: Rc<RefCell<Store>>,
     /// Woken when a bucket closes, for the uplink.
     closed: Rc<tokio::sync::Notify>,
+    /// The WAN interfaces found, for the shaper.
+    found: tokio::sync::watch::Sender<WanSet>,
     sampler: Sampler,
     bucketizer: Bucketizer,
     discards: DiscardCounters,
@@ -79,6 +82,7 @@ impl Meter {
             bucketizer: Bucketizer::restore(open),
             discards,
             closed: Rc::new(tokio::sync::Notify::new()),
+            found: tokio::sync::watch::channel(WanSet::new()).0,
             boot_id: paths.boot_id(),
             paths,
             config,
@@ -104,6 +108,11 @@ impl Meter {
     /// Notified each time buckets close.
     pub fn closed(&self) -> Rc<tokio::sync::Notify> {
         self.closed.clone()
+    }
+
+    /// The WAN interfaces, each time they change.
+    pub fn wans(&self) -> tokio::sync::watch::Receiver<WanSet> {
+        self.found.subscribe()
     }
 
     /// Runs until `shutdown` completes, then saves the open bucket and the last counters.
@@ -249,6 +258,12 @@ impl Meter {
             }
         }
         self.wans = wans;
+        let found: WanSet = self.wans.iter().map(|w| (w.name.clone(), w.ifindex)).collect();
+        self.found.send_if_modified(|known| {
+            let changed = *known != found;
+            *known = found;
+            changed
+        });
         status::update(&self.status, |s| s.interfaces = self.wans.iter().map(InterfaceStatus::from).collect());
     }
 

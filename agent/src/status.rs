@@ -36,6 +36,21 @@ pub struct Status {
     pub dropped_buckets: u64,
     /// `None` until the agent is enrolled.
     pub uplink: Option<UplinkStatus>,
+    /// The site's cap (R17); `None` until the collector first sent one.
+    pub policy: Option<PolicyStatus>,
+}
+
+/// The collector's policy for this site, and whether it is in force here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyStatus {
+    pub version: u64,
+    /// `None`: no cap.
+    pub cap_bps: Option<u64>,
+    /// Whether the shaping is in place; `None` when not known (the agent is not running).
+    pub applied: Option<bool>,
+    /// What was done, or why it failed.
+    pub detail: String,
+    pub at: Option<String>,
 }
 
 /// The link to the collector.
@@ -127,6 +142,13 @@ pub fn from_store(config: &Config, store: &Store) -> anyhow::Result<Status> {
         discarded: store.discards()?,
         dropped_buckets: store.dropped()?,
         uplink: None,
+        policy: store.policy()?.map(|p| PolicyStatus {
+            version: p.version,
+            cap_bps: p.cap_bps,
+            applied: None,
+            detail: "the agent is not running; it applies this policy when it starts".into(),
+            at: None,
+        }),
     })
 }
 
@@ -201,6 +223,18 @@ pub fn table(s: &Status) -> String {
         }
         None if s.running => out += "uplink: not enrolled (run `tally-agent enroll`)\n",
         None => {}
+    }
+    match &s.policy {
+        Some(p) => {
+            let cap = p.cap_bps.map_or("no cap".to_owned(), |c| format!("cap {}", Bandwidth(c)));
+            let applied = match p.applied {
+                Some(true) => "applied",
+                Some(false) => "NOT applied",
+                None => "not applied (agent not running)",
+            };
+            out += &format!("policy: version {}, {cap}, {applied}: {}\n", p.version, p.detail);
+        }
+        None => out += "policy: none received from the collector yet\n",
     }
     out
 }

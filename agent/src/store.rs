@@ -10,6 +10,8 @@
 //!   monotonic time, so a quick restart within one boot loses no interval.
 //! - default tree, key `discards`: `DiscardCounters`, discarded intervals by reason (R3).
 //! - default tree, key `dropped`: `u64`, closed buckets dropped because retention was exceeded.
+//! - default tree, key `policy`: `Policy`, the last cap the collector pushed (R17), re-applied at
+//!   start before the collector is reached.
 //!
 //! Invariants:
 //! - A bucket enters `pending` when it closes and is on disk (flushed) before it is logged or
@@ -30,12 +32,14 @@ use serde::Serialize;
 use tally_common::bucket::Bucket;
 use tally_common::sampler::{DiscardCounters, Sampler};
 use tally_common::time::BucketStart;
+use tally_common::wire::Policy;
 
 const PENDING: &str = "pending";
 const OPEN: &[u8] = b"open";
 const SAMPLER: &[u8] = b"sampler";
 const DISCARDS: &[u8] = b"discards";
 const DROPPED: &[u8] = b"dropped";
+const POLICY: &[u8] = b"policy";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -156,6 +160,17 @@ impl Store {
 
     pub fn dropped(&self) -> Result<u64, StoreError> {
         Ok(self.get(DROPPED)?.unwrap_or_default())
+    }
+
+    pub fn policy(&self) -> Result<Option<Policy>, StoreError> {
+        self.get(POLICY)
+    }
+
+    /// Keeps the collector's latest policy, and flushes.
+    pub fn save_policy(&self, policy: &Policy) -> Result<(), StoreError> {
+        self.db.insert(POLICY, encode(policy))?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Saves what lives between ticks (the open bucket, the last counters, the discard
@@ -283,6 +298,18 @@ mod tests {
         assert_eq!(store.pending_count(), 1);
         assert_eq!(store.open_bucket().unwrap(), Some(bucket(2, 7)));
         assert_eq!(store.discards().unwrap().counter_reset, 1);
+    }
+
+    #[test]
+    fn the_policy_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = Policy { version: 7, cap_bps: Some(20_000_000) };
+        {
+            let store = Store::open(dir.path(), 10).unwrap().store;
+            assert_eq!(store.policy().unwrap(), None);
+            store.save_policy(&policy).unwrap();
+        }
+        assert_eq!(Store::open(dir.path(), 10).unwrap().store.policy().unwrap(), Some(policy));
     }
 
     #[test]

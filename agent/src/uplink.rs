@@ -8,7 +8,8 @@
 //!
 //! Uplink: pending buckets leave the store only after the collector's ack (which it sends only
 //! once they are committed), oldest first, in batches. Reconnects back off exponentially with
-//! jitter from 1 s to 5 min; every change of state is logged once.
+//! jitter from 1 s to 5 min; every change of state is logged once. The collector's policies
+//! (R17) go to the enforcer, and its reports come back, on the same stream.
 
 use std::cell::RefCell;
 use std::fs::OpenOptions;
@@ -24,12 +25,15 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use tally_common::bucket::Bucket;
 use tally_common::time::rfc3339;
 use tally_common::token::EnrollToken;
 use tally_common::wire::frame::{DecodeError, decode, encode};
 use tally_common::wire::{
-    ALPN, AgentMessage, BucketBatch, CollectorMessage, EnrollRequest, ErrorCode, Hello, PROTOCOL_VERSION, WireBucket,
+    ALPN, AgentMessage, BucketBatch, CollectorMessage, EnrollRequest, ErrorCode, Hello, PROTOCOL_VERSION, Policy,
+    PolicyApplied, WireBucket,
 };
+use tokio::sync::watch;
 
 use crate::status::{self, SharedStatus, UplinkStatus};
 use crate::store::Store;
@@ -292,12 +296,23 @@ pub async fn enroll(state_dir: &Path, collector: &str, token: &EnrollToken) -> R
     Ok(identity)
 }
 
-/// Ships pending buckets until `shutdown`, reconnecting as needed.
+/// What the uplink shares with the rest of the agent, all on one thread.
+#[derive(Debug)]
+pub struct Link {
+    pub store: Rc<RefCell<Store>>,
+    pub status: SharedStatus,
+    /// Woken when buckets close.
+    pub closed: Rc<tokio::sync::Notify>,
+    /// Policies from the collector, for the enforcer.
+    pub policies: watch::Sender<Option<Policy>>,
+    /// The enforcer's reports, for the collector.
+    pub reports: watch::Receiver<Option<PolicyApplied>>,
+}
+
+/// Ships pending buckets until `shutdown`, reconnecting as needed; relays policies and reports.
 pub async fn run(
     identity: Identity,
-    store: Rc<RefCell<Store>>,
-    status: SharedStatus,
-    closed: Rc<tokio::sync::Notify>,
+    mut link: Link,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), UplinkError> {
     let mut roots = rustls::RootCertStore::empty();
@@ -317,7 +332,7 @@ pub async fn run(
     let mut seq = 0u64;
     tokio::pin!(shutdown);
     loop {
-        let session = session(&endpoint, &identity, &store, &status, &closed, &mut seq, &mut retry);
+        let session = session(&endpoint, &identity, &mut link, &mut seq, &mut retry);
         let error = tokio::select! {
             () = &mut shutdown => break,
             Err(e) = session => e,
@@ -330,7 +345,7 @@ pub async fn run(
             tracing::warn!(collector = %identity.collector, error = %message, retry_in_s = wait.as_secs(), "collector unreachable, retrying");
             last_error = message.clone();
         }
-        status::update(&status, |s| {
+        status::update(&link.status, |s| {
             if let Some(u) = &mut s.uplink {
                 u.state = format!("retrying in {} s: {message}", wait.as_secs());
             }
@@ -353,16 +368,16 @@ fn jittered(base: Duration, salt: u64) -> Duration {
     base * permille as u32 / 1000
 }
 
-/// One connection: hello, then batches until an error.
+/// One connection: hello, then batches (one in flight at a time), policies and reports until
+/// an error.
 async fn session(
     endpoint: &quinn::Endpoint,
     identity: &Identity,
-    store: &Rc<RefCell<Store>>,
-    status: &SharedStatus,
-    closed: &tokio::sync::Notify,
+    link: &mut Link,
     seq: &mut u64,
     retry: &mut Duration,
 ) -> Result<(), UplinkError> {
+    let local = |e: crate::store::StoreError| UplinkError::Local(e.to_string());
     let (_conn, mut tx, mut rx) = open(endpoint, &identity.collector).await?;
     let mut buf = Vec::new();
     send(
@@ -375,52 +390,67 @@ async fn session(
         _ => return Err(UplinkError::Garbled),
     };
     *retry = FIRST_RETRY;
-    let mut backlog = store.borrow().pending_count();
+    let mut backlog = link.store.borrow().pending_count();
     tracing::info!(collector = %identity.collector, site = %welcome.site, backlog, "connected to the collector");
-    status::update(status, |s| {
+    status::update(&link.status, |s| {
         s.uplink =
             Some(UplinkStatus { collector: identity.collector.clone(), state: "connected".into(), last_ack: None })
     });
     let mut replayed = 0usize;
+    // The batch sent and not yet acknowledged.
+    let mut in_flight: Option<Vec<Bucket>> = None;
     loop {
-        let (batch, discarded) = {
-            let store = store.borrow();
-            let batch = store.oldest_pending(MAX_BATCH).map_err(|e| UplinkError::Local(e.to_string()))?;
-            (batch, store.discards().map_err(|e| UplinkError::Local(e.to_string()))?)
-        };
-        if batch.is_empty() {
-            if backlog > 0 && replayed >= backlog {
-                tracing::info!(buckets = replayed, "backlog replayed");
+        if in_flight.is_none() {
+            let (batch, discarded) = {
+                let store = link.store.borrow();
+                (store.oldest_pending(MAX_BATCH).map_err(local)?, store.discards().map_err(local)?)
+            };
+            if batch.is_empty() {
+                if backlog > 0 && replayed >= backlog {
+                    tracing::info!(buckets = replayed, "backlog replayed");
+                }
+                replayed = 0;
+                backlog = 0;
+            } else {
+                *seq += 1;
+                let buckets = batch.iter().copied().map(WireBucket::from).collect();
+                send(&mut tx, &AgentMessage::Buckets(BucketBatch { seq: *seq, buckets, discarded })).await?;
+                in_flight = Some(batch);
             }
-            replayed = 0;
-            backlog = 0;
-            closed.notified().await;
-            continue;
         }
-        *seq += 1;
-        let message =
-            BucketBatch { seq: *seq, buckets: batch.iter().copied().map(WireBucket::from).collect(), discarded };
-        send(&mut tx, &AgentMessage::Buckets(message)).await?;
-        let ack = loop {
-            match receive(&mut rx, &mut buf).await? {
-                CollectorMessage::Ack(ack) if ack.seq == *seq => break ack,
-                CollectorMessage::Policy(_) | CollectorMessage::Ack(_) => continue,
+        tokio::select! {
+            message = receive(&mut rx, &mut buf) => match message? {
+                CollectorMessage::Ack(ack) if ack.seq == *seq => {
+                    let Some(batch) = in_flight.take() else { continue };
+                    for refused in &ack.refused {
+                        tracing::warn!(start = refused.start, reason = %refused.reason, "the collector refused a bucket");
+                    }
+                    let starts: Vec<_> = batch.iter().map(|b| b.start).collect();
+                    link.store.borrow_mut().delete_acknowledged(&starts).map_err(local)?;
+                    replayed += batch.len();
+                    tracing::debug!(seq = *seq, buckets = batch.len(), "batch acknowledged");
+                    let pending = link.store.borrow().pending_count();
+                    status::update(&link.status, |s| {
+                        s.pending_buckets = pending;
+                        if let Some(u) = &mut s.uplink {
+                            u.last_ack = Some(rfc3339(chrono::Utc::now()));
+                        }
+                    });
+                }
+                CollectorMessage::Ack(_) => {}
+                CollectorMessage::Policy(policy) => {
+                    tracing::info!(version = policy.version, cap_bps = policy.cap_bps, "policy received");
+                    link.policies.send_replace(Some(policy));
+                }
                 _ => return Err(UplinkError::Garbled),
+            },
+            () = link.closed.notified(), if in_flight.is_none() => {}
+            Ok(()) = link.reports.changed() => {
+                let report = link.reports.borrow_and_update().clone();
+                if let Some(report) = report {
+                    send(&mut tx, &AgentMessage::PolicyApplied(report)).await?;
+                }
             }
-        };
-        for refused in &ack.refused {
-            tracing::warn!(start = refused.start, reason = %refused.reason, "the collector refused a bucket");
         }
-        let starts: Vec<_> = batch.iter().map(|b| b.start).collect();
-        store.borrow_mut().delete_acknowledged(&starts).map_err(|e| UplinkError::Local(e.to_string()))?;
-        replayed += batch.len();
-        tracing::debug!(seq = *seq, buckets = batch.len(), "batch acknowledged");
-        let pending = store.borrow().pending_count();
-        status::update(status, |s| {
-            s.pending_buckets = pending;
-            if let Some(u) = &mut s.uplink {
-                u.last_ack = Some(rfc3339(chrono::Utc::now()));
-            }
-        });
     }
 }

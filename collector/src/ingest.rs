@@ -6,6 +6,9 @@
 //! bucket by bucket, committed together with other connections' batches (group commit), and
 //! acknowledged only after the commit. A connection without a certificate may only enroll.
 //!
+//! The collector also sends the site's policy (R17): right after `Welcome`, and again whenever
+//! it changes ([`crate::policy`]); the agent's `PolicyApplied` reports are stored per site.
+//!
 //! Bounds: `max_connections` connections (over it: closed as `Overloaded`), one batch in flight
 //! per connection (the protocol is request / ack), frames of at most 1 MiB, a bounded queue to
 //! the committer. What a peer sends can close its own connection, never the collector.
@@ -20,14 +23,17 @@ use tally_common::bucket::Bucket;
 use tally_common::wire::frame::{self, DecodeError};
 use tally_common::wire::{
     ALPN, Ack, AgentMessage, BucketBatch, CollectorMessage, EnrollRequest, Enrolled, ErrorCode, ErrorMessage,
-    PROTOCOL_VERSION, RefusedBucket, Welcome,
+    PROTOCOL_VERSION, Policy, PolicyApplied, RefusedBucket, Welcome,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::ca::{Ca, sha256_hex};
-use crate::store::Store;
+use crate::policy::{self, Board};
+use crate::store::{PolicyReport, SitePolicy, Store};
 use tracing::Instrument;
 
+/// The longest detail of an agent's policy report that is kept.
+pub const MAX_REPORT_DETAIL: usize = 2_000;
 /// How long an enrolled socket's certificate is valid.
 pub const CERTIFICATE_YEARS: i64 = 10;
 
@@ -81,6 +87,11 @@ pub async fn run<S: Store + 'static>(
 ) {
     let (commits, queue) = mpsc::channel::<Pending>(1024);
     let committer = tokio::spawn(group_commit(store.clone(), queue));
+    let board = Arc::new(Board::default());
+    let (stop_watching, watching_stopped) = oneshot::channel::<()>();
+    let watcher = tokio::spawn(policy::watch(store.clone(), board.clone(), async {
+        let _ = watching_stopped.await;
+    }));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
@@ -97,10 +108,11 @@ pub async fn run<S: Store + 'static>(
             continue;
         };
         let (store, ca, commits, limits) = (store.clone(), ca.clone(), commits.clone(), limits.clone());
+        let board = board.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
-                Ok(conn) => serve_connection(conn, store, ca, commits, limits).await,
+                Ok(conn) => serve_connection(conn, store, ca, board, commits, limits).await,
                 Err(e) => tracing::info!(%remote, error = %e, "handshake failed"),
             }
             drop(permit);
@@ -108,6 +120,8 @@ pub async fn run<S: Store + 'static>(
     }
     endpoint.close(u32::from(ErrorCode::ShuttingDown).into(), b"collector shutting down");
     drop(commits);
+    let _ = stop_watching.send(());
+    let _ = watcher.await;
     let _ = committer.await;
     endpoint.wait_idle().await;
 }
@@ -182,6 +196,7 @@ async fn serve_connection<S: Store>(
     conn: quinn::Connection,
     store: Arc<S>,
     ca: Arc<Ca>,
+    board: Arc<Board>,
     commits: mpsc::Sender<Pending>,
     limits: Limits,
 ) {
@@ -231,7 +246,8 @@ async fn serve_connection<S: Store>(
             if send(&mut tx, &welcome).await.is_err() {
                 return;
             }
-            ingest_batches(&conn, &mut tx, &mut frames, &site, &commits, &limits).instrument(span).await;
+            let agent = Agent { conn: &conn, tx: &mut tx, frames: &mut frames, site: &site, store: &*store };
+            agent.serve(board.subscribe(&site), &commits, &limits).instrument(span).await;
         }
         (Some(_), _) => {
             let message = "the first message must be Hello".to_owned();
@@ -240,37 +256,107 @@ async fn serve_connection<S: Store>(
     }
 }
 
-async fn ingest_batches(
-    conn: &quinn::Connection,
-    tx: &mut quinn::SendStream,
-    frames: &mut Frames,
-    site: &str,
-    commits: &mpsc::Sender<Pending>,
-    limits: &Limits,
-) {
-    loop {
-        let batch: BucketBatch = match frames.next().await {
-            Ok(Some(AgentMessage::Buckets(batch))) => batch,
-            Ok(Some(AgentMessage::PolicyApplied(_))) => continue,
-            Ok(Some(_)) => {
-                tracing::warn!("protocol violation: unexpected message after Hello");
-                return refuse(conn, Some(tx), ErrorCode::ProtocolViolation, "unexpected message".into()).await;
-            }
-            Ok(None) => {
-                tracing::info!("agent disconnected");
+/// A measuring agent's connection, after `Welcome`.
+struct Agent<'a, S> {
+    conn: &'a quinn::Connection,
+    tx: &'a mut quinn::SendStream,
+    frames: &'a mut Frames,
+    site: &'a str,
+    store: &'a S,
+}
+
+/// What the connection waits for.
+enum Event {
+    Frame(Result<Option<AgentMessage>, ErrorCode>),
+    PolicyChanged,
+}
+
+impl<S: Store> Agent<'_, S> {
+    /// Sends the site's policy, then ingests batches and pushes policy changes until the agent
+    /// leaves or breaks the protocol.
+    async fn serve(mut self, mut policy: policy::Subscription, commits: &mpsc::Sender<Pending>, limits: &Limits) {
+        // Subscribed before reading, so no change can fall between the read and the subscription.
+        let current = match self.store.policy(self.site).await {
+            Ok(Some(current)) => current,
+            Ok(None) => return self.refuse(ErrorCode::UnknownCertificate, "this site no longer exists".into()).await,
+            Err(e) => return self.refuse(ErrorCode::Internal, e.to_string()).await,
+        };
+        let mut sent = current.version;
+        if self.push(&current).await.is_err() {
+            return;
+        }
+        loop {
+            let event = tokio::select! {
+                frame = self.frames.next() => Event::Frame(frame),
+                Ok(()) = policy.changes.changed() => Event::PolicyChanged,
+            };
+            let batch = match event {
+                Event::PolicyChanged => {
+                    let changed = policy.changes.borrow_and_update().clone();
+                    if let Some(changed) = changed.filter(|p| p.version > sent) {
+                        sent = changed.version;
+                        if self.push(&changed).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                Event::Frame(Ok(Some(AgentMessage::Buckets(batch)))) => batch,
+                Event::Frame(Ok(Some(AgentMessage::PolicyApplied(report)))) => {
+                    self.record(report).await;
+                    continue;
+                }
+                Event::Frame(Ok(Some(_))) => {
+                    tracing::warn!("protocol violation: unexpected message after Hello");
+                    return self.refuse(ErrorCode::ProtocolViolation, "unexpected message".into()).await;
+                }
+                Event::Frame(Ok(None)) => {
+                    tracing::info!("agent disconnected");
+                    return;
+                }
+                Event::Frame(Err(code)) => {
+                    tracing::warn!(%code, "closing the connection: bad frame");
+                    return self.refuse(code, "a frame from this agent could not be read".into()).await;
+                }
+            };
+            if self.ingest(batch, commits, limits).await.is_err() {
                 return;
             }
-            Err(code) => {
-                tracing::warn!(%code, "closing the connection: bad frame");
-                return refuse(conn, Some(tx), code, "a frame from this agent could not be read".into()).await;
-            }
-        };
+        }
+    }
+
+    async fn refuse(self, code: ErrorCode, message: String) {
+        refuse(self.conn, Some(self.tx), code, message).await
+    }
+
+    async fn push(&mut self, policy: &SitePolicy) -> Result<(), ()> {
+        tracing::info!(version = policy.version, cap_bps = policy.cap_bps, "policy sent");
+        send(self.tx, &CollectorMessage::Policy(Policy { version: policy.version, cap_bps: policy.cap_bps })).await
+    }
+
+    /// Keeps the agent's report on its policy (its detail cut to [`MAX_REPORT_DETAIL`] characters).
+    async fn record(&self, report: PolicyApplied) {
+        let detail: String = report.detail.chars().take(MAX_REPORT_DETAIL).collect();
+        if report.ok {
+            tracing::info!(version = report.version, %detail, "policy applied");
+        } else {
+            tracing::warn!(version = report.version, %detail, "the agent could not apply its policy");
+        }
+        let report = PolicyReport { version: report.version, ok: report.ok, detail, at: Utc::now() };
+        if let Err(e) = self.store.record_policy_report(self.site, &report).await {
+            tracing::error!(error = %e, "the agent's policy report was not stored");
+        }
+    }
+
+    /// Validates a batch bucket by bucket, commits the good ones, acknowledges. `Err`: the
+    /// connection is over.
+    async fn ingest(&mut self, batch: BucketBatch, commits: &mpsc::Sender<Pending>, limits: &Limits) -> Result<(), ()> {
         let now = Utc::now();
         let mut rows = Vec::with_capacity(batch.buckets.len());
         let mut refused = Vec::new();
         for wire in &batch.buckets {
             match wire.validate(now, limits.max_bucket_bps) {
-                Ok(bucket) => rows.push((site.to_owned(), bucket)),
+                Ok(bucket) => rows.push((self.site.to_owned(), bucket)),
                 Err(reason) => refused.push(RefusedBucket { start: wire.start, reason }),
             }
         }
@@ -280,18 +366,17 @@ async fn ingest_batches(
         if !rows.is_empty() {
             let (done, committed) = oneshot::channel();
             if commits.send(Pending { rows, done }).await.is_err() {
-                return refuse(conn, Some(tx), ErrorCode::ShuttingDown, "collector shutting down".into()).await;
+                refuse(self.conn, Some(&mut *self.tx), ErrorCode::ShuttingDown, "collector shutting down".into()).await;
+                return Err(());
             }
-            match committed.await {
-                Ok(Ok(())) => {}
-                _ => return refuse(conn, Some(tx), ErrorCode::Internal, "the store did not commit".into()).await,
+            if !matches!(committed.await, Ok(Ok(()))) {
+                refuse(self.conn, Some(&mut *self.tx), ErrorCode::Internal, "the store did not commit".into()).await;
+                return Err(());
             }
         }
         let (first, last) = (batch.buckets.first().map(|b| b.start), batch.buckets.last().map(|b| b.start));
         tracing::debug!(seq = batch.seq, buckets = batch.buckets.len(), first, last, "batch committed");
-        if send(tx, &CollectorMessage::Ack(Ack { seq: batch.seq, refused })).await.is_err() {
-            return;
-        }
+        send(self.tx, &CollectorMessage::Ack(Ack { seq: batch.seq, refused })).await
     }
 }
 

@@ -5,7 +5,8 @@
 //! - [`store`]: the storage trait and its SQLite backend.
 //! - [`admin`]: the operator's commands on the store.
 //!
-//! - [`ca`], [`ingest`]: the collector's certificate authority and the agents' QUIC link.
+//! - [`ca`], [`ingest`]: the collector's certificate authority and the agents' QUIC link;
+//!   [`enforcement`], [`policy`]: per-site caps (R17) checked on change and pushed to the agents.
 //!
 //! - [`usage`]: daily P95 kept current, and the usage report; [`api`]: the HTTP API.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
@@ -16,6 +17,7 @@ pub mod ca;
 pub mod config;
 pub mod enforcement;
 pub mod ingest;
+pub mod policy;
 pub mod store;
 pub mod usage;
 

@@ -31,6 +31,15 @@ pub fn cap_required(region_group: RegionGroup, site_type: SiteType) -> bool {
     region_group.is_stand_alone() || site_type == SiteType::CloudInterconnect
 }
 
+/// How far above its cap a bucket may go before it is an enforcement violation: 5 % (R17).
+pub const VIOLATION_TOLERANCE_PERCENT: u64 = 5;
+
+/// Whether a bucket's maximum breaks a site's cap: above cap × 1.05 (R17). A shaper lets short
+/// bursts through, so a bucket at the cap or a little above it is not a violation.
+pub fn exceeds_cap(max_bps: u64, cap_bps: u64) -> bool {
+    u128::from(max_bps) * 100 > u128::from(cap_bps) * u128::from(100 + VIOLATION_TOLERANCE_PERCENT)
+}
+
 /// What a set of sites and licenses breaks of R17.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CapViolation {
@@ -88,6 +97,15 @@ pub fn check(sites: &[CappedSite], pools: &[(RegionGroup, LicenseTerm)], day: Na
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bucket_is_a_violation_only_above_the_cap_plus_five_percent() {
+        assert!(!exceeds_cap(20_000_000, 20_000_000));
+        assert!(!exceeds_cap(21_000_000, 20_000_000));
+        assert!(exceeds_cap(21_000_001, 20_000_000));
+        assert!(!exceeds_cap(u64::MAX, u64::MAX - 1), "no overflow near the top");
+        assert!(exceeds_cap(u64::MAX, 1));
+    }
 
     fn site(id: &str, region_group: RegionGroup, site_type: SiteType, cap_mbps: Option<u64>) -> CappedSite {
         CappedSite { site: id.into(), region_group, site_type, cap_bps: cap_mbps.map(|m| m * 1_000_000) }

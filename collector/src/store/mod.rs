@@ -6,6 +6,7 @@
 //! - one bucket row per (site, bucket start); a repeated bucket is merged with `max` of the value
 //!   and of the sample count (R10), so ingest is idempotent;
 //! - a call that writes several rows writes all of them or none (one transaction);
+//! - an enforcement violation is recorded with the bucket that causes it, never without it;
 //! - a commit is durable when the call returns (SQLite: WAL with `synchronous = FULL`).
 //!
 //! Storage errors are mapped to [`StoreError`] here, once; callers never see sqlx types.
@@ -272,6 +273,32 @@ pub struct OutboxItem {
     pub last_error: Option<String>,
 }
 
+/// A site's cap as pushed to its agent (R17); the version grows with every change of any cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SitePolicy {
+    pub site: String,
+    pub version: u64,
+    pub cap_bps: Option<u64>,
+}
+
+/// What a site's agent last reported about applying its policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyReport {
+    pub version: u64,
+    pub ok: bool,
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A bucket above its site's cap × 1.05 (R17), and the cap it broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnforcementViolation {
+    pub site: String,
+    pub bucket_start: BucketStart,
+    pub max_bps: u64,
+    pub cap_bps: u64,
+}
+
 /// What a merge did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MergeStats {
@@ -289,7 +316,6 @@ pub trait Store: Send + Sync {
     fn account_ids(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
     fn add_site(&self, site: &Site) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn site(&self, id: &str) -> impl Future<Output = Result<Option<Site>, StoreError>> + Send;
-    /// Returns the new license's id.
     /// Applies `change` only if the account still satisfies R17 on `day` afterwards, in one
     /// transaction: returns the violations (and nothing is written) or none (applied). `add_site`
     /// and `add_license` do not check; every operator and API change goes through here.
@@ -298,12 +324,33 @@ pub trait Store: Send + Sync {
         change: &CapChange,
         day: NaiveDate,
     ) -> impl Future<Output = Result<Vec<CapViolation>, StoreError>> + Send;
+    /// Returns the new license's id.
     fn add_license(&self, license: &NewLicense) -> impl Future<Output = Result<i64, StoreError>> + Send;
     fn sites_of_account(&self, account: &str) -> impl Future<Output = Result<Vec<Site>, StoreError>> + Send;
     fn licenses_of_account(&self, account: &str) -> impl Future<Output = Result<Vec<License>, StoreError>> + Send;
     /// Merges buckets of any sites in one transaction (R10): all or nothing. The days they fall
-    /// on are marked dirty in the same transaction.
+    /// on are marked dirty, and buckets above their site's cap × 1.05 recorded as enforcement
+    /// violations (R17), in the same transaction.
     fn merge_buckets(&self, rows: &[(String, Bucket)]) -> impl Future<Output = Result<MergeStats, StoreError>> + Send;
+    /// The policies changed after `version`, oldest change first.
+    fn policies_since(&self, version: u64) -> impl Future<Output = Result<Vec<SitePolicy>, StoreError>> + Send;
+    fn policy(&self, site: &str) -> impl Future<Output = Result<Option<SitePolicy>, StoreError>> + Send;
+    /// Keeps the agent's latest report, replacing the one before.
+    fn record_policy_report(
+        &self,
+        site: &str,
+        report: &PolicyReport,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn policy_report(&self, site: &str) -> impl Future<Output = Result<Option<PolicyReport>, StoreError>> + Send;
+    /// Violations of the account's sites (or of one of them) with buckets in `[from, to)`,
+    /// by site and bucket.
+    fn enforcement_violations(
+        &self,
+        account: &str,
+        site: Option<&str>,
+        from: BucketStart,
+        to: BucketStart,
+    ) -> impl Future<Output = Result<Vec<EnforcementViolation>, StoreError>> + Send;
     /// Stores the hash of a new enrollment token for `site`, valid until `expires_at`.
     fn add_enroll_token(
         &self,

@@ -2,7 +2,7 @@
 //! disk when it returns), foreign keys on, a busy timeout so admin commands can write while
 //! `serve` runs. Migrations: `collector/migrations/sqlite/`. Queries are checked at run time.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,14 +11,14 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Sqlite};
 use tally_common::bucket::Bucket;
-use tally_common::enforcement::CapViolation;
+use tally_common::enforcement::{CapViolation, exceeds_cap};
 use tally_common::p95::DailyP95;
 use tally_common::time::{BucketStart, DAY_SLOTS, Month, rfc3339};
 
 use super::{
-    Account, CapChange, CertificateRecord, Channel, DayKey, DirtyDay, DirtyDayBuckets, KeyRange, License, MergeStats,
-    MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, OutboxItem, Overusage, Resolution, ResolutionKind,
-    Site, SiteDay, Store, StoreError, TokenRefusal,
+    Account, CapChange, CertificateRecord, Channel, DayKey, DirtyDay, DirtyDayBuckets, EnforcementViolation, KeyRange,
+    License, MergeStats, MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, OutboxItem, Overusage,
+    PolicyReport, Resolution, ResolutionKind, Site, SiteDay, SitePolicy, Store, StoreError, TokenRefusal,
 };
 
 /// Buckets per statement when merging: 5 parameters each, under SQLite's limit of 32,766.
@@ -86,6 +86,23 @@ async fn licenses_of_account(conn: &mut sqlx::SqliteConnection, account: &str) -
             Ok(License { id: r.id, terms })
         })
         .collect()
+}
+
+/// The caps of the capped sites among `rows`' (R17), by site.
+async fn caps_of(
+    conn: &mut sqlx::SqliteConnection,
+    rows: &[(String, Bucket)],
+) -> Result<HashMap<String, u64>, StoreError> {
+    let sites: BTreeSet<&str> = rows.iter().map(|(site, _)| site.as_str()).collect();
+    let sites = serde_json::to_string(&sites).map_err(|e| StoreError::Database(e.to_string()))?;
+    let caps: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT id, cap_bps FROM sites WHERE cap_bps IS NOT NULL AND id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(sites)
+    .fetch_all(conn)
+    .await
+    .map_err(db)?;
+    caps.into_iter().map(|(site, cap)| Ok((site, to_u64(cap, "cap")?))).collect()
 }
 
 async fn insert_site(conn: &mut sqlx::SqliteConnection, s: &Site) -> Result<(), StoreError> {
@@ -233,6 +250,14 @@ impl OutboxRow {
             last_error: self.last_error,
         })
     }
+}
+
+fn policy_from_row((site, version, cap): (String, i64, Option<i64>)) -> Result<SitePolicy, StoreError> {
+    Ok(SitePolicy {
+        site,
+        version: to_u64(version, "policy version")?,
+        cap_bps: cap.map(|c| to_u64(c, "cap")).transpose()?,
+    })
 }
 
 fn db(e: sqlx::Error) -> StoreError {
@@ -473,6 +498,7 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let mut stats = MergeStats::default();
         let received = now();
+        let caps = caps_of(&mut tx, rows).await?;
         // A few statements per chunk rather than per row: SQLite runs each on its own thread.
         for chunk in rows.chunks(MERGE_CHUNK) {
             // A join on the keys: SQLite looks each one up (`IN (VALUES ...)` would scan the table).
@@ -523,9 +549,116 @@ impl Store for SqliteStore {
             });
             dirty.push(" ON CONFLICT (site_id, day) DO UPDATE SET generation = generation + 1");
             dirty.build().execute(&mut *tx).await.map_err(db)?;
+
+            let over: Vec<(&String, &Bucket, u64)> = chunk
+                .iter()
+                .filter_map(|(site, b)| caps.get(site).map(|cap| (site, b, *cap)))
+                .filter(|(_, b, cap)| exceeds_cap(b.max_bps, *cap))
+                .collect();
+            if !over.is_empty() {
+                let mut record = QueryBuilder::<Sqlite>::new(
+                    "INSERT INTO enforcement_violations (site_id, bucket_start, max_bps, cap_bps, recorded_at) ",
+                );
+                let mut bound = Vec::with_capacity(over.len());
+                for (site, b, cap) in over {
+                    bound.push((site, b.start.unix(), to_i64(b.max_bps, "max_bps")?, to_i64(cap, "cap")?));
+                }
+                record.push_values(bound, |mut row, (site, start, max_bps, cap)| {
+                    row.push_bind(site).push_bind(start).push_bind(max_bps).push_bind(cap).push_bind(&received);
+                });
+                record.push(
+                    " ON CONFLICT (site_id, bucket_start) DO UPDATE SET
+                         max_bps = max(max_bps, excluded.max_bps), cap_bps = excluded.cap_bps",
+                );
+                record.build().execute(&mut *tx).await.map_err(db)?;
+            }
         }
         tx.commit().await.map_err(db)?;
         Ok(stats)
+    }
+
+    async fn policies_since(&self, version: u64) -> Result<Vec<SitePolicy>, StoreError> {
+        let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT id, policy_version, cap_bps FROM sites WHERE policy_version > ? ORDER BY policy_version",
+        )
+        .bind(to_i64(version, "policy version")?)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter().map(policy_from_row).collect()
+    }
+
+    async fn policy(&self, site: &str) -> Result<Option<SitePolicy>, StoreError> {
+        let row: Option<(String, i64, Option<i64>)> =
+            sqlx::query_as("SELECT id, policy_version, cap_bps FROM sites WHERE id = ?")
+                .bind(site)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        row.map(policy_from_row).transpose()
+    }
+
+    async fn record_policy_report(&self, site: &str, report: &PolicyReport) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO policy_reports (site_id, version, ok, detail, reported_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (site_id) DO UPDATE SET version = excluded.version, ok = excluded.ok,
+                 detail = excluded.detail, reported_at = excluded.reported_at",
+        )
+        .bind(site)
+        .bind(to_i64(report.version, "policy version")?)
+        .bind(report.ok)
+        .bind(&report.detail)
+        .bind(stamp(report.at))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn policy_report(&self, site: &str) -> Result<Option<PolicyReport>, StoreError> {
+        let row: Option<(i64, bool, String, String)> =
+            sqlx::query_as("SELECT version, ok, detail, reported_at FROM policy_reports WHERE site_id = ?")
+                .bind(site)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        row.map(|(version, ok, detail, at)| {
+            Ok(PolicyReport { version: to_u64(version, "policy version")?, ok, detail, at: parse(&at, "reported_at")? })
+        })
+        .transpose()
+    }
+
+    async fn enforcement_violations(
+        &self,
+        account: &str,
+        site: Option<&str>,
+        from: BucketStart,
+        to: BucketStart,
+    ) -> Result<Vec<EnforcementViolation>, StoreError> {
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT v.site_id, v.bucket_start, v.max_bps, v.cap_bps
+             FROM enforcement_violations v JOIN sites s ON s.id = v.site_id
+             WHERE s.account_id = ? AND (? IS NULL OR v.site_id = ?) AND v.bucket_start >= ? AND v.bucket_start < ?
+             ORDER BY v.site_id, v.bucket_start",
+        )
+        .bind(account)
+        .bind(site)
+        .bind(site)
+        .bind(from.unix())
+        .bind(to.unix())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(site, start, max_bps, cap_bps)| {
+                Ok(EnforcementViolation {
+                    site,
+                    bucket_start: bucket_start(start)?,
+                    max_bps: to_u64(max_bps, "max_bps")?,
+                    cap_bps: to_u64(cap_bps, "cap_bps")?,
+                })
+            })
+            .collect()
     }
 
     async fn add_enroll_token(

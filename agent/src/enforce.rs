@@ -1,0 +1,114 @@
+//! The site's cap (R17) on this socket: the policy the collector pushes, applied to the WAN
+//! interfaces with [`shaper`](crate::shaper), and reported back.
+//!
+//! The policy is kept in the store, so a restart re-applies it before the collector is reached;
+//! it is applied again whenever the WAN interfaces change (one appears, or comes back with a new
+//! ifindex after being re-created, which takes its qdiscs with it). A failure (no
+//! CAP_NET_ADMIN, most likely) is reported with `ok = false` and logged once at ERROR;
+//! measuring goes on regardless: enforcement never changes what is measured.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
+
+use tally_common::bandwidth::Bandwidth;
+use tally_common::sampler::InterfaceName;
+use tally_common::time::rfc3339;
+use tally_common::wire::{Policy, PolicyApplied};
+use tokio::sync::watch;
+
+use crate::shaper;
+use crate::status::{self, PolicyStatus, SharedStatus};
+use crate::store::Store;
+
+/// The WAN interfaces as the meter last found them: name and ifindex.
+pub type WanSet = Vec<(InterfaceName, u32)>;
+
+/// Applies each policy from `policies` (and the stored one at start) to the interfaces from
+/// `wans`, and publishes every outcome on `reports`, until `shutdown`.
+pub async fn run(
+    store: Rc<RefCell<Store>>,
+    status: SharedStatus,
+    mut policies: watch::Receiver<Option<Policy>>,
+    mut wans: watch::Receiver<WanSet>,
+    reports: watch::Sender<Option<PolicyApplied>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut policy = match store.borrow().policy() {
+        Ok(policy) => policy,
+        Err(e) => {
+            tracing::error!(error = %e, "the saved policy does not read: waiting for the collector's");
+            None
+        }
+    };
+    let mut interfaces = wans.borrow_and_update().clone();
+    let mut due = policy.is_some();
+    let mut logged_failure = None;
+    loop {
+        if let (true, Some(current)) = (due, policy) {
+            let report = apply(current, &interfaces).await;
+            log(&report, current, &mut logged_failure);
+            status::update(&status, |s| {
+                s.policy = Some(PolicyStatus {
+                    version: current.version,
+                    cap_bps: current.cap_bps,
+                    applied: Some(report.ok),
+                    detail: report.detail.clone(),
+                    at: Some(rfc3339(chrono::Utc::now())),
+                })
+            });
+            reports.send_replace(Some(report));
+            due = false;
+        }
+        tokio::select! {
+            () = &mut shutdown => return,
+            Ok(()) = policies.changed() => {
+                let Some(received) = *policies.borrow_and_update() else { continue };
+                if policy != Some(received)
+                    && let Err(e) = store.borrow().save_policy(&received)
+                {
+                    tracing::error!(error = %e, "the policy could not be saved: a restart will wait for the collector's");
+                }
+                policy = Some(received);
+                due = true;
+            }
+            Ok(()) = wans.changed() => {
+                let found = wans.borrow_and_update().clone();
+                due = found != interfaces;
+                interfaces = found;
+            }
+        }
+    }
+}
+
+/// Runs the shaper off the runtime's thread (it waits for `tc`), so ticks stay on time.
+async fn apply(policy: Policy, interfaces: &WanSet) -> PolicyApplied {
+    let names: Vec<InterfaceName> = interfaces.iter().map(|(name, _)| name.clone()).collect();
+    let outcome = tokio::task::spawn_blocking(move || shaper::apply(policy.cap_bps, &names))
+        .await
+        .unwrap_or_else(|e| Ok(format!("the shaper did not finish: {e}")));
+    match outcome {
+        Ok(detail) => PolicyApplied { version: policy.version, ok: true, detail },
+        Err(e) if e.is_permission() => PolicyApplied {
+            version: policy.version,
+            ok: false,
+            detail: format!("{e}: the agent needs CAP_NET_ADMIN to shape (the systemd unit grants it)"),
+        },
+        Err(e) => PolicyApplied { version: policy.version, ok: false, detail: e.to_string() },
+    }
+}
+
+/// Successes at INFO; a failure at ERROR the first time, then only when it changes.
+fn log(report: &PolicyApplied, policy: Policy, logged_failure: &mut Option<String>) {
+    let cap = policy.cap_bps.map_or("none".to_owned(), |c| Bandwidth(c).to_string());
+    if report.ok {
+        tracing::info!(version = report.version, %cap, detail = %report.detail, "policy applied");
+        *logged_failure = None;
+    } else if logged_failure.as_deref() != Some(report.detail.as_str()) {
+        tracing::error!(version = report.version, %cap, error = %report.detail, "policy NOT applied: still measuring");
+        *logged_failure = Some(report.detail.clone());
+    } else {
+        tracing::debug!(version = report.version, error = %report.detail, "policy not applied (as before)");
+    }
+}
