@@ -90,10 +90,15 @@ async fn apply(policy: Policy, interfaces: &WanSet) -> PolicyApplied {
         .unwrap_or_else(|e| Ok(format!("the shaper did not finish: {e}")));
     match outcome {
         Ok(detail) => PolicyApplied { version: policy.version, ok: true, detail },
+        // The same words for every version, so the failure is logged once.
         Err(e) if e.is_permission() => PolicyApplied {
             version: policy.version,
             ok: false,
-            detail: format!("{e}: the agent needs CAP_NET_ADMIN to shape (the systemd unit grants it)"),
+            detail: format!(
+                "{}: cannot change traffic control ({}): the agent needs CAP_NET_ADMIN to shape \
+                 (the systemd unit grants it)",
+                e.interface, e.message
+            ),
         },
         Err(e) => PolicyApplied { version: policy.version, ok: false, detail: e.to_string() },
     }

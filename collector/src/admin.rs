@@ -77,7 +77,8 @@ pub async fn add_site(store: &impl Store, regions: &RegionTable, site: NewSite) 
     Ok(site)
 }
 
-fn cap_bps(mbps: u64) -> Result<u64, AdminError> {
+/// `--cap-mbps` in bit/s.
+pub fn cap_bps(mbps: u64) -> Result<u64, AdminError> {
     match mbps {
         0 => Err(invalid("--cap-mbps must be a positive number of Mbps")),
         mbps => Ok(Bandwidth::from_mbps(mbps).ok_or_else(|| invalid("--cap-mbps is too large"))?.bps()),
@@ -90,28 +91,33 @@ async fn apply(store: &impl Store, change: CapChange) -> Result<(), AdminError> 
     if violations.is_empty() { Ok(()) } else { Err(AdminError::Refused(violations)) }
 }
 
-/// `site set`: a site's country, type or cap; unset options keep their value.
+/// `site set` and `PATCH …/sites/{site}`: a site's country, type or cap; what is not given
+/// keeps its value.
 #[derive(Debug, Clone, Default)]
 pub struct SiteChanges {
     pub site: String,
-    pub country: Option<String>,
-    pub site_type: Option<String>,
+    pub country: Option<CountryCode>,
+    pub site_type: Option<SiteType>,
     /// `Some(None)` lifts the cap.
-    pub cap_mbps: Option<Option<u64>>,
+    pub cap_bps: Option<Option<u64>>,
 }
 
+/// Applies `changes` if the account still complies with R17 afterwards; the site's region
+/// group follows its country (R11), restricted countries are refused.
 pub async fn set_site(store: &impl Store, regions: &RegionTable, changes: SiteChanges) -> Result<Site, AdminError> {
     let mut site =
         store.site(&changes.site).await?.ok_or_else(|| invalid(format!("site {:?} does not exist", changes.site)))?;
     if let Some(country) = changes.country {
-        site.country = country.parse().map_err(|e| invalid(format!("--country: {e}")))?;
-        site.region_group = regions.group_of(site.country).map_err(|e| invalid(e.to_string()))?;
+        site.country = country;
+        site.region_group = regions.group_of(country).map_err(|e| invalid(e.to_string()))?;
     }
     if let Some(site_type) = changes.site_type {
-        site.site_type = site_type.parse().map_err(|e| invalid(format!("--type: {e}")))?;
+        site.site_type = site_type;
     }
-    if let Some(cap) = changes.cap_mbps {
-        site.cap_bps = cap.map(cap_bps).transpose()?;
+    match changes.cap_bps {
+        Some(Some(0)) => return Err(invalid("a cap must be a positive bandwidth")),
+        Some(cap) => site.cap_bps = cap,
+        None => {}
     }
     apply(store, CapChange::UpdateSite(site.clone())).await?;
     Ok(site)

@@ -1,10 +1,16 @@
-//! Per-site caps (R17) on the collector's side: checking a change of sites or licenses. The rule
-//! itself is `tally_common::enforcement`.
+//! Per-site caps (R17) on the collector's side: checking a change of sites or licenses, and what
+//! a site's enforcement looks like (its cap, what its agent reported, the buckets that broke the
+//! cap). The rules themselves are `tally_common::enforcement`.
 
 use chrono::NaiveDate;
-use tally_common::enforcement::{CapViolation, CappedSite, check};
+use serde::{Deserialize, Serialize};
+use tally_common::bandwidth::Bandwidth;
+use tally_common::enforcement::{CapViolation, CappedSite, cap_required, check};
+use tally_common::kinds::SiteType;
+use tally_common::region::RegionGroup;
+use tally_common::time::{BucketStart, Month, MonthWindowSetting, rfc3339};
 
-use crate::store::{License, Site, StoreError};
+use crate::store::{EnforcementViolation, License, Site, Store, StoreError};
 use crate::usage::report::pool_licenses;
 
 /// What an account's `sites` and `licenses` break of R17 on `day`.
@@ -19,4 +25,113 @@ pub fn violations(sites: &[Site], licenses: &[License], day: NaiveDate) -> Resul
         })
         .collect();
     Ok(check(&sites, &pool_licenses(licenses)?, day))
+}
+
+/// A bucket above its site's cap × 1.05, as the usage report and the API show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViolationReport {
+    pub bucket_start: String,
+    pub max_bps: u64,
+    pub cap_bps: u64,
+}
+
+impl From<&EnforcementViolation> for ViolationReport {
+    fn from(v: &EnforcementViolation) -> Self {
+        ViolationReport { bucket_start: v.bucket_start.to_string(), max_bps: v.max_bps, cap_bps: v.cap_bps }
+    }
+}
+
+/// What the site's agent last said about its policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AgentReport {
+    pub version: u64,
+    pub ok: bool,
+    pub detail: String,
+    pub at: String,
+}
+
+/// `GET /v1/accounts/{account}/sites/{site}/enforcement` and `site enforcement`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SiteEnforcement {
+    pub site: String,
+    pub account: String,
+    pub region_group: RegionGroup,
+    pub site_type: SiteType,
+    /// `None`: unenforced.
+    pub cap_bps: Option<u64>,
+    /// Whether R17 requires a cap for this site.
+    pub cap_required: bool,
+    pub policy_version: u64,
+    /// `None` until the agent has reported.
+    pub agent_report: Option<AgentReport>,
+    /// The agent applied the current policy.
+    pub in_force: bool,
+    pub month: Month,
+    /// Buckets of the month (its R7 window) above the cap × 1.05.
+    pub violations: Vec<ViolationReport>,
+}
+
+/// The buckets in `month`'s window of `account`'s sites (or of `site`) that broke their cap.
+pub async fn month_violations<S: Store>(
+    store: &S,
+    account: &str,
+    site: Option<&str>,
+    month: Month,
+    setting: MonthWindowSetting,
+) -> Result<Vec<EnforcementViolation>, StoreError> {
+    let window = month.window(setting);
+    let bound = |t: chrono::DateTime<chrono::Utc>| {
+        BucketStart::from_unix(t.timestamp()).map_err(|e| StoreError::Database(e.to_string()))
+    };
+    store.enforcement_violations(account, site, bound(window.start_time())?, bound(window.end_time())?).await
+}
+
+pub async fn site_enforcement<S: Store>(
+    store: &S,
+    site: &Site,
+    month: Month,
+    setting: MonthWindowSetting,
+) -> Result<SiteEnforcement, StoreError> {
+    let policy_version = store.policy(&site.id).await?.map_or(0, |p| p.version);
+    let report = store.policy_report(&site.id).await?;
+    let violations = month_violations(store, &site.account, Some(&site.id), month, setting).await?;
+    Ok(SiteEnforcement {
+        site: site.id.clone(),
+        account: site.account.clone(),
+        region_group: site.region_group,
+        site_type: site.site_type,
+        cap_bps: site.cap_bps,
+        cap_required: cap_required(site.region_group, site.site_type),
+        policy_version,
+        in_force: report.as_ref().is_some_and(|r| r.ok && r.version == policy_version),
+        agent_report: report.map(|r| AgentReport { version: r.version, ok: r.ok, detail: r.detail, at: rfc3339(r.at) }),
+        month,
+        violations: violations.iter().map(ViolationReport::from).collect(),
+    })
+}
+
+/// The human-readable form.
+pub fn table(e: &SiteEnforcement) -> String {
+    let cap = e.cap_bps.map_or("no cap".to_owned(), |c| format!("cap {}", Bandwidth(c)));
+    let required = if e.cap_required { "required (R17)" } else { "optional" };
+    let mut out = format!(
+        "site {} ({}): {} in {}; {cap}, {required}; policy version {}\n",
+        e.site, e.account, e.site_type, e.region_group, e.policy_version
+    );
+    out += &match &e.agent_report {
+        None => "agent: no report yet\n".to_owned(),
+        Some(r) => {
+            let state = match (r.ok, e.in_force) {
+                (true, true) => "in force",
+                (true, false) => "applied an older version",
+                (false, _) => "NOT applied",
+            };
+            format!("agent: version {} {state} ({}): {}\n", r.version, r.at, r.detail)
+        }
+    };
+    out += &format!("violations in {}: {}\n", e.month, e.violations.len());
+    for v in &e.violations {
+        out += &format!("  {}  {} above cap {}\n", v.bucket_start, Bandwidth(v.max_bps), Bandwidth(v.cap_bps));
+    }
+    out
 }

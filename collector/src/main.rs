@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tally_collector::admin::{self, LicenseArgs, NewSite};
 use tally_collector::ca::Ca;
 use tally_collector::config::{Config, DEFAULT_CONFIG};
+use tally_collector::enforcement;
 use tally_collector::ingest::{self, Limits};
 use tally_collector::store::sqlite::SqliteStore;
 use tally_collector::store::{Account, Channel, Store};
@@ -153,6 +154,17 @@ enum SiteCommand {
     Revoke {
         #[arg(long)]
         site: String,
+    },
+    /// A site's cap, its agent's report on applying it, and the month's buckets above the
+    /// cap × 1.05 (R17).
+    Enforcement {
+        #[arg(long)]
+        site: String,
+        /// YYYY-MM; the current month when not given.
+        #[arg(long)]
+        month: Option<Month>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
     /// A site's buckets of one UTC day.
     Buckets {
@@ -324,8 +336,14 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             println!("site {} added in {} ({})", site.id, site.region_group, site.country);
         }
         Command::Site(SiteCommand::Set { site, country, site_type, cap_mbps, no_cap }) => {
-            let cap_mbps = if no_cap { Some(None) } else { cap_mbps.map(Some) };
-            let changes = admin::SiteChanges { site, country, site_type, cap_mbps };
+            let cap_bps = match (no_cap, cap_mbps) {
+                (true, _) => Some(None),
+                (false, Some(mbps)) => Some(Some(admin::cap_bps(mbps)?)),
+                (false, None) => None,
+            };
+            let country = country.map(|c| c.parse()).transpose().map_err(|e| anyhow::anyhow!("--country: {e}"))?;
+            let site_type = site_type.map(|t| t.parse()).transpose().map_err(|e| anyhow::anyhow!("--type: {e}"))?;
+            let changes = admin::SiteChanges { site, country, site_type, cap_bps };
             let site = admin::set_site(&store, &regions, changes).await?;
             let cap = site.cap_bps.map_or("no cap".to_owned(), |c| format!("cap {}", Bandwidth(c)));
             println!("site {}: {} in {} ({}), {cap}", site.id, site.site_type, site.region_group, site.country);
@@ -333,6 +351,15 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
         Command::License(LicenseCommand::Change { account, id, quantity, to }) => {
             admin::change_license(&store, &account, id, quantity, to).await?;
             println!("license {id} changed");
+        }
+        Command::Site(SiteCommand::Enforcement { site, month, format }) => {
+            let site = store.site(&site).await?.ok_or_else(|| anyhow::anyhow!("site {site:?} does not exist"))?;
+            let month = month.unwrap_or_else(|| Month::containing(chrono::Utc::now().date_naive()));
+            let enforcement = enforcement::site_enforcement(&store, &site, month, config.month_window).await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&enforcement)?),
+                Format::Table => print!("{}", enforcement::table(&enforcement)),
+            }
         }
         Command::Site(SiteCommand::Buckets { site, date, format }) => {
             if store.site(&site).await?.is_none() {

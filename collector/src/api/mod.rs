@@ -10,14 +10,18 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use chrono::{TimeDelta, Utc};
+use serde::Deserialize;
 use serde_json::json;
-use tally_common::region::RegionTable;
+use tally_common::kinds::SiteType;
+use tally_common::region::{CountryCode, RegionTable};
 use tally_common::time::{Month, MonthWindowSetting};
 
+use crate::admin::{self, AdminError, SiteChanges};
 use crate::config::Config;
+use crate::enforcement::{self, SiteEnforcement};
 use crate::store::Store;
 use crate::usage::events;
 use crate::usage::overusage::{self, OverusageReport, ResolveError, ResolveRequest};
@@ -64,6 +68,8 @@ impl<S: Store + 'static> Api<S> {
             .route("/v1/usage/events", post(usage_events::<S>))
             .route("/v1/accounts/{account}/overusage", get(overusage_of_month::<S>))
             .route("/v1/accounts/{account}/overusage/{id}/resolution", post(resolve_overusage::<S>))
+            .route("/v1/accounts/{account}/sites/{site}", patch(change_site::<S>))
+            .route("/v1/accounts/{account}/sites/{site}/enforcement", get(site_enforcement::<S>))
             .with_state(self)
     }
 
@@ -207,5 +213,94 @@ async fn resolve_overusage<S: Store + 'static>(
             Err(Problem::unprocessable(vec![FieldError::new("quantity", e.to_string())]))
         }
         Err(ResolveError::Store(e)) => Err(internal(e)),
+    }
+}
+
+/// The site `site` of `account`; another account's site is as unknown as a missing one.
+async fn site_of<S: Store>(api: &Api<S>, account: &str, site: &str) -> Result<crate::store::Site, Problem> {
+    match api.store.site(site).await.map_err(internal)? {
+        Some(found) if found.account == account => Ok(found),
+        _ => Err(Problem::not_found(format!("account {account:?} has no site {site:?}"))),
+    }
+}
+
+/// `GET /v1/accounts/{account}/sites/{site}/enforcement[?month=YYYY-MM]`: the site's cap, its
+/// agent's report, and the month's buckets above the cap × 1.05 (R17). Default: this month.
+async fn site_enforcement<S: Store + 'static>(
+    State(api): State<Api<S>>,
+    headers: HeaderMap,
+    Path((account, site)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<SiteEnforcement>, Problem> {
+    api.authorize(&headers)?;
+    let month =
+        if query.contains_key("month") { month_of(&query)? } else { Month::containing(Utc::now().date_naive()) };
+    let site = site_of(&api, &account, &site).await?;
+    Ok(Json(enforcement::site_enforcement(&*api.store, &site, month, api.month_window).await.map_err(internal)?))
+}
+
+/// The body of `PATCH /v1/accounts/{account}/sites/{site}`: what is absent keeps its value;
+/// `"cap_bps": null` lifts the cap.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SitePatch {
+    country: Option<String>,
+    #[serde(rename = "type")]
+    site_type: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    cap_bps: Option<Option<u64>>,
+}
+
+/// A field that is present, even as `null`.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// `PATCH /v1/accounts/{account}/sites/{site}`: a site's country, type or cap, applied only if
+/// the account still complies with R17 (409 naming the sites, caps, sum and pool otherwise).
+async fn change_site<S: Store + 'static>(
+    State(api): State<Api<S>>,
+    headers: HeaderMap,
+    Path((account, site)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, Problem> {
+    api.authorize(&headers)?;
+    site_of(&api, &account, &site).await?;
+    let patch: SitePatch = serde_json::from_slice(&body).map_err(|e| {
+        Problem::bad_request(vec![FieldError::new(
+            "body",
+            format!("expected {{\"country\", \"type\", \"cap_bps\"}}, each optional: {e}"),
+        )])
+    })?;
+    let mut errors = Vec::new();
+    let country = patch.country.as_deref().and_then(|c| {
+        let parsed = c.parse::<CountryCode>().map_err(|e| e.to_string());
+        let grouped = parsed.and_then(|code| api.regions.group_of(code).map(|_| code).map_err(|e| e.to_string()));
+        grouped.map_err(|e| errors.push(FieldError::new("country", e))).ok()
+    });
+    let site_type = patch
+        .site_type
+        .as_deref()
+        .and_then(|t| t.parse::<SiteType>().map_err(|e| errors.push(FieldError::new("type", e.to_string()))).ok());
+    if patch.cap_bps == Some(Some(0)) {
+        errors.push(FieldError::new("cap_bps", "a cap must be a positive number of bit/s, or null for none"));
+    }
+    if !errors.is_empty() {
+        return Err(Problem::bad_request(errors));
+    }
+    let changes = SiteChanges { site, country, site_type, cap_bps: patch.cap_bps };
+    match admin::set_site(&*api.store, &api.regions, changes).await {
+        Ok(site) => Ok(Json(json!({
+            "site": site.id, "account": site.account, "name": site.name, "country": site.country.to_string(),
+            "region_group": site.region_group, "type": site.site_type, "cap_bps": site.cap_bps,
+        }))),
+        Err(AdminError::Refused(violations)) => {
+            let messages: Vec<String> = violations.iter().map(ToString::to_string).collect();
+            let mut problem = Problem::conflict(format!("refused, nothing was changed: {}", messages.join("; ")));
+            problem.extensions.insert("violations".into(), json!(messages));
+            Err(problem)
+        }
+        Err(AdminError::Store(e)) => Err(internal(e)),
+        Err(e) => Err(Problem::bad_request(vec![FieldError::new("body", e.to_string())])),
     }
 }

@@ -15,6 +15,7 @@ use tally_common::region::RegionGroup;
 use tally_common::time::{DAY_SLOTS, Month, MonthWindow, MonthWindowSetting, rfc3339};
 
 use super::overusage::{self, OverusageReport};
+use crate::enforcement::{ViolationReport, month_violations};
 use crate::store::{License, MeterCounts, Store, StoreError};
 
 /// Where a month stands (R9).
@@ -107,6 +108,12 @@ pub struct SiteReport {
     pub site: String,
     pub region_group: RegionGroup,
     pub days: Vec<SiteDayReport>,
+    /// The site's cap (R17) when the report was made; `None`: unenforced.
+    #[serde(default)]
+    pub cap_bps: Option<u64>,
+    /// The window's buckets above the cap × 1.05 (R17).
+    #[serde(default)]
+    pub violations: Vec<ViolationReport>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,11 +214,12 @@ async fn compute<S: Store>(
     // Days reported: the window's, up to today (a day of the future has no P95 yet).
     let last_reported = (window.end.pred_opt().unwrap_or(window.end)).min(today);
     let key = month.to_string();
-    let (sites, stored, licenses, counts) = tokio::try_join!(
+    let (sites, stored, licenses, counts, over_cap) = tokio::try_join!(
         store.sites_of_account(account),
         store.site_days(account, window.start, window.end),
         store.licenses_of_account(account),
         store.meter_counts(account, &key),
+        month_violations(store, account, None, month, setting),
     )?;
     let mut by_site: BTreeMap<&str, BTreeMap<NaiveDate, &crate::store::SiteDay>> = BTreeMap::new();
     for day in &stored {
@@ -234,7 +242,13 @@ async fn compute<S: Store>(
                     }
                 })
                 .collect();
-            SiteReport { site: site.id.clone(), region_group: site.region_group, days }
+            SiteReport {
+                site: site.id.clone(),
+                region_group: site.region_group,
+                days,
+                cap_bps: site.cap_bps,
+                violations: over_cap.iter().filter(|v| v.site == site.id).map(ViolationReport::from).collect(),
+            }
         })
         .collect();
 
@@ -436,8 +450,14 @@ pub fn table(report: &UsageReport) -> String {
     }
     aligned(&mut out, &rows, &[false, true, false, true, true, true]);
     let _ = writeln!(out, "\nSites");
-    let mut rows =
-        vec![["site".to_owned(), "region group".into(), "highest daily P95".into(), "buckets present".into()]];
+    let mut rows = vec![[
+        "site".to_owned(),
+        "region group".into(),
+        "highest daily P95".into(),
+        "buckets present".into(),
+        "cap".into(),
+        "over cap × 1.05".into(),
+    ]];
     for site in &report.sites {
         let highest = site.days.iter().map(|d| d.p95_bps).max().unwrap_or(0);
         let present: u64 = site.days.iter().map(|d| u64::from(d.buckets_present)).sum();
@@ -447,9 +467,11 @@ pub fn table(report: &UsageReport) -> String {
             site.region_group.to_string(),
             Bandwidth(highest).to_string(),
             format!("{present} of {expected}"),
+            site.cap_bps.map_or("-".into(), |c| Bandwidth(c).to_string()),
+            format!("{} bucket(s)", site.violations.len()),
         ]);
     }
-    aligned(&mut out, &rows, &[false, false, true, true]);
+    aligned(&mut out, &rows, &[false, false, true, true, true, true]);
     if !report.overusage.is_empty() {
         let _ = writeln!(out, "\nOver-usage");
         let mut rows = vec![["id".to_owned(), "license".into(), "excess".into(), "resolution".into()]];
