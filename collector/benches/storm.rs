@@ -258,8 +258,12 @@ impl Link {
         let hello = Hello { protocol_version: PROTOCOL_VERSION, agent_version: "storm".into() };
         link.tx.write_all(&encode(&AgentMessage::Hello(hello))?).await?;
         match link.receive().await? {
-            CollectorMessage::Welcome(_) => Ok(link),
+            CollectorMessage::Welcome(_) => {}
             other => bail!("expected Welcome, got {other:?}"),
+        }
+        match link.receive().await? {
+            CollectorMessage::Policy(_) => Ok(link),
+            other => bail!("expected the site's policy, got {other:?}"),
         }
     }
 

@@ -295,3 +295,82 @@ fn overusage_of_a_finalized_month_is_resolved_by_true_up_or_true_forward() {
         october["overusage"].as_array().unwrap().iter().map(|o| o["resolution"]["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["true_forward", "true_up"], "resolved over-usage shows its resolution in the report");
 }
+
+#[test]
+fn site_changes_keep_r17_over_http_and_each_site_shows_its_enforcement() {
+    let c = Collector::with_config(&format!(
+        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\noperator_token = \"{TOKEN}\""
+    ));
+    c.ok(&["account", "add", "--id", "acme", "--name", "Acme"]);
+    c.ok(&["account", "add", "--id", "other", "--name", "Other"]);
+    c.ok(&support::args(
+        "license add --account acme --kind bandwidth_pool --region china --quantity 100 --from 2020-01-01 --to 2099-12-31",
+    ));
+    c.ok(&support::args("site add --account acme --id sh --name SH --country CN --type socket --cap-mbps 60"));
+    c.ok(&support::args("site add --account acme --id hq --name HQ --country US --type socket"));
+    c.ok(&support::args("site add --account other --id elsewhere --name E --country US --type socket"));
+    let (_serving, http) = serve(&c);
+    let http = http.as_str();
+    let patch = |site: &str, body: &str| {
+        let (status, content_type, body) =
+            request(http, "PATCH", &format!("/v1/accounts/acme/sites/{site}"), Some(TOKEN), body);
+        (status, content_type, serde_json::from_str::<Value>(&body).unwrap())
+    };
+
+    // Refused by R17 (409), naming sites, caps, sum and pool; nothing changes.
+    for (site, body, words) in [
+        ("sh", r#"{"cap_bps": 120000000}"#, &["sh 120.0 Mbps", "sum to 120.0 Mbps", "china pool of 100.0 Mbps"][..]),
+        ("sh", r#"{"cap_bps": null}"#, &["site sh (socket in china) must have a cap (R17)"]),
+        ("hq", r#"{"country": "CN"}"#, &["site hq (socket in china) must have a cap (R17)"]),
+    ] {
+        let (status, content_type, problem) = patch(site, body);
+        assert_eq!((status, content_type.as_str()), (409, "application/problem+json"), "{body}: {problem}");
+        for w in words {
+            assert!(problem["detail"].as_str().unwrap().contains(w), "{body}: {problem} should say {w:?}");
+        }
+        assert!(!problem["violations"].as_array().unwrap().is_empty(), "{problem}");
+    }
+    // Bad input (400, naming the field) and other accounts' sites (404).
+    for (site, body, status, field) in [
+        ("hq", r#"{"cap_bps": 0}"#, 400, "cap_bps"),
+        ("hq", r#"{"country": "XX"}"#, 400, "country"),
+        ("hq", r#"{"type": "satellite"}"#, 400, "type"),
+        ("hq", r#"{"colour": "red"}"#, 400, "body"),
+        ("elsewhere", r#"{"cap_bps": 1000000}"#, 404, ""),
+        ("nowhere", r#"{"cap_bps": 1000000}"#, 404, ""),
+    ] {
+        let (got, _, problem) = patch(site, body);
+        assert_eq!(got, status, "{site} {body}: {problem}");
+        if !field.is_empty() {
+            assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+        }
+    }
+    let (status, _, site) = patch("sh", r#"{"cap_bps": 80000000}"#);
+    assert_eq!(status, 200, "{site}");
+    assert_eq!((site["cap_bps"].as_u64(), site["region_group"].as_str()), (Some(80_000_000), Some("china")));
+
+    // At the cap × 1.05 is tolerated; one bit/s more is a violation (R17).
+    let csv = c.file(
+        "over.csv",
+        "site,bucket_start,max_bps\nsh,2026-10-07T10:00:00Z,84000000\nsh,2026-10-07T10:05:00Z,84000001\n",
+    );
+    c.ok(&["import-buckets", "--csv", &csv]);
+    let (status, _, body) = get(http, "/v1/accounts/acme/sites/sh/enforcement?month=2026-10", Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    let shown: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(shown["cap_bps"], 80_000_000);
+    assert_eq!(shown["cap_required"], true);
+    assert_eq!(shown["agent_report"], Value::Null, "no agent has reported");
+    assert_eq!(
+        shown["violations"],
+        json!([{"bucket_start": "2026-10-07T10:05:00Z", "max_bps": 84_000_001u64, "cap_bps": 80_000_000u64}])
+    );
+    let (_, _, body) = get(http, "/v1/accounts/acme/usage?month=2026-10", Some(TOKEN));
+    let report: Value = serde_json::from_str(&body).unwrap();
+    let sh = report["sites"].as_array().unwrap().iter().find(|s| s["site"] == "sh").unwrap();
+    assert_eq!(sh["violations"], shown["violations"], "the usage report lists them too");
+    let (status, _, _) = get(http, "/v1/accounts/other/sites/sh/enforcement", Some(TOKEN));
+    assert_eq!(status, 404);
+    let table = c.ok(&support::args("site enforcement --site sh --month 2026-10"));
+    assert!(table.contains("violations in 2026-10: 1") && table.contains("84.0 Mbps above cap 80.0 Mbps"), "{table}");
+}

@@ -1,12 +1,16 @@
 //! QUIC ingest on 127.0.0.1 with real TLS 1.3 certificates from the collector's CA, driven by a
 //! raw quinn client: enrollment with a one-time token, buckets acknowledged only once stored,
-//! per-bucket refusals, revocation, and garbage that closes only the connection that sent it.
+//! per-bucket refusals, revocation, garbage that closes only the connection that sent it, and
+//! the policy push (R17) with its report and the buckets over the cap.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::time::Duration;
+
+use tally_collector::admin::{self, SiteChanges};
 use tally_collector::ca::Ca;
 use tally_collector::ingest::{self, Limits};
 use tally_collector::store::sqlite::SqliteStore;
@@ -14,10 +18,11 @@ use tally_collector::store::{Account, Site, Store};
 use tally_common::kinds::SiteType;
 use tally_common::region::RegionGroup;
 use tally_common::sampler::DiscardCounters;
+use tally_common::time::BucketStart;
 use tally_common::wire::frame::{decode, encode};
 use tally_common::wire::{
-    ALPN, AgentMessage, BucketBatch, CollectorMessage, EnrollRequest, ErrorCode, Hello, PROTOCOL_VERSION, Refusal,
-    WireBucket,
+    ALPN, AgentMessage, BucketBatch, CollectorMessage, EnrollRequest, ErrorCode, Hello, PROTOCOL_VERSION,
+    PolicyApplied, Refusal, WireBucket,
 };
 
 struct Collector {
@@ -141,6 +146,14 @@ async fn enrolled_identity(c: &Collector, site: &str) -> Identity {
     }
 }
 
+/// Expects `Welcome`; returns the site it names.
+async fn welcome(rx: &mut quinn::RecvStream, buf: &mut Vec<u8>) -> String {
+    match receive(rx, buf).await {
+        Some(CollectorMessage::Welcome(w)) => w.site,
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+}
+
 fn hello() -> AgentMessage {
     AgentMessage::Hello(Hello { protocol_version: PROTOCOL_VERSION, agent_version: "test".into() })
 }
@@ -164,10 +177,8 @@ async fn an_enrolled_socket_ingests_buckets_acknowledged_after_they_are_stored()
     let (_conn, mut tx, mut rx) = connect(&c, Some(&identity)).await;
     let mut buf = Vec::new();
     send(&mut tx, &hello()).await;
-    match receive(&mut rx, &mut buf).await {
-        Some(CollectorMessage::Welcome(w)) => assert_eq!(w.site, "hq", "the site comes from the certificate"),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(welcome(&mut rx, &mut buf).await, "hq", "the site comes from the certificate");
+    assert!(matches!(receive(&mut rx, &mut buf).await, Some(CollectorMessage::Policy(p)) if p.cap_bps.is_none()));
     let misaligned = WireBucket { start: bucket(2, 0).start + 1, ..bucket(2, 5) };
     send(&mut tx, &batch(7, vec![bucket(0, 100), bucket(1, 200), misaligned])).await;
     match receive(&mut rx, &mut buf).await {
@@ -245,7 +256,8 @@ async fn garbage_closes_only_the_connection_that_sent_it() {
     let (_good_conn, mut good_tx, mut good_rx) = connect(&c, Some(&good)).await;
     let mut buf = Vec::new();
     send(&mut good_tx, &hello()).await;
-    assert!(matches!(receive(&mut good_rx, &mut buf).await, Some(CollectorMessage::Welcome(_))));
+    welcome(&mut good_rx, &mut buf).await;
+    assert!(matches!(receive(&mut good_rx, &mut buf).await, Some(CollectorMessage::Policy(_))));
 
     for (garbage, code) in [
         (vec![0, 0, 0, 3, 0xff, 0xff, 0xff], ErrorCode::ProtocolViolation),
@@ -253,9 +265,10 @@ async fn garbage_closes_only_the_connection_that_sent_it() {
     ] {
         let (conn, mut tx, mut rx) = connect(&c, Some(&bad)).await;
         send(&mut tx, &hello()).await;
-        assert!(matches!(receive(&mut rx, &mut Vec::new()).await, Some(CollectorMessage::Welcome(_))));
-        tx.write_all(&garbage).await.unwrap();
         let mut buf = Vec::new();
+        welcome(&mut rx, &mut buf).await;
+        assert!(matches!(receive(&mut rx, &mut buf).await, Some(CollectorMessage::Policy(_))));
+        tx.write_all(&garbage).await.unwrap();
         match receive(&mut rx, &mut buf).await {
             Some(CollectorMessage::Error(e)) => assert_eq!(e.code, code),
             other => panic!("{other:?}"),
@@ -272,4 +285,53 @@ async fn garbage_closes_only_the_connection_that_sent_it() {
         matches!(receive(&mut good_rx, &mut buf).await, Some(CollectorMessage::Ack(a)) if a.seq == 1 && a.refused.is_empty())
     );
     assert_eq!(c.store.buckets_of_day("hq", day()).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_cap_change_is_pushed_within_seconds_its_report_stored_and_buckets_over_it_recorded() {
+    let c = collector().await;
+    let identity = enrolled_identity(&c, "hq").await;
+    let (_conn, mut tx, mut rx) = connect(&c, Some(&identity)).await;
+    let mut buf = Vec::new();
+    send(&mut tx, &hello()).await;
+    welcome(&mut rx, &mut buf).await;
+    let first = match receive(&mut rx, &mut buf).await {
+        Some(CollectorMessage::Policy(p)) => p,
+        other => panic!("the policy comes right after Welcome: {other:?}"),
+    };
+    assert_eq!(first.cap_bps, None);
+
+    // R17: a cap set while the agent is connected reaches it within 5 s.
+    let regions = tally_common::region::RegionTable::builtin();
+    let changes = SiteChanges { site: "hq".into(), cap_bps: Some(Some(20_000_000)), ..SiteChanges::default() };
+    let asked = std::time::Instant::now();
+    admin::set_site(&*c.store, &regions, changes).await.unwrap();
+    let pushed = tokio::time::timeout(Duration::from_secs(5), receive(&mut rx, &mut buf)).await;
+    let pushed = match pushed {
+        Ok(Some(CollectorMessage::Policy(p))) => p,
+        other => panic!("no policy within 5 s: {other:?}"),
+    };
+    println!("pushed after {:?}", asked.elapsed());
+    assert_eq!(pushed.cap_bps, Some(20_000_000));
+    assert!(pushed.version > first.version);
+
+    let report = PolicyApplied { version: pushed.version, ok: true, detail: "wan0 shaped".into() };
+    send(&mut tx, &AgentMessage::PolicyApplied(report)).await;
+    // At the cap × 1.05 exactly: not a violation; one bit/s above: a violation (R17).
+    send(&mut tx, &batch(1, vec![bucket(0, 21_000_000), bucket(1, 21_000_001), bucket(2, 5_000_000)])).await;
+    assert!(matches!(receive(&mut rx, &mut buf).await, Some(CollectorMessage::Ack(a)) if a.refused.is_empty()));
+    // Merged with max, as buckets are (R10).
+    send(&mut tx, &batch(2, vec![bucket(1, 30_000_000)])).await;
+    assert!(matches!(receive(&mut rx, &mut buf).await, Some(CollectorMessage::Ack(_))));
+
+    let stored = c.store.policy_report("hq").await.unwrap().expect("the report is stored");
+    assert_eq!((stored.version, stored.ok, stored.detail.as_str()), (pushed.version, true, "wan0 shaped"));
+    let from = BucketStart::from_unix(bucket(0, 0).start).unwrap();
+    let to = BucketStart::from_unix(bucket(288, 0).start).unwrap();
+    let violations = c.store.enforcement_violations("acme", None, from, to).await.unwrap();
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(
+        (violations[0].site.as_str(), violations[0].bucket_start.unix(), violations[0].max_bps, violations[0].cap_bps),
+        ("hq", bucket(1, 0).start, 30_000_000, 20_000_000)
+    );
 }
