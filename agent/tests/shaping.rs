@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use support::collector::{Logged, TestCollector, binary};
 use support::field;
 use support::namespaces::Namespaces;
@@ -192,6 +193,19 @@ fn agent(setup: &Setup, wrapper: &[&str]) -> Logged {
     Logged::spawn(cmd)
 }
 
+/// `tally-agent status --format json` of the running agent: its `policy`.
+fn agent_policy(setup: &Setup) -> serde_json::Value {
+    let out = setup
+        .ns
+        .exec(&setup.ns.b, env!("CARGO_BIN_EXE_tally-agent"))
+        .args(["status", "--format", "json", "--config"])
+        .arg(&setup.config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["policy"].clone()
+}
+
 /// The collector's view of site `hq`'s enforcement.
 fn enforcement(collector: &TestCollector) -> serde_json::Value {
     serde_json::from_str(&collector.admin(&["site", "enforcement", "--site", "hq", "--format", "json"])).unwrap()
@@ -217,6 +231,11 @@ fn a_cap_shapes_both_directions_survives_a_restart_and_lifting_it_restores_full_
     let report = enforcement(collector);
     assert_eq!(report["agent_report"]["ok"], true, "{report}");
     assert_eq!(report["in_force"], true, "{report}");
+    let policy = agent_policy(&setup);
+    assert_eq!(
+        (&policy["version"], &policy["cap_bps"], &policy["applied"]),
+        (&report["policy_version"], &json!(20_000_000), &json!(true))
+    );
 
     let mut at_agent = Receiver::start(ns, &ns.b, "192.0.2.2");
     let mut at_peer = Receiver::start(ns, &ns.a, "192.0.2.1");
@@ -284,6 +303,8 @@ fn without_cap_net_admin_the_failure_is_reported_once_and_measuring_goes_on() {
     assert_eq!(report["agent_report"]["ok"], false, "{report}");
     assert_eq!(report["in_force"], false, "{report}");
     assert!(report["agent_report"]["detail"].as_str().unwrap().contains("CAP_NET_ADMIN"), "{report}");
+    let policy = agent_policy(&setup);
+    assert_eq!((&policy["cap_bps"], &policy["applied"]), (&json!(20_000_000), &json!(false)), "{policy}");
 
     // A second policy fails the same way: reported again, not logged at ERROR again.
     collector.admin(&["site", "set", "--site", "hq", "--cap-mbps", "30"]);
