@@ -70,22 +70,22 @@ impl Drop for Subscription {
 /// Publishes every policy change until `shutdown`.
 pub async fn watch<S: Store>(store: Arc<S>, board: Arc<Board>, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
-    let mut seen = None;
+    let (mut seen, mut first) = (0, true);
     let mut failing = false;
     loop {
-        match store.policies_since(seen.unwrap_or(0)).await {
+        match store.policies_since(seen).await {
             Ok(changed) => {
                 failing = false;
-                let newest = changed.iter().map(|p| p.version).max();
-                // The first look only learns where the sequence stands: a connection reads its
-                // own policy when it starts.
-                if seen.is_some() {
-                    for policy in changed {
+                seen = changed.iter().map(|p| p.version).max().unwrap_or(seen);
+                // The first look publishes every policy too (quietly): a connection that read
+                // its own just before a change still hears of it. Versions it has are not news.
+                for policy in changed {
+                    if !first {
                         tracing::info!(site = %policy.site, version = policy.version, cap_bps = policy.cap_bps, "policy changed");
-                        board.publish(policy);
                     }
+                    board.publish(policy);
                 }
-                seen = Some(newest.max(seen).unwrap_or(0));
+                first = false;
             }
             Err(e) if !failing => {
                 failing = true;
