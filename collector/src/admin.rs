@@ -13,7 +13,7 @@ use tally_common::time::{BucketStart, SAMPLES_PER_BUCKET};
 use tally_common::token::EnrollToken;
 
 use crate::ca::{Ca, CaError, random_hex, sha256_hex};
-use crate::store::{Account, CapChange, MergeStats, NewLicense, Site, Store, StoreError};
+use crate::store::{Account, CapChange, MergeStats, NewLicense, Role, Site, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -337,4 +337,31 @@ pub async fn revoke_site(store: &impl Store, site: &str, now: DateTime<Utc>) -> 
         return Err(invalid(format!("site {site:?} does not exist")));
     }
     Ok(store.revoke_site(site, now).await?)
+}
+
+/// The prefix of API bearer tokens, so a leaked one is recognisable.
+pub const API_TOKEN_PREFIX: &str = "tally_";
+
+/// `token create`: a bearer token for the HTTP API, returned once with its id; only its hash is
+/// stored. Operators see every account; partner and customer tokens belong to `account`.
+pub async fn create_api_token(
+    store: &impl Store,
+    role: Role,
+    account: Option<&str>,
+    contact: bool,
+) -> Result<(i64, String), AdminError> {
+    match (role, account) {
+        (Role::Operator, Some(_)) => return Err(invalid("an operator token sees every account: no --account")),
+        (Role::Operator, None) if contact => return Err(invalid("--contact is for an account's token")),
+        (Role::Operator, None) => {}
+        (_, None) => return Err(invalid(format!("a {} token needs --account", role.as_str()))),
+        (_, Some(account)) => {
+            if store.account(account).await?.is_none() {
+                return Err(invalid(format!("account {account:?} does not exist")));
+            }
+        }
+    }
+    let secret = format!("{API_TOKEN_PREFIX}{}", random_hex(32)?);
+    let id = store.add_api_token(&sha256_hex(secret.as_bytes()), role, account, contact).await?;
+    Ok((id, secret))
 }

@@ -13,7 +13,7 @@ use tally_collector::config::{Config, DEFAULT_CONFIG};
 use tally_collector::enforcement;
 use tally_collector::ingest::{self, Limits};
 use tally_collector::store::sqlite::SqliteStore;
-use tally_collector::store::{Account, Channel, Store};
+use tally_collector::store::{Account, Channel, Role, Store};
 use tally_collector::usage;
 use tally_common::bandwidth::Bandwidth;
 use tally_common::region::RegionTable;
@@ -50,6 +50,9 @@ enum Command {
     /// Licenses of an account.
     #[command(subcommand)]
     License(LicenseCommand),
+    /// Bearer tokens of the HTTP API.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// The collector's certificate authority.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -174,6 +177,26 @@ enum SiteCommand {
         date: NaiveDate,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new bearer token (once: only its hash is kept); its id goes to stderr.
+    Create {
+        #[arg(long)]
+        role: Role,
+        /// The account of a partner or customer token.
+        #[arg(long)]
+        account: Option<String>,
+        /// The token of the account's contact person (who approves quotes, R22).
+        #[arg(long)]
+        contact: bool,
+    },
+    /// Revoke a token: refused from its next request on.
+    Revoke {
+        #[arg(long)]
+        id: i64,
     },
 }
 
@@ -387,6 +410,19 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                     }
                 }
             }
+        }
+        Command::Token(TokenCommand::Create { role, account, contact }) => {
+            let (id, secret) = admin::create_api_token(&store, role, account.as_deref(), contact).await?;
+            let whose = account.map_or(String::new(), |a| format!(" of account {a}"));
+            let contact = if contact { ", contact person" } else { "" };
+            eprintln!("token {id}: {}{whose}{contact}; shown once, keep it now", role.as_str());
+            println!("{secret}");
+        }
+        Command::Token(TokenCommand::Revoke { id }) => {
+            if !store.revoke_api_token(id).await? {
+                anyhow::bail!("there is no token {id}");
+            }
+            println!("token {id} revoked");
         }
         Command::License(LicenseCommand::Add(a)) => {
             let args = LicenseArgs {

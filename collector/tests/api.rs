@@ -374,3 +374,73 @@ fn site_changes_keep_r17_over_http_and_each_site_shows_its_enforcement() {
     let table = c.ok(&support::args("site enforcement --site sh --month 2026-10"));
     assert!(table.contains("violations in 2026-10: 1") && table.contains("84.0 Mbps above cap 80.0 Mbps"), "{table}");
 }
+
+#[test]
+fn tokens_see_only_their_tenants_and_other_accounts_do_not_exist_for_them() {
+    let c = Collector::with_config("http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"");
+    for line in [
+        "account add --id acme --name Acme",
+        "account add --id reseller --name Reseller",
+        "account add --id sub --name Sub --partner reseller",
+        "account add --id other --name Other",
+    ] {
+        c.ok(&support::args(line));
+    }
+    let token = |line: &str| c.ok(&support::args(line)).trim().to_owned();
+    let operator = token("token create --role operator");
+    let customer = token("token create --role customer --account acme --contact");
+    let partner = token("token create --role partner --account reseller");
+    assert!(customer.starts_with("tally_") && customer.len() > 60, "{customer}");
+    for bad in [
+        "token create --role operator --account acme",
+        "token create --role customer",
+        "token create --role customer --account ghost",
+    ] {
+        c.fails(&support::args(bad));
+    }
+    let (_serving, http) = serve(&c);
+    let http = http.as_str();
+    let usage =
+        |account: &str, token: &str| get(http, &format!("/v1/accounts/{account}/usage?month=2026-10"), Some(token));
+
+    for (who, token, account, want) in [
+        ("operator", &operator, "other", 200),
+        ("customer", &customer, "acme", 200),
+        ("customer", &customer, "other", 404),
+        ("customer", &customer, "sub", 404),
+        ("partner", &partner, "reseller", 200),
+        ("partner", &partner, "sub", 200),
+        ("partner", &partner, "other", 404),
+        ("partner", &partner, "acme", 404),
+        ("partner", &partner, "ghost", 404),
+    ] {
+        let (status, content_type, body) = usage(account, token);
+        assert_eq!(status, want, "{who} reading {account}: {body}");
+        if want == 404 {
+            assert_eq!(content_type, "application/problem+json");
+            assert!(body.contains(&format!("account \\\"{account}\\\" does not exist")), "{body}");
+        }
+    }
+    // Operators' business: 403 for a customer of the account, 404 for anyone else's.
+    let (status, _, body) = request(http, "PATCH", "/v1/accounts/acme/sites/x", Some(&customer), "{}");
+    assert_eq!(status, 403, "{body}");
+    let (status, _, body) = request(http, "POST", "/v1/usage/events", Some(&partner), r#"{"events": []}"#);
+    assert_eq!(status, 403, "{body}");
+
+    // Only the hash is stored; a revoked token is refused from its next request on.
+    for file in ["tally.db", "tally.db-wal"] {
+        let bytes = std::fs::read(c.data_file(file)).unwrap_or_default();
+        assert!(!bytes.windows(customer.len()).any(|w| w == customer.as_bytes()), "the secret is in {file}");
+    }
+    let revoked = {
+        let out = c.run(&support::args("token create --role customer --account acme"));
+        let note = String::from_utf8(out.stderr).unwrap();
+        let secret = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        assert_eq!(usage("acme", &secret).0, 200);
+        c.ok(&["token", "revoke", "--id", note.split_whitespace().nth(1).unwrap().trim_end_matches(':')]);
+        secret
+    };
+    let (status, _, body) = usage("acme", &revoked);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("revoked"), "{body}");
+}

@@ -1,7 +1,8 @@
-//! The HTTP API under `/v1` (Contract), and `/healthz`. Bearer-token authentication: until the
-//! tokens issue lands, one operator token from the configuration (`operator_token`); without
-//! one, every `/v1` route answers 401.
+//! The HTTP API under `/v1` (Contract), and `/healthz`. Every `/v1` route needs a bearer token
+//! and sees only the caller's accounts ([`auth`]); changes of sites, events and over-usage
+//! resolutions are the operator's.
 
+pub mod auth;
 pub mod problem;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use crate::store::Store;
 use crate::usage::events;
 use crate::usage::overusage::{self, OverusageReport, ResolveError, ResolveRequest};
 use crate::usage::report::{self, ReportError, UsageReport};
+use auth::{Caller, internal, visible_account};
 use problem::{FieldError, Problem};
 
 /// What the handlers share.
@@ -61,6 +63,11 @@ impl<S: Store + 'static> Api<S> {
         }
     }
 
+    /// The caller of a request (401 without a valid token).
+    async fn caller(&self, headers: &HeaderMap) -> Result<Caller, Problem> {
+        auth::caller(&*self.store, self.operator_token.as_deref(), headers).await
+    }
+
     pub fn router(self) -> Router {
         Router::new()
             .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
@@ -72,27 +79,6 @@ impl<S: Store + 'static> Api<S> {
             .route("/v1/accounts/{account}/sites/{site}/enforcement", get(site_enforcement::<S>))
             .with_state(self)
     }
-
-    /// Checks the request's bearer token.
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), Problem> {
-        let Some(expected) = &self.operator_token else {
-            return Err(Problem::unauthorized("no operator token is configured on this collector (operator_token)"));
-        };
-        let given = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Problem::unauthorized("send the operator token as `Authorization: Bearer <token>`"))?;
-        if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-            Ok(())
-        } else {
-            Err(Problem::unauthorized("the bearer token is not valid"))
-        }
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The `month` query parameter, `YYYY-MM`.
@@ -110,8 +96,9 @@ async fn usage<S: Store + 'static>(
     Path(account): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<UsageReport>, Problem> {
-    api.authorize(&headers)?;
+    let caller = api.caller(&headers).await?;
     let month = month_of(&query)?;
+    visible_account(&*api.store, &caller, &account).await?;
     match report::build(&*api.store, &account, month, api.month_window, api.grace, Utc::now()).await {
         Ok(report) => Ok(Json(report)),
         Err(ReportError::UnknownAccount(a)) => Err(Problem::not_found(format!("account {a:?} does not exist"))),
@@ -127,7 +114,7 @@ async fn usage_events<S: Store + 'static>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, Problem> {
-    api.authorize(&headers)?;
+    api.caller(&headers).await?.operator_only("record metered events")?;
     let body: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| Problem::bad_request(vec![FieldError::new("body", format!("not JSON: {e}"))]))?;
     let events::Batch { good: parsed, mut errors } =
@@ -164,11 +151,6 @@ async fn usage_events<S: Store + 'static>(
     }
 }
 
-fn internal(e: crate::store::StoreError) -> Problem {
-    tracing::error!(error = %e, "store error");
-    Problem::internal(e.to_string())
-}
-
 /// `GET /v1/accounts/{account}/overusage?month=YYYY-MM`: the month's over-usage (R14); the month
 /// is finalized first if its grace period has ended.
 async fn overusage_of_month<S: Store + 'static>(
@@ -177,8 +159,9 @@ async fn overusage_of_month<S: Store + 'static>(
     Path(account): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, Problem> {
-    api.authorize(&headers)?;
+    let caller = api.caller(&headers).await?;
     let month = month_of(&query)?;
+    visible_account(&*api.store, &caller, &account).await?;
     let report = match report::build(&*api.store, &account, month, api.month_window, api.grace, Utc::now()).await {
         Ok(report) => report,
         Err(ReportError::UnknownAccount(a)) => return Err(Problem::not_found(format!("account {a:?} does not exist"))),
@@ -195,7 +178,9 @@ async fn resolve_overusage<S: Store + 'static>(
     Path((account, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<(axum::http::StatusCode, Json<OverusageReport>), Problem> {
-    api.authorize(&headers)?;
+    let caller = api.caller(&headers).await?;
+    visible_account(&*api.store, &caller, &account).await?;
+    caller.operator_only("resolve an over-usage")?;
     let id: i64 = id.parse().map_err(|_| Problem::not_found(format!("over-usage {id:?} does not exist")))?;
     let request: ResolveRequest = serde_json::from_slice(&body).map_err(|e| {
         Problem::bad_request(vec![FieldError::new(
@@ -232,7 +217,8 @@ async fn site_enforcement<S: Store + 'static>(
     Path((account, site)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<SiteEnforcement>, Problem> {
-    api.authorize(&headers)?;
+    let caller = api.caller(&headers).await?;
+    visible_account(&*api.store, &caller, &account).await?;
     let month =
         if query.contains_key("month") { month_of(&query)? } else { Month::containing(Utc::now().date_naive()) };
     let site = site_of(&api, &account, &site).await?;
@@ -264,7 +250,9 @@ async fn change_site<S: Store + 'static>(
     Path((account, site)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, Problem> {
-    api.authorize(&headers)?;
+    let caller = api.caller(&headers).await?;
+    visible_account(&*api.store, &caller, &account).await?;
+    caller.operator_only("change a site")?;
     site_of(&api, &account, &site).await?;
     let patch: SitePatch = serde_json::from_slice(&body).map_err(|e| {
         Problem::bad_request(vec![FieldError::new(

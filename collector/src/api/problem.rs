@@ -56,6 +56,10 @@ impl Problem {
         Problem::new(StatusCode::UNAUTHORIZED, "Authentication required", detail)
     }
 
+    pub fn forbidden(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::FORBIDDEN, "Not allowed", detail)
+    }
+
     pub fn not_found(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::NOT_FOUND, "Not found", detail)
     }

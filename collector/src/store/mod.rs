@@ -299,6 +299,51 @@ pub struct EnforcementViolation {
     pub cap_bps: u64,
 }
 
+/// Who an API token speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// The provider's staff (Customer Success): every account.
+    Operator,
+    /// A partner: its own account and its sub-accounts.
+    Partner,
+    /// A customer: its own account.
+    Customer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Partner => "partner",
+            Role::Customer => "customer",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "operator" => Ok(Role::Operator),
+            "partner" => Ok(Role::Partner),
+            "customer" => Ok(Role::Customer),
+            other => Err(format!("{other:?} is not a role: operator, partner or customer")),
+        }
+    }
+}
+
+/// A bearer token of the HTTP API (its secret is never stored, only its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub id: i64,
+    pub role: Role,
+    /// `None` for operators.
+    pub account: Option<String>,
+    /// The account's contact person (R21).
+    pub contact: bool,
+    pub revoked: bool,
+}
+
 /// What a merge did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MergeStats {
@@ -351,6 +396,18 @@ pub trait Store: Send + Sync {
         from: BucketStart,
         to: BucketStart,
     ) -> impl Future<Output = Result<Vec<EnforcementViolation>, StoreError>> + Send;
+    /// Stores a new API token by the hash of its secret; returns its id.
+    fn add_api_token(
+        &self,
+        hash: &str,
+        role: Role,
+        account: Option<&str>,
+        contact: bool,
+    ) -> impl Future<Output = Result<i64, StoreError>> + Send;
+    /// The token whose secret hashes to `hash`, revoked or not.
+    fn api_token(&self, hash: &str) -> impl Future<Output = Result<Option<ApiToken>, StoreError>> + Send;
+    /// Revokes token `id`; false when there is no such token.
+    fn revoke_api_token(&self, id: i64) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Stores the hash of a new enrollment token for `site`, valid until `expires_at`.
     fn add_enroll_token(
         &self,

@@ -16,9 +16,10 @@ use tally_common::p95::DailyP95;
 use tally_common::time::{BucketStart, DAY_SLOTS, Month, rfc3339};
 
 use super::{
-    Account, CapChange, CertificateRecord, Channel, DayKey, DirtyDay, DirtyDayBuckets, EnforcementViolation, KeyRange,
-    License, MergeStats, MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, OutboxItem, Overusage,
-    PolicyReport, Resolution, ResolutionKind, Site, SiteDay, SitePolicy, Store, StoreError, TokenRefusal,
+    Account, ApiToken, CapChange, CertificateRecord, Channel, DayKey, DirtyDay, DirtyDayBuckets, EnforcementViolation,
+    KeyRange, License, MergeStats, MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, OutboxItem,
+    Overusage, PolicyReport, Resolution, ResolutionKind, Role, Site, SiteDay, SitePolicy, Store, StoreError,
+    TokenRefusal,
 };
 
 /// Buckets per statement when merging: 5 parameters each, under SQLite's limit of 32,766.
@@ -659,6 +660,51 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn add_api_token(
+        &self,
+        hash: &str,
+        role: Role,
+        account: Option<&str>,
+        contact: bool,
+    ) -> Result<i64, StoreError> {
+        let id =
+            sqlx::query("INSERT INTO api_tokens (hash, role, account_id, contact, created_at) VALUES (?, ?, ?, ?, ?)")
+                .bind(hash)
+                .bind(role.as_str())
+                .bind(account)
+                .bind(contact)
+                .bind(now())
+                .execute(&self.pool)
+                .await
+                .map_err(insert_error("token", account.unwrap_or("operator")))?
+                .last_insert_rowid();
+        Ok(id)
+    }
+
+    async fn api_token(&self, hash: &str) -> Result<Option<ApiToken>, StoreError> {
+        let row: Option<(i64, String, Option<String>, bool, bool)> = sqlx::query_as(
+            "SELECT id, role, account_id, contact, revoked_at IS NOT NULL FROM api_tokens WHERE hash = ?",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|(id, role, account, contact, revoked)| {
+            Ok(ApiToken { id, role: parse(&role, "token role")?, account, contact, revoked })
+        })
+        .transpose()
+    }
+
+    async fn revoke_api_token(&self, id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?")
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn add_enroll_token(

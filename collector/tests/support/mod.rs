@@ -57,6 +57,11 @@ impl Collector {
         Serving { child, log }
     }
 
+    /// A file of the embedded store's data directory.
+    pub fn data_file(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join("data").join(name)
+    }
+
     pub fn file(&self, name: &str, text: &str) -> String {
         let path = self.dir.path().join(name);
         std::fs::write(&path, text).unwrap();

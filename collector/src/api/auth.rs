@@ -1,0 +1,78 @@
+//! Who is calling, and which accounts they see.
+//!
+//! A request carries `Authorization: Bearer <token>`: a token from `token create` (only its
+//! SHA-256 is stored; a revoked one is refused) or the configuration's `operator_token`.
+//! Tenancy: a customer sees its own account, a partner its own and its sub-accounts, an operator
+//! every account. Any other account is answered 404, exactly as one that does not exist, so ids
+//! do not leak.
+
+use axum::http::HeaderMap;
+
+use super::problem::Problem;
+use crate::ca::sha256_hex;
+use crate::store::{Account, Role, Store, StoreError};
+
+/// The holder of a valid token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub role: Role,
+    /// `None` for operators.
+    pub account: Option<String>,
+    /// The account's contact person (R21, R22).
+    pub contact: bool,
+}
+
+impl Caller {
+    /// 403 unless the caller is an operator.
+    pub fn operator_only(&self, what: &str) -> Result<(), Problem> {
+        if self.role == Role::Operator {
+            Ok(())
+        } else {
+            Err(Problem::forbidden(format!("only an operator may {what}")))
+        }
+    }
+}
+
+/// The caller of a request with `headers`.
+pub async fn caller<S: Store>(store: &S, operator_token: Option<&str>, headers: &HeaderMap) -> Result<Caller, Problem> {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| Problem::unauthorized("send a token as `Authorization: Bearer <token>` (`token create`)"))?;
+    if let Some(expected) = operator_token
+        && constant_time_eq(given.as_bytes(), expected.as_bytes())
+    {
+        return Ok(Caller { role: Role::Operator, account: None, contact: false });
+    }
+    // The lookup is by hash: its timing says nothing about the secret.
+    match store.api_token(&sha256_hex(given.as_bytes())).await.map_err(internal)? {
+        Some(token) if !token.revoked => {
+            Ok(Caller { role: token.role, account: token.account, contact: token.contact })
+        }
+        Some(_) => Err(Problem::unauthorized("this token was revoked")),
+        None => Err(Problem::unauthorized("the bearer token is not valid")),
+    }
+}
+
+/// `account`, if the caller may see it; 404 otherwise, as for an account that does not exist.
+pub async fn visible_account<S: Store>(store: &S, caller: &Caller, account: &str) -> Result<Account, Problem> {
+    let not_found = || Problem::not_found(format!("account {account:?} does not exist"));
+    let found = store.account(account).await.map_err(internal)?.ok_or_else(not_found)?;
+    let own = caller.account.as_deref();
+    let visible = match caller.role {
+        Role::Operator => true,
+        Role::Customer => own == Some(account),
+        Role::Partner => own == Some(account) || (own.is_some() && found.partner.as_deref() == own),
+    };
+    if visible { Ok(found) } else { Err(not_found()) }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub fn internal(e: StoreError) -> Problem {
+    tracing::error!(error = %e, "store error");
+    Problem::internal(e.to_string())
+}
