@@ -8,7 +8,8 @@
 //! - [`ca`], [`ingest`]: the collector's certificate authority and the agents' QUIC link;
 //!   [`enforcement`], [`policy`]: per-site caps (R17) checked on change and pushed to the agents.
 //!
-//! - [`usage`]: daily P95 kept current, and the usage report; [`api`]: the HTTP API.
+//! - [`usage`]: daily P95 kept current, and the usage report; [`api`]: the HTTP API;
+//!   [`orders`]: online orders.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod admin;
@@ -17,6 +18,7 @@ pub mod ca;
 pub mod config;
 pub mod enforcement;
 pub mod ingest;
+pub mod orders;
 pub mod policy;
 pub mod store;
 pub mod usage;

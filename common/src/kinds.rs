@@ -95,6 +95,64 @@ identifiers! {
     }
 }
 
+identifiers! {
+    /// What an online order's item is (R20).
+    ItemType "order item type" {
+        SiteBandwidth = "site_bandwidth",
+        SiteEarlyActivation = "site_early_activation",
+        Sockets = "sockets",
+        IpAddresses = "ip_addresses",
+        SdpUsers = "sdp_users",
+        Accessories = "accessories",
+    }
+}
+
+identifiers! {
+    /// Where an order item stands (R22).
+    ItemStatus "order item status" {
+        Submitted = "submitted",
+        InProcess = "in_process",
+        PendingConfirmation = "pending_confirmation",
+        Completed = "completed",
+        Canceled = "canceled",
+    }
+}
+
+identifiers! {
+    /// The socket appliances one may order (R20).
+    SocketModel "socket model" {
+        X1500 = "X1500",
+        X1700 = "X1700",
+    }
+}
+
+identifiers! {
+    /// Which traffic a bandwidth license of a site in China, Morocco or Vietnam covers: to
+    /// destinations outside the country (`global`) or inside it (`regional`).
+    TrafficScope "traffic scope" {
+        Global = "global",
+        Regional = "regional",
+    }
+}
+
+identifiers! {
+    /// Where ordered SDP users are physically located (R20).
+    SdpRegion "SDP region" {
+        Global = "global",
+        China = "china",
+        Morocco = "morocco",
+        Vietnam = "vietnam",
+    }
+}
+
+identifiers! {
+    /// Additional items for sockets (R20).
+    Accessory "accessory" {
+        RackMountKit = "rack_mount_kit",
+        X1700NicAddon = "x1700_nic_addon",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
