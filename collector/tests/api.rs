@@ -3,52 +3,15 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
 use serde_json::{Value, json};
-use support::{Collector, Serving};
+use support::Collector;
+use support::http::{get, request, serve};
 
 const TOKEN: &str = "op-0123456789abcdef0123456789abcdef";
-
-/// `serve`, and the address its HTTP API listens on.
-fn serve(c: &Collector) -> (Serving, String) {
-    let mut serving = c.serve();
-    let line = serving.until("HTTP API serving", 1);
-    let http = line.split("http=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
-    serving.drain_log();
-    (serving, http)
-}
-
-/// A GET over HTTP/1.1: status, content type, body.
-fn get(http: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
-    request(http, "GET", path, token, "")
-}
 
 fn post(http: &str, path: &str, body: &Value) -> (u16, String, Value) {
     let (status, content_type, body) = request(http, "POST", path, Some(TOKEN), &body.to_string());
     (status, content_type, serde_json::from_str(&body).unwrap())
-}
-
-fn request(http: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(http).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: tally\r\n{auth}Content-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let content_type = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type: ").map(str::to_owned))
-        .unwrap_or_default();
-    (status, content_type, body.to_owned())
 }
 
 #[test]

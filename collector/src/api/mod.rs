@@ -3,6 +3,7 @@
 //! resolutions are the operator's.
 
 pub mod auth;
+pub mod orders;
 pub mod problem;
 
 use std::collections::HashMap;
@@ -76,6 +77,9 @@ impl<S: Store + 'static> Api<S> {
             .route("/v1/accounts/{account}/overusage", get(overusage_of_month::<S>))
             .route("/v1/accounts/{account}/overusage/{id}/resolution", post(resolve_overusage::<S>))
             .route("/v1/accounts/{account}/sites/{site}", patch(change_site::<S>))
+            .route("/v1/accounts/{account}/orders", get(orders::list::<S>).post(orders::create::<S>))
+            .route("/v1/accounts/{account}/orders/{order}", get(orders::one::<S>))
+            .route("/v1/accounts/{account}/orders/{order}/transitions", post(orders::transition::<S>))
             .route("/v1/accounts/{account}/sites/{site}/enforcement", get(site_enforcement::<S>))
             .with_state(self)
     }

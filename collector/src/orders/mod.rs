@@ -6,3 +6,97 @@
 //! Storage, the HTTP routes, the e-mails (R23) and the effects (R24) build on these.
 
 pub mod rules;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tally_common::kinds::ItemStatus;
+
+use rules::{Actor, Item, TransitionError};
+
+/// The price Customer Success quotes for an item (R22).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quote {
+    /// A decimal amount, `1200.00`.
+    pub amount: String,
+    /// ISO 4217, `USD`.
+    pub currency: String,
+}
+
+/// One change of an item's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub status: ItemStatus,
+    /// Who: `operator`, `customer:acme`, `partner:reseller`, with `token N`.
+    pub actor: String,
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<Quote>,
+}
+
+/// An item as stored and shown: `{"id", "type", "status", "history", ...its fields}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderItem {
+    pub id: i64,
+    #[serde(flatten)]
+    pub item: Item,
+    pub status: ItemStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<Quote>,
+    pub history: Vec<HistoryEntry>,
+}
+
+/// An order (Contract): `{"id", "account", "status", "created_at", "items"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: i64,
+    pub account: String,
+    /// The summary of its items' statuses.
+    pub status: ItemStatus,
+    pub created_at: String,
+    pub items: Vec<OrderItem>,
+}
+
+/// A validated order to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    pub account: String,
+    pub actor: String,
+    pub items: Vec<Item>,
+    /// The `Idempotency-Key` header and the SHA-256 of the body it came with.
+    pub idempotency: Option<(String, String)>,
+    pub at: DateTime<Utc>,
+}
+
+/// What storing a [`NewOrder`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    New(Order),
+    /// The key was used before with the same body: that order, unchanged.
+    Replayed(Order),
+    /// The key was used before with another body.
+    KeyReused,
+}
+
+/// A change of status for some items of an order (all of them when `items` is `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub account: String,
+    pub order: i64,
+    pub items: Option<Vec<i64>>,
+    pub to: ItemStatus,
+    pub actor: Actor,
+    pub actor_name: String,
+    pub quote: Option<Quote>,
+    pub at: DateTime<Utc>,
+}
+
+/// Why a transition changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionRefused {
+    #[error("order {0} does not exist")]
+    NoOrder(i64),
+    #[error("order {order} has no item {item}")]
+    NoItem { order: i64, item: i64 },
+    #[error("item {item}: {error}")]
+    Item { item: i64, error: TransitionError },
+}

@@ -2,7 +2,7 @@
 //! disk when it returns), foreign keys on, a busy timeout so admin commands can write while
 //! `serve` runs. Migrations: `collector/migrations/sqlite/`. Queries are checked at run time.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,8 +12,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Sqlite};
 use tally_common::bucket::Bucket;
 use tally_common::enforcement::{CapViolation, exceeds_cap};
+use tally_common::kinds::ItemStatus;
 use tally_common::p95::DailyP95;
 use tally_common::time::{BucketStart, DAY_SLOTS, Month, rfc3339};
+
+use crate::orders::rules::SiteFacts;
+use crate::orders::{Created, NewOrder, Order, Transition, TransitionRefused};
 
 use super::{
     Account, ApiToken, CapChange, CertificateRecord, Channel, DayKey, DirtyDay, DirtyDayBuckets, EnforcementViolation,
@@ -24,6 +28,8 @@ use super::{
 
 /// Buckets per statement when merging: 5 parameters each, under SQLite's limit of 32,766.
 const MERGE_CHUNK: usize = 1_000;
+
+mod orders;
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -660,6 +666,44 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn create_order(&self, order: &NewOrder) -> Result<Created, StoreError> {
+        // IMMEDIATE: two requests with one idempotency key never both create an order.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let created = orders::create(&mut tx, order).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(created)
+    }
+
+    async fn order(&self, account: &str, id: i64) -> Result<Option<Order>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        Ok(orders::load(&mut conn, account, &[id]).await?.pop())
+    }
+
+    async fn orders(
+        &self,
+        account: &str,
+        status: Option<ItemStatus>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Order>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        orders::page(&mut conn, account, status, after, limit).await
+    }
+
+    async fn transition_items(&self, transition: &Transition) -> Result<Result<Order, TransitionRefused>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let result = orders::transition(&mut tx, transition).await?;
+        if result.is_ok() {
+            tx.commit().await.map_err(db)?;
+        }
+        Ok(result)
+    }
+
+    async fn site_facts(&self, account: &str) -> Result<BTreeMap<String, SiteFacts>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        orders::site_facts(&mut conn, account).await
     }
 
     async fn add_api_token(

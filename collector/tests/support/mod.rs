@@ -1,6 +1,8 @@
 //! Shared by the collector's tests: the real binary on a data directory of its own.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod http;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStderr, Command, Output, Stdio};
 

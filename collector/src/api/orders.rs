@@ -1,0 +1,263 @@
+//! The order routes (Contract): `GET|POST /v1/accounts/{account}/orders`,
+//! `GET /v1/accounts/{account}/orders/{order}`, `POST …/orders/{order}/transitions`.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tally_common::kinds::ItemStatus;
+
+use super::Api;
+use super::auth::{Caller, internal, visible_account};
+use super::problem::{FieldError, Problem};
+use crate::ca::sha256_hex;
+use crate::orders::rules::{Actor, TransitionError, validate_item};
+use crate::orders::{Created, NewOrder, Order, Quote, Transition, TransitionRefused};
+use crate::store::{Account, Role, Store};
+
+/// The most items one order may carry.
+pub const MAX_ITEMS: usize = 100;
+/// The default and the largest page of a list.
+const PAGE: u32 = 50;
+const MAX_PAGE: u32 = 200;
+
+/// Who the caller is, written into each history entry.
+fn actor_name(caller: &Caller) -> String {
+    match &caller.account {
+        None => caller.role.as_str().to_owned(),
+        Some(account) => {
+            format!("{}:{account}{}", caller.role.as_str(), if caller.contact { " (contact)" } else { "" })
+        }
+    }
+}
+
+/// R22's view of the caller for `account`: the contact person is a contact token of the account
+/// itself or, for a sub-account, of its managing partner (R21: the partner acts for it).
+fn actor_for(caller: &Caller, account: &Account) -> Actor {
+    let own = caller.account.as_deref();
+    match caller.role {
+        Role::Operator => Actor::Operator,
+        _ if caller.contact && (own == Some(account.id.as_str()) || own == account.partner.as_deref()) => {
+            Actor::ContactPerson
+        }
+        _ => Actor::Other,
+    }
+}
+
+/// `POST /v1/accounts/{account}/orders` with `{"items": [...]}` and an optional
+/// `Idempotency-Key`: 201 with the order.
+pub async fn create<S: Store + 'static>(
+    State(api): State<Api<S>>,
+    headers: HeaderMap,
+    Path(account): Path<String>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let caller = api.caller(&headers).await?;
+    let found = visible_account(&*api.store, &caller, &account).await?;
+    if found.eop_contact_name.is_none() || found.eop_contact_email.is_none() {
+        return Err(Problem::forbidden(format!(
+            "account {account:?} is not enrolled in the Electronic Order Program with a contact person (R21); \
+             ask Customer Success to record the signed enrollment letter's contact"
+        )));
+    }
+    let key = match headers.get("idempotency-key").map(HeaderValue::to_str) {
+        None => None,
+        Some(Ok(key)) if !key.is_empty() && key.len() <= 200 => Some(key.to_owned()),
+        Some(_) => {
+            let error = FieldError::new("Idempotency-Key", "must be 1 to 200 visible ASCII characters");
+            return Err(Problem::bad_request(vec![error]));
+        }
+    };
+    let body_json: Value = serde_json::from_slice(&body)
+        .map_err(|e| Problem::bad_request(vec![FieldError::new("body", format!("not JSON: {e}"))]))?;
+    let Some(raw_items) = body_json.get("items").and_then(Value::as_array) else {
+        return Err(Problem::bad_request(vec![FieldError::new("items", "required: a list of items")]));
+    };
+    if raw_items.is_empty() || raw_items.len() > MAX_ITEMS {
+        return Err(Problem::bad_request(vec![FieldError::new("items", format!("1 to {MAX_ITEMS} items"))]));
+    }
+    let mut errors: Vec<FieldError> = body_json
+        .as_object()
+        .into_iter()
+        .flat_map(|o| o.keys())
+        .filter(|k| *k != "items")
+        .map(|k| FieldError::new(k.clone(), "is not a field of an order (items)"))
+        .collect();
+    let sites = api.store.site_facts(&account).await.map_err(internal)?;
+    let today = Utc::now().date_naive();
+    let mut items = Vec::with_capacity(raw_items.len());
+    for (i, raw) in raw_items.iter().enumerate() {
+        match validate_item(raw, i, &sites, today) {
+            Ok(item) => items.push(item),
+            Err(more) => errors.extend(more),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Problem::bad_request(errors));
+    }
+    let order = NewOrder {
+        account,
+        actor: actor_name(&caller),
+        items,
+        idempotency: key.map(|k| (k, sha256_hex(&body))),
+        at: Utc::now(),
+    };
+    match api.store.create_order(&order).await.map_err(internal)? {
+        Created::New(order) => {
+            tracing::info!(account = %order.account, order = order.id, items = order.items.len(), "order submitted");
+            Ok((StatusCode::CREATED, Json(order)).into_response())
+        }
+        Created::Replayed(order) => {
+            let mut response = (StatusCode::CREATED, Json(order)).into_response();
+            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(response)
+        }
+        Created::KeyReused => Err(Problem::unprocessable(vec![FieldError::new(
+            "Idempotency-Key",
+            "was used before with another request body; use a new key for a new order",
+        )])),
+    }
+}
+
+/// `GET /v1/accounts/{account}/orders[?status=S&after=ID&limit=N]`: oldest first;
+/// `next_after` continues the list.
+pub async fn list<S: Store + 'static>(
+    State(api): State<Api<S>>,
+    headers: HeaderMap,
+    Path(account): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, Problem> {
+    let caller = api.caller(&headers).await?;
+    visible_account(&*api.store, &caller, &account).await?;
+    let mut errors = Vec::new();
+    let status = query
+        .get("status")
+        .and_then(|s| s.parse::<ItemStatus>().map_err(|e| errors.push(FieldError::new("status", e.to_string()))).ok());
+    let after = match query.get("after").map(|a| a.parse::<i64>()) {
+        None => 0,
+        Some(Ok(after)) if after >= 0 => after,
+        Some(_) => {
+            errors.push(FieldError::new("after", "must be an order id (a non-negative integer)"));
+            0
+        }
+    };
+    let limit = match query.get("limit").map(|l| l.parse::<u32>()) {
+        None => PAGE,
+        Some(Ok(limit)) if (1..=MAX_PAGE).contains(&limit) => limit,
+        Some(_) => {
+            errors.push(FieldError::new("limit", format!("must be 1 to {MAX_PAGE}")));
+            PAGE
+        }
+    };
+    if !errors.is_empty() {
+        return Err(Problem::bad_request(errors));
+    }
+    let orders = api.store.orders(&account, status, after, limit).await.map_err(internal)?;
+    let next_after = (orders.len() == limit as usize).then(|| orders.last().map(|o| o.id)).flatten();
+    Ok(Json(json!({ "orders": orders, "next_after": next_after })))
+}
+
+/// `GET /v1/accounts/{account}/orders/{order}`.
+pub async fn one<S: Store + 'static>(
+    State(api): State<Api<S>>,
+    headers: HeaderMap,
+    Path((account, order)): Path<(String, String)>,
+) -> Result<Json<Order>, Problem> {
+    let caller = api.caller(&headers).await?;
+    visible_account(&*api.store, &caller, &account).await?;
+    let not_found = || Problem::not_found(format!("account {account:?} has no order {order:?}"));
+    let id: i64 = order.parse().map_err(|_| not_found())?;
+    api.store.order(&account, id).await.map_err(internal)?.map(Json).ok_or_else(not_found)
+}
+
+/// The body of a transition.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransitionBody {
+    to: ItemStatus,
+    #[serde(default)]
+    items: Option<Vec<i64>>,
+    #[serde(default)]
+    quote: Option<Quote>,
+}
+
+fn check_quote(quote: &Quote) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let digits = |s: &str| !s.is_empty() && s.len() <= 12 && s.bytes().all(|b| b.is_ascii_digit());
+    let amount_ok = match quote.amount.split_once('.') {
+        None => digits(&quote.amount),
+        Some((units, cents)) => digits(units) && cents.len() == 2 && digits(cents),
+    };
+    if !amount_ok {
+        errors.push(FieldError::new("quote.amount", "must be a decimal amount such as \"1200.00\""));
+    }
+    if quote.currency.len() != 3 || !quote.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        errors.push(FieldError::new("quote.currency", "must be an ISO 4217 code such as \"USD\""));
+    }
+    errors
+}
+
+/// `POST /v1/accounts/{account}/orders/{order}/transitions` with
+/// `{"to": STATUS, "items": [ids] (default all), "quote": {"amount", "currency"}}` (R22).
+pub async fn transition<S: Store + 'static>(
+    State(api): State<Api<S>>,
+    headers: HeaderMap,
+    Path((account, order)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Order>, Problem> {
+    let caller = api.caller(&headers).await?;
+    let found = visible_account(&*api.store, &caller, &account).await?;
+    let not_found = || Problem::not_found(format!("account {account:?} has no order {order:?}"));
+    let id: i64 = order.parse().map_err(|_| not_found())?;
+    let body: TransitionBody = serde_json::from_slice(&body).map_err(|e| {
+        Problem::bad_request(vec![FieldError::new(
+            "body",
+            format!("expected {{\"to\": STATUS, \"items\": [ids], \"quote\": {{\"amount\", \"currency\"}}}}: {e}"),
+        )])
+    })?;
+    if let Some(quote) = &body.quote {
+        let errors = check_quote(quote);
+        if !errors.is_empty() {
+            return Err(Problem::bad_request(errors));
+        }
+    }
+    let transition = Transition {
+        account: account.clone(),
+        order: id,
+        items: body.items,
+        to: body.to,
+        actor: actor_for(&caller, &found),
+        actor_name: actor_name(&caller),
+        quote: body.quote,
+        at: Utc::now(),
+    };
+    match api.store.transition_items(&transition).await.map_err(internal)? {
+        Ok(order) => {
+            tracing::info!(%account, order = id, to = %transition.to, actor = %transition.actor_name, "order items moved");
+            Ok(Json(order))
+        }
+        Err(TransitionRefused::NoOrder(_)) => Err(not_found()),
+        Err(e @ TransitionRefused::NoItem { .. }) => Err(Problem::not_found(e.to_string())),
+        Err(TransitionRefused::Item { item, error }) => {
+            let detail = format!("item {item}: {error}");
+            let mut problem = match &error {
+                TransitionError::Illegal { current, allowed, .. } => {
+                    let mut p = Problem::conflict(detail);
+                    p.extensions.insert("current".into(), json!(current));
+                    p.extensions.insert("allowed".into(), json!(allowed));
+                    p
+                }
+                TransitionError::NotYours { .. } => Problem::forbidden(detail),
+                TransitionError::QuoteRequired => Problem::unprocessable(vec![FieldError::new("quote", detail)]),
+            };
+            problem.extensions.insert("item".into(), json!(item));
+            Err(problem)
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Orders in SQLite: `orders`, `order_items`, `order_item_history` (migration 0010). Items and
+//! quotes are kept as JSON text in the Contract's shape; a page of orders is read in three
+//! queries whatever its size.
+
+use std::collections::BTreeMap;
+
+use chrono::{Months, NaiveDate, TimeDelta};
+use sqlx::SqliteConnection;
+use tally_common::kinds::{ItemStatus, LicenseKind, SdpRegion};
+
+use super::{db, insert_license, parse, stamp};
+use crate::orders::rules::{Item, SiteFacts, check_transition, summary};
+use crate::orders::{Created, HistoryEntry, NewOrder, Order, OrderItem, Quote, Transition, TransitionRefused};
+use crate::store::{NewLicense, StoreError};
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Database(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+pub(super) async fn create(conn: &mut SqliteConnection, order: &NewOrder) -> Result<Created, StoreError> {
+    if let Some((key, hash)) = &order.idempotency {
+        let known: Option<(i64, String)> =
+            sqlx::query_as("SELECT id, request_hash FROM orders WHERE account_id = ? AND idempotency_key = ?")
+                .bind(&order.account)
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db)?;
+        if let Some((id, known_hash)) = known {
+            if &known_hash != hash {
+                return Ok(Created::KeyReused);
+            }
+            let found = load(conn, &order.account, &[id]).await?.pop();
+            return found.map(Created::Replayed).ok_or_else(|| StoreError::Corrupt(format!("order {id} vanished")));
+        }
+    }
+    let at = stamp(order.at);
+    let (key, hash) = order.idempotency.clone().unzip();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO orders (account_id, status, created_at, created_by, idempotency_key, request_hash)
+         VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(&order.account)
+    .bind(ItemStatus::Submitted.as_str())
+    .bind(&at)
+    .bind(&order.actor)
+    .bind(key)
+    .bind(hash)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db)?;
+    for item in &order.items {
+        let item_id: i64 =
+            sqlx::query_scalar("INSERT INTO order_items (order_id, item, status) VALUES (?, ?, ?) RETURNING id")
+                .bind(id)
+                .bind(to_json(item)?)
+                .bind(ItemStatus::Submitted.as_str())
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db)?;
+        record(conn, item_id, ItemStatus::Submitted, &order.actor, &at, None).await?;
+    }
+    let created = load(conn, &order.account, &[id]).await?.pop();
+    created.map(Created::New).ok_or_else(|| StoreError::Corrupt(format!("order {id} vanished")))
+}
+
+async fn record(
+    conn: &mut SqliteConnection,
+    item: i64,
+    status: ItemStatus,
+    actor: &str,
+    at: &str,
+    quote: Option<&Quote>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO order_item_history (item_id, seq, status, actor, at, quote)
+         VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM order_item_history WHERE item_id = ?), ?, ?, ?, ?)",
+    )
+    .bind(item)
+    .bind(item)
+    .bind(status.as_str())
+    .bind(actor)
+    .bind(at)
+    .bind(quote.map(to_json).transpose()?)
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// The orders `ids` of `account` (those that exist), with their items and histories, in the
+/// order of `ids`.
+pub(super) async fn load(conn: &mut SqliteConnection, account: &str, ids: &[i64]) -> Result<Vec<Order>, StoreError> {
+    let ids_json = to_json(&ids)?;
+    let orders: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT id, status, created_at FROM orders
+         WHERE account_id = ? AND id IN (SELECT value FROM json_each(?)) ORDER BY id",
+    )
+    .bind(account)
+    .bind(&ids_json)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    let items: Vec<(i64, i64, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT order_id, id, item, status, quote FROM order_items
+         WHERE order_id IN (SELECT value FROM json_each(?)) ORDER BY id",
+    )
+    .bind(&ids_json)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    let history: Vec<(i64, String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT h.item_id, h.status, h.actor, h.at, h.quote FROM order_item_history h
+         JOIN order_items i ON i.id = h.item_id
+         WHERE i.order_id IN (SELECT value FROM json_each(?)) ORDER BY h.item_id, h.seq",
+    )
+    .bind(&ids_json)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    let mut histories: BTreeMap<i64, Vec<HistoryEntry>> = BTreeMap::new();
+    for (item, status, actor, at, quote) in history {
+        let quote = quote.map(|q| from_json(&q, "quote")).transpose()?;
+        histories.entry(item).or_default().push(HistoryEntry { status: parse(&status, "status")?, actor, at, quote });
+    }
+    let mut by_order: BTreeMap<i64, Vec<OrderItem>> = BTreeMap::new();
+    for (order, id, item, status, quote) in items {
+        by_order.entry(order).or_default().push(OrderItem {
+            id,
+            item: from_json(&item, "order item")?,
+            status: parse(&status, "status")?,
+            quote: quote.map(|q| from_json(&q, "quote")).transpose()?,
+            history: histories.remove(&id).unwrap_or_default(),
+        });
+    }
+    orders
+        .into_iter()
+        .map(|(id, status, created_at)| {
+            Ok(Order {
+                id,
+                account: account.to_owned(),
+                status: parse(&status, "status")?,
+                created_at,
+                items: by_order.remove(&id).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn page(
+    conn: &mut SqliteConnection,
+    account: &str,
+    status: Option<ItemStatus>,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<Order>, StoreError> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM orders WHERE account_id = ? AND (? IS NULL OR status = ?) AND id > ? ORDER BY id LIMIT ?",
+    )
+    .bind(account)
+    .bind(status.map(|s| s.as_str()))
+    .bind(status.map(|s| s.as_str()))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    load(conn, account, &ids).await
+}
+
+/// Checks every chosen item, then changes all of them or none; on completion, the effects.
+pub(super) async fn transition(
+    conn: &mut SqliteConnection,
+    t: &Transition,
+) -> Result<Result<Order, TransitionRefused>, StoreError> {
+    let Some(order) = load(conn, &t.account, &[t.order]).await?.pop() else {
+        return Ok(Err(TransitionRefused::NoOrder(t.order)));
+    };
+    if let Some(wanted) = &t.items
+        && let Some(missing) = wanted.iter().find(|id| !order.items.iter().any(|i| i.id == **id))
+    {
+        return Ok(Err(TransitionRefused::NoItem { order: t.order, item: *missing }));
+    }
+    let chosen: Vec<&OrderItem> =
+        order.items.iter().filter(|i| t.items.as_ref().is_none_or(|wanted| wanted.contains(&i.id))).collect();
+    for item in &chosen {
+        if let Err(error) = check_transition(item.status, t.to, t.actor, t.quote.is_some()) {
+            return Ok(Err(TransitionRefused::Item { item: item.id, error }));
+        }
+    }
+    let at = stamp(t.at);
+    for item in &chosen {
+        let quote = t.quote.as_ref().map(to_json).transpose()?;
+        sqlx::query("UPDATE order_items SET status = ?, quote = coalesce(?, quote) WHERE id = ?")
+            .bind(t.to.as_str())
+            .bind(quote)
+            .bind(item.id)
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        record(conn, item.id, t.to, &t.actor_name, &at, t.quote.as_ref()).await?;
+        if t.to == ItemStatus::Completed {
+            take_effect(conn, &t.account, &item.item).await?;
+        }
+    }
+    let statuses: Vec<ItemStatus> =
+        order.items.iter().map(|i| if chosen.iter().any(|c| c.id == i.id) { t.to } else { i.status }).collect();
+    sqlx::query("UPDATE orders SET status = ? WHERE id = ?")
+        .bind(summary(&statuses).as_str())
+        .bind(t.order)
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    let changed = load(conn, &t.account, &[t.order]).await?.pop();
+    changed.map(Ok).ok_or_else(|| StoreError::Corrupt(format!("order {} vanished", t.order)))
+}
+
+/// How long a license made by an order runs: a year from its start date.
+fn term_end(start: NaiveDate) -> NaiveDate {
+    start.checked_add_months(Months::new(12)).map_or(start, |d| d - TimeDelta::days(1))
+}
+
+/// R24: what a completed item changes.
+async fn take_effect(conn: &mut SqliteConnection, account: &str, item: &Item) -> Result<(), StoreError> {
+    let license = |kind, region: String, quantity| NewLicense {
+        account: account.to_owned(),
+        kind,
+        region: Some(region),
+        quantity,
+        block_size: None,
+        per_unit: None,
+        effective_from: item.start_date(),
+        effective_to: term_end(item.start_date()),
+    };
+    match item {
+        Item::SiteBandwidth { site, bandwidth_mbps, .. } => {
+            let group: String = sqlx::query_scalar("SELECT region_group FROM sites WHERE id = ? AND account_id = ?")
+                .bind(site)
+                .bind(account)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db)?;
+            let bps = bandwidth_mbps.saturating_mul(1_000_000);
+            // More capacity never breaks R17's caps: no check is needed.
+            insert_license(conn, &license(LicenseKind::BandwidthPool, group, bps)).await?;
+        }
+        Item::SdpUsers { region, quantity, .. } => {
+            let region = match region {
+                SdpRegion::Global => "general",
+                other => other.as_str(),
+            };
+            insert_license(conn, &license(LicenseKind::ZtnaUsers, region.to_owned(), *quantity)).await?;
+        }
+        Item::SiteEarlyActivation { site, activation_date, .. } => {
+            sqlx::query("UPDATE sites SET activation_date = ? WHERE id = ? AND account_id = ?")
+                .bind(activation_date.to_string())
+                .bind(site)
+                .bind(account)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
+        }
+        Item::Sockets { .. } | Item::IpAddresses { .. } | Item::Accessories { .. } => {}
+    }
+    Ok(())
+}
+
+pub(super) async fn site_facts(
+    conn: &mut SqliteConnection,
+    account: &str,
+) -> Result<BTreeMap<String, SiteFacts>, StoreError> {
+    let rows: Vec<(String, String, Option<String>, String)> =
+        sqlx::query_as("SELECT id, region_group, activation_date, created_at FROM sites WHERE account_id = ?")
+            .bind(account)
+            .fetch_all(conn)
+            .await
+            .map_err(db)?;
+    rows.into_iter()
+        .map(|(id, group, activation, created)| {
+            let activation_date = match activation {
+                Some(day) => parse(&day, "activation_date")?,
+                None => created.get(..10).map_or(Ok(NaiveDate::MIN), |day| parse(day, "created_at"))?,
+            };
+            Ok((id, SiteFacts { region_group: parse(&group, "region_group")?, activation_date }))
+        })
+        .collect()
+}

@@ -1,0 +1,212 @@
+//! Online orders over real HTTP from `serve` (R20–R24): the EoP prerequisite, items validated by
+//! field, idempotent submission, the lifecycle by role with its history, tenancy, lists, and the
+//! effects of completed items on licenses and activation dates.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::Collector;
+use support::http::{get, request, request_with, serve};
+
+struct Shop {
+    c: Collector,
+    operator: String,
+    contact: String,
+    colleague: String,
+    partner: String,
+    stranger: String,
+}
+
+fn shop() -> Shop {
+    let c = Collector::with_config("http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"");
+    for line in [
+        "account add --id acme --name Acme --eop-contact-name Ann --eop-contact-email ann@acme.example",
+        "account add --id reseller --name Reseller --eop-contact-name Rita --eop-contact-email rita@reseller.example",
+        "account add --id sub --name Sub --partner reseller --eop-contact-name Sam --eop-contact-email sam@sub.example",
+        "account add --id noeop --name NoEop",
+        "site add --account acme --id hq --name HQ --country US --type socket",
+        "site add --account sub --id shop --name Shop --country DE --type socket",
+        "site add --account noeop --id n1 --name N --country US --type socket",
+    ] {
+        c.ok(&support::args(line));
+    }
+    let token = |line: &str| c.ok(&support::args(line)).trim().to_owned();
+    Shop {
+        operator: token("token create --role operator"),
+        contact: token("token create --role customer --account acme --contact"),
+        colleague: token("token create --role customer --account acme"),
+        partner: token("token create --role partner --account reseller --contact"),
+        stranger: token("token create --role customer --account noeop --contact"),
+        c,
+    }
+}
+
+fn today() -> String {
+    chrono::Utc::now().date_naive().to_string()
+}
+
+fn call(http: &str, method: &str, path: &str, token: &str, body: &Value) -> (u16, Value) {
+    let (status, _, text) = request(http, method, path, Some(token), &body.to_string());
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[test]
+fn orders_are_submitted_validated_and_idempotent_and_only_by_enrolled_accounts() {
+    let s = shop();
+    let (_serving, http) = serve(&s.c);
+    let http = http.as_str();
+    let order = json!({"items": [
+        {"type": "site_bandwidth", "start_date": today(), "site": "hq", "bandwidth_mbps": 100},
+        {"type": "ip_addresses", "start_date": today(), "quantity": 4},
+    ]});
+    let (status, created) = call(http, "POST", "/v1/accounts/acme/orders", &s.colleague, &order);
+    assert_eq!(status, 201, "{created}");
+    assert_eq!((created["account"].as_str(), created["status"].as_str()), (Some("acme"), Some("submitted")));
+    let first = &created["items"][0];
+    assert_eq!((first["type"].as_str(), first["bandwidth_mbps"].as_u64()), (Some("site_bandwidth"), Some(100)));
+    assert_eq!(first["history"][0]["status"], "submitted");
+    assert_eq!(first["history"][0]["actor"], "customer:acme");
+
+    // Every bad item is named by its field, and nothing is stored.
+    let bad = json!({"items": [
+        {"type": "site_bandwidth", "start_date": today(), "site": "shop", "bandwidth_mbps": 10},
+        {"type": "sockets", "start_date": "2020-01-01", "site": "hq", "model": "X1700", "quantity": 0},
+    ]});
+    let (status, problem) = call(http, "POST", "/v1/accounts/acme/orders", &s.contact, &bad);
+    assert_eq!(status, 400, "{problem}");
+    let fields: Vec<&str> =
+        problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["items[0].site", "items[1].start_date", "items[1].quantity"], "{problem}");
+
+    // R21: no EoP contact on record, no order.
+    let noeop = json!({"items": [{"type": "ip_addresses", "start_date": today(), "quantity": 1}]});
+    let (status, problem) = call(http, "POST", "/v1/accounts/noeop/orders", &s.stranger, &noeop);
+    assert_eq!(status, 403, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("Electronic Order Program"), "{problem}");
+
+    // Idempotency-Key: the same key and body give the same order; another body is refused.
+    let post = |key: &str, body: &Value| {
+        let (status, _, text) = request_with(
+            http,
+            "POST",
+            "/v1/accounts/acme/orders",
+            Some(&s.contact),
+            &format!("Idempotency-Key: {key}\r\n"),
+            &body.to_string(),
+        );
+        (status, serde_json::from_str::<Value>(&text).unwrap())
+    };
+    let (status, once) = post("k-1", &noeop);
+    let (again, twice) = post("k-1", &noeop);
+    assert_eq!((status, again), (201, 201));
+    assert_eq!(once, twice, "the same order, unchanged");
+    let (status, problem) = post("k-1", &order);
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "Idempotency-Key");
+
+    let (_, _, body) = get(http, "/v1/accounts/acme/orders", Some(&s.contact));
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["orders"].as_array().unwrap().len(), 2, "the idempotent repeat made no order: {list}");
+    let (_, _, body) = get(http, "/v1/accounts/acme/orders?limit=1", Some(&s.contact));
+    let page: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["next_after"], created["id"], "{page}");
+    let (_, _, body) = get(http, &format!("/v1/accounts/acme/orders?after={}", created["id"]), Some(&s.contact));
+    let rest: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(rest["orders"][0]["id"], once["id"]);
+    let (status, _, _) = get(http, "/v1/accounts/acme/orders?status=shipped", Some(&s.contact));
+    assert_eq!(status, 400);
+
+    // Tenancy: other accounts' orders do not exist for a caller; a partner sees its sub-accounts'.
+    let path = format!("/v1/accounts/acme/orders/{}", created["id"]);
+    assert_eq!(get(http, &path, Some(&s.stranger)).0, 404);
+    assert_eq!(get(http, &path, Some(&s.partner)).0, 404);
+    let sub_order =
+        json!({"items": [{"type": "sockets", "start_date": today(), "site": "shop", "model": "X1500", "quantity": 1}]});
+    let (status, made) = call(http, "POST", "/v1/accounts/sub/orders", &s.partner, &sub_order);
+    assert_eq!(status, 201, "a partner orders for its sub-account: {made}");
+    assert_eq!(get(http, &format!("/v1/accounts/sub/orders/{}", made["id"]), Some(&s.partner)).0, 200);
+    assert_eq!(get(http, &format!("/v1/accounts/sub/orders/{}", made["id"]), Some(&s.contact)).0, 404);
+}
+
+#[test]
+fn items_move_through_their_lifecycle_by_role_and_completed_ones_take_effect() {
+    let s = shop();
+    let (_serving, http) = serve(&s.c);
+    let http = http.as_str();
+    let yesterday = (chrono::Utc::now().date_naive() - chrono::TimeDelta::days(1)).to_string();
+    let order = json!({"items": [
+        {"type": "site_bandwidth", "start_date": today(), "site": "hq", "bandwidth_mbps": 100},
+        {"type": "site_early_activation", "start_date": today(), "site": "hq", "activation_date": yesterday},
+    ]});
+    let (_, created) = call(http, "POST", "/v1/accounts/acme/orders", &s.contact, &order);
+    let moves = format!("/v1/accounts/acme/orders/{}/transitions", created["id"]);
+    let step = |token: &str, body: Value| call(http, "POST", &moves, token, &body);
+    let quote = json!({"amount": "1200.00", "currency": "USD"});
+
+    let (status, problem) = step(&s.contact, json!({"to": "in_process"}));
+    assert_eq!(status, 403, "only Customer Success moves items forward: {problem}");
+    let (status, problem) = step(&s.contact, json!({"to": "completed"}));
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(
+        (problem["current"].as_str(), problem["allowed"].clone()),
+        (Some("submitted"), json!(["in_process", "canceled"]))
+    );
+    assert_eq!(step(&s.operator, json!({"to": "in_process"})).0, 200);
+    let (status, problem) = step(&s.operator, json!({"to": "pending_confirmation"}));
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (422, Some("quote")), "{problem}");
+    let (status, problem) =
+        step(&s.operator, json!({"to": "pending_confirmation", "quote": {"amount": "12,00", "currency": "usd"}}));
+    assert_eq!(status, 400, "{problem}");
+    let (status, quoted) = step(&s.operator, json!({"to": "pending_confirmation", "quote": quote}));
+    assert_eq!((status, quoted["status"].as_str()), (200, Some("pending_confirmation")), "{quoted}");
+    assert_eq!(quoted["items"][0]["quote"], quote);
+    let (status, _) = step(&s.colleague, json!({"to": "completed"}));
+    assert_eq!(status, 403, "a customer who is not the contact person cannot approve");
+    let (status, _) = step(&s.operator, json!({"to": "completed"}));
+    assert_eq!(status, 403, "nor can Customer Success");
+    let (status, done) = step(&s.contact, json!({"to": "completed"}));
+    assert_eq!((status, done["status"].as_str()), (200, Some("completed")), "{done}");
+    let history: Vec<(&str, &str)> = done["items"][0]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["status"].as_str().unwrap(), h["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("submitted", "customer:acme (contact)"),
+            ("in_process", "operator"),
+            ("pending_confirmation", "operator"),
+            ("completed", "customer:acme (contact)")
+        ]
+    );
+    let (status, problem) = step(&s.contact, json!({"to": "canceled"}));
+    assert_eq!((status, problem["allowed"].clone()), (409, json!([])), "{problem}");
+
+    // R24: the bandwidth is a license in force from its start date; the site activates earlier.
+    let month = &today()[..7];
+    let (_, _, body) = get(http, &format!("/v1/accounts/acme/usage?month={month}"), Some(&s.contact));
+    let report: Value = serde_json::from_str(&body).unwrap();
+    let group1 = report["bandwidth_pool"].as_array().unwrap().iter().find(|p| p["region_group"] == "group1").unwrap();
+    assert_eq!(group1["licensed_bps"], 100_000_000, "{report}");
+    let again = json!({"items": [{"type": "site_early_activation", "start_date": today(), "site": "hq", "activation_date": yesterday}]});
+    let (status, problem) = call(http, "POST", "/v1/accounts/acme/orders", &s.contact, &again);
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (400, Some("items[0].activation_date")), "{problem}");
+
+    // The contact person cancels an order before completion; for a sub-account, its partner's.
+    let ip = json!({"items": [{"type": "ip_addresses", "start_date": today(), "quantity": 2}]});
+    let (_, second) = call(http, "POST", "/v1/accounts/acme/orders", &s.colleague, &ip);
+    let moves = format!("/v1/accounts/acme/orders/{}/transitions", second["id"]);
+    assert_eq!(call(http, "POST", &moves, &s.colleague, &json!({"to": "canceled"})).0, 403);
+    let (status, canceled) = call(http, "POST", &moves, &s.contact, &json!({"to": "canceled"}));
+    assert_eq!((status, canceled["status"].as_str()), (200, Some("canceled")));
+    let sub_order = json!({"items": [{"type": "ip_addresses", "start_date": today(), "quantity": 1}]});
+    let (_, made) = call(http, "POST", "/v1/accounts/sub/orders", &s.partner, &sub_order);
+    let moves = format!("/v1/accounts/sub/orders/{}/transitions", made["id"]);
+    assert_eq!(call(http, "POST", &moves, &s.partner, &json!({"to": "canceled"})).0, 200);
+    let (_, _, body) = get(http, "/v1/accounts/acme/orders?status=canceled", Some(&s.contact));
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let ids: Vec<&Value> = list["orders"].as_array().unwrap().iter().map(|o| &o["id"]).collect();
+    assert_eq!(ids, [&second["id"]]);
+}

@@ -1,0 +1,67 @@
+//! Plain HTTP/1.1 requests to a `serve` process, over a TCP stream.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use super::{Collector, Serving};
+
+/// `serve`, and the address its HTTP API listens on.
+pub fn serve(c: &Collector) -> (Serving, String) {
+    let mut serving = c.serve();
+    let line = serving.until("HTTP API serving", 1);
+    let http = line.split("http=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    serving.drain_log();
+    (serving, http)
+}
+
+/// A GET: status, content type, body.
+pub fn get(http: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
+    request(http, "GET", path, token, "")
+}
+
+/// A request with a JSON body and extra header lines (`Name: value\r\n` each).
+pub fn request_with(
+    http: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &str,
+    body: &str,
+) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(http).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: tally\r\n{auth}{headers}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let header = |name: &str| {
+        head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix(&format!("{name}: ")).map(str::to_owned))
+    };
+    let content_type = header("content-type").unwrap_or_default();
+    let body = if header("transfer-encoding").as_deref() == Some("chunked") { unchunk(body) } else { body.to_owned() };
+    (status, content_type, body)
+}
+
+pub fn request(http: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String, String) {
+    request_with(http, method, path, token, "", body)
+}
+
+fn unchunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out += &rest[..size];
+        body = &rest[size + 2..];
+    }
+    out
+}
