@@ -475,7 +475,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 Format::Json => {
                     let rows: Vec<_> = items
                         .iter()
-                        .map(|i| serde_json::json!({"id": i.id, "account": i.account, "month": i.month,
+                        .map(|i| serde_json::json!({"id": i.id, "account": i.account, "topic": i.topic,
                             "channel": i.channel.as_str(), "recipient": i.recipient, "attempts": i.attempts,
                             "delivered_at": i.delivered_at.map(tally_common::time::rfc3339), "last_error": i.last_error}))
                         .collect();
@@ -487,7 +487,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                             "{:>5}  {}  {}  {:<7}  {}  {}",
                             i.id,
                             i.account,
-                            i.month,
+                            i.topic,
                             i.channel.as_str(),
                             i.recipient,
                             state(i)

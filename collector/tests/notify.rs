@@ -255,3 +255,68 @@ fn tls_relays_and_https_webhooks_are_verified() {
     let error = refused[0]["last_error"].as_str().unwrap_or_default();
     assert!(error.contains("TLS: invalid peer certificate"), "{error}");
 }
+
+/// R23: an order's confirmation reaches the organization (its contact person and its e-mail
+/// recipients), and a quote its contact person, through the outbox and a real SMTP server.
+#[test]
+fn order_confirmations_and_quotes_are_mailed() {
+    if !has_aiosmtpd() {
+        return;
+    }
+    let smtp_port = free_port();
+    let c = Collector::with_config(&format!(
+        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\nsmtp = \"127.0.0.1:{smtp_port}\"\n\
+         smtp_tls = \"none\"\nsmtp_from = \"tally@provider.example\"\nlog = \"info\""
+    ));
+    c.ok(&args("account add --id acme --name Acme --eop-contact-name Ann --eop-contact-email ann@acme.example"));
+    c.ok(&args("account notify --account acme --email ops@acme.example"));
+    c.ok(&args("site add --account acme --id hq --name HQ --country US --type socket"));
+    let contact = c.ok(&args("token create --role customer --account acme --contact")).trim().to_owned();
+    let operator = c.ok(&args("token create --role operator")).trim().to_owned();
+    let mail = c.dir.path().join("mail.jsonl");
+    let _smtp = sink(SMTP_SINK, &[&smtp_port.to_string(), mail.to_str().unwrap()]);
+    let mut server = c.serve();
+    let line = server.until("HTTP API serving", 1);
+    let http = line.split("http=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+
+    let today = chrono::Utc::now().date_naive();
+    let order = serde_json::json!({"items": [
+        {"type": "sockets", "start_date": today.to_string(), "site": "hq", "model": "X1700", "quantity": 2},
+    ]});
+    let (status, _, body) =
+        support::http::request(&http, "POST", "/v1/accounts/acme/orders", Some(&contact), &order.to_string());
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"].as_i64().unwrap();
+    server.until("notification delivered", 2);
+    let moves = format!("/v1/accounts/acme/orders/{id}/transitions");
+    for step in [
+        serde_json::json!({"to": "in_process"}),
+        serde_json::json!({"to": "pending_confirmation", "quote": {"amount": "1200.00", "currency": "USD"}}),
+    ] {
+        let (status, _, body) = support::http::request(&http, "POST", &moves, Some(&operator), &step.to_string());
+        assert_eq!(status, 200, "{body}");
+    }
+    server.until("notification delivered", 1);
+    drop(server);
+
+    let mail = lines(&mail);
+    let mut got: Vec<(String, String)> = mail
+        .iter()
+        .map(|m| (m["to"][0].as_str().unwrap().to_owned(), m["subject"].as_str().unwrap().to_owned()))
+        .collect();
+    got.sort();
+    let received = format!("Tally: order {id} received for account acme");
+    let quoted = format!("Tally: quote for order {id} of account acme");
+    assert_eq!(
+        got,
+        [
+            ("ann@acme.example".to_owned(), received.clone()),
+            ("ann@acme.example".to_owned(), quoted.clone()),
+            ("ops@acme.example".to_owned(), received)
+        ]
+    );
+    let quote = mail.iter().find(|m| m["subject"] == quoted).unwrap();
+    assert!(quote["body"].as_str().unwrap().contains("1200.00 USD"), "{quote}");
+    let confirmation = mail.iter().find(|m| m["to"][0] == "ops@acme.example").unwrap();
+    assert!(confirmation["body"].as_str().unwrap().contains("2 × X1700 for site hq"), "{confirmation}");
+}

@@ -2,9 +2,12 @@
 //! each item through its lifecycle; completed items take effect.
 //!
 //! - [`rules`]: what a valid item is, who may move an item where, an order's summary.
+//! - [`mail`]: the confirmation and the quote (R23).
 //!
-//! Storage, the HTTP routes, the e-mails (R23) and the effects (R24) build on these.
+//! The store keeps orders and applies a transition with its effects (R24) and its e-mails in
+//! one transaction; `api::orders` serves them.
 
+pub mod mail;
 pub mod rules;
 
 use chrono::{DateTime, Utc};

@@ -267,7 +267,8 @@ pub struct Notification {
 pub struct OutboxItem {
     pub id: i64,
     pub account: String,
-    pub month: String,
+    /// What it is about: a month (`2026-10`, R15), an order (`order 12`) or a quote (R23).
+    pub topic: String,
     pub channel: Channel,
     pub recipient: String,
     pub subject: String,

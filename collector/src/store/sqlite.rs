@@ -220,7 +220,7 @@ impl OverusageRow {
 macro_rules! select_outbox {
     ($filter:literal) => {
         concat!(
-            "SELECT id, account_id, month, channel, recipient, subject, body, attempts, delivered_at, last_error
+            "SELECT id, account_id, topic, channel, recipient, subject, body, attempts, delivered_at, last_error
              FROM outbox ",
             $filter
         )
@@ -231,7 +231,7 @@ macro_rules! select_outbox {
 struct OutboxRow {
     id: i64,
     account_id: String,
-    month: String,
+    topic: String,
     channel: String,
     recipient: String,
     subject: String,
@@ -250,7 +250,7 @@ impl OutboxRow {
                 .map_err(|_| StoreError::Corrupt(format!("attempts {}", self.attempts)))?,
             delivered_at: self.delivered_at.map(|t| parse(&t, "delivered_at")).transpose()?,
             account: self.account_id,
-            month: self.month,
+            topic: self.topic,
             recipient: self.recipient,
             subject: self.subject,
             body: self.body,
@@ -1042,11 +1042,11 @@ impl Store for SqliteStore {
             if let Some(n) = notification {
                 // The account's recipients and its managing partner's (R15).
                 sqlx::query(
-                    "INSERT INTO outbox (account_id, month, channel, recipient, subject, body, next_attempt_at)
+                    "INSERT INTO outbox (account_id, topic, channel, recipient, subject, body, next_attempt_at)
                      SELECT DISTINCT ?, ?, r.channel, r.address, ?, CASE r.channel WHEN 'email' THEN ? ELSE ? END, ?
                      FROM notification_recipients r
                      WHERE r.account_id = ? OR r.account_id = (SELECT partner_id FROM accounts WHERE id = ?)
-                     ON CONFLICT (account_id, month, channel, recipient) DO NOTHING",
+                     ON CONFLICT (account_id, topic, channel, recipient) DO NOTHING",
                 )
                 .bind(account)
                 .bind(month)

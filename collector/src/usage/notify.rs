@@ -143,7 +143,7 @@ pub async fn deliver_due<S: Store>(
             Ok(()) => {
                 store.mark_delivered(item.id, Utc::now()).await?;
                 delivered += 1;
-                tracing::info!(id = item.id, account = %item.account, month = %item.month, channel = item.channel.as_str(),
+                tracing::info!(id = item.id, account = %item.account, topic = %item.topic, channel = item.channel.as_str(),
                     recipient = %item.recipient, "notification delivered");
             }
             Err(e) => {

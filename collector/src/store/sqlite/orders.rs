@@ -9,6 +9,7 @@ use sqlx::SqliteConnection;
 use tally_common::kinds::{ItemStatus, LicenseKind, SdpRegion};
 
 use super::{db, insert_license, parse, stamp};
+use crate::orders::mail;
 use crate::orders::rules::{Item, SiteFacts, check_transition, summary};
 use crate::orders::{Created, HistoryEntry, NewOrder, Order, OrderItem, Quote, Transition, TransitionRefused};
 use crate::store::{NewLicense, StoreError};
@@ -65,7 +66,46 @@ pub(super) async fn create(conn: &mut SqliteConnection, order: &NewOrder) -> Res
         record(conn, item_id, ItemStatus::Submitted, &order.actor, &at, None).await?;
     }
     let created = load(conn, &order.account, &[id]).await?.pop();
-    created.map(Created::New).ok_or_else(|| StoreError::Corrupt(format!("order {id} vanished")))
+    let created = created.ok_or_else(|| StoreError::Corrupt(format!("order {id} vanished")))?;
+    // R23: the organization's confirmation: its contact person and its e-mail recipients.
+    let (subject, text) = mail::confirmation(&created);
+    let topic = mail::confirmation_topic(&created);
+    enqueue(conn, &order.account, &topic, true, &subject, &text, &at).await?;
+    Ok(Created::New(created))
+}
+
+/// Puts an e-mail in the outbox (R15's, delivered by the same loop) for the account's contact
+/// person and, with `organization`, its e-mail recipients too.
+async fn enqueue(
+    conn: &mut SqliteConnection,
+    account: &str,
+    topic: &str,
+    organization: bool,
+    subject: &str,
+    text: &str,
+    at: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO outbox (account_id, topic, channel, recipient, subject, body, next_attempt_at)
+         SELECT ?, ?, 'email', address, ?, ?, ? FROM (
+             SELECT eop_contact_email AS address FROM accounts WHERE id = ? AND eop_contact_email IS NOT NULL
+             UNION
+             SELECT address FROM notification_recipients WHERE ? AND account_id = ? AND channel = 'email')
+         WHERE true
+         ON CONFLICT (account_id, topic, channel, recipient) DO NOTHING",
+    )
+    .bind(account)
+    .bind(topic)
+    .bind(subject)
+    .bind(text)
+    .bind(at)
+    .bind(account)
+    .bind(organization)
+    .bind(account)
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    Ok(())
 }
 
 async fn record(
@@ -206,6 +246,12 @@ pub(super) async fn transition(
         if t.to == ItemStatus::Completed {
             take_effect(conn, &t.account, &item.item).await?;
         }
+    }
+    if let (ItemStatus::PendingConfirmation, Some(quote)) = (t.to, &t.quote) {
+        // R23: the quote goes to the contact person.
+        let (subject, text) = mail::quote(&order, &chosen, quote);
+        let topic = mail::quote_topic(&order, &chosen);
+        enqueue(conn, &t.account, &topic, false, &subject, &text, &at).await?;
     }
     let statuses: Vec<ItemStatus> =
         order.items.iter().map(|i| if chosen.iter().any(|c| c.id == i.id) { t.to } else { i.status }).collect();
