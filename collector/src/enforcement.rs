@@ -28,7 +28,7 @@ pub fn violations(sites: &[Site], licenses: &[License], day: NaiveDate) -> Resul
 }
 
 /// A bucket above its site's cap × 1.05, as the usage report and the API show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ViolationReport {
     pub bucket_start: String,
     pub max_bps: u64,
@@ -42,7 +42,7 @@ impl From<&EnforcementViolation> for ViolationReport {
 }
 
 /// What the site's agent last said about its policy.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AgentReport {
     pub version: u64,
     pub ok: bool,
@@ -51,7 +51,7 @@ pub struct AgentReport {
 }
 
 /// `GET /v1/accounts/{account}/sites/{site}/enforcement` and `site enforcement`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SiteEnforcement {
     pub site: String,
     pub account: String,

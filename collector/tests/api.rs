@@ -407,3 +407,36 @@ fn tokens_see_only_their_tenants_and_other_accounts_do_not_exist_for_them() {
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("revoked"), "{body}");
 }
+
+#[test]
+fn the_openapi_document_describes_every_route_of_the_contract() {
+    let c = Collector::with_config("http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"");
+    let (_serving, http) = serve(&c);
+    let (status, content_type, body) = get(&http, "/openapi.json", None);
+    assert_eq!((status, content_type.as_str()), (200, "application/json"));
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{}", doc["openapi"]);
+    for (path, method) in [
+        ("/healthz", "get"),
+        ("/v1/accounts/{account}/usage", "get"),
+        ("/v1/usage/events", "post"),
+        ("/v1/accounts/{account}/overusage", "get"),
+        ("/v1/accounts/{account}/overusage/{id}/resolution", "post"),
+        ("/v1/accounts/{account}/sites/{site}", "patch"),
+        ("/v1/accounts/{account}/sites/{site}/enforcement", "get"),
+        ("/v1/accounts/{account}/orders", "get"),
+        ("/v1/accounts/{account}/orders", "post"),
+        ("/v1/accounts/{account}/orders/{order}", "get"),
+        ("/v1/accounts/{account}/orders/{order}/transitions", "post"),
+    ] {
+        let operation = &doc["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is not described");
+        if path.starts_with("/v1/") {
+            assert_eq!(operation["security"], json!([{"bearer": []}]), "{method} {path}");
+            let problem = &operation["responses"]["401"]["content"]["application/problem+json"];
+            assert!(problem.is_object(), "{method} {path}: 401 as problem+json");
+        }
+    }
+    let statuses = &doc["components"]["schemas"]["ItemStatus"]["enum"];
+    assert_eq!(statuses, &json!(["submitted", "in_process", "pending_confirmation", "completed", "canceled"]));
+}

@@ -7,6 +7,7 @@ use crate::kinds::{LicenseKind, ZtnaRegion};
 
 /// One meter's month.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MeterMonth {
     pub license: LicenseKind,
     /// Distinct users or devices, or the peak hourly event count (Data Lake).

@@ -136,6 +136,21 @@ pub struct Month {
     first: NaiveDate,
 }
 
+/// In OpenAPI documents: the string `YYYY-MM`.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Month {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[0-9]{4}-(0[1-9]|1[0-2])$"))
+            .examples(["2026-10"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Month {}
+
 impl Month {
     pub fn new(year: i32, month: u32) -> Option<Self> {
         NaiveDate::from_ymd_opt(year, month, 1).map(|first| Month { first })
@@ -201,6 +216,7 @@ impl fmt::Display for Month {
 
 /// The collector's `month_window` setting (R7).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MonthWindowSetting {
     /// The article, literally: from 00:00 UTC on the 1st to 00:00 UTC on the last day, so the

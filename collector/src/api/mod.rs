@@ -3,6 +3,7 @@
 //! resolutions are the operator's.
 
 pub mod auth;
+mod openapi;
 pub mod orders;
 pub mod problem;
 
@@ -15,10 +16,10 @@ use axum::http::HeaderMap;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use chrono::{TimeDelta, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tally_common::kinds::SiteType;
-use tally_common::region::{CountryCode, RegionTable};
+use tally_common::region::{CountryCode, RegionGroup, RegionTable};
 use tally_common::time::{Month, MonthWindowSetting};
 
 use crate::admin::{self, AdminError, SiteChanges};
@@ -27,7 +28,7 @@ use crate::enforcement::{self, SiteEnforcement};
 use crate::store::Store;
 use crate::usage::events;
 use crate::usage::overusage::{self, OverusageReport, ResolveError, ResolveRequest};
-use crate::usage::report::{self, ReportError, UsageReport};
+use crate::usage::report::{self, MonthStatus, ReportError, UsageReport};
 use auth::{Caller, internal, visible_account};
 use problem::{FieldError, Problem};
 
@@ -71,7 +72,8 @@ impl<S: Store + 'static> Api<S> {
 
     pub fn router(self) -> Router {
         Router::new()
-            .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+            .route("/healthz", get(healthz))
+            .route("/openapi.json", get(|| async { Json(openapi::document()) }))
             .route("/v1/accounts/{account}/usage", get(usage::<S>))
             .route("/v1/usage/events", post(usage_events::<S>))
             .route("/v1/accounts/{account}/overusage", get(overusage_of_month::<S>))
@@ -85,6 +87,17 @@ impl<S: Store + 'static> Api<S> {
     }
 }
 
+/// The service is up.
+#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".into() })
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Health {
+    status: String,
+}
+
 /// The `month` query parameter, `YYYY-MM`.
 fn month_of(query: &HashMap<String, String>) -> Result<Month, Problem> {
     match query.get("month") {
@@ -94,6 +107,13 @@ fn month_of(query: &HashMap<String, String>) -> Result<Month, Problem> {
 }
 
 /// `GET /v1/accounts/{account}/usage?month=YYYY-MM`: the usage report (Contract).
+#[utoipa::path(get, path = "/v1/accounts/{account}/usage", tag = "usage",
+    params(("account" = String, Path), ("month" = String, Query, description = "YYYY-MM")),
+    responses(
+        (status = 200, body = UsageReport),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
 async fn usage<S: Store + 'static>(
     State(api): State<Api<S>>,
     headers: HeaderMap,
@@ -113,11 +133,19 @@ async fn usage<S: Store + 'static>(
 /// `POST /v1/usage/events`: metered events, each with a unique id (R12, R13). New events are
 /// stored, repeated ids change nothing; bad events are refused by field and the good ones of the
 /// same batch are kept (then the answer is a 422 problem saying what was kept).
+#[utoipa::path(post, path = "/v1/usage/events", tag = "usage",
+    request_body(content = Object, description = "{\"events\": [...]}, each with a unique id"),
+    responses(
+        (status = 200, body = EventsSummary),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the caller's to do", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by a rule, by field", body = Problem, content_type = "application/problem+json")))]
 async fn usage_events<S: Store + 'static>(
     State(api): State<Api<S>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, Problem> {
+) -> Result<Json<EventsSummary>, Problem> {
     api.caller(&headers).await?.operator_only("record metered events")?;
     let body: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| Problem::bad_request(vec![FieldError::new("body", format!("not JSON: {e}"))]))?;
@@ -144,25 +172,43 @@ async fn usage_events<S: Store + 'static>(
         }
     }
     let added = api.store.add_usage_events(&good).await.map_err(internal)?;
-    let mut summary = serde_json::Map::new();
-    summary.insert("accepted".into(), json!(good.len()));
-    summary.insert("new".into(), json!(added));
-    summary.insert("duplicates".into(), json!(good.len() as u64 - added));
+    let summary = EventsSummary { accepted: good.len() as u64, new: added, duplicates: good.len() as u64 - added };
     if errors.is_empty() {
-        Ok(Json(serde_json::Value::Object(summary)))
+        Ok(Json(summary))
     } else {
-        Err(Problem::partly_refused(errors, summary))
+        let kept = match serde_json::to_value(&summary) {
+            Ok(serde_json::Value::Object(kept)) => kept,
+            _ => serde_json::Map::new(),
+        };
+        Err(Problem::partly_refused(errors, kept))
     }
+}
+
+/// What a batch of metered events did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct EventsSummary {
+    /// Events of known accounts, new or repeated.
+    accepted: u64,
+    new: u64,
+    /// Ids seen before: changed nothing.
+    duplicates: u64,
 }
 
 /// `GET /v1/accounts/{account}/overusage?month=YYYY-MM`: the month's over-usage (R14); the month
 /// is finalized first if its grace period has ended.
+#[utoipa::path(get, path = "/v1/accounts/{account}/overusage", tag = "usage",
+    params(("account" = String, Path), ("month" = String, Query, description = "YYYY-MM")),
+    responses(
+        (status = 200, body = OverusageOfMonth),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
 async fn overusage_of_month<S: Store + 'static>(
     State(api): State<Api<S>>,
     headers: HeaderMap,
     Path(account): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<serde_json::Value>, Problem> {
+) -> Result<Json<OverusageOfMonth>, Problem> {
     let caller = api.caller(&headers).await?;
     let month = month_of(&query)?;
     visible_account(&*api.store, &caller, &account).await?;
@@ -171,11 +217,31 @@ async fn overusage_of_month<S: Store + 'static>(
         Err(ReportError::UnknownAccount(a)) => return Err(Problem::not_found(format!("account {a:?} does not exist"))),
         Err(ReportError::Store(e)) => return Err(internal(e)),
     };
-    Ok(Json(json!({ "account": account, "month": month, "status": report.status, "overusage": report.overusage })))
+    Ok(Json(OverusageOfMonth { account, month, status: report.status, overusage: report.overusage }))
+}
+
+/// A month's over-usage of an account (R14).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct OverusageOfMonth {
+    account: String,
+    month: Month,
+    status: MonthStatus,
+    overusage: Vec<OverusageReport>,
 }
 
 /// `POST /v1/accounts/{account}/overusage/{id}/resolution` with `{"type": "true_up"}` or
 /// `{"type": "true_forward", "quantity": N}` (R16).
+#[utoipa::path(post, path = "/v1/accounts/{account}/overusage/{id}/resolution", tag = "usage",
+    params(("account" = String, Path), ("id" = String, Path, description = "The over-usage's id")),
+    request_body = ResolveRequest,
+    responses(
+        (status = 201, body = OverusageReport),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the caller's to do", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (or not the caller's)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflicts with the current state", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by a rule, by field", body = Problem, content_type = "application/problem+json")))]
 async fn resolve_overusage<S: Store + 'static>(
     State(api): State<Api<S>>,
     headers: HeaderMap,
@@ -215,6 +281,14 @@ async fn site_of<S: Store>(api: &Api<S>, account: &str, site: &str) -> Result<cr
 
 /// `GET /v1/accounts/{account}/sites/{site}/enforcement[?month=YYYY-MM]`: the site's cap, its
 /// agent's report, and the month's buckets above the cap × 1.05 (R17). Default: this month.
+#[utoipa::path(get, path = "/v1/accounts/{account}/sites/{site}/enforcement", tag = "sites",
+    params(("account" = String, Path), ("site" = String, Path),
+        ("month" = Option<String>, Query, description = "YYYY-MM; this month when absent")),
+    responses(
+        (status = 200, body = SiteEnforcement),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
 async fn site_enforcement<S: Store + 'static>(
     State(api): State<Api<S>>,
     headers: HeaderMap,
@@ -231,7 +305,7 @@ async fn site_enforcement<S: Store + 'static>(
 
 /// The body of `PATCH /v1/accounts/{account}/sites/{site}`: what is absent keeps its value;
 /// `"cap_bps": null` lifts the cap.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SitePatch {
     country: Option<String>,
@@ -241,6 +315,22 @@ struct SitePatch {
     cap_bps: Option<Option<u64>>,
 }
 
+/// The largest cap a site may have: 10 Tbit/s.
+const MAX_CAP_BPS: u64 = 10_000_000_000_000;
+
+/// A site as changed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct SiteView {
+    site: String,
+    account: String,
+    name: String,
+    country: String,
+    region_group: RegionGroup,
+    #[serde(rename = "type")]
+    site_type: SiteType,
+    cap_bps: Option<u64>,
+}
+
 /// A field that is present, even as `null`.
 fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
@@ -248,12 +338,22 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Resul
 
 /// `PATCH /v1/accounts/{account}/sites/{site}`: a site's country, type or cap, applied only if
 /// the account still complies with R17 (409 naming the sites, caps, sum and pool otherwise).
+#[utoipa::path(patch, path = "/v1/accounts/{account}/sites/{site}", tag = "sites",
+    params(("account" = String, Path), ("site" = String, Path)),
+    request_body = SitePatch,
+    responses(
+        (status = 200, body = SiteView),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the caller's to do", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (or not the caller's)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Conflicts with the current state", body = Problem, content_type = "application/problem+json")))]
 async fn change_site<S: Store + 'static>(
     State(api): State<Api<S>>,
     headers: HeaderMap,
     Path((account, site)): Path<(String, String)>,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, Problem> {
+) -> Result<Json<SiteView>, Problem> {
     let caller = api.caller(&headers).await?;
     visible_account(&*api.store, &caller, &account).await?;
     caller.operator_only("change a site")?;
@@ -274,18 +374,26 @@ async fn change_site<S: Store + 'static>(
         .site_type
         .as_deref()
         .and_then(|t| t.parse::<SiteType>().map_err(|e| errors.push(FieldError::new("type", e.to_string()))).ok());
-    if patch.cap_bps == Some(Some(0)) {
-        errors.push(FieldError::new("cap_bps", "a cap must be a positive number of bit/s, or null for none"));
+    if let Some(Some(cap)) = patch.cap_bps
+        && !(1..=MAX_CAP_BPS).contains(&cap)
+    {
+        let message = format!("a cap must be 1 to {MAX_CAP_BPS} bit/s, or null for none");
+        errors.push(FieldError::new("cap_bps", message));
     }
     if !errors.is_empty() {
         return Err(Problem::bad_request(errors));
     }
     let changes = SiteChanges { site, country, site_type, cap_bps: patch.cap_bps };
     match admin::set_site(&*api.store, &api.regions, changes).await {
-        Ok(site) => Ok(Json(json!({
-            "site": site.id, "account": site.account, "name": site.name, "country": site.country.to_string(),
-            "region_group": site.region_group, "type": site.site_type, "cap_bps": site.cap_bps,
-        }))),
+        Ok(site) => Ok(Json(SiteView {
+            site: site.id,
+            account: site.account,
+            name: site.name,
+            country: site.country.to_string(),
+            region_group: site.region_group,
+            site_type: site.site_type,
+            cap_bps: site.cap_bps,
+        })),
         Err(AdminError::Refused(violations)) => {
             let messages: Vec<String> = violations.iter().map(ToString::to_string).collect();
             let mut problem = Problem::conflict(format!("refused, nothing was changed: {}", messages.join("; ")));

@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tally_common::kinds::ItemStatus;
 
@@ -17,7 +17,7 @@ use super::Api;
 use super::auth::{Caller, internal, visible_account};
 use super::problem::{FieldError, Problem};
 use crate::ca::sha256_hex;
-use crate::orders::rules::{Actor, TransitionError, validate_item};
+use crate::orders::rules::{Actor, Item, TransitionError, validate_item};
 use crate::orders::{Created, NewOrder, Order, Quote, Transition, TransitionRefused};
 use crate::store::{Account, Role, Store};
 
@@ -52,6 +52,17 @@ fn actor_for(caller: &Caller, account: &Account) -> Actor {
 
 /// `POST /v1/accounts/{account}/orders` with `{"items": [...]}` and an optional
 /// `Idempotency-Key`: 201 with the order.
+#[utoipa::path(post, path = "/v1/accounts/{account}/orders", tag = "orders",
+    params(("account" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "The same key and body give the same order")),
+    request_body = NewOrderBody,
+    responses(
+        (status = 201, body = Order),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the caller's to do", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account or order (or not the caller's)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by a rule, by field", body = Problem, content_type = "application/problem+json")))]
 pub async fn create<S: Store + 'static>(
     State(api): State<Api<S>>,
     headers: HeaderMap,
@@ -127,12 +138,22 @@ pub async fn create<S: Store + 'static>(
 
 /// `GET /v1/accounts/{account}/orders[?status=S&after=ID&limit=N]`: oldest first;
 /// `next_after` continues the list.
+#[utoipa::path(get, path = "/v1/accounts/{account}/orders", tag = "orders",
+    params(("account" = String, Path),
+        ("status" = Option<ItemStatus>, Query, description = "Only orders whose summary is this"),
+        ("after" = Option<i64>, Query, description = "Orders with ids above this"),
+        ("limit" = Option<u32>, Query, description = "1 to 200; 50 when absent")),
+    responses(
+        (status = 200, body = OrderList),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account or order (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
 pub async fn list<S: Store + 'static>(
     State(api): State<Api<S>>,
     headers: HeaderMap,
     Path(account): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<OrderList>, Problem> {
     let caller = api.caller(&headers).await?;
     visible_account(&*api.store, &caller, &account).await?;
     let mut errors = Vec::new();
@@ -160,10 +181,31 @@ pub async fn list<S: Store + 'static>(
     }
     let orders = api.store.orders(&account, status, after, limit).await.map_err(internal)?;
     let next_after = (orders.len() == limit as usize).then(|| orders.last().map(|o| o.id)).flatten();
-    Ok(Json(json!({ "orders": orders, "next_after": next_after })))
+    Ok(Json(OrderList { orders, next_after }))
+}
+
+/// A page of orders.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OrderList {
+    pub orders: Vec<Order>,
+    /// Pass as `after` for the next page; `null` on the last one.
+    pub next_after: Option<i64>,
+}
+
+/// The body of a new order.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct NewOrderBody {
+    /// 1 to 100 items.
+    pub items: Vec<Item>,
 }
 
 /// `GET /v1/accounts/{account}/orders/{order}`.
+#[utoipa::path(get, path = "/v1/accounts/{account}/orders/{order}", tag = "orders",
+    params(("account" = String, Path), ("order" = String, Path)),
+    responses(
+        (status = 200, body = Order),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account or order (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
 pub async fn one<S: Store + 'static>(
     State(api): State<Api<S>>,
     headers: HeaderMap,
@@ -177,9 +219,9 @@ pub async fn one<S: Store + 'static>(
 }
 
 /// The body of a transition.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TransitionBody {
+pub struct TransitionBody {
     to: ItemStatus,
     #[serde(default)]
     items: Option<Vec<i64>>,
@@ -205,6 +247,17 @@ fn check_quote(quote: &Quote) -> Vec<FieldError> {
 
 /// `POST /v1/accounts/{account}/orders/{order}/transitions` with
 /// `{"to": STATUS, "items": [ids] (default all), "quote": {"amount", "currency"}}` (R22).
+#[utoipa::path(post, path = "/v1/accounts/{account}/orders/{order}/transitions", tag = "orders",
+    params(("account" = String, Path), ("order" = String, Path)),
+    request_body = TransitionBody,
+    responses(
+        (status = 200, body = Order),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the caller's to do", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account or order (or not the caller's)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not a step of the lifecycle from the item's status", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by a rule, by field", body = Problem, content_type = "application/problem+json")))]
 pub async fn transition<S: Store + 'static>(
     State(api): State<Api<S>>,
     headers: HeaderMap,

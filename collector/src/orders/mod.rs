@@ -17,7 +17,7 @@ use tally_common::kinds::ItemStatus;
 use rules::{Actor, Item, TransitionError};
 
 /// The price Customer Success quotes for an item (R22).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Quote {
     /// A decimal amount, `1200.00`.
     pub amount: String,
@@ -26,7 +26,7 @@ pub struct Quote {
 }
 
 /// One change of an item's status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub status: ItemStatus,
     /// Who: `operator`, `customer:acme`, `partner:reseller`, with `token N`.
@@ -37,7 +37,7 @@ pub struct HistoryEntry {
 }
 
 /// An item as stored and shown: `{"id", "type", "status", "history", ...its fields}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderItem {
     pub id: i64,
     #[serde(flatten)]
@@ -49,7 +49,7 @@ pub struct OrderItem {
 }
 
 /// An order (Contract): `{"id", "account", "status", "created_at", "items"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Order {
     pub id: i64,
     pub account: String,

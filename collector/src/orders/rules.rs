@@ -11,6 +11,9 @@ use tally_common::region::RegionGroup;
 
 use crate::api::problem::FieldError;
 
+/// The largest quantity or bandwidth (Mbps) one item may ask for.
+pub const MAX_QUANTITY: u64 = 1_000_000;
+
 /// What validation needs to know of one of the ordering account's sites.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteFacts {
@@ -20,7 +23,7 @@ pub struct SiteFacts {
 }
 
 /// A valid order item. Its JSON is the Contract's: `{"type": T, "start_date": DATE, ...}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Item {
     SiteBandwidth {
@@ -133,13 +136,13 @@ impl Reader<'_> {
         NaiveDate::parse_from_str(&text, "%Y-%m-%d").map_err(|_| self.error(field, "must be a date, YYYY-MM-DD")).ok()
     }
 
-    /// A positive integer.
+    /// A positive integer, at most [`MAX_QUANTITY`].
     fn positive(&mut self, field: &str) -> Option<u64> {
         match self.object.get(field) {
             Some(v) => match v.as_u64() {
-                Some(n) if n > 0 => Some(n),
+                Some(n) if (1..=MAX_QUANTITY).contains(&n) => Some(n),
                 _ => {
-                    self.error(field, "must be a positive integer");
+                    self.error(field, format!("must be a positive integer up to {MAX_QUANTITY}"));
                     None
                 }
             },

@@ -38,7 +38,7 @@ pub fn evaluate(report: &UsageReport, licenses: &[License]) -> Vec<NewOverusage>
 }
 
 /// An over-usage as the report and the API show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OverusageReport {
     pub id: i64,
     pub license: LicenseKind,
@@ -54,7 +54,7 @@ pub struct OverusageReport {
     pub resolution: Option<ResolutionReport>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResolutionReport {
     #[serde(rename = "type")]
     pub kind: String,
@@ -85,7 +85,7 @@ impl From<&Overusage> for OverusageReport {
 }
 
 /// A resolution asked for (R16).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ResolveRequest {
     /// A one-time charge for the month's excess.

@@ -19,7 +19,7 @@ use crate::enforcement::{ViolationReport, month_violations};
 use crate::store::{License, MeterCounts, Store, StoreError};
 
 /// Where a month stands (R9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MonthStatus {
     /// The window still runs.
@@ -42,7 +42,7 @@ impl MonthStatus {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UsageReport {
     pub account: String,
     pub month: Month,
@@ -63,7 +63,7 @@ pub struct UsageReport {
     pub overusage: Vec<OverusageReport>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WindowJson {
     pub start: String,
     pub end: String,
@@ -71,7 +71,7 @@ pub struct WindowJson {
     pub setting: MonthWindowSetting,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PoolReport {
     pub region_group: RegionGroup,
     pub monthly_p95_bps: u64,
@@ -84,14 +84,14 @@ pub struct PoolReport {
     pub forecast: Option<Forecast>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DayAggregate {
     pub date: NaiveDate,
     pub aggregate_bps: u64,
 }
 
 /// The open month's forecast for one region group.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Forecast {
     /// The monthly P95 over the complete days so far.
     pub monthly_p95_so_far_bps: u64,
@@ -103,7 +103,7 @@ pub struct Forecast {
     pub exceeds_license: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SiteReport {
     pub site: String,
     pub region_group: RegionGroup,
@@ -116,7 +116,7 @@ pub struct SiteReport {
     pub violations: Vec<ViolationReport>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SiteDayReport {
     pub date: NaiveDate,
     pub p95_bps: u64,
@@ -128,7 +128,7 @@ pub struct SiteDayReport {
 }
 
 /// A meter other than the bandwidth pool over the calendar month (R12, R13).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MeterReport {
     #[serde(flatten)]
     pub meter: MeterMonth,
@@ -137,7 +137,7 @@ pub struct MeterReport {
     pub by_region: Vec<RegionUsage>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RegionUsage {
     pub region: ZtnaRegion,
     pub measured: u64,
