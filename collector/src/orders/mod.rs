@@ -59,6 +59,15 @@ pub struct Order {
     pub items: Vec<OrderItem>,
 }
 
+/// A page of orders, as the JSON array the list answers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderPage {
+    /// `[Order, ...]`, oldest first.
+    pub json: String,
+    /// The last id when the page is full: the next page starts after it.
+    pub next_after: Option<i64>,
+}
+
 /// A validated order to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOrder {

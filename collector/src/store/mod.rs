@@ -22,7 +22,7 @@ use tally_common::enforcement::CapViolation;
 use tally_common::kinds::{ItemStatus, LicenseKind, SiteType, ZtnaRegion};
 
 use crate::orders::rules::SiteFacts;
-use crate::orders::{Created, NewOrder, Order, Transition, TransitionRefused};
+use crate::orders::{Created, NewOrder, Order, OrderPage, Transition, TransitionRefused};
 use tally_common::p95::DailyP95;
 use tally_common::region::{CountryCode, RegionGroup};
 use tally_common::time::BucketStart;
@@ -413,7 +413,7 @@ pub trait Store: Send + Sync {
         status: Option<ItemStatus>,
         after: i64,
         limit: u32,
-    ) -> impl Future<Output = Result<Vec<Order>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<OrderPage, StoreError>> + Send;
     /// Moves items of an order to a new status, all or none (R22), in one transaction with the
     /// effects of completion (R24): a `site_bandwidth` or `sdp_users` item becomes a license
     /// from its start date, a `site_early_activation` moves the site's activation date.

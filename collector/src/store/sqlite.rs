@@ -17,7 +17,7 @@ use tally_common::p95::DailyP95;
 use tally_common::time::{BucketStart, DAY_SLOTS, Month, rfc3339};
 
 use crate::orders::rules::SiteFacts;
-use crate::orders::{Created, NewOrder, Order, Transition, TransitionRefused};
+use crate::orders::{Created, NewOrder, Order, OrderPage, Transition, TransitionRefused};
 
 use super::{
     Account, ApiToken, CapChange, CertificateRecord, Channel, DayKey, DirtyDay, DirtyDayBuckets, EnforcementViolation,
@@ -687,9 +687,9 @@ impl Store for SqliteStore {
         status: Option<ItemStatus>,
         after: i64,
         limit: u32,
-    ) -> Result<Vec<Order>, StoreError> {
+    ) -> Result<OrderPage, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(db)?;
-        orders::page(&mut conn, account, status, after, limit).await
+        orders::page_json(&mut conn, account, status, after, limit).await
     }
 
     async fn transition_items(&self, transition: &Transition) -> Result<Result<Order, TransitionRefused>, StoreError> {

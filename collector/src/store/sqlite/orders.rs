@@ -11,7 +11,7 @@ use tally_common::kinds::{ItemStatus, LicenseKind, SdpRegion};
 use super::{db, insert_license, parse, stamp};
 use crate::orders::mail;
 use crate::orders::rules::{Item, SiteFacts, check_transition, summary};
-use crate::orders::{Created, HistoryEntry, NewOrder, Order, OrderItem, Quote, Transition, TransitionRefused};
+use crate::orders::{Created, NewOrder, Order, OrderItem, OrderPage, Quote, Transition, TransitionRefused};
 use crate::store::{NewLicense, StoreError};
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
@@ -132,84 +132,63 @@ async fn record(
     Ok(())
 }
 
-/// The orders `ids` of `account` (those that exist), with their items and histories, in the
-/// order of `ids`.
-pub(super) async fn load(conn: &mut SqliteConnection, account: &str, ids: &[i64]) -> Result<Vec<Order>, StoreError> {
-    let ids_json = to_json(&ids)?;
-    let orders: Vec<(i64, String, String)> = sqlx::query_as(
-        "SELECT id, status, created_at FROM orders
-         WHERE account_id = ? AND id IN (SELECT value FROM json_each(?)) ORDER BY id",
-    )
-    .bind(account)
-    .bind(&ids_json)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
-    let items: Vec<(i64, i64, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT order_id, id, item, status, quote FROM order_items
-         WHERE order_id IN (SELECT value FROM json_each(?)) ORDER BY id",
-    )
-    .bind(&ids_json)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
-    let history: Vec<(i64, String, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT h.item_id, h.status, h.actor, h.at, h.quote FROM order_item_history h
-         JOIN order_items i ON i.id = h.item_id
-         WHERE i.order_id IN (SELECT value FROM json_each(?)) ORDER BY h.item_id, h.seq",
-    )
-    .bind(&ids_json)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
-    let mut histories: BTreeMap<i64, Vec<HistoryEntry>> = BTreeMap::new();
-    for (item, status, actor, at, quote) in history {
-        let quote = quote.map(|q| from_json(&q, "quote")).transpose()?;
-        histories.entry(item).or_default().push(HistoryEntry { status: parse(&status, "status")?, actor, at, quote });
-    }
-    let mut by_order: BTreeMap<i64, Vec<OrderItem>> = BTreeMap::new();
-    for (order, id, item, status, quote) in items {
-        by_order.entry(order).or_default().push(OrderItem {
-            id,
-            item: from_json(&item, "order item")?,
-            status: parse(&status, "status")?,
-            quote: quote.map(|q| from_json(&q, "quote")).transpose()?,
-            history: histories.remove(&id).unwrap_or_default(),
-        });
-    }
-    orders
-        .into_iter()
-        .map(|(id, status, created_at)| {
-            Ok(Order {
-                id,
-                account: account.to_owned(),
-                status: parse(&status, "status")?,
-                created_at,
-                items: by_order.remove(&id).unwrap_or_default(),
-            })
-        })
-        .collect()
+/// A page of orders as the Contract's JSON array, built by SQLite in one row (sqlx hands rows
+/// over one at a time, and that, not SQLite, is the cost of reading many), with its length and
+/// last id, for the orders `$filter` (a literal) selects. The shape is [`Order`]'s, which reads
+/// it back.
+macro_rules! orders_json {
+    ($filter:literal) => {
+        concat!(
+            "
+    SELECT coalesce(json_group_array(json(doc)), '[]'), count(*), max(id) FROM (
+      SELECT o.id AS id, json_object(
+          'id', o.id, 'account', o.account_id, 'status', o.status, 'created_at', o.created_at,
+          'items', (SELECT json_group_array(json(item)) FROM (
+              SELECT json_patch(i.item, json_object(
+                  'id', i.id, 'status', i.status, 'quote', json(i.quote),
+                  'history', (SELECT json_group_array(json(entry)) FROM (
+                      SELECT json_object('status', h.status, 'actor', h.actor, 'at', h.at, 'quote', json(h.quote))
+                          AS entry
+                      FROM order_item_history h WHERE h.item_id = i.id ORDER BY h.seq)))) AS item
+              FROM order_items i WHERE i.order_id = o.id ORDER BY i.id))) AS doc
+      FROM orders o WHERE o.account_id = ?1 AND ",
+            $filter,
+            ")"
+        )
+    };
 }
 
-pub(super) async fn page(
+/// The orders `ids` of `account` (those that exist), with their items and histories, by id.
+pub(super) async fn load(conn: &mut SqliteConnection, account: &str, ids: &[i64]) -> Result<Vec<Order>, StoreError> {
+    let (json, _, _): (String, i64, Option<i64>) =
+        sqlx::query_as(orders_json!("o.id IN (SELECT value FROM json_each(?2)) ORDER BY o.id"))
+            .bind(account)
+            .bind(to_json(&ids)?)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?;
+    from_json(&json, "orders")
+}
+
+/// Up to `limit` orders of `account` after id `after`, optionally of one summary status: the
+/// JSON array, and the last id when the page is full.
+pub(super) async fn page_json(
     conn: &mut SqliteConnection,
     account: &str,
     status: Option<ItemStatus>,
     after: i64,
     limit: u32,
-) -> Result<Vec<Order>, StoreError> {
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "SELECT id FROM orders WHERE account_id = ? AND (? IS NULL OR status = ?) AND id > ? ORDER BY id LIMIT ?",
-    )
-    .bind(account)
-    .bind(status.map(|s| s.as_str()))
-    .bind(status.map(|s| s.as_str()))
-    .bind(after)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db)?;
-    load(conn, account, &ids).await
+) -> Result<OrderPage, StoreError> {
+    let (json, count, last): (String, i64, Option<i64>) =
+        sqlx::query_as(orders_json!("(?2 IS NULL OR o.status = ?2) AND o.id > ?3 ORDER BY o.id LIMIT ?4"))
+            .bind(account)
+            .bind(status.map(|s| s.as_str()))
+            .bind(after)
+            .bind(limit)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?;
+    Ok(OrderPage { json, next_after: last.filter(|_| count == i64::from(limit)) })
 }
 
 /// Checks every chosen item, then changes all of them or none; on completion, the effects.
