@@ -36,6 +36,9 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Taken by this process's checked write transactions before `BEGIN IMMEDIATE`: they queue
+    /// here instead of in SQLite's busy handler, whose growing sleeps make a long tail.
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -53,7 +56,8 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db)?;
         MIGRATIONS.run(&pool).await.map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
-        Ok(SqliteStore { pool })
+        orders::build_missing_docs(&pool).await?;
+        Ok(SqliteStore { pool, writer: Default::default() })
     }
 }
 
@@ -410,6 +414,7 @@ impl Store for SqliteStore {
     }
 
     async fn apply_checked(&self, change: &CapChange, day: NaiveDate) -> Result<Vec<CapViolation>, StoreError> {
+        let _writing = self.writer.lock().await;
         // IMMEDIATE: two changes to one account never both pass the check against the old state.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         let account = match change {
@@ -669,6 +674,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_order(&self, order: &NewOrder) -> Result<Created, StoreError> {
+        let _writing = self.writer.lock().await;
         // IMMEDIATE: two requests with one idempotency key never both create an order.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         let created = orders::create(&mut tx, order).await?;
@@ -693,6 +699,7 @@ impl Store for SqliteStore {
     }
 
     async fn transition_items(&self, transition: &Transition) -> Result<Result<Order, TransitionRefused>, StoreError> {
+        let _writing = self.writer.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         let result = orders::transition(&mut tx, transition).await?;
         if result.is_ok() {

@@ -1,6 +1,7 @@
-//! Orders in SQLite: `orders`, `order_items`, `order_item_history` (migration 0010). Items and
-//! quotes are kept as JSON text in the Contract's shape; a page of orders is read in three
-//! queries whatever its size.
+//! Orders in SQLite: `orders`, `order_items`, `order_item_history` (migrations 0010, 0012). Items
+//! and quotes are kept as JSON text in the Contract's shape, and each order's whole document in
+//! `orders.doc`, rebuilt in the transaction of every change: a page of orders is one query that
+//! concatenates text.
 
 use std::collections::BTreeMap;
 
@@ -65,6 +66,7 @@ pub(super) async fn create(conn: &mut SqliteConnection, order: &NewOrder) -> Res
                 .map_err(db)?;
         record(conn, item_id, ItemStatus::Submitted, &order.actor, &at, None).await?;
     }
+    refresh_doc(conn, id).await?;
     let created = load(conn, &order.account, &[id]).await?.pop();
     let created = created.ok_or_else(|| StoreError::Corrupt(format!("order {id} vanished")))?;
     // R23: the organization's confirmation: its contact person and its e-mail recipients.
@@ -132,16 +134,11 @@ async fn record(
     Ok(())
 }
 
-/// A page of orders as the Contract's JSON array, built by SQLite in one row (sqlx hands rows
-/// over one at a time, and that, not SQLite, is the cost of reading many), with its length and
-/// last id, for the orders `$filter` (a literal) selects. The shape is [`Order`]'s, which reads
-/// it back.
-macro_rules! orders_json {
-    ($filter:literal) => {
-        concat!(
-            "
-    SELECT coalesce(json_group_array(json(doc)), '[]'), count(*), max(id) FROM (
-      SELECT o.id AS id, json_object(
+/// An order's document, the Contract's JSON (the shape [`Order`] reads back), built from its
+/// rows by SQLite: kept in `orders.doc` after every change, so reading orders is reading text.
+macro_rules! order_doc {
+    () => {
+        "json_object(
           'id', o.id, 'account', o.account_id, 'status', o.status, 'created_at', o.created_at,
           'items', (SELECT json_group_array(json(item)) FROM (
               SELECT json_patch(i.item, json_object(
@@ -150,8 +147,37 @@ macro_rules! orders_json {
                       SELECT json_object('status', h.status, 'actor', h.actor, 'at', h.at, 'quote', json(h.quote))
                           AS entry
                       FROM order_item_history h WHERE h.item_id = i.id ORDER BY h.seq)))) AS item
-              FROM order_items i WHERE i.order_id = o.id ORDER BY i.id))) AS doc
-      FROM orders o WHERE o.account_id = ?1 AND ",
+              FROM order_items i WHERE i.order_id = o.id ORDER BY i.id)))"
+    };
+}
+
+/// Rebuilds order `id`'s document after a change, in the same transaction.
+async fn refresh_doc(conn: &mut SqliteConnection, id: i64) -> Result<(), StoreError> {
+    sqlx::query(concat!("UPDATE orders AS o SET doc = ", order_doc!(), " WHERE o.id = ?"))
+        .bind(id)
+        .execute(conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Builds the documents of orders that have none yet (made before migration 0012).
+pub(super) async fn build_missing_docs(pool: &sqlx::SqlitePool) -> Result<(), StoreError> {
+    sqlx::query(concat!("UPDATE orders AS o SET doc = ", order_doc!(), " WHERE o.doc = '{}'"))
+        .execute(pool)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// The documents of the orders of account `?1` that `$filter` (a literal) selects, as one JSON
+/// array in one row (sqlx hands rows over one at a time: one row is cheapest), with their count
+/// and last id.
+macro_rules! orders_json {
+    ($filter:literal) => {
+        concat!(
+            "SELECT '[' || coalesce(group_concat(doc, ','), '') || ']', count(*), max(id) FROM (
+               SELECT o.id AS id, o.doc AS doc FROM orders o WHERE o.account_id = ?1 AND ",
             $filter,
             ")"
         )
@@ -240,6 +266,7 @@ pub(super) async fn transition(
         .execute(&mut *conn)
         .await
         .map_err(db)?;
+    refresh_doc(conn, t.order).await?;
     let changed = load(conn, &t.account, &[t.order]).await?.pop();
     changed.map(Ok).ok_or_else(|| StoreError::Corrupt(format!("order {} vanished", t.order)))
 }
