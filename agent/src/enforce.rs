@@ -85,9 +85,17 @@ pub async fn run(
 /// Runs the shaper off the runtime's thread (it waits for `tc`), so ticks stay on time.
 async fn apply(policy: Policy, interfaces: &WanSet) -> PolicyApplied {
     let names: Vec<InterfaceName> = interfaces.iter().map(|(name, _)| name.clone()).collect();
-    let outcome = tokio::task::spawn_blocking(move || shaper::apply(policy.cap_bps, &names))
-        .await
-        .unwrap_or_else(|e| Ok(format!("the shaper did not finish: {e}")));
+    let outcome = tokio::task::spawn_blocking(move || shaper::apply(policy.cap_bps, &names)).await;
+    match outcome {
+        Err(e) => {
+            PolicyApplied { version: policy.version, ok: false, detail: format!("the shaper did not finish: {e}") }
+        }
+        Ok(outcome) => applied(policy, outcome),
+    }
+}
+
+/// The report of one application of `policy`.
+fn applied(policy: Policy, outcome: Result<String, shaper::ShapeError>) -> PolicyApplied {
     match outcome {
         Ok(detail) => PolicyApplied { version: policy.version, ok: true, detail },
         // The same words for every version, so the failure is logged once.

@@ -94,12 +94,13 @@ fn shape(wan: &str, cap_bps: u64) -> Result<(), ShapeError> {
 }
 
 fn unshape(wan: &str) -> Result<(), ShapeError> {
-    if has_our_tbf(wan) {
+    let installed = qdiscs(wan);
+    if installed.iter().any(|q| q["kind"] == "tbf" && q["handle"] == HANDLE) {
         run(wan, "tc", &["qdisc", "del", "dev", wan, "root", "handle", HANDLE])?;
     }
     let ifb = ifb_name(wan);
     if link_exists(&ifb) {
-        if has_qdisc(wan, "ingress") {
+        if installed.iter().any(|q| q["kind"] == "ingress") {
             run(wan, "tc", &["qdisc", "del", "dev", wan, "ingress"])?;
         }
         run(wan, "ip", &["link", "del", &ifb])?;
@@ -116,14 +117,6 @@ fn qdiscs(dev: &str) -> Vec<serde_json::Value> {
         .filter(|out| out.status.success())
         .and_then(|out| serde_json::from_slice(&out.stdout).ok())
         .unwrap_or_default()
-}
-
-fn has_our_tbf(dev: &str) -> bool {
-    qdiscs(dev).iter().any(|q| q["kind"] == "tbf" && q["handle"] == HANDLE)
-}
-
-fn has_qdisc(dev: &str, kind: &str) -> bool {
-    qdiscs(dev).iter().any(|q| q["kind"] == kind)
 }
 
 fn link_exists(dev: &str) -> bool {

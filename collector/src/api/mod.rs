@@ -111,7 +111,6 @@ fn month_of(query: &HashMap<String, String>) -> Result<Month, Problem> {
     params(("account" = String, Path), ("month" = String, Query, description = "YYYY-MM")),
     responses(
         (status = 200, body = UsageReport),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
 async fn usage<S: Store + 'static>(
@@ -137,7 +136,6 @@ async fn usage<S: Store + 'static>(
     request_body(content = Object, description = "{\"events\": [...]}, each with a unique id"),
     responses(
         (status = 200, body = EventsSummary),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the caller's to do", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Refused by a rule, by field", body = Problem, content_type = "application/problem+json")))]
@@ -200,7 +198,6 @@ struct EventsSummary {
     params(("account" = String, Path), ("month" = String, Query, description = "YYYY-MM")),
     responses(
         (status = 200, body = OverusageOfMonth),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
 async fn overusage_of_month<S: Store + 'static>(
@@ -236,7 +233,6 @@ struct OverusageOfMonth {
     request_body = ResolveRequest,
     responses(
         (status = 201, body = OverusageReport),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the caller's to do", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the caller's)", body = Problem, content_type = "application/problem+json"),
@@ -286,7 +282,6 @@ async fn site_of<S: Store>(api: &Api<S>, account: &str, site: &str) -> Result<cr
         ("month" = Option<String>, Query, description = "YYYY-MM; this month when absent")),
     responses(
         (status = 200, body = SiteEnforcement),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
 async fn site_enforcement<S: Store + 'static>(
@@ -343,7 +338,6 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Resul
     request_body = SitePatch,
     responses(
         (status = 200, body = SiteView),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the caller's to do", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the caller's)", body = Problem, content_type = "application/problem+json"),

@@ -3,7 +3,10 @@
 
 use utoipa::openapi::OpenApi as Document;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::{Content, Ref, ResponseBuilder};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::problem::Problem;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,19 +28,24 @@ use utoipa::{Modify, OpenApi};
 )]
 struct ApiDoc;
 
-/// Every `/v1` route takes a bearer token (`token create`).
+/// Every `/v1` route takes a bearer token (`token create`), and answers 401 without a valid one.
 struct BearerTokens;
 
 impl Modify for BearerTokens {
     fn modify(&self, doc: &mut Document) {
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        let unauthorized = ResponseBuilder::new()
+            .description("No valid bearer token")
+            .content("application/problem+json", Content::new(Some(Ref::from_schema_name(Problem::name()))))
+            .build();
         for (path, item) in doc.paths.paths.iter_mut() {
             if !path.starts_with("/v1/") {
                 continue;
             }
             for operation in [&mut item.get, &mut item.post, &mut item.patch].into_iter().flatten() {
                 operation.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+                operation.responses.responses.insert("401".into(), unauthorized.clone().into());
             }
         }
     }

@@ -59,7 +59,6 @@ fn actor_for(caller: &Caller, account: &Account) -> Actor {
     request_body = NewOrderBody,
     responses(
         (status = 201, body = Order),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the caller's to do", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such account or order (or not the caller's)", body = Problem, content_type = "application/problem+json"),
@@ -146,7 +145,6 @@ pub async fn create<S: Store + 'static>(
         ("limit" = Option<u32>, Query, description = "1 to 200; 50 when absent")),
     responses(
         (status = 200, body = OrderList),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such account or order (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
 pub async fn list<S: Store + 'static>(
@@ -207,7 +205,6 @@ pub struct NewOrderBody {
     params(("account" = String, Path), ("order" = String, Path)),
     responses(
         (status = 200, body = Order),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such account or order (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
 pub async fn one<S: Store + 'static>(
     State(api): State<Api<S>>,
@@ -255,7 +252,6 @@ fn check_quote(quote: &Quote) -> Vec<FieldError> {
     request_body = TransitionBody,
     responses(
         (status = 200, body = Order),
-        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the caller's to do", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such account or order (or not the caller's)", body = Problem, content_type = "application/problem+json"),
