@@ -183,6 +183,13 @@ fn enroll(state_dir: &std::path::Path, collector: &str, token: &str) -> anyhow::
 }
 
 fn show_status(config: &Config, format: Format) -> anyhow::Result<()> {
+    // A read-only command: it never creates a store where there was none.
+    if !config.store_dir().exists() {
+        anyhow::bail!(
+            "no store at {} (is --config missing? an agent that never ran has no status)",
+            config.store_dir().display()
+        );
+    }
     let status = match status::query(&config.status_socket()) {
         Some(status) => status,
         None if store::is_locked(&config.state_dir) => {

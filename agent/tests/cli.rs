@@ -150,3 +150,18 @@ fn a_corrupt_store_is_moved_aside_and_measuring_goes_on() {
     assert_eq!(aside.len(), 1);
     assert!(tree.state().join(&aside[0]).join("db").exists(), "kept for inspection");
 }
+
+/// `status` only reads: with no store (an agent that never ran, or a missing `--config`) it says
+/// so and creates nothing.
+#[test]
+fn status_without_a_store_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, format!("state_dir = {state:?}\n")).unwrap();
+    let out = agent().args(["status", "--config"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("no store at") && err.contains("is --config missing?"), "{err}");
+    assert!(!state.exists(), "status created {}", state.display());
+}

@@ -23,6 +23,7 @@ use serde_json::json;
 use support::collector::{Logged, TestCollector, binary};
 use support::field;
 use support::namespaces::Namespaces;
+use support::skip::skip;
 
 const CAP_BPS: f64 = 20e6;
 const OFFERED_BPS: f64 = 200e6;
@@ -151,13 +152,13 @@ struct Setup {
 /// Namespaces, a collector in `a` with site `hq` capped at 20 Mbit/s, an agent's configuration.
 fn setup(tag: &str) -> Option<Setup> {
     let Some(bin) = binary() else {
-        println!("skipped: the collector binary is not built; run `cargo test --workspace`");
+        skip("the collector binary is not built; run `cargo test --workspace`");
         return None;
     };
     let ns = match Namespaces::create(tag) {
         Ok(ns) => ns,
         Err(e) => {
-            println!("skipped: {e}");
+            skip(&e.to_string());
             return None;
         }
     };
@@ -288,7 +289,7 @@ fn a_cap_shapes_both_directions_survives_a_restart_and_lifting_it_restores_full_
 fn without_cap_net_admin_the_failure_is_reported_once_and_measuring_goes_on() {
     let Some(setup) = setup("p") else { return };
     if Command::new("setpriv").arg("--version").output().is_err() {
-        println!("skipped: setpriv (util-linux) is not installed");
+        skip("setpriv (util-linux) is not installed");
         return;
     }
     let (ns, collector) = (&setup.ns, &setup.collector);

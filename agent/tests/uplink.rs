@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use support::collector::{Logged, TestCollector, assert_same_buckets, binary, committed_batches, run, seed_backlog};
 use support::namespaces::Namespaces;
+use support::skip::skip;
 use support::{FakeTree, field};
 use tally_agent::clock::{ScaledClock, TEST_CLOCK_VAR};
 
@@ -68,7 +69,7 @@ fn assert_received_once_in_order(collector_log: &str, collector: &TestCollector,
 #[test]
 fn an_enrolled_agent_ships_every_closed_bucket_and_replays_a_backlog() {
     let Some(bin) = binary() else {
-        println!("skipped: the collector binary is not built; run `cargo test --workspace`");
+        skip("the collector binary is not built; run `cargo test --workspace`");
         return;
     };
     let tree = FakeTree::new();
@@ -169,7 +170,7 @@ fn agent_with_backlog(
 #[test]
 fn a_backlog_of_days_arrives_exactly_once_and_oldest_first() {
     let Some(bin) = binary() else {
-        println!("skipped: the collector binary is not built; run `cargo test --workspace`");
+        skip("the collector binary is not built; run `cargo test --workspace`");
         return;
     };
     let tree = FakeTree::new();
@@ -198,7 +199,7 @@ fn a_backlog_of_days_arrives_exactly_once_and_oldest_first() {
 #[test]
 fn sigkills_of_the_collector_during_ingest_lose_nothing_acknowledged() {
     let Some(bin) = binary() else {
-        println!("skipped: the collector binary is not built; run `cargo test --workspace`");
+        skip("the collector binary is not built; run `cargo test --workspace`");
         return;
     };
     let tree = FakeTree::new();
@@ -237,13 +238,13 @@ fn sigkills_of_the_collector_during_ingest_lose_nothing_acknowledged() {
 #[test]
 fn the_backlog_arrives_whole_through_twenty_percent_packet_loss() {
     let Some(bin) = binary() else {
-        println!("skipped: the collector binary is not built; run `cargo test --workspace`");
+        skip("the collector binary is not built; run `cargo test --workspace`");
         return;
     };
     let ns = match Namespaces::create("u") {
         Ok(ns) => ns,
         Err(e) => {
-            println!("skipped: {e}");
+            skip(&e.to_string());
             return;
         }
     };

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
+use chrono::TimeDelta;
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tally_common::bucket::Bucket;
@@ -342,7 +342,7 @@ impl<S: Store> Agent<'_, S> {
         } else {
             tracing::warn!(version = report.version, %detail, "the agent could not apply its policy");
         }
-        let report = PolicyReport { version: report.version, ok: report.ok, detail, at: Utc::now() };
+        let report = PolicyReport { version: report.version, ok: report.ok, detail, at: crate::clock::now() };
         if let Err(e) = self.store.record_policy_report(self.site, &report).await {
             tracing::error!(error = %e, "the agent's policy report was not stored");
         }
@@ -351,7 +351,7 @@ impl<S: Store> Agent<'_, S> {
     /// Validates a batch bucket by bucket, commits the good ones, acknowledges. `Err`: the
     /// connection is over.
     async fn ingest(&mut self, batch: BucketBatch, commits: &mpsc::Sender<Pending>, limits: &Limits) -> Result<(), ()> {
-        let now = Utc::now();
+        let now = crate::clock::now();
         let mut rows = Vec::with_capacity(batch.buckets.len());
         let mut refused = Vec::new();
         for wire in &batch.buckets {
@@ -394,7 +394,7 @@ async fn enroll<S: Store>(
         message
     };
     let hash = sha256_hex(request.token_secret.as_bytes());
-    let site = match store.redeem_enroll_token(&hash, Utc::now()).await {
+    let site = match store.redeem_enroll_token(&hash, crate::clock::now()).await {
         Ok(Ok(site)) => site,
         Ok(Err(why)) => {
             let message = refused(why.to_string());
@@ -402,7 +402,7 @@ async fn enroll<S: Store>(
         }
         Err(e) => return refuse(conn, Some(tx), ErrorCode::Internal, e.to_string()).await,
     };
-    let valid_until = (Utc::now() + TimeDelta::days(365 * CERTIFICATE_YEARS)).date_naive();
+    let valid_until = (crate::clock::now() + TimeDelta::days(365 * CERTIFICATE_YEARS)).date_naive();
     let (cert_der, serial) = match ca.sign_request(&request.csr_der, &site, valid_until) {
         Ok(signed) => signed,
         Err(e) => {
@@ -410,7 +410,7 @@ async fn enroll<S: Store>(
             return refuse(conn, Some(tx), ErrorCode::EnrollmentRefused, message).await;
         }
     };
-    let not_after = valid_until.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or_else(Utc::now);
+    let not_after = valid_until.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or_else(crate::clock::now);
     if let Err(e) = store.add_certificate(&serial, &site, not_after).await {
         return refuse(conn, Some(tx), ErrorCode::Internal, e.to_string()).await;
     }

@@ -1,7 +1,8 @@
 //! tally-collector as a library: `main.rs` parses the command line and calls [`serve`]; tests
 //! call the same function on `127.0.0.1:0` with a shutdown future of their own.
 //!
-//! - [`config`]: the configuration file, validated before anything is bound.
+//! - [`config`]: the configuration file, validated before anything is bound; [`clock`]: the
+//!   wall clock every business date comes from.
 //! - [`store`]: the storage trait and its SQLite backend.
 //! - [`admin`]: the operator's commands on the store.
 //!
@@ -15,6 +16,7 @@
 pub mod admin;
 pub mod api;
 pub mod ca;
+pub mod clock;
 pub mod config;
 pub mod enforcement;
 pub mod ingest;

@@ -9,6 +9,7 @@ use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tally_collector::admin::{self, LicenseArgs, NewSite};
 use tally_collector::ca::Ca;
+use tally_collector::clock;
 use tally_collector::config::{Config, DEFAULT_CONFIG};
 use tally_collector::enforcement;
 use tally_collector::ingest::{self, Limits};
@@ -78,6 +79,18 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+}
+
+impl Command {
+    /// Commands that only read: they never create a store where there is none.
+    fn reads_only(&self) -> bool {
+        matches!(
+            self,
+            Command::Report { .. }
+                | Command::Notifications { .. }
+                | Command::Site(SiteCommand::Buckets { .. } | SiteCommand::Enforcement { .. })
+        )
+    }
 }
 
 #[derive(Subcommand)]
@@ -263,6 +276,15 @@ fn main() -> ExitCode {
             }
         },
     };
+    if let Some(value) = std::env::var_os(clock::OFFSET_VAR) {
+        match clock::parse_offset(&value.to_string_lossy()) {
+            Ok(offset) => clock::set_offset(offset),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+    }
     if let Command::Validate = cli.command {
         println!("configuration is valid");
         return ExitCode::SUCCESS;
@@ -288,6 +310,9 @@ fn main() -> ExitCode {
 }
 
 async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
+    if command.reads_only() && !config.database().exists() {
+        anyhow::bail!("no store at {} (is --config missing?)", config.database().display());
+    }
     let store = SqliteStore::open(&config.database()).await.context("opening the store")?;
     let regions = RegionTable::builtin();
     match command {
@@ -341,11 +366,11 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Site(SiteCommand::EnrollToken { site, valid_hours }) => {
             let (ca, _) = Ca::load_or_create(&config.ca_dir())?;
             let valid = chrono::TimeDelta::hours(i64::from(valid_hours));
-            let token = admin::enroll_token(&store, &ca, &site, valid, chrono::Utc::now()).await?;
+            let token = admin::enroll_token(&store, &ca, &site, valid, clock::now()).await?;
             println!("{token}");
         }
         Command::Site(SiteCommand::Revoke { site }) => {
-            let revoked = admin::revoke_site(&store, &site, chrono::Utc::now()).await?;
+            let revoked = admin::revoke_site(&store, &site, clock::now()).await?;
             println!("site {site}: {revoked} certificate(s) revoked");
         }
         Command::Account(AccountCommand::Add { id, name, partner, eop_contact_name, eop_contact_email }) => {
@@ -377,7 +402,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Site(SiteCommand::Enforcement { site, month, format }) => {
             let site = store.site(&site).await?.ok_or_else(|| anyhow::anyhow!("site {site:?} does not exist"))?;
-            let month = month.unwrap_or_else(|| Month::containing(chrono::Utc::now().date_naive()));
+            let month = month.unwrap_or_else(|| Month::containing(clock::today()));
             let enforcement = enforcement::site_enforcement(&store, &site, month, config.month_window).await?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&enforcement)?),
@@ -498,8 +523,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Report { account, month, format } => {
             let report =
-                usage::report::build(&store, &account, month, config.month_window, config.grace, chrono::Utc::now())
-                    .await?;
+                usage::report::build(&store, &account, month, config.month_window, config.grace, clock::now()).await?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
                 Format::Table => print!("{}", usage::report::table(&report)),

@@ -122,3 +122,35 @@ fn enrollment_tokens_carry_the_ca_fingerprint() {
     assert!(err.contains("site \"ghost\" does not exist"), "{err}");
     assert_eq!(c.ok(&args("site revoke --site hq")).trim(), "site hq: 0 certificate(s) revoked");
 }
+
+/// The collector's clock can be shifted for tests (`TALLY_CLOCK_OFFSET_MS`, set by
+/// `Collector::at`): every business date follows it. A bad value is a configuration error.
+#[test]
+fn the_clock_offset_moves_business_dates_and_a_bad_one_is_refused() {
+    let c = Collector::new().at("2027-03-01T00:00:00Z");
+    c.ok(&args("account add --id acme --name Acme"));
+    let report: serde_json::Value =
+        serde_json::from_str(&c.ok(&args("report --account acme --month 2027-03 --format json"))).unwrap();
+    assert_eq!((report["status"].as_str(), report["open_from"].as_str()), (Some("open"), Some("2027-03-01")));
+    let out = c.command().args(["validate"]).env(tally_collector::clock::OFFSET_VAR, "soon").output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("TALLY_CLOCK_OFFSET_MS=\"soon\" is not a whole number of milliseconds"), "{err}");
+}
+
+/// Read-only commands never create a store: pointed at a data directory without one (a missing
+/// `--config`), they say so and leave nothing behind.
+#[test]
+fn read_only_commands_create_no_store() {
+    let c = Collector::new();
+    for line in [
+        "report --account local --month 2026-11",
+        "notifications",
+        "site buckets --site local --date 2026-11-30",
+        "site enforcement --site local",
+    ] {
+        let err = c.fails(&args(line));
+        assert!(err.contains("no store at") && err.contains("(is --config missing?)"), "{line}: {err}");
+    }
+    assert!(!c.dir.path().join("data").exists(), "nothing was created");
+}

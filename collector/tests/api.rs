@@ -18,7 +18,8 @@ fn post(http: &str, path: &str, body: &Value) -> (u16, String, Value) {
 fn the_usage_report_is_served_to_the_operator_and_refusals_are_problems() {
     let c = Collector::with_config(&format!(
         "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\noperator_token = \"{TOKEN}\""
-    ));
+    ))
+    .at(support::MID_NOVEMBER_2026);
     c.ok(&["account", "add", "--id", "acme", "--name", "Acme"]);
     c.ok(&["site", "add", "--account", "acme", "--id", "hq", "--name", "HQ", "--country", "US", "--type", "socket"]);
     let csv = c.file("b.csv", "site,bucket_start,max_bps\nhq,2026-10-07T10:00:00Z,5000000\n");
@@ -114,7 +115,8 @@ fn events_of_october() -> Vec<Value> {
 fn usage_events_are_counted_once_across_restarts_and_bad_ones_are_refused_by_field() {
     let c = Collector::with_config(&format!(
         "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\noperator_token = \"{TOKEN}\""
-    ));
+    ))
+    .at(support::MID_NOVEMBER_2026);
     c.ok(&["account", "add", "--id", "acme", "--name", "Acme"]);
     for license in [
         "--kind ztna_users --region general --quantity 80",
@@ -188,7 +190,8 @@ fn usage_events_are_counted_once_across_restarts_and_bad_ones_are_refused_by_fie
 fn overusage_of_a_finalized_month_is_resolved_by_true_up_or_true_forward() {
     let c = Collector::with_config(&format!(
         "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\noperator_token = \"{TOKEN}\""
-    ));
+    ))
+    .at(support::MID_NOVEMBER_2026);
     c.ok(&["account", "add", "--id", "acme", "--name", "Acme"]);
     c.ok(&["site", "add", "--account", "acme", "--id", "hq", "--name", "HQ", "--country", "US", "--type", "socket"]);
     for license in [
@@ -263,7 +266,8 @@ fn overusage_of_a_finalized_month_is_resolved_by_true_up_or_true_forward() {
 fn site_changes_keep_r17_over_http_and_each_site_shows_its_enforcement() {
     let c = Collector::with_config(&format!(
         "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\noperator_token = \"{TOKEN}\""
-    ));
+    ))
+    .at(support::MID_NOVEMBER_2026);
     c.ok(&["account", "add", "--id", "acme", "--name", "Acme"]);
     c.ok(&["account", "add", "--id", "other", "--name", "Other"]);
     c.ok(&support::args(
@@ -340,7 +344,8 @@ fn site_changes_keep_r17_over_http_and_each_site_shows_its_enforcement() {
 
 #[test]
 fn tokens_see_only_their_tenants_and_other_accounts_do_not_exist_for_them() {
-    let c = Collector::with_config("http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"");
+    let c = Collector::with_config("http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"")
+        .at(support::MID_NOVEMBER_2026);
     for line in [
         "account add --id acme --name Acme",
         "account add --id reseller --name Reseller",

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use chrono::{TimeDelta, Utc};
+use chrono::TimeDelta;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::time::Duration;
 
@@ -133,8 +133,15 @@ async fn enroll(c: &Collector, token_secret: &str, key: &rcgen::KeyPair) -> Opti
 }
 
 async fn enrolled_identity(c: &Collector, site: &str) -> Identity {
-    let token =
-        tally_collector::admin::enroll_token(&*c.store, &c.ca, site, TimeDelta::hours(24), Utc::now()).await.unwrap();
+    let token = tally_collector::admin::enroll_token(
+        &*c.store,
+        &c.ca,
+        site,
+        TimeDelta::hours(24),
+        tally_collector::clock::now(),
+    )
+    .await
+    .unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     match enroll(c, &token.secret, &key).await {
         Some(CollectorMessage::Enrolled(e)) => {
@@ -202,8 +209,15 @@ async fn an_enrolled_socket_ingests_buckets_acknowledged_after_they_are_stored()
 #[tokio::test]
 async fn tokens_are_one_time_and_forged_or_expired_ones_are_refused() {
     let c = collector().await;
-    let token =
-        tally_collector::admin::enroll_token(&*c.store, &c.ca, "hq", TimeDelta::hours(24), Utc::now()).await.unwrap();
+    let token = tally_collector::admin::enroll_token(
+        &*c.store,
+        &c.ca,
+        "hq",
+        TimeDelta::hours(24),
+        tally_collector::clock::now(),
+    )
+    .await
+    .unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     assert!(matches!(enroll(&c, &token.secret, &key).await, Some(CollectorMessage::Enrolled(_))));
     // Issued 25 hours ago with the default 24-hour lifetime.
@@ -212,7 +226,7 @@ async fn tokens_are_one_time_and_forged_or_expired_ones_are_refused() {
         &c.ca,
         "branch",
         TimeDelta::hours(24),
-        Utc::now() - TimeDelta::hours(25),
+        tally_collector::clock::now() - TimeDelta::hours(25),
     )
     .await
     .unwrap();
@@ -233,7 +247,7 @@ async fn tokens_are_one_time_and_forged_or_expired_ones_are_refused() {
 async fn a_revoked_certificate_is_refused_and_no_certificate_may_only_enroll() {
     let c = collector().await;
     let identity = enrolled_identity(&c, "hq").await;
-    c.store.revoke_site("hq", Utc::now()).await.unwrap();
+    c.store.revoke_site("hq", tally_collector::clock::now()).await.unwrap();
     let (_conn, mut tx, mut rx) = connect(&c, Some(&identity)).await;
     send(&mut tx, &hello()).await;
     match receive(&mut rx, &mut Vec::new()).await {

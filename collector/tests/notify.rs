@@ -14,6 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
+use support::skip::skip;
 use support::{Collector, args};
 use tally_collector::ca::Ca;
 
@@ -122,7 +123,7 @@ fn licensed_100_mbps_running_at(c: &Collector, account: &str, site: &str, bps: u
 fn has_aiosmtpd() -> bool {
     let found = Command::new(PYTHON).args(["-c", "import aiosmtpd"]).status().is_ok_and(|s| s.success());
     if !found {
-        println!("skipped: {PYTHON} has no aiosmtpd (Debian package python3-aiosmtpd)");
+        skip(&format!("{PYTHON} has no aiosmtpd (Debian package python3-aiosmtpd)"));
     }
     found
 }
@@ -137,7 +138,8 @@ fn every_recipient_is_notified_exactly_once_across_a_crash_before_delivery() {
         "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\nsmtp = \"127.0.0.1:{smtp_port}\"\n\
          smtp_tls = \"none\"\nsmtp_from = \"tally@provider.example\"\nwebhook_secret = \"{SECRET}\"\n\
          log = \"info,tally_collector::usage=debug\""
-    ));
+    ))
+    .at(support::MID_NOVEMBER_2026);
     c.ok(&args("account add --id partner --name Partner"));
     c.ok(&args("account add --id acme --name Acme --partner partner"));
     c.ok(&args("account add --id quiet --name Quiet"));
@@ -216,7 +218,8 @@ fn tls_relays_and_https_webhooks_are_verified() {
          smtp_from = \"tally@provider.example\"\nwebhook_secret = \"{SECRET}\"\nnotify_ca_file = \"{}\"\n\
          log = \"info,tally_collector::usage=debug\"",
         ca_file.display()
-    ));
+    ))
+    .at(support::MID_NOVEMBER_2026);
     let (relay_cert, relay_key) = server_pem(&c, &trusted, "relay");
     let (hook_cert, hook_key) = server_pem(&c, &trusted, "hook");
     let (bad_cert, bad_key) = server_pem(&c, &stranger, "bad-hook");
@@ -279,9 +282,9 @@ fn order_confirmations_and_quotes_are_mailed() {
     let line = server.until("HTTP API serving", 1);
     let http = line.split("http=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
 
-    let today = chrono::Utc::now().date_naive();
+    let tomorrow = c.today() + chrono::TimeDelta::days(1);
     let order = serde_json::json!({"items": [
-        {"type": "sockets", "start_date": today.to_string(), "site": "hq", "model": "X1700", "quantity": 2},
+        {"type": "sockets", "start_date": tomorrow.to_string(), "site": "hq", "model": "X1700", "quantity": 2},
     ]});
     let (status, _, body) =
         support::http::request(&http, "POST", "/v1/accounts/acme/orders", Some(&contact), &order.to_string());

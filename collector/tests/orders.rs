@@ -7,6 +7,7 @@ mod support;
 use serde_json::{Value, json};
 use support::Collector;
 use support::http::{get, request, request_with, serve};
+use tally_common::time::Month;
 
 struct Shop {
     c: Collector,
@@ -41,8 +42,11 @@ fn shop() -> Shop {
     }
 }
 
-fn today() -> String {
-    chrono::Utc::now().date_naive().to_string()
+impl Shop {
+    /// A start date that stays in the future for the whole test, even one begun at 23:59:59.
+    fn tomorrow(&self) -> String {
+        (self.c.today() + chrono::TimeDelta::days(1)).to_string()
+    }
 }
 
 fn call(http: &str, method: &str, path: &str, token: &str, body: &Value) -> (u16, Value) {
@@ -56,8 +60,8 @@ fn orders_are_submitted_validated_and_idempotent_and_only_by_enrolled_accounts()
     let (_serving, http) = serve(&s.c);
     let http = http.as_str();
     let order = json!({"items": [
-        {"type": "site_bandwidth", "start_date": today(), "site": "hq", "bandwidth_mbps": 100},
-        {"type": "ip_addresses", "start_date": today(), "quantity": 4},
+        {"type": "site_bandwidth", "start_date": s.tomorrow(), "site": "hq", "bandwidth_mbps": 100},
+        {"type": "ip_addresses", "start_date": s.tomorrow(), "quantity": 4},
     ]});
     let (status, created) = call(http, "POST", "/v1/accounts/acme/orders", &s.colleague, &order);
     assert_eq!(status, 201, "{created}");
@@ -69,7 +73,7 @@ fn orders_are_submitted_validated_and_idempotent_and_only_by_enrolled_accounts()
 
     // Every bad item is named by its field, and nothing is stored.
     let bad = json!({"items": [
-        {"type": "site_bandwidth", "start_date": today(), "site": "shop", "bandwidth_mbps": 10},
+        {"type": "site_bandwidth", "start_date": s.tomorrow(), "site": "shop", "bandwidth_mbps": 10},
         {"type": "sockets", "start_date": "2020-01-01", "site": "hq", "model": "X1700", "quantity": 0},
     ]});
     let (status, problem) = call(http, "POST", "/v1/accounts/acme/orders", &s.contact, &bad);
@@ -79,7 +83,7 @@ fn orders_are_submitted_validated_and_idempotent_and_only_by_enrolled_accounts()
     assert_eq!(fields, ["items[0].site", "items[1].start_date", "items[1].quantity"], "{problem}");
 
     // R21: no EoP contact on record, no order.
-    let noeop = json!({"items": [{"type": "ip_addresses", "start_date": today(), "quantity": 1}]});
+    let noeop = json!({"items": [{"type": "ip_addresses", "start_date": s.tomorrow(), "quantity": 1}]});
     let (status, problem) = call(http, "POST", "/v1/accounts/noeop/orders", &s.stranger, &noeop);
     assert_eq!(status, 403, "{problem}");
     assert!(problem["detail"].as_str().unwrap().contains("Electronic Order Program"), "{problem}");
@@ -120,8 +124,7 @@ fn orders_are_submitted_validated_and_idempotent_and_only_by_enrolled_accounts()
     let path = format!("/v1/accounts/acme/orders/{}", created["id"]);
     assert_eq!(get(http, &path, Some(&s.stranger)).0, 404);
     assert_eq!(get(http, &path, Some(&s.partner)).0, 404);
-    let sub_order =
-        json!({"items": [{"type": "sockets", "start_date": today(), "site": "shop", "model": "X1500", "quantity": 1}]});
+    let sub_order = json!({"items": [{"type": "sockets", "start_date": s.tomorrow(), "site": "shop", "model": "X1500", "quantity": 1}]});
     let (status, made) = call(http, "POST", "/v1/accounts/sub/orders", &s.partner, &sub_order);
     assert_eq!(status, 201, "a partner orders for its sub-account: {made}");
     assert_eq!(get(http, &format!("/v1/accounts/sub/orders/{}", made["id"]), Some(&s.partner)).0, 200);
@@ -133,10 +136,13 @@ fn items_move_through_their_lifecycle_by_role_and_completed_ones_take_effect() {
     let s = shop();
     let (_serving, http) = serve(&s.c);
     let http = http.as_str();
-    let yesterday = (chrono::Utc::now().date_naive() - chrono::TimeDelta::days(1)).to_string();
+    // Dates that hold whenever the test runs (R7: the article's window leaves out a month's last
+    // day, so the license starts on a first day; the site was added today).
+    let next_month = Month::containing(s.c.today()).next();
+    let earlier = (s.c.today() - chrono::TimeDelta::days(7)).to_string();
     let order = json!({"items": [
-        {"type": "site_bandwidth", "start_date": today(), "site": "hq", "bandwidth_mbps": 100},
-        {"type": "site_early_activation", "start_date": today(), "site": "hq", "activation_date": yesterday},
+        {"type": "site_bandwidth", "start_date": next_month.first_day().to_string(), "site": "hq", "bandwidth_mbps": 100},
+        {"type": "site_early_activation", "start_date": s.tomorrow(), "site": "hq", "activation_date": earlier},
     ]});
     let (_, created) = call(http, "POST", "/v1/accounts/acme/orders", &s.contact, &order);
     let moves = format!("/v1/accounts/acme/orders/{}/transitions", created["id"]);
@@ -185,23 +191,22 @@ fn items_move_through_their_lifecycle_by_role_and_completed_ones_take_effect() {
     assert_eq!((status, problem["allowed"].clone()), (409, json!([])), "{problem}");
 
     // R24: the bandwidth is a license in force from its start date; the site activates earlier.
-    let month = &today()[..7];
-    let (_, _, body) = get(http, &format!("/v1/accounts/acme/usage?month={month}"), Some(&s.contact));
+    let (_, _, body) = get(http, &format!("/v1/accounts/acme/usage?month={next_month}"), Some(&s.contact));
     let report: Value = serde_json::from_str(&body).unwrap();
     let group1 = report["bandwidth_pool"].as_array().unwrap().iter().find(|p| p["region_group"] == "group1").unwrap();
     assert_eq!(group1["licensed_bps"], 100_000_000, "{report}");
-    let again = json!({"items": [{"type": "site_early_activation", "start_date": today(), "site": "hq", "activation_date": yesterday}]});
+    let again = json!({"items": [{"type": "site_early_activation", "start_date": s.tomorrow(), "site": "hq", "activation_date": earlier}]});
     let (status, problem) = call(http, "POST", "/v1/accounts/acme/orders", &s.contact, &again);
     assert_eq!((status, problem["errors"][0]["field"].as_str()), (400, Some("items[0].activation_date")), "{problem}");
 
     // The contact person cancels an order before completion; for a sub-account, its partner's.
-    let ip = json!({"items": [{"type": "ip_addresses", "start_date": today(), "quantity": 2}]});
+    let ip = json!({"items": [{"type": "ip_addresses", "start_date": s.tomorrow(), "quantity": 2}]});
     let (_, second) = call(http, "POST", "/v1/accounts/acme/orders", &s.colleague, &ip);
     let moves = format!("/v1/accounts/acme/orders/{}/transitions", second["id"]);
     assert_eq!(call(http, "POST", &moves, &s.colleague, &json!({"to": "canceled"})).0, 403);
     let (status, canceled) = call(http, "POST", &moves, &s.contact, &json!({"to": "canceled"}));
     assert_eq!((status, canceled["status"].as_str()), (200, Some("canceled")));
-    let sub_order = json!({"items": [{"type": "ip_addresses", "start_date": today(), "quantity": 1}]});
+    let sub_order = json!({"items": [{"type": "ip_addresses", "start_date": s.tomorrow(), "quantity": 1}]});
     let (_, made) = call(http, "POST", "/v1/accounts/sub/orders", &s.partner, &sub_order);
     let moves = format!("/v1/accounts/sub/orders/{}/transitions", made["id"]);
     assert_eq!(call(http, "POST", &moves, &s.partner, &json!({"to": "canceled"})).0, 200);

@@ -58,7 +58,7 @@ fn room_for_caps(c: &Collector, groups: &[&str]) {
 /// A collector with `config` holding the golden month.
 fn load_golden_month(config: &str) -> Collector {
     let golden = golden();
-    let c = Collector::with_config(config);
+    let c = Collector::with_config(config).at(support::MID_NOVEMBER_2026);
     c.ok(&["account", "add", "--id", "acme", "--name", "Acme"]);
     room_for_caps(&c, &["china"]);
     for site in golden["sites"].as_array().unwrap() {
@@ -118,13 +118,22 @@ fn the_golden_month_comes_out_of_the_store_under_both_windows() {
             assert_eq!(day.map(|d| &d["aggregate_bps"]), Some(aggregate), "{setting} group1 {date}");
         }
 
-        // Per site: every day of the window, with buckets present of 288.
+        // Per site: every day of the calendar month, with buckets present of 288; under the
+        // article's window Oct 31 is listed but outside it (R7), and the report says so.
         let window_days = if setting == "article" { 30 } else { 31 };
         let sites = report["sites"].as_array().unwrap();
         assert_eq!(sites.len(), 4);
         for site in sites {
-            assert_eq!(site["days"].as_array().unwrap().len(), window_days, "{}", site["site"]);
+            let days = site["days"].as_array().unwrap();
+            assert_eq!(days.len(), 31, "{}", site["site"]);
+            assert_eq!(days.iter().filter(|d| d["in_window"] == true).count(), window_days, "{}", site["site"]);
+            assert_eq!(days[30]["in_window"], setting == "calendar", "{}", site["site"]);
         }
+        let group1_days = group1["days"].as_array().unwrap();
+        assert_eq!(group1_days.len(), 31);
+        assert_eq!(group1_days[30]["in_window"], setting == "calendar");
+        let said = report["window"]["description"].as_str().unwrap();
+        assert!(said.contains("month_window = \"calendar\""), "{said}");
         let shanghai = sites.iter().find(|s| s["site"] == "shanghai").unwrap();
         let oct10 = shanghai["days"].as_array().unwrap().iter().find(|d| d["date"] == "2026-10-10").unwrap();
         assert_eq!(oct10["p95_bps"], 8_000_000);
@@ -136,6 +145,8 @@ fn the_golden_month_comes_out_of_the_store_under_both_windows() {
         let line = table.lines().find(|l| l.starts_with("group1")).unwrap_or_else(|| panic!("{table}"));
         assert!(line.contains(excess), "{table}");
         assert!(table.contains("(finalized)"), "{table}");
+        let outside = table.contains("outside the window (listed, not billed): 2026-10-31");
+        assert_eq!(outside, setting == "article", "{table}");
     }
 }
 
@@ -188,6 +199,7 @@ fn late_buckets_for_a_finalized_month_are_counted_and_change_nothing() {
 #[test]
 fn an_unknown_account_or_a_bad_month_is_a_clear_error() {
     let c = Collector::new();
+    c.ok(&support::args("account add --id acme --name Acme"));
     let err = c.fails(&["report", "--account", "nobody", "--month", "2026-10"]);
     assert!(err.contains("account \"nobody\" does not exist"), "{err}");
     let err = c.fails(&["report", "--account", "nobody", "--month", "2026-13"]);
@@ -196,7 +208,7 @@ fn an_unknown_account_or_a_bad_month_is_a_clear_error() {
 
 #[test]
 fn a_month_with_every_region_group_and_every_license_kind() {
-    let c = Collector::new();
+    let c = Collector::new().at(support::MID_NOVEMBER_2026);
     c.ok(&support::args("account add --id acme --name Acme"));
     // One site per region group; each runs flat all of Oct 7 at its own rate (Mbps).
     let sites = [
@@ -257,4 +269,34 @@ fn a_month_with_every_region_group_and_every_license_kind() {
     assert_eq!(overusage[0]["region_group"], "group1");
     assert_eq!(overusage[0]["excess"], 20_000_000);
     assert_eq!(overusage[0]["requires_same_increase"], serde_json::json!(["premium_security", "insights"]));
+}
+
+/// A new user's first buckets on the last day of a month: the article's window leaves the day
+/// out (R7), yet the report lists it, marked outside the window and provisional, and says which
+/// days are still open.
+#[test]
+fn todays_buckets_show_in_the_report_even_outside_the_window() {
+    let c = Collector::new().at("2026-11-30T12:00:00Z");
+    c.ok(&support::args("account add --id acme --name Acme"));
+    c.ok(&support::args("site add --account acme --id hq --name HQ --country US --type socket"));
+    let file =
+        c.file("b.csv", "site,bucket_start,max_bps\nhq,2026-11-30T10:00:00Z,5000000\nhq,2026-11-29T10:00:00Z,7\n");
+    c.ok(&["import-buckets", "--csv", &file]);
+    let report: Value =
+        serde_json::from_str(&c.ok(&["report", "--account", "acme", "--month", "2026-11", "--format", "json"]))
+            .unwrap();
+    assert_eq!(report["status"], "provisional", "the article's window closed at 00:00 today (R7, R9)");
+    assert_eq!(report["open_from"], "2026-11-30", "{report}");
+    let days = report["sites"][0]["days"].as_array().unwrap();
+    assert_eq!(days.len(), 30, "every day of November up to today");
+    let today = &days[29];
+    assert_eq!(today["date"], "2026-11-30");
+    assert_eq!((today["in_window"].as_bool(), today["provisional"].as_bool()), (Some(false), Some(true)));
+    assert_eq!(today["buckets_present"], 1);
+    assert_eq!((days[28]["in_window"].as_bool(), days[28]["buckets_present"].as_u64()), (Some(true), Some(1)));
+    let table = c.ok(&["report", "--account", "acme", "--month", "2026-11"]);
+    assert!(table.contains("still open: 2026-11-30 (today, provisional) to 2026-11-30"), "{table}");
+    assert!(table.contains("the article's window excludes the last day of the month"), "{table}");
+    assert!(table.contains("outside the window (listed, not billed): 2026-11-30"), "{table}");
+    assert!(table.contains("2 of 8640"), "both days' buckets are counted as present: {table}");
 }

@@ -3,6 +3,8 @@
 
 pub mod collector;
 pub mod namespaces;
+#[path = "../../../testing/skip.rs"]
+pub mod skip;
 
 use std::io::Write;
 use std::path::PathBuf;

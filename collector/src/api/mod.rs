@@ -15,7 +15,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use chrono::{TimeDelta, Utc};
+use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tally_common::kinds::SiteType;
@@ -122,7 +122,7 @@ async fn usage<S: Store + 'static>(
     let caller = api.caller(&headers).await?;
     let month = month_of(&query)?;
     visible_account(&*api.store, &caller, &account).await?;
-    match report::build(&*api.store, &account, month, api.month_window, api.grace, Utc::now()).await {
+    match report::build(&*api.store, &account, month, api.month_window, api.grace, crate::clock::now()).await {
         Ok(report) => Ok(Json(report)),
         Err(ReportError::UnknownAccount(a)) => Err(Problem::not_found(format!("account {a:?} does not exist"))),
         Err(ReportError::Store(e)) => Err(internal(e)),
@@ -209,7 +209,9 @@ async fn overusage_of_month<S: Store + 'static>(
     let caller = api.caller(&headers).await?;
     let month = month_of(&query)?;
     visible_account(&*api.store, &caller, &account).await?;
-    let report = match report::build(&*api.store, &account, month, api.month_window, api.grace, Utc::now()).await {
+    let report = match report::build(&*api.store, &account, month, api.month_window, api.grace, crate::clock::now())
+        .await
+    {
         Ok(report) => report,
         Err(ReportError::UnknownAccount(a)) => return Err(Problem::not_found(format!("account {a:?} does not exist"))),
         Err(ReportError::Store(e)) => return Err(internal(e)),
@@ -254,7 +256,7 @@ async fn resolve_overusage<S: Store + 'static>(
             format!("expected {{\"type\": \"true_up\"}} or {{\"type\": \"true_forward\", \"quantity\": N}}: {e}"),
         )])
     })?;
-    match overusage::resolve(&*api.store, &account, id, request, Utc::now()).await {
+    match overusage::resolve(&*api.store, &account, id, request, crate::clock::now()).await {
         Ok(resolved) => Ok((axum::http::StatusCode::CREATED, Json(OverusageReport::from(&resolved)))),
         Err(e @ ResolveError::NotFound(_)) => Err(Problem::not_found(e.to_string())),
         Err(e @ (ResolveError::AlreadyResolved(_) | ResolveError::NoTerm { .. })) => {
@@ -292,8 +294,7 @@ async fn site_enforcement<S: Store + 'static>(
 ) -> Result<Json<SiteEnforcement>, Problem> {
     let caller = api.caller(&headers).await?;
     visible_account(&*api.store, &caller, &account).await?;
-    let month =
-        if query.contains_key("month") { month_of(&query)? } else { Month::containing(Utc::now().date_naive()) };
+    let month = if query.contains_key("month") { month_of(&query)? } else { Month::containing(crate::clock::today()) };
     let site = site_of(&api, &account, &site).await?;
     Ok(Json(enforcement::site_enforcement(&*api.store, &site, month, api.month_window).await.map_err(internal)?))
 }

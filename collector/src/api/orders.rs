@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tally_common::kinds::ItemStatus;
@@ -101,7 +101,7 @@ pub async fn create<S: Store + 'static>(
         .map(|k| FieldError::new(k.clone(), "is not a field of an order (items)"))
         .collect();
     let sites = api.store.site_facts(&account).await.map_err(internal)?;
-    let today = Utc::now().date_naive();
+    let today = crate::clock::today();
     let mut items = Vec::with_capacity(raw_items.len());
     for (i, raw) in raw_items.iter().enumerate() {
         match validate_item(raw, i, &sites, today) {
@@ -117,7 +117,7 @@ pub async fn create<S: Store + 'static>(
         actor: actor_name(&caller),
         items,
         idempotency: key.map(|k| (k, sha256_hex(&body))),
-        at: Utc::now(),
+        at: crate::clock::now(),
     };
     match api.store.create_order(&order).await.map_err(internal)? {
         Created::New(order) => {
@@ -287,7 +287,7 @@ pub async fn transition<S: Store + 'static>(
         actor: actor_for(&caller, &found),
         actor_name: actor_name(&caller),
         quote: body.quote,
-        at: Utc::now(),
+        at: crate::clock::now(),
     };
     match api.store.transition_items(&transition).await.map_err(internal)? {
         Ok(order) => {

@@ -307,7 +307,7 @@ where
 }
 
 fn now() -> String {
-    stamp(Utc::now())
+    stamp(crate::clock::now())
 }
 
 /// Stored times: RFC 3339 UTC with milliseconds, one fixed format so text order is time order.

@@ -92,11 +92,11 @@ pub async fn run_engine<S: Store>(
         }
         if last_finalize.is_none_or(|t| t.elapsed() >= FINALIZE_PERIOD) {
             last_finalize = Some(tokio::time::Instant::now());
-            if let Err(e) = finalize_due(&*store, setting, grace, Utc::now()).await {
+            if let Err(e) = finalize_due(&*store, setting, grace, crate::clock::now()).await {
                 tracing::error!(error = %e, "finalizing months failed; retrying");
             }
         }
-        if let Err(e) = notify::deliver_due(&*store, &transports, Utc::now()).await {
+        if let Err(e) = notify::deliver_due(&*store, &transports, crate::clock::now()).await {
             tracing::error!(error = %e, "reading the notification outbox failed; retrying");
         }
     }

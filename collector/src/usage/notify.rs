@@ -141,14 +141,14 @@ pub async fn deliver_due<S: Store>(
     for item in due {
         match deliver(transports, &item).await {
             Ok(()) => {
-                store.mark_delivered(item.id, Utc::now()).await?;
+                store.mark_delivered(item.id, crate::clock::now()).await?;
                 delivered += 1;
                 tracing::info!(id = item.id, account = %item.account, topic = %item.topic, channel = item.channel.as_str(),
                     recipient = %item.recipient, "notification delivered");
             }
             Err(e) => {
                 let wait = TimeDelta::seconds(1i64 << item.attempts.min(12)).min(TimeDelta::hours(1));
-                store.mark_failed(item.id, &e, Utc::now() + wait).await?;
+                store.mark_failed(item.id, &e, crate::clock::now() + wait).await?;
                 tracing::warn!(id = item.id, recipient = %item.recipient, error = %e, retry_in_s = wait.num_seconds(),
                     "notification delivery failed");
             }

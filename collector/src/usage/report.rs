@@ -10,6 +10,7 @@ use tally_common::bandwidth::Bandwidth;
 use tally_common::kinds::{LicenseKind, ZtnaRegion};
 use tally_common::license::LicenseTerm;
 use tally_common::meters::{self, MeterMonth};
+use tally_common::p95::daily_aggregates;
 use tally_common::pool::{PoolMonth, pool_months};
 use tally_common::region::RegionGroup;
 use tally_common::time::{DAY_SLOTS, Month, MonthWindow, MonthWindowSetting, rfc3339};
@@ -61,6 +62,10 @@ pub struct UsageReport {
     /// A finalized month's over-usage (R14), with its resolution once there is one (R16).
     #[serde(default)]
     pub overusage: Vec<OverusageReport>,
+    /// The current month: the days from this one (today, provisional) to the month's last day
+    /// are still open; the later ones have no figures yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_from: Option<NaiveDate>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -69,6 +74,23 @@ pub struct WindowJson {
     pub end: String,
     /// The `month_window` setting it follows (R7).
     pub setting: MonthWindowSetting,
+    /// The window in words, and how to change it.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// What a reader of a report is told about the `month_window` setting (R7).
+pub fn describe_window(setting: MonthWindowSetting) -> &'static str {
+    match setting {
+        MonthWindowSetting::Article => {
+            "the article's window excludes the last day of the month; set month_window = \"calendar\" to include it"
+        }
+        MonthWindowSetting::Calendar => "the whole calendar month, its last day included (month_window = \"calendar\")",
+    }
+}
+
+fn in_window_by_default() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -88,6 +110,10 @@ pub struct PoolReport {
 pub struct DayAggregate {
     pub date: NaiveDate,
     pub aggregate_bps: u64,
+    /// Whether the day counts towards the monthly P95 (R7); every day of the calendar month is
+    /// listed.
+    #[serde(default = "in_window_by_default")]
+    pub in_window: bool,
 }
 
 /// The open month's forecast for one region group.
@@ -122,6 +148,9 @@ pub struct SiteDayReport {
     pub p95_bps: u64,
     pub buckets_present: u16,
     pub buckets_expected: u16,
+    /// Whether the day counts towards the monthly P95 (R7).
+    #[serde(default = "in_window_by_default")]
+    pub in_window: bool,
     /// The current UTC day: its P95 will change (R5).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub provisional: bool,
@@ -211,12 +240,14 @@ async fn compute<S: Store>(
     super::refresh(store).await?;
     let window = month.window(setting);
     let today = now.date_naive();
-    // Days reported: the window's, up to today (a day of the future has no P95 yet).
-    let last_reported = (window.end.pred_opt().unwrap_or(window.end)).min(today);
+    // Days reported: every day of the calendar month, each saying whether it is in the R7
+    // window, up to today (a day of the future has no P95 yet).
+    let calendar = month.window(MonthWindowSetting::Calendar);
+    let last_reported = month.last_day().min(today);
     let key = month.to_string();
     let (sites, stored, licenses, counts, over_cap) = tokio::try_join!(
         store.sites_of_account(account),
-        store.site_days(account, window.start, window.end),
+        store.site_days(account, calendar.start, calendar.end),
         store.licenses_of_account(account),
         store.meter_counts(account, &key),
         month_violations(store, account, None, month, setting),
@@ -228,7 +259,7 @@ async fn compute<S: Store>(
     let site_reports: Vec<SiteReport> = sites
         .iter()
         .map(|site| {
-            let days = window
+            let days = calendar
                 .days()
                 .take_while(|d| *d <= last_reported)
                 .map(|date| {
@@ -238,6 +269,7 @@ async fn compute<S: Store>(
                         p95_bps: day.map_or(0, |d| d.p95.p95_bps),
                         buckets_present: day.map_or(0, |d| d.p95.buckets_present),
                         buckets_expected: DAY_SLOTS as u16,
+                        in_window: window.contains(date),
                         provisional: date == today,
                     }
                 })
@@ -255,7 +287,9 @@ async fn compute<S: Store>(
     let group_of: BTreeMap<&str, RegionGroup> = sites.iter().map(|s| (s.id.as_str(), s.region_group)).collect();
     let site_days: Vec<(RegionGroup, NaiveDate, u64)> =
         stored.iter().filter_map(|d| group_of.get(d.site.as_str()).map(|g| (*g, d.day, d.p95.p95_bps))).collect();
-    let pools = pool_months(window, site_days.iter().copied(), &pool_licenses(&licenses)?);
+    let in_window = site_days.iter().copied().filter(|(_, day, _)| window.contains(*day));
+    let pools = pool_months(window, in_window, &pool_licenses(&licenses)?);
+    let aggregates = daily_aggregates(site_days.iter().copied());
     let bandwidth_pool = pools
         .iter()
         .map(|pool| {
@@ -266,12 +300,18 @@ async fn compute<S: Store>(
                 peak_day: pool.monthly.peak_day,
                 licensed_bps: pool.licensed_bps,
                 excess_bps: pool.excess_bps,
-                days: pool
-                    .monthly
-                    .days
-                    .iter()
-                    .filter(|(d, _)| *d <= last_reported)
-                    .map(|&(date, aggregate_bps)| DayAggregate { date, aggregate_bps })
+                days: calendar
+                    .days()
+                    .take_while(|d| *d <= last_reported)
+                    .map(|date| DayAggregate {
+                        date,
+                        aggregate_bps: aggregates
+                            .get(&pool.region_group)
+                            .and_then(|days| days.get(&date))
+                            .copied()
+                            .unwrap_or(0),
+                        in_window: window.contains(date),
+                    })
                     .collect(),
                 forecast,
             }
@@ -281,7 +321,12 @@ async fn compute<S: Store>(
         account: account.to_owned(),
         month,
         status,
-        window: WindowJson { start: rfc3339(window.start_time()), end: rfc3339(window.end_time()), setting },
+        window: WindowJson {
+            start: rfc3339(window.start_time()),
+            end: rfc3339(window.end_time()),
+            setting,
+            description: describe_window(setting).to_owned(),
+        },
         bandwidth_pool,
         sites: site_reports,
         meters: meter_reports(&counts, &licenses, month),
@@ -289,6 +334,7 @@ async fn compute<S: Store>(
         finalized_at: None,
         late_buckets: 0,
         overusage: Vec::new(),
+        open_from: calendar.contains(today).then_some(today),
     })
 }
 
@@ -421,6 +467,10 @@ pub fn table(report: &UsageReport) -> String {
         report.window.end,
         serde_plain(&report.window.setting)
     );
+    let _ = writeln!(out, "the window: {}", describe_window(report.window.setting));
+    if let Some(from) = report.open_from {
+        let _ = writeln!(out, "still open: {from} (today, provisional) to {}", report.month.last_day());
+    }
     if let Some(at) = &report.finalized_at {
         let _ =
             writeln!(out, "finalized at {at}; {} bucket(s) arrived later and are not billed (R9)", report.late_buckets);
@@ -453,13 +503,13 @@ pub fn table(report: &UsageReport) -> String {
     let mut rows = vec![[
         "site".to_owned(),
         "region group".into(),
-        "highest daily P95".into(),
+        "highest daily P95 (window)".into(),
         "buckets present".into(),
         "cap".into(),
         "over cap × 1.05".into(),
     ]];
     for site in &report.sites {
-        let highest = site.days.iter().map(|d| d.p95_bps).max().unwrap_or(0);
+        let highest = site.days.iter().filter(|d| d.in_window).map(|d| d.p95_bps).max().unwrap_or(0);
         let present: u64 = site.days.iter().map(|d| u64::from(d.buckets_present)).sum();
         let expected: u64 = site.days.iter().map(|d| u64::from(d.buckets_expected)).sum();
         rows.push([
@@ -472,6 +522,14 @@ pub fn table(report: &UsageReport) -> String {
         ]);
     }
     aligned(&mut out, &rows, &[false, false, true, true, true, true]);
+    let outside: Vec<String> = report
+        .sites
+        .first()
+        .map(|site| site.days.iter().filter(|d| !d.in_window).map(|d| d.date.to_string()).collect())
+        .unwrap_or_default();
+    if !outside.is_empty() {
+        let _ = writeln!(out, "outside the window (listed, not billed): {}", outside.join(", "));
+    }
     if !report.overusage.is_empty() {
         let _ = writeln!(out, "\nOver-usage");
         let mut rows = vec![["id".to_owned(), "license".into(), "excess".into(), "resolution".into()]];

@@ -2,13 +2,39 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod http;
+#[path = "../../../testing/skip.rs"]
+pub mod skip;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStderr, Command, Output, Stdio};
 
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+
+/// The instant a test starts at: `TALLY_TEST_NOW` (RFC 3339), so that CI can run the suite on
+/// the last day of a month or at 23:59:59 UTC; the real time when unset. Each test's collector
+/// processes run on a clock shifted to start there (`tally_collector::clock`).
+pub const TEST_NOW_VAR: &str = "TALLY_TEST_NOW";
+
+/// How far a test started now must shift the collector's clock to start at `TALLY_TEST_NOW`.
+pub fn test_clock_offset() -> TimeDelta {
+    match std::env::var(TEST_NOW_VAR) {
+        Ok(at) => {
+            let at: DateTime<Utc> = at.parse().unwrap_or_else(|e| panic!("{TEST_NOW_VAR}={at:?}: {e}"));
+            at - Utc::now()
+        }
+        Err(_) => TimeDelta::zero(),
+    }
+}
+
+/// The clock of tests whose data is October 2026 (the golden month): October's window and its
+/// grace have passed (R9), November is open, and pools of 2026 are in force for R17.
+pub const MID_NOVEMBER_2026: &str = "2026-11-16T12:00:00Z";
+
 /// A collector data directory and configuration, driven through the real binary.
 pub struct Collector {
     pub dir: tempfile::TempDir,
+    /// The shift of every process's clock (see [`TEST_NOW_VAR`]).
+    pub offset: TimeDelta,
 }
 
 impl Collector {
@@ -21,16 +47,34 @@ impl Collector {
         let dir = tempfile::tempdir().unwrap();
         let config = format!("data_dir = {:?}\n{extra}\n", dir.path().join("data"));
         std::fs::write(dir.path().join("c.toml"), config).unwrap();
-        Collector { dir }
+        Collector { dir, offset: test_clock_offset() }
+    }
+
+    /// This collector's processes start their clock at `instant` (RFC 3339), whatever the date.
+    pub fn at(mut self, instant: &str) -> Self {
+        self.offset = instant.parse::<DateTime<Utc>>().unwrap() - Utc::now();
+        self
+    }
+
+    /// The time now on this collector's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.offset
+    }
+
+    /// Today, UTC, on this collector's clock.
+    pub fn today(&self) -> NaiveDate {
+        self.now().date_naive()
+    }
+
+    /// The real binary on this collector's clock.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tally-collector"));
+        command.env(tally_collector::clock::OFFSET_VAR, self.offset.num_milliseconds().to_string());
+        command
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_tally-collector"))
-            .arg("--config")
-            .arg(self.dir.path().join("c.toml"))
-            .args(args)
-            .output()
-            .unwrap()
+        self.command().arg("--config").arg(self.dir.path().join("c.toml")).args(args).output().unwrap()
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
@@ -51,6 +95,7 @@ impl Collector {
             .args(["120", env!("CARGO_BIN_EXE_tally-collector"), "--config"])
             .arg(self.dir.path().join("c.toml"))
             .arg("serve")
+            .env(tally_collector::clock::OFFSET_VAR, self.offset.num_milliseconds().to_string())
             .env_remove("RUST_LOG")
             .stderr(Stdio::piped())
             .spawn()
