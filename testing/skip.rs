@@ -18,6 +18,7 @@ pub fn skip(why: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
     if let Some(path) = std::env::var_os(SKIP_LOG_VAR) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(path);
-        let _ = log.and_then(|mut f| writeln!(f, "{} {}: {test}: {why}", env!("CARGO_PKG_NAME"), env!("CARGO_CRATE_NAME")));
+        let _ =
+            log.and_then(|mut f| writeln!(f, "{} {}: {test}: {why}", env!("CARGO_PKG_NAME"), env!("CARGO_CRATE_NAME")));
     }
 }

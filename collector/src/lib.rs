@@ -1,5 +1,6 @@
-//! tally-collector as a library: `main.rs` parses the command line and calls [`serve`]; tests
-//! call the same function on `127.0.0.1:0` with a shutdown future of their own.
+//! tally-collector as a library: `main.rs` parses the command line ([`cli`]) and runs its
+//! command; `serve` calls [`serve`], which tests call on `127.0.0.1:0` with a shutdown future of
+//! their own.
 //!
 //! - [`config`]: the configuration file, validated before anything is bound; [`clock`]: the
 //!   wall clock every business date comes from.
@@ -16,6 +17,7 @@
 pub mod admin;
 pub mod api;
 pub mod ca;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod enforcement;

@@ -148,9 +148,48 @@ fn read_only_commands_create_no_store() {
         "notifications",
         "site buckets --site local --date 2026-11-30",
         "site enforcement --site local",
+        "account list",
+        "site list",
+        "token list",
     ] {
         let err = c.fails(&args(line));
         assert!(err.contains("no store at") && err.contains("(is --config missing?)"), "{line}: {err}");
     }
     assert!(!c.dir.path().join("data").exists(), "nothing was created");
+}
+
+/// Accounts, sites and tokens can be listed and an existing account enrolled in the EoP;
+/// a token's secret is never shown again; a bad date says what form it wants.
+#[test]
+fn accounts_sites_and_tokens_are_listed_and_an_account_joins_the_eop() {
+    let c = setup();
+    c.ok(&args("account add --id late --name Late"));
+    let err = c.fails(&args("account set --id late --eop-contact-name Lee --eop-contact-email not-an-address"));
+    assert!(err.contains("--eop-contact-email \"not-an-address\""), "{err}");
+    c.ok(&args("account set --id late --eop-contact-name Lee --eop-contact-email lee@late.test"));
+    let accounts: serde_json::Value = serde_json::from_str(&c.ok(&args("account list --format json"))).unwrap();
+    assert_eq!(accounts[1]["id"], "late");
+    assert_eq!((accounts[1]["eop_contact_name"].as_str(), accounts[1]["name"].as_str()), (Some("Lee"), Some("Late")));
+    assert!(c.ok(&args("account list")).contains("Lee <lee@late.test>"));
+    assert!(c.fails(&args("account set --id ghost --name G")).contains("account \"ghost\" does not exist"));
+
+    c.ok(&args("site add --account late --id shop --name Shop --country DE --type ipsec"));
+    let sites: serde_json::Value = serde_json::from_str(&c.ok(&args("site list --format json"))).unwrap();
+    let ids: Vec<&str> = sites.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["hq", "shop"]);
+    let late: serde_json::Value = serde_json::from_str(&c.ok(&args("site list --account late --format json"))).unwrap();
+    assert_eq!(late[0]["region_group"], "group1");
+    assert_eq!(late.as_array().unwrap().len(), 1);
+
+    let secret = c.ok(&args("token create --role customer --account late --contact"));
+    c.ok(&args("token create --role operator"));
+    c.ok(&args("token revoke --id 2"));
+    let listed = c.ok(&args("token list"));
+    assert!(!listed.contains(secret.trim()), "the secret is never listed: {listed}");
+    let tokens: serde_json::Value = serde_json::from_str(&c.ok(&args("token list --format json"))).unwrap();
+    assert_eq!((tokens[0]["role"].as_str(), tokens[0]["contact"].as_bool()), (Some("customer"), Some(true)));
+    assert!(tokens[0]["revoked_at"].is_null() && tokens[1]["revoked_at"].is_string(), "{tokens}");
+
+    let err = c.fails(&args("site buckets --site hq --date 30-11-2026"));
+    assert!(err.contains("date \"30-11-2026\" is not of the form YYYY-MM-DD"), "{err}");
 }

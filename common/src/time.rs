@@ -27,6 +27,18 @@ pub enum TimeError {
     OutOfRange(i64),
     #[error("month {0:?} is not of the form YYYY-MM")]
     BadMonth(String),
+    #[error("date {0:?} is not of the form YYYY-MM-DD")]
+    BadDate(String),
+}
+
+/// A calendar date written `YYYY-MM-DD`, and nothing else.
+pub fn parse_date(s: &str) -> Result<NaiveDate, TimeError> {
+    let shaped = s.len() == 10
+        && s.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+    shaped
+        .then(|| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+        .flatten()
+        .ok_or_else(|| TimeError::BadDate(s.to_owned()))
 }
 
 /// The first tick at or after `now`: a wall-clock multiple of 5 s (R2).
@@ -266,6 +278,15 @@ mod tests {
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn dates_are_exactly_yyyy_mm_dd() {
+        assert_eq!(parse_date("2026-11-30"), Ok(NaiveDate::from_ymd_opt(2026, 11, 30).unwrap()));
+        for bad in ["30-11-2026", "2026-11-31", "2026-1-05", "2026-11-30T00:00:00Z", "", "２０２６-11-30"] {
+            assert_eq!(parse_date(bad), Err(TimeError::BadDate(bad.to_owned())), "{bad}");
+        }
+        assert_eq!(TimeError::BadDate("x".into()).to_string(), "date \"x\" is not of the form YYYY-MM-DD");
     }
 
     #[test]

@@ -305,7 +305,8 @@ pub struct EnforcementViolation {
 }
 
 /// Who an API token speaks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     /// The provider's staff (Customer Success): every account.
     Operator,
@@ -349,6 +350,18 @@ pub struct ApiToken {
     pub revoked: bool,
 }
 
+/// An API token as `token list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TokenRecord {
+    pub id: i64,
+    pub role: Role,
+    pub account: Option<String>,
+    pub contact: bool,
+    /// RFC 3339.
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
 /// What a merge did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MergeStats {
@@ -364,6 +377,11 @@ pub trait Store: Send + Sync {
     fn account(&self, id: &str) -> impl Future<Output = Result<Option<Account>, StoreError>> + Send;
     /// Every account's id.
     fn account_ids(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// Every account, by id.
+    fn accounts(&self) -> impl Future<Output = Result<Vec<Account>, StoreError>> + Send;
+    /// Replaces the name and the EoP contact of account `account.id` (its partner stays); false
+    /// when there is no such account.
+    fn update_account(&self, account: &Account) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn add_site(&self, site: &Site) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn site(&self, id: &str) -> impl Future<Output = Result<Option<Site>, StoreError>> + Send;
     /// Applies `change` only if the account still satisfies R17 on `day` afterwards, in one
@@ -436,6 +454,8 @@ pub trait Store: Send + Sync {
     fn api_token(&self, hash: &str) -> impl Future<Output = Result<Option<ApiToken>, StoreError>> + Send;
     /// Revokes token `id`; false when there is no such token.
     fn revoke_api_token(&self, id: i64) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Every API token (never its secret, which is not stored), by id.
+    fn api_tokens(&self) -> impl Future<Output = Result<Vec<TokenRecord>, StoreError>> + Send;
     /// Stores the hash of a new enrollment token for `site`, valid until `expires_at`.
     fn add_enroll_token(
         &self,

@@ -23,7 +23,7 @@ use super::{
     Account, ApiToken, CapChange, CertificateRecord, Channel, DayKey, DirtyDay, DirtyDayBuckets, EnforcementViolation,
     KeyRange, License, MergeStats, MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, OutboxItem,
     Overusage, PolicyReport, Resolution, ResolutionKind, Role, Site, SiteDay, SitePolicy, Store, StoreError,
-    TokenRefusal,
+    TokenRecord, TokenRefusal,
 };
 
 /// Buckets per statement when merging: 5 parameters each, under SQLite's limit of 32,766.
@@ -325,6 +325,28 @@ struct AccountRow {
 }
 
 #[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: i64,
+    role: String,
+    account_id: Option<String>,
+    contact: bool,
+    created_at: String,
+    revoked_at: Option<String>,
+}
+
+impl From<AccountRow> for Account {
+    fn from(r: AccountRow) -> Account {
+        Account {
+            id: r.id,
+            name: r.name,
+            partner: r.partner_id,
+            eop_contact_name: r.eop_contact_name,
+            eop_contact_email: r.eop_contact_email,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
 struct SiteRow {
     id: String,
     account_id: String,
@@ -395,17 +417,34 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        Ok(row.map(|r| Account {
-            id: r.id,
-            name: r.name,
-            partner: r.partner_id,
-            eop_contact_name: r.eop_contact_name,
-            eop_contact_email: r.eop_contact_email,
-        }))
+        Ok(row.map(Account::from))
     }
 
     async fn account_ids(&self) -> Result<Vec<String>, StoreError> {
         sqlx::query_scalar("SELECT id FROM accounts ORDER BY id").fetch_all(&self.pool).await.map_err(db)
+    }
+
+    async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let rows: Vec<AccountRow> = sqlx::query_as(
+            "SELECT id, name, partner_id, eop_contact_name, eop_contact_email FROM accounts ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows.into_iter().map(Account::from).collect())
+    }
+
+    async fn update_account(&self, a: &Account) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE accounts SET name = ?, eop_contact_name = ?, eop_contact_email = ? WHERE id = ?")
+                .bind(&a.name)
+                .bind(&a.eop_contact_name)
+                .bind(&a.eop_contact_email)
+                .bind(&a.id)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn add_site(&self, s: &Site) -> Result<(), StoreError> {
@@ -746,6 +785,26 @@ impl Store for SqliteStore {
             Ok(ApiToken { id, role: parse(&role, "token role")?, account, contact, revoked })
         })
         .transpose()
+    }
+
+    async fn api_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows: Vec<TokenRow> =
+            sqlx::query_as("SELECT id, role, account_id, contact, created_at, revoked_at FROM api_tokens ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(TokenRecord {
+                    id: r.id,
+                    role: parse(&r.role, "token role")?,
+                    account: r.account_id,
+                    contact: r.contact,
+                    created_at: r.created_at,
+                    revoked_at: r.revoked_at,
+                })
+            })
+            .collect()
     }
 
     async fn revoke_api_token(&self, id: i64) -> Result<bool, StoreError> {

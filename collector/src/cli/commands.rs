@@ -1,0 +1,378 @@
+//! What each command of the [command line](super) does: `serve` wires the collector's parts
+//! together; the operator's commands call [`crate::admin`] and the store, and print for a person
+//! (tables) or a program (`--format json`).
+
+use anyhow::Context;
+use tally_common::bandwidth::Bandwidth;
+use tally_common::region::RegionTable;
+use tally_common::time::Month;
+use tokio::net::TcpListener;
+
+use super::{AccountCommand, CaCommand, Command, Format, LicenseCommand, SiteCommand, TokenCommand};
+use crate::admin::{self, LicenseArgs, NewSite};
+use crate::ca::Ca;
+use crate::clock;
+use crate::config::Config;
+use crate::enforcement;
+use crate::ingest::{self, Limits};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Account, Channel, Store};
+use crate::usage;
+
+/// Runs `command` on the collector configured by `config`.
+pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
+    if command.reads_only() && !config.database().exists() {
+        anyhow::bail!("no store at {} (is --config missing?)", config.database().display());
+    }
+    let store = SqliteStore::open(&config.database()).await.context("opening the store")?;
+    let regions = RegionTable::builtin();
+    match command {
+        Command::Serve => {
+            let (ca, created) = Ca::load_or_create(&config.ca_dir())?;
+            tracing::info!(created, fingerprint = %ca.fingerprint(), dir = %config.ca_dir().display(), "certificate authority ready");
+            tracing::info!(store = %config.database().display(), "store ready");
+            let listener = TcpListener::bind(config.http_listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.http_listen))?;
+            let endpoint = crate::quic_endpoint(&ca, config.quic_listen, &config.server_names)
+                .with_context(|| format!("cannot listen on UDP {}", config.quic_listen))?;
+            tracing::info!(quic = %config.quic_listen, "ingest listening (ALPN tally/1)");
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            };
+            let limits = Limits { max_connections: config.max_connections, max_bucket_bps: config.max_bucket_bps };
+            let store = std::sync::Arc::new(store);
+            let ingest = tokio::spawn(ingest::run(
+                endpoint,
+                store.clone(),
+                std::sync::Arc::new(ca),
+                limits,
+                until_stopped(stopped.clone()),
+            ));
+            let transports = usage::notify::Transports::new(&config).map_err(anyhow::Error::msg)?;
+            let engine = tokio::spawn(usage::run_engine(
+                store.clone(),
+                config.month_window,
+                config.grace,
+                transports,
+                until_stopped(stopped.clone()),
+            ));
+            let api = crate::api::Api::new(store, &config);
+            let http = tokio::spawn(crate::serve(listener, api, until_stopped(stopped)));
+            shutdown_signal().await;
+            tracing::info!("shutting down: no new connections, draining, committing");
+            let _ = stop.send(true);
+            let _ = ingest.await;
+            let _ = engine.await;
+            http.await??;
+            tracing::info!("collector stopped");
+        }
+        Command::Validate | Command::DefaultConfig => {}
+        Command::Ca(CaCommand::Init) => {
+            let (ca, created) = Ca::load_or_create(&config.ca_dir())?;
+            let state = if created { "created" } else { "exists" };
+            println!("CA {state}: {}\nfingerprint (SHA-256): {}", config.ca_dir().display(), ca.fingerprint());
+        }
+        Command::Site(SiteCommand::EnrollToken { site, valid_hours }) => {
+            let (ca, _) = Ca::load_or_create(&config.ca_dir())?;
+            let valid = chrono::TimeDelta::hours(i64::from(valid_hours));
+            let token = admin::enroll_token(&store, &ca, &site, valid, clock::now()).await?;
+            println!("{token}");
+        }
+        Command::Site(SiteCommand::Revoke { site }) => {
+            let revoked = admin::revoke_site(&store, &site, clock::now()).await?;
+            println!("site {site}: {revoked} certificate(s) revoked");
+        }
+        Command::Account(AccountCommand::Add { id, name, partner, eop_contact_name, eop_contact_email }) => {
+            let account = Account { id, name, partner, eop_contact_name, eop_contact_email };
+            admin::add_account(&store, account.clone()).await?;
+            println!("account {} added", account.id);
+        }
+        Command::Account(AccountCommand::Set { id, name, eop_contact_name, eop_contact_email }) => {
+            let mut account =
+                store.account(&id).await?.ok_or_else(|| anyhow::anyhow!("account {id:?} does not exist"))?;
+            if name.is_none() && eop_contact_name.is_none() {
+                anyhow::bail!("nothing to change: give --name or --eop-contact-name with --eop-contact-email");
+            }
+            if let Some(name) = name {
+                account.name = name;
+            }
+            if let (Some(contact), Some(email)) = (eop_contact_name, eop_contact_email) {
+                email.parse::<lettre::Address>().map_err(|e| anyhow::anyhow!("--eop-contact-email {email:?}: {e}"))?;
+                (account.eop_contact_name, account.eop_contact_email) = (Some(contact), Some(email));
+            }
+            store.update_account(&account).await?;
+            println!("account {id} changed");
+        }
+        Command::Account(AccountCommand::List { format }) => {
+            let accounts = store.accounts().await?;
+            match format {
+                Format::Json => {
+                    let rows: Vec<_> = accounts
+                        .iter()
+                        .map(|a| {
+                            serde_json::json!({"id": a.id, "name": a.name, "partner": a.partner,
+                            "eop_contact_name": a.eop_contact_name, "eop_contact_email": a.eop_contact_email})
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                }
+                Format::Table => {
+                    let mut rows = vec![["id".to_owned(), "name".into(), "partner".into(), "EoP contact".into()]];
+                    for a in &accounts {
+                        let contact = match (&a.eop_contact_name, &a.eop_contact_email) {
+                            (Some(name), Some(email)) => format!("{name} <{email}>"),
+                            _ => "-".into(),
+                        };
+                        rows.push([a.id.clone(), a.name.clone(), a.partner.clone().unwrap_or("-".into()), contact]);
+                    }
+                    print!("{}", columns(&rows));
+                }
+            }
+        }
+        Command::Site(SiteCommand::List { account, format }) => {
+            let accounts = match account {
+                Some(id) if store.account(&id).await?.is_none() => anyhow::bail!("account {id:?} does not exist"),
+                Some(id) => vec![id],
+                None => store.account_ids().await?,
+            };
+            let mut sites = Vec::new();
+            for account in &accounts {
+                sites.extend(store.sites_of_account(account).await?);
+            }
+            match format {
+                Format::Json => {
+                    let rows: Vec<_> = sites
+                        .iter()
+                        .map(|s| {
+                            serde_json::json!({"id": s.id, "account": s.account, "name": s.name,
+                            "country": s.country.as_str(), "region_group": s.region_group, "type": s.site_type,
+                            "cap_bps": s.cap_bps})
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                }
+                Format::Table => {
+                    let mut rows = vec![[
+                        "id".to_owned(),
+                        "account".into(),
+                        "name".into(),
+                        "country".into(),
+                        "region group".into(),
+                        "type".into(),
+                        "cap".into(),
+                    ]];
+                    for s in &sites {
+                        rows.push([
+                            s.id.clone(),
+                            s.account.clone(),
+                            s.name.clone(),
+                            s.country.as_str().to_owned(),
+                            s.region_group.to_string(),
+                            s.site_type.to_string(),
+                            s.cap_bps.map_or("-".into(), |c| Bandwidth(c).to_string()),
+                        ]);
+                    }
+                    print!("{}", columns(&rows));
+                }
+            }
+        }
+        Command::Site(SiteCommand::Add { account, id, name, country, site_type, cap_mbps }) => {
+            let site =
+                admin::add_site(&store, &regions, NewSite { account, id, name, country, site_type, cap_mbps }).await?;
+            println!("site {} added in {} ({})", site.id, site.region_group, site.country);
+        }
+        Command::Site(SiteCommand::Set { site, country, site_type, cap_mbps, no_cap }) => {
+            let cap_bps = match (no_cap, cap_mbps) {
+                (true, _) => Some(None),
+                (false, Some(mbps)) => Some(Some(admin::cap_bps(mbps)?)),
+                (false, None) => None,
+            };
+            let country = country.map(|c| c.parse()).transpose().map_err(|e| anyhow::anyhow!("--country: {e}"))?;
+            let site_type = site_type.map(|t| t.parse()).transpose().map_err(|e| anyhow::anyhow!("--type: {e}"))?;
+            let changes = admin::SiteChanges { site, country, site_type, cap_bps };
+            let site = admin::set_site(&store, &regions, changes).await?;
+            let cap = site.cap_bps.map_or("no cap".to_owned(), |c| format!("cap {}", Bandwidth(c)));
+            println!("site {}: {} in {} ({}), {cap}", site.id, site.site_type, site.region_group, site.country);
+        }
+        Command::License(LicenseCommand::Change { account, id, quantity, to }) => {
+            admin::change_license(&store, &account, id, quantity, to).await?;
+            println!("license {id} changed");
+        }
+        Command::Site(SiteCommand::Enforcement { site, month, format }) => {
+            let site = store.site(&site).await?.ok_or_else(|| anyhow::anyhow!("site {site:?} does not exist"))?;
+            let month = month.unwrap_or_else(|| Month::containing(clock::today()));
+            let enforcement = enforcement::site_enforcement(&store, &site, month, config.month_window).await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&enforcement)?),
+                Format::Table => print!("{}", enforcement::table(&enforcement)),
+            }
+        }
+        Command::Site(SiteCommand::Buckets { site, date, format }) => {
+            if store.site(&site).await?.is_none() {
+                anyhow::bail!("site {site:?} does not exist");
+            }
+            let buckets = store.buckets_of_day(&site, date).await?;
+            match format {
+                Format::Json => {
+                    let rows: Vec<_> = buckets
+                        .iter()
+                        .map(|b| serde_json::json!({"start": b.start.to_string(), "max_bps": b.max_bps, "samples": b.samples}))
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                }
+                Format::Table => {
+                    println!("{site} {date}: {} of 288 buckets", buckets.len());
+                    for b in &buckets {
+                        println!(
+                            "{}  {:>14} bit/s  {:>12}  {:>2} samples",
+                            b.start,
+                            b.max_bps,
+                            Bandwidth(b.max_bps).to_string(),
+                            b.samples
+                        );
+                    }
+                }
+            }
+        }
+        Command::Token(TokenCommand::Create { role, account, contact }) => {
+            let (id, secret) = admin::create_api_token(&store, role, account.as_deref(), contact).await?;
+            let whose = account.map_or(String::new(), |a| format!(" of account {a}"));
+            let contact = if contact { ", contact person" } else { "" };
+            eprintln!("token {id}: {}{whose}{contact}; shown once, keep it now", role.as_str());
+            println!("{secret}");
+        }
+        Command::Token(TokenCommand::List { format }) => {
+            let tokens = store.api_tokens().await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&tokens)?),
+                Format::Table => {
+                    let mut rows =
+                        vec![["id".to_owned(), "role".into(), "account".into(), "created".into(), "revoked".into()]];
+                    for t in &tokens {
+                        let contact = if t.contact { " (contact)" } else { "" };
+                        rows.push([
+                            t.id.to_string(),
+                            format!("{}{contact}", t.role.as_str()),
+                            t.account.clone().unwrap_or("-".into()),
+                            t.created_at.clone(),
+                            t.revoked_at.clone().unwrap_or("-".into()),
+                        ]);
+                    }
+                    print!("{}", columns(&rows));
+                }
+            }
+        }
+        Command::Token(TokenCommand::Revoke { id }) => {
+            if !store.revoke_api_token(id).await? {
+                anyhow::bail!("there is no token {id}");
+            }
+            println!("token {id} revoked");
+        }
+        Command::License(LicenseCommand::Add(a)) => {
+            let args = LicenseArgs {
+                account: a.account,
+                kind: a.kind,
+                region: a.region,
+                quantity: a.quantity,
+                from: a.from,
+                to: a.to,
+                block_size: a.block_size,
+                per_unit: a.per_unit,
+            };
+            let id = admin::add_license(&store, args).await?;
+            println!("license {id} added");
+        }
+        Command::ImportBuckets { csv } => {
+            let text = std::fs::read_to_string(&csv).with_context(|| format!("cannot read {}", csv.display()))?;
+            let stats = admin::import_buckets(&store, &csv.display().to_string(), &text, config.max_bucket_bps).await?;
+            println!("imported {} new bucket(s), merged {} with stored ones (R10)", stats.inserted, stats.merged);
+        }
+        Command::Account(AccountCommand::Notify { account, email, webhook }) => {
+            let (channel, address) = match (email, webhook) {
+                (Some(email), _) => {
+                    email.parse::<lettre::Address>().map_err(|e| anyhow::anyhow!("--email {email:?}: {e}"))?;
+                    (Channel::Email, email)
+                }
+                (None, Some(url)) => {
+                    let uri = url.parse::<axum::http::Uri>();
+                    if !uri.is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()) {
+                        anyhow::bail!("--webhook {url:?}: expected an http:// or https:// URL");
+                    }
+                    (Channel::Webhook, url)
+                }
+                (None, None) => anyhow::bail!("--email or --webhook is required"),
+            };
+            if store.account(&account).await?.is_none() {
+                anyhow::bail!("account {account:?} does not exist");
+            }
+            store.add_recipient(&account, channel, &address).await?;
+            println!("account {account}: {} {address} will be notified", channel.as_str());
+        }
+        Command::Notifications { account, format } => {
+            let items = store.notifications(account.as_deref()).await?;
+            let state = |i: &crate::store::OutboxItem| match (&i.delivered_at, &i.last_error) {
+                (Some(at), _) => format!("delivered {}", tally_common::time::rfc3339(*at)),
+                (None, Some(e)) => format!("retrying after {} attempt(s): {e}", i.attempts),
+                (None, None) => "pending".to_owned(),
+            };
+            match format {
+                Format::Json => {
+                    let rows: Vec<_> = items
+                        .iter()
+                        .map(|i| serde_json::json!({"id": i.id, "account": i.account, "topic": i.topic,
+                            "channel": i.channel.as_str(), "recipient": i.recipient, "attempts": i.attempts,
+                            "delivered_at": i.delivered_at.map(tally_common::time::rfc3339), "last_error": i.last_error}))
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                }
+                Format::Table => {
+                    for i in &items {
+                        println!(
+                            "{:>5}  {}  {}  {:<7}  {}  {}",
+                            i.id,
+                            i.account,
+                            i.topic,
+                            i.channel.as_str(),
+                            i.recipient,
+                            state(i)
+                        );
+                    }
+                }
+            }
+        }
+        Command::Report { account, month, format } => {
+            let report =
+                usage::report::build(&store, &account, month, config.month_window, config.grace, clock::now()).await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Table => print!("{}", usage::report::table(&report)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `rows` as left-aligned columns, the first row a header.
+fn columns<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        out += cells.join("  ").trim_end();
+        out.push('\n');
+    }
+    out
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

@@ -1,0 +1,362 @@
+//! The collector's command line: the tree of subcommands (this file) and what each one does
+//! ([`commands`]). `main` parses it, reads the configuration, and calls [`commands::execute`].
+//! Every flag has a one-line help; flags with a fixed set of values list them.
+
+pub mod commands;
+
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tally_common::time::Month;
+
+use crate::store::Role;
+
+#[derive(Debug, Parser)]
+#[command(name = "tally-collector", version, about = "Tally's collector: ingest, usage engine and order API")]
+pub struct Cli {
+    /// The configuration file (defaults apply without one).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the collector until SIGTERM or Ctrl-C.
+    Serve,
+    /// Check the configuration and report every error at once (exit code 64 on any).
+    Validate,
+    /// Print a commented example configuration with every default.
+    DefaultConfig,
+    /// Customer accounts.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Sites (one per socket or tunnel).
+    #[command(subcommand)]
+    Site(SiteCommand),
+    /// Licenses of an account.
+    #[command(subcommand)]
+    License(LicenseCommand),
+    /// Bearer tokens of the HTTP API.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The collector's certificate authority.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Import buckets from CSV: site,bucket_start,max_bps[,samples]; all rows or none.
+    ImportBuckets {
+        /// The CSV file.
+        #[arg(long)]
+        csv: PathBuf,
+    },
+    /// The notification outbox: what was sent to whom, and what is still being retried.
+    Notifications {
+        /// Only this account's.
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table, help = FORMAT_HELP)]
+        format: Format,
+    },
+    /// An account's usage of one month: bandwidth pool per region group, sites, other licenses.
+    Report {
+        /// The account's id.
+        #[arg(long)]
+        account: String,
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        month: Month,
+        #[arg(long, value_enum, default_value_t = Format::Table, help = FORMAT_HELP)]
+        format: Format,
+    },
+}
+
+impl Command {
+    /// Commands that only read: they never create a store where there is none.
+    pub fn reads_only(&self) -> bool {
+        matches!(
+            self,
+            Command::Report { .. }
+                | Command::Notifications { .. }
+                | Command::Account(AccountCommand::List { .. })
+                | Command::Site(
+                    SiteCommand::Buckets { .. } | SiteCommand::Enforcement { .. } | SiteCommand::List { .. }
+                )
+                | Command::Token(TokenCommand::List { .. })
+        )
+    }
+}
+
+const FORMAT_HELP: &str = "Output: table (for people) or json (for programs).";
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the CA if it does not exist, and print its fingerprint.
+    Init,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Add an account (a customer, a partner, or a partner's sub-account).
+    Add {
+        /// The account's id (used in URLs and commands).
+        #[arg(long)]
+        id: String,
+        /// Its display name.
+        #[arg(long)]
+        name: String,
+        /// The managing partner's account, for a sub-account.
+        #[arg(long)]
+        partner: Option<String>,
+        /// The contact person's name: enrolls the account in the Electronic Order Program (R21).
+        #[arg(long, requires = "eop_contact_email")]
+        eop_contact_name: Option<String>,
+        /// The contact person's e-mail address.
+        #[arg(long, requires = "eop_contact_name")]
+        eop_contact_email: Option<String>,
+    },
+    /// Change an account's name, or enroll it in the Electronic Order Program with a contact
+    /// person (R21); what is not given keeps its value.
+    Set {
+        /// The account's id.
+        #[arg(long)]
+        id: String,
+        /// A new display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// The contact person's name (enrolls the account in the EoP).
+        #[arg(long, requires = "eop_contact_email")]
+        eop_contact_name: Option<String>,
+        /// The contact person's e-mail address.
+        #[arg(long, requires = "eop_contact_name")]
+        eop_contact_email: Option<String>,
+    },
+    /// List the accounts with their partner and EoP contact.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table, help = FORMAT_HELP)]
+        format: Format,
+    },
+    /// Add a recipient of the account's month-end notifications (R15).
+    Notify {
+        /// The account's id.
+        #[arg(long)]
+        account: String,
+        /// An e-mail address.
+        #[arg(long, required_unless_present = "webhook", conflicts_with = "webhook")]
+        email: Option<String>,
+        /// An http:// or https:// URL that receives the signed JSON document.
+        #[arg(long)]
+        webhook: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SiteCommand {
+    /// Add a site to an account; refused if it breaks R17 (a cap is required in CN, VN and MA and
+    /// for Cloud Interconnect sites).
+    Add {
+        /// The account's id.
+        #[arg(long)]
+        account: String,
+        /// The site's id (its agent's certificate names it).
+        #[arg(long)]
+        id: String,
+        /// Its display name.
+        #[arg(long)]
+        name: String,
+        /// ISO 3166-1 alpha-2 country code; it decides the region group (R11).
+        #[arg(long)]
+        country: String,
+        /// socket, ipsec or cloud_interconnect.
+        #[arg(long = "type", value_name = "TYPE")]
+        site_type: String,
+        /// Per-site cap in Mbps, enforced by the agent (R17).
+        #[arg(long)]
+        cap_mbps: Option<u64>,
+    },
+    /// Change a site's country, type or cap; refused if it breaks R17 (nothing is changed).
+    Set {
+        /// The site's id.
+        #[arg(long)]
+        site: String,
+        /// A new ISO 3166-1 alpha-2 country code.
+        #[arg(long)]
+        country: Option<String>,
+        /// socket, ipsec or cloud_interconnect.
+        #[arg(long = "type", value_name = "TYPE")]
+        site_type: Option<String>,
+        /// A new cap in Mbps.
+        #[arg(long, conflicts_with = "no_cap")]
+        cap_mbps: Option<u64>,
+        /// Lift the cap (only where R17 does not require one).
+        #[arg(long)]
+        no_cap: bool,
+    },
+    /// List the sites, of every account or of one.
+    List {
+        /// Only this account's sites.
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table, help = FORMAT_HELP)]
+        format: Format,
+    },
+    /// Print a one-time enrollment token for the site's agent.
+    EnrollToken {
+        /// The site's id.
+        #[arg(long)]
+        site: String,
+        /// How long the token can be used.
+        #[arg(long, default_value_t = 24)]
+        valid_hours: u32,
+    },
+    /// Revoke the site's certificates: its agent is refused until enrolled again.
+    Revoke {
+        /// The site's id.
+        #[arg(long)]
+        site: String,
+    },
+    /// A site's cap, its agent's report on applying it, and the month's buckets above the
+    /// cap × 1.05 (R17).
+    Enforcement {
+        /// The site's id.
+        #[arg(long)]
+        site: String,
+        /// The month, YYYY-MM; the current month when not given.
+        #[arg(long)]
+        month: Option<Month>,
+        #[arg(long, value_enum, default_value_t = Format::Table, help = FORMAT_HELP)]
+        format: Format,
+    },
+    /// A site's buckets of one UTC day.
+    Buckets {
+        /// The site's id.
+        #[arg(long)]
+        site: String,
+        /// The UTC day, YYYY-MM-DD.
+        #[arg(long, value_parser = date)]
+        date: NaiveDate,
+        #[arg(long, value_enum, default_value_t = Format::Table, help = FORMAT_HELP)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new bearer token (once: only its hash is kept); its id goes to stderr.
+    Create {
+        /// operator, partner or customer.
+        #[arg(long)]
+        role: Role,
+        /// The account of a partner or customer token.
+        #[arg(long)]
+        account: Option<String>,
+        /// The token of the account's contact person (who approves quotes, R22).
+        #[arg(long)]
+        contact: bool,
+    },
+    /// Revoke a token: refused from its next request on.
+    Revoke {
+        /// The token's id (`token list` shows it).
+        #[arg(long)]
+        id: i64,
+    },
+    /// List the tokens: id, role, account, created, revoked (never the secret, which is not kept).
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table, help = FORMAT_HELP)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LicenseCommand {
+    /// Add a license to an account.
+    Add(LicenseAdd),
+    /// Change a license's quantity or last day; refused if the caps of its group no longer fit
+    /// (R17).
+    Change {
+        /// The account's id.
+        #[arg(long)]
+        account: String,
+        /// The license's id (printed by `license add`).
+        #[arg(long)]
+        id: i64,
+        /// Mbps for bandwidth_pool; users, devices or data units otherwise.
+        #[arg(long)]
+        quantity: Option<u64>,
+        /// The new last day in force, YYYY-MM-DD.
+        #[arg(long, value_parser = date)]
+        to: Option<NaiveDate>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LicenseAdd {
+    /// The account's id.
+    #[arg(long)]
+    pub account: String,
+    /// bandwidth_pool, ztna_users, ai_security_users, devices, dem_users, data_lake,
+    /// premium_security or insights.
+    #[arg(long)]
+    pub kind: String,
+    /// Region group for bandwidth_pool (group1, group2, china, vietnam, morocco); ZTNA region for
+    /// ztna_users (general, china, vietnam, morocco).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Mbps for bandwidth_pool; users, devices or data units otherwise.
+    #[arg(long)]
+    pub quantity: u64,
+    /// The first day in force, YYYY-MM-DD.
+    #[arg(long, value_parser = date)]
+    pub from: NaiveDate,
+    /// The last day in force, YYYY-MM-DD.
+    #[arg(long, value_parser = date)]
+    pub to: NaiveDate,
+    /// Devices per block, for devices licenses.
+    #[arg(long)]
+    pub block_size: Option<u64>,
+    /// Events per hour per data unit, for data_lake licenses.
+    #[arg(long)]
+    pub per_unit: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Json,
+    Table,
+}
+
+/// `--date`, `--from`, `--to`: the same message as for months.
+fn date(s: &str) -> Result<NaiveDate, String> {
+    tally_common::time::parse_date(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every subcommand says what it does and every flag has its one-line help.
+    #[test]
+    fn every_command_and_flag_has_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in command.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(path.clone());
+                }
+                for arg in sub.get_arguments().filter(|a| a.get_id() != "help") {
+                    if arg.get_help().is_none() {
+                        missing.push(format!("{path} --{}", arg.get_id()));
+                    }
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "tally-collector", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:?}");
+        Cli::command().debug_assert();
+    }
+}
