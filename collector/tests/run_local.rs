@@ -1,0 +1,151 @@
+//! `make run` (`scripts/run-local.sh`) as a new user meets it: a first run that fails half-way
+//! (an unknown country) or finds its port taken, then runs that succeed in a stand-alone country
+//! (R17: the script adds the pool and the cap), are stopped by Ctrl-C and by SIGTERM with exit
+//! code 0, and leave no process behind. The script runs the binaries under test (`TALLY_BIN`)
+//! on a data directory and ports of its own; the agent measures an interface that does not exist,
+//! so nothing on this machine is shaped.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use support::skip::skip;
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/run-local.sh");
+
+struct Setup {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    http_port: u16,
+}
+
+fn setup() -> Option<Setup> {
+    let bin = Path::new(env!("CARGO_BIN_EXE_tally-collector")).parent().unwrap().to_owned();
+    if !bin.join("tally-agent").exists() {
+        skip("the agent binary is not built; run `cargo test --workspace`");
+        return None;
+    }
+    if Command::new("ss").arg("-V").output().is_err() {
+        skip("ss (iproute2) is not installed");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let quic_port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let http_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let data = dir.path().join("tally-data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(
+        data.join("collector.toml"),
+        format!(
+            "data_dir = {:?}\nquic_listen = \"127.0.0.1:{quic_port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\n\
+             operator_token = \"local-operator-token-of-the-test\"\n",
+            data.join("collector")
+        ),
+    )
+    .unwrap();
+    std::fs::write(data.join("agent.toml"), format!("state_dir = {:?}\nwan = [\"tally-none0\"]\n", data.join("agent")))
+        .unwrap();
+    Some(Setup { dir, bin, http_port })
+}
+
+impl Setup {
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("tally-data")
+    }
+
+    /// The script, its stderr merged into its stdout.
+    fn script(&self, country: &str) -> Command {
+        let mut command = Command::new("bash");
+        command
+            .args(["-c", "exec bash \"$0\" 2>&1", SCRIPT])
+            .env("TALLY_BIN", &self.bin)
+            .env("TALLY_DATA", self.data())
+            .env("TALLY_COUNTRY", country)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped());
+        command
+    }
+
+    /// Runs the script to its end: exit code and everything it printed.
+    fn fails(&self, country: &str) -> String {
+        let out = self.script(country).output().unwrap();
+        assert!(!out.status.success(), "the run should fail");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts the script in a process group of its own (as a terminal runs it) and reads its
+    /// output until it says Tally runs; returns it with what it printed.
+    fn start(&self, country: &str) -> (Child, String) {
+        let mut command = self.script(country);
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command.spawn().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let (mut seen, mut line) = (String::new(), String::new());
+        while !seen.contains("Ctrl-C stops both") {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "the script ended before Tally ran:\n{seen}");
+            seen += &line;
+        }
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        (child, seen)
+    }
+
+    /// The processes whose command line names this test's data directory.
+    fn left_behind(&self) -> Vec<String> {
+        let data = self.data().display().to_string();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.contains(&data) && !c.contains("run_local"))
+            .collect()
+    }
+
+    fn collector(&self, line: &str) -> String {
+        let out = Command::new(self.bin.join("tally-collector"))
+            .arg("--config")
+            .arg(self.data().join("collector.toml"))
+            .args(line.split_whitespace())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+#[test]
+fn a_failed_first_run_is_fixed_by_running_again_and_every_exit_stops_everything() {
+    let Some(s) = setup() else { return };
+
+    // Fails half-way: the account is made, the site is refused.
+    let said = s.fails("XX");
+    assert!(said.contains("country XX is not in the region table"), "{said}");
+    assert!(s.left_behind().is_empty(), "{:?}", s.left_behind());
+
+    // The HTTP port is taken: said before anything starts.
+    let holder = TcpListener::bind(("127.0.0.1", s.http_port)).unwrap();
+    let said = s.fails("CN");
+    assert!(said.contains(&format!("TCP port {} is in use", s.http_port)), "{said}");
+    drop(holder);
+
+    // Run again in a stand-alone country: it completes the setup and runs; Ctrl-C exits 0.
+    let (mut run, said) = s.start("CN");
+    assert!(said.contains("site local added in china (CN)"), "{said}");
+    let sites = s.collector("site list --account local");
+    assert!(sites.contains("10000.0 Mbps"), "R17: a cap in a stand-alone group: {sites}");
+    assert!(s.collector("account list").contains("Local contact <contact@local.example>"));
+    assert!(std::fs::read_to_string(s.data().join("contact-token")).unwrap().starts_with("tally_"));
+    rustix::process::kill_process_group(rustix::process::Pid::from_child(&run), rustix::process::Signal::INT).unwrap();
+    assert_eq!(run.wait().unwrap().code(), Some(0), "Ctrl-C is a normal way out");
+    assert!(s.left_behind().is_empty(), "{:?}", s.left_behind());
+
+    // And again: everything is reused; SIGTERM to the script alone stops everything too.
+    let (mut run, said) = s.start("CN");
+    assert!(!said.contains("added"), "nothing is added twice: {said}");
+    rustix::process::kill_process(rustix::process::Pid::from_child(&run), rustix::process::Signal::TERM).unwrap();
+    assert_eq!(run.wait().unwrap().code(), Some(0));
+    assert!(s.left_behind().is_empty(), "{:?}", s.left_behind());
+}
