@@ -44,6 +44,8 @@ fn the_usage_report_is_served_to_the_operator_and_refusals_are_problems() {
         ("/v1/accounts/acme/usage", Some(TOKEN), 400, Some("month")),
         ("/v1/accounts/acme/usage?month=2026-13", Some(TOKEN), 400, Some("month")),
         ("/v1/accounts/nobody/usage?month=2026-10", Some(TOKEN), 404, None),
+        ("/v1/account/acme/usage?month=2026-10", Some(TOKEN), 404, None),
+        ("/v1/usage/events", Some(TOKEN), 405, None),
     ] {
         let (status, content_type, body) = get(http, path, token);
         assert_eq!(status, want, "{path}: {body}");

@@ -215,3 +215,37 @@ fn items_move_through_their_lifecycle_by_role_and_completed_ones_take_effect() {
     let ids: Vec<&Value> = list["orders"].as_array().unwrap().iter().map(|o| &o["id"]).collect();
     assert_eq!(ids, [&second["id"]]);
 }
+
+/// An order is one document whichever route answers it: the POST that made it, GET of the order,
+/// and the list, before and after a quote is in its history.
+#[test]
+fn an_order_has_one_shape_on_every_route() {
+    let s = shop();
+    let (_serving, http) = serve(&s.c);
+    let http = http.as_str();
+    let order = json!({"items": [
+        {"type": "sockets", "start_date": s.tomorrow(), "site": "hq", "model": "X1500", "quantity": 1},
+        {"type": "ip_addresses", "start_date": s.tomorrow(), "quantity": 4},
+    ]});
+    let (status, posted) = call(http, "POST", "/v1/accounts/acme/orders", &s.contact, &order);
+    assert_eq!(status, 201);
+    let path = format!("/v1/accounts/acme/orders/{}", posted["id"]);
+    let same_everywhere = |expected: &Value| {
+        let one: Value = serde_json::from_str(&get(http, &path, Some(&s.contact)).2).unwrap();
+        let list: Value = serde_json::from_str(&get(http, "/v1/accounts/acme/orders", Some(&s.contact)).2).unwrap();
+        assert_eq!(&one, expected, "GET one");
+        assert_eq!(&list["orders"][0], expected, "the list");
+    };
+    same_everywhere(&posted);
+    assert!(posted["items"][0]["history"][0].get("quote").is_none(), "no quote, no key: {posted}");
+
+    let moves = format!("{path}/transitions");
+    assert_eq!(call(http, "POST", &moves, &s.operator, &json!({"to": "in_process"})).0, 200);
+    let quote = json!({"to": "pending_confirmation", "items": [posted["items"][0]["id"]],
+        "quote": {"amount": "99.00", "currency": "EUR"}});
+    let (status, quoted) = call(http, "POST", &moves, &s.operator, &quote);
+    assert_eq!(status, 200, "{quoted}");
+    same_everywhere(&quoted);
+    assert_eq!(quoted["items"][0]["history"][2]["quote"]["amount"], "99.00");
+    assert!(quoted["items"][1].get("quote").is_none(), "{quoted}");
+}

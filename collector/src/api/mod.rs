@@ -83,8 +83,20 @@ impl<S: Store + 'static> Api<S> {
             .route("/v1/accounts/{account}/orders/{order}", get(orders::one::<S>))
             .route("/v1/accounts/{account}/orders/{order}/transitions", post(orders::transition::<S>))
             .route("/v1/accounts/{account}/sites/{site}/enforcement", get(site_enforcement::<S>))
+            .fallback(no_route)
+            .method_not_allowed_fallback(no_method)
             .with_state(self)
     }
+}
+
+/// Any path that is not a route: a problem, like every other error.
+async fn no_route(uri: axum::http::Uri) -> Problem {
+    Problem::not_found(format!("there is no route {} (the routes are listed in /openapi.json)", uri.path()))
+}
+
+/// A route asked with a method it does not answer.
+async fn no_method(method: axum::http::Method, uri: axum::http::Uri) -> Problem {
+    Problem::method_not_allowed(format!("{} does not answer {method} (see /openapi.json)", uri.path()))
 }
 
 /// The service is up.

@@ -136,6 +136,8 @@ async fn record(
 
 /// An order's document, the Contract's JSON (the shape [`Order`] reads back), built from its
 /// rows by SQLite: kept in `orders.doc` after every change, so reading orders is reading text.
+/// It is exactly what serde makes of an [`Order`]: `json_patch` drops a `null` quote as serde's
+/// `skip_serializing_if` does (tests/orders.rs compares the routes).
 macro_rules! order_doc {
     () => {
         "json_object(
@@ -144,8 +146,8 @@ macro_rules! order_doc {
               SELECT json_patch(i.item, json_object(
                   'id', i.id, 'status', i.status, 'quote', json(i.quote),
                   'history', (SELECT json_group_array(json(entry)) FROM (
-                      SELECT json_object('status', h.status, 'actor', h.actor, 'at', h.at, 'quote', json(h.quote))
-                          AS entry
+                      SELECT json_patch(json_object('status', h.status, 'actor', h.actor, 'at', h.at),
+                                        json_object('quote', json(h.quote))) AS entry
                       FROM order_item_history h WHERE h.item_id = i.id ORDER BY h.seq)))) AS item
               FROM order_items i WHERE i.order_id = o.id ORDER BY i.id)))"
     };
