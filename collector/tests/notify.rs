@@ -323,3 +323,50 @@ fn order_confirmations_and_quotes_are_mailed() {
     let confirmation = mail.iter().find(|m| m["to"][0] == "ops@acme.example").unwrap();
     assert!(confirmation["body"].as_str().unwrap().contains("2 × X1700 for site hq"), "{confirmation}");
 }
+
+/// Without an SMTP relay, e-mail waits in the outbox untried (`not_configured`), the collector
+/// says so once at start, and once a relay is configured the waiting mail is sent.
+#[test]
+fn mail_waits_for_a_relay_and_is_sent_once_one_is_configured() {
+    if !has_aiosmtpd() {
+        return;
+    }
+    let base = "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\nlog = \"info\"\n";
+    let c = Collector::with_config(base);
+    c.ok(&args("account add --id acme --name Acme --eop-contact-name Ann --eop-contact-email ann@acme.example"));
+    let contact = c.ok(&args("token create --role customer --account acme --contact")).trim().to_owned();
+    let mut server = c.serve();
+    let line = server.until("e-mail is not configured (smtp): 0 message(s) are waiting", 1);
+    assert!(line.contains("WARN"), "{line}");
+    let line = server.until("HTTP API serving", 1);
+    let http = line.split("http=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let order = serde_json::json!({"items": [
+        {"type": "ip_addresses", "start_date": (c.today() + chrono::TimeDelta::days(1)).to_string(), "quantity": 2},
+    ]});
+    let (status, _, body) =
+        support::http::request(&http, "POST", "/v1/accounts/acme/orders", Some(&contact), &order.to_string());
+    assert_eq!(status, 201, "{body}");
+    drop(server);
+    let outbox: Value = serde_json::from_str(&c.ok(&args("notifications --format json"))).unwrap();
+    assert_eq!((outbox[0]["state"].as_str(), outbox[0]["attempts"].as_u64()), (Some("not_configured"), Some(0)));
+    assert!(c.ok(&args("notifications")).contains("waiting: email is not configured"));
+
+    let mut server = c.serve();
+    server.until("e-mail is not configured (smtp): 1 message(s) are waiting", 1);
+    drop(server);
+
+    let smtp_port = free_port();
+    let mail = c.dir.path().join("mail.jsonl");
+    let _smtp = sink(SMTP_SINK, &[&smtp_port.to_string(), mail.to_str().unwrap()]);
+    let relay =
+        format!("smtp = \"127.0.0.1:{smtp_port}\"\nsmtp_tls = \"none\"\nsmtp_from = \"tally@provider.example\"\n");
+    c.file("c.toml", &format!("data_dir = {:?}\n{base}{relay}", c.dir.path().join("data")));
+    let mut server = c.serve();
+    server.until("notification delivered", 1);
+    drop(server);
+    let got = lines(&mail);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["to"][0], "ann@acme.example");
+    let outbox: Value = serde_json::from_str(&c.ok(&args("notifications --format json"))).unwrap();
+    assert_eq!((outbox[0]["state"].as_str(), outbox[0]["attempts"].as_u64()), (Some("delivered"), Some(1)));
+}

@@ -51,6 +51,7 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 until_stopped(stopped.clone()),
             ));
             let transports = usage::notify::Transports::new(&config).map_err(anyhow::Error::msg)?;
+            transports.log_unconfigured(&*store).await?;
             let engine = tokio::spawn(usage::run_engine(
                 store.clone(),
                 config.month_window,
@@ -312,18 +313,29 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Notifications { account, format } => {
             let items = store.notifications(account.as_deref()).await?;
+            let can_send = usage::notify::configured_channels(&config);
             let state = |i: &crate::store::OutboxItem| match (&i.delivered_at, &i.last_error) {
-                (Some(at), _) => format!("delivered {}", tally_common::time::rfc3339(*at)),
-                (None, Some(e)) => format!("retrying after {} attempt(s): {e}", i.attempts),
-                (None, None) => "pending".to_owned(),
+                (Some(_), _) => "delivered",
+                (None, _) if !can_send.contains(&i.channel) => "not_configured",
+                (None, Some(_)) => "retrying",
+                (None, None) => "pending",
+            };
+            let detail = |i: &crate::store::OutboxItem| match (state(i), &i.delivered_at, &i.last_error) {
+                ("delivered", Some(at), _) => format!("delivered {}", tally_common::time::rfc3339(*at)),
+                ("not_configured", ..) => format!("waiting: {} is not configured", i.channel.as_str()),
+                (_, _, Some(e)) => format!("retrying after {} attempt(s): {e}", i.attempts),
+                _ => "pending".to_owned(),
             };
             match format {
                 Format::Json => {
                     let rows: Vec<_> = items
                         .iter()
-                        .map(|i| serde_json::json!({"id": i.id, "account": i.account, "topic": i.topic,
-                            "channel": i.channel.as_str(), "recipient": i.recipient, "attempts": i.attempts,
-                            "delivered_at": i.delivered_at.map(tally_common::time::rfc3339), "last_error": i.last_error}))
+                        .map(|i| {
+                            serde_json::json!({"id": i.id, "account": i.account, "topic": i.topic,
+                            "channel": i.channel.as_str(), "recipient": i.recipient, "state": state(i),
+                            "attempts": i.attempts, "delivered_at": i.delivered_at.map(tally_common::time::rfc3339),
+                            "last_error": i.last_error})
+                        })
                         .collect();
                     println!("{}", serde_json::to_string_pretty(&rows)?);
                 }
@@ -336,7 +348,7 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                             i.topic,
                             i.channel.as_str(),
                             i.recipient,
-                            state(i)
+                            detail(i)
                         );
                     }
                 }

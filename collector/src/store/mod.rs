@@ -551,11 +551,12 @@ pub trait Store: Send + Sync {
         channel: Channel,
         address: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Undelivered outbox rows due at `now`, oldest first.
+    /// Undelivered outbox rows of the `channels` that can send, due at `now`, oldest first.
     fn due_notifications(
         &self,
         now: DateTime<Utc>,
         limit: usize,
+        channels: &[Channel],
     ) -> impl Future<Output = Result<Vec<OutboxItem>, StoreError>> + Send;
     fn mark_delivered(&self, id: i64, at: DateTime<Utc>) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn mark_failed(

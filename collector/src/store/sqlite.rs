@@ -306,6 +306,14 @@ where
     value.parse().map_err(|e| StoreError::Corrupt(format!("{what} {value:?}: {e}")))
 }
 
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Database(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
 fn now() -> String {
     stamp(crate::clock::now())
 }
@@ -1292,11 +1300,19 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn due_notifications(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+    async fn due_notifications(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        channels: &[Channel],
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
         let rows: Vec<OutboxRow> = sqlx::query_as(select_outbox!(
-            "WHERE delivered_at IS NULL AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?"
+            "WHERE delivered_at IS NULL AND next_attempt_at <= ? AND channel IN (SELECT value FROM json_each(?))
+             ORDER BY next_attempt_at, id LIMIT ?"
         ))
         .bind(stamp(now))
+        .bind(to_json(&channels)?)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await

@@ -40,6 +40,20 @@ pub struct Transports {
     webhook_secret: Option<String>,
     /// https webhooks.
     tls: Arc<rustls::ClientConfig>,
+    channels: Vec<Channel>,
+}
+
+/// The channels `config` can send through: e-mail needs `smtp`, webhooks `webhook_secret`. The
+/// outbox keeps the other channels' rows, untried, until they are configured.
+pub fn configured_channels(config: &Config) -> Vec<Channel> {
+    let mut channels = Vec::new();
+    if config.smtp.is_some() {
+        channels.push(Channel::Email);
+    }
+    if config.webhook_secret.is_some() {
+        channels.push(Channel::Webhook);
+    }
+    channels
 }
 
 impl std::fmt::Debug for Transports {
@@ -75,7 +89,33 @@ impl Transports {
             smtp_from: config.smtp_from.clone(),
             webhook_secret: config.webhook_secret.clone(),
             tls: Arc::new(tls),
+            channels: configured_channels(config),
         })
+    }
+}
+
+impl Transports {
+    /// The channels that can send (see [`configured_channels`]).
+    pub fn channels(&self) -> &[Channel] {
+        &self.channels
+    }
+
+    /// Logs once, at start, the channels that are not configured and how many messages wait for
+    /// each.
+    pub async fn log_unconfigured<S: Store>(&self, store: &S) -> Result<(), StoreError> {
+        let waiting = store.notifications(None).await?;
+        for (channel, name, setting) in
+            [(Channel::Email, "e-mail", "smtp"), (Channel::Webhook, "webhook", "webhook_secret")]
+        {
+            if !self.channels.contains(&channel) {
+                let count = waiting.iter().filter(|i| i.channel == channel && i.delivered_at.is_none()).count();
+                tracing::warn!(
+                    waiting = count,
+                    "{name} is not configured ({setting}): {count} message(s) are waiting and will be sent once it is"
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -136,7 +176,7 @@ pub async fn deliver_due<S: Store>(
     now: DateTime<Utc>,
 ) -> Result<usize, StoreError> {
     let mut delivered = 0;
-    let due = store.due_notifications(now, 100).await?;
+    let due = store.due_notifications(now, 100, transports.channels()).await?;
     tracing::debug!(due = due.len(), "outbox checked");
     for item in due {
         match deliver(transports, &item).await {
@@ -165,7 +205,7 @@ async fn deliver(transports: &Transports, item: &OutboxItem) -> Result<(), Strin
 }
 
 async fn send_email(transports: &Transports, item: &OutboxItem) -> Result<(), String> {
-    let (relay, tls) = transports.smtp.as_ref().ok_or("no SMTP relay is configured (smtp)")?;
+    let (relay, tls) = transports.smtp.as_ref().ok_or("e-mail is not configured (smtp)")?;
     let message = Message::builder()
         .from(transports.smtp_from.parse().map_err(|e| format!("smtp_from: {e}"))?)
         .to(item.recipient.parse().map_err(|e| format!("recipient {:?}: {e}", item.recipient))?)
@@ -196,7 +236,7 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
 }
 
 async fn post_webhook(transports: &Transports, item: &OutboxItem) -> Result<(), String> {
-    let secret = transports.webhook_secret.as_deref().ok_or("no webhook secret is configured (webhook_secret)")?;
+    let secret = transports.webhook_secret.as_deref().ok_or("webhook is not configured (webhook_secret)")?;
     let uri: hyper::Uri = item.recipient.parse().map_err(|e| format!("webhook {:?}: {e}", item.recipient))?;
     let https = match uri.scheme_str() {
         Some("https") => true,

@@ -9,19 +9,11 @@ use chrono::{Months, NaiveDate, TimeDelta};
 use sqlx::SqliteConnection;
 use tally_common::kinds::{ItemStatus, LicenseKind, SdpRegion};
 
-use super::{db, insert_license, parse, stamp};
+use super::{db, from_json, insert_license, parse, stamp, to_json};
 use crate::orders::mail;
 use crate::orders::rules::{Item, SiteFacts, check_transition, summary};
 use crate::orders::{Created, NewOrder, Order, OrderItem, OrderPage, Quote, Transition, TransitionRefused};
 use crate::store::{NewLicense, StoreError};
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Database(e.to_string()))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-}
 
 pub(super) async fn create(conn: &mut SqliteConnection, order: &NewOrder) -> Result<Created, StoreError> {
     if let Some((key, hash)) = &order.idempotency {
