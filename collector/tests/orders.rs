@@ -77,10 +77,16 @@ fn orders_are_submitted_validated_and_idempotent_and_only_by_enrolled_accounts()
         {"type": "sockets", "start_date": "2020-01-01", "site": "hq", "model": "X1700", "quantity": 0},
     ]});
     let (status, problem) = call(http, "POST", "/v1/accounts/acme/orders", &s.contact, &bad);
-    assert_eq!(status, 400, "{problem}");
+    assert_eq!(status, 400, "a quantity of 0 breaks the schema: {problem}");
     let fields: Vec<&str> =
         problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
     assert_eq!(fields, ["items[0].site", "items[1].start_date", "items[1].quantity"], "{problem}");
+    // Only rules about the account's state refuse it: 422. A body that is not an object: 400.
+    let elsewhere = json!({"items": [{"type": "sockets", "start_date": s.tomorrow(), "site": "shop", "model": "X1500", "quantity": 1}]});
+    let (status, problem) = call(http, "POST", "/v1/accounts/acme/orders", &s.contact, &elsewhere);
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (422, Some("items[0].site")), "{problem}");
+    let (status, problem) = call(http, "POST", "/v1/accounts/acme/orders", &s.contact, &json!([order]));
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (400, Some("body")), "{problem}");
 
     // R21: no EoP contact on record, no order.
     let noeop = json!({"items": [{"type": "ip_addresses", "start_date": s.tomorrow(), "quantity": 1}]});
@@ -129,6 +135,11 @@ fn orders_are_submitted_validated_and_idempotent_and_only_by_enrolled_accounts()
     assert_eq!(status, 201, "a partner orders for its sub-account: {made}");
     assert_eq!(get(http, &format!("/v1/accounts/sub/orders/{}", made["id"]), Some(&s.partner)).0, 200);
     assert_eq!(get(http, &format!("/v1/accounts/sub/orders/{}", made["id"]), Some(&s.contact)).0, 404);
+
+    // An integer written 4.0 is an integer (JSON Schema says so).
+    let float = json!({"items": [{"type": "ip_addresses", "start_date": s.tomorrow(), "quantity": 4.0}]});
+    let (status, made) = call(http, "POST", "/v1/accounts/acme/orders", &s.contact, &float);
+    assert_eq!((status, made["items"][0]["quantity"].as_u64()), (201, Some(4)), "{made}");
 }
 
 #[test]
@@ -197,7 +208,11 @@ fn items_move_through_their_lifecycle_by_role_and_completed_ones_take_effect() {
     assert_eq!(group1["licensed_bps"], 100_000_000, "{report}");
     let again = json!({"items": [{"type": "site_early_activation", "start_date": s.tomorrow(), "site": "hq", "activation_date": earlier}]});
     let (status, problem) = call(http, "POST", "/v1/accounts/acme/orders", &s.contact, &again);
-    assert_eq!((status, problem["errors"][0]["field"].as_str()), (400, Some("items[0].activation_date")), "{problem}");
+    assert_eq!(
+        (status, problem["errors"][0]["field"].as_str()),
+        (422, Some("items[0].activation_date")),
+        "well-formed, refused by the site's (moved) activation date: {problem}"
+    );
 
     // The contact person cancels an order before completion; for a sub-account, its partner's.
     let ip = json!({"items": [{"type": "ip_addresses", "start_date": s.tomorrow(), "quantity": 2}]});

@@ -205,6 +205,11 @@ impl RegionTable {
         self.countries.get(&country).map(|c| c.group).ok_or(CountryError::Unknown(country))
     }
 
+    /// The countries a site or license may be in (restricted ones are not), in code order.
+    pub fn countries(&self) -> impl Iterator<Item = CountryCode> + '_ {
+        self.countries.keys().copied().filter(|c| !self.restricted.contains_key(c))
+    }
+
     /// The country's name, for messages.
     pub fn name_of(&self, country: CountryCode) -> Option<&str> {
         self.countries

@@ -3,6 +3,7 @@
 //! resolutions are the operator's.
 
 pub mod auth;
+mod body;
 mod openapi;
 pub mod orders;
 pub mod problem;
@@ -120,7 +121,7 @@ fn month_of(query: &HashMap<String, String>) -> Result<Month, Problem> {
 
 /// `GET /v1/accounts/{account}/usage?month=YYYY-MM`: the usage report (Contract).
 #[utoipa::path(get, path = "/v1/accounts/{account}/usage", tag = "usage",
-    params(("account" = String, Path), ("month" = String, Query, description = "YYYY-MM")),
+    params(("account" = String, Path), ("month" = Month, Query, description = "YYYY-MM")),
     responses(
         (status = 200, body = UsageReport),
         (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
@@ -145,7 +146,7 @@ async fn usage<S: Store + 'static>(
 /// stored, repeated ids change nothing; bad events are refused by field and the good ones of the
 /// same batch are kept (then the answer is a 422 problem saying what was kept).
 #[utoipa::path(post, path = "/v1/usage/events", tag = "usage",
-    request_body(content = Object, description = "{\"events\": [...]}, each with a unique id"),
+    request_body = EventsBody,
     responses(
         (status = 200, body = EventsSummary),
         (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
@@ -157,8 +158,7 @@ async fn usage_events<S: Store + 'static>(
     body: Bytes,
 ) -> Result<Json<EventsSummary>, Problem> {
     api.caller(&headers).await?.operator_only("record metered events")?;
-    let body: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| Problem::bad_request(vec![FieldError::new("body", format!("not JSON: {e}"))]))?;
+    let body = body::object(&body)?;
     let events::Batch { good: parsed, mut errors } =
         events::parse_batch(&body, &api.regions).map_err(|e| Problem::bad_request(vec![e]))?;
     let mut known: HashMap<String, bool> = HashMap::new();
@@ -194,6 +194,16 @@ async fn usage_events<S: Store + 'static>(
     }
 }
 
+/// The body of `POST /v1/usage/events`.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only: `events::parse_batch` reads the body field by field
+struct EventsBody {
+    /// Each event with a unique `id`, its `type`, `account` and `time` (RFC 3339), and its
+    /// type's fields (see `usage::events`); a bad event is refused by field and the others kept.
+    #[schema(max_items = 10_000, value_type = Vec<Object>)]
+    events: Vec<serde_json::Value>,
+}
+
 /// What a batch of metered events did.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct EventsSummary {
@@ -207,7 +217,7 @@ struct EventsSummary {
 /// `GET /v1/accounts/{account}/overusage?month=YYYY-MM`: the month's over-usage (R14); the month
 /// is finalized first if its grace period has ended.
 #[utoipa::path(get, path = "/v1/accounts/{account}/overusage", tag = "usage",
-    params(("account" = String, Path), ("month" = String, Query, description = "YYYY-MM")),
+    params(("account" = String, Path), ("month" = Month, Query, description = "YYYY-MM")),
     responses(
         (status = 200, body = OverusageOfMonth),
         (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
@@ -262,12 +272,8 @@ async fn resolve_overusage<S: Store + 'static>(
     visible_account(&*api.store, &caller, &account).await?;
     caller.operator_only("resolve an over-usage")?;
     let id: i64 = id.parse().map_err(|_| Problem::not_found(format!("over-usage {id:?} does not exist")))?;
-    let request: ResolveRequest = serde_json::from_slice(&body).map_err(|e| {
-        Problem::bad_request(vec![FieldError::new(
-            "type",
-            format!("expected {{\"type\": \"true_up\"}} or {{\"type\": \"true_forward\", \"quantity\": N}}: {e}"),
-        )])
-    })?;
+    let request: ResolveRequest =
+        body::typed(&body, r#"{"type": "true_up"} or {"type": "true_forward", "quantity": N}"#)?;
     match overusage::resolve(&*api.store, &account, id, request, crate::clock::now()).await {
         Ok(resolved) => Ok((axum::http::StatusCode::CREATED, Json(OverusageReport::from(&resolved)))),
         Err(e @ ResolveError::NotFound(_)) => Err(Problem::not_found(e.to_string())),
@@ -293,7 +299,7 @@ async fn site_of<S: Store>(api: &Api<S>, account: &str, site: &str) -> Result<cr
 /// agent's report, and the month's buckets above the cap × 1.05 (R17). Default: this month.
 #[utoipa::path(get, path = "/v1/accounts/{account}/sites/{site}/enforcement", tag = "sites",
     params(("account" = String, Path), ("site" = String, Path),
-        ("month" = Option<String>, Query, description = "YYYY-MM; this month when absent")),
+        ("month" = Option<Month>, Query, description = "YYYY-MM; this month when absent")),
     responses(
         (status = 200, body = SiteEnforcement),
         (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
@@ -316,10 +322,15 @@ async fn site_enforcement<S: Store + 'static>(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SitePatch {
+    /// ISO 3166-1 alpha-2, one of the region table's countries (R11).
+    #[schema(value_type = Option<String>, pattern = "^[A-Z]{2}$")]
     country: Option<String>,
     #[serde(rename = "type")]
+    #[schema(value_type = Option<SiteType>)]
     site_type: Option<String>,
+    /// The cap in bit/s; `null` lifts it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 10_000_000_000_000_u64)]
     cap_bps: Option<Option<u64>>,
 }
 
@@ -365,12 +376,7 @@ async fn change_site<S: Store + 'static>(
     visible_account(&*api.store, &caller, &account).await?;
     caller.operator_only("change a site")?;
     site_of(&api, &account, &site).await?;
-    let patch: SitePatch = serde_json::from_slice(&body).map_err(|e| {
-        Problem::bad_request(vec![FieldError::new(
-            "body",
-            format!("expected {{\"country\", \"type\", \"cap_bps\"}}, each optional: {e}"),
-        )])
-    })?;
+    let patch: SitePatch = body::typed(&body, r#"{"country", "type", "cap_bps"}, each optional"#)?;
     let mut errors = Vec::new();
     let country = patch.country.as_deref().and_then(|c| {
         let parsed = c.parse::<CountryCode>().map_err(|e| e.to_string());

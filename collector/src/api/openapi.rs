@@ -2,8 +2,9 @@
 //! and the types they take and answer (utoipa): nothing in it is written by hand.
 
 use utoipa::openapi::OpenApi as Document;
+use utoipa::openapi::schema::{AdditionalProperties, Object, OneOf, Schema};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{Content, Ref, ResponseBuilder};
+use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::problem::Problem;
@@ -24,7 +25,7 @@ use super::problem::Problem;
         super::orders::one,
         super::orders::transition,
     ),
-    modifiers(&BearerTokens)
+    modifiers(&BearerTokens, &ExactShapes)
 )]
 struct ApiDoc;
 
@@ -49,6 +50,66 @@ impl Modify for BearerTokens {
             }
         }
     }
+}
+
+/// What the derived schemas cannot say by themselves, so that the document describes exactly
+/// what the server accepts and client generators can use it:
+/// - an order item (`OrderItem`) is one complete object per item type (`oneOf`), not an `allOf`
+///   over the `oneOf` of `Item` (which generators such as openapi-python-client refuse);
+/// - request bodies refuse fields they do not know (`additionalProperties: false`);
+/// - a site's country is one of the region table's (R11), restricted countries left out.
+struct ExactShapes;
+
+/// Request bodies whose unknown fields the server refuses.
+const CLOSED: &[&str] = &["Item", "NewOrderBody", "TransitionBody", "Quote", "ResolveRequest", "SitePatch"];
+
+impl Modify for ExactShapes {
+    fn modify(&self, doc: &mut Document) {
+        let Some(components) = doc.components.as_mut() else { return };
+        let schemas = &mut components.schemas;
+        if let (Some(RefOr::T(Schema::OneOf(item))), Some(RefOr::T(Schema::AllOf(order_item)))) =
+            (schemas.get("Item"), schemas.get("OrderItem"))
+        {
+            let common = order_item.items.iter().find_map(|s| match s {
+                RefOr::T(Schema::Object(o)) => Some(o.clone()),
+                _ => None,
+            });
+            let mut one_of = OneOf::new();
+            one_of.description = order_item.description.clone();
+            for variant in &item.items {
+                if let (RefOr::T(Schema::Object(v)), Some(common)) = (variant, &common) {
+                    let mut complete = v.clone();
+                    complete.properties.extend(common.properties.clone());
+                    complete.required.extend(common.required.iter().cloned());
+                    one_of.items.push(RefOr::T(Schema::Object(complete)));
+                }
+            }
+            schemas.insert("OrderItem".into(), RefOr::T(Schema::OneOf(one_of)));
+        }
+        for name in CLOSED {
+            match schemas.get_mut(*name) {
+                Some(RefOr::T(Schema::Object(o))) => close(o),
+                Some(RefOr::T(Schema::OneOf(one_of))) => one_of.items.iter_mut().for_each(|v| {
+                    if let RefOr::T(Schema::Object(o)) = v {
+                        close(o);
+                    }
+                }),
+                _ => {}
+            }
+        }
+        if let Some(RefOr::T(Schema::Object(patch))) = schemas.get_mut("SitePatch")
+            && let Some(RefOr::T(Schema::Object(country))) = patch.properties.get_mut("country")
+        {
+            let table = tally_common::region::RegionTable::builtin();
+            let mut codes: Vec<serde_json::Value> = table.countries().map(|c| c.as_str().into()).collect();
+            codes.push(serde_json::Value::Null);
+            country.enum_values = Some(codes);
+        }
+    }
+}
+
+fn close(object: &mut Object) {
+    object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
 }
 
 /// The document.

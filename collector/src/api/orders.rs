@@ -55,7 +55,8 @@ fn actor_for(caller: &Caller, account: &Account) -> Actor {
 /// `Idempotency-Key`: 201 with the order.
 #[utoipa::path(post, path = "/v1/accounts/{account}/orders", tag = "orders",
     params(("account" = String, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "The same key and body give the same order")),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,200}$",
+            description = "The same key and body give the same order: 1 to 200 visible ASCII characters")),
     request_body = NewOrderBody,
     responses(
         (status = 201, body = Order),
@@ -79,14 +80,15 @@ pub async fn create<S: Store + 'static>(
     }
     let key = match headers.get("idempotency-key").map(HeaderValue::to_str) {
         None => None,
-        Some(Ok(key)) if !key.is_empty() && key.len() <= 200 => Some(key.to_owned()),
+        Some(Ok(key)) if (1..=200).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => {
+            Some(key.to_owned())
+        }
         Some(_) => {
             let error = FieldError::new("Idempotency-Key", "must be 1 to 200 visible ASCII characters");
             return Err(Problem::bad_request(vec![error]));
         }
     };
-    let body_json: Value = serde_json::from_slice(&body)
-        .map_err(|e| Problem::bad_request(vec![FieldError::new("body", format!("not JSON: {e}"))]))?;
+    let body_json = super::body::object(&body)?;
     let Some(raw_items) = body_json.get("items").and_then(Value::as_array) else {
         return Err(Problem::bad_request(vec![FieldError::new("items", "required: a list of items")]));
     };
@@ -110,7 +112,7 @@ pub async fn create<S: Store + 'static>(
         }
     }
     if !errors.is_empty() {
-        return Err(Problem::bad_request(errors));
+        return Err(Problem::invalid(errors));
     }
     let order = NewOrder {
         account,
@@ -141,8 +143,8 @@ pub async fn create<S: Store + 'static>(
 #[utoipa::path(get, path = "/v1/accounts/{account}/orders", tag = "orders",
     params(("account" = String, Path),
         ("status" = Option<ItemStatus>, Query, description = "Only orders whose summary is this"),
-        ("after" = Option<i64>, Query, description = "Orders with ids above this"),
-        ("limit" = Option<u32>, Query, description = "1 to 200; 50 when absent")),
+        ("after" = Option<i64>, Query, minimum = 0, description = "Orders with ids above this"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "1 to 200; 50 when absent")),
     responses(
         (status = 200, body = OrderList),
         (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
@@ -197,6 +199,7 @@ pub struct OrderList {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NewOrderBody {
     /// 1 to 100 items.
+    #[schema(min_items = 1, max_items = 100)]
     pub items: Vec<Item>,
 }
 
@@ -267,12 +270,8 @@ pub async fn transition<S: Store + 'static>(
     let found = visible_account(&*api.store, &caller, &account).await?;
     let not_found = || Problem::not_found(format!("account {account:?} has no order {order:?}"));
     let id: i64 = order.parse().map_err(|_| not_found())?;
-    let body: TransitionBody = serde_json::from_slice(&body).map_err(|e| {
-        Problem::bad_request(vec![FieldError::new(
-            "body",
-            format!("expected {{\"to\": STATUS, \"items\": [ids], \"quote\": {{\"amount\", \"currency\"}}}}: {e}"),
-        )])
-    })?;
+    let body: TransitionBody =
+        super::body::typed(&body, r#"{"to": STATUS, "items": [ids], "quote": {"amount", "currency"}}"#)?;
     if let Some(quote) = &body.quote {
         let errors = check_quote(quote);
         if !errors.is_empty() {

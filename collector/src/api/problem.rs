@@ -23,6 +23,10 @@ pub struct Problem {
 pub struct FieldError {
     pub field: String,
     pub message: String,
+    /// The field has the form its schema describes but a rule about the stored state or today's
+    /// date refuses it (a site of another account, a start date in the past): 422, not 400.
+    #[serde(skip)]
+    pub by_rule: bool,
 }
 
 impl Problem {
@@ -72,6 +76,12 @@ impl Problem {
         Problem::new(StatusCode::CONFLICT, "Conflict with the current state", detail)
     }
 
+    /// 400 when any field breaks its schema, otherwise 422 (every field refused by a rule); all
+    /// the errors are listed either way.
+    pub fn invalid(errors: Vec<FieldError>) -> Problem {
+        if errors.iter().all(|e| e.by_rule) { Problem::unprocessable(errors) } else { Problem::bad_request(errors) }
+    }
+
     /// Well-formed but refused by a rule; `errors` name the fields.
     pub fn unprocessable(errors: Vec<FieldError>) -> Problem {
         let detail = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
@@ -85,7 +95,12 @@ impl Problem {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
-        FieldError { field: field.into(), message: message.into() }
+        FieldError { field: field.into(), message: message.into(), by_rule: false }
+    }
+
+    /// A field refused by a rule (see [`FieldError::by_rule`]).
+    pub fn by_rule(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError { by_rule: true, ..FieldError::new(field, message) }
     }
 }
 

@@ -18,10 +18,13 @@ use rules::{Actor, Item, TransitionError};
 
 /// The price Customer Success quotes for an item (R22).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Quote {
     /// A decimal amount, `1200.00`.
+    #[schema(pattern = "^[0-9]{1,12}(\\.[0-9]{2})?$")]
     pub amount: String,
     /// ISO 4217, `USD`.
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
 }
 

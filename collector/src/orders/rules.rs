@@ -29,6 +29,7 @@ pub enum Item {
     SiteBandwidth {
         start_date: NaiveDate,
         site: String,
+        #[schema(minimum = 1, maximum = 1_000_000)]
         bandwidth_mbps: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         traffic_scope: Option<TrafficScope>,
@@ -42,21 +43,25 @@ pub enum Item {
         start_date: NaiveDate,
         site: String,
         model: SocketModel,
+        #[schema(minimum = 1, maximum = 1_000_000)]
         quantity: u64,
     },
     IpAddresses {
         start_date: NaiveDate,
+        #[schema(minimum = 1, maximum = 1_000_000)]
         quantity: u64,
     },
     SdpUsers {
         start_date: NaiveDate,
         region: SdpRegion,
+        #[schema(minimum = 1, maximum = 1_000_000)]
         quantity: u64,
     },
     Accessories {
         start_date: NaiveDate,
         site: String,
         accessory: Accessory,
+        #[schema(minimum = 1, maximum = 1_000_000)]
         quantity: u64,
     },
 }
@@ -109,6 +114,11 @@ impl Reader<'_> {
         self.errors.push(FieldError::new(format!("{}.{field}", self.path), message));
     }
 
+    /// The field has its schema's form, but the account's sites or today's date refuse it.
+    fn refused(&mut self, field: &str, message: impl Into<String>) {
+        self.errors.push(FieldError::by_rule(format!("{}.{field}", self.path), message));
+    }
+
     fn text(&mut self, field: &str) -> Option<&str> {
         match self.object.get(field) {
             Some(Value::String(s)) => Some(s.as_str()),
@@ -159,7 +169,7 @@ impl Reader<'_> {
         match sites.get(&id) {
             Some(facts) => Some((id, facts)),
             None => {
-                self.error("site", format!("the account has no site {id:?}"));
+                self.refused("site", format!("the account has no site {id:?}"));
                 None
             }
         }
@@ -184,7 +194,7 @@ pub fn validate_item(
     if let Some(start) = start_date
         && start < today
     {
-        r.error("start_date", format!("{start} is in the past (today is {today})"));
+        r.refused("start_date", format!("{start} is in the past (today is {today})"));
     }
     let Some(item_type) = item_type else { return Err(r.errors) };
     for key in object.keys() {
@@ -199,9 +209,16 @@ pub fn validate_item(
             let bandwidth_mbps = r.positive("bandwidth_mbps");
             let stand_alone = site.as_ref().map(|(_, facts)| facts.region_group.is_stand_alone());
             let traffic_scope = match (stand_alone, object.contains_key("traffic_scope")) {
-                (Some(true), _) => r.parsed::<TrafficScope>("traffic_scope"),
+                (Some(true), false) => {
+                    r.refused(
+                        "traffic_scope",
+                        "is required for a site in China, Morocco or Vietnam (global or regional)",
+                    );
+                    None
+                }
+                (Some(true), true) => r.parsed::<TrafficScope>("traffic_scope"),
                 (Some(false), true) => {
-                    r.error("traffic_scope", "applies only to sites in China, Morocco or Vietnam");
+                    r.refused("traffic_scope", "applies only to sites in China, Morocco or Vietnam");
                     None
                 }
                 _ => None,
@@ -221,7 +238,7 @@ pub fn validate_item(
             {
                 let message =
                     format!("{date} must be earlier than the site's activation date {}", facts.activation_date);
-                r.error("activation_date", message);
+                r.refused("activation_date", message);
             }
             match (site, activation_date) {
                 (Some((site, _)), Some(activation_date)) => {
