@@ -84,7 +84,13 @@ impl Modify for ExactShapes {
                     one_of.items.push(RefOr::T(Schema::Object(complete)));
                 }
             }
+            name_variants(&mut one_of, "OrderItem");
             schemas.insert("OrderItem".into(), RefOr::T(Schema::OneOf(one_of)));
+        }
+        for (name, suffix) in [("Item", "Item"), ("ResolveRequest", "")] {
+            if let Some(RefOr::T(Schema::OneOf(one_of))) = schemas.get_mut(name) {
+                name_variants(one_of, suffix);
+            }
         }
         for name in CLOSED {
             match schemas.get_mut(*name) {
@@ -104,6 +110,22 @@ impl Modify for ExactShapes {
             let mut codes: Vec<serde_json::Value> = table.countries().map(|c| c.as_str().into()).collect();
             codes.push(serde_json::Value::Null);
             country.enum_values = Some(codes);
+        }
+    }
+}
+
+/// Titles each variant of a tagged `oneOf` after its `type` (`sockets` → `SocketsItem`), so that
+/// generated clients name their classes after them.
+fn name_variants(one_of: &mut OneOf, suffix: &str) {
+    for variant in &mut one_of.items {
+        let RefOr::T(Schema::Object(o)) = variant else { continue };
+        let tag = match o.properties.get("type") {
+            Some(RefOr::T(Schema::Object(t))) => t.enum_values.as_ref().and_then(|v| v.first()?.as_str()),
+            _ => None,
+        };
+        if let Some(tag) = tag {
+            let camel: String = tag.split('_').map(|word| word[..1].to_uppercase() + &word[1..]).collect();
+            o.title = Some(format!("{camel}{suffix}"));
         }
     }
 }
