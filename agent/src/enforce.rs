@@ -44,11 +44,11 @@ pub async fn run(
     };
     let mut interfaces = wans.borrow_and_update().clone();
     let mut due = policy.is_some();
-    let mut logged_failure = None;
+    let mut logged = None;
     loop {
         if let (true, Some(current)) = (due, policy) {
             let report = apply(current, &interfaces).await;
-            log(&report, current, &mut logged_failure);
+            log(&report, current, &mut logged);
             status::update(&status, |s| {
                 s.policy = Some(PolicyStatus {
                     version: current.version,
@@ -112,16 +112,26 @@ fn applied(policy: Policy, outcome: Result<String, shaper::ShapeError>) -> Polic
     }
 }
 
-/// Successes at INFO; a failure at ERROR the first time, then only when it changes.
-fn log(report: &PolicyApplied, policy: Policy, logged_failure: &mut Option<String>) {
+/// What [`log`] last said: a success by its version and detail, a failure by its words alone.
+type Logged = Option<(bool, u64, String)>;
+
+/// A success at INFO, a failure at ERROR, each once: the same policy applied again (at start,
+/// then pushed by the collector) or the same failure for another version is a DEBUG line.
+fn log(report: &PolicyApplied, policy: Policy, logged: &mut Logged) {
     let cap = policy.cap_bps.map_or("none".to_owned(), |c| Bandwidth(c).to_string());
+    let said = (report.ok, if report.ok { report.version } else { 0 }, report.detail.clone());
+    if logged.as_ref() == Some(&said) {
+        if report.ok {
+            tracing::debug!(version = report.version, detail = %report.detail, "policy applied again, as before");
+        } else {
+            tracing::debug!(version = report.version, error = %report.detail, "policy not applied (as before)");
+        }
+        return;
+    }
     if report.ok {
         tracing::info!(version = report.version, %cap, detail = %report.detail, "policy applied");
-        *logged_failure = None;
-    } else if logged_failure.as_deref() != Some(report.detail.as_str()) {
-        tracing::error!(version = report.version, %cap, error = %report.detail, "policy NOT applied: still measuring");
-        *logged_failure = Some(report.detail.clone());
     } else {
-        tracing::debug!(version = report.version, error = %report.detail, "policy not applied (as before)");
+        tracing::error!(version = report.version, %cap, error = %report.detail, "policy NOT applied: still measuring");
     }
+    *logged = Some(said);
 }

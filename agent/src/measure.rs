@@ -149,7 +149,8 @@ impl Meter {
         }
         self.save()?;
         tracing::info!(
-            open_bucket = ?self.bucketizer.open().map(|b| (b.start.to_string(), b.max_bps)),
+            open_start = self.bucketizer.open().map(|b| b.start.to_string()),
+            open_max_bps = self.bucketizer.open().map(|b| b.max_bps),
             pending = self.store.borrow().pending_count(),
             "stopping: open bucket and last counters saved"
         );
@@ -201,16 +202,13 @@ impl Meter {
                 );
             }
         }
-        let store = self.store.borrow();
-        let oldest =
-            if closed.is_empty() { None } else { store.oldest_pending(1)?.first().map(|b| b.start.to_string()) };
+        let pending = if closed.is_empty() { None } else { Some(status::pending(&self.store.borrow())?) };
         status::update(&self.status, |s| {
             s.last_sample = Some(SampleView::from(interval));
             s.open_bucket = self.bucketizer.open().map(BucketView::from);
             s.discarded = self.discards;
-            if !closed.is_empty() {
-                s.pending_buckets = store.pending_count();
-                s.oldest_pending = oldest;
+            if let Some(pending) = pending {
+                s.set_pending(pending);
             }
         });
         Ok(())
@@ -279,18 +277,17 @@ impl Meter {
             tracing::info!("measuring {} ({source})", described.join(", "));
         }
         let store = self.store.borrow();
-        let oldest = store.oldest_pending(1)?.first().map(|b| b.start.to_string());
+        let (count, oldest) = status::pending(&store)?;
         tracing::info!(
             store = %self.config.store_dir().display(),
-            pending = store.pending_count(),
+            pending = count,
             oldest = oldest.as_deref().unwrap_or("-"),
             open_start = self.bucketizer.open().map(|b| b.start.to_string()),
             open_max_bps = self.bucketizer.open().map(|b| b.max_bps),
             "store opened"
         );
         status::update(&self.status, |s| {
-            s.pending_buckets = store.pending_count();
-            s.oldest_pending = oldest;
+            s.set_pending((count, oldest));
             s.dropped_buckets = store.dropped().unwrap_or_default();
         });
         Ok(())

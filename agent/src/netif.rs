@@ -183,7 +183,12 @@ impl Wan {
             .flat_map(|i| i.ips.into_iter().map(|ip| ip.to_string()))
             .collect();
         let addresses = if addresses.is_empty() { String::new() } else { format!(", {}", addresses.join(" ")) };
-        format!("{} (ifindex {}, {speed}, cap {}{addresses})", self.name, self.ifindex, self.cap)
+        // R3: the plausibility cap is the link speed + 5 %, or the configured fallback.
+        let cap = match self.speed_mbps {
+            Some(_) => format!("cap {}", self.cap),
+            None => format!("cap {} from max_link_mbps, the link speed being unknown", self.cap),
+        };
+        format!("{} (ifindex {}, {speed}, {cap}{addresses})", self.name, self.ifindex)
     }
 }
 

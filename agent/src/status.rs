@@ -128,17 +128,30 @@ pub fn update(shared: &SharedStatus, f: impl FnOnce(&mut Status)) {
     f(&mut shared.lock().unwrap_or_else(PoisonError::into_inner));
 }
 
+/// The count of pending buckets and the oldest one's start, read together so they always agree.
+pub fn pending(store: &Store) -> Result<(usize, Option<String>), crate::store::StoreError> {
+    Ok((store.pending_count(), store.oldest_pending(1)?.first().map(|b| b.start.to_string())))
+}
+
+impl Status {
+    /// Records what [`pending`] read.
+    pub fn set_pending(&mut self, (count, oldest): (usize, Option<String>)) {
+        self.pending_buckets = count;
+        self.oldest_pending = oldest;
+    }
+}
+
 /// The status of a stopped agent, from its store.
 pub fn from_store(config: &Config, store: &Store) -> anyhow::Result<Status> {
-    Ok(Status {
+    let mut status = Status {
         running: false,
         agent_version: crate::AGENT_VERSION.into(),
         store: config.store_dir().display().to_string(),
         interfaces: Vec::new(),
         last_sample: None,
         open_bucket: store.open_bucket()?.as_ref().map(BucketView::from),
-        pending_buckets: store.pending_count(),
-        oldest_pending: store.oldest_pending(1)?.first().map(|b| b.start.to_string()),
+        pending_buckets: 0,
+        oldest_pending: None,
         discarded: store.discards()?,
         dropped_buckets: store.dropped()?,
         uplink: None,
@@ -149,7 +162,9 @@ pub fn from_store(config: &Config, store: &Store) -> anyhow::Result<Status> {
             detail: "the agent is not running; it applies this policy when it starts".into(),
             at: None,
         }),
-    })
+    };
+    status.set_pending(pending(store)?);
+    Ok(status)
 }
 
 /// Serves the shared status on `listener`, one JSON document per connection.

@@ -8,7 +8,9 @@
 //!
 //! Uplink: pending buckets leave the store only after the collector's ack (which it sends only
 //! once they are committed), oldest first, in batches. Reconnects back off exponentially with
-//! jitter from 1 s to 5 min; every change of state is logged once. The collector's policies
+//! jitter from 1 s to about 5 min (each attempt bounded to 10 s); each failed attempt is logged
+//! with its real delay, at WARN the first of an outage and at INFO after, so a field engineer
+//! sees a line at least every 5 minutes while the collector is unreachable. The collector's policies
 //! (R17) go to the enforcer, and its reports come back, on the same stream.
 
 use std::cell::RefCell;
@@ -41,7 +43,12 @@ use crate::store::Store;
 /// Buckets per batch: a day of one site.
 pub const MAX_BATCH: usize = 288;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
-const LAST_RETRY: Duration = Duration::from_secs(300);
+/// The backoff doubles up to this; with the jitter and a connection attempt the agent logs a
+/// line at least every 5 minutes while the collector stays unreachable.
+const LAST_RETRY: Duration = Duration::from_secs(240);
+/// How long one connection attempt may take (QUIC would otherwise wait out its idle timeout, and
+/// a "retrying in 1 s" would really mean 30 s).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum UplinkError {
@@ -204,7 +211,11 @@ async fn open(
         .next()
         .ok_or_else(|| unreachable(&"no address"))?;
     let host = collector.rsplit_once(':').map_or(collector, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
-    let conn = endpoint.connect(addr, host).map_err(|e| unreachable(&e))?.await.map_err(|e| unreachable(&e))?;
+    let connecting = endpoint.connect(addr, host).map_err(|e| unreachable(&e))?;
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| unreachable(&format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
+        .map_err(|e| unreachable(&e))?;
     let (tx, rx) = conn.open_bi().await.map_err(|e| unreachable(&e))?;
     Ok((conn, tx, rx))
 }
@@ -330,20 +341,32 @@ pub async fn run(
     let mut retry = FIRST_RETRY;
     let mut last_error = String::new();
     let mut seq = 0u64;
+    // Since when the collector is unreachable, and how many attempts failed since.
+    let mut outage: Option<(tokio::time::Instant, u32)> = None;
     tokio::pin!(shutdown);
     loop {
+        let attempt = tokio::time::Instant::now();
         let session = session(&endpoint, &identity, &mut link, &mut seq, &mut retry);
         let error = tokio::select! {
             () = &mut shutdown => break,
             Err(e) = session => e,
         };
+        if retry == FIRST_RETRY {
+            // The session reached the collector (or this is the first attempt): a new outage.
+            outage = None;
+        }
+        let (since, failures) = outage.get_or_insert((attempt, 0));
+        *failures += 1;
         let wait = jittered(retry, seq);
         let message = error.to_string();
-        // Once per outage: a new message, or the first failure after a connection (which
-        // resets `retry`).
-        if message != last_error || retry == FIRST_RETRY {
-            tracing::warn!(collector = %identity.collector, error = %message, retry_in_s = wait.as_secs(), "collector unreachable, retrying");
+        // Each retry with its real delay: the first of an outage (or a new reason) at WARN, the
+        // others at INFO; at least one line every 5 minutes while unreachable.
+        let (attempt_s, down_s, retry_in_s) = (attempt.elapsed().as_secs(), since.elapsed().as_secs(), wait.as_secs());
+        if message != last_error || *failures == 1 {
+            tracing::warn!(collector = %identity.collector, error = %message, attempt_s, retry_in_s, "collector unreachable, retrying");
             last_error = message.clone();
+        } else {
+            tracing::info!(collector = %identity.collector, error = %message, failures = *failures, down_s, attempt_s, retry_in_s, "collector still unreachable, retrying");
         }
         status::update(&link.status, |s| {
             if let Some(u) = &mut s.uplink {
@@ -429,9 +452,9 @@ async fn session(
                     link.store.borrow_mut().delete_acknowledged(&starts).map_err(local)?;
                     replayed += batch.len();
                     tracing::debug!(seq = *seq, buckets = batch.len(), "batch acknowledged");
-                    let pending = link.store.borrow().pending_count();
+                    let pending = status::pending(&link.store.borrow()).map_err(local)?;
                     status::update(&link.status, |s| {
-                        s.pending_buckets = pending;
+                        s.set_pending(pending);
                         if let Some(u) = &mut s.uplink {
                             u.last_ack = Some(rfc3339(chrono::Utc::now()));
                         }

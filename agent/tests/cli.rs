@@ -121,7 +121,9 @@ fn status_answers_while_run_runs_and_sigterm_saves_the_open_bucket() {
     assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut agent_run.log, &mut rest).unwrap();
-    assert!(rest.contains("stopping: open bucket and last counters saved"), "{rest}");
+    let stop = rest.lines().find(|l| l.contains("stopping: open bucket and last counters saved")).expect(&rest);
+    assert!(stop.contains("open_start=") && stop.contains("open_max_bps=0"), "plain fields: {stop}");
+    assert!(!stop.contains("Some("), "no Rust debug text in the log: {stop}");
 
     let out = agent().args(["status", "--format", "json", "--config"]).arg(&config).output().unwrap();
     let stopped: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -193,6 +193,14 @@ async fn an_interface_that_vanishes_or_is_re_created_never_bills_its_old_counter
     assert_eq!(o.samples[12], both);
     assert!(o.logs.text().contains("lte0: ifindex changed from 3 to 30"));
     assert_eq!(o.counts.total(), 0, "re-baselining is not a discard");
+    let measuring = o.logs.lines_with("measuring ").first().cloned().unwrap_or_default();
+    assert!(measuring.contains("eth1 (ifindex 2, 1000 Mbps, cap 1050.0 Mbps"), "{measuring}");
+    assert!(
+        measuring.contains(
+            "lte0 (ifindex 3, speed unknown, cap 10000.0 Mbps from max_link_mbps, the link speed being unknown"
+        ),
+        "{measuring}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

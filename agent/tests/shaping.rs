@@ -265,7 +265,8 @@ fn a_cap_shapes_both_directions_survives_a_restart_and_lifting_it_restores_full_
 
     let mut server = collector.serve();
     server.until("policy applied");
-    running.until("policy applied");
+    let again = running.until("policy applied");
+    assert!(again.contains("DEBUG") && again.contains("as before"), "the same policy is logged at INFO once: {again}");
     let asked = Instant::now();
     collector.admin(&["site", "set", "--site", "hq", "--no-cap"]);
     let lifted = running.until("policy applied");

@@ -129,7 +129,11 @@ fn an_enrolled_agent_ships_every_closed_bucket_and_replays_a_backlog() {
     for _ in 0..3 {
         measuring.until("bucket closed");
     }
-    measuring.until("collector unreachable, retrying");
+    let retrying = measuring.until("collector unreachable, retrying");
+    assert!(retrying.contains("WARN"), "{retrying}");
+    let attempt: u64 = field(&retrying, "attempt_s").unwrap().parse().unwrap();
+    assert!(attempt <= 10, "an attempt is bounded: {retrying}");
+    assert!(field(&retrying, "retry_in_s").is_some(), "{retrying}");
     let server = collector.serve();
     measuring.until("connected to the collector");
     measuring.until("backlog replayed");
@@ -186,6 +190,9 @@ fn a_backlog_of_days_arrives_exactly_once_and_oldest_first() {
     assert_eq!(field(&connected, "backlog"), Some("864"), "{connected}");
     let replayed = running.until("backlog replayed");
     assert_eq!(field(&replayed, "buckets"), Some("864"), "{replayed}");
+    let live = status(&config);
+    assert_eq!(live["running"], true);
+    assert_eq!(live["pending_buckets"] == 0, live["oldest_pending"].is_null(), "count and oldest agree: {live}");
     let agent_log = running.stop();
     let collector_log = server.stop();
 
@@ -193,7 +200,8 @@ fn a_backlog_of_days_arrives_exactly_once_and_oldest_first() {
     // passes during the test: it is shipped too.
     let expected: BTreeMap<i64, u64> = seeded.into_iter().chain(closed_buckets(&agent_log)).collect();
     assert_received_once_in_order(&collector_log, &collector, &expected);
-    assert_eq!(status(&config)["pending_buckets"], 0);
+    let stopped = status(&config);
+    assert_eq!((stopped["pending_buckets"].as_u64(), stopped["oldest_pending"].as_str()), (Some(0), None));
 }
 
 #[test]

@@ -45,8 +45,15 @@ fn bucket_at(slot: usize) -> BucketStart {
     BucketStart::from_unix(BucketStart::first_of_day(day()).unix() + 300 * slot as i64).unwrap()
 }
 
+/// `cases` per property; a failing case is saved beside this file (`*.proptest-regressions`)
+/// and tried first on the next run.
+fn config(cases: u32) -> ProptestConfig {
+    let persistence = proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions");
+    ProptestConfig { failure_persistence: Some(Box::new(persistence)), ..ProptestConfig::with_cases(cases) }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2_000))]
+    #![proptest_config(config(2_000))]
 
     #[test]
     fn daily_p95_equals_the_sort_and_index_oracle(buckets in day_of_buckets()) {
@@ -109,7 +116,7 @@ fn cap() -> impl Strategy<Value = Bandwidth> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1_000))]
+    #![proptest_config(config(1_000))]
 
     /// R3: whatever the counters do, no rate above the interface's cap ever leaves the counter
     /// logic; and a rate that does is exactly `delta × 8 / elapsed` of a counter that grew or wrapped.

@@ -137,8 +137,15 @@ fn invalid_payloads_say_so() {
     );
 }
 
+/// `cases` per property; a failing case is saved beside this file (`*.proptest-regressions`)
+/// and tried first on the next run.
+fn config(cases: u32) -> ProptestConfig {
+    let persistence = proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions");
+    ProptestConfig { failure_persistence: Some(Box::new(persistence)), ..ProptestConfig::with_cases(cases) }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(5_000))]
+    #![proptest_config(config(5_000))]
 
     #[test]
     fn garbage_never_panics_and_incomplete_means_a_longer_buffer(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
