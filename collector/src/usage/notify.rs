@@ -101,7 +101,7 @@ impl Transports {
     }
 
     /// Logs once, at start, the channels that are not configured and how many messages wait for
-    /// each.
+    /// each (at WARN when some do).
     pub async fn log_unconfigured<S: Store>(&self, store: &S) -> Result<(), StoreError> {
         let waiting = store.notifications(None).await?;
         for (channel, name, setting) in
@@ -109,10 +109,12 @@ impl Transports {
         {
             if !self.channels.contains(&channel) {
                 let count = waiting.iter().filter(|i| i.channel == channel && i.delivered_at.is_none()).count();
-                tracing::warn!(
-                    waiting = count,
-                    "{name} is not configured ({setting}): {count} message(s) are waiting and will be sent once it is"
-                );
+                let said = format!("{name} is not configured ({setting}): {count} message(s) are waiting");
+                if count == 0 {
+                    tracing::info!(waiting = count, "{said}");
+                } else {
+                    tracing::warn!(waiting = count, "{said} and will be sent once it is");
+                }
             }
         }
         Ok(())
