@@ -51,12 +51,14 @@ for port in "u UDP $quic" "t TCP $http"; do
   fi
 done
 
-pids=()
+# Every background job of this script (a signal can come between starting one and noting it).
 stop_all() {
   trap - EXIT INT TERM
-  [ ${#pids[@]} -eq 0 ] && return
-  kill -TERM "${pids[@]}" 2>/dev/null || true
-  wait "${pids[@]}" 2>/dev/null || true
+  local running
+  running=$(jobs -p)
+  [ -z "$running" ] && return
+  kill -TERM $running 2>/dev/null || true
+  wait 2>/dev/null || true
 }
 trap stop_all EXIT
 trap 'exit 0' INT TERM
@@ -91,15 +93,18 @@ fi
 
 # The collector, and once it listens, the agent.
 "$bin/tally-collector" --config "$collector_config" serve 2> >(tee "$data/collector.log" >&2) &
-pids+=($!)
+serving=$!
 until grep -q "ingest listening" "$data/collector.log" 2>/dev/null; do
-  kill -0 "${pids[0]}" 2>/dev/null || { echo "make run: the collector did not start; see $data/collector.log" >&2; exit 1; }
+  kill -0 "$serving" 2>/dev/null || { echo "make run: the collector did not start; see $data/collector.log" >&2; exit 1; }
   sleep 0.2
 done
 if [ ! -f "$data/agent/identity/client.key" ]; then
   token=$(collector site enroll-token --site local)
   "$bin/tally-agent" enroll --config "$agent_config" --collector "$quic" --token "$token"
 fi
+
+"$bin/tally-agent" run --config "$agent_config" &
+agent=$!
 
 month=$(date -u +%Y-%m)
 cat >&2 <<INFO
@@ -113,8 +118,6 @@ The first bucket closes within 5 minutes (it may be partial). Ctrl-C stops both.
   orders:   the contact person's token is in $data/contact-token (README, "Online orders")
 
 INFO
-"$bin/tally-agent" run --config "$agent_config" &
-pids+=($!)
 # `wait` returns when the agent ends or a signal arrives (a foreground program would delay the
 # trap until it exits).
-wait "${pids[1]}"
+wait "$agent"

@@ -368,13 +368,8 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
 
 /// `rows` as left-aligned columns, the first row a header.
 fn columns<const N: usize>(rows: &[[String; N]]) -> String {
-    let widths: Vec<usize> = (0..N).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-        out += cells.join("  ").trim_end();
-        out.push('\n');
-    }
+    usage::report::aligned(&mut out, rows, &[false; N]);
     out
 }
 

@@ -567,7 +567,7 @@ pub fn table(report: &UsageReport) -> String {
 }
 
 /// Appends `rows` with columns padded to their widest cell, right-aligned where `right`.
-fn aligned<const N: usize>(out: &mut String, rows: &[[String; N]], right: &[bool; N]) {
+pub(crate) fn aligned<const N: usize>(out: &mut String, rows: &[[String; N]], right: &[bool; N]) {
     let widths: Vec<usize> = (0..N).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     for row in rows {
         let cells: Vec<String> = (0..N)
