@@ -2,30 +2,14 @@
 //! a site's enforcement looks like (its cap, what its agent reported, the buckets that broke the
 //! cap). The rules themselves are `tally_common::enforcement`.
 
-use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use tally_common::bandwidth::Bandwidth;
-use tally_common::enforcement::{CapViolation, CappedSite, cap_required, check};
+use tally_common::enforcement::cap_required;
 use tally_common::kinds::SiteType;
 use tally_common::region::RegionGroup;
 use tally_common::time::{BucketStart, Month, MonthWindowSetting, rfc3339};
 
-use crate::store::{EnforcementViolation, License, Site, Store, StoreError};
-use crate::usage::report::pool_licenses;
-
-/// What an account's `sites` and `licenses` break of R17 on `day`.
-pub fn violations(sites: &[Site], licenses: &[License], day: NaiveDate) -> Result<Vec<CapViolation>, StoreError> {
-    let sites: Vec<CappedSite> = sites
-        .iter()
-        .map(|s| CappedSite {
-            site: s.id.clone(),
-            region_group: s.region_group,
-            site_type: s.site_type,
-            cap_bps: s.cap_bps,
-        })
-        .collect();
-    Ok(check(&sites, &pool_licenses(licenses)?, day))
-}
+use crate::store::{EnforcementViolation, Site, Store, StoreError};
 
 /// A bucket above its site's cap × 1.05, as the usage report and the API show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

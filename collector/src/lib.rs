@@ -26,6 +26,7 @@ pub mod orders;
 pub mod policy;
 pub mod store;
 pub mod usage;
+pub mod validation;
 
 use std::future::Future;
 

@@ -27,9 +27,10 @@ use crate::admin::{self, AdminError, SiteChanges};
 use crate::config::Config;
 use crate::enforcement::{self, SiteEnforcement};
 use crate::store::Store;
+use crate::usage::document::{MonthStatus, OverusageReport, UsageReport};
 use crate::usage::events;
-use crate::usage::overusage::{self, OverusageReport, ResolveError, ResolveRequest};
-use crate::usage::report::{self, MonthStatus, ReportError, UsageReport};
+use crate::usage::overusage::{self, ResolveError, ResolveRequest};
+use crate::usage::report::{self, ReportError};
 use auth::{Caller, internal, visible_account};
 use problem::{FieldError, Problem};
 

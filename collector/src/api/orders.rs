@@ -18,6 +18,7 @@ use super::Api;
 use super::auth::{Caller, internal, visible_account};
 use super::problem::{FieldError, Problem};
 use crate::ca::sha256_hex;
+use crate::orders::mail;
 use crate::orders::rules::{Actor, Item, TransitionError, validate_item};
 use crate::orders::{Created, NewOrder, Order, Quote, Transition, TransitionRefused};
 use crate::store::{Account, Role, Store};
@@ -120,6 +121,7 @@ pub async fn create<S: Store + 'static>(
         items,
         idempotency: key.map(|k| (k, sha256_hex(&body))),
         at: crate::clock::now(),
+        confirmation: mail::confirmation,
     };
     match api.store.create_order(&order).await.map_err(internal)? {
         Created::New(order) => {
@@ -287,6 +289,7 @@ pub async fn transition<S: Store + 'static>(
         actor_name: actor_name(&caller),
         quote: body.quote,
         at: crate::clock::now(),
+        quote_mail: mail::quote,
     };
     match api.store.transition_items(&transition).await.map_err(internal)? {
         Ok(order) => {

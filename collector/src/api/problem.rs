@@ -4,6 +4,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+pub use crate::validation::FieldError;
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
@@ -16,17 +18,6 @@ pub struct Problem {
     /// Members particular to the problem (RFC 9457 extensions).
     #[serde(flatten)]
     pub extensions: serde_json::Map<String, serde_json::Value>,
-}
-
-/// What is wrong with one field of the request.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-    /// The field has the form its schema describes but a rule about the stored state or today's
-    /// date refuses it (a site of another account, a start date in the past): 422, not 400.
-    #[serde(skip)]
-    pub by_rule: bool,
 }
 
 impl Problem {
@@ -90,17 +81,6 @@ impl Problem {
 
     pub fn internal(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", detail)
-    }
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
-        FieldError { field: field.into(), message: message.into(), by_rule: false }
-    }
-
-    /// A field refused by a rule (see [`FieldError::by_rule`]).
-    pub fn by_rule(field: impl Into<String>, message: impl Into<String>) -> FieldError {
-        FieldError { by_rule: true, ..FieldError::new(field, message) }
     }
 }
 

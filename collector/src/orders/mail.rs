@@ -6,18 +6,7 @@ use std::fmt::Write;
 use tally_common::kinds::ItemType;
 
 use super::rules::Item;
-use super::{Order, OrderItem, Quote};
-
-/// The outbox topic of an order's confirmation.
-pub fn confirmation_topic(order: &Order) -> String {
-    format!("order {}", order.id)
-}
-
-/// The outbox topic of a quote for `items` of an order.
-pub fn quote_topic(order: &Order, items: &[&OrderItem]) -> String {
-    let ids: Vec<String> = items.iter().map(|i| i.id.to_string()).collect();
-    format!("order {} quote {}", order.id, ids.join(","))
-}
+use super::{Order, OrderItem, OrderMail, Quote};
 
 fn describe(item: &Item) -> String {
     let what = match item {
@@ -45,8 +34,9 @@ fn label(item_type: ItemType) -> &'static str {
     }
 }
 
-/// The confirmation sent to the organization when an order is submitted.
-pub fn confirmation(order: &Order) -> (String, String) {
+/// The confirmation sent to the organization (its contact person and its e-mail recipients)
+/// when an order is submitted; topic `order N`.
+pub fn confirmation(order: &Order) -> OrderMail {
     let subject = format!("Tally: order {} received for account {}", order.id, order.account);
     let mut text = format!(
         "Order {} for account {} was submitted on {} and sent to Customer Success.\n\nItems:\n",
@@ -56,11 +46,11 @@ pub fn confirmation(order: &Order) -> (String, String) {
         let _ = writeln!(text, "  - item {}: {}", item.id, describe(&item.item));
     }
     text += "\nEach item's status is shown with the order; the contact person receives the quote.\n";
-    (subject, text)
+    OrderMail { topic: format!("order {}", order.id), subject, text, to_organization: true }
 }
 
-/// The quote sent to the contact person, who approves it or cancels.
-pub fn quote(order: &Order, items: &[&OrderItem], quote: &Quote) -> (String, String) {
+/// The quote sent to the contact person, who approves it or cancels; topic `order N quote I,J`.
+pub fn quote(order: &Order, items: &[&OrderItem], quote: &Quote) -> OrderMail {
     let subject = format!("Tally: quote for order {} of account {}", order.id, order.account);
     let mut text = format!("Customer Success quotes {} {} for:\n", quote.amount, quote.currency);
     for item in items {
@@ -72,5 +62,6 @@ pub fn quote(order: &Order, items: &[&OrderItem], quote: &Quote) -> (String, Str
          {{\"to\": \"canceled\"}}.\n",
         order.account, order.id
     );
-    (subject, text)
+    let ids: Vec<String> = items.iter().map(|i| i.id.to_string()).collect();
+    OrderMail { topic: format!("order {} quote {}", order.id, ids.join(",")), subject, text, to_organization: false }
 }

@@ -5,7 +5,8 @@
 //! - [`mail`]: the confirmation and the quote (R23).
 //!
 //! The store keeps orders and applies a transition with its effects (R24) and its e-mails in
-//! one transaction; `api::orders` serves them.
+//! one transaction (the e-mails composed here, by the functions an order or a transition
+//! carries); `api::orders` serves them.
 
 pub mod mail;
 pub mod rules;
@@ -71,8 +72,19 @@ pub struct OrderPage {
     pub next_after: Option<i64>,
 }
 
-/// A validated order to store.
+/// An e-mail about an order (R23), composed by [`mail`]; the store writes it to the outbox in
+/// the transaction of the change that causes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderMail {
+    pub topic: String,
+    pub subject: String,
+    pub text: String,
+    /// To the account's e-mail recipients as well as its contact person.
+    pub to_organization: bool,
+}
+
+/// A validated order to store.
+#[derive(Debug, Clone)]
 pub struct NewOrder {
     pub account: String,
     pub actor: String,
@@ -80,6 +92,8 @@ pub struct NewOrder {
     /// The `Idempotency-Key` header and the SHA-256 of the body it came with.
     pub idempotency: Option<(String, String)>,
     pub at: DateTime<Utc>,
+    /// The confirmation of the stored order ([`mail::confirmation`]).
+    pub confirmation: fn(&Order) -> OrderMail,
 }
 
 /// What storing a [`NewOrder`] did.
@@ -93,7 +107,7 @@ pub enum Created {
 }
 
 /// A change of status for some items of an order (all of them when `items` is `None`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Transition {
     pub account: String,
     pub order: i64,
@@ -103,6 +117,8 @@ pub struct Transition {
     pub actor_name: String,
     pub quote: Option<Quote>,
     pub at: DateTime<Utc>,
+    /// The e-mail of a quote for the chosen items ([`mail::quote`]).
+    pub quote_mail: fn(&Order, &[&OrderItem], &Quote) -> OrderMail,
 }
 
 /// Why a transition changed nothing.

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use tally_common::kinds::{Accessory, ItemStatus, ItemType, SdpRegion, SocketModel, TrafficScope};
 use tally_common::region::RegionGroup;
 
-use crate::api::problem::FieldError;
+use crate::validation::FieldError;
 
 /// The largest quantity or bandwidth (Mbps) one item may ask for.
 pub const MAX_QUANTITY: u64 = 1_000_000;

@@ -18,8 +18,9 @@ use std::future::Future;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use tally_common::bucket::Bucket;
-use tally_common::enforcement::CapViolation;
+use tally_common::enforcement::{CapViolation, CappedSite, check};
 use tally_common::kinds::{ItemStatus, LicenseKind, SiteType, ZtnaRegion};
+use tally_common::license::LicenseTerm;
 
 use crate::orders::rules::SiteFacts;
 use crate::orders::{Created, NewOrder, Order, OrderPage, Transition, TransitionRefused};
@@ -100,6 +101,46 @@ pub struct CertificateRecord {
 pub struct License {
     pub id: i64,
     pub terms: NewLicense,
+}
+
+impl License {
+    /// Its days and quantity, as `tally_common::license` counts them (R8).
+    pub fn term(&self) -> LicenseTerm {
+        LicenseTerm {
+            effective_from: self.terms.effective_from,
+            effective_to: self.terms.effective_to,
+            quantity: self.terms.quantity,
+        }
+    }
+}
+
+/// What an account's `sites` and `licenses` break of R17 on `day` (the rule is
+/// `tally_common::enforcement::check`); a backend runs it inside the transaction of a change.
+pub fn cap_violations(sites: &[Site], licenses: &[License], day: NaiveDate) -> Result<Vec<CapViolation>, StoreError> {
+    let sites: Vec<CappedSite> = sites
+        .iter()
+        .map(|s| CappedSite {
+            site: s.id.clone(),
+            region_group: s.region_group,
+            site_type: s.site_type,
+            cap_bps: s.cap_bps,
+        })
+        .collect();
+    Ok(check(&sites, &pool_licenses(licenses)?, day))
+}
+
+/// The bandwidth-pool licenses among `licenses`, with their region group.
+pub fn pool_licenses(licenses: &[License]) -> Result<Vec<(RegionGroup, LicenseTerm)>, StoreError> {
+    licenses
+        .iter()
+        .filter(|l| l.terms.kind == LicenseKind::BandwidthPool)
+        .map(|l| {
+            let region = l.terms.region.as_deref().unwrap_or_default();
+            let group =
+                region.parse().map_err(|e| StoreError::Corrupt(format!("license {}: region {region:?}: {e}", l.id)))?;
+            Ok((group, l.term()))
+        })
+        .collect()
 }
 
 /// A site's day whose buckets changed since its daily P95 was last computed.

@@ -487,7 +487,7 @@ impl Store for SqliteStore {
                 }
             }
         }
-        let violations = crate::enforcement::violations(&sites, &licenses, day)?;
+        let violations = super::cap_violations(&sites, &licenses, day)?;
         if !violations.is_empty() {
             return Ok(violations); // dropping `tx` rolls back
         }

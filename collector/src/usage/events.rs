@@ -17,8 +17,8 @@ use serde_json::Value;
 use tally_common::kinds::LicenseKind;
 use tally_common::region::RegionTable;
 
-use crate::api::problem::FieldError;
 pub use crate::store::MeterEvent;
+use crate::validation::FieldError;
 
 /// Events per request.
 pub const MAX_BATCH: usize = 10_000;

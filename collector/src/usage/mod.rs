@@ -9,64 +9,25 @@
 //! refreshes first, so it is never stale, with or without `serve`. The same task finalizes
 //! months whose grace period ended (R9): their report is saved and never changes again.
 
+pub mod daily;
+pub mod document;
 pub mod events;
 pub mod notify;
 pub mod overusage;
 pub mod report;
 
+pub use daily::refresh;
+
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use tally_common::p95::{DailyP95, daily_site_p95};
 use tally_common::time::{Month, MonthWindowSetting};
 
-use crate::store::{DirtyDay, KeyRange, Store, StoreError};
+use crate::store::Store;
+use document::MonthStatus;
 
 /// How often the running collector recomputes the days that changed.
 pub const REFRESH_PERIOD: Duration = Duration::from_secs(2);
-
-/// Site-days recomputed per store transaction.
-const REFRESH_BATCH: usize = 5_000;
-
-/// Recomputes every dirty site-day; returns how many were computed. The dirty days are split in
-/// two halves recomputed side by side (both cores), until none is left: a day dirtied again
-/// meanwhile is computed once more.
-pub async fn refresh<S: Store>(store: &S) -> Result<usize, StoreError> {
-    let mut total = 0;
-    while let Some(middle) = store.dirty_days_midpoint().await? {
-        let first = KeyRange { after: None, through: Some(middle.clone()) };
-        let second = KeyRange { after: Some(middle), through: None };
-        let (a, b) = tokio::try_join!(refresh_range(store, first), refresh_range(store, second))?;
-        total += a + b;
-    }
-    Ok(total)
-}
-
-/// One pass over the dirty days of `range` in key order, reading each batch while the previous
-/// one is saved.
-async fn refresh_range<S: Store>(store: &S, mut range: KeyRange) -> Result<usize, StoreError> {
-    let mut total = 0;
-    let mut computed: Vec<(DirtyDay, DailyP95)> = Vec::new();
-    loop {
-        let save = async {
-            match computed.is_empty() {
-                true => Ok(()),
-                false => store.save_site_days(&computed).await,
-            }
-        };
-        let (dirty, ()) = tokio::try_join!(store.dirty_days(&range, REFRESH_BATCH), save)?;
-        let Some((last, _)) = dirty.last() else { return Ok(total) };
-        range.after = Some((last.site.clone(), last.day));
-        computed = dirty
-            .into_iter()
-            .map(|(dirty, buckets)| {
-                let p95 = daily_site_p95(dirty.day, buckets);
-                (dirty, p95)
-            })
-            .collect();
-        total += computed.len();
-    }
-}
 
 /// While `serve` runs: recomputes changed days every [`REFRESH_PERIOD`], every
 /// [`FINALIZE_PERIOD`] finalizes the months whose grace period has ended (R9), and sends the
@@ -121,7 +82,7 @@ pub async fn finalize_due<S: Store>(
     tracing::debug!(accounts = accounts.len(), months = %format!("{before} {previous}"), "months due for finalization checked");
     for account in accounts {
         for month in [before, previous] {
-            let due = report::MonthStatus::of(month.window(setting), grace, now) == report::MonthStatus::Finalized;
+            let due = MonthStatus::of(month.window(setting), grace, now) == MonthStatus::Finalized;
             if due && store.finalized_report(&account, &month.to_string()).await?.is_none() {
                 report::build(store, &account, month, setting, grace, now).await?;
             }

@@ -27,7 +27,7 @@ use serde_json::json;
 use tally_common::bandwidth::Bandwidth;
 use tally_common::kinds::LicenseKind;
 
-use super::report::UsageReport;
+use super::document::UsageReport;
 use crate::config::{Config, SmtpRelay, SmtpTls};
 use crate::store::{Channel, NewOverusage, Notification, OutboxItem, Store, StoreError};
 

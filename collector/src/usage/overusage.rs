@@ -1,11 +1,11 @@
 //! Over-usage (R14), found when a month is finalized, and its resolution (R16).
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tally_common::kinds::LicenseKind;
 use tally_common::time::Month;
 
-use super::report::UsageReport;
+use super::document::UsageReport;
 use crate::store::{License, NewLicense, NewOverusage, Overusage, Resolution, ResolutionKind, Store, StoreError};
 
 /// Every region group and meter of a finalized month above its license. A base product's
@@ -35,53 +35,6 @@ pub fn evaluate(report: &UsageReport, licenses: &[License]) -> Vec<NewOverusage>
         flags: flags(m.license),
     });
     pools.chain(meters).collect()
-}
-
-/// An over-usage as the report and the API show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct OverusageReport {
-    pub id: i64,
-    pub license: LicenseKind,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region_group: Option<String>,
-    pub measured: u64,
-    pub licensed: u64,
-    pub excess: u64,
-    /// Licenses that require the same increase (R14).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub requires_same_increase: Vec<LicenseKind>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resolution: Option<ResolutionReport>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ResolutionReport {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub quantity: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub license_id: Option<i64>,
-    pub at: String,
-}
-
-impl From<&Overusage> for OverusageReport {
-    fn from(o: &Overusage) -> Self {
-        OverusageReport {
-            id: o.id,
-            license: o.found.license,
-            region_group: o.found.region.clone(),
-            measured: o.found.measured,
-            licensed: o.found.licensed,
-            excess: o.found.excess,
-            requires_same_increase: o.found.flags.clone(),
-            resolution: o.resolution.as_ref().map(|r| ResolutionReport {
-                kind: r.kind.as_str().to_owned(),
-                quantity: r.quantity,
-                license_id: r.license_id,
-                at: tally_common::time::rfc3339(r.at),
-            }),
-        }
-    }
 }
 
 /// A resolution asked for (R16).

@@ -1,11 +1,12 @@
-//! The usage report of one account and month (Contract): the JSON document of
-//! `tally-collector report` and `GET /v1/accounts/{account}/usage`, and its table for a terminal.
+//! The usage report of one account and month (Contract): built from the store and the rules of
+//! `tally_common` ([`super::document`] is its shape), finalized once (R9), and its table for a
+//! terminal.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tally_common::bandwidth::Bandwidth;
 use tally_common::kinds::{LicenseKind, ZtnaRegion};
 use tally_common::license::LicenseTerm;
@@ -15,163 +16,13 @@ use tally_common::pool::{PoolMonth, pool_months};
 use tally_common::region::RegionGroup;
 use tally_common::time::{DAY_SLOTS, Month, MonthWindow, MonthWindowSetting, rfc3339};
 
-use super::overusage::{self, OverusageReport};
+use super::document::{
+    DayAggregate, Forecast, MeterReport, MonthStatus, OverusageReport, PoolReport, RegionUsage, SiteDayReport,
+    SiteReport, UsageReport, WindowJson, describe_window,
+};
+use super::overusage;
 use crate::enforcement::{ViolationReport, month_violations};
-use crate::store::{License, MeterCounts, Store, StoreError};
-
-/// Where a month stands (R9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MonthStatus {
-    /// The window still runs.
-    Open,
-    /// The window closed; late buckets may still change the month until the grace period ends.
-    Provisional,
-    /// The grace period ended: over-usage is evaluated.
-    Finalized,
-}
-
-impl MonthStatus {
-    pub fn of(window: MonthWindow, grace: TimeDelta, now: DateTime<Utc>) -> MonthStatus {
-        if now < window.end_time() {
-            MonthStatus::Open
-        } else if now < window.end_time() + grace {
-            MonthStatus::Provisional
-        } else {
-            MonthStatus::Finalized
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct UsageReport {
-    pub account: String,
-    pub month: Month,
-    pub status: MonthStatus,
-    pub window: WindowJson,
-    pub bandwidth_pool: Vec<PoolReport>,
-    pub sites: Vec<SiteReport>,
-    pub meters: Vec<MeterReport>,
-    pub generated_at: String,
-    /// When the month was finalized (R9); its figures have not changed since.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finalized_at: Option<String>,
-    /// Buckets of the window first received after finalization: stored, counted, not billed (R9).
-    #[serde(default)]
-    pub late_buckets: u64,
-    /// A finalized month's over-usage (R14), with its resolution once there is one (R16).
-    #[serde(default)]
-    pub overusage: Vec<OverusageReport>,
-    /// The current month: the days from this one (today, provisional) to the month's last day
-    /// are still open; the later ones have no figures yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub open_from: Option<NaiveDate>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct WindowJson {
-    pub start: String,
-    pub end: String,
-    /// The `month_window` setting it follows (R7).
-    pub setting: MonthWindowSetting,
-    /// The window in words, and how to change it.
-    #[serde(default)]
-    pub description: String,
-}
-
-/// What a reader of a report is told about the `month_window` setting (R7).
-pub fn describe_window(setting: MonthWindowSetting) -> &'static str {
-    match setting {
-        MonthWindowSetting::Article => {
-            "the article's window excludes the last day of the month; set month_window = \"calendar\" to include it"
-        }
-        MonthWindowSetting::Calendar => "the whole calendar month, its last day included (month_window = \"calendar\")",
-    }
-}
-
-fn in_window_by_default() -> bool {
-    true
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct PoolReport {
-    pub region_group: RegionGroup,
-    pub monthly_p95_bps: u64,
-    pub peak_day: Option<NaiveDate>,
-    pub licensed_bps: u64,
-    pub excess_bps: u64,
-    pub days: Vec<DayAggregate>,
-    /// While the month is open: where it is heading.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forecast: Option<Forecast>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct DayAggregate {
-    pub date: NaiveDate,
-    pub aggregate_bps: u64,
-    /// Whether the day counts towards the monthly P95 (R7); every day of the calendar month is
-    /// listed.
-    #[serde(default = "in_window_by_default")]
-    pub in_window: bool,
-}
-
-/// The open month's forecast for one region group.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Forecast {
-    /// The monthly P95 over the complete days so far.
-    pub monthly_p95_so_far_bps: u64,
-    /// The larger of that and the linear trend of the complete days' aggregates, extended to
-    /// the window's last day: the monthly P95 is a maximum, so a rising trend raises it.
-    pub projected_monthly_p95_bps: u64,
-    /// Complete days the projection rests on.
-    pub days_measured: usize,
-    pub exceeds_license: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct SiteReport {
-    pub site: String,
-    pub region_group: RegionGroup,
-    pub days: Vec<SiteDayReport>,
-    /// The site's cap (R17) when the report was made; `None`: unenforced.
-    #[serde(default)]
-    pub cap_bps: Option<u64>,
-    /// The window's buckets above the cap × 1.05 (R17).
-    #[serde(default)]
-    pub violations: Vec<ViolationReport>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct SiteDayReport {
-    pub date: NaiveDate,
-    pub p95_bps: u64,
-    pub buckets_present: u16,
-    pub buckets_expected: u16,
-    /// Whether the day counts towards the monthly P95 (R7).
-    #[serde(default = "in_window_by_default")]
-    pub in_window: bool,
-    /// The current UTC day: its P95 will change (R5).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub provisional: bool,
-}
-
-/// A meter other than the bandwidth pool over the calendar month (R12, R13).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct MeterReport {
-    #[serde(flatten)]
-    pub meter: MeterMonth,
-    /// ZTNA users: each region's measured users (by their latest session) and licensed users.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub by_region: Vec<RegionUsage>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct RegionUsage {
-    pub region: ZtnaRegion,
-    pub measured: u64,
-    pub licensed: u64,
-}
+use crate::store::{License, MeterCounts, Store, StoreError, pool_licenses};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -237,7 +88,7 @@ async fn compute<S: Store>(
     status: MonthStatus,
     now: DateTime<Utc>,
 ) -> Result<UsageReport, ReportError> {
-    super::refresh(store).await?;
+    super::daily::refresh(store).await?;
     let window = month.window(setting);
     let today = now.date_naive();
     // Days reported: every day of the calendar month, each saying whether it is in the R7
@@ -338,35 +189,18 @@ async fn compute<S: Store>(
     })
 }
 
-/// The account's bandwidth-pool licenses with their region group.
-pub(crate) fn pool_licenses(licenses: &[License]) -> Result<Vec<(RegionGroup, LicenseTerm)>, StoreError> {
-    of_kind(licenses, LicenseKind::BandwidthPool)
-        .map(|l| {
-            let region = l.terms.region.as_deref().unwrap_or_default();
-            let group =
-                region.parse().map_err(|e| StoreError::Corrupt(format!("license {}: region {region:?}: {e}", l.id)))?;
-            Ok((group, term(l)))
-        })
-        .collect()
-}
-
 fn of_kind(licenses: &[License], kind: LicenseKind) -> impl Iterator<Item = &License> {
     licenses.iter().filter(move |l| l.terms.kind == kind)
-}
-
-fn term(l: &License) -> LicenseTerm {
-    LicenseTerm {
-        effective_from: l.terms.effective_from,
-        effective_to: l.terms.effective_to,
-        quantity: l.terms.quantity,
-    }
 }
 
 /// Every meter with a license or a measurement, over the calendar month (R13), capacities by R8.
 fn meter_reports(counts: &MeterCounts, licenses: &[License], month: Month) -> Vec<MeterReport> {
     let calendar = month.window(MonthWindowSetting::Calendar);
     let capacity = |kind| {
-        tally_common::license::licensed_capacity(calendar, of_kind(licenses, kind).map(term).collect::<Vec<_>>().iter())
+        tally_common::license::licensed_capacity(
+            calendar,
+            of_kind(licenses, kind).map(License::term).collect::<Vec<_>>().iter(),
+        )
     };
     let first = |kind, field: fn(&License) -> Option<u64>| of_kind(licenses, kind).find_map(field);
     let has = |kind| of_kind(licenses, kind).next().is_some();
@@ -377,7 +211,7 @@ fn meter_reports(counts: &MeterCounts, licenses: &[License], month: Month) -> Ve
         .map(|region| {
             let terms: Vec<LicenseTerm> = of_kind(licenses, LicenseKind::ZtnaUsers)
                 .filter(|l| l.terms.region.as_deref() == Some(region.as_str()))
-                .map(term)
+                .map(License::term)
                 .collect();
             (*region, tally_common::license::licensed_capacity(calendar, terms.iter()))
         })

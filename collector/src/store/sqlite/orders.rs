@@ -10,9 +10,8 @@ use sqlx::SqliteConnection;
 use tally_common::kinds::{ItemStatus, LicenseKind, SdpRegion};
 
 use super::{db, from_json, insert_license, parse, stamp, to_json};
-use crate::orders::mail;
 use crate::orders::rules::{Item, SiteFacts, check_transition, summary};
-use crate::orders::{Created, NewOrder, Order, OrderItem, OrderPage, Quote, Transition, TransitionRefused};
+use crate::orders::{Created, NewOrder, Order, OrderItem, OrderMail, OrderPage, Quote, Transition, TransitionRefused};
 use crate::store::{NewLicense, StoreError};
 
 pub(super) async fn create(conn: &mut SqliteConnection, order: &NewOrder) -> Result<Created, StoreError> {
@@ -62,23 +61,13 @@ pub(super) async fn create(conn: &mut SqliteConnection, order: &NewOrder) -> Res
     let created = load(conn, &order.account, &[id]).await?.pop();
     let created = created.ok_or_else(|| StoreError::Corrupt(format!("order {id} vanished")))?;
     // R23: the organization's confirmation: its contact person and its e-mail recipients.
-    let (subject, text) = mail::confirmation(&created);
-    let topic = mail::confirmation_topic(&created);
-    enqueue(conn, &order.account, &topic, true, &subject, &text, &at).await?;
+    enqueue(conn, &order.account, &(order.confirmation)(&created), &at).await?;
     Ok(Created::New(created))
 }
 
 /// Puts an e-mail in the outbox (R15's, delivered by the same loop) for the account's contact
-/// person and, with `organization`, its e-mail recipients too.
-async fn enqueue(
-    conn: &mut SqliteConnection,
-    account: &str,
-    topic: &str,
-    organization: bool,
-    subject: &str,
-    text: &str,
-    at: &str,
-) -> Result<(), StoreError> {
+/// person and, when it says so, its e-mail recipients too.
+async fn enqueue(conn: &mut SqliteConnection, account: &str, mail: &OrderMail, at: &str) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO outbox (account_id, topic, channel, recipient, subject, body, next_attempt_at)
          SELECT ?, ?, 'email', address, ?, ?, ? FROM (
@@ -89,12 +78,12 @@ async fn enqueue(
          ON CONFLICT (account_id, topic, channel, recipient) DO NOTHING",
     )
     .bind(account)
-    .bind(topic)
-    .bind(subject)
-    .bind(text)
+    .bind(&mail.topic)
+    .bind(&mail.subject)
+    .bind(&mail.text)
     .bind(at)
     .bind(account)
-    .bind(organization)
+    .bind(mail.to_organization)
     .bind(account)
     .execute(conn)
     .await
@@ -248,9 +237,7 @@ pub(super) async fn transition(
     }
     if let (ItemStatus::PendingConfirmation, Some(quote)) = (t.to, &t.quote) {
         // R23: the quote goes to the contact person.
-        let (subject, text) = mail::quote(&order, &chosen, quote);
-        let topic = mail::quote_topic(&order, &chosen);
-        enqueue(conn, &t.account, &topic, false, &subject, &text, &at).await?;
+        enqueue(conn, &t.account, &(t.quote_mail)(&order, &chosen, quote), &at).await?;
     }
     let statuses: Vec<ItemStatus> =
         order.items.iter().map(|i| if chosen.iter().any(|c| c.id == i.id) { t.to } else { i.status }).collect();

@@ -1,0 +1,50 @@
+//! Each site's daily P95 (R5) kept current: a merge marks the (site, day) it touched dirty in
+//! the same transaction as the buckets; [`refresh`] recomputes only those site-days with
+//! `tally_common::p95` and clears each mark unless the day changed again meanwhile.
+
+use tally_common::p95::{DailyP95, daily_site_p95};
+
+use crate::store::{DirtyDay, KeyRange, Store, StoreError};
+
+/// Site-days recomputed per store transaction.
+const REFRESH_BATCH: usize = 5_000;
+
+/// Recomputes every dirty site-day; returns how many were computed. The dirty days are split in
+/// two halves recomputed side by side (both cores), until none is left: a day dirtied again
+/// meanwhile is computed once more.
+pub async fn refresh<S: Store>(store: &S) -> Result<usize, StoreError> {
+    let mut total = 0;
+    while let Some(middle) = store.dirty_days_midpoint().await? {
+        let first = KeyRange { after: None, through: Some(middle.clone()) };
+        let second = KeyRange { after: Some(middle), through: None };
+        let (a, b) = tokio::try_join!(refresh_range(store, first), refresh_range(store, second))?;
+        total += a + b;
+    }
+    Ok(total)
+}
+
+/// One pass over the dirty days of `range` in key order, reading each batch while the previous
+/// one is saved.
+async fn refresh_range<S: Store>(store: &S, mut range: KeyRange) -> Result<usize, StoreError> {
+    let mut total = 0;
+    let mut computed: Vec<(DirtyDay, DailyP95)> = Vec::new();
+    loop {
+        let save = async {
+            match computed.is_empty() {
+                true => Ok(()),
+                false => store.save_site_days(&computed).await,
+            }
+        };
+        let (dirty, ()) = tokio::try_join!(store.dirty_days(&range, REFRESH_BATCH), save)?;
+        let Some((last, _)) = dirty.last() else { return Ok(total) };
+        range.after = Some((last.site.clone(), last.day));
+        computed = dirty
+            .into_iter()
+            .map(|(dirty, buckets)| {
+                let p95 = daily_site_p95(dirty.day, buckets);
+                (dirty, p95)
+            })
+            .collect();
+        total += computed.len();
+    }
+}

@@ -1,0 +1,214 @@
+//! The usage report as a document (Contract): the JSON of `tally-collector report` and
+//! `GET /v1/accounts/{account}/usage`, saved as it is when a month is finalized (R9). Types only:
+//! [`super::report`] builds it, [`super::overusage`] and [`super::notify`] read it.
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use tally_common::kinds::{LicenseKind, ZtnaRegion};
+use tally_common::meters::MeterMonth;
+use tally_common::region::RegionGroup;
+use tally_common::time::{Month, MonthWindow, MonthWindowSetting};
+
+use crate::enforcement::ViolationReport;
+use crate::store::Overusage;
+
+/// Where a month stands (R9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MonthStatus {
+    /// The window still runs.
+    Open,
+    /// The window closed; late buckets may still change the month until the grace period ends.
+    Provisional,
+    /// The grace period ended: over-usage is evaluated.
+    Finalized,
+}
+
+impl MonthStatus {
+    pub fn of(window: MonthWindow, grace: TimeDelta, now: DateTime<Utc>) -> MonthStatus {
+        if now < window.end_time() {
+            MonthStatus::Open
+        } else if now < window.end_time() + grace {
+            MonthStatus::Provisional
+        } else {
+            MonthStatus::Finalized
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UsageReport {
+    pub account: String,
+    pub month: Month,
+    pub status: MonthStatus,
+    pub window: WindowJson,
+    pub bandwidth_pool: Vec<PoolReport>,
+    pub sites: Vec<SiteReport>,
+    pub meters: Vec<MeterReport>,
+    pub generated_at: String,
+    /// When the month was finalized (R9); its figures have not changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finalized_at: Option<String>,
+    /// Buckets of the window first received after finalization: stored, counted, not billed (R9).
+    #[serde(default)]
+    pub late_buckets: u64,
+    /// A finalized month's over-usage (R14), with its resolution once there is one (R16).
+    #[serde(default)]
+    pub overusage: Vec<OverusageReport>,
+    /// The current month: the days from this one (today, provisional) to the month's last day
+    /// are still open; the later ones have no figures yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_from: Option<NaiveDate>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WindowJson {
+    pub start: String,
+    pub end: String,
+    /// The `month_window` setting it follows (R7).
+    pub setting: MonthWindowSetting,
+    /// The window in words, and how to change it.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// What a reader of a report is told about the `month_window` setting (R7).
+pub fn describe_window(setting: MonthWindowSetting) -> &'static str {
+    match setting {
+        MonthWindowSetting::Article => {
+            "the article's window excludes the last day of the month; set month_window = \"calendar\" to include it"
+        }
+        MonthWindowSetting::Calendar => "the whole calendar month, its last day included (month_window = \"calendar\")",
+    }
+}
+
+fn in_window_by_default() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PoolReport {
+    pub region_group: RegionGroup,
+    pub monthly_p95_bps: u64,
+    pub peak_day: Option<NaiveDate>,
+    pub licensed_bps: u64,
+    pub excess_bps: u64,
+    pub days: Vec<DayAggregate>,
+    /// While the month is open: where it is heading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<Forecast>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DayAggregate {
+    pub date: NaiveDate,
+    pub aggregate_bps: u64,
+    /// Whether the day counts towards the monthly P95 (R7); every day of the calendar month is
+    /// listed.
+    #[serde(default = "in_window_by_default")]
+    pub in_window: bool,
+}
+
+/// The open month's forecast for one region group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Forecast {
+    /// The monthly P95 over the complete days so far.
+    pub monthly_p95_so_far_bps: u64,
+    /// The larger of that and the linear trend of the complete days' aggregates, extended to
+    /// the window's last day: the monthly P95 is a maximum, so a rising trend raises it.
+    pub projected_monthly_p95_bps: u64,
+    /// Complete days the projection rests on.
+    pub days_measured: usize,
+    pub exceeds_license: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SiteReport {
+    pub site: String,
+    pub region_group: RegionGroup,
+    pub days: Vec<SiteDayReport>,
+    /// The site's cap (R17) when the report was made; `None`: unenforced.
+    #[serde(default)]
+    pub cap_bps: Option<u64>,
+    /// The window's buckets above the cap × 1.05 (R17).
+    #[serde(default)]
+    pub violations: Vec<ViolationReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SiteDayReport {
+    pub date: NaiveDate,
+    pub p95_bps: u64,
+    pub buckets_present: u16,
+    pub buckets_expected: u16,
+    /// Whether the day counts towards the monthly P95 (R7).
+    #[serde(default = "in_window_by_default")]
+    pub in_window: bool,
+    /// The current UTC day: its P95 will change (R5).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub provisional: bool,
+}
+
+/// A meter other than the bandwidth pool over the calendar month (R12, R13).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MeterReport {
+    #[serde(flatten)]
+    pub meter: MeterMonth,
+    /// ZTNA users: each region's measured users (by their latest session) and licensed users.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_region: Vec<RegionUsage>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RegionUsage {
+    pub region: ZtnaRegion,
+    pub measured: u64,
+    pub licensed: u64,
+}
+
+/// An over-usage as the report and the API show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OverusageReport {
+    pub id: i64,
+    pub license: LicenseKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_group: Option<String>,
+    pub measured: u64,
+    pub licensed: u64,
+    pub excess: u64,
+    /// Licenses that require the same increase (R14).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires_same_increase: Vec<LicenseKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<ResolutionReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResolutionReport {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub quantity: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license_id: Option<i64>,
+    pub at: String,
+}
+
+impl From<&Overusage> for OverusageReport {
+    fn from(o: &Overusage) -> Self {
+        OverusageReport {
+            id: o.id,
+            license: o.found.license,
+            region_group: o.found.region.clone(),
+            measured: o.found.measured,
+            licensed: o.found.licensed,
+            excess: o.found.excess,
+            requires_same_increase: o.found.flags.clone(),
+            resolution: o.resolution.as_ref().map(|r| ResolutionReport {
+                kind: r.kind.as_str().to_owned(),
+                quantity: r.quantity,
+                license_id: r.license_id,
+                at: tally_common::time::rfc3339(r.at),
+            }),
+        }
+    }
+}
