@@ -12,7 +12,8 @@ use tally_common::region::{CountryCode, RegionGroup, RegionTable};
 use tally_common::time::{BucketStart, SAMPLES_PER_BUCKET};
 use tally_common::token::EnrollToken;
 
-use crate::ca::{Ca, CaError, random_hex, sha256_hex};
+use crate::ca::{Ca, CaError, random_hex};
+use crate::digest::sha256_hex;
 use crate::store::{Account, CapChange, MergeStats, NewLicense, Role, Site, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]

@@ -16,6 +16,8 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SerialNumber, date_time_ymd,
 };
 
+use crate::digest::{hex, sha256, sha256_hex};
+
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
     #[error("{path}: {source}")]
@@ -139,23 +141,6 @@ impl Ca {
 pub fn serial_of(cert_der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
     Some(hex(cert.raw_serial()))
-}
-
-/// The SHA-256 of `bytes`, in lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(&sha256(bytes))
-}
-
-/// Lowercase hex, two digits a byte.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
 }
 
 /// `n` random bytes from the system's generator.

@@ -27,7 +27,8 @@ use tally_common::wire::{
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::ca::{Ca, sha256_hex};
+use crate::ca::Ca;
+use crate::digest::sha256_hex;
 use crate::policy::{self, Board};
 use crate::store::{PolicyReport, SitePolicy, Store};
 use tracing::Instrument;

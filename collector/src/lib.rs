@@ -20,6 +20,7 @@ pub mod ca;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod digest;
 pub mod enforcement;
 pub mod ingest;
 pub mod orders;

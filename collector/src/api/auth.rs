@@ -9,7 +9,7 @@
 use axum::http::HeaderMap;
 
 use super::problem::Problem;
-use crate::ca::sha256_hex;
+use crate::digest::sha256_hex;
 use crate::store::{Account, Role, Store, StoreError};
 
 /// The holder of a valid token.

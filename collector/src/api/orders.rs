@@ -17,7 +17,7 @@ use tally_common::kinds::ItemStatus;
 use super::Api;
 use super::auth::{Caller, internal, visible_account};
 use super::problem::{FieldError, Problem};
-use crate::ca::sha256_hex;
+use crate::digest::sha256_hex;
 use crate::orders::mail;
 use crate::orders::rules::{Actor, Item, TransitionError, validate_item};
 use crate::orders::{Created, NewOrder, Order, Quote, Transition, TransitionRefused};

@@ -234,7 +234,7 @@ async fn send_email(transports: &Transports, item: &OutboxItem) -> Result<(), St
 /// `sha256=` and the hex HMAC-SHA256 of `body` under `secret`.
 pub fn signature(secret: &str, body: &[u8]) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    format!("sha256={}", crate::ca::hex(ring::hmac::sign(&key, body).as_ref()))
+    format!("sha256={}", crate::digest::hex(ring::hmac::sign(&key, body).as_ref()))
 }
 
 async fn post_webhook(transports: &Transports, item: &OutboxItem) -> Result<(), String> {
