@@ -56,6 +56,10 @@ if [ "$skipped" -gt 0 ]; then
   cat "$TALLY_SKIP_LOG"
 fi
 [ "$failures" -eq 0 ] || failed=1
+if [ "$failed" -ne 0 ] && [ "$failures" -eq 0 ]; then
+  echo "a test binary did not build or run to its end: see its output above"
+  failures=1
+fi
 echo
 echo "total: $passed passed, $failures failed, $skipped skipped"
 exit "$failed"
