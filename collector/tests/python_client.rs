@@ -11,7 +11,6 @@ mod support;
 use std::path::PathBuf;
 use std::process::Command;
 
-use support::Collector;
 use support::http::{get, serve};
 use support::skip::skip;
 
@@ -53,11 +52,7 @@ fn a_generated_python_client_submits_reads_and_lists_an_order() {
     let Some((generate, python)) = generator() else {
         return skip("openapi-python-client is not on the PATH; `pip install openapi-python-client==0.29.1`");
     };
-    let c = Collector::with_config("http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"");
-    c.ok(&support::args(
-        "account add --id acme --name Acme --eop-contact-name Ann --eop-contact-email ann@acme.example",
-    ));
-    c.ok(&support::args("site add --account acme --id hq --name HQ --country US --type socket"));
+    let c = support::acme_with_hq();
     let token = c.ok(&support::args("token create --role customer --account acme --contact")).trim().to_owned();
     let (_serving, http) = serve(&c);
     let (status, _, document) = get(&http, "/openapi.json", None);

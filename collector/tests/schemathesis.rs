@@ -11,7 +11,6 @@ mod support;
 use std::process::Command;
 
 use serde_json::{Value, json};
-use support::Collector;
 use support::http::{request, serve};
 use support::skip::skip;
 
@@ -25,11 +24,7 @@ fn schemathesis_finds_no_server_error_and_no_response_outside_the_schema() {
         skip("schemathesis (`st`) is not on the PATH; `pip install schemathesis` to run it");
         return;
     }
-    let c = Collector::with_config("http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"");
-    c.ok(&support::args(
-        "account add --id acme --name Acme --eop-contact-name Ann --eop-contact-email ann@acme.example",
-    ));
-    c.ok(&support::args("site add --account acme --id hq --name HQ --country US --type socket"));
+    let c = support::acme_with_hq();
     let token = c.ok(&support::args("token create --role operator")).trim().to_owned();
     let (_serving, http) = serve(&c);
     let tomorrow = (c.today() + chrono::TimeDelta::days(1)).to_string();

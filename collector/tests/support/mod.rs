@@ -116,6 +116,15 @@ impl Collector {
     }
 }
 
+/// A collector on free ports with account `acme`, enrolled in the EoP (contact Ann), and its
+/// site `hq` in the US.
+pub fn acme_with_hq() -> Collector {
+    let c = Collector::with_config("http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"");
+    c.ok(&args("account add --id acme --name Acme --eop-contact-name Ann --eop-contact-email ann@acme.example"));
+    c.ok(&args("site add --account acme --id hq --name HQ --country US --type socket"));
+    c
+}
+
 /// A command line of words without spaces.
 pub fn args(line: &str) -> Vec<&str> {
     line.split_whitespace().collect()
