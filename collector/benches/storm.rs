@@ -25,7 +25,7 @@ use chrono::{TimeDelta, Utc};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tally_collector::ca::Ca;
 use tally_collector::store::sqlite::SqliteStore;
-use tally_collector::store::{Account, Site, Store};
+use tally_collector::store::{AccessStore, Account, AccountStore, BucketStore, Site};
 use tally_common::bucket::Bucket;
 use tally_common::kinds::SiteType;
 use tally_common::region::RegionGroup;

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use chrono::{Datelike, NaiveDate, TimeDelta, Utc};
 use tally_collector::store::sqlite::SqliteStore;
-use tally_collector::store::{Account, Site, Store};
+use tally_collector::store::{Account, AccountStore, BucketStore, Site};
 use tally_collector::usage::{self, report};
 use tally_common::bucket::Bucket;
 use tally_common::kinds::SiteType;

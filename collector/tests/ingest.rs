@@ -14,7 +14,7 @@ use tally_collector::admin::{self, SiteChanges};
 use tally_collector::ca::Ca;
 use tally_collector::ingest::{self, Limits};
 use tally_collector::store::sqlite::SqliteStore;
-use tally_collector::store::{Account, Site, Store};
+use tally_collector::store::{AccessStore, Account, AccountStore, BucketStore, PolicyStore, Site};
 use tally_common::kinds::SiteType;
 use tally_common::region::RegionGroup;
 use tally_common::sampler::DiscardCounters;

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::enforcement;
 use crate::ingest::{self, Limits};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Account, Channel, Store};
+use crate::store::{AccessStore, Account, AccountStore, BucketStore, Channel, OutboxStore};
 use crate::usage;
 
 /// Runs `command` on the collector configured by `config`.

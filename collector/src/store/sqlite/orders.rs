@@ -9,12 +9,13 @@ use chrono::{Months, NaiveDate, TimeDelta};
 use sqlx::SqliteConnection;
 use tally_common::kinds::{ItemStatus, LicenseKind, SdpRegion};
 
-use super::{db, from_json, insert_license, parse, stamp, to_json};
+use super::accounts::insert_license;
+use super::{SqliteStore, db, from_json, parse, stamp, to_json};
 use crate::orders::rules::{Item, SiteFacts, check_transition, summary};
 use crate::orders::{Created, NewOrder, Order, OrderItem, OrderMail, OrderPage, Quote, Transition, TransitionRefused};
-use crate::store::{NewLicense, StoreError};
+use crate::store::{NewLicense, OrderStore, StoreError};
 
-pub(super) async fn create(conn: &mut SqliteConnection, order: &NewOrder) -> Result<Created, StoreError> {
+async fn create(conn: &mut SqliteConnection, order: &NewOrder) -> Result<Created, StoreError> {
     if let Some((key, hash)) = &order.idempotency {
         let known: Option<(i64, String)> =
             sqlx::query_as("SELECT id, request_hash FROM orders WHERE account_id = ? AND idempotency_key = ?")
@@ -168,7 +169,7 @@ macro_rules! orders_json {
 }
 
 /// The orders `ids` of `account` (those that exist), with their items and histories, by id.
-pub(super) async fn load(conn: &mut SqliteConnection, account: &str, ids: &[i64]) -> Result<Vec<Order>, StoreError> {
+async fn load(conn: &mut SqliteConnection, account: &str, ids: &[i64]) -> Result<Vec<Order>, StoreError> {
     let (json, _, _): (String, i64, Option<i64>) =
         sqlx::query_as(orders_json!("o.id IN (SELECT value FROM json_each(?2)) ORDER BY o.id"))
             .bind(account)
@@ -181,7 +182,7 @@ pub(super) async fn load(conn: &mut SqliteConnection, account: &str, ids: &[i64]
 
 /// Up to `limit` orders of `account` after id `after`, optionally of one summary status: the
 /// JSON array, and the last id when the page is full.
-pub(super) async fn page_json(
+async fn page_json(
     conn: &mut SqliteConnection,
     account: &str,
     status: Option<ItemStatus>,
@@ -201,7 +202,7 @@ pub(super) async fn page_json(
 }
 
 /// Checks every chosen item, then changes all of them or none; on completion, the effects.
-pub(super) async fn transition(
+async fn apply_transition(
     conn: &mut SqliteConnection,
     t: &Transition,
 ) -> Result<Result<Order, TransitionRefused>, StoreError> {
@@ -302,10 +303,7 @@ async fn take_effect(conn: &mut SqliteConnection, account: &str, item: &Item) ->
     Ok(())
 }
 
-pub(super) async fn site_facts(
-    conn: &mut SqliteConnection,
-    account: &str,
-) -> Result<BTreeMap<String, SiteFacts>, StoreError> {
+async fn site_facts(conn: &mut SqliteConnection, account: &str) -> Result<BTreeMap<String, SiteFacts>, StoreError> {
     let rows: Vec<(String, String, Option<String>, String)> =
         sqlx::query_as("SELECT id, region_group, activation_date, created_at FROM sites WHERE account_id = ?")
             .bind(account)
@@ -321,4 +319,46 @@ pub(super) async fn site_facts(
             Ok((id, SiteFacts { region_group: parse(&group, "region_group")?, activation_date }))
         })
         .collect()
+}
+
+impl OrderStore for SqliteStore {
+    async fn create_order(&self, order: &NewOrder) -> Result<Created, StoreError> {
+        let _writing = self.writer.lock().await;
+        // IMMEDIATE: two requests with one idempotency key never both create an order.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let created = create(&mut tx, order).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(created)
+    }
+
+    async fn order(&self, account: &str, id: i64) -> Result<Option<Order>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        Ok(load(&mut conn, account, &[id]).await?.pop())
+    }
+
+    async fn orders(
+        &self,
+        account: &str,
+        status: Option<ItemStatus>,
+        after: i64,
+        limit: u32,
+    ) -> Result<OrderPage, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        page_json(&mut conn, account, status, after, limit).await
+    }
+
+    async fn transition_items(&self, transition: &Transition) -> Result<Result<Order, TransitionRefused>, StoreError> {
+        let _writing = self.writer.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let result = apply_transition(&mut tx, transition).await?;
+        if result.is_ok() {
+            tx.commit().await.map_err(db)?;
+        }
+        Ok(result)
+    }
+
+    async fn site_facts(&self, account: &str) -> Result<BTreeMap<String, SiteFacts>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        site_facts(&mut conn, account).await
+    }
 }

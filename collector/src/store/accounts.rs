@@ -1,0 +1,135 @@
+//! Accounts, sites and licenses: who the customer is, where its sockets stand, what it bought.
+
+use std::future::Future;
+
+use chrono::NaiveDate;
+use tally_common::enforcement::{CapViolation, CappedSite, check};
+use tally_common::kinds::{LicenseKind, SiteType};
+use tally_common::license::LicenseTerm;
+use tally_common::region::{CountryCode, RegionGroup};
+
+use super::StoreError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    /// The managing partner of a sub-account.
+    pub partner: Option<String>,
+    pub eop_contact_name: Option<String>,
+    pub eop_contact_email: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub id: String,
+    pub account: String,
+    pub name: String,
+    pub country: CountryCode,
+    /// Follows the country (R11), recorded when the site is added.
+    pub region_group: RegionGroup,
+    pub site_type: SiteType,
+    pub cap_bps: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLicense {
+    pub account: String,
+    pub kind: LicenseKind,
+    /// A region group or ZTNA region, for the kinds scoped by region.
+    pub region: Option<String>,
+    /// Bits per second for the bandwidth pool; users, devices or data units otherwise.
+    pub quantity: u64,
+    pub block_size: Option<u64>,
+    pub per_unit: Option<u64>,
+    pub effective_from: NaiveDate,
+    pub effective_to: NaiveDate,
+}
+
+/// A license as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct License {
+    pub id: i64,
+    pub terms: NewLicense,
+}
+
+impl License {
+    /// Its days and quantity, as `tally_common::license` counts them (R8).
+    pub fn term(&self) -> LicenseTerm {
+        LicenseTerm {
+            effective_from: self.terms.effective_from,
+            effective_to: self.terms.effective_to,
+            quantity: self.terms.quantity,
+        }
+    }
+}
+
+/// What an account's `sites` and `licenses` break of R17 on `day` (the rule is
+/// `tally_common::enforcement::check`); a backend runs it inside the transaction of a change.
+pub fn cap_violations(sites: &[Site], licenses: &[License], day: NaiveDate) -> Result<Vec<CapViolation>, StoreError> {
+    let sites: Vec<CappedSite> = sites
+        .iter()
+        .map(|s| CappedSite {
+            site: s.id.clone(),
+            region_group: s.region_group,
+            site_type: s.site_type,
+            cap_bps: s.cap_bps,
+        })
+        .collect();
+    Ok(check(&sites, &pool_licenses(licenses)?, day))
+}
+
+/// The bandwidth-pool licenses among `licenses`, with their region group.
+pub fn pool_licenses(licenses: &[License]) -> Result<Vec<(RegionGroup, LicenseTerm)>, StoreError> {
+    licenses
+        .iter()
+        .filter(|l| l.terms.kind == LicenseKind::BandwidthPool)
+        .map(|l| {
+            let region = l.terms.region.as_deref().unwrap_or_default();
+            let group =
+                region.parse().map_err(|e| StoreError::Corrupt(format!("license {}: region {region:?}: {e}", l.id)))?;
+            Ok((group, l.term()))
+        })
+        .collect()
+}
+
+/// A change that R17 constrains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CapChange {
+    AddSite(Site),
+    /// A site's new country (and region group), type and cap; its id and account stay.
+    UpdateSite(Site),
+    /// A license's new quantity and last day.
+    UpdateLicense {
+        id: i64,
+        quantity: u64,
+        effective_to: NaiveDate,
+    },
+}
+
+/// Accounts, their sites and their licenses, and the changes R17 constrains.
+pub trait AccountStore: Send + Sync {
+    fn add_account(&self, account: &Account) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn account(&self, id: &str) -> impl Future<Output = Result<Option<Account>, StoreError>> + Send;
+    /// Every account's id.
+    fn account_ids(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// Every account, by id.
+    fn accounts(&self) -> impl Future<Output = Result<Vec<Account>, StoreError>> + Send;
+    /// Replaces the name and the EoP contact of account `account.id` (its partner stays); false
+    /// when there is no such account.
+    fn update_account(&self, account: &Account) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn add_site(&self, site: &Site) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn site(&self, id: &str) -> impl Future<Output = Result<Option<Site>, StoreError>> + Send;
+    /// Applies `change` only if the account still satisfies R17 on `day` afterwards, in one
+    /// transaction: returns the violations (and nothing is written) or none (applied). `add_site`
+    /// and `add_license` do not check; every operator and API change goes through here.
+    fn apply_checked(
+        &self,
+        change: &CapChange,
+        day: NaiveDate,
+    ) -> impl Future<Output = Result<Vec<CapViolation>, StoreError>> + Send;
+    /// Returns the new license's id.
+    fn add_license(&self, license: &NewLicense) -> impl Future<Output = Result<i64, StoreError>> + Send;
+    fn sites_of_account(&self, account: &str) -> impl Future<Output = Result<Vec<Site>, StoreError>> + Send;
+    fn licenses_of_account(&self, account: &str) -> impl Future<Output = Result<Vec<License>, StoreError>> + Send;
+}

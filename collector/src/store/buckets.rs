@@ -1,0 +1,91 @@
+//! Buckets and site-days: the 5-minute maxima agents send (R10) and each site's daily P95 (R5).
+
+use std::future::Future;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use tally_common::bucket::Bucket;
+use tally_common::p95::DailyP95;
+use tally_common::time::BucketStart;
+
+use super::StoreError;
+
+/// A site's day whose buckets changed since its daily P95 was last computed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirtyDay {
+    pub site: String,
+    pub day: NaiveDate,
+    /// Bumped by every merge into the day: a recomputation clears only the generation it read.
+    pub generation: i64,
+}
+
+/// A site-day's key: (site, day).
+pub type DayKey = (String, NaiveDate);
+
+/// Site-day keys after `after` through `through`, in (site, day) order; `None` leaves that end
+/// open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRange {
+    pub after: Option<DayKey>,
+    pub through: Option<DayKey>,
+}
+
+/// A dirty day with its buckets' `(start, max_bps)`.
+pub type DirtyDayBuckets = (DirtyDay, Vec<(BucketStart, u64)>);
+
+/// A site's computed day (R5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteDay {
+    pub site: String,
+    pub day: NaiveDate,
+    pub p95: DailyP95,
+}
+
+/// What a merge did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeStats {
+    /// Rows that did not exist.
+    pub inserted: u64,
+    /// Rows that existed and were merged with max (R10).
+    pub merged: u64,
+}
+
+/// Buckets as agents measured them (R10), the dirty-day marks they leave, and each site's computed days (R5).
+pub trait BucketStore: Send + Sync {
+    /// Merges buckets of any sites in one transaction (R10): all or nothing. The days they fall
+    /// on are marked dirty, and buckets above their site's cap × 1.05 recorded as enforcement
+    /// violations (R17), in the same transaction.
+    fn merge_buckets(&self, rows: &[(String, Bucket)]) -> impl Future<Output = Result<MergeStats, StoreError>> + Send;
+    /// A site's buckets of one UTC day, in time order.
+    fn buckets_of_day(
+        &self,
+        site: &str,
+        day: NaiveDate,
+    ) -> impl Future<Output = Result<Vec<Bucket>, StoreError>> + Send;
+    /// Buckets of `account`'s sites starting in `[from, until)` that last arrived after `since`.
+    fn buckets_received_after(
+        &self,
+        account: &str,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// The key in the middle of the dirty days, to split them in halves; `None` when none is.
+    fn dirty_days_midpoint(&self) -> impl Future<Output = Result<Option<DayKey>, StoreError>> + Send;
+    /// Up to `limit` dirty days of `range`, by site and day, each with its buckets' starts and
+    /// maxima (in no particular order): everything a recomputation reads, in one query.
+    fn dirty_days(
+        &self,
+        range: &KeyRange,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DirtyDayBuckets>, StoreError>> + Send;
+    /// Saves computed days and clears each dirty mark whose generation is unchanged, in one
+    /// transaction.
+    fn save_site_days(&self, days: &[(DirtyDay, DailyP95)]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The computed days of an account's sites in `[from, until)`.
+    fn site_days(
+        &self,
+        account: &str,
+        from: NaiveDate,
+        until: NaiveDate,
+    ) -> impl Future<Output = Result<Vec<SiteDay>, StoreError>> + Send;
+}

@@ -1,0 +1,86 @@
+//! Notifications: recipients and the outbox of e-mails and webhooks (R15, R23).
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use super::StoreError;
+
+/// How a notification travels (R15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Channel {
+    Email,
+    /// An HTTP POST signed with HMAC-SHA256.
+    Webhook,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Webhook => "webhook",
+        }
+    }
+}
+
+impl std::str::FromStr for Channel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "email" => Ok(Channel::Email),
+            "webhook" => Ok(Channel::Webhook),
+            other => Err(format!("{other:?} is neither email nor webhook")),
+        }
+    }
+}
+
+/// A month's over-usage notification, before it is addressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub subject: String,
+    /// Plain text for e-mail, and the JSON document for webhooks.
+    pub text: String,
+    pub json: String,
+}
+
+/// One recipient's copy of a notification, in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub account: String,
+    /// What it is about: a month (`2026-10`, R15), an order (`order 12`) or a quote (R23).
+    pub topic: String,
+    pub channel: Channel,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+    pub attempts: u32,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// Notification recipients and the outbox: every e-mail and webhook, written in the transaction of what causes it and delivered later (R15, R23).
+pub trait OutboxStore: Send + Sync {
+    fn add_recipient(
+        &self,
+        account: &str,
+        channel: Channel,
+        address: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Undelivered outbox rows of the `channels` that can send, due at `now`, oldest first.
+    fn due_notifications(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        channels: &[Channel],
+    ) -> impl Future<Output = Result<Vec<OutboxItem>, StoreError>> + Send;
+    fn mark_delivered(&self, id: i64, at: DateTime<Utc>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn mark_failed(
+        &self,
+        id: i64,
+        error: &str,
+        next_attempt: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Every outbox row, of one account or all.
+    fn notifications(&self, account: Option<&str>) -> impl Future<Output = Result<Vec<OutboxItem>, StoreError>> + Send;
+}

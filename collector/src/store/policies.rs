@@ -1,0 +1,57 @@
+//! Policies: a site's cap as pushed to its agent, its agent's report, and cap violations (R17).
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use tally_common::time::BucketStart;
+
+use super::StoreError;
+
+/// A site's cap as pushed to its agent (R17); the version grows with every change of any cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SitePolicy {
+    pub site: String,
+    pub version: u64,
+    pub cap_bps: Option<u64>,
+}
+
+/// What a site's agent last reported about applying its policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyReport {
+    pub version: u64,
+    pub ok: bool,
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A bucket above its site's cap × 1.05 (R17), and the cap it broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnforcementViolation {
+    pub site: String,
+    pub bucket_start: BucketStart,
+    pub max_bps: u64,
+    pub cap_bps: u64,
+}
+
+/// Caps as pushed to agents, what agents report back, and the buckets that broke a cap (R17).
+pub trait PolicyStore: Send + Sync {
+    /// The policies changed after `version`, oldest change first.
+    fn policies_since(&self, version: u64) -> impl Future<Output = Result<Vec<SitePolicy>, StoreError>> + Send;
+    fn policy(&self, site: &str) -> impl Future<Output = Result<Option<SitePolicy>, StoreError>> + Send;
+    /// Keeps the agent's latest report, replacing the one before.
+    fn record_policy_report(
+        &self,
+        site: &str,
+        report: &PolicyReport,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn policy_report(&self, site: &str) -> impl Future<Output = Result<Option<PolicyReport>, StoreError>> + Send;
+    /// Violations of the account's sites (or of one of them) with buckets in `[from, to)`,
+    /// by site and bucket.
+    fn enforcement_violations(
+        &self,
+        account: &str,
+        site: Option<&str>,
+        from: BucketStart,
+        to: BucketStart,
+    ) -> impl Future<Output = Result<Vec<EnforcementViolation>, StoreError>> + Send;
+}

@@ -1,0 +1,300 @@
+//! Accounts, sites and licenses in SQLite.
+
+use chrono::NaiveDate;
+use tally_common::enforcement::CapViolation;
+
+use super::{SqliteStore, db, insert_error, now, parse, to_i64, to_u64};
+use crate::store::{Account, AccountStore, CapChange, License, NewLicense, Site, StoreError};
+
+async fn sites_of_account(conn: &mut sqlx::SqliteConnection, account: &str) -> Result<Vec<Site>, StoreError> {
+    let rows: Vec<SiteRow> = sqlx::query_as(
+        "SELECT id, account_id, name, country, region_group, site_type, cap_bps FROM sites
+         WHERE account_id = ? ORDER BY id",
+    )
+    .bind(account)
+    .fetch_all(conn)
+    .await
+    .map_err(db)?;
+    rows.into_iter().map(SiteRow::into_site).collect()
+}
+
+async fn licenses_of_account(conn: &mut sqlx::SqliteConnection, account: &str) -> Result<Vec<License>, StoreError> {
+    let rows: Vec<LicenseRow> = sqlx::query_as(
+        "SELECT id, account_id, kind, region, quantity, block_size, per_unit, effective_from, effective_to
+         FROM licenses WHERE account_id = ? ORDER BY id",
+    )
+    .bind(account)
+    .fetch_all(conn)
+    .await
+    .map_err(db)?;
+    rows.into_iter()
+        .map(|r| {
+            let terms = NewLicense {
+                kind: parse(&r.kind, "license kind")?,
+                quantity: to_u64(r.quantity, "quantity")?,
+                block_size: r.block_size.map(|b| to_u64(b, "block size")).transpose()?,
+                per_unit: r.per_unit.map(|p| to_u64(p, "events per unit")).transpose()?,
+                effective_from: parse(&r.effective_from, "effective_from")?,
+                effective_to: parse(&r.effective_to, "effective_to")?,
+                account: r.account_id,
+                region: r.region,
+            };
+            Ok(License { id: r.id, terms })
+        })
+        .collect()
+}
+
+async fn insert_site(conn: &mut sqlx::SqliteConnection, s: &Site) -> Result<(), StoreError> {
+    let cap = s.cap_bps.map(|c| to_i64(c, "cap")).transpose()?;
+    sqlx::query(
+        "INSERT INTO sites (id, account_id, name, country, region_group, site_type, cap_bps, created_at, policy_version)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, (SELECT coalesce(max(policy_version), 0) + 1 FROM sites))",
+    )
+    .bind(&s.id)
+    .bind(&s.account)
+    .bind(&s.name)
+    .bind(s.country.as_str())
+    .bind(s.region_group.as_str())
+    .bind(s.site_type.as_str())
+    .bind(cap)
+    .bind(now())
+    .execute(conn)
+    .await
+    .map_err(insert_error("site", &s.id))?;
+    Ok(())
+}
+
+pub(super) async fn insert_license(conn: &mut sqlx::SqliteConnection, l: &NewLicense) -> Result<i64, StoreError> {
+    let id = sqlx::query(
+        "INSERT INTO licenses (account_id, kind, region, quantity, block_size, per_unit, effective_from, effective_to, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&l.account)
+    .bind(l.kind.as_str())
+    .bind(&l.region)
+    .bind(to_i64(l.quantity, "quantity")?)
+    .bind(l.block_size.map(|b| to_i64(b, "block size")).transpose()?)
+    .bind(l.per_unit.map(|p| to_i64(p, "events per unit")).transpose()?)
+    .bind(l.effective_from.to_string())
+    .bind(l.effective_to.to_string())
+    .bind(now())
+    .execute(conn)
+    .await
+    .map_err(insert_error("license", &l.account))?
+    .last_insert_rowid();
+    Ok(id)
+}
+
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    id: String,
+    name: String,
+    partner_id: Option<String>,
+    eop_contact_name: Option<String>,
+    eop_contact_email: Option<String>,
+}
+
+impl From<AccountRow> for Account {
+    fn from(r: AccountRow) -> Account {
+        Account {
+            id: r.id,
+            name: r.name,
+            partner: r.partner_id,
+            eop_contact_name: r.eop_contact_name,
+            eop_contact_email: r.eop_contact_email,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SiteRow {
+    id: String,
+    account_id: String,
+    name: String,
+    country: String,
+    region_group: String,
+    site_type: String,
+    cap_bps: Option<i64>,
+}
+
+impl SiteRow {
+    fn into_site(self) -> Result<Site, StoreError> {
+        Ok(Site {
+            country: parse(&self.country, "country")?,
+            region_group: parse(&self.region_group, "region group")?,
+            site_type: parse(&self.site_type, "site type")?,
+            cap_bps: self.cap_bps.map(|c| to_u64(c, "cap")).transpose()?,
+            id: self.id,
+            account: self.account_id,
+            name: self.name,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct LicenseRow {
+    id: i64,
+    account_id: String,
+    kind: String,
+    region: Option<String>,
+    quantity: i64,
+    block_size: Option<i64>,
+    per_unit: Option<i64>,
+    effective_from: String,
+    effective_to: String,
+}
+
+impl AccountStore for SqliteStore {
+    async fn add_account(&self, a: &Account) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO accounts (id, name, partner_id, eop_contact_name, eop_contact_email, created_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&a.id)
+        .bind(&a.name)
+        .bind(&a.partner)
+        .bind(&a.eop_contact_name)
+        .bind(&a.eop_contact_email)
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map_err(insert_error("account", &a.id))?;
+        Ok(())
+    }
+
+    async fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        let row: Option<AccountRow> = sqlx::query_as(
+            "SELECT id, name, partner_id, eop_contact_name, eop_contact_email FROM accounts WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(row.map(Account::from))
+    }
+
+    async fn account_ids(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("SELECT id FROM accounts ORDER BY id").fetch_all(&self.pool).await.map_err(db)
+    }
+
+    async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let rows: Vec<AccountRow> = sqlx::query_as(
+            "SELECT id, name, partner_id, eop_contact_name, eop_contact_email FROM accounts ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows.into_iter().map(Account::from).collect())
+    }
+
+    async fn update_account(&self, a: &Account) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE accounts SET name = ?, eop_contact_name = ?, eop_contact_email = ? WHERE id = ?")
+                .bind(&a.name)
+                .bind(&a.eop_contact_name)
+                .bind(&a.eop_contact_email)
+                .bind(&a.id)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn add_site(&self, s: &Site) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        insert_site(&mut conn, s).await
+    }
+
+    async fn site(&self, id: &str) -> Result<Option<Site>, StoreError> {
+        let row: Option<SiteRow> = sqlx::query_as(
+            "SELECT id, account_id, name, country, region_group, site_type, cap_bps FROM sites WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(SiteRow::into_site).transpose()
+    }
+
+    async fn apply_checked(&self, change: &CapChange, day: NaiveDate) -> Result<Vec<CapViolation>, StoreError> {
+        let _writing = self.writer.lock().await;
+        // IMMEDIATE: two changes to one account never both pass the check against the old state.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let account = match change {
+            CapChange::AddSite(site) | CapChange::UpdateSite(site) => site.account.clone(),
+            CapChange::UpdateLicense { id, .. } => sqlx::query_scalar("SELECT account_id FROM licenses WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?
+                .ok_or_else(|| StoreError::NotFound { what: "license", id: id.to_string() })?,
+        };
+        let mut sites = sites_of_account(&mut tx, &account).await?;
+        let mut licenses = licenses_of_account(&mut tx, &account).await?;
+        match change {
+            CapChange::AddSite(site) => sites.push(site.clone()),
+            CapChange::UpdateSite(site) => match sites.iter_mut().find(|s| s.id == site.id) {
+                Some(stored) => *stored = site.clone(),
+                None => return Err(StoreError::NotFound { what: "site", id: site.id.clone() }),
+            },
+            CapChange::UpdateLicense { id, quantity, effective_to } => {
+                if let Some(license) = licenses.iter_mut().find(|l| l.id == *id) {
+                    (license.terms.quantity, license.terms.effective_to) = (*quantity, *effective_to);
+                }
+            }
+        }
+        let violations = crate::store::cap_violations(&sites, &licenses, day)?;
+        if !violations.is_empty() {
+            return Ok(violations); // dropping `tx` rolls back
+        }
+        match change {
+            CapChange::AddSite(site) => insert_site(&mut tx, site).await?,
+            CapChange::UpdateSite(site) => {
+                let cap = site.cap_bps.map(|c| to_i64(c, "cap")).transpose()?;
+                // A new cap is a new policy version (pushed to the agent).
+                sqlx::query(
+                    "UPDATE sites SET country = ?, region_group = ?, site_type = ?,
+                         policy_version = CASE WHEN cap_bps IS ? THEN policy_version
+                                          ELSE (SELECT coalesce(max(policy_version), 0) + 1 FROM sites) END,
+                         cap_bps = ?
+                     WHERE id = ?",
+                )
+                .bind(site.country.as_str())
+                .bind(site.region_group.as_str())
+                .bind(site.site_type.as_str())
+                .bind(cap)
+                .bind(cap)
+                .bind(&site.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+            CapChange::UpdateLicense { id, quantity, effective_to } => {
+                sqlx::query("UPDATE licenses SET quantity = ?, effective_to = ? WHERE id = ?")
+                    .bind(to_i64(*quantity, "quantity")?)
+                    .bind(effective_to.to_string())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(Vec::new())
+    }
+
+    async fn add_license(&self, l: &NewLicense) -> Result<i64, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        insert_license(&mut conn, l).await
+    }
+
+    async fn sites_of_account(&self, account: &str) -> Result<Vec<Site>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        sites_of_account(&mut conn, account).await
+    }
+
+    async fn licenses_of_account(&self, account: &str) -> Result<Vec<License>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        licenses_of_account(&mut conn, account).await
+    }
+}

@@ -1,0 +1,106 @@
+//! The SQLite backend: one database file in WAL mode with `synchronous = FULL` (a commit is on
+//! disk when it returns), foreign keys on, a busy timeout so admin commands can write while
+//! `serve` runs. Migrations: `collector/migrations/sqlite/`. Queries are checked at run time.
+//!
+//! One file per concern of the [`Store`](super::Store) trait; this one opens the database and
+//! holds the conversions between stored values and the domain's types.
+
+mod access;
+mod accounts;
+mod buckets;
+mod orders;
+mod outbox;
+mod policies;
+mod usage;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use tally_common::time::BucketStart;
+
+use super::StoreError;
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// Taken by this process's checked write transactions before `BEGIN IMMEDIATE`: they queue
+    /// here instead of in SQLite's busy handler, whose growing sleeps make a long tail.
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating it if needed) the database at `path` and applies the migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(format!("{}: {e}", dir.display())))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db)?;
+        MIGRATIONS.run(&pool).await.map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
+        orders::build_missing_docs(&pool).await?;
+        Ok(SqliteStore { pool, writer: Default::default() })
+    }
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+/// Maps a unique-key violation to `Duplicate`, anything else to `Database`.
+fn insert_error(what: &'static str, id: &str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    let id = id.to_owned();
+    move |e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate { what, id },
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+            StoreError::NotFound { what: "referenced account", id: format!("(for {what} {id})") }
+        }
+        _ => db(e),
+    }
+}
+
+fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Database(format!("{what} {value} does not fit the store")))
+}
+
+fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is negative")))
+}
+
+fn bucket_start(unix: i64) -> Result<BucketStart, StoreError> {
+    BucketStart::from_unix(unix).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn parse<T: FromStr>(value: &str, what: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e| StoreError::Corrupt(format!("{what} {value:?}: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Database(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn now() -> String {
+    stamp(crate::clock::now())
+}
+
+/// Stored times: RFC 3339 UTC with milliseconds, one fixed format so text order is time order.
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,0 +1,113 @@
+//! Notifications in SQLite.
+
+use chrono::{DateTime, Utc};
+
+use super::{SqliteStore, db, insert_error, parse, stamp, to_json};
+use crate::store::{Channel, OutboxItem, OutboxStore, StoreError};
+
+/// Outbox rows filtered by `$filter` (a literal).
+macro_rules! select_outbox {
+    ($filter:literal) => {
+        concat!(
+            "SELECT id, account_id, topic, channel, recipient, subject, body, attempts, delivered_at, last_error
+             FROM outbox ",
+            $filter
+        )
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    id: i64,
+    account_id: String,
+    topic: String,
+    channel: String,
+    recipient: String,
+    subject: String,
+    body: String,
+    attempts: i64,
+    delivered_at: Option<String>,
+    last_error: Option<String>,
+}
+
+impl OutboxRow {
+    fn into_item(self) -> Result<OutboxItem, StoreError> {
+        Ok(OutboxItem {
+            id: self.id,
+            channel: parse(&self.channel, "channel")?,
+            attempts: u32::try_from(self.attempts)
+                .map_err(|_| StoreError::Corrupt(format!("attempts {}", self.attempts)))?,
+            delivered_at: self.delivered_at.map(|t| parse(&t, "delivered_at")).transpose()?,
+            account: self.account_id,
+            topic: self.topic,
+            recipient: self.recipient,
+            subject: self.subject,
+            body: self.body,
+            last_error: self.last_error,
+        })
+    }
+}
+
+impl OutboxStore for SqliteStore {
+    async fn add_recipient(&self, account: &str, channel: Channel, address: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO notification_recipients (account_id, channel, address) VALUES (?, ?, ?)")
+            .bind(account)
+            .bind(channel.as_str())
+            .bind(address)
+            .execute(&self.pool)
+            .await
+            .map_err(insert_error("recipient of account", account))?;
+        Ok(())
+    }
+
+    async fn due_notifications(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        channels: &[Channel],
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
+        let rows: Vec<OutboxRow> = sqlx::query_as(select_outbox!(
+            "WHERE delivered_at IS NULL AND next_attempt_at <= ? AND channel IN (SELECT value FROM json_each(?))
+             ORDER BY next_attempt_at, id LIMIT ?"
+        ))
+        .bind(stamp(now))
+        .bind(to_json(&channels)?)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter().map(OutboxRow::into_item).collect()
+    }
+
+    async fn mark_delivered(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?")
+            .bind(stamp(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn mark_failed(&self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?")
+            .bind(error)
+            .bind(stamp(next_attempt))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn notifications(&self, account: Option<&str>) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows: Vec<OutboxRow> = sqlx::query_as(select_outbox!("WHERE ? IS NULL OR account_id = ? ORDER BY id"))
+            .bind(account)
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.into_iter().map(OutboxRow::into_item).collect()
+    }
+}

@@ -1,0 +1,100 @@
+//! Policies in SQLite.
+
+use tally_common::time::BucketStart;
+
+use super::{SqliteStore, bucket_start, db, parse, stamp, to_i64, to_u64};
+use crate::store::{EnforcementViolation, PolicyReport, PolicyStore, SitePolicy, StoreError};
+
+fn policy_from_row((site, version, cap): (String, i64, Option<i64>)) -> Result<SitePolicy, StoreError> {
+    Ok(SitePolicy {
+        site,
+        version: to_u64(version, "policy version")?,
+        cap_bps: cap.map(|c| to_u64(c, "cap")).transpose()?,
+    })
+}
+
+impl PolicyStore for SqliteStore {
+    async fn policies_since(&self, version: u64) -> Result<Vec<SitePolicy>, StoreError> {
+        let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT id, policy_version, cap_bps FROM sites WHERE policy_version > ? ORDER BY policy_version",
+        )
+        .bind(to_i64(version, "policy version")?)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter().map(policy_from_row).collect()
+    }
+
+    async fn policy(&self, site: &str) -> Result<Option<SitePolicy>, StoreError> {
+        let row: Option<(String, i64, Option<i64>)> =
+            sqlx::query_as("SELECT id, policy_version, cap_bps FROM sites WHERE id = ?")
+                .bind(site)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        row.map(policy_from_row).transpose()
+    }
+
+    async fn record_policy_report(&self, site: &str, report: &PolicyReport) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO policy_reports (site_id, version, ok, detail, reported_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (site_id) DO UPDATE SET version = excluded.version, ok = excluded.ok,
+                 detail = excluded.detail, reported_at = excluded.reported_at",
+        )
+        .bind(site)
+        .bind(to_i64(report.version, "policy version")?)
+        .bind(report.ok)
+        .bind(&report.detail)
+        .bind(stamp(report.at))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn policy_report(&self, site: &str) -> Result<Option<PolicyReport>, StoreError> {
+        let row: Option<(i64, bool, String, String)> =
+            sqlx::query_as("SELECT version, ok, detail, reported_at FROM policy_reports WHERE site_id = ?")
+                .bind(site)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        row.map(|(version, ok, detail, at)| {
+            Ok(PolicyReport { version: to_u64(version, "policy version")?, ok, detail, at: parse(&at, "reported_at")? })
+        })
+        .transpose()
+    }
+
+    async fn enforcement_violations(
+        &self,
+        account: &str,
+        site: Option<&str>,
+        from: BucketStart,
+        to: BucketStart,
+    ) -> Result<Vec<EnforcementViolation>, StoreError> {
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT v.site_id, v.bucket_start, v.max_bps, v.cap_bps
+             FROM enforcement_violations v JOIN sites s ON s.id = v.site_id
+             WHERE s.account_id = ? AND (? IS NULL OR v.site_id = ?) AND v.bucket_start >= ? AND v.bucket_start < ?
+             ORDER BY v.site_id, v.bucket_start",
+        )
+        .bind(account)
+        .bind(site)
+        .bind(site)
+        .bind(from.unix())
+        .bind(to.unix())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(site, start, max_bps, cap_bps)| {
+                Ok(EnforcementViolation {
+                    site,
+                    bucket_start: bucket_start(start)?,
+                    max_bps: to_u64(max_bps, "max_bps")?,
+                    cap_bps: to_u64(cap_bps, "cap_bps")?,
+                })
+            })
+            .collect()
+    }
+}

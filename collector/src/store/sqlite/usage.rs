@@ -1,0 +1,287 @@
+//! Usage and over-usage in SQLite.
+
+use chrono::{DateTime, Utc};
+use tally_common::time::Month;
+
+use super::accounts::insert_license;
+use super::{SqliteStore, db, insert_error, now, parse, stamp, to_i64, to_u64};
+use crate::store::{
+    MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, Overusage, Resolution, ResolutionKind, StoreError,
+    UsageStore,
+};
+
+/// Over-usage rows with their resolution, filtered by `$filter` (a literal: the SQL stays static).
+macro_rules! select_overusage {
+    ($filter:literal) => {
+        concat!(
+            "SELECT o.id, o.account_id, o.month, o.license, o.region, o.measured, o.licensed, o.excess, o.flags,
+                 r.kind AS resolution, r.quantity AS resolved_quantity, r.license_id, r.created_at AS resolved_at
+             FROM overusages o LEFT JOIN resolutions r ON r.overusage_id = o.id ",
+            $filter
+        )
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct OverusageRow {
+    id: i64,
+    account_id: String,
+    month: String,
+    license: String,
+    region: String,
+    measured: i64,
+    licensed: i64,
+    excess: i64,
+    flags: String,
+    resolution: Option<String>,
+    resolved_quantity: Option<i64>,
+    license_id: Option<i64>,
+    resolved_at: Option<String>,
+}
+
+impl OverusageRow {
+    fn into_overusage(self) -> Result<Overusage, StoreError> {
+        let resolution = match (self.resolution, self.resolved_quantity, self.resolved_at) {
+            (Some(kind), Some(quantity), Some(at)) => Some(Resolution {
+                kind: match kind.as_str() {
+                    "true_up" => ResolutionKind::TrueUp,
+                    "true_forward" => ResolutionKind::TrueForward,
+                    other => return Err(StoreError::Corrupt(format!("resolution kind {other:?}"))),
+                },
+                quantity: to_u64(quantity, "quantity")?,
+                license_id: self.license_id,
+                at: parse(&at, "resolved_at")?,
+            }),
+            _ => None,
+        };
+        let flags =
+            self.flags.split(',').filter(|f| !f.is_empty()).map(|f| parse(f, "flag")).collect::<Result<_, _>>()?;
+        Ok(Overusage {
+            id: self.id,
+            account: self.account_id,
+            month: self.month,
+            found: NewOverusage {
+                license: parse(&self.license, "license")?,
+                region: Some(self.region).filter(|r| !r.is_empty()),
+                measured: to_u64(self.measured, "measured")?,
+                licensed: to_u64(self.licensed, "licensed")?,
+                excess: to_u64(self.excess, "excess")?,
+                flags,
+            },
+            resolution,
+        })
+    }
+}
+
+impl UsageStore for SqliteStore {
+    async fn add_usage_events(&self, events: &[MeterEvent]) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let received = now();
+        let mut added = 0;
+        for e in events {
+            let month = Month::containing(e.occurred_at.date_naive()).to_string();
+            added += sqlx::query(
+                "INSERT INTO usage_events
+                     (id, account_id, meter, month, subject, region, quantity, counted, occurred_at, received_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&e.id)
+            .bind(&e.account)
+            .bind(e.meter.as_str())
+            .bind(month)
+            .bind(&e.subject)
+            .bind(e.region.map(|r| r.as_str()))
+            .bind(to_i64(e.quantity, "quantity")?)
+            .bind(e.counted)
+            .bind(stamp(e.occurred_at))
+            .bind(&received)
+            .execute(&mut *tx)
+            .await
+            .map_err(insert_error("usage event of account", &e.account))?
+            .rows_affected();
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(added)
+    }
+
+    async fn meter_counts(&self, account: &str, month: &str) -> Result<MeterCounts, StoreError> {
+        let (ai_security_users, dem_users, devices, peak): (i64, i64, i64, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT count(DISTINCT subject) FROM usage_events
+                     WHERE account_id = ?1 AND month = ?2 AND meter = 'ai_security_users' AND counted = 1),
+                    (SELECT count(DISTINCT subject) FROM usage_events
+                     WHERE account_id = ?1 AND month = ?2 AND meter = 'dem_users' AND counted = 1),
+                    (SELECT count(DISTINCT subject) FROM usage_events
+                     WHERE account_id = ?1 AND month = ?2 AND meter = 'devices' AND counted = 1),
+                    (SELECT max(total) FROM (SELECT sum(quantity) AS total FROM usage_events
+                     WHERE account_id = ?1 AND month = ?2 AND meter = 'data_lake' GROUP BY subject))",
+        )
+        .bind(account)
+        .bind(month)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        // Each user once, in the region of their latest counted session (R12).
+        let by_region: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT region, count(*) FROM (
+                 SELECT region, row_number() OVER (PARTITION BY subject ORDER BY occurred_at DESC, id DESC) AS latest
+                 FROM usage_events
+                 WHERE account_id = ? AND month = ? AND meter = 'ztna_users' AND counted = 1)
+             WHERE latest = 1 GROUP BY region ORDER BY region",
+        )
+        .bind(account)
+        .bind(month)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let ztna_by_region = by_region
+            .into_iter()
+            .map(|(region, n)| Ok((parse(&region, "ZTNA region")?, to_u64(n, "count")?)))
+            .collect::<Result<_, StoreError>>()?;
+        Ok(MeterCounts {
+            ztna_by_region,
+            ai_security_users: to_u64(ai_security_users, "count")?,
+            dem_users: to_u64(dem_users, "count")?,
+            devices: to_u64(devices, "count")?,
+            data_lake_peak_hour: to_u64(peak.unwrap_or(0), "count")?,
+        })
+    }
+
+    async fn finalized_report(
+        &self,
+        account: &str,
+        month: &str,
+    ) -> Result<Option<(DateTime<Utc>, String)>, StoreError> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT finalized_at, report FROM finalized_months WHERE account_id = ? AND month = ?")
+                .bind(account)
+                .bind(month)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        row.map(|(at, report)| Ok((parse(&at, "finalized_at")?, report))).transpose()
+    }
+
+    async fn finalize_month(
+        &self,
+        account: &str,
+        month: &str,
+        at: DateTime<Utc>,
+        report: &str,
+        overusage: &[NewOverusage],
+        notification: Option<&Notification>,
+    ) -> Result<(DateTime<Utc>, String), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let inserted = sqlx::query(
+            "INSERT INTO finalized_months (account_id, month, finalized_at, report) VALUES (?, ?, ?, ?)
+             ON CONFLICT (account_id, month) DO NOTHING",
+        )
+        .bind(account)
+        .bind(month)
+        .bind(stamp(at))
+        .bind(report)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if inserted == 1 {
+            for o in overusage {
+                let flags: Vec<&str> = o.flags.iter().map(|f| f.as_str()).collect();
+                sqlx::query(
+                    "INSERT INTO overusages (account_id, month, license, region, measured, licensed, excess, flags, created_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(account)
+                .bind(month)
+                .bind(o.license.as_str())
+                .bind(o.region.as_deref().unwrap_or(""))
+                .bind(to_i64(o.measured, "measured")?)
+                .bind(to_i64(o.licensed, "licensed")?)
+                .bind(to_i64(o.excess, "excess")?)
+                .bind(flags.join(","))
+                .bind(stamp(at))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+            if let Some(n) = notification {
+                // The account's recipients and its managing partner's (R15).
+                sqlx::query(
+                    "INSERT INTO outbox (account_id, topic, channel, recipient, subject, body, next_attempt_at)
+                     SELECT DISTINCT ?, ?, r.channel, r.address, ?, CASE r.channel WHEN 'email' THEN ? ELSE ? END, ?
+                     FROM notification_recipients r
+                     WHERE r.account_id = ? OR r.account_id = (SELECT partner_id FROM accounts WHERE id = ?)
+                     ON CONFLICT (account_id, topic, channel, recipient) DO NOTHING",
+                )
+                .bind(account)
+                .bind(month)
+                .bind(&n.subject)
+                .bind(&n.text)
+                .bind(&n.json)
+                .bind(stamp(at))
+                .bind(account)
+                .bind(account)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+        }
+        tx.commit().await.map_err(db)?;
+        self.finalized_report(account, month)
+            .await?
+            .ok_or_else(|| StoreError::Database(format!("the finalized report of {account} {month} vanished")))
+    }
+
+    async fn overusages(&self, account: &str, month: &str) -> Result<Vec<Overusage>, StoreError> {
+        let rows: Vec<OverusageRow> =
+            sqlx::query_as(select_overusage!("WHERE o.account_id = ? AND o.month = ? ORDER BY o.id"))
+                .bind(account)
+                .bind(month)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        rows.into_iter().map(OverusageRow::into_overusage).collect()
+    }
+
+    async fn overusage(&self, id: i64) -> Result<Option<Overusage>, StoreError> {
+        let row: Option<OverusageRow> = sqlx::query_as(select_overusage!("WHERE o.id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(OverusageRow::into_overusage).transpose()
+    }
+
+    async fn resolve_overusage(
+        &self,
+        id: i64,
+        resolution: &Resolution,
+        new_license: Option<&NewLicense>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let resolved: Option<i64> = sqlx::query_scalar("SELECT 1 FROM resolutions WHERE overusage_id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        if resolved.is_some() {
+            return Ok(false);
+        }
+        let license_id = match new_license {
+            Some(l) => Some(insert_license(&mut tx, l).await?),
+            None => None,
+        };
+        sqlx::query(
+            "INSERT INTO resolutions (overusage_id, kind, quantity, license_id, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(resolution.kind.as_str())
+        .bind(to_i64(resolution.quantity, "quantity")?)
+        .bind(license_id)
+        .bind(stamp(resolution.at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,124 @@
+//! Usage and over-usage: metered events (R12, R13), finalized months (R9), over-usage (R14, R16).
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use tally_common::kinds::{LicenseKind, ZtnaRegion};
+
+use super::{NewLicense, Notification, StoreError};
+
+/// A metered event reduced to its meter's terms (R12, R13).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterEvent {
+    /// Unique: an event stored once is never stored again.
+    pub id: String,
+    pub account: String,
+    pub meter: LicenseKind,
+    pub occurred_at: DateTime<Utc>,
+    /// The user or device counted, or the UTC hour (Data Lake).
+    pub subject: String,
+    pub region: Option<ZtnaRegion>,
+    /// Data Lake: the hour's event count; 1 otherwise.
+    pub quantity: u64,
+    /// Whether the event counts for its meter at all.
+    pub counted: bool,
+}
+
+/// An account's meters over one calendar month (UTC).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeterCounts {
+    /// Distinct ZTNA users by the region of their latest counted session.
+    pub ztna_by_region: Vec<(ZtnaRegion, u64)>,
+    pub ai_security_users: u64,
+    pub dem_users: u64,
+    pub devices: u64,
+    /// The highest event count of any UTC hour.
+    pub data_lake_peak_hour: u64,
+}
+
+/// Over-usage of one license (and region group) in a finalized month (R14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOverusage {
+    pub license: LicenseKind,
+    /// The region group of a bandwidth-pool over-usage.
+    pub region: Option<String>,
+    pub measured: u64,
+    pub licensed: u64,
+    pub excess: u64,
+    /// Licenses that require the same increase (R14).
+    pub flags: Vec<LicenseKind>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overusage {
+    pub id: i64,
+    pub account: String,
+    pub month: String,
+    pub found: NewOverusage,
+    pub resolution: Option<Resolution>,
+}
+
+/// How an over-usage was resolved (R16).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    pub kind: ResolutionKind,
+    pub quantity: u64,
+    /// The license a True-Forward created.
+    pub license_id: Option<i64>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolutionKind {
+    /// A one-time charge for the month's excess.
+    TrueUp,
+    /// A license increase from the next month to the end of the term.
+    TrueForward,
+}
+
+impl ResolutionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolutionKind::TrueUp => "true_up",
+            ResolutionKind::TrueForward => "true_forward",
+        }
+    }
+}
+
+/// Metered events (R12, R13), finalized months (R9) and their over-usage with its resolutions (R14, R16).
+pub trait UsageStore: Send + Sync {
+    /// Stores the events whose id is new, in one transaction; returns how many were new.
+    fn add_usage_events(&self, events: &[MeterEvent]) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// `account`'s meters in `month` (`YYYY-MM`).
+    fn meter_counts(&self, account: &str, month: &str) -> impl Future<Output = Result<MeterCounts, StoreError>> + Send;
+    /// The report saved when `account`'s `month` was finalized, with the time it was.
+    fn finalized_report(
+        &self,
+        account: &str,
+        month: &str,
+    ) -> impl Future<Output = Result<Option<(DateTime<Utc>, String)>, StoreError>> + Send;
+    /// Saves a finalized month's report, its over-usage and the notification's outbox rows (one
+    /// per recipient of the account and of its managing partner), in one transaction, unless the
+    /// month is saved already; returns the saved report.
+    fn finalize_month(
+        &self,
+        account: &str,
+        month: &str,
+        at: DateTime<Utc>,
+        report: &str,
+        overusage: &[NewOverusage],
+        notification: Option<&Notification>,
+    ) -> impl Future<Output = Result<(DateTime<Utc>, String), StoreError>> + Send;
+    /// `account`'s over-usage of `month`, with resolutions.
+    fn overusages(&self, account: &str, month: &str)
+    -> impl Future<Output = Result<Vec<Overusage>, StoreError>> + Send;
+    fn overusage(&self, id: i64) -> impl Future<Output = Result<Option<Overusage>, StoreError>> + Send;
+    /// Records a resolution (and the license a True-Forward creates) in one transaction; `false`
+    /// when the over-usage was resolved already.
+    fn resolve_overusage(
+        &self,
+        id: i64,
+        resolution: &Resolution,
+        new_license: Option<&NewLicense>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}

@@ -1,0 +1,574 @@
+//! The store's conformance suite: what every backend of [`Store`] must do, written against the
+//! trait only. A backend's test file implements [`Backend`] and expands [`conformance_tests!`],
+//! which makes one `#[tokio::test]` of each function here; `store.rs` runs it on SQLite.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+
+use chrono::{DateTime, Days, NaiveDate, TimeDelta, TimeZone, Utc};
+use tally_collector::orders::rules::{Actor, Item};
+use tally_collector::orders::{Created, NewOrder, Transition, TransitionRefused, mail};
+use tally_collector::store::{
+    AccessStore, Account, AccountStore, BucketStore, CapChange, Channel, MergeStats, MeterEvent, NewLicense,
+    NewOverusage, Notification, OrderStore, OutboxStore, PolicyReport, PolicyStore, Resolution, ResolutionKind, Role,
+    Site, Store, StoreError, TokenRefusal, UsageStore,
+};
+use tally_common::bucket::Bucket;
+use tally_common::enforcement::CapViolation;
+use tally_common::kinds::{ItemStatus, LicenseKind, SiteType, ZtnaRegion};
+use tally_common::region::RegionGroup;
+use tally_common::time::BucketStart;
+
+/// A database a test may fill: `open` returns a store on it, every call the same database, so a
+/// second `open` is a restart. Each test makes its own backend, empty.
+/// (Its store's methods come from the concern traits imported above: bounds on an associated
+/// type do not bring a supertrait's methods into scope the way bounds on a type parameter do.)
+pub(crate) trait Backend {
+    type Store: Store;
+    fn open(&self) -> impl Future<Output = Self::Store>;
+}
+
+/// One `#[tokio::test]` per conformance test, each on a fresh backend made by `$backend` (an
+/// expression evaluated in the test's async body, so it may `.await`).
+macro_rules! conformance_tests {
+    ($backend:expr) => {
+        conformance_tests!(@each $backend;
+            buckets_merge_with_max_and_survive_a_reopen,
+            large_merges_with_repeats_match_a_max_oracle,
+            a_batch_with_one_bad_row_writes_nothing,
+            duplicates_and_dangling_references_are_refused_by_name,
+            accounts_are_listed_and_updated_but_keep_their_partner,
+            a_checked_change_that_breaks_r17_writes_nothing,
+            a_bucket_above_its_cap_is_recorded_with_it,
+            an_enrollment_token_is_accepted_once_and_only_before_it_expires,
+            revoking_a_site_revokes_its_certificates_only,
+            api_tokens_are_found_by_hash_and_revoked,
+            a_day_merged_into_during_its_recomputation_stays_dirty,
+            every_dirty_day_is_recomputed_once_across_batches,
+            usage_events_are_stored_once_and_counted_by_meter,
+            a_month_is_finalized_once_with_its_overusage_and_notifications,
+            an_overusage_is_resolved_once,
+            the_outbox_hands_out_what_is_due_and_keeps_attempts,
+            an_order_is_stored_once_per_idempotency_key_with_its_confirmation,
+            an_order_transition_is_all_or_nothing,
+        );
+    };
+    (@each $backend:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                store_conformance::$name($backend).await;
+            }
+        )+
+    };
+}
+pub(crate) use conformance_tests;
+
+fn day() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 10, 7).unwrap()
+}
+
+fn at(hour: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 10, 7, hour, 0, 0).unwrap()
+}
+
+fn bucket(slot: i64, max_bps: u64, samples: u8) -> Bucket {
+    let start = BucketStart::from_unix(BucketStart::first_of_day(day()).unix() + 300 * slot).unwrap();
+    Bucket { start, max_bps, samples }
+}
+
+fn account(id: &str, partner: Option<&str>) -> Account {
+    Account {
+        id: id.into(),
+        name: id.to_uppercase(),
+        partner: partner.map(Into::into),
+        eop_contact_name: None,
+        eop_contact_email: None,
+    }
+}
+
+fn pool(account: &str, group: RegionGroup, mbps: u64) -> NewLicense {
+    NewLicense {
+        account: account.into(),
+        kind: LicenseKind::BandwidthPool,
+        region: Some(group.as_str().into()),
+        quantity: mbps * 1_000_000,
+        block_size: None,
+        per_unit: None,
+        effective_from: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+        effective_to: NaiveDate::from_ymd_opt(2026, 12, 31).unwrap(),
+    }
+}
+
+/// Account `acme` with site `hq` (US, Group 1) and `sh` (China, no cap yet).
+async fn seeded<B: Backend>(backend: &B) -> B::Store {
+    let store = backend.open().await;
+    store.add_account(&account("acme", None)).await.unwrap();
+    for (id, country, group) in [("hq", "US", RegionGroup::Group1), ("sh", "CN", RegionGroup::China)] {
+        let site = Site {
+            id: id.into(),
+            account: "acme".into(),
+            name: id.to_uppercase(),
+            country: country.parse().unwrap(),
+            region_group: group,
+            site_type: SiteType::Socket,
+            cap_bps: None,
+        };
+        store.add_site(&site).await.unwrap();
+    }
+    store
+}
+
+pub(crate) async fn buckets_merge_with_max_and_survive_a_reopen<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    let first = store
+        .merge_buckets(&[
+            ("hq".into(), bucket(0, 100, 60)),
+            ("hq".into(), bucket(1, 50, 30)),
+            ("sh".into(), bucket(0, 7, 60)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(first, MergeStats { inserted: 3, merged: 0 });
+    let again =
+        store.merge_buckets(&[("hq".into(), bucket(0, 90, 60)), ("hq".into(), bucket(1, 80, 20))]).await.unwrap();
+    assert_eq!(again, MergeStats { inserted: 0, merged: 2 });
+    drop(store);
+
+    let store = backend.open().await;
+    assert_eq!(store.buckets_of_day("hq", day()).await.unwrap(), [bucket(0, 100, 60), bucket(1, 80, 30)]);
+    assert_eq!(store.buckets_of_day("sh", day()).await.unwrap(), [bucket(0, 7, 60)]);
+    assert!(store.buckets_of_day("hq", day().succ_opt().unwrap()).await.unwrap().is_empty());
+}
+
+/// Merges larger than one statement (a backend may chunk them), with repeats inside one call and
+/// across calls, against a map that keeps the max (R10).
+pub(crate) async fn large_merges_with_repeats_match_a_max_oracle<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    let mut oracle = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for round in 0..3u64 {
+        // 2,600 rows over two sites and 9 days: every (site, slot) several times, values varying.
+        let rows: Vec<(String, Bucket)> = (0..2_600u64)
+            .map(|i| {
+                let site = if i % 2 == 0 { "hq" } else { "sh" };
+                let slot = ((i * 7 + round * 13) % 2_592) as i64;
+                (site.to_owned(), bucket(slot, (i * 31 + round * 1_000) % 5_000, 60))
+            })
+            .collect();
+        let mut expected = MergeStats::default();
+        for (site, b) in &rows {
+            let value = oracle.entry((site.clone(), b.start.unix())).or_insert(0);
+            *value = (*value).max(b.max_bps);
+            if seen.insert((site.clone(), b.start.unix())) {
+                expected.inserted += 1;
+            } else {
+                expected.merged += 1;
+            }
+        }
+        assert_eq!(store.merge_buckets(&rows).await.unwrap(), expected, "round {round}");
+    }
+    for d in 0..9 {
+        let date = day() + Days::new(d);
+        for site in ["hq", "sh"] {
+            let stored: Vec<(i64, u64)> =
+                store.buckets_of_day(site, date).await.unwrap().iter().map(|b| (b.start.unix(), b.max_bps)).collect();
+            let want: Vec<(i64, u64)> = oracle
+                .iter()
+                .filter(|((s, start), _)| s == site && BucketStart::from_unix(*start).unwrap().day() == date)
+                .map(|((_, start), v)| (*start, *v))
+                .collect();
+            assert_eq!(stored, want, "{site} {date}");
+        }
+    }
+}
+
+pub(crate) async fn a_batch_with_one_bad_row_writes_nothing<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    let result = store.merge_buckets(&[("hq".into(), bucket(0, 100, 60)), ("ghost".into(), bucket(0, 1, 1))]).await;
+    assert!(result.is_err());
+    assert!(store.buckets_of_day("hq", day()).await.unwrap().is_empty(), "the transaction rolled back");
+    assert!(store.dirty_days(&Default::default(), 10).await.unwrap().is_empty(), "no dirty mark either");
+}
+
+pub(crate) async fn duplicates_and_dangling_references_are_refused_by_name<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    let site = store.site("hq").await.unwrap().unwrap();
+    assert_eq!(site.region_group, RegionGroup::Group1);
+    assert!(matches!(store.add_site(&site).await, Err(StoreError::Duplicate { what: "site", .. })));
+    assert!(matches!(store.add_account(&account("acme", None)).await, Err(StoreError::Duplicate { .. })));
+    let license = pool("nobody", RegionGroup::Group1, 100);
+    assert!(matches!(store.add_license(&license).await, Err(StoreError::NotFound { .. })));
+    let id = store.add_license(&NewLicense { account: "acme".into(), ..license.clone() }).await.unwrap();
+    assert!(id > 0);
+    let stored = store.licenses_of_account("acme").await.unwrap();
+    assert_eq!((stored.len(), stored[0].id, &stored[0].terms.account), (1, id, &"acme".to_owned()));
+}
+
+pub(crate) async fn accounts_are_listed_and_updated_but_keep_their_partner<B: Backend>(backend: B) {
+    let store = backend.open().await;
+    store.add_account(&account("partner", None)).await.unwrap();
+    store.add_account(&account("acme", Some("partner"))).await.unwrap();
+    assert_eq!(store.account_ids().await.unwrap(), ["acme", "partner"]);
+    let renamed = Account {
+        name: "Acme Corp".into(),
+        partner: None,
+        eop_contact_email: Some("eop@acme.example".into()),
+        ..account("acme", None)
+    };
+    assert!(store.update_account(&renamed).await.unwrap());
+    let stored = store.account("acme").await.unwrap().unwrap();
+    assert_eq!(stored, Account { partner: Some("partner".into()), ..renamed });
+    assert!(!store.update_account(&account("ghost", None)).await.unwrap());
+    assert_eq!(store.accounts().await.unwrap().len(), 2);
+    assert_eq!(store.account("ghost").await.unwrap(), None);
+}
+
+/// R17 inside the store's transaction: a change that breaks it is not written; one that keeps
+/// it is, and a new cap is a new policy version.
+pub(crate) async fn a_checked_change_that_breaks_r17_writes_nothing<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    store.add_license(&pool("acme", RegionGroup::China, 100)).await.unwrap();
+    let before = store.policy("sh").await.unwrap().unwrap();
+    let mut sh = store.site("sh").await.unwrap().unwrap();
+
+    sh.cap_bps = Some(200_000_000);
+    let refused = store.apply_checked(&CapChange::UpdateSite(sh.clone()), day()).await.unwrap();
+    assert!(matches!(refused.as_slice(), [CapViolation::OverPool { sum_bps: 200_000_000, .. }]), "{refused:?}");
+    assert_eq!(store.site("sh").await.unwrap().unwrap().cap_bps, None, "nothing written");
+    assert_eq!(store.policy("sh").await.unwrap().unwrap(), before);
+
+    sh.cap_bps = Some(50_000_000);
+    assert_eq!(store.apply_checked(&CapChange::UpdateSite(sh.clone()), day()).await.unwrap(), []);
+    assert_eq!(store.site("sh").await.unwrap().unwrap(), sh);
+    let after = store.policy("sh").await.unwrap().unwrap();
+    assert!(after.version > before.version && after.cap_bps == Some(50_000_000), "{after:?}");
+    let changed = store.policies_since(before.version).await.unwrap();
+    assert_eq!(changed.iter().map(|p| p.site.as_str()).collect::<Vec<_>>(), ["sh"]);
+
+    let report = PolicyReport { version: after.version, ok: true, detail: "shaped on wan0".into(), at: at(1) };
+    store.record_policy_report("sh", &report).await.unwrap();
+    assert_eq!(store.policy_report("sh").await.unwrap(), Some(report));
+}
+
+/// A bucket above its site's cap × 1.05 is recorded with the merge that brings it (R17).
+pub(crate) async fn a_bucket_above_its_cap_is_recorded_with_it<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    store.add_license(&pool("acme", RegionGroup::China, 100)).await.unwrap();
+    let mut sh = store.site("sh").await.unwrap().unwrap();
+    sh.cap_bps = Some(10_000_000);
+    assert_eq!(store.apply_checked(&CapChange::UpdateSite(sh), day()).await.unwrap(), []);
+    store
+        .merge_buckets(&[
+            ("sh".into(), bucket(0, 10_500_000, 60)),
+            ("sh".into(), bucket(1, 10_500_001, 60)),
+            ("hq".into(), bucket(1, 900_000_000, 60)),
+        ])
+        .await
+        .unwrap();
+    let from = BucketStart::first_of_day(day());
+    let to = BucketStart::first_of_day(day().succ_opt().unwrap());
+    let violations = store.enforcement_violations("acme", None, from, to).await.unwrap();
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!((violations[0].site.as_str(), violations[0].bucket_start), ("sh", bucket(1, 0, 0).start));
+    assert_eq!((violations[0].max_bps, violations[0].cap_bps), (10_500_001, 10_000_000));
+    assert!(store.enforcement_violations("acme", Some("hq"), from, to).await.unwrap().is_empty());
+}
+
+pub(crate) async fn an_enrollment_token_is_accepted_once_and_only_before_it_expires<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    let now = at(12);
+    store.add_enroll_token("fresh", "hq", now + TimeDelta::hours(24)).await.unwrap();
+    store.add_enroll_token("stale", "hq", now - TimeDelta::seconds(1)).await.unwrap();
+    assert_eq!(store.redeem_enroll_token("fresh", now).await.unwrap(), Ok("hq".to_owned()));
+    assert_eq!(store.redeem_enroll_token("fresh", now).await.unwrap(), Err(TokenRefusal::Used));
+    assert_eq!(store.redeem_enroll_token("stale", now).await.unwrap(), Err(TokenRefusal::Expired));
+    assert_eq!(store.redeem_enroll_token("forged", now).await.unwrap(), Err(TokenRefusal::Unknown));
+}
+
+pub(crate) async fn revoking_a_site_revokes_its_certificates_only<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    let later = at(0) + TimeDelta::days(365);
+    store.add_certificate("01ab", "hq", later).await.unwrap();
+    store.add_certificate("02cd", "sh", later).await.unwrap();
+    assert_eq!(store.revoke_site("hq", at(1)).await.unwrap(), 1);
+    assert_eq!(store.revoke_site("hq", at(2)).await.unwrap(), 0, "already revoked");
+    assert!(store.certificate("01ab").await.unwrap().unwrap().revoked);
+    assert!(!store.certificate("02cd").await.unwrap().unwrap().revoked);
+    assert_eq!(store.certificate("ffff").await.unwrap(), None);
+}
+
+pub(crate) async fn api_tokens_are_found_by_hash_and_revoked<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    let operator = store.add_api_token("hash-op", Role::Operator, None, false).await.unwrap();
+    let contact = store.add_api_token("hash-acme", Role::Customer, Some("acme"), true).await.unwrap();
+    let found = store.api_token("hash-acme").await.unwrap().unwrap();
+    assert_eq!(
+        (found.id, found.role, found.account.as_deref(), found.contact),
+        (contact, Role::Customer, Some("acme"), true)
+    );
+    assert_eq!(store.api_token("unknown").await.unwrap(), None);
+    assert!(store.revoke_api_token(operator).await.unwrap());
+    assert!(store.api_token("hash-op").await.unwrap().unwrap().revoked);
+    assert!(!store.revoke_api_token(9_999).await.unwrap());
+    let listed = store.api_tokens().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|t| (t.id, t.revoked_at.is_some())).collect::<Vec<_>>(),
+        [(operator, true), (contact, false)]
+    );
+}
+
+/// A day that changes while its P95 is being computed stays dirty, and is computed again.
+pub(crate) async fn a_day_merged_into_during_its_recomputation_stays_dirty<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    store.merge_buckets(&[("hq".into(), bucket(0, 100, 60))]).await.unwrap();
+    let read = store.dirty_days(&Default::default(), 10).await.unwrap();
+    assert_eq!(read.len(), 1);
+    // A merge lands between reading the dirty day and saving its P95.
+    store.merge_buckets(&[("hq".into(), bucket(1, 200, 60))]).await.unwrap();
+    let stale = tally_common::p95::daily_site_p95(day(), [(bucket(0, 100, 60).start, 100)]);
+    store.save_site_days(&[(read[0].0.clone(), stale)]).await.unwrap();
+    assert_eq!(
+        store.dirty_days(&Default::default(), 10).await.unwrap().len(),
+        1,
+        "the newer merge keeps the day dirty"
+    );
+    assert_eq!(tally_collector::usage::refresh(&store).await.unwrap(), 1);
+    assert!(store.dirty_days(&Default::default(), 10).await.unwrap().is_empty());
+    let days = store.site_days("acme", day(), day().succ_opt().unwrap()).await.unwrap();
+    assert_eq!(days[0].p95.buckets_present, 2, "computed again with both buckets");
+}
+
+/// More dirty days than one recomputation batch, split between the two lanes: every site-day is
+/// computed once, with the P95 of its own buckets (R5).
+pub(crate) async fn every_dirty_day_is_recomputed_once_across_batches<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    // 2 sites × 3,000 days, 20 buckets a day: 6,000 site-days.
+    let mut rows = Vec::new();
+    for d in 0..3_000i64 {
+        for (n, site) in ["hq", "sh"].into_iter().enumerate() {
+            for slot in 0..20 {
+                let value = ((d * 7_919 + slot * 104_729 + n as i64 * 13) % 1_000_000) as u64;
+                rows.push((site.to_owned(), bucket(d * 288 + slot * 11, value, 60)));
+            }
+        }
+    }
+    store.merge_buckets(&rows).await.unwrap();
+    assert_eq!(tally_collector::usage::refresh(&store).await.unwrap(), 6_000);
+    assert_eq!(tally_collector::usage::refresh(&store).await.unwrap(), 0, "nothing left dirty");
+
+    let mut by_day: BTreeMap<_, Vec<_>> = BTreeMap::new();
+    for (site, b) in &rows {
+        by_day.entry((site.clone(), b.start.day())).or_default().push((b.start, b.max_bps));
+    }
+    let stored = store.site_days("acme", day(), day() + Days::new(3_000)).await.unwrap();
+    let computed: Vec<_> = stored.into_iter().map(|d| ((d.site, d.day), d.p95)).collect();
+    let want: Vec<_> = by_day
+        .into_iter()
+        .map(|((site, date), buckets)| ((site, date), tally_common::p95::daily_site_p95(date, buckets)))
+        .collect();
+    assert_eq!(computed, want);
+}
+
+fn event(id: &str, meter: LicenseKind, subject: &str, hour: u32, region: Option<ZtnaRegion>) -> MeterEvent {
+    MeterEvent {
+        id: id.into(),
+        account: "acme".into(),
+        meter,
+        occurred_at: at(hour),
+        subject: subject.into(),
+        region,
+        quantity: 1,
+        counted: true,
+    }
+}
+
+/// Events are kept once by id; users are counted once, ZTNA users in the region of their latest
+/// counted session (R12); the Data Lake's peak is its busiest hour (R13).
+pub(crate) async fn usage_events_are_stored_once_and_counted_by_meter<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    let ztna = LicenseKind::ZtnaUsers;
+    let events = [
+        event("e1", ztna, "ann", 1, Some(ZtnaRegion::General)),
+        event("e2", ztna, "ann", 3, Some(ZtnaRegion::China)),
+        event("e3", ztna, "bob", 2, Some(ZtnaRegion::General)),
+        MeterEvent { counted: false, ..event("e4", ztna, "cid", 2, Some(ZtnaRegion::General)) },
+        event("e5", LicenseKind::Devices, "laptop-1", 1, None),
+        event("e6", LicenseKind::Devices, "laptop-1", 2, None),
+        MeterEvent { quantity: 40, ..event("e7", LicenseKind::DataLake, "2026-10-07T01", 1, None) },
+        MeterEvent { quantity: 90, ..event("e8", LicenseKind::DataLake, "2026-10-07T02", 2, None) },
+    ];
+    assert_eq!(store.add_usage_events(&events).await.unwrap(), 8);
+    assert_eq!(store.add_usage_events(&events[..2]).await.unwrap(), 0, "ids already stored");
+    let counts = store.meter_counts("acme", "2026-10").await.unwrap();
+    assert_eq!(counts.ztna_by_region, [(ZtnaRegion::China, 1), (ZtnaRegion::General, 1)], "by region name");
+    assert_eq!((counts.devices, counts.data_lake_peak_hour, counts.dem_users), (1, 90, 0));
+    assert_eq!(store.meter_counts("acme", "2026-11").await.unwrap(), Default::default());
+}
+
+fn overusage() -> NewOverusage {
+    NewOverusage {
+        license: LicenseKind::BandwidthPool,
+        region: Some("group1".into()),
+        measured: 150,
+        licensed: 100,
+        excess: 50,
+        flags: vec![LicenseKind::PremiumSecurity],
+    }
+}
+
+fn notification() -> Notification {
+    Notification {
+        subject: "Over-usage in 2026-10".into(),
+        text: "plain".into(),
+        json: "{\"month\":\"2026-10\"}".into(),
+    }
+}
+
+/// R9 and R15: a month is finalized once, with its over-usage and one outbox row per recipient
+/// of the account and of its managing partner, all in one transaction.
+pub(crate) async fn a_month_is_finalized_once_with_its_overusage_and_notifications<B: Backend>(backend: B) {
+    let store = backend.open().await;
+    store.add_account(&account("partner", None)).await.unwrap();
+    store.add_account(&account("acme", Some("partner"))).await.unwrap();
+    store.add_recipient("acme", Channel::Email, "billing@acme.example").await.unwrap();
+    store.add_recipient("acme", Channel::Webhook, "https://hooks.acme.example/tally").await.unwrap();
+    store.add_recipient("partner", Channel::Email, "ops@partner.example").await.unwrap();
+    assert!(matches!(
+        store.add_recipient("acme", Channel::Email, "billing@acme.example").await,
+        Err(StoreError::Duplicate { .. })
+    ));
+    assert_eq!(store.finalized_report("acme", "2026-10").await.unwrap(), None);
+
+    let saved = store
+        .finalize_month("acme", "2026-10", at(1), "{\"v\":1}", &[overusage()], Some(&notification()))
+        .await
+        .unwrap();
+    assert_eq!(saved, (at(1), "{\"v\":1}".to_owned()));
+    let (found, note) = ([overusage()], notification());
+    let again = store.finalize_month("acme", "2026-10", at(2), "{\"v\":2}", &found, Some(&note)).await.unwrap();
+    assert_eq!(again, saved, "finalized once: the first report stays");
+
+    let found = store.overusages("acme", "2026-10").await.unwrap();
+    assert_eq!(found.iter().map(|o| &o.found).collect::<Vec<_>>(), [&overusage()]);
+    let outbox = store.notifications(Some("acme")).await.unwrap();
+    let mut sent: Vec<(Channel, &str, &str)> =
+        outbox.iter().map(|n| (n.channel, n.recipient.as_str(), n.body.as_str())).collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        [
+            (Channel::Email, "billing@acme.example", "plain"),
+            (Channel::Email, "ops@partner.example", "plain"),
+            (Channel::Webhook, "https://hooks.acme.example/tally", "{\"month\":\"2026-10\"}"),
+        ]
+    );
+    assert!(outbox.iter().all(|n| n.topic == "2026-10" && n.subject == "Over-usage in 2026-10"));
+}
+
+/// R16: one resolution per over-usage; a True-Forward's license is written with it.
+pub(crate) async fn an_overusage_is_resolved_once<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    store.finalize_month("acme", "2026-10", at(1), "{}", &[overusage()], None).await.unwrap();
+    let id = store.overusages("acme", "2026-10").await.unwrap()[0].id;
+    let resolution = Resolution { kind: ResolutionKind::TrueForward, quantity: 50, license_id: None, at: at(2) };
+    let license = NewLicense { quantity: 150, ..pool("acme", RegionGroup::Group1, 0) };
+    assert!(store.resolve_overusage(id, &resolution, Some(&license)).await.unwrap());
+    let true_up = Resolution { kind: ResolutionKind::TrueUp, ..resolution.clone() };
+    assert!(!store.resolve_overusage(id, &true_up, None).await.unwrap(), "resolved already");
+
+    let resolved = store.overusage(id).await.unwrap().unwrap().resolution.unwrap();
+    let licenses = store.licenses_of_account("acme").await.unwrap();
+    assert_eq!(licenses.len(), 1, "only the True-Forward made a license");
+    assert_eq!(resolved, Resolution { license_id: Some(licenses[0].id), ..resolution });
+    assert_eq!(store.overusage(id + 1).await.unwrap(), None);
+}
+
+/// R15's delivery: due rows of the channels that can send, oldest first; a failure counts an
+/// attempt and waits; a delivery is final.
+pub(crate) async fn the_outbox_hands_out_what_is_due_and_keeps_attempts<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    store.add_recipient("acme", Channel::Email, "billing@acme.example").await.unwrap();
+    store.add_recipient("acme", Channel::Webhook, "https://hooks.acme.example/tally").await.unwrap();
+    store.finalize_month("acme", "2026-10", at(1), "{}", &[overusage()], Some(&notification())).await.unwrap();
+
+    assert!(store.due_notifications(at(0), 10, &[Channel::Email, Channel::Webhook]).await.unwrap().is_empty());
+    let due = store.due_notifications(at(1), 10, &[Channel::Email]).await.unwrap();
+    assert_eq!(due.iter().map(|n| n.channel).collect::<Vec<_>>(), [Channel::Email], "only channels that can send");
+    let email = due[0].id;
+
+    store.mark_failed(email, "connection refused", at(3)).await.unwrap();
+    assert!(store.due_notifications(at(2), 10, &[Channel::Email]).await.unwrap().is_empty(), "waits for its retry");
+    let retried = store.due_notifications(at(3), 10, &[Channel::Email]).await.unwrap();
+    assert_eq!((retried[0].attempts, retried[0].last_error.as_deref()), (1, Some("connection refused")));
+
+    store.mark_delivered(email, at(4)).await.unwrap();
+    assert!(store.due_notifications(at(5), 10, &[Channel::Email]).await.unwrap().is_empty());
+    let delivered = store.notifications(None).await.unwrap().into_iter().find(|n| n.id == email).unwrap();
+    assert_eq!((delivered.attempts, delivered.delivered_at, delivered.last_error), (2, Some(at(4)), None));
+}
+
+fn order(key: &str, body_hash: &str, quantity: u64) -> NewOrder {
+    NewOrder {
+        account: "acme".into(),
+        actor: "ann@acme.example".into(),
+        items: vec![Item::IpAddresses { start_date: day(), quantity }],
+        idempotency: Some((key.into(), body_hash.into())),
+        at: at(1),
+        confirmation: mail::confirmation,
+    }
+}
+
+/// An idempotency key makes one order (R21): the same body again answers that order, another
+/// body is refused; the confirmation e-mail is written with the order.
+pub(crate) async fn an_order_is_stored_once_per_idempotency_key_with_its_confirmation<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    let contact = Account { eop_contact_email: Some("eop@acme.example".into()), ..account("acme", None) };
+    assert!(store.update_account(&contact).await.unwrap());
+    let Created::New(made) = store.create_order(&order("k1", "h1", 4)).await.unwrap() else { panic!("not new") };
+    assert_eq!((made.status, made.items.len()), (ItemStatus::Submitted, 1));
+    assert_eq!(store.create_order(&order("k1", "h1", 4)).await.unwrap(), Created::Replayed(made.clone()));
+    assert_eq!(store.create_order(&order("k1", "h2", 5)).await.unwrap(), Created::KeyReused);
+    assert_eq!(store.order("acme", made.id).await.unwrap(), Some(made.clone()));
+    assert_eq!(store.order("other", made.id).await.unwrap(), None, "orders are the account's own");
+
+    let page = store.orders("acme", None, 0, 10).await.unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&page.json).unwrap();
+    assert_eq!((listed[0]["id"].as_i64(), listed.as_array().unwrap().len()), (Some(made.id), 1));
+    assert_eq!(page.next_after, None);
+    let mailed: Vec<(String, String)> =
+        store.notifications(Some("acme")).await.unwrap().into_iter().map(|n| (n.recipient, n.topic)).collect();
+    assert_eq!(
+        mailed,
+        [("eop@acme.example".to_owned(), format!("order {}", made.id))],
+        "one confirmation, to the contact"
+    );
+}
+
+/// R22: a transition moves every chosen item or none.
+pub(crate) async fn an_order_transition_is_all_or_nothing<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    let mut two = order("k1", "h1", 4);
+    two.items.push(Item::IpAddresses { start_date: day(), quantity: 2 });
+    let Created::New(made) = store.create_order(&two).await.unwrap() else { panic!("not new") };
+    let transition = |to, actor| Transition {
+        account: "acme".into(),
+        order: made.id,
+        items: None,
+        to,
+        actor,
+        actor_name: "someone".into(),
+        quote: None,
+        at: at(2),
+        quote_mail: mail::quote,
+    };
+    let refused = store.transition_items(&transition(ItemStatus::InProcess, Actor::ContactPerson)).await.unwrap();
+    assert!(matches!(refused, Err(TransitionRefused::Item { .. })), "{refused:?}");
+    assert_eq!(store.order("acme", made.id).await.unwrap(), Some(made.clone()), "nothing moved");
+
+    let moved = store.transition_items(&transition(ItemStatus::InProcess, Actor::Operator)).await.unwrap().unwrap();
+    assert!(moved.items.iter().all(|i| i.status == ItemStatus::InProcess && i.history.len() == 2));
+    assert_eq!(moved.status, ItemStatus::InProcess);
+    let none = Transition { order: made.id + 1, ..transition(ItemStatus::Canceled, Actor::ContactPerson) };
+    assert!(store.transition_items(&none).await.unwrap().is_err());
+}
