@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-pub use tally_common::config_errors::ConfigErrors;
+pub use tally_common::config_file::ConfigErrors;
+use tally_common::config_file::{Fields, defaults, load};
 use tally_common::sampler::{InterfaceName, MAX_INTERFACES};
 
 /// The commented example printed by `tally-agent default-config`; every value is the default.
@@ -53,27 +54,14 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        match parse(DEFAULT_CONFIG) {
-            Ok(config) => config,
-            Err(errors) => unreachable!("the default configuration is invalid: {errors}"),
-        }
+        defaults(DEFAULT_CONFIG, parse)
     }
 }
 
 impl Config {
     /// Reads and validates `path`; without a path, the defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
-        let Some(path) = path else {
-            return Ok(Config::default());
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
-            source: path.display().to_string(),
-            errors: vec![format!("cannot read the file: {e}")],
-        })?;
-        parse(&text).map_err(|mut e| {
-            e.source = path.display().to_string();
-            e
-        })
+        path.map_or_else(|| Ok(Config::default()), |path| load(path, parse))
     }
 
     /// The sled store's directory.
@@ -94,108 +82,56 @@ impl Config {
 
 /// Parses and validates configuration text, collecting every error.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
-    let mut errors = Vec::new();
-    let table: toml::Table = match text.parse() {
-        Ok(table) => table,
-        Err(e) => {
-            return Err(ConfigErrors {
-                source: "configuration".into(),
-                errors: vec![e.to_string().trim_end().to_owned()],
-            });
-        }
-    };
-    let mut fields = Fields { table: &table, errors: &mut errors };
+    let mut fields = Fields::parse(text)?;
     let state_dir = fields.path("state_dir", "/var/lib/tally-agent");
-    let wan = fields.interfaces("wan");
+    let wan = interfaces(&mut fields, "wan");
     let max_link_mbps = fields.integer("max_link_mbps", 10_000, 1, 1_000_000);
-    let counters_32bit = fields.interfaces("counters_32bit").into_iter().collect();
+    let counters_32bit = interfaces(&mut fields, "counters_32bit").into_iter().collect();
     let retention_days = fields.integer("retention_days", 35, 1, 3_650) as u32;
     let log = fields.string("log", "info");
     let sysfs_net = fields.path("sysfs_net", "/sys/class/net");
     let procfs = fields.path("procfs", "/proc");
 
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
-        errors.push(format!("log: {log:?} is not a valid filter: {e}"));
+        fields.error(format!("log: {log:?} is not a valid filter: {e}"));
     }
     if wan.len() > MAX_INTERFACES {
-        errors.push(format!("wan: {} interfaces listed, at most {MAX_INTERFACES} are supported", wan.len()));
+        fields.error(format!("wan: {} interfaces listed, at most {MAX_INTERFACES} are supported", wan.len()));
     }
-    const KNOWN: [&str; 8] =
-        ["state_dir", "wan", "max_link_mbps", "counters_32bit", "retention_days", "log", "sysfs_net", "procfs"];
-    for key in table.keys().filter(|k| !KNOWN.contains(&k.as_str())) {
-        errors.push(format!("{key}: unknown key (known keys: {})", KNOWN.join(", ")));
-    }
-
-    if errors.is_empty() {
-        Ok(Config { state_dir, wan, max_link_mbps, counters_32bit, retention_days, log, sysfs_net, procfs })
-    } else {
-        Err(ConfigErrors { source: "configuration".into(), errors })
-    }
+    let known = ["state_dir", "wan", "max_link_mbps", "counters_32bit", "retention_days", "log", "sysfs_net", "procfs"];
+    fields.finish(&known, || Config {
+        state_dir,
+        wan,
+        max_link_mbps,
+        counters_32bit,
+        retention_days,
+        log,
+        sysfs_net,
+        procfs,
+    })
 }
 
-/// Typed look-ups that record an error and fall back to the default instead of stopping.
-struct Fields<'a> {
-    table: &'a toml::Table,
-    errors: &'a mut Vec<String>,
-}
-
-impl Fields<'_> {
-    fn string(&mut self, key: &str, default: &str) -> String {
-        match self.table.get(key) {
-            None => default.to_owned(),
-            Some(toml::Value::String(s)) => s.clone(),
-            Some(other) => {
-                self.errors.push(format!("{key}: expected a string, found {}", other.type_str()));
-                default.to_owned()
-            }
+/// A list of interface names, each valid and listed once.
+fn interfaces(fields: &mut Fields, key: &str) -> Vec<InterfaceName> {
+    let items = match fields.get(key) {
+        None => return Vec::new(),
+        Some(toml::Value::Array(items)) => items.clone(),
+        Some(other) => {
+            let found = other.type_str();
+            fields.error(format!("{key}: expected a list of interface names, found {found}"));
+            return Vec::new();
+        }
+    };
+    let mut names = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match item.as_str().map(interface_name) {
+            Some(Ok(name)) if names.contains(&name) => fields.error(format!("{key}[{i}]: {name} is listed twice")),
+            Some(Ok(name)) => names.push(name),
+            Some(Err(e)) => fields.error(format!("{key}[{i}]: {e}")),
+            None => fields.error(format!("{key}[{i}]: expected an interface name, found {}", item.type_str())),
         }
     }
-
-    fn path(&mut self, key: &str, default: &str) -> PathBuf {
-        let path = self.string(key, default);
-        if path.is_empty() {
-            self.errors.push(format!("{key}: must not be empty"));
-        }
-        PathBuf::from(path)
-    }
-
-    fn integer(&mut self, key: &str, default: i64, min: i64, max: i64) -> u64 {
-        match self.table.get(key) {
-            None => default as u64,
-            Some(toml::Value::Integer(n)) if (min..=max).contains(n) => *n as u64,
-            Some(toml::Value::Integer(n)) => {
-                self.errors.push(format!("{key}: {n} is out of range, expected {min} to {max}"));
-                default as u64
-            }
-            Some(other) => {
-                self.errors.push(format!("{key}: expected an integer, found {}", other.type_str()));
-                default as u64
-            }
-        }
-    }
-
-    fn interfaces(&mut self, key: &str) -> Vec<InterfaceName> {
-        let items = match self.table.get(key) {
-            None => return Vec::new(),
-            Some(toml::Value::Array(items)) => items,
-            Some(other) => {
-                self.errors.push(format!("{key}: expected a list of interface names, found {}", other.type_str()));
-                return Vec::new();
-            }
-        };
-        let mut names = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            match item.as_str().map(interface_name) {
-                Some(Ok(name)) if names.contains(&name) => {
-                    self.errors.push(format!("{key}[{i}]: {name} is listed twice"));
-                }
-                Some(Ok(name)) => names.push(name),
-                Some(Err(e)) => self.errors.push(format!("{key}[{i}]: {e}")),
-                None => self.errors.push(format!("{key}[{i}]: expected an interface name, found {}", item.type_str())),
-            }
-        }
-        names
-    }
+    names
 }
 
 /// A Linux interface name: 1 to 15 bytes, no `/`, no white space, not `.` or `..`.

@@ -9,6 +9,7 @@ use tally_agent::clock::{ScaledClock, SystemClock, TEST_CLOCK_VAR};
 use tally_agent::config::{Config, DEFAULT_CONFIG};
 use tally_agent::measure::Notify;
 use tally_agent::{replay, status, store};
+use tally_common::service::{init_logging, shutdown_signal};
 
 /// Exit code for a bad configuration or command line (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -118,17 +119,7 @@ fn with_config(path: Option<PathBuf>, f: impl FnOnce(Config) -> anyhow::Result<(
 
 fn run(config: Config) -> anyhow::Result<()> {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.clone());
-    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter)?)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    // journald stamps every line itself.
-    if under_journald {
-        builder.without_time().init()
-    } else {
-        builder.init()
-    }
+    init_logging(&filter)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
@@ -137,11 +128,17 @@ fn run(config: Config) -> anyhow::Result<()> {
             Ok(spec) => {
                 let clock = ScaledClock::parse(&spec).map_err(anyhow::Error::msg)?;
                 tracing::warn!("{TEST_CLOCK_VAR} is set: running on an accelerated test clock");
-                tally_agent::run(config, &clock, shutdown_signal(), &Systemd).await
+                tally_agent::run(config, &clock, stopping(), &Systemd).await
             }
-            Err(_) => tally_agent::run(config, &SystemClock, shutdown_signal(), &Systemd).await,
+            Err(_) => tally_agent::run(config, &SystemClock, stopping(), &Systemd).await,
         }
     })
+}
+
+/// SIGTERM or Ctrl-C, logged.
+async fn stopping() {
+    shutdown_signal().await;
+    tracing::info!("shutdown requested");
 }
 
 /// READY and WATCHDOG notifications; no-ops when not started by systemd.
@@ -155,18 +152,6 @@ impl Notify for Systemd {
     fn alive(&self) {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
     }
-}
-
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
-    tracing::info!("shutdown requested");
 }
 
 fn enroll(state_dir: &std::path::Path, collector: &str, token: &str) -> anyhow::Result<()> {

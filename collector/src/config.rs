@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub use tally_common::config_errors::ConfigErrors;
+pub use tally_common::config_file::ConfigErrors;
+use tally_common::config_file::{Fields, defaults, load};
 use tally_common::time::MonthWindowSetting;
 
 /// The commented example printed by `tally-collector default-config`; every value is the default.
@@ -106,21 +107,14 @@ pub enum SmtpTls {
 
 impl Default for Config {
     fn default() -> Self {
-        match parse(DEFAULT_CONFIG) {
-            Ok(config) => config,
-            Err(errors) => unreachable!("the default configuration is invalid: {errors}"),
-        }
+        defaults(DEFAULT_CONFIG, parse)
     }
 }
 
 impl Config {
     /// Reads and validates `path`; without a path, the defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
-        let Some(path) = path else { return Ok(Config::default()) };
-        let source = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigErrors { source: source.clone(), errors: vec![format!("cannot read the file: {e}")] })?;
-        parse(&text).map_err(|e| ConfigErrors { source, errors: e.errors })
+        path.map_or_else(|| Ok(Config::default()), |path| load(path, parse))
     }
 
     /// The collector's certificate authority.
@@ -156,91 +150,56 @@ const KNOWN: [&str; 17] = [
 
 /// Parses and validates configuration text, collecting every error.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigErrors {
-        source: "configuration".into(),
-        errors: vec![e.to_string().trim_end().to_owned()],
-    })?;
-    let mut errors = Vec::new();
-    let mut string = |key: &str, default: &str| match table.get(key) {
-        None => default.to_owned(),
-        Some(toml::Value::String(s)) => s.clone(),
-        Some(other) => {
-            errors.push(format!("{key}: expected a string, found {}", other.type_str()));
-            default.to_owned()
-        }
-    };
-    let data_dir = PathBuf::from(string("data_dir", "./tally-data"));
-    let quic_listen = string("quic_listen", "0.0.0.0:4433");
-    let http_listen = string("http_listen", "127.0.0.1:8080");
-    let month_window = string("month_window", "article");
-    let log = string("log", "info");
-
-    let mut address = |key: &str, value: &str, default: SocketAddr| {
-        value.parse().unwrap_or_else(|_| {
-            errors.push(format!("{key}: {value:?} is not an address such as 127.0.0.1:8080"));
-            default
-        })
-    };
-    let quic_listen = address("quic_listen", &quic_listen, SocketAddr::from(([0, 0, 0, 0], 4433)));
-    let http_listen = address("http_listen", &http_listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let month_window = match month_window.as_str() {
+    let mut fields = Fields::parse(text)?;
+    let data_dir = fields.path("data_dir", "./tally-data");
+    let quic_listen = address(&mut fields, "quic_listen", SocketAddr::from(([0, 0, 0, 0], 4433)));
+    let http_listen = address(&mut fields, "http_listen", SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let log = fields.string("log", "info");
+    let month_window = match fields.string("month_window", "article").as_str() {
         "article" => MonthWindowSetting::Article,
         "calendar" => MonthWindowSetting::Calendar,
         other => {
-            errors.push(format!("month_window: {other:?} is neither \"article\" nor \"calendar\""));
+            fields.error(format!("month_window: {other:?} is neither \"article\" nor \"calendar\""));
             MonthWindowSetting::Article
         }
     };
-    let max_bucket_bps = match table.get("max_bucket_bps") {
+    let max_bucket_bps = match fields.get("max_bucket_bps") {
         None => 1_000_000_000_000,
-        Some(toml::Value::Integer(n)) if *n > 0 => *n as u64,
+        Some(toml::Value::Integer(n)) if *n > 0 => n.unsigned_abs(),
         Some(other) => {
-            errors.push(format!("max_bucket_bps: expected a positive integer (bits per second), found {other}"));
+            let found = other.to_string();
+            fields.error(format!("max_bucket_bps: expected a positive integer (bits per second), found {found}"));
             1_000_000_000_000
         }
     };
-    let mut secret = |key: &str| match table.get(key) {
+    let operator_token = secret(&mut fields, "operator_token");
+    let webhook_secret = secret(&mut fields, "webhook_secret");
+    let smtp = smtp_relay(&mut fields);
+    let notify_ca_file = match fields.get("notify_ca_file").map(|v| v.as_str().ok_or(v.type_str())) {
         None => None,
-        Some(toml::Value::String(t)) if t.len() >= 32 && t.bytes().all(|b| b.is_ascii_graphic()) => Some(t.clone()),
-        Some(_) => {
-            errors.push(format!("{key}: expected at least 32 printable characters without spaces"));
-            None
-        }
-    };
-    let operator_token = secret("operator_token");
-    let webhook_secret = secret("webhook_secret");
-    let smtp = smtp_relay(&table, &mut errors);
-    let notify_ca_file = match table.get("notify_ca_file") {
-        None => None,
-        Some(toml::Value::String(path)) => match read_certificates(Path::new(path)) {
+        Some(Ok(path)) => match read_certificates(Path::new(path)) {
             Ok(_) => Some(PathBuf::from(path)),
             Err(e) => {
-                errors.push(format!("notify_ca_file: {e}"));
+                fields.error(format!("notify_ca_file: {e}"));
                 None
             }
         },
-        Some(other) => {
-            errors.push(format!("notify_ca_file: expected a path, found {}", other.type_str()));
+        Some(Err(found)) => {
+            fields.error(format!("notify_ca_file: expected a path, found {found}"));
             None
         }
     };
-    let smtp_from = match table.get("smtp_from") {
+    let smtp_from = match fields.get("smtp_from") {
         None => "tally@localhost".to_owned(),
         Some(toml::Value::String(s)) if s.parse::<lettre::Address>().is_ok() => s.clone(),
         Some(other) => {
-            errors.push(format!("smtp_from: expected an e-mail address, found {other}"));
+            let found = other.to_string();
+            fields.error(format!("smtp_from: expected an e-mail address, found {found}"));
             "tally@localhost".to_owned()
         }
     };
-    let grace_hours = match table.get("grace_hours") {
-        None => 72,
-        Some(toml::Value::Integer(n)) if (0..=24 * 366).contains(n) => *n,
-        Some(other) => {
-            errors.push(format!("grace_hours: expected hours from 0 to 8784, found {other}"));
-            72
-        }
-    };
-    let server_names = match table.get("server_names") {
+    let grace_hours = fields.integer("grace_hours", 72, 0, 24 * 366);
+    let server_names = match fields.get("server_names") {
         None => vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()],
         Some(toml::Value::Array(items))
             if !items.is_empty() && items.iter().all(|i| i.as_str().is_some_and(|s| !s.is_empty())) =>
@@ -248,56 +207,61 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect()
         }
         Some(other) => {
-            errors.push(format!("server_names: expected a non-empty list of host names or addresses, found {other}"));
+            let found = other.to_string();
+            fields.error(format!("server_names: expected a non-empty list of host names or addresses, found {found}"));
             Vec::new()
         }
     };
-    let max_connections = match table.get("max_connections") {
-        None => 10_000,
-        Some(toml::Value::Integer(n)) if (1..=1_000_000).contains(n) => *n as usize,
-        Some(other) => {
-            errors.push(format!("max_connections: expected an integer from 1 to 1000000, found {other}"));
-            10_000
-        }
-    };
-    if data_dir.as_os_str().is_empty() {
-        errors.push("data_dir: must not be empty".into());
-    }
+    let max_connections = fields.integer("max_connections", 10_000, 1, 1_000_000) as usize;
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
-        errors.push(format!("log: {log:?} is not a valid filter: {e}"));
+        fields.error(format!("log: {log:?} is not a valid filter: {e}"));
     }
-    for key in table.keys().filter(|k| !KNOWN.contains(&k.as_str())) {
-        errors.push(format!("{key}: unknown key (known keys: {})", KNOWN.join(", ")));
-    }
-    if errors.is_empty() {
-        Ok(Config {
-            data_dir,
-            quic_listen,
-            http_listen,
-            server_names,
-            max_connections,
-            max_bucket_bps,
-            month_window,
-            grace: chrono::TimeDelta::hours(grace_hours),
-            operator_token,
-            smtp,
-            smtp_from,
-            webhook_secret,
-            notify_ca_file,
-            log,
-        })
-    } else {
-        Err(ConfigErrors { source: "configuration".into(), errors })
+    fields.finish(&KNOWN, || Config {
+        data_dir,
+        quic_listen,
+        http_listen,
+        server_names,
+        max_connections,
+        max_bucket_bps,
+        month_window,
+        grace: chrono::TimeDelta::hours(grace_hours as i64),
+        operator_token,
+        smtp,
+        smtp_from,
+        webhook_secret,
+        notify_ca_file,
+        log,
+    })
+}
+
+fn address(fields: &mut Fields, key: &str, default: SocketAddr) -> SocketAddr {
+    let value = fields.string(key, &default.to_string());
+    value.parse().unwrap_or_else(|_| {
+        fields.error(format!("{key}: {value:?} is not an address such as 127.0.0.1:8080"));
+        default
+    })
+}
+
+/// A token or key: at least 32 printable characters without spaces.
+fn secret(fields: &mut Fields, key: &str) -> Option<String> {
+    match fields.get(key) {
+        None => None,
+        Some(toml::Value::String(t)) if t.len() >= 32 && t.bytes().all(|b| b.is_ascii_graphic()) => Some(t.clone()),
+        Some(_) => {
+            fields.error(format!("{key}: expected at least 32 printable characters without spaces"));
+            None
+        }
     }
 }
 
 /// `smtp`, `smtp_tls` and the credentials.
-fn smtp_relay(table: &toml::Table, errors: &mut Vec<String>) -> Option<SmtpRelay> {
-    let mut text = |key: &str| match table.get(key) {
+fn smtp_relay(fields: &mut Fields) -> Option<SmtpRelay> {
+    let mut text = |key: &str| match fields.get(key) {
         None => None,
         Some(toml::Value::String(s)) if !s.is_empty() => Some(s.clone()),
         Some(other) => {
-            errors.push(format!("{key}: expected a non-empty string, found {other}"));
+            let found = other.to_string();
+            fields.error(format!("{key}: expected a non-empty string, found {found}"));
             None
         }
     };
@@ -308,13 +272,13 @@ fn smtp_relay(table: &toml::Table, errors: &mut Vec<String>) -> Option<SmtpRelay
         Some("tls") => SmtpTls::Tls,
         Some("none") => SmtpTls::None,
         Some(other) => {
-            errors.push(format!("smtp_tls: expected \"starttls\", \"tls\" or \"none\", found {other:?}"));
+            fields.error(format!("smtp_tls: expected \"starttls\", \"tls\" or \"none\", found {other:?}"));
             SmtpTls::StartTls
         }
     };
     let credentials = match (username, password) {
         (Some(user), Some(_)) if tls == SmtpTls::None => {
-            errors.push(format!(
+            fields.error(format!(
                 "smtp_password: the password of {user:?} would cross the network in clear text with smtp_tls = \"none\""
             ));
             None
@@ -322,7 +286,7 @@ fn smtp_relay(table: &toml::Table, errors: &mut Vec<String>) -> Option<SmtpRelay
         (Some(user), Some(password)) => Some((user, password)),
         (None, None) => None,
         _ => {
-            errors.push("smtp_username, smtp_password: set both or neither".into());
+            fields.error("smtp_username, smtp_password: set both or neither".into());
             None
         }
     };
@@ -330,7 +294,7 @@ fn smtp_relay(table: &toml::Table, errors: &mut Vec<String>) -> Option<SmtpRelay
     match relay.rsplit_once(':').and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?))) {
         Some((host, port)) if !host.is_empty() => Some(SmtpRelay { host: host.to_owned(), port, tls, credentials }),
         _ => {
-            errors.push(format!("smtp: expected HOST:PORT of an SMTP relay, found {relay:?}"));
+            fields.error(format!("smtp: expected HOST:PORT of an SMTP relay, found {relay:?}"));
             None
         }
     }

@@ -40,11 +40,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = tally_common::service::init_logging(&filter) {
+        eprintln!("tally-collector: RUST_LOG {filter:?} is not a valid filter: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -5,18 +5,20 @@
 //! - [`counters`], [`sampler`], [`bucket`]: from interface byte counters to 5-minute buckets (R1–R4).
 //! - [`p95`], [`license`], [`pool`]: daily site P95, daily aggregates, monthly P95, licensed
 //!   capacity and excess (R5–R8); [`meters`]: the other licenses' excess and purchases (R12, R13).
-//! - [`config_errors`]: how a configuration file's problems are reported, all at once.
+//! - [`config_file`]: how a configuration file is read, its problems reported all at once.
+//! - `service` (feature): logging and shutdown signals, as both binaries run them.
 //! - [`wire`], [`token`]: the agent ↔ collector messages and their length-prefixed postcard
 //!   frames; the enrollment token both sides read.
 //!
-//! Nothing in this crate performs I/O or reads a clock: bytes and times are passed in, so every
+//! Nothing in this crate performs I/O (but for [`config_file::load`] reading a configuration file)
+//! or reads a clock: bytes and times are passed in, so every
 //! rule is deterministic and tested against a plain oracle (STYLE habit 1). It must never panic on
 //! what a peer sends.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod bandwidth;
 pub mod bucket;
-pub mod config_errors;
+pub mod config_file;
 pub mod counters;
 pub mod enforcement;
 pub mod kinds;
@@ -26,6 +28,8 @@ pub mod p95;
 pub mod pool;
 pub mod region;
 pub mod sampler;
+#[cfg(feature = "service")]
+pub mod service;
 pub mod time;
 pub mod token;
 pub mod wire;

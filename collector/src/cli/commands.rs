@@ -5,6 +5,7 @@
 use anyhow::Context;
 use tally_common::bandwidth::Bandwidth;
 use tally_common::region::RegionTable;
+use tally_common::service::shutdown_signal;
 use tally_common::time::Month;
 use tokio::net::TcpListener;
 
@@ -371,15 +372,4 @@ fn columns<const N: usize>(rows: &[[String; N]]) -> String {
     let mut out = String::new();
     usage::report::aligned(&mut out, rows, &[false; N]);
     out
-}
-
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
 }
