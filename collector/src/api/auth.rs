@@ -47,7 +47,7 @@ pub async fn caller<S: Store>(store: &S, operator_token: Option<&str>, headers: 
     }
     // The lookup is by hash: its timing says nothing about the secret.
     match store.api_token(&sha256_hex(given.as_bytes())).await.map_err(internal)? {
-        Some(token) if !token.revoked => {
+        Some(token) if !token.revoked() => {
             Ok(Caller { role: token.role, account: token.account, contact: token.contact })
         }
         Some(_) => Err(Problem::unauthorized("this token was revoked")),

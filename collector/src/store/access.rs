@@ -60,8 +60,9 @@ impl std::str::FromStr for Role {
     }
 }
 
-/// A bearer token of the HTTP API (its secret is never stored, only its hash).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A bearer token of the HTTP API (its secret is never stored, only its hash), as `token list`
+/// shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ApiToken {
     pub id: i64,
     pub role: Role,
@@ -69,22 +70,19 @@ pub struct ApiToken {
     pub account: Option<String>,
     /// The account's contact person (R21).
     pub contact: bool,
-    pub revoked: bool,
-}
-
-/// An API token as `token list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct TokenRecord {
-    pub id: i64,
-    pub role: Role,
-    pub account: Option<String>,
-    pub contact: bool,
     /// RFC 3339.
     pub created_at: String,
     pub revoked_at: Option<String>,
 }
 
-/// Who may speak: API tokens (by the hash of their secret), enrollment tokens and the certificates the CA issued.
+impl ApiToken {
+    pub fn revoked(&self) -> bool {
+        self.revoked_at.is_some()
+    }
+}
+
+/// Who may speak: API tokens (by the hash of their secret), enrollment tokens and the
+/// certificates the CA issued.
 pub trait AccessStore: Send + Sync {
     /// Stores a new API token by the hash of its secret; returns its id.
     fn add_api_token(
@@ -99,7 +97,7 @@ pub trait AccessStore: Send + Sync {
     /// Revokes token `id`; false when there is no such token.
     fn revoke_api_token(&self, id: i64) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Every API token (never its secret, which is not stored), by id.
-    fn api_tokens(&self) -> impl Future<Output = Result<Vec<TokenRecord>, StoreError>> + Send;
+    fn api_tokens(&self) -> impl Future<Output = Result<Vec<ApiToken>, StoreError>> + Send;
     /// Stores the hash of a new enrollment token for `site`, valid until `expires_at`.
     fn add_enroll_token(
         &self,

@@ -309,7 +309,7 @@ pub(crate) async fn api_tokens_are_found_by_hash_and_revoked<B: Backend>(backend
     );
     assert_eq!(store.api_token("unknown").await.unwrap(), None);
     assert!(store.revoke_api_token(operator).await.unwrap());
-    assert!(store.api_token("hash-op").await.unwrap().unwrap().revoked);
+    assert!(store.api_token("hash-op").await.unwrap().unwrap().revoked());
     assert!(!store.revoke_api_token(9_999).await.unwrap());
     let listed = store.api_tokens().await.unwrap();
     assert_eq!(

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use tally_common::time::rfc3339;
 
 use super::{SqliteStore, db, insert_error, now, parse};
-use crate::store::{AccessStore, ApiToken, CertificateRecord, Role, StoreError, TokenRecord, TokenRefusal};
+use crate::store::{AccessStore, ApiToken, CertificateRecord, Role, StoreError, TokenRefusal};
 
 #[derive(sqlx::FromRow)]
 struct TokenRow {
@@ -14,6 +14,26 @@ struct TokenRow {
     contact: bool,
     created_at: String,
     revoked_at: Option<String>,
+}
+
+/// API token rows filtered and ordered by `$rest` (a literal).
+macro_rules! select_token {
+    ($rest:literal) => {
+        concat!("SELECT id, role, account_id, contact, created_at, revoked_at FROM api_tokens ", $rest)
+    };
+}
+
+impl TokenRow {
+    fn into_token(self) -> Result<ApiToken, StoreError> {
+        Ok(ApiToken {
+            id: self.id,
+            role: parse(&self.role, "token role")?,
+            account: self.account_id,
+            contact: self.contact,
+            created_at: self.created_at,
+            revoked_at: self.revoked_at,
+        })
+    }
 }
 
 impl AccessStore for SqliteStore {
@@ -39,17 +59,9 @@ impl AccessStore for SqliteStore {
     }
 
     async fn api_token(&self, hash: &str) -> Result<Option<ApiToken>, StoreError> {
-        let row: Option<(i64, String, Option<String>, bool, bool)> = sqlx::query_as(
-            "SELECT id, role, account_id, contact, revoked_at IS NOT NULL FROM api_tokens WHERE hash = ?",
-        )
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        row.map(|(id, role, account, contact, revoked)| {
-            Ok(ApiToken { id, role: parse(&role, "token role")?, account, contact, revoked })
-        })
-        .transpose()
+        let row: Option<TokenRow> =
+            sqlx::query_as(select_token!("WHERE hash = ?")).bind(hash).fetch_optional(&self.pool).await.map_err(db)?;
+        row.map(TokenRow::into_token).transpose()
     }
 
     async fn revoke_api_token(&self, id: i64) -> Result<bool, StoreError> {
@@ -62,24 +74,10 @@ impl AccessStore for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn api_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+    async fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
         let rows: Vec<TokenRow> =
-            sqlx::query_as("SELECT id, role, account_id, contact, created_at, revoked_at FROM api_tokens ORDER BY id")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db)?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(TokenRecord {
-                    id: r.id,
-                    role: parse(&r.role, "token role")?,
-                    account: r.account_id,
-                    contact: r.contact,
-                    created_at: r.created_at,
-                    revoked_at: r.revoked_at,
-                })
-            })
-            .collect()
+            sqlx::query_as(select_token!("ORDER BY id")).fetch_all(&self.pool).await.map_err(db)?;
+        rows.into_iter().map(TokenRow::into_token).collect()
     }
 
     async fn add_enroll_token(
