@@ -81,7 +81,12 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         let log = std::fs::read_to_string(&log_path).unwrap();
 
         // The restored open bucket is at least what the previous run last saved.
-        let opened = log.lines().find(|l| l.contains("store opened")).expect("every run opens its store");
+        let Some(opened) = log.lines().find(|l| l.contains("store opened")) else {
+            // Killed while starting (a slow start on a busy machine), before its store opened:
+            // a moment like any other, with nothing written to check.
+            assert!(!log.contains("bucket closed"), "run {run} closed a bucket without a store: {log}");
+            continue;
+        };
         if let Some((start, max)) = last_saved.take().filter(|(start, _)| !closed.contains_key(start)) {
             assert_eq!(field(opened, "open_start"), Some(start.as_str()), "run {run}: {opened}");
             let restored: u64 = field(opened, "open_max_bps").unwrap().parse().unwrap();

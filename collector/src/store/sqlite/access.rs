@@ -44,6 +44,7 @@ impl AccessStore for SqliteStore {
         account: Option<&str>,
         contact: bool,
     ) -> Result<i64, StoreError> {
+        let mut tx = self.begin_write().await?;
         let id =
             sqlx::query("INSERT INTO api_tokens (hash, role, account_id, contact, created_at) VALUES (?, ?, ?, ?, ?)")
                 .bind(hash)
@@ -51,10 +52,11 @@ impl AccessStore for SqliteStore {
                 .bind(account)
                 .bind(contact)
                 .bind(now())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(insert_error("token", account.unwrap_or("operator")))?
                 .last_insert_rowid();
+        tx.commit().await?;
         Ok(id)
     }
 
@@ -65,12 +67,14 @@ impl AccessStore for SqliteStore {
     }
 
     async fn revoke_api_token(&self, id: i64) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?")
             .bind(now())
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db)?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -86,13 +90,15 @@ impl AccessStore for SqliteStore {
         site: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO enrollment_tokens (token_hash, site_id, expires_at) VALUES (?, ?, ?)")
             .bind(token_hash)
             .bind(site)
             .bind(rfc3339(expires_at))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(insert_error("enrollment token for site", site))?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -103,6 +109,7 @@ impl AccessStore for SqliteStore {
     ) -> Result<Result<String, TokenRefusal>, StoreError> {
         let now = rfc3339(now);
         // One statement: two agents racing with the same token cannot both win.
+        let mut tx = self.begin_write().await?;
         let site: Option<String> = sqlx::query_scalar(
             "UPDATE enrollment_tokens SET used_at = ?
              WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? RETURNING site_id",
@@ -110,9 +117,10 @@ impl AccessStore for SqliteStore {
         .bind(&now)
         .bind(token_hash)
         .bind(&now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db)?;
+        tx.commit().await?;
         if let Some(site) = site {
             return Ok(Ok(site));
         }
@@ -130,14 +138,16 @@ impl AccessStore for SqliteStore {
     }
 
     async fn add_certificate(&self, serial: &str, site: &str, not_after: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO certificates (serial, site_id, not_after, created_at) VALUES (?, ?, ?, ?)")
             .bind(serial)
             .bind(site)
             .bind(rfc3339(not_after))
             .bind(now())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(insert_error("certificate", serial))?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -152,12 +162,14 @@ impl AccessStore for SqliteStore {
     }
 
     async fn revoke_site(&self, site: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("UPDATE certificates SET revoked_at = ? WHERE site_id = ? AND revoked_at IS NULL")
             .bind(rfc3339(now))
             .bind(site)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db)?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 }

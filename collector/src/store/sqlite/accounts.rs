@@ -146,6 +146,7 @@ struct LicenseRow {
 
 impl AccountStore for SqliteStore {
     async fn add_account(&self, a: &Account) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO accounts (id, name, partner_id, eop_contact_name, eop_contact_email, created_at)
              VALUES (?, ?, ?, ?, ?, ?)",
@@ -156,9 +157,10 @@ impl AccountStore for SqliteStore {
         .bind(&a.eop_contact_name)
         .bind(&a.eop_contact_email)
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(insert_error("account", &a.id))?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -188,21 +190,24 @@ impl AccountStore for SqliteStore {
     }
 
     async fn update_account(&self, a: &Account) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
         let done =
             sqlx::query("UPDATE accounts SET name = ?, eop_contact_name = ?, eop_contact_email = ? WHERE id = ?")
                 .bind(&a.name)
                 .bind(&a.eop_contact_name)
                 .bind(&a.eop_contact_email)
                 .bind(&a.id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(db)?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn add_site(&self, s: &Site) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        insert_site(&mut conn, s).await
+        let mut tx = self.begin_write().await?;
+        insert_site(&mut tx, s).await?;
+        tx.commit().await
     }
 
     async fn site(&self, id: &str) -> Result<Option<Site>, StoreError> {
@@ -217,9 +222,9 @@ impl AccountStore for SqliteStore {
     }
 
     async fn apply_checked(&self, change: &CapChange, day: NaiveDate) -> Result<Vec<CapViolation>, StoreError> {
-        let _writing = self.writer.lock().await;
-        // IMMEDIATE: two changes to one account never both pass the check against the old state.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        // The write lock first: two changes to one account never both pass the check against the
+        // old state.
+        let mut tx = self.begin_write().await?;
         let account = match change {
             CapChange::AddSite(site) | CapChange::UpdateSite(site) => site.account.clone(),
             CapChange::UpdateLicense { id, .. } => sqlx::query_scalar("SELECT account_id FROM licenses WHERE id = ?")
@@ -245,7 +250,8 @@ impl AccountStore for SqliteStore {
         }
         let violations = crate::store::cap_violations(&sites, &licenses, day)?;
         if !violations.is_empty() {
-            return Ok(violations); // dropping `tx` rolls back
+            tx.rollback().await?;
+            return Ok(violations);
         }
         match change {
             CapChange::AddSite(site) => insert_site(&mut tx, site).await?,
@@ -279,13 +285,15 @@ impl AccountStore for SqliteStore {
                     .map_err(db)?;
             }
         }
-        tx.commit().await.map_err(db)?;
+        tx.commit().await?;
         Ok(Vec::new())
     }
 
     async fn add_license(&self, l: &NewLicense) -> Result<i64, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        insert_license(&mut conn, l).await
+        let mut tx = self.begin_write().await?;
+        let id = insert_license(&mut tx, l).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     async fn sites_of_account(&self, account: &str) -> Result<Vec<Site>, StoreError> {

@@ -41,7 +41,7 @@ struct BucketRow {
 
 impl BucketStore for SqliteStore {
     async fn merge_buckets(&self, rows: &[(String, Bucket)]) -> Result<MergeStats, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.begin_write().await?;
         let mut stats = MergeStats::default();
         let received = now();
         let caps = caps_of(&mut tx, rows).await?;
@@ -119,7 +119,7 @@ impl BucketStore for SqliteStore {
                 record.build().execute(&mut *tx).await.map_err(db)?;
             }
         }
-        tx.commit().await.map_err(db)?;
+        tx.commit().await?;
         Ok(stats)
     }
 
@@ -218,7 +218,7 @@ impl BucketStore for SqliteStore {
     }
 
     async fn save_site_days(&self, days: &[(DirtyDay, DailyP95)]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.begin_write().await?;
         let computed = now();
         for chunk in days.chunks(MERGE_CHUNK) {
             let mut upsert = QueryBuilder::<Sqlite>::new(
@@ -257,7 +257,7 @@ impl BucketStore for SqliteStore {
             );
             clear.build().execute(&mut *tx).await.map_err(db)?;
         }
-        tx.commit().await.map_err(db)
+        tx.commit().await
     }
 
     async fn site_days(&self, account: &str, from: NaiveDate, until: NaiveDate) -> Result<Vec<SiteDay>, StoreError> {

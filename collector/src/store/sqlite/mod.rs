@@ -12,6 +12,7 @@ mod orders;
 mod outbox;
 mod policies;
 mod usage;
+mod write;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -28,8 +29,8 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// Taken by this process's checked write transactions before `BEGIN IMMEDIATE`: they queue
-    /// here instead of in SQLite's busy handler, whose growing sleeps make a long tail.
+    /// Taken by this process's write transactions before `BEGIN IMMEDIATE` ([`write`]): they
+    /// queue here instead of in SQLite's busy handler, whose growing sleeps make a long tail.
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -48,8 +49,9 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db)?;
         MIGRATIONS.run(&pool).await.map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
-        orders::build_missing_docs(&pool).await?;
-        Ok(SqliteStore { pool, writer: Default::default() })
+        let store = SqliteStore { pool, writer: Default::default() };
+        orders::build_missing_docs(&store).await?;
+        Ok(store)
     }
 }
 

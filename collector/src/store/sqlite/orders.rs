@@ -146,12 +146,13 @@ async fn refresh_doc(conn: &mut SqliteConnection, id: i64) -> Result<(), StoreEr
 }
 
 /// Builds the documents of orders that have none yet (made before migration 0012).
-pub(super) async fn build_missing_docs(pool: &sqlx::SqlitePool) -> Result<(), StoreError> {
+pub(super) async fn build_missing_docs(store: &SqliteStore) -> Result<(), StoreError> {
+    let mut tx = store.begin_write().await?;
     sqlx::query(concat!("UPDATE orders AS o SET doc = ", order_doc!(), " WHERE o.doc = '{}'"))
-        .execute(pool)
+        .execute(&mut *tx)
         .await
         .map_err(db)?;
-    Ok(())
+    tx.commit().await
 }
 
 /// The documents of the orders of account `?1` that `$filter` (a literal) selects, as one JSON
@@ -323,11 +324,10 @@ async fn site_facts(conn: &mut SqliteConnection, account: &str) -> Result<BTreeM
 
 impl OrderStore for SqliteStore {
     async fn create_order(&self, order: &NewOrder) -> Result<Created, StoreError> {
-        let _writing = self.writer.lock().await;
-        // IMMEDIATE: two requests with one idempotency key never both create an order.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        // The write lock first: two requests with one idempotency key never both create an order.
+        let mut tx = self.begin_write().await?;
         let created = create(&mut tx, order).await?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await?;
         Ok(created)
     }
 
@@ -348,11 +348,12 @@ impl OrderStore for SqliteStore {
     }
 
     async fn transition_items(&self, transition: &Transition) -> Result<Result<Order, TransitionRefused>, StoreError> {
-        let _writing = self.writer.lock().await;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let mut tx = self.begin_write().await?;
         let result = apply_transition(&mut tx, transition).await?;
         if result.is_ok() {
-            tx.commit().await.map_err(db)?;
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
         }
         Ok(result)
     }

@@ -50,13 +50,15 @@ impl OutboxRow {
 
 impl OutboxStore for SqliteStore {
     async fn add_recipient(&self, account: &str, channel: Channel, address: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO notification_recipients (account_id, channel, address) VALUES (?, ?, ?)")
             .bind(account)
             .bind(channel.as_str())
             .bind(address)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(insert_error("recipient of account", account))?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -81,23 +83,27 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn mark_delivered(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?")
             .bind(stamp(at))
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db)?;
+        tx.commit().await?;
         Ok(())
     }
 
     async fn mark_failed(&self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?")
             .bind(error)
             .bind(stamp(next_attempt))
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db)?;
+        tx.commit().await?;
         Ok(())
     }
 

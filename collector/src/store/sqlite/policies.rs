@@ -36,6 +36,7 @@ impl PolicyStore for SqliteStore {
     }
 
     async fn record_policy_report(&self, site: &str, report: &PolicyReport) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO policy_reports (site_id, version, ok, detail, reported_at) VALUES (?, ?, ?, ?, ?)
              ON CONFLICT (site_id) DO UPDATE SET version = excluded.version, ok = excluded.ok,
@@ -46,9 +47,10 @@ impl PolicyStore for SqliteStore {
         .bind(report.ok)
         .bind(&report.detail)
         .bind(stamp(report.at))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db)?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -75,7 +75,7 @@ impl OverusageRow {
 
 impl UsageStore for SqliteStore {
     async fn add_usage_events(&self, events: &[MeterEvent]) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.begin_write().await?;
         let received = now();
         let mut added = 0;
         for e in events {
@@ -100,7 +100,7 @@ impl UsageStore for SqliteStore {
             .map_err(insert_error("usage event of account", &e.account))?
             .rows_affected();
         }
-        tx.commit().await.map_err(db)?;
+        tx.commit().await?;
         Ok(added)
     }
 
@@ -170,7 +170,7 @@ impl UsageStore for SqliteStore {
         overusage: &[NewOverusage],
         notification: Option<&Notification>,
     ) -> Result<(DateTime<Utc>, String), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO finalized_months (account_id, month, finalized_at, report) VALUES (?, ?, ?, ?)
              ON CONFLICT (account_id, month) DO NOTHING",
@@ -225,7 +225,7 @@ impl UsageStore for SqliteStore {
                 .map_err(db)?;
             }
         }
-        tx.commit().await.map_err(db)?;
+        tx.commit().await?;
         self.finalized_report(account, month)
             .await?
             .ok_or_else(|| StoreError::Database(format!("the finalized report of {account} {month} vanished")))
@@ -257,13 +257,14 @@ impl UsageStore for SqliteStore {
         resolution: &Resolution,
         new_license: Option<&NewLicense>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.begin_write().await?;
         let resolved: Option<i64> = sqlx::query_scalar("SELECT 1 FROM resolutions WHERE overusage_id = ?")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await
             .map_err(db)?;
         if resolved.is_some() {
+            tx.rollback().await?;
             return Ok(false);
         }
         let license_id = match new_license {
@@ -281,7 +282,7 @@ impl UsageStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-        tx.commit().await.map_err(db)?;
+        tx.commit().await?;
         Ok(true)
     }
 }
