@@ -9,9 +9,13 @@
 //! The collector also sends the site's policy (R17): right after `Welcome`, and again whenever
 //! it changes ([`crate::policy`]); the agent's `PolicyApplied` reports are stored per site.
 //!
-//! Bounds: `max_connections` connections (over it: closed as `Overloaded`), one batch in flight
-//! per connection (the protocol is request / ack), frames of at most 1 MiB, a bounded queue to
-//! the committer. What a peer sends can close its own connection, never the collector.
+//! Bounds: `max_connections` agents with a certificate (over it: refused, they retry), their
+//! own smaller pool for connections without one ([`ENROLLING_CONNECTIONS`]: enrollment is rare,
+//! and such a connection never takes an agent's slot), a deadline for the handshake and another
+//! for the first message ([`FIRST_MESSAGE_DEADLINE`]), so a client that connects and never
+//! speaks holds nothing for long. One batch in flight per connection (the protocol is request /
+//! ack), frames of at most 1 MiB, a bounded queue to the committer. What a peer sends can close
+//! its own connection, never the collector.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +41,20 @@ use tracing::Instrument;
 pub const MAX_REPORT_DETAIL: usize = 2_000;
 /// How long an enrolled socket's certificate is valid.
 pub const CERTIFICATE_YEARS: i64 = 10;
+
+/// TLS handshakes run at once; more wait their turn, in arrival order (a waiting connection
+/// costs about its first packet, a handshake far more).
+pub const HANDSHAKES_AT_ONCE: usize = 8;
+/// Connections waiting for their handshake; more are refused (they retry).
+pub const HANDSHAKE_QUEUE: usize = 4_096;
+/// How long a client may take to complete its TLS handshake.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a connection may take to send its first message (`Hello` or `Enroll`).
+pub const FIRST_MESSAGE_DEADLINE: Duration = Duration::from_secs(5);
+/// Connections without a client certificate (sockets enrolling) at once.
+pub const ENROLLING_CONNECTIONS: usize = 16;
+/// Refusals at a limit are logged at most this often, with their count.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Ingest settings from the configuration.
 #[derive(Debug, Clone)]
@@ -93,7 +111,7 @@ pub async fn run<S: Store + 'static>(
     let watcher = tokio::spawn(policy::watch(store.clone(), board.clone(), async {
         let _ = watching_stopped.await;
     }));
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Arc::new(Slots::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
         let incoming = tokio::select! {
@@ -103,20 +121,38 @@ pub async fn run<S: Store + 'static>(
                 None => break,
             },
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(remote = %incoming.remote_address(), "connection refused: at the connection limit");
+        let Ok(queued) = slots.queue.clone().try_acquire_owned() else {
+            slots.refused("connections waiting for a handshake");
             incoming.refuse();
             continue;
         };
         let (store, ca, commits, limits) = (store.clone(), ca.clone(), commits.clone(), limits.clone());
-        let board = board.clone();
+        let (board, slots) = (board.clone(), slots.clone());
         tokio::spawn(async move {
             let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => serve_connection(conn, store, ca, board, commits, limits).await,
-                Err(e) => tracing::info!(%remote, error = %e, "handshake failed"),
-            }
-            drop(permit);
+            let Ok(handshake) = slots.handshakes.clone().acquire_owned().await else { return };
+            drop(queued);
+            let conn = match tokio::time::timeout(HANDSHAKE_DEADLINE, incoming).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => return tracing::info!(%remote, error = %e, "handshake failed"),
+                Err(_) => return tracing::info!(%remote, "handshake not completed in time: dropped"),
+            };
+            drop(handshake);
+            let serial = conn
+                .peer_identity()
+                .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+                .and_then(|chain| chain.first().and_then(|c| crate::ca::serial_of(c)));
+            let (pool, kind) = match serial {
+                Some(_) => (&slots.agents, "agents"),
+                None => (&slots.enrolling, "connections without a certificate"),
+            };
+            let Ok(_slot) = pool.clone().try_acquire_owned() else {
+                slots.refused(kind);
+                let message = format!("the collector is at its limit of {kind}: retry later");
+                return conn.close(u32::from(ErrorCode::Overloaded).into(), message.as_bytes());
+            };
+            // Boxed: a connection waiting for its handshake holds a small task, not this one.
+            Box::pin(serve_connection(conn, serial, store, ca, board, commits, limits)).await;
         });
     }
     endpoint.close(u32::from(ErrorCode::ShuttingDown).into(), b"collector shutting down");
@@ -167,9 +203,8 @@ impl Frames {
                 Err(DecodeError::TooLarge { .. }) => return Err(ErrorCode::FrameTooLarge),
                 Err(DecodeError::Invalid(_)) => return Err(ErrorCode::ProtocolViolation),
             }
-            let mut chunk = [0u8; 16 * 1024];
-            match self.recv.read(&mut chunk).await {
-                Ok(Some(n)) => self.buf.extend_from_slice(&chunk[..n]),
+            match self.recv.read_chunk(64 * 1024, true).await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
                 Ok(None) if self.buf.is_empty() => return Ok(None),
                 Ok(None) => return Err(ErrorCode::ProtocolViolation),
                 Err(_) => return Ok(None),
@@ -193,8 +228,47 @@ async fn refuse(conn: &quinn::Connection, stream: Option<&mut quinn::SendStream>
     conn.close(u32::from(code).into(), message.as_bytes());
 }
 
+/// The connection slots: connections waiting for a handshake, handshakes in progress, agents
+/// (with a certificate), and connections without a certificate, each bounded on its own.
+struct Slots {
+    queue: Arc<Semaphore>,
+    /// Fair: handshakes are served in arrival order.
+    handshakes: Arc<Semaphore>,
+    agents: Arc<Semaphore>,
+    enrolling: Arc<Semaphore>,
+    /// Refusals since the last log line, and when it was written.
+    refusals: std::sync::Mutex<(u64, Option<tokio::time::Instant>)>,
+}
+
+impl Slots {
+    fn new(max_connections: usize) -> Slots {
+        Slots {
+            queue: Arc::new(Semaphore::new(HANDSHAKE_QUEUE)),
+            handshakes: Arc::new(Semaphore::new(HANDSHAKES_AT_ONCE)),
+            agents: Arc::new(Semaphore::new(max_connections)),
+            enrolling: Arc::new(Semaphore::new(ENROLLING_CONNECTIONS)),
+            refusals: Default::default(),
+        }
+    }
+
+    /// Counts a connection refused at the limit of `kind`; logs once per interval.
+    fn refused(&self, kind: &str) {
+        let mut refusals = self.refusals.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        refusals.0 += 1;
+        let now = tokio::time::Instant::now();
+        if refusals.1.is_none_or(|at| now - at >= REFUSAL_LOG_INTERVAL) {
+            tracing::warn!(
+                refused = refusals.0,
+                "connections refused at the limit of {kind} (logged at most once a minute)"
+            );
+            *refusals = (0, Some(now));
+        }
+    }
+}
+
 async fn serve_connection<S: Store>(
     conn: quinn::Connection,
+    serial: Option<String>,
     store: Arc<S>,
     ca: Arc<Ca>,
     board: Arc<Board>,
@@ -202,13 +276,22 @@ async fn serve_connection<S: Store>(
     limits: Limits,
 ) {
     let remote = conn.remote_address();
-    let serial = conn
-        .peer_identity()
-        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .and_then(|chain| chain.first().and_then(|c| crate::ca::serial_of(c)));
-    let Ok((mut tx, rx)) = conn.accept_bi().await else { return };
-    let mut frames = Frames { recv: rx, buf: Vec::new() };
-    let first = match frames.next().await {
+    let opening = async {
+        let (tx, rx) = conn.accept_bi().await.ok()?;
+        let mut frames = Frames { recv: rx, buf: Vec::new() };
+        let first = frames.next().await;
+        Some((tx, frames, first))
+    };
+    let (mut tx, mut frames, first) = match tokio::time::timeout(FIRST_MESSAGE_DEADLINE, opening).await {
+        Ok(Some(opened)) => opened,
+        Ok(None) => return,
+        Err(_) => {
+            tracing::debug!(%remote, "closed: no first message in time");
+            let message = format!("no Hello or Enroll within {} s", FIRST_MESSAGE_DEADLINE.as_secs());
+            return conn.close(u32::from(ErrorCode::ProtocolViolation).into(), message.as_bytes());
+        }
+    };
+    let first = match first {
         Ok(Some(message)) => message,
         Ok(None) => return,
         Err(code) => return refuse(&conn, Some(&mut tx), code, "the first frame did not decode".into()).await,

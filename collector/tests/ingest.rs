@@ -3,13 +3,15 @@
 //! per-bucket refusals, revocation, garbage that closes only the connection that sent it, and
 //! the policy push (R17) with its report and the buckets over the cap.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chrono::TimeDelta;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::time::Duration;
 
+use support::quic::{Identity, hello, receive, send};
 use tally_collector::admin::{self, SiteChanges};
 use tally_collector::ca::Ca;
 use tally_collector::ingest::{self, Limits};
@@ -19,11 +21,7 @@ use tally_common::kinds::SiteType;
 use tally_common::region::RegionGroup;
 use tally_common::sampler::DiscardCounters;
 use tally_common::time::BucketStart;
-use tally_common::wire::frame::{decode, encode};
-use tally_common::wire::{
-    ALPN, AgentMessage, BucketBatch, CollectorMessage, EnrollRequest, ErrorCode, Hello, PROTOCOL_VERSION,
-    PolicyApplied, Refusal, WireBucket,
-};
+use tally_common::wire::{AgentMessage, BucketBatch, CollectorMessage, ErrorCode, PolicyApplied, Refusal, WireBucket};
 
 struct Collector {
     _dir: tempfile::TempDir,
@@ -68,68 +66,16 @@ async fn collector() -> Collector {
     Collector { _dir: dir, store, ca, addr, _stop: stop }
 }
 
-/// A client identity: certificate and PKCS#8 key.
-type Identity = (Vec<u8>, Vec<u8>);
-
 async fn connect(
     c: &Collector,
     identity: Option<&Identity>,
 ) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(c.ca.cert_der().to_vec())).unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut tls = match identity {
-        Some((cert, key)) => builder
-            .with_client_auth_cert(
-                vec![CertificateDer::from(cert.clone())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.clone())),
-            )
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    };
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let conn = endpoint.connect(c.addr, "localhost").unwrap().await.unwrap();
-    let (tx, rx) = conn.open_bi().await.unwrap();
-    (conn, tx, rx)
+    support::quic::connect(c.addr, c.ca.cert_der(), identity).await.unwrap()
 }
 
-async fn send(tx: &mut quinn::SendStream, message: &AgentMessage) {
-    tx.write_all(&encode(message).unwrap()).await.unwrap();
-}
-
-/// The next message, or `None` when the collector closed the stream or the connection.
-async fn receive(rx: &mut quinn::RecvStream, buf: &mut Vec<u8>) -> Option<CollectorMessage> {
-    loop {
-        if let Ok((message, used)) = decode::<CollectorMessage>(buf) {
-            buf.drain(..used);
-            return Some(message);
-        }
-        let mut chunk = [0u8; 4096];
-        match rx.read(&mut chunk).await {
-            Ok(Some(n)) => buf.extend_from_slice(&chunk[..n]),
-            _ => return None,
-        }
-    }
-}
-
-/// Enrolls with `token_secret`: the collector's answer.
-async fn enroll(c: &Collector, token_secret: &str, key: &rcgen::KeyPair) -> Option<CollectorMessage> {
-    let csr = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap().serialize_request(key).unwrap();
-    let (_conn, mut tx, mut rx) = connect(c, None).await;
-    let request = EnrollRequest {
-        protocol_version: PROTOCOL_VERSION,
-        token_secret: token_secret.into(),
-        csr_der: csr.der().to_vec(),
-    };
-    send(&mut tx, &AgentMessage::Enroll(request)).await;
-    receive(&mut rx, &mut Vec::new()).await
+/// Enrolls with `token_secret`: the collector's answer, and the key it was for.
+async fn enroll(c: &Collector, token_secret: &str) -> (Option<CollectorMessage>, Vec<u8>) {
+    support::quic::enroll(c.addr, c.ca.cert_der(), token_secret).await
 }
 
 async fn enrolled_identity(c: &Collector, site: &str) -> Identity {
@@ -142,12 +88,11 @@ async fn enrolled_identity(c: &Collector, site: &str) -> Identity {
     )
     .await
     .unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    match enroll(c, &token.secret, &key).await {
-        Some(CollectorMessage::Enrolled(e)) => {
+    match enroll(c, &token.secret).await {
+        (Some(CollectorMessage::Enrolled(e)), key) => {
             assert_eq!(e.site, site);
             assert_eq!(e.ca_der, c.ca.cert_der());
-            (e.cert_der, key.serialize_der())
+            (e.cert_der, key)
         }
         other => panic!("enrollment failed: {other:?}"),
     }
@@ -159,10 +104,6 @@ async fn welcome(rx: &mut quinn::RecvStream, buf: &mut Vec<u8>) -> String {
         Some(CollectorMessage::Welcome(w)) => w.site,
         other => panic!("expected Welcome, got {other:?}"),
     }
-}
-
-fn hello() -> AgentMessage {
-    AgentMessage::Hello(Hello { protocol_version: PROTOCOL_VERSION, agent_version: "test".into() })
 }
 
 fn batch(seq: u64, buckets: Vec<WireBucket>) -> AgentMessage {
@@ -218,8 +159,7 @@ async fn tokens_are_one_time_and_forged_or_expired_ones_are_refused() {
     )
     .await
     .unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    assert!(matches!(enroll(&c, &token.secret, &key).await, Some(CollectorMessage::Enrolled(_))));
+    assert!(matches!(enroll(&c, &token.secret).await.0, Some(CollectorMessage::Enrolled(_))));
     // Issued 25 hours ago with the default 24-hour lifetime.
     let expired = tally_collector::admin::enroll_token(
         &*c.store,
@@ -233,7 +173,7 @@ async fn tokens_are_one_time_and_forged_or_expired_ones_are_refused() {
     for (secret, why) in
         [(token.secret.as_str(), "already used"), (&"0".repeat(64), "unknown"), (expired.secret.as_str(), "expired")]
     {
-        match enroll(&c, secret, &key).await {
+        match enroll(&c, secret).await.0 {
             Some(CollectorMessage::Error(e)) => {
                 assert_eq!(e.code, ErrorCode::EnrollmentRefused, "{}", e.message);
                 assert!(e.message.contains(why), "{why}: {}", e.message);

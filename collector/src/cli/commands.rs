@@ -37,7 +37,8 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {}", config.http_listen))?;
             let endpoint = crate::quic_endpoint(&ca, config.quic_listen, &config.server_names)
                 .with_context(|| format!("cannot listen on UDP {}", config.quic_listen))?;
-            tracing::info!(quic = %config.quic_listen, "ingest listening (ALPN tally/1)");
+            let quic = endpoint.local_addr().context("the QUIC endpoint's address")?;
+            tracing::info!(%quic, "ingest listening (ALPN tally/1)");
             let (stop, stopped) = tokio::sync::watch::channel(false);
             let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
                 let _ = rx.wait_for(|stop| *stop).await;

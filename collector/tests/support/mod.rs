@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod http;
+pub mod quic;
 #[path = "../../../testing/skip.rs"]
 pub mod skip;
 
@@ -166,5 +167,21 @@ impl Drop for Serving {
         let group = rustix::process::Pid::from_child(&self.child);
         let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
         let _ = self.child.wait();
+    }
+}
+
+impl Serving {
+    /// The collector's process id (the child of `timeout`).
+    pub fn pid(&self) -> u32 {
+        let leader = self.child.id();
+        let children = std::fs::read_to_string(format!("/proc/{leader}/task/{leader}/children")).unwrap();
+        children.split_whitespace().next().and_then(|p| p.parse().ok()).expect("timeout runs the collector")
+    }
+
+    /// The collector's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 }
