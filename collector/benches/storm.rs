@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use chrono::{TimeDelta, Utc};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tally_collector::ca::Ca;
+use tally_collector::ca::{Ca, CertificateRequest};
 use tally_collector::store::sqlite::SqliteStore;
 use tally_collector::store::{AccessStore, Account, AccountStore, BucketStore, Site};
 use tally_common::bucket::Bucket;
@@ -163,7 +163,7 @@ impl Collector {
         transport.keep_alive_interval(Some(Duration::from_secs(5)));
         let transport = Arc::new(transport);
         for i in 0..sites {
-            let (cert, serial) = ca.sign_request(csr.der(), &site_id(i), valid_until)?;
+            let (cert, serial) = ca.sign_request(CertificateRequest::from_der(csr.der())?, &site_id(i), valid_until)?;
             store.add_certificate(&serial, &site_id(i), Utc::now() + TimeDelta::days(30)).await?;
             let mut tls =
                 rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))

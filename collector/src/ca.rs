@@ -119,12 +119,11 @@ impl Ca {
     /// request asked for; the serial is random. Returns the certificate (DER) and its serial (hex).
     pub fn sign_request(
         &self,
-        csr_der: &[u8],
+        request: CertificateRequest,
         site: &str,
         valid_until: NaiveDate,
     ) -> Result<(Vec<u8>, String), CaError> {
-        let der = rustls::pki_types::CertificateSigningRequestDer::from(csr_der);
-        let mut csr = CertificateSigningRequestParams::from_der(&der)?;
+        let mut csr = request.0;
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, site);
         params.serial_number = Some(SerialNumber::from_slice(&random_bytes(16)?));
@@ -134,6 +133,18 @@ impl Ca {
         let cert = csr.signed_by(&self.issuer)?;
         let der = cert.der().to_vec();
         Ok((der.clone(), serial_of(&der).ok_or(rcgen::Error::CouldNotParseCertificate)?))
+    }
+}
+
+/// A socket's certificate request, parsed and its signature checked: read before an enrollment
+/// token is spent, so a malformed request does not burn the token.
+#[derive(Debug)]
+pub struct CertificateRequest(CertificateSigningRequestParams);
+
+impl CertificateRequest {
+    pub fn from_der(csr_der: &[u8]) -> Result<CertificateRequest, CaError> {
+        let der = rustls::pki_types::CertificateSigningRequestDer::from(csr_der);
+        Ok(CertificateRequest(CertificateSigningRequestParams::from_der(&der)?))
     }
 }
 

@@ -31,7 +31,7 @@ use tally_common::wire::{
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::ca::Ca;
+use crate::ca::{Ca, CertificateRequest};
 use crate::digest::sha256_hex;
 use crate::policy::{self, Board};
 use crate::store::{PolicyReport, SitePolicy, Store};
@@ -477,6 +477,13 @@ async fn enroll<S: Store>(
         tracing::warn!(%remote, %message, "enrollment refused");
         message
     };
+    let csr = match CertificateRequest::from_der(&request.csr_der) {
+        Ok(csr) => csr,
+        Err(e) => {
+            let message = refused(format!("the certificate request does not parse: {e}"));
+            return refuse(conn, Some(tx), ErrorCode::EnrollmentRefused, message).await;
+        }
+    };
     let hash = sha256_hex(request.token_secret.as_bytes());
     let site = match store.redeem_enroll_token(&hash, crate::clock::now()).await {
         Ok(Ok(site)) => site,
@@ -487,12 +494,9 @@ async fn enroll<S: Store>(
         Err(e) => return refuse(conn, Some(tx), ErrorCode::Internal, e.to_string()).await,
     };
     let valid_until = (crate::clock::now() + TimeDelta::days(365 * CERTIFICATE_YEARS)).date_naive();
-    let (cert_der, serial) = match ca.sign_request(&request.csr_der, &site, valid_until) {
+    let (cert_der, serial) = match ca.sign_request(csr, &site, valid_until) {
         Ok(signed) => signed,
-        Err(e) => {
-            let message = refused(format!("the certificate request does not parse: {e}"));
-            return refuse(conn, Some(tx), ErrorCode::EnrollmentRefused, message).await;
-        }
+        Err(e) => return refuse(conn, Some(tx), ErrorCode::Internal, format!("signing the certificate: {e}")).await,
     };
     let not_after = valid_until.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or_else(crate::clock::now);
     if let Err(e) = store.add_certificate(&serial, &site, not_after).await {

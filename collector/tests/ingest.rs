@@ -21,7 +21,10 @@ use tally_common::kinds::SiteType;
 use tally_common::region::RegionGroup;
 use tally_common::sampler::DiscardCounters;
 use tally_common::time::BucketStart;
-use tally_common::wire::{AgentMessage, BucketBatch, CollectorMessage, ErrorCode, PolicyApplied, Refusal, WireBucket};
+use tally_common::wire::{
+    AgentMessage, BucketBatch, CollectorMessage, EnrollRequest, ErrorCode, PROTOCOL_VERSION, PolicyApplied, Refusal,
+    WireBucket,
+};
 
 struct Collector {
     _dir: tempfile::TempDir,
@@ -159,7 +162,22 @@ async fn tokens_are_one_time_and_forged_or_expired_ones_are_refused() {
     )
     .await
     .unwrap();
-    assert!(matches!(enroll(&c, &token.secret).await.0, Some(CollectorMessage::Enrolled(_))));
+    // A garbled certificate request is refused before the token is spent.
+    let (_conn, mut tx, mut rx) = connect(&c, None).await;
+    let garbled = EnrollRequest {
+        protocol_version: PROTOCOL_VERSION,
+        token_secret: token.secret.clone(),
+        csr_der: vec![0x30, 3, 1, 2, 3],
+    };
+    send(&mut tx, &AgentMessage::Enroll(garbled)).await;
+    match receive(&mut rx, &mut Vec::new()).await {
+        Some(CollectorMessage::Error(e)) => {
+            assert_eq!(e.code, ErrorCode::EnrollmentRefused);
+            assert!(e.message.contains("certificate request does not parse"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(enroll(&c, &token.secret).await.0, Some(CollectorMessage::Enrolled(_))), "the token still works");
     // Issued 25 hours ago with the default 24-hour lifetime.
     let expired = tally_collector::admin::enroll_token(
         &*c.store,
