@@ -10,6 +10,7 @@ use tally_agent::config::{Config, DEFAULT_CONFIG};
 use tally_agent::measure::Notify;
 use tally_agent::{replay, status, store};
 use tally_common::service::{init_logging, shutdown_signal};
+use tally_common::{out, outln};
 
 /// Exit code for a bad configuration or command line (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -78,12 +79,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::DefaultConfig => {
-            print!("{DEFAULT_CONFIG}");
+            out!("{DEFAULT_CONFIG}");
             ExitCode::SUCCESS
         }
         Command::Validate { config } => match Config::load(config.as_deref()) {
             Ok(_) => {
-                println!("configuration is valid");
+                outln!("configuration is valid");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -158,7 +159,7 @@ fn enroll(state_dir: &std::path::Path, collector: &str, token: &str) -> anyhow::
     let token: tally_common::token::EnrollToken = token.parse()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let identity = runtime.block_on(tally_agent::uplink::enroll(state_dir, collector, &token))?;
-    println!(
+    outln!(
         "enrolled as site {} with collector {}; identity saved in {}",
         identity.site,
         identity.collector,
@@ -186,8 +187,8 @@ fn show_status(config: &Config, format: Format) -> anyhow::Result<()> {
         }
     };
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
-        Format::Table => print!("{}", status::table(&status)),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&status)?),
+        Format::Table => out!("{}", status::table(&status)),
     }
     Ok(())
 }
@@ -198,8 +199,8 @@ fn show_replay(trace: &std::path::Path, config: &Config, format: Format) -> anyh
         anyhow::anyhow!("{}: {} error(s)\n  - {}", trace.display(), errors.len(), errors.join("\n  - "))
     })?;
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&result)?),
-        Format::Table => print!("{}", replay::table(&result)),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&result)?),
+        Format::Table => out!("{}", replay::table(&result)),
     }
     Ok(())
 }

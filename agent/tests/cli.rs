@@ -167,3 +167,14 @@ fn status_without_a_store_creates_nothing() {
     assert!(err.contains("no store at") && err.contains("is --config missing?"), "{err}");
     assert!(!state.exists(), "status created {}", state.display());
 }
+
+/// `tally-agent default-config | head -1`: the reader is gone before the agent writes; the agent
+/// exits quietly instead of panicking on the broken pipe.
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    let mut child = agent().arg("default-config").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.is_empty(), "{:?}: {stderr}", out.status);
+}

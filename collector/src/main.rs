@@ -7,6 +7,7 @@ use clap::Parser;
 use tally_collector::cli::{Cli, Command, commands};
 use tally_collector::clock;
 use tally_collector::config::{Config, DEFAULT_CONFIG};
+use tally_common::{out, outln};
 
 /// Exit code for a bad configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -15,7 +16,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match cli.command {
         Command::DefaultConfig => {
-            print!("{DEFAULT_CONFIG}");
+            out!("{DEFAULT_CONFIG}");
             return ExitCode::SUCCESS;
         }
         _ => match Config::load(cli.config.as_deref()) {
@@ -36,7 +37,7 @@ fn main() -> ExitCode {
         };
     }
     if let Command::Validate = cli.command {
-        println!("configuration is valid");
+        outln!("configuration is valid");
         return ExitCode::SUCCESS;
     }
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.clone());

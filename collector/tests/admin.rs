@@ -193,3 +193,23 @@ fn accounts_sites_and_tokens_are_listed_and_an_account_joins_the_eop() {
     let err = c.fails(&args("site buckets --site hq --date 30-11-2026"));
     assert!(err.contains("date \"30-11-2026\" is not of the form YYYY-MM-DD"), "{err}");
 }
+
+/// `tally-collector site list | head -1`: the reader is gone before the collector writes; the
+/// command exits quietly instead of panicking on the broken pipe.
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    let c = setup();
+    let mut child = c
+        .command()
+        .arg("--config")
+        .arg(c.dir.path().join("c.toml"))
+        .args(args("site list"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("panicked"), "{:?}: {stderr}", out.status);
+}

@@ -1,5 +1,6 @@
-//! What the agent and the collector do alike as long-running processes (feature `service`): log
-//! to standard error, and stop on SIGTERM or Ctrl-C. Nothing of the usage math depends on it.
+//! What the agent and the collector do alike as processes (feature `service`): log to standard
+//! error, stop on SIGTERM or Ctrl-C, print a command's output. Nothing of the usage math depends
+//! on it.
 
 /// Logs to standard error with `filter` (RUST_LOG syntax): colours only on a terminal, and no
 /// timestamps under journald, which stamps every line itself.
@@ -27,6 +28,38 @@ pub async fn shutdown_signal() {
         }
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Prints a command's output to standard output, like `print!`; a reader that went away
+/// (`tally-collector site list | head`) ends the process quietly, as Unix tools do, where
+/// `print!` would panic.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::service::write_out(format_args!($($arg)*))
+    };
+}
+
+/// [`out!`] with a newline.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::service::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+#[doc(hidden)]
+pub fn write_out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_fmt(text).and_then(|()| stdout.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "cannot write to standard output: {e}");
+            std::process::exit(1)
         }
     }
 }

@@ -7,6 +7,7 @@ use tally_common::bandwidth::Bandwidth;
 use tally_common::region::RegionTable;
 use tally_common::service::shutdown_signal;
 use tally_common::time::Month;
+use tally_common::{out, outln};
 use tokio::net::TcpListener;
 
 use super::{AccountCommand, CaCommand, Command, Format, LicenseCommand, SiteCommand, TokenCommand};
@@ -75,22 +76,22 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Ca(CaCommand::Init) => {
             let (ca, created) = Ca::load_or_create(&config.ca_dir())?;
             let state = if created { "created" } else { "exists" };
-            println!("CA {state}: {}\nfingerprint (SHA-256): {}", config.ca_dir().display(), ca.fingerprint());
+            outln!("CA {state}: {}\nfingerprint (SHA-256): {}", config.ca_dir().display(), ca.fingerprint());
         }
         Command::Site(SiteCommand::EnrollToken { site, valid_hours }) => {
             let (ca, _) = Ca::load_or_create(&config.ca_dir())?;
             let valid = chrono::TimeDelta::hours(i64::from(valid_hours));
             let token = admin::enroll_token(&store, &ca, &site, valid, clock::now()).await?;
-            println!("{token}");
+            outln!("{token}");
         }
         Command::Site(SiteCommand::Revoke { site }) => {
             let revoked = admin::revoke_site(&store, &site, clock::now()).await?;
-            println!("site {site}: {revoked} certificate(s) revoked");
+            outln!("site {site}: {revoked} certificate(s) revoked");
         }
         Command::Account(AccountCommand::Add { id, name, partner, eop_contact_name, eop_contact_email }) => {
             let account = Account { id, name, partner, eop_contact_name, eop_contact_email };
             admin::add_account(&store, account.clone()).await?;
-            println!("account {} added", account.id);
+            outln!("account {} added", account.id);
         }
         Command::Account(AccountCommand::Set { id, name, eop_contact_name, eop_contact_email }) => {
             let mut account =
@@ -106,7 +107,7 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 (account.eop_contact_name, account.eop_contact_email) = (Some(contact), Some(email));
             }
             store.update_account(&account).await?;
-            println!("account {id} changed");
+            outln!("account {id} changed");
         }
         Command::Account(AccountCommand::List { format }) => {
             let accounts = store.accounts().await?;
@@ -119,7 +120,7 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                             "eop_contact_name": a.eop_contact_name, "eop_contact_email": a.eop_contact_email})
                         })
                         .collect();
-                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                    outln!("{}", serde_json::to_string_pretty(&rows)?);
                 }
                 Format::Table => {
                     let mut rows = vec![["id".to_owned(), "name".into(), "partner".into(), "EoP contact".into()]];
@@ -130,7 +131,7 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                         };
                         rows.push([a.id.clone(), a.name.clone(), a.partner.clone().unwrap_or("-".into()), contact]);
                     }
-                    print!("{}", columns(&rows));
+                    out!("{}", columns(&rows));
                 }
             }
         }
@@ -154,7 +155,7 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                             "cap_bps": s.cap_bps})
                         })
                         .collect();
-                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                    outln!("{}", serde_json::to_string_pretty(&rows)?);
                 }
                 Format::Table => {
                     let mut rows = vec![[
@@ -177,14 +178,14 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                             s.cap_bps.map_or("-".into(), |c| Bandwidth(c).to_string()),
                         ]);
                     }
-                    print!("{}", columns(&rows));
+                    out!("{}", columns(&rows));
                 }
             }
         }
         Command::Site(SiteCommand::Add { account, id, name, country, site_type, cap_mbps }) => {
             let site =
                 admin::add_site(&store, &regions, NewSite { account, id, name, country, site_type, cap_mbps }).await?;
-            println!("site {} added in {} ({})", site.id, site.region_group, site.country);
+            outln!("site {} added in {} ({})", site.id, site.region_group, site.country);
         }
         Command::Site(SiteCommand::Set { site, country, site_type, cap_mbps, no_cap }) => {
             let cap_bps = match (no_cap, cap_mbps) {
@@ -197,19 +198,19 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             let changes = admin::SiteChanges { site, country, site_type, cap_bps };
             let site = admin::set_site(&store, &regions, changes).await?;
             let cap = site.cap_bps.map_or("no cap".to_owned(), |c| format!("cap {}", Bandwidth(c)));
-            println!("site {}: {} in {} ({}), {cap}", site.id, site.site_type, site.region_group, site.country);
+            outln!("site {}: {} in {} ({}), {cap}", site.id, site.site_type, site.region_group, site.country);
         }
         Command::License(LicenseCommand::Change { account, id, quantity, to }) => {
             admin::change_license(&store, &account, id, quantity, to).await?;
-            println!("license {id} changed");
+            outln!("license {id} changed");
         }
         Command::Site(SiteCommand::Enforcement { site, month, format }) => {
             let site = store.site(&site).await?.ok_or_else(|| anyhow::anyhow!("site {site:?} does not exist"))?;
             let month = month.unwrap_or_else(|| Month::containing(clock::today()));
             let enforcement = enforcement::site_enforcement(&store, &site, month, config.month_window).await?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&enforcement)?),
-                Format::Table => print!("{}", enforcement::table(&enforcement)),
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&enforcement)?),
+                Format::Table => out!("{}", enforcement::table(&enforcement)),
             }
         }
         Command::Site(SiteCommand::Buckets { site, date, format }) => {
@@ -223,12 +224,12 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                         .iter()
                         .map(|b| serde_json::json!({"start": b.start.to_string(), "max_bps": b.max_bps, "samples": b.samples}))
                         .collect();
-                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                    outln!("{}", serde_json::to_string_pretty(&rows)?);
                 }
                 Format::Table => {
-                    println!("{site} {date}: {} of 288 buckets", buckets.len());
+                    outln!("{site} {date}: {} of 288 buckets", buckets.len());
                     for b in &buckets {
-                        println!(
+                        outln!(
                             "{}  {:>14} bit/s  {:>12}  {:>2} samples",
                             b.start,
                             b.max_bps,
@@ -244,12 +245,12 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             let whose = account.map_or(String::new(), |a| format!(" of account {a}"));
             let contact = if contact { ", contact person" } else { "" };
             eprintln!("token {id}: {}{whose}{contact}; shown once, keep it now", role.as_str());
-            println!("{secret}");
+            outln!("{secret}");
         }
         Command::Token(TokenCommand::List { format }) => {
             let tokens = store.api_tokens().await?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&tokens)?),
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&tokens)?),
                 Format::Table => {
                     let mut rows =
                         vec![["id".to_owned(), "role".into(), "account".into(), "created".into(), "revoked".into()]];
@@ -263,7 +264,7 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                             t.revoked_at.clone().unwrap_or("-".into()),
                         ]);
                     }
-                    print!("{}", columns(&rows));
+                    out!("{}", columns(&rows));
                 }
             }
         }
@@ -271,7 +272,7 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             if !store.revoke_api_token(id).await? {
                 anyhow::bail!("there is no token {id}");
             }
-            println!("token {id} revoked");
+            outln!("token {id} revoked");
         }
         Command::License(LicenseCommand::Add(a)) => {
             let args = LicenseArgs {
@@ -285,12 +286,12 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 per_unit: a.per_unit,
             };
             let id = admin::add_license(&store, args).await?;
-            println!("license {id} added");
+            outln!("license {id} added");
         }
         Command::ImportBuckets { csv } => {
             let text = std::fs::read_to_string(&csv).with_context(|| format!("cannot read {}", csv.display()))?;
             let stats = admin::import_buckets(&store, &csv.display().to_string(), &text, config.max_bucket_bps).await?;
-            println!("imported {} new bucket(s), merged {} with stored ones (R10)", stats.inserted, stats.merged);
+            outln!("imported {} new bucket(s), merged {} with stored ones (R10)", stats.inserted, stats.merged);
         }
         Command::Account(AccountCommand::Notify { account, email, webhook }) => {
             let (channel, address) = match (email, webhook) {
@@ -311,7 +312,7 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 anyhow::bail!("account {account:?} does not exist");
             }
             store.add_recipient(&account, channel, &address).await?;
-            println!("account {account}: {} {address} will be notified", channel.as_str());
+            outln!("account {account}: {} {address} will be notified", channel.as_str());
         }
         Command::Notifications { account, format } => {
             let items = store.notifications(account.as_deref()).await?;
@@ -339,11 +340,11 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                             "last_error": i.last_error})
                         })
                         .collect();
-                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                    outln!("{}", serde_json::to_string_pretty(&rows)?);
                 }
                 Format::Table => {
                     for i in &items {
-                        println!(
+                        outln!(
                             "{:>5}  {}  {}  {:<7}  {}  {}",
                             i.id,
                             i.account,
@@ -360,8 +361,8 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             let report =
                 usage::report::build(&store, &account, month, config.month_window, config.grace, clock::now()).await?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-                Format::Table => print!("{}", usage::report::table(&report)),
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Table => out!("{}", usage::report::table(&report)),
             }
         }
     }
