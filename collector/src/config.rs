@@ -114,7 +114,26 @@ impl Default for Config {
 impl Config {
     /// Reads and validates `path`; without a path, the defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
-        path.map_or_else(|| Ok(Config::default()), |path| load(path, parse))
+        let config = path.map_or_else(|| Ok(Config::default()), |path| load(path, parse))?;
+        let source = path.map_or_else(|| "configuration".to_owned(), |p| p.display().to_string());
+        config.data_dir_usable().map_err(|e| ConfigErrors { source, errors: vec![format!("data_dir: {e}")] })?;
+        Ok(config)
+    }
+
+    /// Whether `data_dir` is a directory, or can be created: its nearest existing ancestor is a
+    /// directory this process may write to.
+    fn data_dir_usable(&self) -> Result<(), String> {
+        let dir = &self.data_dir;
+        let existing = dir.ancestors().find(|a| a.as_os_str().is_empty() || a.exists()).unwrap_or(dir);
+        let existing = if existing.as_os_str().is_empty() { Path::new(".") } else { existing };
+        if !existing.is_dir() {
+            return Err(format!("{} cannot be created: {} is not a directory", dir.display(), existing.display()));
+        }
+        let access = rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK;
+        rustix::fs::access(existing, access).map_err(|e| match existing == dir.as_path() {
+            true => format!("{} is not writable: {e}", dir.display()),
+            false => format!("{} cannot be created: {} is not writable: {e}", dir.display(), existing.display()),
+        })
     }
 
     /// The collector's certificate authority.

@@ -104,6 +104,15 @@ fn validate_and_default_config() {
         "{err}"
     );
     assert!(!Path::new(&c.dir.path().join("data")).exists(), "validate opens nothing");
+
+    // A data directory that cannot be created: under a regular file.
+    let file = c.file("a-file", "");
+    let unusable = c.file("unusable.toml", &format!("data_dir = \"{file}/data\"\n"));
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_tally-collector")).args(["validate", "--config", &unusable]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains(&format!("data_dir: {file}/data cannot be created: {file} is not a directory")), "{err}");
 }
 
 #[test]
