@@ -143,6 +143,11 @@ fn usage_events_are_counted_once_across_restarts_and_bad_ones_are_refused_by_fie
         json!({"id": "bad3", "type": "dem_user", "account": "nobody", "time": "2026-10-05T10:00:00Z", "user": "x"}),
     );
     batch.push(json!({"id": "bad4", "type": "dem_user", "account": "acme", "time": "yesterday", "user": "x"}));
+    for (n, time) in ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "1970-01-01T00:00:00Z"].iter().enumerate() {
+        batch.push(
+            json!({"id": format!("bad{}", 5 + n), "type": "dem_user", "account": "acme", "time": time, "user": "x"}),
+        );
+    }
     let (status, content_type, problem) = post(&http, "/v1/usage/events", &json!({ "events": batch }));
     assert_eq!(status, 422, "{problem}");
     assert_eq!(content_type, "application/problem+json");
@@ -150,7 +155,15 @@ fn usage_events_are_counted_once_across_restarts_and_bad_ones_are_refused_by_fie
         problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
     assert_eq!(
         fields,
-        ["events[100].user", "events[101].type", "events[103].time", "events[102].account"],
+        [
+            "events[100].user",
+            "events[101].type",
+            "events[103].time",
+            "events[104].time",
+            "events[105].time",
+            "events[106].time",
+            "events[102].account"
+        ],
         "{problem}"
     );
     assert_eq!(problem["accepted"], 100);

@@ -161,7 +161,7 @@ async fn usage_events<S: Store + 'static>(
     api.caller(&headers).await?.operator_only("record metered events")?;
     let body = body::object(&body)?;
     let events::Batch { good: parsed, mut errors } =
-        events::parse_batch(&body, &api.regions).map_err(|e| Problem::bad_request(vec![e]))?;
+        events::parse_batch(&body, &api.regions, crate::clock::now()).map_err(|e| Problem::bad_request(vec![e]))?;
     let mut known: HashMap<String, bool> = HashMap::new();
     let mut good = Vec::with_capacity(parsed.len());
     for (i, event) in parsed {
