@@ -14,8 +14,14 @@
 //!   start before the collector is reached.
 //!
 //! Invariants:
-//! - A bucket enters `pending` when it closes and is on disk (flushed) before it is logged or
-//!   offered to the uplink. It leaves only when the collector acknowledged it
+//! - A bucket enters `pending` when it closes and is on disk before it is logged or offered to
+//!   the uplink: sled's `flush()` writes with `pwrite` and `sync_file_range`, which neither
+//!   empties the disk's cache nor commits the file's size, so [`Store::sync`] follows it with
+//!   `fdatasync` on sled's data file. A saved policy is synced the same way before the agent
+//!   reports it applied.
+//! - The open bucket, the counters and the deletions after an ack are only flushed: a power cut
+//!   costs at most the open bucket's last minute, and a bucket whose deletion is lost is sent
+//!   again, which is harmless (R10). It leaves only when the collector acknowledged it
 //!   ([`Store::delete_acknowledged`]) or when retention drops it (ERROR log, `dropped` counter).
 //! - One value per bucket start: a bucket closed again (the wall clock stepped back) is merged
 //!   with `max`, as the collector does (R10).
@@ -35,6 +41,8 @@ use tally_common::time::BucketStart;
 use tally_common::wire::Policy;
 
 const PENDING: &str = "pending";
+/// sled 0.34's data file in its directory.
+const DATA_FILE: &str = "db";
 const OPEN: &[u8] = b"open";
 const SAMPLER: &[u8] = b"sampler";
 const DISCARDS: &[u8] = b"discards";
@@ -49,6 +57,8 @@ pub enum StoreError {
     StateDir { path: PathBuf, source: std::io::Error },
     #[error("store error: {0}")]
     Sled(#[from] sled::Error),
+    #[error("cannot sync the store to disk: {0}")]
+    Sync(std::io::Error),
     #[error("store value {key} does not decode: {source}")]
     Decode { key: String, source: postcard::Error },
 }
@@ -64,6 +74,8 @@ pub struct Opened {
 #[derive(Debug)]
 pub struct Store {
     db: sled::Db,
+    /// sled's data file, opened once, for `fdatasync` ([`Store::sync`]).
+    data_file: File,
     pending: sled::Tree,
     pending_count: usize,
     max_pending: usize,
@@ -85,14 +97,16 @@ impl Store {
                 (open_sled(&dir)?, Some((aside, e.to_string())))
             }
         };
+        let data_path = dir.join(DATA_FILE);
+        let data_file = File::open(&data_path).map_err(|source| StoreError::StateDir { path: data_path, source })?;
         let pending = db.open_tree(PENDING)?;
         let pending_count = pending.len();
-        let store = Store { db, pending, pending_count, max_pending, _lock: lock };
+        let store = Store { db, data_file, pending, pending_count, max_pending, _lock: lock };
         Ok(Opened { store, moved_aside })
     }
 
     /// Adds closed buckets, merging with any pending value of the same start (R10), drops the
-    /// oldest beyond the retention bound, and flushes to disk. Returns the buckets dropped.
+    /// oldest beyond the retention bound, and syncs to disk. Returns the buckets dropped.
     pub fn add_closed(&mut self, buckets: &[Bucket]) -> Result<Vec<Bucket>, StoreError> {
         for bucket in buckets {
             let key = bucket_key(bucket.start);
@@ -114,8 +128,14 @@ impl Store {
             let total = self.dropped()? + dropped.len() as u64;
             self.db.insert(DROPPED, encode(&total))?;
         }
-        self.db.flush()?;
+        self.sync()?;
         Ok(dropped)
+    }
+
+    /// Flushes and then syncs sled's data file: what was written is on the disk itself.
+    fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        self.data_file.sync_data().map_err(StoreError::Sync)
     }
 
     /// Up to `limit` pending buckets, oldest first.
@@ -166,10 +186,10 @@ impl Store {
         self.get(POLICY)
     }
 
-    /// Keeps the collector's latest policy, and flushes.
+    /// Keeps the collector's latest policy, on disk when it returns.
     pub fn save_policy(&self, policy: &Policy) -> Result<(), StoreError> {
         self.db.insert(POLICY, encode(policy))?;
-        self.db.flush()?;
+        self.sync()?;
         Ok(())
     }
 
