@@ -14,6 +14,7 @@
 pub mod clock;
 pub mod config;
 pub mod enforce;
+pub mod journal;
 pub mod measure;
 pub mod netif;
 pub mod replay;
@@ -48,6 +49,20 @@ pub async fn run(
             moved_to = %aside.display(),
             error = %why,
             "the store would not open (corrupt files); it was moved aside and a fresh store started"
+        );
+    }
+    if opened.restored > 0 {
+        tracing::error!(
+            restored = opened.restored,
+            "the store had lost {} closed buckets (damaged files); they were restored from the journal",
+            opened.restored
+        );
+    }
+    if opened.journal_damaged > 0 {
+        tracing::error!(
+            damaged = opened.journal_damaged,
+            "{} records of the journal of closed buckets were damaged and skipped: a bucket the store also lost is lost",
+            opened.journal_damaged
         );
     }
     let status = Arc::new(Mutex::new(status::Status::default()));

@@ -27,6 +27,9 @@
 //!   with `max`, as the collector does (R10).
 //! - At most `max_pending` buckets are kept; the overflow policy is drop-oldest.
 //!
+//! - Every pending bucket is also in the journal ([`crate::journal`]), synced when it closes:
+//!   whatever sled loses to damage is put back from it at start.
+//!
 //! Only one process opens the store at a time: the lock file is taken before sled is opened, so a
 //! sled that fails to open is corrupt, never merely busy. A corrupt store is moved aside and a
 //! fresh one started, so the agent does not crash-loop.
@@ -35,6 +38,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+use crate::journal::Journal;
 use tally_common::bucket::Bucket;
 use tally_common::sampler::{DiscardCounters, Sampler};
 use tally_common::time::BucketStart;
@@ -59,6 +64,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("cannot sync the store to disk: {0}")]
     Sync(std::io::Error),
+    #[error("the journal of closed buckets: {0}")]
+    Journal(std::io::Error),
     #[error("store value {key} does not decode: {source}")]
     Decode { key: String, source: postcard::Error },
 }
@@ -69,6 +76,10 @@ pub struct Opened {
     pub store: Store,
     /// Where a corrupt store was moved, if it was.
     pub moved_aside: Option<(PathBuf, String)>,
+    /// Closed buckets sled had lost, put back from the journal.
+    pub restored: usize,
+    /// Journal records that were damaged and skipped.
+    pub journal_damaged: usize,
 }
 
 #[derive(Debug)]
@@ -79,6 +90,7 @@ pub struct Store {
     pending: sled::Tree,
     pending_count: usize,
     max_pending: usize,
+    journal: Journal,
     _lock: File,
 }
 
@@ -100,14 +112,27 @@ impl Store {
         let data_path = dir.join(DATA_FILE);
         let data_file = File::open(&data_path).map_err(|source| StoreError::StateDir { path: data_path, source })?;
         let pending = db.open_tree(PENDING)?;
-        let pending_count = pending.len();
-        let store = Store { db, data_file, pending, pending_count, max_pending, _lock: lock };
-        Ok(Opened { store, moved_aside })
+        let (journal, replay) = Journal::open(state_dir).map_err(StoreError::Journal)?;
+        let mut store =
+            Store { db, data_file, pending_count: pending.len(), pending, max_pending, journal, _lock: lock };
+        let mut restored = 0;
+        for bucket in replay.live.values() {
+            if !store.pending.contains_key(bucket_key(bucket.start))? {
+                restored += 1;
+            }
+        }
+        let lost: Vec<Bucket> = replay.live.into_values().collect();
+        store.add_closed(&lost)?;
+        // From here on the journal holds exactly what is pending, whatever it held before.
+        let pending = store.oldest_pending(usize::MAX)?;
+        store.journal.rewrite(&pending).map_err(StoreError::Journal)?;
+        Ok(Opened { store, moved_aside, restored, journal_damaged: replay.damaged })
     }
 
     /// Adds closed buckets, merging with any pending value of the same start (R10), drops the
     /// oldest beyond the retention bound, and syncs to disk. Returns the buckets dropped.
     pub fn add_closed(&mut self, buckets: &[Bucket]) -> Result<Vec<Bucket>, StoreError> {
+        self.journal.closed(buckets).map_err(StoreError::Journal)?;
         for bucket in buckets {
             let key = bucket_key(bucket.start);
             let mut merged = *bucket;
@@ -127,6 +152,8 @@ impl Store {
         if !dropped.is_empty() {
             let total = self.dropped()? + dropped.len() as u64;
             self.db.insert(DROPPED, encode(&total))?;
+            let starts: Vec<BucketStart> = dropped.iter().map(|b| b.start).collect();
+            self.journal.removed(&starts).map_err(StoreError::Journal)?;
         }
         self.sync()?;
         Ok(dropped)
@@ -149,12 +176,17 @@ impl Store {
 
     /// Removes buckets the collector acknowledged, and flushes.
     pub fn delete_acknowledged(&mut self, starts: &[BucketStart]) -> Result<(), StoreError> {
+        self.journal.removed(starts).map_err(StoreError::Journal)?;
         for start in starts {
             if self.pending.remove(bucket_key(*start))?.is_some() {
                 self.pending_count -= 1;
             }
         }
         self.db.flush()?;
+        if self.journal.wants_rewrite(self.pending_count) {
+            let pending = self.oldest_pending(usize::MAX)?;
+            self.journal.rewrite(&pending).map_err(StoreError::Journal)?;
+        }
         Ok(())
     }
 
