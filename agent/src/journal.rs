@@ -67,10 +67,7 @@ impl Journal {
     /// Appends closed buckets and syncs: they are on the disk when this returns.
     pub fn closed(&mut self, buckets: &[Bucket]) -> std::io::Result<()> {
         let records: Vec<u8> = buckets.iter().flat_map(|b| record(CLOSED, b)).collect();
-        self.file.write_all(&records)?;
-        self.file.sync_data()?;
-        self.records += buckets.len();
-        Ok(())
+        self.append(&records, true)
     }
 
     /// Appends removals, without a sync.
@@ -79,8 +76,18 @@ impl Journal {
             .iter()
             .flat_map(|start| record(REMOVED, &Bucket { start: *start, max_bps: 0, samples: 0 }))
             .collect();
-        self.file.write_all(&records)?;
-        self.records += starts.len();
+        self.append(&records, false)
+    }
+
+    /// Appends whole records; a write cut short (a full disk) is cut off again, so the records
+    /// after it stay aligned.
+    fn append(&mut self, records: &[u8], sync: bool) -> std::io::Result<()> {
+        let written = self.file.write_all(records).and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
+        if let Err(e) = written {
+            let _ = self.file.set_len((self.records * RECORD) as u64);
+            return Err(e);
+        }
+        self.records += records.len() / RECORD;
         Ok(())
     }
 

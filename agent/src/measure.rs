@@ -216,7 +216,7 @@ impl Meter {
 
     /// Saves the open bucket, the last counters and the discard counters.
     pub fn save(&self) -> Result<(), StoreError> {
-        self.store.borrow().save_state(self.bucketizer.open(), &self.sampler, &self.discards)?;
+        self.store.borrow_mut().save_state(self.bucketizer.open(), &self.sampler, &self.discards)?;
         let open = self.bucketizer.open();
         tracing::debug!(
             open_start = open.map(|b| b.start.to_string()),
@@ -277,17 +277,17 @@ impl Meter {
             tracing::info!("measuring {} ({source})", described.join(", "));
         }
         let store = self.store.borrow();
-        let (count, oldest) = status::pending(&store)?;
+        let pending = status::pending(&store)?;
         tracing::info!(
             store = %self.config.store_dir().display(),
-            pending = count,
-            oldest = oldest.as_deref().unwrap_or("-"),
+            pending = pending.count,
+            oldest = pending.oldest.as_deref().unwrap_or("-"),
             open_start = self.bucketizer.open().map(|b| b.start.to_string()),
             open_max_bps = self.bucketizer.open().map(|b| b.max_bps),
             "store opened"
         );
         status::update(&self.status, |s| {
-            s.set_pending((count, oldest));
+            s.set_pending(pending);
             s.dropped_buckets = store.dropped().unwrap_or_default();
         });
         Ok(())

@@ -34,6 +34,9 @@ pub struct Status {
     pub oldest_pending: Option<String>,
     pub discarded: DiscardCounters,
     pub dropped_buckets: u64,
+    /// Set while the disk is full and closed buckets are kept in memory.
+    #[serde(default)]
+    pub disk_full: Option<String>,
     /// `None` until the agent is enrolled.
     pub uplink: Option<UplinkStatus>,
     /// The site's cap (R17); `None` until the collector first sent one.
@@ -129,15 +132,28 @@ pub fn update(shared: &SharedStatus, f: impl FnOnce(&mut Status)) {
 }
 
 /// The count of pending buckets and the oldest one's start, read together so they always agree.
-pub fn pending(store: &Store) -> Result<(usize, Option<String>), crate::store::StoreError> {
-    Ok((store.pending_count(), store.oldest_pending(1)?.first().map(|b| b.start.to_string())))
+pub fn pending(store: &Store) -> Result<Pending, crate::store::StoreError> {
+    Ok(Pending {
+        count: store.pending_count(),
+        oldest: store.oldest_pending(1)?.first().map(|b| b.start.to_string()),
+        disk_full: store.full().map(str::to_owned),
+    })
+}
+
+/// What [`pending`] read from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub count: usize,
+    pub oldest: Option<String>,
+    pub disk_full: Option<String>,
 }
 
 impl Status {
     /// Records what [`pending`] read.
-    pub fn set_pending(&mut self, (count, oldest): (usize, Option<String>)) {
-        self.pending_buckets = count;
-        self.oldest_pending = oldest;
+    pub fn set_pending(&mut self, pending: Pending) {
+        self.pending_buckets = pending.count;
+        self.oldest_pending = pending.oldest;
+        self.disk_full = pending.disk_full;
     }
 }
 
@@ -154,6 +170,7 @@ pub fn from_store(config: &Config, store: &Store) -> anyhow::Result<Status> {
         oldest_pending: None,
         discarded: store.discards()?,
         dropped_buckets: store.dropped()?,
+        disk_full: None,
         uplink: None,
         policy: store.policy()?.map(|p| PolicyStatus {
             version: p.version,
@@ -221,6 +238,9 @@ pub fn table(s: &Status) -> String {
     }
     let oldest = s.oldest_pending.as_deref().map_or(String::new(), |o| format!(", oldest {o}"));
     out += &format!("pending buckets: {}{oldest}\n", s.pending_buckets);
+    if let Some(full) = &s.disk_full {
+        out += &format!("disk full: {full}; closed buckets are kept in memory until there is space\n");
+    }
     let d = &s.discarded;
     out += &format!(
         "discarded intervals: {} (counter reset {}, above cap {}, elapsed too short {}, elapsed too long {})\n",

@@ -34,6 +34,7 @@
 //! sled that fails to open is corrupt, never merely busy. A corrupt store is moved aside and a
 //! fresh one started, so the agent does not crash-loop.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -66,6 +67,8 @@ pub enum StoreError {
     Sync(std::io::Error),
     #[error("the journal of closed buckets: {0}")]
     Journal(std::io::Error),
+    #[error("{0}: closed buckets are kept in memory")]
+    Full(String),
     #[error("store value {key} does not decode: {source}")]
     Decode { key: String, source: postcard::Error },
 }
@@ -84,14 +87,92 @@ pub struct Opened {
 
 #[derive(Debug)]
 pub struct Store {
-    db: sled::Db,
-    /// sled's data file, opened once, for `fdatasync` ([`Store::sync`]).
-    data_file: File,
-    pending: sled::Tree,
-    pending_count: usize,
+    dir: PathBuf,
+    /// `None` while the disk is full: sled fails every call after an I/O error, so it is
+    /// dropped, and opened again once there is space ([`Store::add_closed`]).
+    sled: Option<Sled>,
+    /// Closed buckets kept in memory while the disk is full, at most [`MEMORY_BUCKETS`].
+    unsaved: BTreeMap<BucketStart, Bucket>,
+    /// While the disk is full: the buckets the store held when it filled (still on disk, read
+    /// once so the uplink can go on shipping them), and those acknowledged since, to remove
+    /// from the store once it opens again.
+    stored_when_full: BTreeMap<BucketStart, Bucket>,
+    acknowledged_when_full: Vec<BucketStart>,
+    /// Why the store is writing to memory, for `status` and the logs.
+    full: Option<String>,
     max_pending: usize,
     journal: Journal,
     _lock: File,
+}
+
+/// Closed buckets kept in memory while the disk is full: a day's.
+pub const MEMORY_BUCKETS: usize = 288;
+/// Free space needed before sled is opened again after the disk was full.
+const SPACE_TO_RECOVER: u64 = 1 << 20;
+
+/// sled, its `pending` tree and its data file.
+#[derive(Debug)]
+struct Sled {
+    db: sled::Db,
+    pending: sled::Tree,
+    pending_count: usize,
+    /// sled's data file, opened once, for `fdatasync` ([`Sled::sync`]).
+    data_file: File,
+}
+
+impl Sled {
+    fn open(dir: &Path) -> Result<Sled, StoreError> {
+        let db = open_sled(dir)?;
+        let data_path = dir.join(DATA_FILE);
+        let data_file = File::open(&data_path).map_err(|source| StoreError::StateDir { path: data_path, source })?;
+        let pending = db.open_tree(PENDING)?;
+        Ok(Sled { db, pending_count: pending.len(), pending, data_file })
+    }
+
+    /// Flushes and then syncs sled's data file: what was written is on the disk itself.
+    fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        self.data_file.sync_data().map_err(StoreError::Sync)
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        match self.db.get(key)? {
+            None => Ok(None),
+            Some(bytes) => postcard::from_bytes(&bytes)
+                .map(Some)
+                .map_err(|source| StoreError::Decode { key: String::from_utf8_lossy(key).into_owned(), source }),
+        }
+    }
+
+    fn pending(&self) -> impl Iterator<Item = Result<Bucket, StoreError>> + '_ {
+        self.pending.iter().map(|kv| kv.map_err(StoreError::from).and_then(|(k, v)| decode_bucket(&k, &v)))
+    }
+
+    /// Merges `buckets` into `pending`, drops the oldest beyond `max_pending`, syncs.
+    fn add_closed(&mut self, buckets: &[Bucket], max_pending: usize) -> Result<Vec<Bucket>, StoreError> {
+        for bucket in buckets {
+            let key = bucket_key(bucket.start);
+            let mut merged = *bucket;
+            if let Some(old) = self.pending.get(key)? {
+                merged.merge(&decode_bucket(&key, &old)?);
+            } else {
+                self.pending_count += 1;
+            }
+            self.pending.insert(key, encode(&(merged.max_bps, merged.samples)))?;
+        }
+        let mut dropped = Vec::new();
+        while self.pending_count > max_pending {
+            let Some((key, value)) = self.pending.pop_min()? else { break };
+            self.pending_count -= 1;
+            dropped.push(decode_bucket(&key, &value)?);
+        }
+        if !dropped.is_empty() {
+            let total = self.get::<u64>(DROPPED)?.unwrap_or_default() + dropped.len() as u64;
+            self.db.insert(DROPPED, encode(&total))?;
+        }
+        self.sync()?;
+        Ok(dropped)
+    }
 }
 
 impl Store {
@@ -101,23 +182,31 @@ impl Store {
         std::fs::create_dir_all(state_dir).map_err(state_error)?;
         let lock = take_lock(state_dir)?;
         let dir = state_dir.join("store");
-        let (db, moved_aside) = match open_sled(&dir) {
-            Ok(db) => (db, None),
+        let (sled, moved_aside) = match Sled::open(&dir) {
+            Ok(sled) => (sled, None),
+            // A full or read-only disk is not damage: the store stays where it is.
+            Err(e) if e.is_out_of_space() => return Err(e),
             Err(e) => {
                 let aside = aside_name(&dir);
                 std::fs::rename(&dir, &aside).map_err(state_error)?;
-                (open_sled(&dir)?, Some((aside, e.to_string())))
+                (Sled::open(&dir)?, Some((aside, e.to_string())))
             }
         };
-        let data_path = dir.join(DATA_FILE);
-        let data_file = File::open(&data_path).map_err(|source| StoreError::StateDir { path: data_path, source })?;
-        let pending = db.open_tree(PENDING)?;
         let (journal, replay) = Journal::open(state_dir).map_err(StoreError::Journal)?;
-        let mut store =
-            Store { db, data_file, pending_count: pending.len(), pending, max_pending, journal, _lock: lock };
+        let mut store = Store {
+            dir,
+            sled: Some(sled),
+            unsaved: BTreeMap::new(),
+            stored_when_full: BTreeMap::new(),
+            acknowledged_when_full: Vec::new(),
+            full: None,
+            max_pending,
+            journal,
+            _lock: lock,
+        };
         let mut restored = 0;
         for bucket in replay.live.values() {
-            if !store.pending.contains_key(bucket_key(bucket.start))? {
+            if !store.is_pending(bucket.start)? {
                 restored += 1;
             }
         }
@@ -131,71 +220,155 @@ impl Store {
 
     /// Adds closed buckets, merging with any pending value of the same start (R10), drops the
     /// oldest beyond the retention bound, and syncs to disk. Returns the buckets dropped.
+    ///
+    /// On a full disk the buckets are kept in memory instead (the last [`MEMORY_BUCKETS`]; older
+    /// ones are dropped and returned), and written with the next closed bucket once there is
+    /// space again.
     pub fn add_closed(&mut self, buckets: &[Bucket]) -> Result<Vec<Bucket>, StoreError> {
-        self.journal.closed(buckets).map_err(StoreError::Journal)?;
         for bucket in buckets {
-            let key = bucket_key(bucket.start);
-            let mut merged = *bucket;
-            if let Some(old) = self.pending.get(key)? {
-                merged.merge(&decode_bucket(&key, &old)?);
-            } else {
-                self.pending_count += 1;
+            self.unsaved.entry(bucket.start).and_modify(|b| b.merge(bucket)).or_insert(*bucket);
+        }
+        if self.full.is_some() {
+            self.recover();
+        }
+        let waiting: Vec<Bucket> = self.unsaved.values().copied().collect();
+        match self.write_closed(&waiting) {
+            Ok(dropped) => {
+                self.unsaved.clear();
+                if self.full.take().is_some() {
+                    self.stored_when_full.clear();
+                    let acknowledged = std::mem::take(&mut self.acknowledged_when_full);
+                    self.remove_pending(&acknowledged)?;
+                    // Removals could not be journaled while the disk was full.
+                    let pending = self.oldest_pending(usize::MAX)?;
+                    self.journal.rewrite(&pending).map_err(StoreError::Journal)?;
+                    tracing::info!(
+                        buckets = waiting.len(),
+                        "the disk has space again: the closed buckets kept in memory are in the store"
+                    );
+                }
+                Ok(dropped)
             }
-            self.pending.insert(key, encode(&(merged.max_bps, merged.samples)))?;
+            Err(e) if e.is_out_of_space() => {
+                self.disk_full(&e);
+                let mut dropped = Vec::new();
+                while self.unsaved.len() > MEMORY_BUCKETS {
+                    dropped.extend(self.unsaved.pop_first().map(|(_, b)| b));
+                }
+                Ok(dropped)
+            }
+            Err(e) => Err(e),
         }
-        let mut dropped = Vec::new();
-        while self.pending_count > self.max_pending {
-            let Some((key, value)) = self.pending.pop_min()? else { break };
-            self.pending_count -= 1;
-            dropped.push(decode_bucket(&key, &value)?);
-        }
+    }
+
+    fn write_closed(&mut self, buckets: &[Bucket]) -> Result<Vec<Bucket>, StoreError> {
+        let sled = self.sled.as_mut().ok_or_else(|| StoreError::Full(self.full.clone().unwrap_or_default()))?;
+        self.journal.closed(buckets).map_err(StoreError::Journal)?;
+        let dropped = sled.add_closed(buckets, self.max_pending)?;
         if !dropped.is_empty() {
-            let total = self.dropped()? + dropped.len() as u64;
-            self.db.insert(DROPPED, encode(&total))?;
             let starts: Vec<BucketStart> = dropped.iter().map(|b| b.start).collect();
             self.journal.removed(&starts).map_err(StoreError::Journal)?;
         }
-        self.sync()?;
         Ok(dropped)
     }
 
-    /// Flushes and then syncs sled's data file: what was written is on the disk itself.
-    fn sync(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        self.data_file.sync_data().map_err(StoreError::Sync)
+    /// Enters (or stays in) the full-disk state: sled is dropped, one ERROR says where and how
+    /// much space is left.
+    fn disk_full(&mut self, error: &StoreError) {
+        if let Some(sled) = self.sled.take() {
+            self.stored_when_full = sled.pending().filter_map(Result::ok).map(|b| (b.start, b)).collect();
+        }
+        if self.full.is_none() {
+            let free = free_bytes(&self.dir).map_or_else(|| "unknown".to_owned(), |b| format!("{} KiB", b / 1024));
+            let message = format!("the disk of {} is full ({free} free)", self.dir.display());
+            tracing::error!(
+                error = %error,
+                "{message}: closed buckets are kept in memory (the last {MEMORY_BUCKETS}) and shipped from there; \
+                 they are written once there is space"
+            );
+            self.full = Some(message);
+        }
     }
 
-    /// Up to `limit` pending buckets, oldest first.
-    pub fn oldest_pending(&self, limit: usize) -> Result<Vec<Bucket>, StoreError> {
-        self.pending
-            .iter()
-            .take(limit)
-            .map(|kv| kv.map_err(StoreError::from).and_then(|(k, v)| decode_bucket(&k, &v)))
-            .collect()
-    }
-
-    /// Removes buckets the collector acknowledged, and flushes.
-    pub fn delete_acknowledged(&mut self, starts: &[BucketStart]) -> Result<(), StoreError> {
-        self.journal.removed(starts).map_err(StoreError::Journal)?;
-        for start in starts {
-            if self.pending.remove(bucket_key(*start))?.is_some() {
-                self.pending_count -= 1;
+    /// Opens sled again if there is room for it.
+    fn recover(&mut self) {
+        if self.sled.is_none() && free_bytes(&self.dir).is_some_and(|free| free >= SPACE_TO_RECOVER) {
+            match Sled::open(&self.dir) {
+                Ok(sled) => self.sled = Some(sled),
+                Err(e) => tracing::debug!(error = %e, "the store does not open yet"),
             }
         }
-        self.db.flush()?;
-        if self.journal.wants_rewrite(self.pending_count) {
-            let pending = self.oldest_pending(usize::MAX)?;
+    }
+
+    /// Why closed buckets are in memory, while they are.
+    pub fn full(&self) -> Option<&str> {
+        self.full.as_deref()
+    }
+
+    /// Up to `limit` pending buckets, oldest first: the store's and those kept in memory.
+    pub fn oldest_pending(&self, limit: usize) -> Result<Vec<Bucket>, StoreError> {
+        let mut pending: BTreeMap<BucketStart, Bucket> = BTreeMap::new();
+        match &self.sled {
+            Some(sled) => {
+                for bucket in sled.pending().take(limit) {
+                    let bucket = bucket?;
+                    pending.insert(bucket.start, bucket);
+                }
+            }
+            None => pending.extend(self.stored_when_full.iter().take(limit)),
+        }
+        for bucket in self.unsaved.values() {
+            pending.entry(bucket.start).and_modify(|b| b.merge(bucket)).or_insert(*bucket);
+        }
+        Ok(pending.into_values().take(limit).collect())
+    }
+
+    /// Removes buckets the collector acknowledged, and flushes. On a full disk they are only
+    /// removed from memory: one left in the store is sent again later, which is harmless (R10).
+    pub fn delete_acknowledged(&mut self, starts: &[BucketStart]) -> Result<(), StoreError> {
+        for start in starts {
+            self.unsaved.remove(start);
+            if self.stored_when_full.remove(start).is_some() {
+                self.acknowledged_when_full.push(*start);
+            }
+        }
+        match self.remove_pending(starts) {
+            Err(e) if e.is_out_of_space() => {
+                self.disk_full(&e);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn remove_pending(&mut self, starts: &[BucketStart]) -> Result<(), StoreError> {
+        let Some(sled) = self.sled.as_mut() else { return Ok(()) };
+        self.journal.removed(starts).map_err(StoreError::Journal)?;
+        for start in starts {
+            if sled.pending.remove(bucket_key(*start))?.is_some() {
+                sled.pending_count -= 1;
+            }
+        }
+        sled.db.flush()?;
+        if self.journal.wants_rewrite(sled.pending_count) {
+            let pending: Vec<Bucket> = sled.pending().collect::<Result<_, _>>()?;
             self.journal.rewrite(&pending).map_err(StoreError::Journal)?;
         }
         Ok(())
     }
 
     pub fn is_pending(&self, start: BucketStart) -> Result<bool, StoreError> {
-        Ok(self.pending.contains_key(bucket_key(start))?)
+        let stored = match &self.sled {
+            Some(sled) => sled.pending.contains_key(bucket_key(start))?,
+            None => self.stored_when_full.contains_key(&start),
+        };
+        Ok(stored || self.unsaved.contains_key(&start))
     }
 
     pub fn pending_count(&self) -> usize {
-        self.pending_count
+        // Memory holds buckets only while the disk is full; one may be in the store as well.
+        let stored = self.sled.as_ref().map_or(self.stored_when_full.len(), |s| s.pending_count);
+        stored + self.unsaved.keys().filter(|start| !self.stored_when_full.contains_key(start)).count()
     }
 
     pub fn open_bucket(&self) -> Result<Option<Bucket>, StoreError> {
@@ -220,36 +393,62 @@ impl Store {
 
     /// Keeps the collector's latest policy, on disk when it returns.
     pub fn save_policy(&self, policy: &Policy) -> Result<(), StoreError> {
-        self.db.insert(POLICY, encode(policy))?;
-        self.sync()?;
-        Ok(())
+        let sled = self.sled.as_ref().ok_or_else(|| StoreError::Full(self.full.clone().unwrap_or_default()))?;
+        sled.db.insert(POLICY, encode(policy))?;
+        sled.sync()
     }
 
     /// Saves what lives between ticks (the open bucket, the last counters, the discard
-    /// counters) in one batch, and flushes.
+    /// counters) in one batch, and flushes. On a full disk nothing is saved (the full state is
+    /// logged once by [`Store::add_closed`]).
     pub fn save_state(
-        &self,
+        &mut self,
         open: Option<&Bucket>,
         sampler: &Sampler,
         discards: &DiscardCounters,
     ) -> Result<(), StoreError> {
+        let Some(sled) = &self.sled else { return Ok(()) };
         let mut batch = sled::Batch::default();
         batch.insert(OPEN, encode(&open));
         batch.insert(SAMPLER, encode(sampler));
         batch.insert(DISCARDS, encode(discards));
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
-        Ok(())
+        match sled.db.apply_batch(batch).and_then(|()| sled.db.flush().map(|_| ())) {
+            Err(e) if StoreError::from(e.clone()).is_out_of_space() => {
+                self.disk_full(&StoreError::from(e));
+                Ok(())
+            }
+            other => Ok(other?),
+        }
     }
 
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
-        match self.db.get(key)? {
+        match &self.sled {
+            Some(sled) => sled.get(key),
             None => Ok(None),
-            Some(bytes) => postcard::from_bytes(&bytes)
-                .map(Some)
-                .map_err(|source| StoreError::Decode { key: String::from_utf8_lossy(key).into_owned(), source }),
         }
     }
+}
+
+impl StoreError {
+    /// A full disk (or quota) or a read-only file system: not damage, and it passes.
+    pub fn is_out_of_space(&self) -> bool {
+        let io = match self {
+            StoreError::Full(_) => return true,
+            StoreError::Sled(sled::Error::Io(e)) | StoreError::Sync(e) | StoreError::Journal(e) => e,
+            _ => return false,
+        };
+        // sled wraps the OS error in an error of its own kind, keeping the kind.
+        matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::ReadOnlyFilesystem)
+            || matches!(io.raw_os_error(), Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error()
+                || code == rustix::io::Errno::DQUOT.raw_os_error()
+                || code == rustix::io::Errno::ROFS.raw_os_error())
+    }
+}
+
+/// Free space for an unprivileged writer on the file system of `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// Whether another process holds the store (a running agent).
