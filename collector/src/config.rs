@@ -24,6 +24,10 @@ server_names = ["localhost", "127.0.0.1", "::1"]
 # At most this many agent connections at once; more are refused and retry later.
 max_connections = 10000
 
+# The collector warns at start (ERROR) when its data_dir has less free space than this, in MiB:
+# on a full disk no batch is acknowledged (the agents keep their buckets and retry).
+min_free_mb = 256
+
 # Sanity bound on a bucket's value, in bits per second: a bucket above it is refused and counted.
 max_bucket_bps = 1000000000000
 
@@ -67,6 +71,7 @@ pub struct Config {
     pub server_names: Vec<String>,
     pub max_connections: usize,
     pub max_bucket_bps: u64,
+    pub min_free_mb: u64,
     pub month_window: MonthWindowSetting,
     pub grace: chrono::TimeDelta,
     pub operator_token: Option<String>,
@@ -147,13 +152,14 @@ impl Config {
     }
 }
 
-const KNOWN: [&str; 17] = [
+const KNOWN: [&str; 18] = [
     "data_dir",
     "quic_listen",
     "http_listen",
     "server_names",
     "max_connections",
     "max_bucket_bps",
+    "min_free_mb",
     "month_window",
     "grace_hours",
     "operator_token",
@@ -218,6 +224,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         }
     };
     let grace_hours = fields.integer("grace_hours", 72, 0, 24 * 366);
+    let min_free_mb = fields.integer("min_free_mb", 256, 0, 1 << 30);
     let server_names = match fields.get("server_names") {
         None => vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()],
         Some(toml::Value::Array(items))
@@ -242,6 +249,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         server_names,
         max_connections,
         max_bucket_bps,
+        min_free_mb,
         month_window,
         grace: chrono::TimeDelta::hours(grace_hours as i64),
         operator_token,

@@ -35,6 +35,7 @@ use crate::ca::{Ca, CertificateRequest};
 use crate::digest::sha256_hex;
 use crate::policy::{self, Board};
 use crate::store::{PolicyReport, SitePolicy, Store};
+use crate::throttle::Throttle;
 use tracing::Instrument;
 
 /// The longest detail of an agent's policy report that is kept.
@@ -53,8 +54,9 @@ pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 pub const FIRST_MESSAGE_DEADLINE: Duration = Duration::from_secs(5);
 /// Connections without a client certificate (sockets enrolling) at once.
 pub const ENROLLING_CONNECTIONS: usize = 16;
-/// Refusals at a limit are logged at most this often, with their count.
+/// Refusals at a limit, and failed commits, are logged at most this often, with their count.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+static COMMIT_FAILURES: Throttle = Throttle::new(REFUSAL_LOG_INTERVAL);
 
 /// Ingest settings from the configuration.
 #[derive(Debug, Clone)]
@@ -175,8 +177,15 @@ async fn group_commit<S: Store>(store: Arc<S>, mut queue: mpsc::Receiver<Pending
         }
         let rows: Vec<(String, Bucket)> = group.iter().flat_map(|p| p.rows.iter().cloned()).collect();
         let result = store.merge_buckets(&rows).await.map(|_| ()).map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::error!(error = %e, batches = group.len(), "group commit failed: those batches are not acknowledged");
+        if let Err(e) = &result
+            && let Some(failed) = COMMIT_FAILURES.hit()
+        {
+            tracing::error!(
+                error = %e,
+                failed,
+                "group commits failed: those batches are not acknowledged, the agents keep them and retry \
+                 (logged at most once a minute)"
+            );
         }
         for pending in group {
             let _ = pending.done.send(result.clone());
@@ -236,8 +245,7 @@ struct Slots {
     handshakes: Arc<Semaphore>,
     agents: Arc<Semaphore>,
     enrolling: Arc<Semaphore>,
-    /// Refusals since the last log line, and when it was written.
-    refusals: std::sync::Mutex<(u64, Option<tokio::time::Instant>)>,
+    refusals: Throttle,
 }
 
 impl Slots {
@@ -247,21 +255,14 @@ impl Slots {
             handshakes: Arc::new(Semaphore::new(HANDSHAKES_AT_ONCE)),
             agents: Arc::new(Semaphore::new(max_connections)),
             enrolling: Arc::new(Semaphore::new(ENROLLING_CONNECTIONS)),
-            refusals: Default::default(),
+            refusals: Throttle::new(REFUSAL_LOG_INTERVAL),
         }
     }
 
     /// Counts a connection refused at the limit of `kind`; logs once per interval.
     fn refused(&self, kind: &str) {
-        let mut refusals = self.refusals.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        refusals.0 += 1;
-        let now = tokio::time::Instant::now();
-        if refusals.1.is_none_or(|at| now - at >= REFUSAL_LOG_INTERVAL) {
-            tracing::warn!(
-                refused = refusals.0,
-                "connections refused at the limit of {kind} (logged at most once a minute)"
-            );
-            *refusals = (0, Some(now));
+        if let Some(refused) = self.refusals.hit() {
+            tracing::warn!(refused, "connections refused at the limit of {kind} (logged at most once a minute)");
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod ingest;
 pub mod orders;
 pub mod policy;
 pub mod store;
+pub mod throttle;
 pub mod usage;
 pub mod validation;
 

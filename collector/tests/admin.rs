@@ -222,3 +222,15 @@ fn output_to_a_closed_pipe_ends_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && !stderr.contains("panicked"), "{:?}: {stderr}", out.status);
 }
+
+/// `serve` says at start, at ERROR, when its data directory has less free space than
+/// `min_free_mb`.
+#[test]
+fn serve_warns_when_the_data_directory_is_short_of_space() {
+    let c = Collector::with_config(
+        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\nmin_free_mb = 1000000000",
+    );
+    let mut serving = c.serve();
+    let line = serving.until("little free space", 1);
+    assert!(line.contains("ERROR") && line.contains("min_free_mb=1000000000"), "{line}");
+}

@@ -1,6 +1,7 @@
 //! The SQLite store under faults it must survive without a restart (issue 15, item 1): a full
 //! disk. A write that returned `Ok` is on disk; a failed commit leaves no connection inside a
-//! transaction, so once space returns the same store writes again, and readers never block.
+//! transaction, so once space returns the same store writes again, and readers never block;
+//! `/healthz` says `failing` (503) while writes fail.
 
 mod support;
 
@@ -8,14 +9,17 @@ mod support;
 mod tmpfs;
 
 use chrono::{Days, NaiveDate};
+use std::sync::Arc;
 use support::skip::skip;
 use tally_collector::store::sqlite::SqliteStore;
-use tally_collector::store::{Account, AccountStore, BucketStore, Site, StoreError};
+
+use tally_collector::store::{Account, AccountStore, BucketStore, Site, StoreError, StoreHealth};
 use tally_common::bucket::Bucket;
 use tally_common::kinds::SiteType;
 use tally_common::region::RegionGroup;
 use tally_common::time::BucketStart;
 use tmpfs::Tmpfs;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn day(n: u64) -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + Days::new(n)
@@ -60,8 +64,10 @@ async fn a_full_disk_loses_no_acknowledged_day_and_writes_again_when_space_retur
         Err(why) => return skip(&why),
     };
     let path = disk.path().join("tally.db");
-    let store = SqliteStore::open(&path).await.unwrap();
+    let store = Arc::new(SqliteStore::open(&path).await.unwrap());
     seeded(&store).await;
+    let http = serve_health(store.clone()).await;
+    assert_eq!(health(http).await, (200, r#"{"status":"ok"}"#.to_owned()));
     disk.fill(1_536);
 
     // Whole days until the disk is full, and a few more tries after it is.
@@ -81,14 +87,19 @@ async fn a_full_disk_loses_no_acknowledged_day_and_writes_again_when_space_retur
     }
     assert!(refused == 20, "the disk never filled: {} days stored", stored.len());
     assert!(!stored.is_empty(), "nothing stored before the disk filled");
-    // Readers are not locked out by the failed writers.
+    // Readers are not locked out by the failed writers; the health check tells.
     assert_eq!(store.buckets_of_day("hq", day(stored[0])).await.unwrap().len(), 288);
+    assert!(store.write_failure().is_some_and(|why| why.contains("full")), "{:?}", store.write_failure());
+    let (status, body) = health(http).await;
+    assert!(status == 503 && body.contains(r#""status":"failing""#) && body.contains("full"), "{status} {body}");
 
     // Space returns: the same store, not reopened, writes again.
     disk.free();
     let next = 5_000;
     store.merge_buckets(&day_of_buckets(next)).await.expect("a write once space is back");
     stored.push(next);
+    assert_eq!(store.write_failure(), None);
+    assert_eq!(health(http).await.0, 200);
     drop(store);
 
     // Every day that was acknowledged is on disk, whole.
@@ -97,4 +108,23 @@ async fn a_full_disk_loses_no_acknowledged_day_and_writes_again_when_space_retur
         let buckets = store.buckets_of_day("hq", day(*n)).await.unwrap();
         assert_eq!(buckets, day_of_buckets(*n).into_iter().map(|(_, b)| b).collect::<Vec<_>>(), "day {n}");
     }
+}
+
+/// `/healthz` of an API on `store`, served on a free port.
+async fn serve_health(store: Arc<SqliteStore>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let api = tally_collector::api::Api::new(store, &Default::default());
+    tokio::spawn(tally_collector::serve(listener, api, std::future::pending()));
+    addr
+}
+
+/// `GET /healthz`: status and body.
+async fn health(addr: std::net::SocketAddr) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: tally\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    (status, response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use chrono::TimeDelta;
@@ -74,7 +74,7 @@ impl<S: Store + 'static> Api<S> {
 
     pub fn router(self) -> Router {
         Router::new()
-            .route("/healthz", get(healthz))
+            .route("/healthz", get(healthz::<S>))
             .route("/openapi.json", get(|| async { Json(openapi::document()) }))
             .route("/v1/accounts/{account}/usage", get(usage::<S>))
             .route("/v1/usage/events", post(usage_events::<S>))
@@ -101,15 +101,24 @@ async fn no_method(method: axum::http::Method, uri: axum::http::Uri) -> Problem 
     Problem::method_not_allowed(format!("{} does not answer {method} (see /openapi.json)", uri.path()))
 }
 
-/// The service is up.
-#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, body = Health)))]
-async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".into() })
+/// The service is up and its store writes: 200 `ok`; 503 `failing` with the reason while store
+/// writes fail (a full disk), until one commits again.
+#[utoipa::path(get, path = "/healthz", tag = "service", responses(
+    (status = 200, body = Health), (status = 503, body = Health, description = "Store writes are failing")))]
+async fn healthz<S: Store + 'static>(State(api): State<Api<S>>) -> (StatusCode, Json<Health>) {
+    match api.store.write_failure() {
+        None => (StatusCode::OK, Json(Health { status: "ok".into(), detail: None })),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "failing".into(), detail: Some(why) })),
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Health {
+    /// `ok` or `failing`.
     status: String,
+    /// Why, when failing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
 }
 
 /// The `month` query parameter, `YYYY-MM`.

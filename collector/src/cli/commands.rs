@@ -33,6 +33,7 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             let (ca, created) = Ca::load_or_create(&config.ca_dir())?;
             tracing::info!(created, fingerprint = %ca.fingerprint(), dir = %config.ca_dir().display(), "certificate authority ready");
             tracing::info!(store = %config.database().display(), "store ready");
+            warn_if_short_of_space(&config);
             let listener = TcpListener::bind(config.http_listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.http_listen))?;
@@ -374,4 +375,19 @@ fn columns<const N: usize>(rows: &[[String; N]]) -> String {
     let mut out = String::new();
     usage::report::aligned(&mut out, rows, &[false; N]);
     out
+}
+
+/// An ERROR at start when `data_dir` has less free space than `min_free_mb`.
+fn warn_if_short_of_space(config: &Config) {
+    let Ok(stat) = rustix::fs::statvfs(&config.data_dir) else { return };
+    let free_mb = stat.f_bavail.saturating_mul(stat.f_frsize) >> 20;
+    if free_mb < config.min_free_mb {
+        tracing::error!(
+            data_dir = %config.data_dir.display(),
+            free_mb,
+            min_free_mb = config.min_free_mb,
+            "little free space for the store: once the disk is full no batch is acknowledged (the agents keep \
+             their buckets and retry) and /healthz answers 503"
+        );
+    }
 }

@@ -54,13 +54,19 @@ pub enum StoreError {
     Database(String),
 }
 
+/// Whether the store can write (`/healthz`).
+pub trait StoreHealth: Send + Sync {
+    /// Why the last write did not commit (a full disk, say), until one commits again.
+    fn write_failure(&self) -> Option<String>;
+}
+
 /// Everything the collector stores: a backend implements each concern's trait and is a `Store`.
 pub trait Store:
-    AccountStore + BucketStore + UsageStore + AccessStore + OrderStore + OutboxStore + PolicyStore
+    AccountStore + BucketStore + UsageStore + AccessStore + OrderStore + OutboxStore + PolicyStore + StoreHealth
 {
 }
 
 impl<T> Store for T where
-    T: AccountStore + BucketStore + UsageStore + AccessStore + OrderStore + OutboxStore + PolicyStore
+    T: AccountStore + BucketStore + UsageStore + AccessStore + OrderStore + OutboxStore + PolicyStore + StoreHealth
 {
 }

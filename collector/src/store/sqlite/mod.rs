@@ -32,6 +32,8 @@ pub struct SqliteStore {
     /// Taken by this process's write transactions before `BEGIN IMMEDIATE` ([`write`]): they
     /// queue here instead of in SQLite's busy handler, whose growing sleeps make a long tail.
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Why the last write transaction failed, until one commits ([`write`]).
+    health: std::sync::Arc<write::Health>,
 }
 
 impl SqliteStore {
@@ -49,7 +51,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db)?;
         MIGRATIONS.run(&pool).await.map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
-        let store = SqliteStore { pool, writer: Default::default() };
+        let store = SqliteStore { pool, writer: Default::default(), health: Default::default() };
         orders::build_missing_docs(&store).await?;
         Ok(store)
     }

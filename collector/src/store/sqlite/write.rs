@@ -6,19 +6,25 @@
 //! this process's writers in a queue (`SqliteStore::writer`), and against other processes (the
 //! admin commands, a second collector) by SQLite's busy timeout, retried a few times here.
 //!
+//! A write that fails to begin or to commit is remembered until one commits ([`StoreHealth`],
+//! `/healthz`), and logged at most once a minute: on a full disk every agent's batch fails.
+//!
 //! A transaction that is not committed — an error on the way, a failed `COMMIT` (a full disk) —
 //! closes its connection instead of handing it back to the pool: SQLite may keep such a
 //! transaction open, and sqlx would then run the next one on that connection as a savepoint of
 //! it, which "commits" without ever reaching the disk and holds the write lock for good.
 
 use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Sqlite, SqliteConnection};
 use tokio::sync::OwnedMutexGuard;
 
 use super::{SqliteStore, db};
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreHealth};
+use crate::throttle::Throttle;
 
 /// How often `BEGIN IMMEDIATE` may meet SQLITE_BUSY (another process held the write lock for a
 /// whole busy timeout) before the write fails.
@@ -29,6 +35,43 @@ pub(super) struct WriteTx {
     conn: PoolConnection<Sqlite>,
     _queued: OwnedMutexGuard<()>,
     open: bool,
+    health: Arc<Health>,
+}
+
+/// The last write failure, and how often failures are logged.
+#[derive(Debug)]
+pub(super) struct Health {
+    failure: Mutex<Option<String>>,
+    logged: Throttle,
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health { failure: Mutex::new(None), logged: Throttle::new(Duration::from_secs(60)) }
+    }
+}
+
+impl Health {
+    fn failed(&self, error: &StoreError) {
+        let at = tally_common::time::rfc3339(crate::clock::now());
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{error} (since {at})"));
+        if let Some(failures) = self.logged.hit() {
+            tracing::error!(%error, failures, "store writes are failing (logged at most once a minute)");
+        }
+    }
+
+    fn committed(&self) {
+        if self.failure.lock().unwrap_or_else(|p| p.into_inner()).take().is_some() {
+            self.logged.reset();
+            tracing::info!("store writes commit again");
+        }
+    }
+}
+
+impl StoreHealth for SqliteStore {
+    fn write_failure(&self) -> Option<String> {
+        self.health.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl SqliteStore {
@@ -39,12 +82,16 @@ impl SqliteStore {
         let mut attempt = 1;
         loop {
             match sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
-                Ok(_) => return Ok(WriteTx { conn, _queued: queued, open: true }),
+                Ok(_) => return Ok(WriteTx { conn, _queued: queued, open: true, health: self.health.clone() }),
                 Err(e) if is_busy(&e) && attempt < BEGIN_ATTEMPTS => {
                     tracing::warn!(attempt, "the store's write lock stayed busy: trying again");
                     attempt += 1;
                 }
-                Err(e) => return Err(db(e)),
+                Err(e) => {
+                    let e = db(e);
+                    self.health.failed(&e);
+                    return Err(e);
+                }
             }
         }
     }
@@ -53,8 +100,13 @@ impl SqliteStore {
 impl WriteTx {
     /// Commits; `Ok` only when the transaction is on disk.
     pub(super) async fn commit(mut self) -> Result<(), StoreError> {
-        sqlx::query("COMMIT").execute(&mut *self.conn).await.map_err(db)?;
+        if let Err(e) = sqlx::query("COMMIT").execute(&mut *self.conn).await {
+            let e = db(e);
+            self.health.failed(&e);
+            return Err(e);
+        }
         self.open = false;
+        self.health.committed();
         Ok(())
     }
 
