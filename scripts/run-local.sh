@@ -11,6 +11,7 @@
 # run adds a 10 Gbit/s pool and cap there (no shaping to speak of). TALLY_BIN names a directory
 # with both binaries already built (the tests use it); otherwise they are built here.
 set -euo pipefail
+umask 077 # the configuration holds the operator token; the store and the CA are private
 cd "$(dirname "$0")/.."
 
 data=${TALLY_DATA:-./tally-data}

@@ -29,9 +29,14 @@ enum Command {
         /// The collector's QUIC address, HOST:PORT.
         #[arg(long)]
         collector: String,
-        /// As printed by `tally-collector site enroll-token`.
+        /// As printed by `tally-collector site enroll-token`; `-` reads it from standard input.
+        /// A token on the command line can be read by other users in the process list: prefer
+        /// `--token-file` or `-`.
+        #[arg(long, required_unless_present = "token_file", conflicts_with = "token_file")]
+        token: Option<String>,
+        /// A file holding the token.
         #[arg(long)]
-        token: String,
+        token_file: Option<PathBuf>,
         /// Where to keep the identity (default: the configuration's state_dir).
         #[arg(long)]
         state_dir: Option<PathBuf>,
@@ -93,9 +98,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => with_config(config, run),
-        Command::Enroll { collector, token, state_dir, config } => with_config(config, |c| {
+        Command::Enroll { collector, token, token_file, state_dir, config } => with_config(config, |c| {
             let state_dir = state_dir.unwrap_or(c.state_dir);
-            enroll(&state_dir, &collector, &token)
+            enroll(&state_dir, &collector, &read_token(token, token_file)?)
         }),
         Command::Status { config, format } => with_config(config, |c| show_status(&c, format)),
         Command::Replay { trace, config, format } => with_config(config, |c| show_replay(&trace, &c, format)),
@@ -153,6 +158,22 @@ impl Notify for Systemd {
     fn alive(&self) {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
     }
+}
+
+/// The enrollment token: given, from standard input (`-`), or from a file.
+fn read_token(token: Option<String>, file: Option<PathBuf>) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let text = match (token, file) {
+        (Some(token), _) if token == "-" => {
+            std::io::read_to_string(std::io::stdin()).context("reading the token from standard input")?
+        }
+        (Some(token), _) => token,
+        (None, Some(file)) => {
+            std::fs::read_to_string(&file).with_context(|| format!("reading the token from {}", file.display()))?
+        }
+        (None, None) => anyhow::bail!("give --token or --token-file"),
+    };
+    Ok(text.trim().to_owned())
 }
 
 fn enroll(state_dir: &std::path::Path, collector: &str, token: &str) -> anyhow::Result<()> {

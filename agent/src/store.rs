@@ -179,7 +179,7 @@ impl Store {
     /// Opens (or creates) the store in `state_dir`, keeping at most `max_pending` closed buckets.
     pub fn open(state_dir: &Path, max_pending: usize) -> Result<Opened, StoreError> {
         let state_error = |source| StoreError::StateDir { path: state_dir.to_owned(), source };
-        std::fs::create_dir_all(state_dir).map_err(state_error)?;
+        private_dir(state_dir).map_err(state_error)?;
         let lock = take_lock(state_dir)?;
         let dir = state_dir.join("store");
         let (sled, moved_aside) = match Sled::open(&dir) {
@@ -449,6 +449,13 @@ impl StoreError {
 fn free_bytes(dir: &Path) -> Option<u64> {
     let stat = rustix::fs::statvfs(dir).ok()?;
     Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// Creates `dir` and its missing parents readable by their owner only (the state directory
+/// holds the socket's key; systemd's `StateDirectory=` makes it 0700 too).
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 /// Whether another process holds the store (a running agent).

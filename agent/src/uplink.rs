@@ -103,7 +103,7 @@ impl Identity {
 
     fn save(&self, state_dir: &Path) -> std::io::Result<()> {
         let dir = Identity::dir(state_dir);
-        std::fs::create_dir_all(&dir)?;
+        crate::store::private_dir(&dir)?;
         let write = |name: &str, bytes: &[u8], mode: u32| -> std::io::Result<()> {
             let path = dir.join(name);
             let _ = std::fs::remove_file(&path);

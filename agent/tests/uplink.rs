@@ -88,10 +88,33 @@ fn an_enrolled_agent_ships_every_closed_bucket_and_replays_a_backlog() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not match the token's fingerprint"), "{err}");
-    let out = enroll(agent(), &agent_config, &collector, &token);
+    // From a file, so that the token is not in the process list.
+    let token_file = tree.dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let out = agent()
+        .args(["enroll", "--collector", &collector.address, "--token-file"])
+        .arg(&token_file)
+        .arg("--config")
+        .arg(&agent_config)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("enrolled as site hq"));
-    let again = enroll(agent(), &agent_config, &collector, &token);
+    for dir in [tree.state(), tree.state().join("identity")] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&dir).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o700, "{}", dir.display());
+    }
+    // From standard input.
+    let mut again = agent()
+        .args(["enroll", "--collector", &collector.address, "--token", "-", "--config"])
+        .arg(&agent_config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut again.stdin.take().unwrap(), token.as_bytes()).unwrap();
+    let again = again.wait_with_output().unwrap();
     assert!(!again.status.success(), "a token works once");
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(err.contains("already used"), "{err}");

@@ -125,6 +125,24 @@ impl Config {
         Ok(config)
     }
 
+    /// A warning when the file at `path` holds a secret (a token, a key, a password) and other
+    /// users may read it, as ssh warns of a readable key.
+    pub fn secrets_exposed(&self, path: &Path) -> Option<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let has_secret = self.operator_token.is_some()
+            || self.webhook_secret.is_some()
+            || self.smtp.as_ref().is_some_and(|relay| relay.credentials.is_some());
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        (has_secret && mode & 0o077 != 0).then(|| {
+            format!(
+                "{} holds secrets and other users may read it (mode {:o}): chmod 600 {}",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            )
+        })
+    }
+
     /// Whether `data_dir` is a directory, or can be created: its nearest existing ancestor is a
     /// directory this process may write to.
     fn data_dir_usable(&self) -> Result<(), String> {

@@ -13,6 +13,8 @@ use tally_common::{out, outln};
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
+    // The store, the CA's key and everything else the collector writes are its own.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     let config = match cli.command {
         Command::DefaultConfig => {
@@ -41,9 +43,13 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.clone());
+    let exposed = cli.config.as_deref().and_then(|path| config.secrets_exposed(path));
     if let Err(e) = tally_common::service::init_logging(&filter) {
         eprintln!("tally-collector: RUST_LOG {filter:?} is not a valid filter: {e}");
         return ExitCode::from(EXIT_CONFIG);
+    }
+    if let Some(warning) = exposed {
+        tracing::warn!("{warning}");
     }
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
