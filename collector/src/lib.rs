@@ -22,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod digest;
 pub mod enforcement;
+pub mod http;
 pub mod ingest;
 pub mod orders;
 pub mod policy;
@@ -58,12 +59,11 @@ pub fn quic_endpoint(ca: &ca::Ca, addr: std::net::SocketAddr, names: &[String]) 
     Ok(quinn::Endpoint::new(ca.endpoint_config(), Some(ingest::server_config(ca, names)?), socket, runtime)?)
 }
 
-/// Serves the HTTP API on `listener` until `shutdown` completes, then finishes the requests in flight.
+/// Serves `api` on `listener` until `shutdown` ([`http::serve`]).
 pub async fn serve<S: store::Store + 'static>(
     listener: TcpListener,
     api: api::Api<S>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    tracing::info!(http = %listener.local_addr()?, "HTTP API serving");
-    axum::serve(listener, api.router()).with_graceful_shutdown(shutdown).await
+    http::serve(listener, api.router(), shutdown).await
 }

@@ -16,7 +16,7 @@ type Module = Vec<String>;
 const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
 const HTTP: &[&str] = &["api", "cli"];
 const DOMAIN: &[&str] = &["usage", "orders", "enforcement", "ingest", "policy", "admin", "validation"];
-const STORE_MAY_USE: &[&str] = &["store", "orders", "orders::rules", "validation", "clock"];
+const STORE_MAY_USE: &[&str] = &["store", "orders", "orders::rules", "validation", "clock", "throttle"];
 
 /// Every source file as its module path (`store/sqlite/orders.rs` → `store::sqlite::orders`).
 fn modules() -> BTreeMap<Module, String> {

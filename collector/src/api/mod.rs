@@ -12,8 +12,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::Request;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use chrono::TimeDelta;
@@ -73,9 +76,7 @@ impl<S: Store + 'static> Api<S> {
     }
 
     pub fn router(self) -> Router {
-        Router::new()
-            .route("/healthz", get(healthz::<S>))
-            .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        let v1 = Router::new()
             .route("/v1/accounts/{account}/usage", get(usage::<S>))
             .route("/v1/usage/events", post(usage_events::<S>))
             .route("/v1/accounts/{account}/overusage", get(overusage_of_month::<S>))
@@ -85,10 +86,37 @@ impl<S: Store + 'static> Api<S> {
             .route("/v1/accounts/{account}/orders/{order}", get(orders::one::<S>))
             .route("/v1/accounts/{account}/orders/{order}/transitions", post(orders::transition::<S>))
             .route("/v1/accounts/{account}/sites/{site}/enforcement", get(site_enforcement::<S>))
+            // Before the body is read: a request without a valid token costs nothing more.
+            .route_layer(middleware::from_fn_with_state(self.clone(), authenticated::<S>));
+        Router::new()
+            .route("/healthz", get(healthz::<S>))
+            .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+            .merge(v1)
             .fallback(no_route)
             .method_not_allowed_fallback(no_method)
+            .layer(middleware::from_fn(within_deadline))
             .with_state(self)
     }
+}
+
+/// Refuses a `/v1` request without a valid bearer token before its body is read (the handler
+/// then finds out who the caller is and what it may see).
+async fn authenticated<S: Store + 'static>(
+    State(api): State<Api<S>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, Problem> {
+    api.caller(request.headers()).await?;
+    Ok(next.run(request).await)
+}
+
+/// 408 for a request not answered within [`crate::http::REQUEST_DEADLINE`] (a body sent too
+/// slowly, say).
+async fn within_deadline(request: Request, next: Next) -> Result<Response, Problem> {
+    let deadline = crate::http::REQUEST_DEADLINE;
+    tokio::time::timeout(deadline, next.run(request))
+        .await
+        .map_err(|_| Problem::request_timeout(format!("the request was not complete within {} s", deadline.as_secs())))
 }
 
 /// Any path that is not a route: a problem, like every other error.

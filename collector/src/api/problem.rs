@@ -79,6 +79,10 @@ impl Problem {
         Problem { errors, ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "The request breaks a rule", detail) }
     }
 
+    pub fn request_timeout(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::REQUEST_TIMEOUT, "Request timeout", detail)
+    }
+
     pub fn internal(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", detail)
     }

@@ -1,0 +1,78 @@
+//! The HTTP server under the API: hyper's HTTP/1.1 with the bounds a service facing the
+//! internet needs, so idle, slow or half-sent requests cannot exhaust it.
+//!
+//! - At most [`HTTP_CONNECTIONS`] connections; more are closed at once (logged once a minute).
+//! - A connection must send a request's headers within [`HEADER_DEADLINE`], which also closes
+//!   a keep-alive connection idle that long, and slowloris senders.
+//! - A request must be answered within [`REQUEST_DEADLINE`], its body included (408 otherwise).
+//! - `/v1` requests are authenticated before their body is read ([`crate::api`]).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::throttle::Throttle;
+
+/// Connections at once.
+pub const HTTP_CONNECTIONS: usize = 1_024;
+/// How long a client may take to send a request's headers (or stay idle between requests).
+pub const HEADER_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a request may take, from its headers to the end of the answer.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(60);
+/// How long shutting down waits for requests in progress.
+const DRAIN: Duration = Duration::from_secs(10);
+
+static REFUSED: Throttle = Throttle::new(Duration::from_secs(60));
+
+/// Serves `router` on `listener` until `shutdown`, then lets requests in progress finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(http = %listener.local_addr()?, "HTTP API serving");
+    let slots = Arc::new(Semaphore::new(HTTP_CONNECTIONS));
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_DEADLINE);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: the listener stays, the next accept may work.
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if let Some(refused) = REFUSED.hit() {
+                tracing::warn!(%remote, refused, "HTTP connections refused at the limit of {HTTP_CONNECTIONS} (logged at most once a minute)");
+            }
+            continue;
+        };
+        let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%remote, error = %e, "HTTP connection ended");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+        tracing::warn!("HTTP requests still in progress after {} s: closed", DRAIN.as_secs());
+    }
+    Ok(())
+}
