@@ -46,8 +46,9 @@ pub const CERTIFICATE_YEARS: i64 = 10;
 /// TLS handshakes run at once; more wait their turn, in arrival order (a waiting connection
 /// costs about its first packet, a handshake far more).
 pub const HANDSHAKES_AT_ONCE: usize = 8;
-/// Connections waiting for their handshake; more are refused (they retry).
-pub const HANDSHAKE_QUEUE: usize = 4_096;
+/// Connections waiting for their handshake: every agent and enrolling socket may wait at once
+/// (a fleet reconnecting after an outage), and at least this many; more are refused (they retry).
+pub const HANDSHAKE_QUEUE_MIN: usize = 4_096;
 /// How long a client may take to complete its TLS handshake.
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a connection may take to send its first message (`Hello` or `Enroll`).
@@ -251,7 +252,7 @@ struct Slots {
 impl Slots {
     fn new(max_connections: usize) -> Slots {
         Slots {
-            queue: Arc::new(Semaphore::new(HANDSHAKE_QUEUE)),
+            queue: Arc::new(Semaphore::new((max_connections + ENROLLING_CONNECTIONS).max(HANDSHAKE_QUEUE_MIN))),
             handshakes: Arc::new(Semaphore::new(HANDSHAKES_AT_ONCE)),
             agents: Arc::new(Semaphore::new(max_connections)),
             enrolling: Arc::new(Semaphore::new(ENROLLING_CONNECTIONS)),
