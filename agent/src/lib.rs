@@ -76,7 +76,11 @@ pub async fn run(
             tracing::warn!(socket = %socket.display(), error = %e, "`tally-agent status` will not reach this agent")
         }
     }
-    let identity = uplink::Identity::load(&config.state_dir)?;
+    let identity = uplink::Identity::load(&config.state_dir).unwrap_or_else(|why| {
+        // Measuring goes on: the buckets wait for a new enrollment.
+        tracing::error!("the socket's identity is unusable: {why}; closed buckets are kept meanwhile");
+        None
+    });
     let store = Rc::new(RefCell::new(opened.store));
     let mut meter = Meter::new(config, store.clone(), status.clone())?;
     // One shutdown for both halves: the meter saves its state, the uplink closes its connection.

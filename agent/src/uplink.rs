@@ -85,20 +85,53 @@ impl Identity {
         state_dir.join("identity")
     }
 
-    /// The identity saved by `enroll`, if any.
-    pub fn load(state_dir: &Path) -> std::io::Result<Option<Identity>> {
+    /// The identity saved by `enroll`, if any, checked: every file there and readable, the
+    /// certificates and the key parse, and the key is the certificate's. An error names the file
+    /// and says to enroll again.
+    pub fn load(state_dir: &Path) -> Result<Option<Identity>, String> {
         let dir = Identity::dir(state_dir);
         if !dir.join("client.key").exists() {
             return Ok(None);
         }
-        let text = |name: &str| std::fs::read_to_string(dir.join(name)).map(|s| s.trim().to_owned());
-        Ok(Some(Identity {
+        let bad = |name: &str, why: String| {
+            format!("{}: {why}; enroll again with `tally-agent enroll`", dir.join(name).display())
+        };
+        let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| bad(name, e.to_string()));
+        let text = |name: &str| -> Result<String, String> {
+            let text = String::from_utf8(read(name)?).map_err(|_| bad(name, "not text".into()))?;
+            let text = text.trim().to_owned();
+            if text.is_empty() { Err(bad(name, "empty".into())) } else { Ok(text) }
+        };
+        let identity = Identity {
             site: text("site")?,
             collector: text("collector")?,
-            cert_der: std::fs::read(dir.join("client.der"))?,
-            key_der: std::fs::read(dir.join("client.key"))?,
-            ca_der: std::fs::read(dir.join("ca.der"))?,
-        }))
+            cert_der: read("client.der")?,
+            key_der: read("client.key")?,
+            ca_der: read("ca.der")?,
+        };
+        rustls::RootCertStore::empty()
+            .add(CertificateDer::from(identity.ca_der.clone()))
+            .map_err(|e| bad("ca.der", format!("not the collector's CA certificate ({e})")))?;
+        rcgen::KeyPair::try_from(identity.key_der.as_slice())
+            .map_err(|e| bad("client.key", format!("not a PKCS#8 private key ({e})")))?;
+        identity.client_config().map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => bad("client.key", "not the key of client.der".into()),
+            e => bad("client.der", format!("not this socket's certificate ({e})")),
+        })?;
+        Ok(Some(identity))
+    }
+
+    /// The TLS configuration of the uplink: the collector's CA, this socket's certificate.
+    fn client_config(&self) -> Result<rustls::ClientConfig, rustls::Error> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from(self.ca_der.clone()))?;
+        rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(
+                vec![CertificateDer::from(self.cert_der.clone())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone())),
+            )
     }
 
     fn save(&self, state_dir: &Path) -> std::io::Result<()> {
@@ -326,17 +359,7 @@ pub async fn run(
     mut link: Link,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), UplinkError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from(identity.ca_der.clone())).map_err(|e| UplinkError::Local(e.to_string()))?;
-    let tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| UplinkError::Local(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            vec![CertificateDer::from(identity.cert_der.clone())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key_der.clone())),
-        )
-        .map_err(|e| UplinkError::Local(e.to_string()))?;
+    let tls = identity.client_config().map_err(|e| UplinkError::Local(e.to_string()))?;
     let endpoint = endpoint(tls)?;
     let mut retry = FIRST_RETRY;
     let mut last_error = String::new();
@@ -475,5 +498,50 @@ async fn session(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> Identity {
+        let ca = rcgen::generate_simple_self_signed(vec!["collector CA".into()]).unwrap();
+        let client = rcgen::generate_simple_self_signed(Vec::<String>::new()).unwrap();
+        Identity {
+            site: "hq".into(),
+            collector: "collector.example:4433".into(),
+            cert_der: client.cert.der().to_vec(),
+            key_der: client.signing_key.serialize_der(),
+            ca_der: ca.cert.der().to_vec(),
+        }
+    }
+
+    /// Each way an identity can be damaged is reported by the file at fault, with what to do.
+    #[test]
+    fn a_damaged_identity_names_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = identity();
+        good.save(dir.path()).unwrap();
+        assert_eq!(Identity::load(dir.path()).unwrap().map(|i| i.site), Some("hq".into()));
+
+        let other_key = rcgen::KeyPair::generate().unwrap().serialize_der();
+        for (file, bytes, says) in [
+            ("client.key", b"garbage".to_vec(), "client.key: not a PKCS#8 private key"),
+            ("client.key", Vec::new(), "client.key: not a PKCS#8 private key"),
+            ("client.key", other_key, "client.key: not the key of client.der"),
+            ("client.der", b"garbage".to_vec(), "client.der: not this socket's certificate"),
+            ("ca.der", b"garbage".to_vec(), "ca.der: not the collector's CA certificate"),
+            ("site", Vec::new(), "site: empty"),
+        ] {
+            good.save(dir.path()).unwrap();
+            std::fs::write(dir.path().join("identity").join(file), bytes).unwrap();
+            let error = Identity::load(dir.path()).unwrap_err();
+            assert!(error.contains(says) && error.ends_with("enroll again with `tally-agent enroll`"), "{error}");
+        }
+        good.save(dir.path()).unwrap();
+        std::fs::remove_file(dir.path().join("identity/client.der")).unwrap();
+        let error = Identity::load(dir.path()).unwrap_err();
+        assert!(error.contains("identity/client.der: No such file"), "{error}");
     }
 }
