@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::Request;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -99,14 +99,15 @@ impl<S: Store + 'static> Api<S> {
     }
 }
 
-/// Refuses a `/v1` request without a valid bearer token before its body is read (the handler
-/// then finds out who the caller is and what it may see).
+/// Refuses a `/v1` request without a valid bearer token before its body is read; hands the
+/// handler its [`Caller`].
 async fn authenticated<S: Store + 'static>(
     State(api): State<Api<S>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, Problem> {
-    api.caller(request.headers()).await?;
+    let caller = api.caller(request.headers()).await?;
+    request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
 }
 
@@ -166,11 +167,10 @@ fn month_of(query: &HashMap<String, String>) -> Result<Month, Problem> {
         (status = 404, description = "No such account (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
 async fn usage<S: Store + 'static>(
     State(api): State<Api<S>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     Path(account): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<UsageReport>, Problem> {
-    let caller = api.caller(&headers).await?;
     let month = month_of(&query)?;
     visible_account(&*api.store, &caller, &account).await?;
     match report::build(&*api.store, &account, month, api.month_window, api.grace, crate::clock::now()).await {
@@ -192,10 +192,10 @@ async fn usage<S: Store + 'static>(
         (status = 422, description = "Refused by a rule, by field", body = Problem, content_type = "application/problem+json")))]
 async fn usage_events<S: Store + 'static>(
     State(api): State<Api<S>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Json<EventsSummary>, Problem> {
-    api.caller(&headers).await?.operator_only("record metered events")?;
+    caller.operator_only("record metered events")?;
     let body = body::object(&body)?;
     let events::Batch { good: parsed, mut errors } =
         events::parse_batch(&body, &api.regions, crate::clock::now()).map_err(|e| Problem::bad_request(vec![e]))?;
@@ -262,11 +262,10 @@ struct EventsSummary {
         (status = 404, description = "No such account (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
 async fn overusage_of_month<S: Store + 'static>(
     State(api): State<Api<S>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     Path(account): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<OverusageOfMonth>, Problem> {
-    let caller = api.caller(&headers).await?;
     let month = month_of(&query)?;
     visible_account(&*api.store, &caller, &account).await?;
     let report = match report::build(&*api.store, &account, month, api.month_window, api.grace, crate::clock::now())
@@ -302,11 +301,10 @@ struct OverusageOfMonth {
         (status = 422, description = "Refused by a rule, by field", body = Problem, content_type = "application/problem+json")))]
 async fn resolve_overusage<S: Store + 'static>(
     State(api): State<Api<S>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     Path((account, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<(axum::http::StatusCode, Json<OverusageReport>), Problem> {
-    let caller = api.caller(&headers).await?;
     visible_account(&*api.store, &caller, &account).await?;
     caller.operator_only("resolve an over-usage")?;
     let id: i64 = id.parse().map_err(|_| Problem::not_found(format!("over-usage {id:?} does not exist")))?;
@@ -344,11 +342,10 @@ async fn site_of<S: Store>(api: &Api<S>, account: &str, site: &str) -> Result<cr
         (status = 404, description = "No such account (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
 async fn site_enforcement<S: Store + 'static>(
     State(api): State<Api<S>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     Path((account, site)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<SiteEnforcement>, Problem> {
-    let caller = api.caller(&headers).await?;
     visible_account(&*api.store, &caller, &account).await?;
     let month = if query.contains_key("month") { month_of(&query)? } else { Month::containing(crate::clock::today()) };
     let site = site_of(&api, &account, &site).await?;
@@ -406,11 +403,10 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Resul
         (status = 409, description = "Conflicts with the current state", body = Problem, content_type = "application/problem+json")))]
 async fn change_site<S: Store + 'static>(
     State(api): State<Api<S>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     Path((account, site)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<SiteView>, Problem> {
-    let caller = api.caller(&headers).await?;
     visible_account(&*api.store, &caller, &account).await?;
     caller.operator_only("change a site")?;
     site_of(&api, &account, &site).await?;

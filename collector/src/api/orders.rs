@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -68,10 +68,10 @@ fn actor_for(caller: &Caller, account: &Account) -> Actor {
 pub async fn create<S: Store + 'static>(
     State(api): State<Api<S>>,
     headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     Path(account): Path<String>,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let caller = api.caller(&headers).await?;
     let found = visible_account(&*api.store, &caller, &account).await?;
     if found.eop_contact_name.is_none() || found.eop_contact_email.is_none() {
         return Err(Problem::forbidden(format!(
@@ -153,11 +153,10 @@ pub async fn create<S: Store + 'static>(
         (status = 404, description = "No such account or order (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
 pub async fn list<S: Store + 'static>(
     State(api): State<Api<S>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     Path(account): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, Problem> {
-    let caller = api.caller(&headers).await?;
     visible_account(&*api.store, &caller, &account).await?;
     let mut errors = Vec::new();
     let status = query
@@ -213,10 +212,9 @@ pub struct NewOrderBody {
         (status = 404, description = "No such account or order (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
 pub async fn one<S: Store + 'static>(
     State(api): State<Api<S>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     Path((account, order)): Path<(String, String)>,
 ) -> Result<Json<Order>, Problem> {
-    let caller = api.caller(&headers).await?;
     visible_account(&*api.store, &caller, &account).await?;
     let not_found = || Problem::not_found(format!("account {account:?} has no order {order:?}"));
     let id: i64 = order.parse().map_err(|_| not_found())?;
@@ -264,11 +262,10 @@ fn check_quote(quote: &Quote) -> Vec<FieldError> {
         (status = 422, description = "Refused by a rule, by field", body = Problem, content_type = "application/problem+json")))]
 pub async fn transition<S: Store + 'static>(
     State(api): State<Api<S>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     Path((account, order)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Order>, Problem> {
-    let caller = api.caller(&headers).await?;
     let found = visible_account(&*api.store, &caller, &account).await?;
     let not_found = || Problem::not_found(format!("account {account:?} has no order {order:?}"));
     let id: i64 = order.parse().map_err(|_| not_found())?;
