@@ -26,9 +26,12 @@ run() {
 
 run all --workspace
 # Business dates (R7, R9, R17, orders): the collector's processes on a shifted clock
-# (TALLY_TEST_NOW, see collector/src/clock.rs).
+# (TALLY_TEST_NOW, see collector/src/clock.rs). The long tests of hostile clients hold
+# connections for a minute and read no date: they run once, above.
 for at in 2026-12-31T23:59:59Z 2027-02-28T12:00:00Z 2027-03-01T00:00:00Z; do
-  TALLY_TEST_NOW=$at run "clock-$at" -p tally-collector --tests
+  TALLY_TEST_NOW=$at run "clock-$at" -p tally-collector --tests -- \
+    --skip clients_that_never_speak_do_not_lock_an_agent_out \
+    --skip idle_and_slow_clients_are_closed_and_tokenless_bodies_are_never_read
 done
 
 echo
