@@ -99,7 +99,7 @@ pub async fn run(
                 tracing::info!(site = %identity.site, collector = %identity.collector, "enrolled: shipping buckets to the collector");
                 let link =
                     uplink::Link { store: store.clone(), status: status.clone(), closed, policies, reports: to_report };
-                uplink::run(identity, link, until_stopped(stopped.clone())).await
+                uplink::run(identity, link, clock, until_stopped(stopped.clone())).await
             }
             None => {
                 tracing::warn!("not enrolled: closed buckets are kept until `tally-agent enroll` is run");

@@ -15,6 +15,7 @@ use tally_common::bandwidth::Bandwidth;
 use tally_common::bucket::Bucket;
 use tally_common::sampler::{DiscardCounters, Interval};
 use tally_common::time::rfc3339;
+use tally_common::wire::MAX_CLOCK_OFFSET;
 
 use crate::config::Config;
 use crate::netif::Wan;
@@ -34,6 +35,9 @@ pub struct Status {
     pub oldest_pending: Option<String>,
     pub discarded: DiscardCounters,
     pub dropped_buckets: u64,
+    /// Buckets the collector quarantined because their time was wrong (this socket's clock).
+    #[serde(default)]
+    pub quarantined_buckets: u64,
     /// Set while the disk is full and closed buckets are kept in memory.
     #[serde(default)]
     pub disk_full: Option<String>,
@@ -63,6 +67,10 @@ pub struct UplinkStatus {
     /// `connected`, or `retrying in N s: why`.
     pub state: String,
     pub last_ack: Option<String>,
+    /// This socket's clock minus the collector's, in seconds, at the last welcome (wire
+    /// protocol 2); over 60 s either way, bucket times are wrong.
+    #[serde(default)]
+    pub clock_offset_s: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +178,7 @@ pub fn from_store(config: &Config, store: &Store) -> anyhow::Result<Status> {
         oldest_pending: None,
         discarded: store.discards()?,
         dropped_buckets: store.dropped()?,
+        quarantined_buckets: store.quarantined()?,
         disk_full: None,
         uplink: None,
         policy: store.policy()?.map(|p| PolicyStatus {
@@ -251,10 +260,19 @@ pub fn table(s: &Status) -> String {
         d.elapsed_too_long
     );
     out += &format!("buckets dropped by retention: {}\n", s.dropped_buckets);
+    if s.quarantined_buckets > 0 {
+        out += &format!(
+            "buckets quarantined by the collector (wrong time, check this socket's clock): {}\n",
+            s.quarantined_buckets
+        );
+    }
     match &s.uplink {
         Some(u) => {
             let ack = u.last_ack.as_deref().unwrap_or("none yet");
             out += &format!("uplink: {} ({}), last ack {ack}\n", u.collector, u.state);
+            if let Some(offset) = u.clock_offset_s.filter(|o| o.abs() > MAX_CLOCK_OFFSET.num_seconds()) {
+                out += &format!("CLOCK WRONG: this socket's clock is {offset} s off the collector's: fix its time\n");
+            }
         }
         None if s.running => out += "uplink: not enrolled (run `tally-agent enroll`)\n",
         None => {}

@@ -10,6 +10,8 @@
 //!   monotonic time, so a quick restart within one boot loses no interval.
 //! - default tree, key `discards`: `DiscardCounters`, discarded intervals by reason (R3).
 //! - default tree, key `dropped`: `u64`, closed buckets dropped because retention was exceeded.
+//! - default tree, key `quarantined`: `u64`, buckets the collector kept in quarantine because
+//!   their time was wrong (this socket's clock; wire protocol 2).
 //! - default tree, key `policy`: `Policy`, the last cap the collector pushed (R17), re-applied at
 //!   start before the collector is reached.
 //!
@@ -53,6 +55,7 @@ const OPEN: &[u8] = b"open";
 const SAMPLER: &[u8] = b"sampler";
 const DISCARDS: &[u8] = b"discards";
 const DROPPED: &[u8] = b"dropped";
+const QUARANTINED: &[u8] = b"quarantined";
 const POLICY: &[u8] = b"policy";
 
 #[derive(Debug, thiserror::Error)]
@@ -385,6 +388,19 @@ impl Store {
 
     pub fn dropped(&self) -> Result<u64, StoreError> {
         Ok(self.get(DROPPED)?.unwrap_or_default())
+    }
+
+    pub fn quarantined(&self) -> Result<u64, StoreError> {
+        Ok(self.get(QUARANTINED)?.unwrap_or_default())
+    }
+
+    /// Counts `n` more buckets the collector quarantined. Not synced: a count, not a bucket (on
+    /// a full disk it is not kept at all; the collector holds the buckets themselves).
+    pub fn count_quarantined(&self, n: u64) -> Result<(), StoreError> {
+        if let Some(sled) = &self.sled {
+            sled.db.insert(QUARANTINED, encode(&(self.quarantined()? + n)))?;
+        }
+        Ok(())
     }
 
     pub fn policy(&self) -> Result<Option<Policy>, StoreError> {

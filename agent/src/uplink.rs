@@ -12,6 +12,11 @@
 //! with its real delay, at WARN the first of an outage and at INFO after, so a field engineer
 //! sees a line at least every 5 minutes while the collector is unreachable. The collector's policies
 //! (R17) go to the enforcer, and its reports come back, on the same stream.
+//!
+//! Clocks (wire protocol 2): at each welcome the agent compares its wall clock with the
+//! collector's and logs an ERROR when they differ by more than a minute; buckets the collector
+//! refused for their time are kept in its quarantine, and the agent counts them (`status`) and
+//! says so at ERROR once per run.
 
 use std::cell::RefCell;
 use std::fs::OpenOptions;
@@ -32,11 +37,12 @@ use tally_common::time::rfc3339;
 use tally_common::token::EnrollToken;
 use tally_common::wire::frame::{DecodeError, decode, encode};
 use tally_common::wire::{
-    ALPN, AgentMessage, BucketBatch, CollectorMessage, EnrollRequest, ErrorCode, Hello, PROTOCOL_VERSION, Policy,
-    PolicyApplied, WireBucket,
+    ALPN, AckV2, AgentMessage, BucketBatch, CollectorMessage, EnrollRequest, ErrorCode, Hello, MAX_CLOCK_OFFSET,
+    PROTOCOL_VERSION, Policy, PolicyApplied, WireBucket,
 };
 use tokio::sync::watch;
 
+use crate::clock::Clock;
 use crate::status::{self, SharedStatus, UplinkStatus};
 use crate::store::Store;
 
@@ -357,6 +363,7 @@ pub struct Link {
 pub async fn run(
     identity: Identity,
     mut link: Link,
+    clock: &impl Clock,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), UplinkError> {
     let tls = identity.client_config().map_err(|e| UplinkError::Local(e.to_string()))?;
@@ -364,12 +371,13 @@ pub async fn run(
     let mut retry = FIRST_RETRY;
     let mut last_error = String::new();
     let mut seq = 0u64;
+    let mut quarantine_told = false;
     // Since when the collector is unreachable, and how many attempts failed since.
     let mut outage: Option<(tokio::time::Instant, u32)> = None;
     tokio::pin!(shutdown);
     loop {
         let attempt = tokio::time::Instant::now();
-        let session = session(&endpoint, &identity, &mut link, &mut seq, &mut retry);
+        let session = session(&endpoint, &identity, &mut link, clock, &mut seq, &mut retry, &mut quarantine_told);
         let error = tokio::select! {
             () = &mut shutdown => break,
             Err(e) = session => e,
@@ -420,8 +428,10 @@ async fn session(
     endpoint: &quinn::Endpoint,
     identity: &Identity,
     link: &mut Link,
+    clock: &impl Clock,
     seq: &mut u64,
     retry: &mut Duration,
+    quarantine_told: &mut bool,
 ) -> Result<(), UplinkError> {
     let local = |e: crate::store::StoreError| UplinkError::Local(e.to_string());
     let (_conn, mut tx, mut rx) = open(endpoint, &identity.collector).await?;
@@ -431,16 +441,34 @@ async fn session(
         &AgentMessage::Hello(Hello { protocol_version: PROTOCOL_VERSION, agent_version: crate::AGENT_VERSION.into() }),
     )
     .await?;
-    let welcome = match receive(&mut rx, &mut buf).await? {
-        CollectorMessage::Welcome(w) => w,
+    let (site, clock_offset_s) = match receive(&mut rx, &mut buf).await? {
+        CollectorMessage::Welcome(w) => (w.site, None),
+        CollectorMessage::WelcomeV2(w) => {
+            (w.site, Some((clock.wall().timestamp_millis() - w.collector_time_ms) / 1000))
+        }
         _ => return Err(UplinkError::Garbled),
     };
     *retry = FIRST_RETRY;
     let mut backlog = link.store.borrow().pending_count();
-    tracing::info!(collector = %identity.collector, site = %welcome.site, backlog, "connected to the collector");
+    tracing::info!(collector = %identity.collector, %site, backlog, clock_offset_s, "connected to the collector");
+    if let Some(offset) = clock_offset_s.filter(|o| o.abs() > MAX_CLOCK_OFFSET.num_seconds()) {
+        let way = if offset > 0 { "ahead of" } else { "behind" };
+        tracing::error!(
+            offset_s = offset,
+            "this socket's clock is {} s {way} the collector's: the buckets it measures carry wrong times, and \
+             the collector quarantines those it cannot place (not billed); fix the socket's time (NTP)",
+            offset.abs()
+        );
+    }
+    let quarantined = link.store.borrow().quarantined().map_err(local)?;
     status::update(&link.status, |s| {
-        s.uplink =
-            Some(UplinkStatus { collector: identity.collector.clone(), state: "connected".into(), last_ack: None })
+        s.quarantined_buckets = quarantined;
+        s.uplink = Some(UplinkStatus {
+            collector: identity.collector.clone(),
+            state: "connected".into(),
+            last_ack: None,
+            clock_offset_s,
+        })
     });
     let mut replayed = 0usize;
     // The batch sent and not yet acknowledged.
@@ -464,40 +492,59 @@ async fn session(
                 in_flight = Some(batch);
             }
         }
-        tokio::select! {
+        let ack = tokio::select! {
             message = receive(&mut rx, &mut buf) => match message? {
-                CollectorMessage::Ack(ack) if ack.seq == *seq => {
-                    let Some(batch) = in_flight.take() else { continue };
-                    for refused in &ack.refused {
-                        tracing::warn!(start = refused.start, reason = %refused.reason, "the collector refused a bucket");
-                    }
-                    let starts: Vec<_> = batch.iter().map(|b| b.start).collect();
-                    link.store.borrow_mut().delete_acknowledged(&starts).map_err(local)?;
-                    replayed += batch.len();
-                    tracing::debug!(seq = *seq, buckets = batch.len(), "batch acknowledged");
-                    let pending = status::pending(&link.store.borrow()).map_err(local)?;
-                    status::update(&link.status, |s| {
-                        s.set_pending(pending);
-                        if let Some(u) = &mut s.uplink {
-                            u.last_ack = Some(rfc3339(chrono::Utc::now()));
-                        }
-                    });
-                }
-                CollectorMessage::Ack(_) => {}
+                CollectorMessage::Ack(ack) => Some(AckV2::from(ack)),
+                CollectorMessage::AckV2(ack) => Some(ack),
                 CollectorMessage::Policy(policy) => {
                     tracing::info!(version = policy.version, cap_bps = policy.cap_bps, "policy received");
                     link.policies.send_replace(Some(policy));
+                    None
                 }
                 _ => return Err(UplinkError::Garbled),
             },
-            () = link.closed.notified(), if in_flight.is_none() => {}
+            () = link.closed.notified(), if in_flight.is_none() => None,
             Ok(()) = link.reports.changed() => {
                 let report = link.reports.borrow_and_update().clone();
                 if let Some(report) = report {
                     send(&mut tx, &AgentMessage::PolicyApplied(report)).await?;
                 }
+                None
+            }
+        };
+        let Some(ack) = ack.filter(|ack| ack.seq == *seq) else { continue };
+        let Some(batch) = in_flight.take() else { continue };
+        for refused in &ack.refused {
+            tracing::warn!(start = refused.start, reason = %refused.reason, "the collector refused a bucket");
+        }
+        if let Some(first) = ack.quarantined.first() {
+            let buckets = ack.quarantined.len();
+            link.store.borrow().count_quarantined(buckets as u64).map_err(local)?;
+            let first_start = rfc3339(chrono::DateTime::from_timestamp(first.start, 0).unwrap_or_default());
+            if !std::mem::replace(quarantine_told, true) {
+                tracing::error!(
+                    buckets, first = %first_start, reason = %first.reason, clock_offset_s,
+                    "the collector quarantined buckets because of their time (this socket's clock): they are not \
+                     billed until the operator accepts them; fix the socket's time (said once per run, `status` \
+                     counts them)"
+                );
+            } else {
+                tracing::debug!(buckets, first = %first_start, "the collector quarantined buckets");
             }
         }
+        let starts: Vec<_> = batch.iter().map(|b| b.start).collect();
+        link.store.borrow_mut().delete_acknowledged(&starts).map_err(local)?;
+        replayed += batch.len();
+        tracing::debug!(seq = *seq, buckets = batch.len(), "batch acknowledged");
+        let pending = status::pending(&link.store.borrow()).map_err(local)?;
+        let quarantined = link.store.borrow().quarantined().map_err(local)?;
+        status::update(&link.status, |s| {
+            s.set_pending(pending);
+            s.quarantined_buckets = quarantined;
+            if let Some(u) = &mut s.uplink {
+                u.last_ack = Some(rfc3339(chrono::Utc::now()));
+            }
+        });
     }
 }
 

@@ -8,6 +8,8 @@
 //! - The collector SIGKILLed ten times during ingest: nothing acknowledged is lost, nothing is
 //!   stored twice (R10).
 //! - 20 % random packet loss (nftables, in network namespaces): the backlog still arrives whole.
+//! - A socket whose clock is a day ahead: the agent says so at ERROR, its buckets are kept in the
+//!   collector's quarantine (never deleted unseen), and the operator bills them a day earlier.
 
 mod support;
 
@@ -308,4 +310,80 @@ fn the_backlog_arrives_whole_through_twenty_percent_packet_loss() {
     println!("{dropped} packets dropped on the way to the collector");
     let expected: BTreeMap<i64, u64> = seeded.into_iter().chain(closed_buckets(&agent_log)).collect();
     assert_same_buckets(&collector.buckets(expected.keys().copied()), &expected);
+}
+
+#[test]
+fn a_clock_a_day_ahead_is_reported_and_its_buckets_quarantined_until_the_operator_accepts_them() {
+    let Some(bin) = binary() else {
+        skip("the collector binary is not built; run `cargo test --workspace`");
+        return;
+    };
+    let tree = FakeTree::new();
+    tree.add("eth1", 2, Some(1_000));
+    let collector = TestCollector::with_config(bin, tree.dir.path(), "127.0.0.1", "info", "");
+    let server = collector.serve();
+    let config = tree.write_config(&["eth1"], "");
+    let out = enroll(agent(), &config, &collector, &collector.enroll_token());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A day ahead less two hours, 100 times faster than real time: for the 72 s this test may
+    // take, every bucket closes a whole day less up to two hours ahead of the collector.
+    let now = chrono::Utc::now().timestamp();
+    let epoch = now + 86_400 - 7_200;
+    let mut cmd = agent();
+    cmd.args(["run", "--config"])
+        .arg(&config)
+        .env(TEST_CLOCK_VAR, format!("{epoch}:{}:100", ScaledClock::now_anchor().as_nanos()));
+    let mut running = Logged::spawn(cmd);
+    let wrong = running.until("clock is");
+    assert!(wrong.contains("ERROR") && wrong.contains("ahead of the collector's"), "{wrong}");
+    let offset: i64 = field(&wrong, "offset_s").unwrap().parse().unwrap();
+    // Its clock runs 100 times faster: a second after the start it is 100 s further ahead.
+    assert!((86_400 - 7_200 - 5..86_400).contains(&offset), "{wrong}");
+    let told = running.until("the collector quarantined buckets");
+    assert!(told.contains("ERROR"), "{told}");
+    for _ in 0..2 {
+        running.until("bucket closed");
+    }
+    running.until("batch acknowledged");
+    let live = status(&config);
+    let quarantined = live["quarantined_buckets"].as_u64().unwrap();
+    assert!(quarantined >= 2, "{live}");
+    assert_eq!(live["uplink"]["clock_offset_s"].as_i64(), Some(offset), "{live}");
+    let log = running.stop();
+    let told = |level: &str| log.lines().filter(|l| l.contains(level) && l.contains("quarantined buckets")).count();
+    assert_eq!((told("ERROR"), told("DEBUG") >= 1), (1, true), "said at ERROR once per run:\n{log}");
+    let stopped = status(&config);
+    let quarantined = stopped["quarantined_buckets"].as_u64().unwrap();
+    // A bucket that closed as the agent stopped may still wait for its ack.
+    let pending = stopped["pending_buckets"].as_u64().unwrap();
+
+    // The collector kept every one, counted them, and billed none.
+    let intake: serde_json::Value =
+        serde_json::from_str(&collector.admin(&["site", "intake", "--site", "hq", "--format", "json"])).unwrap();
+    let held = intake["quarantined"].as_array().unwrap();
+    let kept = held.len() as u64;
+    assert!((quarantined..=quarantined + pending).contains(&kept), "agent {stopped}\ncollector {intake}");
+    assert!(held.iter().all(|q| q["reason"] == "in_the_future"), "{intake}");
+    assert_eq!(intake["refusals"][0]["reason"], "in_the_future");
+    assert_eq!(intake["refusals"][0]["count"].as_u64(), Some(kept));
+    assert!(intake["agent_discards"]["reported_at"].is_string(), "{intake}");
+    let starts: Vec<i64> = held
+        .iter()
+        .map(|q| chrono::DateTime::parse_from_rfc3339(q["start"].as_str().unwrap()).unwrap().timestamp())
+        .collect();
+    assert!(collector.buckets(starts.iter().copied()).is_empty(), "nothing from the future is billed");
+
+    // As measured they would still be in the future: refused. A day earlier: billed.
+    let out = Command::new(binary().unwrap())
+        .args(["--config", collector.config(), "site", "quarantine", "--site", "hq", "--accept"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("still in the future"));
+    let accepted = collector.admin(&["site", "quarantine", "--site", "hq", "--accept", "--shift-minutes", "-1440"]);
+    assert!(accepted.contains(&format!("{kept} quarantined buckets accepted")), "{accepted}");
+    let billed = collector.buckets(starts.iter().map(|s| s - 86_400));
+    assert_eq!(billed.len() as u64, kept, "{billed:?}");
+    server.stop();
 }

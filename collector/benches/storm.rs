@@ -25,14 +25,15 @@ use chrono::{TimeDelta, Utc};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tally_collector::ca::{Ca, CertificateRequest};
 use tally_collector::store::sqlite::SqliteStore;
-use tally_collector::store::{AccessStore, Account, AccountStore, BucketStore, Site};
-use tally_common::bucket::Bucket;
+use tally_collector::store::{AccessStore, Account, AccountStore, Intake, IntakeStore, Site};
 use tally_common::kinds::SiteType;
 use tally_common::region::RegionGroup;
 use tally_common::sampler::DiscardCounters;
 use tally_common::time::BucketStart;
 use tally_common::wire::frame::{decode, encode};
-use tally_common::wire::{ALPN, AgentMessage, BucketBatch, CollectorMessage, Hello, PROTOCOL_VERSION, WireBucket};
+use tally_common::wire::{
+    ALPN, AgentMessage, Bounds, BucketBatch, CollectorMessage, Hello, PROTOCOL_VERSION, WireBucket,
+};
 
 const AGENTS_PER_ENDPOINT: usize = 50;
 const BUCKETS_PER_AGENT: usize = 288;
@@ -122,16 +123,20 @@ async fn store_with_sites(path: &Path, sites: usize) -> anyhow::Result<SqliteSto
 async fn raw_store_rate(agents: usize) -> anyhow::Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
     let store = store_with_sites(&dir.path().join("raw.db"), agents).await?;
-    let now = Utc::now();
-    let batches: Vec<Vec<(String, Bucket)>> = backlog(agents)
+    let bounds = Bounds { now: Utc::now(), max_age: TimeDelta::days(40), max_bps: u64::MAX };
+    // What the ingest path commits: one intake per agent's batch, buckets and discard totals.
+    let batches: Vec<Intake> = backlog(agents)
         .into_iter()
         .enumerate()
-        .map(|(a, buckets)| buckets.iter().map(|w| Ok((site_id(a), w.validate(now, u64::MAX)?))).collect())
+        .map(|(a, buckets)| {
+            let buckets = buckets.iter().map(|w| w.validate(&bounds)).collect::<Result<_, _>>()?;
+            Ok(Intake { site: site_id(a), buckets, ..Intake::default() })
+        })
         .collect::<Result<_, tally_common::wire::Refusal>>()
         .map_err(|r| anyhow::anyhow!("{r}"))?;
     let started = Instant::now();
     for group in batches.chunks(GROUP_BATCHES) {
-        store.merge_buckets(&group.concat()).await?;
+        store.ingest(group).await?;
     }
     let seconds = started.elapsed().as_secs_f64();
     Ok((seconds, (agents * BUCKETS_PER_AGENT) as f64 / seconds))
@@ -258,8 +263,8 @@ impl Link {
         let hello = Hello { protocol_version: PROTOCOL_VERSION, agent_version: "storm".into() };
         link.tx.write_all(&encode(&AgentMessage::Hello(hello))?).await?;
         match link.receive().await? {
-            CollectorMessage::Welcome(_) => {}
-            other => bail!("expected Welcome, got {other:?}"),
+            CollectorMessage::WelcomeV2(_) => {}
+            other => bail!("expected WelcomeV2, got {other:?}"),
         }
         match link.receive().await? {
             CollectorMessage::Policy(_) => Ok(link),
@@ -286,7 +291,9 @@ impl Link {
         let batch = BucketBatch { seq, buckets, discarded: DiscardCounters::default() };
         self.tx.write_all(&encode(&AgentMessage::Buckets(batch))?).await?;
         match self.receive().await? {
-            CollectorMessage::Ack(ack) if ack.seq == seq && ack.refused.is_empty() => Ok(()),
+            CollectorMessage::AckV2(ack) if ack.seq == seq && ack.refused.is_empty() && ack.quarantined.is_empty() => {
+                Ok(())
+            }
             other => bail!("expected a clean ack of {seq}, got {other:?}"),
         }
     }

@@ -31,6 +31,11 @@ min_free_mb = 256
 # Sanity bound on a bucket's value, in bits per second: a bucket above it is refused and counted.
 max_bucket_bps = 1000000000000
 
+# A bucket older than this many days comes from a socket whose clock is wrong (an agent keeps
+# its buckets 35 days): it is refused, counted and quarantined, not billed (`site intake`).
+# import-buckets, the operator's deliberate act, is not bound by it.
+max_bucket_age_days = 40
+
 # The monthly P95 window (R7): "article" ends at 00:00 UTC on the month's last day, as the
 # usage-measurement article says; "calendar" includes the last day.
 month_window = "article"
@@ -71,6 +76,7 @@ pub struct Config {
     pub server_names: Vec<String>,
     pub max_connections: usize,
     pub max_bucket_bps: u64,
+    pub max_bucket_age: chrono::TimeDelta,
     pub min_free_mb: u64,
     pub month_window: MonthWindowSetting,
     pub grace: chrono::TimeDelta,
@@ -170,13 +176,14 @@ impl Config {
     }
 }
 
-const KNOWN: [&str; 18] = [
+const KNOWN: [&str; 19] = [
     "data_dir",
     "quic_listen",
     "http_listen",
     "server_names",
     "max_connections",
     "max_bucket_bps",
+    "max_bucket_age_days",
     "min_free_mb",
     "month_window",
     "grace_hours",
@@ -257,6 +264,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         }
     };
     let max_connections = fields.integer("max_connections", 10_000, 1, 1_000_000) as usize;
+    let max_bucket_age_days = fields.integer("max_bucket_age_days", 40, 1, 3_650);
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
         fields.error(format!("log: {log:?} is not a valid filter: {e}"));
     }
@@ -267,6 +275,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         server_names,
         max_connections,
         max_bucket_bps,
+        max_bucket_age: chrono::TimeDelta::days(max_bucket_age_days as i64),
         min_free_mb,
         month_window,
         grace: chrono::TimeDelta::hours(grace_hours as i64),

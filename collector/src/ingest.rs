@@ -2,9 +2,13 @@
 //!
 //! A connection with a client certificate is a measuring agent: the site comes from the
 //! certificate (its serial, looked up in the store; unknown or revoked is refused and logged),
-//! never from a message. Its first frame is a `Hello`; then batches of buckets, each validated
-//! bucket by bucket, committed together with other connections' batches (group commit), and
-//! acknowledged only after the commit. A connection without a certificate may only enroll.
+//! never from a message. Its first frame is a `Hello`, answered in the protocol version it
+//! states (1 or 2, see `tally_common::wire`); then batches of buckets, each checked bucket by
+//! bucket, committed together with other connections' batches (group commit), and acknowledged
+//! only after the commit. What a batch brings is stored whole ([`Intake`]): its sound buckets
+//! billed, those refused for their time alone (the socket's clock) quarantined, its refusals
+//! counted per site and reason, the agent's discard totals kept. A connection without a
+//! certificate may only enroll.
 //!
 //! The collector also sends the site's policy (R17): right after `Welcome`, and again whenever
 //! it changes ([`crate::policy`]); the agent's `PolicyApplied` reports are stored per site.
@@ -23,18 +27,17 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tally_common::bucket::Bucket;
 use tally_common::wire::frame::{self, DecodeError};
 use tally_common::wire::{
-    ALPN, Ack, AgentMessage, BucketBatch, CollectorMessage, EnrollRequest, Enrolled, ErrorCode, ErrorMessage,
-    PROTOCOL_VERSION, Policy, PolicyApplied, RefusedBucket, Welcome,
+    ALPN, Ack, AckV2, AgentMessage, Bounds, BucketBatch, Checked, CollectorMessage, EnrollRequest, Enrolled, ErrorCode,
+    ErrorMessage, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, Policy, PolicyApplied, RefusedBucket, Welcome, WelcomeV2,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::ca::{Ca, CertificateRequest};
 use crate::digest::sha256_hex;
 use crate::policy::{self, Board};
-use crate::store::{PolicyReport, SitePolicy, Store};
+use crate::store::{Ingested, Intake, PolicyReport, SitePolicy, Store};
 use crate::throttle::Throttle;
 use tracing::Instrument;
 
@@ -64,6 +67,8 @@ static COMMIT_FAILURES: Throttle = Throttle::new(REFUSAL_LOG_INTERVAL);
 pub struct Limits {
     pub max_connections: usize,
     pub max_bucket_bps: u64,
+    /// Older buckets are refused as `TooOld` and quarantined (`max_bucket_age_days`).
+    pub max_bucket_age: TimeDelta,
 }
 
 /// The TLS configuration of the QUIC endpoint: TLS 1.3, ring, client certificates verified
@@ -94,8 +99,8 @@ pub fn server_config(ca: &Ca, names: &[String]) -> anyhow::Result<quinn::ServerC
 
 /// One batch waiting for the group commit.
 struct Pending {
-    rows: Vec<(String, Bucket)>,
-    done: oneshot::Sender<Result<(), String>>,
+    intake: Intake,
+    done: oneshot::Sender<Result<Ingested, String>>,
 }
 
 /// Accepts connections on `endpoint` until `shutdown`, then drains: stops accepting, lets the
@@ -176,8 +181,8 @@ async fn group_commit<S: Store>(store: Arc<S>, mut queue: mpsc::Receiver<Pending
                 Err(_) => break,
             }
         }
-        let rows: Vec<(String, Bucket)> = group.iter().flat_map(|p| p.rows.iter().cloned()).collect();
-        let result = store.merge_buckets(&rows).await.map(|_| ()).map_err(|e| e.to_string());
+        let intakes: Vec<Intake> = group.iter_mut().map(|p| std::mem::take(&mut p.intake)).collect();
+        let result = store.ingest(&intakes).await.map(|(_, outcomes)| outcomes).map_err(|e| e.to_string());
         if let Err(e) = &result
             && let Some(failed) = COMMIT_FAILURES.hit()
         {
@@ -188,8 +193,8 @@ async fn group_commit<S: Store>(store: Arc<S>, mut queue: mpsc::Receiver<Pending
                  (logged at most once a minute)"
             );
         }
-        for pending in group {
-            let _ = pending.done.send(result.clone());
+        for (k, pending) in group.into_iter().enumerate() {
+            let _ = pending.done.send(result.as_ref().map(|outcomes| outcomes[k]).map_err(Clone::clone));
         }
     }
 }
@@ -319,20 +324,32 @@ async fn serve_connection<S: Store>(
                 }
                 Err(e) => return refuse(&conn, Some(&mut tx), ErrorCode::Internal, e.to_string()).await,
             };
-            if hello.protocol_version != PROTOCOL_VERSION {
+            if hello.protocol_version < OLDEST_PROTOCOL_VERSION {
                 let message = format!(
-                    "protocol version {} is not supported; this collector speaks {PROTOCOL_VERSION}",
+                    "protocol version {} is not supported; this collector speaks {OLDEST_PROTOCOL_VERSION} to \
+                     {PROTOCOL_VERSION}",
                     hello.protocol_version
                 );
                 return refuse(&conn, Some(&mut tx), ErrorCode::UnsupportedVersion, message).await;
             }
+            // A newer agent is answered in this collector's newest version, which it also speaks.
+            let version = hello.protocol_version.min(PROTOCOL_VERSION);
             let span = tracing::info_span!("agent", %site, %remote);
-            let welcome = CollectorMessage::Welcome(Welcome { protocol_version: PROTOCOL_VERSION, site: site.clone() });
-            span.in_scope(|| tracing::info!(agent = %hello.agent_version, "agent connected"));
+            let welcome = if version == 1 {
+                CollectorMessage::Welcome(Welcome { protocol_version: version, site: site.clone() })
+            } else {
+                let collector_time_ms = crate::clock::now().timestamp_millis();
+                CollectorMessage::WelcomeV2(WelcomeV2 {
+                    protocol_version: version,
+                    site: site.clone(),
+                    collector_time_ms,
+                })
+            };
+            span.in_scope(|| tracing::info!(agent = %hello.agent_version, protocol = version, "agent connected"));
             if send(&mut tx, &welcome).await.is_err() {
                 return;
             }
-            let agent = Agent { conn: &conn, tx: &mut tx, frames: &mut frames, site: &site, store: &*store };
+            let agent = Agent { conn: &conn, tx: &mut tx, frames: &mut frames, site: &site, version, store: &*store };
             agent.serve(board.subscribe(&site), &commits, &limits).instrument(span).await;
         }
         (Some(_), _) => {
@@ -348,6 +365,8 @@ struct Agent<'a, S> {
     tx: &'a mut quinn::SendStream,
     frames: &'a mut Frames,
     site: &'a str,
+    /// The protocol version spoken on this connection.
+    version: u16,
     store: &'a S,
 }
 
@@ -434,35 +453,63 @@ impl<S: Store> Agent<'_, S> {
         }
     }
 
-    /// Validates a batch bucket by bucket, commits the good ones, acknowledges. `Err`: the
+    /// Checks a batch bucket by bucket, commits what it brings, acknowledges. `Err`: the
     /// connection is over.
     async fn ingest(&mut self, batch: BucketBatch, commits: &mpsc::Sender<Pending>, limits: &Limits) -> Result<(), ()> {
-        let now = crate::clock::now();
-        let mut rows = Vec::with_capacity(batch.buckets.len());
+        let bounds =
+            Bounds { now: crate::clock::now(), max_age: limits.max_bucket_age, max_bps: limits.max_bucket_bps };
+        let mut intake = Intake { site: self.site.to_owned(), discards: batch.discarded, ..Intake::default() };
         let mut refused = Vec::new();
         for wire in &batch.buckets {
-            match wire.validate(now, limits.max_bucket_bps) {
-                Ok(bucket) => rows.push((self.site.to_owned(), bucket)),
-                Err(reason) => refused.push(RefusedBucket { start: wire.start, reason }),
+            match wire.check(&bounds) {
+                Checked::Valid(bucket) => intake.buckets.push(bucket),
+                Checked::WrongTime(bucket, reason) => intake.wrong_time.push((bucket, reason)),
+                Checked::Invalid(reason) => {
+                    intake.refused.push(reason);
+                    refused.push(RefusedBucket { start: wire.start, reason });
+                }
             }
         }
-        if !refused.is_empty() {
-            tracing::warn!(refused = refused.len(), first = ?refused[0], "buckets refused");
+        if let Some(first) = refused.first() {
+            tracing::warn!(refused = refused.len(), first = ?first, "buckets refused");
         }
-        if !rows.is_empty() {
-            let (done, committed) = oneshot::channel();
-            if commits.send(Pending { rows, done }).await.is_err() {
-                refuse(self.conn, Some(&mut *self.tx), ErrorCode::ShuttingDown, "collector shutting down".into()).await;
-                return Err(());
-            }
-            if !matches!(committed.await, Ok(Ok(()))) {
-                refuse(self.conn, Some(&mut *self.tx), ErrorCode::Internal, "the store did not commit".into()).await;
-                return Err(());
-            }
+        if let Some((first, reason)) = intake.wrong_time.first() {
+            let (buckets, offset_s) = (intake.wrong_time.len(), (first.start.time() - bounds.now).num_seconds());
+            tracing::warn!(
+                buckets, first = %first.start, %reason, offset_s,
+                "buckets quarantined for their time: is the socket's clock wrong? (`site intake` shows them)"
+            );
         }
+        let wrong_time: Vec<RefusedBucket> = intake
+            .wrong_time
+            .iter()
+            .map(|(b, reason)| RefusedBucket { start: b.start.unix(), reason: *reason })
+            .collect();
+        let (done, committed) = oneshot::channel();
+        if commits.send(Pending { intake, done }).await.is_err() {
+            refuse(self.conn, Some(&mut *self.tx), ErrorCode::ShuttingDown, "collector shutting down".into()).await;
+            return Err(());
+        }
+        let Ok(Ok(ingested)) = committed.await else {
+            refuse(self.conn, Some(&mut *self.tx), ErrorCode::Internal, "the store did not commit".into()).await;
+            return Err(());
+        };
         let (first, last) = (batch.buckets.first().map(|b| b.start), batch.buckets.last().map(|b| b.start));
         tracing::debug!(seq = batch.seq, buckets = batch.buckets.len(), first, last, "batch committed");
-        send(self.tx, &CollectorMessage::Ack(Ack { seq: batch.seq, refused })).await
+        // A full quarantine keeps none of the rest: they are refused, and counted.
+        let (quarantined, over) = wrong_time.split_at(ingested.quarantined);
+        refused.extend_from_slice(over);
+        let ack = if self.version == 1 {
+            let refused = refused
+                .into_iter()
+                .chain(quarantined.iter().copied())
+                .map(|r| RefusedBucket { reason: r.reason.for_version(1), ..r })
+                .collect();
+            CollectorMessage::Ack(Ack { seq: batch.seq, refused })
+        } else {
+            CollectorMessage::AckV2(AckV2 { seq: batch.seq, refused, quarantined: quarantined.to_vec() })
+        };
+        send(self.tx, &ack).await
     }
 }
 

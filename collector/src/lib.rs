@@ -8,6 +8,7 @@
 //! - [`admin`]: the operator's commands on the store.
 //!
 //! - [`ca`], [`ingest`]: the collector's certificate authority and the agents' QUIC link;
+//!   [`intake`]: what agents sent that was not billed (refusals, discards, quarantine);
 //!   [`enforcement`], [`policy`]: per-site caps (R17) checked on change and pushed to the agents.
 //!
 //! - [`usage`]: daily P95 kept current, and the usage report; [`api`]: the HTTP API;
@@ -24,6 +25,7 @@ pub mod digest;
 pub mod enforcement;
 pub mod http;
 pub mod ingest;
+pub mod intake;
 pub mod orders;
 pub mod policy;
 pub mod store;

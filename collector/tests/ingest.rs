@@ -1,7 +1,9 @@
 //! QUIC ingest on 127.0.0.1 with real TLS 1.3 certificates from the collector's CA, driven by a
 //! raw quinn client: enrollment with a one-time token, buckets acknowledged only once stored,
-//! per-bucket refusals, revocation, garbage that closes only the connection that sent it, and
-//! the policy push (R17) with its report and the buckets over the cap.
+//! per-bucket refusals, revocation, garbage that closes only the connection that sent it, the
+//! policy push (R17) with its report and the buckets over the cap, and the wire protocol's
+//! versions: buckets with a wrong time quarantined (version 2) and a version-1 agent served in
+//! the messages it knows.
 
 mod support;
 
@@ -11,19 +13,21 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use std::time::Duration;
 
-use support::quic::{Identity, hello, receive, send};
+use serde::Deserialize;
+use support::quic::{Identity, hello, hello_in, receive, receive_as, send};
 use tally_collector::admin::{self, SiteChanges};
 use tally_collector::ca::Ca;
 use tally_collector::ingest::{self, Limits};
+use tally_collector::intake::{self, Release};
 use tally_collector::store::sqlite::SqliteStore;
-use tally_collector::store::{AccessStore, Account, AccountStore, BucketStore, PolicyStore, Site};
+use tally_collector::store::{AccessStore, Account, AccountStore, BucketStore, IntakeStore, PolicyStore, Site};
 use tally_common::kinds::SiteType;
 use tally_common::region::RegionGroup;
 use tally_common::sampler::DiscardCounters;
 use tally_common::time::BucketStart;
 use tally_common::wire::{
-    AgentMessage, BucketBatch, CollectorMessage, EnrollRequest, ErrorCode, PROTOCOL_VERSION, PolicyApplied, Refusal,
-    WireBucket,
+    AckV2, AgentMessage, BucketBatch, CollectorMessage, EnrollRequest, ErrorCode, PROTOCOL_VERSION, PolicyApplied,
+    Refusal, RefusedBucket, WireBucket,
 };
 
 struct Collector {
@@ -62,7 +66,10 @@ async fn collector() -> Collector {
     let endpoint = tally_collector::quic_endpoint(&ca, "127.0.0.1:0".parse().unwrap(), &["localhost".into()]).unwrap();
     let addr = endpoint.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let limits = Limits { max_connections: 100, max_bucket_bps: 10_000_000_000 };
+    // Buckets of these tests are of 2026-10-07 whatever today is: a bound of 10 years keeps them
+    // young enough; `buckets_with_a_wrong_time_are_quarantined_...` tests the bound itself.
+    let limits =
+        Limits { max_connections: 100, max_bucket_bps: 10_000_000_000, max_bucket_age: TimeDelta::days(3_650) };
     tokio::spawn(ingest::run(endpoint, store.clone(), ca.clone(), limits, async {
         let _ = stopped.await;
     }));
@@ -101,11 +108,24 @@ async fn enrolled_identity(c: &Collector, site: &str) -> Identity {
     }
 }
 
-/// Expects `Welcome`; returns the site it names.
+/// Expects a version-2 welcome with the collector's clock; returns the site it names.
 async fn welcome(rx: &mut quinn::RecvStream, buf: &mut Vec<u8>) -> String {
     match receive(rx, buf).await {
-        Some(CollectorMessage::Welcome(w)) => w.site,
-        other => panic!("expected Welcome, got {other:?}"),
+        Some(CollectorMessage::WelcomeV2(w)) => {
+            assert_eq!(w.protocol_version, 2);
+            let now = tally_collector::clock::now().timestamp_millis();
+            assert!((now - 5_000..=now).contains(&w.collector_time_ms), "the collector's clock: {w:?}");
+            w.site
+        }
+        other => panic!("expected WelcomeV2, got {other:?}"),
+    }
+}
+
+/// Expects the ack of `seq`.
+async fn ack(rx: &mut quinn::RecvStream, buf: &mut Vec<u8>, seq: u64) -> AckV2 {
+    match receive(rx, buf).await {
+        Some(CollectorMessage::AckV2(ack)) if ack.seq == seq => ack,
+        other => panic!("expected the ack of {seq}, got {other:?}"),
     }
 }
 
@@ -132,20 +152,14 @@ async fn an_enrolled_socket_ingests_buckets_acknowledged_after_they_are_stored()
     assert!(matches!(receive(&mut rx, &mut buf).await, Some(CollectorMessage::Policy(p)) if p.cap_bps.is_none()));
     let misaligned = WireBucket { start: bucket(2, 0).start + 1, ..bucket(2, 5) };
     send(&mut tx, &batch(7, vec![bucket(0, 100), bucket(1, 200), misaligned])).await;
-    match receive(&mut rx, &mut buf).await {
-        Some(CollectorMessage::Ack(ack)) => {
-            assert_eq!(ack.seq, 7);
-            assert_eq!(ack.refused.len(), 1);
-            assert_eq!(ack.refused[0].reason, Refusal::NotOnBoundary);
-        }
-        other => panic!("{other:?}"),
-    }
+    let refused = ack(&mut rx, &mut buf, 7).await.refused;
+    assert_eq!(refused, [RefusedBucket { start: misaligned.start, reason: Refusal::NotOnBoundary }]);
     let stored = c.store.buckets_of_day("hq", day()).await.unwrap();
     assert_eq!(stored.iter().map(|b| b.max_bps).collect::<Vec<_>>(), [100, 200], "stored before the ack");
 
     // The same batch again changes nothing (R10).
     send(&mut tx, &batch(8, vec![bucket(0, 50), bucket(1, 200)])).await;
-    assert!(matches!(receive(&mut rx, &mut buf).await, Some(CollectorMessage::Ack(a)) if a.seq == 8));
+    ack(&mut rx, &mut buf, 8).await;
     assert_eq!(c.store.buckets_of_day("hq", day()).await.unwrap(), stored);
     assert!(c.store.buckets_of_day("branch", day()).await.unwrap().is_empty());
 }
@@ -253,9 +267,7 @@ async fn garbage_closes_only_the_connection_that_sent_it() {
     }
 
     send(&mut good_tx, &batch(1, vec![bucket(3, 42)])).await;
-    assert!(
-        matches!(receive(&mut good_rx, &mut buf).await, Some(CollectorMessage::Ack(a)) if a.seq == 1 && a.refused.is_empty())
-    );
+    assert_eq!(ack(&mut good_rx, &mut buf, 1).await, AckV2 { seq: 1, ..AckV2::default() });
     assert_eq!(c.store.buckets_of_day("hq", day()).await.unwrap().len(), 1);
 }
 
@@ -291,10 +303,10 @@ async fn a_cap_change_is_pushed_within_seconds_its_report_stored_and_buckets_ove
     send(&mut tx, &AgentMessage::PolicyApplied(report)).await;
     // At the cap × 1.05 exactly: not a violation; one bit/s above: a violation (R17).
     send(&mut tx, &batch(1, vec![bucket(0, 21_000_000), bucket(1, 21_000_001), bucket(2, 5_000_000)])).await;
-    assert!(matches!(receive(&mut rx, &mut buf).await, Some(CollectorMessage::Ack(a)) if a.refused.is_empty()));
+    assert_eq!(ack(&mut rx, &mut buf, 1).await, AckV2 { seq: 1, ..AckV2::default() });
     // Merged with max, as buckets are (R10).
     send(&mut tx, &batch(2, vec![bucket(1, 30_000_000)])).await;
-    assert!(matches!(receive(&mut rx, &mut buf).await, Some(CollectorMessage::Ack(_))));
+    ack(&mut rx, &mut buf, 2).await;
 
     let stored = c.store.policy_report("hq").await.unwrap().expect("the report is stored");
     assert_eq!((stored.version, stored.ok, stored.detail.as_str()), (pushed.version, true, "wan0 shaped"));
@@ -306,4 +318,167 @@ async fn a_cap_change_is_pushed_within_seconds_its_report_stored_and_buckets_ove
         (violations[0].site.as_str(), violations[0].bucket_start.unix(), violations[0].max_bps, violations[0].cap_bps),
         ("hq", bucket(1, 0).start, 30_000_000, 20_000_000)
     );
+}
+
+/// One batch of the clock cases: a sound bucket of now, one a day ahead (a socket's clock a day
+/// ahead), ones of 1970-01-01, 1969-12-31, 0001-01-01 and 2000-01-15 (a clock that reset), one
+/// with a bad sample count; the agent's discard totals with them.
+fn clock_cases(seq: u64) -> (AgentMessage, WireBucket, Vec<WireBucket>, WireBucket) {
+    let now = tally_collector::clock::now().timestamp();
+    let sound = WireBucket { start: now - now.rem_euclid(300) - 300, max_bps: 1_000, samples: 60 };
+    let wrong_time: Vec<WireBucket> = [sound.start + 300 + 86_400, 0, -300, -62_135_596_800, 947_894_400]
+        .into_iter()
+        .map(|start| WireBucket { start, ..sound })
+        .collect();
+    let bad = WireBucket { start: sound.start - 300, samples: 0, ..sound };
+    let discarded = DiscardCounters { counter_reset: 3, above_cap: 1, elapsed_too_short: 0, elapsed_too_long: 2 };
+    let buckets = [vec![sound], wrong_time.clone(), vec![bad]].concat();
+    (AgentMessage::Buckets(BucketBatch { seq, buckets, discarded }), sound, wrong_time, bad)
+}
+
+/// A collector with the default age bound (40 days: the agent's retention and 5 days).
+async fn collector_with_default_age_bound() -> Collector {
+    let c = collector().await;
+    let limits = Limits { max_connections: 100, max_bucket_bps: 10_000_000_000, max_bucket_age: TimeDelta::days(40) };
+    let endpoint =
+        tally_collector::quic_endpoint(&c.ca, "127.0.0.1:0".parse().unwrap(), &["localhost".into()]).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(ingest::run(endpoint, c.store.clone(), c.ca.clone(), limits, async {
+        let _ = stopped.await;
+    }));
+    Collector { addr, _stop: stop, ..c }
+}
+
+#[tokio::test]
+async fn buckets_with_a_wrong_time_are_quarantined_counted_and_released_by_the_operator() {
+    let c = collector_with_default_age_bound().await;
+    let identity = enrolled_identity(&c, "hq").await;
+    let (_conn, mut tx, mut rx) = connect(&c, Some(&identity)).await;
+    let mut buf = Vec::new();
+    send(&mut tx, &hello()).await;
+    welcome(&mut rx, &mut buf).await;
+    assert!(matches!(receive(&mut rx, &mut buf).await, Some(CollectorMessage::Policy(_))));
+    let (message, sound, wrong_time, bad) = clock_cases(1);
+    send(&mut tx, &message).await;
+    let answer = ack(&mut rx, &mut buf, 1).await;
+    assert_eq!(answer.refused, [RefusedBucket { start: bad.start, reason: Refusal::BadSampleCount }]);
+    let reasons = [Refusal::InTheFuture, Refusal::TooOld, Refusal::TooOld, Refusal::TooOld, Refusal::TooOld];
+    let quarantined: Vec<RefusedBucket> =
+        wrong_time.iter().zip(reasons).map(|(b, reason)| RefusedBucket { start: b.start, reason }).collect();
+    assert_eq!(answer.quarantined, quarantined, "never silently deleted: kept, and the agent told so");
+
+    // Only the sound bucket is billed; the rest is counted per reason and kept aside.
+    let start = |w: &WireBucket| BucketStart::from_unix(w.start).unwrap();
+    let billed = c.store.buckets_of_day("hq", start(&sound).day()).await.unwrap();
+    assert_eq!(billed.iter().map(|b| b.start.unix()).collect::<Vec<_>>(), [sound.start]);
+    let report = intake::report(&*c.store, "hq").await.unwrap();
+    let counts: Vec<(&str, u64)> = report.refusals.iter().map(|r| (r.reason.as_str(), r.count)).collect();
+    assert_eq!(counts, [("bad_sample_count", 1), ("in_the_future", 1), ("too_old", 4)]);
+    let discards = report.agent_discards.as_ref().expect("the agent's discard totals are stored");
+    assert_eq!((discards.counter_reset, discards.above_cap, discards.elapsed_too_long), (3, 1, 2));
+    let mut held: Vec<i64> = wrong_time.iter().map(|w| w.start).collect();
+    held.sort();
+    let kept: Vec<i64> =
+        c.store.site_intake("hq").await.unwrap().quarantined.iter().map(|q| q.bucket.start.unix()).collect();
+    assert_eq!(kept, held, "oldest first");
+
+    // Accepting as measured would bill the future: refused, nothing changed.
+    let now = tally_collector::clock::now();
+    let refused = intake::release(&*c.store, "hq", Release::Accept { shift: TimeDelta::zero() }, now).await;
+    assert!(refused.unwrap_err().to_string().contains("still in the future"));
+    let shift = TimeDelta::minutes(7);
+    let refused = intake::release(&*c.store, "hq", Release::Accept { shift }, now).await.unwrap_err();
+    assert!(refused.to_string().contains("5-minute boundary"), "{refused}");
+    assert_eq!(c.store.site_intake("hq").await.unwrap().quarantined.len(), 5);
+
+    // Discarded: gone, never billed.
+    assert_eq!(intake::release(&*c.store, "hq", Release::Discard, now).await.unwrap(), 5);
+    assert!(c.store.site_intake("hq").await.unwrap().quarantined.is_empty());
+    assert_eq!(c.store.buckets_of_day("hq", start(&wrong_time[0]).day()).await.unwrap().len(), 0);
+
+    // Again, then accepted a day earlier (the clock was a day ahead): billed where it belongs.
+    let (message, ..) = clock_cases(2);
+    send(&mut tx, &message).await;
+    assert_eq!(ack(&mut rx, &mut buf, 2).await.quarantined.len(), 5);
+    let accepted = intake::release(&*c.store, "hq", Release::Accept { shift: TimeDelta::days(-1) }, now).await;
+    assert_eq!(accepted.unwrap(), 5);
+    let moved = BucketStart::from_unix(wrong_time[0].start - 86_400).unwrap();
+    let day = c.store.buckets_of_day("hq", moved.day()).await.unwrap();
+    assert!(day.iter().any(|b| b.start == moved && b.max_bps == 1_000), "{day:?}");
+    assert!(c.store.site_intake("hq").await.unwrap().quarantined.is_empty());
+    let counts = intake::report(&*c.store, "hq").await.unwrap().refusals;
+    assert_eq!(counts.iter().map(|r| r.count).sum::<u64>(), 12, "both batches counted");
+}
+
+/// Version 1's messages, as a version-1 agent decodes them: its own copies, frozen.
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)] // every variant is there to decode; the test reads some
+enum CollectorMessageV1 {
+    Welcome(WelcomeV1),
+    Ack(AckV1),
+    Policy(tally_common::wire::Policy),
+    Error(tally_common::wire::ErrorMessage),
+    Enrolled(tally_common::wire::Enrolled),
+}
+
+#[derive(Debug, Deserialize)]
+struct WelcomeV1 {
+    protocol_version: u16,
+    site: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct AckV1 {
+    seq: u64,
+    refused: Vec<(i64, RefusalV1)>,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+enum RefusalV1 {
+    NotOnBoundary,
+    OutOfRange,
+    InTheFuture,
+    AboveSanityBound,
+    BadSampleCount,
+}
+
+#[tokio::test]
+async fn a_version_1_agent_is_answered_in_version_1() {
+    let c = collector_with_default_age_bound().await;
+    let identity = enrolled_identity(&c, "hq").await;
+    let (_conn, mut tx, mut rx) = connect(&c, Some(&identity)).await;
+    let mut buf = Vec::new();
+    send(&mut tx, &hello_in(1)).await;
+    match receive_as::<CollectorMessageV1>(&mut rx, &mut buf).await {
+        Some(CollectorMessageV1::Welcome(w)) => assert_eq!((w.protocol_version, w.site.as_str()), (1, "hq")),
+        other => panic!("expected a version-1 Welcome, got {other:?}"),
+    }
+    assert!(matches!(receive_as(&mut rx, &mut buf).await, Some(CollectorMessageV1::Policy(_))));
+    let (message, sound, wrong_time, bad) = clock_cases(1);
+    send(&mut tx, &message).await;
+    let ack = match receive_as::<CollectorMessageV1>(&mut rx, &mut buf).await {
+        Some(CollectorMessageV1::Ack(ack)) => ack,
+        other => panic!("expected a version-1 Ack, got {other:?}"),
+    };
+    assert_eq!(ack.seq, 1);
+    // Every refusal in version 1's words (too old reads as out of range), and the wrong-time
+    // buckets are quarantined for this agent too.
+    let mut expected = vec![(bad.start, RefusalV1::BadSampleCount), (wrong_time[0].start, RefusalV1::InTheFuture)];
+    expected.extend(wrong_time[1..].iter().map(|w| (w.start, RefusalV1::OutOfRange)));
+    assert_eq!(ack.refused, expected);
+    assert_eq!(c.store.site_intake("hq").await.unwrap().quarantined.len(), 5);
+    let billed = c.store.buckets_of_day("hq", BucketStart::from_unix(sound.start).unwrap().day()).await.unwrap();
+    assert_eq!(billed.len(), 1);
+
+    // A version the collector does not know any more is refused, by name.
+    let (_conn, mut tx, mut rx) = connect(&c, Some(&identity)).await;
+    send(&mut tx, &hello_in(0)).await;
+    match receive(&mut rx, &mut Vec::new()).await {
+        Some(CollectorMessage::Error(e)) => {
+            assert_eq!(e.code, ErrorCode::UnsupportedVersion);
+            assert!(e.message.contains("speaks 1 to 2"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -85,15 +85,23 @@ pub struct TestCollector {
 }
 
 impl TestCollector {
-    /// Listening on `ip` (one of its certificate's names); `log` is its log filter.
+    /// Listening on `ip` (one of its certificate's names); `log` is its log filter. Its age bound
+    /// is ten years: the agents of these tests run on accelerated clocks from a fixed past date
+    /// (so that no test depends on today's), and an accelerated clock started now would run into
+    /// the future. [`TestCollector::with_config`] keeps the default bound.
     pub fn new(bin: PathBuf, dir: &Path, ip: &str, log: &str) -> Self {
+        TestCollector::with_config(bin, dir, ip, log, "max_bucket_age_days = 3650")
+    }
+
+    /// [`TestCollector::new`] with `extra` configuration lines instead of the age bound.
+    pub fn with_config(bin: PathBuf, dir: &Path, ip: &str, log: &str, extra: &str) -> Self {
         let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let config = dir.join("collector.toml");
         std::fs::write(
             &config,
             format!(
                 "data_dir = {:?}\nquic_listen = \"{ip}:{port}\"\nhttp_listen = \"127.0.0.1:0\"\n\
-                 server_names = [\"{ip}\"]\nlog = \"{log}\"\n",
+                 server_names = [\"{ip}\"]\nlog = \"{log}\"\n{extra}\n",
                 dir.join("collector")
             ),
         )

@@ -29,6 +29,7 @@ use tally_common::time::{Month, MonthWindowSetting};
 use crate::admin::{self, AdminError, SiteChanges};
 use crate::config::Config;
 use crate::enforcement::{self, SiteEnforcement};
+use crate::intake::{self, IntakeReport};
 use crate::store::Store;
 use crate::usage::document::{MonthStatus, OverusageReport, UsageReport};
 use crate::usage::events;
@@ -86,6 +87,7 @@ impl<S: Store + 'static> Api<S> {
             .route("/v1/accounts/{account}/orders/{order}", get(orders::one::<S>))
             .route("/v1/accounts/{account}/orders/{order}/transitions", post(orders::transition::<S>))
             .route("/v1/accounts/{account}/sites/{site}/enforcement", get(site_enforcement::<S>))
+            .route("/v1/accounts/{account}/sites/{site}/intake", get(site_intake::<S>))
             // Before the body is read: a request without a valid token costs nothing more.
             .route_layer(middleware::from_fn_with_state(self.clone(), authenticated::<S>));
         Router::new()
@@ -350,6 +352,23 @@ async fn site_enforcement<S: Store + 'static>(
     let month = if query.contains_key("month") { month_of(&query)? } else { Month::containing(crate::clock::today()) };
     let site = site_of(&api, &account, &site).await?;
     Ok(Json(enforcement::site_enforcement(&*api.store, &site, month, api.month_window).await.map_err(internal)?))
+}
+
+/// `GET /v1/accounts/{account}/sites/{site}/intake`: what the site's agent sent that was not
+/// billed: refusals by reason, its discard totals (R3), its quarantined buckets.
+#[utoipa::path(get, path = "/v1/accounts/{account}/sites/{site}/intake", tag = "sites",
+    params(("account" = String, Path), ("site" = String, Path)),
+    responses(
+        (status = 200, body = IntakeReport),
+        (status = 404, description = "No such account or site (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
+async fn site_intake<S: Store + 'static>(
+    State(api): State<Api<S>>,
+    Extension(caller): Extension<Caller>,
+    Path((account, site)): Path<(String, String)>,
+) -> Result<Json<IntakeReport>, Problem> {
+    visible_account(&*api.store, &caller, &account).await?;
+    let site = site_of(&api, &account, &site).await?;
+    intake::report(&*api.store, &site.id).await.map(Json).map_err(internal)
 }
 
 /// The body of `PATCH /v1/accounts/{account}/sites/{site}`: what is absent keeps its value;

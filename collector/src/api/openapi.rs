@@ -20,6 +20,7 @@ use super::problem::Problem;
         super::resolve_overusage,
         super::change_site,
         super::site_enforcement,
+        super::site_intake,
         super::orders::create,
         super::orders::list,
         super::orders::one,

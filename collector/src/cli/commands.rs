@@ -17,6 +17,7 @@ use crate::clock;
 use crate::config::Config;
 use crate::enforcement;
 use crate::ingest::{self, Limits};
+use crate::intake;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{AccessStore, Account, AccountStore, BucketStore, Channel, OutboxStore};
 use crate::usage;
@@ -45,7 +46,11 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
                 let _ = rx.wait_for(|stop| *stop).await;
             };
-            let limits = Limits { max_connections: config.max_connections, max_bucket_bps: config.max_bucket_bps };
+            let limits = Limits {
+                max_connections: config.max_connections,
+                max_bucket_bps: config.max_bucket_bps,
+                max_bucket_age: config.max_bucket_age,
+            };
             let store = std::sync::Arc::new(store);
             let ingest = tokio::spawn(ingest::run(
                 endpoint,
@@ -213,6 +218,27 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 Format::Json => outln!("{}", serde_json::to_string_pretty(&enforcement)?),
                 Format::Table => out!("{}", enforcement::table(&enforcement)),
             }
+        }
+        Command::Site(SiteCommand::Intake { site, format }) => {
+            if store.site(&site).await?.is_none() {
+                anyhow::bail!("site {site:?} does not exist");
+            }
+            let report = intake::report(&store, &site).await?;
+            match format {
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Table => out!("{}", intake::table(&report)),
+            }
+        }
+        Command::Site(SiteCommand::Quarantine { site, accept, shift_minutes, discard: _ }) => {
+            if store.site(&site).await?.is_none() {
+                anyhow::bail!("site {site:?} does not exist");
+            }
+            let shift = chrono::TimeDelta::try_minutes(shift_minutes)
+                .ok_or_else(|| anyhow::anyhow!("--shift-minutes {shift_minutes} is out of range"))?;
+            let release = if accept { intake::Release::Accept { shift } } else { intake::Release::Discard };
+            let n = intake::release(&store, &site, release, clock::now()).await?;
+            let done = if accept { "accepted (billed)" } else { "discarded" };
+            outln!("{site}: {n} quarantined buckets {done}");
         }
         Command::Site(SiteCommand::Buckets { site, date, format }) => {
             if store.site(&site).await?.is_none() {

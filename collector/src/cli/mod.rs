@@ -81,7 +81,10 @@ impl Command {
                 | Command::Notifications { .. }
                 | Command::Account(AccountCommand::List { .. })
                 | Command::Site(
-                    SiteCommand::Buckets { .. } | SiteCommand::Enforcement { .. } | SiteCommand::List { .. }
+                    SiteCommand::Buckets { .. }
+                        | SiteCommand::Enforcement { .. }
+                        | SiteCommand::Intake { .. }
+                        | SiteCommand::List { .. }
                 )
                 | Command::Token(TokenCommand::List { .. })
         )
@@ -227,6 +230,32 @@ pub enum SiteCommand {
         month: Option<Month>,
         #[arg(long, value_enum, default_value_t = Format::Table, help = FORMAT_HELP)]
         format: Format,
+    },
+    /// What the site's agent sent that was not billed: refusals by reason, the agent's discard
+    /// totals (R3), and the quarantine of buckets refused for their time (a wrong clock).
+    Intake {
+        /// The site's id.
+        #[arg(long)]
+        site: String,
+        #[arg(long, value_enum, default_value_t = Format::Table, help = FORMAT_HELP)]
+        format: Format,
+    },
+    /// Empty the site's quarantine: bill its buckets (--accept, as measured or shifted) or
+    /// drop them (--discard). All or nothing.
+    Quarantine {
+        /// The site's id.
+        #[arg(long)]
+        site: String,
+        /// Bill the quarantined buckets.
+        #[arg(long, conflicts_with = "discard", required_unless_present = "discard")]
+        accept: bool,
+        /// Move each accepted bucket's start by this many minutes (a multiple of 5; negative
+        /// for a clock that was ahead).
+        #[arg(long, requires = "accept", allow_negative_numbers = true, default_value_t = 0)]
+        shift_minutes: i64,
+        /// Drop the quarantined buckets.
+        #[arg(long)]
+        discard: bool,
     },
     /// A site's buckets of one UTC day.
     Buckets {

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`AccountStore`] | accounts, sites, licenses; changes checked against R17 |
 //! | [`BucketStore`] | buckets (R10), dirty-day marks, each site's computed days (R5) |
+//! | [`IntakeStore`] | agents' batches as a whole: quarantine, refusals, discard totals (R3) |
 //! | [`UsageStore`] | metered events (R12, R13), finalized months (R9), over-usage (R14, R16) |
 //! | [`AccessStore`] | API tokens, enrollment tokens, site certificates |
 //! | [`OrderStore`] | orders and their items' lifecycle (R20–R25) |
@@ -28,6 +29,7 @@
 mod access;
 mod accounts;
 mod buckets;
+mod intake;
 mod orders;
 mod outbox;
 mod policies;
@@ -37,6 +39,7 @@ mod usage;
 pub use access::*;
 pub use accounts::*;
 pub use buckets::*;
+pub use intake::*;
 pub use orders::*;
 pub use outbox::*;
 pub use policies::*;
@@ -62,11 +65,27 @@ pub trait StoreHealth: Send + Sync {
 
 /// Everything the collector stores: a backend implements each concern's trait and is a `Store`.
 pub trait Store:
-    AccountStore + BucketStore + UsageStore + AccessStore + OrderStore + OutboxStore + PolicyStore + StoreHealth
+    AccountStore
+    + BucketStore
+    + IntakeStore
+    + UsageStore
+    + AccessStore
+    + OrderStore
+    + OutboxStore
+    + PolicyStore
+    + StoreHealth
 {
 }
 
 impl<T> Store for T where
-    T: AccountStore + BucketStore + UsageStore + AccessStore + OrderStore + OutboxStore + PolicyStore + StoreHealth
+    T: AccountStore
+        + BucketStore
+        + IntakeStore
+        + UsageStore
+        + AccessStore
+        + OrderStore
+        + OutboxStore
+        + PolicyStore
+        + StoreHealth
 {
 }

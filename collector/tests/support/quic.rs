@@ -47,8 +47,13 @@ pub async fn send(tx: &mut quinn::SendStream, message: &AgentMessage) {
 
 /// The next message, or `None` when the collector closed the stream or the connection.
 pub async fn receive(rx: &mut quinn::RecvStream, buf: &mut Vec<u8>) -> Option<CollectorMessage> {
+    receive_as(rx, buf).await
+}
+
+/// The next message decoded as `T` (an older version's messages, say).
+pub async fn receive_as<T: serde::de::DeserializeOwned>(rx: &mut quinn::RecvStream, buf: &mut Vec<u8>) -> Option<T> {
     loop {
-        if let Ok((message, used)) = decode::<CollectorMessage>(buf) {
+        if let Ok((message, used)) = decode::<T>(buf) {
             buf.drain(..used);
             return Some(message);
         }
@@ -75,5 +80,9 @@ pub async fn enroll(addr: SocketAddr, ca_der: &[u8], token_secret: &str) -> (Opt
 }
 
 pub fn hello() -> AgentMessage {
-    AgentMessage::Hello(Hello { protocol_version: PROTOCOL_VERSION, agent_version: "test".into() })
+    hello_in(PROTOCOL_VERSION)
+}
+
+pub fn hello_in(protocol_version: u16) -> AgentMessage {
+    AgentMessage::Hello(Hello { protocol_version, agent_version: "test".into() })
 }

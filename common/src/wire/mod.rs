@@ -2,8 +2,18 @@
 //!
 //! One long-lived bidirectional QUIC stream per connection, ALPN [`ALPN`]. The agent's first
 //! frame is [`AgentMessage::Hello`] with its [`PROTOCOL_VERSION`]; the collector answers
-//! [`CollectorMessage::Welcome`] or an [`CollectorMessage::Error`] and closes. The site is
-//! identified by the client certificate, never by a message.
+//! a welcome or an [`CollectorMessage::Error`] and closes. The site is identified by the client
+//! certificate, never by a message.
+//!
+//! Versions. Frames are postcard, which is not self-describing: a message's shape never changes
+//! once released, and a version adds messages (new variants at the end of the enums) instead.
+//! A collector speaks every version from [`OLDEST_PROTOCOL_VERSION`] on and answers each agent in
+//! the version its `Hello` stated; the new messages go only to agents that said they speak them.
+//! - Version 1: `Welcome`, `Ack`, and the refusals up to `BadSampleCount`.
+//! - Version 2: [`WelcomeV2`] carries the collector's clock (the agent checks its own against it),
+//!   [`AckV2`] says which refused buckets the collector kept in quarantine, and
+//!   [`Refusal::TooOld`] exists. A version-1 agent is told `OutOfRange` for a bucket too old
+//!   ([`Refusal::for_version`]).
 //!
 //! Buckets travel as [`WireBucket`], unvalidated: the collector checks each one
 //! ([`WireBucket::validate`]) and refuses the bad ones in its [`Ack`] instead of failing the whole
@@ -21,8 +31,10 @@ use crate::bucket::Bucket;
 use crate::sampler::DiscardCounters;
 use crate::time::{BucketStart, SAMPLES_PER_BUCKET, TimeError};
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The newest protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The oldest protocol version a collector still serves.
+pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// The QUIC application protocol.
 pub const ALPN: &[u8] = b"tally/1";
 /// How far in the future a bucket may start, for the collector to accept it.
@@ -46,6 +58,10 @@ pub enum CollectorMessage {
     Policy(Policy),
     Error(ErrorMessage),
     Enrolled(Enrolled),
+    /// Version 2 and later.
+    WelcomeV2(WelcomeV2),
+    /// Version 2 and later.
+    AckV2(AckV2),
 }
 
 /// An agent asks for its certificate: the one-time secret of its enrollment token, and a
@@ -93,6 +109,19 @@ pub struct Welcome {
     pub site: String,
 }
 
+/// The collector's answer to a hello it accepts, from version 2 on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WelcomeV2 {
+    pub protocol_version: u16,
+    pub site: String,
+    /// The collector's clock when it sent this, milliseconds since the epoch: the agent logs an
+    /// ERROR when its own differs by more than [`MAX_CLOCK_OFFSET`].
+    pub collector_time_ms: i64,
+}
+
+/// How far an agent's clock may be from the collector's before the agent says so at ERROR.
+pub const MAX_CLOCK_OFFSET: TimeDelta = TimeDelta::seconds(60);
+
 /// Closed buckets, oldest first, with the agent's discard totals.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BucketBatch {
@@ -118,33 +147,87 @@ impl From<Bucket> for WireBucket {
     }
 }
 
+/// What a received bucket is checked against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// The collector's clock.
+    pub now: DateTime<Utc>,
+    /// How old a bucket may be (the agent's retention and a margin): an older one comes from a
+    /// wrong clock.
+    pub max_age: TimeDelta,
+    /// The sanity bound on a bucket's value.
+    pub max_bps: u64,
+}
+
+/// A received bucket, checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checked {
+    Valid(Bucket),
+    /// Its values are sound but its time is not ([`Refusal::is_a_clock_fault`]): kept in
+    /// quarantine, not billed.
+    WrongTime(Bucket, Refusal),
+    Invalid(Refusal),
+}
+
 impl WireBucket {
-    /// Checks a received bucket against the collector's clock and sanity bound.
-    pub fn validate(&self, now: DateTime<Utc>, max_bps: u64) -> Result<Bucket, Refusal> {
-        let start = BucketStart::from_unix(self.start).map_err(|e| match e {
-            TimeError::NotOnBucketBoundary(_) => Refusal::NotOnBoundary,
-            _ => Refusal::OutOfRange,
-        })?;
-        if start.time() > now + MAX_BUCKET_AHEAD {
-            return Err(Refusal::InTheFuture);
-        }
-        if self.max_bps > max_bps {
-            return Err(Refusal::AboveSanityBound);
+    /// Checks a received bucket: its start, its values, then its time against the collector's
+    /// clock (so a bucket refused for its time alone is otherwise sound).
+    pub fn check(&self, bounds: &Bounds) -> Checked {
+        let start = match BucketStart::from_unix(self.start) {
+            Ok(start) => start,
+            Err(TimeError::NotOnBucketBoundary(_)) => return Checked::Invalid(Refusal::NotOnBoundary),
+            Err(_) => return Checked::Invalid(Refusal::OutOfRange),
+        };
+        if self.max_bps > bounds.max_bps {
+            return Checked::Invalid(Refusal::AboveSanityBound);
         }
         if self.samples == 0 || self.samples > SAMPLES_PER_BUCKET {
-            return Err(Refusal::BadSampleCount);
+            return Checked::Invalid(Refusal::BadSampleCount);
         }
-        Ok(Bucket { start, max_bps: self.max_bps, samples: self.samples })
+        let bucket = Bucket { start, max_bps: self.max_bps, samples: self.samples };
+        if start.time() > bounds.now + MAX_BUCKET_AHEAD {
+            Checked::WrongTime(bucket, Refusal::InTheFuture)
+        } else if start.time() < bounds.now - bounds.max_age {
+            Checked::WrongTime(bucket, Refusal::TooOld)
+        } else {
+            Checked::Valid(bucket)
+        }
+    }
+
+    /// [`WireBucket::check`], for who only wants the valid ones.
+    pub fn validate(&self, bounds: &Bounds) -> Result<Bucket, Refusal> {
+        match self.check(bounds) {
+            Checked::Valid(bucket) => Ok(bucket),
+            Checked::WrongTime(_, refusal) | Checked::Invalid(refusal) => Err(refusal),
+        }
     }
 }
 
-/// The collector committed a batch.
+/// The collector committed a batch (version 1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     pub seq: u64,
     /// Buckets of the batch that were refused (and counted) rather than stored; the rest are
     /// stored. Either way the agent may delete the whole batch.
     pub refused: Vec<RefusedBucket>,
+}
+
+/// The collector committed a batch (version 2): the rest of the batch is stored as measured.
+/// Either way the agent may delete the whole batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckV2 {
+    pub seq: u64,
+    /// Refused and counted, not kept: the bucket itself was wrong.
+    pub refused: Vec<RefusedBucket>,
+    /// Refused for its time ([`Refusal::is_a_clock_fault`]) and kept in the collector's
+    /// quarantine, where the operator accepts or discards it.
+    pub quarantined: Vec<RefusedBucket>,
+}
+
+impl From<Ack> for AckV2 {
+    fn from(ack: Ack) -> AckV2 {
+        AckV2 { seq: ack.seq, refused: ack.refused, quarantined: Vec::new() }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,13 +237,56 @@ pub struct RefusedBucket {
 }
 
 /// Why the collector refused one bucket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Refusal {
     NotOnBoundary,
     OutOfRange,
     InTheFuture,
     AboveSanityBound,
     BadSampleCount,
+    /// Version 2 and later: older than the collector's `max_bucket_age_days`.
+    TooOld,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 6] = [
+        Refusal::NotOnBoundary,
+        Refusal::OutOfRange,
+        Refusal::InTheFuture,
+        Refusal::AboveSanityBound,
+        Refusal::BadSampleCount,
+        Refusal::TooOld,
+    ];
+
+    /// The bucket's values may be right and only its time wrong (the socket's clock): the
+    /// collector keeps it in quarantine rather than forgetting it.
+    pub fn is_a_clock_fault(self) -> bool {
+        matches!(self, Refusal::InTheFuture | Refusal::TooOld)
+    }
+
+    /// The refusal as an agent of `version` can decode it.
+    pub fn for_version(self, version: u16) -> Refusal {
+        match self {
+            Refusal::TooOld if version < 2 => Refusal::OutOfRange,
+            other => other,
+        }
+    }
+
+    /// Its name in the store, the API and the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::NotOnBoundary => "not_on_boundary",
+            Refusal::OutOfRange => "out_of_range",
+            Refusal::InTheFuture => "in_the_future",
+            Refusal::AboveSanityBound => "above_sanity_bound",
+            Refusal::BadSampleCount => "bad_sample_count",
+            Refusal::TooOld => "too_old",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Refusal> {
+        Refusal::ALL.into_iter().find(|r| r.name() == name)
+    }
 }
 
 impl fmt::Display for Refusal {
@@ -173,6 +299,7 @@ impl fmt::Display for Refusal {
             }
             Refusal::AboveSanityBound => "its value is above the collector's sanity bound",
             Refusal::BadSampleCount => "its sample count is not between 1 and 60",
+            Refusal::TooOld => "it is older than the collector keeps buckets for (check the socket's time)",
         })
     }
 }
@@ -304,11 +431,27 @@ mod tests {
         assert_eq!(ErrorCode::from(4), ErrorCode::UnknownCertificate);
     }
 
+    /// A version-1 agent never receives a refusal it cannot decode.
+    #[test]
+    fn refusals_are_told_in_the_agents_version() {
+        let v1 = [0u8, 1, 2, 3, 4]; // postcard's variant indexes of version 1
+        for refusal in Refusal::ALL {
+            let bytes = postcard::to_stdvec(&refusal.for_version(1)).unwrap();
+            assert!(v1.contains(&bytes[0]), "{refusal:?}");
+            assert_eq!(refusal.for_version(2), refusal);
+            assert_eq!(Refusal::from_name(refusal.name()), Some(refusal));
+        }
+        assert_eq!(Refusal::TooOld.for_version(1), Refusal::OutOfRange);
+    }
+
     #[test]
     fn buckets_are_validated_one_by_one() {
         let now: DateTime<Utc> = "2026-10-01T12:00:00Z".parse().unwrap();
+        let bounds = Bounds { now, max_age: TimeDelta::days(40), max_bps: 100 };
         let ok = WireBucket { start: now.timestamp() + 600, max_bps: 10, samples: 60 };
-        assert_eq!(ok.validate(now, 100).unwrap().max_bps, 10);
+        assert_eq!(ok.validate(&bounds).unwrap().max_bps, 10);
+        let oldest = WireBucket { start: now.timestamp() - 40 * 86_400, ..ok };
+        assert_eq!(oldest.validate(&bounds).unwrap().max_bps, 10);
         let cases = [
             (WireBucket { start: ok.start + 1, ..ok }, Refusal::NotOnBoundary),
             (WireBucket { start: ok.start + 300, ..ok }, Refusal::InTheFuture),
@@ -317,9 +460,19 @@ mod tests {
             (WireBucket { samples: 61, ..ok }, Refusal::BadSampleCount),
             (WireBucket { start: i64::MIN, ..ok }, Refusal::NotOnBoundary),
             (WireBucket { start: i64::MIN + 8, ..ok }, Refusal::OutOfRange),
+            (WireBucket { start: oldest.start - 300, ..ok }, Refusal::TooOld),
+            (WireBucket { start: 0, ..ok }, Refusal::TooOld),
+            (WireBucket { start: -300, ..ok }, Refusal::TooOld),
+            (WireBucket { start: -62_135_596_800, ..ok }, Refusal::TooOld), // 0001-01-01
+            (WireBucket { start: 947_894_400, ..ok }, Refusal::TooOld),     // 2000-01-15
+            // The values are checked before the time: a quarantined bucket is otherwise sound.
+            (WireBucket { start: ok.start + 300, samples: 0, ..ok }, Refusal::BadSampleCount),
         ];
         for (bucket, refusal) in cases {
-            assert_eq!(bucket.validate(now, 100), Err(refusal), "{bucket:?}");
+            assert_eq!(bucket.validate(&bounds), Err(refusal), "{bucket:?}");
         }
+        let future = WireBucket { start: ok.start + 300, ..ok };
+        let Checked::WrongTime(kept, Refusal::InTheFuture) = future.check(&bounds) else { panic!("{future:?}") };
+        assert_eq!((kept.start.unix(), kept.max_bps, kept.samples), (future.start, 10, 60));
     }
 }

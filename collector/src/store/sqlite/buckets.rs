@@ -39,86 +39,95 @@ struct BucketRow {
     samples: i64,
 }
 
-impl BucketStore for SqliteStore {
-    async fn merge_buckets(&self, rows: &[(String, Bucket)]) -> Result<MergeStats, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let mut stats = MergeStats::default();
-        let received = now();
-        let caps = caps_of(&mut tx, rows).await?;
-        // A few statements per chunk rather than per row: SQLite runs each on its own thread.
-        for chunk in rows.chunks(MERGE_CHUNK) {
-            // A join on the keys: SQLite looks each one up (`IN (VALUES ...)` would scan the table).
-            let mut select = QueryBuilder::<Sqlite>::new("WITH batch (site_id, bucket_start) AS (VALUES ");
-            let mut values = select.separated(", ");
-            for (site, b) in chunk {
-                values.push("(").push_bind_unseparated(site).push_unseparated(", ");
-                values.push_bind_unseparated(b.start.unix()).push_unseparated(")");
-            }
-            select.push(
-                ") SELECT b.site_id, b.bucket_start FROM batch
+/// Merges buckets (R10) inside the caller's write transaction: the rows, the days they mark
+/// dirty, and the violations of their sites' caps (R17).
+pub(super) async fn merge(
+    conn: &mut sqlx::SqliteConnection,
+    rows: &[(String, Bucket)],
+) -> Result<MergeStats, StoreError> {
+    let mut stats = MergeStats::default();
+    let received = now();
+    let caps = caps_of(&mut *conn, rows).await?;
+    // A few statements per chunk rather than per row: SQLite runs each on its own thread.
+    for chunk in rows.chunks(MERGE_CHUNK) {
+        // A join on the keys: SQLite looks each one up (`IN (VALUES ...)` would scan the table).
+        let mut select = QueryBuilder::<Sqlite>::new("WITH batch (site_id, bucket_start) AS (VALUES ");
+        let mut values = select.separated(", ");
+        for (site, b) in chunk {
+            values.push("(").push_bind_unseparated(site).push_unseparated(", ");
+            values.push_bind_unseparated(b.start.unix()).push_unseparated(")");
+        }
+        select.push(
+            ") SELECT b.site_id, b.bucket_start FROM batch
                    JOIN buckets b ON b.site_id = batch.site_id AND b.bucket_start = batch.bucket_start",
-            );
-            let stored: Vec<(String, i64)> = select.build_query_as().fetch_all(&mut *tx).await.map_err(db)?;
-            // Stored before, or earlier in this chunk: merged; otherwise new.
-            let mut known: HashSet<(&str, i64)> = stored.iter().map(|(site, start)| (site.as_str(), *start)).collect();
-            for (site, b) in chunk {
-                if known.insert((site, b.start.unix())) {
-                    stats.inserted += 1;
-                } else {
-                    stats.merged += 1;
-                }
+        );
+        let stored: Vec<(String, i64)> = select.build_query_as().fetch_all(&mut *conn).await.map_err(db)?;
+        // Stored before, or earlier in this chunk: merged; otherwise new.
+        let mut known: HashSet<(&str, i64)> = stored.iter().map(|(site, start)| (site.as_str(), *start)).collect();
+        for (site, b) in chunk {
+            if known.insert((site, b.start.unix())) {
+                stats.inserted += 1;
+            } else {
+                stats.merged += 1;
             }
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO buckets (site_id, bucket_start, max_bps, samples, received_at, last_received_at) ",
-            );
-            let mut bound = Vec::with_capacity(chunk.len());
-            for (site, b) in chunk {
-                bound.push((site, b.start.unix(), to_i64(b.max_bps, "max_bps")?, i64::from(b.samples)));
-            }
-            insert.push_values(bound, |mut row, (site, start, max_bps, samples)| {
-                row.push_bind(site).push_bind(start).push_bind(max_bps).push_bind(samples);
-                row.push_bind(&received).push_bind(&received);
-            });
-            insert.push(
-                " ON CONFLICT (site_id, bucket_start) DO UPDATE SET
+        }
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO buckets (site_id, bucket_start, max_bps, samples, received_at, last_received_at) ",
+        );
+        let mut bound = Vec::with_capacity(chunk.len());
+        for (site, b) in chunk {
+            bound.push((site, b.start.unix(), to_i64(b.max_bps, "max_bps")?, i64::from(b.samples)));
+        }
+        insert.push_values(bound, |mut row, (site, start, max_bps, samples)| {
+            row.push_bind(site).push_bind(start).push_bind(max_bps).push_bind(samples);
+            row.push_bind(&received).push_bind(&received);
+        });
+        insert.push(
+            " ON CONFLICT (site_id, bucket_start) DO UPDATE SET
                      max_bps = max(max_bps, excluded.max_bps),
                      samples = max(samples, excluded.samples),
                      last_received_at = excluded.last_received_at",
+        );
+        insert.build().execute(&mut *conn).await.map_err(db)?;
+
+        let days: BTreeSet<(&str, NaiveDate)> = chunk.iter().map(|(site, b)| (site.as_str(), b.start.day())).collect();
+        let mut dirty = QueryBuilder::<Sqlite>::new("INSERT INTO dirty_days (site_id, day, generation) ");
+        dirty.push_values(days, |mut row, (site, day)| {
+            row.push_bind(site).push_bind(day.to_string()).push_bind(1);
+        });
+        dirty.push(" ON CONFLICT (site_id, day) DO UPDATE SET generation = generation + 1");
+        dirty.build().execute(&mut *conn).await.map_err(db)?;
+
+        let over: Vec<(&String, &Bucket, u64)> = chunk
+            .iter()
+            .filter_map(|(site, b)| caps.get(site).map(|cap| (site, b, *cap)))
+            .filter(|(_, b, cap)| exceeds_cap(b.max_bps, *cap))
+            .collect();
+        if !over.is_empty() {
+            let mut record = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO enforcement_violations (site_id, bucket_start, max_bps, cap_bps, recorded_at) ",
             );
-            insert.build().execute(&mut *tx).await.map_err(db)?;
-
-            let days: BTreeSet<(&str, NaiveDate)> =
-                chunk.iter().map(|(site, b)| (site.as_str(), b.start.day())).collect();
-            let mut dirty = QueryBuilder::<Sqlite>::new("INSERT INTO dirty_days (site_id, day, generation) ");
-            dirty.push_values(days, |mut row, (site, day)| {
-                row.push_bind(site).push_bind(day.to_string()).push_bind(1);
-            });
-            dirty.push(" ON CONFLICT (site_id, day) DO UPDATE SET generation = generation + 1");
-            dirty.build().execute(&mut *tx).await.map_err(db)?;
-
-            let over: Vec<(&String, &Bucket, u64)> = chunk
-                .iter()
-                .filter_map(|(site, b)| caps.get(site).map(|cap| (site, b, *cap)))
-                .filter(|(_, b, cap)| exceeds_cap(b.max_bps, *cap))
-                .collect();
-            if !over.is_empty() {
-                let mut record = QueryBuilder::<Sqlite>::new(
-                    "INSERT INTO enforcement_violations (site_id, bucket_start, max_bps, cap_bps, recorded_at) ",
-                );
-                let mut bound = Vec::with_capacity(over.len());
-                for (site, b, cap) in over {
-                    bound.push((site, b.start.unix(), to_i64(b.max_bps, "max_bps")?, to_i64(cap, "cap")?));
-                }
-                record.push_values(bound, |mut row, (site, start, max_bps, cap)| {
-                    row.push_bind(site).push_bind(start).push_bind(max_bps).push_bind(cap).push_bind(&received);
-                });
-                record.push(
-                    " ON CONFLICT (site_id, bucket_start) DO UPDATE SET
-                         max_bps = max(max_bps, excluded.max_bps), cap_bps = excluded.cap_bps",
-                );
-                record.build().execute(&mut *tx).await.map_err(db)?;
+            let mut bound = Vec::with_capacity(over.len());
+            for (site, b, cap) in over {
+                bound.push((site, b.start.unix(), to_i64(b.max_bps, "max_bps")?, to_i64(cap, "cap")?));
             }
+            record.push_values(bound, |mut row, (site, start, max_bps, cap)| {
+                row.push_bind(site).push_bind(start).push_bind(max_bps).push_bind(cap).push_bind(&received);
+            });
+            record.push(
+                " ON CONFLICT (site_id, bucket_start) DO UPDATE SET
+                         max_bps = max(max_bps, excluded.max_bps), cap_bps = excluded.cap_bps",
+            );
+            record.build().execute(&mut *conn).await.map_err(db)?;
         }
+    }
+    Ok(stats)
+}
+
+impl BucketStore for SqliteStore {
+    async fn merge_buckets(&self, rows: &[(String, Bucket)]) -> Result<MergeStats, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let stats = merge(&mut tx, rows).await?;
         tx.commit().await?;
         Ok(stats)
     }

@@ -8,6 +8,7 @@
 mod access;
 mod accounts;
 mod buckets;
+mod intake;
 mod orders;
 mod outbox;
 mod policies;
