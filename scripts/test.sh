@@ -37,7 +37,9 @@ found = []
 for line in sys.stdin:
     m = json.loads(line)
     t = m.get("target", {})
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and "tally-collector" in m["package_id"] and t.get("test"):
+    # profile.test: a test harness (the collector binary itself is an executable too).
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and "tally-collector" in m["package_id"] \
+            and m["profile"]["test"]:
         found.append((t["kind"][0] == "test", t["kind"][0], t["src_path"].split("/collector/", 1)[1], m["executable"]))
 for _, kind, src, exe in sorted(found):  # unit tests first: the summary takes the package from them
     print(kind, src, exe)
@@ -47,9 +49,13 @@ run_collector_tests() {
   local status=0 kind src exe
   while read -r kind src exe; do
     if [ "$kind" = test ]; then echo "     Running $src ($exe)"; else echo "     Running unittests $src ($exe)"; fi
+    # Standard input is the list being read: the tests get none.
     (cd collector && TALLY_TEST_NOW=$1 "$exe" \
       --skip clients_that_never_speak_do_not_lock_an_agent_out \
-      --skip idle_and_slow_clients_are_closed_and_tokenless_bodies_are_never_read) || status=1
+      --skip idle_and_slow_clients_are_closed_and_tokenless_bodies_are_never_read) </dev/null || {
+      echo "$src exited with status $?"
+      status=1
+    }
   done <<<"$collector_tests"
   return $status
 }

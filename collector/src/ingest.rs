@@ -37,7 +37,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::ca::{Ca, CertificateRequest};
 use crate::digest::sha256_hex;
 use crate::policy::{self, Board};
-use crate::store::{Ingested, Intake, PolicyReport, SitePolicy, Store};
+use crate::store::{Ingested, Intake, PolicyReport, SitePolicy, Store, StoreError};
 use crate::throttle::Throttle;
 use tracing::Instrument;
 
@@ -100,7 +100,7 @@ pub fn server_config(ca: &Ca, names: &[String]) -> anyhow::Result<quinn::ServerC
 /// One batch waiting for the group commit.
 struct Pending {
     intake: Intake,
-    done: oneshot::Sender<Result<Ingested, String>>,
+    done: oneshot::Sender<Result<Ingested, StoreError>>,
 }
 
 /// Accepts connections on `endpoint` until `shutdown`, then drains: stops accepting, lets the
@@ -182,7 +182,7 @@ async fn group_commit<S: Store>(store: Arc<S>, mut queue: mpsc::Receiver<Pending
             }
         }
         let intakes: Vec<Intake> = group.iter_mut().map(|p| std::mem::take(&mut p.intake)).collect();
-        let result = store.ingest(&intakes).await.map(|(_, outcomes)| outcomes).map_err(|e| e.to_string());
+        let result = store.ingest(&intakes).await.map(|(_, outcomes)| outcomes);
         if let Err(e) = &result
             && let Some(failed) = COMMIT_FAILURES.hit()
         {
@@ -490,9 +490,17 @@ impl<S: Store> Agent<'_, S> {
             refuse(self.conn, Some(&mut *self.tx), ErrorCode::ShuttingDown, "collector shutting down".into()).await;
             return Err(());
         }
-        let Ok(Ok(ingested)) = committed.await else {
-            refuse(self.conn, Some(&mut *self.tx), ErrorCode::Internal, "the store did not commit".into()).await;
-            return Err(());
+        let ingested = match committed.await {
+            Ok(Ok(ingested)) => ingested,
+            Ok(Err(StoreError::Unavailable(why))) => {
+                let message = format!("the batch was not stored ({why}): retry later");
+                refuse(self.conn, Some(&mut *self.tx), ErrorCode::StoreUnavailable, message).await;
+                return Err(());
+            }
+            _ => {
+                refuse(self.conn, Some(&mut *self.tx), ErrorCode::Internal, "the store did not commit".into()).await;
+                return Err(());
+            }
         };
         let (first, last) = (batch.buckets.first().map(|b| b.start), batch.buckets.last().map(|b| b.start));
         tracing::debug!(seq = batch.seq, buckets = batch.buckets.len(), first, last, "batch committed");

@@ -33,8 +33,8 @@ async fn ship(quic: SocketAddr, ca: &[u8], identity: &Identity, seq: u64, start:
     let mut buf = Vec::new();
     loop {
         match receive(&mut rx, &mut buf).await {
-            Some(CollectorMessage::Ack(ack)) if ack.seq == seq && ack.refused.is_empty() => return Ok(()),
-            Some(CollectorMessage::Welcome(_) | CollectorMessage::Policy(_)) => {}
+            Some(CollectorMessage::AckV2(ack)) if ack.seq == seq && ack.refused.is_empty() => return Ok(()),
+            Some(CollectorMessage::WelcomeV2(_) | CollectorMessage::Policy(_)) => {}
             other => return Err(format!("expected the ack of {seq}, got {other:?}")),
         }
     }

@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 use chrono::NaiveDate;
 use serde_json::Value;
 use support::Collector;
+use tally_collector::store::UsageStore;
+use tally_collector::store::sqlite::SqliteStore;
 
 fn golden() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../common/golden/month.json");
@@ -299,4 +301,50 @@ fn todays_buckets_show_in_the_report_even_outside_the_window() {
     assert!(table.contains("the article's window excludes the last day of the month"), "{table}");
     assert!(table.contains("outside the window (listed, not billed): 2026-11-30"), "{table}");
     assert!(table.contains("2 of 8640"), "both days' buckets are counted as present: {table}");
+}
+
+/// R28: months are reported, finalized and notified only when they overlap the account's life,
+/// which begins with the earliest of its creation, its first license and its first bucket.
+#[test]
+fn a_month_before_the_account_is_never_reported_nor_finalized() {
+    let c = Collector::with_config("http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\nlog = \"debug\"")
+        .at(support::MID_NOVEMBER_2026);
+    c.ok(&support::args("account add --id acme --name Acme"));
+    c.ok(&support::args("site add --account acme --id hq --name HQ --country US --type socket"));
+    for month in ["2026-09", "2026-10"] {
+        let refused = c.fails(&["report", "--account", "acme", "--month", month]);
+        assert!(refused.contains(&format!("account acme did not exist in {month}")), "{refused}");
+    }
+    // The running collector's finalization pass skips them too: nothing is saved, nothing sent.
+    let mut serving = c.serve();
+    serving.until("months due for finalization checked", 1);
+    drop(serving);
+    let finalized = |month: &str| {
+        let store = tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let store = SqliteStore::open(&c.data_file("tally.db")).await.unwrap();
+            store.finalized_report("acme", month).await.unwrap()
+        });
+        store.is_some()
+    };
+    assert!(!finalized("2026-09") && !finalized("2026-10"));
+    let sent: Value =
+        serde_json::from_str(&c.ok(&support::args("notifications --account acme --format json"))).unwrap();
+    assert_eq!(sent, serde_json::json!([]), "nothing notified");
+
+    // A license from October 1st brings October into the account's life; a bucket imported for
+    // September 10th brings September.
+    c.ok(&support::args(
+        "license add --account acme --kind bandwidth_pool --region group1 --quantity 100 --from 2026-10-01 --to 2026-12-31",
+    ));
+    let october = c.ok(&support::args("report --account acme --month 2026-10 --format json"));
+    assert!(october.contains(r#""status": "finalized""#), "{october}");
+    let refused = c.fails(&["report", "--account", "acme", "--month", "2026-09"]);
+    assert!(refused.contains("account acme did not exist in 2026-09"), "{refused}");
+    let csv = c.file("sept.csv", "site,bucket_start,max_bps\nhq,2026-09-10T12:00:00Z,5000000\n");
+    c.ok(&["import-buckets", "--csv", &csv]);
+    let september = c.ok(&support::args("report --account acme --month 2026-09 --format json"));
+    assert!(september.contains(r#""status": "finalized""#), "{september}");
+    assert!(finalized("2026-09"));
+    let refused = c.fails(&["report", "--account", "acme", "--month", "2026-08"]);
+    assert!(refused.contains("its life begins 2026-09-10"), "{refused}");
 }

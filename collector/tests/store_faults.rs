@@ -1,23 +1,30 @@
 //! The SQLite store under faults it must survive without a restart (issue 15, item 1): a full
 //! disk. A write that returned `Ok` is on disk; a failed commit leaves no connection inside a
 //! transaction, so once space returns the same store writes again, and readers never block;
-//! `/healthz` says `failing` (503) while writes fail.
+//! `/healthz` says `failing` (503) while writes fail, and an agent's batch is refused over QUIC
+//! with `StoreUnavailable` (it keeps the batch and retries) until it is acknowledged once stored.
 
 mod support;
 
 #[path = "../../testing/tmpfs.rs"]
 mod tmpfs;
 
-use chrono::{Days, NaiveDate};
+use chrono::{Days, NaiveDate, TimeDelta};
 use std::sync::Arc;
+use support::quic::{self, Identity};
 use support::skip::skip;
+use tally_collector::admin;
+use tally_collector::ca::Ca;
+use tally_collector::ingest::{self, Limits};
 use tally_collector::store::sqlite::SqliteStore;
 
 use tally_collector::store::{Account, AccountStore, BucketStore, Site, StoreError, StoreHealth};
 use tally_common::bucket::Bucket;
 use tally_common::kinds::SiteType;
 use tally_common::region::RegionGroup;
+use tally_common::sampler::DiscardCounters;
 use tally_common::time::BucketStart;
+use tally_common::wire::{AgentMessage, BucketBatch, CollectorMessage, ErrorCode, WireBucket};
 use tmpfs::Tmpfs;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -68,6 +75,7 @@ async fn a_full_disk_loses_no_acknowledged_day_and_writes_again_when_space_retur
     seeded(&store).await;
     let http = serve_health(store.clone()).await;
     assert_eq!(health(http).await, (200, r#"{"status":"ok"}"#.to_owned()));
+    let agent = Agent::enrolled(store.clone()).await;
     disk.fill(1_536);
 
     // Whole days until the disk is full, and a few more tries after it is.
@@ -75,7 +83,7 @@ async fn a_full_disk_loses_no_acknowledged_day_and_writes_again_when_space_retur
     for n in 0..2_000 {
         match store.merge_buckets(&day_of_buckets(n)).await {
             Ok(_) => stored.push(n),
-            Err(StoreError::Database(e)) => {
+            Err(StoreError::Unavailable(e)) => {
                 refused += 1;
                 if refused == 20 {
                     break;
@@ -92,9 +100,22 @@ async fn a_full_disk_loses_no_acknowledged_day_and_writes_again_when_space_retur
     assert!(store.write_failure().is_some_and(|why| why.contains("full")), "{:?}", store.write_failure());
     let (status, body) = health(http).await;
     assert!(status == 503 && body.contains(r#""status":"failing""#) && body.contains("full"), "{status} {body}");
+    match agent.ship(4_000).await {
+        Some(CollectorMessage::Error(e)) => {
+            assert_eq!(e.code, ErrorCode::StoreUnavailable, "{}", e.message);
+            assert!(e.message.contains("retry later"), "{}", e.message);
+        }
+        other => panic!("a batch on a full disk must be refused, not acknowledged: {other:?}"),
+    }
+    assert!(store.buckets_of_day("hq", day(4_000)).await.unwrap().is_empty());
 
     // Space returns: the same store, not reopened, writes again.
     disk.free();
+    match agent.ship(4_000).await {
+        Some(CollectorMessage::AckV2(ack)) => assert!(ack.refused.is_empty() && ack.quarantined.is_empty()),
+        other => panic!("the batch is acknowledged once space is back: {other:?}"),
+    }
+    stored.push(4_000);
     let next = 5_000;
     store.merge_buckets(&day_of_buckets(next)).await.expect("a write once space is back");
     stored.push(next);
@@ -107,6 +128,47 @@ async fn a_full_disk_loses_no_acknowledged_day_and_writes_again_when_space_retur
     for n in &stored {
         let buckets = store.buckets_of_day("hq", day(*n)).await.unwrap();
         assert_eq!(buckets, day_of_buckets(*n).into_iter().map(|(_, b)| b).collect::<Vec<_>>(), "day {n}");
+    }
+}
+
+/// A socket of site `hq` enrolled with the collector's QUIC ingest on `store`.
+struct Agent {
+    addr: std::net::SocketAddr,
+    ca: Arc<Ca>,
+    identity: Identity,
+    _ca_dir: tempfile::TempDir,
+}
+
+impl Agent {
+    async fn enrolled(store: Arc<SqliteStore>) -> Agent {
+        let ca_dir = tempfile::tempdir().unwrap();
+        let ca = Arc::new(Ca::load_or_create(&ca_dir.path().join("ca")).unwrap().0);
+        let endpoint =
+            tally_collector::quic_endpoint(&ca, "127.0.0.1:0".parse().unwrap(), &["localhost".into()]).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        // Old buckets whatever today is (the days of this test are of 2026 and 2036).
+        let limits = Limits { max_connections: 10, max_bucket_bps: u64::MAX, max_bucket_age: TimeDelta::days(36_500) };
+        tokio::spawn(ingest::run(endpoint, store.clone(), ca.clone(), limits, std::future::pending()));
+        let now = tally_collector::clock::now();
+        let token = admin::enroll_token(&*store, &ca, "hq", TimeDelta::hours(1), now).await.unwrap();
+        let identity = match quic::enroll(addr, ca.cert_der(), &token.secret).await {
+            (Some(CollectorMessage::Enrolled(e)), key) => (e.cert_der, key),
+            other => panic!("enrollment failed: {other:?}"),
+        };
+        Agent { addr, ca, identity, _ca_dir: ca_dir }
+    }
+
+    /// Connects, says hello, sends day `n`'s buckets, and returns the collector's answer.
+    async fn ship(&self, n: u64) -> Option<CollectorMessage> {
+        let (_conn, mut tx, mut rx) = quic::connect(self.addr, self.ca.cert_der(), Some(&self.identity)).await.unwrap();
+        let mut buf = Vec::new();
+        quic::send(&mut tx, &quic::hello()).await;
+        assert!(matches!(quic::receive(&mut rx, &mut buf).await, Some(CollectorMessage::WelcomeV2(_))));
+        assert!(matches!(quic::receive(&mut rx, &mut buf).await, Some(CollectorMessage::Policy(_))));
+        let buckets = day_of_buckets(n).into_iter().map(|(_, b)| WireBucket::from(b)).collect();
+        let batch = BucketBatch { seq: 1, buckets, discarded: DiscardCounters::default() };
+        quic::send(&mut tx, &AgentMessage::Buckets(batch)).await;
+        quic::receive(&mut rx, &mut buf).await
     }
 }
 

@@ -72,7 +72,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A store error as the caller sees it: 503 while the store cannot write (retry later), else a
+/// 500 that names no database internals (the log has them).
 pub fn internal(e: StoreError) -> Problem {
     tracing::error!(error = %e, "store error");
-    Problem::internal(e.to_string())
+    match e {
+        StoreError::Unavailable(_) => {
+            Problem::unavailable("the collector cannot store anything right now (a full disk?); retry later")
+        }
+        _ => Problem::internal("the collector failed to serve this request; its log says why"),
+    }
 }

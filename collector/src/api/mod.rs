@@ -175,10 +175,18 @@ async fn usage<S: Store + 'static>(
 ) -> Result<Json<UsageReport>, Problem> {
     let month = month_of(&query)?;
     visible_account(&*api.store, &caller, &account).await?;
-    match report::build(&*api.store, &account, month, api.month_window, api.grace, crate::clock::now()).await {
-        Ok(report) => Ok(Json(report)),
-        Err(ReportError::UnknownAccount(a)) => Err(Problem::not_found(format!("account {a:?} does not exist"))),
-        Err(ReportError::Store(e)) => Err(internal(e)),
+    report::build(&*api.store, &account, month, api.month_window, api.grace, crate::clock::now())
+        .await
+        .map(Json)
+        .map_err(report_problem)
+}
+
+/// An unknown account, or a month before its life (R28), is a 404.
+fn report_problem(e: ReportError) -> Problem {
+    match e {
+        ReportError::UnknownAccount(a) => Problem::not_found(format!("account {a:?} does not exist")),
+        e @ ReportError::BeforeAccountLife { .. } => Problem::not_found(e.to_string()),
+        ReportError::Store(e) => internal(e),
     }
 }
 
@@ -270,13 +278,9 @@ async fn overusage_of_month<S: Store + 'static>(
 ) -> Result<Json<OverusageOfMonth>, Problem> {
     let month = month_of(&query)?;
     visible_account(&*api.store, &caller, &account).await?;
-    let report = match report::build(&*api.store, &account, month, api.month_window, api.grace, crate::clock::now())
+    let report = report::build(&*api.store, &account, month, api.month_window, api.grace, crate::clock::now())
         .await
-    {
-        Ok(report) => report,
-        Err(ReportError::UnknownAccount(a)) => return Err(Problem::not_found(format!("account {a:?} does not exist"))),
-        Err(ReportError::Store(e)) => return Err(internal(e)),
-    };
+        .map_err(report_problem)?;
     Ok(Json(OverusageOfMonth { account, month, status: report.status, overusage: report.overusage }))
 }
 

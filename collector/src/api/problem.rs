@@ -86,6 +86,10 @@ impl Problem {
     pub fn internal(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", detail)
     }
+
+    pub fn unavailable(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable", detail)
+    }
 }
 
 impl IntoResponse for Problem {

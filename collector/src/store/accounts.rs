@@ -113,6 +113,9 @@ pub trait AccountStore: Send + Sync {
     fn account(&self, id: &str) -> impl Future<Output = Result<Option<Account>, StoreError>> + Send;
     /// Every account's id.
     fn account_ids(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// The first day of the account's life (R28): the earliest of its creation, its first
+    /// license's first day and its first bucket's day; `None` for an unknown account.
+    fn account_life_start(&self, id: &str) -> impl Future<Output = Result<Option<NaiveDate>, StoreError>> + Send;
     /// Every account, by id.
     fn accounts(&self) -> impl Future<Output = Result<Vec<Account>, StoreError>> + Send;
     /// Replaces the name and the EoP contact of account `account.id` (its partner stays); false

@@ -45,7 +45,7 @@ pub use outbox::*;
 pub use policies::*;
 pub use usage::*;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("{what} {id:?} already exists")]
     Duplicate { what: &'static str, id: String },
@@ -55,6 +55,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store error: {0}")]
     Database(String),
+    /// The store cannot write for now (a full disk, an I/O error, a read-only file system):
+    /// nothing was written; the same call succeeds once the cause is gone.
+    #[error("the store cannot write now: {0}")]
+    Unavailable(String),
 }
 
 /// Whether the store can write (`/healthz`).

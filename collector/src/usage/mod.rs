@@ -84,7 +84,11 @@ pub async fn finalize_due<S: Store>(
         for month in [before, previous] {
             let due = MonthStatus::of(month.window(setting), grace, now) == MonthStatus::Finalized;
             if due && store.finalized_report(&account, &month.to_string()).await?.is_none() {
-                report::build(store, &account, month, setting, grace, now).await?;
+                match report::build(store, &account, month, setting, grace, now).await {
+                    // R28: a month before the account's life is never finalized nor notified.
+                    Ok(_) | Err(report::ReportError::BeforeAccountLife { .. }) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
     }

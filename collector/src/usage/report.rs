@@ -28,8 +28,25 @@ use crate::store::{License, MeterCounts, Store, StoreError, pool_licenses};
 pub enum ReportError {
     #[error("account {0:?} does not exist")]
     UnknownAccount(String),
+    /// R28: the month ends before the account's life began.
+    #[error(
+        "account {account} did not exist in {month} (its life begins {since}: its creation, first license or first bucket)"
+    )]
+    BeforeAccountLife { account: String, month: Month, since: NaiveDate },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Whether `month` overlaps the account's life (R28): only such months are reported, finalized
+/// and notified.
+pub async fn check_account_life<S: Store>(store: &S, account: &str, month: Month) -> Result<(), ReportError> {
+    match store.account_life_start(account).await? {
+        None => Err(ReportError::UnknownAccount(account.to_owned())),
+        Some(since) if month.last_day() < since => {
+            Err(ReportError::BeforeAccountLife { account: account.to_owned(), month, since })
+        }
+        Some(_) => Ok(()),
+    }
 }
 
 /// The report of `account` for `month` as of `now`. A finalized month (R9) is computed once,
@@ -43,9 +60,7 @@ pub async fn build<S: Store>(
     grace: TimeDelta,
     now: DateTime<Utc>,
 ) -> Result<UsageReport, ReportError> {
-    if store.account(account).await?.is_none() {
-        return Err(ReportError::UnknownAccount(account.to_owned()));
-    }
+    check_account_life(store, account, month).await?;
     let window = month.window(setting);
     let status = MonthStatus::of(window, grace, now);
     if status != MonthStatus::Finalized {

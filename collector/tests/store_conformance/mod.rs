@@ -9,15 +9,17 @@ use chrono::{DateTime, Days, NaiveDate, TimeDelta, TimeZone, Utc};
 use tally_collector::orders::rules::{Actor, Item};
 use tally_collector::orders::{Created, NewOrder, Transition, TransitionRefused, mail};
 use tally_collector::store::{
-    AccessStore, Account, AccountStore, BucketStore, CapChange, Channel, MergeStats, MeterEvent, NewLicense,
-    NewOverusage, Notification, OrderStore, OutboxStore, PolicyReport, PolicyStore, Resolution, ResolutionKind, Role,
-    Site, Store, StoreError, TokenRefusal, UsageStore,
+    AccessStore, Account, AccountStore, BucketStore, CapChange, Channel, Ingested, Intake, IntakeStore,
+    MAX_QUARANTINED_PER_SITE, MergeStats, MeterEvent, NewLicense, NewOverusage, Notification, OrderStore, OutboxStore,
+    PolicyReport, PolicyStore, Resolution, ResolutionKind, Role, Site, Store, StoreError, TokenRefusal, UsageStore,
 };
 use tally_common::bucket::Bucket;
 use tally_common::enforcement::CapViolation;
 use tally_common::kinds::{ItemStatus, LicenseKind, SiteType, ZtnaRegion};
 use tally_common::region::RegionGroup;
+use tally_common::sampler::DiscardCounters;
 use tally_common::time::BucketStart;
+use tally_common::wire::Refusal;
 
 /// A database a test may fill: `open` returns a store on it, every call the same database, so a
 /// second `open` is a restart. Each test makes its own backend, empty.
@@ -51,6 +53,8 @@ macro_rules! conformance_tests {
             the_outbox_hands_out_what_is_due_and_keeps_attempts,
             an_order_is_stored_once_per_idempotency_key_with_its_confirmation,
             an_order_transition_is_all_or_nothing,
+            an_intake_is_stored_whole_or_not_at_all,
+            the_quarantine_of_a_site_is_bounded_and_released_at_once,
         );
     };
     (@each $backend:expr; $($name:ident),+ $(,)?) => {
@@ -571,4 +575,66 @@ pub(crate) async fn an_order_transition_is_all_or_nothing<B: Backend>(backend: B
     assert_eq!(moved.status, ItemStatus::InProcess);
     let none = Transition { order: made.id + 1, ..transition(ItemStatus::Canceled, Actor::ContactPerson) };
     assert!(store.transition_items(&none).await.unwrap().is_err());
+}
+
+/// A batch's buckets, quarantine, refusals and discard totals go in together; a group with one
+/// batch the store cannot take (an unknown site) writes nothing of any batch.
+pub(crate) async fn an_intake_is_stored_whole_or_not_at_all<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    let discards = DiscardCounters { counter_reset: 2, above_cap: 0, elapsed_too_short: 1, elapsed_too_long: 0 };
+    let intake = Intake {
+        site: "hq".into(),
+        buckets: vec![bucket(0, 100, 60)],
+        wrong_time: vec![(bucket(288 * 400, 5, 60), Refusal::InTheFuture)],
+        refused: vec![Refusal::BadSampleCount, Refusal::BadSampleCount],
+        discards,
+    };
+    let stranger = Intake { site: "nowhere".into(), buckets: vec![bucket(1, 1, 60)], ..Intake::default() };
+    assert!(store.ingest(&[intake.clone(), stranger]).await.is_err());
+    assert_eq!(store.site_intake("hq").await.unwrap(), Default::default(), "nothing of the group");
+    assert!(store.buckets_of_day("hq", day()).await.unwrap().is_empty());
+
+    let (stats, outcomes) = store.ingest(std::slice::from_ref(&intake)).await.unwrap();
+    assert_eq!((stats, outcomes), (MergeStats { inserted: 1, merged: 0 }, vec![Ingested { quarantined: 1 }]));
+    // The totals are replaced, the counts add up, a quarantined start is merged with max (R10).
+    let later = DiscardCounters { counter_reset: 3, ..discards };
+    let again =
+        Intake { discards: later, wrong_time: vec![(bucket(288 * 400, 9, 30), Refusal::InTheFuture)], ..intake };
+    store.ingest(&[again]).await.unwrap();
+    drop(store);
+
+    let store = backend.open().await;
+    let kept = store.site_intake("hq").await.unwrap();
+    let counts: Vec<(Refusal, u64)> = kept.refusals.iter().map(|r| (r.reason, r.count)).collect();
+    assert_eq!(counts, [(Refusal::BadSampleCount, 4), (Refusal::InTheFuture, 2)]);
+    assert_eq!(kept.discards.map(|d| d.counters), Some(later));
+    assert_eq!(kept.quarantined.len(), 1);
+    assert_eq!(kept.quarantined[0].bucket, bucket(288 * 400, 9, 60));
+    assert_eq!(store.buckets_of_day("hq", day()).await.unwrap(), [bucket(0, 100, 60)], "never billed");
+    assert_eq!(store.site_intake("sh").await.unwrap(), Default::default(), "per site");
+}
+
+/// At most [`MAX_QUARANTINED_PER_SITE`] buckets wait per site: beyond, they are counted only.
+/// Releasing takes them out and bills the accepted ones in one transaction.
+pub(crate) async fn the_quarantine_of_a_site_is_bounded_and_released_at_once<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    let max = MAX_QUARANTINED_PER_SITE as i64;
+    let wrong = |from: i64, to: i64| -> Vec<(Bucket, Refusal)> {
+        (from..to).map(|k| (bucket(-288 * 20_000 + k, 1, 60), Refusal::TooOld)).collect()
+    };
+    let first = Intake { site: "hq".into(), wrong_time: wrong(0, max - 1), ..Intake::default() };
+    let second = Intake { site: "hq".into(), wrong_time: wrong(max - 1, max + 2), ..Intake::default() };
+    let other = Intake { site: "sh".into(), wrong_time: wrong(0, 2), ..Intake::default() };
+    let (_, outcomes) = store.ingest(&[first, second, other]).await.unwrap();
+    assert_eq!(outcomes.iter().map(|o| o.quarantined).collect::<Vec<_>>(), [max as usize - 1, 1, 2]);
+    let hq = store.site_intake("hq").await.unwrap();
+    assert_eq!(hq.quarantined.len() as i64, max);
+    assert_eq!(hq.refusals.iter().map(|r| r.count).sum::<u64>(), max as u64 + 2, "every refusal counted");
+
+    let held: Vec<BucketStart> = hq.quarantined.iter().map(|q| q.bucket.start).collect();
+    let accepted = [bucket(5, 1, 60)];
+    assert_eq!(store.release_quarantined("hq", &held, &accepted).await.unwrap(), max as u64);
+    assert!(store.site_intake("hq").await.unwrap().quarantined.is_empty());
+    assert_eq!(store.buckets_of_day("hq", day()).await.unwrap(), accepted);
+    assert_eq!(store.site_intake("sh").await.unwrap().quarantined.len(), 2, "another site's stays");
 }

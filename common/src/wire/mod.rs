@@ -349,6 +349,9 @@ pub enum ErrorCode {
     Internal,
     /// The enrollment token was unknown, used or expired, or the request was malformed.
     EnrollmentRefused,
+    /// The collector cannot store now (its disk is full, say): retry later. An agent that does
+    /// not know the code (version 1) decodes it as `Other(10)` and retries all the same.
+    StoreUnavailable,
     Other(u32),
 }
 
@@ -372,6 +375,9 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "the collector is shutting down",
             ErrorCode::Internal => "the collector had an internal error",
             ErrorCode::EnrollmentRefused => "the collector refused the enrollment: ask the operator for a new token",
+            ErrorCode::StoreUnavailable => {
+                "the collector cannot store buckets right now (its disk?); this agent keeps them and retries"
+            }
             ErrorCode::Other(_) => "the collector closed the connection with a code this agent does not know",
         }
     }
@@ -390,6 +396,7 @@ impl From<u32> for ErrorCode {
             7 => ErrorCode::ShuttingDown,
             8 => ErrorCode::Internal,
             9 => ErrorCode::EnrollmentRefused,
+            10 => ErrorCode::StoreUnavailable,
             other => ErrorCode::Other(other),
         }
     }
@@ -408,6 +415,7 @@ impl From<ErrorCode> for u32 {
             ErrorCode::ShuttingDown => 7,
             ErrorCode::Internal => 8,
             ErrorCode::EnrollmentRefused => 9,
+            ErrorCode::StoreUnavailable => 10,
             ErrorCode::Other(other) => other,
         }
     }

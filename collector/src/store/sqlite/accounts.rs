@@ -179,6 +179,22 @@ impl AccountStore for SqliteStore {
         sqlx::query_scalar("SELECT id FROM accounts ORDER BY id").fetch_all(&self.pool).await.map_err(db)
     }
 
+    async fn account_life_start(&self, id: &str) -> Result<Option<NaiveDate>, StoreError> {
+        // Each site's first bucket through its primary key, not a scan of the account's buckets.
+        let first: Option<String> = sqlx::query_scalar(
+            "SELECT min(day) FROM (
+                 SELECT substr(created_at, 1, 10) AS day FROM accounts WHERE id = ?1
+                 UNION ALL SELECT min(effective_from) FROM licenses WHERE account_id = ?1
+                 UNION ALL SELECT date(min((SELECT min(bucket_start) FROM buckets WHERE site_id = s.id)), 'unixepoch')
+                     FROM sites s WHERE s.account_id = ?1)",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        first.map(|day| parse(&day, "the first day of an account")).transpose()
+    }
+
     async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
         let rows: Vec<AccountRow> = sqlx::query_as(
             "SELECT id, name, partner_id, eop_contact_name, eop_contact_email FROM accounts ORDER BY id",

@@ -58,8 +58,17 @@ impl SqliteStore {
     }
 }
 
+/// A database error; a full disk, an I/O error or a read-only file (SQLITE_FULL, SQLITE_IOERR,
+/// SQLITE_READONLY, with any extended code) is `Unavailable`: it passes when the cause does.
 fn db(e: sqlx::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    let code = match &e {
+        sqlx::Error::Database(d) => d.code().and_then(|c| c.parse::<i32>().ok()),
+        _ => None,
+    };
+    match code.map(|c| c & 0xff) {
+        Some(8 | 10 | 13) => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Database(e.to_string()),
+    }
 }
 
 /// Maps a unique-key violation to `Duplicate`, anything else to `Database`.
