@@ -15,7 +15,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tally_common::bandwidth::Bandwidth;
 use tally_common::bucket::Bucketizer;
 use tally_common::sampler::{
-    Anomaly, DiscardCounters, InterfaceName, InterfaceReading, Interval, MAX_INTERFACES, Sampler, TickReading,
+    Anomaly, DiscardCounters, InterfaceName, InterfaceReading, Interval, MAX_INTERFACES, NoSample, Sampler, TickReading,
 };
 use tally_common::time::{TICK_SECS, next_tick, rfc3339};
 
@@ -176,7 +176,8 @@ impl Meter {
             Ok(sample) => tracing::debug!(
                 start = %rfc3339(interval.start), up_bps = sample.up_bps, down_bps = sample.down_bps, bps = sample.bps(), "sample"
             ),
-            Err(reason) => self.discards.count(reason),
+            Err(NoSample::Discarded(reason)) => self.discards.count(reason),
+            Err(NoSample::NothingMeasured) => {}
         }
         let closed = self.bucketizer.push(interval);
         if !closed.is_empty() {

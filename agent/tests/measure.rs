@@ -270,3 +270,28 @@ async fn wall_clock_steps_back_and_forward_change_no_rate() {
     );
     o.assert_never_above(TRUE_RATE);
 }
+
+/// R4 in the live sampler: with its WAN interface absent for an hour the agent emits no bucket
+/// (no sample is valid), then the first bucket the interface is measured in.
+#[tokio::test(start_paused = true)]
+async fn an_hour_without_a_wan_interface_emits_no_bucket() {
+    let tree = FakeTree::new();
+    let clock = TestClock::starting_at("2026-10-07T00:00:00Z");
+    let mut meter = meter(tree.config(&["eth1"], ""));
+    let (logs, _guard) = Logs::capture();
+    drive(&mut meter, &clock, 13 * 60, |i| {
+        if i == 12 * 60 {
+            tree.add("eth1", 2, Some(1_000));
+        }
+        if i >= 12 * 60 {
+            tree.set("eth1", (i - 12 * 60) * RX_PER_TICK, 0);
+        }
+    })
+    .await;
+    let buckets = meter.store().oldest_pending(1_000).unwrap();
+    let one_o_clock = BucketStart::from_unix(1_791_331_200 + 3_600).unwrap();
+    // Its first reading is its baseline: the bucket's first interval measured nothing either.
+    assert_eq!(buckets, [Bucket { start: one_o_clock, max_bps: TRUE_RATE, samples: 59 }]);
+    assert_eq!(logs.lines_with("bucket closed").len(), 1);
+    assert_eq!(meter.store().discards().unwrap().total(), 0, "nothing measured is not a discard");
+}

@@ -127,3 +127,20 @@ fn a_bad_trace_is_refused_with_every_line_named() {
     assert!(err.contains("line 4: rx_bytes \"-4\" is not a non-negative integer"), "{err}");
     assert!(err.contains("line 5: expected time,interface,rx_bytes,tx_bytes[,speed_mbps], found 2 fields"), "{err}");
 }
+
+/// R4: intervals in which no interface was measured are no samples, and a bucket made only of
+/// them is not emitted (it used to be a bucket of 0 bit/s with 60 "valid" samples).
+#[test]
+fn a_window_without_a_measured_interface_emits_no_bucket() {
+    let (doc, _) = replay("no_interface_measured.csv", None);
+    let (values, reasons, _) = read(&doc);
+    assert_eq!(reasons, vec!["no_interface_measured"; 60]);
+    assert_eq!(values, vec![TRUE_RATE; 60]);
+    let buckets = doc["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 1, "{buckets:?}");
+    let only = &buckets[0];
+    assert_eq!(
+        (only["start"].as_str(), only["max_bps"].as_u64(), only["samples"].as_u64()),
+        (Some("2026-10-07T10:05:00Z"), Some(TRUE_RATE), Some(60))
+    );
+}

@@ -79,14 +79,16 @@ mod tests {
     use chrono::{DateTime, TimeDelta, Utc};
 
     use super::*;
-    use crate::sampler::{DiscardReason, Sample};
+    use crate::sampler::{DiscardReason, NoSample, Sample};
 
     fn interval(start: &str, bps: Option<u64>) -> Interval {
         let start: DateTime<Utc> = start.parse().unwrap();
         Interval {
             start,
             end: start + TimeDelta::seconds(5),
-            outcome: bps.map(|b| Sample { up_bps: b, down_bps: b / 2 }).ok_or(DiscardReason::AboveCap),
+            outcome: bps
+                .map(|b| Sample { up_bps: b, down_bps: b / 2 })
+                .ok_or(NoSample::Discarded(DiscardReason::AboveCap)),
         }
     }
 

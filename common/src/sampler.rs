@@ -154,12 +154,31 @@ impl fmt::Display for Anomaly {
     }
 }
 
-/// One 5-second interval `[start, end)`: a sample (R1) or the reason it has none (R3).
+/// One 5-second interval `[start, end)`: a sample (R1) or why it has none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Interval {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
-    pub outcome: Result<Sample, DiscardReason>,
+    pub outcome: Result<Sample, NoSample>,
+}
+
+/// Why an interval has no sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoSample {
+    /// A counter artifact or an elapsed time out of range (R3): counted and logged.
+    Discarded(DiscardReason),
+    /// No WAN interface was measured over the interval (none is up, or each was only just
+    /// baselined): nothing to count, and a bucket of such intervals alone is not emitted (R4).
+    NothingMeasured,
+}
+
+impl fmt::Display for NoSample {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NoSample::Discarded(reason) => reason.fmt(f),
+            NoSample::NothingMeasured => f.write_str("no_interface_measured"),
+        }
+    }
 }
 
 impl Interval {
@@ -244,16 +263,17 @@ impl Sampler {
         if let Some(reason) = elapsed_discard {
             report(Anomaly::Elapsed { elapsed, reason });
             self.baseline_all(reading, &mut tracked, &mut report);
-            return Some(Interval { start, end, outcome: Err(reason) });
+            return Some(Interval { start, end, outcome: Err(NoSample::Discarded(reason)) });
         }
 
         let mut sample = Sample::default();
-        let mut discarded: Option<DiscardReason> = None;
+        let (mut measured, mut discarded) = (false, None);
         for r in reading.interfaces {
             let Some(mut state) = take_same_interface(&mut tracked, r, &mut report) else {
                 self.track(r, InterfaceCounters::baseline(r.counters), &mut report);
                 continue;
             };
+            measured = true;
             match state.counters.advance(r.counters, elapsed, r.width, r.cap) {
                 Ok(rates) => {
                     sample.down_bps = sample.down_bps.saturating_add(rates.rx_bps);
@@ -267,7 +287,12 @@ impl Sampler {
             }
             self.track(r, state.counters, &mut report);
         }
-        Some(Interval { start, end, outcome: discarded.map_or(Ok(sample), Err) })
+        let outcome = match discarded {
+            Some(reason) => Err(NoSample::Discarded(reason)),
+            None if !measured => Err(NoSample::NothingMeasured),
+            None => Ok(sample),
+        };
+        Some(Interval { start, end, outcome })
     }
 
     /// Every interface of `reading` starts anew from this reading.
@@ -361,7 +386,7 @@ mod tests {
         let mut s = Sampler::new();
         tick(&mut s, 0, 1, &[reading("eth1", 2, 1_000, 0), reading("eth2", 4, 0, 0)]);
         let (iv, seen) = tick(&mut s, 5, 1, &[reading("eth1", 2, 10, 0), reading("eth2", 4, 100, 0)]);
-        assert_eq!(iv.unwrap().outcome, Err(DiscardReason::CounterReset));
+        assert_eq!(iv.unwrap().outcome, Err(NoSample::Discarded(DiscardReason::CounterReset)));
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].to_string(), "eth1: rx_bytes went backwards from 1000 to 10: counter reset, re-baselined");
         let (iv, _) = tick(&mut s, 10, 1, &[reading("eth1", 2, 635, 0), reading("eth2", 4, 100, 0)]);
@@ -388,10 +413,24 @@ mod tests {
         let mut s = Sampler::new();
         tick(&mut s, 0, 1, &[reading("eth1", 2, 0, 0)]);
         let (iv, seen) = tick(&mut s, 65, 1, &[reading("eth1", 2, 1_000_000, 0)]);
-        assert_eq!(iv.unwrap().outcome, Err(DiscardReason::ElapsedTooLong));
+        assert_eq!(iv.unwrap().outcome, Err(NoSample::Discarded(DiscardReason::ElapsedTooLong)));
         assert_eq!(seen[0].discard_reason(), Some(DiscardReason::ElapsedTooLong));
         let (iv, _) = tick(&mut s, 70, 1, &[reading("eth1", 2, 1_000_625, 0)]);
         assert_eq!(iv.unwrap().bps(), Some(1_000));
+    }
+
+    /// R4: no WAN interface, or only one just baselined, measures nothing: not a sample of 0.
+    #[test]
+    fn an_interval_without_a_measured_interface_has_no_sample() {
+        let mut s = Sampler::new();
+        tick(&mut s, 0, 1, &[]);
+        let (iv, seen) = tick(&mut s, 5, 1, &[]);
+        assert_eq!((iv.unwrap().outcome, iv.unwrap().bps()), (Err(NoSample::NothingMeasured), None));
+        assert!(seen.is_empty());
+        let (iv, _) = tick(&mut s, 10, 1, &[reading("eth1", 2, 0, 0)]);
+        assert_eq!(iv.unwrap().outcome, Err(NoSample::NothingMeasured), "eth1's first reading is its baseline");
+        let (iv, _) = tick(&mut s, 15, 1, &[reading("eth1", 2, 0, 0)]);
+        assert_eq!(iv.unwrap().outcome, Ok(Sample::default()), "an idle interface measures 0");
     }
 
     #[test]
