@@ -141,10 +141,13 @@ fn run(config: Config) -> anyhow::Result<()> {
     })
 }
 
-/// SIGTERM or Ctrl-C, logged.
-async fn stopping() {
-    shutdown_signal().await;
-    tracing::info!("shutdown requested");
+/// SIGTERM or Ctrl-C, logged; watched from this call on.
+fn stopping() -> impl std::future::Future<Output = ()> {
+    let signal = shutdown_signal();
+    async {
+        signal.await;
+        tracing::info!("shutdown requested");
+    }
 }
 
 /// READY and WATCHDOG notifications; no-ops when not started by systemd.

@@ -36,6 +36,10 @@ max_bucket_bps = 1000000000000
 # import-buckets, the operator's deliberate act, is not bound by it.
 max_bucket_age_days = 40
 
+# A site without a bucket for this many hours is silent: its traffic is not billed (a missing
+# bucket counts as 0, R5). `serve` counts the silent sites at WARN once an hour.
+silent_site_hours = 2
+
 # The monthly P95 window (R7): "article" ends at 00:00 UTC on the month's last day, as the
 # usage-measurement article says; "calendar" includes the last day.
 month_window = "article"
@@ -77,6 +81,7 @@ pub struct Config {
     pub max_connections: usize,
     pub max_bucket_bps: u64,
     pub max_bucket_age: chrono::TimeDelta,
+    pub silent_after: chrono::TimeDelta,
     pub min_free_mb: u64,
     pub month_window: MonthWindowSetting,
     pub grace: chrono::TimeDelta,
@@ -176,7 +181,7 @@ impl Config {
     }
 }
 
-const KNOWN: [&str; 19] = [
+const KNOWN: [&str; 20] = [
     "data_dir",
     "quic_listen",
     "http_listen",
@@ -184,6 +189,7 @@ const KNOWN: [&str; 19] = [
     "max_connections",
     "max_bucket_bps",
     "max_bucket_age_days",
+    "silent_site_hours",
     "min_free_mb",
     "month_window",
     "grace_hours",
@@ -265,6 +271,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     };
     let max_connections = fields.integer("max_connections", 10_000, 1, 1_000_000) as usize;
     let max_bucket_age_days = fields.integer("max_bucket_age_days", 40, 1, 3_650);
+    let silent_site_hours = fields.integer("silent_site_hours", 2, 1, 8_760);
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
         fields.error(format!("log: {log:?} is not a valid filter: {e}"));
     }
@@ -276,6 +283,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         max_connections,
         max_bucket_bps,
         max_bucket_age: chrono::TimeDelta::days(max_bucket_age_days as i64),
+        silent_after: chrono::TimeDelta::hours(silent_site_hours as i64),
         min_free_mb,
         month_window,
         grace: chrono::TimeDelta::hours(grace_hours as i64),

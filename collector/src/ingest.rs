@@ -37,6 +37,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use crate::ca::{Ca, CertificateRequest};
 use crate::digest::sha256_hex;
 use crate::policy::{self, Board};
+use crate::presence::{self, Presence};
 use crate::store::{Ingested, Intake, PolicyReport, SitePolicy, Store, StoreError};
 use crate::throttle::Throttle;
 use tracing::Instrument;
@@ -69,6 +70,20 @@ pub struct Limits {
     pub max_bucket_bps: u64,
     /// Older buckets are refused as `TooOld` and quarantined (`max_bucket_age_days`).
     pub max_bucket_age: TimeDelta,
+    /// A site without a bucket for this long is silent, counted in the log hourly
+    /// (`silent_site_hours`).
+    pub silent_after: TimeDelta,
+}
+
+impl From<&crate::config::Config> for Limits {
+    fn from(config: &crate::config::Config) -> Limits {
+        Limits {
+            max_connections: config.max_connections,
+            max_bucket_bps: config.max_bucket_bps,
+            max_bucket_age: config.max_bucket_age,
+            silent_after: config.silent_after,
+        }
+    }
 }
 
 /// The TLS configuration of the QUIC endpoint: TLS 1.3, ring, client certificates verified
@@ -120,6 +135,12 @@ pub async fn run<S: Store + 'static>(
         let _ = watching_stopped.await;
     }));
     let slots = Arc::new(Slots::new(limits.max_connections));
+    let presence = Arc::new(Presence::default());
+    let (stop_keeping, keeping_stopped) = oneshot::channel::<()>();
+    let keeper = tokio::spawn(presence::keep(store.clone(), presence.clone(), limits.silent_after, async {
+        let _ = keeping_stopped.await;
+    }));
+    let shared = Arc::new(Shared { store, ca, board, presence, commits, limits });
     tokio::pin!(shutdown);
     loop {
         let incoming = tokio::select! {
@@ -134,8 +155,7 @@ pub async fn run<S: Store + 'static>(
             incoming.refuse();
             continue;
         };
-        let (store, ca, commits, limits) = (store.clone(), ca.clone(), commits.clone(), limits.clone());
-        let (board, slots) = (board.clone(), slots.clone());
+        let (shared, slots) = (shared.clone(), slots.clone());
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             let Ok(handshake) = slots.handshakes.clone().acquire_owned().await else { return };
@@ -160,15 +180,18 @@ pub async fn run<S: Store + 'static>(
                 return conn.close(u32::from(ErrorCode::Overloaded).into(), message.as_bytes());
             };
             // Boxed: a connection waiting for its handshake holds a small task, not this one.
-            Box::pin(serve_connection(conn, serial, store, ca, board, commits, limits)).await;
+            Box::pin(serve_connection(conn, serial, shared)).await;
         });
     }
     endpoint.close(u32::from(ErrorCode::ShuttingDown).into(), b"collector shutting down");
-    drop(commits);
+    // The committer ends once every connection's copy of its queue is gone, and this one.
+    drop(shared);
     let _ = stop_watching.send(());
     let _ = watcher.await;
     let _ = committer.await;
     endpoint.wait_idle().await;
+    let _ = stop_keeping.send(());
+    let _ = keeper.await;
 }
 
 /// Commits queued batches together: whatever is waiting when a commit starts goes into it.
@@ -273,15 +296,18 @@ impl Slots {
     }
 }
 
-async fn serve_connection<S: Store>(
-    conn: quinn::Connection,
-    serial: Option<String>,
+/// What every connection shares.
+struct Shared<S> {
     store: Arc<S>,
     ca: Arc<Ca>,
     board: Arc<Board>,
+    presence: Arc<Presence>,
     commits: mpsc::Sender<Pending>,
     limits: Limits,
-) {
+}
+
+async fn serve_connection<S: Store>(conn: quinn::Connection, serial: Option<String>, shared: Arc<Shared<S>>) {
+    let Shared { store, ca, board, presence, commits, limits } = &*shared;
     let remote = conn.remote_address();
     let opening = async {
         let (tx, rx) = conn.accept_bi().await.ok()?;
@@ -304,7 +330,7 @@ async fn serve_connection<S: Store>(
         Err(code) => return refuse(&conn, Some(&mut tx), code, "the first frame did not decode".into()).await,
     };
     match (serial, first) {
-        (None, AgentMessage::Enroll(request)) => enroll(&conn, &mut tx, &*store, &ca, request).await,
+        (None, AgentMessage::Enroll(request)) => enroll(&conn, &mut tx, &**store, ca, request).await,
         (None, _) => {
             let message = "this connection has no client certificate: enroll first".to_owned();
             refuse(&conn, Some(&mut tx), ErrorCode::UnknownCertificate, message).await
@@ -349,8 +375,9 @@ async fn serve_connection<S: Store>(
             if send(&mut tx, &welcome).await.is_err() {
                 return;
             }
-            let agent = Agent { conn: &conn, tx: &mut tx, frames: &mut frames, site: &site, version, store: &*store };
-            agent.serve(board.subscribe(&site), &commits, &limits).instrument(span).await;
+            let _present = presence.enter(&site);
+            let agent = Agent { conn: &conn, tx: &mut tx, frames: &mut frames, site: &site, version, store: &**store };
+            agent.serve(board.subscribe(&site), commits, limits).instrument(span).await;
         }
         (Some(_), _) => {
             let message = "the first message must be Hello".to_owned();

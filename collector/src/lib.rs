@@ -8,7 +8,8 @@
 //! - [`admin`]: the operator's commands on the store.
 //!
 //! - [`ca`], [`ingest`]: the collector's certificate authority and the agents' QUIC link;
-//!   [`intake`]: what agents sent that was not billed (refusals, discards, quarantine);
+//!   [`intake`]: what agents sent that was not billed (refusals, discards, quarantine) and the
+//!   sites gone silent; [`presence`]: when each site's agent was last connected;
 //!   [`enforcement`], [`policy`]: per-site caps (R17) checked on change and pushed to the agents.
 //!
 //! - [`usage`]: daily P95 kept current, and the usage report; [`api`]: the HTTP API;
@@ -28,6 +29,7 @@ pub mod ingest;
 pub mod intake;
 pub mod orders;
 pub mod policy;
+pub mod presence;
 pub mod store;
 pub mod throttle;
 pub mod usage;

@@ -384,7 +384,7 @@ fn tokens_see_only_their_tenants_and_other_accounts_do_not_exist_for_them() {
     let (_serving, http) = serve(&c);
     let http = http.as_str();
     let usage =
-        |account: &str, token: &str| get(http, &format!("/v1/accounts/{account}/usage?month=2026-10"), Some(token));
+        |account: &str, token: &str| get(http, &format!("/v1/accounts/{account}/usage?month=2026-11"), Some(token));
 
     for (who, token, account, want) in [
         ("operator", &operator, "other", 200),
@@ -459,4 +459,93 @@ fn the_openapi_document_describes_every_route_of_the_contract() {
     }
     let statuses = &doc["components"]["schemas"]["ItemStatus"]["enum"];
     assert_eq!(statuses, &json!(["submitted", "in_process", "pending_confirmation", "completed", "canceled"]));
+}
+
+/// Silent sites (a missing bucket counts as 0, R5): those without a bucket for the asked time,
+/// never-reporting ones included, with their last bucket and their agent's last connection, the
+/// same through `site list --silent`, `GET /v1/sites` (operator) and the account's route.
+#[test]
+fn silent_sites_are_listed_with_their_last_bucket_and_connection() {
+    let c = Collector::with_config(&format!(
+        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\noperator_token = \"{TOKEN}\""
+    ));
+    c.ok(&["account", "add", "--id", "acme", "--name", "Acme"]);
+    for site in ["branch", "hq", "idle"] {
+        c.ok(&[
+            "site",
+            "add",
+            "--account",
+            "acme",
+            "--id",
+            site,
+            "--name",
+            site,
+            "--country",
+            "US",
+            "--type",
+            "socket",
+        ]);
+    }
+    let slot = |ago_minutes: i64| {
+        let t = c.now().timestamp() - ago_minutes * 60;
+        chrono::DateTime::from_timestamp(t - t.rem_euclid(300), 0).unwrap()
+    };
+    let (hq_last, branch_last) = (slot(180), slot(30));
+    let csv = c.file(
+        "b.csv",
+        &format!(
+            "site,bucket_start,max_bps\nhq,{},1\nhq,{},1\nbranch,{},1\n",
+            tally_common::time::rfc3339(slot(600)),
+            tally_common::time::rfc3339(hq_last),
+            tally_common::time::rfc3339(branch_last)
+        ),
+    );
+    c.ok(&["import-buckets", "--csv", &csv]);
+    let token: tally_common::token::EnrollToken =
+        c.ok(&["site", "enroll-token", "--site", "hq"]).trim().parse().unwrap();
+    let customer = c.ok(&["token", "create", "--role", "customer", "--account", "acme"]).trim().to_owned();
+
+    // hq's agent connects, then the collector stops: the connection time is written on the way.
+    let mut serving = c.serve();
+    let line = serving.until("ingest listening", 1);
+    let quic: std::net::SocketAddr =
+        line.split("quic=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let ca = std::fs::read_to_string(c.data_file("ca/ca.pem")).unwrap();
+    let ca = pem::parse(ca).unwrap().into_contents();
+    let connected_at = c.now();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let identity = match support::quic::enroll(quic, &ca, &token.secret).await {
+            (Some(tally_common::wire::CollectorMessage::Enrolled(e)), key) => (e.cert_der, key),
+            (other, _) => panic!("{other:?}"),
+        };
+        let (_conn, mut tx, mut rx) = support::quic::connect(quic, &ca, Some(&identity)).await.unwrap();
+        support::quic::send(&mut tx, &support::quic::hello()).await;
+        let welcome = support::quic::receive(&mut rx, &mut Vec::new()).await;
+        assert!(matches!(welcome, Some(tally_common::wire::CollectorMessage::WelcomeV2(_))), "{welcome:?}");
+        serving.drain_log();
+        serving.terminate();
+    });
+
+    let listed: Value = serde_json::from_str(&c.ok(&["site", "list", "--silent", "2h", "--format", "json"])).unwrap();
+    let sites: Vec<&str> = listed.as_array().unwrap().iter().map(|s| s["site"].as_str().unwrap()).collect();
+    assert_eq!(sites, ["hq", "idle"], "branch sent a bucket 30 minutes ago");
+    assert_eq!(listed[0]["last_bucket"], tally_common::time::rfc3339(hq_last));
+    let last_connected: chrono::DateTime<chrono::Utc> = listed[0]["last_connected"].as_str().unwrap().parse().unwrap();
+    assert!((last_connected - connected_at).num_seconds().abs() < 60, "{listed}");
+    assert_eq!((&listed[1]["last_bucket"], &listed[1]["last_connected"]), (&Value::Null, &Value::Null));
+    let all: Value = serde_json::from_str(&c.ok(&["site", "list", "--silent", "4h", "--format", "json"])).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 1, "only idle has nothing within 4 h: {all}");
+    assert!(c.fails(&["site", "list", "--silent", "2 hours"]).contains("not a duration"));
+
+    let (_serving, http) = serve(&c);
+    let (status, _, body) = get(&http, "/v1/sites?silent=2h", Some(TOKEN));
+    assert_eq!((status, serde_json::from_str::<Value>(&body).unwrap()), (200, listed.clone()));
+    let (status, _, body) = get(&http, "/v1/accounts/acme/sites?silent=2h", Some(&customer));
+    assert_eq!((status, serde_json::from_str::<Value>(&body).unwrap()), (200, listed));
+    let (status, _, body) = get(&http, "/v1/sites?silent=2h", Some(&customer));
+    assert_eq!(status, 403, "{body}");
+    let (status, _, body) = get(&http, "/v1/sites?silent=soon", Some(TOKEN));
+    assert!(status == 400 && body.contains("silent"), "{status} {body}");
+    let (status, _, body) = get(&http, "/v1/accounts/acme/sites", Some(TOKEN));
+    assert_eq!((status, serde_json::from_str::<Value>(&body).unwrap().as_array().unwrap().len()), (200, 3));
 }

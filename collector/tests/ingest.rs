@@ -68,12 +68,16 @@ async fn collector() -> Collector {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     // Buckets of these tests are of 2026-10-07 whatever today is: a bound of 10 years keeps them
     // young enough; `buckets_with_a_wrong_time_are_quarantined_...` tests the bound itself.
-    let limits =
-        Limits { max_connections: 100, max_bucket_bps: 10_000_000_000, max_bucket_age: TimeDelta::days(3_650) };
+    let limits = Limits { max_connections: 100, max_bucket_age: TimeDelta::days(3_650), ..defaults() };
     tokio::spawn(ingest::run(endpoint, store.clone(), ca.clone(), limits, async {
         let _ = stopped.await;
     }));
     Collector { _dir: dir, store, ca, addr, _stop: stop }
+}
+
+/// The limits of the default configuration.
+fn defaults() -> Limits {
+    Limits::from(&tally_collector::config::parse("").unwrap())
 }
 
 async fn connect(
@@ -337,9 +341,10 @@ fn clock_cases(seq: u64) -> (AgentMessage, WireBucket, Vec<WireBucket>, WireBuck
 }
 
 /// A collector with the default age bound (40 days: the agent's retention and 5 days).
+/// (Its first endpoint, with the 10-year bound, stays unused.)
 async fn collector_with_default_age_bound() -> Collector {
     let c = collector().await;
-    let limits = Limits { max_connections: 100, max_bucket_bps: 10_000_000_000, max_bucket_age: TimeDelta::days(40) };
+    let limits = Limits { max_connections: 100, ..defaults() };
     let endpoint =
         tally_collector::quic_endpoint(&c.ca, "127.0.0.1:0".parse().unwrap(), &["localhost".into()]).unwrap();
     let addr = endpoint.local_addr().unwrap();

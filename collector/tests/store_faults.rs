@@ -9,7 +9,7 @@ mod support;
 #[path = "../../testing/tmpfs.rs"]
 mod tmpfs;
 
-use chrono::{Days, NaiveDate, TimeDelta};
+use chrono::{NaiveDate, TimeDelta};
 use std::sync::Arc;
 use support::quic::{self, Identity};
 use support::skip::skip;
@@ -28,17 +28,21 @@ use tally_common::wire::{AgentMessage, BucketBatch, CollectorMessage, ErrorCode,
 use tmpfs::Tmpfs;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn day(n: u64) -> NaiveDate {
-    NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + Days::new(n)
+fn day(n: i64) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + TimeDelta::days(n)
 }
 
+/// The day shipped over QUIC: in 2025, before the days the disk is filled with, and in the past
+/// (a bucket in the future would be quarantined).
+const QUIC_DAY: i64 = -100;
+
 /// Day `n`'s 288 buckets of site `hq`, each with its own value.
-fn day_of_buckets(n: u64) -> Vec<(String, Bucket)> {
+fn day_of_buckets(n: i64) -> Vec<(String, Bucket)> {
     let first = BucketStart::first_of_day(day(n)).unix();
     (0..288)
         .map(|slot| {
             let start = BucketStart::from_unix(first + 300 * slot).unwrap();
-            ("hq".to_owned(), Bucket { start, max_bps: 1_000_000 + n * 1_000 + slot as u64, samples: 60 })
+            ("hq".to_owned(), Bucket { start, max_bps: (1_000_000 + n * 1_000 + slot) as u64, samples: 60 })
         })
         .collect()
 }
@@ -100,22 +104,22 @@ async fn a_full_disk_loses_no_acknowledged_day_and_writes_again_when_space_retur
     assert!(store.write_failure().is_some_and(|why| why.contains("full")), "{:?}", store.write_failure());
     let (status, body) = health(http).await;
     assert!(status == 503 && body.contains(r#""status":"failing""#) && body.contains("full"), "{status} {body}");
-    match agent.ship(4_000).await {
+    match agent.ship(QUIC_DAY).await {
         Some(CollectorMessage::Error(e)) => {
             assert_eq!(e.code, ErrorCode::StoreUnavailable, "{}", e.message);
             assert!(e.message.contains("retry later"), "{}", e.message);
         }
         other => panic!("a batch on a full disk must be refused, not acknowledged: {other:?}"),
     }
-    assert!(store.buckets_of_day("hq", day(4_000)).await.unwrap().is_empty());
+    assert!(store.buckets_of_day("hq", day(QUIC_DAY)).await.unwrap().is_empty());
 
     // Space returns: the same store, not reopened, writes again.
     disk.free();
-    match agent.ship(4_000).await {
+    match agent.ship(QUIC_DAY).await {
         Some(CollectorMessage::AckV2(ack)) => assert!(ack.refused.is_empty() && ack.quarantined.is_empty()),
         other => panic!("the batch is acknowledged once space is back: {other:?}"),
     }
-    stored.push(4_000);
+    stored.push(QUIC_DAY);
     let next = 5_000;
     store.merge_buckets(&day_of_buckets(next)).await.expect("a write once space is back");
     stored.push(next);
@@ -147,7 +151,8 @@ impl Agent {
             tally_collector::quic_endpoint(&ca, "127.0.0.1:0".parse().unwrap(), &["localhost".into()]).unwrap();
         let addr = endpoint.local_addr().unwrap();
         // Old buckets whatever today is (the days of this test are of 2026 and 2036).
-        let limits = Limits { max_connections: 10, max_bucket_bps: u64::MAX, max_bucket_age: TimeDelta::days(36_500) };
+        let defaults = Limits::from(&tally_collector::config::parse("").unwrap());
+        let limits = Limits { max_bucket_age: TimeDelta::days(36_500), ..defaults };
         tokio::spawn(ingest::run(endpoint, store.clone(), ca.clone(), limits, std::future::pending()));
         let now = tally_collector::clock::now();
         let token = admin::enroll_token(&*store, &ca, "hq", TimeDelta::hours(1), now).await.unwrap();
@@ -159,7 +164,7 @@ impl Agent {
     }
 
     /// Connects, says hello, sends day `n`'s buckets, and returns the collector's answer.
-    async fn ship(&self, n: u64) -> Option<CollectorMessage> {
+    async fn ship(&self, n: i64) -> Option<CollectorMessage> {
         let (_conn, mut tx, mut rx) = quic::connect(self.addr, self.ca.cert_der(), Some(&self.identity)).await.unwrap();
         let mut buf = Vec::new();
         quic::send(&mut tx, &quic::hello()).await;

@@ -17,17 +17,22 @@ pub fn init_logging(filter: &str) -> Result<(), tracing_subscriber::filter::Pars
     Ok(())
 }
 
-/// Completes on SIGTERM or Ctrl-C (only Ctrl-C where SIGTERM cannot be watched).
-pub async fn shutdown_signal() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
+/// Completes on SIGTERM or SIGINT. The handlers are installed by this call (inside a runtime),
+/// not when the future is first polled: a signal that arrives while the service is still
+/// starting stops it in order instead of killing it. (If they cannot be installed, the future
+/// never completes and the signals keep their default action.)
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let handlers = signal(SignalKind::terminate()).and_then(|term| Ok((term, signal(SignalKind::interrupt())?)));
+    async move {
+        match handlers {
+            Ok((mut term, mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = interrupt.recv() => {},
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            Err(_) => std::future::pending().await,
         }
     }
 }

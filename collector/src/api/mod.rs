@@ -29,7 +29,7 @@ use tally_common::time::{Month, MonthWindowSetting};
 use crate::admin::{self, AdminError, SiteChanges};
 use crate::config::Config;
 use crate::enforcement::{self, SiteEnforcement};
-use crate::intake::{self, IntakeReport};
+use crate::intake::{self, IntakeReport, SiteActivityView};
 use crate::store::Store;
 use crate::usage::document::{MonthStatus, OverusageReport, UsageReport};
 use crate::usage::events;
@@ -88,6 +88,8 @@ impl<S: Store + 'static> Api<S> {
             .route("/v1/accounts/{account}/orders/{order}/transitions", post(orders::transition::<S>))
             .route("/v1/accounts/{account}/sites/{site}/enforcement", get(site_enforcement::<S>))
             .route("/v1/accounts/{account}/sites/{site}/intake", get(site_intake::<S>))
+            .route("/v1/sites", get(all_sites_activity::<S>))
+            .route("/v1/accounts/{account}/sites", get(account_sites_activity::<S>))
             // Before the body is read: a request without a valid token costs nothing more.
             .route_layer(middleware::from_fn_with_state(self.clone(), authenticated::<S>));
         Router::new()
@@ -373,6 +375,61 @@ async fn site_intake<S: Store + 'static>(
     visible_account(&*api.store, &caller, &account).await?;
     let site = site_of(&api, &account, &site).await?;
     intake::report(&*api.store, &site.id).await.map(Json).map_err(internal)
+}
+
+/// The sites (of `account`, or of all) with their last bucket and connection; with `silent`,
+/// only those without a bucket for that long.
+async fn sites_activity<S: Store>(
+    api: &Api<S>,
+    account: Option<&str>,
+    query: &HashMap<String, String>,
+) -> Result<Json<Vec<SiteActivityView>>, Problem> {
+    let sites = match query.get("silent") {
+        None => api.store.site_activity(account).await,
+        Some(text) => {
+            let silent =
+                intake::duration(text).map_err(|e| Problem::bad_request(vec![FieldError::new("silent", e)]))?;
+            intake::silent_sites(&*api.store, account, silent, crate::clock::now()).await
+        }
+    };
+    Ok(Json(sites.map_err(internal)?.iter().map(Into::into).collect()))
+}
+
+/// `GET /v1/sites[?silent=2h]` (operator): every site's last bucket and last connection; with
+/// `silent`, the sites without a bucket for that long (their traffic is not billed, R5).
+#[utoipa::path(get, path = "/v1/sites", tag = "sites",
+    params(("silent" = Option<String>, Query, pattern = "^[1-9][0-9]{0,5}[smhd]$",
+            description = "30m, 2h, 1d: only the sites without a bucket for that long")),
+    responses(
+        (status = 200, body = Vec<SiteActivityView>),
+        (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json")))]
+async fn all_sites_activity<S: Store + 'static>(
+    State(api): State<Api<S>>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<SiteActivityView>>, Problem> {
+    caller.operator_only("list the sites of every account")?;
+    sites_activity(&api, None, &query).await
+}
+
+/// `GET /v1/accounts/{account}/sites[?silent=2h]`: the account's sites, as `GET /v1/sites`.
+#[utoipa::path(get, path = "/v1/accounts/{account}/sites", tag = "sites",
+    params(("account" = String, Path),
+        ("silent" = Option<String>, Query, pattern = "^[1-9][0-9]{0,5}[smhd]$",
+            description = "30m, 2h, 1d: only the sites without a bucket for that long")),
+    responses(
+        (status = 200, body = Vec<SiteActivityView>),
+        (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
+async fn account_sites_activity<S: Store + 'static>(
+    State(api): State<Api<S>>,
+    Extension(caller): Extension<Caller>,
+    Path(account): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<SiteActivityView>>, Problem> {
+    visible_account(&*api.store, &caller, &account).await?;
+    sites_activity(&api, Some(&account), &query).await
 }
 
 /// The body of `PATCH /v1/accounts/{account}/sites/{site}`: what is absent keeps its value;

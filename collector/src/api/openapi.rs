@@ -21,6 +21,8 @@ use super::problem::Problem;
         super::change_site,
         super::site_enforcement,
         super::site_intake,
+        super::all_sites_activity,
+        super::account_sites_activity,
         super::orders::create,
         super::orders::list,
         super::orders::one,

@@ -31,6 +31,8 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
     let regions = RegionTable::builtin();
     match command {
         Command::Serve => {
+            // Watched from the start: a SIGTERM while starting stops in order.
+            let shutdown = shutdown_signal();
             let (ca, created) = Ca::load_or_create(&config.ca_dir())?;
             tracing::info!(created, fingerprint = %ca.fingerprint(), dir = %config.ca_dir().display(), "certificate authority ready");
             tracing::info!(store = %config.database().display(), "store ready");
@@ -46,11 +48,7 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
                 let _ = rx.wait_for(|stop| *stop).await;
             };
-            let limits = Limits {
-                max_connections: config.max_connections,
-                max_bucket_bps: config.max_bucket_bps,
-                max_bucket_age: config.max_bucket_age,
-            };
+            let limits = Limits::from(&config);
             let store = std::sync::Arc::new(store);
             let ingest = tokio::spawn(ingest::run(
                 endpoint,
@@ -70,7 +68,7 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             ));
             let api = crate::api::Api::new(store, &config);
             let http = tokio::spawn(crate::serve(listener, api, until_stopped(stopped)));
-            shutdown_signal().await;
+            shutdown.await;
             tracing::info!("shutting down: no new connections, draining, committing");
             let _ = stop.send(true);
             let _ = ingest.await;
@@ -141,7 +139,33 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Site(SiteCommand::List { account, format }) => {
+        Command::Site(SiteCommand::List { account, silent: Some(silent), format }) => {
+            if let Some(id) = &account
+                && store.account(id).await?.is_none()
+            {
+                anyhow::bail!("account {id:?} does not exist");
+            }
+            let sites = intake::silent_sites(&store, account.as_deref(), silent, clock::now()).await?;
+            let views: Vec<intake::SiteActivityView> = sites.iter().map(Into::into).collect();
+            match format {
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&views)?),
+                Format::Table => {
+                    let mut rows =
+                        vec![["site".to_owned(), "account".into(), "last bucket".into(), "last connected".into()]];
+                    for v in views {
+                        let never = || "never".to_owned();
+                        rows.push([
+                            v.site,
+                            v.account,
+                            v.last_bucket.unwrap_or_else(never),
+                            v.last_connected.unwrap_or_else(never),
+                        ]);
+                    }
+                    out!("{}", columns(&rows));
+                }
+            }
+        }
+        Command::Site(SiteCommand::List { account, silent: None, format }) => {
             let accounts = match account {
                 Some(id) if store.account(&id).await?.is_none() => anyhow::bail!("account {id:?} does not exist"),
                 Some(id) => vec![id],

@@ -201,6 +201,10 @@ pub enum SiteCommand {
         /// Only this account's sites.
         #[arg(long)]
         account: Option<String>,
+        /// Only the sites without a bucket for this long (30m, 2h, 1d), with their last bucket
+        /// and their agent's last connection: their traffic is not billed (R5).
+        #[arg(long, value_parser = crate::intake::duration)]
+        silent: Option<chrono::TimeDelta>,
         #[arg(long, value_enum, default_value_t = Format::Table, help = FORMAT_HELP)]
         format: Format,
     },

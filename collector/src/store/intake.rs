@@ -1,5 +1,6 @@
 //! What agents send besides the buckets that are billed: buckets kept in quarantine for their
-//! time, refusals counted per site and reason, and the agents' own discard totals (R3).
+//! time, refusals counted per site and reason, the agents' own discard totals (R3); and when
+//! each site last sent a bucket and was last connected.
 
 use std::future::Future;
 
@@ -71,7 +72,19 @@ pub struct SiteIntake {
     pub quarantined: Vec<QuarantinedBucket>,
 }
 
-/// The agents' batches as a whole: billed buckets, quarantine, refusals, discard totals.
+/// When a site last sent a bucket, and when its agent was last connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteActivity {
+    pub site: String,
+    pub account: String,
+    /// The start of its latest bucket; `None` before the first.
+    pub last_bucket: Option<BucketStart>,
+    /// `None` if its agent never connected.
+    pub last_connected: Option<DateTime<Utc>>,
+}
+
+/// The agents' batches as a whole: billed buckets, quarantine, refusals, discard totals; and
+/// the sites' activity.
 pub trait IntakeStore: Send + Sync {
     /// Stores batches of any sites in one transaction, all or nothing: their buckets merged as
     /// [`super::BucketStore::merge_buckets`] merges them, their wrong-time buckets quarantined
@@ -82,6 +95,13 @@ pub trait IntakeStore: Send + Sync {
         batches: &[Intake],
     ) -> impl Future<Output = Result<(MergeStats, Vec<Ingested>), StoreError>> + Send;
     fn site_intake(&self, site: &str) -> impl Future<Output = Result<SiteIntake, StoreError>> + Send;
+    /// Keeps when each site's agent was last connected, the latest time winning.
+    fn record_presence(&self, seen: &[(String, DateTime<Utc>)]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Every site's activity (of `account`, or of all), by site.
+    fn site_activity(
+        &self,
+        account: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<SiteActivity>, StoreError>> + Send;
     /// Takes the buckets starting at `released` out of the site's quarantine and merges `accepted`
     /// as buckets (R10), in one transaction. Returns how many left the quarantine.
     fn release_quarantined(

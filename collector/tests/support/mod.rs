@@ -171,6 +171,14 @@ impl Drop for Serving {
 }
 
 impl Serving {
+    /// SIGTERM to the collector, and waits for it to end (`timeout` exits with its status).
+    pub fn terminate(mut self) {
+        let collector = rustix::process::Pid::from_raw(self.pid() as i32).unwrap();
+        rustix::process::kill_process(collector, rustix::process::Signal::TERM).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "serve did not end cleanly on SIGTERM: {status}");
+    }
+
     /// The collector's process id (the child of `timeout`).
     pub fn pid(&self) -> u32 {
         let leader = self.child.id();

@@ -2,17 +2,21 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Sqlite};
 use tally_common::bucket::Bucket;
 use tally_common::sampler::DiscardCounters;
 use tally_common::time::BucketStart;
 use tally_common::wire::Refusal;
 
-use super::{SqliteStore, bucket_start, buckets::merge, db, now, parse, to_i64, to_u64};
+use super::{SqliteStore, bucket_start, buckets::merge, db, now, parse, stamp, to_i64, to_u64};
 use crate::store::{
     AgentDiscards, Ingested, Intake, IntakeStore, MAX_QUARANTINED_PER_SITE, MergeStats, QuarantinedBucket,
-    RefusalCount, SiteIntake, StoreError,
+    RefusalCount, SiteActivity, SiteIntake, StoreError,
 };
+
+/// Rows per statement: 2 parameters each, far under SQLite's limit.
+const MERGE_CHUNK: usize = 1_000;
 
 fn refusal(name: &str) -> Result<Refusal, StoreError> {
     Refusal::from_name(name).ok_or_else(|| StoreError::Corrupt(format!("refusal reason {name:?}")))
@@ -165,6 +169,46 @@ impl IntakeStore for SqliteStore {
                 })
                 .collect::<Result<_, StoreError>>()?,
         })
+    }
+
+    async fn record_presence(&self, seen: &[(String, DateTime<Utc>)]) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        for chunk in seen.chunks(MERGE_CHUNK) {
+            let mut upsert = QueryBuilder::<Sqlite>::new("INSERT INTO site_presence (site_id, last_connected_at) ");
+            upsert.push_values(chunk, |mut row, (site, at)| {
+                row.push_bind(site).push_bind(stamp(*at));
+            });
+            upsert.push(
+                " ON CONFLICT (site_id) DO UPDATE SET
+                     last_connected_at = max(last_connected_at, excluded.last_connected_at)",
+            );
+            upsert.build().execute(&mut *tx).await.map_err(db)?;
+        }
+        tx.commit().await
+    }
+
+    async fn site_activity(&self, account: Option<&str>) -> Result<Vec<SiteActivity>, StoreError> {
+        // Each site's latest bucket through the primary key, not a scan of its buckets.
+        let rows: Vec<(String, String, Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT s.id, s.account_id, (SELECT max(bucket_start) FROM buckets WHERE site_id = s.id),
+                    p.last_connected_at
+             FROM sites s LEFT JOIN site_presence p ON p.site_id = s.id
+             WHERE ?1 IS NULL OR s.account_id = ?1 ORDER BY s.id",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(site, account, last_bucket, last_connected)| {
+                Ok(SiteActivity {
+                    site,
+                    account,
+                    last_bucket: last_bucket.map(bucket_start).transpose()?,
+                    last_connected: last_connected.map(|at| parse(&at, "last connection")).transpose()?,
+                })
+            })
+            .collect()
     }
 
     async fn release_quarantined(
