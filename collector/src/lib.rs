@@ -10,7 +10,8 @@
 //! - [`ca`], [`ingest`]: the collector's certificate authority and the agents' QUIC link;
 //!   [`intake`]: what agents sent that was not billed (refusals, discards, quarantine) and the
 //!   sites gone silent; [`presence`]: when each site's agent was last connected;
-//!   [`enforcement`], [`policy`]: per-site caps (R17) checked on change and pushed to the agents.
+//!   [`enforcement`], [`policy`]: per-site caps (R17) checked on change and pushed to the agents;
+//!   [`pool_risk`]: the stand-alone pools that will fall below their caps.
 //!
 //! - [`usage`]: daily P95 kept current, and the usage report; [`api`]: the HTTP API;
 //!   [`orders`]: online orders.
@@ -29,6 +30,7 @@ pub mod ingest;
 pub mod intake;
 pub mod orders;
 pub mod policy;
+pub mod pool_risk;
 pub mod presence;
 pub mod store;
 pub mod throttle;

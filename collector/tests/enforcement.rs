@@ -105,3 +105,62 @@ fn r17_cases() {
     let error = c.fails(&args("license change --account acme --id 7 --quantity 1"));
     assert!(error.contains("account \"acme\" has no license 7"), "{error}");
 }
+
+/// R17's future: a China pool that ends on November 25th while a capped site remains breaks
+/// the rule on the 26th. `enforcement check` and `GET /v1/enforcement/at-risk` name the day, the
+/// caps, their sum and the pool; `serve` tells the account 14 days and 1 day before, once each
+/// across restarts.
+#[test]
+fn a_stand_alone_pool_that_will_end_under_capped_sites_is_reported_and_notified_once() {
+    let token = "op-0123456789abcdef0123456789abcdef";
+    let mut c = Collector::with_config(&format!(
+        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\noperator_token = \"{token}\""
+    ))
+    .at("2026-11-16T12:00:00Z");
+    c.ok(&args("account add --id acme --name Acme"));
+    c.ok(&args("account notify --account acme --email ops@acme.example"));
+    c.ok(&args(
+        "license add --account acme --kind bandwidth_pool --region china --quantity 100 --from 2026-01-01 --to 2026-11-25",
+    ));
+    c.ok(&args("site add --account acme --id sh --name SH --country CN --type socket --cap-mbps 60"));
+    c.ok(&args("site add --account acme --id bj --name BJ --country CN --type socket --cap-mbps 30"));
+
+    let expected = serde_json::json!([{
+        "account": "acme", "region_group": "china", "day": "2026-11-26",
+        "caps": [{"site": "bj", "cap_bps": 30_000_000}, {"site": "sh", "cap_bps": 60_000_000}],
+        "sum_bps": 90_000_000, "licensed_bps": 0,
+        "message": "the caps of the china sites (bj 30.0 Mbps, sh 60.0 Mbps) sum to 90.0 Mbps, above the china pool of 0.0 Mbps licensed on 2026-11-26 (R17)"
+    }]);
+    let check = |c: &Collector, days: &str| -> Value {
+        serde_json::from_str(&c.ok(&["enforcement", "check", "--days", days, "--format", "json"])).unwrap()
+    };
+    assert_eq!(check(&c, "30"), expected);
+    assert_eq!(check(&c, "9"), serde_json::json!([]), "the 26th is 10 days away");
+    assert_eq!(check(&c, "10"), expected);
+    assert!(c.ok(&args("enforcement check")).contains("acme china from 2026-11-26"));
+
+    let notices = |c: &Collector| -> Vec<String> {
+        let rows: Value = serde_json::from_str(&c.ok(&args("notifications --account acme --format json"))).unwrap();
+        rows.as_array().unwrap().iter().map(|r| r["topic"].as_str().unwrap().to_owned()).collect()
+    };
+    // 10 days before: the 14-day notice, once, however often the collector starts.
+    for _ in 0..2 {
+        let (serving, http) = support::http::serve(&c);
+        let (status, _, body) = support::http::get(&http, "/v1/enforcement/at-risk?days=30", Some(token));
+        assert_eq!((status, serde_json::from_str::<Value>(&body).unwrap()), (200, expected.clone()));
+        let (status, _, _) = support::http::get(&http, "/v1/enforcement/at-risk?days=-1", Some(token));
+        assert_eq!(status, 400);
+        serving.terminate();
+    }
+    assert_eq!(notices(&c), ["pool china 2026-11-26 (14 days before)"]);
+    // The day before: the last notice.
+    c.offset = "2026-11-25T09:00:00Z".parse::<chrono::DateTime<chrono::Utc>>().unwrap() - chrono::Utc::now();
+    let (serving, _) = support::http::serve(&c);
+    serving.terminate();
+    assert_eq!(notices(&c), ["pool china 2026-11-26 (14 days before)", "pool china 2026-11-26 (1 day before)"]);
+    // Renewed: nothing at risk any more.
+    c.ok(&args(
+        "license add --account acme --kind bandwidth_pool --region china --quantity 100 --from 2026-11-26 --to 2027-11-25",
+    ));
+    assert_eq!(check(&c, "30"), serde_json::json!([]));
+}

@@ -30,6 +30,7 @@ use crate::admin::{self, AdminError, SiteChanges};
 use crate::config::Config;
 use crate::enforcement::{self, SiteEnforcement};
 use crate::intake::{self, IntakeReport, SiteActivityView};
+use crate::pool_risk::{self, PoolAtRisk};
 use crate::store::Store;
 use crate::usage::document::{MonthStatus, OverusageReport, UsageReport};
 use crate::usage::events;
@@ -89,6 +90,7 @@ impl<S: Store + 'static> Api<S> {
             .route("/v1/accounts/{account}/sites/{site}/enforcement", get(site_enforcement::<S>))
             .route("/v1/accounts/{account}/sites/{site}/intake", get(site_intake::<S>))
             .route("/v1/sites", get(all_sites_activity::<S>))
+            .route("/v1/enforcement/at-risk", get(pools_at_risk::<S>))
             .route("/v1/accounts/{account}/sites", get(account_sites_activity::<S>))
             // Before the body is read: a request without a valid token costs nothing more.
             .route_layer(middleware::from_fn_with_state(self.clone(), authenticated::<S>));
@@ -375,6 +377,30 @@ async fn site_intake<S: Store + 'static>(
     visible_account(&*api.store, &caller, &account).await?;
     let site = site_of(&api, &account, &site).await?;
     intake::report(&*api.store, &site.id).await.map(Json).map_err(internal)
+}
+
+/// `GET /v1/enforcement/at-risk[?days=N]` (operator): every account and stand-alone group whose
+/// site caps will exceed the pool in force on a day of the next N (default 30) days (R17).
+#[utoipa::path(get, path = "/v1/enforcement/at-risk", tag = "sites",
+    params(("days" = Option<u32>, Query, minimum = 0, maximum = 3660, description = "How many days ahead; 30 when absent")),
+    responses(
+        (status = 200, body = Vec<PoolAtRisk>),
+        (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator", body = Problem, content_type = "application/problem+json")))]
+async fn pools_at_risk<S: Store + 'static>(
+    State(api): State<Api<S>>,
+    Extension(caller): Extension<Caller>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<PoolAtRisk>>, Problem> {
+    caller.operator_only("see every account's pools at risk")?;
+    let days = match query.get("days") {
+        None => pool_risk::DEFAULT_DAYS,
+        Some(text) => text.parse().ok().filter(|d| *d <= pool_risk::MAX_DAYS).ok_or_else(|| {
+            let message = format!("{text:?} is not a number of days from 0 to {}", pool_risk::MAX_DAYS);
+            Problem::bad_request(vec![FieldError::new("days", message)])
+        })?,
+    };
+    pool_risk::pools_at_risk(&*api.store, crate::clock::today(), days).await.map(Json).map_err(internal)
 }
 
 /// The sites (of `account`, or of all) with their last bucket and connection; with `silent`,

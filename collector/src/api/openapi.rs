@@ -23,6 +23,7 @@ use super::problem::Problem;
         super::site_intake,
         super::all_sites_activity,
         super::account_sites_activity,
+        super::pools_at_risk,
         super::orders::create,
         super::orders::list,
         super::orders::one,

@@ -10,7 +10,9 @@ use tally_common::time::Month;
 use tally_common::{out, outln};
 use tokio::net::TcpListener;
 
-use super::{AccountCommand, CaCommand, Command, Format, LicenseCommand, SiteCommand, TokenCommand};
+use super::{
+    AccountCommand, CaCommand, Command, EnforcementCommand, Format, LicenseCommand, SiteCommand, TokenCommand,
+};
 use crate::admin::{self, LicenseArgs, NewSite};
 use crate::ca::Ca;
 use crate::clock;
@@ -18,6 +20,7 @@ use crate::config::Config;
 use crate::enforcement;
 use crate::ingest::{self, Limits};
 use crate::intake;
+use crate::pool_risk;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{AccessStore, Account, AccountStore, BucketStore, Channel, OutboxStore};
 use crate::usage;
@@ -66,6 +69,7 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 transports,
                 until_stopped(stopped.clone()),
             ));
+            let pools = tokio::spawn(pool_risk::watch(store.clone(), until_stopped(stopped.clone())));
             let api = crate::api::Api::new(store, &config);
             let http = tokio::spawn(crate::serve(listener, api, until_stopped(stopped)));
             shutdown.await;
@@ -73,6 +77,7 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             let _ = stop.send(true);
             let _ = ingest.await;
             let _ = engine.await;
+            let _ = pools.await;
             http.await??;
             tracing::info!("collector stopped");
         }
@@ -241,6 +246,13 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             match format {
                 Format::Json => outln!("{}", serde_json::to_string_pretty(&enforcement)?),
                 Format::Table => out!("{}", enforcement::table(&enforcement)),
+            }
+        }
+        Command::Enforcement(EnforcementCommand::Check { days, format }) => {
+            let found = pool_risk::pools_at_risk(&store, clock::today(), days).await?;
+            match format {
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&found)?),
+                Format::Table => out!("{}", pool_risk::table(&found)),
             }
         }
         Command::Site(SiteCommand::Intake { site, format }) => {

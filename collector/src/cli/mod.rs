@@ -45,6 +45,9 @@ pub enum Command {
     /// The collector's certificate authority.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Per-site caps (R17) across accounts.
+    #[command(subcommand)]
+    Enforcement(EnforcementCommand),
     /// Import buckets from CSV: site,bucket_start,max_bps[,samples]; all rows or none.
     ImportBuckets {
         /// The CSV file.
@@ -79,6 +82,7 @@ impl Command {
             self,
             Command::Report { .. }
                 | Command::Notifications { .. }
+                | Command::Enforcement(EnforcementCommand::Check { .. })
                 | Command::Account(AccountCommand::List { .. })
                 | Command::Site(
                     SiteCommand::Buckets { .. }
@@ -92,6 +96,21 @@ impl Command {
 }
 
 const FORMAT_HELP: &str = "Output: table (for people) or json (for programs).";
+
+#[derive(Debug, Subcommand)]
+pub enum EnforcementCommand {
+    /// Every account and stand-alone group whose site caps will exceed the pool in force on a day
+    /// of the next N days (a pool that ends or shrinks), with that day, the caps, their sum and
+    /// the pool.
+    Check {
+        /// How many days ahead, from today.
+        #[arg(long, default_value_t = crate::pool_risk::DEFAULT_DAYS,
+            value_parser = clap::value_parser!(u32).range(0..=i64::from(crate::pool_risk::MAX_DAYS)))]
+        days: u32,
+        #[arg(long, value_enum, default_value_t = Format::Table, help = FORMAT_HELP)]
+        format: Format,
+    },
+}
 
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {

@@ -81,6 +81,16 @@ pub trait OutboxStore: Send + Sync {
         error: &str,
         next_attempt: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Addresses `notification` about `topic` to the account's recipients and its managing
+    /// partner's, once: a recipient already sent that topic is not sent it again (across
+    /// restarts and collectors). Returns the rows added.
+    fn notify_once(
+        &self,
+        account: &str,
+        topic: &str,
+        notification: &Notification,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Every outbox row, of one account or all.
     fn notifications(&self, account: Option<&str>) -> impl Future<Output = Result<Vec<OutboxItem>, StoreError>> + Send;
 }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{SqliteStore, db, insert_error, parse, stamp, to_json};
-use crate::store::{Channel, OutboxItem, OutboxStore, StoreError};
+use crate::store::{Channel, Notification, OutboxItem, OutboxStore, StoreError};
 
 /// Outbox rows filtered by `$filter` (a literal).
 macro_rules! select_outbox {
@@ -105,6 +105,19 @@ impl OutboxStore for SqliteStore {
             .map_err(db)?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn notify_once(
+        &self,
+        account: &str,
+        topic: &str,
+        notification: &Notification,
+        at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let added = super::usage::notify_recipients(&mut tx, account, topic, notification, at).await?;
+        tx.commit().await?;
+        Ok(added)
     }
 
     async fn notifications(&self, account: Option<&str>) -> Result<Vec<OutboxItem>, StoreError> {

@@ -204,25 +204,7 @@ impl UsageStore for SqliteStore {
                 .map_err(db)?;
             }
             if let Some(n) = notification {
-                // The account's recipients and its managing partner's (R15).
-                sqlx::query(
-                    "INSERT INTO outbox (account_id, topic, channel, recipient, subject, body, next_attempt_at)
-                     SELECT DISTINCT ?, ?, r.channel, r.address, ?, CASE r.channel WHEN 'email' THEN ? ELSE ? END, ?
-                     FROM notification_recipients r
-                     WHERE r.account_id = ? OR r.account_id = (SELECT partner_id FROM accounts WHERE id = ?)
-                     ON CONFLICT (account_id, topic, channel, recipient) DO NOTHING",
-                )
-                .bind(account)
-                .bind(month)
-                .bind(&n.subject)
-                .bind(&n.text)
-                .bind(&n.json)
-                .bind(stamp(at))
-                .bind(account)
-                .bind(account)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+                notify_recipients(&mut tx, account, month, n, at).await?;
             }
         }
         tx.commit().await?;
@@ -285,4 +267,35 @@ impl UsageStore for SqliteStore {
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// Addresses `n` about `topic` to the account's recipients and its managing partner's (R15), in
+/// the caller's transaction; a recipient already sent that topic is skipped. Returns the rows
+/// added.
+pub(super) async fn notify_recipients(
+    conn: &mut sqlx::SqliteConnection,
+    account: &str,
+    topic: &str,
+    n: &Notification,
+    at: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let added = sqlx::query(
+        "INSERT INTO outbox (account_id, topic, channel, recipient, subject, body, next_attempt_at)
+         SELECT DISTINCT ?, ?, r.channel, r.address, ?, CASE r.channel WHEN 'email' THEN ? ELSE ? END, ?
+         FROM notification_recipients r
+         WHERE r.account_id = ? OR r.account_id = (SELECT partner_id FROM accounts WHERE id = ?)
+         ON CONFLICT (account_id, topic, channel, recipient) DO NOTHING",
+    )
+    .bind(account)
+    .bind(topic)
+    .bind(&n.subject)
+    .bind(&n.text)
+    .bind(&n.json)
+    .bind(stamp(at))
+    .bind(account)
+    .bind(account)
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    Ok(added.rows_affected())
 }
