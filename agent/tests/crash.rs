@@ -68,6 +68,9 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let mut last_saved: Option<(String, u64)> = None;
     // Buckets closed and stored but killed before being logged: start → the value last saved.
     let mut stored_unlogged: BTreeMap<String, u64> = BTreeMap::new();
+    // The bucket each SIGKILLed run had open when it was killed: the only one it may have
+    // stored without the line saying so.
+    let mut open_at_kill: std::collections::BTreeSet<String> = Default::default();
     for run in 0..=KILLS {
         let log_path = tree.dir.path().join(format!("run-{run}.log"));
         let mut child = spawn(&config, &clock, &log_path);
@@ -104,16 +107,23 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
                 }
             }
         }
+        let mut open = field(opened, "open_start").map(str::to_owned);
         for line in log.lines() {
             if line.contains("bucket closed") {
                 let start = field(line, "start").unwrap().to_owned();
                 let max = field(line, "max_bps").unwrap().parse().unwrap();
                 assert!(closed.insert(start.clone(), max).is_none(), "run {run}: bucket {start} closed twice");
+                let next = start.parse::<chrono::DateTime<chrono::Utc>>().unwrap() + chrono::TimeDelta::minutes(5);
+                open = Some(next.format("%Y-%m-%dT%H:%M:%SZ").to_string());
             }
             if line.contains("state saved") {
                 last_saved = field(line, "open_start")
                     .map(|s| (s.to_owned(), field(line, "open_max_bps").unwrap().parse().unwrap()));
+                open = last_saved.as_ref().map(|(start, _)| start.clone()).or(open);
             }
+        }
+        if run < KILLS {
+            open_at_kill.extend(open);
         }
     }
     running.store(false, Ordering::Relaxed);
@@ -125,6 +135,12 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     for (start, saved) in &stored_unlogged {
         let stored = pending.remove(start).unwrap_or_else(|| panic!("bucket {start} was neither restored nor stored"));
         assert!(stored >= *saved, "bucket {start} stored at {stored}, its open state saved at {saved}");
+    }
+    // A bucket stored by a run killed before it could log it (and before it saved its state).
+    let unlogged: Vec<String> = pending.keys().filter(|start| !closed.contains_key(*start)).cloned().collect();
+    for start in unlogged {
+        assert!(open_at_kill.contains(&start), "bucket {start} is pending, but no run closed it: {open_at_kill:?}");
+        pending.remove(&start);
     }
     assert!(closed.len() >= 8, "the runs closed {} buckets", closed.len());
     assert_eq!(pending, closed, "every closed bucket is pending, once, with the value it closed with");
