@@ -88,7 +88,7 @@ pub fn cap_bps(mbps: u64) -> Result<u64, AdminError> {
 
 /// Applies a change R17 constrains, checked against the licenses in force today.
 async fn apply(store: &impl Store, change: CapChange) -> Result<(), AdminError> {
-    let violations = store.apply_checked(&change, crate::clock::today()).await?;
+    let violations = store.apply_checked(&change, crate::clock::now()).await?;
     if violations.is_empty() { Ok(()) } else { Err(AdminError::Refused(violations)) }
 }
 

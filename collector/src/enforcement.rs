@@ -25,6 +25,34 @@ impl From<&EnforcementViolation> for ViolationReport {
     }
 }
 
+/// A cap as it took effect (R26), as the report and the API show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CapHistoryView {
+    pub since: String,
+    /// `None`: uncapped from then on.
+    pub cap_bps: Option<u64>,
+    pub policy_version: u64,
+}
+
+/// The caps in force during `month`'s window of `account`'s sites (or of `site`), by site: the
+/// one in force at the window's start and every change in it.
+pub async fn month_caps<S: Store>(
+    store: &S,
+    account: &str,
+    site: Option<&str>,
+    month: Month,
+    setting: MonthWindowSetting,
+) -> Result<Vec<(String, CapHistoryView)>, StoreError> {
+    let window = month.window(setting);
+    let history = store.cap_history(account, site, window.start_time(), window.end_time()).await?;
+    Ok(history
+        .into_iter()
+        .map(|(site, c)| {
+            (site, CapHistoryView { since: rfc3339(c.since), cap_bps: c.cap_bps, policy_version: c.version })
+        })
+        .collect())
+}
+
 /// What the site's agent last said about its policy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AgentReport {
@@ -51,6 +79,9 @@ pub struct SiteEnforcement {
     /// The agent applied the current policy.
     pub in_force: bool,
     pub month: Month,
+    /// The caps in force during the month's window, each bucket judged by the one it was
+    /// measured under (R26).
+    pub cap_history: Vec<CapHistoryView>,
     /// Buckets of the month (its R7 window) above the cap × 1.05.
     pub violations: Vec<ViolationReport>,
 }
@@ -79,6 +110,7 @@ pub async fn site_enforcement<S: Store>(
     let policy_version = store.policy(&site.id).await?.map_or(0, |p| p.version);
     let report = store.policy_report(&site.id).await?;
     let violations = month_violations(store, &site.account, Some(&site.id), month, setting).await?;
+    let cap_history = month_caps(store, &site.account, Some(&site.id), month, setting).await?;
     Ok(SiteEnforcement {
         site: site.id.clone(),
         account: site.account.clone(),
@@ -90,6 +122,7 @@ pub async fn site_enforcement<S: Store>(
         in_force: report.as_ref().is_some_and(|r| r.ok && r.version == policy_version),
         agent_report: report.map(|r| AgentReport { version: r.version, ok: r.ok, detail: r.detail, at: rfc3339(r.at) }),
         month,
+        cap_history: cap_history.into_iter().map(|(_, c)| c).collect(),
         violations: violations.iter().map(ViolationReport::from).collect(),
     })
 }
@@ -113,6 +146,10 @@ pub fn table(e: &SiteEnforcement) -> String {
             format!("agent: version {} {state} ({}): {}\n", r.version, r.at, r.detail)
         }
     };
+    for c in &e.cap_history {
+        let cap = c.cap_bps.map_or("no cap".to_owned(), |c| Bandwidth(c).to_string());
+        out += &format!("cap from {}: {cap} (policy version {})\n", c.since, c.policy_version);
+    }
     out += &format!("violations in {}: {}\n", e.month, e.violations.len());
     for v in &e.violations {
         out += &format!("  {}  {} above cap {}\n", v.bucket_start, Bandwidth(v.max_bps), Bandwidth(v.cap_bps));

@@ -282,7 +282,8 @@ fn site_changes_keep_r17_over_http_and_each_site_shows_its_enforcement() {
     let c = Collector::with_config(&format!(
         "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\noperator_token = \"{TOKEN}\""
     ))
-    .at(support::MID_NOVEMBER_2026);
+    // Before the buckets below: R26 judges a bucket against the cap in force when it was measured.
+    .at("2026-10-07T09:00:00Z");
     c.ok(&["account", "add", "--id", "acme", "--name", "Acme"]);
     c.ok(&["account", "add", "--id", "other", "--name", "Other"]);
     c.ok(&support::args(
@@ -351,6 +352,11 @@ fn site_changes_keep_r17_over_http_and_each_site_shows_its_enforcement() {
     let report: Value = serde_json::from_str(&body).unwrap();
     let sh = report["sites"].as_array().unwrap().iter().find(|s| s["site"] == "sh").unwrap();
     assert_eq!(sh["violations"], shown["violations"], "the usage report lists them too");
+    // Beside them, the caps of the month, each with the time it took effect (R26).
+    let caps: Vec<Option<u64>> =
+        shown["cap_history"].as_array().unwrap().iter().map(|c| c["cap_bps"].as_u64()).collect();
+    assert_eq!(caps, [Some(60_000_000), Some(80_000_000)], "{shown}");
+    assert_eq!(sh["cap_history"], shown["cap_history"]);
     let (status, _, _) = get(http, "/v1/accounts/other/sites/sh/enforcement", Some(TOKEN));
     assert_eq!(status, 404);
     let table = c.ok(&support::args("site enforcement --site sh --month 2026-10"));

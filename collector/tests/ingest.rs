@@ -15,12 +15,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use support::quic::{Identity, hello, hello_in, receive, receive_as, send};
-use tally_collector::admin::{self, SiteChanges};
+
 use tally_collector::ca::Ca;
 use tally_collector::ingest::{self, Limits};
 use tally_collector::intake::{self, Release};
 use tally_collector::store::sqlite::SqliteStore;
-use tally_collector::store::{AccessStore, Account, AccountStore, BucketStore, IntakeStore, PolicyStore, Site};
+use tally_collector::store::{
+    AccessStore, Account, AccountStore, BucketStore, CapChange, IntakeStore, PolicyStore, Site,
+};
 use tally_common::kinds::SiteType;
 use tally_common::region::RegionGroup;
 use tally_common::sampler::DiscardCounters;
@@ -290,10 +292,13 @@ async fn a_cap_change_is_pushed_within_seconds_its_report_stored_and_buckets_ove
     assert_eq!(first.cap_bps, None);
 
     // R17: a cap set while the agent is connected reaches it within 5 s.
-    let regions = tally_common::region::RegionTable::builtin();
-    let changes = SiteChanges { site: "hq".into(), cap_bps: Some(Some(20_000_000)), ..SiteChanges::default() };
+    // Effective the day before the buckets below were measured: R26 judges a bucket against the
+    // cap in force when it was measured.
+    let mut hq = c.store.site("hq").await.unwrap().unwrap();
+    hq.cap_bps = Some(20_000_000);
+    let the_day_before = BucketStart::first_of_day(day()).time() - TimeDelta::days(1);
     let asked = std::time::Instant::now();
-    admin::set_site(&*c.store, &regions, changes).await.unwrap();
+    assert_eq!(c.store.apply_checked(&CapChange::UpdateSite(hq), the_day_before).await.unwrap(), []);
     let pushed = tokio::time::timeout(Duration::from_secs(5), receive(&mut rx, &mut buf)).await;
     let pushed = match pushed {
         Ok(Some(CollectorMessage::Policy(p))) => p,

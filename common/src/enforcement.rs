@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::bandwidth::Bandwidth;
 use crate::kinds::SiteType;
@@ -92,6 +92,50 @@ pub fn check(sites: &[CappedSite], pools: &[(RegionGroup, LicenseTerm)], day: Na
         }
     }
     violations
+}
+
+/// A cap as it took effect: from `since`, `cap_bps` (`None`: uncapped), as policy `version`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CapSetting {
+    pub since: DateTime<Utc>,
+    pub cap_bps: Option<u64>,
+    pub version: u64,
+}
+
+/// The cap a bucket `[start, end)` is judged against (R17, R26); `None` when it is not judged
+/// (uncapped). `history` is the site's caps oldest first; `applied` the policy versions its agent
+/// reported applied, with when, oldest first.
+///
+/// The cap the socket was enforcing when it measured: the higher of
+/// - the cap in force at the bucket's start, or the higher cap if one took effect during the
+///   bucket (a bucket straddling a change is judged against the higher cap: the customer's
+///   favour), and
+/// - the cap of the version the agent last reported applied by the bucket's end (a socket
+///   offline while its cap was lowered keeps shaping at the old cap: its late buckets are no
+///   violation).
+///
+/// An uncapped moment in either makes the bucket unjudged. (Wire protocol 2's stamp of the
+/// applied version on each bucket will replace the second with the exact version.)
+pub fn judging_cap(
+    history: &[CapSetting],
+    applied: &[(DateTime<Utc>, u64)],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Option<u64> {
+    // Before the site's first cap it was uncapped.
+    let at_start = history.iter().rev().find(|c| c.since <= start)?;
+    let during = history.iter().filter(|c| start < c.since && c.since < end);
+    let in_force =
+        std::iter::once(at_start).chain(during).try_fold(0u64, |max, change| change.cap_bps.map(|c| max.max(c)))?;
+    let reported = applied
+        .iter()
+        .rev()
+        .find(|(at, _)| *at <= end)
+        .and_then(|(_, version)| history.iter().find(|c| c.version == *version));
+    match reported {
+        Some(change) => change.cap_bps.map(|cap| cap.max(in_force)),
+        None => Some(in_force),
+    }
 }
 
 #[cfg(test)]
@@ -183,5 +227,62 @@ mod tests {
                 "site hn (socket in vietnam) must have a cap (R17)"
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod judging {
+    use super::*;
+
+    fn at(hour: u32) -> DateTime<Utc> {
+        format!("2026-10-07T{hour:02}:00:00Z").parse().unwrap()
+    }
+
+    fn change(hour: u32, cap_mbps: Option<u64>, version: u64) -> CapSetting {
+        CapSetting { since: at(hour), cap_bps: cap_mbps.map(|m| m * 1_000_000), version }
+    }
+
+    fn bucket(hour: u32) -> (DateTime<Utc>, DateTime<Utc>) {
+        (at(hour), at(hour) + chrono::TimeDelta::minutes(5))
+    }
+
+    /// R26's cases, each by the rule's words.
+    #[test]
+    fn a_bucket_is_judged_against_the_cap_it_was_measured_under() {
+        let lowered = [change(1, Some(50), 1), change(10, Some(20), 2)];
+        let (start, end) = bucket(5);
+        // Measured under 50, delivered after the cap went down to 20.
+        assert_eq!(judging_cap(&lowered, &[(at(2), 1)], start, end), Some(50_000_000));
+        // Measured after the change, but the agent never said it applied 20: it still shaped at 50.
+        let (late, late_end) = bucket(11);
+        assert_eq!(judging_cap(&lowered, &[(at(2), 1)], late, late_end), Some(50_000_000));
+        // Once it reported 20 applied, 20.
+        assert_eq!(judging_cap(&lowered, &[(at(2), 1), (at(10), 2)], late, late_end), Some(20_000_000));
+
+        // The reverse: measured under 20, the cap raised to 50 afterwards.
+        let raised = [change(1, Some(20), 1), change(10, Some(50), 2)];
+        assert_eq!(judging_cap(&raised, &[(at(2), 1), (at(10), 2)], start, end), Some(20_000_000));
+
+        // A bucket straddling a change: the higher cap.
+        let straddled = [
+            change(1, Some(50), 1),
+            CapSetting { since: at(5) + chrono::TimeDelta::minutes(2), ..change(0, Some(20), 2) },
+        ];
+        assert_eq!(judging_cap(&straddled, &[], start, end), Some(50_000_000));
+        let up = [
+            change(1, Some(20), 1),
+            CapSetting { since: at(5) + chrono::TimeDelta::minutes(2), ..change(0, Some(50), 2) },
+        ];
+        assert_eq!(judging_cap(&up, &[], start, end), Some(50_000_000));
+
+        // Uncapped at any moment that counts: not judged.
+        let lifted = [change(1, Some(20), 1), change(3, None, 2)];
+        assert_eq!(judging_cap(&lifted, &[], start, end), None);
+        assert_eq!(judging_cap(&[change(1, None, 1), change(10, Some(20), 2)], &[], start, end), None);
+        assert_eq!(judging_cap(&lifted, &[(at(0), 2)], bucket(0).0, bucket(0).1), None, "applied: uncapped");
+        // Before the site had any cap, or capped only during the bucket.
+        assert_eq!(judging_cap(&[change(10, Some(20), 1)], &[], start, end), None);
+        let first = CapSetting { since: at(5) + chrono::TimeDelta::minutes(2), ..change(0, Some(20), 1) };
+        assert_eq!(judging_cap(&[first], &[], start, end), None);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use tally_common::enforcement::{CapViolation, CappedSite, check};
 use tally_common::kinds::{LicenseKind, SiteType};
 use tally_common::license::LicenseTerm;
@@ -123,13 +123,14 @@ pub trait AccountStore: Send + Sync {
     fn update_account(&self, account: &Account) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn add_site(&self, site: &Site) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn site(&self, id: &str) -> impl Future<Output = Result<Option<Site>, StoreError>> + Send;
-    /// Applies `change` only if the account still satisfies R17 on `day` afterwards, in one
-    /// transaction: returns the violations (and nothing is written) or none (applied). `add_site`
-    /// and `add_license` do not check; every operator and API change goes through here.
+    /// Applies `change`, effective `at`, only if the account still satisfies R17 on that day
+    /// afterwards, in one transaction: returns the violations (and nothing is written) or none
+    /// (applied). A site's new cap enters its cap history (R26) in the same transaction.
+    /// `add_site` and `add_license` do not check; every operator and API change goes through here.
     fn apply_checked(
         &self,
         change: &CapChange,
-        day: NaiveDate,
+        at: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<CapViolation>, StoreError>> + Send;
     /// Returns the new license's id.
     fn add_license(&self, license: &NewLicense) -> impl Future<Output = Result<i64, StoreError>> + Send;

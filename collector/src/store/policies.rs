@@ -3,6 +3,7 @@
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
+use tally_common::enforcement::CapSetting;
 use tally_common::time::BucketStart;
 
 use super::StoreError;
@@ -45,6 +46,15 @@ pub trait PolicyStore: Send + Sync {
         report: &PolicyReport,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn policy_report(&self, site: &str) -> impl Future<Output = Result<Option<PolicyReport>, StoreError>> + Send;
+    /// The caps in force during `[from, to)` of the account's sites (or of one) (R26): per site
+    /// the one in force at `from` and every change before `to`, by site and time.
+    fn cap_history(
+        &self,
+        account: &str,
+        site: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<(String, CapSetting)>, StoreError>> + Send;
     /// Violations of the account's sites (or of one of them) with buckets in `[from, to)`,
     /// by site and bucket.
     fn enforcement_violations(

@@ -9,7 +9,7 @@ use tally_common::meters::MeterMonth;
 use tally_common::region::RegionGroup;
 use tally_common::time::{Month, MonthWindow, MonthWindowSetting};
 
-use crate::enforcement::ViolationReport;
+use crate::enforcement::{CapHistoryView, ViolationReport};
 use crate::store::Overusage;
 
 /// Where a month stands (R9).
@@ -130,6 +130,10 @@ pub struct SiteReport {
     /// The site's cap (R17) when the report was made; `None`: unenforced.
     #[serde(default)]
     pub cap_bps: Option<u64>,
+    /// The caps in force during the window, each bucket judged by the one it was measured under
+    /// (R26).
+    #[serde(default)]
+    pub cap_history: Vec<CapHistoryView>,
     /// The window's buckets above the cap × 1.05 (R17).
     #[serde(default)]
     pub violations: Vec<ViolationReport>,

@@ -21,7 +21,7 @@ use super::document::{
     SiteReport, UsageReport, WindowJson, describe_window,
 };
 use super::overusage;
-use crate::enforcement::{ViolationReport, month_violations};
+use crate::enforcement::{ViolationReport, month_caps, month_violations};
 use crate::store::{License, MeterCounts, Store, StoreError, pool_licenses};
 
 #[derive(Debug, thiserror::Error)]
@@ -111,12 +111,13 @@ async fn compute<S: Store>(
     let calendar = month.window(MonthWindowSetting::Calendar);
     let last_reported = month.last_day().min(today);
     let key = month.to_string();
-    let (sites, stored, licenses, counts, over_cap) = tokio::try_join!(
+    let (sites, stored, licenses, counts, over_cap, caps) = tokio::try_join!(
         store.sites_of_account(account),
         store.site_days(account, calendar.start, calendar.end),
         store.licenses_of_account(account),
         store.meter_counts(account, &key),
         month_violations(store, account, None, month, setting),
+        month_caps(store, account, None, month, setting),
     )?;
     let mut by_site: BTreeMap<&str, BTreeMap<NaiveDate, &crate::store::SiteDay>> = BTreeMap::new();
     for day in &stored {
@@ -145,6 +146,7 @@ async fn compute<S: Store>(
                 region_group: site.region_group,
                 days,
                 cap_bps: site.cap_bps,
+                cap_history: caps.iter().filter(|(s, _)| *s == site.id).map(|(_, c)| c.clone()).collect(),
                 violations: over_cap.iter().filter(|v| v.site == site.id).map(ViolationReport::from).collect(),
             }
         })

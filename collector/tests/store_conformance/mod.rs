@@ -42,6 +42,7 @@ macro_rules! conformance_tests {
             accounts_are_listed_and_updated_but_keep_their_partner,
             a_checked_change_that_breaks_r17_writes_nothing,
             a_bucket_above_its_cap_is_recorded_with_it,
+            a_bucket_is_judged_against_the_cap_it_was_measured_under,
             an_enrollment_token_is_accepted_once_and_only_before_it_expires,
             revoking_a_site_revokes_its_certificates_only,
             api_tokens_are_found_by_hash_and_revoked,
@@ -237,13 +238,13 @@ pub(crate) async fn a_checked_change_that_breaks_r17_writes_nothing<B: Backend>(
     let mut sh = store.site("sh").await.unwrap().unwrap();
 
     sh.cap_bps = Some(200_000_000);
-    let refused = store.apply_checked(&CapChange::UpdateSite(sh.clone()), day()).await.unwrap();
+    let refused = store.apply_checked(&CapChange::UpdateSite(sh.clone()), at(12)).await.unwrap();
     assert!(matches!(refused.as_slice(), [CapViolation::OverPool { sum_bps: 200_000_000, .. }]), "{refused:?}");
     assert_eq!(store.site("sh").await.unwrap().unwrap().cap_bps, None, "nothing written");
     assert_eq!(store.policy("sh").await.unwrap().unwrap(), before);
 
     sh.cap_bps = Some(50_000_000);
-    assert_eq!(store.apply_checked(&CapChange::UpdateSite(sh.clone()), day()).await.unwrap(), []);
+    assert_eq!(store.apply_checked(&CapChange::UpdateSite(sh.clone()), at(12)).await.unwrap(), []);
     assert_eq!(store.site("sh").await.unwrap().unwrap(), sh);
     let after = store.policy("sh").await.unwrap().unwrap();
     assert!(after.version > before.version && after.cap_bps == Some(50_000_000), "{after:?}");
@@ -261,7 +262,8 @@ pub(crate) async fn a_bucket_above_its_cap_is_recorded_with_it<B: Backend>(backe
     store.add_license(&pool("acme", RegionGroup::China, 100)).await.unwrap();
     let mut sh = store.site("sh").await.unwrap().unwrap();
     sh.cap_bps = Some(10_000_000);
-    assert_eq!(store.apply_checked(&CapChange::UpdateSite(sh), day()).await.unwrap(), []);
+    // In force before the buckets were measured (R26).
+    assert_eq!(store.apply_checked(&CapChange::UpdateSite(sh), at(0) - TimeDelta::hours(1)).await.unwrap(), []);
     store
         .merge_buckets(&[
             ("sh".into(), bucket(0, 10_500_000, 60)),
@@ -277,6 +279,54 @@ pub(crate) async fn a_bucket_above_its_cap_is_recorded_with_it<B: Backend>(backe
     assert_eq!((violations[0].site.as_str(), violations[0].bucket_start), ("sh", bucket(1, 0, 0).start));
     assert_eq!((violations[0].max_bps, violations[0].cap_bps), (10_500_001, 10_000_000));
     assert!(store.enforcement_violations("acme", Some("hq"), from, to).await.unwrap().is_empty());
+}
+
+/// R26: a late bucket is judged against the cap its socket was enforcing when it measured it,
+/// not against the cap in force when it arrived.
+pub(crate) async fn a_bucket_is_judged_against_the_cap_it_was_measured_under<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    // R17 first: sh, in China, needs a cap within a pool before anything else may change.
+    store.add_license(&pool("acme", RegionGroup::China, 100)).await.unwrap();
+    let mut sh = store.site("sh").await.unwrap().unwrap();
+    sh.cap_bps = Some(10_000_000);
+    assert_eq!(store.apply_checked(&CapChange::UpdateSite(sh), at(0)).await.unwrap(), []);
+    let mut hq = store.site("hq").await.unwrap().unwrap();
+    let set_cap = async |hq: &mut Site, mbps: u64, hour: u32| {
+        hq.cap_bps = Some(mbps * 1_000_000);
+        assert_eq!(store.apply_checked(&CapChange::UpdateSite(hq.clone()), at(hour)).await.unwrap(), []);
+        let version = store.policy("hq").await.unwrap().unwrap().version;
+        let report = PolicyReport { version, ok: true, detail: "shaped".into(), at: at(hour) + TimeDelta::minutes(1) };
+        (version, report)
+    };
+    let slot = |hour: i64| hour * 12;
+    let violations = async || {
+        let from = BucketStart::first_of_day(day());
+        let to = BucketStart::first_of_day(day().succ_opt().unwrap());
+        let found = store.enforcement_violations("acme", Some("hq"), from, to).await.unwrap();
+        found.iter().map(|v| (v.bucket_start, v.cap_bps)).collect::<Vec<_>>()
+    };
+    let (_, applied) = set_cap(&mut hq, 50, 1).await;
+    store.record_policy_report("hq", &applied).await.unwrap();
+
+    // Measured under 50 at 05:00, delivered after the cap went down to 20 at 10:00: no violation.
+    let (_, lowered) = set_cap(&mut hq, 20, 10).await;
+    store.merge_buckets(&[("hq".into(), bucket(slot(5), 40_000_000, 60))]).await.unwrap();
+    assert_eq!(violations().await, []);
+    // Measured at 11:00 by a socket that had not applied 20 yet (offline): it shaped at 50.
+    store.merge_buckets(&[("hq".into(), bucket(slot(11), 40_000_000, 60))]).await.unwrap();
+    assert_eq!(violations().await, []);
+    // Once it applied 20, 40 Mbit/s is a violation of 20.
+    store.record_policy_report("hq", &PolicyReport { at: at(12), ..lowered }).await.unwrap();
+    store.merge_buckets(&[("hq".into(), bucket(slot(13), 40_000_000, 60))]).await.unwrap();
+    assert_eq!(violations().await, [(bucket(slot(13), 0, 0).start, 20_000_000)]);
+
+    // The reverse: measured under 20 at 15:00, the cap raised to 50 at 16:00 (and applied), the
+    // bucket delivered afterwards: still a violation of 20, not forgiven.
+    let (_, raised) = set_cap(&mut hq, 50, 16).await;
+    store.record_policy_report("hq", &raised).await.unwrap();
+    store.merge_buckets(&[("hq".into(), bucket(slot(15), 40_000_000, 60))]).await.unwrap();
+    let found = violations().await;
+    assert_eq!(found, [(bucket(slot(13), 0, 0).start, 20_000_000), (bucket(slot(15), 0, 0).start, 20_000_000)]);
 }
 
 pub(crate) async fn an_enrollment_token_is_accepted_once_and_only_before_it_expires<B: Backend>(backend: B) {

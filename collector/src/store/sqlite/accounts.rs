@@ -1,9 +1,9 @@
 //! Accounts, sites and licenses in SQLite.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use tally_common::enforcement::CapViolation;
 
-use super::{SqliteStore, db, insert_error, now, parse, to_i64, to_u64};
+use super::{SqliteStore, db, insert_error, now, parse, stamp, to_i64, to_u64};
 use crate::store::{Account, AccountStore, CapChange, License, NewLicense, Site, StoreError};
 
 async fn sites_of_account(conn: &mut sqlx::SqliteConnection, account: &str) -> Result<Vec<Site>, StoreError> {
@@ -44,7 +44,22 @@ async fn licenses_of_account(conn: &mut sqlx::SqliteConnection, account: &str) -
         .collect()
 }
 
-async fn insert_site(conn: &mut sqlx::SqliteConnection, s: &Site) -> Result<(), StoreError> {
+/// Keeps the site's cap in its history (R26) if its policy version is new, effective `at`.
+async fn record_cap(conn: &mut sqlx::SqliteConnection, site: &str, at: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO cap_history (site_id, effective_at, cap_bps, version)
+         SELECT id, ?, cap_bps, policy_version FROM sites WHERE id = ?
+         ON CONFLICT (site_id, version) DO NOTHING",
+    )
+    .bind(at)
+    .bind(site)
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+async fn insert_site(conn: &mut sqlx::SqliteConnection, s: &Site, at: &str) -> Result<(), StoreError> {
     let cap = s.cap_bps.map(|c| to_i64(c, "cap")).transpose()?;
     sqlx::query(
         "INSERT INTO sites (id, account_id, name, country, region_group, site_type, cap_bps, created_at, policy_version)
@@ -57,11 +72,11 @@ async fn insert_site(conn: &mut sqlx::SqliteConnection, s: &Site) -> Result<(), 
     .bind(s.region_group.as_str())
     .bind(s.site_type.as_str())
     .bind(cap)
-    .bind(now())
-    .execute(conn)
+    .bind(at)
+    .execute(&mut *conn)
     .await
     .map_err(insert_error("site", &s.id))?;
-    Ok(())
+    record_cap(conn, &s.id, at).await
 }
 
 pub(super) async fn insert_license(conn: &mut sqlx::SqliteConnection, l: &NewLicense) -> Result<i64, StoreError> {
@@ -222,7 +237,7 @@ impl AccountStore for SqliteStore {
 
     async fn add_site(&self, s: &Site) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        insert_site(&mut tx, s).await?;
+        insert_site(&mut tx, s, &now()).await?;
         tx.commit().await
     }
 
@@ -237,7 +252,8 @@ impl AccountStore for SqliteStore {
         row.map(SiteRow::into_site).transpose()
     }
 
-    async fn apply_checked(&self, change: &CapChange, day: NaiveDate) -> Result<Vec<CapViolation>, StoreError> {
+    async fn apply_checked(&self, change: &CapChange, at: DateTime<Utc>) -> Result<Vec<CapViolation>, StoreError> {
+        let day = at.date_naive();
         // The write lock first: two changes to one account never both pass the check against the
         // old state.
         let mut tx = self.begin_write().await?;
@@ -270,7 +286,7 @@ impl AccountStore for SqliteStore {
             return Ok(violations);
         }
         match change {
-            CapChange::AddSite(site) => insert_site(&mut tx, site).await?,
+            CapChange::AddSite(site) => insert_site(&mut tx, site, &stamp(at)).await?,
             CapChange::UpdateSite(site) => {
                 let cap = site.cap_bps.map(|c| to_i64(c, "cap")).transpose()?;
                 // A new cap is a new policy version (pushed to the agent).
@@ -290,6 +306,7 @@ impl AccountStore for SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
+                record_cap(&mut tx, &site.id, &stamp(at)).await?;
             }
             CapChange::UpdateLicense { id, quantity, effective_to } => {
                 sqlx::query("UPDATE licenses SET quantity = ?, effective_to = ? WHERE id = ?")

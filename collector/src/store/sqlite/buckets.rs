@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{QueryBuilder, Sqlite};
 use tally_common::bucket::Bucket;
-use tally_common::enforcement::exceeds_cap;
+use tally_common::enforcement::{CapSetting, exceeds_cap, judging_cap};
 use tally_common::p95::DailyP95;
 use tally_common::time::{BucketStart, DAY_SLOTS};
 
@@ -15,21 +15,60 @@ use crate::store::{BucketStore, DayKey, DirtyDay, DirtyDayBuckets, KeyRange, Mer
 /// Buckets per statement when merging: 5 parameters each, under SQLite's limit of 32,766.
 const MERGE_CHUNK: usize = 1_000;
 
-/// The caps of the capped sites among `rows`' (R17), by site.
-async fn caps_of(
+/// What judges a site's buckets (R17, R26): its cap history and the versions its agent reported
+/// applied, both oldest first.
+#[derive(Default)]
+struct CapRecord {
+    history: Vec<CapSetting>,
+    applied: Vec<(DateTime<Utc>, u64)>,
+}
+
+impl CapRecord {
+    /// The cap `bucket` is judged against; `None`: not judged.
+    fn judging(&self, bucket: &Bucket) -> Option<u64> {
+        judging_cap(&self.history, &self.applied, bucket.start.time(), bucket.start.end())
+    }
+}
+
+/// The cap records of the sites among `rows`' that ever had a cap, by site.
+async fn cap_records(
     conn: &mut sqlx::SqliteConnection,
     rows: &[(String, Bucket)],
-) -> Result<HashMap<String, u64>, StoreError> {
+) -> Result<HashMap<String, CapRecord>, StoreError> {
     let sites: BTreeSet<&str> = rows.iter().map(|(site, _)| site.as_str()).collect();
     let sites = serde_json::to_string(&sites).map_err(|e| StoreError::Database(e.to_string()))?;
-    let caps: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT id, cap_bps FROM sites WHERE cap_bps IS NOT NULL AND id IN (SELECT value FROM json_each(?))",
+    let history: Vec<(String, String, Option<i64>, i64)> = sqlx::query_as(
+        "SELECT site_id, effective_at, cap_bps, version FROM cap_history
+         WHERE site_id IN (SELECT DISTINCT site_id FROM cap_history
+                           WHERE cap_bps IS NOT NULL AND site_id IN (SELECT value FROM json_each(?)))
+         ORDER BY site_id, effective_at, version",
     )
-    .bind(sites)
+    .bind(&sites)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    let mut records: HashMap<String, CapRecord> = HashMap::new();
+    for (site, since, cap, version) in history {
+        records.entry(site).or_default().history.push(CapSetting {
+            since: parse(&since, "cap history time")?,
+            cap_bps: cap.map(|c| to_u64(c, "cap")).transpose()?,
+            version: to_u64(version, "policy version")?,
+        });
+    }
+    let applied: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT site_id, reported_at, version FROM policy_applied
+         WHERE site_id IN (SELECT value FROM json_each(?)) ORDER BY site_id, reported_at",
+    )
+    .bind(&sites)
     .fetch_all(conn)
     .await
     .map_err(db)?;
-    caps.into_iter().map(|(site, cap)| Ok((site, to_u64(cap, "cap")?))).collect()
+    for (site, at, version) in applied {
+        if let Some(record) = records.get_mut(&site) {
+            record.applied.push((parse(&at, "policy report time")?, to_u64(version, "policy version")?));
+        }
+    }
+    Ok(records)
 }
 
 #[derive(sqlx::FromRow)]
@@ -47,7 +86,7 @@ pub(super) async fn merge(
 ) -> Result<MergeStats, StoreError> {
     let mut stats = MergeStats::default();
     let received = now();
-    let caps = caps_of(&mut *conn, rows).await?;
+    let caps = cap_records(&mut *conn, rows).await?;
     // A few statements per chunk rather than per row: SQLite runs each on its own thread.
     for chunk in rows.chunks(MERGE_CHUNK) {
         // A join on the keys: SQLite looks each one up (`IN (VALUES ...)` would scan the table).
@@ -100,7 +139,7 @@ pub(super) async fn merge(
 
         let over: Vec<(&String, &Bucket, u64)> = chunk
             .iter()
-            .filter_map(|(site, b)| caps.get(site).map(|cap| (site, b, *cap)))
+            .filter_map(|(site, b)| caps.get(site).and_then(|record| record.judging(b)).map(|cap| (site, b, cap)))
             .filter(|(_, b, cap)| exceeds_cap(b.max_bps, *cap))
             .collect();
         if !over.is_empty() {
