@@ -120,19 +120,19 @@ pub async fn check_and_notify(store: &impl Store, now: DateTime<Utc>) -> Result<
     Ok(found)
 }
 
-/// `serve`'s daily check, from its start until `shutdown`; a check under way is finished first.
+/// `serve`'s daily check: one at start (finished even when the collector is stopped at once),
+/// then once a day until `shutdown`.
 pub async fn watch<S: Store>(store: std::sync::Arc<S>, shutdown: impl std::future::Future<Output = ()>) {
-    let mut every_day = tokio::time::interval(CHECK_PERIOD);
+    let mut every_day = tokio::time::interval_at(tokio::time::Instant::now() + CHECK_PERIOD, CHECK_PERIOD);
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
-            biased; // the check due at start runs even when the collector is stopped at once
-            _ = every_day.tick() => {}
-            () = &mut shutdown => return,
-        }
         match check_and_notify(&*store, crate::clock::now()).await {
             Ok(found) => tracing::debug!(at_risk = found.len(), "stand-alone pools checked"),
             Err(e) => tracing::error!(error = %e, "checking the stand-alone pools failed"),
+        }
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = every_day.tick() => {}
         }
     }
 }
