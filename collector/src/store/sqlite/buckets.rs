@@ -55,6 +55,10 @@ async fn cap_records(
             version: to_u64(version, "policy version")?,
         });
     }
+    if records.is_empty() {
+        // No site of these rows ever had a cap: nothing to judge, and no second query on ingest.
+        return Ok(records);
+    }
     let applied: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT site_id, reported_at, version FROM policy_applied
          WHERE site_id IN (SELECT value FROM json_each(?)) ORDER BY site_id, reported_at",
