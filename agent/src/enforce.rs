@@ -12,11 +12,13 @@ use std::future::Future;
 use std::rc::Rc;
 
 use tally_common::bandwidth::Bandwidth;
+use tally_common::enforcement::CapSetting;
 use tally_common::sampler::InterfaceName;
 use tally_common::time::rfc3339;
 use tally_common::wire::{Policy, PolicyApplied};
 use tokio::sync::watch;
 
+use crate::clock::Clock;
 use crate::shaper;
 use crate::status::{self, PolicyStatus, SharedStatus};
 use crate::store::Store;
@@ -25,9 +27,11 @@ use crate::store::Store;
 pub type WanSet = Vec<(InterfaceName, u32)>;
 
 /// Applies each policy from `policies` (and the stored one at start) to the interfaces from
-/// `wans`, and publishes every outcome on `reports`, until `shutdown`.
+/// `wans`, and publishes every outcome on `reports`, until `shutdown`. Each version applied is
+/// recorded with its time by `clock`, for the stamps on the buckets (R26).
 pub async fn run(
     store: Rc<RefCell<Store>>,
+    clock: &impl Clock,
     status: SharedStatus,
     mut policies: watch::Receiver<Option<Policy>>,
     mut wans: watch::Receiver<WanSet>,
@@ -48,14 +52,21 @@ pub async fn run(
     loop {
         if let (true, Some(current)) = (due, policy) {
             let report = apply(current, &interfaces).await;
+            let at = clock.wall();
             log(&report, current, &mut logged);
+            let setting = CapSetting { since: at, cap_bps: current.cap_bps, version: current.version };
+            if report.ok
+                && let Err(e) = store.borrow().record_applied(setting)
+            {
+                tracing::error!(error = %e, "the applied policy could not be recorded: buckets go unstamped");
+            }
             status::update(&status, |s| {
                 s.policy = Some(PolicyStatus {
                     version: current.version,
                     cap_bps: current.cap_bps,
                     applied: Some(report.ok),
                     detail: report.detail.clone(),
-                    at: Some(rfc3339(chrono::Utc::now())),
+                    at: Some(rfc3339(at)),
                 })
             });
             reports.send_replace(Some(report));

@@ -91,8 +91,15 @@ pub async fn run(
     let closed = meter.closed();
     let (policies, received) = tokio::sync::watch::channel(None);
     let (reports, to_report) = tokio::sync::watch::channel(None);
-    let enforcer =
-        enforce::run(store.clone(), status.clone(), received, meter.wans(), reports, until_stopped(stopped.clone()));
+    let enforcer = enforce::run(
+        store.clone(),
+        clock,
+        status.clone(),
+        received,
+        meter.wans(),
+        reports,
+        until_stopped(stopped.clone()),
+    );
     let uplink = async {
         match identity {
             Some(identity) => {

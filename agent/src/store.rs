@@ -14,6 +14,9 @@
 //!   their time was wrong (this socket's clock; wire protocol 2).
 //! - default tree, key `policy`: `Policy`, the last cap the collector pushed (R17), re-applied at
 //!   start before the collector is reached.
+//! - default tree, key `applied`: `Vec<CapSetting>`, the policies applied, with when (this
+//!   socket's clock), oldest first, as far back as a pending bucket can go: what each bucket is
+//!   stamped with when it is sent (R26).
 //!
 //! Invariants:
 //! - A bucket enters `pending` when it closes and is on disk before it is logged or offered to
@@ -43,7 +46,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::journal::Journal;
+use chrono::{DateTime, TimeDelta, Utc};
 use tally_common::bucket::Bucket;
+use tally_common::enforcement::CapSetting;
 use tally_common::sampler::{DiscardCounters, Sampler};
 use tally_common::time::BucketStart;
 use tally_common::wire::Policy;
@@ -57,6 +62,7 @@ const DISCARDS: &[u8] = b"discards";
 const DROPPED: &[u8] = b"dropped";
 const QUARANTINED: &[u8] = b"quarantined";
 const POLICY: &[u8] = b"policy";
+const APPLIED: &[u8] = b"applied";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -414,6 +420,29 @@ impl Store {
         sled.sync()
     }
 
+    /// The policies applied, oldest first ([`Store::record_applied`]).
+    pub fn applied_policies(&self) -> Result<Vec<CapSetting>, StoreError> {
+        Ok(self.get(APPLIED)?.unwrap_or_default())
+    }
+
+    /// Records that `setting` was applied from `setting.since` on, unless it is the version
+    /// applied last; on disk when it returns. What no pending bucket can need any more (superseded
+    /// longer ago than `max_pending` buckets span) is forgotten.
+    pub fn record_applied(&self, setting: CapSetting) -> Result<(), StoreError> {
+        let mut applied = self.applied_policies()?;
+        if applied.last().is_some_and(|last| last.version == setting.version) {
+            return Ok(());
+        }
+        applied.push(setting);
+        let span = TimeDelta::minutes(5 * i64::try_from(self.max_pending).unwrap_or(i64::MAX / 300));
+        let oldest_needed = setting.since.checked_sub_signed(span).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let in_force_then = applied.iter().rposition(|a| a.since <= oldest_needed).unwrap_or(0);
+        applied.drain(..in_force_then);
+        let sled = self.sled.as_ref().ok_or_else(|| StoreError::Full(self.full.clone().unwrap_or_default()))?;
+        sled.db.insert(APPLIED, encode(&applied))?;
+        sled.sync()
+    }
+
     /// Saves what lives between ticks (the open bucket, the last counters, the discard
     /// counters) in one batch, and flushes. On a full disk nothing is saved (the full state is
     /// logged once by [`Store::add_closed`]).
@@ -584,6 +613,25 @@ mod tests {
             store.save_policy(&policy).unwrap();
         }
         assert_eq!(Store::open(dir.path(), 10).unwrap().store.policy().unwrap(), Some(policy));
+    }
+
+    #[test]
+    fn applied_policies_are_kept_as_far_back_as_a_pending_bucket_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        // 288 buckets: a day.
+        let store = Store::open(dir.path(), 288).unwrap().store;
+        let at = |hours: i64| DateTime::from_timestamp(1_790_000_000 + hours * 3_600, 0).unwrap();
+        let setting = |hours, version, cap_bps| CapSetting { since: at(hours), cap_bps, version };
+        store.record_applied(setting(0, 3, Some(50_000_000))).unwrap();
+        store.record_applied(setting(1, 3, Some(50_000_000))).unwrap();
+        store.record_applied(setting(2, 4, None)).unwrap();
+        assert_eq!(store.applied_policies().unwrap(), [setting(0, 3, Some(50_000_000)), setting(2, 4, None)]);
+        // A day and more later: version 3 was superseded before the oldest bucket that can wait.
+        store.record_applied(setting(30, 5, Some(20_000_000))).unwrap();
+        assert_eq!(store.applied_policies().unwrap(), [setting(2, 4, None), setting(30, 5, Some(20_000_000))]);
+        drop(store);
+        let store = Store::open(dir.path(), 288).unwrap().store;
+        assert_eq!(store.applied_policies().unwrap().len(), 2, "kept across a restart");
     }
 
     #[test]

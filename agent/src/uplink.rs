@@ -33,12 +33,13 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tally_common::bucket::Bucket;
+use tally_common::enforcement::stamp;
 use tally_common::time::rfc3339;
 use tally_common::token::EnrollToken;
 use tally_common::wire::frame::{DecodeError, decode, encode};
 use tally_common::wire::{
     ALPN, AckV2, AgentMessage, BucketBatch, CollectorMessage, EnrollRequest, ErrorCode, Hello, MAX_CLOCK_OFFSET,
-    PROTOCOL_VERSION, Policy, PolicyApplied, WireBucket,
+    PROTOCOL_VERSION, Policy, PolicyApplied, StampedBatch, StampedBucket, WireBucket,
 };
 use tokio::sync::watch;
 
@@ -441,10 +442,11 @@ async fn session(
         &AgentMessage::Hello(Hello { protocol_version: PROTOCOL_VERSION, agent_version: crate::AGENT_VERSION.into() }),
     )
     .await?;
-    let (site, clock_offset_s) = match receive(&mut rx, &mut buf).await? {
-        CollectorMessage::Welcome(w) => (w.site, None),
+    // A collector that answers in version 1 gets version 1's messages only.
+    let (site, clock_offset_s, stamps) = match receive(&mut rx, &mut buf).await? {
+        CollectorMessage::Welcome(w) => (w.site, None, false),
         CollectorMessage::WelcomeV2(w) => {
-            (w.site, Some((clock.wall().timestamp_millis() - w.collector_time_ms) / 1000))
+            (w.site, Some((clock.wall().timestamp_millis() - w.collector_time_ms) / 1000), true)
         }
         _ => return Err(UplinkError::Garbled),
     };
@@ -475,9 +477,10 @@ async fn session(
     let mut in_flight: Option<Vec<Bucket>> = None;
     loop {
         if in_flight.is_none() {
-            let (batch, discarded) = {
+            let (batch, discarded, applied) = {
                 let store = link.store.borrow();
-                (store.oldest_pending(MAX_BATCH).map_err(local)?, store.discards().map_err(local)?)
+                let applied = if stamps { store.applied_policies().map_err(local)? } else { Vec::new() };
+                (store.oldest_pending(MAX_BATCH).map_err(local)?, store.discards().map_err(local)?, applied)
             };
             if batch.is_empty() {
                 if backlog > 0 && replayed >= backlog {
@@ -487,8 +490,20 @@ async fn session(
                 backlog = 0;
             } else {
                 *seq += 1;
-                let buckets = batch.iter().copied().map(WireBucket::from).collect();
-                send(&mut tx, &AgentMessage::Buckets(BucketBatch { seq: *seq, buckets, discarded })).await?;
+                let wire = batch.iter().copied().map(WireBucket::from);
+                let message = if stamps {
+                    let buckets = wire
+                        .zip(&batch)
+                        .map(|(bucket, b)| StampedBucket {
+                            bucket,
+                            policy_version: stamp(&applied, b.start.time(), b.start.end()),
+                        })
+                        .collect();
+                    AgentMessage::StampedBuckets(StampedBatch { seq: *seq, buckets, discarded })
+                } else {
+                    AgentMessage::Buckets(BucketBatch { seq: *seq, buckets: wire.collect(), discarded })
+                };
+                send(&mut tx, &message).await?;
                 in_flight = Some(batch);
             }
         }

@@ -8,6 +8,8 @@
 //! - The collector SIGKILLed ten times during ingest: nothing acknowledged is lost, nothing is
 //!   stored twice (R10).
 //! - 20 % random packet loss (nftables, in network namespaces): the backlog still arrives whole.
+//! - A socket offline while its cap was lowered ships buckets stamped with the policy it was
+//!   still enforcing: they are judged against that cap, not the new one (R26).
 //! - A socket whose clock is a day ahead: the agent says so at ERROR, its buckets are kept in the
 //!   collector's quarantine (never deleted unseen), and the operator bills them a day earlier.
 
@@ -25,6 +27,9 @@ use support::namespaces::Namespaces;
 use support::skip::skip;
 use support::{FakeTree, field};
 use tally_agent::clock::{ScaledClock, TEST_CLOCK_VAR};
+use tally_common::bucket::Bucket;
+use tally_common::enforcement::CapSetting;
+use tally_common::time::BucketStart;
 
 fn agent() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tally-agent"))
@@ -386,4 +391,70 @@ fn a_clock_a_day_ahead_is_reported_and_its_buckets_quarantined_until_the_operato
     let billed = collector.buckets(starts.iter().map(|s| s - 86_400));
     assert_eq!(billed.len() as u64, kept, "{billed:?}");
     server.stop();
+}
+
+#[test]
+fn buckets_are_stamped_with_the_policy_the_socket_enforced_and_judged_by_it() {
+    let Some(bin) = binary() else {
+        skip("the collector binary is not built; run `cargo test --workspace`");
+        return;
+    };
+    let tree = FakeTree::new();
+    let collector = TestCollector::new(bin, tree.dir.path(), "127.0.0.1", "info");
+    let at = |text: &str| chrono::DateTime::parse_from_rfc3339(text).unwrap().to_utc();
+    // The cap of hq: 50 Mbit/s from 6 October 00:00, lowered to 20 at 12:00 while the socket
+    // was offline.
+    collector.admin_at(at("2026-10-06T00:00:00Z"), &["site", "set", "--site", "hq", "--cap-mbps", "50"]);
+    let enforcement = || -> serde_json::Value {
+        let json = collector.admin(&["site", "enforcement", "--site", "hq", "--month", "2026-10", "--format", "json"]);
+        serde_json::from_str(&json).unwrap()
+    };
+    let fifty = enforcement()["policy_version"].as_u64().unwrap();
+    collector.admin_at(at("2026-10-06T12:00:00Z"), &["site", "set", "--site", "hq", "--cap-mbps", "20"]);
+    let server = collector.serve();
+    let config = tree.write_config(&["wan0"], "");
+    let out = enroll(agent(), &config, &collector, &collector.enroll_token());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The socket's own record: it applied 50 at 18:00 (its store was new then) and never heard
+    // of 20. Buckets of 40 Mbit/s at 16:00, before it had applied anything (unstamped), and at
+    // 22:00 (stamped 50).
+    let bucket = |text: &str| Bucket {
+        start: BucketStart::from_unix(at(text).timestamp()).unwrap(),
+        max_bps: 40_000_000,
+        samples: 60,
+    };
+    let (before, after) = (bucket("2026-10-06T16:00:00Z"), bucket("2026-10-06T22:00:00Z"));
+    {
+        let opened = tally_agent::store::Store::open(&tree.state(), 35 * 288).unwrap();
+        let mut store = opened.store;
+        let applied = CapSetting { since: at("2026-10-06T18:00:00Z"), cap_bps: Some(50_000_000), version: fifty };
+        store.record_applied(applied).unwrap();
+        assert!(store.add_closed(&[before, after]).unwrap().is_empty());
+    }
+    let mut running = Logged::spawn({
+        let mut cmd = agent();
+        cmd.args(["run", "--config"]).arg(&config);
+        cmd
+    });
+    running.until("backlog replayed");
+    running.stop();
+    server.stop();
+
+    // 16:00 is judged as unstamped: the cap in force was 20 and no socket had said it shaped at
+    // 50, so 40 Mbit/s breaks it. 22:00 was measured under the 50 the socket enforced: no
+    // violation, although the cap in force was 20.
+    let report = enforcement();
+    let violations: Vec<(&str, u64)> = report["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["bucket_start"].as_str().unwrap(), v["cap_bps"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(violations, [("2026-10-06T16:00:00Z", 20_000_000)], "{report}");
+    assert_eq!(
+        collector.buckets([after.start.unix()]).get(&after.start.unix()),
+        Some(&40_000_000),
+        "billed as measured"
+    );
 }

@@ -25,14 +25,14 @@ use chrono::{TimeDelta, Utc};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tally_collector::ca::{Ca, CertificateRequest};
 use tally_collector::store::sqlite::SqliteStore;
-use tally_collector::store::{AccessStore, Account, AccountStore, Intake, IntakeStore, Site};
+use tally_collector::store::{AccessStore, Account, AccountStore, Intake, IntakeStore, Measured, Site};
 use tally_common::kinds::SiteType;
 use tally_common::region::RegionGroup;
 use tally_common::sampler::DiscardCounters;
 use tally_common::time::BucketStart;
 use tally_common::wire::frame::{decode, encode};
 use tally_common::wire::{
-    ALPN, AgentMessage, Bounds, BucketBatch, CollectorMessage, Hello, PROTOCOL_VERSION, WireBucket,
+    ALPN, AgentMessage, Bounds, CollectorMessage, Hello, PROTOCOL_VERSION, StampedBatch, StampedBucket, WireBucket,
 };
 
 const AGENTS_PER_ENDPOINT: usize = 50;
@@ -129,7 +129,7 @@ async fn raw_store_rate(agents: usize) -> anyhow::Result<(f64, f64)> {
         .into_iter()
         .enumerate()
         .map(|(a, buckets)| {
-            let buckets = buckets.iter().map(|w| w.validate(&bounds)).collect::<Result<_, _>>()?;
+            let buckets = buckets.iter().map(|w| w.validate(&bounds).map(Measured::from)).collect::<Result<_, _>>()?;
             Ok(Intake { site: site_id(a), buckets, ..Intake::default() })
         })
         .collect::<Result<_, tally_common::wire::Refusal>>()
@@ -288,8 +288,10 @@ impl Link {
 
     /// Sends a batch and waits for its ack; every bucket must be accepted.
     async fn ship(&mut self, seq: u64, buckets: Vec<WireBucket>) -> anyhow::Result<()> {
-        let batch = BucketBatch { seq, buckets, discarded: DiscardCounters::default() };
-        self.tx.write_all(&encode(&AgentMessage::Buckets(batch))?).await?;
+        // As a version-2 agent sends them: stamped (with no policy: these sites are uncapped).
+        let buckets = buckets.into_iter().map(|bucket| StampedBucket { bucket, policy_version: None }).collect();
+        let batch = StampedBatch { seq, buckets, discarded: DiscardCounters::default() };
+        self.tx.write_all(&encode(&AgentMessage::StampedBuckets(batch))?).await?;
         match self.receive().await? {
             CollectorMessage::AckV2(ack) if ack.seq == seq && ack.refused.is_empty() && ack.quarantined.is_empty() => {
                 Ok(())

@@ -29,8 +29,9 @@ use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tally_common::wire::frame::{self, DecodeError};
 use tally_common::wire::{
-    ALPN, Ack, AckV2, AgentMessage, Bounds, BucketBatch, Checked, CollectorMessage, EnrollRequest, Enrolled, ErrorCode,
-    ErrorMessage, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, Policy, PolicyApplied, RefusedBucket, Welcome, WelcomeV2,
+    ALPN, Ack, AckV2, AgentMessage, Bounds, Checked, CollectorMessage, EnrollRequest, Enrolled, ErrorCode,
+    ErrorMessage, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, Policy, PolicyApplied, RefusedBucket, StampedBatch,
+    StampedBucket, Welcome, WelcomeV2,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -38,7 +39,7 @@ use crate::ca::{Ca, CertificateRequest};
 use crate::digest::sha256_hex;
 use crate::policy::{self, Board};
 use crate::presence::{self, Presence};
-use crate::store::{Ingested, Intake, PolicyReport, SitePolicy, Store, StoreError};
+use crate::store::{Ingested, Intake, Measured, PolicyReport, SitePolicy, Store, StoreError};
 use crate::throttle::Throttle;
 use tracing::Instrument;
 
@@ -433,7 +434,8 @@ impl<S: Store> Agent<'_, S> {
                     }
                     continue;
                 }
-                Event::Frame(Ok(Some(AgentMessage::Buckets(batch)))) => batch,
+                Event::Frame(Ok(Some(AgentMessage::Buckets(batch)))) => StampedBatch::from(batch),
+                Event::Frame(Ok(Some(AgentMessage::StampedBuckets(batch)))) => batch,
                 Event::Frame(Ok(Some(AgentMessage::PolicyApplied(report)))) => {
                     self.record(report).await;
                     continue;
@@ -482,14 +484,19 @@ impl<S: Store> Agent<'_, S> {
 
     /// Checks a batch bucket by bucket, commits what it brings, acknowledges. `Err`: the
     /// connection is over.
-    async fn ingest(&mut self, batch: BucketBatch, commits: &mpsc::Sender<Pending>, limits: &Limits) -> Result<(), ()> {
+    async fn ingest(
+        &mut self,
+        batch: StampedBatch,
+        commits: &mpsc::Sender<Pending>,
+        limits: &Limits,
+    ) -> Result<(), ()> {
         let bounds =
             Bounds { now: crate::clock::now(), max_age: limits.max_bucket_age, max_bps: limits.max_bucket_bps };
         let mut intake = Intake { site: self.site.to_owned(), discards: batch.discarded, ..Intake::default() };
         let mut refused = Vec::new();
-        for wire in &batch.buckets {
+        for &StampedBucket { bucket: wire, policy_version } in &batch.buckets {
             match wire.check(&bounds) {
-                Checked::Valid(bucket) => intake.buckets.push(bucket),
+                Checked::Valid(bucket) => intake.buckets.push(Measured { bucket, policy_version }),
                 Checked::WrongTime(bucket, reason) => intake.wrong_time.push((bucket, reason)),
                 Checked::Invalid(reason) => {
                     intake.refused.push(reason);
@@ -529,7 +536,8 @@ impl<S: Store> Agent<'_, S> {
                 return Err(());
             }
         };
-        let (first, last) = (batch.buckets.first().map(|b| b.start), batch.buckets.last().map(|b| b.start));
+        let (first, last) =
+            (batch.buckets.first().map(|b| b.bucket.start), batch.buckets.last().map(|b| b.bucket.start));
         tracing::debug!(seq = batch.seq, buckets = batch.buckets.len(), first, last, "batch committed");
         // A full quarantine keeps none of the rest: they are refused, and counted.
         let (quarantined, over) = wrong_time.split_at(ingested.quarantined);

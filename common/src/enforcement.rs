@@ -95,45 +95,61 @@ pub fn check(sites: &[CappedSite], pools: &[(RegionGroup, LicenseTerm)], day: Na
 }
 
 /// A cap as it took effect: from `since`, `cap_bps` (`None`: uncapped), as policy `version`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CapSetting {
     pub since: DateTime<Utc>,
     pub cap_bps: Option<u64>,
     pub version: u64,
 }
 
+/// The setting of the highest cap in force at some moment of `[start, end)`: the one in force
+/// at `start` or one that took effect during it, an uncapped one above every cap (a bucket
+/// straddling a change counts under the higher cap: the customer's favour, R17 and R26). `None`
+/// when none was in force at `start`. `settings` oldest first.
+fn highest_in_force(settings: &[CapSetting], start: DateTime<Utc>, end: DateTime<Utc>) -> Option<&CapSetting> {
+    let at_start = settings.iter().rev().find(|c| c.since <= start)?;
+    let during = settings.iter().filter(|c| start < c.since && c.since < end);
+    std::iter::once(at_start).chain(during).max_by_key(|c| c.cap_bps.map_or(u128::MAX, u128::from))
+}
+
+/// The policy version an agent stamps on a bucket `[start, end)` it measured (R26, wire
+/// protocol 2): the one of the highest cap it had applied during the bucket, from its log of
+/// applied policies (`applied`, oldest first, with the agent's own times). `None` when it had
+/// applied none at the bucket's start: the collector then judges the bucket as unstamped.
+pub fn stamp(applied: &[CapSetting], start: DateTime<Utc>, end: DateTime<Utc>) -> Option<u64> {
+    highest_in_force(applied, start, end).map(|c| c.version)
+}
+
 /// The cap a bucket `[start, end)` is judged against (R17, R26); `None` when it is not judged
-/// (uncapped). `history` is the site's caps oldest first; `applied` the policy versions its agent
-/// reported applied, with when, oldest first.
+/// (uncapped). `history` is the site's caps oldest first; `stamped` the policy version its agent
+/// stamped on the bucket; `applied` the versions its agent reported applied, with when, oldest
+/// first.
 ///
-/// The cap the socket was enforcing when it measured: the higher of
-/// - the cap in force at the bucket's start, or the higher cap if one took effect during the
-///   bucket (a bucket straddling a change is judged against the higher cap: the customer's
-///   favour), and
-/// - the cap of the version the agent last reported applied by the bucket's end (a socket
-///   offline while its cap was lowered keeps shaping at the old cap: its late buckets are no
-///   violation).
-///
-/// An uncapped moment in either makes the bucket unjudged. (Wire protocol 2's stamp of the
-/// applied version on each bucket will replace the second with the exact version.)
+/// The cap the socket was enforcing when it measured:
+/// - stamped with a version of this site's that had taken effect before the bucket's end: that
+///   version's cap, exactly (the agent stamps the highest it applied during the bucket);
+/// - otherwise the higher of the cap in force at the bucket's start (or the higher one if a
+///   change took effect during the bucket: a bucket straddling a change is judged against the
+///   higher cap, the customer's favour) and the cap of the version the agent last reported
+///   applied by the bucket's end (a socket offline while its cap was lowered keeps shaping at the
+///   old cap: its late buckets are no violation). An uncapped moment in either leaves the bucket
+///   unjudged.
 pub fn judging_cap(
     history: &[CapSetting],
     applied: &[(DateTime<Utc>, u64)],
+    stamped: Option<u64>,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Option<u64> {
+    let version = |v: u64| history.iter().find(|c| c.version == v && c.since < end);
+    if let Some(setting) = stamped.and_then(version) {
+        return setting.cap_bps;
+    }
     // Before the site's first cap it was uncapped.
-    let at_start = history.iter().rev().find(|c| c.since <= start)?;
-    let during = history.iter().filter(|c| start < c.since && c.since < end);
-    let in_force =
-        std::iter::once(at_start).chain(during).try_fold(0u64, |max, change| change.cap_bps.map(|c| max.max(c)))?;
-    let reported = applied
-        .iter()
-        .rev()
-        .find(|(at, _)| *at <= end)
-        .and_then(|(_, version)| history.iter().find(|c| c.version == *version));
+    let in_force = highest_in_force(history, start, end)?.cap_bps?;
+    let reported = applied.iter().rev().find(|(at, _)| *at <= end).and_then(|(_, v)| version(*v));
     match reported {
-        Some(change) => change.cap_bps.map(|cap| cap.max(in_force)),
+        Some(setting) => setting.cap_bps.map(|cap| cap.max(in_force)),
         None => Some(in_force),
     }
 }
@@ -252,37 +268,76 @@ mod judging {
         let lowered = [change(1, Some(50), 1), change(10, Some(20), 2)];
         let (start, end) = bucket(5);
         // Measured under 50, delivered after the cap went down to 20.
-        assert_eq!(judging_cap(&lowered, &[(at(2), 1)], start, end), Some(50_000_000));
+        assert_eq!(judging_cap(&lowered, &[(at(2), 1)], None, start, end), Some(50_000_000));
         // Measured after the change, but the agent never said it applied 20: it still shaped at 50.
         let (late, late_end) = bucket(11);
-        assert_eq!(judging_cap(&lowered, &[(at(2), 1)], late, late_end), Some(50_000_000));
+        assert_eq!(judging_cap(&lowered, &[(at(2), 1)], None, late, late_end), Some(50_000_000));
         // Once it reported 20 applied, 20.
-        assert_eq!(judging_cap(&lowered, &[(at(2), 1), (at(10), 2)], late, late_end), Some(20_000_000));
+        assert_eq!(judging_cap(&lowered, &[(at(2), 1), (at(10), 2)], None, late, late_end), Some(20_000_000));
 
         // The reverse: measured under 20, the cap raised to 50 afterwards.
         let raised = [change(1, Some(20), 1), change(10, Some(50), 2)];
-        assert_eq!(judging_cap(&raised, &[(at(2), 1), (at(10), 2)], start, end), Some(20_000_000));
+        assert_eq!(judging_cap(&raised, &[(at(2), 1), (at(10), 2)], None, start, end), Some(20_000_000));
 
         // A bucket straddling a change: the higher cap.
         let straddled = [
             change(1, Some(50), 1),
             CapSetting { since: at(5) + chrono::TimeDelta::minutes(2), ..change(0, Some(20), 2) },
         ];
-        assert_eq!(judging_cap(&straddled, &[], start, end), Some(50_000_000));
+        assert_eq!(judging_cap(&straddled, &[], None, start, end), Some(50_000_000));
         let up = [
             change(1, Some(20), 1),
             CapSetting { since: at(5) + chrono::TimeDelta::minutes(2), ..change(0, Some(50), 2) },
         ];
-        assert_eq!(judging_cap(&up, &[], start, end), Some(50_000_000));
+        assert_eq!(judging_cap(&up, &[], None, start, end), Some(50_000_000));
 
         // Uncapped at any moment that counts: not judged.
         let lifted = [change(1, Some(20), 1), change(3, None, 2)];
-        assert_eq!(judging_cap(&lifted, &[], start, end), None);
-        assert_eq!(judging_cap(&[change(1, None, 1), change(10, Some(20), 2)], &[], start, end), None);
-        assert_eq!(judging_cap(&lifted, &[(at(0), 2)], bucket(0).0, bucket(0).1), None, "applied: uncapped");
+        assert_eq!(judging_cap(&lifted, &[], None, start, end), None);
+        assert_eq!(judging_cap(&[change(1, None, 1), change(10, Some(20), 2)], &[], None, start, end), None);
+        assert_eq!(judging_cap(&lifted, &[(at(0), 2)], None, bucket(0).0, bucket(0).1), None, "applied: uncapped");
         // Before the site had any cap, or capped only during the bucket.
-        assert_eq!(judging_cap(&[change(10, Some(20), 1)], &[], start, end), None);
+        assert_eq!(judging_cap(&[change(10, Some(20), 1)], &[], None, start, end), None);
         let first = CapSetting { since: at(5) + chrono::TimeDelta::minutes(2), ..change(0, Some(20), 1) };
-        assert_eq!(judging_cap(&[first], &[], start, end), None);
+        assert_eq!(judging_cap(&[first], &[], None, start, end), None);
+    }
+
+    /// Wire protocol 2: the stamp says exactly which cap the socket enforced.
+    #[test]
+    fn a_stamped_bucket_is_judged_against_its_versions_cap() {
+        let (start, end) = bucket(5);
+        // Stamped 50, delivered after the cap went down to 20: 50.
+        let lowered = [change(1, Some(50), 1), change(10, Some(20), 2)];
+        assert_eq!(judging_cap(&lowered, &[], Some(1), start, end), Some(50_000_000));
+        // Measured under 20, the cap raised to 50 afterwards: 20, whatever the agent reported later.
+        let raised = [change(1, Some(20), 1), change(3, Some(50), 2)];
+        assert_eq!(judging_cap(&raised, &[(at(4), 2)], Some(1), start, end), Some(20_000_000));
+        // A stamp of an uncapped version: not judged.
+        assert_eq!(judging_cap(&[change(1, None, 1), change(2, Some(20), 2)], &[], Some(1), start, end), None);
+        // A version this site never had, or one that took effect after the bucket: as unstamped.
+        assert_eq!(judging_cap(&raised, &[], Some(7), start, end), Some(50_000_000));
+        assert_eq!(judging_cap(&lowered, &[], Some(2), start, end), Some(50_000_000));
+    }
+
+    /// The agent's side: the version of the highest cap it applied during the bucket.
+    #[test]
+    fn an_agent_stamps_the_highest_cap_it_applied_during_the_bucket() {
+        let (start, end) = bucket(5);
+        let log = [change(1, Some(50), 4), change(3, Some(20), 6)];
+        assert_eq!(stamp(&log, start, end), Some(6));
+        assert_eq!(stamp(&log, bucket(2).0, bucket(2).1), Some(4));
+        assert_eq!(stamp(&log, bucket(0).0, bucket(0).1), None, "nothing applied yet");
+        let mid = at(5) + chrono::TimeDelta::minutes(2);
+        let raised = [change(1, Some(20), 4), CapSetting { since: mid, ..change(0, Some(50), 6) }];
+        assert_eq!(stamp(&raised, start, end), Some(6));
+        let lowered = [change(1, Some(50), 4), CapSetting { since: mid, ..change(0, Some(20), 6) }];
+        assert_eq!(stamp(&lowered, start, end), Some(4));
+        let lifted = [change(1, Some(50), 4), CapSetting { since: mid, ..change(0, None, 6) }];
+        assert_eq!(stamp(&lifted, start, end), Some(6), "uncapped is above every cap");
+        assert_eq!(
+            stamp(&lowered, end, end + chrono::TimeDelta::minutes(5)),
+            Some(6),
+            "a change at the end is the next bucket's"
+        );
     }
 }

@@ -133,6 +133,18 @@ impl TestCollector {
         run(&self.bin, &[&["--config", self.config()], args].concat())
     }
 
+    /// [`TestCollector::admin`] with the collector's clock at `at` (`TALLY_CLOCK_OFFSET_MS`).
+    pub fn admin_at(&self, at: chrono::DateTime<chrono::Utc>, args: &[&str]) -> String {
+        let offset = (at - chrono::Utc::now()).num_milliseconds();
+        let out = Command::new(&self.bin)
+            .env("TALLY_CLOCK_OFFSET_MS", offset.to_string())
+            .args([&["--config", self.config()], args].concat())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     pub fn enroll_token(&self) -> String {
         self.admin(&["site", "enroll-token", "--site", "hq"]).trim().to_owned()
     }

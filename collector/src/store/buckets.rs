@@ -40,6 +40,20 @@ pub struct SiteDay {
     pub p95: DailyP95,
 }
 
+/// A bucket to bill, with the policy version its socket stamped on it: the cap it enforced while
+/// measuring (R26, wire protocol 2). `None`: unstamped (version 1, `import-buckets`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Measured {
+    pub bucket: Bucket,
+    pub policy_version: Option<u64>,
+}
+
+impl From<Bucket> for Measured {
+    fn from(bucket: Bucket) -> Measured {
+        Measured { bucket, policy_version: None }
+    }
+}
+
 /// What a merge did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MergeStats {

@@ -10,7 +10,7 @@ use tally_common::sampler::DiscardCounters;
 use tally_common::time::BucketStart;
 use tally_common::wire::Refusal;
 
-use super::{MergeStats, StoreError};
+use super::{Measured, MergeStats, StoreError};
 
 /// A site's quarantine holds at most this many buckets (100 days of a clock gone wrong); beyond,
 /// a bucket refused for its time is only counted.
@@ -20,8 +20,8 @@ pub const MAX_QUARANTINED_PER_SITE: u64 = 28_800;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Intake {
     pub site: String,
-    /// Billed: merged as `merge_buckets` does (R10).
-    pub buckets: Vec<Bucket>,
+    /// Billed: merged as `merge_buckets` does (R10), each judged by its stamp (R26).
+    pub buckets: Vec<Measured>,
     /// Sound but refused for their time ([`Refusal::is_a_clock_fault`]): quarantined.
     pub wrong_time: Vec<(Bucket, Refusal)>,
     /// Refused outright.

@@ -10,8 +10,9 @@ use tally_collector::orders::rules::{Actor, Item};
 use tally_collector::orders::{Created, NewOrder, Transition, TransitionRefused, mail};
 use tally_collector::store::{
     AccessStore, Account, AccountStore, BucketStore, CapChange, Channel, Ingested, Intake, IntakeStore,
-    MAX_QUARANTINED_PER_SITE, MergeStats, MeterEvent, NewLicense, NewOverusage, Notification, OrderStore, OutboxStore,
-    PolicyReport, PolicyStore, Resolution, ResolutionKind, Role, Site, Store, StoreError, TokenRefusal, UsageStore,
+    MAX_QUARANTINED_PER_SITE, Measured, MergeStats, MeterEvent, NewLicense, NewOverusage, Notification, OrderStore,
+    OutboxStore, PolicyReport, PolicyStore, Resolution, ResolutionKind, Role, Site, Store, StoreError, TokenRefusal,
+    UsageStore,
 };
 use tally_common::bucket::Bucket;
 use tally_common::enforcement::CapViolation;
@@ -43,6 +44,7 @@ macro_rules! conformance_tests {
             a_checked_change_that_breaks_r17_writes_nothing,
             a_bucket_above_its_cap_is_recorded_with_it,
             a_bucket_is_judged_against_the_cap_it_was_measured_under,
+            a_stamped_bucket_is_judged_against_the_cap_its_socket_enforced,
             an_enrollment_token_is_accepted_once_and_only_before_it_expires,
             revoking_a_site_revokes_its_certificates_only,
             api_tokens_are_found_by_hash_and_revoked,
@@ -327,6 +329,50 @@ pub(crate) async fn a_bucket_is_judged_against_the_cap_it_was_measured_under<B: 
     store.merge_buckets(&[("hq".into(), bucket(slot(15), 40_000_000, 60))]).await.unwrap();
     let found = violations().await;
     assert_eq!(found, [(bucket(slot(13), 0, 0).start, 20_000_000), (bucket(slot(15), 0, 0).start, 20_000_000)]);
+}
+
+/// R26 with wire protocol 2's stamp: the policy version the socket says it enforced while
+/// measuring decides, even where its report of applying it came late.
+pub(crate) async fn a_stamped_bucket_is_judged_against_the_cap_its_socket_enforced<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    store.add_license(&pool("acme", RegionGroup::China, 100)).await.unwrap();
+    let mut sh = store.site("sh").await.unwrap().unwrap();
+    sh.cap_bps = Some(10_000_000);
+    assert_eq!(store.apply_checked(&CapChange::UpdateSite(sh), at(0)).await.unwrap(), []);
+    let mut hq = store.site("hq").await.unwrap().unwrap();
+    let mut set_cap = async |mbps: u64, hour: u32| {
+        hq.cap_bps = Some(mbps * 1_000_000);
+        assert_eq!(store.apply_checked(&CapChange::UpdateSite(hq.clone()), at(hour)).await.unwrap(), []);
+        store.policy("hq").await.unwrap().unwrap().version
+    };
+    let fifty = set_cap(50, 1).await;
+    let applied = PolicyReport { version: fifty, ok: true, detail: "shaped".into(), at: at(1) + TimeDelta::minutes(1) };
+    store.record_policy_report("hq", &applied).await.unwrap();
+    let twenty = set_cap(20, 10).await;
+    let slot = |hour: i64| hour * 12;
+    let ingest = async |hour: i64, stamp: Option<u64>| {
+        let bucket = Measured { bucket: bucket(slot(hour), 40_000_000, 60), policy_version: stamp };
+        store.ingest(&[Intake { site: "hq".into(), buckets: vec![bucket], ..Intake::default() }]).await.unwrap();
+    };
+    let violations = async || {
+        let (from, to) = (BucketStart::first_of_day(day()), BucketStart::first_of_day(day().succ_opt().unwrap()));
+        let found = store.enforcement_violations("acme", Some("hq"), from, to).await.unwrap();
+        found.iter().map(|v| (v.bucket_start, v.cap_bps)).collect::<Vec<_>>()
+    };
+    // 20 took effect at 10:00; the socket applied it but its report never arrived. Unstamped,
+    // the bucket of 11:00 would count under 50 (the cap last reported applied); stamped 20, it
+    // is a violation of 20.
+    ingest(11, None).await;
+    assert_eq!(violations().await, []);
+    ingest(12, Some(twenty)).await;
+    assert_eq!(violations().await, [(bucket(slot(12), 0, 0).start, 20_000_000)]);
+    // Stamped 50 (measured before the socket applied 20): 50, no violation.
+    ingest(13, Some(fifty)).await;
+    assert_eq!(violations().await.len(), 1);
+    // A stamp of a version this site never had, or not yet in force: judged as unstamped.
+    ingest(14, Some(twenty + 1_000)).await;
+    ingest(9, Some(twenty)).await;
+    assert_eq!(violations().await.len(), 1, "{:?}", violations().await);
 }
 
 pub(crate) async fn an_enrollment_token_is_accepted_once_and_only_before_it_expires<B: Backend>(backend: B) {
@@ -634,12 +680,12 @@ pub(crate) async fn an_intake_is_stored_whole_or_not_at_all<B: Backend>(backend:
     let discards = DiscardCounters { counter_reset: 2, above_cap: 0, elapsed_too_short: 1, elapsed_too_long: 0 };
     let intake = Intake {
         site: "hq".into(),
-        buckets: vec![bucket(0, 100, 60)],
+        buckets: vec![bucket(0, 100, 60).into()],
         wrong_time: vec![(bucket(288 * 400, 5, 60), Refusal::InTheFuture)],
         refused: vec![Refusal::BadSampleCount, Refusal::BadSampleCount],
         discards,
     };
-    let stranger = Intake { site: "nowhere".into(), buckets: vec![bucket(1, 1, 60)], ..Intake::default() };
+    let stranger = Intake { site: "nowhere".into(), buckets: vec![bucket(1, 1, 60).into()], ..Intake::default() };
     assert!(store.ingest(&[intake.clone(), stranger]).await.is_err());
     assert_eq!(store.site_intake("hq").await.unwrap(), Default::default(), "nothing of the group");
     assert!(store.buckets_of_day("hq", day()).await.unwrap().is_empty());

@@ -13,7 +13,8 @@
 //! - Version 2: [`WelcomeV2`] carries the collector's clock (the agent checks its own against it),
 //!   [`AckV2`] says which refused buckets the collector kept in quarantine, and
 //!   [`Refusal::TooOld`] exists. A version-1 agent is told `OutOfRange` for a bucket too old
-//!   ([`Refusal::for_version`]).
+//!   ([`Refusal::for_version`]). Agents send [`StampedBatch`]: each bucket with the policy
+//!   version the socket had applied while measuring it (R26).
 //!
 //! Buckets travel as [`WireBucket`], unvalidated: the collector checks each one
 //! ([`WireBucket::validate`]) and refuses the bad ones in its [`Ack`] instead of failing the whole
@@ -48,6 +49,8 @@ pub enum AgentMessage {
     PolicyApplied(PolicyApplied),
     /// The only message of a connection without a client certificate.
     Enroll(EnrollRequest),
+    /// Version 2 and later: buckets stamped with the policy the socket enforced (R26).
+    StampedBuckets(StampedBatch),
 }
 
 /// Messages from the collector.
@@ -130,6 +133,31 @@ pub struct BucketBatch {
     pub buckets: Vec<WireBucket>,
     /// Discarded intervals since the agent's store was created (totals, not increments).
     pub discarded: DiscardCounters,
+}
+
+/// Closed buckets, oldest first, each stamped with the policy version the socket enforced while
+/// measuring it (version 2 and later), with the agent's discard totals.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StampedBatch {
+    pub seq: u64,
+    pub buckets: Vec<StampedBucket>,
+    pub discarded: DiscardCounters,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StampedBucket {
+    pub bucket: WireBucket,
+    /// The policy version of the highest cap the socket applied during the bucket
+    /// ([`crate::enforcement::stamp`]); `None` when it had applied none.
+    pub policy_version: Option<u64>,
+}
+
+impl From<BucketBatch> for StampedBatch {
+    /// A version-1 batch: no bucket is stamped.
+    fn from(batch: BucketBatch) -> StampedBatch {
+        let buckets = batch.buckets.into_iter().map(|bucket| StampedBucket { bucket, policy_version: None }).collect();
+        StampedBatch { seq: batch.seq, buckets, discarded: batch.discarded }
+    }
 }
 
 /// A bucket as sent: nothing about it is trusted until [`WireBucket::validate`].

@@ -10,7 +10,9 @@ use tally_common::p95::DailyP95;
 use tally_common::time::{BucketStart, DAY_SLOTS};
 
 use super::{SqliteStore, bucket_start, db, now, parse, stamp, to_i64, to_u64};
-use crate::store::{BucketStore, DayKey, DirtyDay, DirtyDayBuckets, KeyRange, MergeStats, SiteDay, StoreError};
+use crate::store::{
+    BucketStore, DayKey, DirtyDay, DirtyDayBuckets, KeyRange, Measured, MergeStats, SiteDay, StoreError,
+};
 
 /// Buckets per statement when merging: 5 parameters each, under SQLite's limit of 32,766.
 const MERGE_CHUNK: usize = 1_000;
@@ -24,16 +26,17 @@ struct CapRecord {
 }
 
 impl CapRecord {
-    /// The cap `bucket` is judged against; `None`: not judged.
-    fn judging(&self, bucket: &Bucket) -> Option<u64> {
-        judging_cap(&self.history, &self.applied, bucket.start.time(), bucket.start.end())
+    /// The cap `measured` is judged against; `None`: not judged.
+    fn judging(&self, measured: &Measured) -> Option<u64> {
+        let start = measured.bucket.start;
+        judging_cap(&self.history, &self.applied, measured.policy_version, start.time(), start.end())
     }
 }
 
 /// The cap records of the sites among `rows`' that ever had a cap, by site.
 async fn cap_records(
     conn: &mut sqlx::SqliteConnection,
-    rows: &[(String, Bucket)],
+    rows: &[(String, Measured)],
 ) -> Result<HashMap<String, CapRecord>, StoreError> {
     let sites: BTreeSet<&str> = rows.iter().map(|(site, _)| site.as_str()).collect();
     let sites = serde_json::to_string(&sites).map_err(|e| StoreError::Database(e.to_string()))?;
@@ -86,7 +89,7 @@ struct BucketRow {
 /// dirty, and the violations of their sites' caps (R17).
 pub(super) async fn merge(
     conn: &mut sqlx::SqliteConnection,
-    rows: &[(String, Bucket)],
+    rows: &[(String, Measured)],
 ) -> Result<MergeStats, StoreError> {
     let mut stats = MergeStats::default();
     let received = now();
@@ -96,7 +99,7 @@ pub(super) async fn merge(
         // A join on the keys: SQLite looks each one up (`IN (VALUES ...)` would scan the table).
         let mut select = QueryBuilder::<Sqlite>::new("WITH batch (site_id, bucket_start) AS (VALUES ");
         let mut values = select.separated(", ");
-        for (site, b) in chunk {
+        for (site, Measured { bucket: b, .. }) in chunk {
             values.push("(").push_bind_unseparated(site).push_unseparated(", ");
             values.push_bind_unseparated(b.start.unix()).push_unseparated(")");
         }
@@ -107,7 +110,7 @@ pub(super) async fn merge(
         let stored: Vec<(String, i64)> = select.build_query_as().fetch_all(&mut *conn).await.map_err(db)?;
         // Stored before, or earlier in this chunk: merged; otherwise new.
         let mut known: HashSet<(&str, i64)> = stored.iter().map(|(site, start)| (site.as_str(), *start)).collect();
-        for (site, b) in chunk {
+        for (site, Measured { bucket: b, .. }) in chunk {
             if known.insert((site, b.start.unix())) {
                 stats.inserted += 1;
             } else {
@@ -118,7 +121,7 @@ pub(super) async fn merge(
             "INSERT INTO buckets (site_id, bucket_start, max_bps, samples, received_at, last_received_at) ",
         );
         let mut bound = Vec::with_capacity(chunk.len());
-        for (site, b) in chunk {
+        for (site, Measured { bucket: b, .. }) in chunk {
             bound.push((site, b.start.unix(), to_i64(b.max_bps, "max_bps")?, i64::from(b.samples)));
         }
         insert.push_values(bound, |mut row, (site, start, max_bps, samples)| {
@@ -133,7 +136,8 @@ pub(super) async fn merge(
         );
         insert.build().execute(&mut *conn).await.map_err(db)?;
 
-        let days: BTreeSet<(&str, NaiveDate)> = chunk.iter().map(|(site, b)| (site.as_str(), b.start.day())).collect();
+        let days: BTreeSet<(&str, NaiveDate)> =
+            chunk.iter().map(|(site, m)| (site.as_str(), m.bucket.start.day())).collect();
         let mut dirty = QueryBuilder::<Sqlite>::new("INSERT INTO dirty_days (site_id, day, generation) ");
         dirty.push_values(days, |mut row, (site, day)| {
             row.push_bind(site).push_bind(day.to_string()).push_bind(1);
@@ -143,7 +147,9 @@ pub(super) async fn merge(
 
         let over: Vec<(&String, &Bucket, u64)> = chunk
             .iter()
-            .filter_map(|(site, b)| caps.get(site).and_then(|record| record.judging(b)).map(|cap| (site, b, cap)))
+            .filter_map(|(site, m)| {
+                caps.get(site).and_then(|record| record.judging(m)).map(|cap| (site, &m.bucket, cap))
+            })
             .filter(|(_, b, cap)| exceeds_cap(b.max_bps, *cap))
             .collect();
         if !over.is_empty() {
@@ -169,8 +175,9 @@ pub(super) async fn merge(
 
 impl BucketStore for SqliteStore {
     async fn merge_buckets(&self, rows: &[(String, Bucket)]) -> Result<MergeStats, StoreError> {
+        let rows: Vec<(String, Measured)> = rows.iter().map(|(site, b)| (site.clone(), Measured::from(*b))).collect();
         let mut tx = self.begin_write().await?;
-        let stats = merge(&mut tx, rows).await?;
+        let stats = merge(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(stats)
     }

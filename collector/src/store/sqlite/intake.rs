@@ -11,7 +11,7 @@ use tally_common::wire::Refusal;
 
 use super::{SqliteStore, bucket_start, buckets::merge, db, now, parse, stamp, to_i64, to_u64};
 use crate::store::{
-    AgentDiscards, Ingested, Intake, IntakeStore, MAX_QUARANTINED_PER_SITE, MergeStats, QuarantinedBucket,
+    AgentDiscards, Ingested, Intake, IntakeStore, MAX_QUARANTINED_PER_SITE, Measured, MergeStats, QuarantinedBucket,
     RefusalCount, SiteActivity, SiteIntake, StoreError,
 };
 
@@ -26,7 +26,7 @@ impl IntakeStore for SqliteStore {
     async fn ingest(&self, batches: &[Intake]) -> Result<(MergeStats, Vec<Ingested>), StoreError> {
         let mut tx = self.begin_write().await?;
         let at = now();
-        let rows: Vec<(String, Bucket)> =
+        let rows: Vec<(String, Measured)> =
             batches.iter().flat_map(|b| b.buckets.iter().map(|bucket| (b.site.clone(), *bucket))).collect();
         let stats = merge(&mut tx, &rows).await?;
         let mut room: HashMap<&str, u64> = HashMap::new();
@@ -228,7 +228,7 @@ impl IntakeStore for SqliteStore {
                 .map_err(db)?
                 .rows_affected();
         }
-        let rows: Vec<(String, Bucket)> = accepted.iter().map(|b| (site.to_owned(), *b)).collect();
+        let rows: Vec<(String, Measured)> = accepted.iter().map(|b| (site.to_owned(), Measured::from(*b))).collect();
         merge(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(left)
