@@ -21,11 +21,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use chrono::{TimeDelta, Utc};
+use chrono::{NaiveDate, TimeDelta, Utc};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tally_collector::ca::{Ca, CertificateRequest};
 use tally_collector::store::sqlite::SqliteStore;
-use tally_collector::store::{AccessStore, Account, AccountStore, Intake, IntakeStore, Measured, Site};
+use tally_collector::store::{AccessStore, Account, AccountStore, ContractTerm, Intake, IntakeStore, Measured, Site};
 use tally_common::kinds::SiteType;
 use tally_common::region::RegionGroup;
 use tally_common::sampler::DiscardCounters;
@@ -104,7 +104,7 @@ async fn store_with_sites(path: &Path, sites: usize) -> anyhow::Result<SqliteSto
         eop_contact_name: None,
         eop_contact_email: None,
     };
-    store.add_account(&account).await?;
+    store.add_account(&account, ContractTerm::months_from(NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(), 24)).await?;
     for i in 0..sites {
         let site = Site {
             id: site_id(i),

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use chrono::{Datelike, NaiveDate, TimeDelta, Utc};
 use tally_collector::store::sqlite::SqliteStore;
-use tally_collector::store::{Account, AccountStore, BucketStore, Site};
+use tally_collector::store::{Account, AccountStore, BucketStore, ContractTerm, Site};
 use tally_collector::usage::{self, report};
 use tally_common::bucket::Bucket;
 use tally_common::kinds::SiteType;
@@ -66,7 +66,9 @@ fn main() -> anyhow::Result<()> {
                 eop_contact_name: None,
                 eop_contact_email: None,
             };
-            store.add_account(&account).await?;
+            store
+                .add_account(&account, ContractTerm::months_from(NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(), 24))
+                .await?;
         }
         for s in 0..sites {
             let (country, group) = COUNTRIES[s % COUNTRIES.len()];

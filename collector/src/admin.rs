@@ -14,7 +14,7 @@ use tally_common::token::EnrollToken;
 
 use crate::ca::{Ca, CaError, random_hex};
 use crate::digest::sha256_hex;
-use crate::store::{Account, CapChange, MergeStats, NewLicense, Role, Site, Store, StoreError};
+use crate::store::{Account, CapChange, ContractTerm, MergeStats, NewLicense, Role, Site, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -42,7 +42,14 @@ pub fn check_id(what: &str, id: &str) -> Result<(), AdminError> {
     if ok { Ok(()) } else { Err(invalid(format!("{what} id {id:?} must be 1 to 64 of a-z, 0-9, '-', '_', '.'"))) }
 }
 
-pub async fn add_account(store: &impl Store, account: Account) -> Result<(), AdminError> {
+/// Adds an account with its first contract term (R27): `term`, or `default_months` from `today`.
+pub async fn add_account(
+    store: &impl Store,
+    account: Account,
+    term: Option<ContractTerm>,
+    default_months: u32,
+    today: NaiveDate,
+) -> Result<ContractTerm, AdminError> {
     check_id("account", &account.id)?;
     if account.name.trim().is_empty() {
         return Err(invalid("--name must not be empty"));
@@ -60,7 +67,40 @@ pub async fn add_account(store: &impl Store, account: Account) -> Result<(), Adm
         }
         _ => return Err(invalid("--eop-contact-name and --eop-contact-email go together")),
     }
-    Ok(store.add_account(&account).await?)
+    let term = term.unwrap_or_else(|| ContractTerm::months_from(today, default_months));
+    check_term(term)?;
+    store.add_account(&account, term).await?;
+    Ok(term)
+}
+
+fn check_term(term: ContractTerm) -> Result<(), AdminError> {
+    if term.end < term.start {
+        return Err(invalid(format!("--term-end {} is before --term-start {}", term.end, term.start)));
+    }
+    Ok(())
+}
+
+/// Sets a contract term of `account` (R27): it replaces the term it overlaps, or is added (a
+/// renewal); returns the replaced term. Licenses already made keep their days.
+pub async fn set_contract_term(
+    store: &impl Store,
+    account: &str,
+    term: ContractTerm,
+) -> Result<Option<ContractTerm>, AdminError> {
+    check_term(term)?;
+    if store.account(account).await?.is_none() {
+        return Err(invalid(format!("account {account:?} does not exist")));
+    }
+    store.set_contract_term(account, term).await?.map_err(|overlapped| {
+        let terms: Vec<String> = overlapped.iter().map(|t| format!("{} to {}", t.start, t.end)).collect();
+        invalid(format!(
+            "the term {} to {} overlaps {} terms of account {account} ({}): it may replace one term, not several",
+            term.start,
+            term.end,
+            overlapped.len(),
+            terms.join(", ")
+        ))
+    })
 }
 
 /// Adds a site; its region group follows its country (R11), restricted countries are refused.

@@ -40,6 +40,10 @@ max_bucket_age_days = 40
 # bucket counts as 0, R5). `serve` counts the silent sites at WARN once an hour.
 silent_site_hours = 2
 
+# An account's contract term when `account add` gives none: this many months from its creation
+# (R27). Licenses made by orders and True-Forward increases end with the term in force.
+default_contract_months = 12
+
 # The monthly P95 window (R7): "article" ends at 00:00 UTC on the month's last day, as the
 # usage-measurement article says; "calendar" includes the last day.
 month_window = "article"
@@ -82,6 +86,7 @@ pub struct Config {
     pub max_bucket_bps: u64,
     pub max_bucket_age: chrono::TimeDelta,
     pub silent_after: chrono::TimeDelta,
+    pub default_contract_months: u32,
     pub min_free_mb: u64,
     pub month_window: MonthWindowSetting,
     pub grace: chrono::TimeDelta,
@@ -181,7 +186,7 @@ impl Config {
     }
 }
 
-const KNOWN: [&str; 20] = [
+const KNOWN: [&str; 21] = [
     "data_dir",
     "quic_listen",
     "http_listen",
@@ -190,6 +195,7 @@ const KNOWN: [&str; 20] = [
     "max_bucket_bps",
     "max_bucket_age_days",
     "silent_site_hours",
+    "default_contract_months",
     "min_free_mb",
     "month_window",
     "grace_hours",
@@ -272,6 +278,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     let max_connections = fields.integer("max_connections", 10_000, 1, 1_000_000) as usize;
     let max_bucket_age_days = fields.integer("max_bucket_age_days", 40, 1, 3_650);
     let silent_site_hours = fields.integer("silent_site_hours", 2, 1, 8_760);
+    let default_contract_months = fields.integer("default_contract_months", 12, 1, 120) as u32;
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
         fields.error(format!("log: {log:?} is not a valid filter: {e}"));
     }
@@ -284,6 +291,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         max_bucket_bps,
         max_bucket_age: chrono::TimeDelta::days(max_bucket_age_days as i64),
         silent_after: chrono::TimeDelta::hours(silent_site_hours as i64),
+        default_contract_months,
         min_free_mb,
         month_window,
         grace: chrono::TimeDelta::hours(grace_hours as i64),

@@ -33,6 +33,7 @@ pub mod policy;
 pub mod pool_risk;
 pub mod presence;
 pub mod store;
+pub mod terms;
 pub mod throttle;
 pub mod usage;
 pub mod validation;

@@ -256,3 +256,48 @@ fn the_store_is_private_and_a_readable_secret_is_warned_of() {
     assert_eq!(mode(c.data_file("ca")), 0o700);
     assert_eq!(mode(c.data_file("ca/ca.key")), 0o600);
 }
+
+/// R27: an account's contract term is given at `account add`, or `default_contract_months` from
+/// its creation; `account set` renews it (a term after the others) or corrects one (a term over
+/// it), never several at once; `account list` shows the term in force.
+#[test]
+fn every_account_has_a_contract_term_given_or_by_default() {
+    let c = Collector::with_config("default_contract_months = 24").at("2026-11-30T23:59:00Z");
+    let added = c.ok(&args("account add --id acme --name Acme"));
+    assert!(added.contains("account acme added (contract term 2026-11-30 to 2028-11-29)"), "{added}");
+    let added = c.ok(&args("account add --id fixed --name Fixed --term-start 2026-01-01 --term-end 2026-12-31"));
+    assert!(added.contains("(contract term 2026-01-01 to 2026-12-31)"), "{added}");
+    let err = c.fails(&args("account add --id odd --name Odd --term-start 2026-06-01 --term-end 2026-05-31"));
+    assert!(err.contains("--term-end 2026-05-31 is before --term-start 2026-06-01"), "{err}");
+    let err = c.fails(&args("account add --id half --name Half --term-start 2026-06-01"));
+    assert!(err.contains("--term-end"), "both or neither: {err}");
+
+    let renewed = c.ok(&args("account set --id fixed --term-start 2027-01-01 --term-end 2027-12-31"));
+    assert!(renewed.contains("contract term 2027-01-01 to 2027-12-31 added"), "{renewed}");
+    let err = c.fails(&args("account set --id fixed --term-start 2026-12-01 --term-end 2027-02-28"));
+    assert!(
+        err.contains("overlaps 2 terms of account fixed (2026-01-01 to 2026-12-31, 2027-01-01 to 2027-12-31)"),
+        "{err}"
+    );
+    let corrected = c.ok(&args("account set --id fixed --term-start 2026-01-01 --term-end 2026-12-30"));
+    assert!(
+        corrected.contains("contract term 2026-01-01 to 2026-12-30 replaces 2026-01-01 to 2026-12-31"),
+        "{corrected}"
+    );
+
+    let listed: serde_json::Value = serde_json::from_str(&c.ok(&args("account list --format json"))).unwrap();
+    let terms =
+        |i: usize| (listed[i]["id"].clone(), listed[i]["contract_term"].clone(), listed[i]["contract_terms"].clone());
+    let (id, in_force, all) = terms(0);
+    assert_eq!((id.as_str(), in_force["end"].as_str()), (Some("acme"), Some("2028-11-29")));
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    // On 2026-11-30 "fixed" is in its corrected first term; its renewal follows.
+    let (id, in_force, all) = terms(1);
+    assert_eq!(
+        (id.as_str(), in_force["start"].as_str(), in_force["end"].as_str()),
+        (Some("fixed"), Some("2026-01-01"), Some("2026-12-30"))
+    );
+    let starts: Vec<&str> = all.as_array().unwrap().iter().map(|t| t["start"].as_str().unwrap()).collect();
+    assert_eq!(starts, ["2026-01-01", "2027-01-01"]);
+    assert!(c.ok(&args("account list")).contains("2026-01-01 to 2026-12-30"));
+}

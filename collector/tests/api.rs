@@ -207,7 +207,8 @@ fn overusage_of_a_finalized_month_is_resolved_by_true_up_or_true_forward() {
         "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\noperator_token = \"{TOKEN}\""
     ))
     .at(support::MID_NOVEMBER_2026);
-    c.ok(&["account", "add", "--id", "acme", "--name", "Acme"]);
+    // The contract term of the calendar year (R27): a True-Forward runs to its end.
+    c.ok(&support::args("account add --id acme --name Acme --term-start 2026-01-01 --term-end 2026-12-31"));
     c.ok(&["site", "add", "--account", "acme", "--id", "hq", "--name", "HQ", "--country", "US", "--type", "socket"]);
     for license in [
         "--kind bandwidth_pool --region group1 --quantity 100",
@@ -275,6 +276,30 @@ fn overusage_of_a_finalized_month_is_resolved_by_true_up_or_true_forward() {
     let kinds: Vec<&str> =
         october["overusage"].as_array().unwrap().iter().map(|o| o["resolution"]["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["true_forward", "true_up"], "resolved over-usage shows its resolution in the report");
+
+    // The increase ends with the term (R16, R27), as the account and November's report say.
+    let (status, _, body) = get(http, "/v1/accounts/acme", Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    let account: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(account["contract_terms"], json!([{"start": "2026-01-01", "end": "2026-12-31"}]));
+    let ending = |term: &Value| -> Vec<(String, u64, String, String)> {
+        term["licenses_ending"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["kind"] == "bandwidth_pool")
+            .map(|l| {
+                let text = |k: &str| l[k].as_str().unwrap().to_owned();
+                (text("region"), l["quantity"].as_u64().unwrap(), text("effective_from"), text("effective_to"))
+            })
+            .collect()
+    };
+    let expected = [
+        ("group1".to_owned(), 100_000_000, "2026-01-01".to_owned(), "2026-12-31".to_owned()),
+        ("group1".to_owned(), 50_000_000, "2026-11-01".to_owned(), "2026-12-31".to_owned()),
+    ];
+    assert_eq!(ending(&account["contract_term"]), expected, "{account}");
+    assert_eq!(ending(&november["contract_term"]), expected, "{november}");
 }
 
 #[test]

@@ -10,7 +10,7 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use chrono::TimeDelta;
+use chrono::{NaiveDate, TimeDelta};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,7 +21,7 @@ use tally_collector::ingest::{self, Limits};
 use tally_collector::intake::{self, Release};
 use tally_collector::store::sqlite::SqliteStore;
 use tally_collector::store::{
-    AccessStore, Account, AccountStore, BucketStore, CapChange, IntakeStore, PolicyStore, Site,
+    AccessStore, Account, AccountStore, BucketStore, CapChange, ContractTerm, IntakeStore, PolicyStore, Site,
 };
 use tally_common::kinds::SiteType;
 use tally_common::region::RegionGroup;
@@ -50,7 +50,10 @@ async fn collector() -> Collector {
         eop_contact_name: None,
         eop_contact_email: None,
     };
-    store.add_account(&account).await.unwrap();
+    store
+        .add_account(&account, ContractTerm::months_from(NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(), 24))
+        .await
+        .unwrap();
     for id in ["hq", "branch"] {
         let site = Site {
             id: id.into(),

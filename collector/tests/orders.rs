@@ -206,6 +206,53 @@ fn items_move_through_their_lifecycle_by_role_and_completed_ones_take_effect() {
     let report: Value = serde_json::from_str(&body).unwrap();
     let group1 = report["bandwidth_pool"].as_array().unwrap().iter().find(|p| p["region_group"] == "group1").unwrap();
     assert_eq!(group1["licensed_bps"], 100_000_000, "{report}");
+    // R27: the license ends with the account's term in force on its start date: by default 12
+    // months from the account's creation.
+    let (_, _, body) = get(http, "/v1/accounts/acme", Some(&s.contact));
+    let account: Value = serde_json::from_str(&body).unwrap();
+    let date = |v: &Value| v.as_str().unwrap().parse::<chrono::NaiveDate>().unwrap();
+    let term = &account["contract_term"];
+    let (start, end) = (date(&term["start"]), date(&term["end"]));
+    assert!(start <= s.c.today() && start >= s.c.today() - chrono::TimeDelta::days(1), "{account}");
+    assert_eq!(end, start.checked_add_months(chrono::Months::new(12)).unwrap().pred_opt().unwrap());
+    let ending = &term["licenses_ending"];
+    assert_eq!(ending.as_array().unwrap().len(), 1, "{account}");
+    assert_eq!(
+        (ending[0]["kind"].as_str(), ending[0]["quantity"].as_u64()),
+        (Some("bandwidth_pool"), Some(100_000_000))
+    );
+    assert_eq!((date(&ending[0]["effective_from"]), date(&ending[0]["effective_to"])), (next_month.first_day(), end));
+
+    // An item that starts after the term: its completion is refused until a term covers it, and
+    // the renewal then extends nothing else.
+    let after = (end + chrono::TimeDelta::days(1)).to_string();
+    let late = json!({"items": [{"type": "sdp_users", "start_date": after, "region": "global", "quantity": 7}]});
+    let (_, late) = call(http, "POST", "/v1/accounts/acme/orders", &s.contact, &late);
+    let moves = format!("/v1/accounts/acme/orders/{}/transitions", late["id"]);
+    assert_eq!(call(http, "POST", &moves, &s.operator, &json!({"to": "in_process"})).0, 200);
+    let quoted = json!({"to": "pending_confirmation", "quote": quote});
+    assert_eq!(call(http, "POST", &moves, &s.operator, &quoted).0, 200);
+    let (status, problem) = call(http, "POST", &moves, &s.contact, &json!({"to": "completed"}));
+    assert_eq!((status, problem["start_date"].as_str()), (409, Some(after.as_str())), "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("no contract term"), "{problem}");
+    let renewal_end = end.checked_add_months(chrono::Months::new(12)).unwrap().to_string();
+    let renewed = s.c.ok(&["account", "set", "--id", "acme", "--term-start", &after, "--term-end", &renewal_end]);
+    assert!(renewed.contains(&format!("contract term {after} to {renewal_end} added")), "{renewed}");
+    let (status, done) = call(http, "POST", &moves, &s.contact, &json!({"to": "completed"}));
+    assert_eq!(status, 200, "{done}");
+    let (_, _, body) = get(http, "/v1/accounts/acme", Some(&s.contact));
+    let account: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(account["contract_terms"].as_array().unwrap().len(), 2, "{account}");
+    let ending = &account["contract_term"]["licenses_ending"];
+    assert_eq!(ending.as_array().unwrap().len(), 1, "the first term's license is not extended: {account}");
+    assert_eq!(date(&ending[0]["effective_to"]), end);
+    let (_, _, body) =
+        get(http, &format!("/v1/accounts/acme/usage?month={}", Month::containing(end).next()), Some(&s.contact));
+    let report: Value = serde_json::from_str(&body).unwrap();
+    let users = &report["contract_term"]["licenses_ending"];
+    assert_eq!((users[0]["kind"].as_str(), users[0]["quantity"].as_u64()), (Some("ztna_users"), Some(7)), "{report}");
+    assert_eq!(users[0]["effective_to"].as_str(), Some(renewal_end.as_str()));
+
     let again = json!({"items": [{"type": "site_early_activation", "start_date": s.tomorrow(), "site": "hq", "activation_date": earlier}]});
     let (status, problem) = call(http, "POST", "/v1/accounts/acme/orders", &s.contact, &again);
     assert_eq!(

@@ -18,7 +18,7 @@ use tally_collector::ca::Ca;
 use tally_collector::ingest::{self, Limits};
 use tally_collector::store::sqlite::SqliteStore;
 
-use tally_collector::store::{Account, AccountStore, BucketStore, Site, StoreError, StoreHealth};
+use tally_collector::store::{Account, AccountStore, BucketStore, ContractTerm, Site, StoreError, StoreHealth};
 use tally_common::bucket::Bucket;
 use tally_common::kinds::SiteType;
 use tally_common::region::RegionGroup;
@@ -55,7 +55,10 @@ async fn seeded(store: &SqliteStore) {
         eop_contact_name: None,
         eop_contact_email: None,
     };
-    store.add_account(&account).await.unwrap();
+    store
+        .add_account(&account, ContractTerm::months_from(NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(), 24))
+        .await
+        .unwrap();
     let site = Site {
         id: "hq".into(),
         account: "acme".into(),

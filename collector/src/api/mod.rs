@@ -27,6 +27,7 @@ use tally_common::time::{Month, MonthWindowSetting};
 
 use crate::config::Config;
 use crate::store::Store;
+use crate::terms::{self, AccountView};
 use crate::usage::document::{MonthStatus, OverusageReport, UsageReport};
 use crate::usage::events;
 use crate::usage::overusage::{self, ResolveError, ResolveRequest};
@@ -74,6 +75,7 @@ impl<S: Store + 'static> Api<S> {
 
     pub fn router(self) -> Router {
         let v1 = Router::new()
+            .route("/v1/accounts/{account}", get(account::<S>))
             .route("/v1/accounts/{account}/usage", get(usage::<S>))
             .route("/v1/usage/events", post(usage_events::<S>))
             .route("/v1/accounts/{account}/overusage", get(overusage_of_month::<S>))
@@ -261,6 +263,24 @@ struct EventsSummary {
     duplicates: u64,
 }
 
+/// `GET /v1/accounts/{account}`: the account, its contract terms (R27) and the licenses that end
+/// with the term in force today.
+#[utoipa::path(get, path = "/v1/accounts/{account}", tag = "accounts",
+    params(("account" = String, Path)),
+    responses(
+        (status = 200, body = AccountView),
+        (status = 404, description = "No such account (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
+async fn account<S: Store + 'static>(
+    State(api): State<Api<S>>,
+    Extension(caller): Extension<Caller>,
+    Path(account): Path<String>,
+) -> Result<Json<AccountView>, Problem> {
+    visible_account(&*api.store, &caller, &account).await?;
+    let today = crate::clock::now().date_naive();
+    let view = terms::account_view(&*api.store, &account, today).await.map_err(internal)?;
+    view.map(Json).ok_or_else(|| Problem::not_found(format!("account {account:?} does not exist")))
+}
+
 /// `GET /v1/accounts/{account}/overusage?month=YYYY-MM`: the month's over-usage (R14); the month
 /// is finalized first if its grace period has ended.
 #[utoipa::path(get, path = "/v1/accounts/{account}/overusage", tag = "usage",
@@ -318,7 +338,7 @@ async fn resolve_overusage<S: Store + 'static>(
     match overusage::resolve(&*api.store, &account, id, request, crate::clock::now()).await {
         Ok(resolved) => Ok((axum::http::StatusCode::CREATED, Json(OverusageReport::from(&resolved)))),
         Err(e @ ResolveError::NotFound(_)) => Err(Problem::not_found(e.to_string())),
-        Err(e @ (ResolveError::AlreadyResolved(_) | ResolveError::NoTerm { .. })) => {
+        Err(e @ (ResolveError::AlreadyResolved(_) | ResolveError::NoLicense { .. } | ResolveError::NoTerm { .. })) => {
             Err(Problem::conflict(e.to_string()))
         }
         Err(e @ ResolveError::BelowExcess { .. }) => {

@@ -14,6 +14,7 @@ use super::problem::Problem;
     info(title = "Tally collector", description = "Usage reports, per-site caps and online orders (Contract)."),
     paths(
         super::healthz,
+        super::account,
         super::usage,
         super::usage_events,
         super::overusage_of_month,

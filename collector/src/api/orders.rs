@@ -295,6 +295,12 @@ pub async fn transition<S: Store + 'static>(
         }
         Err(TransitionRefused::NoOrder(_)) => Err(not_found()),
         Err(e @ TransitionRefused::NoItem { .. }) => Err(Problem::not_found(e.to_string())),
+        Err(e @ TransitionRefused::NoContractTerm { item, day }) => {
+            let mut problem = Problem::conflict(e.to_string());
+            problem.extensions.insert("item".into(), json!(item));
+            problem.extensions.insert("start_date".into(), json!(day));
+            Err(problem)
+        }
         Err(TransitionRefused::Item { item, error }) => {
             let detail = format!("item {item}: {error}");
             let mut problem = match &error {

@@ -22,7 +22,8 @@ use crate::ingest::{self, Limits};
 use crate::intake;
 use crate::pool_risk;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{AccessStore, Account, AccountStore, BucketStore, Channel, OutboxStore};
+use crate::store::{AccessStore, Account, AccountStore, BucketStore, Channel, ContractTerm, OutboxStore};
+use crate::terms;
 use crate::usage;
 
 /// Runs `command` on the collector configured by `config`.
@@ -97,16 +98,44 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             let revoked = admin::revoke_site(&store, &site, clock::now()).await?;
             outln!("site {site}: {revoked} certificate(s) revoked");
         }
-        Command::Account(AccountCommand::Add { id, name, partner, eop_contact_name, eop_contact_email }) => {
+        Command::Account(AccountCommand::Add {
+            id,
+            name,
+            partner,
+            eop_contact_name,
+            eop_contact_email,
+            term_start,
+            term_end,
+        }) => {
             let account = Account { id, name, partner, eop_contact_name, eop_contact_email };
-            admin::add_account(&store, account.clone()).await?;
-            outln!("account {} added", account.id);
+            let term = term_start.zip(term_end).map(|(start, end)| ContractTerm { start, end });
+            let today = crate::clock::now().date_naive();
+            let term = admin::add_account(&store, account.clone(), term, config.default_contract_months, today).await?;
+            outln!("account {} added (contract term {} to {})", account.id, term.start, term.end);
         }
-        Command::Account(AccountCommand::Set { id, name, eop_contact_name, eop_contact_email }) => {
+        Command::Account(AccountCommand::Set {
+            id,
+            name,
+            eop_contact_name,
+            eop_contact_email,
+            term_start,
+            term_end,
+        }) => {
             let mut account =
                 store.account(&id).await?.ok_or_else(|| anyhow::anyhow!("account {id:?} does not exist"))?;
-            if name.is_none() && eop_contact_name.is_none() {
-                anyhow::bail!("nothing to change: give --name or --eop-contact-name with --eop-contact-email");
+            if name.is_none() && eop_contact_name.is_none() && term_start.is_none() {
+                anyhow::bail!(
+                    "nothing to change: give --name, --eop-contact-name with --eop-contact-email, or --term-start \
+                     with --term-end"
+                );
+            }
+            if let Some((start, end)) = term_start.zip(term_end) {
+                match admin::set_contract_term(&store, &id, ContractTerm { start, end }).await? {
+                    Some(old) => {
+                        outln!("account {id}: contract term {start} to {end} replaces {} to {}", old.start, old.end)
+                    }
+                    None => outln!("account {id}: contract term {start} to {end} added"),
+                }
             }
             if let Some(name) = name {
                 account.name = name;
@@ -119,26 +148,31 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             outln!("account {id} changed");
         }
         Command::Account(AccountCommand::List { format }) => {
-            let accounts = store.accounts().await?;
+            let today = clock::now().date_naive();
+            let mut views = Vec::new();
+            for account in store.accounts().await? {
+                views.extend(terms::account_view(&store, &account.id, today).await?);
+            }
             match format {
-                Format::Json => {
-                    let rows: Vec<_> = accounts
-                        .iter()
-                        .map(|a| {
-                            serde_json::json!({"id": a.id, "name": a.name, "partner": a.partner,
-                            "eop_contact_name": a.eop_contact_name, "eop_contact_email": a.eop_contact_email})
-                        })
-                        .collect();
-                    outln!("{}", serde_json::to_string_pretty(&rows)?);
-                }
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&views)?),
                 Format::Table => {
-                    let mut rows = vec![["id".to_owned(), "name".into(), "partner".into(), "EoP contact".into()]];
-                    for a in &accounts {
+                    let mut rows = vec![["id", "name", "partner", "EoP contact", "contract term"].map(String::from)];
+                    for a in &views {
                         let contact = match (&a.eop_contact_name, &a.eop_contact_email) {
                             (Some(name), Some(email)) => format!("{name} <{email}>"),
                             _ => "-".into(),
                         };
-                        rows.push([a.id.clone(), a.name.clone(), a.partner.clone().unwrap_or("-".into()), contact]);
+                        let term = a
+                            .contract_term
+                            .as_ref()
+                            .map_or("none in force".into(), |t| format!("{} to {}", t.start, t.end));
+                        rows.push([
+                            a.id.clone(),
+                            a.name.clone(),
+                            a.partner.clone().unwrap_or("-".into()),
+                            contact,
+                            term,
+                        ]);
                     }
                     out!("{}", columns(&rows));
                 }

@@ -137,9 +137,17 @@ pub enum AccountCommand {
         /// The contact person's e-mail address.
         #[arg(long, requires = "eop_contact_name")]
         eop_contact_email: Option<String>,
+        /// The first day of its contract term (R27); without it, the term is
+        /// `default_contract_months` from today.
+        #[arg(long, value_parser = date, requires = "term_end")]
+        term_start: Option<NaiveDate>,
+        /// The last day of its contract term.
+        #[arg(long, value_parser = date, requires = "term_start")]
+        term_end: Option<NaiveDate>,
     },
-    /// Change an account's name, or enroll it in the Electronic Order Program with a contact
-    /// person (R21); what is not given keeps its value.
+    /// Change an account's name, enroll it in the Electronic Order Program with a contact person
+    /// (R21), or set a contract term (R27: the term starting that day gets the new end, or a
+    /// renewal is added); what is not given keeps its value.
     Set {
         /// The account's id.
         #[arg(long)]
@@ -153,8 +161,14 @@ pub enum AccountCommand {
         /// The contact person's e-mail address.
         #[arg(long, requires = "eop_contact_name")]
         eop_contact_email: Option<String>,
+        /// The first day of a contract term.
+        #[arg(long, value_parser = date, requires = "term_end")]
+        term_start: Option<NaiveDate>,
+        /// The last day of that contract term.
+        #[arg(long, value_parser = date, requires = "term_start")]
+        term_end: Option<NaiveDate>,
     },
-    /// List the accounts with their partner and EoP contact.
+    /// List the accounts with their partner, EoP contact and contract term in force.
     List {
         #[arg(long, value_enum, default_value_t = Format::Table, help = FORMAT_HELP)]
         format: Format,

@@ -130,4 +130,10 @@ pub enum TransitionRefused {
     NoItem { order: i64, item: i64 },
     #[error("item {item}: {error}")]
     Item { item: i64, error: TransitionError },
+    /// R27: the license it would make has no contract term to end with.
+    #[error(
+        "item {item}: no contract term of the account is in force on its start date {day}, so its license would \
+         have no end: the operator sets one first (account set --term-start --term-end)"
+    )]
+    NoContractTerm { item: i64, day: chrono::NaiveDate },
 }

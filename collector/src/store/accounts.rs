@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Months, NaiveDate, Utc};
 use tally_common::enforcement::{CapViolation, CappedSite, check};
 use tally_common::kinds::{LicenseKind, SiteType};
 use tally_common::license::LicenseTerm;
@@ -18,6 +18,35 @@ pub struct Account {
     pub partner: Option<String>,
     pub eop_contact_name: Option<String>,
     pub eop_contact_email: Option<String>,
+}
+
+/// An account's contract term (R27): from `start` through `end`, both days included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContractTerm {
+    pub start: NaiveDate,
+    pub end: NaiveDate,
+}
+
+impl ContractTerm {
+    /// The default term (R27): `months` from `start`, through the day before the same date
+    /// `months` later.
+    pub fn months_from(start: NaiveDate, months: u32) -> ContractTerm {
+        let end = start.checked_add_months(Months::new(months)).and_then(|d| d.pred_opt()).unwrap_or(NaiveDate::MAX);
+        ContractTerm { start, end }
+    }
+
+    pub fn contains(&self, day: NaiveDate) -> bool {
+        self.start <= day && day <= self.end
+    }
+
+    pub fn overlaps(&self, other: &ContractTerm) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+}
+
+/// The term in force on `day` among an account's `terms` (R27).
+pub fn term_on(terms: &[ContractTerm], day: NaiveDate) -> Option<ContractTerm> {
+    terms.iter().copied().find(|t| t.contains(day))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +138,20 @@ pub enum CapChange {
 
 /// Accounts, their sites and their licenses, and the changes R17 constrains.
 pub trait AccountStore: Send + Sync {
-    fn add_account(&self, account: &Account) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Adds the account with its first contract term (R27), in one transaction.
+    fn add_account(&self, account: &Account, term: ContractTerm)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The account's contract terms, oldest first (R27).
+    fn contract_terms(&self, account: &str) -> impl Future<Output = Result<Vec<ContractTerm>, StoreError>> + Send;
+    /// Sets a contract term of `account`: it replaces the one term it overlaps (a correction,
+    /// returned), or is added after the others (a renewal) or between them. Refused, with the
+    /// terms it overlaps, when it overlaps more than one. Licenses already made keep their days:
+    /// a longer term extends none of them.
+    fn set_contract_term(
+        &self,
+        account: &str,
+        term: ContractTerm,
+    ) -> impl Future<Output = Result<Result<Option<ContractTerm>, Vec<ContractTerm>>, StoreError>> + Send;
     fn account(&self, id: &str) -> impl Future<Output = Result<Option<Account>, StoreError>> + Send;
     /// Every account's id.
     fn account_ids(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;

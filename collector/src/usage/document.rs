@@ -2,6 +2,7 @@
 //! `GET /v1/accounts/{account}/usage`, saved as it is when a month is finalized (R9). Types only:
 //! [`super::report`] builds it, [`super::overusage`] and [`super::notify`] read it.
 
+use crate::terms::TermReport;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use tally_common::kinds::{LicenseKind, ZtnaRegion};
@@ -59,6 +60,10 @@ pub struct UsageReport {
     /// are still open; the later ones have no figures yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_from: Option<NaiveDate>,
+    /// The contract term in force (R27) today in the current month, on the last day in any
+    /// other, with the licenses that end with it; absent between terms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract_term: Option<TermReport>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

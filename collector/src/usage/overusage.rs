@@ -6,7 +6,9 @@ use tally_common::kinds::LicenseKind;
 use tally_common::time::Month;
 
 use super::document::UsageReport;
-use crate::store::{License, NewLicense, NewOverusage, Overusage, Resolution, ResolutionKind, Store, StoreError};
+use crate::store::{
+    ContractTerm, License, NewLicense, NewOverusage, Overusage, Resolution, ResolutionKind, Store, StoreError, term_on,
+};
 
 /// Every region group and meter of a finalized month above its license. A base product's
 /// over-usage flags the account's Premium Security and Insights licenses (R14).
@@ -56,8 +58,13 @@ pub enum ResolveError {
     AlreadyResolved(i64),
     #[error("a True-Forward of {quantity} is below the excess of {excess}: it must cover it (R16)")]
     BelowExcess { quantity: u64, excess: u64 },
-    #[error("no {license} license is in force on {day}: there is no contract term to carry an increase forward")]
-    NoTerm { license: LicenseKind, day: chrono::NaiveDate },
+    #[error("no {license} license is in force on {day}: there is no license to increase")]
+    NoLicense { license: LicenseKind, day: chrono::NaiveDate },
+    #[error(
+        "no contract term of the account is in force on {day}, and a True-Forward runs to the end of the term in \
+         force (R16, R27): the operator sets one first (account set --term-start --term-end)"
+    )]
+    NoTerm { day: chrono::NaiveDate },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -86,7 +93,9 @@ pub async fn resolve<S: Store>(
             }
             let month: Month =
                 overusage.month.parse().map_err(|e| StoreError::Corrupt(format!("over-usage {id}: month: {e}")))?;
-            let license = carried_forward(&store.licenses_of_account(account).await?, found, month, quantity)?;
+            let (licenses, terms) =
+                tokio::try_join!(store.licenses_of_account(account), store.contract_terms(account))?;
+            let license = carried_forward(&licenses, &terms, found, month, quantity)?;
             (Resolution { kind: ResolutionKind::TrueForward, quantity, license_id: None, at: now }, Some(license))
         }
     };
@@ -97,25 +106,24 @@ pub async fn resolve<S: Store>(
     store.overusage(id).await?.ok_or(ResolveError::NotFound(id))
 }
 
-/// The True-Forward license: the over-used license's kind and region, `quantity`, from the first
-/// day of the next month to the end of the term in force on the month's last day.
+/// The True-Forward license (R16, R27): the over-used license's kind and region (of the one in
+/// force on the month's last day), `quantity`, from the first day of the next month to the last
+/// day of the contract term in force on that day.
 fn carried_forward(
     licenses: &[License],
+    terms: &[ContractTerm],
     found: &NewOverusage,
     month: Month,
     quantity: u64,
 ) -> Result<NewLicense, ResolveError> {
     let last_day = month.last_day();
     let next = month.next().first_day();
-    let in_force: Vec<&License> = licenses
+    let over_used = licenses
         .iter()
         .filter(|l| l.terms.kind == found.license && (found.region.is_none() || l.terms.region == found.region))
         .filter(|l| l.terms.effective_from <= last_day && last_day <= l.terms.effective_to)
-        .collect();
-    let term = in_force
-        .iter()
         .max_by_key(|l| l.terms.effective_to)
-        .filter(|l| l.terms.effective_to >= next)
-        .ok_or(ResolveError::NoTerm { license: found.license, day: last_day })?;
-    Ok(NewLicense { quantity, effective_from: next, effective_to: term.terms.effective_to, ..term.terms.clone() })
+        .ok_or(ResolveError::NoLicense { license: found.license, day: last_day })?;
+    let term = term_on(terms, next).ok_or(ResolveError::NoTerm { day: next })?;
+    Ok(NewLicense { quantity, effective_from: next, effective_to: term.end, ..over_used.terms.clone() })
 }

@@ -23,6 +23,7 @@ use super::document::{
 use super::overusage;
 use crate::enforcement::{ViolationReport, month_caps, month_violations};
 use crate::store::{License, MeterCounts, Store, StoreError, pool_licenses};
+use crate::terms::term_report;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -111,13 +112,14 @@ async fn compute<S: Store>(
     let calendar = month.window(MonthWindowSetting::Calendar);
     let last_reported = month.last_day().min(today);
     let key = month.to_string();
-    let (sites, stored, licenses, counts, over_cap, caps) = tokio::try_join!(
+    let (sites, stored, licenses, counts, over_cap, caps, terms) = tokio::try_join!(
         store.sites_of_account(account),
         store.site_days(account, calendar.start, calendar.end),
         store.licenses_of_account(account),
         store.meter_counts(account, &key),
         month_violations(store, account, None, month, setting),
         month_caps(store, account, None, month, setting),
+        store.contract_terms(account),
     )?;
     let mut by_site: BTreeMap<&str, BTreeMap<NaiveDate, &crate::store::SiteDay>> = BTreeMap::new();
     for day in &stored {
@@ -203,6 +205,7 @@ async fn compute<S: Store>(
         late_buckets: 0,
         overusage: Vec::new(),
         open_from: calendar.contains(today).then_some(today),
+        contract_term: term_report(&terms, &licenses, if calendar.contains(today) { today } else { month.last_day() }),
     })
 }
 

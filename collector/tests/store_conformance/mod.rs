@@ -7,16 +7,16 @@ use std::future::Future;
 
 use chrono::{DateTime, Days, NaiveDate, TimeDelta, TimeZone, Utc};
 use tally_collector::orders::rules::{Actor, Item};
-use tally_collector::orders::{Created, NewOrder, Transition, TransitionRefused, mail};
+use tally_collector::orders::{Created, NewOrder, Quote, Transition, TransitionRefused, mail};
 use tally_collector::store::{
-    AccessStore, Account, AccountStore, BucketStore, CapChange, Channel, Ingested, Intake, IntakeStore,
+    AccessStore, Account, AccountStore, BucketStore, CapChange, Channel, ContractTerm, Ingested, Intake, IntakeStore,
     MAX_QUARANTINED_PER_SITE, Measured, MergeStats, MeterEvent, NewLicense, NewOverusage, Notification, OrderStore,
     OutboxStore, PolicyReport, PolicyStore, Resolution, ResolutionKind, Role, Site, Store, StoreError, TokenRefusal,
     UsageStore,
 };
 use tally_common::bucket::Bucket;
 use tally_common::enforcement::CapViolation;
-use tally_common::kinds::{ItemStatus, LicenseKind, SiteType, ZtnaRegion};
+use tally_common::kinds::{ItemStatus, LicenseKind, SdpRegion, SiteType, ZtnaRegion};
 use tally_common::region::RegionGroup;
 use tally_common::sampler::DiscardCounters;
 use tally_common::time::BucketStart;
@@ -56,6 +56,7 @@ macro_rules! conformance_tests {
             the_outbox_hands_out_what_is_due_and_keeps_attempts,
             an_order_is_stored_once_per_idempotency_key_with_its_confirmation,
             an_order_transition_is_all_or_nothing,
+            contract_terms_are_renewed_and_end_the_licenses_orders_make,
             an_intake_is_stored_whole_or_not_at_all,
             the_quarantine_of_a_site_is_bounded_and_released_at_once,
         );
@@ -84,6 +85,11 @@ fn bucket(slot: i64, max_bps: u64, samples: u8) -> Bucket {
     Bucket { start, max_bps, samples }
 }
 
+/// Every account's first contract term here: the calendar year 2026.
+fn term() -> ContractTerm {
+    ContractTerm::months_from(NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(), 12)
+}
+
 fn account(id: &str, partner: Option<&str>) -> Account {
     Account {
         id: id.into(),
@@ -110,7 +116,7 @@ fn pool(account: &str, group: RegionGroup, mbps: u64) -> NewLicense {
 /// Account `acme` with site `hq` (US, Group 1) and `sh` (China, no cap yet).
 async fn seeded<B: Backend>(backend: &B) -> B::Store {
     let store = backend.open().await;
-    store.add_account(&account("acme", None)).await.unwrap();
+    store.add_account(&account("acme", None), term()).await.unwrap();
     for (id, country, group) in [("hq", "US", RegionGroup::Group1), ("sh", "CN", RegionGroup::China)] {
         let site = Site {
             id: id.into(),
@@ -203,7 +209,7 @@ pub(crate) async fn duplicates_and_dangling_references_are_refused_by_name<B: Ba
     let site = store.site("hq").await.unwrap().unwrap();
     assert_eq!(site.region_group, RegionGroup::Group1);
     assert!(matches!(store.add_site(&site).await, Err(StoreError::Duplicate { what: "site", .. })));
-    assert!(matches!(store.add_account(&account("acme", None)).await, Err(StoreError::Duplicate { .. })));
+    assert!(matches!(store.add_account(&account("acme", None), term()).await, Err(StoreError::Duplicate { .. })));
     let license = pool("nobody", RegionGroup::Group1, 100);
     assert!(matches!(store.add_license(&license).await, Err(StoreError::NotFound { .. })));
     let id = store.add_license(&NewLicense { account: "acme".into(), ..license.clone() }).await.unwrap();
@@ -214,8 +220,8 @@ pub(crate) async fn duplicates_and_dangling_references_are_refused_by_name<B: Ba
 
 pub(crate) async fn accounts_are_listed_and_updated_but_keep_their_partner<B: Backend>(backend: B) {
     let store = backend.open().await;
-    store.add_account(&account("partner", None)).await.unwrap();
-    store.add_account(&account("acme", Some("partner"))).await.unwrap();
+    store.add_account(&account("partner", None), term()).await.unwrap();
+    store.add_account(&account("acme", Some("partner")), term()).await.unwrap();
     assert_eq!(store.account_ids().await.unwrap(), ["acme", "partner"]);
     let renamed = Account {
         name: "Acme Corp".into(),
@@ -529,8 +535,8 @@ fn notification() -> Notification {
 /// of the account and of its managing partner, all in one transaction.
 pub(crate) async fn a_month_is_finalized_once_with_its_overusage_and_notifications<B: Backend>(backend: B) {
     let store = backend.open().await;
-    store.add_account(&account("partner", None)).await.unwrap();
-    store.add_account(&account("acme", Some("partner"))).await.unwrap();
+    store.add_account(&account("partner", None), term()).await.unwrap();
+    store.add_account(&account("acme", Some("partner")), term()).await.unwrap();
     store.add_recipient("acme", Channel::Email, "billing@acme.example").await.unwrap();
     store.add_recipient("acme", Channel::Webhook, "https://hooks.acme.example/tally").await.unwrap();
     store.add_recipient("partner", Channel::Email, "ops@partner.example").await.unwrap();
@@ -643,6 +649,68 @@ pub(crate) async fn an_order_is_stored_once_per_idempotency_key_with_its_confirm
         [("eop@acme.example".to_owned(), format!("order {}", made.id))],
         "one confirmation, to the contact"
     );
+}
+
+/// R27: terms are renewed without overlapping; a completed order's license (R24) ends with the
+/// term in force on its start date, and a renewal extends none; without a term in force the
+/// completion is refused and nothing moves.
+pub(crate) async fn contract_terms_are_renewed_and_end_the_licenses_orders_make<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+    assert_eq!(store.contract_terms("acme").await.unwrap(), [term()]);
+    assert_eq!(term().end, date(2026, 12, 31));
+    let renewal = ContractTerm { start: date(2027, 1, 1), end: date(2027, 12, 31) };
+    assert_eq!(store.set_contract_term("acme", renewal).await.unwrap(), Ok(None));
+    assert_eq!(store.contract_terms("acme").await.unwrap(), [term(), renewal]);
+    // Across both: refused, nothing changes.
+    let across = ContractTerm { start: date(2026, 6, 1), end: date(2027, 5, 31) };
+    assert_eq!(store.set_contract_term("acme", across).await.unwrap(), Err(vec![term(), renewal]));
+    // Overlapping one: it replaces that one (a correction).
+    let longer = ContractTerm { start: date(2026, 12, 1), end: date(2028, 6, 30) };
+    assert_eq!(store.set_contract_term("acme", longer).await.unwrap(), Err(vec![term(), renewal]));
+    let longer = ContractTerm { start: date(2027, 1, 1), end: date(2028, 6, 30) };
+    assert_eq!(store.set_contract_term("acme", longer).await.unwrap(), Ok(Some(renewal)));
+    assert_eq!(store.contract_terms("acme").await.unwrap(), [term(), longer]);
+
+    let users = |start_date| Item::SdpUsers { start_date, region: SdpRegion::Global, quantity: 5 };
+    let complete = async |item: Item, key: &str| {
+        let new = NewOrder { items: vec![item], ..order(key, key, 1) };
+        let Created::New(made) = store.create_order(&new).await.unwrap() else { panic!("not new") };
+        let step = |to, actor, quote: Option<Quote>| Transition {
+            account: "acme".into(),
+            order: made.id,
+            items: None,
+            to,
+            actor,
+            actor_name: "someone".into(),
+            quote,
+            at: at(2),
+            quote_mail: mail::quote,
+        };
+        store.transition_items(&step(ItemStatus::InProcess, Actor::Operator, None)).await.unwrap().unwrap();
+        let quote = Quote { amount: "10.00".into(), currency: "USD".into() };
+        let pending = step(ItemStatus::PendingConfirmation, Actor::Operator, Some(quote));
+        store.transition_items(&pending).await.unwrap().unwrap();
+        (made.id, store.transition_items(&step(ItemStatus::Completed, Actor::ContactPerson, None)).await.unwrap())
+    };
+    let (_, done) = complete(users(day()), "k1").await;
+    assert_eq!(done.unwrap().status, ItemStatus::Completed);
+    let licenses = store.licenses_of_account("acme").await.unwrap();
+    let made: Vec<(LicenseKind, NaiveDate, NaiveDate)> =
+        licenses.iter().map(|l| (l.terms.kind, l.terms.effective_from, l.terms.effective_to)).collect();
+    assert_eq!(made, [(LicenseKind::ZtnaUsers, day(), date(2026, 12, 31))], "to the term's end, not a year on");
+    let (_, done) = complete(users(date(2027, 3, 1)), "k2").await;
+    assert_eq!(done.unwrap().status, ItemStatus::Completed);
+    let ends: Vec<NaiveDate> =
+        store.licenses_of_account("acme").await.unwrap().iter().map(|l| l.terms.effective_to).collect();
+    assert_eq!(ends, [date(2026, 12, 31), date(2028, 6, 30)]);
+
+    // After every term: refused, and the item stays where it was.
+    let (id, refused) = complete(users(date(2029, 1, 1)), "k3").await;
+    let item = store.order("acme", id).await.unwrap().unwrap().items[0].clone();
+    assert_eq!(refused, Err(TransitionRefused::NoContractTerm { item: item.id, day: date(2029, 1, 1) }));
+    assert_eq!(item.status, ItemStatus::PendingConfirmation);
+    assert_eq!(store.licenses_of_account("acme").await.unwrap().len(), 2);
 }
 
 /// R22: a transition moves every chosen item or none.

@@ -4,7 +4,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use tally_common::enforcement::CapViolation;
 
 use super::{SqliteStore, db, insert_error, now, parse, stamp, to_i64, to_u64};
-use crate::store::{Account, AccountStore, CapChange, License, NewLicense, Site, StoreError};
+use sqlx::SqliteConnection;
+
+use crate::store::{Account, AccountStore, CapChange, ContractTerm, License, NewLicense, Site, StoreError};
 
 async fn sites_of_account(conn: &mut sqlx::SqliteConnection, account: &str) -> Result<Vec<Site>, StoreError> {
     let rows: Vec<SiteRow> = sqlx::query_as(
@@ -159,8 +161,32 @@ struct LicenseRow {
     effective_to: String,
 }
 
+async fn insert_term(conn: &mut SqliteConnection, account: &str, term: ContractTerm) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO contract_terms (account_id, term_start, term_end) VALUES (?, ?, ?)")
+        .bind(account)
+        .bind(term.start.to_string())
+        .bind(term.end.to_string())
+        .execute(conn)
+        .await
+        .map_err(insert_error("contract term of account", account))?;
+    Ok(())
+}
+
+/// An account's contract terms, oldest first (R27).
+pub(super) async fn terms(conn: impl sqlx::SqliteExecutor<'_>, account: &str) -> Result<Vec<ContractTerm>, StoreError> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT term_start, term_end FROM contract_terms WHERE account_id = ? ORDER BY term_start")
+            .bind(account)
+            .fetch_all(conn)
+            .await
+            .map_err(db)?;
+    rows.iter()
+        .map(|(start, end)| Ok(ContractTerm { start: parse(start, "term start")?, end: parse(end, "term end")? }))
+        .collect()
+}
+
 impl AccountStore for SqliteStore {
-    async fn add_account(&self, a: &Account) -> Result<(), StoreError> {
+    async fn add_account(&self, a: &Account, term: ContractTerm) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO accounts (id, name, partner_id, eop_contact_name, eop_contact_email, created_at)
@@ -175,8 +201,37 @@ impl AccountStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(insert_error("account", &a.id))?;
+        insert_term(&mut tx, &a.id, term).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn contract_terms(&self, account: &str) -> Result<Vec<ContractTerm>, StoreError> {
+        terms(&self.pool, account).await
+    }
+
+    async fn set_contract_term(
+        &self,
+        account: &str,
+        term: ContractTerm,
+    ) -> Result<Result<Option<ContractTerm>, Vec<ContractTerm>>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let overlapped: Vec<ContractTerm> =
+            terms(&mut *tx, account).await?.into_iter().filter(|t| t.overlaps(&term)).collect();
+        if overlapped.len() > 1 {
+            return Ok(Err(overlapped));
+        }
+        if let Some(replaced) = overlapped.first() {
+            sqlx::query("DELETE FROM contract_terms WHERE account_id = ? AND term_start = ?")
+                .bind(account)
+                .bind(replaced.start.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        insert_term(&mut tx, account, term).await?;
+        tx.commit().await?;
+        Ok(Ok(overlapped.first().copied()))
     }
 
     async fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {

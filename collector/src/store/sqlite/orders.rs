@@ -5,15 +5,15 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Months, NaiveDate, TimeDelta};
+use chrono::NaiveDate;
 use sqlx::SqliteConnection;
 use tally_common::kinds::{ItemStatus, LicenseKind, SdpRegion};
 
-use super::accounts::insert_license;
+use super::accounts::{insert_license, terms};
 use super::{SqliteStore, db, from_json, parse, stamp, to_json};
 use crate::orders::rules::{Item, SiteFacts, check_transition, summary};
 use crate::orders::{Created, NewOrder, Order, OrderItem, OrderMail, OrderPage, Quote, Transition, TransitionRefused};
-use crate::store::{NewLicense, OrderStore, StoreError};
+use crate::store::{NewLicense, OrderStore, StoreError, term_on};
 
 async fn create(conn: &mut SqliteConnection, order: &NewOrder) -> Result<Created, StoreError> {
     if let Some((key, hash)) = &order.idempotency {
@@ -222,8 +222,18 @@ async fn apply_transition(
             return Ok(Err(TransitionRefused::Item { item: item.id, error }));
         }
     }
-    let at = stamp(t.at);
+    let terms = if t.to == ItemStatus::Completed { terms(&mut *conn, &t.account).await? } else { Vec::new() };
+    let mut license_ends = Vec::with_capacity(chosen.len());
     for item in &chosen {
+        let day = item.item.start_date();
+        let end = term_on(&terms, day).map(|term| term.end);
+        if t.to == ItemStatus::Completed && makes_license(&item.item) && end.is_none() {
+            return Ok(Err(TransitionRefused::NoContractTerm { item: item.id, day }));
+        }
+        license_ends.push(end);
+    }
+    let at = stamp(t.at);
+    for (item, license_end) in chosen.iter().zip(license_ends) {
         let quote = t.quote.as_ref().map(to_json).transpose()?;
         sqlx::query("UPDATE order_items SET status = ?, quote = coalesce(?, quote) WHERE id = ?")
             .bind(t.to.as_str())
@@ -234,7 +244,7 @@ async fn apply_transition(
             .map_err(db)?;
         record(conn, item.id, t.to, &t.actor_name, &at, t.quote.as_ref()).await?;
         if t.to == ItemStatus::Completed {
-            take_effect(conn, &t.account, &item.item).await?;
+            take_effect(conn, &t.account, &item.item, license_end).await?;
         }
     }
     if let (ItemStatus::PendingConfirmation, Some(quote)) = (t.to, &t.quote) {
@@ -254,13 +264,20 @@ async fn apply_transition(
     changed.map(Ok).ok_or_else(|| StoreError::Corrupt(format!("order {} vanished", t.order)))
 }
 
-/// How long a license made by an order runs: a year from its start date.
-fn term_end(start: NaiveDate) -> NaiveDate {
-    start.checked_add_months(Months::new(12)).map_or(start, |d| d - TimeDelta::days(1))
+/// Whether a completed item becomes a license (R24), which ends with the contract term (R27).
+fn makes_license(item: &Item) -> bool {
+    matches!(item, Item::SiteBandwidth { .. } | Item::SdpUsers { .. })
 }
 
-/// R24: what a completed item changes.
-async fn take_effect(conn: &mut SqliteConnection, account: &str, item: &Item) -> Result<(), StoreError> {
+/// R24: what a completed item changes. A license runs from the item's start date to
+/// `license_end`, the last day of the contract term in force on that date (R27; checked to
+/// exist for every item that [`makes_license`]).
+async fn take_effect(
+    conn: &mut SqliteConnection,
+    account: &str,
+    item: &Item,
+    license_end: Option<NaiveDate>,
+) -> Result<(), StoreError> {
     let license = |kind, region: String, quantity| NewLicense {
         account: account.to_owned(),
         kind,
@@ -269,7 +286,7 @@ async fn take_effect(conn: &mut SqliteConnection, account: &str, item: &Item) ->
         block_size: None,
         per_unit: None,
         effective_from: item.start_date(),
-        effective_to: term_end(item.start_date()),
+        effective_to: license_end.unwrap_or(item.start_date()),
     };
     match item {
         Item::SiteBandwidth { site, bandwidth_mbps, .. } => {
