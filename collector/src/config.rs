@@ -14,9 +14,14 @@ pub const DEFAULT_CONFIG: &str = r#"# tally-collector configuration (TOML). Ever
 # Where the embedded store (SQLite, tally.db) and the collector's CA live.
 data_dir = "./tally-data"
 
-# QUIC ingest from the agents (UDP), and the HTTP API with /healthz.
+# QUIC ingest from the agents (UDP), and the HTTP API with /healthz and the web console.
 quic_listen = "0.0.0.0:4433"
 http_listen = "127.0.0.1:8080"
+
+# The console's session cookie is `Secure` (sent over HTTPS only, behind a TLS proxy) unless the
+# console is served over plain HTTP on loopback: the default when http_listen is a loopback
+# address, refused on any other.
+# console_plain_http = true
 
 # Names and addresses the agents use to reach the QUIC endpoint: its certificate covers them.
 server_names = ["localhost", "127.0.0.1", "::1"]
@@ -81,6 +86,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub quic_listen: SocketAddr,
     pub http_listen: SocketAddr,
+    /// The console is served over plain HTTP on loopback: its cookie is not `Secure`.
+    pub console_plain_http: bool,
     pub server_names: Vec<String>,
     pub max_connections: usize,
     pub max_bucket_bps: u64,
@@ -186,10 +193,11 @@ impl Config {
     }
 }
 
-const KNOWN: [&str; 21] = [
+const KNOWN: [&str; 22] = [
     "data_dir",
     "quic_listen",
     "http_listen",
+    "console_plain_http",
     "server_names",
     "max_connections",
     "max_bucket_bps",
@@ -216,6 +224,12 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     let data_dir = fields.path("data_dir", "./tally-data");
     let quic_listen = address(&mut fields, "quic_listen", SocketAddr::from(([0, 0, 0, 0], 4433)));
     let http_listen = address(&mut fields, "http_listen", SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let console_plain_http = fields.boolean("console_plain_http", http_listen.ip().is_loopback());
+    if console_plain_http && !http_listen.ip().is_loopback() {
+        fields.error(format!(
+            "console_plain_http: the console may be served over plain HTTP only on loopback, not on {http_listen}"
+        ));
+    }
     let log = fields.string("log", "info");
     let month_window = match fields.string("month_window", "article").as_str() {
         "article" => MonthWindowSetting::Article,
@@ -286,6 +300,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         data_dir,
         quic_listen,
         http_listen,
+        console_plain_http,
         server_names,
         max_connections,
         max_bucket_bps,

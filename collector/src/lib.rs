@@ -23,6 +23,7 @@ pub mod ca;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod digest;
 pub mod enforcement;
 pub mod http;
@@ -66,11 +67,16 @@ pub fn quic_endpoint(ca: &ca::Ca, addr: std::net::SocketAddr, names: &[String]) 
     Ok(quinn::Endpoint::new(ca.endpoint_config(), Some(ingest::server_config(ca, names)?), socket, runtime)?)
 }
 
-/// Serves `api` on `listener` until `shutdown` ([`http::serve`]).
-pub async fn serve<S: store::Store + 'static>(
+/// The HTTP API and the web console, on one router.
+pub fn http_router<S: store::Store + 'static>(store: std::sync::Arc<S>, config: &config::Config) -> axum::Router {
+    api::Api::new(store.clone(), config).router().merge(console::Console::new(store, config).router())
+}
+
+/// Serves `router` ([`http_router`]) on `listener` until `shutdown` ([`http::serve`]).
+pub async fn serve(
     listener: TcpListener,
-    api: api::Api<S>,
+    router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    http::serve(listener, api.router(), shutdown).await
+    http::serve(listener, router, shutdown).await
 }

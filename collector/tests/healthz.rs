@@ -10,7 +10,7 @@ async fn healthz_answers_ok_and_shutdown_stops_the_server() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let dir = tempfile::tempdir().unwrap();
     let store = tally_collector::store::sqlite::SqliteStore::open(&dir.path().join("tally.db")).await.unwrap();
-    let api = tally_collector::api::Api::new(std::sync::Arc::new(store), &Default::default());
+    let api = tally_collector::http_router(std::sync::Arc::new(store), &Default::default());
     let server = tokio::spawn(tally_collector::serve(listener, api, async {
         let _ = stopped.await;
     }));

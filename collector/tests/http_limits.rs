@@ -15,7 +15,7 @@ async fn server(dir: &tempfile::TempDir) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let store = SqliteStore::open(&dir.path().join("tally.db")).await.unwrap();
-    let api = tally_collector::api::Api::new(Arc::new(store), &Default::default());
+    let api = tally_collector::http_router(Arc::new(store), &Default::default());
     tokio::spawn(tally_collector::serve(listener, api, std::future::pending()));
     addr
 }

@@ -1,5 +1,6 @@
-//! The collector's layers depend only downward (ARCHITECTURE.md): the command line and the HTTP
-//! API → the domain (usage, orders, enforcement, ingest, policy, admin) → the store →
+//! The collector's layers depend only downward (ARCHITECTURE.md): the command line, the HTTP API
+//! and the console → the domain (usage, orders, enforcement, ingest, policy, admin, terms,
+//! intake) → the store →
 //! `tally-common`. Read from the source's paths (`crate::…`, `super::…`), this test fails when
 //! - a domain module reaches into the HTTP layer or the command line;
 //! - the store reaches into the domain's behaviour: it may use the domain's data types and pure
@@ -14,8 +15,9 @@ use std::path::Path;
 type Module = Vec<String>;
 
 const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
-const HTTP: &[&str] = &["api", "cli"];
-const DOMAIN: &[&str] = &["usage", "orders", "enforcement", "ingest", "policy", "admin", "validation"];
+const HTTP: &[&str] = &["api", "cli", "console"];
+const DOMAIN: &[&str] =
+    &["usage", "orders", "enforcement", "ingest", "policy", "admin", "validation", "terms", "intake"];
 const STORE_MAY_USE: &[&str] = &["store", "orders", "orders::rules", "validation", "clock", "throttle"];
 
 /// Every source file as its module path (`store/sqlite/orders.rs` → `store::sqlite::orders`).

@@ -184,7 +184,7 @@ impl Agent {
 async fn serve_health(store: Arc<SqliteStore>) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let api = tally_collector::api::Api::new(store, &Default::default());
+    let api = tally_collector::http_router(store, &Default::default());
     tokio::spawn(tally_collector::serve(listener, api, std::future::pending()));
     addr
 }

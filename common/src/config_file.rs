@@ -89,6 +89,17 @@ impl Fields {
         PathBuf::from(path)
     }
 
+    pub fn boolean(&mut self, key: &str, default: bool) -> bool {
+        match self.table.get(key) {
+            None => default,
+            Some(toml::Value::Boolean(b)) => *b,
+            Some(other) => {
+                self.errors.push(format!("{key}: expected true or false, found {}", other.type_str()));
+                default
+            }
+        }
+    }
+
     /// An integer in `min..=max` (with `min` ≥ 0).
     pub fn integer(&mut self, key: &str, default: u64, min: i64, max: i64) -> u64 {
         match self.table.get(key) {

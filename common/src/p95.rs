@@ -46,6 +46,22 @@ pub fn daily_site_p95(day: NaiveDate, buckets: impl IntoIterator<Item = (BucketS
     }
 }
 
+/// The slots R5 discards from `day`: the [`DISCARDED_SLOTS`] highest (a slot without a bucket
+/// counts as 0), the earlier slot first among equal values; the next one is the daily P95 of
+/// [`daily_site_p95`]. For showing a day, not for computing it.
+pub fn discarded_slots(day: NaiveDate, buckets: impl IntoIterator<Item = (BucketStart, u64)>) -> Vec<usize> {
+    let mut slots = [0u64; DAY_SLOTS];
+    for (start, bps) in buckets {
+        if start.day() == day {
+            slots[start.slot()] = slots[start.slot()].max(bps);
+        }
+    }
+    let mut ranked: Vec<usize> = (0..DAY_SLOTS).collect();
+    ranked.sort_by(|a, b| slots[*b].cmp(&slots[*a]).then(a.cmp(b)));
+    ranked.truncate(DISCARDED_SLOTS);
+    ranked
+}
+
 /// Daily aggregates (R6): for each region group and day, the sum of the daily P95 of every site
 /// whose country maps to that group. Input: one `(group, day, site P95)` per site and day.
 pub fn daily_aggregates(

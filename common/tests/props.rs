@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use tally_common::bandwidth::Bandwidth;
 use tally_common::bucket::Bucketizer;
 use tally_common::counters::{CounterAnomaly, CounterWidth, Counters, InterfaceCounters};
-use tally_common::p95::daily_site_p95;
+use tally_common::p95::{daily_site_p95, discarded_slots};
 use tally_common::sampler::{InterfaceName, InterfaceReading, Sampler, TickReading};
 use tally_common::time::BucketStart;
 
@@ -62,6 +62,22 @@ proptest! {
         prop_assert_eq!(got.p95_bps, p95);
         prop_assert_eq!(got.buckets_present, present);
         prop_assert_eq!(got.buckets_expected, 288);
+    }
+
+    /// What the console marks as discarded: 14 slots, none below the P95, none of the others
+    /// above it (R5).
+    #[test]
+    fn the_discarded_slots_are_the_fourteen_above_the_p95(buckets in day_of_buckets()) {
+        let day_buckets = || buckets.iter().map(|&(s, v)| (bucket_at(s), v));
+        let p95 = daily_site_p95(day(), day_buckets()).p95_bps;
+        let discarded = discarded_slots(day(), day_buckets());
+        let mut value = [0u64; 288];
+        for &(s, v) in &buckets {
+            value[s] = value[s].max(v);
+        }
+        prop_assert_eq!(discarded.len(), 14);
+        prop_assert!(discarded.iter().all(|&s| value[s] >= p95));
+        prop_assert!((0..288).filter(|s| !discarded.contains(s)).all(|s| value[s] <= p95));
     }
 
     #[test]

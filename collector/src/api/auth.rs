@@ -40,18 +40,29 @@ pub async fn caller<S: Store>(store: &S, operator_token: Option<&str>, headers: 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| Problem::unauthorized("send a token as `Authorization: Bearer <token>` (`token create`)"))?;
+    caller_of_token(store, operator_token, &sha256_hex(given.as_bytes())).await
+}
+
+/// The holder of the token whose secret hashes to `token_hash`: the configuration's
+/// `operator_token`, or a token of `token create` that is not revoked. The console's sessions
+/// keep this hash and ask again at every request.
+pub async fn caller_of_token<S: Store>(
+    store: &S,
+    operator_token: Option<&str>,
+    token_hash: &str,
+) -> Result<Caller, Problem> {
     if let Some(expected) = operator_token
-        && constant_time_eq(given.as_bytes(), expected.as_bytes())
+        && constant_time_eq(token_hash.as_bytes(), sha256_hex(expected.as_bytes()).as_bytes())
     {
         return Ok(Caller { role: Role::Operator, account: None, contact: false });
     }
     // The lookup is by hash: its timing says nothing about the secret.
-    match store.api_token(&sha256_hex(given.as_bytes())).await.map_err(internal)? {
+    match store.api_token(token_hash).await.map_err(internal)? {
         Some(token) if !token.revoked() => {
             Ok(Caller { role: token.role, account: token.account, contact: token.contact })
         }
         Some(_) => Err(Problem::unauthorized("this token was revoked")),
-        None => Err(Problem::unauthorized("the bearer token is not valid")),
+        None => Err(Problem::unauthorized("the token is not valid")),
     }
 }
 
@@ -68,7 +79,7 @@ pub async fn visible_account<S: Store>(store: &S, caller: &Caller, account: &str
     if visible { Ok(found) } else { Err(not_found()) }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -116,7 +116,7 @@ async fn authenticated<S: Store + 'static>(
 
 /// 408 for a request not answered within [`crate::http::REQUEST_DEADLINE`] (a body sent too
 /// slowly, say).
-async fn within_deadline(request: Request, next: Next) -> Result<Response, Problem> {
+pub async fn within_deadline(request: Request, next: Next) -> Result<Response, Problem> {
     let deadline = crate::http::REQUEST_DEADLINE;
     tokio::time::timeout(deadline, next.run(request))
         .await
@@ -183,7 +183,7 @@ async fn usage<S: Store + 'static>(
 }
 
 /// An unknown account, or a month before its life (R28), is a 404.
-fn report_problem(e: ReportError) -> Problem {
+pub fn report_problem(e: ReportError) -> Problem {
     match e {
         ReportError::UnknownAccount(a) => Problem::not_found(format!("account {a:?} does not exist")),
         e @ ReportError::BeforeAccountLife { .. } => Problem::not_found(e.to_string()),

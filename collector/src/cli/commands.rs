@@ -71,8 +71,8 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 until_stopped(stopped.clone()),
             ));
             let pools = tokio::spawn(pool_risk::watch(store.clone(), until_stopped(stopped.clone())));
-            let api = crate::api::Api::new(store, &config);
-            let http = tokio::spawn(crate::serve(listener, api, until_stopped(stopped)));
+            let router = crate::http_router(store, &config);
+            let http = tokio::spawn(crate::serve(listener, router, until_stopped(stopped)));
             shutdown.await;
             tracing::info!("shutting down: no new connections, draining, committing");
             let _ = stop.send(true);

@@ -81,6 +81,16 @@ impl ApiToken {
     }
 }
 
+/// A signed-in console session, found by the hash of its cookie's secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSession {
+    /// The hash of the API token that signed in: who the session is, checked at every request.
+    pub token_hash: String,
+    /// The form token every state-changing form of the session carries (CSRF).
+    pub csrf: String,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Who may speak: API tokens (by the hash of their secret), enrollment tokens and the
 /// certificates the CA issued.
 pub trait AccessStore: Send + Sync {
@@ -120,4 +130,19 @@ pub trait AccessStore: Send + Sync {
     fn certificate(&self, serial: &str) -> impl Future<Output = Result<Option<CertificateRecord>, StoreError>> + Send;
     /// Revokes every certificate of `site`; returns how many were not revoked yet.
     fn revoke_site(&self, site: &str, now: DateTime<Utc>) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Starts a console session under the hash of its cookie's secret; forgets the expired ones.
+    fn add_session(
+        &self,
+        id_hash: &str,
+        session: &ConsoleSession,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The session under `id_hash`, unless it expired by `now`.
+    fn session(
+        &self,
+        id_hash: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<ConsoleSession>, StoreError>> + Send;
+    /// Ends the session under `id_hash`; false when there was none.
+    fn end_session(&self, id_hash: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }

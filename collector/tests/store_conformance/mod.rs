@@ -9,10 +9,10 @@ use chrono::{DateTime, Days, NaiveDate, TimeDelta, TimeZone, Utc};
 use tally_collector::orders::rules::{Actor, Item};
 use tally_collector::orders::{Created, NewOrder, Quote, Transition, TransitionRefused, mail};
 use tally_collector::store::{
-    AccessStore, Account, AccountStore, BucketStore, CapChange, Channel, ContractTerm, Ingested, Intake, IntakeStore,
-    MAX_QUARANTINED_PER_SITE, Measured, MergeStats, MeterEvent, NewLicense, NewOverusage, Notification, OrderStore,
-    OutboxStore, PolicyReport, PolicyStore, Resolution, ResolutionKind, Role, Site, Store, StoreError, TokenRefusal,
-    UsageStore,
+    AccessStore, Account, AccountStore, BucketStore, CapChange, Channel, ConsoleSession, ContractTerm, Ingested,
+    Intake, IntakeStore, MAX_QUARANTINED_PER_SITE, Measured, MergeStats, MeterEvent, NewLicense, NewOverusage,
+    Notification, OrderStore, OutboxStore, PolicyReport, PolicyStore, Resolution, ResolutionKind, Role, Site, Store,
+    StoreError, TokenRefusal, UsageStore,
 };
 use tally_common::bucket::Bucket;
 use tally_common::enforcement::CapViolation;
@@ -57,6 +57,7 @@ macro_rules! conformance_tests {
             an_order_is_stored_once_per_idempotency_key_with_its_confirmation,
             an_order_transition_is_all_or_nothing,
             contract_terms_are_renewed_and_end_the_licenses_orders_make,
+            console_sessions_expire_and_end,
             an_intake_is_stored_whole_or_not_at_all,
             the_quarantine_of_a_site_is_bounded_and_released_at_once,
         );
@@ -711,6 +712,27 @@ pub(crate) async fn contract_terms_are_renewed_and_end_the_licenses_orders_make<
     assert_eq!(refused, Err(TransitionRefused::NoContractTerm { item: item.id, day: date(2029, 1, 1) }));
     assert_eq!(item.status, ItemStatus::PendingConfirmation);
     assert_eq!(store.licenses_of_account("acme").await.unwrap().len(), 2);
+}
+
+/// A console session is found by its hash until it expires or ends; starting one forgets the
+/// expired.
+pub(crate) async fn console_sessions_expire_and_end<B: Backend>(backend: B) {
+    let store = backend.open().await;
+    let session = |hours: i64| ConsoleSession {
+        token_hash: "t".repeat(64),
+        csrf: "c".repeat(64),
+        expires_at: at(12) + TimeDelta::hours(hours),
+    };
+    store.add_session("short", &session(1), at(12)).await.unwrap();
+    store.add_session("long", &session(12), at(12)).await.unwrap();
+    assert_eq!(store.session("short", at(12)).await.unwrap(), Some(session(1)));
+    assert_eq!(store.session("short", at(13)).await.unwrap(), None, "expired");
+    assert_eq!(store.session("nobody", at(12)).await.unwrap(), None);
+    assert!(store.end_session("long").await.unwrap());
+    assert!(!store.end_session("long").await.unwrap());
+    assert_eq!(store.session("long", at(12)).await.unwrap(), None, "ended");
+    store.add_session("next", &session(30), at(14)).await.unwrap();
+    assert!(!store.end_session("short").await.unwrap(), "the expired one was forgotten");
 }
 
 /// R22: a transition moves every chosen item or none.

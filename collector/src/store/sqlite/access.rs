@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use tally_common::time::rfc3339;
 
-use super::{SqliteStore, db, insert_error, now, parse};
-use crate::store::{AccessStore, ApiToken, CertificateRecord, Role, StoreError, TokenRefusal};
+use super::{SqliteStore, db, insert_error, now, parse, stamp};
+use crate::store::{AccessStore, ApiToken, CertificateRecord, ConsoleSession, Role, StoreError, TokenRefusal};
 
 #[derive(sqlx::FromRow)]
 struct TokenRow {
@@ -171,5 +171,49 @@ impl AccessStore for SqliteStore {
             .map_err(db)?;
         tx.commit().await?;
         Ok(done.rows_affected())
+    }
+
+    async fn add_session(&self, id_hash: &str, session: &ConsoleSession, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM console_sessions WHERE expires_at <= ?")
+            .bind(stamp(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query("INSERT INTO console_sessions (id_hash, token_hash, csrf, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(id_hash)
+            .bind(&session.token_hash)
+            .bind(&session.csrf)
+            .bind(stamp(session.expires_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(insert_error("console session", "(new)"))?;
+        tx.commit().await
+    }
+
+    async fn session(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<ConsoleSession>, StoreError> {
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT token_hash, csrf, expires_at FROM console_sessions WHERE id_hash = ? AND expires_at > ?",
+        )
+        .bind(id_hash)
+        .bind(stamp(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|(token_hash, csrf, expires_at)| {
+            Ok(ConsoleSession { token_hash, csrf, expires_at: parse(&expires_at, "session expiry")? })
+        })
+        .transpose()
+    }
+
+    async fn end_session(&self, id_hash: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("DELETE FROM console_sessions WHERE id_hash = ?")
+            .bind(id_hash)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
     }
 }

@@ -1,0 +1,180 @@
+//! The web console: server-rendered pages on the API's HTTP listener, for customers, partners
+//! and operators (DESIGN: Console).
+//!
+//! - [`session`]: sign-in with an API token, sessions kept by the store, the form token (CSRF).
+//! - [`pages`]: the accounts, an account's usage with charts, a site's day ("why this number").
+//! - [`export`]: the pages' tables as CSV.
+//! - [`chart`]: SVG charts drawn on the server; no script.
+//!
+//! The pages call the same functions as the API (`usage::report::build`, the store's reads) and
+//! apply the same tenancy (`api::auth`): another account's page is a 404 like a missing one.
+//! Every figure carries `data-field` (the API's field name) and `data-value` (its raw value).
+
+pub mod chart;
+mod export;
+mod pages;
+mod session;
+
+use std::sync::{Arc, LazyLock};
+
+use askama::Template;
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::TimeDelta;
+use tally_common::time::MonthWindowSetting;
+
+use crate::api::problem::Problem;
+use crate::config::Config;
+use crate::store::Store;
+
+pub use session::Signed;
+
+/// What the pages share.
+#[derive(Debug)]
+pub struct Console<S> {
+    store: Arc<S>,
+    operator_token: Option<String>,
+    month_window: MonthWindowSetting,
+    grace: TimeDelta,
+    /// The session cookie is not `Secure` (plain HTTP on loopback).
+    plain_http: bool,
+}
+
+impl<S> Clone for Console<S> {
+    fn clone(&self) -> Self {
+        Console {
+            store: self.store.clone(),
+            operator_token: self.operator_token.clone(),
+            month_window: self.month_window,
+            grace: self.grace,
+            plain_http: self.plain_http,
+        }
+    }
+}
+
+const STYLESHEET: &str = include_str!("../../static/console.css");
+
+/// The stylesheet's address, named by its content: it is cached for a year and a new build
+/// changes the name.
+static STYLESHEET_PATH: LazyLock<String> =
+    LazyLock::new(|| format!("/static/console-{}.css", &crate::digest::sha256_hex(STYLESHEET.as_bytes())[..12]));
+
+impl<S: Store + 'static> Console<S> {
+    pub fn new(store: Arc<S>, config: &Config) -> Console<S> {
+        Console {
+            store,
+            operator_token: config.operator_token.clone(),
+            month_window: config.month_window,
+            grace: config.grace,
+            plain_http: config.console_plain_http,
+        }
+    }
+
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/login", get(session::login_form).post(session::login::<S>))
+            .route("/logout", post(session::logout::<S>))
+            .route("/", get(pages::home::<S>))
+            .route("/accounts/{account}/usage", get(pages::usage::<S>))
+            .route("/accounts/{account}/sites/{site}/days/{day}", get(pages::site_day::<S>))
+            .route("/accounts/{account}/usage.csv", get(export::usage_csv::<S>))
+            .route("/accounts/{account}/sites.csv", get(export::sites_csv::<S>))
+            .route(STYLESHEET_PATH.as_str(), get(stylesheet))
+            .layer(axum::middleware::from_fn(crate::api::within_deadline))
+            .with_state(self)
+    }
+}
+
+async fn stylesheet() -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+        (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+    ];
+    (headers, STYLESHEET).into_response()
+}
+
+/// What every page's frame shows: the stylesheet, the account in view, who is signed in and the
+/// form token of the sign-out form.
+#[derive(Debug, Clone, Default)]
+pub struct Chrome {
+    pub css: String,
+    pub account: Option<String>,
+    pub who: String,
+    pub csrf: Option<String>,
+}
+
+impl Chrome {
+    fn signed_out() -> Chrome {
+        Chrome { css: STYLESHEET_PATH.clone(), ..Chrome::default() }
+    }
+
+    fn of(signed: &Signed, account: Option<&str>) -> Chrome {
+        Chrome {
+            css: STYLESHEET_PATH.clone(),
+            account: account.map(str::to_owned),
+            who: signed.who(),
+            csrf: Some(signed.csrf.clone()),
+        }
+    }
+}
+
+/// A page that could not be shown: the API's problem, as HTML with the same status.
+#[derive(Debug)]
+pub struct PageError {
+    status: StatusCode,
+    detail: String,
+}
+
+impl PageError {
+    fn new(status: StatusCode, detail: impl Into<String>) -> PageError {
+        PageError { status, detail: detail.into() }
+    }
+
+    fn not_found(detail: impl Into<String>) -> PageError {
+        PageError::new(StatusCode::NOT_FOUND, detail)
+    }
+}
+
+impl From<Problem> for PageError {
+    fn from(p: Problem) -> PageError {
+        PageError {
+            status: StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            detail: p.detail,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    chrome: Chrome,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let page = ErrorPage {
+            chrome: Chrome::signed_out(),
+            title: self.status.canonical_reason().unwrap_or("Error"),
+            status: self.status.as_u16(),
+            detail: &self.detail,
+        };
+        (self.status, render(&page)).into_response()
+    }
+}
+
+/// A template as a response; a template that fails to render is a 500 with its error logged.
+fn render(page: &impl Template) -> Response {
+    match page.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "a console page failed to render");
+            (StatusCode::INTERNAL_SERVER_ERROR, "the page failed to render; the collector's log says why")
+                .into_response()
+        }
+    }
+}

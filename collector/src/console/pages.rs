@@ -1,0 +1,376 @@
+//! The console's pages: the accounts, an account's usage, a site's day.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use tally_common::bandwidth::Bandwidth;
+use tally_common::p95::{daily_site_p95, discarded_slots};
+use tally_common::time::{BucketStart, DAY_SLOTS, Month};
+
+use super::chart::{Bar, Chart, Line};
+use super::{Chrome, Console, PageError, Signed, render};
+use crate::api::auth::{internal, visible_account};
+use crate::store::{Role, Store};
+use crate::terms::{AccountView, account_view};
+use crate::usage::document::UsageReport;
+use crate::usage::report;
+
+/// A value's name as the API writes it (`"open"`, `"group1"`).
+fn api_name(value: &impl Serialize) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// A bit rate, however many references the templates wrap it in.
+pub(super) trait BitRate {
+    fn bits_per_second(&self) -> u64;
+}
+
+impl BitRate for u64 {
+    fn bits_per_second(&self) -> u64 {
+        *self
+    }
+}
+
+impl<T: BitRate + ?Sized> BitRate for &T {
+    fn bits_per_second(&self) -> u64 {
+        (**self).bits_per_second()
+    }
+}
+
+/// A bit rate in words, for the templates (`150.0 Mbps`).
+pub(super) fn bps(value: impl BitRate) -> String {
+    Bandwidth(value.bits_per_second()).to_string()
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    chrome: Chrome,
+    operator: bool,
+    query: String,
+    accounts: Vec<AccountView>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct HomeQuery {
+    q: Option<String>,
+}
+
+/// `/`: the signed-in user's accounts; a customer goes straight to its own.
+pub(super) async fn home<S: Store + 'static>(
+    State(console): State<Console<S>>,
+    signed: Signed,
+    Query(query): Query<HomeQuery>,
+) -> Result<Response, PageError> {
+    let caller = &signed.caller;
+    if let (Role::Customer, Some(account)) = (caller.role, &caller.account) {
+        return Ok(Redirect::to(&format!("/accounts/{account}/usage")).into_response());
+    }
+    let wanted = query.q.unwrap_or_default();
+    let today = crate::clock::now().date_naive();
+    let mut accounts = Vec::new();
+    for account in console.store.accounts().await.map_err(internal)? {
+        let own = caller.account.as_deref();
+        let visible = caller.role == Role::Operator
+            || own == Some(account.id.as_str())
+            || (own.is_some() && account.partner.as_deref() == own);
+        let matches = wanted.is_empty()
+            || account.id.contains(wanted.as_str())
+            || account.name.to_lowercase().contains(&wanted.to_lowercase());
+        if visible && matches {
+            accounts.extend(account_view(&*console.store, &account.id, today).await.map_err(internal)?);
+        }
+    }
+    let page = HomePage {
+        chrome: Chrome::of(&signed, None),
+        operator: caller.role == Role::Operator,
+        query: wanted,
+        accounts,
+    };
+    Ok(render(&page))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct MonthQuery {
+    month: Option<String>,
+}
+
+impl MonthQuery {
+    /// The month asked for (400 naming the parameter when it is not `YYYY-MM`), or this one.
+    pub(super) fn month(&self) -> Result<Month, PageError> {
+        match &self.month {
+            None => Ok(Month::containing(crate::clock::now().date_naive())),
+            Some(m) => {
+                m.parse().map_err(|e| PageError::new(axum::http::StatusCode::BAD_REQUEST, format!("month: {e}")))
+            }
+        }
+    }
+}
+
+/// An account's usage report for a month, as the API builds it.
+pub(super) async fn report_of<S: Store>(
+    console: &Console<S>,
+    signed: &Signed,
+    account: &str,
+    month: Month,
+) -> Result<UsageReport, PageError> {
+    visible_account(&*console.store, &signed.caller, account).await?;
+    let now = crate::clock::now();
+    let built = report::build(&*console.store, account, month, console.month_window, console.grace, now).await;
+    Ok(built.map_err(crate::api::report_problem)?)
+}
+
+struct PoolView {
+    group: String,
+    monthly_p95_bps: u64,
+    licensed_bps: u64,
+    excess_bps: u64,
+    peak_day: Option<NaiveDate>,
+    projected_bps: Option<u64>,
+    chart: String,
+    days: Vec<DayView>,
+}
+
+struct DayView {
+    date: NaiveDate,
+    aggregate_bps: u64,
+    in_window: bool,
+}
+
+struct SiteView {
+    site: String,
+    group: String,
+    cap_bps: Option<u64>,
+    /// The month's highest daily P95, and its day.
+    peak: Option<(NaiveDate, u64)>,
+    violations: usize,
+}
+
+struct MeterView {
+    license: String,
+    measured: u64,
+    licensed: u64,
+    excess: u64,
+    required_purchase: u64,
+}
+
+struct OverusageView {
+    license: String,
+    region_group: Option<String>,
+    excess: u64,
+    resolution: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "usage.html")]
+struct UsagePage {
+    chrome: Chrome,
+    account: String,
+    month: Month,
+    previous: Month,
+    next: Month,
+    status: String,
+    window: String,
+    pools: Vec<PoolView>,
+    sites: Vec<SiteView>,
+    meters: Vec<MeterView>,
+    overusage: Vec<OverusageView>,
+}
+
+/// `/accounts/{a}/usage?month=YYYY-MM`.
+pub(super) async fn usage<S: Store + 'static>(
+    State(console): State<Console<S>>,
+    signed: Signed,
+    Path(account): Path<String>,
+    Query(query): Query<MonthQuery>,
+) -> Result<Response, PageError> {
+    let month = query.month()?;
+    let report = report_of(&console, &signed, &account, month).await?;
+    let pools = report
+        .bandwidth_pool
+        .iter()
+        .map(|p| {
+            let bars = p
+                .days
+                .iter()
+                .map(|d| Bar {
+                    label: d.date.format("%d").to_string(),
+                    value: d.aggregate_bps,
+                    class: match (Some(d.date) == p.peak_day, d.in_window) {
+                        (true, _) => "peak",
+                        (false, true) => "in",
+                        (false, false) => "out",
+                    },
+                })
+                .collect();
+            let outside = p.days.iter().position(|d| !d.in_window).map(|from| (from, p.days.len()));
+            let group = api_name(&p.region_group);
+            let chart = Chart {
+                title: format!("Daily aggregate of {group}, {month}"),
+                bars,
+                lines: vec![
+                    Line { value: p.licensed_bps, class: "licensed", label: "licensed".into() },
+                    Line { value: p.monthly_p95_bps, class: "p95", label: "monthly P95".into() },
+                ],
+                shaded: outside,
+                label_every: 5,
+            };
+            PoolView {
+                monthly_p95_bps: p.monthly_p95_bps,
+                licensed_bps: p.licensed_bps,
+                excess_bps: p.excess_bps,
+                peak_day: p.peak_day,
+                projected_bps: p.forecast.as_ref().map(|f| f.projected_monthly_p95_bps),
+                chart: chart.svg(),
+                days: p
+                    .days
+                    .iter()
+                    .map(|d| DayView { date: d.date, aggregate_bps: d.aggregate_bps, in_window: d.in_window })
+                    .collect(),
+                group,
+            }
+        })
+        .collect();
+    let sites = report
+        .sites
+        .iter()
+        .map(|s| SiteView {
+            site: s.site.clone(),
+            group: api_name(&s.region_group),
+            cap_bps: s.cap_bps,
+            peak: s.days.iter().max_by_key(|d| (d.p95_bps, std::cmp::Reverse(d.date))).map(|d| (d.date, d.p95_bps)),
+            violations: s.violations.len(),
+        })
+        .collect();
+    let meters = report
+        .meters
+        .iter()
+        .map(|m| MeterView {
+            license: api_name(&m.meter.license),
+            measured: m.meter.measured,
+            licensed: m.meter.licensed,
+            excess: m.meter.excess,
+            required_purchase: m.meter.required_purchase,
+        })
+        .collect();
+    let overusage = report
+        .overusage
+        .iter()
+        .map(|o| OverusageView {
+            license: api_name(&o.license),
+            region_group: o.region_group.clone(),
+            excess: o.excess,
+            resolution: o.resolution.as_ref().map(|r| r.kind.clone()),
+        })
+        .collect();
+    let page = UsagePage {
+        chrome: Chrome::of(&signed, Some(&account)),
+        previous: Month::containing(month.first_day().pred_opt().unwrap_or(month.first_day())),
+        next: month.next(),
+        status: api_name(&report.status),
+        window: report.window.description.clone(),
+        account,
+        month,
+        pools,
+        sites,
+        meters,
+        overusage,
+    };
+    Ok(render(&page))
+}
+
+struct SlotView {
+    time: String,
+    max_bps: Option<u64>,
+    discarded: bool,
+}
+
+#[derive(Template)]
+#[template(path = "day.html")]
+struct DayPage {
+    chrome: Chrome,
+    account: String,
+    site: String,
+    day: NaiveDate,
+    p95_bps: u64,
+    buckets_present: u16,
+    buckets_expected: u16,
+    cap_bps: Option<u64>,
+    violations: Vec<(String, u64)>,
+    chart: String,
+    slots: Vec<SlotView>,
+}
+
+/// `/accounts/{a}/sites/{s}/days/{YYYY-MM-DD}`: why a day's P95 is what it is (R5).
+pub(super) async fn site_day<S: Store + 'static>(
+    State(console): State<Console<S>>,
+    signed: Signed,
+    Path((account, site, day)): Path<(String, String, String)>,
+) -> Result<Response, PageError> {
+    visible_account(&*console.store, &signed.caller, &account).await?;
+    let found = console.store.site(&site).await.map_err(internal)?.filter(|s| s.account == account);
+    let site = found.ok_or_else(|| PageError::not_found(format!("site {site:?} does not exist")))?;
+    let day: NaiveDate = day.parse().map_err(|_| {
+        PageError::new(axum::http::StatusCode::BAD_REQUEST, format!("{day:?} is not a date (YYYY-MM-DD)"))
+    })?;
+    let buckets = console.store.buckets_of_day(&site.id, day).await.map_err(internal)?;
+    let values = || buckets.iter().map(|b| (b.start, b.max_bps));
+    let p95 = daily_site_p95(day, values());
+    let discarded = discarded_slots(day, values());
+    let mut by_slot: Vec<Option<u64>> = vec![None; DAY_SLOTS];
+    for b in &buckets {
+        by_slot[b.start.slot()] = Some(b.max_bps);
+    }
+    let first = BucketStart::first_of_day(day).unix();
+    let slots: Vec<SlotView> = by_slot
+        .iter()
+        .enumerate()
+        .map(|(slot, max_bps)| SlotView {
+            time: BucketStart::from_unix(first + 300 * slot as i64)
+                .map_or_else(|_| String::new(), |s| s.time().format("%H:%M").to_string()),
+            max_bps: *max_bps,
+            discarded: discarded.contains(&slot),
+        })
+        .collect();
+    let bars = slots
+        .iter()
+        .map(|s| Bar {
+            label: s.time.clone(),
+            value: s.max_bps.unwrap_or(0),
+            class: match (s.discarded, s.max_bps) {
+                (true, _) => "discarded",
+                (false, None) => "missing",
+                (false, Some(_)) => "in",
+            },
+        })
+        .collect();
+    let mut lines = vec![Line { value: p95.p95_bps, class: "p95", label: "daily P95".into() }];
+    lines.extend(site.cap_bps.map(|cap| Line { value: cap, class: "cap", label: "cap".into() }));
+    let chart = Chart { title: format!("Buckets of {} on {day}", site.id), bars, lines, shaded: None, label_every: 36 };
+    let from = BucketStart::first_of_day(day);
+    let to = BucketStart::first_of_day(day.succ_opt().unwrap_or(day));
+    let violations = console
+        .store
+        .enforcement_violations(&account, Some(&site.id), from, to)
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .map(|v| (v.bucket_start.time().format("%H:%M").to_string(), v.max_bps))
+        .collect();
+    let page = DayPage {
+        chrome: Chrome::of(&signed, Some(&account)),
+        account,
+        site: site.id,
+        day,
+        p95_bps: p95.p95_bps,
+        buckets_present: p95.buckets_present,
+        buckets_expected: p95.buckets_expected,
+        cap_bps: site.cap_bps,
+        violations,
+        chart: chart.svg(),
+        slots,
+    };
+    Ok(render(&page))
+}

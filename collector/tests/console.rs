@@ -1,0 +1,369 @@
+//! The web console against the real collector holding a generated month.
+//!
+//! - In a real browser (Debian's chromium, driven over WebDriver through chromedriver, started
+//!   once for the whole binary): sign in with a token, every figure of the usage page and of the
+//!   site-day page equals the API's (read through `data-value`), the site-day page marks exactly
+//!   the 14 discarded buckets, each CSV equals the API's JSON, another account's page is a 404,
+//!   signing out ends the session. Screenshots of the pages go to `docs/screenshots/`.
+//! - Over plain HTTP: the session cookie's flags, a form without its token refused, a revoked
+//!   token's session ended, a wrong token refused at sign-in.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use support::http::{get, serve};
+use support::skip::skip;
+use support::{Collector, MID_NOVEMBER_2026, args};
+
+const MONTH: &str = "2026-10";
+
+/// Account `acme` (sites in the US, Germany and China, a pool per group) with every bucket of
+/// October 2026, its contact's token, and `other`'s token. The clock is mid-November: October
+/// is finalized.
+fn generated_month() -> (Collector, String, String) {
+    let c =
+        Collector::with_config("http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"").at(MID_NOVEMBER_2026);
+    for line in [
+        "account add --id acme --name Acme --eop-contact-name Ann --eop-contact-email ann@acme.example",
+        "account add --id other --name Other",
+        "license add --account acme --kind bandwidth_pool --region group1 --quantity 300 --from 2026-01-01 --to 2026-12-31",
+        "license add --account acme --kind bandwidth_pool --region china --quantity 50 --from 2026-01-01 --to 2026-12-31",
+        "site add --account acme --id hq --name HQ --country US --type socket",
+        "site add --account acme --id fra --name Frankfurt --country DE --type ipsec",
+        "site add --account acme --id sh --name Shanghai --country CN --type socket --cap-mbps 40",
+    ] {
+        c.ok(&args(line));
+    }
+    // Each site's days: a daily shape, a different level per site and day, some spikes and gaps.
+    let mut csv = String::from("site,bucket_start,max_bps\n");
+    let mut seed: u64 = 7;
+    for (site, level) in [("hq", 120_000_000u64), ("fra", 80_000_000), ("sh", 30_000_000)] {
+        for day in 1..=31u64 {
+            for slot in 0..288u64 {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                if (seed >> 60) == 0 {
+                    continue; // about one slot in 16 has no bucket
+                }
+                let hour_shape = 50 + (slot % 144).abs_diff(72);
+                let mut bps = level / 100 * hour_shape * (90 + day % 20) / 100 + (seed >> 40) % 1_000_000;
+                if (seed >> 56) % 64 == 1 {
+                    bps *= 3; // a spike
+                }
+                csv += &format!("{site},2026-10-{day:02}T{:02}:{:02}:00Z,{bps}\n", slot / 12, slot % 12 * 5);
+            }
+        }
+    }
+    let file = c.file("month.csv", &csv);
+    c.ok(&["import-buckets", "--csv", &file]);
+    let token = |line: &str| c.ok(&args(line)).trim().to_owned();
+    let acme = token("token create --role customer --account acme --contact");
+    let other = token("token create --role customer --account other");
+    (c, acme, other)
+}
+
+/// chromedriver and a headless chromium session; both end when this is dropped.
+struct Browser {
+    client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Starts chromedriver on a free port (ready once it says so) and a headless chromium under it.
+async fn browser() -> Option<Browser> {
+    let (driver, chromium) = ("/usr/bin/chromedriver", "/usr/bin/chromium");
+    if !std::path::Path::new(driver).exists() || !std::path::Path::new(chromium).exists() {
+        skip("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)");
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(driver).arg(format!("--port={port}")).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.by_ref().map_while(Result::ok).any(|l| l.contains("started successfully"));
+    assert!(ready, "chromedriver did not start");
+    // The rest of its output is drained, so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let profile = tempfile::tempdir().unwrap();
+    let options = json!({
+        "binary": chromium,
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--window-size=1280,1000",
+                 format!("--user-data-dir={}", profile.path().display())],
+    });
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert("goog:chromeOptions".into(), options);
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let client = ClientBuilder::new(connector)
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a chromium session");
+    Some(Browser { client, driver: child, _profile: profile })
+}
+
+/// Every `data-field` of the page, with the `data-*` of the elements around it that say whose
+/// figure it is (group, site, date, slot, license), in document order.
+async fn figures(client: &Client) -> Vec<BTreeMap<String, String>> {
+    let script = r#"
+        return Array.from(document.querySelectorAll('[data-field]')).map(e => {
+            const found = {};
+            for (let n = e; n && n.dataset; n = n.parentElement) {
+                for (const [k, v] of Object.entries(n.dataset)) { if (!(k in found)) found[k] = v; }
+            }
+            return found;
+        });"#;
+    let value = client.execute(script, vec![]).await.unwrap();
+    serde_json::from_value(value).unwrap()
+}
+
+fn figure<'a>(all: &'a [BTreeMap<String, String>], wanted: &[(&str, &str)]) -> Vec<&'a str> {
+    all.iter()
+        .filter(|f| wanted.iter().all(|(k, v)| f.get(*k).map(String::as_str) == Some(*v)))
+        .map(|f| f["value"].as_str())
+        .collect()
+}
+
+fn screenshot(png: &[u8], name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), png).unwrap();
+}
+
+/// A request with a cookie: status, the raw head, the body.
+fn with_cookie(http: &str, method: &str, path: &str, cookie: &str, form: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(http).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: tally\r\nCookie: {cookie}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        form.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), head.to_owned(), body.to_owned())
+}
+
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+        .collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_console_shows_the_apis_figures_in_a_real_browser() {
+    let Some(browser) = browser().await else { return };
+    let (c, acme, _) = generated_month();
+    let (_serving, http) = serve(&c);
+    let client = &browser.client;
+    let base = format!("http://{http}");
+    let (status, _, body) = get(&http, &format!("/v1/accounts/acme/usage?month={MONTH}"), Some(&acme));
+    assert_eq!(status, 200, "{body}");
+    let api: Value = serde_json::from_str(&body).unwrap();
+
+    // Signed out, a page leads to the sign-in; a wrong token is refused there.
+    client.goto(&format!("{base}/accounts/acme/usage")).await.unwrap();
+    assert_eq!(client.current_url().await.unwrap().path(), "/login");
+    client.find(Locator::Id("token")).await.unwrap().send_keys("tally_wrong").await.unwrap();
+    client.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    let refused = client.find(Locator::Id("login-error")).await.unwrap().text().await.unwrap();
+    assert!(refused.contains("not valid"), "{refused}");
+    client.find(Locator::Id("token")).await.unwrap().send_keys(&acme).await.unwrap();
+    client.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    assert_eq!(client.current_url().await.unwrap().path(), "/accounts/acme/usage", "a customer goes to its account");
+
+    // The usage page: every pool figure and every day's aggregate, as the API has them.
+    client.goto(&format!("{base}/accounts/acme/usage?month={MONTH}")).await.unwrap();
+    let page = figures(client).await;
+    assert_eq!(figure(&page, &[("field", "status")]), [api["status"].as_str().unwrap()]);
+    let pools = api["bandwidth_pool"].as_array().unwrap();
+    assert_eq!(pools.len(), 2, "{api}");
+    for pool in pools {
+        let group = pool["region_group"].as_str().unwrap();
+        for field in ["monthly_p95_bps", "licensed_bps", "excess_bps"] {
+            let shown = figure(&page, &[("group", group), ("field", field)]);
+            assert_eq!(shown, [pool[field].to_string()], "{group} {field}");
+        }
+        assert_eq!(figure(&page, &[("group", group), ("field", "peak_day")]), [pool["peak_day"].as_str().unwrap()]);
+        let days = pool["days"].as_array().unwrap();
+        assert_eq!(days.len(), 31);
+        for day in days {
+            let date = day["date"].as_str().unwrap();
+            let at = [("group", group), ("date", date)];
+            assert_eq!(figure(&page, &[at[0], at[1], ("field", "aggregate_bps")]), [day["aggregate_bps"].to_string()]);
+            assert_eq!(figure(&page, &[at[0], at[1], ("field", "in_window")]), [day["in_window"].to_string()]);
+        }
+    }
+    // Each site's highest daily P95 of the month, and the day it links to.
+    let mut peaks = BTreeMap::new();
+    for site in api["sites"].as_array().unwrap() {
+        let id = site["site"].as_str().unwrap();
+        let days = site["days"].as_array().unwrap();
+        let top = days.iter().map(|d| d["p95_bps"].as_u64().unwrap()).max().unwrap();
+        let date = days.iter().find(|d| d["p95_bps"] == top).unwrap()["date"].as_str().unwrap();
+        let shown: Vec<&BTreeMap<String, String>> =
+            page.iter().filter(|f| f.get("site").map(String::as_str) == Some(id) && f["field"] == "p95_bps").collect();
+        assert_eq!((shown.len(), shown[0]["value"].clone(), shown[0]["date"].as_str()), (1, top.to_string(), date));
+        assert_eq!(
+            figure(&page, &[("site", id), ("field", "cap_bps")]),
+            [site["cap_bps"].as_u64().map_or(String::new(), |c| c.to_string())]
+        );
+        peaks.insert(id.to_owned(), (date.to_owned(), top));
+    }
+    screenshot(&client.screenshot().await.unwrap(), "usage.png");
+
+    // The site-day page of hq's peak day: 14 buckets discarded, the 15th highest is the P95.
+    let (date, p95) = peaks["hq"].clone();
+    client.find(Locator::Css(&format!("tr[data-site=hq] a[data-date='{date}']"))).await.unwrap().click().await.unwrap();
+    assert_eq!(client.current_url().await.unwrap().path(), format!("/accounts/acme/sites/hq/days/{date}"));
+    let day = figures(client).await;
+    assert_eq!(figure(&day, &[("field", "p95_bps")]), [p95.to_string()]);
+    let slots: Vec<&BTreeMap<String, String>> = day.iter().filter(|f| f.contains_key("slot")).collect();
+    assert_eq!(slots.len(), 288);
+    let value = |f: &BTreeMap<String, String>| f["value"].parse::<u64>().unwrap_or(0);
+    let discarded: Vec<u64> = slots.iter().filter(|f| f.contains_key("discarded")).map(|f| value(f)).collect();
+    assert_eq!(discarded.len(), 14);
+    assert!(discarded.iter().all(|v| *v >= p95), "{discarded:?} vs {p95}");
+    let kept: Vec<u64> = slots.iter().filter(|f| !f.contains_key("discarded")).map(|f| value(f)).collect();
+    assert_eq!(kept.iter().max(), Some(&p95), "the 15th highest is the P95");
+    let present = slots.iter().filter(|f| !f["value"].is_empty()).count();
+    let hq = api["sites"].as_array().unwrap().iter().find(|s| s["site"] == "hq").unwrap();
+    let api_day = hq["days"].as_array().unwrap().iter().find(|d| d["date"] == date.as_str()).unwrap();
+    assert_eq!(figure(&day, &[("field", "buckets_present")]), [api_day["buckets_present"].to_string()]);
+    assert_eq!(present.to_string(), api_day["buckets_present"].to_string());
+    screenshot(&client.screenshot().await.unwrap(), "site-day.png");
+
+    // The CSVs, with the browser's session: the API's values.
+    let cookie = client.get_named_cookie("tally_session").await.unwrap();
+    let cookie = format!("tally_session={}", cookie.value());
+    let (status, head, body) =
+        with_cookie(&http, "GET", &format!("/accounts/acme/usage.csv?month={MONTH}"), &cookie, "");
+    assert_eq!(status, 200, "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: text/csv"), "{head}");
+    let expected: Vec<Vec<String>> = pools
+        .iter()
+        .flat_map(|p| {
+            p["days"].as_array().unwrap().iter().map(|d| {
+                vec![
+                    p["region_group"].as_str().unwrap().to_owned(),
+                    d["date"].as_str().unwrap().to_owned(),
+                    d["aggregate_bps"].to_string(),
+                    d["in_window"].to_string(),
+                ]
+            })
+        })
+        .collect();
+    assert_eq!(csv_rows(&body), expected);
+    let (_, _, body) = with_cookie(&http, "GET", &format!("/accounts/acme/sites.csv?month={MONTH}"), &cookie, "");
+    let expected: Vec<Vec<String>> = api["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            s["days"].as_array().unwrap().iter().map(|d| {
+                let field = |k: &str| d[k].to_string();
+                vec![
+                    s["site"].as_str().unwrap().to_owned(),
+                    s["region_group"].as_str().unwrap().to_owned(),
+                    d["date"].as_str().unwrap().to_owned(),
+                    field("p95_bps"),
+                    field("buckets_present"),
+                    field("buckets_expected"),
+                    field("in_window"),
+                ]
+            })
+        })
+        .collect();
+    assert_eq!(csv_rows(&body), expected);
+
+    // Another account's page: a 404 like a missing one.
+    for path in ["/accounts/other/usage", "/accounts/nobody/usage", "/accounts/other/sites/hq/days/2026-10-01"] {
+        client.goto(&format!("{base}{path}")).await.unwrap();
+        assert_eq!(figure(&figures(client).await, &[("field", "status")]), ["404"], "{path}");
+    }
+
+    // Signing out ends the session on the server: the old cookie leads to the sign-in.
+    client.goto(&format!("{base}/accounts/acme/usage")).await.unwrap();
+    client.find(Locator::Css("header form button")).await.unwrap().click().await.unwrap();
+    assert_eq!(client.current_url().await.unwrap().path(), "/login");
+    let (status, head, _) = with_cookie(&http, "GET", "/accounts/acme/usage", &cookie, "");
+    assert_eq!(status, 303, "{head}");
+    assert!(head.contains("location: /login"), "{head}");
+    browser.client.clone().close().await.unwrap();
+}
+
+/// Signs in over plain HTTP: the `Set-Cookie` line and the session cookie.
+fn sign_in(http: &str, token: &str) -> (String, String) {
+    let (status, head, _) = with_cookie(http, "POST", "/login", "", &format!("token={token}"));
+    assert_eq!(status, 303, "{head}");
+    let line = head.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:")).unwrap().to_owned();
+    let cookie = line.split_once(':').unwrap().1.trim().split(';').next().unwrap().to_owned();
+    (line, cookie)
+}
+
+fn csrf_of(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
+    page[at..at + 64].to_owned()
+}
+
+#[test]
+fn sessions_have_safe_cookies_need_the_form_token_and_end_with_their_token() {
+    let (c, acme, other) = generated_month();
+    let (_serving, http) = serve(&c);
+    let (line, cookie) = sign_in(&http, &acme);
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
+        assert!(line.contains(flag), "{line}");
+    }
+    assert!(!line.contains("Secure"), "plain HTTP on loopback, as configured by default: {line}");
+    let (status, _, page) = with_cookie(&http, "GET", "/accounts/acme/usage", &cookie, "");
+    assert_eq!(status, 200);
+
+    // A sign-out without the form's token is refused, and the session lives on.
+    let (status, _, _) = with_cookie(&http, "POST", "/logout", &cookie, "");
+    assert_eq!(status, 403);
+    let (status, _, _) = with_cookie(&http, "POST", "/logout", &cookie, "csrf=0123");
+    assert_eq!(status, 403);
+    assert_eq!(with_cookie(&http, "GET", "/accounts/acme/usage", &cookie, "").0, 200);
+    let (status, head, _) = with_cookie(&http, "POST", "/logout", &cookie, &format!("csrf={}", csrf_of(&page)));
+    assert_eq!(status, 303, "{head}");
+    assert!(head.contains("Max-Age=0"), "the cookie is cleared: {head}");
+    assert_eq!(with_cookie(&http, "GET", "/accounts/acme/usage", &cookie, "").0, 303);
+
+    // Revoking the token ends its sessions at once.
+    let (_, cookie) = sign_in(&http, &other);
+    assert_eq!(with_cookie(&http, "GET", "/accounts/other/usage", &cookie, "").0, 200);
+    let listed: Value = serde_json::from_str(&c.ok(&args("token list --format json"))).unwrap();
+    let id = listed.as_array().unwrap().iter().find(|t| t["account"] == "other").unwrap()["id"].to_string();
+    c.ok(&["token", "revoke", "--id", &id]);
+    assert_eq!(with_cookie(&http, "GET", "/accounts/other/usage", &cookie, "").0, 303);
+    // A wrong token signs nobody in.
+    let (status, head, body) = with_cookie(&http, "POST", "/login", "", "token=tally_nope");
+    assert_eq!(status, 401);
+    assert!(!head.to_ascii_lowercase().contains("set-cookie"), "{head}");
+    assert!(body.contains("not valid"), "{body}");
+
+    // Served over HTTPS (behind a proxy): the cookie is Secure.
+    let secure = Collector::with_config(
+        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\nconsole_plain_http = false",
+    );
+    secure.ok(&args("account add --id acme --name Acme"));
+    let token = secure.ok(&args("token create --role customer --account acme")).trim().to_owned();
+    let (_serving, http) = serve(&secure);
+    let (line, _) = sign_in(&http, &token);
+    assert!(line.contains("; Secure"), "{line}");
+}
