@@ -67,11 +67,12 @@ fn generated_month() -> (Collector, String, String) {
     (c, acme, other)
 }
 
-/// chromedriver and a headless chromium session; both end when this is dropped.
+/// chromedriver, started once for the binary; each [`Browser::session`] is a headless chromium
+/// of its own (its own profile, so its own cookies).
 struct Browser {
-    client: Client,
     driver: Child,
-    _profile: tempfile::TempDir,
+    port: u16,
+    profiles: Vec<tempfile::TempDir>,
 }
 
 impl Drop for Browser {
@@ -81,37 +82,60 @@ impl Drop for Browser {
     }
 }
 
-/// Starts chromedriver on a free port (ready once it says so) and a headless chromium under it.
-async fn browser() -> Option<Browser> {
-    let (driver, chromium) = ("/usr/bin/chromedriver", "/usr/bin/chromium");
-    if !std::path::Path::new(driver).exists() || !std::path::Path::new(chromium).exists() {
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Starts chromedriver on a free port, ready once it says so.
+fn browser() -> Option<Browser> {
+    if !std::path::Path::new(CHROMEDRIVER).exists() || !std::path::Path::new(CHROMIUM).exists() {
         skip("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)");
         return None;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new(driver).arg(format!("--port={port}")).stdout(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut driver = Command::new(CHROMEDRIVER).arg(format!("--port={port}")).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
     let ready = lines.by_ref().map_while(Result::ok).any(|l| l.contains("started successfully"));
     assert!(ready, "chromedriver did not start");
     // The rest of its output is drained, so it never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    let profile = tempfile::tempdir().unwrap();
-    let options = json!({
-        "binary": chromium,
-        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1280,1000",
-                 format!("--user-data-dir={}", profile.path().display())],
-    });
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert("goog:chromeOptions".into(), options);
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let client = ClientBuilder::new(connector)
-        .capabilities(capabilities)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a chromium session");
-    Some(Browser { client, driver: child, _profile: profile })
+    Some(Browser { driver, port, profiles: Vec::new() })
+}
+
+impl Browser {
+    /// A new headless chromium with an empty profile.
+    async fn session(&mut self) -> Client {
+        let profile = tempfile::tempdir().unwrap();
+        let options = json!({
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--no-first-run", "--window-size=1280,1000",
+                     format!("--user-data-dir={}", profile.path().display())],
+        });
+        self.profiles.push(profile);
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("goog:chromeOptions".into(), options);
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector)
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a chromium session")
+    }
+}
+
+/// Clicks `button` and waits until the page it leads to shows `expected` (a form's answer
+/// replaces the page after the click returns).
+async fn click_then(client: &Client, button: &str, expected: &str) {
+    client.find(Locator::Css(button)).await.unwrap().click().await.unwrap();
+    client.wait().for_element(Locator::Css(expected)).await.unwrap();
+}
+
+/// Signs `client` in with `token` through the sign-in form.
+async fn sign_in_with(client: &Client, base: &str, token: &str) {
+    client.goto(&format!("{base}/login")).await.unwrap();
+    client.find(Locator::Id("token")).await.unwrap().send_keys(token).await.unwrap();
+    click_then(client, "button[type=submit]", "header form").await;
 }
 
 /// Every `data-field` of the page, with the `data-*` of the elements around it that say whose
@@ -165,14 +189,22 @@ fn csv_rows(text: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// One browser for the binary: the pages' figures, then the order story.
 #[tokio::test(flavor = "current_thread")]
-async fn the_console_shows_the_apis_figures_in_a_real_browser() {
-    let Some(browser) = browser().await else { return };
+async fn the_console_in_a_real_browser() {
+    let Some(mut browser) = browser() else { return };
     let (c, acme, _) = generated_month();
     let (_serving, http) = serve(&c);
-    let client = &browser.client;
+    let client = browser.session().await;
+    usage_pages_show_the_apis_figures(&client, &http, &acme).await;
+    client.close().await.unwrap();
+    the_order_story(&mut browser, &c, &http, &acme).await;
+}
+
+async fn usage_pages_show_the_apis_figures(client: &Client, http: &str, acme: &str) {
+    let http = http.to_owned();
     let base = format!("http://{http}");
-    let (status, _, body) = get(&http, &format!("/v1/accounts/acme/usage?month={MONTH}"), Some(&acme));
+    let (status, _, body) = get(&http, &format!("/v1/accounts/acme/usage?month={MONTH}"), Some(acme));
     assert_eq!(status, 200, "{body}");
     let api: Value = serde_json::from_str(&body).unwrap();
 
@@ -180,11 +212,11 @@ async fn the_console_shows_the_apis_figures_in_a_real_browser() {
     client.goto(&format!("{base}/accounts/acme/usage")).await.unwrap();
     assert_eq!(client.current_url().await.unwrap().path(), "/login");
     client.find(Locator::Id("token")).await.unwrap().send_keys("tally_wrong").await.unwrap();
-    client.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    click_then(client, "button[type=submit]", "#login-error").await;
     let refused = client.find(Locator::Id("login-error")).await.unwrap().text().await.unwrap();
     assert!(refused.contains("not valid"), "{refused}");
-    client.find(Locator::Id("token")).await.unwrap().send_keys(&acme).await.unwrap();
-    client.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    client.find(Locator::Id("token")).await.unwrap().send_keys(acme).await.unwrap();
+    click_then(client, "button[type=submit]", "header form").await;
     assert_eq!(client.current_url().await.unwrap().path(), "/accounts/acme/usage", "a customer goes to its account");
 
     // The usage page: every pool figure and every day's aggregate, as the API has them.
@@ -229,7 +261,7 @@ async fn the_console_shows_the_apis_figures_in_a_real_browser() {
 
     // The site-day page of hq's peak day: 14 buckets discarded, the 15th highest is the P95.
     let (date, p95) = peaks["hq"].clone();
-    client.find(Locator::Css(&format!("tr[data-site=hq] a[data-date='{date}']"))).await.unwrap().click().await.unwrap();
+    click_then(client, &format!("tr[data-site=hq] a[data-date='{date}']"), "tr[data-slot]").await;
     assert_eq!(client.current_url().await.unwrap().path(), format!("/accounts/acme/sites/hq/days/{date}"));
     let day = figures(client).await;
     assert_eq!(figure(&day, &[("field", "p95_bps")]), [p95.to_string()]);
@@ -299,12 +331,135 @@ async fn the_console_shows_the_apis_figures_in_a_real_browser() {
 
     // Signing out ends the session on the server: the old cookie leads to the sign-in.
     client.goto(&format!("{base}/accounts/acme/usage")).await.unwrap();
-    client.find(Locator::Css("header form button")).await.unwrap().click().await.unwrap();
+    click_then(client, "header form button", "#token").await;
     assert_eq!(client.current_url().await.unwrap().path(), "/login");
     let (status, head, _) = with_cookie(&http, "GET", "/accounts/acme/usage", &cookie, "");
     assert_eq!(status, 303, "{head}");
     assert!(head.contains("location: /login"), "{head}");
-    browser.client.clone().close().await.unwrap();
+}
+
+/// The articles' order page: the contact submits two items (one wrong, shown beside its field,
+/// nothing created), an operator in another session moves them on and quotes, the contact
+/// approves, and the license is on the usage page.
+async fn the_order_story(browser: &mut Browser, c: &Collector, http: &str, acme: &str) {
+    let base = format!("http://{http}");
+    let operator = c.ok(&args("token create --role operator")).trim().to_owned();
+    let contact = browser.session().await;
+    sign_in_with(&contact, &base, acme).await;
+    contact.goto(&format!("{base}/accounts/acme/orders/new")).await.unwrap();
+    for (index, kind) in ["site_bandwidth", "ip_addresses"].iter().enumerate() {
+        click_then(&contact, &format!("button[value='add:{kind}']"), &format!("fieldset[data-item='{index}']")).await;
+    }
+    let tomorrow = (c.today() + chrono::TimeDelta::days(1)).to_string();
+    let set = async |id: &str, value: &str| {
+        let script = "document.getElementById(arguments[0]).value = arguments[1];";
+        contact.execute(script, vec![json!(id), json!(value)]).await.unwrap();
+    };
+    set("item0-start_date", &tomorrow).await;
+    set("item0-site", "hq").await;
+    set("item0-bandwidth_mbps", "100").await;
+    set("item1-start_date", &tomorrow).await;
+    set("item1-quantity", "2000000").await;
+    click_then(&contact, "#submit-order", "[data-error-for='items[1].quantity']").await;
+    let error = contact.find(Locator::Css("[data-error-for='items[1].quantity']")).await.unwrap();
+    assert!(error.text().await.unwrap().contains("up to 1000000"), "{}", error.text().await.unwrap());
+    // The error sits in the second item's fieldset, beside its quantity.
+    contact.find(Locator::Css("fieldset[data-item='1'] #item1-quantity-error")).await.unwrap();
+    let (_, _, body) = get(http, "/v1/accounts/acme/orders", Some(acme));
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed["orders"], json!([]), "nothing was created");
+    screenshot(&contact.screenshot().await.unwrap(), "order-new.png");
+    set("item1-quantity", "2").await;
+    click_then(&contact, "#submit-order", "section[data-item]").await;
+    let path = contact.current_url().await.unwrap().path().to_owned();
+    let id = path.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(path, format!("/accounts/acme/orders/{id}"));
+    let (_, _, body) = get(http, &format!("/v1/accounts/acme/orders/{id}"), Some(acme));
+    let order: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(order["status"], "submitted", "{order}");
+    assert_eq!(order["items"].as_array().unwrap().len(), 2);
+    // The contact is offered only what is theirs: cancelling, not moving items forward.
+    let offered = |client: &Client| {
+        let client = client.clone();
+        async move {
+            let steps = client
+                .execute(
+                    "return Array.from(document.querySelectorAll('form[data-step]')).map(f => f.dataset.step);",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            serde_json::from_value::<Vec<String>>(steps).unwrap()
+        }
+    };
+    assert_eq!(offered(&contact).await, ["canceled"]);
+
+    // A forged operator step from the contact's session: refused.
+    let cookie = format!("tally_session={}", contact.get_named_cookie("tally_session").await.unwrap().value());
+    let csrf = csrf_of(&contact.source().await.unwrap());
+    let forged = format!("csrf={csrf}&to=in_process");
+    let (status, _, _) =
+        with_cookie(http, "POST", &format!("/accounts/acme/orders/{id}/transitions"), &cookie, &forged);
+    assert_eq!(status, 403);
+
+    // An operator, in a session of its own, moves the items on and attaches the quote.
+    let staff = browser.session().await;
+    sign_in_with(&staff, &base, &operator).await;
+    staff.goto(&format!("{base}/accounts/acme/orders/{id}")).await.unwrap();
+    assert_eq!(offered(&staff).await, ["in_process"]);
+    click_then(&staff, "form[data-step=in_process] button", "form[data-step=pending_confirmation]").await;
+    assert_eq!(offered(&staff).await, ["pending_confirmation"]);
+    staff
+        .find(Locator::Css("form[data-step=pending_confirmation] #amount"))
+        .await
+        .unwrap()
+        .send_keys("1200.00")
+        .await
+        .unwrap();
+    staff
+        .find(Locator::Css("form[data-step=pending_confirmation] #currency"))
+        .await
+        .unwrap()
+        .send_keys("USD")
+        .await
+        .unwrap();
+    let quoted = "span[data-field=status][data-value=pending_confirmation]";
+    click_then(&staff, "form[data-step=pending_confirmation] button", quoted).await;
+    assert!(offered(&staff).await.is_empty(), "approving is the contact's");
+
+    // The contact approves; the license is in force and on the usage page.
+    contact.goto(&format!("{base}/accounts/acme/orders/{id}")).await.unwrap();
+    assert_eq!(offered(&contact).await, ["completed", "canceled"]);
+    click_then(&contact, "form[data-step=completed] button", "span[data-field=status][data-value=completed]").await;
+    screenshot(&contact.screenshot().await.unwrap(), "order.png");
+    let (_, _, body) = get(http, &format!("/v1/accounts/acme/orders/{id}"), Some(acme));
+    let order: Value = serde_json::from_str(&body).unwrap();
+    let history: Vec<&str> =
+        order["items"][0]["history"].as_array().unwrap().iter().map(|h| h["status"].as_str().unwrap()).collect();
+    assert_eq!(history, ["submitted", "in_process", "pending_confirmation", "completed"]);
+    let month = &tomorrow[..7];
+    contact.goto(&format!("{base}/accounts/acme/usage?month={month}")).await.unwrap();
+    let shown = figure(&figures(&contact).await, &[("group", "group1"), ("field", "licensed_bps")])[0].to_owned();
+    let (_, _, body) = get(http, &format!("/v1/accounts/acme/usage?month={month}"), Some(acme));
+    let report: Value = serde_json::from_str(&body).unwrap();
+    let group1 = report["bandwidth_pool"].as_array().unwrap().iter().find(|p| p["region_group"] == "group1").unwrap();
+    assert_eq!((shown.as_str(), group1["licensed_bps"].as_u64()), ("400000000", Some(400_000_000)), "300 + 100 Mbps");
+
+    // The orders' CSV: one row per item, as the API lists them.
+    let (status, _, body) = with_cookie(http, "GET", "/accounts/acme/orders.csv", &cookie, "");
+    assert_eq!(status, 200);
+    let rows = csv_rows(&body);
+    let items: Vec<(String, String, String)> = order["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (id.clone(), i["type"].as_str().unwrap().to_owned(), i["status"].as_str().unwrap().to_owned()))
+        .collect();
+    let listed: Vec<(String, String, String)> =
+        rows.iter().map(|r| (r[0].clone(), r[4].clone(), r[14].clone())).collect();
+    assert_eq!(listed, items);
+    contact.close().await.unwrap();
+    staff.close().await.unwrap();
 }
 
 /// Signs in over plain HTTP: the `Set-Cookie` line and the session cookie.

@@ -41,7 +41,7 @@ fn actor_name(caller: &Caller) -> String {
 
 /// R22's view of the caller for `account`: the contact person is a contact token of the account
 /// itself or, for a sub-account, of its managing partner (R21: the partner acts for it).
-fn actor_for(caller: &Caller, account: &Account) -> Actor {
+pub fn actor_for(caller: &Caller, account: &Account) -> Actor {
     let own = caller.account.as_deref();
     match caller.role {
         Role::Operator => Actor::Operator,
@@ -72,13 +72,8 @@ pub async fn create<S: Store + 'static>(
     Path(account): Path<String>,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let found = visible_account(&*api.store, &caller, &account).await?;
-    if found.eop_contact_name.is_none() || found.eop_contact_email.is_none() {
-        return Err(Problem::forbidden(format!(
-            "account {account:?} is not enrolled in the Electronic Order Program with a contact person (R21); \
-             ask Customer Success to record the signed enrollment letter's contact"
-        )));
-    }
+    // Another account is a 404 before the request is looked at.
+    visible_account(&*api.store, &caller, &account).await?;
     let key = match headers.get("idempotency-key").map(HeaderValue::to_str) {
         None => None,
         Some(Ok(key)) if (1..=200).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => {
@@ -90,6 +85,34 @@ pub async fn create<S: Store + 'static>(
         }
     };
     let body_json = super::body::object(&body)?;
+    let key = key.map(|k| (k, sha256_hex(&body)));
+    let (order, replayed) = submit(&*api.store, &caller, &account, &body_json, key).await?;
+    let mut response = (StatusCode::CREATED, Json(order)).into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// Submits the order `body` (`{"items": [...]}`) for `account` by `caller`, as the API and the
+/// console both do: the account must be visible to the caller and enrolled in the EoP (R21),
+/// every item valid (R20, each error by its field), and an idempotency `key` (with the body's
+/// hash) gives one order: the order, and whether it was made before. A key used before with
+/// another body is a 422.
+pub async fn submit<S: Store>(
+    store: &S,
+    caller: &Caller,
+    account: &str,
+    body_json: &Value,
+    key: Option<(String, String)>,
+) -> Result<(Order, bool), Problem> {
+    let found = visible_account(store, caller, account).await?;
+    if found.eop_contact_name.is_none() || found.eop_contact_email.is_none() {
+        return Err(Problem::forbidden(format!(
+            "account {account:?} is not enrolled in the Electronic Order Program with a contact person (R21); \
+             ask Customer Success to record the signed enrollment letter's contact"
+        )));
+    }
     let Some(raw_items) = body_json.get("items").and_then(Value::as_array) else {
         return Err(Problem::bad_request(vec![FieldError::new("items", "required: a list of items")]));
     };
@@ -103,7 +126,7 @@ pub async fn create<S: Store + 'static>(
         .filter(|k| *k != "items")
         .map(|k| FieldError::new(k.clone(), "is not a field of an order (items)"))
         .collect();
-    let sites = api.store.site_facts(&account).await.map_err(internal)?;
+    let sites = store.site_facts(account).await.map_err(internal)?;
     let today = crate::clock::today();
     let mut items = Vec::with_capacity(raw_items.len());
     for (i, raw) in raw_items.iter().enumerate() {
@@ -116,23 +139,19 @@ pub async fn create<S: Store + 'static>(
         return Err(Problem::invalid(errors));
     }
     let order = NewOrder {
-        account,
-        actor: actor_name(&caller),
+        account: account.to_owned(),
+        actor: actor_name(caller),
         items,
-        idempotency: key.map(|k| (k, sha256_hex(&body))),
+        idempotency: key,
         at: crate::clock::now(),
         confirmation: mail::confirmation,
     };
-    match api.store.create_order(&order).await.map_err(internal)? {
+    match store.create_order(&order).await.map_err(internal)? {
         Created::New(order) => {
             tracing::info!(account = %order.account, order = order.id, items = order.items.len(), "order submitted");
-            Ok((StatusCode::CREATED, Json(order)).into_response())
+            Ok((order, false))
         }
-        Created::Replayed(order) => {
-            let mut response = (StatusCode::CREATED, Json(order)).into_response();
-            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-            Ok(response)
-        }
+        Created::Replayed(order) => Ok((order, true)),
         Created::KeyReused => Err(Problem::unprocessable(vec![FieldError::new(
             "Idempotency-Key",
             "was used before with another request body; use a new key for a new order",
@@ -225,11 +244,11 @@ pub async fn one<S: Store + 'static>(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransitionBody {
-    to: ItemStatus,
+    pub to: ItemStatus,
     #[serde(default)]
-    items: Option<Vec<i64>>,
+    pub items: Option<Vec<i64>>,
     #[serde(default)]
-    quote: Option<Quote>,
+    pub quote: Option<Quote>,
 }
 
 fn check_quote(quote: &Quote) -> Vec<FieldError> {
@@ -266,11 +285,26 @@ pub async fn transition<S: Store + 'static>(
     Path((account, order)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Order>, Problem> {
-    let found = visible_account(&*api.store, &caller, &account).await?;
+    // Another account's order is a 404 before its body is looked at.
+    visible_account(&*api.store, &caller, &account).await?;
     let not_found = || Problem::not_found(format!("account {account:?} has no order {order:?}"));
     let id: i64 = order.parse().map_err(|_| not_found())?;
     let body: TransitionBody =
         super::body::typed(&body, r#"{"to": STATUS, "items": [ids], "quote": {"amount", "currency"}}"#)?;
+    move_items(&*api.store, &caller, &account, id, body).await.map(Json)
+}
+
+/// Moves items of order `id` of `account` as `caller` (R22), as the API and the console both do:
+/// the quote checked, the step checked for the caller's part, every chosen item moved or none.
+pub async fn move_items<S: Store>(
+    store: &S,
+    caller: &Caller,
+    account: &str,
+    id: i64,
+    body: TransitionBody,
+) -> Result<Order, Problem> {
+    let found = visible_account(store, caller, account).await?;
+    let not_found = || Problem::not_found(format!("account {account:?} has no order {id}"));
     if let Some(quote) = &body.quote {
         let errors = check_quote(quote);
         if !errors.is_empty() {
@@ -278,20 +312,20 @@ pub async fn transition<S: Store + 'static>(
         }
     }
     let transition = Transition {
-        account: account.clone(),
+        account: account.to_owned(),
         order: id,
         items: body.items,
         to: body.to,
-        actor: actor_for(&caller, &found),
-        actor_name: actor_name(&caller),
+        actor: actor_for(caller, &found),
+        actor_name: actor_name(caller),
         quote: body.quote,
         at: crate::clock::now(),
         quote_mail: mail::quote,
     };
-    match api.store.transition_items(&transition).await.map_err(internal)? {
+    match store.transition_items(&transition).await.map_err(internal)? {
         Ok(order) => {
             tracing::info!(%account, order = id, to = %transition.to, actor = %transition.actor_name, "order items moved");
-            Ok(Json(order))
+            Ok(order)
         }
         Err(TransitionRefused::NoOrder(_)) => Err(not_found()),
         Err(e @ TransitionRefused::NoItem { .. }) => Err(Problem::not_found(e.to_string())),

@@ -71,3 +71,66 @@ pub(super) async fn sites_csv<S: Store + 'static>(
     }
     csv_response(format!("{account}-sites-{month}.csv"), rows)
 }
+
+/// `/accounts/{a}/orders.csv`: every item of every order, oldest first, with the order's fields.
+pub(super) async fn orders_csv<S: Store + 'static>(
+    State(console): State<Console<S>>,
+    signed: Signed,
+    Path(account): Path<String>,
+) -> Result<Response, PageError> {
+    crate::api::auth::visible_account(&*console.store, &signed.caller, &account).await?;
+    const FIELDS: [&str; 11] = [
+        "site",
+        "bandwidth_mbps",
+        "traffic_scope",
+        "activation_date",
+        "model",
+        "region",
+        "accessory",
+        "quantity",
+        "status",
+        "quote_amount",
+        "quote_currency",
+    ];
+    let mut header = vec!["order", "created_at", "order_status", "item", "type", "start_date"];
+    header.extend(FIELDS);
+    let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
+    let mut after = 0;
+    loop {
+        let page = console.store.orders(&account, None, after, 200).await.map_err(crate::api::auth::internal)?;
+        let orders: Vec<crate::orders::Order> = serde_json::from_str(&page.json)
+            .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        for order in &orders {
+            for item in &order.items {
+                let json = serde_json::to_value(item).unwrap_or_default();
+                let text = |v: &serde_json::Value| match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                let mut row = vec![
+                    order.id.to_string(),
+                    order.created_at.clone(),
+                    order.status.to_string(),
+                    item.id.to_string(),
+                    text(&json["type"]),
+                    text(&json["start_date"]),
+                ];
+                for field in FIELDS {
+                    let value = match field {
+                        "quote_amount" => json["quote"]["amount"].clone(),
+                        "quote_currency" => json["quote"]["currency"].clone(),
+                        _ => json[field].clone(),
+                    };
+                    row.push(text(&value));
+                }
+                rows.push(row);
+            }
+        }
+        match page.next_after {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    csv_response(format!("{account}-orders.csv"), rows)
+}

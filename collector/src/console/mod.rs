@@ -3,6 +3,7 @@
 //!
 //! - [`session`]: sign-in with an API token, sessions kept by the store, the form token (CSRF).
 //! - [`pages`]: the accounts, an account's usage with charts, a site's day ("why this number").
+//! - [`orders`]: the orders, the order form, an order and its steps (R20–R24).
 //! - [`export`]: the pages' tables as CSV.
 //! - [`chart`]: SVG charts drawn on the server; no script.
 //!
@@ -12,6 +13,7 @@
 
 pub mod chart;
 mod export;
+mod orders;
 mod pages;
 mod session;
 
@@ -79,8 +81,13 @@ impl<S: Store + 'static> Console<S> {
             .route("/", get(pages::home::<S>))
             .route("/accounts/{account}/usage", get(pages::usage::<S>))
             .route("/accounts/{account}/sites/{site}/days/{day}", get(pages::site_day::<S>))
+            .route("/accounts/{account}/orders", get(orders::list::<S>))
+            .route("/accounts/{account}/orders/new", get(orders::new_form::<S>).post(orders::new_post::<S>))
+            .route("/accounts/{account}/orders/{id}", get(orders::one::<S>))
+            .route("/accounts/{account}/orders/{id}/transitions", post(orders::step::<S>))
             .route("/accounts/{account}/usage.csv", get(export::usage_csv::<S>))
             .route("/accounts/{account}/sites.csv", get(export::sites_csv::<S>))
+            .route("/accounts/{account}/orders.csv", get(export::orders_csv::<S>))
             .route(STYLESHEET_PATH.as_str(), get(stylesheet))
             .layer(axum::middleware::from_fn(crate::api::within_deadline))
             .with_state(self)

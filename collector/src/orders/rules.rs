@@ -91,7 +91,7 @@ impl Item {
 }
 
 /// The fields each type takes besides `type` and `start_date`.
-fn fields_of(item_type: ItemType) -> &'static [&'static str] {
+pub fn fields_of(item_type: ItemType) -> &'static [&'static str] {
     match item_type {
         ItemType::SiteBandwidth => &["site", "bandwidth_mbps", "traffic_scope"],
         ItemType::SiteEarlyActivation => &["site", "activation_date"],
