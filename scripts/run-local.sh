@@ -112,6 +112,8 @@ cat >&2 <<INFO
 
 Tally runs: the collector (QUIC $quic, HTTP http://$http) and an agent measuring this machine.
 The first bucket closes within 5 minutes (it may be partial). Ctrl-C stops both.
+  console:  http://$http/ — sign in with the contact person's token: $(cat "$data/contact-token")
+            (or the operator's: $(setting operator_token))
   agent:    $bin/tally-agent status --config $agent_config
   buckets:  $bin/tally-collector --config $collector_config site buckets --site local --date $(date -u +%F)
   usage:    $bin/tally-collector --config $collector_config report --account local --month $month

@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -84,7 +84,7 @@ impl Setup {
         let mut child = command.spawn().unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let (mut seen, mut line) = (String::new(), String::new());
-        while !seen.contains("Ctrl-C stops both") {
+        while !seen.contains("sign in with the contact person's token") {
             line.clear();
             assert!(out.read_line(&mut line).unwrap() > 0, "the script ended before Tally ran:\n{seen}");
             seen += &line;
@@ -137,7 +137,18 @@ fn a_failed_first_run_is_fixed_by_running_again_and_every_exit_stops_everything(
     let sites = s.collector("site list --account local");
     assert!(sites.contains("10000.0 Mbps"), "R17: a cap in a stand-alone group: {sites}");
     assert!(s.collector("account list").contains("Local contact <contact@local.example>"));
-    assert!(std::fs::read_to_string(s.data().join("contact-token")).unwrap().starts_with("tally_"));
+    let token = std::fs::read_to_string(s.data().join("contact-token")).unwrap().trim().to_owned();
+    assert!(token.starts_with("tally_"));
+    // The console's address and a token that signs in there.
+    let console =
+        format!("console:  http://127.0.0.1:{}/ — sign in with the contact person's token: {token}", s.http_port);
+    assert!(said.contains(&console), "{said}");
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", s.http_port)).unwrap();
+    let form = format!("token={token}");
+    write!(http, "POST /login HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}", form.len()).unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut http, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 303") && answer.contains("tally_session="), "{answer}");
     rustix::process::kill_process_group(rustix::process::Pid::from_child(&run), rustix::process::Signal::INT).unwrap();
     assert_eq!(run.wait().unwrap().code(), Some(0), "Ctrl-C is a normal way out");
     assert!(s.left_behind().is_empty(), "{:?}", s.left_behind());
