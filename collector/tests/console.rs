@@ -32,7 +32,7 @@ fn generated_month() -> (Collector, String, String) {
     for line in [
         "account add --id acme --name Acme --eop-contact-name Ann --eop-contact-email ann@acme.example",
         "account add --id other --name Other",
-        "license add --account acme --kind bandwidth_pool --region group1 --quantity 300 --from 2026-01-01 --to 2026-12-31",
+        "license add --account acme --kind bandwidth_pool --region group1 --quantity 200 --from 2026-01-01 --to 2026-12-31",
         "license add --account acme --kind bandwidth_pool --region china --quantity 50 --from 2026-01-01 --to 2026-12-31",
         "site add --account acme --id hq --name HQ --country US --type socket",
         "site add --account acme --id fra --name Frankfurt --country DE --type ipsec",
@@ -427,6 +427,30 @@ async fn the_order_story(browser: &mut Browser, c: &Collector, http: &str, acme:
     click_then(&staff, "form[data-step=pending_confirmation] button", quoted).await;
     assert!(offered(&staff).await.is_empty(), "approving is the contact's");
 
+    // October's over-usage (group 1 above its 200 Mbps): the contact is offered no resolution
+    // and a forged one is refused; the operator resolves it with a True-Up.
+    let october = format!("{base}/accounts/acme/usage?month={MONTH}");
+    contact.goto(&october).await.unwrap();
+    let (_, _, body) = get(http, &format!("/v1/accounts/acme/overusage?month={MONTH}"), Some(acme));
+    let found: Value = serde_json::from_str(&body).unwrap();
+    let pool = found["overusage"].as_array().unwrap().iter().find(|o| o["license"] == "bandwidth_pool").unwrap();
+    let overusage = pool["id"].as_i64().unwrap();
+    assert!(contact.find_all(Locator::Css("form[data-resolve]")).await.unwrap().is_empty());
+    let csrf = csrf_of(&contact.source().await.unwrap());
+    let forged = format!("csrf={csrf}&month={MONTH}&type=true_up");
+    let path = format!("/accounts/acme/overusage/{overusage}/resolution");
+    assert_eq!(with_cookie(http, "POST", &path, &cookie, &forged).0, 403);
+    staff.goto(&october).await.unwrap();
+    let resolved = format!("tr[data-overusage='{overusage}'] [data-field=resolution][data-value=true_up]");
+    click_then(&staff, &format!("form[data-resolve='{overusage}'] button"), &resolved).await;
+    let (_, _, body) = get(http, &format!("/v1/accounts/acme/overusage?month={MONTH}"), Some(acme));
+    let found: Value = serde_json::from_str(&body).unwrap();
+    let pool = found["overusage"].as_array().unwrap().iter().find(|o| o["id"] == overusage).unwrap();
+    assert_eq!(
+        (pool["resolution"]["type"].as_str(), pool["resolution"]["quantity"].clone()),
+        (Some("true_up"), pool["excess"].clone())
+    );
+
     // The contact approves; the license is in force and on the usage page.
     contact.goto(&format!("{base}/accounts/acme/orders/{id}")).await.unwrap();
     assert_eq!(offered(&contact).await, ["completed", "canceled"]);
@@ -443,7 +467,7 @@ async fn the_order_story(browser: &mut Browser, c: &Collector, http: &str, acme:
     let (_, _, body) = get(http, &format!("/v1/accounts/acme/usage?month={month}"), Some(acme));
     let report: Value = serde_json::from_str(&body).unwrap();
     let group1 = report["bandwidth_pool"].as_array().unwrap().iter().find(|p| p["region_group"] == "group1").unwrap();
-    assert_eq!((shown.as_str(), group1["licensed_bps"].as_u64()), ("400000000", Some(400_000_000)), "300 + 100 Mbps");
+    assert_eq!((shown.as_str(), group1["licensed_bps"].as_u64()), ("300000000", Some(300_000_000)), "200 + 100 Mbps");
 
     // The orders' CSV: one row per item, as the API lists them.
     let (status, _, body) = with_cookie(http, "GET", "/accounts/acme/orders.csv", &cookie, "");

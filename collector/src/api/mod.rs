@@ -335,8 +335,20 @@ async fn resolve_overusage<S: Store + 'static>(
     let id: i64 = id.parse().map_err(|_| Problem::not_found(format!("over-usage {id:?} does not exist")))?;
     let request: ResolveRequest =
         body::typed(&body, r#"{"type": "true_up"} or {"type": "true_forward", "quantity": N}"#)?;
-    match overusage::resolve(&*api.store, &account, id, request, crate::clock::now()).await {
-        Ok(resolved) => Ok((axum::http::StatusCode::CREATED, Json(OverusageReport::from(&resolved)))),
+    let resolved = resolve(&*api.store, &account, id, request).await?;
+    Ok((axum::http::StatusCode::CREATED, Json(resolved)))
+}
+
+/// Resolves over-usage `id` of `account` (R16), as the API and the console both do (the caller
+/// checked to be an operator first).
+pub async fn resolve<S: Store>(
+    store: &S,
+    account: &str,
+    id: i64,
+    request: ResolveRequest,
+) -> Result<OverusageReport, Problem> {
+    match overusage::resolve(store, account, id, request, crate::clock::now()).await {
+        Ok(resolved) => Ok(OverusageReport::from(&resolved)),
         Err(e @ ResolveError::NotFound(_)) => Err(Problem::not_found(e.to_string())),
         Err(e @ (ResolveError::AlreadyResolved(_) | ResolveError::NoLicense { .. } | ResolveError::NoTerm { .. })) => {
             Err(Problem::conflict(e.to_string()))

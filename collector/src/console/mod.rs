@@ -81,6 +81,7 @@ impl<S: Store + 'static> Console<S> {
             .route("/", get(pages::home::<S>))
             .route("/accounts/{account}/usage", get(pages::usage::<S>))
             .route("/accounts/{account}/sites/{site}/days/{day}", get(pages::site_day::<S>))
+            .route("/accounts/{account}/overusage/{id}/resolution", post(pages::resolve::<S>))
             .route("/accounts/{account}/orders", get(orders::list::<S>))
             .route("/accounts/{account}/orders/new", get(orders::new_form::<S>).post(orders::new_post::<S>))
             .route("/accounts/{account}/orders/{id}", get(orders::one::<S>))

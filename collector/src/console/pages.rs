@@ -15,6 +15,7 @@ use crate::api::auth::{internal, visible_account};
 use crate::store::{Role, Store};
 use crate::terms::{AccountView, account_view};
 use crate::usage::document::UsageReport;
+use crate::usage::overusage::ResolveRequest;
 use crate::usage::report;
 
 /// A value's name as the API writes it (`"open"`, `"group1"`).
@@ -157,6 +158,7 @@ struct MeterView {
 }
 
 struct OverusageView {
+    id: i64,
     license: String,
     region_group: Option<String>,
     excess: u64,
@@ -177,6 +179,8 @@ struct UsagePage {
     sites: Vec<SiteView>,
     meters: Vec<MeterView>,
     overusage: Vec<OverusageView>,
+    /// Operators resolve over-usage here (R16).
+    operator: bool,
 }
 
 /// `/accounts/{a}/usage?month=YYYY-MM`.
@@ -259,6 +263,7 @@ pub(super) async fn usage<S: Store + 'static>(
         .overusage
         .iter()
         .map(|o| OverusageView {
+            id: o.id,
             license: api_name(&o.license),
             region_group: o.region_group.clone(),
             excess: o.excess,
@@ -277,6 +282,7 @@ pub(super) async fn usage<S: Store + 'static>(
         sites,
         meters,
         overusage,
+        operator: signed.caller.role == Role::Operator,
     };
     Ok(render(&page))
 }
@@ -373,4 +379,41 @@ pub(super) async fn site_day<S: Store + 'static>(
         slots,
     };
     Ok(render(&page))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ResolutionForm {
+    csrf: Option<String>,
+    month: String,
+    #[serde(rename = "type")]
+    kind: String,
+    quantity: Option<String>,
+}
+
+/// `POST /accounts/{a}/overusage/{id}/resolution`: an operator's True-Up or True-Forward (R16).
+pub(super) async fn resolve<S: Store + 'static>(
+    State(console): State<Console<S>>,
+    signed: Signed,
+    Path((account, id)): Path<(String, i64)>,
+    axum::extract::Form(form): axum::extract::Form<ResolutionForm>,
+) -> Result<Response, PageError> {
+    signed.check_form(form.csrf.as_deref())?;
+    visible_account(&*console.store, &signed.caller, &account).await?;
+    signed.caller.operator_only("resolve an over-usage")?;
+    let request = match (form.kind.as_str(), form.quantity.as_deref().map(str::trim)) {
+        ("true_up", _) => ResolveRequest::TrueUp,
+        ("true_forward", Some(q)) => ResolveRequest::TrueForward {
+            quantity: q.parse().map_err(|_| {
+                PageError::new(axum::http::StatusCode::BAD_REQUEST, format!("quantity {q:?} is not a whole number"))
+            })?,
+        },
+        _ => {
+            let why = "type must be true_up, or true_forward with a quantity";
+            return Err(PageError::new(axum::http::StatusCode::BAD_REQUEST, why));
+        }
+    };
+    crate::api::resolve(&*console.store, &account, id, request).await?;
+    let month: Month =
+        form.month.parse().map_err(|e| PageError::new(axum::http::StatusCode::BAD_REQUEST, format!("month: {e}")))?;
+    Ok(Redirect::to(&format!("/accounts/{account}/usage?month={month}")).into_response())
 }
