@@ -14,7 +14,7 @@ use tally_common::token::EnrollToken;
 
 use crate::ca::{Ca, CaError, random_hex};
 use crate::digest::sha256_hex;
-use crate::store::{Account, CapChange, ContractTerm, MergeStats, NewLicense, Role, Site, Store, StoreError};
+use crate::store::{Account, CapChange, ContractTerm, MergeStats, NewLicense, Person, Role, Site, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -390,7 +390,17 @@ pub async fn create_api_token(
     role: Role,
     account: Option<&str>,
     contact: bool,
+    person: Option<&Person>,
 ) -> Result<(i64, String), AdminError> {
+    if let Some(person) = person {
+        if person.name.trim().is_empty() {
+            return Err(invalid("--name must not be empty"));
+        }
+        person
+            .email
+            .parse::<lettre::Address>()
+            .map_err(|e| invalid(format!("--email {:?} is not an e-mail address: {e}", person.email)))?;
+    }
     match (role, account) {
         (Role::Operator, Some(_)) => return Err(invalid("an operator token sees every account: no --account")),
         (Role::Operator, None) if contact => return Err(invalid("--contact is for an account's token")),
@@ -403,6 +413,6 @@ pub async fn create_api_token(
         }
     }
     let secret = format!("{API_TOKEN_PREFIX}{}", random_hex(32)?);
-    let id = store.add_api_token(&sha256_hex(secret.as_bytes()), role, account, contact).await?;
+    let id = store.add_api_token(&sha256_hex(secret.as_bytes()), role, account, contact, person).await?;
     Ok((id, secret))
 }

@@ -33,6 +33,7 @@ pub mod orders;
 pub mod policy;
 pub mod pool_risk;
 pub mod presence;
+pub mod recipients;
 pub mod store;
 pub mod terms;
 pub mod throttle;

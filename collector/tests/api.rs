@@ -580,3 +580,77 @@ fn silent_sites_are_listed_with_their_last_bucket_and_connection() {
     let (status, _, body) = get(&http, "/v1/accounts/acme/sites", Some(TOKEN));
     assert_eq!((status, serde_json::from_str::<Value>(&body).unwrap().as_array().unwrap().len()), (200, 3));
 }
+
+/// An account's recipients over HTTP: read by whoever sees the account, changed by its contact
+/// person, its partner or an operator, every change kept with the person and the time.
+#[test]
+fn recipients_are_changed_by_the_contact_partner_or_operator_and_every_change_is_kept() {
+    let c = Collector::with_config(&format!(
+        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\noperator_token = \"{TOKEN}\""
+    ));
+    c.ok(&support::args("account add --id reseller --name Reseller"));
+    c.ok(&support::args("account add --id sub --name Sub --partner reseller"));
+    c.ok(&support::args("account add --id other --name Other"));
+    let token = |line: &str, person: &[&str]| c.ok(&[&support::args(line)[..], person].concat()).trim().to_owned();
+    let ann = ["--name", "Ann Lee", "--email", "ann@sub.example"];
+    let contact = token("token create --role customer --account sub --contact", &ann);
+    let colleague = token("token create --role customer --account sub", &[]);
+    let partner = token(
+        "token create --role partner --account reseller",
+        &["--name", "Rita", "--email", "rita@reseller.example"],
+    );
+    let stranger = token("token create --role customer --account other --contact", &[]);
+    let (_serving, http) = serve(&c);
+    let http = http.as_str();
+    let path = "/v1/accounts/sub/recipients";
+    let post = |who: &str, body: Value| {
+        let (status, _, text) = request(http, "POST", path, Some(who), &body.to_string());
+        (status, serde_json::from_str::<Value>(&text).unwrap_or(Value::Null))
+    };
+    let billing = json!({"channel": "email", "address": "billing@sub.example"});
+    assert_eq!(post(&contact, billing.clone()).0, 201);
+    assert_eq!(post(&contact, billing.clone()).0, 200, "already a recipient");
+    let (status, problem) = post(&colleague, json!({"channel": "email", "address": "x@sub.example"}));
+    assert_eq!(status, 403, "{problem}");
+    assert_eq!(post(&stranger, billing.clone()).0, 404, "another account's");
+    let (status, problem) = post(&contact, json!({"channel": "email", "address": "not-an-address"}));
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (400, Some("address")), "{problem}");
+    let (status, problem) = post(&contact, json!({"channel": "email", "address": "a@b.example", "cc": 1}));
+    assert_eq!(status, 400, "unknown fields are refused: {problem}");
+    let hook = json!({"channel": "webhook", "address": "https://hooks.reseller.example/tally"});
+    assert_eq!(post(&partner, hook).0, 201, "the managing partner");
+    let (status, _, _) =
+        request(http, "DELETE", &format!("{path}?channel=email&address=billing@sub.example"), Some(TOKEN), "");
+    assert_eq!(status, 204);
+    let (status, _, _) =
+        request(http, "DELETE", &format!("{path}?channel=email&address=billing@sub.example"), Some(TOKEN), "");
+    assert_eq!(status, 404, "not a recipient any more");
+    c.ok(&support::args("account notify --account sub --email ops@sub.example"));
+
+    let (status, _, body) = get(http, path, Some(&colleague));
+    assert_eq!(status, 200, "read by whoever sees the account");
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    let now: Vec<(&str, &str)> = listed["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["channel"].as_str().unwrap(), r["address"].as_str().unwrap()))
+        .collect();
+    assert_eq!(now, [("email", "ops@sub.example"), ("webhook", "https://hooks.reseller.example/tally")]);
+    let changes: Vec<(&str, &str, &str)> = listed["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["change"].as_str().unwrap(), c["address"].as_str().unwrap(), c["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("added", "billing@sub.example", "Ann Lee <ann@sub.example>, customer:sub (contact)"),
+            ("added", "https://hooks.reseller.example/tally", "Rita <rita@reseller.example>, partner:reseller"),
+            ("removed", "billing@sub.example", "operator"),
+            ("added", "ops@sub.example", "operator (command line)"),
+        ]
+    );
+    assert!(listed["changes"].as_array().unwrap().iter().all(|c| c["at"].as_str().is_some_and(|t| t.ends_with('Z'))));
+}

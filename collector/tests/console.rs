@@ -62,7 +62,9 @@ fn generated_month() -> (Collector, String, String) {
     let file = c.file("month.csv", &csv);
     c.ok(&["import-buckets", "--csv", &file]);
     let token = |line: &str| c.ok(&args(line)).trim().to_owned();
-    let acme = token("token create --role customer --account acme --contact");
+    let named = ["--name", "Ann Lee", "--email", "ann@acme.example"];
+    let acme =
+        c.ok(&[&args("token create --role customer --account acme --contact")[..], &named].concat()).trim().to_owned();
     let other = token("token create --role customer --account other");
     (c, acme, other)
 }
@@ -458,9 +460,32 @@ async fn the_order_story(browser: &mut Browser, c: &Collector, http: &str, acme:
     screenshot(&contact.screenshot().await.unwrap(), "order.png");
     let (_, _, body) = get(http, &format!("/v1/accounts/acme/orders/{id}"), Some(acme));
     let order: Value = serde_json::from_str(&body).unwrap();
-    let history: Vec<&str> =
-        order["items"][0]["history"].as_array().unwrap().iter().map(|h| h["status"].as_str().unwrap()).collect();
-    assert_eq!(history, ["submitted", "in_process", "pending_confirmation", "completed"]);
+    let history: Vec<(&str, &str)> = order["items"][0]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["status"].as_str().unwrap(), h["actor"].as_str().unwrap()))
+        .collect();
+    let ann = "Ann Lee <ann@acme.example>, customer:acme (contact)";
+    assert_eq!(
+        history,
+        [("submitted", ann), ("in_process", "operator"), ("pending_confirmation", "operator"), ("completed", ann)],
+        "the person, not only the role"
+    );
+
+    // The contact sets who is notified; the change is kept with her name.
+    contact.goto(&format!("{base}/accounts/acme/settings")).await.unwrap();
+    contact.find(Locator::Id("address")).await.unwrap().send_keys("billing@acme.example").await.unwrap();
+    click_then(&contact, "#add-recipient button", "tr[data-recipient='billing@acme.example']").await;
+    assert_eq!(figure(&figures(&contact).await, &[("field", "actor")]), [ann]);
+    screenshot(&contact.screenshot().await.unwrap(), "settings.png");
+    let (_, _, body) = get(http, "/v1/accounts/acme/recipients", Some(acme));
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed["recipients"], json!([{"channel": "email", "address": "billing@acme.example"}]));
+    assert_eq!(
+        (listed["changes"][0]["change"].as_str(), listed["changes"][0]["actor"].as_str()),
+        (Some("added"), Some(ann))
+    );
     let month = &tomorrow[..7];
     contact.goto(&format!("{base}/accounts/acme/usage?month={month}")).await.unwrap();
     let shown = figure(&figures(&contact).await, &[("group", "group1"), ("field", "licensed_bps")])[0].to_owned();

@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 
 use super::problem::Problem;
 use crate::digest::sha256_hex;
-use crate::store::{Account, Role, Store, StoreError};
+use crate::store::{Account, Person, Role, Store, StoreError};
 
 /// The holder of a valid token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,9 +20,26 @@ pub struct Caller {
     pub account: Option<String>,
     /// The account's contact person (R21, R22).
     pub contact: bool,
+    /// Who holds the token, when `token create` named them.
+    pub person: Option<Person>,
 }
 
 impl Caller {
+    /// Who the caller is, as histories keep it: the role and account (`customer:acme (contact)`),
+    /// after the person when the token names one.
+    pub fn name(&self) -> String {
+        let role = match &self.account {
+            None => self.role.as_str().to_owned(),
+            Some(account) => {
+                format!("{}:{account}{}", self.role.as_str(), if self.contact { " (contact)" } else { "" })
+            }
+        };
+        match &self.person {
+            Some(person) => format!("{person}, {role}"),
+            None => role,
+        }
+    }
+
     /// 403 unless the caller is an operator.
     pub fn operator_only(&self, what: &str) -> Result<(), Problem> {
         if self.role == Role::Operator {
@@ -54,12 +71,12 @@ pub async fn caller_of_token<S: Store>(
     if let Some(expected) = operator_token
         && constant_time_eq(token_hash.as_bytes(), sha256_hex(expected.as_bytes()).as_bytes())
     {
-        return Ok(Caller { role: Role::Operator, account: None, contact: false });
+        return Ok(Caller { role: Role::Operator, account: None, contact: false, person: None });
     }
     // The lookup is by hash: its timing says nothing about the secret.
     match store.api_token(token_hash).await.map_err(internal)? {
         Some(token) if !token.revoked() => {
-            Ok(Caller { role: token.role, account: token.account, contact: token.contact })
+            Ok(Caller { role: token.role, account: token.account, contact: token.contact, person: token.person })
         }
         Some(_) => Err(Problem::unauthorized("this token was revoked")),
         None => Err(Problem::unauthorized("the token is not valid")),

@@ -7,6 +7,7 @@ mod body;
 mod openapi;
 pub mod orders;
 pub mod problem;
+pub mod recipients;
 mod sites;
 
 use std::collections::HashMap;
@@ -76,6 +77,10 @@ impl<S: Store + 'static> Api<S> {
     pub fn router(self) -> Router {
         let v1 = Router::new()
             .route("/v1/accounts/{account}", get(account::<S>))
+            .route(
+                "/v1/accounts/{account}/recipients",
+                get(recipients::list::<S>).post(recipients::add::<S>).delete(recipients::remove::<S>),
+            )
             .route("/v1/accounts/{account}/usage", get(usage::<S>))
             .route("/v1/usage/events", post(usage_events::<S>))
             .route("/v1/accounts/{account}/overusage", get(overusage_of_month::<S>))

@@ -15,6 +15,9 @@ use super::problem::Problem;
     paths(
         super::healthz,
         super::account,
+        super::recipients::list,
+        super::recipients::add,
+        super::recipients::remove,
         super::usage,
         super::usage_events,
         super::overusage_of_month,
@@ -49,7 +52,7 @@ impl Modify for BearerTokens {
             if !path.starts_with("/v1/") {
                 continue;
             }
-            for operation in [&mut item.get, &mut item.post, &mut item.patch].into_iter().flatten() {
+            for operation in [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete].into_iter().flatten() {
                 operation.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
                 operation.responses.responses.insert("401".into(), unauthorized.clone().into());
             }
@@ -66,7 +69,8 @@ impl Modify for BearerTokens {
 struct ExactShapes;
 
 /// Request bodies whose unknown fields the server refuses.
-const CLOSED: &[&str] = &["Item", "NewOrderBody", "TransitionBody", "Quote", "ResolveRequest", "SitePatch"];
+const CLOSED: &[&str] =
+    &["Item", "NewOrderBody", "TransitionBody", "Quote", "ResolveRequest", "SitePatch", "RecipientView"];
 
 impl Modify for ExactShapes {
     fn modify(&self, doc: &mut Document) {

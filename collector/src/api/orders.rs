@@ -29,16 +29,6 @@ pub const MAX_ITEMS: usize = 100;
 const PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;
 
-/// Who the caller is, written into each history entry.
-fn actor_name(caller: &Caller) -> String {
-    match &caller.account {
-        None => caller.role.as_str().to_owned(),
-        Some(account) => {
-            format!("{}:{account}{}", caller.role.as_str(), if caller.contact { " (contact)" } else { "" })
-        }
-    }
-}
-
 /// R22's view of the caller for `account`: the contact person is a contact token of the account
 /// itself or, for a sub-account, of its managing partner (R21: the partner acts for it).
 pub fn actor_for(caller: &Caller, account: &Account) -> Actor {
@@ -140,7 +130,7 @@ pub async fn submit<S: Store>(
     }
     let order = NewOrder {
         account: account.to_owned(),
-        actor: actor_name(caller),
+        actor: caller.name(),
         items,
         idempotency: key,
         at: crate::clock::now(),
@@ -317,7 +307,7 @@ pub async fn move_items<S: Store>(
         items: body.items,
         to: body.to,
         actor: actor_for(caller, &found),
-        actor_name: actor_name(caller),
+        actor_name: caller.name(),
         quote: body.quote,
         at: crate::clock::now(),
         quote_mail: mail::quote,

@@ -21,8 +21,9 @@ use crate::enforcement;
 use crate::ingest::{self, Limits};
 use crate::intake;
 use crate::pool_risk;
+use crate::recipients;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{AccessStore, Account, AccountStore, BucketStore, Channel, ContractTerm, OutboxStore};
+use crate::store::{AccessStore, Account, AccountStore, BucketStore, ContractTerm, OutboxStore, Person};
 use crate::terms;
 use crate::usage;
 
@@ -337,11 +338,14 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Token(TokenCommand::Create { role, account, contact }) => {
-            let (id, secret) = admin::create_api_token(&store, role, account.as_deref(), contact).await?;
+        Command::Token(TokenCommand::Create { role, account, contact, name, email }) => {
+            let person = name.zip(email).map(|(name, email)| Person { name, email });
+            let (id, secret) =
+                admin::create_api_token(&store, role, account.as_deref(), contact, person.as_ref()).await?;
             let whose = account.map_or(String::new(), |a| format!(" of account {a}"));
             let contact = if contact { ", contact person" } else { "" };
-            eprintln!("token {id}: {}{whose}{contact}; shown once, keep it now", role.as_str());
+            let held = person.map_or(String::new(), |p| format!(", held by {p}"));
+            eprintln!("token {id}: {}{whose}{contact}{held}; shown once, keep it now", role.as_str());
             outln!("{secret}");
         }
         Command::Token(TokenCommand::List { format }) => {
@@ -349,14 +353,14 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             match format {
                 Format::Json => outln!("{}", serde_json::to_string_pretty(&tokens)?),
                 Format::Table => {
-                    let mut rows =
-                        vec![["id".to_owned(), "role".into(), "account".into(), "created".into(), "revoked".into()]];
+                    let mut rows = vec![["id", "role", "account", "person", "created", "revoked"].map(String::from)];
                     for t in &tokens {
                         let contact = if t.contact { " (contact)" } else { "" };
                         rows.push([
                             t.id.to_string(),
                             format!("{}{contact}", t.role.as_str()),
                             t.account.clone().unwrap_or("-".into()),
+                            t.person.as_ref().map_or("-".into(), ToString::to_string),
                             t.created_at.clone(),
                             t.revoked_at.clone().unwrap_or("-".into()),
                         ]);
@@ -391,25 +395,20 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             outln!("imported {} new bucket(s), merged {} with stored ones (R10)", stats.inserted, stats.merged);
         }
         Command::Account(AccountCommand::Notify { account, email, webhook }) => {
-            let (channel, address) = match (email, webhook) {
-                (Some(email), _) => {
-                    email.parse::<lettre::Address>().map_err(|e| anyhow::anyhow!("--email {email:?}: {e}"))?;
-                    (Channel::Email, email)
-                }
-                (None, Some(url)) => {
-                    let uri = url.parse::<axum::http::Uri>();
-                    if !uri.is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()) {
-                        anyhow::bail!("--webhook {url:?}: expected an http:// or https:// URL");
-                    }
-                    (Channel::Webhook, url)
-                }
+            let (flag, channel, address) = match (email, webhook) {
+                (Some(email), _) => ("--email", "email", email),
+                (None, Some(url)) => ("--webhook", "webhook", url),
                 (None, None) => anyhow::bail!("--email or --webhook is required"),
             };
+            let recipient =
+                recipients::parse(channel, &address).map_err(|e| anyhow::anyhow!("{flag} {}", e.message))?;
             if store.account(&account).await?.is_none() {
                 anyhow::bail!("account {account:?} does not exist");
             }
-            store.add_recipient(&account, channel, &address).await?;
-            outln!("account {account}: {} {address} will be notified", channel.as_str());
+            let added =
+                recipients::change(&store, &account, recipient, true, "operator (command line)", clock::now()).await?;
+            let already = if added { "" } else { " (already)" };
+            outln!("account {account}: {channel} {address} will be notified{already}");
         }
         Command::Notifications { account, format } => {
             let items = store.notifications(account.as_deref()).await?;

@@ -320,6 +320,12 @@ pub enum TokenCommand {
         /// The token of the account's contact person (who approves quotes, R22).
         #[arg(long)]
         contact: bool,
+        /// The person the token belongs to, shown in order histories and recipient changes.
+        #[arg(long, requires = "email")]
+        name: Option<String>,
+        /// That person's e-mail address.
+        #[arg(long, requires = "name")]
+        email: Option<String>,
     },
     /// Revoke a token: refused from its next request on.
     Revoke {

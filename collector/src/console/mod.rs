@@ -4,6 +4,7 @@
 //! - [`session`]: sign-in with an API token, sessions kept by the store, the form token (CSRF).
 //! - [`pages`]: the accounts, an account's usage with charts, a site's day ("why this number").
 //! - [`orders`]: the orders, the order form, an order and its steps (R20–R24).
+//! - [`settings`]: who the account's notifications go to (R15).
 //! - [`export`]: the pages' tables as CSV.
 //! - [`chart`]: SVG charts drawn on the server; no script.
 //!
@@ -16,6 +17,7 @@ mod export;
 mod orders;
 mod pages;
 mod session;
+mod settings;
 
 use std::sync::{Arc, LazyLock};
 
@@ -86,6 +88,8 @@ impl<S: Store + 'static> Console<S> {
             .route("/accounts/{account}/orders/new", get(orders::new_form::<S>).post(orders::new_post::<S>))
             .route("/accounts/{account}/orders/{id}", get(orders::one::<S>))
             .route("/accounts/{account}/orders/{id}/transitions", post(orders::step::<S>))
+            .route("/accounts/{account}/settings", get(settings::show::<S>))
+            .route("/accounts/{account}/settings/recipients", post(settings::change_recipient::<S>))
             .route("/accounts/{account}/usage.csv", get(export::usage_csv::<S>))
             .route("/accounts/{account}/sites.csv", get(export::sites_csv::<S>))
             .route("/accounts/{account}/orders.csv", get(export::orders_csv::<S>))

@@ -20,7 +20,7 @@ use super::{Chrome, Console, PageError, render};
 use crate::api::auth::{Caller, caller_of_token};
 use crate::ca::random_hex;
 use crate::digest::sha256_hex;
-use crate::store::{ConsoleSession, Role, Store};
+use crate::store::{ConsoleSession, Store};
 
 const COOKIE: &str = "tally_session";
 /// How long a session lasts.
@@ -38,12 +38,7 @@ pub struct Signed {
 impl Signed {
     /// Who is signed in, as the page's frame says it.
     pub fn who(&self) -> String {
-        match (&self.caller.role, &self.caller.account) {
-            (Role::Operator, _) => "operator".into(),
-            (role, Some(account)) if self.caller.contact => format!("{} of {account} (contact)", role.as_str()),
-            (role, Some(account)) => format!("{} of {account}", role.as_str()),
-            (role, None) => role.as_str().into(),
-        }
+        self.caller.name()
     }
 
     /// 403 unless `given` is this session's form token.

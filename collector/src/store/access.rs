@@ -73,6 +73,22 @@ pub struct ApiToken {
     /// RFC 3339.
     pub created_at: String,
     pub revoked_at: Option<String>,
+    /// The person it belongs to, when `token create` named one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub person: Option<Person>,
+}
+
+/// Who holds a token: shown in order histories and recipient changes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Person {
+    pub name: String,
+    pub email: String,
+}
+
+impl std::fmt::Display for Person {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} <{}>", self.name, self.email)
+    }
 }
 
 impl ApiToken {
@@ -101,6 +117,7 @@ pub trait AccessStore: Send + Sync {
         role: Role,
         account: Option<&str>,
         contact: bool,
+        person: Option<&Person>,
     ) -> impl Future<Output = Result<i64, StoreError>> + Send;
     /// The token whose secret hashes to `hash`, revoked or not.
     fn api_token(&self, hash: &str) -> impl Future<Output = Result<Option<ApiToken>, StoreError>> + Send;

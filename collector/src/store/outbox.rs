@@ -59,14 +59,36 @@ pub struct OutboxItem {
     pub last_error: Option<String>,
 }
 
+/// Where an account's notifications go (R15).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Recipient {
+    pub channel: Channel,
+    pub address: String,
+}
+
+/// A recipient added or removed, by whom and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientChange {
+    pub recipient: Recipient,
+    pub added: bool,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+}
+
 /// Notification recipients and the outbox: every e-mail and webhook, written in the transaction of what causes it and delivered later (R15, R23).
 pub trait OutboxStore: Send + Sync {
-    fn add_recipient(
+    /// Adds or removes one of the account's recipients and keeps the change with who made it
+    /// and when, in one transaction; false (and nothing kept) when there was nothing to change.
+    fn change_recipient(
         &self,
         account: &str,
-        channel: Channel,
-        address: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+        change: &RecipientChange,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// The account's recipients, by channel and address.
+    fn recipients(&self, account: &str) -> impl Future<Output = Result<Vec<Recipient>, StoreError>> + Send;
+    /// Every change of the account's recipients, oldest first.
+    fn recipient_changes(&self, account: &str)
+    -> impl Future<Output = Result<Vec<RecipientChange>, StoreError>> + Send;
     /// Undelivered outbox rows of the `channels` that can send, due at `now`, oldest first.
     fn due_notifications(
         &self,

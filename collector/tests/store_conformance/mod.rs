@@ -11,8 +11,8 @@ use tally_collector::orders::{Created, NewOrder, Quote, Transition, TransitionRe
 use tally_collector::store::{
     AccessStore, Account, AccountStore, BucketStore, CapChange, Channel, ConsoleSession, ContractTerm, Ingested,
     Intake, IntakeStore, MAX_QUARANTINED_PER_SITE, Measured, MergeStats, MeterEvent, NewLicense, NewOverusage,
-    Notification, OrderStore, OutboxStore, PolicyReport, PolicyStore, Resolution, ResolutionKind, Role, Site, Store,
-    StoreError, TokenRefusal, UsageStore,
+    Notification, OrderStore, OutboxStore, Person, PolicyReport, PolicyStore, Recipient, RecipientChange, Resolution,
+    ResolutionKind, Role, Site, Store, StoreError, TokenRefusal, UsageStore,
 };
 use tally_common::bucket::Bucket;
 use tally_common::enforcement::CapViolation;
@@ -58,6 +58,7 @@ macro_rules! conformance_tests {
             an_order_transition_is_all_or_nothing,
             contract_terms_are_renewed_and_end_the_licenses_orders_make,
             console_sessions_expire_and_end,
+            recipient_changes_are_kept_with_who_and_when,
             an_intake_is_stored_whole_or_not_at_all,
             the_quarantine_of_a_site_is_bounded_and_released_at_once,
         );
@@ -405,15 +406,20 @@ pub(crate) async fn revoking_a_site_revokes_its_certificates_only<B: Backend>(ba
     assert_eq!(store.certificate("ffff").await.unwrap(), None);
 }
 
+fn ann() -> Person {
+    Person { name: "Ann Lee".into(), email: "ann@acme.example".into() }
+}
+
 pub(crate) async fn api_tokens_are_found_by_hash_and_revoked<B: Backend>(backend: B) {
     let store = seeded(&backend).await;
-    let operator = store.add_api_token("hash-op", Role::Operator, None, false).await.unwrap();
-    let contact = store.add_api_token("hash-acme", Role::Customer, Some("acme"), true).await.unwrap();
+    let operator = store.add_api_token("hash-op", Role::Operator, None, false, None).await.unwrap();
+    let contact = store.add_api_token("hash-acme", Role::Customer, Some("acme"), true, Some(&ann())).await.unwrap();
     let found = store.api_token("hash-acme").await.unwrap().unwrap();
     assert_eq!(
-        (found.id, found.role, found.account.as_deref(), found.contact),
-        (contact, Role::Customer, Some("acme"), true)
+        (found.id, found.role, found.account.as_deref(), found.contact, found.person),
+        (contact, Role::Customer, Some("acme"), true, Some(ann()))
     );
+    assert_eq!(store.api_token("hash-op").await.unwrap().unwrap().person, None);
     assert_eq!(store.api_token("unknown").await.unwrap(), None);
     assert!(store.revoke_api_token(operator).await.unwrap());
     assert!(store.api_token("hash-op").await.unwrap().unwrap().revoked());
@@ -532,19 +538,38 @@ fn notification() -> Notification {
     }
 }
 
+/// Adds a recipient as the operator would; whether it was new.
+async fn add_recipient(store: &impl Store, account: &str, channel: Channel, address: &str) -> bool {
+    let recipient = Recipient { channel, address: address.into() };
+    let change = RecipientChange { recipient, added: true, actor: "operator".into(), at: at(0) };
+    store.change_recipient(account, &change).await.unwrap()
+}
+
+/// Recipients are added and removed once each, every change kept with who and when.
+pub(crate) async fn recipient_changes_are_kept_with_who_and_when<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    let ann = Recipient { channel: Channel::Email, address: "ann@acme.example".into() };
+    let change = |added, hour| RecipientChange { recipient: ann.clone(), added, actor: "Ann Lee".into(), at: at(hour) };
+    assert!(store.change_recipient("acme", &change(true, 1)).await.unwrap());
+    assert!(!store.change_recipient("acme", &change(true, 2)).await.unwrap(), "already there");
+    assert_eq!(store.recipients("acme").await.unwrap(), [ann.clone()]);
+    assert!(store.change_recipient("acme", &change(false, 3)).await.unwrap());
+    assert!(!store.change_recipient("acme", &change(false, 4)).await.unwrap(), "already gone");
+    assert!(store.recipients("acme").await.unwrap().is_empty());
+    assert_eq!(store.recipient_changes("acme").await.unwrap(), [change(true, 1), change(false, 3)]);
+    assert!(store.change_recipient("nobody", &change(true, 5)).await.is_err(), "an unknown account");
+}
+
 /// R9 and R15: a month is finalized once, with its over-usage and one outbox row per recipient
 /// of the account and of its managing partner, all in one transaction.
 pub(crate) async fn a_month_is_finalized_once_with_its_overusage_and_notifications<B: Backend>(backend: B) {
     let store = backend.open().await;
     store.add_account(&account("partner", None), term()).await.unwrap();
     store.add_account(&account("acme", Some("partner")), term()).await.unwrap();
-    store.add_recipient("acme", Channel::Email, "billing@acme.example").await.unwrap();
-    store.add_recipient("acme", Channel::Webhook, "https://hooks.acme.example/tally").await.unwrap();
-    store.add_recipient("partner", Channel::Email, "ops@partner.example").await.unwrap();
-    assert!(matches!(
-        store.add_recipient("acme", Channel::Email, "billing@acme.example").await,
-        Err(StoreError::Duplicate { .. })
-    ));
+    add_recipient(&store, "acme", Channel::Email, "billing@acme.example").await;
+    add_recipient(&store, "acme", Channel::Webhook, "https://hooks.acme.example/tally").await;
+    add_recipient(&store, "partner", Channel::Email, "ops@partner.example").await;
+    assert!(!add_recipient(&store, "acme", Channel::Email, "billing@acme.example").await, "already there");
     assert_eq!(store.finalized_report("acme", "2026-10").await.unwrap(), None);
 
     let saved = store
@@ -595,8 +620,8 @@ pub(crate) async fn an_overusage_is_resolved_once<B: Backend>(backend: B) {
 /// attempt and waits; a delivery is final.
 pub(crate) async fn the_outbox_hands_out_what_is_due_and_keeps_attempts<B: Backend>(backend: B) {
     let store = seeded(&backend).await;
-    store.add_recipient("acme", Channel::Email, "billing@acme.example").await.unwrap();
-    store.add_recipient("acme", Channel::Webhook, "https://hooks.acme.example/tally").await.unwrap();
+    add_recipient(&store, "acme", Channel::Email, "billing@acme.example").await;
+    add_recipient(&store, "acme", Channel::Webhook, "https://hooks.acme.example/tally").await;
     store.finalize_month("acme", "2026-10", at(1), "{}", &[overusage()], Some(&notification())).await.unwrap();
 
     assert!(store.due_notifications(at(0), 10, &[Channel::Email, Channel::Webhook]).await.unwrap().is_empty());

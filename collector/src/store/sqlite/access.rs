@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use tally_common::time::rfc3339;
 
 use super::{SqliteStore, db, insert_error, now, parse, stamp};
-use crate::store::{AccessStore, ApiToken, CertificateRecord, ConsoleSession, Role, StoreError, TokenRefusal};
+use crate::store::{AccessStore, ApiToken, CertificateRecord, ConsoleSession, Person, Role, StoreError, TokenRefusal};
 
 #[derive(sqlx::FromRow)]
 struct TokenRow {
@@ -14,12 +14,17 @@ struct TokenRow {
     contact: bool,
     created_at: String,
     revoked_at: Option<String>,
+    person_name: Option<String>,
+    person_email: Option<String>,
 }
 
 /// API token rows filtered and ordered by `$rest` (a literal).
 macro_rules! select_token {
     ($rest:literal) => {
-        concat!("SELECT id, role, account_id, contact, created_at, revoked_at FROM api_tokens ", $rest)
+        concat!(
+            "SELECT id, role, account_id, contact, created_at, revoked_at, person_name, person_email FROM api_tokens ",
+            $rest
+        )
     };
 }
 
@@ -32,6 +37,7 @@ impl TokenRow {
             contact: self.contact,
             created_at: self.created_at,
             revoked_at: self.revoked_at,
+            person: self.person_name.zip(self.person_email).map(|(name, email)| Person { name, email }),
         })
     }
 }
@@ -43,19 +49,24 @@ impl AccessStore for SqliteStore {
         role: Role,
         account: Option<&str>,
         contact: bool,
+        person: Option<&Person>,
     ) -> Result<i64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let id =
-            sqlx::query("INSERT INTO api_tokens (hash, role, account_id, contact, created_at) VALUES (?, ?, ?, ?, ?)")
-                .bind(hash)
-                .bind(role.as_str())
-                .bind(account)
-                .bind(contact)
-                .bind(now())
-                .execute(&mut *tx)
-                .await
-                .map_err(insert_error("token", account.unwrap_or("operator")))?
-                .last_insert_rowid();
+        let id = sqlx::query(
+            "INSERT INTO api_tokens (hash, role, account_id, contact, created_at, person_name, person_email)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(hash)
+        .bind(role.as_str())
+        .bind(account)
+        .bind(contact)
+        .bind(now())
+        .bind(person.map(|p| p.name.as_str()))
+        .bind(person.map(|p| p.email.as_str()))
+        .execute(&mut *tx)
+        .await
+        .map_err(insert_error("token", account.unwrap_or("operator")))?
+        .last_insert_rowid();
         tx.commit().await?;
         Ok(id)
     }

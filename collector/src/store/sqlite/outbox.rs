@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{SqliteStore, db, insert_error, parse, stamp, to_json};
-use crate::store::{Channel, Notification, OutboxItem, OutboxStore, StoreError};
+use crate::store::{Channel, Notification, OutboxItem, OutboxStore, Recipient, RecipientChange, StoreError};
 
 /// Outbox rows filtered by `$filter` (a literal).
 macro_rules! select_outbox {
@@ -49,17 +49,72 @@ impl OutboxRow {
 }
 
 impl OutboxStore for SqliteStore {
-    async fn add_recipient(&self, account: &str, channel: Channel, address: &str) -> Result<(), StoreError> {
+    async fn change_recipient(&self, account: &str, change: &RecipientChange) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("INSERT INTO notification_recipients (account_id, channel, address) VALUES (?, ?, ?)")
+        let Recipient { channel, address } = &change.recipient;
+        let statement = if change.added {
+            "INSERT INTO notification_recipients (account_id, channel, address) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM notification_recipients WHERE account_id = ? AND channel = ? AND address = ?"
+        };
+        let changed = sqlx::query(statement)
             .bind(account)
             .bind(channel.as_str())
             .bind(address)
             .execute(&mut *tx)
             .await
-            .map_err(insert_error("recipient of account", account))?;
+            .map_err(insert_error("recipient of account", account))?
+            .rows_affected()
+            > 0;
+        if changed {
+            sqlx::query(
+                "INSERT INTO recipient_changes (account_id, channel, address, change, actor, at) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(account)
+            .bind(channel.as_str())
+            .bind(address)
+            .bind(if change.added { "added" } else { "removed" })
+            .bind(&change.actor)
+            .bind(stamp(change.at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
         tx.commit().await?;
-        Ok(())
+        Ok(changed)
+    }
+
+    async fn recipients(&self, account: &str) -> Result<Vec<Recipient>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT channel, address FROM notification_recipients WHERE account_id = ? ORDER BY channel, address",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(channel, address)| Ok(Recipient { channel: parse(&channel, "channel")?, address }))
+            .collect()
+    }
+
+    async fn recipient_changes(&self, account: &str) -> Result<Vec<RecipientChange>, StoreError> {
+        let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
+            "SELECT channel, address, change, actor, at FROM recipient_changes WHERE account_id = ? ORDER BY id",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(channel, address, change, actor, at)| {
+                Ok(RecipientChange {
+                    recipient: Recipient { channel: parse(&channel, "channel")?, address },
+                    added: change == "added",
+                    actor,
+                    at: parse(&at, "recipient change time")?,
+                })
+            })
+            .collect()
     }
 
     async fn due_notifications(

@@ -1,0 +1,90 @@
+//! Where an account's notifications go (R15): what a valid recipient is, who may change them,
+//! and every change kept with who made it and when. The command line, the API and the console
+//! all change recipients through here.
+
+use chrono::{DateTime, Utc};
+
+use crate::store::{Account, Channel, Recipient, RecipientChange, Role, Store, StoreError};
+use crate::validation::FieldError;
+
+/// A recipient from its channel's name and address: an e-mail address, or an http(s) URL that
+/// receives the signed JSON document. Errors name the field (`channel`, `address`).
+pub fn parse(channel: &str, address: &str) -> Result<Recipient, FieldError> {
+    let channel: Channel =
+        channel.parse().map_err(|_| FieldError::new("channel", format!("{channel:?}: expected email or webhook")))?;
+    let address = address.trim();
+    let valid = match channel {
+        Channel::Email => address.parse::<lettre::Address>().is_ok(),
+        Channel::Webhook => address
+            .parse::<axum::http::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()),
+    };
+    if !valid {
+        let expected = match channel {
+            Channel::Email => "an e-mail address",
+            Channel::Webhook => "an http:// or https:// URL",
+        };
+        return Err(FieldError::new("address", format!("{address:?}: expected {expected}")));
+    }
+    Ok(Recipient { channel, address: address.to_owned() })
+}
+
+/// Whether a caller may change `account`'s recipients: an operator, the account's contact
+/// person, or a partner for its own account and its sub-accounts.
+pub fn may_change(role: Role, own: Option<&str>, contact: bool, account: &Account) -> bool {
+    match role {
+        Role::Operator => true,
+        Role::Partner => own == Some(account.id.as_str()) || (own.is_some() && account.partner.as_deref() == own),
+        Role::Customer => contact && own == Some(account.id.as_str()),
+    }
+}
+
+/// Adds (`added`) or removes `recipient` of `account` as `actor`; false when there was nothing
+/// to change.
+pub async fn change(
+    store: &impl Store,
+    account: &str,
+    recipient: Recipient,
+    added: bool,
+    actor: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let change = RecipientChange { recipient, added, actor: actor.to_owned(), at };
+    let changed = store.change_recipient(account, &change).await?;
+    if changed {
+        let (channel, address) = (change.recipient.channel.as_str(), &change.recipient.address);
+        tracing::info!(account, channel, %address, added, actor, "notification recipients changed");
+    }
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_are_an_address_or_an_http_url() {
+        assert_eq!(parse("email", " ann@acme.example ").unwrap().address, "ann@acme.example");
+        assert_eq!(parse("webhook", "https://hooks.acme.example/t").unwrap().channel, Channel::Webhook);
+        assert_eq!(parse("email", "ann").unwrap_err().field, "address");
+        assert_eq!(parse("webhook", "ftp://x").unwrap_err().field, "address");
+        assert_eq!(parse("pigeon", "x").unwrap_err().field, "channel");
+    }
+
+    #[test]
+    fn the_contact_person_partners_and_operators_may_change_recipients() {
+        let sub = Account {
+            id: "sub".into(),
+            name: "Sub".into(),
+            partner: Some("reseller".into()),
+            eop_contact_name: None,
+            eop_contact_email: None,
+        };
+        assert!(may_change(Role::Operator, None, false, &sub));
+        assert!(may_change(Role::Customer, Some("sub"), true, &sub));
+        assert!(!may_change(Role::Customer, Some("sub"), false, &sub), "not the contact person");
+        assert!(may_change(Role::Partner, Some("reseller"), false, &sub));
+        assert!(!may_change(Role::Partner, Some("other"), true, &sub));
+        assert!(!may_change(Role::Customer, Some("other"), true, &sub));
+    }
+}
