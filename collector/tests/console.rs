@@ -162,6 +162,31 @@ fn figure<'a>(all: &'a [BTreeMap<String, String>], wanted: &[(&str, &str)]) -> V
         .collect()
 }
 
+/// axe-core's script (`TALLY_AXE_JS`, installed from npm by `.ci/run`), once per binary.
+fn axe_script() -> Option<&'static str> {
+    static SCRIPT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    SCRIPT
+        .get_or_init(|| {
+            let path = std::env::var_os("TALLY_AXE_JS")?;
+            std::fs::read_to_string(path).ok()
+        })
+        .as_deref()
+}
+
+/// axe-core, injected into the page `client` shows, finds no critical violation.
+async fn accessible(client: &Client, page: &str) {
+    let Some(axe) = axe_script() else {
+        skip("axe-core is not installed (TALLY_AXE_JS: .ci/run installs it from npm)");
+        return;
+    };
+    client.execute(&format!("{axe}\nreturn true;"), vec![]).await.unwrap();
+    let run = "const done = arguments[arguments.length - 1];
+        axe.run(document).then(r => done(r.violations.filter(v => v.impact === 'critical')
+            .map(v => v.id + ': ' + v.help + ' at ' + v.nodes.map(n => n.target.join(' ')).join(', '))));";
+    let critical = client.execute_async(run, vec![]).await.unwrap();
+    assert_eq!(critical, json!([]), "axe-core on the {page} page");
+}
+
 fn screenshot(png: &[u8], name: &str) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
     std::fs::create_dir_all(&dir).unwrap();
@@ -213,6 +238,7 @@ async fn usage_pages_show_the_apis_figures(client: &Client, http: &str, acme: &s
     // Signed out, a page leads to the sign-in; a wrong token is refused there.
     client.goto(&format!("{base}/accounts/acme/usage")).await.unwrap();
     assert_eq!(client.current_url().await.unwrap().path(), "/login");
+    accessible(client, "sign-in").await;
     client.find(Locator::Id("token")).await.unwrap().send_keys("tally_wrong").await.unwrap();
     click_then(client, "button[type=submit]", "#login-error").await;
     let refused = client.find(Locator::Id("login-error")).await.unwrap().text().await.unwrap();
@@ -260,6 +286,7 @@ async fn usage_pages_show_the_apis_figures(client: &Client, http: &str, acme: &s
         peaks.insert(id.to_owned(), (date.to_owned(), top));
     }
     screenshot(&client.screenshot().await.unwrap(), "usage.png");
+    accessible(client, "usage").await;
 
     // The site-day page of hq's peak day: 14 buckets discarded, the 15th highest is the P95.
     let (date, p95) = peaks["hq"].clone();
@@ -281,6 +308,7 @@ async fn usage_pages_show_the_apis_figures(client: &Client, http: &str, acme: &s
     assert_eq!(figure(&day, &[("field", "buckets_present")]), [api_day["buckets_present"].to_string()]);
     assert_eq!(present.to_string(), api_day["buckets_present"].to_string());
     screenshot(&client.screenshot().await.unwrap(), "site-day.png");
+    accessible(client, "site-day").await;
 
     // The CSVs, with the browser's session: the API's values.
     let cookie = client.get_named_cookie("tally_session").await.unwrap();
@@ -371,6 +399,7 @@ async fn the_order_story(browser: &mut Browser, c: &Collector, http: &str, acme:
     let listed: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(listed["orders"], json!([]), "nothing was created");
     screenshot(&contact.screenshot().await.unwrap(), "order-new.png");
+    accessible(&contact, "order form").await;
     set("item1-quantity", "2").await;
     click_then(&contact, "#submit-order", "section[data-item]").await;
     let path = contact.current_url().await.unwrap().path().to_owned();
@@ -458,6 +487,9 @@ async fn the_order_story(browser: &mut Browser, c: &Collector, http: &str, acme:
     assert_eq!(offered(&contact).await, ["completed", "canceled"]);
     click_then(&contact, "form[data-step=completed] button", "span[data-field=status][data-value=completed]").await;
     screenshot(&contact.screenshot().await.unwrap(), "order.png");
+    accessible(&contact, "order").await;
+    contact.goto(&format!("{base}/accounts/acme/orders")).await.unwrap();
+    accessible(&contact, "orders").await;
     let (_, _, body) = get(http, &format!("/v1/accounts/acme/orders/{id}"), Some(acme));
     let order: Value = serde_json::from_str(&body).unwrap();
     let history: Vec<(&str, &str)> = order["items"][0]["history"]
@@ -479,6 +511,7 @@ async fn the_order_story(browser: &mut Browser, c: &Collector, http: &str, acme:
     click_then(&contact, "#add-recipient button", "tr[data-recipient='billing@acme.example']").await;
     assert_eq!(figure(&figures(&contact).await, &[("field", "actor")]), [ann]);
     screenshot(&contact.screenshot().await.unwrap(), "settings.png");
+    accessible(&contact, "settings").await;
     let (_, _, body) = get(http, "/v1/accounts/acme/recipients", Some(acme));
     let listed: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(listed["recipients"], json!([{"channel": "email", "address": "billing@acme.example"}]));
