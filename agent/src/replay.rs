@@ -39,16 +39,29 @@ fn parse(trace: &str, config: &Config) -> Result<Vec<Row>, Vec<String>> {
     let mut rows = Vec::new();
     let mut errors = Vec::new();
     let mut first = true;
-    for (i, line) in trace.lines().enumerate() {
-        let n = i + 1;
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
+    // The csv crate: quoted fields, a byte-order mark and CRLF line ends read as they should.
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .comment(Some(b'#'))
+        .trim(csv::Trim::All)
+        .from_reader(trace.as_bytes());
+    for (i, record) in reader.records().enumerate() {
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                errors.push(format!("line {}: {e}", e.position().map_or(i as u64 + 1, |p| p.line())));
+                continue;
+            }
+        };
+        let n = record.position().map_or(i as u64 + 1, |p| p.line());
+        let f: Vec<&str> = record.iter().collect();
+        if f.iter().all(|field| field.is_empty()) {
             continue;
         }
-        if std::mem::take(&mut first) && line.starts_with("time,") {
+        if std::mem::take(&mut first) && f.first() == Some(&"time") {
             continue;
         }
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
         if !(4..=5).contains(&f.len()) {
             errors.push(format!(
                 "line {n}: expected time,interface,rx_bytes,tx_bytes[,speed_mbps], found {} fields",

@@ -128,6 +128,26 @@ fn a_bad_trace_is_refused_with_every_line_named() {
     assert!(err.contains("line 5: expected time,interface,rx_bytes,tx_bytes[,speed_mbps], found 2 fields"), "{err}");
 }
 
+/// A trace saved by a spreadsheet (byte-order mark, CRLF, quoted fields) replays like the plain one.
+#[test]
+fn a_trace_with_a_bom_crlf_and_quotes_replays_as_the_plain_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain =
+        "time,interface,rx_bytes,tx_bytes\n2026-10-07T10:00:00Z,eth1,0,0\n2026-10-07T10:00:05Z,eth1,5000000,0\n";
+    let exported = "\u{feff}time,interface,rx_bytes,tx_bytes\r\n\"2026-10-07T10:00:00Z\",\"eth1\",0,0\r\n2026-10-07T10:00:05Z,eth1,\"5000000\",0\r\n";
+    let run = |name: &str, text: &str| {
+        let trace = dir.path().join(name);
+        std::fs::write(&trace, text).unwrap();
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_tally-agent")).args(["replay", "--trace"]).arg(&trace).output().unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let (plain, exported) = (run("plain.csv", plain), run("exported.csv", exported));
+    assert_eq!(plain, exported);
+    assert_eq!(plain["samples"][0]["bps"], 8_000_000, "{plain}");
+}
+
 /// R4: intervals in which no interface was measured are no samples, and a bucket made only of
 /// them is not emitted (it used to be a bucket of 0 bit/s with 60 "valid" samples).
 #[test]

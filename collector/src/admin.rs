@@ -286,13 +286,22 @@ pub async fn import_buckets(
     let mut errors = Vec::new();
     let mut sites_seen: BTreeSet<String> = BTreeSet::new();
     let mut sites_missing: BTreeSet<String> = BTreeSet::new();
-    for (i, line) in csv.lines().enumerate() {
-        let n = i + 1;
-        let line = line.trim();
-        if line.is_empty() || (n == 1 && line.starts_with("site,")) {
+    // The csv crate: quoted fields, a byte-order mark and CRLF line ends read as they should.
+    let mut reader =
+        csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(csv.as_bytes());
+    for (i, record) in reader.records().enumerate() {
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                errors.push(format!("line {}: {e}", e.position().map_or(i as u64 + 1, |p| p.line())));
+                continue;
+            }
+        };
+        let n = record.position().map_or(i as u64 + 1, |p| p.line());
+        let f: Vec<&str> = record.iter().collect();
+        if f.iter().all(|field| field.is_empty()) || (i == 0 && f.first() == Some(&"site")) {
             continue;
         }
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
         if !(3..=4).contains(&f.len()) {
             errors.push(format!("line {n}: expected site,bucket_start,max_bps[,samples], found {} fields", f.len()));
             continue;

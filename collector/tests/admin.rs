@@ -84,6 +84,15 @@ fn a_bad_csv_row_imports_nothing_and_every_bad_row_is_named() {
         ]),
         "a lower re-import never lowers a bucket (R10)"
     );
+    // A spreadsheet's export: a byte-order mark, CRLF line ends, quoted fields.
+    let exported = c.file(
+        "exported.csv",
+        "\u{feff}site,bucket_start,max_bps\r\n\"hq\",\"2026-10-07T00:10:00Z\",\"3000\"\r\nhq, 2026-10-07T00:15:00Z ,4000\r\n",
+    );
+    assert!(c.ok(&["import-buckets", "--csv", &exported]).contains("imported 2 new bucket(s)"));
+    let quoted_comma = c.file("comma.csv", "\"hq,annex\",2026-10-07T00:20:00Z,5\n");
+    let err = c.fails(&["import-buckets", "--csv", &quoted_comma]);
+    assert!(err.contains("line 1: site \"hq,annex\" does not exist"), "a quoted comma is part of the field: {err}");
 }
 
 #[test]
