@@ -24,7 +24,8 @@ pub fn parse(channel: &str, address: &str) -> Result<Recipient, FieldError> {
             Channel::Email => "an e-mail address",
             Channel::Webhook => "an http:// or https:// URL",
         };
-        return Err(FieldError::new("address", format!("{address:?}: expected {expected}")));
+        // The schema says "a string"; which strings are addresses is this rule's.
+        return Err(FieldError::by_rule("address", format!("{address:?}: expected {expected}")));
     }
     Ok(Recipient { channel, address: address.to_owned() })
 }

@@ -614,7 +614,7 @@ fn recipients_are_changed_by_the_contact_partner_or_operator_and_every_change_is
     assert_eq!(status, 403, "{problem}");
     assert_eq!(post(&stranger, billing.clone()).0, 404, "another account's");
     let (status, problem) = post(&contact, json!({"channel": "email", "address": "not-an-address"}));
-    assert_eq!((status, problem["errors"][0]["field"].as_str()), (400, Some("address")), "{problem}");
+    assert_eq!((status, problem["errors"][0]["field"].as_str()), (422, Some("address")), "{problem}");
     let (status, problem) = post(&contact, json!({"channel": "email", "address": "a@b.example", "cc": 1}));
     assert_eq!(status, 400, "unknown fields are refused: {problem}");
     let hook = json!({"channel": "webhook", "address": "https://hooks.reseller.example/tally"});

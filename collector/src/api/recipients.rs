@@ -2,6 +2,8 @@
 //! Anyone who sees the account reads them; its contact person, its partner and operators change
 //! them; every change is kept with who made it and when.
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
@@ -10,15 +12,17 @@ use serde::{Deserialize, Serialize};
 
 use super::Api;
 use super::auth::{Caller, internal, visible_account};
-use super::problem::Problem;
+use super::problem::{FieldError, Problem};
 use crate::recipients;
 use crate::store::{Recipient, RecipientChange, Store};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecipientView {
-    /// `email` or `webhook`.
+    #[schema(value_type = String, pattern = "^(email|webhook)$")]
     pub channel: String,
+    /// An e-mail address, or the http(s) URL of a webhook.
+    #[schema(min_length = 1, max_length = 2000)]
     pub address: String,
 }
 
@@ -86,8 +90,7 @@ pub async fn change<S: Store>(
             "only account {account}'s contact person, its partner or an operator change its recipients"
         )));
     }
-    let parsed =
-        recipients::parse(&recipient.channel, &recipient.address).map_err(|e| Problem::bad_request(vec![e]))?;
+    let parsed = recipients::parse(&recipient.channel, &recipient.address).map_err(|e| Problem::invalid(vec![e]))?;
     let view = RecipientView::from(&parsed);
     let changed = recipients::change(store, account, parsed, added, &caller.name(), crate::clock::now())
         .await
@@ -119,7 +122,8 @@ pub async fn list<S: Store + 'static>(
         (status = 200, description = "Already a recipient", body = RecipientView),
         (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the caller's to do", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such account (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
+        (status = 404, description = "No such account (or not the caller's)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by a rule (not an address), by field", body = Problem, content_type = "application/problem+json")))]
 pub async fn add<S: Store + 'static>(
     State(api): State<Api<S>>,
     Extension(caller): Extension<Caller>,
@@ -136,19 +140,28 @@ pub async fn add<S: Store + 'static>(
 /// not a recipient.
 #[utoipa::path(delete, path = "/v1/accounts/{account}/recipients", tag = "accounts",
     params(("account" = String, Path),
-        ("channel" = String, Query, description = "email or webhook"),
+        ("channel" = String, Query, pattern = "^(email|webhook)$", description = "email or webhook"),
         ("address" = String, Query, description = "The recipient's address")),
     responses(
         (status = 204, description = "Removed"),
         (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the caller's to do", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such account or recipient (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
+        (status = 404, description = "No such account or recipient (or not the caller's)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by a rule (not an address), by field", body = Problem, content_type = "application/problem+json")))]
 pub async fn remove<S: Store + 'static>(
     State(api): State<Api<S>>,
     Extension(caller): Extension<Caller>,
     Path(account): Path<String>,
-    Query(recipient): Query<RecipientView>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<StatusCode, Problem> {
+    visible_account(&*api.store, &caller, &account).await?;
+    let field = |name: &str| query.get(name).cloned().ok_or_else(|| FieldError::new(name, "required"));
+    let recipient = match (field("channel"), field("address")) {
+        (Ok(channel), Ok(address)) => RecipientView { channel, address },
+        (channel, address) => {
+            return Err(Problem::bad_request([channel.err(), address.err()].into_iter().flatten().collect()));
+        }
+    };
     if change(&*api.store, &caller, &account, &recipient, false).await?.1 {
         Ok(StatusCode::NO_CONTENT)
     } else {
