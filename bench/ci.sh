@@ -10,6 +10,8 @@ echo "=== usage engine (SITES=300 ACCOUNTS=10)"
 SITES=300 ACCOUNTS=10 cargo bench --locked -q -p tally-collector --bench usage
 echo "=== storm (STORM_AGENTS=100 STORM_RUNS=1 STEADY_AGENTS=200 STEADY_SECONDS=5)"
 STORM_AGENTS=100 STORM_RUNS=1 STEADY_AGENTS=200 STEADY_SECONDS=5 cargo bench --locked -q -p tally-collector --bench storm
+echo "=== console pages (SITES=100 RUNS=20)"
+SITES=100 RUNS=20 cargo bench --locked -q -p tally-collector --bench console
 echo "=== orders API (DURATION=2)"
 DURATION=2 CONNECTIONS=8 bench/orders.sh
 echo "=== agent (DURATION=20)"
