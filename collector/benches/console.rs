@@ -5,8 +5,8 @@
 //! 2026 measured (every tenth slot of each day, and every slot of Oct 15 for site `s00000`), is
 //! served by the release `tally-collector serve` with its clock in mid-November. Signed in as
 //! the operator, the bench asks `RUNS` (200) times for each page, one request at a time, after a
-//! few to warm up: the usage page of `big`, the site-day page of `s00000` on Oct 15, and the
-//! usage page of `hundred`. It reports the median and p99 of the time to the last byte on
+//! few to warm up: the usage page of `big` (and, beside it, the API's JSON of the same report),
+//! the site-day page of `s00000` on Oct 15, and the usage page of `hundred`. It reports the median and p99 of the time to the last byte on
 //! loopback (the server's time and a few tens of microseconds of loopback), and the bytes sent,
 //! raw and gzipped (`gzip -9`).
 
@@ -84,7 +84,11 @@ async fn build_store(path: &std::path::Path, sites: usize) -> anyhow::Result<()>
 fn get(http: &str, path: &str, cookie: &str) -> anyhow::Result<(u16, Vec<u8>, Duration)> {
     let started = Instant::now();
     let mut stream = TcpStream::connect(http)?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: bench\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nCookie: {cookie}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Connection: close\r\n\r\n"
+    )?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let took = started.elapsed();
@@ -179,6 +183,8 @@ fn main() -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("no session: {answer}"))?
             .to_owned();
         measure(&http, &cookie, &format!("usage page, {sites} sites"), "/accounts/big/usage?month=2026-10", runs)?;
+        let api = format!("the API's usage report (JSON), {sites} sites");
+        measure(&http, &cookie, &api, "/v1/accounts/big/usage?month=2026-10", runs)?;
         measure(&http, &cookie, "site-day page", "/accounts/big/sites/s00000/days/2026-10-15", runs)?;
         measure(&http, &cookie, "usage page, 100 sites", "/accounts/hundred/usage?month=2026-10", runs)?;
         Ok(())

@@ -224,6 +224,7 @@ async fn the_console_in_a_real_browser() {
     let (_serving, http) = serve(&c);
     let client = browser.session().await;
     usage_pages_show_the_apis_figures(&client, &http, &acme).await;
+    meters_show_the_apis_figures(&client, &c, &http, &acme).await;
     client.close().await.unwrap();
     the_order_story(&mut browser, &c, &http, &acme).await;
 }
@@ -366,6 +367,52 @@ async fn usage_pages_show_the_apis_figures(client: &Client, http: &str, acme: &s
     let (status, head, _) = with_cookie(&http, "GET", "/accounts/acme/usage", &cookie, "");
     assert_eq!(status, 303, "{head}");
     assert!(head.contains("location: /login"), "{head}");
+}
+
+/// November, open, with ZTNA sessions and an AI Security user: every meter row (and ZTNA's rows
+/// by region, R12) as the API has it.
+async fn meters_show_the_apis_figures(client: &Client, c: &Collector, http: &str, acme: &str) {
+    sign_in_with(client, &format!("http://{http}"), acme).await;
+    let operator = c.ok(&args("token create --role operator")).trim().to_owned();
+    c.ok(&args(
+        "license add --account acme --kind ztna_users --region general --quantity 2 --from 2026-01-01 --to 2026-12-31",
+    ));
+    let session = |id: &str, user: &str, country: &str| {
+        json!({"id": id, "type": "ztna_session", "account": "acme", "time": "2026-11-02T10:00:00Z", "user": user,
+               "authenticated": true, "generated_traffic": true, "remote": true, "work_country": country})
+    };
+    let events = json!({"events": [session("z1", "u1", "US"), session("z2", "u2", "CN"), session("z3", "u3", "DE"),
+        {"id": "a1", "type": "ai_security_activity", "account": "acme", "time": "2026-11-03T10:00:00Z", "user": "u1", "enabled": true}]});
+    let (status, _, body) =
+        support::http::request(http, "POST", "/v1/usage/events", Some(&operator), &events.to_string());
+    assert_eq!(status, 200, "{body}");
+    let (_, _, body) = get(http, "/v1/accounts/acme/usage?month=2026-11", Some(&operator));
+    let api: Value = serde_json::from_str(&body).unwrap();
+    client.goto(&format!("http://{http}/accounts/acme/usage?month=2026-11")).await.unwrap();
+    let page = figures(client).await;
+    let meters = api["meters"].as_array().unwrap();
+    assert!(meters.len() >= 2, "{api}");
+    for meter in meters {
+        let license = meter["license"].as_str().unwrap();
+        for field in ["measured", "licensed", "excess", "required_purchase"] {
+            let shown: Vec<&str> = page
+                .iter()
+                .filter(|f| f.get("license").map(String::as_str) == Some(license) && !f.contains_key("region"))
+                .filter(|f| f["field"] == field)
+                .map(|f| f["value"].as_str())
+                .collect();
+            assert_eq!(shown, [meter[field].to_string()], "{license} {field}");
+        }
+        for region in meter["by_region"].as_array().into_iter().flatten() {
+            let name = region["region"].as_str().unwrap();
+            for field in ["measured", "licensed"] {
+                let shown = figure(&page, &[("license", license), ("region", name), ("field", field)]);
+                assert_eq!(shown, [region[field].to_string()], "{license} in {name}: {field}");
+            }
+        }
+    }
+    let ztna = meters.iter().find(|m| m["license"] == "ztna_users").unwrap();
+    assert_eq!((ztna["measured"].as_u64(), ztna["by_region"].as_array().map(Vec::len)), (Some(3), Some(2)), "{ztna}");
 }
 
 /// The articles' order page: the contact submits two items (one wrong, shown beside its field,

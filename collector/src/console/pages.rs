@@ -142,6 +142,11 @@ struct DayView {
 
 struct SiteView {
     site: String,
+    country: String,
+    site_type: String,
+    /// The start of its latest bucket, and its agent's last connection (RFC 3339).
+    last_bucket: Option<String>,
+    last_connected: Option<String>,
     group: String,
     cap_bps: Option<u64>,
     /// The month's highest daily P95, and its day.
@@ -151,6 +156,8 @@ struct SiteView {
 
 struct MeterView {
     license: String,
+    /// ZTNA users by region (R12): region, measured, licensed.
+    by_region: Vec<(String, u64, u64)>,
     measured: u64,
     licensed: u64,
     excess: u64,
@@ -237,11 +244,28 @@ pub(super) async fn usage<S: Store + 'static>(
             }
         })
         .collect();
+    let (facts, activity) = tokio::try_join!(
+        console.store.sites_of_account(&account),
+        crate::store::IntakeStore::site_activity(&*console.store, Some(&account)),
+    )
+    .map_err(internal)?;
     let sites = report
         .sites
         .iter()
         .map(|s| SiteView {
             site: s.site.clone(),
+            country: facts.iter().find(|f| f.id == s.site).map_or(String::new(), |f| f.country.to_string()),
+            site_type: facts.iter().find(|f| f.id == s.site).map_or(String::new(), |f| f.site_type.to_string()),
+            last_bucket: activity
+                .iter()
+                .find(|a| a.site == s.site)
+                .and_then(|a| a.last_bucket)
+                .map(|b| tally_common::time::rfc3339(b.time())),
+            last_connected: activity
+                .iter()
+                .find(|a| a.site == s.site)
+                .and_then(|a| a.last_connected)
+                .map(tally_common::time::rfc3339),
             group: api_name(&s.region_group),
             cap_bps: s.cap_bps,
             peak: s.days.iter().max_by_key(|d| (d.p95_bps, std::cmp::Reverse(d.date))).map(|d| (d.date, d.p95_bps)),
@@ -253,6 +277,7 @@ pub(super) async fn usage<S: Store + 'static>(
         .iter()
         .map(|m| MeterView {
             license: api_name(&m.meter.license),
+            by_region: m.by_region.iter().map(|r| (api_name(&r.region), r.measured, r.licensed)).collect(),
             measured: m.meter.measured,
             licensed: m.meter.licensed,
             excess: m.meter.excess,
