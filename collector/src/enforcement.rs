@@ -119,7 +119,7 @@ pub async fn site_enforcement<S: Store>(
         cap_bps: site.cap_bps,
         cap_required: cap_required(site.region_group, site.site_type),
         policy_version,
-        in_force: report.as_ref().is_some_and(|r| r.ok && r.version == policy_version),
+        in_force: crate::store::policy_in_force(policy_version, report.as_ref().map(|r| (r.version, r.ok))),
         agent_report: report.map(|r| AgentReport { version: r.version, ok: r.ok, detail: r.detail, at: rfc3339(r.at) }),
         month,
         cap_history: cap_history.into_iter().map(|(_, c)| c).collect(),

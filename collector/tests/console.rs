@@ -284,10 +284,23 @@ async fn usage_pages_show_the_apis_figures(client: &Client, http: &str, acme: &s
             figure(&page, &[("site", id), ("field", "cap_bps")]),
             [site["cap_bps"].as_u64().map_or(String::new(), |c| c.to_string())]
         );
+        let (_, _, body) = get(&http, &format!("/v1/accounts/acme/sites/{id}/enforcement"), Some(acme));
+        let enforcement: Value = serde_json::from_str(&body).unwrap();
+        let in_force = if site["cap_bps"].is_null() { String::new() } else { enforcement["in_force"].to_string() };
+        assert_eq!(figure(&page, &[("site", id), ("field", "in_force")]), [in_force.as_str()], "{id}");
         peaks.insert(id.to_owned(), (date.to_owned(), top));
     }
     screenshot(&client.screenshot().await.unwrap(), "usage.png");
     accessible(client, "usage").await;
+    // At a phone's width nothing but the tables' own scroll areas is wider than the screen.
+    client.set_window_size(390, 844).await.unwrap();
+    let fits = client
+        .execute("return document.documentElement.scrollWidth <= document.documentElement.clientWidth;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(fits, json!(true), "the usage page at 390 px");
+    screenshot(&client.screenshot().await.unwrap(), "usage-phone.png");
+    client.set_window_size(1280, 1000).await.unwrap();
 
     // The site-day page of hq's peak day: 14 buckets discarded, the 15th highest is the P95.
     let (date, p95) = peaks["hq"].clone();

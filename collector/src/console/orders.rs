@@ -200,6 +200,7 @@ async fn new_order_page<S: Store>(
         )
     });
     let sites = console.store.site_facts(account).await.map_err(internal)?;
+    let scoped = sites.values().any(|facts| facts.region_group.is_stand_alone());
     let site_options: Vec<(String, String)> =
         sites.iter().map(|(id, facts)| (id.clone(), format!("{id} ({})", facts.region_group))).collect();
     let options = |all: &[&str]| all.iter().map(|o| ((*o).to_owned(), (*o).to_owned())).collect::<Vec<_>>();
@@ -222,7 +223,10 @@ async fn new_order_page<S: Store>(
         .iter()
         .enumerate()
         .map(|(index, item)| {
-            let names = std::iter::once("start_date").chain(fields_of(item.item_type).iter().copied());
+            // A traffic scope is asked only of an account with sites in China, Morocco or Vietnam.
+            let names = std::iter::once("start_date")
+                .chain(fields_of(item.item_type).iter().copied())
+                .filter(|name| *name != "traffic_scope" || scoped);
             let fields = names
                 .map(|name| {
                     let (kind, options) = match name {

@@ -144,6 +144,8 @@ struct SiteView {
     site: String,
     country: String,
     site_type: String,
+    /// Its agent applied its current policy (R17); `None` without a cap.
+    policy_applied: Option<bool>,
     /// The start of its latest bucket, and its agent's last connection (RFC 3339).
     last_bucket: Option<String>,
     last_connected: Option<String>,
@@ -244,9 +246,10 @@ pub(super) async fn usage<S: Store + 'static>(
             }
         })
         .collect();
-    let (facts, activity) = tokio::try_join!(
+    let (facts, activity, policies) = tokio::try_join!(
         console.store.sites_of_account(&account),
         crate::store::IntakeStore::site_activity(&*console.store, Some(&account)),
+        console.store.policy_states(&account),
     )
     .map_err(internal)?;
     let sites = report
@@ -256,6 +259,9 @@ pub(super) async fn usage<S: Store + 'static>(
             site: s.site.clone(),
             country: facts.iter().find(|f| f.id == s.site).map_or(String::new(), |f| f.country.to_string()),
             site_type: facts.iter().find(|f| f.id == s.site).map_or(String::new(), |f| f.site_type.to_string()),
+            policy_applied: s
+                .cap_bps
+                .map(|_| policies.iter().find(|p| p.site == s.site).is_some_and(crate::store::PolicyState::in_force)),
             last_bucket: activity
                 .iter()
                 .find(|a| a.site == s.site)

@@ -35,7 +35,29 @@ pub struct EnforcementViolation {
 }
 
 /// Caps as pushed to agents, what agents report back, and the buckets that broke a cap (R17).
+/// A site's current policy version and the last version its agent reported on: `(version, ok)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyState {
+    pub site: String,
+    pub version: u64,
+    pub reported: Option<(u64, bool)>,
+}
+
+impl PolicyState {
+    /// Whether the agent applied the site's current policy (R17).
+    pub fn in_force(&self) -> bool {
+        policy_in_force(self.version, self.reported)
+    }
+}
+
+/// Whether an agent that last reported `reported` (`(version, ok)`) enforces policy `version`.
+pub fn policy_in_force(version: u64, reported: Option<(u64, bool)>) -> bool {
+    reported == Some((version, true))
+}
+
 pub trait PolicyStore: Send + Sync {
+    /// Each site of `account` with its policy version and its agent's last report, by site.
+    fn policy_states(&self, account: &str) -> impl Future<Output = Result<Vec<PolicyState>, StoreError>> + Send;
     /// The policies changed after `version`, oldest change first.
     fn policies_since(&self, version: u64) -> impl Future<Output = Result<Vec<SitePolicy>, StoreError>> + Send;
     fn policy(&self, site: &str) -> impl Future<Output = Result<Option<SitePolicy>, StoreError>> + Send;

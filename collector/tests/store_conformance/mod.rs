@@ -59,6 +59,7 @@ macro_rules! conformance_tests {
             contract_terms_are_renewed_and_end_the_licenses_orders_make,
             console_sessions_expire_and_end,
             recipient_changes_are_kept_with_who_and_when,
+            a_policy_is_in_force_once_its_agent_applied_its_version,
             an_intake_is_stored_whole_or_not_at_all,
             the_quarantine_of_a_site_is_bounded_and_released_at_once,
         );
@@ -536,6 +537,28 @@ fn notification() -> Notification {
         text: "plain".into(),
         json: "{\"month\":\"2026-10\"}".into(),
     }
+}
+
+/// Each site's policy state: in force only once its agent reported its current version applied.
+pub(crate) async fn a_policy_is_in_force_once_its_agent_applied_its_version<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    store.add_license(&pool("acme", RegionGroup::China, 100)).await.unwrap();
+    let mut sh = store.site("sh").await.unwrap().unwrap();
+    sh.cap_bps = Some(10_000_000);
+    assert_eq!(store.apply_checked(&CapChange::UpdateSite(sh), at(0)).await.unwrap(), []);
+    let version = store.policy("sh").await.unwrap().unwrap().version;
+    let states = store.policy_states("acme").await.unwrap();
+    assert_eq!(
+        states.iter().map(|p| (p.site.as_str(), p.in_force())).collect::<Vec<_>>(),
+        [("hq", false), ("sh", false)]
+    );
+    let report = |version, ok| PolicyReport { version, ok, detail: "shaped".into(), at: at(1) };
+    store.record_policy_report("sh", &report(version, false)).await.unwrap();
+    assert!(!store.policy_states("acme").await.unwrap()[1].in_force(), "a failed application");
+    store.record_policy_report("sh", &report(version, true)).await.unwrap();
+    let sh = &store.policy_states("acme").await.unwrap()[1];
+    assert_eq!((sh.version, sh.reported, sh.in_force()), (version, Some((version, true)), true));
+    assert!(store.policy_states("nobody").await.unwrap().is_empty());
 }
 
 /// Adds a recipient as the operator would; whether it was new.

@@ -5,7 +5,7 @@ use tally_common::enforcement::CapSetting;
 use tally_common::time::BucketStart;
 
 use super::{SqliteStore, bucket_start, db, parse, stamp, to_i64, to_u64};
-use crate::store::{EnforcementViolation, PolicyReport, PolicyStore, SitePolicy, StoreError};
+use crate::store::{EnforcementViolation, PolicyReport, PolicyState, PolicyStore, SitePolicy, StoreError};
 
 fn policy_from_row((site, version, cap): (String, i64, Option<i64>)) -> Result<SitePolicy, StoreError> {
     Ok(SitePolicy {
@@ -16,6 +16,26 @@ fn policy_from_row((site, version, cap): (String, i64, Option<i64>)) -> Result<S
 }
 
 impl PolicyStore for SqliteStore {
+    async fn policy_states(&self, account: &str) -> Result<Vec<PolicyState>, StoreError> {
+        let rows: Vec<(String, i64, Option<i64>, Option<bool>)> = sqlx::query_as(
+            "SELECT s.id, s.policy_version, r.version, r.ok FROM sites s
+             LEFT JOIN policy_reports r ON r.site_id = s.id WHERE s.account_id = ? ORDER BY s.id",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(site, version, reported, ok)| {
+                let reported = match (reported, ok) {
+                    (Some(v), Some(ok)) => Some((to_u64(v, "policy version")?, ok)),
+                    _ => None,
+                };
+                Ok(PolicyState { site, version: to_u64(version, "policy version")?, reported })
+            })
+            .collect()
+    }
+
     async fn policies_since(&self, version: u64) -> Result<Vec<SitePolicy>, StoreError> {
         let rows: Vec<(String, i64, Option<i64>)> = sqlx::query_as(
             "SELECT id, policy_version, cap_bps FROM sites WHERE policy_version > ? ORDER BY policy_version",
