@@ -39,29 +39,18 @@ fn parse(trace: &str, config: &Config) -> Result<Vec<Row>, Vec<String>> {
     let mut rows = Vec::new();
     let mut errors = Vec::new();
     let mut first = true;
-    // The csv crate: quoted fields, a byte-order mark and CRLF line ends read as they should.
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .comment(Some(b'#'))
-        .trim(csv::Trim::All)
-        .from_reader(trace.as_bytes());
-    for (i, record) in reader.records().enumerate() {
-        let record = match record {
+    for record in tally_common::csv_text::records(trace) {
+        let (n, f) = match record {
             Ok(record) => record,
             Err(e) => {
-                errors.push(format!("line {}: {e}", e.position().map_or(i as u64 + 1, |p| p.line())));
+                errors.push(e);
                 continue;
             }
         };
-        let n = record.position().map_or(i as u64 + 1, |p| p.line());
-        let f: Vec<&str> = record.iter().collect();
-        if f.iter().all(|field| field.is_empty()) {
+        if std::mem::take(&mut first) && f.first().map(String::as_str) == Some("time") {
             continue;
         }
-        if std::mem::take(&mut first) && f.first() == Some(&"time") {
-            continue;
-        }
+        let f: Vec<&str> = f.iter().map(String::as_str).collect();
         if !(4..=5).contains(&f.len()) {
             errors.push(format!(
                 "line {n}: expected time,interface,rx_bytes,tx_bytes[,speed_mbps], found {} fields",

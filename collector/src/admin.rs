@@ -286,22 +286,18 @@ pub async fn import_buckets(
     let mut errors = Vec::new();
     let mut sites_seen: BTreeSet<String> = BTreeSet::new();
     let mut sites_missing: BTreeSet<String> = BTreeSet::new();
-    // The csv crate: quoted fields, a byte-order mark and CRLF line ends read as they should.
-    let mut reader =
-        csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(csv.as_bytes());
-    for (i, record) in reader.records().enumerate() {
-        let record = match record {
+    for (i, record) in tally_common::csv_text::records(csv).into_iter().enumerate() {
+        let (n, f) = match record {
             Ok(record) => record,
             Err(e) => {
-                errors.push(format!("line {}: {e}", e.position().map_or(i as u64 + 1, |p| p.line())));
+                errors.push(e);
                 continue;
             }
         };
-        let n = record.position().map_or(i as u64 + 1, |p| p.line());
-        let f: Vec<&str> = record.iter().collect();
-        if f.iter().all(|field| field.is_empty()) || (i == 0 && f.first() == Some(&"site")) {
+        if i == 0 && f.first().map(String::as_str) == Some("site") {
             continue;
         }
+        let f: Vec<&str> = f.iter().map(String::as_str).collect();
         if !(3..=4).contains(&f.len()) {
             errors.push(format!("line {n}: expected site,bucket_start,max_bps[,samples], found {} fields", f.len()));
             continue;

@@ -20,6 +20,7 @@ pub mod bandwidth;
 pub mod bucket;
 pub mod config_file;
 pub mod counters;
+pub mod csv_text;
 pub mod enforcement;
 pub mod kinds;
 pub mod license;
