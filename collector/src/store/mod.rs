@@ -34,6 +34,7 @@ mod orders;
 mod outbox;
 mod policies;
 pub mod sqlite;
+mod stored;
 mod usage;
 
 pub use access::*;

@@ -3,44 +3,8 @@
 use chrono::{DateTime, Utc};
 use tally_common::time::rfc3339;
 
-use super::{SqliteStore, db, insert_error, now, parse, stamp};
+use super::{SqliteStore, TokenRow, db, insert_error, now, parse, select_token, stamp};
 use crate::store::{AccessStore, ApiToken, CertificateRecord, ConsoleSession, Person, Role, StoreError, TokenRefusal};
-
-#[derive(sqlx::FromRow)]
-struct TokenRow {
-    id: i64,
-    role: String,
-    account_id: Option<String>,
-    contact: bool,
-    created_at: String,
-    revoked_at: Option<String>,
-    person_name: Option<String>,
-    person_email: Option<String>,
-}
-
-/// API token rows filtered and ordered by `$rest` (a literal).
-macro_rules! select_token {
-    ($rest:literal) => {
-        concat!(
-            "SELECT id, role, account_id, contact, created_at, revoked_at, person_name, person_email FROM api_tokens ",
-            $rest
-        )
-    };
-}
-
-impl TokenRow {
-    fn into_token(self) -> Result<ApiToken, StoreError> {
-        Ok(ApiToken {
-            id: self.id,
-            role: parse(&self.role, "token role")?,
-            account: self.account_id,
-            contact: self.contact,
-            created_at: self.created_at,
-            revoked_at: self.revoked_at,
-            person: self.person_name.zip(self.person_email).map(|(name, email)| Person { name, email }),
-        })
-    }
-}
 
 impl AccessStore for SqliteStore {
     async fn add_api_token(

@@ -3,7 +3,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use tally_common::enforcement::CapViolation;
 
-use super::{SqliteStore, db, insert_error, now, parse, stamp, to_i64, to_u64};
+use super::{AccountRow, LicenseRow, SiteRow, SqliteStore, db, insert_error, now, parse, stamp, to_i64};
 use sqlx::SqliteConnection;
 
 use crate::store::{Account, AccountStore, CapChange, ContractTerm, License, NewLicense, Site, StoreError};
@@ -29,21 +29,7 @@ async fn licenses_of_account(conn: &mut sqlx::SqliteConnection, account: &str) -
     .fetch_all(conn)
     .await
     .map_err(db)?;
-    rows.into_iter()
-        .map(|r| {
-            let terms = NewLicense {
-                kind: parse(&r.kind, "license kind")?,
-                quantity: to_u64(r.quantity, "quantity")?,
-                block_size: r.block_size.map(|b| to_u64(b, "block size")).transpose()?,
-                per_unit: r.per_unit.map(|p| to_u64(p, "events per unit")).transpose()?,
-                effective_from: parse(&r.effective_from, "effective_from")?,
-                effective_to: parse(&r.effective_to, "effective_to")?,
-                account: r.account_id,
-                region: r.region,
-            };
-            Ok(License { id: r.id, terms })
-        })
-        .collect()
+    rows.into_iter().map(LicenseRow::into_license).collect()
 }
 
 /// Keeps the site's cap in its history (R26) if its policy version is new, effective `at`.
@@ -100,65 +86,6 @@ pub(super) async fn insert_license(conn: &mut sqlx::SqliteConnection, l: &NewLic
     .map_err(insert_error("license", &l.account))?
     .last_insert_rowid();
     Ok(id)
-}
-
-#[derive(sqlx::FromRow)]
-struct AccountRow {
-    id: String,
-    name: String,
-    partner_id: Option<String>,
-    eop_contact_name: Option<String>,
-    eop_contact_email: Option<String>,
-}
-
-impl From<AccountRow> for Account {
-    fn from(r: AccountRow) -> Account {
-        Account {
-            id: r.id,
-            name: r.name,
-            partner: r.partner_id,
-            eop_contact_name: r.eop_contact_name,
-            eop_contact_email: r.eop_contact_email,
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct SiteRow {
-    id: String,
-    account_id: String,
-    name: String,
-    country: String,
-    region_group: String,
-    site_type: String,
-    cap_bps: Option<i64>,
-}
-
-impl SiteRow {
-    fn into_site(self) -> Result<Site, StoreError> {
-        Ok(Site {
-            country: parse(&self.country, "country")?,
-            region_group: parse(&self.region_group, "region group")?,
-            site_type: parse(&self.site_type, "site type")?,
-            cap_bps: self.cap_bps.map(|c| to_u64(c, "cap")).transpose()?,
-            id: self.id,
-            account: self.account_id,
-            name: self.name,
-        })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct LicenseRow {
-    id: i64,
-    account_id: String,
-    kind: String,
-    region: Option<String>,
-    quantity: i64,
-    block_size: Option<i64>,
-    per_unit: Option<i64>,
-    effective_from: String,
-    effective_to: String,
 }
 
 async fn insert_term(conn: &mut SqliteConnection, account: &str, term: ContractTerm) -> Result<(), StoreError> {

@@ -16,14 +16,13 @@ mod usage;
 mod write;
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use tally_common::time::BucketStart;
 
 use super::StoreError;
+/// The conversions and rows both backends share, used by every file here as `super::…`.
+use super::stored::*;
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -81,40 +80,4 @@ fn insert_error(what: &'static str, id: &str) -> impl FnOnce(sqlx::Error) -> Sto
         }
         _ => db(e),
     }
-}
-
-fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::Database(format!("{what} {value} does not fit the store")))
-}
-
-fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is negative")))
-}
-
-fn bucket_start(unix: i64) -> Result<BucketStart, StoreError> {
-    BucketStart::from_unix(unix).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn parse<T: FromStr>(value: &str, what: &str) -> Result<T, StoreError>
-where
-    T::Err: std::fmt::Display,
-{
-    value.parse().map_err(|e| StoreError::Corrupt(format!("{what} {value:?}: {e}")))
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Database(e.to_string()))
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-}
-
-fn now() -> String {
-    stamp(crate::clock::now())
-}
-
-/// Stored times: RFC 3339 UTC with milliseconds, one fixed format so text order is time order.
-fn stamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use sqlx::SqliteConnection;
-use tally_common::kinds::{ItemStatus, LicenseKind, SdpRegion};
+use tally_common::kinds::ItemStatus;
 
 use super::accounts::{insert_license, terms};
 use super::{SqliteStore, db, from_json, parse, stamp, to_json};
-use crate::orders::rules::{Item, SiteFacts, check_transition, summary};
-use crate::orders::{Created, NewOrder, Order, OrderItem, OrderMail, OrderPage, Quote, Transition, TransitionRefused};
-use crate::store::{NewLicense, OrderStore, StoreError, term_on};
+use crate::orders::rules::SiteFacts;
+use crate::orders::transition::{self, Effect};
+use crate::orders::{Created, NewOrder, Order, OrderMail, OrderPage, Quote, Transition, TransitionRefused};
+use crate::store::{OrderStore, StoreError};
 
 async fn create(conn: &mut SqliteConnection, order: &NewOrder) -> Result<Created, StoreError> {
     if let Some((key, hash)) = &order.idempotency {
@@ -202,7 +203,7 @@ async fn page_json(
     Ok(OrderPage { json, next_after: last.filter(|_| count == i64::from(limit)) })
 }
 
-/// Checks every chosen item, then changes all of them or none; on completion, the effects.
+/// Plans the transition ([`transition::plan`]), then writes all of it or nothing.
 async fn apply_transition(
     conn: &mut SqliteConnection,
     t: &Transition,
@@ -210,30 +211,17 @@ async fn apply_transition(
     let Some(order) = load(conn, &t.account, &[t.order]).await?.pop() else {
         return Ok(Err(TransitionRefused::NoOrder(t.order)));
     };
-    if let Some(wanted) = &t.items
-        && let Some(missing) = wanted.iter().find(|id| !order.items.iter().any(|i| i.id == **id))
-    {
-        return Ok(Err(TransitionRefused::NoItem { order: t.order, item: *missing }));
-    }
-    let chosen: Vec<&OrderItem> =
-        order.items.iter().filter(|i| t.items.as_ref().is_none_or(|wanted| wanted.contains(&i.id))).collect();
-    for item in &chosen {
-        if let Err(error) = check_transition(item.status, t.to, t.actor, t.quote.is_some()) {
-            return Ok(Err(TransitionRefused::Item { item: item.id, error }));
-        }
-    }
-    let terms = if t.to == ItemStatus::Completed { terms(&mut *conn, &t.account).await? } else { Vec::new() };
-    let mut license_ends = Vec::with_capacity(chosen.len());
-    for item in &chosen {
-        let day = item.item.start_date();
-        let end = term_on(&terms, day).map(|term| term.end);
-        if t.to == ItemStatus::Completed && makes_license(&item.item) && end.is_none() {
-            return Ok(Err(TransitionRefused::NoContractTerm { item: item.id, day }));
-        }
-        license_ends.push(end);
-    }
+    let (terms, sites) = if transition::needs_account_facts(t.to) {
+        (terms(&mut *conn, &t.account).await?, site_facts(conn, &t.account).await?)
+    } else {
+        Default::default()
+    };
+    let plan = match transition::plan(&order, t, &terms, &sites)? {
+        Ok(plan) => plan,
+        Err(refused) => return Ok(Err(refused)),
+    };
     let at = stamp(t.at);
-    for (item, license_end) in chosen.iter().zip(license_ends) {
+    for item in &plan.chosen {
         let quote = t.quote.as_ref().map(to_json).transpose()?;
         sqlx::query("UPDATE order_items SET status = ?, quote = coalesce(?, quote) WHERE id = ?")
             .bind(t.to.as_str())
@@ -243,18 +231,28 @@ async fn apply_transition(
             .await
             .map_err(db)?;
         record(conn, item.id, t.to, &t.actor_name, &at, t.quote.as_ref()).await?;
-        if t.to == ItemStatus::Completed {
-            take_effect(conn, &t.account, &item.item, license_end).await?;
+    }
+    for effect in &plan.effects {
+        match effect {
+            Effect::License(license) => {
+                insert_license(conn, license).await?;
+            }
+            Effect::Activation { site, date } => {
+                sqlx::query("UPDATE sites SET activation_date = ? WHERE id = ? AND account_id = ?")
+                    .bind(date.to_string())
+                    .bind(site)
+                    .bind(&t.account)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db)?;
+            }
         }
     }
-    if let (ItemStatus::PendingConfirmation, Some(quote)) = (t.to, &t.quote) {
-        // R23: the quote goes to the contact person.
-        enqueue(conn, &t.account, &(t.quote_mail)(&order, &chosen, quote), &at).await?;
+    if let Some(mail) = &plan.mail {
+        enqueue(conn, &t.account, mail, &at).await?;
     }
-    let statuses: Vec<ItemStatus> =
-        order.items.iter().map(|i| if chosen.iter().any(|c| c.id == i.id) { t.to } else { i.status }).collect();
     sqlx::query("UPDATE orders SET status = ? WHERE id = ?")
-        .bind(summary(&statuses).as_str())
+        .bind(plan.summary.as_str())
         .bind(t.order)
         .execute(&mut *conn)
         .await
@@ -262,63 +260,6 @@ async fn apply_transition(
     refresh_doc(conn, t.order).await?;
     let changed = load(conn, &t.account, &[t.order]).await?.pop();
     changed.map(Ok).ok_or_else(|| StoreError::Corrupt(format!("order {} vanished", t.order)))
-}
-
-/// Whether a completed item becomes a license (R24), which ends with the contract term (R27).
-fn makes_license(item: &Item) -> bool {
-    matches!(item, Item::SiteBandwidth { .. } | Item::SdpUsers { .. })
-}
-
-/// R24: what a completed item changes. A license runs from the item's start date to
-/// `license_end`, the last day of the contract term in force on that date (R27; checked to
-/// exist for every item that [`makes_license`]).
-async fn take_effect(
-    conn: &mut SqliteConnection,
-    account: &str,
-    item: &Item,
-    license_end: Option<NaiveDate>,
-) -> Result<(), StoreError> {
-    let license = |kind, region: String, quantity| NewLicense {
-        account: account.to_owned(),
-        kind,
-        region: Some(region),
-        quantity,
-        block_size: None,
-        per_unit: None,
-        effective_from: item.start_date(),
-        effective_to: license_end.unwrap_or(item.start_date()),
-    };
-    match item {
-        Item::SiteBandwidth { site, bandwidth_mbps, .. } => {
-            let group: String = sqlx::query_scalar("SELECT region_group FROM sites WHERE id = ? AND account_id = ?")
-                .bind(site)
-                .bind(account)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(db)?;
-            let bps = bandwidth_mbps.saturating_mul(1_000_000);
-            // More capacity never breaks R17's caps: no check is needed.
-            insert_license(conn, &license(LicenseKind::BandwidthPool, group, bps)).await?;
-        }
-        Item::SdpUsers { region, quantity, .. } => {
-            let region = match region {
-                SdpRegion::Global => "general",
-                other => other.as_str(),
-            };
-            insert_license(conn, &license(LicenseKind::ZtnaUsers, region.to_owned(), *quantity)).await?;
-        }
-        Item::SiteEarlyActivation { site, activation_date, .. } => {
-            sqlx::query("UPDATE sites SET activation_date = ? WHERE id = ? AND account_id = ?")
-                .bind(activation_date.to_string())
-                .bind(site)
-                .bind(account)
-                .execute(&mut *conn)
-                .await
-                .map_err(db)?;
-        }
-        Item::Sockets { .. } | Item::IpAddresses { .. } | Item::Accessories { .. } => {}
-    }
-    Ok(())
 }
 
 async fn site_facts(conn: &mut SqliteConnection, account: &str) -> Result<BTreeMap<String, SiteFacts>, StoreError> {

@@ -2,51 +2,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{SqliteStore, db, insert_error, parse, stamp, to_json};
+use super::{OutboxRow, SqliteStore, db, insert_error, parse, select_outbox, stamp, to_json};
 use crate::store::{Channel, Notification, OutboxItem, OutboxStore, Recipient, RecipientChange, StoreError};
-
-/// Outbox rows filtered by `$filter` (a literal).
-macro_rules! select_outbox {
-    ($filter:literal) => {
-        concat!(
-            "SELECT id, account_id, topic, channel, recipient, subject, body, attempts, delivered_at, last_error
-             FROM outbox ",
-            $filter
-        )
-    };
-}
-
-#[derive(sqlx::FromRow)]
-struct OutboxRow {
-    id: i64,
-    account_id: String,
-    topic: String,
-    channel: String,
-    recipient: String,
-    subject: String,
-    body: String,
-    attempts: i64,
-    delivered_at: Option<String>,
-    last_error: Option<String>,
-}
-
-impl OutboxRow {
-    fn into_item(self) -> Result<OutboxItem, StoreError> {
-        Ok(OutboxItem {
-            id: self.id,
-            channel: parse(&self.channel, "channel")?,
-            attempts: u32::try_from(self.attempts)
-                .map_err(|_| StoreError::Corrupt(format!("attempts {}", self.attempts)))?,
-            delivered_at: self.delivered_at.map(|t| parse(&t, "delivered_at")).transpose()?,
-            account: self.account_id,
-            topic: self.topic,
-            recipient: self.recipient,
-            subject: self.subject,
-            body: self.body,
-            last_error: self.last_error,
-        })
-    }
-}
 
 impl OutboxStore for SqliteStore {
     async fn change_recipient(&self, account: &str, change: &RecipientChange) -> Result<bool, StoreError> {

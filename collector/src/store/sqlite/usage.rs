@@ -4,74 +4,10 @@ use chrono::{DateTime, Utc};
 use tally_common::time::Month;
 
 use super::accounts::insert_license;
-use super::{SqliteStore, db, insert_error, now, parse, stamp, to_i64, to_u64};
+use super::{OverusageRow, SqliteStore, db, insert_error, now, parse, select_overusage, stamp, to_i64, to_u64};
 use crate::store::{
-    MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, Overusage, Resolution, ResolutionKind, StoreError,
-    UsageStore,
+    MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, Overusage, Resolution, StoreError, UsageStore,
 };
-
-/// Over-usage rows with their resolution, filtered by `$filter` (a literal: the SQL stays static).
-macro_rules! select_overusage {
-    ($filter:literal) => {
-        concat!(
-            "SELECT o.id, o.account_id, o.month, o.license, o.region, o.measured, o.licensed, o.excess, o.flags,
-                 r.kind AS resolution, r.quantity AS resolved_quantity, r.license_id, r.created_at AS resolved_at
-             FROM overusages o LEFT JOIN resolutions r ON r.overusage_id = o.id ",
-            $filter
-        )
-    };
-}
-
-#[derive(sqlx::FromRow)]
-struct OverusageRow {
-    id: i64,
-    account_id: String,
-    month: String,
-    license: String,
-    region: String,
-    measured: i64,
-    licensed: i64,
-    excess: i64,
-    flags: String,
-    resolution: Option<String>,
-    resolved_quantity: Option<i64>,
-    license_id: Option<i64>,
-    resolved_at: Option<String>,
-}
-
-impl OverusageRow {
-    fn into_overusage(self) -> Result<Overusage, StoreError> {
-        let resolution = match (self.resolution, self.resolved_quantity, self.resolved_at) {
-            (Some(kind), Some(quantity), Some(at)) => Some(Resolution {
-                kind: match kind.as_str() {
-                    "true_up" => ResolutionKind::TrueUp,
-                    "true_forward" => ResolutionKind::TrueForward,
-                    other => return Err(StoreError::Corrupt(format!("resolution kind {other:?}"))),
-                },
-                quantity: to_u64(quantity, "quantity")?,
-                license_id: self.license_id,
-                at: parse(&at, "resolved_at")?,
-            }),
-            _ => None,
-        };
-        let flags =
-            self.flags.split(',').filter(|f| !f.is_empty()).map(|f| parse(f, "flag")).collect::<Result<_, _>>()?;
-        Ok(Overusage {
-            id: self.id,
-            account: self.account_id,
-            month: self.month,
-            found: NewOverusage {
-                license: parse(&self.license, "license")?,
-                region: Some(self.region).filter(|r| !r.is_empty()),
-                measured: to_u64(self.measured, "measured")?,
-                licensed: to_u64(self.licensed, "licensed")?,
-                excess: to_u64(self.excess, "excess")?,
-                flags,
-            },
-            resolution,
-        })
-    }
-}
 
 impl UsageStore for SqliteStore {
     async fn add_usage_events(&self, events: &[MeterEvent]) -> Result<u64, StoreError> {

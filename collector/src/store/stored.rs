@@ -1,0 +1,270 @@
+//! What both backends store alike: the conversions between stored values and the domain's
+//! types, and the rows several queries read. Both schemas keep the same columns with the same
+//! meanings (times as RFC 3339 UTC text with milliseconds, dates `YYYY-MM-DD`, integers), so a
+//! row reads the same from either, and `migrate-store` copies tables as they are.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use tally_common::time::BucketStart;
+
+use super::{
+    Account, ApiToken, License, NewLicense, NewOverusage, OutboxItem, Overusage, Person, Resolution, ResolutionKind,
+    Site, StoreError,
+};
+
+pub(super) fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Database(format!("{what} {value} does not fit the store")))
+}
+
+pub(super) fn to_u64(value: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is negative")))
+}
+
+pub(super) fn bucket_start(unix: i64) -> Result<BucketStart, StoreError> {
+    BucketStart::from_unix(unix).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(super) fn parse<T: FromStr>(value: &str, what: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e| StoreError::Corrupt(format!("{what} {value:?}: {e}")))
+}
+
+pub(super) fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Database(e.to_string()))
+}
+
+pub(super) fn from_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+pub(super) fn now() -> String {
+    stamp(crate::clock::now())
+}
+
+/// Stored times: RFC 3339 UTC with milliseconds, one fixed format so text order is time order.
+pub(super) fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AccountRow {
+    id: String,
+    name: String,
+    partner_id: Option<String>,
+    eop_contact_name: Option<String>,
+    eop_contact_email: Option<String>,
+}
+
+impl From<AccountRow> for Account {
+    fn from(r: AccountRow) -> Account {
+        Account {
+            id: r.id,
+            name: r.name,
+            partner: r.partner_id,
+            eop_contact_name: r.eop_contact_name,
+            eop_contact_email: r.eop_contact_email,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SiteRow {
+    id: String,
+    account_id: String,
+    name: String,
+    country: String,
+    region_group: String,
+    site_type: String,
+    cap_bps: Option<i64>,
+}
+
+impl SiteRow {
+    pub(super) fn into_site(self) -> Result<Site, StoreError> {
+        Ok(Site {
+            country: parse(&self.country, "country")?,
+            region_group: parse(&self.region_group, "region group")?,
+            site_type: parse(&self.site_type, "site type")?,
+            cap_bps: self.cap_bps.map(|c| to_u64(c, "cap")).transpose()?,
+            id: self.id,
+            account: self.account_id,
+            name: self.name,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct LicenseRow {
+    id: i64,
+    account_id: String,
+    kind: String,
+    region: Option<String>,
+    quantity: i64,
+    block_size: Option<i64>,
+    per_unit: Option<i64>,
+    effective_from: String,
+    effective_to: String,
+}
+
+impl LicenseRow {
+    pub(super) fn into_license(self) -> Result<License, StoreError> {
+        let terms = NewLicense {
+            kind: parse(&self.kind, "license kind")?,
+            quantity: to_u64(self.quantity, "quantity")?,
+            block_size: self.block_size.map(|b| to_u64(b, "block size")).transpose()?,
+            per_unit: self.per_unit.map(|p| to_u64(p, "events per unit")).transpose()?,
+            effective_from: parse(&self.effective_from, "effective_from")?,
+            effective_to: parse(&self.effective_to, "effective_to")?,
+            account: self.account_id,
+            region: self.region,
+        };
+        Ok(License { id: self.id, terms })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct TokenRow {
+    id: i64,
+    role: String,
+    account_id: Option<String>,
+    contact: bool,
+    created_at: String,
+    revoked_at: Option<String>,
+    person_name: Option<String>,
+    person_email: Option<String>,
+}
+
+/// API token rows filtered and ordered by `$rest` (a literal).
+macro_rules! select_token {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, role, account_id, contact, created_at, revoked_at, person_name, person_email FROM api_tokens ",
+            $rest
+        )
+    };
+}
+pub(super) use select_token;
+
+impl TokenRow {
+    pub(super) fn into_token(self) -> Result<ApiToken, StoreError> {
+        Ok(ApiToken {
+            id: self.id,
+            role: parse(&self.role, "token role")?,
+            account: self.account_id,
+            contact: self.contact,
+            created_at: self.created_at,
+            revoked_at: self.revoked_at,
+            person: self.person_name.zip(self.person_email).map(|(name, email)| Person { name, email }),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct OverusageRow {
+    id: i64,
+    account_id: String,
+    month: String,
+    license: String,
+    region: String,
+    measured: i64,
+    licensed: i64,
+    excess: i64,
+    flags: String,
+    resolution: Option<String>,
+    resolved_quantity: Option<i64>,
+    license_id: Option<i64>,
+    resolved_at: Option<String>,
+}
+
+impl OverusageRow {
+    pub(super) fn into_overusage(self) -> Result<Overusage, StoreError> {
+        let resolution = match (self.resolution, self.resolved_quantity, self.resolved_at) {
+            (Some(kind), Some(quantity), Some(at)) => Some(Resolution {
+                kind: match kind.as_str() {
+                    "true_up" => ResolutionKind::TrueUp,
+                    "true_forward" => ResolutionKind::TrueForward,
+                    other => return Err(StoreError::Corrupt(format!("resolution kind {other:?}"))),
+                },
+                quantity: to_u64(quantity, "quantity")?,
+                license_id: self.license_id,
+                at: parse(&at, "resolved_at")?,
+            }),
+            _ => None,
+        };
+        let flags =
+            self.flags.split(',').filter(|f| !f.is_empty()).map(|f| parse(f, "flag")).collect::<Result<_, _>>()?;
+        Ok(Overusage {
+            id: self.id,
+            account: self.account_id,
+            month: self.month,
+            found: NewOverusage {
+                license: parse(&self.license, "license")?,
+                region: Some(self.region).filter(|r| !r.is_empty()),
+                measured: to_u64(self.measured, "measured")?,
+                licensed: to_u64(self.licensed, "licensed")?,
+                excess: to_u64(self.excess, "excess")?,
+                flags,
+            },
+            resolution,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct OutboxRow {
+    id: i64,
+    account_id: String,
+    topic: String,
+    channel: String,
+    recipient: String,
+    subject: String,
+    body: String,
+    attempts: i64,
+    delivered_at: Option<String>,
+    last_error: Option<String>,
+}
+
+impl OutboxRow {
+    pub(super) fn into_item(self) -> Result<OutboxItem, StoreError> {
+        Ok(OutboxItem {
+            id: self.id,
+            channel: parse(&self.channel, "channel")?,
+            attempts: u32::try_from(self.attempts)
+                .map_err(|_| StoreError::Corrupt(format!("attempts {}", self.attempts)))?,
+            delivered_at: self.delivered_at.map(|t| parse(&t, "delivered_at")).transpose()?,
+            account: self.account_id,
+            topic: self.topic,
+            recipient: self.recipient,
+            subject: self.subject,
+            body: self.body,
+            last_error: self.last_error,
+        })
+    }
+}
+
+/// Over-usage rows with their resolution, filtered by `$filter` (a literal: the SQL stays static).
+macro_rules! select_overusage {
+    ($filter:literal) => {
+        concat!(
+            "SELECT o.id, o.account_id, o.month, o.license, o.region, o.measured, o.licensed, o.excess, o.flags,
+                 r.kind AS resolution, r.quantity AS resolved_quantity, r.license_id, r.created_at AS resolved_at
+             FROM overusages o LEFT JOIN resolutions r ON r.overusage_id = o.id ",
+            $filter
+        )
+    };
+}
+pub(super) use select_overusage;
+
+/// Outbox rows filtered by `$filter` (a literal).
+macro_rules! select_outbox {
+    ($filter:literal) => {
+        concat!(
+            "SELECT id, account_id, topic, channel, recipient, subject, body, attempts, delivered_at, last_error
+             FROM outbox ",
+            $filter
+        )
+    };
+}
+pub(super) use select_outbox;
