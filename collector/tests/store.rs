@@ -1,11 +1,18 @@
-//! The store conformance suite (`store_conformance/`) on the SQLite backend: a real database
-//! file per test, opened again for the restart checks.
+//! The store conformance suite (`store_conformance/`) on both backends: SQLite, a real database
+//! file per test; PostgreSQL, a database per test on the throwaway cluster this binary starts.
+//! Each is opened again for the restart checks.
 
 mod store_conformance;
 
+#[path = "../../testing/postgres.rs"]
+mod pg_cluster;
+#[path = "../../testing/skip.rs"]
+mod skip;
+
 use std::path::PathBuf;
 
-use store_conformance::{Backend, conformance_tests};
+use store_conformance::Backend;
+use tally_collector::store::postgres::PgStore;
 use tally_collector::store::sqlite::SqliteStore;
 
 struct Sqlite {
@@ -27,4 +34,33 @@ impl Backend for Sqlite {
     }
 }
 
-conformance_tests!(Sqlite::new());
+struct Postgres {
+    url: String,
+}
+
+impl Postgres {
+    /// A new database, or why there is no cluster here.
+    fn new() -> Result<Postgres, String> {
+        Ok(Postgres { url: pg_cluster::cluster()?.database() })
+    }
+}
+
+impl Backend for Postgres {
+    type Store = PgStore;
+    async fn open(&self) -> PgStore {
+        PgStore::open(&self.url).await.unwrap()
+    }
+}
+
+mod sqlite {
+    use super::store_conformance::{self, conformance_tests};
+    conformance_tests!(super::Sqlite::new());
+}
+
+mod postgres {
+    use super::store_conformance::{self, conformance_tests};
+    conformance_tests!(match super::Postgres::new() {
+        Ok(backend) => backend,
+        Err(why) => return super::skip::skip(&why),
+    });
+}

@@ -33,6 +33,7 @@ mod intake;
 mod orders;
 mod outbox;
 mod policies;
+pub mod postgres;
 pub mod sqlite;
 mod stored;
 mod usage;

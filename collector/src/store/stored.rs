@@ -4,9 +4,13 @@
 //! row reads the same from either, and `migrate-store` copies tables as they are.
 
 use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tally_common::time::BucketStart;
+
+use crate::throttle::Throttle;
 
 use super::{
     Account, ApiToken, License, NewLicense, NewOverusage, OutboxItem, Overusage, Person, Resolution, ResolutionKind,
@@ -268,3 +272,39 @@ macro_rules! select_outbox {
     };
 }
 pub(super) use select_outbox;
+
+/// The last write failure, and how often failures are logged: a backend records each write's
+/// outcome here and answers [`StoreHealth`](super::StoreHealth) from it.
+#[derive(Debug)]
+pub(in crate::store) struct Health {
+    failure: Mutex<Option<String>>,
+    logged: Throttle,
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health { failure: Mutex::new(None), logged: Throttle::new(Duration::from_secs(60)) }
+    }
+}
+
+impl Health {
+    pub(in crate::store) fn failed(&self, error: &StoreError) {
+        let at = tally_common::time::rfc3339(crate::clock::now());
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{error} (since {at})"));
+        if let Some(failures) = self.logged.hit() {
+            tracing::error!(%error, failures, "store writes are failing (logged at most once a minute)");
+        }
+    }
+
+    pub(in crate::store) fn committed(&self) {
+        if self.failure.lock().unwrap_or_else(|p| p.into_inner()).take().is_some() {
+            self.logged.reset();
+            tracing::info!("store writes commit again");
+        }
+    }
+
+    /// Why the last write did not commit, until one commits.
+    pub(in crate::store) fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}

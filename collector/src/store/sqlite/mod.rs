@@ -33,7 +33,7 @@ pub struct SqliteStore {
     /// queue here instead of in SQLite's busy handler, whose growing sleeps make a long tail.
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Why the last write transaction failed, until one commits ([`write`]).
-    health: std::sync::Arc<write::Health>,
+    health: std::sync::Arc<Health>,
 }
 
 impl SqliteStore {

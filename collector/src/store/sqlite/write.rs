@@ -15,16 +15,15 @@
 //! it, which "commits" without ever reaching the disk and holds the write lock for good.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Sqlite, SqliteConnection};
 use tokio::sync::OwnedMutexGuard;
 
 use super::{SqliteStore, db};
+use crate::store::stored::Health;
 use crate::store::{StoreError, StoreHealth};
-use crate::throttle::Throttle;
 
 /// How often `BEGIN IMMEDIATE` may meet SQLITE_BUSY (another process held the write lock for a
 /// whole busy timeout) before the write fails.
@@ -38,39 +37,9 @@ pub(super) struct WriteTx {
     health: Arc<Health>,
 }
 
-/// The last write failure, and how often failures are logged.
-#[derive(Debug)]
-pub(super) struct Health {
-    failure: Mutex<Option<String>>,
-    logged: Throttle,
-}
-
-impl Default for Health {
-    fn default() -> Health {
-        Health { failure: Mutex::new(None), logged: Throttle::new(Duration::from_secs(60)) }
-    }
-}
-
-impl Health {
-    fn failed(&self, error: &StoreError) {
-        let at = tally_common::time::rfc3339(crate::clock::now());
-        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{error} (since {at})"));
-        if let Some(failures) = self.logged.hit() {
-            tracing::error!(%error, failures, "store writes are failing (logged at most once a minute)");
-        }
-    }
-
-    fn committed(&self) {
-        if self.failure.lock().unwrap_or_else(|p| p.into_inner()).take().is_some() {
-            self.logged.reset();
-            tracing::info!("store writes commit again");
-        }
-    }
-}
-
 impl StoreHealth for SqliteStore {
     fn write_failure(&self) -> Option<String> {
-        self.health.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.health.failure()
     }
 }
 

@@ -1,0 +1,323 @@
+//! Accounts, sites and licenses in PostgreSQL.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use tally_common::enforcement::CapViolation;
+
+use sqlx::PgConnection;
+
+use super::{AccountRow, LicenseRow, PgStore, SiteRow, db, insert_error, lock_account, now, parse, stamp, to_i64};
+
+use crate::store::{Account, AccountStore, CapChange, ContractTerm, License, NewLicense, Site, StoreError};
+
+async fn sites_of_account(conn: &mut PgConnection, account: &str) -> Result<Vec<Site>, StoreError> {
+    let rows: Vec<SiteRow> = sqlx::query_as(
+        "SELECT id, account_id, name, country, region_group, site_type, cap_bps FROM sites
+         WHERE account_id = $1 ORDER BY id",
+    )
+    .bind(account)
+    .fetch_all(conn)
+    .await
+    .map_err(db)?;
+    rows.into_iter().map(SiteRow::into_site).collect()
+}
+
+async fn licenses_of_account(conn: &mut PgConnection, account: &str) -> Result<Vec<License>, StoreError> {
+    let rows: Vec<LicenseRow> = sqlx::query_as(
+        "SELECT id, account_id, kind, region, quantity, block_size, per_unit, effective_from, effective_to
+         FROM licenses WHERE account_id = $1 ORDER BY id",
+    )
+    .bind(account)
+    .fetch_all(conn)
+    .await
+    .map_err(db)?;
+    rows.into_iter().map(LicenseRow::into_license).collect()
+}
+
+/// Keeps the site's cap in its history (R26) if its policy version is new, effective `at`.
+async fn record_cap(conn: &mut PgConnection, site: &str, at: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO cap_history (site_id, effective_at, cap_bps, version)
+         SELECT id, $1, cap_bps, policy_version FROM sites WHERE id = $2
+         ON CONFLICT (site_id, version) DO NOTHING",
+    )
+    .bind(at)
+    .bind(site)
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+async fn insert_site(conn: &mut PgConnection, s: &Site, at: &str) -> Result<(), StoreError> {
+    let cap = s.cap_bps.map(|c| to_i64(c, "cap")).transpose()?;
+    sqlx::query(
+        "INSERT INTO sites (id, account_id, name, country, region_group, site_type, cap_bps, created_at, policy_version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, nextval('policy_versions'))",
+    )
+    .bind(&s.id)
+    .bind(&s.account)
+    .bind(&s.name)
+    .bind(s.country.as_str())
+    .bind(s.region_group.as_str())
+    .bind(s.site_type.as_str())
+    .bind(cap)
+    .bind(at)
+    .execute(&mut *conn)
+    .await
+    .map_err(insert_error("site", &s.id))?;
+    record_cap(conn, &s.id, at).await
+}
+
+pub(super) async fn insert_license(conn: &mut PgConnection, l: &NewLicense) -> Result<i64, StoreError> {
+    sqlx::query_scalar(
+        "INSERT INTO licenses (account_id, kind, region, quantity, block_size, per_unit, effective_from, effective_to, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+    )
+    .bind(&l.account)
+    .bind(l.kind.as_str())
+    .bind(&l.region)
+    .bind(to_i64(l.quantity, "quantity")?)
+    .bind(l.block_size.map(|b| to_i64(b, "block size")).transpose()?)
+    .bind(l.per_unit.map(|p| to_i64(p, "events per unit")).transpose()?)
+    .bind(l.effective_from.to_string())
+    .bind(l.effective_to.to_string())
+    .bind(now())
+    .fetch_one(conn)
+    .await
+    .map_err(insert_error("license", &l.account))
+}
+
+async fn insert_term(conn: &mut PgConnection, account: &str, term: ContractTerm) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO contract_terms (account_id, term_start, term_end) VALUES ($1, $2, $3)")
+        .bind(account)
+        .bind(term.start.to_string())
+        .bind(term.end.to_string())
+        .execute(conn)
+        .await
+        .map_err(insert_error("contract term of account", account))?;
+    Ok(())
+}
+
+/// An account's contract terms, oldest first (R27).
+pub(super) async fn terms(conn: impl sqlx::PgExecutor<'_>, account: &str) -> Result<Vec<ContractTerm>, StoreError> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT term_start, term_end FROM contract_terms WHERE account_id = $1 ORDER BY term_start")
+            .bind(account)
+            .fetch_all(conn)
+            .await
+            .map_err(db)?;
+    rows.iter()
+        .map(|(start, end)| Ok(ContractTerm { start: parse(start, "term start")?, end: parse(end, "term end")? }))
+        .collect()
+}
+
+impl AccountStore for PgStore {
+    async fn add_account(&self, a: &Account, term: ContractTerm) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO accounts (id, name, partner_id, eop_contact_name, eop_contact_email, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&a.id)
+        .bind(&a.name)
+        .bind(&a.partner)
+        .bind(&a.eop_contact_name)
+        .bind(&a.eop_contact_email)
+        .bind(now())
+        .execute(&mut *tx)
+        .await
+        .map_err(insert_error("account", &a.id))?;
+        insert_term(&mut tx, &a.id, term).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn contract_terms(&self, account: &str) -> Result<Vec<ContractTerm>, StoreError> {
+        terms(&self.pool, account).await
+    }
+
+    async fn set_contract_term(
+        &self,
+        account: &str,
+        term: ContractTerm,
+    ) -> Result<Result<Option<ContractTerm>, Vec<ContractTerm>>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let overlapped: Vec<ContractTerm> =
+            terms(&mut *tx, account).await?.into_iter().filter(|t| t.overlaps(&term)).collect();
+        if overlapped.len() > 1 {
+            return Ok(Err(overlapped));
+        }
+        if let Some(replaced) = overlapped.first() {
+            sqlx::query("DELETE FROM contract_terms WHERE account_id = $1 AND term_start = $2")
+                .bind(account)
+                .bind(replaced.start.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        insert_term(&mut tx, account, term).await?;
+        tx.commit().await?;
+        Ok(Ok(overlapped.first().copied()))
+    }
+
+    async fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        let row: Option<AccountRow> = sqlx::query_as(
+            "SELECT id, name, partner_id, eop_contact_name, eop_contact_email FROM accounts WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(row.map(Account::from))
+    }
+
+    async fn account_ids(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("SELECT id FROM accounts ORDER BY id").fetch_all(&self.pool).await.map_err(db)
+    }
+
+    async fn account_life_start(&self, id: &str) -> Result<Option<NaiveDate>, StoreError> {
+        // Each site's first bucket through its primary key, not a scan of the account's buckets.
+        let first: Option<String> = sqlx::query_scalar(
+            "SELECT min(day) FROM (
+                 SELECT substr(created_at, 1, 10) AS day FROM accounts WHERE id = $1
+                 UNION ALL SELECT min(effective_from) FROM licenses WHERE account_id = $1
+                 UNION ALL SELECT to_char(to_timestamp(min((SELECT min(bucket_start) FROM buckets WHERE site_id = s.id)))
+                                          AT TIME ZONE 'UTC', 'YYYY-MM-DD')
+                     FROM sites s WHERE s.account_id = $1) AS days",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        first.map(|day| parse(&day, "the first day of an account")).transpose()
+    }
+
+    async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let rows: Vec<AccountRow> = sqlx::query_as(
+            "SELECT id, name, partner_id, eop_contact_name, eop_contact_email FROM accounts ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows.into_iter().map(Account::from).collect())
+    }
+
+    async fn update_account(&self, a: &Account) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done =
+            sqlx::query("UPDATE accounts SET name = $1, eop_contact_name = $2, eop_contact_email = $3 WHERE id = $4")
+                .bind(&a.name)
+                .bind(&a.eop_contact_name)
+                .bind(&a.eop_contact_email)
+                .bind(&a.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn add_site(&self, s: &Site) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        insert_site(&mut tx, s, &now()).await?;
+        tx.commit().await
+    }
+
+    async fn site(&self, id: &str) -> Result<Option<Site>, StoreError> {
+        let row: Option<SiteRow> = sqlx::query_as(
+            "SELECT id, account_id, name, country, region_group, site_type, cap_bps FROM sites WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(SiteRow::into_site).transpose()
+    }
+
+    async fn apply_checked(&self, change: &CapChange, at: DateTime<Utc>) -> Result<Vec<CapViolation>, StoreError> {
+        let day = at.date_naive();
+        let mut tx = self.begin_write().await?;
+        let account = match change {
+            CapChange::AddSite(site) | CapChange::UpdateSite(site) => site.account.clone(),
+            CapChange::UpdateLicense { id, .. } => sqlx::query_scalar("SELECT account_id FROM licenses WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?
+                .ok_or_else(|| StoreError::NotFound { what: "license", id: id.to_string() })?,
+        };
+        // The account's lock first: two changes to one account, on any collectors, never both
+        // pass the check against the old state (R30).
+        lock_account(&mut tx, &account).await?;
+        let mut sites = sites_of_account(&mut tx, &account).await?;
+        let mut licenses = licenses_of_account(&mut tx, &account).await?;
+        match change {
+            CapChange::AddSite(site) => sites.push(site.clone()),
+            CapChange::UpdateSite(site) => match sites.iter_mut().find(|s| s.id == site.id) {
+                Some(stored) => *stored = site.clone(),
+                None => return Err(StoreError::NotFound { what: "site", id: site.id.clone() }),
+            },
+            CapChange::UpdateLicense { id, quantity, effective_to } => {
+                if let Some(license) = licenses.iter_mut().find(|l| l.id == *id) {
+                    (license.terms.quantity, license.terms.effective_to) = (*quantity, *effective_to);
+                }
+            }
+        }
+        let violations = crate::store::cap_violations(&sites, &licenses, day)?;
+        if !violations.is_empty() {
+            tx.rollback().await?;
+            return Ok(violations);
+        }
+        match change {
+            CapChange::AddSite(site) => insert_site(&mut tx, site, &stamp(at)).await?,
+            CapChange::UpdateSite(site) => {
+                let cap = site.cap_bps.map(|c| to_i64(c, "cap")).transpose()?;
+                // A new cap is a new policy version (pushed to the agent).
+                sqlx::query(
+                    "UPDATE sites SET country = $1, region_group = $2, site_type = $3,
+                         policy_version = CASE WHEN cap_bps IS NOT DISTINCT FROM $4 THEN policy_version
+                                          ELSE nextval('policy_versions') END,
+                         cap_bps = $4
+                     WHERE id = $5",
+                )
+                .bind(site.country.as_str())
+                .bind(site.region_group.as_str())
+                .bind(site.site_type.as_str())
+                .bind(cap)
+                .bind(&site.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                record_cap(&mut tx, &site.id, &stamp(at)).await?;
+            }
+            CapChange::UpdateLicense { id, quantity, effective_to } => {
+                sqlx::query("UPDATE licenses SET quantity = $1, effective_to = $2 WHERE id = $3")
+                    .bind(to_i64(*quantity, "quantity")?)
+                    .bind(effective_to.to_string())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+        }
+        tx.commit().await?;
+        Ok(Vec::new())
+    }
+
+    async fn add_license(&self, l: &NewLicense) -> Result<i64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let id = insert_license(&mut tx, l).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn sites_of_account(&self, account: &str) -> Result<Vec<Site>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        sites_of_account(&mut conn, account).await
+    }
+
+    async fn licenses_of_account(&self, account: &str) -> Result<Vec<License>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        licenses_of_account(&mut conn, account).await
+    }
+}

@@ -1,0 +1,173 @@
+//! The PostgreSQL backend, for providers that outgrow one machine (R30): several collectors
+//! share one database. Migrations: `collector/migrations/postgres/` (sqlx takes an advisory
+//! lock, so collectors starting together apply them once). The tables and columns are the
+//! SQLite store's ([`stored`](super::stored)); buckets are partitioned by month ([`partitions`]).
+//!
+//! Whatever must happen once is decided by the database, never by which collector runs it:
+//! changes checked against R17 and orders lock their account's row first (`FOR UPDATE`), token
+//! redemption and month finalization are single conditional statements, merges are upserts.
+//!
+//! One file per concern of the [`Store`](super::Store) trait, as in the SQLite backend.
+
+mod access;
+mod accounts;
+mod buckets;
+mod intake;
+mod orders;
+mod outbox;
+mod partitions;
+mod policies;
+mod usage;
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{PgConnection, Postgres, Transaction};
+
+use super::StoreError;
+/// The conversions and rows both backends share, used by every file here as `super::…`.
+use super::stored::*;
+use super::StoreHealth;
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connections each collector keeps: its writers (ingest, the engine, the API) and readers.
+const POOL_SIZE: u32 = 10;
+
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    /// Why the last write transaction failed, until one commits.
+    health: Arc<Health>,
+    /// The months whose bucket partition is known to exist.
+    partitions: Arc<partitions::Known>,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host:port/db`) and applies the migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options: PgConnectOptions =
+            url.parse().map_err(|e| StoreError::Database(format!("database_url {}: {e}", redacted(url))))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("connecting to {}: {e}", redacted(url))))?;
+        MIGRATIONS.run(&pool).await.map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
+        let store = PgStore { pool, health: Default::default(), partitions: Default::default() };
+        store.ensure_partitions_ahead(crate::clock::now().date_naive()).await?;
+        Ok(store)
+    }
+
+    /// Begins a write transaction.
+    async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        match self.pool.begin().await {
+            Ok(tx) => Ok(WriteTx { tx, health: self.health.clone() }),
+            Err(e) => {
+                let e = db(e);
+                self.health.failed(&e);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl StoreHealth for PgStore {
+    fn write_failure(&self) -> Option<String> {
+        self.health.failure()
+    }
+}
+
+/// A database URL with its password hidden, for messages: `postgres://user:***@host/db`.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    match rest.rsplit_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// An open write transaction; derefs to its connection. Dropped without [`commit`](Self::commit),
+/// it rolls back.
+struct WriteTx {
+    tx: Transaction<'static, Postgres>,
+    health: Arc<Health>,
+}
+
+impl WriteTx {
+    /// Commits; `Ok` only when PostgreSQL has the transaction.
+    async fn commit(self) -> Result<(), StoreError> {
+        match self.tx.commit().await {
+            Ok(()) => {
+                self.health.committed();
+                Ok(())
+            }
+            Err(e) => {
+                let e = db(e);
+                self.health.failed(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Undoes the transaction, for a change refused by a rule.
+    async fn rollback(self) -> Result<(), StoreError> {
+        self.tx.rollback().await.map_err(db)
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+}
+
+/// A database error. What passes when its cause does is `Unavailable`: the server unreachable
+/// or shutting down, a full disk or other exhausted resource (SQLSTATE classes 08, 53, 57P).
+fn db(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        sqlx::Error::Database(d)
+            if d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("53") || c.starts_with("57P")) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Database(e.to_string()),
+    }
+}
+
+/// Maps a unique-key violation to `Duplicate`, a missing reference to `NotFound`, anything else
+/// as [`db`].
+fn insert_error(what: &'static str, id: &str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    let id = id.to_owned();
+    move |e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate { what, id },
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+            StoreError::NotFound { what: "referenced account", id: format!("(for {what} {id})") }
+        }
+        _ => db(e),
+    }
+}
+
+/// Locks `account`'s row until the transaction ends: the changes that must be decided one at a
+/// time per account (R17's checks, orders and their idempotency keys) take it first, whichever
+/// collector runs them.
+async fn lock_account(conn: &mut PgConnection, account: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE").bind(account).execute(conn).await.map_err(db)?;
+    Ok(())
+}

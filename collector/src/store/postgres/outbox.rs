@@ -1,0 +1,145 @@
+//! Notifications in PostgreSQL.
+
+use chrono::{DateTime, Utc};
+
+use super::{OutboxRow, PgStore, db, insert_error, parse, select_outbox, stamp};
+use crate::store::{Channel, Notification, OutboxItem, OutboxStore, Recipient, RecipientChange, StoreError};
+
+impl OutboxStore for PgStore {
+    async fn change_recipient(&self, account: &str, change: &RecipientChange) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let Recipient { channel, address } = &change.recipient;
+        let statement = if change.added {
+            "INSERT INTO notification_recipients (account_id, channel, address) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM notification_recipients WHERE account_id = $1 AND channel = $2 AND address = $3"
+        };
+        let changed = sqlx::query(statement)
+            .bind(account)
+            .bind(channel.as_str())
+            .bind(address)
+            .execute(&mut *tx)
+            .await
+            .map_err(insert_error("recipient of account", account))?
+            .rows_affected()
+            > 0;
+        if changed {
+            sqlx::query(
+                "INSERT INTO recipient_changes (account_id, channel, address, change, actor, at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(account)
+            .bind(channel.as_str())
+            .bind(address)
+            .bind(if change.added { "added" } else { "removed" })
+            .bind(&change.actor)
+            .bind(stamp(change.at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn recipients(&self, account: &str) -> Result<Vec<Recipient>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT channel, address FROM notification_recipients WHERE account_id = $1 ORDER BY channel, address",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(channel, address)| Ok(Recipient { channel: parse(&channel, "channel")?, address }))
+            .collect()
+    }
+
+    async fn recipient_changes(&self, account: &str) -> Result<Vec<RecipientChange>, StoreError> {
+        let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
+            "SELECT channel, address, change, actor, at FROM recipient_changes WHERE account_id = $1 ORDER BY id",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(channel, address, change, actor, at)| {
+                Ok(RecipientChange {
+                    recipient: Recipient { channel: parse(&channel, "channel")?, address },
+                    added: change == "added",
+                    actor,
+                    at: parse(&at, "recipient change time")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn due_notifications(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        channels: &[Channel],
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
+        let rows: Vec<OutboxRow> = sqlx::query_as(select_outbox!(
+            "WHERE delivered_at IS NULL AND next_attempt_at <= $1 AND channel = ANY($2)
+             ORDER BY next_attempt_at, id LIMIT $3"
+        ))
+        .bind(stamp(now))
+        .bind(&channels)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter().map(OutboxRow::into_item).collect()
+    }
+
+    async fn mark_delivered(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL WHERE id = $2")
+            .bind(stamp(at))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn mark_failed(&self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2 WHERE id = $3")
+            .bind(error)
+            .bind(stamp(next_attempt))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn notify_once(
+        &self,
+        account: &str,
+        topic: &str,
+        notification: &Notification,
+        at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let added = super::usage::notify_recipients(&mut tx, account, topic, notification, at).await?;
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    async fn notifications(&self, account: Option<&str>) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows: Vec<OutboxRow> = sqlx::query_as(select_outbox!("WHERE $1 IS NULL OR account_id = $2 ORDER BY id"))
+            .bind(account)
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.into_iter().map(OutboxRow::into_item).collect()
+    }
+}

@@ -1,0 +1,241 @@
+//! Usage and over-usage in PostgreSQL.
+
+use chrono::{DateTime, Utc};
+use tally_common::time::Month;
+
+use sqlx::PgConnection;
+
+use super::accounts::insert_license;
+use super::{OverusageRow, PgStore, db, insert_error, now, parse, select_overusage, stamp, to_i64, to_u64};
+use crate::store::{
+    MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, Overusage, Resolution, StoreError, UsageStore,
+};
+
+impl UsageStore for PgStore {
+    async fn add_usage_events(&self, events: &[MeterEvent]) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let received = now();
+        let mut added = 0;
+        for e in events {
+            let month = Month::containing(e.occurred_at.date_naive()).to_string();
+            added += sqlx::query(
+                "INSERT INTO usage_events
+                     (id, account_id, meter, month, subject, region, quantity, counted, occurred_at, received_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&e.id)
+            .bind(&e.account)
+            .bind(e.meter.as_str())
+            .bind(month)
+            .bind(&e.subject)
+            .bind(e.region.map(|r| r.as_str()))
+            .bind(to_i64(e.quantity, "quantity")?)
+            .bind(e.counted)
+            .bind(stamp(e.occurred_at))
+            .bind(&received)
+            .execute(&mut *tx)
+            .await
+            .map_err(insert_error("usage event of account", &e.account))?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    async fn meter_counts(&self, account: &str, month: &str) -> Result<MeterCounts, StoreError> {
+        let (ai_security_users, dem_users, devices, peak): (i64, i64, i64, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT count(DISTINCT subject) FROM usage_events
+                     WHERE account_id = $1 AND month = $2 AND meter = 'ai_security_users' AND counted),
+                    (SELECT count(DISTINCT subject) FROM usage_events
+                     WHERE account_id = $1 AND month = $2 AND meter = 'dem_users' AND counted),
+                    (SELECT count(DISTINCT subject) FROM usage_events
+                     WHERE account_id = $1 AND month = $2 AND meter = 'devices' AND counted),
+                    (SELECT max(total) FROM (SELECT sum(quantity)::bigint AS total FROM usage_events
+                     WHERE account_id = $1 AND month = $2 AND meter = 'data_lake' GROUP BY subject) AS hours)",
+        )
+        .bind(account)
+        .bind(month)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        // Each user once, in the region of their latest counted session (R12).
+        let by_region: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT region, count(*) FROM (
+                 SELECT region, row_number() OVER (PARTITION BY subject ORDER BY occurred_at DESC, id DESC) AS latest
+                 FROM usage_events
+                 WHERE account_id = $1 AND month = $2 AND meter = 'ztna_users' AND counted)
+             AS sessions WHERE latest = 1 GROUP BY region ORDER BY region",
+        )
+        .bind(account)
+        .bind(month)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let ztna_by_region = by_region
+            .into_iter()
+            .map(|(region, n)| Ok((parse(&region, "ZTNA region")?, to_u64(n, "count")?)))
+            .collect::<Result<_, StoreError>>()?;
+        Ok(MeterCounts {
+            ztna_by_region,
+            ai_security_users: to_u64(ai_security_users, "count")?,
+            dem_users: to_u64(dem_users, "count")?,
+            devices: to_u64(devices, "count")?,
+            data_lake_peak_hour: to_u64(peak.unwrap_or(0), "count")?,
+        })
+    }
+
+    async fn finalized_report(
+        &self,
+        account: &str,
+        month: &str,
+    ) -> Result<Option<(DateTime<Utc>, String)>, StoreError> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT finalized_at, report FROM finalized_months WHERE account_id = $1 AND month = $2")
+                .bind(account)
+                .bind(month)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        row.map(|(at, report)| Ok((parse(&at, "finalized_at")?, report))).transpose()
+    }
+
+    async fn finalize_month(
+        &self,
+        account: &str,
+        month: &str,
+        at: DateTime<Utc>,
+        report: &str,
+        overusage: &[NewOverusage],
+        notification: Option<&Notification>,
+    ) -> Result<(DateTime<Utc>, String), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO finalized_months (account_id, month, finalized_at, report) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (account_id, month) DO NOTHING",
+        )
+        .bind(account)
+        .bind(month)
+        .bind(stamp(at))
+        .bind(report)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if inserted == 1 {
+            for o in overusage {
+                let flags: Vec<&str> = o.flags.iter().map(|f| f.as_str()).collect();
+                sqlx::query(
+                    "INSERT INTO overusages (account_id, month, license, region, measured, licensed, excess, flags, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(account)
+                .bind(month)
+                .bind(o.license.as_str())
+                .bind(o.region.as_deref().unwrap_or(""))
+                .bind(to_i64(o.measured, "measured")?)
+                .bind(to_i64(o.licensed, "licensed")?)
+                .bind(to_i64(o.excess, "excess")?)
+                .bind(flags.join(","))
+                .bind(stamp(at))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+            if let Some(n) = notification {
+                notify_recipients(&mut tx, account, month, n, at).await?;
+            }
+        }
+        tx.commit().await?;
+        self.finalized_report(account, month)
+            .await?
+            .ok_or_else(|| StoreError::Database(format!("the finalized report of {account} {month} vanished")))
+    }
+
+    async fn overusages(&self, account: &str, month: &str) -> Result<Vec<Overusage>, StoreError> {
+        let rows: Vec<OverusageRow> =
+            sqlx::query_as(select_overusage!("WHERE o.account_id = $1 AND o.month = $2 ORDER BY o.id"))
+                .bind(account)
+                .bind(month)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        rows.into_iter().map(OverusageRow::into_overusage).collect()
+    }
+
+    async fn overusage(&self, id: i64) -> Result<Option<Overusage>, StoreError> {
+        let row: Option<OverusageRow> = sqlx::query_as(select_overusage!("WHERE o.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(OverusageRow::into_overusage).transpose()
+    }
+
+    async fn resolve_overusage(
+        &self,
+        id: i64,
+        resolution: &Resolution,
+        new_license: Option<&NewLicense>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        // The over-usage's row first: two resolutions on two collectors are decided one at a time.
+        sqlx::query("SELECT 1 FROM overusages WHERE id = $1 FOR UPDATE").bind(id).execute(&mut *tx).await.map_err(db)?;
+        let resolved: Option<i64> = sqlx::query_scalar("SELECT overusage_id FROM resolutions WHERE overusage_id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        if resolved.is_some() {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let license_id = match new_license {
+            Some(l) => Some(insert_license(&mut tx, l).await?),
+            None => None,
+        };
+        sqlx::query(
+            "INSERT INTO resolutions (overusage_id, kind, quantity, license_id, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(resolution.kind.as_str())
+        .bind(to_i64(resolution.quantity, "quantity")?)
+        .bind(license_id)
+        .bind(stamp(resolution.at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+/// Addresses `n` about `topic` to the account's recipients and its managing partner's (R15), in
+/// the caller's transaction; a recipient already sent that topic is skipped. Returns the rows
+/// added.
+pub(super) async fn notify_recipients(
+    conn: &mut PgConnection,
+    account: &str,
+    topic: &str,
+    n: &Notification,
+    at: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let added = sqlx::query(
+        "INSERT INTO outbox (account_id, topic, channel, recipient, subject, body, next_attempt_at)
+         SELECT DISTINCT $1, $2, r.channel, r.address, $3, CASE r.channel WHEN 'email' THEN $4 ELSE $5 END, $6
+         FROM notification_recipients r
+         WHERE r.account_id = $7 OR r.account_id = (SELECT partner_id FROM accounts WHERE id = $8)
+         ON CONFLICT (account_id, topic, channel, recipient) DO NOTHING",
+    )
+    .bind(account)
+    .bind(topic)
+    .bind(&n.subject)
+    .bind(&n.text)
+    .bind(&n.json)
+    .bind(stamp(at))
+    .bind(account)
+    .bind(account)
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    Ok(added.rows_affected())
+}
