@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make test`: formatting, lints, every test binary of the workspace (a failing binary does not
 # hide the others), then the collector's tests again with its clock at the instants where dates
-# go wrong (the last day of a month, the first, 23:59:59 UTC). Ends with one line per test binary,
-# the skipped tests and their reasons, and a total. In CI (`CI` set) a skipped test fails.
+# go wrong (the last day of a month, the first, 23:59:59 UTC), and the tests of what the store
+# decides again on PostgreSQL. Ends with one line per test binary, the skipped tests and their
+# reasons, and a total. In CI (`CI` set) a skipped test fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,13 +45,15 @@ for line in sys.stdin:
 for _, kind, src, exe in sorted(found):  # unit tests first: the summary takes the package from them
     print(kind, src, exe)
 ')
-# Runs every collector test binary with the clock at $1, each announced as cargo announces it.
+# Runs the collector test binaries whose source matches $2 (a regular expression) with the
+# environment assignment $1, each announced as cargo announces it.
 run_collector_tests() {
   local status=0 kind src exe
   while read -r kind src exe; do
+    [[ $src =~ $2 ]] || continue
     if [ "$kind" = test ]; then echo "     Running $src ($exe)"; else echo "     Running unittests $src ($exe)"; fi
     # Standard input is the list being read: the tests get none.
-    (cd collector && TALLY_TEST_NOW=$1 "$exe" \
+    (cd collector && env "$1" "$exe" \
       --skip clients_that_never_speak_do_not_lock_an_agent_out \
       --skip idle_and_slow_clients_are_closed_and_tokenless_bodies_are_never_read) </dev/null || {
       echo "$src exited with status $?"
@@ -62,9 +65,16 @@ run_collector_tests() {
 [ -n "$collector_tests" ] || { echo "the collector's test binaries were not found"; failed=1; }
 for at in 2026-12-31T23:59:59Z 2027-02-28T12:00:00Z 2027-03-01T00:00:00Z; do
   echo "=== clock-$at: the collector's test binaries, TALLY_TEST_NOW=$at"
-  run_collector_tests "$at" 2>&1 | tee "$work/clock-$at.log"
+  run_collector_tests "TALLY_TEST_NOW=$at" . 2>&1 | tee "$work/clock-$at.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || failed=1
 done
+# The PostgreSQL store (R30): the tests of what the store decides run again with every collector
+# on PostgreSQL (a throwaway cluster per test binary; the store's own suite, tests/store.rs,
+# runs on both backends above).
+echo "=== postgres: the report, API, orders, notification and enforcement tests, TALLY_TEST_STORE=postgres"
+run_collector_tests TALLY_TEST_STORE=postgres '^tests/(report|api|orders|notify|enforcement)\.rs$' 2>&1 |
+  tee "$work/postgres.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || failed=1
 
 echo
 echo "=== summary: one line per test binary"

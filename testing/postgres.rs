@@ -75,9 +75,24 @@ impl Cluster {
     /// A new, empty database: its URL.
     pub fn database(&self) -> String {
         let name = format!("test{}", self.databases.fetch_add(1, Ordering::Relaxed));
-        run(Command::new(self.bin.join("createdb")).args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", ROLE, &name]))
-            .unwrap_or_else(|e| panic!("{e}"));
+        run(Command::new(self.bin.join("createdb")).args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            ROLE,
+            &name,
+        ]))
+        .unwrap_or_else(|e| panic!("{e}"));
         self.url(&name)
+    }
+
+    /// `pg_dump` of the database at `url` (one of this cluster's).
+    pub fn dump(&self, url: &str) -> Vec<u8> {
+        let output = Command::new(self.bin.join("pg_dump")).args(["--data-only", url]).output().unwrap();
+        assert!(output.status.success(), "pg_dump {url}: {}", String::from_utf8_lossy(&output.stderr));
+        output.stdout
     }
 
     pub fn url(&self, database: &str) -> String {

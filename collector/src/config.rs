@@ -14,6 +14,11 @@ pub const DEFAULT_CONFIG: &str = r#"# tally-collector configuration (TOML). Ever
 # Where the embedded store (SQLite, tally.db) and the collector's CA live.
 data_dir = "./tally-data"
 
+# The store: PostgreSQL at this URL instead of the embedded SQLite file, for several collectors
+# sharing one database (TALLY_DATABASE_URL overrides it). Move an existing store with
+# `tally-collector migrate-store`.
+# database_url = "postgres://tally@db.example:5432/tally"
+
 # QUIC ingest from the agents (UDP), and the HTTP API with /healthz and the web console.
 quic_listen = "0.0.0.0:4433"
 http_listen = "127.0.0.1:8080"
@@ -84,6 +89,8 @@ log = "info"
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// PostgreSQL's URL; `None`: the embedded SQLite store in `data_dir`.
+    pub database_url: Option<String>,
     pub quic_listen: SocketAddr,
     pub http_listen: SocketAddr,
     /// The console is served over plain HTTP on loopback: its cookie is not `Secure`.
@@ -142,8 +149,13 @@ impl Default for Config {
 impl Config {
     /// Reads and validates `path`; without a path, the defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
-        let config = path.map_or_else(|| Ok(Config::default()), |path| load(path, parse))?;
+        let mut config = path.map_or_else(|| Ok(Config::default()), |path| load(path, parse))?;
         let source = path.map_or_else(|| "configuration".to_owned(), |p| p.display().to_string());
+        if let Some(url) = std::env::var_os(DATABASE_URL_VAR) {
+            let url = url.into_string().map_err(|_| "not UTF-8".to_owned()).and_then(|url| database_url(&url));
+            let url = url.map_err(|e| ConfigErrors { source: DATABASE_URL_VAR.to_owned(), errors: vec![e] })?;
+            config.database_url = Some(url);
+        }
         config.data_dir_usable().map_err(|e| ConfigErrors { source, errors: vec![format!("data_dir: {e}")] })?;
         Ok(config)
     }
@@ -153,6 +165,7 @@ impl Config {
     pub fn secrets_exposed(&self, path: &Path) -> Option<String> {
         use std::os::unix::fs::PermissionsExt;
         let has_secret = self.operator_token.is_some()
+            || self.database_url.as_deref().is_some_and(|url| crate::store::postgres::redacted(url) != url)
             || self.webhook_secret.is_some()
             || self.smtp.as_ref().is_some_and(|relay| relay.credentials.is_some());
         let mode = std::fs::metadata(path).ok()?.permissions().mode();
@@ -187,14 +200,26 @@ impl Config {
         self.data_dir.join("ca")
     }
 
+    /// The store, for messages: PostgreSQL's URL (without its password) or SQLite's file.
+    pub fn store_name(&self) -> String {
+        match &self.database_url {
+            Some(url) => crate::store::postgres::redacted(url),
+            None => self.database().display().to_string(),
+        }
+    }
+
     /// The embedded store's database file.
     pub fn database(&self) -> PathBuf {
         self.data_dir.join("tally.db")
     }
 }
 
-const KNOWN: [&str; 22] = [
+/// The environment variable that overrides `database_url`.
+pub const DATABASE_URL_VAR: &str = "TALLY_DATABASE_URL";
+
+const KNOWN: [&str; 23] = [
     "data_dir",
+    "database_url",
     "quic_listen",
     "http_listen",
     "console_plain_http",
@@ -222,6 +247,14 @@ const KNOWN: [&str; 22] = [
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     let mut fields = Fields::parse(text)?;
     let data_dir = fields.path("data_dir", "./tally-data");
+    let database_url = match fields.get("database_url").map(|v| v.as_str().map(str::to_owned).ok_or(v.type_str())) {
+        None => None,
+        Some(Ok(url)) => database_url(&url).map_err(|e| fields.error(format!("database_url: {e}"))).ok(),
+        Some(Err(found)) => {
+            fields.error(format!("database_url: expected a postgres:// URL, found {found}"));
+            None
+        }
+    };
     let quic_listen = address(&mut fields, "quic_listen", SocketAddr::from(([0, 0, 0, 0], 4433)));
     let http_listen = address(&mut fields, "http_listen", SocketAddr::from(([127, 0, 0, 1], 8080)));
     let console_plain_http = fields.boolean("console_plain_http", http_listen.ip().is_loopback());
@@ -298,6 +331,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     }
     fields.finish(&KNOWN, || Config {
         data_dir,
+        database_url,
         quic_listen,
         http_listen,
         console_plain_http,
@@ -317,6 +351,16 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         notify_ca_file,
         log,
     })
+}
+
+/// A PostgreSQL URL (`postgres://user@host:port/db`), as the store will connect to it.
+fn database_url(url: &str) -> Result<String, String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(format!("{} is not a postgres:// URL", crate::store::postgres::redacted(url)));
+    }
+    url.parse::<sqlx::postgres::PgConnectOptions>()
+        .map(|_| url.to_owned())
+        .map_err(|e| format!("{}: {e}", crate::store::postgres::redacted(url)))
 }
 
 fn address(fields: &mut Fields, key: &str, default: SocketAddr) -> SocketAddr {

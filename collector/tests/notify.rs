@@ -361,7 +361,7 @@ fn mail_waits_for_a_relay_and_is_sent_once_one_is_configured() {
     let _smtp = sink(SMTP_SINK, &[&smtp_port.to_string(), mail.to_str().unwrap()]);
     let relay =
         format!("smtp = \"127.0.0.1:{smtp_port}\"\nsmtp_tls = \"none\"\nsmtp_from = \"tally@provider.example\"\n");
-    c.file("c.toml", &format!("data_dir = {:?}\n{base}{relay}", c.dir.path().join("data")));
+    c.configure(&format!("{base}{relay}"));
     let mut server = c.serve();
     server.until("notification delivered", 1);
     drop(server);

@@ -10,6 +10,7 @@ use chrono::NaiveDate;
 use serde_json::Value;
 use support::Collector;
 use tally_collector::store::UsageStore;
+use tally_collector::store::postgres::PgStore;
 use tally_collector::store::sqlite::SqliteStore;
 
 fn golden() -> Value {
@@ -320,11 +321,15 @@ fn a_month_before_the_account_is_never_reported_nor_finalized() {
     serving.until("months due for finalization checked", 1);
     drop(serving);
     let finalized = |month: &str| {
-        let store = tokio::runtime::Runtime::new().unwrap().block_on(async {
-            let store = SqliteStore::open(&c.data_file("tally.db")).await.unwrap();
-            store.finalized_report("acme", month).await.unwrap()
+        let saved = tokio::runtime::Runtime::new().unwrap().block_on(async {
+            match &c.database_url {
+                Some(url) => PgStore::open(url).await.unwrap().finalized_report("acme", month).await,
+                None => {
+                    SqliteStore::open(&c.data_file("tally.db")).await.unwrap().finalized_report("acme", month).await
+                }
+            }
         });
-        store.is_some()
+        saved.unwrap().is_some()
     };
     assert!(!finalized("2026-09") && !finalized("2026-10"));
     let sent: Value =

@@ -22,17 +22,31 @@ use crate::ingest::{self, Limits};
 use crate::intake;
 use crate::pool_risk;
 use crate::recipients;
+use crate::store::postgres::{PgStore, redacted};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{AccessStore, Account, AccountStore, BucketStore, ContractTerm, OutboxStore, Person};
+use crate::store::{Account, ContractTerm, Person, Store};
 use crate::terms;
 use crate::usage;
 
-/// Runs `command` on the collector configured by `config`.
+/// Runs `command` on the collector configured by `config`, on its store: PostgreSQL when
+/// `database_url` is set, else the embedded SQLite file.
 pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
-    if command.reads_only() && !config.database().exists() {
-        anyhow::bail!("no store at {} (is --config missing?)", config.database().display());
+    match &config.database_url {
+        Some(url) => {
+            let store = PgStore::open(url).await.with_context(|| format!("opening the store at {}", redacted(url)))?;
+            run(command, config, store).await
+        }
+        None => {
+            if command.reads_only() && !config.database().exists() {
+                anyhow::bail!("no store at {} (is --config missing?)", config.database().display());
+            }
+            let store = SqliteStore::open(&config.database()).await.context("opening the store")?;
+            run(command, config, store).await
+        }
     }
-    let store = SqliteStore::open(&config.database()).await.context("opening the store")?;
+}
+
+async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> anyhow::Result<()> {
     let regions = RegionTable::builtin();
     match command {
         Command::Serve => {
@@ -40,7 +54,7 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             let shutdown = shutdown_signal();
             let (ca, created) = Ca::load_or_create(&config.ca_dir())?;
             tracing::info!(created, fingerprint = %ca.fingerprint(), dir = %config.ca_dir().display(), "certificate authority ready");
-            tracing::info!(store = %config.database().display(), "store ready");
+            tracing::info!(store = %config.store_name(), "store ready");
             warn_if_short_of_space(&config);
             let listener = TcpListener::bind(config.http_listen)
                 .await

@@ -2,6 +2,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod http;
+#[path = "../../../testing/postgres.rs"]
+pub mod pg_cluster;
 pub mod quic;
 #[path = "../../../testing/skip.rs"]
 pub mod skip;
@@ -31,11 +33,31 @@ pub fn test_clock_offset() -> TimeDelta {
 /// grace have passed (R9), November is open, and pools of 2026 are in force for R17.
 pub const MID_NOVEMBER_2026: &str = "2026-11-16T12:00:00Z";
 
+/// The store the tests' collectors use: `TALLY_TEST_STORE=postgres` runs a test binary again
+/// on PostgreSQL (`make test` does, for the report, API, orders, notification and enforcement
+/// tests), each collector on a database of its own on the binary's throwaway cluster; else the
+/// embedded SQLite file.
+pub const TEST_STORE_VAR: &str = "TALLY_TEST_STORE";
+
+/// The PostgreSQL database of a new collector, when the tests run on PostgreSQL.
+fn test_database() -> Option<String> {
+    match std::env::var(TEST_STORE_VAR).as_deref() {
+        Ok("postgres") => {
+            let cluster = pg_cluster::cluster().unwrap_or_else(|why| panic!("{TEST_STORE_VAR}=postgres: {why}"));
+            Some(cluster.database())
+        }
+        Ok("sqlite") | Err(_) => None,
+        Ok(other) => panic!("{TEST_STORE_VAR}={other:?}: expected postgres or sqlite"),
+    }
+}
+
 /// A collector data directory and configuration, driven through the real binary.
 pub struct Collector {
     pub dir: tempfile::TempDir,
     /// The shift of every process's clock (see [`TEST_NOW_VAR`]).
     pub offset: TimeDelta,
+    /// Its PostgreSQL database; `None`: the SQLite file in its data directory.
+    pub database_url: Option<String>,
 }
 
 impl Collector {
@@ -45,10 +67,17 @@ impl Collector {
 
     /// With `extra` configuration lines.
     pub fn with_config(extra: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let config = format!("data_dir = {:?}\n{extra}\n", dir.path().join("data"));
-        std::fs::write(dir.path().join("c.toml"), config).unwrap();
-        Collector { dir, offset: test_clock_offset() }
+        let c =
+            Collector { dir: tempfile::tempdir().unwrap(), offset: test_clock_offset(), database_url: test_database() };
+        c.configure(extra);
+        c
+    }
+
+    /// Rewrites the configuration: its store, and `extra` lines.
+    pub fn configure(&self, extra: &str) {
+        let store = self.database_url.as_ref().map(|url| format!("database_url = {url:?}\n")).unwrap_or_default();
+        let config = format!("data_dir = {:?}\n{store}{extra}\n", self.dir.path().join("data"));
+        std::fs::write(self.dir.path().join("c.toml"), config).unwrap();
     }
 
     /// This collector's processes start their clock at `instant` (RFC 3339), whatever the date.
@@ -103,6 +132,18 @@ impl Collector {
             .unwrap();
         let log = Some(BufReader::new(child.stderr.take().unwrap()));
         Serving { child, log }
+    }
+
+    /// Every byte the store holds, to search: SQLite's files, or a dump of the PostgreSQL
+    /// database.
+    pub fn store_bytes(&self) -> Vec<u8> {
+        match &self.database_url {
+            Some(url) => pg_cluster::cluster().unwrap().dump(url),
+            None => ["tally.db", "tally.db-wal"]
+                .iter()
+                .flat_map(|file| std::fs::read(self.data_file(file)).unwrap_or_default())
+                .collect(),
+        }
     }
 
     /// A file of the embedded store's data directory.

@@ -101,7 +101,8 @@ pub(super) async fn merge(conn: &mut PgConnection, rows: &[(String, Measured)]) 
                 merged.insert(key, (max_bps, samples));
             }
         }
-        if let Some(cap) = caps.get(site).and_then(|record| record.judging(m)).filter(|cap| exceeds_cap(b.max_bps, *cap))
+        if let Some(cap) =
+            caps.get(site).and_then(|record| record.judging(m)).filter(|cap| exceeds_cap(b.max_bps, *cap))
         {
             let cap = to_i64(cap, "cap")?;
             let row = over.entry(key).or_insert((max_bps, cap));
@@ -182,6 +183,9 @@ pub(super) async fn merge(conn: &mut PgConnection, rows: &[(String, Measured)]) 
     Ok(stats)
 }
 
+/// A dirty day's row: site, day, generation, its buckets' starts and maxima.
+type DirtyRow = (String, String, i64, Option<Vec<i64>>, Option<Vec<i64>>);
+
 /// A stored date, or corrupt.
 fn day_of(text: &str) -> Result<NaiveDate, StoreError> {
     parse(text, "day")
@@ -255,7 +259,7 @@ impl BucketStore for PgStore {
 
     async fn dirty_days(&self, range: &KeyRange, limit: usize) -> Result<Vec<DirtyDayBuckets>, StoreError> {
         let (after, through) = (range.after.as_ref(), range.through.as_ref());
-        let rows: Vec<(String, String, i64, Option<Vec<i64>>, Option<Vec<i64>>)> = sqlx::query_as(
+        let rows: Vec<DirtyRow> = sqlx::query_as(
             "SELECT d.site_id, d.day, d.generation, b.starts, b.maxima
              FROM (SELECT site_id, day, generation FROM dirty_days
                    WHERE ($1::text IS NULL OR (site_id, day) > ($1, $2))

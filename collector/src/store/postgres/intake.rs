@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use sqlx::{QueryBuilder, Postgres};
+use sqlx::{Postgres, QueryBuilder};
 use tally_common::bucket::Bucket;
 use tally_common::sampler::DiscardCounters;
 use tally_common::time::BucketStart;
@@ -74,7 +74,8 @@ impl IntakeStore for PgStore {
                 *counts.entry(*reason).or_default() += 1;
             }
             if !counts.is_empty() {
-                let mut count = QueryBuilder::<Postgres>::new("INSERT INTO refusals (site_id, reason, count, last_at) ");
+                let mut count =
+                    QueryBuilder::<Postgres>::new("INSERT INTO refusals (site_id, reason, count, last_at) ");
                 count.push_values(counts, |mut row, (reason, n)| {
                     row.push_bind(site).push_bind(reason.name()).push_bind(n).push_bind(&at);
                 });

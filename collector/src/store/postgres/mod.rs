@@ -27,9 +27,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, Transaction};
 
 use super::StoreError;
+use super::StoreHealth;
 /// The conversions and rows both backends share, used by every file here as `super::…`.
 use super::stored::*;
-use super::StoreHealth;
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -50,6 +50,8 @@ impl PgStore {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let options: PgConnectOptions =
             url.parse().map_err(|e| StoreError::Database(format!("database_url {}: {e}", redacted(url))))?;
+        // The server's notices ("already exists, skipping") are not the operator's business.
+        let options = options.options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(Duration::from_secs(10))

@@ -192,13 +192,12 @@ macro_rules! orders_json {
 
 /// The orders `ids` of `account` (those that exist), with their items and histories, by id.
 async fn load(conn: &mut PgConnection, account: &str, ids: &[i64]) -> Result<Vec<Order>, StoreError> {
-    let (json, _, _): (String, i64, Option<i64>) =
-        sqlx::query_as(orders_json!("o.id = ANY($2) ORDER BY o.id"))
-            .bind(account)
-            .bind(ids)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db)?;
+    let (json, _, _): (String, i64, Option<i64>) = sqlx::query_as(orders_json!("o.id = ANY($2) ORDER BY o.id"))
+        .bind(account)
+        .bind(ids)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db)?;
     from_json(&json, "orders")
 }
 

@@ -179,7 +179,11 @@ impl UsageStore for PgStore {
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         // The over-usage's row first: two resolutions on two collectors are decided one at a time.
-        sqlx::query("SELECT 1 FROM overusages WHERE id = $1 FOR UPDATE").bind(id).execute(&mut *tx).await.map_err(db)?;
+        sqlx::query("SELECT 1 FROM overusages WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         let resolved: Option<i64> = sqlx::query_scalar("SELECT overusage_id FROM resolutions WHERE overusage_id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
