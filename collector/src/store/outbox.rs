@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use super::StoreError;
 
@@ -89,10 +89,14 @@ pub trait OutboxStore: Send + Sync {
     /// Every change of the account's recipients, oldest first.
     fn recipient_changes(&self, account: &str)
     -> impl Future<Output = Result<Vec<RecipientChange>, StoreError>> + Send;
-    /// Undelivered outbox rows of the `channels` that can send, due at `now`, oldest first.
-    fn due_notifications(
+    /// Claims up to `limit` undelivered outbox rows of the `channels` that can send, due at
+    /// `now`, oldest first: each is due again only at `now + lease` (R30: another collector
+    /// takes it then only if this one died before marking it delivered or failed; a live one
+    /// marks it well within the lease).
+    fn claim_due_notifications(
         &self,
         now: DateTime<Utc>,
+        lease: TimeDelta,
         limit: usize,
         channels: &[Channel],
     ) -> impl Future<Output = Result<Vec<OutboxItem>, StoreError>> + Send;

@@ -261,14 +261,18 @@ macro_rules! select_overusage {
 }
 pub(super) use select_overusage;
 
+/// The columns of an [`OutboxRow`], for a query's SELECT or RETURNING.
+macro_rules! outbox_columns {
+    () => {
+        "id, account_id, topic, channel, recipient, subject, body, attempts, delivered_at, last_error"
+    };
+}
+pub(super) use outbox_columns;
+
 /// Outbox rows filtered by `$filter` (a literal).
 macro_rules! select_outbox {
     ($filter:literal) => {
-        concat!(
-            "SELECT id, account_id, topic, channel, recipient, subject, body, attempts, delivered_at, last_error
-             FROM outbox ",
-            $filter
-        )
+        concat!("SELECT ", outbox_columns!(), " FROM outbox ", $filter)
     };
 }
 pub(super) use select_outbox;

@@ -171,16 +171,39 @@ pub fn notification(report: &UsageReport, found: &[NewOverusage]) -> Option<Noti
     Some(Notification { subject, text, json: json.to_string() })
 }
 
-/// Sends every due outbox row; returns how many were delivered.
+/// Rows one pass claims: each send may take its transport's timeout (30 s), and all of them
+/// finish well within [`CLAIM_LEASE`].
+const CLAIM_BATCH: usize = 10;
+/// How long a claimed row is this collector's alone (R30): another collector sends it only if
+/// this one dies first.
+const CLAIM_LEASE: TimeDelta = TimeDelta::minutes(15);
+
+/// Sends the due outbox rows it claims; returns how many were delivered.
 pub async fn deliver_due<S: Store>(
     store: &S,
     transports: &Transports,
     now: DateTime<Utc>,
 ) -> Result<usize, StoreError> {
     let mut delivered = 0;
-    let due = store.due_notifications(now, 100, transports.channels()).await?;
-    tracing::debug!(due = due.len(), "outbox checked");
-    for item in due {
+    loop {
+        let due = store.claim_due_notifications(now, CLAIM_LEASE, CLAIM_BATCH, transports.channels()).await?;
+        tracing::debug!(due = due.len(), "outbox checked");
+        let last = due.len() < CLAIM_BATCH;
+        delivered += deliver_claimed(store, transports, due).await?;
+        if last {
+            return Ok(delivered);
+        }
+    }
+}
+
+/// Sends claimed rows, marking each delivered or failed (to be retried later, with backoff).
+async fn deliver_claimed<S: Store>(
+    store: &S,
+    transports: &Transports,
+    claimed: Vec<OutboxItem>,
+) -> Result<usize, StoreError> {
+    let mut delivered = 0;
+    for item in claimed {
         match deliver(transports, &item).await {
             Ok(()) => {
                 store.mark_delivered(item.id, crate::clock::now()).await?;

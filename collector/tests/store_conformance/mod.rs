@@ -647,18 +647,26 @@ pub(crate) async fn the_outbox_hands_out_what_is_due_and_keeps_attempts<B: Backe
     add_recipient(&store, "acme", Channel::Webhook, "https://hooks.acme.example/tally").await;
     store.finalize_month("acme", "2026-10", at(1), "{}", &[overusage()], Some(&notification())).await.unwrap();
 
-    assert!(store.due_notifications(at(0), 10, &[Channel::Email, Channel::Webhook]).await.unwrap().is_empty());
-    let due = store.due_notifications(at(1), 10, &[Channel::Email]).await.unwrap();
+    let lease = TimeDelta::minutes(15);
+    let claim = |now, channels: &'static [Channel]| store.claim_due_notifications(now, lease, 10, channels);
+    assert!(claim(at(0), &[Channel::Email, Channel::Webhook]).await.unwrap().is_empty());
+    let due = claim(at(1), &[Channel::Email]).await.unwrap();
     assert_eq!(due.iter().map(|n| n.channel).collect::<Vec<_>>(), [Channel::Email], "only channels that can send");
     let email = due[0].id;
+    // R30: a claimed row is the claimant's until its lease ends: then it is due again (its
+    // claimant died), once.
+    assert!(claim(at(1), &[Channel::Email]).await.unwrap().is_empty(), "claimed once");
+    let after_lease = at(1) + lease;
+    assert!(claim(after_lease - TimeDelta::seconds(1), &[Channel::Email]).await.unwrap().is_empty());
+    assert_eq!(claim(after_lease, &[Channel::Email]).await.unwrap().iter().map(|n| n.id).collect::<Vec<_>>(), [email]);
 
     store.mark_failed(email, "connection refused", at(3)).await.unwrap();
-    assert!(store.due_notifications(at(2), 10, &[Channel::Email]).await.unwrap().is_empty(), "waits for its retry");
-    let retried = store.due_notifications(at(3), 10, &[Channel::Email]).await.unwrap();
+    assert!(claim(at(2), &[Channel::Email]).await.unwrap().is_empty(), "waits for its retry");
+    let retried = claim(at(3), &[Channel::Email]).await.unwrap();
     assert_eq!((retried[0].attempts, retried[0].last_error.as_deref()), (1, Some("connection refused")));
 
     store.mark_delivered(email, at(4)).await.unwrap();
-    assert!(store.due_notifications(at(5), 10, &[Channel::Email]).await.unwrap().is_empty());
+    assert!(claim(at(5) + lease * 2, &[Channel::Email]).await.unwrap().is_empty(), "delivered: never again");
     let delivered = store.notifications(None).await.unwrap().into_iter().find(|n| n.id == email).unwrap();
     assert_eq!((delivered.attempts, delivered.delivered_at, delivered.last_error), (2, Some(at(4)), None));
 }

@@ -1,8 +1,8 @@
 //! Notifications in PostgreSQL.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
-use super::{OutboxRow, PgStore, db, insert_error, parse, select_outbox, stamp};
+use super::{OutboxRow, PgStore, db, insert_error, outbox_columns, parse, select_outbox, stamp};
 use crate::store::{Channel, Notification, OutboxItem, OutboxStore, Recipient, RecipientChange, StoreError};
 
 impl OutboxStore for PgStore {
@@ -75,24 +75,35 @@ impl OutboxStore for PgStore {
             .collect()
     }
 
-    async fn due_notifications(
+    async fn claim_due_notifications(
         &self,
         now: DateTime<Utc>,
+        lease: TimeDelta,
         limit: usize,
         channels: &[Channel],
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
-        let rows: Vec<OutboxRow> = sqlx::query_as(select_outbox!(
-            "WHERE delivered_at IS NULL AND next_attempt_at <= $1 AND channel = ANY($2)
-             ORDER BY next_attempt_at, id LIMIT $3"
+        let mut tx = self.begin_write().await?;
+        // SKIP LOCKED: collectors claiming at once take different rows instead of waiting.
+        let rows: Vec<OutboxRow> = sqlx::query_as(concat!(
+            "UPDATE outbox SET next_attempt_at = $1 WHERE id IN (
+                 SELECT id FROM outbox
+                 WHERE delivered_at IS NULL AND next_attempt_at <= $2 AND channel = ANY($3)
+                 ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)
+             RETURNING ",
+            outbox_columns!()
         ))
+        .bind(stamp(now + lease))
         .bind(stamp(now))
         .bind(&channels)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
-        rows.into_iter().map(OutboxRow::into_item).collect()
+        tx.commit().await?;
+        let mut items = rows.into_iter().map(OutboxRow::into_item).collect::<Result<Vec<_>, _>>()?;
+        items.sort_by_key(|item| item.id);
+        Ok(items)
     }
 
     async fn mark_delivered(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
