@@ -2,8 +2,10 @@
 //! (client authentication) and the collector's QUIC server certificate. Agents pin it by the
 //! SHA-256 fingerprint of its certificate, which every enrollment token carries.
 //!
-//! Files, in `DATA_DIR/ca/`: `ca.pem` (the certificate) and `ca.key` (its private key, mode 0600).
-//! Created on first start or by `tally-collector ca init`; never overwritten.
+//! Files, in `ca_dir` (`DATA_DIR/ca/` by default): `ca.pem` (the certificate) and `ca.key` (its
+//! private key, mode 0600). Created on first start or by `tally-collector ca init`; never
+//! overwritten. Collectors sharing one PostgreSQL store share one CA (R30): made once by `ca
+//! init`, given to each as a mounted secret (`ca_dir`), never created by `serve`.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -50,6 +52,24 @@ impl Ca {
         if cert_path.exists() || key_path.exists() {
             return Ok((Ca::load(&cert_path, &key_path)?, false));
         }
+        Ca::create(dir).map(|ca| (ca, true))
+    }
+
+    /// Loads the CA from `dir`, which must hold one: a CA shared by several collectors (R30) is
+    /// made once, by `tally-collector ca init`, never by whichever collector starts first.
+    pub fn load_existing(dir: &Path) -> Result<Ca, CaError> {
+        let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
+        if !cert_path.exists() && !key_path.exists() {
+            let message = "no CA here: collectors sharing one database share one CA, made once with \
+                           `tally-collector ca init` and mounted on every collector"
+                .to_owned();
+            return Err(CaError::Invalid { path: dir.to_owned(), message });
+        }
+        Ca::load(&cert_path, &key_path)
+    }
+
+    fn create(dir: &Path) -> Result<Ca, CaError> {
+        let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| CaError::Io { path, source }
@@ -64,7 +84,7 @@ impl Ca {
         let cert = params.self_signed(&key)?;
         write_new(&key_path, key.serialize_pem().as_bytes(), 0o600).map_err(io(&key_path))?;
         write_new(&cert_path, cert.pem().as_bytes(), 0o644).map_err(io(&cert_path))?;
-        Ok((Ca::load(&cert_path, &key_path)?, true))
+        Ca::load(&cert_path, &key_path)
     }
 
     fn load(cert_path: &Path, key_path: &Path) -> Result<Ca, CaError> {

@@ -19,6 +19,12 @@ data_dir = "./tally-data"
 # `tally-collector migrate-store`.
 # database_url = "postgres://tally@db.example:5432/tally"
 
+# The collector's certificate authority (ca.pem, ca.key), by default data_dir/ca. Collectors
+# sharing one database must share one CA, or agents enrolled on one are refused by the others:
+# with database_url, set ca_dir to a directory every collector mounts (a secret), made once with
+# `tally-collector ca init`.
+# ca_dir = "/run/secrets/tally-ca"
+
 # QUIC ingest from the agents (UDP), and the HTTP API with /healthz and the web console.
 quic_listen = "0.0.0.0:4433"
 http_listen = "127.0.0.1:8080"
@@ -91,6 +97,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// PostgreSQL's URL; `None`: the embedded SQLite store in `data_dir`.
     pub database_url: Option<String>,
+    /// The CA's directory, when not `data_dir/ca`.
+    pub ca_dir: Option<PathBuf>,
     pub quic_listen: SocketAddr,
     pub http_listen: SocketAddr,
     /// The console is served over plain HTTP on loopback: its cookie is not `Secure`.
@@ -156,8 +164,20 @@ impl Config {
             let url = url.map_err(|e| ConfigErrors { source: DATABASE_URL_VAR.to_owned(), errors: vec![e] })?;
             config.database_url = Some(url);
         }
-        config.data_dir_usable().map_err(|e| ConfigErrors { source, errors: vec![format!("data_dir: {e}")] })?;
-        Ok(config)
+        let mut errors: Vec<String> =
+            config.data_dir_usable().err().map(|e| format!("data_dir: {e}")).into_iter().collect();
+        if config.database_url.is_some() && config.ca_dir.is_none() {
+            errors.push(
+                "ca_dir: collectors sharing one database (database_url) must share one CA, or an agent enrolled \
+                 on one is refused by the others: set ca_dir to a directory every collector mounts, made once \
+                 with `tally-collector ca init`"
+                    .to_owned(),
+            );
+        }
+        match errors.is_empty() {
+            true => Ok(config),
+            false => Err(ConfigErrors { source, errors }),
+        }
     }
 
     /// A warning when the file at `path` holds a secret (a token, a key, a password) and other
@@ -197,7 +217,13 @@ impl Config {
 
     /// The collector's certificate authority.
     pub fn ca_dir(&self) -> PathBuf {
-        self.data_dir.join("ca")
+        self.ca_dir.clone().unwrap_or_else(|| self.data_dir.join("ca"))
+    }
+
+    /// Whether `serve` may create the CA if it is missing: not when collectors share a database
+    /// (R30), where it is made once by `ca init`.
+    pub fn creates_ca(&self) -> bool {
+        self.database_url.is_none()
     }
 
     /// The store, for messages: PostgreSQL's URL (without its password) or SQLite's file.
@@ -217,9 +243,10 @@ impl Config {
 /// The environment variable that overrides `database_url`.
 pub const DATABASE_URL_VAR: &str = "TALLY_DATABASE_URL";
 
-const KNOWN: [&str; 23] = [
+const KNOWN: [&str; 24] = [
     "data_dir",
     "database_url",
+    "ca_dir",
     "quic_listen",
     "http_listen",
     "console_plain_http",
@@ -329,9 +356,11 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
         fields.error(format!("log: {log:?} is not a valid filter: {e}"));
     }
+    let ca_dir = fields.get("ca_dir").is_some().then(|| fields.path("ca_dir", ""));
     fields.finish(&KNOWN, || Config {
         data_dir,
         database_url,
+        ca_dir,
         quic_listen,
         http_listen,
         console_plain_http,

@@ -122,6 +122,30 @@ fn validate_and_default_config() {
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains(&format!("data_dir: {file}/data cannot be created: {file} is not a directory")), "{err}");
+
+    // R30: collectors sharing a database share a CA, given to them; a URL that is not
+    // PostgreSQL's is refused, and so is one from the environment; the password is never shown.
+    let validate = |text: &str, url: Option<&str>| {
+        let path = c.file("shared.toml", text);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tally-collector"));
+        command.args(["validate", "--config", &path]).env_remove("TALLY_DATABASE_URL");
+        if let Some(url) = url {
+            command.env("TALLY_DATABASE_URL", url);
+        }
+        let out = command.output().unwrap();
+        (out.status.code(), String::from_utf8(out.stderr).unwrap())
+    };
+    let url = "database_url = \"postgres://tally:hunter2@db.example/tally\"\n";
+    let (code, err) = validate(url, None);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("ca_dir: collectors sharing one database (database_url) must share one CA"), "{err}");
+    assert_eq!(validate(&format!("{url}ca_dir = \"/run/secrets/tally-ca\"\n"), None).0, Some(0));
+    let (code, err) = validate("database_url = \"mysql://tally:hunter2@db/tally\"\n", None);
+    assert_eq!(code, Some(64));
+    assert!(err.contains("mysql://tally:***@db/tally is not a postgres:// URL") && !err.contains("hunter2"), "{err}");
+    let (code, err) = validate("", Some("postgres://tally@db.example/tally"));
+    assert_eq!(code, Some(64), "the environment's database_url needs ca_dir too");
+    assert!(err.contains("ca_dir:"), "{err}");
 }
 
 #[test]

@@ -542,7 +542,7 @@ fn silent_sites_are_listed_with_their_last_bucket_and_connection() {
     let line = serving.until("ingest listening", 1);
     let quic: std::net::SocketAddr =
         line.split("quic=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
-    let ca = std::fs::read_to_string(c.data_file("ca/ca.pem")).unwrap();
+    let ca = std::fs::read_to_string(c.ca_file("ca.pem")).unwrap();
     let ca = pem::parse(ca).unwrap().into_contents();
     let connected_at = c.now();
     tokio::runtime::Runtime::new().unwrap().block_on(async {

@@ -51,7 +51,7 @@ async fn clients_that_never_speak_do_not_lock_an_agent_out() {
     let line = serving.until("ingest listening", 1);
     let quic: SocketAddr = line.split("quic=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
     serving.drain_log();
-    let ca = CertificateDer::from_pem_file(c.data_file("ca/ca.pem")).unwrap().to_vec();
+    let ca = CertificateDer::from_pem_file(c.ca_file("ca.pem")).unwrap().to_vec();
     let identity = match enroll(quic, &ca, &token.secret).await {
         (Some(CollectorMessage::Enrolled(e)), key) => (e.cert_der, key),
         (other, _) => panic!("enrollment failed: {other:?}"),

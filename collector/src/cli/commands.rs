@@ -52,7 +52,7 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
         Command::Serve => {
             // Watched from the start: a SIGTERM while starting stops in order.
             let shutdown = shutdown_signal();
-            let (ca, created) = Ca::load_or_create(&config.ca_dir())?;
+            let (ca, created) = load_ca(&config)?;
             tracing::info!(created, fingerprint = %ca.fingerprint(), dir = %config.ca_dir().display(), "certificate authority ready");
             tracing::info!(store = %config.store_name(), "store ready");
             warn_if_short_of_space(&config);
@@ -104,7 +104,7 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
             outln!("CA {state}: {}\nfingerprint (SHA-256): {}", config.ca_dir().display(), ca.fingerprint());
         }
         Command::Site(SiteCommand::EnrollToken { site, valid_hours }) => {
-            let (ca, _) = Ca::load_or_create(&config.ca_dir())?;
+            let (ca, _) = load_ca(&config)?;
             let valid = chrono::TimeDelta::hours(i64::from(valid_hours));
             let token = admin::enroll_token(&store, &ca, &site, valid, clock::now()).await?;
             outln!("{token}");
@@ -480,6 +480,15 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
 }
 
 /// `rows` as left-aligned columns, the first row a header.
+/// The collector's CA, and whether it was created now: on first use, except where collectors
+/// share it (R30), where only `ca init` makes it.
+fn load_ca(config: &Config) -> Result<(Ca, bool), crate::ca::CaError> {
+    match config.creates_ca() {
+        true => Ca::load_or_create(&config.ca_dir()),
+        false => Ok((Ca::load_existing(&config.ca_dir())?, false)),
+    }
+}
+
 fn columns<const N: usize>(rows: &[[String; N]]) -> String {
     let mut out = String::new();
     usage::report::aligned(&mut out, rows, &[false; N]);

@@ -70,12 +70,19 @@ impl Collector {
         let c =
             Collector { dir: tempfile::tempdir().unwrap(), offset: test_clock_offset(), database_url: test_database() };
         c.configure(extra);
+        if c.database_url.is_some() {
+            // Collectors on PostgreSQL share a CA made once (R30).
+            c.ok(&["ca", "init"]);
+        }
         c
     }
 
     /// Rewrites the configuration: its store, and `extra` lines.
     pub fn configure(&self, extra: &str) {
-        let store = self.database_url.as_ref().map(|url| format!("database_url = {url:?}\n")).unwrap_or_default();
+        let store = match &self.database_url {
+            Some(url) => format!("database_url = {url:?}\nca_dir = {:?}\n", self.ca_file("")),
+            None => String::new(),
+        };
         let config = format!("data_dir = {:?}\n{store}{extra}\n", self.dir.path().join("data"));
         std::fs::write(self.dir.path().join("c.toml"), config).unwrap();
     }
@@ -143,6 +150,15 @@ impl Collector {
                 .iter()
                 .flat_map(|file| std::fs::read(self.data_file(file)).unwrap_or_default())
                 .collect(),
+        }
+    }
+
+    /// A file of the collector's CA: in its data directory, or the one shared by collectors on
+    /// PostgreSQL (R30).
+    pub fn ca_file(&self, name: &str) -> std::path::PathBuf {
+        match &self.database_url {
+            Some(_) => self.dir.path().join("ca").join(name),
+            None => self.data_file("ca").join(name),
         }
     }
 
