@@ -87,10 +87,13 @@ CREATE TABLE site_days (
     PRIMARY KEY (site_id, day)
 );
 
+-- A day being recomputed is claimed until `claimed_until`: another collector takes it only after
+-- (its claimant died mid-way).
 CREATE TABLE dirty_days (
-    site_id    TEXT COLLATE "C" NOT NULL REFERENCES sites (id),
-    day        TEXT COLLATE "C" NOT NULL,
-    generation BIGINT NOT NULL,
+    site_id       TEXT COLLATE "C" NOT NULL REFERENCES sites (id),
+    day           TEXT COLLATE "C" NOT NULL,
+    generation    BIGINT NOT NULL,
+    claimed_until TEXT COLLATE "C",
     PRIMARY KEY (site_id, day)
 );
 

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use tally_common::bucket::Bucket;
 use tally_common::p95::DailyP95;
 use tally_common::time::BucketStart;
@@ -83,17 +83,25 @@ pub trait BucketStore: Send + Sync {
         until: DateTime<Utc>,
         since: DateTime<Utc>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
-    /// The key in the middle of the dirty days, to split them in halves; `None` when none is.
-    fn dirty_days_midpoint(&self) -> impl Future<Output = Result<Option<DayKey>, StoreError>> + Send;
-    /// Up to `limit` dirty days of `range`, by site and day, each with its buckets' starts and
-    /// maxima (in no particular order): everything a recomputation reads, in one query.
-    fn dirty_days(
+    /// The key in the middle of the dirty days unclaimed at `now`, to split them in halves;
+    /// `None` when none is.
+    fn dirty_days_midpoint(
+        &self,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<DayKey>, StoreError>> + Send;
+    /// Claims up to `limit` dirty days of `range` unclaimed at `now`, by site and day, each with
+    /// its buckets' starts and maxima (in no particular order): everything a recomputation
+    /// reads. Each is this caller's until `now + lease` (R30: collectors recompute different
+    /// days; a day whose claimant dies is taken again after its lease).
+    fn claim_dirty_days(
         &self,
         range: &KeyRange,
         limit: usize,
+        now: DateTime<Utc>,
+        lease: TimeDelta,
     ) -> impl Future<Output = Result<Vec<DirtyDayBuckets>, StoreError>> + Send;
     /// Saves computed days and clears each dirty mark whose generation is unchanged, in one
-    /// transaction.
+    /// transaction; the marks of days that changed meanwhile stay, unclaimed.
     fn save_site_days(&self, days: &[(DirtyDay, DailyP95)]) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// The computed days of an account's sites in `[from, until)`.
     fn site_days(

@@ -1,20 +1,25 @@
 //! Each site's daily P95 (R5) kept current: a merge marks the (site, day) it touched dirty in
 //! the same transaction as the buckets; [`refresh`] recomputes only those site-days with
-//! `tally_common::p95` and clears each mark unless the day changed again meanwhile.
+//! `tally_common::p95` and clears each mark unless the day changed again meanwhile. Each batch is
+//! claimed first, so collectors sharing a store recompute different days (R30).
 
+use chrono::TimeDelta;
 use tally_common::p95::{DailyP95, daily_site_p95};
 
 use crate::store::{DirtyDay, KeyRange, Store, StoreError};
 
 /// Site-days recomputed per store transaction.
 const REFRESH_BATCH: usize = 5_000;
+/// How long a claimed batch is this collector's alone (R30): it computes and saves a batch in
+/// well under a second; another collector takes it after this only if this one died.
+const CLAIM_LEASE: TimeDelta = TimeDelta::minutes(5);
 
 /// Recomputes every dirty site-day; returns how many were computed. The dirty days are split in
 /// two halves recomputed side by side (both cores), until none is left: a day dirtied again
 /// meanwhile is computed once more.
 pub async fn refresh<S: Store>(store: &S) -> Result<usize, StoreError> {
     let mut total = 0;
-    while let Some(middle) = store.dirty_days_midpoint().await? {
+    while let Some(middle) = store.dirty_days_midpoint(crate::clock::now()).await? {
         let first = KeyRange { after: None, through: Some(middle.clone()) };
         let second = KeyRange { after: Some(middle), through: None };
         let (a, b) = tokio::try_join!(refresh_range(store, first), refresh_range(store, second))?;
@@ -35,7 +40,8 @@ async fn refresh_range<S: Store>(store: &S, mut range: KeyRange) -> Result<usize
                 false => store.save_site_days(&computed).await,
             }
         };
-        let (dirty, ()) = tokio::try_join!(store.dirty_days(&range, REFRESH_BATCH), save)?;
+        let claim = store.claim_dirty_days(&range, REFRESH_BATCH, crate::clock::now(), CLAIM_LEASE);
+        let (dirty, ()) = tokio::try_join!(claim, save)?;
         let Some((last, _)) = dirty.last() else { return Ok(total) };
         range.after = Some((last.site.clone(), last.day));
         computed = dirty

@@ -49,6 +49,7 @@ macro_rules! conformance_tests {
             revoking_a_site_revokes_its_certificates_only,
             api_tokens_are_found_by_hash_and_revoked,
             a_day_merged_into_during_its_recomputation_stays_dirty,
+            a_dirty_day_is_claimed_by_one_collector_until_its_lease_ends,
             every_dirty_day_is_recomputed_once_across_batches,
             usage_events_are_stored_once_and_counted_by_meter,
             a_month_is_finalized_once_with_its_overusage_and_notifications,
@@ -204,7 +205,7 @@ pub(crate) async fn a_batch_with_one_bad_row_writes_nothing<B: Backend>(backend:
     let result = store.merge_buckets(&[("hq".into(), bucket(0, 100, 60)), ("ghost".into(), bucket(0, 1, 1))]).await;
     assert!(result.is_err());
     assert!(store.buckets_of_day("hq", day()).await.unwrap().is_empty(), "the transaction rolled back");
-    assert!(store.dirty_days(&Default::default(), 10).await.unwrap().is_empty(), "no dirty mark either");
+    assert!(claim_dirty(&store, at(0)).await.is_empty(), "no dirty mark either");
 }
 
 pub(crate) async fn duplicates_and_dangling_references_are_refused_by_name<B: Backend>(backend: B) {
@@ -436,21 +437,54 @@ pub(crate) async fn api_tokens_are_found_by_hash_and_revoked<B: Backend>(backend
 pub(crate) async fn a_day_merged_into_during_its_recomputation_stays_dirty<B: Backend>(backend: B) {
     let store = seeded(&backend).await;
     store.merge_buckets(&[("hq".into(), bucket(0, 100, 60))]).await.unwrap();
-    let read = store.dirty_days(&Default::default(), 10).await.unwrap();
+    let read = claim_dirty(&store, at(1)).await;
     assert_eq!(read.len(), 1);
     // A merge lands between reading the dirty day and saving its P95.
     store.merge_buckets(&[("hq".into(), bucket(1, 200, 60))]).await.unwrap();
     let stale = tally_common::p95::daily_site_p95(day(), [(bucket(0, 100, 60).start, 100)]);
     store.save_site_days(&[(read[0].0.clone(), stale)]).await.unwrap();
-    assert_eq!(
-        store.dirty_days(&Default::default(), 10).await.unwrap().len(),
-        1,
-        "the newer merge keeps the day dirty"
-    );
+    assert_eq!(claim_dirty(&store, at(1)).await.len(), 1, "the newer merge keeps the day dirty, free to claim");
+    // (`refresh` claims on the real clock, long after these claims' leases.)
     assert_eq!(tally_collector::usage::refresh(&store).await.unwrap(), 1);
-    assert!(store.dirty_days(&Default::default(), 10).await.unwrap().is_empty());
+    assert!(claim_dirty(&store, at(23)).await.is_empty());
     let days = store.site_days("acme", day(), day().succ_opt().unwrap()).await.unwrap();
     assert_eq!(days[0].p95.buckets_present, 2, "computed again with both buckets");
+}
+
+/// Claims the dirty days unclaimed at `now` for 5 minutes.
+async fn claim_dirty<S: Store>(store: &S, now: DateTime<Utc>) -> Vec<tally_collector::store::DirtyDayBuckets> {
+    store.claim_dirty_days(&Default::default(), 10, now, TimeDelta::minutes(5)).await.unwrap()
+}
+
+/// R30: a dirty day is recomputed by the one collector that claimed it; if that one dies, the
+/// day is claimed again once its lease ends, and is never lost.
+pub(crate) async fn a_dirty_day_is_claimed_by_one_collector_until_its_lease_ends<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    store.merge_buckets(&[("hq".into(), bucket(0, 100, 60)), ("sh".into(), bucket(0, 50, 60))]).await.unwrap();
+    let lease = TimeDelta::minutes(5);
+    let first = store.claim_dirty_days(&Default::default(), 1, at(1), lease).await.unwrap();
+    assert_eq!(first.len(), 1, "as many as asked for");
+    let second = claim_dirty(&store, at(1)).await;
+    assert_eq!(second.len(), 1, "another collector gets the other day");
+    assert_ne!(first[0].0.site, second[0].0.site);
+    assert!(claim_dirty(&store, at(1)).await.is_empty(), "both are claimed");
+    assert_eq!(store.dirty_days_midpoint(at(1)).await.unwrap(), None, "nothing left to split");
+    // The first claimant dies without saving: its day is free once its lease ends, not before.
+    store.save_site_days(&[(second[0].0.clone(), daily(&second[0]))]).await.unwrap();
+    assert!(claim_dirty(&store, at(1) + lease - TimeDelta::seconds(1)).await.is_empty());
+    let again = claim_dirty(&store, at(1) + lease).await;
+    assert_eq!(again.iter().map(|(d, _)| &d.site).collect::<Vec<_>>(), [&first[0].0.site]);
+    store.save_site_days(&[(again[0].0.clone(), daily(&again[0]))]).await.unwrap();
+    assert!(claim_dirty(&store, at(3)).await.is_empty());
+    let days = store.site_days("acme", day(), day().succ_opt().unwrap()).await.unwrap();
+    assert_eq!(
+        days.iter().map(|d| (d.site.as_str(), d.p95.buckets_present)).collect::<Vec<_>>(),
+        [("hq", 1), ("sh", 1)]
+    );
+}
+
+fn daily((dirty, buckets): &tally_collector::store::DirtyDayBuckets) -> tally_common::p95::DailyP95 {
+    tally_common::p95::daily_site_p95(dirty.day, buckets.iter().copied())
 }
 
 /// More dirty days than one recomputation batch, split between the two lanes: every site-day is

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use sqlx::PgConnection;
 use tally_common::bucket::Bucket;
 use tally_common::enforcement::{CapSetting, exceeds_cap, judging_cap};
@@ -246,25 +246,38 @@ impl BucketStore for PgStore {
         to_u64(count, "count")
     }
 
-    async fn dirty_days_midpoint(&self) -> Result<Option<DayKey>, StoreError> {
+    async fn dirty_days_midpoint(&self, now: DateTime<Utc>) -> Result<Option<DayKey>, StoreError> {
         let row: Option<(String, String)> = sqlx::query_as(
-            "SELECT site_id, day FROM dirty_days ORDER BY site_id, day
-             OFFSET (SELECT count(*) / 2 FROM dirty_days) LIMIT 1",
+            "WITH free AS (SELECT site_id, day FROM dirty_days WHERE coalesce(claimed_until, '') <= $1)
+             SELECT site_id, day FROM free ORDER BY site_id, day OFFSET (SELECT count(*) / 2 FROM free) LIMIT 1",
         )
+        .bind(stamp(now))
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
         row.map(|(site, day)| Ok((site, day_of(&day)?))).transpose()
     }
 
-    async fn dirty_days(&self, range: &KeyRange, limit: usize) -> Result<Vec<DirtyDayBuckets>, StoreError> {
+    async fn claim_dirty_days(
+        &self,
+        range: &KeyRange,
+        limit: usize,
+        now: DateTime<Utc>,
+        lease: TimeDelta,
+    ) -> Result<Vec<DirtyDayBuckets>, StoreError> {
         let (after, through) = (range.after.as_ref(), range.through.as_ref());
+        // SKIP LOCKED: collectors claiming at once take different days instead of waiting.
         let rows: Vec<DirtyRow> = sqlx::query_as(
-            "SELECT d.site_id, d.day, d.generation, b.starts, b.maxima
-             FROM (SELECT site_id, day, generation FROM dirty_days
-                   WHERE ($1::text IS NULL OR (site_id, day) > ($1, $2))
-                     AND ($3::text IS NULL OR (site_id, day) <= ($3, $4))
-                   ORDER BY site_id, day LIMIT $5) d
+            "WITH d AS (
+                 UPDATE dirty_days SET claimed_until = $7 WHERE (site_id, day) IN (
+                     SELECT site_id, day FROM dirty_days
+                     WHERE coalesce(claimed_until, '') <= $6
+                       AND ($1::text IS NULL OR (site_id, day) > ($1, $2))
+                       AND ($3::text IS NULL OR (site_id, day) <= ($3, $4))
+                     ORDER BY site_id, day LIMIT $5 FOR UPDATE SKIP LOCKED)
+                 RETURNING site_id, day, generation)
+             SELECT d.site_id, d.day, d.generation, b.starts, b.maxima
+             FROM d
              LEFT JOIN LATERAL (
                  SELECT array_agg(bucket_start ORDER BY bucket_start) AS starts,
                         array_agg(max_bps ORDER BY bucket_start) AS maxima
@@ -278,6 +291,8 @@ impl BucketStore for PgStore {
         .bind(through.map(|(site, _)| site))
         .bind(through.map(|(_, day)| day.to_string()))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(stamp(now))
+        .bind(stamp(now + lease))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -326,6 +341,16 @@ impl BucketStore for PgStore {
             .bind(&sites)
             .bind(&dates)
             .bind(&generations)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            // The marks left changed meanwhile: free for the next pass at once.
+            sqlx::query(
+                "UPDATE dirty_days SET claimed_until = NULL
+                 WHERE (site_id, day) IN (SELECT * FROM UNNEST($1::text[], $2::text[])) AND claimed_until IS NOT NULL",
+            )
+            .bind(&sites)
+            .bind(&dates)
             .execute(&mut *tx)
             .await
             .map_err(db)?;

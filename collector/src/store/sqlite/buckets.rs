@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use sqlx::{QueryBuilder, Sqlite};
 use tally_common::bucket::Bucket;
 use tally_common::enforcement::{CapSetting, exceeds_cap, judging_cap};
@@ -173,6 +173,16 @@ pub(super) async fn merge(
     Ok(stats)
 }
 
+/// Appends `range`'s bounds to a WHERE clause on `(site_id, day)`.
+fn push_range(query: &mut QueryBuilder<Sqlite>, range: &KeyRange) {
+    if let Some((site, day)) = &range.after {
+        query.push(" AND (site_id, day) > (").push_bind(site.clone()).push(", ").push_bind(day.to_string()).push(")");
+    }
+    if let Some((site, day)) = &range.through {
+        query.push(" AND (site_id, day) <= (").push_bind(site.clone()).push(", ").push_bind(day.to_string()).push(")");
+    }
+}
+
 impl BucketStore for SqliteStore {
     async fn merge_buckets(&self, rows: &[(String, Bucket)]) -> Result<MergeStats, StoreError> {
         let rows: Vec<(String, Measured)> = rows.iter().map(|(site, b)| (site.clone(), Measured::from(*b))).collect();
@@ -228,37 +238,59 @@ impl BucketStore for SqliteStore {
         to_u64(count, "count")
     }
 
-    async fn dirty_days_midpoint(&self) -> Result<Option<DayKey>, StoreError> {
+    async fn dirty_days_midpoint(&self, now: DateTime<Utc>) -> Result<Option<DayKey>, StoreError> {
         let row: Option<(String, String)> = sqlx::query_as(
-            "SELECT site_id, day FROM dirty_days ORDER BY site_id, day
-             LIMIT 1 OFFSET (SELECT count(*) / 2 FROM dirty_days)",
+            "WITH free AS (SELECT site_id, day FROM dirty_days WHERE coalesce(claimed_until, '') <= ?1)
+             SELECT site_id, day FROM free ORDER BY site_id, day LIMIT 1 OFFSET (SELECT count(*) / 2 FROM free)",
         )
+        .bind(stamp(now))
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
         row.map(|(site, day)| Ok((site, parse(&day, "day")?))).transpose()
     }
 
-    async fn dirty_days(&self, range: &KeyRange, limit: usize) -> Result<Vec<DirtyDayBuckets>, StoreError> {
-        // One row per dirty day, its buckets folded into one text value "start max,start max":
+    async fn claim_dirty_days(
+        &self,
+        range: &KeyRange,
+        limit: usize,
+        now: DateTime<Utc>,
+        lease: TimeDelta,
+    ) -> Result<Vec<DirtyDayBuckets>, StoreError> {
+        // Three parameters a claimed day below: at most 30,000, under SQLite's limit of 32,766.
+        let limit = i64::try_from(limit.min(10_000)).unwrap_or(i64::MAX);
+        let mut tx = self.begin_write().await?;
+        let mut claim = QueryBuilder::<Sqlite>::new("UPDATE dirty_days SET claimed_until = ");
+        claim.push_bind(stamp(now + lease));
+        claim.push(
+            " WHERE (site_id, day) IN (SELECT site_id, day FROM dirty_days WHERE coalesce(claimed_until, '') <= ",
+        );
+        claim.push_bind(stamp(now));
+        push_range(&mut claim, range);
+        claim.push(" ORDER BY site_id, day LIMIT ").push_bind(limit).push(") RETURNING site_id, day, generation");
+        let claimed: Vec<(String, String, i64)> = claim.build_query_as().fetch_all(&mut *tx).await.map_err(db)?;
+        if claimed.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        // One row per claimed day, its buckets folded into one text value "start max,start max":
         // sqlx hands rows over one by one, and a day's 288 rows cost far more than one string.
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT d.site_id, d.day, d.generation,
+        let mut query = QueryBuilder::<Sqlite>::new("WITH d (site_id, day, generation) AS (VALUES ");
+        let mut values = query.separated(", ");
+        for (site, day, generation) in &claimed {
+            values.push("(").push_bind_unseparated(site).push_unseparated(", ").push_bind_unseparated(day);
+            values.push_unseparated(", ").push_bind_unseparated(generation).push_unseparated(")");
+        }
+        query.push(
+            ") SELECT d.site_id, d.day, d.generation,
                     (SELECT group_concat(b.bucket_start || ' ' || b.max_bps) FROM buckets b
                      WHERE b.site_id = d.site_id
                        AND b.bucket_start >= unixepoch(d.day) AND b.bucket_start < unixepoch(d.day) + 86400)
-             FROM (SELECT site_id, day, generation FROM dirty_days WHERE true",
+             FROM d ORDER BY d.site_id, d.day",
         );
-        if let Some((site, day)) = &range.after {
-            query.push(" AND (site_id, day) > (").push_bind(site).push(", ").push_bind(day.to_string()).push(")");
-        }
-        if let Some((site, day)) = &range.through {
-            query.push(" AND (site_id, day) <= (").push_bind(site).push(", ").push_bind(day.to_string()).push(")");
-        }
-        query.push(" ORDER BY site_id, day LIMIT ").push_bind(i64::try_from(limit).unwrap_or(i64::MAX));
-        query.push(") d ORDER BY d.site_id, d.day");
         let rows: Vec<(String, String, i64, Option<String>)> =
-            query.build_query_as().fetch_all(&self.pool).await.map_err(db)?;
+            query.build_query_as().fetch_all(&mut *tx).await.map_err(db)?;
+        tx.commit().await?;
         rows.into_iter()
             .map(|(site, day, generation, buckets)| {
                 let buckets = buckets
@@ -315,6 +347,18 @@ impl BucketStore for SqliteStore {
                      (SELECT site_id, day, generation FROM done)",
             );
             clear.build().execute(&mut *tx).await.map_err(db)?;
+            // The marks left changed meanwhile: free for the next pass at once.
+            let mut release = QueryBuilder::<Sqlite>::new("WITH done (site_id, day) AS (VALUES ");
+            let mut values = release.separated(", ");
+            for (dirty, _) in chunk {
+                values.push("(").push_bind_unseparated(&dirty.site).push_unseparated(", ");
+                values.push_bind_unseparated(dirty.day.to_string()).push_unseparated(")");
+            }
+            release.push(
+                ") UPDATE dirty_days SET claimed_until = NULL
+                   WHERE (site_id, day) IN (SELECT site_id, day FROM done) AND claimed_until IS NOT NULL",
+            );
+            release.build().execute(&mut *tx).await.map_err(db)?;
         }
         tx.commit().await
     }
