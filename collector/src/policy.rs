@@ -2,13 +2,14 @@
 //! seconds of a change.
 //!
 //! Caps change in the store, from `serve`'s HTTP API or from an admin command in another
-//! process, and every change takes a new policy version from one sequence over all sites. So
-//! [`watch`] polls the store each [`POLL`] for versions above the last it saw (an index lookup),
-//! and [`Board::publish`]es them; each connection [`Board::subscribe`]s to its site's policy.
+//! process or another collector (R30), and every change takes a new policy version from one
+//! sequence over all sites. So [`watch`] polls the store each [`POLL`] for versions above those
+//! it has surely seen (an index lookup), and [`Board::publish`]es them; each connection
+//! [`Board::subscribe`]s to its site's policy.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -67,24 +68,53 @@ impl Drop for Subscription {
     }
 }
 
+/// How far back each look reads again. Versions come from one sequence, but transactions on
+/// several collectors (R30) may commit them out of order: a version committed just after a
+/// higher one was seen is still found. A change commits within milliseconds of taking its
+/// version, so everything taken this long before a look has committed.
+const LOOKBACK: Duration = Duration::from_secs(10);
+
+/// The highest version seen at each look, oldest first.
+#[derive(Debug, Default)]
+struct Looks(VecDeque<(Instant, u64)>);
+
+impl Looks {
+    /// The highest version seen at least [`LOOKBACK`] before `now`: every version up to it has
+    /// committed (0 until a look is that old).
+    fn settled(&mut self, now: Instant) -> u64 {
+        let old = |look: &(Instant, u64)| now.duration_since(look.0) >= LOOKBACK;
+        while self.0.get(1).is_some_and(old) {
+            self.0.pop_front();
+        }
+        self.0.front().filter(|look| old(look)).map_or(0, |(_, version)| *version)
+    }
+
+    fn record(&mut self, now: Instant, seen: u64) {
+        self.0.push_back((now, seen));
+    }
+}
+
 /// Publishes every policy change until `shutdown`.
 pub async fn watch<S: Store>(store: Arc<S>, board: Arc<Board>, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
     let (mut seen, mut first) = (0, true);
+    let mut looks = Looks::default();
     let mut failing = false;
     loop {
-        match store.policies_since(seen).await {
+        match store.policies_since(looks.settled(Instant::now())).await {
             Ok(changed) => {
                 failing = false;
-                seen = changed.iter().map(|p| p.version).max().unwrap_or(seen);
+                let before = seen;
+                seen = changed.iter().map(|p| p.version).max().unwrap_or(seen).max(seen);
                 // The first look publishes every policy too (quietly): a connection that read
                 // its own just before a change still hears of it. Versions it has are not news.
                 for policy in changed {
-                    if !first {
+                    if !first && policy.version > before {
                         tracing::info!(site = %policy.site, version = policy.version, cap_bps = policy.cap_bps, "policy changed");
                     }
                     board.publish(policy);
                 }
+                looks.record(Instant::now(), seen);
                 first = false;
             }
             Err(e) if !failing => {
@@ -103,6 +133,24 @@ pub async fn watch<S: Store>(store: Arc<S>, board: Arc<Board>, shutdown: impl st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// R30: each look reads from the version seen LOOKBACK ago, so a version taken before a
+    /// higher one but committed after it is still read.
+    #[test]
+    fn looks_read_again_what_may_have_committed_late() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut looks = Looks::default();
+        assert_eq!(looks.settled(at(0)), 0);
+        looks.record(at(0), 10);
+        looks.record(at(1), 12);
+        assert_eq!(looks.settled(at(9)), 0, "nothing is settled yet: read everything");
+        assert_eq!(looks.settled(at(10)), 10);
+        looks.record(at(10), 15);
+        assert_eq!(looks.settled(at(11)), 12);
+        assert_eq!(looks.settled(at(25)), 15);
+        assert_eq!(looks.0.len(), 1, "older looks are forgotten");
+    }
 
     fn policy(site: &str, version: u64, cap_bps: Option<u64>) -> SitePolicy {
         SitePolicy { site: site.into(), version, cap_bps }
