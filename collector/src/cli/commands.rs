@@ -31,6 +31,9 @@ use crate::usage;
 /// Runs `command` on the collector configured by `config`, on its store: PostgreSQL when
 /// `database_url` is set, else the embedded SQLite file.
 pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
+    if let Command::MigrateStore { from, to } = &command {
+        return migrate_store(from, to).await;
+    }
     match &config.database_url {
         Some(url) => {
             let store = PgStore::open(url).await.with_context(|| format!("opening the store at {}", redacted(url)))?;
@@ -97,7 +100,7 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
             http.await??;
             tracing::info!("collector stopped");
         }
-        Command::Validate | Command::DefaultConfig => {}
+        Command::Validate | Command::DefaultConfig | Command::MigrateStore { .. } => {}
         Command::Ca(CaCommand::Init) => {
             let (ca, created) = Ca::load_or_create(&config.ca_dir())?;
             let state = if created { "created" } else { "exists" };
@@ -480,6 +483,31 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
 }
 
 /// `rows` as left-aligned columns, the first row a header.
+/// `migrate-store`: the SQLite store at `from` (sqlite://PATH) into the PostgreSQL database `to`.
+async fn migrate_store(from: &str, to: &str) -> anyhow::Result<()> {
+    let path = from.strip_prefix("sqlite://").map(std::path::Path::new);
+    let path = path.filter(|p| p.is_file()).ok_or_else(|| {
+        anyhow::anyhow!("--from {from:?}: expected sqlite://PATH naming an existing store (data_dir/tally.db)")
+    })?;
+    if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
+        anyhow::bail!("--to {}: expected a postgres:// URL", redacted(to));
+    }
+    let source = SqliteStore::open(path).await.with_context(|| format!("opening {}", path.display()))?;
+    let target = PgStore::open(to).await.with_context(|| format!("opening {}", redacted(to)))?;
+    let migrated = crate::store::migrate::copy(&source, &target).await?;
+    let rows: u64 = migrated.rows.iter().map(|(_, n)| n).sum();
+    for (table, n) in &migrated.rows {
+        outln!("{table:<24} {n:>10}");
+    }
+    outln!(
+        "copied {rows} row(s) from {} to {}; every table's count matches, buckets SHA-256 {}",
+        path.display(),
+        redacted(to),
+        migrated.buckets_sha256
+    );
+    Ok(())
+}
+
 /// The collector's CA, and whether it was created now: on first use, except where collectors
 /// share it (R30), where only `ca init` makes it.
 fn load_ca(config: &Config) -> Result<(Ca, bool), crate::ca::CaError> {

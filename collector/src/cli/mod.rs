@@ -54,6 +54,16 @@ pub enum Command {
         #[arg(long)]
         csv: PathBuf,
     },
+    /// Copy an SQLite store into a new PostgreSQL database, every table in one transaction,
+    /// checked by row counts and a checksum of the buckets. The source is left as it is.
+    MigrateStore {
+        /// The SQLite store: sqlite://PATH (data_dir/tally.db).
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database, empty: postgres://user@host:port/db.
+        #[arg(long)]
+        to: String,
+    },
     /// The notification outbox: what was sent to whom, and what is still being retried.
     Notifications {
         /// Only this account's.

@@ -30,6 +30,7 @@ mod access;
 mod accounts;
 mod buckets;
 mod intake;
+pub mod migrate;
 mod orders;
 mod outbox;
 mod policies;

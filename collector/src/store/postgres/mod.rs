@@ -64,6 +64,10 @@ impl PgStore {
         Ok(store)
     }
 
+    pub(in crate::store) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Begins a write transaction.
     async fn begin_write(&self) -> Result<WriteTx, StoreError> {
         match self.pool.begin().await {

@@ -39,6 +39,21 @@ impl PgStore {
         self.ensure_partitions([this, this.next(), this.next().next()].into_iter().collect()).await
     }
 
+    /// Creates the partitions of every month from `first`'s to `last`'s (bucket starts).
+    pub(in crate::store) async fn ensure_partitions_between(&self, first: i64, last: i64) -> Result<(), StoreError> {
+        let month = |unix| BucketStart::from_unix(unix).map(|s| Month::containing(s.day()));
+        let (first, last) = (month(first), month(last));
+        let (Ok(mut month), Ok(last)) = (first, last) else {
+            return Err(StoreError::Corrupt("a bucket start outside the calendar".to_owned()));
+        };
+        let mut months = BTreeSet::from([month]);
+        while month < last {
+            month = month.next();
+            months.insert(month);
+        }
+        self.ensure_partitions(months).await
+    }
+
     /// Creates the partitions of the months of `starts` that do not have one yet.
     pub(super) async fn ensure_partitions_for(
         &self,

@@ -57,6 +57,12 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    pub(in crate::store) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
 /// A database error; a full disk, an I/O error or a read-only file (SQLITE_FULL, SQLITE_IOERR,
 /// SQLITE_READONLY, with any extended code) is `Unavailable`: it passes when the cause does.
 fn db(e: sqlx::Error) -> StoreError {
