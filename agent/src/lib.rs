@@ -18,6 +18,7 @@ pub mod journal;
 pub mod measure;
 pub mod netif;
 pub mod replay;
+pub mod route;
 pub mod shaper;
 pub mod status;
 pub mod store;
@@ -82,6 +83,7 @@ pub async fn run(
         None
     });
     let store = Rc::new(RefCell::new(opened.store));
+    let state_dir = config.state_dir.clone();
     let mut meter = Meter::new(config, store.clone(), status.clone())?;
     // One shutdown for both halves: the meter saves its state, the uplink closes its connection.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -103,9 +105,15 @@ pub async fn run(
     let uplink = async {
         match identity {
             Some(identity) => {
-                tracing::info!(site = %identity.site, collector = %identity.collector, "enrolled: shipping buckets to the collector");
-                let link =
-                    uplink::Link { store: store.clone(), status: status.clone(), closed, policies, reports: to_report };
+                tracing::info!(site = %identity.site, collectors = %identity.collectors.join(" "), "enrolled: shipping buckets to the collector");
+                let link = uplink::Link {
+                    state_dir,
+                    store: store.clone(),
+                    status: status.clone(),
+                    closed,
+                    policies,
+                    reports: to_report,
+                };
                 uplink::run(identity, link, clock, until_stopped(stopped.clone())).await
             }
             None => {

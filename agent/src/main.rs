@@ -186,7 +186,7 @@ fn enroll(state_dir: &std::path::Path, collector: &str, token: &str) -> anyhow::
     outln!(
         "enrolled as site {} with collector {}; identity saved in {}",
         identity.site,
-        identity.collector,
+        identity.collectors.join(", "),
         state_dir.join("identity").display()
     );
     Ok(())

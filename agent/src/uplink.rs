@@ -38,12 +38,13 @@ use tally_common::time::rfc3339;
 use tally_common::token::EnrollToken;
 use tally_common::wire::frame::{DecodeError, decode, encode};
 use tally_common::wire::{
-    ALPN, AckV2, AgentMessage, BucketBatch, CollectorMessage, EnrollRequest, ErrorCode, Hello, MAX_CLOCK_OFFSET,
-    PROTOCOL_VERSION, Policy, PolicyApplied, StampedBatch, StampedBucket, WireBucket,
+    ALPN, AckV2, AgentMessage, BucketBatch, CollectorList, CollectorMessage, EnrollRequest, ErrorCode, Hello,
+    MAX_CLOCK_OFFSET, PROTOCOL_VERSION, Policy, PolicyApplied, StampedBatch, StampedBucket, WireBucket,
 };
 use tokio::sync::watch;
 
 use crate::clock::Clock;
+use crate::route::Route;
 use crate::status::{self, SharedStatus, UplinkStatus};
 use crate::store::Store;
 
@@ -75,7 +76,9 @@ pub enum UplinkError {
 #[derive(Clone)]
 pub struct Identity {
     pub site: String,
-    pub collector: String,
+    /// The collectors this socket may use, `HOST:PORT` each (R30): the one it enrolled with,
+    /// until a collector tells it the fleet's. Kept in the `collector` file, one a line.
+    pub collectors: Vec<String>,
     pub cert_der: Vec<u8>,
     pub key_der: Vec<u8>,
     pub ca_der: Vec<u8>,
@@ -83,7 +86,10 @@ pub struct Identity {
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity").field("site", &self.site).field("collector", &self.collector).finish_non_exhaustive()
+        f.debug_struct("Identity")
+            .field("site", &self.site)
+            .field("collectors", &self.collectors)
+            .finish_non_exhaustive()
     }
 }
 
@@ -109,9 +115,13 @@ impl Identity {
             let text = text.trim().to_owned();
             if text.is_empty() { Err(bad(name, "empty".into())) } else { Ok(text) }
         };
+        let collectors: Vec<String> = text("collector")?.lines().map(|l| l.trim().to_owned()).collect();
+        if let Some(bad_address) = collectors.iter().find(|a| !tally_common::wire::is_host_port(a)) {
+            return Err(bad("collector", format!("{bad_address:?} is not HOST:PORT")));
+        }
         let identity = Identity {
             site: text("site")?,
-            collector: text("collector")?,
+            collectors,
             cert_der: read("client.der")?,
             key_der: read("client.key")?,
             ca_der: read("ca.der")?,
@@ -155,8 +165,21 @@ impl Identity {
         write("client.der", &self.cert_der, 0o644)?;
         write("ca.der", &self.ca_der, 0o644)?;
         write("site", self.site.as_bytes(), 0o644)?;
-        write("collector", self.collector.as_bytes(), 0o644)
+        save_collectors(state_dir, &self.collectors)
     }
+}
+
+/// Replaces the identity's list of collectors (the `collector` file) whole: written aside,
+/// synced, then renamed over the old one, so a power cut leaves one list or the other.
+fn save_collectors(state_dir: &Path, collectors: &[String]) -> std::io::Result<()> {
+    let dir = Identity::dir(state_dir);
+    let new = dir.join("collector.new");
+    let _ = std::fs::remove_file(&new);
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o644).open(&new)?;
+    file.write_all(format!("{}\n", collectors.join("\n")).as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&new, dir.join("collector"))?;
+    std::fs::File::open(&dir)?.sync_all()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -239,17 +262,16 @@ fn endpoint(mut tls: rustls::ClientConfig) -> Result<quinn::Endpoint, UplinkErro
     Ok(endpoint)
 }
 
-/// Connects to `collector` (`HOST:PORT`) and opens the protocol's stream.
+/// Connects to `collector` (`HOST:PORT`) and opens the protocol's stream; a name with several
+/// addresses is connected at the one `attempt` picks.
 async fn open(
     endpoint: &quinn::Endpoint,
     collector: &str,
+    attempt: usize,
 ) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), UplinkError> {
     let unreachable = |e: &dyn std::fmt::Display| UplinkError::Unreachable(collector.to_owned(), e.to_string());
-    let addr = tokio::net::lookup_host(collector)
-        .await
-        .map_err(|e| unreachable(&e))?
-        .next()
-        .ok_or_else(|| unreachable(&"no address"))?;
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(collector).await.map_err(|e| unreachable(&e))?.collect();
+    let addr = *addrs.get(attempt % addrs.len().max(1)).ok_or_else(|| unreachable(&"no address"))?;
     let host = collector.rsplit_once(':').map_or(collector, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
     let connecting = endpoint.connect(addr, host).map_err(|e| unreachable(&e))?;
     let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
@@ -321,7 +343,7 @@ pub async fn enroll(state_dir: &Path, collector: &str, token: &EnrollToken) -> R
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     let endpoint = endpoint(tls)?;
-    let (_conn, mut tx, mut rx) = open(&endpoint, collector).await?;
+    let (_conn, mut tx, mut rx) = open(&endpoint, collector, 0).await?;
     let request = EnrollRequest {
         protocol_version: PROTOCOL_VERSION,
         token_secret: token.secret.clone(),
@@ -335,9 +357,17 @@ pub async fn enroll(state_dir: &Path, collector: &str, token: &EnrollToken) -> R
     if sha256_hex(&enrolled.ca_der) != token.ca_fingerprint {
         return Err(UplinkError::Local("the CA the collector sent does not match the token's fingerprint".into()));
     }
+    let mut collectors = vec![collector.to_owned()];
+    // A version-3 collector follows with the collectors this socket may use (R30).
+    if let Ok(Ok(CollectorMessage::Collectors(list))) =
+        tokio::time::timeout(Duration::from_secs(2), receive(&mut rx, &mut Vec::new())).await
+        && list.is_valid()
+    {
+        collectors = list.addresses;
+    }
     let identity = Identity {
         site: enrolled.site,
-        collector: collector.to_owned(),
+        collectors,
         cert_der: enrolled.cert_der,
         key_der: key.serialize_der(),
         ca_der: enrolled.ca_der,
@@ -350,6 +380,8 @@ pub async fn enroll(state_dir: &Path, collector: &str, token: &EnrollToken) -> R
 /// What the uplink shares with the rest of the agent, all on one thread.
 #[derive(Debug)]
 pub struct Link {
+    /// Where the identity is kept: the list of collectors is updated there.
+    pub state_dir: PathBuf,
     pub store: Rc<RefCell<Store>>,
     pub status: SharedStatus,
     /// Woken when buckets close.
@@ -369,6 +401,7 @@ pub async fn run(
 ) -> Result<(), UplinkError> {
     let tls = identity.client_config().map_err(|e| UplinkError::Local(e.to_string()))?;
     let endpoint = endpoint(tls)?;
+    let mut route = Route::new(&identity.site, identity.collectors.clone());
     let mut retry = FIRST_RETRY;
     let mut last_error = String::new();
     let mut seq = 0u64;
@@ -378,7 +411,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     loop {
         let attempt = tokio::time::Instant::now();
-        let session = session(&endpoint, &identity, &mut link, clock, &mut seq, &mut retry, &mut quarantine_told);
+        let session = session(&endpoint, &mut route, &mut link, clock, &mut seq, &mut retry, &mut quarantine_told);
         let error = tokio::select! {
             () = &mut shutdown => break,
             Err(e) = session => e,
@@ -394,11 +427,15 @@ pub async fn run(
         // Each retry with its real delay: the first of an outage (or a new reason) at WARN, the
         // others at INFO; at least one line every 5 minutes while unreachable.
         let (attempt_s, down_s, retry_in_s) = (attempt.elapsed().as_secs(), since.elapsed().as_secs(), wait.as_secs());
+        let failed = route.current().to_owned();
+        // The next attempt goes to the next collector (R30), after the same backoff.
+        route.failed();
+        let next = route.current();
         if message != last_error || *failures == 1 {
-            tracing::warn!(collector = %identity.collector, error = %message, attempt_s, retry_in_s, "collector unreachable, retrying");
+            tracing::warn!(collector = %failed, error = %message, attempt_s, retry_in_s, next = %next, "collector unreachable, retrying");
             last_error = message.clone();
         } else {
-            tracing::info!(collector = %identity.collector, error = %message, failures = *failures, down_s, attempt_s, retry_in_s, "collector still unreachable, retrying");
+            tracing::info!(collector = %failed, error = %message, failures = *failures, down_s, attempt_s, retry_in_s, next = %next, "collector still unreachable, retrying");
         }
         status::update(&link.status, |s| {
             if let Some(u) = &mut s.uplink {
@@ -415,6 +452,24 @@ pub async fn run(
     Ok(())
 }
 
+/// A list of collectors from the one connected (R30): kept, and saved with the identity, when
+/// valid and new.
+fn learn_collectors(route: &mut Route, state_dir: &Path, list: CollectorList) {
+    if !list.is_valid() {
+        tracing::warn!(addresses = list.addresses.len(), "the collector sent an invalid list of collectors: ignored");
+        return;
+    }
+    if route.update(list.addresses) {
+        let collectors = route.addresses().to_vec();
+        match save_collectors(state_dir, &collectors) {
+            Ok(()) => tracing::info!(collectors = %collectors.join(" "), "collectors this socket may use"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot save the list of collectors: using it until the agent restarts")
+            }
+        }
+    }
+}
+
 /// `base` ± 20 %, spread by `salt` so sockets that lost the collector together do not return together.
 fn jittered(base: Duration, salt: u64) -> Duration {
     let nanos =
@@ -427,7 +482,7 @@ fn jittered(base: Duration, salt: u64) -> Duration {
 /// an error.
 async fn session(
     endpoint: &quinn::Endpoint,
-    identity: &Identity,
+    route: &mut Route,
     link: &mut Link,
     clock: &impl Clock,
     seq: &mut u64,
@@ -435,7 +490,8 @@ async fn session(
     quarantine_told: &mut bool,
 ) -> Result<(), UplinkError> {
     let local = |e: crate::store::StoreError| UplinkError::Local(e.to_string());
-    let (_conn, mut tx, mut rx) = open(endpoint, &identity.collector).await?;
+    let (_conn, mut tx, mut rx) = open(endpoint, route.current(), route.attempt()).await?;
+    let collector = route.current().to_owned();
     let mut buf = Vec::new();
     send(
         &mut tx,
@@ -452,7 +508,7 @@ async fn session(
     };
     *retry = FIRST_RETRY;
     let mut backlog = link.store.borrow().pending_count();
-    tracing::info!(collector = %identity.collector, %site, backlog, clock_offset_s, "connected to the collector");
+    tracing::info!(%collector, %site, backlog, clock_offset_s, "connected to the collector");
     if let Some(offset) = clock_offset_s.filter(|o| o.abs() > MAX_CLOCK_OFFSET.num_seconds()) {
         let way = if offset > 0 { "ahead of" } else { "behind" };
         tracing::error!(
@@ -466,7 +522,7 @@ async fn session(
     status::update(&link.status, |s| {
         s.quarantined_buckets = quarantined;
         s.uplink = Some(UplinkStatus {
-            collector: identity.collector.clone(),
+            collector: collector.clone(),
             state: "connected".into(),
             last_ack: None,
             clock_offset_s,
@@ -514,6 +570,10 @@ async fn session(
                 CollectorMessage::Policy(policy) => {
                     tracing::info!(version = policy.version, cap_bps = policy.cap_bps, "policy received");
                     link.policies.send_replace(Some(policy));
+                    None
+                }
+                CollectorMessage::Collectors(list) => {
+                    learn_collectors(route, &link.state_dir, list);
                     None
                 }
                 _ => return Err(UplinkError::Garbled),
@@ -572,7 +632,7 @@ mod tests {
         let client = rcgen::generate_simple_self_signed(Vec::<String>::new()).unwrap();
         Identity {
             site: "hq".into(),
-            collector: "collector.example:4433".into(),
+            collectors: vec!["collector.example:4433".into()],
             cert_der: client.cert.der().to_vec(),
             key_der: client.signing_key.serialize_der(),
             ca_der: ca.cert.der().to_vec(),
@@ -595,12 +655,18 @@ mod tests {
             ("client.der", b"garbage".to_vec(), "client.der: not this socket's certificate"),
             ("ca.der", b"garbage".to_vec(), "ca.der: not the collector's CA certificate"),
             ("site", Vec::new(), "site: empty"),
+            ("collector", b"collector.example".to_vec(), "collector: \"collector.example\" is not HOST:PORT"),
         ] {
             good.save(dir.path()).unwrap();
             std::fs::write(dir.path().join("identity").join(file), bytes).unwrap();
             let error = Identity::load(dir.path()).unwrap_err();
             assert!(error.contains(says) && error.ends_with("enroll again with `tally-agent enroll`"), "{error}");
         }
+        // The list of collectors is replaced whole (R30).
+        save_collectors(dir.path(), &["c1.example:4433".into(), "[::1]:4433".into()]).unwrap();
+        let loaded = Identity::load(dir.path()).unwrap().unwrap();
+        assert_eq!(loaded.collectors, ["c1.example:4433", "[::1]:4433"]);
+        assert!(!dir.path().join("identity/collector.new").exists());
         good.save(dir.path()).unwrap();
         std::fs::remove_file(dir.path().join("identity/client.der")).unwrap();
         let error = Identity::load(dir.path()).unwrap_err();

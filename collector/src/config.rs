@@ -37,6 +37,11 @@ http_listen = "127.0.0.1:8080"
 # Names and addresses the agents use to reach the QUIC endpoint: its certificate covers them.
 server_names = ["localhost", "127.0.0.1", "::1"]
 
+# The collectors agents may use, HOST:PORT each (or one name resolving to several): every
+# collector sharing a database lists the same ones. Agents learn the list when they enroll and at
+# every connection, and fail over along it. Their host names are covered by the certificate too.
+# public_addresses = ["c1.example:4433", "c2.example:4433"]
+
 # At most this many agent connections at once; more are refused and retry later.
 max_connections = 10000
 
@@ -104,6 +109,9 @@ pub struct Config {
     /// The console is served over plain HTTP on loopback: its cookie is not `Secure`.
     pub console_plain_http: bool,
     pub server_names: Vec<String>,
+    /// The collectors agents may use, `HOST:PORT` (R30); empty: agents keep the address they
+    /// enrolled with.
+    pub public_addresses: Vec<String>,
     pub max_connections: usize,
     pub max_bucket_bps: u64,
     pub max_bucket_age: chrono::TimeDelta,
@@ -234,6 +242,23 @@ impl Config {
         }
     }
 
+    /// The names the QUIC endpoint's certificate covers: `server_names` and the hosts of
+    /// `public_addresses`, so an agent failing over to any collector never fails TLS (R30).
+    pub fn certificate_names(&self) -> Vec<String> {
+        let hosts = self
+            .public_addresses
+            .iter()
+            .filter_map(|a| a.rsplit_once(':'))
+            .map(|(host, _)| host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host).to_owned());
+        let mut names = self.server_names.clone();
+        for host in hosts {
+            if !names.contains(&host) {
+                names.push(host);
+            }
+        }
+        names
+    }
+
     /// The embedded store's database file.
     pub fn database(&self) -> PathBuf {
         self.data_dir.join("tally.db")
@@ -243,7 +268,7 @@ impl Config {
 /// The environment variable that overrides `database_url`.
 pub const DATABASE_URL_VAR: &str = "TALLY_DATABASE_URL";
 
-const KNOWN: [&str; 24] = [
+const KNOWN: [&str; 25] = [
     "data_dir",
     "database_url",
     "ca_dir",
@@ -251,6 +276,7 @@ const KNOWN: [&str; 24] = [
     "http_listen",
     "console_plain_http",
     "server_names",
+    "public_addresses",
     "max_connections",
     "max_bucket_bps",
     "max_bucket_age_days",
@@ -349,6 +375,24 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             Vec::new()
         }
     };
+    let public_addresses = match fields.get("public_addresses") {
+        None => Vec::new(),
+        Some(toml::Value::Array(items))
+            if !items.is_empty()
+                && items.len() <= tally_common::wire::MAX_COLLECTORS
+                && items.iter().all(|i| i.as_str().is_some_and(tally_common::wire::is_host_port)) =>
+        {
+            items.iter().filter_map(|i| i.as_str().map(str::to_owned)).collect()
+        }
+        Some(other) => {
+            let found = other.to_string();
+            fields.error(format!(
+                "public_addresses: expected a list of 1 to {} HOST:PORT addresses, found {found}",
+                tally_common::wire::MAX_COLLECTORS
+            ));
+            Vec::new()
+        }
+    };
     let max_connections = fields.integer("max_connections", 10_000, 1, 1_000_000) as usize;
     let max_bucket_age_days = fields.integer("max_bucket_age_days", 40, 1, 3_650);
     let silent_site_hours = fields.integer("silent_site_hours", 2, 1, 8_760);
@@ -365,6 +409,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         http_listen,
         console_plain_http,
         server_names,
+        public_addresses,
         max_connections,
         max_bucket_bps,
         max_bucket_age: chrono::TimeDelta::days(max_bucket_age_days as i64),

@@ -29,9 +29,9 @@ use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tally_common::wire::frame::{self, DecodeError};
 use tally_common::wire::{
-    ALPN, Ack, AckV2, AgentMessage, Bounds, Checked, CollectorMessage, EnrollRequest, Enrolled, ErrorCode,
-    ErrorMessage, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, Policy, PolicyApplied, RefusedBucket, StampedBatch,
-    StampedBucket, Welcome, WelcomeV2,
+    ALPN, Ack, AckV2, AgentMessage, Bounds, Checked, CollectorList, CollectorMessage, EnrollRequest, Enrolled,
+    ErrorCode, ErrorMessage, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, Policy, PolicyApplied, RefusedBucket,
+    StampedBatch, StampedBucket, Welcome, WelcomeV2,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -74,6 +74,8 @@ pub struct Limits {
     /// A site without a bucket for this long is silent, counted in the log hourly
     /// (`silent_site_hours`).
     pub silent_after: TimeDelta,
+    /// The collectors agents may use (R30), told to agents of version 3 and later.
+    pub public_addresses: Vec<String>,
 }
 
 impl From<&crate::config::Config> for Limits {
@@ -83,6 +85,7 @@ impl From<&crate::config::Config> for Limits {
             max_bucket_bps: config.max_bucket_bps,
             max_bucket_age: config.max_bucket_age,
             silent_after: config.silent_after,
+            public_addresses: config.public_addresses.clone(),
         }
     }
 }
@@ -331,7 +334,9 @@ async fn serve_connection<S: Store>(conn: quinn::Connection, serial: Option<Stri
         Err(code) => return refuse(&conn, Some(&mut tx), code, "the first frame did not decode".into()).await,
     };
     match (serial, first) {
-        (None, AgentMessage::Enroll(request)) => enroll(&conn, &mut tx, &**store, ca, request).await,
+        (None, AgentMessage::Enroll(request)) => {
+            enroll(&conn, &mut tx, &**store, ca, request, &limits.public_addresses).await
+        }
         (None, _) => {
             let message = "this connection has no client certificate: enroll first".to_owned();
             refuse(&conn, Some(&mut tx), ErrorCode::UnknownCertificate, message).await
@@ -374,6 +379,9 @@ async fn serve_connection<S: Store>(conn: quinn::Connection, serial: Option<Stri
             };
             span.in_scope(|| tracing::info!(agent = %hello.agent_version, protocol = version, "agent connected"));
             if send(&mut tx, &welcome).await.is_err() {
+                return;
+            }
+            if version >= 3 && tell_collectors(&mut tx, &limits.public_addresses).await.is_err() {
                 return;
             }
             let _present = presence.enter(&site);
@@ -556,13 +564,23 @@ impl<S: Store> Agent<'_, S> {
     }
 }
 
-/// Redeems the token, signs the request for the token's site, records the certificate.
+/// Tells a version-3 agent the collectors it may use, when they are configured (R30).
+async fn tell_collectors(tx: &mut quinn::SendStream, addresses: &[String]) -> Result<(), ()> {
+    if addresses.is_empty() {
+        return Ok(());
+    }
+    send(tx, &CollectorMessage::Collectors(CollectorList { addresses: addresses.to_vec() })).await.map_err(|_| ())
+}
+
+/// Redeems the token, signs the request for the token's site, records the certificate, and
+/// tells the agent the collectors it may use (`addresses`).
 async fn enroll<S: Store>(
     conn: &quinn::Connection,
     tx: &mut quinn::SendStream,
     store: &S,
     ca: &Ca,
     request: EnrollRequest,
+    addresses: &[String],
 ) {
     let remote = conn.remote_address();
     let refused = |message: String| {
@@ -596,7 +614,9 @@ async fn enroll<S: Store>(
     }
     tracing::info!(%remote, %site, %serial, "socket enrolled");
     let answer = CollectorMessage::Enrolled(Enrolled { site, cert_der, ca_der: ca.cert_der().to_vec() });
-    let _ = send(tx, &answer).await;
+    if send(tx, &answer).await.is_ok() && request.protocol_version >= 3 {
+        let _ = tell_collectors(tx, addresses).await;
+    }
     let _ = tx.finish();
     let _ = tokio::time::timeout(Duration::from_secs(2), tx.stopped()).await;
 }

@@ -62,7 +62,7 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
             let listener = TcpListener::bind(config.http_listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.http_listen))?;
-            let endpoint = crate::quic_endpoint(&ca, config.quic_listen, &config.server_names)
+            let endpoint = crate::quic_endpoint(&ca, config.quic_listen, &config.certificate_names())
                 .with_context(|| format!("cannot listen on UDP {}", config.quic_listen))?;
             let quic = endpoint.local_addr().context("the QUIC endpoint's address")?;
             tracing::info!(%quic, "ingest listening (ALPN tally/1)");

@@ -15,6 +15,8 @@
 //!   [`Refusal::TooOld`] exists. A version-1 agent is told `OutOfRange` for a bucket too old
 //!   ([`Refusal::for_version`]). Agents send [`StampedBatch`]: each bucket with the policy
 //!   version the socket had applied while measuring it (R26).
+//! - Version 3: [`CollectorList`] follows each welcome and each enrollment: the collectors the
+//!   agent may use (R30), which it keeps and fails over along.
 //!
 //! Buckets travel as [`WireBucket`], unvalidated: the collector checks each one
 //! ([`WireBucket::validate`]) and refuses the bad ones in its [`Ack`] instead of failing the whole
@@ -33,7 +35,7 @@ use crate::sampler::DiscardCounters;
 use crate::time::{BucketStart, SAMPLES_PER_BUCKET, TimeError};
 
 /// The newest protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The oldest protocol version a collector still serves.
 pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// The QUIC application protocol.
@@ -65,6 +67,40 @@ pub enum CollectorMessage {
     WelcomeV2(WelcomeV2),
     /// Version 2 and later.
     AckV2(AckV2),
+    /// Version 3 and later.
+    Collectors(CollectorList),
+}
+
+/// The collectors an agent may use, `HOST:PORT` each (R30): any of them serves it. Sent after
+/// each welcome and each enrollment when the collector knows its fleet's addresses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectorList {
+    pub addresses: Vec<String>,
+}
+
+/// At most this many addresses in a [`CollectorList`], each at most [`MAX_ADDRESS_LEN`] bytes:
+/// an agent keeps no more.
+pub const MAX_COLLECTORS: usize = 64;
+pub const MAX_ADDRESS_LEN: usize = 255;
+
+impl CollectorList {
+    /// Whether every address is `HOST:PORT` within the bounds an agent keeps.
+    pub fn is_valid(&self) -> bool {
+        !self.addresses.is_empty()
+            && self.addresses.len() <= MAX_COLLECTORS
+            && self.addresses.iter().all(|a| is_host_port(a))
+    }
+}
+
+/// `HOST:PORT`: a name or address (IPv6 in brackets), a port from 1 to 65535, printable
+/// characters only, at most [`MAX_ADDRESS_LEN`] bytes.
+pub fn is_host_port(address: &str) -> bool {
+    let Some((host, port)) = address.rsplit_once(':') else { return false };
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    address.len() <= MAX_ADDRESS_LEN
+        && !host.is_empty()
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:_".contains(&b))
+        && port.parse::<u16>().is_ok_and(|p| p > 0)
 }
 
 /// An agent asks for its certificate: the one-time secret of its enrollment token, and a
