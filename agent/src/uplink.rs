@@ -350,7 +350,8 @@ pub async fn enroll(state_dir: &Path, collector: &str, token: &EnrollToken) -> R
         csr_der: csr.der().to_vec(),
     };
     send(&mut tx, &AgentMessage::Enroll(request)).await?;
-    let enrolled = match receive(&mut rx, &mut Vec::new()).await? {
+    let mut buf = Vec::new();
+    let enrolled = match receive(&mut rx, &mut buf).await? {
         CollectorMessage::Enrolled(e) => e,
         _ => return Err(UplinkError::Garbled),
     };
@@ -360,7 +361,7 @@ pub async fn enroll(state_dir: &Path, collector: &str, token: &EnrollToken) -> R
     let mut collectors = vec![collector.to_owned()];
     // A version-3 collector follows with the collectors this socket may use (R30).
     if let Ok(Ok(CollectorMessage::Collectors(list))) =
-        tokio::time::timeout(Duration::from_secs(2), receive(&mut rx, &mut Vec::new())).await
+        tokio::time::timeout(Duration::from_secs(2), receive(&mut rx, &mut buf)).await
         && list.is_valid()
     {
         collectors = list.addresses;

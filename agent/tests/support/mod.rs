@@ -3,6 +3,8 @@
 
 pub mod collector;
 pub mod namespaces;
+#[path = "../../../testing/postgres.rs"]
+pub mod pg_cluster;
 #[path = "../../../testing/skip.rs"]
 pub mod skip;
 
