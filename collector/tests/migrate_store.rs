@@ -15,9 +15,8 @@ fn generated_month(c: &Collector) {
     c.ok(&args("account add --id beta --name Beta --partner partner"));
     for (account, region, mbps) in [("acme", "group1", 300), ("acme", "china", 20), ("beta", "group1", 1_000)] {
         c.ok(&args(&format!(
-            "license add --account {account} --kind bandwidth_pool --region {region} --quantity {} --from 2026-01-01 \
-             --to 2026-12-31",
-            mbps * 1_000_000
+            "license add --account {account} --kind bandwidth_pool --region {region} --quantity {mbps} --from \
+             2026-01-01 --to 2026-12-31"
         )));
     }
     for (account, site, country) in [("acme", "hq", "US"), ("acme", "ber", "DE"), ("beta", "nyc", "US")] {

@@ -5,10 +5,12 @@ pub mod http;
 #[path = "../../../testing/postgres.rs"]
 pub mod pg_cluster;
 pub mod quic;
+pub mod sinks;
 #[path = "../../../testing/skip.rs"]
 pub mod skip;
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, ChildStderr, Command, Output, Stdio};
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
@@ -58,6 +60,8 @@ pub struct Collector {
     pub offset: TimeDelta,
     /// Its PostgreSQL database; `None`: the SQLite file in its data directory.
     pub database_url: Option<String>,
+    /// Its CA's directory, when it is not in the data directory (on PostgreSQL, shared, R30).
+    ca_dir: Option<PathBuf>,
 }
 
 impl Collector {
@@ -67,8 +71,14 @@ impl Collector {
 
     /// With `extra` configuration lines.
     pub fn with_config(extra: &str) -> Self {
-        let c =
-            Collector { dir: tempfile::tempdir().unwrap(), offset: test_clock_offset(), database_url: test_database() };
+        Collector::on(test_database(), extra)
+    }
+
+    /// On the store at `database_url` (PostgreSQL), or SQLite, with `extra` configuration lines.
+    pub fn on(database_url: Option<String>, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_dir = database_url.as_ref().map(|_| dir.path().join("ca"));
+        let c = Collector { dir, offset: test_clock_offset(), database_url, ca_dir };
         c.configure(extra);
         if c.database_url.is_some() {
             // Collectors on PostgreSQL share a CA made once (R30).
@@ -77,11 +87,24 @@ impl Collector {
         c
     }
 
+    /// Another collector on this one's database, with its CA and clock (R30), and `extra`
+    /// configuration lines.
+    pub fn beside(&self, extra: &str) -> Self {
+        let c = Collector {
+            dir: tempfile::tempdir().unwrap(),
+            offset: self.offset,
+            database_url: self.database_url.clone(),
+            ca_dir: self.ca_dir.clone(),
+        };
+        c.configure(extra);
+        c
+    }
+
     /// Rewrites the configuration: its store, and `extra` lines.
     pub fn configure(&self, extra: &str) {
-        let store = match &self.database_url {
-            Some(url) => format!("database_url = {url:?}\nca_dir = {:?}\n", self.ca_file("")),
-            None => String::new(),
+        let store = match (&self.database_url, &self.ca_dir) {
+            (Some(url), Some(ca_dir)) => format!("database_url = {url:?}\nca_dir = {ca_dir:?}\n"),
+            _ => String::new(),
         };
         let config = format!("data_dir = {:?}\n{store}{extra}\n", self.dir.path().join("data"));
         std::fs::write(self.dir.path().join("c.toml"), config).unwrap();
@@ -155,9 +178,9 @@ impl Collector {
 
     /// A file of the collector's CA: in its data directory, or the one shared by collectors on
     /// PostgreSQL (R30).
-    pub fn ca_file(&self, name: &str) -> std::path::PathBuf {
-        match &self.database_url {
-            Some(_) => self.dir.path().join("ca").join(name),
+    pub fn ca_file(&self, name: &str) -> PathBuf {
+        match &self.ca_dir {
+            Some(dir) => dir.join(name),
             None => self.data_file("ca").join(name),
         }
     }
@@ -249,4 +272,19 @@ impl Serving {
         let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
+}
+
+/// `account` gets a site and a 100 Mbps Group 1 pool for 2026, and the site runs at `bps` all of
+/// Oct 7.
+pub fn licensed_100_mbps_running_at(c: &Collector, account: &str, site: &str, bps: u64) {
+    c.ok(&args(&format!("site add --account {account} --id {site} --name {site} --country US --type socket")));
+    c.ok(&args(&format!(
+        "license add --account {account} --kind bandwidth_pool --region group1 --quantity 100 --from 2026-01-01 --to 2026-12-31"
+    )));
+    let mut csv = String::from("site,bucket_start,max_bps\n");
+    for slot in 0..288 {
+        csv += &format!("{site},2026-10-07T{:02}:{:02}:00Z,{bps}\n", slot / 12, slot % 12 * 5);
+    }
+    let file = c.file(&format!("{site}.csv"), &csv);
+    c.ok(&["import-buckets", "--csv", &file]);
 }
