@@ -3,8 +3,9 @@
 //! watchdog when the binary exits. Each test takes a database of its own. PostgreSQL refuses to
 //! run as root: as root, the cluster runs as the `postgres` user.
 //!
-//! The cluster is for correctness, not durability (the tests kill collectors, never the
-//! database): `fsync` is off.
+//! The tests' cluster is for correctness, not durability (they kill collectors, never the
+//! database): `fsync` is off. The benchmarks' ([`durable_cluster`]) keeps PostgreSQL's defaults,
+//! a commit on disk when it returns, as the SQLite store's.
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::{Path, PathBuf};
@@ -26,11 +27,17 @@ pub struct Cluster {
 /// The binary's cluster, started on first use; `Err` says why it cannot run here (for `skip`).
 pub fn cluster() -> Result<&'static Cluster, String> {
     static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
-    CLUSTER.get_or_init(Cluster::start).as_ref().map_err(Clone::clone)
+    CLUSTER.get_or_init(|| Cluster::start(false)).as_ref().map_err(Clone::clone)
+}
+
+/// A cluster with PostgreSQL's durable defaults (`fsync`, `synchronous_commit`), for benchmarks.
+pub fn durable_cluster() -> Result<&'static Cluster, String> {
+    static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+    CLUSTER.get_or_init(|| Cluster::start(true)).as_ref().map_err(Clone::clone)
 }
 
 impl Cluster {
-    fn start() -> Result<Cluster, String> {
+    fn start(durable: bool) -> Result<Cluster, String> {
         let bin = server_binaries().ok_or(
             "PostgreSQL's server binaries (initdb, pg_ctl) were not found on PATH or in Debian's \
              /usr/lib/postgresql/<version>/bin: install postgresql (Debian: apt-get install postgresql-15)",
@@ -44,11 +51,9 @@ impl Cluster {
             .args(["--auth=trust", "--no-sync", "--locale=C", "--encoding=UTF8", "-U", ROLE, "-D"])
             .arg(&data))?;
         let port = free_port()?;
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=300",
-            dir.display()
-        );
+        let fast = if durable { "" } else { "-c fsync=off -c synchronous_commit=off -c full_page_writes=off" };
+        let options =
+            format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 {fast}", dir.display());
         run(as_server_user(&bin.join("pg_ctl"))
             .args(["-w", "-D"])
             .arg(&data)

@@ -4,18 +4,24 @@
 //! (one per 50 agents) with a real client certificate per agent, signed by the collector's CA
 //! and recorded in its store.
 //!
-//! 1. Raw store rate: the storm's rows merged straight into a SQLite file with the same store
-//!    code and the same durability (WAL, `synchronous = FULL`), in groups of 256 batches like
-//!    the ingest's group commit, without QUIC.
+//! On each store of `STORM_STORES` (both: `sqlite,postgres`): an SQLite file (WAL,
+//! `synchronous = FULL`), or a database on a throwaway PostgreSQL cluster with its durable
+//! defaults.
+//!
+//! 1. Raw store rate: the storm's rows merged straight into the store with the same store code
+//!    (`IntakeStore::ingest`: on PostgreSQL, arrays through `UNNEST` from one client), in groups
+//!    of 256 batches like the ingest's group commit, without QUIC.
 //! 2. Storm, `STORM_RUNS` (3) times on a fresh collector: `STORM_AGENTS` (1,000) agents connect
 //!    at once, each with a 288-bucket backlog: time until every bucket is acknowledged; the
 //!    collector's CPU time and peak RSS.
-//! 3. Steady: `STEADY_AGENTS` (5,000) agents stay connected, each sending a one-bucket batch
-//!    every 30 s (ten times the real rate) for `STEADY_SECONDS` (60): the collector's RSS and CPU.
+//! 3. Steady (SQLite): `STEADY_AGENTS` (5,000) agents stay connected, each sending a one-bucket
+//!    batch every 30 s (ten times the real rate) for `STEADY_SECONDS` (60): the collector's RSS
+//!    and CPU.
+//! 4. On PostgreSQL, once more with two collectors on one database, the agents split between
+//!    them: a check that every bucket is acknowledged (R30), not a measure.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,8 +30,12 @@ use anyhow::{Context, bail};
 use chrono::{NaiveDate, TimeDelta, Utc};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tally_collector::ca::{Ca, CertificateRequest};
+#[path = "../../testing/postgres.rs"]
+mod pg_cluster;
+
+use tally_collector::store::postgres::PgStore;
 use tally_collector::store::sqlite::SqliteStore;
-use tally_collector::store::{AccessStore, Account, AccountStore, ContractTerm, Intake, IntakeStore, Measured, Site};
+use tally_collector::store::{Account, ContractTerm, Intake, Measured, Site, Store};
 use tally_common::kinds::SiteType;
 use tally_common::region::RegionGroup;
 use tally_common::sampler::DiscardCounters;
@@ -43,33 +53,72 @@ fn setting(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// Where a benchmark's collector keeps its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// A new, empty database of this backend: PostgreSQL's URL (`None`: SQLite, in the data dir).
+    fn database(self) -> anyhow::Result<Option<String>> {
+        match self {
+            Backend::Sqlite => Ok(None),
+            Backend::Postgres => Ok(Some(pg_cluster::durable_cluster().map_err(anyhow::Error::msg)?.database())),
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let storm_agents = setting("STORM_AGENTS", 1_000);
     let steady_agents = setting("STEADY_AGENTS", 5_000);
     let steady_seconds = setting("STEADY_SECONDS", 60) as u64;
     let storm_runs = setting("STORM_RUNS", 3);
+    let stores = std::env::var("STORM_STORES").unwrap_or_else(|_| "sqlite,postgres".to_owned());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let raw = raw_store_rate(storm_agents).await?;
-        println!("raw store: {} rows in {:.2} s = {:.0} rows/s", storm_agents * BUCKETS_PER_AGENT, raw.0, raw.1);
-        for run in 1..=storm_runs {
-            let storm = storm(storm_agents).await?;
-            let ingest_rate = (storm_agents * BUCKETS_PER_AGENT) as f64 / storm.seconds;
-            println!(
-                "storm {run}/{storm_runs}: {storm_agents} agents x {BUCKETS_PER_AGENT} buckets acknowledged in {:.2} s \
-                 = {ingest_rate:.0} buckets/s ({:.0} % of the raw store rate); collector CPU {:.2} s, peak RSS {:.0} MiB",
-                storm.seconds,
-                100.0 * ingest_rate / raw.1,
-                storm.cpu_seconds,
-                storm.peak_rss_mib
-            );
+        for name in stores.split(',') {
+            let backend = match name {
+                "sqlite" => Backend::Sqlite,
+                "postgres" => Backend::Postgres,
+                other => bail!("STORM_STORES: {other:?} is neither sqlite nor postgres"),
+            };
+            println!("--- {name}");
+            let raw = raw_store_rate(storm_agents, backend).await?;
+            println!("raw store: {} rows in {:.2} s = {:.0} rows/s", storm_agents * BUCKETS_PER_AGENT, raw.0, raw.1);
+            for run in 1..=storm_runs {
+                let storm = storm(storm_agents, backend, 1).await?;
+                let ingest_rate = (storm_agents * BUCKETS_PER_AGENT) as f64 / storm.seconds;
+                println!(
+                    "storm {run}/{storm_runs}: {storm_agents} agents x {BUCKETS_PER_AGENT} buckets acknowledged in \
+                     {:.2} s = {ingest_rate:.0} buckets/s ({:.0} % of the raw store rate); collector CPU {:.2} s, \
+                     peak RSS {:.0} MiB",
+                    storm.seconds,
+                    100.0 * ingest_rate / raw.1,
+                    storm.cpu_seconds,
+                    storm.peak_rss_mib
+                );
+            }
+            match backend {
+                Backend::Sqlite => {
+                    let steady = steady(steady_agents, steady_seconds).await?;
+                    println!(
+                        "steady: {steady_agents} agents connected ({:.1} s to connect), {} batches in \
+                         {steady_seconds} s: collector RSS {:.0} MiB (peak {:.0} MiB), CPU {:.1} % of one core",
+                        steady.connect_seconds, steady.batches, steady.rss_mib, steady.peak_rss_mib, steady.cpu_percent
+                    );
+                }
+                Backend::Postgres => {
+                    let pair = storm(storm_agents, backend, 2).await?;
+                    println!(
+                        "two collectors on one database: {storm_agents} agents x {BUCKETS_PER_AGENT} buckets \
+                         acknowledged in {:.2} s (a check, not a measure: both share these 2 cores with PostgreSQL)",
+                        pair.seconds
+                    );
+                }
+            }
         }
-        let steady = steady(steady_agents, steady_seconds).await?;
-        println!(
-            "steady: {steady_agents} agents connected ({:.1} s to connect), {} batches in {steady_seconds} s: \
-             collector RSS {:.0} MiB (peak {:.0} MiB), CPU {:.1} % of one core",
-            steady.connect_seconds, steady.batches, steady.rss_mib, steady.peak_rss_mib, steady.cpu_percent
-        );
         anyhow::Ok(())
     })
 }
@@ -94,9 +143,8 @@ fn site_id(i: usize) -> String {
     format!("site-{i:05}")
 }
 
-/// A store with account `bench` and `sites` sites.
-async fn store_with_sites(path: &Path, sites: usize) -> anyhow::Result<SqliteStore> {
-    let store = SqliteStore::open(path).await?;
+/// Account `bench` and `sites` sites in `store`.
+async fn add_sites<S: Store>(store: &S, sites: usize) -> anyhow::Result<()> {
     let account = Account {
         id: "bench".into(),
         name: "Bench".into(),
@@ -117,12 +165,19 @@ async fn store_with_sites(path: &Path, sites: usize) -> anyhow::Result<SqliteSto
         };
         store.add_site(&site).await?;
     }
-    Ok(store)
+    Ok(())
 }
 
-async fn raw_store_rate(agents: usize) -> anyhow::Result<(f64, f64)> {
+async fn raw_store_rate(agents: usize, backend: Backend) -> anyhow::Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
-    let store = store_with_sites(&dir.path().join("raw.db"), agents).await?;
+    match backend.database()? {
+        None => raw_rate(&SqliteStore::open(&dir.path().join("raw.db")).await?, agents).await,
+        Some(url) => raw_rate(&PgStore::open(&url).await?, agents).await,
+    }
+}
+
+async fn raw_rate<S: Store>(store: &S, agents: usize) -> anyhow::Result<(f64, f64)> {
+    add_sites(store, agents).await?;
     let bounds = Bounds { now: Utc::now(), max_age: TimeDelta::days(40), max_bps: u64::MAX };
     // What the ingest path commits: one intake per agent's batch, buckets and discard totals.
     let batches: Vec<Intake> = backlog(agents)
@@ -142,87 +197,78 @@ async fn raw_store_rate(agents: usize) -> anyhow::Result<(f64, f64)> {
     Ok((seconds, (agents * BUCKETS_PER_AGENT) as f64 / seconds))
 }
 
-/// A collector process with its own data directory, `sites` sites and one enrolled certificate
-/// per site.
+/// Collector processes (`serve`) on one store with `sites` sites, and one enrolled certificate
+/// per site. Several share one PostgreSQL database and one CA (R30).
 struct Collector {
     _dir: tempfile::TempDir,
-    child: Child,
-    addr: SocketAddr,
+    servers: Vec<(Child, SocketAddr)>,
     agents: Vec<quinn::ClientConfig>,
 }
 
 impl Collector {
-    async fn start(sites: usize) -> anyhow::Result<Collector> {
+    async fn start(sites: usize, backend: Backend, processes: usize) -> anyhow::Result<Collector> {
         let dir = tempfile::tempdir()?;
-        let data = dir.path().join("data");
-        let store = store_with_sites(&data.join("tally.db"), sites).await?;
-        let (ca, _) = Ca::load_or_create(&data.join("ca"))?;
-        let key = rcgen::KeyPair::generate()?;
-        let csr = rcgen::CertificateParams::new(Vec::<String>::new())?.serialize_request(&key)?;
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from(ca.cert_der().to_vec()))?;
-        let valid_until = (Utc::now() + TimeDelta::days(30)).date_naive();
-        let mut agents = Vec::with_capacity(sites);
-        // As the real agent: a keep-alive every 5 s holds the connection between batches.
-        let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(Duration::from_secs(5)));
-        let transport = Arc::new(transport);
-        for i in 0..sites {
-            let (cert, serial) = ca.sign_request(CertificateRequest::from_der(csr.der())?, &site_id(i), valid_until)?;
-            store.add_certificate(&serial, &site_id(i), Utc::now() + TimeDelta::days(30)).await?;
-            let mut tls =
-                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                    .with_protocol_versions(&[&rustls::version::TLS13])?
-                    .with_root_certificates(roots.clone())
-                    .with_client_auth_cert(
-                        vec![CertificateDer::from(cert)],
-                        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-                    )?;
-            tls.alpn_protocols = vec![ALPN.to_vec()];
-            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
-            let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-            config.transport_config(transport.clone());
-            agents.push(config);
-        }
-        drop(store);
-
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
-        let config = dir.path().join("collector.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "data_dir = {data:?}\nquic_listen = \"127.0.0.1:{port}\"\nhttp_listen = \"127.0.0.1:0\"\n\
-                 max_connections = {}\nlog = \"warn,tally_collector=info,tally_collector::ingest=warn\"\n",
-                sites + 100
-            ),
-        )?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tally-collector"))
-            .args(["--config", config.to_str().context("path")?, "serve"])
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let mut log = BufReader::new(child.stderr.take().context("stderr")?);
-        let mut line = String::new();
-        while !line.contains("ingest listening") {
-            line.clear();
-            if log.read_line(&mut line)? == 0 {
-                bail!("the collector exited before listening");
+        let ca_dir = dir.path().join("ca");
+        let (ca, _) = Ca::load_or_create(&ca_dir)?;
+        let database = backend.database()?;
+        let agents = match &database {
+            None => enroll_sites(&SqliteStore::open(&dir.path().join("data0/tally.db")).await?, &ca, sites).await?,
+            Some(url) => enroll_sites(&PgStore::open(url).await?, &ca, sites).await?,
+        };
+        let store = database.map(|url| format!("database_url = {url:?}\n")).unwrap_or_default();
+        let mut servers = Vec::with_capacity(processes);
+        for n in 0..processes {
+            let port = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+            let config = dir.path().join(format!("collector{n}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "data_dir = {:?}\n{store}ca_dir = {ca_dir:?}\nquic_listen = \"127.0.0.1:{port}\"\n\
+                     http_listen = \"127.0.0.1:0\"\nmax_connections = {}\n\
+                     log = \"warn,tally_collector=info,tally_collector::ingest=warn\"\n",
+                    dir.path().join(format!("data{n}")),
+                    sites + 100
+                ),
+            )?;
+            let mut child = Command::new(env!("CARGO_BIN_EXE_tally-collector"))
+                .args(["--config", config.to_str().context("path")?, "serve"])
+                .env_remove("RUST_LOG")
+                .stderr(Stdio::piped())
+                .spawn()?;
+            let mut log = BufReader::new(child.stderr.take().context("stderr")?);
+            let mut line = String::new();
+            while !line.contains("ingest listening") {
+                line.clear();
+                if log.read_line(&mut line)? == 0 {
+                    bail!("the collector exited before listening");
+                }
             }
+            // Keep draining its log so it never blocks on a full pipe.
+            std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+            servers.push((child, ([127, 0, 0, 1], port).into()));
         }
-        // Keep draining its log so it never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
-        Ok(Collector { _dir: dir, child, addr: ([127, 0, 0, 1], port).into(), agents })
+        Ok(Collector { _dir: dir, servers, agents })
+    }
+
+    /// Where agent `i` connects.
+    fn addr(&self, i: usize) -> SocketAddr {
+        self.servers[i % self.servers.len()].1
+    }
+
+    /// The first collector's process.
+    fn child(&self) -> &Child {
+        &self.servers[0].0
     }
 
     fn status_kib(&self, field: &str) -> anyhow::Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child().id()))?;
         let line = status.lines().find(|l| l.starts_with(field)).context("no such field")?;
         Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
     }
 
     /// User + system CPU seconds so far.
     fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child().id()))?;
         let after_name = &stat[stat.rfind(')').context("stat")? + 2..];
         let fields: Vec<&str> = after_name.split_whitespace().collect();
         let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
@@ -241,10 +287,45 @@ impl Collector {
     }
 
     fn stop(mut self) -> anyhow::Result<()> {
-        rustix::process::kill_process(rustix::process::Pid::from_child(&self.child), rustix::process::Signal::TERM)?;
-        self.child.wait()?;
+        for (child, _) in &mut self.servers {
+            rustix::process::kill_process(rustix::process::Pid::from_child(child), rustix::process::Signal::TERM)?;
+            child.wait()?;
+        }
         Ok(())
     }
+}
+
+/// The sites, and a client configuration per site with a certificate `ca` signed and `store`
+/// recorded.
+async fn enroll_sites<S: Store>(store: &S, ca: &Ca, sites: usize) -> anyhow::Result<Vec<quinn::ClientConfig>> {
+    add_sites(store, sites).await?;
+    let key = rcgen::KeyPair::generate()?;
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())?.serialize_request(&key)?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(ca.cert_der().to_vec()))?;
+    let valid_until = (Utc::now() + TimeDelta::days(30)).date_naive();
+    let mut agents = Vec::with_capacity(sites);
+    // As the real agent: a keep-alive every 5 s holds the connection between batches.
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_secs(5)));
+    let transport = Arc::new(transport);
+    for i in 0..sites {
+        let (cert, serial) = ca.sign_request(CertificateRequest::from_der(csr.der())?, &site_id(i), valid_until)?;
+        store.add_certificate(&serial, &site_id(i), Utc::now() + TimeDelta::days(30)).await?;
+        let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(roots.clone())
+            .with_client_auth_cert(
+                vec![CertificateDer::from(cert)],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(transport.clone());
+        agents.push(config);
+    }
+    Ok(agents)
 }
 
 /// One simulated agent's connection.
@@ -307,8 +388,8 @@ struct StormResult {
     peak_rss_mib: f64,
 }
 
-async fn storm(agents: usize) -> anyhow::Result<StormResult> {
-    let collector = Collector::start(agents).await?;
+async fn storm(agents: usize, backend: Backend, collectors: usize) -> anyhow::Result<StormResult> {
+    let collector = Collector::start(agents, backend, collectors).await?;
     let endpoints = collector.endpoints()?;
     let backlogs = backlog(agents);
     let cpu_before = collector.cpu_seconds()?;
@@ -316,7 +397,7 @@ async fn storm(agents: usize) -> anyhow::Result<StormResult> {
     let mut tasks = tokio::task::JoinSet::new();
     for (i, buckets) in backlogs.into_iter().enumerate() {
         let (endpoint, config) = (endpoints[i / AGENTS_PER_ENDPOINT].clone(), collector.agents[i].clone());
-        let addr = collector.addr;
+        let addr = collector.addr(i);
         tasks.spawn(async move {
             let mut link = Link::open(&endpoint, config, addr).await?;
             link.ship(1, buckets).await?;
@@ -345,13 +426,13 @@ struct SteadyResult {
 
 async fn steady(agents: usize, seconds: u64) -> anyhow::Result<SteadyResult> {
     const PERIOD: Duration = Duration::from_secs(30);
-    let collector = Collector::start(agents).await?;
+    let collector = Collector::start(agents, Backend::Sqlite, 1).await?;
     let endpoints = collector.endpoints()?;
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..agents {
         let (endpoint, config) = (endpoints[i / AGENTS_PER_ENDPOINT].clone(), collector.agents[i].clone());
-        let addr = collector.addr;
+        let addr = collector.addr(i);
         tasks.spawn(async move { Link::open(&endpoint, config, addr).await });
     }
     let mut links = Vec::with_capacity(agents);

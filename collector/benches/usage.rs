@@ -3,19 +3,24 @@
 //!
 //! `SITES` (10,000) sites in `ACCOUNTS` (100) accounts over the five region groups, October 2026,
 //! each site with every tenth slot of each day measured: 8.9 million buckets for 10,000 sites,
-//! in a SQLite file with the store's own schema and durability.
+//! on each store of `USAGE_STORES` (both: `sqlite,postgres`) with its own schema and durability:
+//! an SQLite file; a PostgreSQL database on a throwaway cluster with PostgreSQL's defaults.
 //! 1. Cold: every site-day recomputed from the buckets, then every account's report.
 //! 2. Incremental: one new day of buckets arrives (Oct 31); its site-days recomputed, then every
 //!    account's report again.
 //! 3. The same monthly P95 per account and region group with one SQL query (window functions)
-//!    on the same file; its figures must equal the engine's.
+//!    on the same database; its figures must equal the engine's.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chrono::{Datelike, NaiveDate, TimeDelta, Utc};
+#[path = "../../testing/postgres.rs"]
+mod pg_cluster;
+
+use tally_collector::store::postgres::PgStore;
 use tally_collector::store::sqlite::SqliteStore;
-use tally_collector::store::{Account, AccountStore, BucketStore, ContractTerm, Site};
+use tally_collector::store::{Account, ContractTerm, Site, Store};
 use tally_collector::usage::{self, report};
 use tally_common::bucket::Bucket;
 use tally_common::kinds::SiteType;
@@ -53,130 +58,164 @@ fn buckets_of(s: usize, date: NaiveDate) -> Vec<(String, Bucket)> {
 
 fn main() -> anyhow::Result<()> {
     let (sites, accounts) = (setting("SITES", 10_000), setting("ACCOUNTS", 100));
+    let stores = std::env::var("USAGE_STORES").unwrap_or_else(|_| "sqlite,postgres".to_owned());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("tally.db");
-        let store = SqliteStore::open(&path).await?;
-        for a in 0..accounts {
-            let account = Account {
-                id: format!("a{a:03}"),
-                name: format!("Account {a}"),
-                partner: None,
-                eop_contact_name: None,
-                eop_contact_email: None,
-            };
-            store
-                .add_account(&account, ContractTerm::months_from(NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(), 24))
-                .await?;
-        }
-        for s in 0..sites {
-            let (country, group) = COUNTRIES[s % COUNTRIES.len()];
-            let site = Site {
-                id: format!("s{s:05}"),
-                account: format!("a{:03}", s % accounts),
-                name: format!("site {s}"),
-                country: country.parse()?,
-                region_group: group,
-                site_type: SiteType::Socket,
-                cap_bps: None,
-            };
-            store.add_site(&site).await?;
-        }
-        let started = Instant::now();
-        let mut count = 0;
-        for d in 1..=30 {
-            let mut rows = Vec::new();
-            for s in 0..sites {
-                rows.extend(buckets_of(s, day(d)));
-            }
-            count += rows.len();
-            for chunk in rows.chunks(100_000) {
-                store.merge_buckets(chunk).await?;
-            }
-        }
-        println!("generated {count} buckets of Oct 1-30 for {sites} sites in {:.1} s", started.elapsed().as_secs_f64());
-
-        let october: Month = "2026-10".parse()?;
-        let now = Utc::now();
-        let grace = TimeDelta::days(3_650); // provisional: computed, never saved as finalized
-        let reports = |store: &SqliteStore| {
-            let store = store.clone();
-            async move {
-                let mut pools = BTreeMap::new();
-                for a in 0..accounts {
-                    let id = format!("a{a:03}");
-                    let r = report::build(&store, &id, october, MonthWindowSetting::Calendar, grace, now).await?;
-                    for p in r.bandwidth_pool {
-                        pools.insert((id.clone(), p.region_group.to_string()), p.monthly_p95_bps);
-                    }
+        for backend in stores.split(',') {
+            println!("--- {backend}");
+            match backend {
+                "sqlite" => {
+                    let dir = tempfile::tempdir()?;
+                    let path = dir.path().join("tally.db");
+                    let store = SqliteStore::open(&path).await?;
+                    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
+                    let pool = sqlx::SqlitePool::connect_with(options).await?;
+                    bench(store, sites, accounts, single_query(&pool)).await?;
                 }
-                anyhow::Ok(pools)
+                "postgres" => {
+                    let cluster = pg_cluster::durable_cluster().map_err(anyhow::Error::msg)?;
+                    let url = cluster.database();
+                    let store = PgStore::open(&url).await?;
+                    let pool = sqlx::PgPool::connect(&url).await?;
+                    bench(store, sites, accounts, single_query(&pool)).await?;
+                }
+                other => anyhow::bail!("USAGE_STORES: {other:?} is neither sqlite nor postgres"),
             }
-        };
-
-        let started = Instant::now();
-        let days = usage::refresh(&store).await?;
-        let cold_refresh = started.elapsed().as_secs_f64();
-        reports(&store).await?;
-        let cold = started.elapsed().as_secs_f64();
-        println!("cold: {days} site-days recomputed in {cold_refresh:.2} s; with {accounts} reports {cold:.2} s");
-
-        let mut rows = Vec::new();
-        for s in 0..sites {
-            rows.extend(buckets_of(s, day(31)));
         }
-        for chunk in rows.chunks(100_000) {
-            store.merge_buckets(chunk).await?;
-        }
-        let started = Instant::now();
-        let days = usage::refresh(&store).await?;
-        let incremental_refresh = started.elapsed().as_secs_f64();
-        let engine = reports(&store).await?;
-        let incremental = started.elapsed().as_secs_f64();
-        println!(
-            "incremental: one new day ({} buckets), {days} site-days recomputed in {incremental_refresh:.2} s; \
-             with {accounts} reports {incremental:.2} s",
-            rows.len()
-        );
-
-        let started = Instant::now();
-        let single = single_query(&path).await?;
-        let single_seconds = started.elapsed().as_secs_f64();
-        println!(
-            "single SQL query: {single_seconds:.2} s; engine cold {:.1}x, incremental {:.1}x faster",
-            single_seconds / cold,
-            single_seconds / incremental
-        );
-        let engine: BTreeMap<_, _> = engine.into_iter().filter(|(_, v)| *v > 0).collect();
-        anyhow::ensure!(engine == single, "the single query and the engine disagree");
-        println!("the single query's {} monthly P95 figures equal the engine's", single.len());
         anyhow::Ok(())
     })
 }
 
-/// Every account's monthly P95 per region group for October (calendar window), in one query.
-async fn single_query(path: &std::path::Path) -> anyhow::Result<BTreeMap<(String, String), u64>> {
-    use sqlx::ConnectOptions;
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new().filename(path).connect().await?;
+/// The benchmark on `store`; `single` is the single query on the same database.
+async fn bench<S: Store + Clone + 'static>(
+    store: S,
+    sites: usize,
+    accounts: usize,
+    single: impl std::future::Future<Output = anyhow::Result<BTreeMap<(String, String), u64>>>,
+) -> anyhow::Result<()> {
+    for a in 0..accounts {
+        let account = Account {
+            id: format!("a{a:03}"),
+            name: format!("Account {a}"),
+            partner: None,
+            eop_contact_name: None,
+            eop_contact_email: None,
+        };
+        store
+            .add_account(&account, ContractTerm::months_from(NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(), 24))
+            .await?;
+    }
+    for s in 0..sites {
+        let (country, group) = COUNTRIES[s % COUNTRIES.len()];
+        let site = Site {
+            id: format!("s{s:05}"),
+            account: format!("a{:03}", s % accounts),
+            name: format!("site {s}"),
+            country: country.parse()?,
+            region_group: group,
+            site_type: SiteType::Socket,
+            cap_bps: None,
+        };
+        store.add_site(&site).await?;
+    }
+    let started = Instant::now();
+    let mut count = 0;
+    for d in 1..=30 {
+        let mut rows = Vec::new();
+        for s in 0..sites {
+            rows.extend(buckets_of(s, day(d)));
+        }
+        count += rows.len();
+        for chunk in rows.chunks(100_000) {
+            store.merge_buckets(chunk).await?;
+        }
+    }
+    println!("generated {count} buckets of Oct 1-30 for {sites} sites in {:.1} s", started.elapsed().as_secs_f64());
+
+    let october: Month = "2026-10".parse()?;
+    let now = Utc::now();
+    let grace = TimeDelta::days(3_650); // provisional: computed, never saved as finalized
+    let reports = |store: &S| {
+        let store = store.clone();
+        async move {
+            let mut pools = BTreeMap::new();
+            for a in 0..accounts {
+                let id = format!("a{a:03}");
+                let r = report::build(&store, &id, october, MonthWindowSetting::Calendar, grace, now).await?;
+                for p in r.bandwidth_pool {
+                    pools.insert((id.clone(), p.region_group.to_string()), p.monthly_p95_bps);
+                }
+            }
+            anyhow::Ok(pools)
+        }
+    };
+
+    let started = Instant::now();
+    let days = usage::refresh(&store).await?;
+    let cold_refresh = started.elapsed().as_secs_f64();
+    reports(&store).await?;
+    let cold = started.elapsed().as_secs_f64();
+    println!("cold: {days} site-days recomputed in {cold_refresh:.2} s; with {accounts} reports {cold:.2} s");
+
+    let mut rows = Vec::new();
+    for s in 0..sites {
+        rows.extend(buckets_of(s, day(31)));
+    }
+    for chunk in rows.chunks(100_000) {
+        store.merge_buckets(chunk).await?;
+    }
+    let started = Instant::now();
+    let days = usage::refresh(&store).await?;
+    let incremental_refresh = started.elapsed().as_secs_f64();
+    let engine = reports(&store).await?;
+    let incremental = started.elapsed().as_secs_f64();
+    println!(
+        "incremental: one new day ({} buckets), {days} site-days recomputed in {incremental_refresh:.2} s; \
+         with {accounts} reports {incremental:.2} s",
+        rows.len()
+    );
+
+    let started = Instant::now();
+    let single = single.await?;
+    let single_seconds = started.elapsed().as_secs_f64();
+    println!(
+        "single SQL query: {single_seconds:.2} s; engine cold {:.1}x, incremental {:.1}x faster",
+        single_seconds / cold,
+        single_seconds / incremental
+    );
+    let engine: BTreeMap<_, _> = engine.into_iter().filter(|(_, v)| *v > 0).collect();
+    anyhow::ensure!(engine == single, "the single query and the engine disagree");
+    println!("the single query's {} monthly P95 figures equal the engine's", single.len());
+    Ok(())
+}
+
+/// Every account's monthly P95 per region group for October (calendar window), in one query
+/// (the same text on both databases).
+async fn single_query<'c, E>(db: E) -> anyhow::Result<BTreeMap<(String, String), u64>>
+where
+    E: sqlx::Executor<'c>,
+    for<'r> (String, String, i64): sqlx::FromRow<'r, <E::Database as sqlx::Database>::Row>,
+    i64: sqlx::Encode<'c, E::Database> + sqlx::Type<E::Database>,
+    <E::Database as sqlx::Database>::Arguments: sqlx::IntoArguments<E::Database>,
+{
     let (from, until) = (BucketStart::first_of_day(day(1)).unix(), BucketStart::first_of_day(day(31)).unix() + 86_400);
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "WITH ranked AS (
              SELECT site_id, bucket_start / 86400 AS day, max_bps,
                     row_number() OVER (PARTITION BY site_id, bucket_start / 86400 ORDER BY max_bps DESC) AS rank
-             FROM buckets WHERE bucket_start >= ? AND bucket_start < ?),
+             FROM buckets WHERE bucket_start >= $1 AND bucket_start < $2),
          site_days AS (
              SELECT site_id, day, max(CASE WHEN rank = 15 THEN max_bps ELSE 0 END) AS p95
              FROM ranked GROUP BY site_id, day),
          aggregates AS (
-             SELECT s.account_id, s.region_group, d.day, sum(d.p95) AS total
+             SELECT s.account_id, s.region_group, d.day, CAST(sum(d.p95) AS BIGINT) AS total
              FROM site_days d JOIN sites s ON s.id = d.site_id GROUP BY s.account_id, s.region_group, d.day)
          SELECT account_id, region_group, max(total) FROM aggregates
          GROUP BY account_id, region_group HAVING max(total) > 0",
     )
     .bind(from)
     .bind(until)
-    .fetch_all(&mut conn)
+    .fetch_all(db)
     .await?;
     Ok(rows.into_iter().map(|(a, g, v)| ((a, g), v as u64)).collect())
 }
