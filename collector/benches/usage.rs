@@ -70,14 +70,23 @@ fn main() -> anyhow::Result<()> {
                     let store = SqliteStore::open(&path).await?;
                     let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
                     let pool = sqlx::SqlitePool::connect_with(options).await?;
-                    bench(store, sites, accounts, single_query(&pool)).await?;
+                    let size = async || {
+                        let file = |name: &str| std::fs::metadata(dir.path().join(name)).map_or(0, |m| m.len());
+                        Ok(file("tally.db") + file("tally.db-wal"))
+                    };
+                    bench(store, sites, accounts, size, single_query(&pool)).await?;
                 }
                 "postgres" => {
                     let cluster = pg_cluster::durable_cluster().map_err(anyhow::Error::msg)?;
                     let url = cluster.database();
                     let store = PgStore::open(&url).await?;
                     let pool = sqlx::PgPool::connect(&url).await?;
-                    bench(store, sites, accounts, single_query(&pool)).await?;
+                    let size = async || {
+                        let bytes: i64 =
+                            sqlx::query_scalar("SELECT pg_database_size(current_database())").fetch_one(&pool).await?;
+                        Ok(bytes as u64)
+                    };
+                    bench(store, sites, accounts, size, single_query(&pool)).await?;
                 }
                 other => anyhow::bail!("USAGE_STORES: {other:?} is neither sqlite nor postgres"),
             }
@@ -86,13 +95,16 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-/// The benchmark on `store`; `single` is the single query on the same database.
+/// The benchmark on `store`; `size` is its database's size in bytes, `single` the single query
+/// on the same database.
 async fn bench<S: Store + Clone + 'static>(
     store: S,
     sites: usize,
     accounts: usize,
+    size: impl AsyncFn() -> anyhow::Result<u64>,
     single: impl std::future::Future<Output = anyhow::Result<BTreeMap<(String, String), u64>>>,
 ) -> anyhow::Result<()> {
+    let empty = size().await?;
     for a in 0..accounts {
         let account = Account {
             id: format!("a{a:03}"),
@@ -131,6 +143,12 @@ async fn bench<S: Store + Clone + 'static>(
         }
     }
     println!("generated {count} buckets of Oct 1-30 for {sites} sites in {:.1} s", started.elapsed().as_secs_f64());
+    // What a month of buckets takes: a site measured in every slot has 288 a day.
+    let per_bucket = (size().await?.saturating_sub(empty)) as f64 / count as f64;
+    println!(
+        "store: {per_bucket:.0} bytes per bucket stored, {:.1} MiB per site for a 31-day month of 8,928 buckets",
+        per_bucket * 8_928.0 / 1_048_576.0
+    );
 
     let october: Month = "2026-10".parse()?;
     let now = Utc::now();

@@ -3,7 +3,6 @@
 //!
 //! - [`rules`]: what a valid item is, who may move an item where, an order's summary.
 //! - [`mail`]: the confirmation and the quote (R23).
-//! - [`transition`]: what a transition writes, planned before the store writes it.
 //!
 //! The store keeps orders and applies a transition with its effects (R24) and its e-mails in
 //! one transaction (the e-mails composed here, by the functions an order or a transition
@@ -11,7 +10,6 @@
 
 pub mod mail;
 pub mod rules;
-pub mod transition;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

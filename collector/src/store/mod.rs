@@ -37,6 +37,7 @@ mod policies;
 pub mod postgres;
 pub mod sqlite;
 mod stored;
+pub mod transition;
 mod usage;
 
 pub use access::*;

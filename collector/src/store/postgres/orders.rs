@@ -13,10 +13,10 @@ use tally_common::kinds::ItemStatus;
 use super::accounts::{insert_license, terms};
 use super::{PgStore, db, from_json, lock_account, parse, stamp, to_json};
 use crate::orders::rules::SiteFacts;
-use crate::orders::transition::{self, Effect};
 use crate::orders::{
     Created, HistoryEntry, NewOrder, Order, OrderItem, OrderMail, OrderPage, Quote, Transition, TransitionRefused,
 };
+use crate::store::transition::{self, Effect};
 use crate::store::{OrderStore, StoreError};
 
 async fn create(conn: &mut PgConnection, order: &NewOrder) -> Result<Created, StoreError> {

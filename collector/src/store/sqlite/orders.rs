@@ -12,8 +12,8 @@ use tally_common::kinds::ItemStatus;
 use super::accounts::{insert_license, terms};
 use super::{SqliteStore, db, from_json, parse, stamp, to_json};
 use crate::orders::rules::SiteFacts;
-use crate::orders::transition::{self, Effect};
 use crate::orders::{Created, NewOrder, Order, OrderMail, OrderPage, Quote, Transition, TransitionRefused};
+use crate::store::transition::{self, Effect};
 use crate::store::{OrderStore, StoreError};
 
 async fn create(conn: &mut SqliteConnection, order: &NewOrder) -> Result<Created, StoreError> {

@@ -1,16 +1,16 @@
-//! What a transition does to an order, decided before anything is written: which items change,
+//! What an order's transition writes, decided before anything is written: which items change,
 //! whether each may (R22), the licenses and activations completed items make (R24) with their
-//! ends (R27), the quote's e-mail (R23) and the order's new summary. Every store backend plans
-//! with [`plan`] and writes what it returns, in one transaction: the rules live here once.
+//! ends (R27), the quote's e-mail (R23) and the order's new summary. Every backend plans with
+//! [`plan`] and writes what it returns, in one transaction: the rules apply here once.
 
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use tally_common::kinds::{ItemStatus, LicenseKind, SdpRegion};
 
-use super::rules::{Item, SiteFacts, check_transition, summary};
-use super::{Order, OrderItem, OrderMail, Transition, TransitionRefused};
-use crate::store::{ContractTerm, NewLicense, StoreError, term_on};
+use super::{ContractTerm, NewLicense, StoreError, term_on};
+use crate::orders::rules::{Item, SiteFacts, check_transition, summary};
+use crate::orders::{Order, OrderItem, OrderMail, Transition, TransitionRefused};
 
 /// The writes a transition makes.
 #[derive(Debug)]
