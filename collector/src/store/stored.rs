@@ -8,13 +8,17 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tally_common::bucket::Bucket;
+use tally_common::enforcement::{CapSetting, judging_cap};
+use tally_common::sampler::DiscardCounters;
 use tally_common::time::BucketStart;
+use tally_common::wire::Refusal;
 
 use crate::throttle::Throttle;
 
 use super::{
-    Account, ApiToken, License, NewLicense, NewOverusage, OutboxItem, Overusage, Person, Resolution, ResolutionKind,
-    Site, StoreError,
+    Account, AgentDiscards, ApiToken, License, Measured, NewLicense, NewOverusage, OutboxItem, Overusage, Person,
+    QuarantinedBucket, RefusalCount, Resolution, ResolutionKind, Site, SiteIntake, SitePolicy, StoreError,
 };
 
 pub(super) fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
@@ -310,5 +314,102 @@ impl Health {
     /// Why the last write did not commit, until one commits.
     pub(in crate::store) fn failure(&self) -> Option<String> {
         self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A refusal reason as stored.
+pub(super) fn refusal(name: &str) -> Result<Refusal, StoreError> {
+    Refusal::from_name(name).ok_or_else(|| StoreError::Corrupt(format!("refusal reason {name:?}")))
+}
+
+/// A site's refusals `(reason, count, last_at)`, its agent's discard totals
+/// `(counter_reset, above_cap, elapsed_too_short, elapsed_too_long, reported_at)` and its
+/// quarantine `(start, max_bps, samples, reason, quarantined_at)`, as stored.
+pub(super) type IntakeRows =
+    (Vec<(String, i64, String)>, Option<(i64, i64, i64, i64, String)>, Vec<(i64, i64, i64, String, String)>);
+
+/// A site's intake from its rows.
+pub(super) fn site_intake((refusals, discards, quarantined): IntakeRows) -> Result<SiteIntake, StoreError> {
+    Ok(SiteIntake {
+        refusals: refusals
+            .into_iter()
+            .map(|(reason, count, last_at)| {
+                Ok(RefusalCount {
+                    reason: refusal(&reason)?,
+                    count: to_u64(count, "refusal count")?,
+                    last_at: parse(&last_at, "refusal time")?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?,
+        discards: discards
+            .map(|(counter_reset, above_cap, elapsed_too_short, elapsed_too_long, at)| {
+                Ok::<_, StoreError>(AgentDiscards {
+                    counters: DiscardCounters {
+                        counter_reset: to_u64(counter_reset, "counter_reset")?,
+                        above_cap: to_u64(above_cap, "above_cap")?,
+                        elapsed_too_short: to_u64(elapsed_too_short, "elapsed_too_short")?,
+                        elapsed_too_long: to_u64(elapsed_too_long, "elapsed_too_long")?,
+                    },
+                    reported_at: parse(&at, "discards time")?,
+                })
+            })
+            .transpose()?,
+        quarantined: quarantined
+            .into_iter()
+            .map(|(start, max_bps, samples, reason, at)| {
+                Ok(QuarantinedBucket {
+                    bucket: Bucket {
+                        start: bucket_start(start)?,
+                        max_bps: to_u64(max_bps, "max_bps")?,
+                        samples: u8::try_from(samples)
+                            .map_err(|_| StoreError::Corrupt(format!("samples {samples}")))?,
+                    },
+                    reason: refusal(&reason)?,
+                    at: parse(&at, "quarantine time")?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?,
+    })
+}
+
+/// What judges a site's buckets (R17, R26): its cap history and the versions its agent reported
+/// applied, both oldest first.
+#[derive(Default)]
+pub(super) struct CapRecord {
+    pub(super) history: Vec<CapSetting>,
+    pub(super) applied: Vec<(DateTime<Utc>, u64)>,
+}
+
+impl CapRecord {
+    /// The cap `measured` is judged against; `None`: not judged.
+    pub(super) fn judging(&self, measured: &Measured) -> Option<u64> {
+        let start = measured.bucket.start;
+        judging_cap(&self.history, &self.applied, measured.policy_version, start.time(), start.end())
+    }
+}
+
+/// A site's policy `(site, version, cap_bps)` as stored.
+pub(super) fn policy_from_row((site, version, cap): (String, i64, Option<i64>)) -> Result<SitePolicy, StoreError> {
+    Ok(SitePolicy {
+        site,
+        version: to_u64(version, "policy version")?,
+        cap_bps: cap.map(|c| to_u64(c, "cap")).transpose()?,
+    })
+}
+
+/// An insert's error: a unique-key violation is `Duplicate`, a missing reference `NotFound`,
+/// anything else what the backend's `other` makes of it.
+pub(super) fn refused_insert(
+    what: &'static str,
+    id: &str,
+    other: fn(sqlx::Error) -> StoreError,
+) -> impl FnOnce(sqlx::Error) -> StoreError {
+    let id = id.to_owned();
+    move |e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate { what, id },
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+            StoreError::NotFound { what: "referenced account", id: format!("(for {what} {id})") }
+        }
+        _ => other(e),
     }
 }

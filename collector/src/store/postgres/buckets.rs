@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use sqlx::PgConnection;
 use tally_common::bucket::Bucket;
-use tally_common::enforcement::{CapSetting, exceeds_cap, judging_cap};
+use tally_common::enforcement::{CapSetting, exceeds_cap};
 use tally_common::p95::DailyP95;
 use tally_common::time::{BucketStart, DAY_SLOTS};
 
-use super::{PgStore, bucket_start, db, now, parse, stamp, to_i64, to_u64};
+use super::{CapRecord, PgStore, bucket_start, db, now, parse, stamp, to_i64, to_u64};
 use crate::store::{
     BucketStore, DayKey, DirtyDay, DirtyDayBuckets, KeyRange, Measured, MergeStats, SiteDay, StoreError,
 };
@@ -18,22 +18,6 @@ use crate::store::{
 /// Rows per statement: arrays of any length are one parameter each; this bounds one statement's
 /// work and memory.
 const CHUNK: usize = 10_000;
-
-/// What judges a site's buckets (R17, R26): its cap history and the versions its agent reported
-/// applied, both oldest first.
-#[derive(Default)]
-struct CapRecord {
-    history: Vec<CapSetting>,
-    applied: Vec<(DateTime<Utc>, u64)>,
-}
-
-impl CapRecord {
-    /// The cap `measured` is judged against; `None`: not judged.
-    fn judging(&self, measured: &Measured) -> Option<u64> {
-        let start = measured.bucket.start;
-        judging_cap(&self.history, &self.applied, measured.policy_version, start.time(), start.end())
-    }
-}
 
 /// The cap records of the sites among `rows`' that ever had a cap, by site.
 async fn cap_records(

@@ -5,22 +5,16 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder};
 use tally_common::bucket::Bucket;
-use tally_common::sampler::DiscardCounters;
 use tally_common::time::BucketStart;
 use tally_common::wire::Refusal;
 
-use super::{PgStore, bucket_start, buckets::merge, db, now, parse, stamp, to_i64, to_u64};
+use super::{PgStore, bucket_start, buckets::merge, db, now, parse, site_intake, stamp, to_i64, to_u64};
 use crate::store::{
-    AgentDiscards, Ingested, Intake, IntakeStore, MAX_QUARANTINED_PER_SITE, Measured, MergeStats, QuarantinedBucket,
-    RefusalCount, SiteActivity, SiteIntake, StoreError,
+    Ingested, Intake, IntakeStore, MAX_QUARANTINED_PER_SITE, Measured, MergeStats, SiteActivity, SiteIntake, StoreError,
 };
 
 /// Rows per statement: 2 parameters each, far under PostgreSQL's limit of 65,535.
 const MERGE_CHUNK: usize = 1_000;
-
-fn refusal(name: &str) -> Result<Refusal, StoreError> {
-    Refusal::from_name(name).ok_or_else(|| StoreError::Corrupt(format!("refusal reason {name:?}")))
-}
 
 impl IntakeStore for PgStore {
     async fn ingest(&self, batches: &[Intake]) -> Result<(MergeStats, Vec<Ingested>), StoreError> {
@@ -132,46 +126,7 @@ impl IntakeStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        Ok(SiteIntake {
-            refusals: refusals
-                .into_iter()
-                .map(|(reason, count, last_at)| {
-                    Ok(RefusalCount {
-                        reason: refusal(&reason)?,
-                        count: to_u64(count, "refusal count")?,
-                        last_at: parse(&last_at, "refusal time")?,
-                    })
-                })
-                .collect::<Result<_, StoreError>>()?,
-            discards: discards
-                .map(|(counter_reset, above_cap, elapsed_too_short, elapsed_too_long, at)| {
-                    Ok::<_, StoreError>(AgentDiscards {
-                        counters: DiscardCounters {
-                            counter_reset: to_u64(counter_reset, "counter_reset")?,
-                            above_cap: to_u64(above_cap, "above_cap")?,
-                            elapsed_too_short: to_u64(elapsed_too_short, "elapsed_too_short")?,
-                            elapsed_too_long: to_u64(elapsed_too_long, "elapsed_too_long")?,
-                        },
-                        reported_at: parse(&at, "discards time")?,
-                    })
-                })
-                .transpose()?,
-            quarantined: quarantined
-                .into_iter()
-                .map(|(start, max_bps, samples, reason, at)| {
-                    Ok(QuarantinedBucket {
-                        bucket: Bucket {
-                            start: bucket_start(start)?,
-                            max_bps: to_u64(max_bps, "max_bps")?,
-                            samples: u8::try_from(samples)
-                                .map_err(|_| StoreError::Corrupt(format!("samples {samples}")))?,
-                        },
-                        reason: refusal(&reason)?,
-                        at: parse(&at, "quarantine time")?,
-                    })
-                })
-                .collect::<Result<_, StoreError>>()?,
-        })
+        site_intake((refusals, discards, quarantined))
     }
 
     async fn record_presence(&self, seen: &[(String, DateTime<Utc>)]) -> Result<(), StoreError> {

@@ -78,12 +78,5 @@ fn db(e: sqlx::Error) -> StoreError {
 
 /// Maps a unique-key violation to `Duplicate`, anything else to `Database`.
 fn insert_error(what: &'static str, id: &str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    let id = id.to_owned();
-    move |e| match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate { what, id },
-        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
-            StoreError::NotFound { what: "referenced account", id: format!("(for {what} {id})") }
-        }
-        _ => db(e),
-    }
+    refused_insert(what, id, db)
 }

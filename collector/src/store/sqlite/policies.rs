@@ -4,16 +4,8 @@ use chrono::{DateTime, Utc};
 use tally_common::enforcement::CapSetting;
 use tally_common::time::BucketStart;
 
-use super::{SqliteStore, bucket_start, db, parse, stamp, to_i64, to_u64};
+use super::{SqliteStore, bucket_start, db, parse, policy_from_row, stamp, to_i64, to_u64};
 use crate::store::{EnforcementViolation, PolicyReport, PolicyState, PolicyStore, SitePolicy, StoreError};
-
-fn policy_from_row((site, version, cap): (String, i64, Option<i64>)) -> Result<SitePolicy, StoreError> {
-    Ok(SitePolicy {
-        site,
-        version: to_u64(version, "policy version")?,
-        cap_bps: cap.map(|c| to_u64(c, "cap")).transpose()?,
-    })
-}
 
 impl PolicyStore for SqliteStore {
     async fn policy_states(&self, account: &str) -> Result<Vec<PolicyState>, StoreError> {
