@@ -100,6 +100,16 @@ pub trait BucketStore: Send + Sync {
         now: DateTime<Utc>,
         lease: TimeDelta,
     ) -> impl Future<Output = Result<Vec<DirtyDayBuckets>, StoreError>> + Send;
+    /// How many of an account's dirty days in `[from, until)` another refresh has claimed past
+    /// `now`: until it saves them (or its lease ends), the account's computed days are not
+    /// current, and a report waits.
+    fn claimed_dirty_days(
+        &self,
+        account: &str,
+        from: NaiveDate,
+        until: NaiveDate,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Saves computed days and clears each dirty mark whose generation is unchanged, in one
     /// transaction; the marks of days that changed meanwhile stay, unclaimed.
     fn save_site_days(&self, days: &[(DirtyDay, DailyP95)]) -> impl Future<Output = Result<(), StoreError>> + Send;

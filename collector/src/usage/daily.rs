@@ -3,7 +3,7 @@
 //! `tally_common::p95` and clears each mark unless the day changed again meanwhile. Each batch is
 //! claimed first, so collectors sharing a store recompute different days (R30).
 
-use chrono::TimeDelta;
+use chrono::{NaiveDate, TimeDelta};
 use tally_common::p95::{DailyP95, daily_site_p95};
 
 use crate::store::{DirtyDay, KeyRange, Store, StoreError};
@@ -26,6 +26,23 @@ pub async fn refresh<S: Store>(store: &S) -> Result<usize, StoreError> {
         total += a + b;
     }
     Ok(total)
+}
+
+/// How often [`settle`] looks again at days another refresh holds.
+const SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Makes an account's computed days of `[from, until)` current: recomputes every dirty day, then
+/// waits while another refresh (the engine's, or another collector's) holds some of them, and
+/// takes them over if its lease ends. A report read without this could miss days being
+/// computed at that moment, and a month finalized so would stay wrong.
+pub async fn settle<S: Store>(store: &S, account: &str, from: NaiveDate, until: NaiveDate) -> Result<(), StoreError> {
+    loop {
+        refresh(store).await?;
+        if store.claimed_dirty_days(account, from, until, crate::clock::now()).await? == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
 }
 
 /// One pass over the dirty days of `range` in key order, reading each batch while the previous

@@ -104,12 +104,12 @@ async fn compute<S: Store>(
     status: MonthStatus,
     now: DateTime<Utc>,
 ) -> Result<UsageReport, ReportError> {
-    super::daily::refresh(store).await?;
     let window = month.window(setting);
     let today = now.date_naive();
     // Days reported: every day of the calendar month, each saying whether it is in the R7
     // window, up to today (a day of the future has no P95 yet).
     let calendar = month.window(MonthWindowSetting::Calendar);
+    super::daily::settle(store, account, calendar.start, calendar.end).await?;
     let last_reported = month.last_day().min(today);
     let key = month.to_string();
     let (sites, stored, licenses, counts, over_cap, caps, terms) = tokio::try_join!(

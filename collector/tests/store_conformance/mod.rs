@@ -50,6 +50,7 @@ macro_rules! conformance_tests {
             api_tokens_are_found_by_hash_and_revoked,
             a_day_merged_into_during_its_recomputation_stays_dirty,
             a_dirty_day_is_claimed_by_one_collector_until_its_lease_ends,
+            a_report_waits_for_the_days_another_collector_is_computing,
             every_dirty_day_is_recomputed_once_across_batches,
             usage_events_are_stored_once_and_counted_by_meter,
             a_month_is_finalized_once_with_its_overusage_and_notifications,
@@ -481,6 +482,28 @@ pub(crate) async fn a_dirty_day_is_claimed_by_one_collector_until_its_lease_ends
         days.iter().map(|d| (d.site.as_str(), d.p95.buckets_present)).collect::<Vec<_>>(),
         [("hq", 1), ("sh", 1)]
     );
+}
+
+/// R30: a report never reads an account's days while another collector is computing them (a
+/// month finalized so would stay wrong): it waits, and takes them over when that collector dies.
+pub(crate) async fn a_report_waits_for_the_days_another_collector_is_computing<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    store.merge_buckets(&[("hq".into(), bucket(0, 100, 60)), ("hq".into(), bucket(1, 300, 60))]).await.unwrap();
+    // Another collector claims the day for a second on the real clock (which `refresh` reads),
+    // then dies before it saves.
+    let lease = TimeDelta::seconds(1);
+    let taken = store.claim_dirty_days(&Default::default(), 10, Utc::now(), lease).await.unwrap();
+    let next_day = day().succ_opt().unwrap();
+    assert_eq!(store.claimed_dirty_days("acme", day(), next_day, Utc::now()).await.unwrap(), 1);
+    assert_eq!(store.claimed_dirty_days("acme", next_day, next_day, Utc::now()).await.unwrap(), 0, "outside");
+    let (month, november) = ("2026-10".parse().unwrap(), Utc.with_ymd_and_hms(2026, 11, 16, 12, 0, 0).unwrap());
+    let grace = TimeDelta::days(5);
+    let setting = tally_common::time::MonthWindowSetting::Calendar;
+    let report = tally_collector::usage::report::build(&store, "acme", month, setting, grace, november).await.unwrap();
+    let hq = report.sites.iter().find(|s| s.site == "hq").unwrap();
+    let shown = hq.days.iter().find(|d| d.date == day()).unwrap();
+    assert_eq!((shown.p95_bps, shown.buckets_present), (daily(&taken[0]).p95_bps, 2));
+    assert_eq!(store.claimed_dirty_days("acme", day(), next_day, Utc::now()).await.unwrap(), 0);
 }
 
 fn daily((dirty, buckets): &tally_collector::store::DirtyDayBuckets) -> tally_common::p95::DailyP95 {

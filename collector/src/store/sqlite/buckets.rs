@@ -292,6 +292,27 @@ impl BucketStore for SqliteStore {
             .collect()
     }
 
+    async fn claimed_dirty_days(
+        &self,
+        account: &str,
+        from: NaiveDate,
+        until: NaiveDate,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let claimed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM dirty_days d JOIN sites s ON s.id = d.site_id
+             WHERE s.account_id = ? AND d.day >= ? AND d.day < ? AND d.claimed_until > ?",
+        )
+        .bind(account)
+        .bind(from.to_string())
+        .bind(until.to_string())
+        .bind(stamp(now))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        to_u64(claimed, "claimed dirty days")
+    }
+
     async fn save_site_days(&self, days: &[(DirtyDay, DailyP95)]) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let computed = now();
