@@ -1,21 +1,25 @@
 //! The collector's configuration file: parsed and validated before any port is bound, every
 //! error reported at once (`tally-collector validate` exits 64 on any).
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use tally_common::config_file::ConfigErrors;
-use tally_common::config_file::{Fields, defaults, load};
+use tally_common::config_file::{Fields, ValueKind, defaults, load};
 use tally_common::time::MonthWindowSetting;
 
 /// The commented example printed by `tally-collector default-config`; every value is the default.
 pub const DEFAULT_CONFIG: &str = r#"# tally-collector configuration (TOML). Every key is optional; the values shown are the defaults.
+# Every key can also be set by the environment, over this file: TALLY_ and the key in capitals
+# (TALLY_HTTP_LISTEN=0.0.0.0:8080). A list is written with commas (TALLY_SERVER_NAMES=a,b).
+# Without --config, /etc/tally/collector.toml is read if it exists.
 
 # Where the embedded store (SQLite, tally.db) and the collector's CA live.
 data_dir = "./tally-data"
 
 # The store: PostgreSQL at this URL instead of the embedded SQLite file, for several collectors
-# sharing one database (TALLY_DATABASE_URL overrides it). Move an existing store with
+# sharing one database. Move an existing store with
 # `tally-collector migrate-store`.
 # database_url = "postgres://tally@db.example:5432/tally"
 
@@ -163,15 +167,15 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Reads and validates `path`; without a path, the defaults.
+    /// Reads and validates `path` (without one, the defaults), with the environment's
+    /// `TALLY_<KEY>` variables over it.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
-        let mut config = path.map_or_else(|| Ok(Config::default()), |path| load(path, parse))?;
+        let with_environment = |text: &str| parse_with(text, |name| std::env::var_os(name));
+        let config = match path {
+            Some(path) => load(path, with_environment)?,
+            None => with_environment("")?,
+        };
         let source = path.map_or_else(|| "configuration".to_owned(), |p| p.display().to_string());
-        if let Some(url) = std::env::var_os(DATABASE_URL_VAR) {
-            let url = url.into_string().map_err(|_| "not UTF-8".to_owned()).and_then(|url| database_url(&url));
-            let url = url.map_err(|e| ConfigErrors { source: DATABASE_URL_VAR.to_owned(), errors: vec![e] })?;
-            config.database_url = Some(url);
-        }
         let mut errors: Vec<String> =
             config.data_dir_usable().err().map(|e| format!("data_dir: {e}")).into_iter().collect();
         if config.database_url.is_some() && config.ca_dir.is_none() {
@@ -265,40 +269,52 @@ impl Config {
     }
 }
 
-/// The environment variable that overrides `database_url`.
-pub const DATABASE_URL_VAR: &str = "TALLY_DATABASE_URL";
+/// Every key can be set by the environment variable of this prefix and the key in capitals
+/// (`TALLY_HTTP_LISTEN`), over the file's value.
+pub const ENV_PREFIX: &str = "TALLY_";
 
-const KNOWN: [&str; 25] = [
-    "data_dir",
-    "database_url",
-    "ca_dir",
-    "quic_listen",
-    "http_listen",
-    "console_plain_http",
-    "server_names",
-    "public_addresses",
-    "max_connections",
-    "max_bucket_bps",
-    "max_bucket_age_days",
-    "silent_site_hours",
-    "default_contract_months",
-    "min_free_mb",
-    "month_window",
-    "grace_hours",
-    "operator_token",
-    "smtp",
-    "smtp_tls",
-    "smtp_username",
-    "smtp_password",
-    "smtp_from",
-    "webhook_secret",
-    "notify_ca_file",
-    "log",
+/// The configuration file read when no `--config` names one, if it exists (a container mounts
+/// it there).
+pub const SYSTEM_CONFIG: &str = "/etc/tally/collector.toml";
+
+/// Every key, with how its environment variable is written (`TALLY_<KEY>`, [`ENV_PREFIX`]).
+const KEYS: [(&str, ValueKind); 25] = [
+    ("data_dir", ValueKind::Text),
+    ("database_url", ValueKind::Text),
+    ("ca_dir", ValueKind::Text),
+    ("quic_listen", ValueKind::Text),
+    ("http_listen", ValueKind::Text),
+    ("console_plain_http", ValueKind::Boolean),
+    ("server_names", ValueKind::List),
+    ("public_addresses", ValueKind::List),
+    ("max_connections", ValueKind::Integer),
+    ("max_bucket_bps", ValueKind::Integer),
+    ("max_bucket_age_days", ValueKind::Integer),
+    ("silent_site_hours", ValueKind::Integer),
+    ("default_contract_months", ValueKind::Integer),
+    ("min_free_mb", ValueKind::Integer),
+    ("month_window", ValueKind::Text),
+    ("grace_hours", ValueKind::Integer),
+    ("operator_token", ValueKind::Text),
+    ("smtp", ValueKind::Text),
+    ("smtp_tls", ValueKind::Text),
+    ("smtp_username", ValueKind::Text),
+    ("smtp_password", ValueKind::Text),
+    ("smtp_from", ValueKind::Text),
+    ("webhook_secret", ValueKind::Text),
+    ("notify_ca_file", ValueKind::Text),
+    ("log", ValueKind::Text),
 ];
 
 /// Parses and validates configuration text, collecting every error.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    parse_with(text, |_| None)
+}
+
+/// Parses configuration text with the keys `lookup` finds in the environment over it.
+pub fn parse_with(text: &str, lookup: impl Fn(&str) -> Option<OsString>) -> Result<Config, ConfigErrors> {
     let mut fields = Fields::parse(text)?;
+    fields.environment(ENV_PREFIX, &KEYS, lookup);
     let data_dir = fields.path("data_dir", "./tally-data");
     let database_url = match fields.get("database_url").map(|v| v.as_str().map(str::to_owned).ok_or(v.type_str())) {
         None => None,
@@ -401,7 +417,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         fields.error(format!("log: {log:?} is not a valid filter: {e}"));
     }
     let ca_dir = fields.get("ca_dir").is_some().then(|| fields.path("ca_dir", ""));
-    fields.finish(&KNOWN, || Config {
+    fields.finish(&KEYS.map(|(key, _)| key), || Config {
         data_dir,
         database_url,
         ca_dir,

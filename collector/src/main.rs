@@ -16,12 +16,13 @@ fn main() -> ExitCode {
     // The store, the CA's key and everything else the collector writes are its own.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
+    let config_file = cli.config_file();
     let config = match cli.command {
         Command::DefaultConfig => {
             out!("{DEFAULT_CONFIG}");
             return ExitCode::SUCCESS;
         }
-        _ => match Config::load(cli.config.as_deref()) {
+        _ => match Config::load(config_file.as_deref()) {
             Ok(config) => config,
             Err(e) => {
                 eprintln!("{e}");
@@ -43,7 +44,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.clone());
-    let exposed = cli.config.as_deref().and_then(|path| config.secrets_exposed(path));
+    let exposed = config_file.as_deref().and_then(|path| config.secrets_exposed(path));
     if let Err(e) = tally_common::service::init_logging(&filter) {
         eprintln!("tally-collector: RUST_LOG {filter:?} is not a valid filter: {e}");
         return ExitCode::from(EXIT_CONFIG);

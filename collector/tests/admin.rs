@@ -148,6 +148,53 @@ fn validate_and_default_config() {
     assert!(err.contains("ca_dir:"), "{err}");
 }
 
+/// Every key can come from the environment (`TALLY_<KEY>`), over the file; a bad value is
+/// reported by its variable's name, with every other error.
+#[test]
+fn the_environment_configures_every_key_and_names_its_bad_values() {
+    let c = Collector::new();
+    let validate = |file: Option<&str>, vars: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tally-collector"));
+        command.env_clear().arg("validate");
+        if let Some(text) = file {
+            command.args(["--config", &c.file("env.toml", text)]);
+        }
+        let out = command.envs(vars.iter().copied()).output().unwrap();
+        (out.status.code(), String::from_utf8(out.stderr).unwrap())
+    };
+    // The file's bad value is replaced by the environment's good one.
+    let data = c.dir.path().join("env-data").display().to_string();
+    let good = [
+        ("TALLY_HTTP_LISTEN", "0.0.0.0:8080"),
+        ("TALLY_CONSOLE_PLAIN_HTTP", "false"),
+        ("TALLY_DATA_DIR", data.as_str()),
+        ("TALLY_SERVER_NAMES", "collector.example,10.0.0.5"),
+        ("TALLY_MAX_CONNECTIONS", "50"),
+        ("TALLY_OPERATOR_TOKEN", "01234567890123456789012345678901234567"),
+    ];
+    assert_eq!(validate(Some("http_listen = \"here\"\n"), &good), (Some(0), String::new()));
+    // Bad values, named by their variables, all at once.
+    let bad = [
+        ("TALLY_HTTP_LISTEN", "everywhere"),
+        ("TALLY_MAX_CONNECTIONS", "many"),
+        ("TALLY_GRACE_HOURS", "-1"),
+        ("TALLY_CONSOLE_PLAIN_HTTP", "maybe"),
+        ("TALLY_PUBLIC_ADDRESSES", "c1.example:4433,c2.example"),
+    ];
+    let (code, err) = validate(None, &bad);
+    assert_eq!(code, Some(64));
+    for expected in [
+        "TALLY_HTTP_LISTEN (http_listen: \"everywhere\" is not an address",
+        "TALLY_MAX_CONNECTIONS: expected an integer, found \"many\"",
+        "TALLY_GRACE_HOURS (grace_hours: -1 is out of range",
+        "TALLY_CONSOLE_PLAIN_HTTP: expected true or false, found \"maybe\"",
+        "TALLY_PUBLIC_ADDRESSES (public_addresses: expected a list of 1 to",
+        "5 error(s)",
+    ] {
+        assert!(err.contains(expected), "{expected} in {err}");
+    }
+}
+
 #[test]
 fn enrollment_tokens_carry_the_ca_fingerprint() {
     let c = setup();

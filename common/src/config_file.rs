@@ -1,6 +1,7 @@
 //! How the agent's and the collector's TOML configuration files are read: every problem found
 //! is collected and reported at once (STYLE habit 5), each naming its key; a missing key takes
-//! its default.
+//! its default. A key may also come from the environment ([`Fields::environment`]): a container
+//! is configured without a file.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,27 @@ pub fn load<T>(path: &Path, parse: impl FnOnce(&str) -> Result<T, ConfigErrors>)
 pub struct Fields {
     table: toml::Table,
     errors: Vec<String>,
+    /// The keys set by the environment, each with its variable: their errors name the variable.
+    from_environment: Vec<(String, String)>,
+}
+
+/// How a key's value is written in its environment variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// Taken as it is (a path, a name, a token: never read as a number).
+    Text,
+    /// A decimal integer.
+    Integer,
+    /// `true` or `false`.
+    Boolean,
+    /// Items separated by commas, or a TOML list (`["a", "b"]`).
+    List,
+}
+
+/// The variable that sets `key`: `prefix` and the key in capitals (`TALLY_` + `http_listen` =
+/// `TALLY_HTTP_LISTEN`).
+pub fn variable(prefix: &str, key: &str) -> String {
+    format!("{prefix}{}", key.to_ascii_uppercase())
 }
 
 impl Fields {
@@ -56,7 +78,38 @@ impl Fields {
             source: "configuration".into(),
             errors: vec![e.to_string().trim_end().to_owned()],
         })?;
-        Ok(Fields { table, errors: Vec::new() })
+        Ok(Fields { table, errors: Vec::new(), from_environment: Vec::new() })
+    }
+
+    /// Sets each of `keys` whose variable ([`variable`]) `lookup` finds, over the file's value.
+    /// A value that is not of its key's kind is an error naming the variable.
+    pub fn environment(
+        &mut self,
+        prefix: &str,
+        keys: &[(&str, ValueKind)],
+        lookup: impl Fn(&str) -> Option<std::ffi::OsString>,
+    ) {
+        for &(key, kind) in keys {
+            let name = variable(prefix, key);
+            let Some(raw) = lookup(&name) else { continue };
+            let Some(text) = raw.to_str() else {
+                self.errors.push(format!("{name}: not UTF-8"));
+                continue;
+            };
+            let value = match kind {
+                ValueKind::Text => Ok(toml::Value::String(text.to_owned())),
+                ValueKind::Integer => text.trim().parse().map(toml::Value::Integer).map_err(|_| "an integer"),
+                ValueKind::Boolean => text.trim().parse().map(toml::Value::Boolean).map_err(|_| "true or false"),
+                ValueKind::List => Ok(list(text)),
+            };
+            match value {
+                Ok(value) => {
+                    self.table.insert(key.to_owned(), value);
+                    self.from_environment.push((key.to_owned(), name));
+                }
+                Err(expected) => self.errors.push(format!("{name}: expected {expected}, found {text:?}")),
+            }
+        }
     }
 
     /// The raw value of `key`, for a look-up of its own.
@@ -122,11 +175,34 @@ impl Fields {
         for key in self.table.keys().filter(|k| !known.contains(&k.as_str())) {
             self.errors.push(format!("{key}: unknown key (known keys: {})", known.join(", ")));
         }
+        for error in &mut self.errors {
+            let set_by = self.from_environment.iter().find(|(key, _)| {
+                error.strip_prefix(key.as_str()).is_some_and(|rest| rest.starts_with(':') || rest.starts_with('['))
+            });
+            if let Some((_, name)) = set_by {
+                *error = format!("{name} ({error})");
+            }
+        }
         if self.errors.is_empty() {
             Ok(value())
         } else {
             Err(ConfigErrors { source: "configuration".into(), errors: self.errors })
         }
+    }
+}
+
+/// A list variable's value: a TOML list, or items separated by commas.
+fn list(text: &str) -> toml::Value {
+    let parsed = text.trim().starts_with('[').then(|| format!("v = {text}").parse::<toml::Table>().ok()).flatten();
+    match parsed.and_then(|mut table| table.remove("v")) {
+        Some(value) => value,
+        None => toml::Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|i| !i.is_empty())
+                .map(|i| toml::Value::String(i.to_owned()))
+                .collect(),
+        ),
     }
 }
 
@@ -149,6 +225,47 @@ mod tests {
                 "count: 0 is out of range, expected 1 to 10",
                 "dir: must not be empty",
                 "extra: unknown key (known keys: name, count, dir)",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_environment_sets_keys_by_kind_and_its_errors_name_the_variable() {
+        let vars = [
+            ("T_NAME", "0123"),
+            ("T_COUNT", "12"),
+            ("T_FLAG", "yes"),
+            ("T_HOSTS", "a.example, 10.0.0.1"),
+            ("T_PORTS", "[1, 2]"),
+            ("T_DIR", ""),
+        ];
+        let lookup = |name: &str| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).into());
+        let mut fields = Fields::parse("name = \"file\"\ncount = 3\nhosts = [\"x\"]").unwrap();
+        let keys = [
+            ("name", ValueKind::Text),
+            ("count", ValueKind::Integer),
+            ("flag", ValueKind::Boolean),
+            ("hosts", ValueKind::List),
+            ("ports", ValueKind::List),
+            ("dir", ValueKind::Text),
+            ("absent", ValueKind::Text),
+        ];
+        fields.environment("T_", &keys, lookup);
+        assert_eq!(fields.string("name", "x"), "0123", "a text is never a number");
+        assert_eq!(fields.integer("count", 5, 1, 10), 5, "12 is out of range");
+        let strings = |v: &[&str]| toml::Value::Array(v.iter().map(|s| toml::Value::String((*s).into())).collect());
+        assert_eq!(fields.get("hosts"), Some(&strings(&["a.example", "10.0.0.1"])));
+        let ports = toml::Value::Array(vec![toml::Value::Integer(1), toml::Value::Integer(2)]);
+        assert_eq!(fields.get("ports"), Some(&ports));
+        assert_eq!(fields.path("dir", "/d"), PathBuf::new());
+        assert_eq!(fields.string("absent", "kept"), "kept");
+        let errors = fields.finish(&keys.map(|(k, _)| k), || ()).unwrap_err().errors;
+        assert_eq!(
+            errors,
+            [
+                "T_FLAG: expected true or false, found \"yes\"",
+                "T_COUNT (count: 12 is out of range, expected 1 to 10)",
+                "T_DIR (dir: must not be empty)",
             ]
         );
     }

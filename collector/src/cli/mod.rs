@@ -15,11 +15,20 @@ use crate::store::Role;
 #[derive(Debug, Parser)]
 #[command(name = "tally-collector", version, about = "Tally's collector: ingest, usage engine and order API")]
 pub struct Cli {
-    /// The configuration file (defaults apply without one).
+    /// The configuration file (without one: /etc/tally/collector.toml if it exists, else the
+    /// defaults); TALLY_<KEY> variables apply over it.
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The configuration file read: `--config`, or the system's if it exists.
+    pub fn config_file(&self) -> Option<PathBuf> {
+        let system = std::path::Path::new(crate::config::SYSTEM_CONFIG);
+        self.config.clone().or_else(|| system.exists().then(|| system.to_owned()))
+    }
 }
 
 #[derive(Debug, Subcommand)]
