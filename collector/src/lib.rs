@@ -26,6 +26,7 @@ pub mod config;
 pub mod console;
 pub mod digest;
 pub mod enforcement;
+pub mod healthcheck;
 pub mod http;
 pub mod ingest;
 pub mod intake;

@@ -26,3 +26,22 @@ async fn healthz_answers_ok_and_shutdown_stops_the_server() {
     server.await.unwrap().unwrap();
     assert!(TcpStream::connect(addr).await.is_err(), "the listener is closed after shutdown");
 }
+
+/// `tally-collector healthcheck` without a collector to answer: exit code 1 and the reason.
+#[test]
+fn healthcheck_fails_with_its_reason_when_nothing_answers() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let probe = |url: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally-collector"))
+            .args(["healthcheck", "--url", url])
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (code, err) = probe(&format!("http://127.0.0.1:{port}/healthz"));
+    assert_eq!(code, Some(1));
+    assert!(err.contains(&format!("127.0.0.1:{port}: Connection refused")), "{err}");
+    let (code, err) = probe("ftp://127.0.0.1/healthz");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("only http:// URLs are probed"), "{err}");
+}

@@ -1,7 +1,7 @@
 //! The SQLite store under faults it must survive without a restart (issue 15, item 1): a full
 //! disk. A write that returned `Ok` is on disk; a failed commit leaves no connection inside a
 //! transaction, so once space returns the same store writes again, and readers never block;
-//! `/healthz` says `failing` (503) while writes fail, and an agent's batch is refused over QUIC
+//! `/healthz` says `failing` (503) while writes fail (and `tally-collector healthcheck` exits 1), and an agent's batch is refused over QUIC
 //! with `StoreUnavailable` (it keeps the batch and retries) until it is acknowledged once stored.
 
 mod support;
@@ -26,7 +26,6 @@ use tally_common::sampler::DiscardCounters;
 use tally_common::time::BucketStart;
 use tally_common::wire::{AgentMessage, BucketBatch, CollectorMessage, ErrorCode, WireBucket};
 use tmpfs::Tmpfs;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn day(n: i64) -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + TimeDelta::days(n)
@@ -81,7 +80,7 @@ async fn a_full_disk_loses_no_acknowledged_day_and_writes_again_when_space_retur
     let store = Arc::new(SqliteStore::open(&path).await.unwrap());
     seeded(&store).await;
     let http = serve_health(store.clone()).await;
-    assert_eq!(health(http).await, (200, r#"{"status":"ok"}"#.to_owned()));
+    assert_eq!(health(http).await, Ok(r#"healthy: {"status":"ok"}"#.to_owned()));
     let agent = Agent::enrolled(store.clone()).await;
     disk.fill(1_536);
 
@@ -105,8 +104,8 @@ async fn a_full_disk_loses_no_acknowledged_day_and_writes_again_when_space_retur
     // Readers are not locked out by the failed writers; the health check tells.
     assert_eq!(store.buckets_of_day("hq", day(stored[0])).await.unwrap().len(), 288);
     assert!(store.write_failure().is_some_and(|why| why.contains("full")), "{:?}", store.write_failure());
-    let (status, body) = health(http).await;
-    assert!(status == 503 && body.contains(r#""status":"failing""#) && body.contains("full"), "{status} {body}");
+    let why = health(http).await.unwrap_err();
+    assert!(why.contains(r#"answered 503 Service Unavailable: {"status":"failing""#) && why.contains("full"), "{why}");
     match agent.ship(QUIC_DAY).await {
         Some(CollectorMessage::Error(e)) => {
             assert_eq!(e.code, ErrorCode::StoreUnavailable, "{}", e.message);
@@ -127,7 +126,7 @@ async fn a_full_disk_loses_no_acknowledged_day_and_writes_again_when_space_retur
     store.merge_buckets(&day_of_buckets(next)).await.expect("a write once space is back");
     stored.push(next);
     assert_eq!(store.write_failure(), None);
-    assert_eq!(health(http).await.0, 200);
+    assert!(health(http).await.is_ok());
     drop(store);
 
     // Every day that was acknowledged is on disk, whole.
@@ -189,12 +188,22 @@ async fn serve_health(store: Arc<SqliteStore>) -> std::net::SocketAddr {
     addr
 }
 
-/// `GET /healthz`: status and body.
-async fn health(addr: std::net::SocketAddr) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: tally\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response[9..12].parse().unwrap();
-    (status, response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
+/// `tally-collector healthcheck` against `/healthz` at `addr`: what it printed, on standard
+/// output when it exits 0, on standard error when it exits 1.
+async fn health(addr: std::net::SocketAddr) -> Result<String, String> {
+    let url = format!("http://{addr}/healthz");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tally-collector"))
+            .args(["healthcheck", "--url", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap().trim().to_owned();
+    match out.status.code() {
+        Some(0) => Ok(text(out.stdout)),
+        Some(1) => Err(text(out.stderr)),
+        other => panic!("healthcheck exited {other:?}"),
+    }
 }

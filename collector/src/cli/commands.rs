@@ -31,8 +31,15 @@ use crate::usage;
 /// Runs `command` on the collector configured by `config`, on its store: PostgreSQL when
 /// `database_url` is set, else the embedded SQLite file.
 pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
-    if let Command::MigrateStore { from, to } = &command {
-        return migrate_store(from, to).await;
+    match &command {
+        Command::MigrateStore { from, to } => return migrate_store(from, to).await,
+        Command::Healthcheck { url } => {
+            let url = url.clone().unwrap_or_else(|| crate::healthcheck::default_url(config.http_listen));
+            let health = crate::healthcheck::probe(&url).await.map_err(anyhow::Error::msg)?;
+            outln!("healthy: {health}");
+            return Ok(());
+        }
+        _ => {}
     }
     match &config.database_url {
         Some(url) => {
@@ -100,7 +107,7 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
             http.await??;
             tracing::info!("collector stopped");
         }
-        Command::Validate | Command::DefaultConfig | Command::MigrateStore { .. } => {}
+        Command::Validate | Command::DefaultConfig | Command::MigrateStore { .. } | Command::Healthcheck { .. } => {}
         Command::Ca(CaCommand::Init) => {
             let (ca, created) = Ca::load_or_create(&config.ca_dir())?;
             let state = if created { "created" } else { "exists" };

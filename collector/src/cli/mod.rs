@@ -37,6 +37,14 @@ pub enum Command {
     Serve,
     /// Check the configuration and report every error at once (exit code 64 on any).
     Validate,
+    /// Ask the running `serve` whether it is healthy (its store can write): exit code 0, or 1
+    /// with the reason. A container or Kubernetes probe.
+    Healthcheck {
+        /// The URL probed; by default /healthz on http_listen (through loopback when it listens
+        /// on every address).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Print a commented example configuration with every default.
     DefaultConfig,
     /// Customer accounts.
