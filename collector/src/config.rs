@@ -38,6 +38,10 @@ http_listen = "127.0.0.1:8080"
 # address, refused on any other.
 # console_plain_http = true
 
+# Prometheus metrics (OpenMetrics text) at GET /metrics: on http_listen for an operator's token,
+# and on this address without one (an address only the monitoring reaches).
+# metrics_listen = "127.0.0.1:9464"
+
 # Names and addresses the agents use to reach the QUIC endpoint: its certificate covers them.
 server_names = ["localhost", "127.0.0.1", "::1"]
 
@@ -110,6 +114,8 @@ pub struct Config {
     pub ca_dir: Option<PathBuf>,
     pub quic_listen: SocketAddr,
     pub http_listen: SocketAddr,
+    /// Where `/metrics` is served without a token, beside `http_listen`.
+    pub metrics_listen: Option<SocketAddr>,
     /// The console is served over plain HTTP on loopback: its cookie is not `Secure`.
     pub console_plain_http: bool,
     pub server_names: Vec<String>,
@@ -278,12 +284,13 @@ pub const ENV_PREFIX: &str = "TALLY_";
 pub const SYSTEM_CONFIG: &str = "/etc/tally/collector.toml";
 
 /// Every key, with how its environment variable is written (`TALLY_<KEY>`, [`ENV_PREFIX`]).
-const KEYS: [(&str, ValueKind); 25] = [
+const KEYS: [(&str, ValueKind); 26] = [
     ("data_dir", ValueKind::Text),
     ("database_url", ValueKind::Text),
     ("ca_dir", ValueKind::Text),
     ("quic_listen", ValueKind::Text),
     ("http_listen", ValueKind::Text),
+    ("metrics_listen", ValueKind::Text),
     ("console_plain_http", ValueKind::Boolean),
     ("server_names", ValueKind::List),
     ("public_addresses", ValueKind::List),
@@ -326,6 +333,8 @@ pub fn parse_with(text: &str, lookup: impl Fn(&str) -> Option<OsString>) -> Resu
     };
     let quic_listen = address(&mut fields, "quic_listen", SocketAddr::from(([0, 0, 0, 0], 4433)));
     let http_listen = address(&mut fields, "http_listen", SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let metrics_listen =
+        fields.get("metrics_listen").is_some().then(|| address(&mut fields, "metrics_listen", http_listen));
     let console_plain_http = fields.boolean("console_plain_http", http_listen.ip().is_loopback());
     if console_plain_http && !http_listen.ip().is_loopback() {
         fields.error(format!(
@@ -423,6 +432,7 @@ pub fn parse_with(text: &str, lookup: impl Fn(&str) -> Option<OsString>) -> Resu
         ca_dir,
         quic_listen,
         http_listen,
+        metrics_listen,
         console_plain_http,
         server_names,
         public_addresses,

@@ -22,7 +22,7 @@
 //! its own connection, never the collector.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
 use quinn::crypto::rustls::QuicServerConfig;
@@ -37,6 +37,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::ca::{Ca, CertificateRequest};
 use crate::digest::sha256_hex;
+use crate::metrics::{self, Handshake};
 use crate::policy::{self, Board};
 use crate::presence::{self, Presence};
 use crate::store::{Ingested, Intake, Measured, PolicyReport, SitePolicy, Store, StoreError};
@@ -156,6 +157,7 @@ pub async fn run<S: Store + 'static>(
         };
         let Ok(queued) = slots.queue.clone().try_acquire_owned() else {
             slots.refused("connections waiting for a handshake");
+            metrics::get().handshake(Handshake::Refused);
             incoming.refuse();
             continue;
         };
@@ -166,9 +168,16 @@ pub async fn run<S: Store + 'static>(
             drop(queued);
             let conn = match tokio::time::timeout(HANDSHAKE_DEADLINE, incoming).await {
                 Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => return tracing::info!(%remote, error = %e, "handshake failed"),
-                Err(_) => return tracing::info!(%remote, "handshake not completed in time: dropped"),
+                Ok(Err(e)) => {
+                    metrics::get().handshake(Handshake::Failed);
+                    return tracing::info!(%remote, error = %e, "handshake failed");
+                }
+                Err(_) => {
+                    metrics::get().handshake(Handshake::TimedOut);
+                    return tracing::info!(%remote, "handshake not completed in time: dropped");
+                }
             };
+            metrics::get().handshake(Handshake::Completed);
             drop(handshake);
             let serial = conn
                 .peer_identity()
@@ -181,6 +190,7 @@ pub async fn run<S: Store + 'static>(
             let Ok(_slot) = pool.clone().try_acquire_owned() else {
                 slots.refused(kind);
                 let message = format!("the collector is at its limit of {kind}: retry later");
+                metrics::get().refused(ErrorCode::Overloaded);
                 return conn.close(u32::from(ErrorCode::Overloaded).into(), message.as_bytes());
             };
             // Boxed: a connection waiting for its handshake holds a small task, not this one.
@@ -209,7 +219,14 @@ async fn group_commit<S: Store>(store: Arc<S>, mut queue: mpsc::Receiver<Pending
             }
         }
         let intakes: Vec<Intake> = group.iter_mut().map(|p| std::mem::take(&mut p.intake)).collect();
+        let started = Instant::now();
         let result = store.ingest(&intakes).await.map(|(_, outcomes)| outcomes);
+        let metrics = metrics::get();
+        metrics.group_commit_seconds.observe(started.elapsed().as_secs_f64());
+        if result.is_ok() {
+            let stored: usize = intakes.iter().map(|i| i.buckets.len()).sum();
+            metrics.buckets_stored.inc_by(stored as u64);
+        }
         if let Err(e) = &result
             && let Some(failed) = COMMIT_FAILURES.hit()
         {
@@ -262,6 +279,7 @@ async fn send(stream: &mut quinn::SendStream, message: &CollectorMessage) -> Res
 
 /// Tells the peer why, then closes the connection with the same code.
 async fn refuse(conn: &quinn::Connection, stream: Option<&mut quinn::SendStream>, code: ErrorCode, message: String) {
+    metrics::get().refused(code);
     if let Some(stream) = stream {
         let _ = send(stream, &CollectorMessage::Error(ErrorMessage { code, message: message.clone() })).await;
         let _ = stream.finish();
@@ -385,6 +403,7 @@ async fn serve_connection<S: Store>(conn: quinn::Connection, serial: Option<Stri
                 return;
             }
             let _present = presence.enter(&site);
+            let _connected = Connected::new();
             let agent = Agent { conn: &conn, tx: &mut tx, frames: &mut frames, site: &site, version, store: &**store };
             agent.serve(board.subscribe(&site), commits, limits).instrument(span).await;
         }
@@ -392,6 +411,22 @@ async fn serve_connection<S: Store>(conn: quinn::Connection, serial: Option<Stri
             let message = "the first message must be Hello".to_owned();
             refuse(&conn, Some(&mut tx), ErrorCode::ProtocolViolation, message).await
         }
+    }
+}
+
+/// Counts an agent in `agents_connected` while it lives.
+struct Connected;
+
+impl Connected {
+    fn new() -> Connected {
+        metrics::get().agents_connected.inc();
+        Connected
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        metrics::get().agents_connected.dec();
     }
 }
 
@@ -502,11 +537,14 @@ impl<S: Store> Agent<'_, S> {
             Bounds { now: crate::clock::now(), max_age: limits.max_bucket_age, max_bps: limits.max_bucket_bps };
         let mut intake = Intake { site: self.site.to_owned(), discards: batch.discarded, ..Intake::default() };
         let mut refused = Vec::new();
+        let metrics = metrics::get();
+        metrics.buckets_received.inc_by(batch.buckets.len() as u64);
         for &StampedBucket { bucket: wire, policy_version } in &batch.buckets {
             match wire.check(&bounds) {
                 Checked::Valid(bucket) => intake.buckets.push(Measured { bucket, policy_version }),
                 Checked::WrongTime(bucket, reason) => intake.wrong_time.push((bucket, reason)),
                 Checked::Invalid(reason) => {
+                    metrics.bucket_refused(reason);
                     intake.refused.push(reason);
                     refused.push(RefusedBucket { start: wire.start, reason });
                 }
@@ -549,6 +587,8 @@ impl<S: Store> Agent<'_, S> {
         tracing::debug!(seq = batch.seq, buckets = batch.buckets.len(), first, last, "batch committed");
         // A full quarantine keeps none of the rest: they are refused, and counted.
         let (quarantined, over) = wrong_time.split_at(ingested.quarantined);
+        metrics.buckets_quarantined.inc_by(quarantined.len() as u64);
+        over.iter().for_each(|r| metrics.bucket_refused(r.reason));
         refused.extend_from_slice(over);
         let ack = if self.version == 1 {
             let refused = refused

@@ -30,6 +30,7 @@ pub mod healthcheck;
 pub mod http;
 pub mod ingest;
 pub mod intake;
+pub mod metrics;
 pub mod orders;
 pub mod policy;
 pub mod pool_risk;
@@ -71,7 +72,10 @@ pub fn quic_endpoint(ca: &ca::Ca, addr: std::net::SocketAddr, names: &[String]) 
 
 /// The HTTP API and the web console, on one router.
 pub fn http_router<S: store::Store + 'static>(store: std::sync::Arc<S>, config: &config::Config) -> axum::Router {
-    api::Api::new(store.clone(), config).router().merge(console::Console::new(store, config).router())
+    api::Api::new(store.clone(), config)
+        .router()
+        .merge(console::Console::new(store, config).router())
+        .layer(axum::middleware::from_fn(metrics::track))
 }
 
 /// Serves `router` ([`http_router`]) on `listener` until `shutdown` ([`http::serve`]).

@@ -458,6 +458,26 @@ fn tokens_see_only_their_tenants_and_other_accounts_do_not_exist_for_them() {
     let (status, _, body) = usage("acme", &revoked);
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("revoked"), "{body}");
+
+    // /metrics on the HTTP listener is the operator's; its labels are route templates, never
+    // an account (bounded cardinality).
+    assert_eq!(get(http, "/metrics", None).0, 401);
+    assert_eq!(get(http, "/metrics", Some(&customer)).0, 403);
+    let (status, content_type, metrics) = get(http, "/metrics", Some(&operator));
+    assert_eq!((status, content_type.as_str()), (200, "application/openmetrics-text; version=1.0.0; charset=utf-8"));
+    let usage_route = r#"route="/v1/accounts/{account}/usage""#;
+    let answered = |status: u16| {
+        metrics.lines().find(|l| {
+            l.starts_with("tally_http_requests_total{")
+                && l.contains(usage_route)
+                && l.contains(&format!("status=\"{status}\""))
+        })
+    };
+    assert!(answered(200).is_some_and(|l| l.ends_with(" 5")), "5 answered 200: {metrics}");
+    assert!(answered(404).is_some_and(|l| l.ends_with(" 5")), "5 answered 404: {metrics}");
+    for account in ["acme", "other", "sub", "reseller", "ghost"] {
+        assert!(!metrics.contains(&format!("/{account}/")), "{account} in {metrics}");
+    }
 }
 
 #[test]

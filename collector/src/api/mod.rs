@@ -18,7 +18,7 @@ use axum::extract::Request;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use chrono::TimeDelta;
@@ -94,6 +94,7 @@ impl<S: Store + 'static> Api<S> {
             .route("/v1/sites", get(sites::all_sites_activity::<S>))
             .route("/v1/enforcement/at-risk", get(sites::pools_at_risk::<S>))
             .route("/v1/accounts/{account}/sites", get(sites::account_sites_activity::<S>))
+            .route("/metrics", get(operator_metrics::<S>))
             // Before the body is read: a request without a valid token costs nothing more.
             .route_layer(middleware::from_fn_with_state(self.clone(), authenticated::<S>));
         Router::new()
@@ -105,6 +106,33 @@ impl<S: Store + 'static> Api<S> {
             .layer(middleware::from_fn(within_deadline))
             .with_state(self)
     }
+}
+
+/// `GET /metrics` on the HTTP listener, for an operator's token; `metrics_listen` serves it
+/// without one ([`metrics_router`]).
+async fn operator_metrics<S: Store + 'static>(
+    State(api): State<Api<S>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, Problem> {
+    caller.operator_only("read the metrics")?;
+    metrics(&*api.store).await
+}
+
+/// Every metric, as OpenMetrics text ([`crate::metrics`]).
+async fn metrics<S: Store>(store: &S) -> Result<Response, Problem> {
+    let text = crate::metrics::encode(store).await.map_err(internal)?;
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    Ok(([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response())
+}
+
+/// `GET /metrics` alone, without a token: for `metrics_listen`, an address only the monitoring
+/// reaches.
+pub fn metrics_router<S: Store + 'static>(store: Arc<S>) -> Router {
+    Router::new()
+        .route("/metrics", get(|State(store): State<Arc<S>>| async move { metrics(&*store).await }))
+        .fallback(no_route)
+        .layer(middleware::from_fn(within_deadline))
+        .with_state(store)
 }
 
 /// Refuses a `/v1` request without a valid bearer token before its body is read; hands the

@@ -96,6 +96,16 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
                 until_stopped(stopped.clone()),
             ));
             let pools = tokio::spawn(pool_risk::watch(store.clone(), until_stopped(stopped.clone())));
+            let metrics = match config.metrics_listen {
+                Some(address) => {
+                    let listener = TcpListener::bind(address)
+                        .await
+                        .with_context(|| format!("cannot listen on {address} (metrics_listen)"))?;
+                    let router = crate::api::metrics_router(store.clone());
+                    Some(tokio::spawn(crate::serve(listener, router, until_stopped(stopped.clone()))))
+                }
+                None => None,
+            };
             let router = crate::http_router(store, &config);
             let http = tokio::spawn(crate::serve(listener, router, until_stopped(stopped)));
             shutdown.await;
@@ -105,6 +115,9 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
             let _ = engine.await;
             let _ = pools.await;
             http.await??;
+            if let Some(metrics) = metrics {
+                metrics.await??;
+            }
             tracing::info!("collector stopped");
         }
         Command::Validate | Command::DefaultConfig | Command::MigrateStore { .. } | Command::Healthcheck { .. } => {}

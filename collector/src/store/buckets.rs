@@ -100,6 +100,8 @@ pub trait BucketStore: Send + Sync {
         now: DateTime<Utc>,
         lease: TimeDelta,
     ) -> impl Future<Output = Result<Vec<DirtyDayBuckets>, StoreError>> + Send;
+    /// How many site-days are dirty, claimed or not (`/metrics`).
+    fn dirty_days_waiting(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// How many of an account's dirty days in `[from, until)` another refresh has claimed past
     /// `now`: until it saves them (or its lease ends), the account's computed days are not
     /// current, and a report waits.

@@ -117,6 +117,8 @@ pub trait OutboxStore: Send + Sync {
         notification: &Notification,
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// How many notifications are not delivered yet (`/metrics`).
+    fn notifications_pending(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Every outbox row, of one account or all.
     fn notifications(&self, account: Option<&str>) -> impl Future<Output = Result<Vec<OutboxItem>, StoreError>> + Send;
 }

@@ -18,12 +18,17 @@ const CLAIM_LEASE: TimeDelta = TimeDelta::minutes(5);
 /// two halves recomputed side by side (both cores), until none is left: a day dirtied again
 /// meanwhile is computed once more.
 pub async fn refresh<S: Store>(store: &S) -> Result<usize, StoreError> {
-    let mut total = 0;
+    let (mut total, started) = (0, std::time::Instant::now());
     while let Some(middle) = store.dirty_days_midpoint(crate::clock::now()).await? {
         let first = KeyRange { after: None, through: Some(middle.clone()) };
         let second = KeyRange { after: Some(middle), through: None };
         let (a, b) = tokio::try_join!(refresh_range(store, first), refresh_range(store, second))?;
         total += a + b;
+    }
+    if total > 0 {
+        let metrics = crate::metrics::get();
+        metrics.site_days_recomputed.inc_by(total as u64);
+        metrics.recompute_seconds.observe(started.elapsed().as_secs_f64());
     }
     Ok(total)
 }

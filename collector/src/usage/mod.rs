@@ -85,8 +85,11 @@ pub async fn finalize_due<S: Store>(
             let due = MonthStatus::of(month.window(setting), grace, now) == MonthStatus::Finalized;
             if due && store.finalized_report(&account, &month.to_string()).await?.is_none() {
                 match report::build(store, &account, month, setting, grace, now).await {
+                    Ok(_) => {
+                        crate::metrics::get().months_finalized.inc();
+                    }
                     // R28: a month before the account's life is never finalized nor notified.
-                    Ok(_) | Err(report::ReportError::BeforeAccountLife { .. }) => {}
+                    Err(report::ReportError::BeforeAccountLife { .. }) => {}
                     Err(e) => return Err(e),
                 }
             }

@@ -207,6 +207,7 @@ async fn deliver_claimed<S: Store>(
         match deliver(transports, &item).await {
             Ok(()) => {
                 store.mark_delivered(item.id, crate::clock::now()).await?;
+                crate::metrics::get().notification(item.channel.as_str(), true);
                 delivered += 1;
                 tracing::info!(id = item.id, account = %item.account, topic = %item.topic, channel = item.channel.as_str(),
                     recipient = %item.recipient, "notification delivered");
@@ -214,6 +215,7 @@ async fn deliver_claimed<S: Store>(
             Err(e) => {
                 let wait = TimeDelta::seconds(1i64 << item.attempts.min(12)).min(TimeDelta::hours(1));
                 store.mark_failed(item.id, &e, crate::clock::now() + wait).await?;
+                crate::metrics::get().notification(item.channel.as_str(), false);
                 tracing::warn!(id = item.id, recipient = %item.recipient, error = %e, retry_in_s = wait.num_seconds(),
                     "notification delivery failed");
             }

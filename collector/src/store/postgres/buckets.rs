@@ -293,6 +293,12 @@ impl BucketStore for PgStore {
             .collect()
     }
 
+    async fn dirty_days_waiting(&self) -> Result<u64, StoreError> {
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM dirty_days").fetch_one(&self.pool).await.map_err(db)?;
+        to_u64(waiting, "dirty days")
+    }
+
     async fn claimed_dirty_days(
         &self,
         account: &str,

@@ -144,7 +144,7 @@ impl DerefMut for WriteTx {
 /// A database error. What passes when its cause does is `Unavailable`: the server unreachable
 /// or shutting down, a full disk or other exhausted resource (SQLSTATE classes 08, 53, 57P).
 fn db(e: sqlx::Error) -> StoreError {
-    match &e {
+    let error = match &e {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
             StoreError::Unavailable(e.to_string())
         }
@@ -154,7 +154,9 @@ fn db(e: sqlx::Error) -> StoreError {
             StoreError::Unavailable(e.to_string())
         }
         _ => StoreError::Database(e.to_string()),
-    }
+    };
+    crate::metrics::get().store_error(&error);
+    error
 }
 
 /// Maps a unique-key violation to `Duplicate`, a missing reference to `NotFound`, anything else

@@ -144,6 +144,14 @@ impl OutboxStore for PgStore {
         Ok(added)
     }
 
+    async fn notifications_pending(&self) -> Result<u64, StoreError> {
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE delivered_at IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        super::to_u64(pending, "pending notifications")
+    }
+
     async fn notifications(&self, account: Option<&str>) -> Result<Vec<OutboxItem>, StoreError> {
         let rows: Vec<OutboxRow> = sqlx::query_as(select_outbox!("WHERE $1 IS NULL OR account_id = $2 ORDER BY id"))
             .bind(account)

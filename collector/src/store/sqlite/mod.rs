@@ -70,10 +70,12 @@ fn db(e: sqlx::Error) -> StoreError {
         sqlx::Error::Database(d) => d.code().and_then(|c| c.parse::<i32>().ok()),
         _ => None,
     };
-    match code.map(|c| c & 0xff) {
+    let error = match code.map(|c| c & 0xff) {
         Some(8 | 10 | 13) => StoreError::Unavailable(e.to_string()),
         _ => StoreError::Database(e.to_string()),
-    }
+    };
+    crate::metrics::get().store_error(&error);
+    error
 }
 
 /// Maps a unique-key violation to `Duplicate`, anything else to `Database`.
