@@ -71,6 +71,9 @@ pub struct UplinkStatus {
     /// protocol 2); over 60 s either way, bucket times are wrong.
     #[serde(default)]
     pub clock_offset_s: Option<i64>,
+    /// How many times this run connected again after losing the collector.
+    #[serde(default)]
+    pub reconnects: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,7 +272,7 @@ pub fn table(s: &Status) -> String {
     match &s.uplink {
         Some(u) => {
             let ack = u.last_ack.as_deref().unwrap_or("none yet");
-            out += &format!("uplink: {} ({}), last ack {ack}\n", u.collector, u.state);
+            out += &format!("uplink: {} ({}), last ack {ack}, {} reconnects\n", u.collector, u.state, u.reconnects);
             if let Some(offset) = u.clock_offset_s.filter(|o| o.abs() > MAX_CLOCK_OFFSET.num_seconds()) {
                 out += &format!("CLOCK WRONG: this socket's clock is {offset} s off the collector's: fix its time\n");
             }

@@ -522,11 +522,14 @@ async fn session(
     let quarantined = link.store.borrow().quarantined().map_err(local)?;
     status::update(&link.status, |s| {
         s.quarantined_buckets = quarantined;
+        // The uplink is set only here: one already set is from an earlier connection.
+        let reconnects = s.uplink.as_ref().map_or(0, |u| u.reconnects + 1);
         s.uplink = Some(UplinkStatus {
             collector: collector.clone(),
             state: "connected".into(),
             last_ack: None,
             clock_offset_s,
+            reconnects,
         })
     });
     let mut replayed = 0usize;

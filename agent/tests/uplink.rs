@@ -167,6 +167,8 @@ fn an_enrolled_agent_ships_every_closed_bucket_and_replays_a_backlog() {
     let server = collector.serve();
     measuring.until("connected to the collector");
     measuring.until("backlog replayed");
+    let uplink = &status(&agent_config)["uplink"];
+    assert_eq!((uplink["state"].as_str(), uplink["reconnects"].as_u64()), (Some("connected"), Some(1)), "{uplink}");
     let agent_log = measuring.stop();
     running.store(false, Ordering::Relaxed);
     writer.join().unwrap();
