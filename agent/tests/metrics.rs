@@ -1,6 +1,7 @@
 //! Monitoring, end to end: a real Prometheus server scrapes the collector's `metrics_listen`
 //! while a real agent ships a backlog of one day over QUIC; PromQL through Prometheus' HTTP API
-//! returns the number of buckets the agent shipped, and the agent connected.
+//! returns the number of buckets the agent shipped, and the agent connected; every query of the
+//! Grafana dashboard (`deploy/grafana/tally.json`) is valid there and reads exposed metrics.
 
 mod support;
 
@@ -70,7 +71,9 @@ fn prometheus_scrapes_the_buckets_a_real_agent_shipped() {
     let metrics_port = free_port();
     let extra = format!("max_bucket_age_days = 3650\nmetrics_listen = \"127.0.0.1:{metrics_port}\"");
     let collector = TestCollector::with_config(bin, tree.dir.path(), "127.0.0.1", "info", &extra);
-    let server = collector.serve();
+    let mut server = collector.serve();
+    let http = server.until("HTTP API serving");
+    let http = http.split("http=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
     // The WAN interface is down, so the agent closes no bucket (R4): it ships exactly the backlog.
     let config = tree.write_config(&["wan0"], "");
     let agent = |args: &[&str]| {
@@ -81,6 +84,8 @@ fn prometheus_scrapes_the_buckets_a_real_agent_shipped() {
     let token = collector.enroll_token();
     let enrolled = agent(&["enroll", "--collector", &collector.address, "--token", &token]).output().unwrap();
     assert!(enrolled.status.success(), "{}", String::from_utf8_lossy(&enrolled.stderr));
+    let used = agent(&["enroll", "--collector", &collector.address, "--token", &token]).output().unwrap();
+    assert!(!used.status.success(), "a token works once");
     let shipped = support::collector::seed_backlog(&tree.state(), 288);
     let mut running = Logged::spawn(agent(&["run"]));
     running.until("backlog replayed");
@@ -109,13 +114,42 @@ fn prometheus_scrapes_the_buckets_a_real_agent_shipped() {
     assert_eq!(settles_at(prometheus_port, "tally_buckets_received_total", stored), Some(stored));
     assert_eq!(settles_at(prometheus_port, "tally_agents_connected", 1.0), Some(1.0));
     let completed = "sum(tally_handshakes_total{result=\"completed\"})";
-    assert_eq!(settles_at(prometheus_port, completed, 2.0), Some(2.0), "the enrollment's and the run's");
+    assert_eq!(settles_at(prometheus_port, completed, 3.0), Some(3.0), "two enrollments' and the run's");
+    let refused = "tally_connections_refused_total{code=\"EnrollmentRefused\"}";
+    assert_eq!(settles_at(prometheus_port, refused, 1.0), Some(1.0), "the token used twice");
+    let port: u16 = http.rsplit(':').next().unwrap().parse().unwrap();
+    let health = http_get(port, "/healthz");
+    assert!(health.contains("ok"), "{http}: {health:?}");
+    let healthz = "tally_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"}";
+    assert_eq!(settles_at(prometheus_port, healthz, 1.0), Some(1.0));
     let commits = "tally_group_commit_seconds_count > 0";
     assert!(query(prometheus_port, commits).is_some(), "the group commits' latency is recorded");
 
     // metrics_listen serves the OpenMetrics text without a token.
     let exposed = http_get(metrics_port, "/metrics");
     assert!(exposed.ends_with("# EOF\n") && exposed.contains("tally_buckets_stored_total 288"), "{exposed}");
+
+    // The Grafana dashboard: every query is valid PromQL to this Prometheus, and every metric it
+    // reads is one the collector exposes.
+    let dashboard = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/grafana/tally.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dashboard).unwrap()).unwrap();
+    let families: Vec<&str> = exposed.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+    let exprs: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["expr"].as_str().unwrap())
+        .collect();
+    assert!(exprs.len() >= 13, "{exprs:?}");
+    for expr in exprs {
+        query(prometheus_port, expr);
+        for name in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("tally_")) {
+            let family =
+                ["_total", "_bucket", "_count", "_sum"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+            assert!(families.contains(&family), "{expr}: {name} is not exposed ({families:?})");
+        }
+    }
     prometheus.stop();
     running.stop();
     server.stop();

@@ -30,13 +30,15 @@ const DRAIN: Duration = Duration::from_secs(10);
 
 static REFUSED: Throttle = Throttle::new(Duration::from_secs(60));
 
-/// Serves `router` on `listener` until `shutdown`, then lets requests in progress finish.
+/// Serves `router` on `listener` until `shutdown`, then lets requests in progress finish;
+/// `what` names it in the log ("HTTP API serving http=ADDRESS").
 pub async fn serve(
+    what: &str,
     listener: TcpListener,
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    tracing::info!(http = %listener.local_addr()?, "HTTP API serving");
+    tracing::info!(http = %listener.local_addr()?, "{what} serving");
     let slots = Arc::new(Semaphore::new(HTTP_CONNECTIONS));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();

@@ -84,5 +84,5 @@ pub async fn serve(
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    http::serve(listener, router, shutdown).await
+    http::serve("HTTP API", listener, router, shutdown).await
 }

@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::store::{Store, StoreError};
+use crate::store::{Channel, Store, StoreError};
 
 /// The collector's metrics.
 #[derive(Debug)]
@@ -145,6 +145,21 @@ impl Metrics {
         r.register("store_errors", "Store errors by kind", metrics.store_errors.clone());
         r.register("dirty_site_days", "Dirty site-days waiting", metrics.dirty_site_days.clone());
         r.register("outbox_pending", "Notifications not delivered yet", metrics.outbox_pending.clone());
+        // Every value of the small label sets from zero, so a rate has a start and a dashboard
+        // shows 0 rather than nothing.
+        for result in [Handshake::Completed, Handshake::Failed, Handshake::TimedOut, Handshake::Refused] {
+            let _ = metrics.handshakes.get_or_create(&labels(&[("result", result.as_str())]));
+        }
+        for reason in tally_common::wire::Refusal::ALL {
+            let _ = metrics.buckets_refused.get_or_create(&labels(&[("reason", &format!("{reason:?}"))]));
+        }
+        for channel in [Channel::Email, Channel::Webhook] {
+            let _ = metrics.notifications_delivered.get_or_create(&labels(&[("channel", channel.as_str())]));
+            let _ = metrics.notification_failures.get_or_create(&labels(&[("channel", channel.as_str())]));
+        }
+        for kind in ["unavailable", "database", "corrupt"] {
+            let _ = metrics.store_errors.get_or_create(&labels(&[("kind", kind)]));
+        }
         metrics
     }
 

@@ -102,7 +102,7 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
                         .await
                         .with_context(|| format!("cannot listen on {address} (metrics_listen)"))?;
                     let router = crate::api::metrics_router(store.clone());
-                    Some(tokio::spawn(crate::serve(listener, router, until_stopped(stopped.clone()))))
+                    Some(tokio::spawn(crate::http::serve("metrics", listener, router, until_stopped(stopped.clone()))))
                 }
                 None => None,
             };
