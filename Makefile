@@ -1,5 +1,5 @@
 # The README's two commands, and the static agent builds. Every recipe is a plain cargo call.
-.PHONY: run test agent-x86_64 agent-aarch64
+.PHONY: run test image agent-x86_64 agent-aarch64
 
 # Runs Tally on this machine: the collector and a local agent enrolled against it.
 run:
@@ -9,6 +9,10 @@ run:
 # shifted clocks, and a summary line per test binary (scripts/test.sh).
 test:
 	scripts/test.sh
+
+# The collector's container image (podman, from scratch; deploy/Containerfile).
+image:
+	scripts/image.sh
 
 # Static agent binaries for socket appliances (README, "Building the agent").
 agent-x86_64:

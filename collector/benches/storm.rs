@@ -19,6 +19,8 @@
 //!    and CPU.
 //! 4. On PostgreSQL, once more with two collectors on one database, the agents split between
 //!    them: a check that every bucket is acknowledged (R30), not a measure.
+//!
+//! `STORM_COLLECTOR=PATH` runs another build of `tally-collector` (the image's static binary).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -49,6 +51,12 @@ const AGENTS_PER_ENDPOINT: usize = 50;
 const BUCKETS_PER_AGENT: usize = 288;
 const GROUP_BATCHES: usize = 256;
 
+/// The collector run: `STORM_COLLECTOR` names another build of it (the container image's static
+/// musl binary, say), else this build's.
+fn collector_binary() -> std::path::PathBuf {
+    std::env::var_os("STORM_COLLECTOR").map_or_else(|| env!("CARGO_BIN_EXE_tally-collector").into(), Into::into)
+}
+
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -76,6 +84,7 @@ fn main() -> anyhow::Result<()> {
     let steady_seconds = setting("STEADY_SECONDS", 60) as u64;
     let storm_runs = setting("STORM_RUNS", 3);
     let stores = std::env::var("STORM_STORES").unwrap_or_else(|_| "sqlite,postgres".to_owned());
+    println!("collector: {}", collector_binary().display());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         for name in stores.split(',') {
@@ -230,7 +239,7 @@ impl Collector {
                     sites + 100
                 ),
             )?;
-            let mut child = Command::new(env!("CARGO_BIN_EXE_tally-collector"))
+            let mut child = Command::new(collector_binary())
                 .args(["--config", config.to_str().context("path")?, "serve"])
                 .env_remove("RUST_LOG")
                 .stderr(Stdio::piped())

@@ -9,6 +9,12 @@ use tally_collector::clock;
 use tally_collector::config::{Config, DEFAULT_CONFIG};
 use tally_common::{out, outln};
 
+// musl's allocator takes one lock for every allocation: the static build's threads would queue
+// on it (the storm benchmark against the image's binary shows the difference).
+#[cfg(all(target_env = "musl", not(feature = "system-allocator")))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for a bad configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 

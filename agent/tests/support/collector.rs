@@ -61,6 +61,13 @@ impl Logged {
         self.seen + &rest
     }
 
+    /// Waits for the process to end by itself. Returns the whole log.
+    pub fn finish(mut self) -> String {
+        let rest = self.rest();
+        self.child.wait().unwrap();
+        self.seen + &rest
+    }
+
     fn rest(&mut self) -> String {
         let mut rest = String::new();
         std::io::Read::read_to_string(&mut self.log, &mut rest).unwrap();
