@@ -19,6 +19,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod backup;
 pub mod ca;
 pub mod cli;
 pub mod clock;

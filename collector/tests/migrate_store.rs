@@ -1,5 +1,7 @@
-//! `migrate-store` (R30): an SQLite store holding a generated month, copied into PostgreSQL,
-//! answers every account's reports exactly as before; a target that is not empty is refused.
+//! Moving a store. `migrate-store` (R30): an SQLite store holding a generated month, copied into
+//! PostgreSQL, answers every account's reports exactly as before; a target that is not empty is
+//! refused. `backup` while `serve` runs and `restore` into a new data directory: the same
+//! reports and the same CA; a data directory in use and a damaged backup are refused.
 
 mod support;
 
@@ -86,6 +88,40 @@ fn a_store_moved_to_postgres_reports_every_account_as_before() {
     assert_same(&reports(&c), &before);
     let missing = c.fails(&["migrate-store", "--from", "sqlite:///nowhere/tally.db", "--to", &url]);
     assert!(missing.contains("expected sqlite://PATH naming an existing store"), "{missing}");
+}
+
+#[test]
+fn a_backup_taken_while_serving_restores_every_report_and_the_ca() {
+    let c = Collector::on(None, "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"")
+        .at(support::MID_NOVEMBER_2026);
+    generated_month(&c);
+    let before = reports(&c);
+    let fingerprint = |c: &Collector| c.ok(&["ca", "init"]).lines().last().unwrap().to_owned();
+    let ca = fingerprint(&c);
+    let backup = c.dir.path().join("tally.backup").display().to_string();
+    {
+        let _serving = c.serve();
+        let out = c.ok(&["backup", "--to", &backup]);
+        assert!(out.contains("the store and the CA (") && out.contains("ca.key"), "{out}");
+    }
+
+    let restored = Collector::on(None, "").at(support::MID_NOVEMBER_2026);
+    let out = restored.ok(&["restore", "--from", &backup]);
+    assert!(out.starts_with("restored tally.db, ca/"), "{out}");
+    assert_same(&reports(&restored), &before);
+    assert_eq!(fingerprint(&restored), ca, "the same CA: enrolled agents keep working");
+
+    // A data directory in use is never overwritten; a damaged backup restores nothing.
+    let refused = restored.fails(&["restore", "--from", &backup]);
+    assert!(refused.contains("tally.db exists: restore into a new data_dir"), "{refused}");
+    let damaged = c.file("damaged.backup", "");
+    std::fs::write(&damaged, &std::fs::read(&backup).unwrap()[..2_000]).unwrap();
+    let empty = Collector::on(None, "").at(support::MID_NOVEMBER_2026);
+    let refused = empty.fails(&["restore", "--from", &damaged]);
+    assert!(refused.contains("damaged"), "{refused}");
+    assert!(!empty.data_file("tally.db").exists() && !empty.data_file("ca").exists(), "nothing restored");
+    empty.ok(&["restore", "--from", &backup]);
+    assert_same(&reports(&empty), &before);
 }
 
 /// The reports are the same; else the first field that differs.

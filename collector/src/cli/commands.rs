@@ -33,6 +33,14 @@ use crate::usage;
 pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
     match &command {
         Command::MigrateStore { from, to } => return migrate_store(from, to).await,
+        Command::Backup { to } => {
+            outln!("{}", crate::backup::backup(&config, to).await?);
+            return Ok(());
+        }
+        Command::Restore { from } => {
+            outln!("{}", crate::backup::restore(&config, from).await?);
+            return Ok(());
+        }
         Command::Healthcheck { url } => {
             let url = url.clone().unwrap_or_else(|| crate::healthcheck::default_url(config.http_listen));
             let health = crate::healthcheck::probe(&url).await.map_err(anyhow::Error::msg)?;
@@ -120,7 +128,12 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
             }
             tracing::info!("collector stopped");
         }
-        Command::Validate | Command::DefaultConfig | Command::MigrateStore { .. } | Command::Healthcheck { .. } => {}
+        Command::Validate
+        | Command::DefaultConfig
+        | Command::MigrateStore { .. }
+        | Command::Healthcheck { .. }
+        | Command::Backup { .. }
+        | Command::Restore { .. } => {}
         Command::Ca(CaCommand::Init) => {
             let (ca, created) = Ca::load_or_create(&config.ca_dir())?;
             let state = if created { "created" } else { "exists" };

@@ -71,6 +71,19 @@ pub enum Command {
         #[arg(long)]
         csv: PathBuf,
     },
+    /// Write a backup of the embedded store (a consistent copy, while serve runs) and the CA to
+    /// one file. On PostgreSQL: pg_dump, and the CA directory.
+    Backup {
+        /// The backup file (replaced whole).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore a backup into this configuration's data_dir, which must hold no store nor CA.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Copy an SQLite store into a new PostgreSQL database, every table in one transaction,
     /// checked by row counts and a checksum of the buckets. The source is left as it is.
     MigrateStore {

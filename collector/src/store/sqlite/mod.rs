@@ -61,6 +61,14 @@ impl SqliteStore {
     pub(in crate::store) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    /// A consistent copy of the whole database in a new file at `path`, while others read and
+    /// write (SQLite's `VACUUM INTO`: one read transaction).
+    pub async fn copy_to(&self, path: &Path) -> Result<(), StoreError> {
+        let path = path.to_str().ok_or_else(|| StoreError::Database(format!("{} is not UTF-8", path.display())))?;
+        sqlx::query("VACUUM INTO ?").bind(path).execute(&self.pool).await.map_err(db)?;
+        Ok(())
+    }
 }
 
 /// A database error; a full disk, an I/O error or a read-only file (SQLITE_FULL, SQLITE_IOERR,
