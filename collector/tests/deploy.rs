@@ -37,7 +37,8 @@ fn tool(name: &str, args: &[&str], files: &[PathBuf]) -> Option<(bool, String)> 
 #[test]
 fn the_manifests_are_valid_and_set_only_real_keys() {
     let files = yaml_files(&deploy());
-    let manifests: Vec<PathBuf> = files.iter().filter(|f| f.starts_with(deploy().join("kubernetes"))).cloned().collect();
+    let manifests: Vec<PathBuf> =
+        files.iter().filter(|f| f.starts_with(deploy().join("kubernetes"))).cloned().collect();
     assert!(files.len() >= 3 && manifests.len() >= 2, "{files:?}");
 
     let rules = "{extends: default, rules: {line-length: {max: 110}, braces: {max-spaces-inside: 1}}}";
@@ -60,8 +61,7 @@ fn the_manifests_are_valid_and_set_only_real_keys() {
     for file in files.iter().chain([&deploy().join("Containerfile")]) {
         let text = std::fs::read_to_string(file).unwrap();
         for (at, _) in text.match_indices("TALLY_") {
-            let name: String =
-                text[at + 6..].chars().take_while(|c| c.is_ascii_uppercase() || *c == '_').collect();
+            let name: String = text[at + 6..].chars().take_while(|c| c.is_ascii_uppercase() || *c == '_').collect();
             if name.is_empty() {
                 continue; // `TALLY_<KEY>` in a comment
             }

@@ -21,6 +21,18 @@ use super::{
     QuarantinedBucket, RefusalCount, Resolution, ResolutionKind, Site, SiteIntake, SitePolicy, StoreError,
 };
 
+/// Counts both backends read with the same text (`$N` parameters, which SQLite reads too).
+pub(super) mod counts {
+    /// Site-days dirty, claimed or not.
+    pub(in crate::store) const DIRTY_DAYS: &str = "SELECT count(*) FROM dirty_days";
+    /// An account's (`$1`) dirty days in `[$2, $3)` claimed past `$4`.
+    pub(in crate::store) const CLAIMED_DIRTY_DAYS: &str =
+        "SELECT count(*) FROM dirty_days d JOIN sites s ON s.id = d.site_id
+         WHERE s.account_id = $1 AND d.day >= $2 AND d.day < $3 AND d.claimed_until > $4";
+    /// Notifications not delivered yet.
+    pub(in crate::store) const PENDING_NOTIFICATIONS: &str = "SELECT count(*) FROM outbox WHERE delivered_at IS NULL";
+}
+
 pub(super) fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::Database(format!("{what} {value} does not fit the store")))
 }

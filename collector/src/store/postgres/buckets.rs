@@ -294,8 +294,7 @@ impl BucketStore for PgStore {
     }
 
     async fn dirty_days_waiting(&self) -> Result<u64, StoreError> {
-        let waiting: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM dirty_days").fetch_one(&self.pool).await.map_err(db)?;
+        let waiting: i64 = sqlx::query_scalar(super::counts::DIRTY_DAYS).fetch_one(&self.pool).await.map_err(db)?;
         to_u64(waiting, "dirty days")
     }
 
@@ -306,17 +305,14 @@ impl BucketStore for PgStore {
         until: NaiveDate,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let claimed: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM dirty_days d JOIN sites s ON s.id = d.site_id
-             WHERE s.account_id = $1 AND d.day >= $2 AND d.day < $3 AND d.claimed_until > $4",
-        )
-        .bind(account)
-        .bind(from.to_string())
-        .bind(until.to_string())
-        .bind(stamp(now))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)?;
+        let claimed: i64 = sqlx::query_scalar(super::counts::CLAIMED_DIRTY_DAYS)
+            .bind(account)
+            .bind(from.to_string())
+            .bind(until.to_string())
+            .bind(stamp(now))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
         to_u64(claimed, "claimed dirty days")
     }
 

@@ -143,10 +143,8 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn notifications_pending(&self) -> Result<u64, StoreError> {
-        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE delivered_at IS NULL")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)?;
+        let pending: i64 =
+            sqlx::query_scalar(super::counts::PENDING_NOTIFICATIONS).fetch_one(&self.pool).await.map_err(db)?;
         super::to_u64(pending, "pending notifications")
     }
 
