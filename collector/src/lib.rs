@@ -15,6 +15,8 @@
 //!
 //! - [`usage`]: daily P95 kept current, and the usage report; [`api`]: the HTTP API;
 //!   [`orders`]: online orders.
+//! - [`metrics`]: what `/metrics` shows; [`healthcheck`]: the probe of a running `serve`;
+//!   [`backup`]: the embedded store and the CA in one file, and back.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod admin;

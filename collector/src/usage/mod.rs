@@ -6,8 +6,9 @@
 //! (`dirty_days`); [`refresh`] recomputes only those site-days and clears each mark unless the
 //! day changed again meanwhile. [`run_engine`] calls it every [`REFRESH_PERIOD`] while `serve`
 //! runs, so a burst of batches into one day costs one recomputation (debounce); a report
-//! settles its account's days first (`daily::settle`), so it is never stale, with or without `serve`, even while another refresh holds some of them. The same task finalizes
-//! months whose grace period ended (R9): their report is saved and never changes again.
+//! settles its account's days first ([`daily::settle`]), so it is never stale, with or without
+//! `serve`, even while another refresh holds some of them. The same task finalizes months whose
+//! grace period ended (R9): their report is saved and never changes again.
 
 pub mod daily;
 pub mod document;
