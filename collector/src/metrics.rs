@@ -1,7 +1,8 @@
 //! What the collector counts for its operator's monitoring, served as OpenMetrics text at
 //! `GET /metrics` ([`encode`]). One set per process ([`get`]), updated where each thing happens;
 //! the backlogs (dirty site-days, the outbox) are read from the store at each scrape, so every
-//! collector sharing a database reports the same figures for them.
+//! collector sharing a database reports the same figures for them. A leaf: it knows nothing of
+//! the store, which counts its own errors here.
 //!
 //! Cardinality is bounded: labels are results, codes, reasons, channels and route templates,
 //! never a site or an account.
@@ -14,8 +15,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-
-use crate::store::{Channel, Store, StoreError};
 
 /// The collector's metrics.
 #[derive(Debug)]
@@ -153,9 +152,10 @@ impl Metrics {
         for reason in tally_common::wire::Refusal::ALL {
             let _ = metrics.buckets_refused.get_or_create(&labels(&[("reason", &format!("{reason:?}"))]));
         }
-        for channel in [Channel::Email, Channel::Webhook] {
-            let _ = metrics.notifications_delivered.get_or_create(&labels(&[("channel", channel.as_str())]));
-            let _ = metrics.notification_failures.get_or_create(&labels(&[("channel", channel.as_str())]));
+        // The store's channels (`Channel::as_str`) and error kinds (`StoreError::kind`).
+        for channel in ["email", "webhook"] {
+            let _ = metrics.notifications_delivered.get_or_create(&labels(&[("channel", channel)]));
+            let _ = metrics.notification_failures.get_or_create(&labels(&[("channel", channel)]));
         }
         for kind in ["unavailable", "database", "corrupt"] {
             let _ = metrics.store_errors.get_or_create(&labels(&[("kind", kind)]));
@@ -175,15 +175,8 @@ impl Metrics {
         self.buckets_refused.get_or_create(&labels(&[("reason", &format!("{reason:?}"))])).inc();
     }
 
-    /// Counts a store error that is the store's (not a duplicate or a missing row); every
-    /// backend's database errors pass through here once.
-    pub fn store_error(&self, error: &StoreError) {
-        let kind = match error {
-            StoreError::Unavailable(_) => "unavailable",
-            StoreError::Database(_) => "database",
-            StoreError::Corrupt(_) => "corrupt",
-            StoreError::Duplicate { .. } | StoreError::NotFound { .. } => return,
-        };
+    /// Counts a store error of `kind`; every backend's database errors pass through here once.
+    pub fn store_error(&self, kind: &str) {
         self.store_errors.get_or_create(&labels(&[("kind", kind)])).inc();
     }
 
@@ -219,15 +212,15 @@ pub fn get() -> &'static Metrics {
     &METRICS
 }
 
-/// The OpenMetrics text of every metric, the backlogs read from `store` first.
-pub async fn encode<S: Store>(store: &S) -> Result<String, StoreError> {
+/// The OpenMetrics text of every metric, with the backlogs as the store has them now: dirty
+/// site-days and notifications not delivered.
+pub fn encode(dirty_site_days: u64, outbox_pending: u64) -> String {
     let metrics = get();
-    let (dirty, pending) = tokio::try_join!(store.dirty_days_waiting(), store.notifications_pending())?;
-    metrics.dirty_site_days.set(i64::try_from(dirty).unwrap_or(i64::MAX));
-    metrics.outbox_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
+    metrics.dirty_site_days.set(i64::try_from(dirty_site_days).unwrap_or(i64::MAX));
+    metrics.outbox_pending.set(i64::try_from(outbox_pending).unwrap_or(i64::MAX));
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &metrics.registry) {
         tracing::error!(error = %e, "the metrics could not be encoded");
     }
-    Ok(text)
+    text
 }

@@ -18,7 +18,8 @@ const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
 const HTTP: &[&str] = &["api", "cli", "console"];
 const DOMAIN: &[&str] =
     &["usage", "orders", "enforcement", "ingest", "policy", "admin", "validation", "terms", "intake"];
-const STORE_MAY_USE: &[&str] = &["store", "orders", "orders::rules", "validation", "clock", "throttle", "digest"];
+const STORE_MAY_USE: &[&str] =
+    &["store", "orders", "orders::rules", "validation", "clock", "throttle", "digest", "metrics"];
 
 /// Every source file as its module path (`store/sqlite/orders.rs` → `store::sqlite::orders`).
 fn modules() -> BTreeMap<Module, String> {

@@ -120,7 +120,9 @@ async fn operator_metrics<S: Store + 'static>(
 
 /// Every metric, as OpenMetrics text ([`crate::metrics`]).
 async fn metrics<S: Store>(store: &S) -> Result<Response, Problem> {
-    let text = crate::metrics::encode(store).await.map_err(internal)?;
+    let backlogs = tokio::try_join!(store.dirty_days_waiting(), store.notifications_pending());
+    let (dirty, pending) = backlogs.map_err(internal)?;
+    let text = crate::metrics::encode(dirty, pending);
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     Ok(([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response())
 }

@@ -65,6 +65,19 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+impl StoreError {
+    /// The kind of a failure of the store itself, for `/metrics`; `None` for a duplicate or a
+    /// missing row, which are answers, not failures.
+    pub fn kind(&self) -> Option<&'static str> {
+        match self {
+            StoreError::Unavailable(_) => Some("unavailable"),
+            StoreError::Database(_) => Some("database"),
+            StoreError::Corrupt(_) => Some("corrupt"),
+            StoreError::Duplicate { .. } | StoreError::NotFound { .. } => None,
+        }
+    }
+}
+
 /// Whether the store can write (`/healthz`).
 pub trait StoreHealth: Send + Sync {
     /// Why the last write did not commit (a full disk, say), until one commits again.

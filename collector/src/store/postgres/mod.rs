@@ -155,7 +155,9 @@ fn db(e: sqlx::Error) -> StoreError {
         }
         _ => StoreError::Database(e.to_string()),
     };
-    crate::metrics::get().store_error(&error);
+    if let Some(kind) = error.kind() {
+        crate::metrics::get().store_error(kind);
+    }
     error
 }
 

@@ -82,7 +82,9 @@ fn db(e: sqlx::Error) -> StoreError {
         Some(8 | 10 | 13) => StoreError::Unavailable(e.to_string()),
         _ => StoreError::Database(e.to_string()),
     };
-    crate::metrics::get().store_error(&error);
+    if let Some(kind) = error.kind() {
+        crate::metrics::get().store_error(kind);
+    }
     error
 }
 
