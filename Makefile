@@ -1,5 +1,5 @@
 # The README's two commands, and the static agent builds. Every recipe is a plain cargo call.
-.PHONY: run test image agent-x86_64 agent-aarch64
+.PHONY: run test image packages agent-x86_64 agent-aarch64
 
 # Runs Tally on this machine: the collector and a local agent enrolled against it.
 run:
@@ -13,6 +13,11 @@ test:
 # The collector's container image (podman, from scratch; deploy/Containerfile).
 image:
 	scripts/image.sh
+
+# The agent's Debian packages and release tarballs, amd64 and arm64, with SHA256SUMS
+# (scripts/packages.sh; target/packages/).
+packages:
+	scripts/packages.sh
 
 # Static agent binaries for socket appliances (README, "Building the agent").
 agent-x86_64:
