@@ -3,17 +3,19 @@
 //!
 //! - Admin commands through `podman exec`; a real agent on the host enrolls over the published
 //!   UDP port and ships a day's backlog; every bucket is in the store and in the usage report
-//!   over the published HTTP port.
+//!   over the published HTTP port, over HTTPS (a certificate mounted into the container; a
+//!   token over plain HTTP from the host would be refused: it is not loopback to the container).
 //! - `podman stop` (SIGTERM): the collector exits 0 within 10 s; a new container on the same
 //!   volume has everything.
-//! - The same on PostgreSQL (`TALLY_DATABASE_URL` at the tests' throwaway cluster).
+//! - The same on PostgreSQL (`TALLY_DATABASE_URL` at the tests' throwaway cluster), on the
+//!   host's network, over plain HTTP on loopback.
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use support::FakeTree;
@@ -81,6 +83,8 @@ struct Deployment {
     quic: u16,
     http: u16,
     runs: usize,
+    /// The certificate the HTTP listener serves, and the directory mounted with it and its key.
+    tls: Option<(Vec<u8>, tempfile::TempDir)>,
 }
 
 impl Drop for Deployment {
@@ -93,6 +97,8 @@ impl Drop for Deployment {
 }
 
 impl Deployment {
+    /// Published ports, and HTTPS with a certificate made here; or the host's network, on
+    /// loopback, in plain HTTP.
     fn new(image: &'static str, label: &str, env: &[String], host_network: bool) -> Deployment {
         let name = format!("tally-test-{label}-{}", std::process::id());
         let (quic, http) = (free_port(true), free_port(false));
@@ -103,12 +109,24 @@ impl Deployment {
             // The backlog's buckets are a day old at most; the default bound would do too.
             "TALLY_MAX_BUCKET_AGE_DAYS=40".into(),
         ]);
+        let mut tls = None;
         if host_network {
             env.push(format!("TALLY_QUIC_LISTEN=127.0.0.1:{quic}"));
             env.push(format!("TALLY_HTTP_LISTEN=127.0.0.1:{http}"));
-            env.push("TALLY_CONSOLE_PLAIN_HTTP=true".into());
+        } else {
+            let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("tls.crt"), made.cert.pem()).unwrap();
+            std::fs::write(dir.path().join("tls.key"), made.signing_key.serialize_pem()).unwrap();
+            // Readable by the image's user (uid 65532).
+            for (path, mode) in [(dir.path().to_owned(), 0o755), (dir.path().join("tls.key"), 0o644)] {
+                std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+            }
+            env.push("TALLY_HTTP_TLS_CERT=/etc/tally/tls/tls.crt".into());
+            env.push("TALLY_HTTP_TLS_KEY=/etc/tally/tls/tls.key".into());
+            tls = Some((made.cert.der().to_vec(), dir));
         }
-        Deployment { name, image, env, host_network, quic, http, runs: 0 }
+        Deployment { name, image, env, host_network, quic, http, runs: 0, tls }
     }
 
     fn current(&self) -> String {
@@ -131,6 +149,9 @@ impl Deployment {
         } else {
             args.extend(["--publish".into(), format!("127.0.0.1:{}:4433/udp", self.quic)]);
             args.extend(["--publish".into(), format!("127.0.0.1:{}:8080/tcp", self.http)]);
+        }
+        if let Some((_, dir)) = &self.tls {
+            args.extend(["--volume".into(), format!("{}:/etc/tally/tls:ro", dir.path().display())]);
         }
         for var in &self.env {
             args.extend(["--env".into(), var.clone()]);
@@ -177,19 +198,40 @@ impl Deployment {
         stored
     }
 
-    /// `GET path` with the operator's token on the published HTTP port: status and body.
+    /// `GET path` with the operator's token on the HTTP port (over HTTPS when it serves it,
+    /// trusting only its certificate): status and body.
     fn get(&self, path: &str) -> (u16, String) {
         use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http)).unwrap();
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", self.http)).unwrap();
+        let mut stream: Box<dyn ReadWrite> = match &self.tls {
+            None => Box::new(tcp),
+            Some((certificate, _)) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(rustls::pki_types::CertificateDer::from(certificate.clone())).unwrap();
+                let tls =
+                    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                        .with_safe_default_protocol_versions()
+                        .unwrap()
+                        .with_root_certificates(roots)
+                        .with_no_client_auth();
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+                let connection = rustls::ClientConnection::new(Arc::new(tls), name).unwrap();
+                Box::new(rustls::StreamOwned::new(connection, tcp))
+            }
+        };
         let request =
             format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {OPERATOR_TOKEN}\r\n\r\n");
         stream.write_all(request.as_bytes()).unwrap();
         let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
+        // Over TLS the server may close without close_notify after an HTTP/1.0 answer: it is whole.
+        let _ = stream.read_to_string(&mut answer);
         let status = answer[9..12].parse().unwrap();
         (status, answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
     }
 }
+
+trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
 
 /// An account, a site, a real agent enrolled from the host that ships a day's backlog; the
 /// container stopped and a new one started on the volume; everything is still there.

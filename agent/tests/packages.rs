@@ -51,7 +51,12 @@ fn built() -> Result<&'static (PathBuf, PathBuf), String> {
 
 fn ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -111,7 +116,7 @@ fn the_amd64_package_installs_upgrades_keeps_and_purges() {
 
     let root = throwaway_root();
     let r = root.path();
-    ok(&mut dpkg(r, &["--install"]).arg(&deb));
+    ok(dpkg(r, &["--install"]).arg(&deb));
     for file in FILES {
         assert!(r.join(file).exists(), "{file} not installed");
     }
@@ -122,7 +127,9 @@ fn the_amd64_package_installs_upgrades_keeps_and_purges() {
     // (The links name the units' paths inside the root, which do not exist outside it.)
     let wanted = r.join("etc/systemd/system/paths.target.wants/tally-agent.path");
     assert_eq!(std::fs::read_link(&wanted).unwrap(), Path::new("/lib/systemd/system/tally-agent.path"));
-    assert!(std::fs::symlink_metadata(r.join("etc/systemd/system/multi-user.target.wants/tally-agent.service")).is_err());
+    assert!(
+        std::fs::symlink_metadata(r.join("etc/systemd/system/multi-user.target.wants/tally-agent.service")).is_err()
+    );
     let default = ok(Command::new(r.join("usr/bin/tally-agent")).arg("default-config"));
     assert_eq!(std::fs::read_to_string(r.join("etc/tally-agent/agent.toml")).unwrap(), default);
     // The installed units verify, the service with the installed binary.
@@ -146,7 +153,7 @@ fn the_amd64_package_installs_upgrades_keeps_and_purges() {
     std::fs::write(state.join("collector"), "collector.example:4433\n").unwrap();
 
     // Upgrade: the new binary, the edited configuration and the state kept.
-    ok(&mut dpkg(r, &["--install"]).arg(artifact(second, "_amd64.deb")));
+    ok(dpkg(r, &["--install"]).arg(artifact(second, "_amd64.deb")));
     let status = ok(&mut dpkg(r, &["--status", "tally-agent"]));
     let upgraded = format!("Version: {}-2", env!("CARGO_PKG_VERSION"));
     assert!(status.contains(&upgraded) && status.contains("Status: install ok installed"), "{status}");
@@ -188,7 +195,10 @@ fn the_arm64_package_runs_under_qemu_and_the_release_files_check() {
     for arch in ["amd64", "arm64"] {
         let listing = ok(Command::new("tar").arg("-tzf").arg(artifact(first, &format!("-{arch}.tar.gz"))));
         for file in FILES {
-            assert!(listing.lines().any(|l| format!("./{l}") == file || l == &file[2..]), "{file} not in {arch}'s tarball");
+            assert!(
+                listing.lines().any(|l| format!("./{l}") == file || l == &file[2..]),
+                "{file} not in {arch}'s tarball"
+            );
         }
     }
     let sums = ok(Command::new("sha256sum").arg("--check").arg("SHA256SUMS").current_dir(first));

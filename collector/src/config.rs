@@ -33,10 +33,17 @@ data_dir = "./tally-data"
 quic_listen = "0.0.0.0:4433"
 http_listen = "127.0.0.1:8080"
 
-# The console's session cookie is `Secure` (sent over HTTPS only, behind a TLS proxy) unless the
-# console is served over plain HTTP on loopback: the default when http_listen is a loopback
-# address, refused on any other.
-# console_plain_http = true
+# HTTPS on http_listen: a PEM certificate chain and its key, read again on SIGHUP (a pair that
+# does not load leaves the previous one in service).
+# http_tls_cert = "/etc/tally/tls/tls.crt"
+# http_tls_key = "/etc/tally/tls/tls.key"
+# Or behind a reverse proxy that terminates TLS: its addresses (or networks, 10.0.0.0/8), whose
+# X-Forwarded-Proto is believed. The console's cookie is `Secure` when a request came over HTTPS.
+# trusted_proxies = ["127.0.0.1"]
+# Bearer tokens (the API's, and the console's sign-in) are refused when they travelled in clear
+# over a network: over plain HTTP from anywhere but loopback. Only an operator who knows that
+# network is private may allow it.
+allow_plaintext_tokens = false
 
 # Prometheus metrics (OpenMetrics text) at GET /metrics: on http_listen for an operator's token,
 # and on this address without one (an address only the monitoring reaches).
@@ -116,8 +123,10 @@ pub struct Config {
     pub http_listen: SocketAddr,
     /// Where `/metrics` is served without a token, beside `http_listen`.
     pub metrics_listen: Option<SocketAddr>,
-    /// The console is served over plain HTTP on loopback: its cookie is not `Secure`.
-    pub console_plain_http: bool,
+    /// HTTPS on `http_listen`: the certificate chain's file and the key's.
+    pub http_tls: Option<(PathBuf, PathBuf)>,
+    /// Whose word on a request's scheme is believed, and where tokens may travel in clear.
+    pub exposure: crate::https::Exposure,
     pub server_names: Vec<String>,
     /// The collectors agents may use, `HOST:PORT` (R30); empty: agents keep the address they
     /// enrolled with.
@@ -284,14 +293,17 @@ pub const ENV_PREFIX: &str = "TALLY_";
 pub const SYSTEM_CONFIG: &str = "/etc/tally/collector.toml";
 
 /// Every key, with how its environment variable is written (`TALLY_<KEY>`, [`ENV_PREFIX`]).
-const KEYS: [(&str, ValueKind); 26] = [
+const KEYS: [(&str, ValueKind); 29] = [
     ("data_dir", ValueKind::Text),
     ("database_url", ValueKind::Text),
     ("ca_dir", ValueKind::Text),
     ("quic_listen", ValueKind::Text),
     ("http_listen", ValueKind::Text),
     ("metrics_listen", ValueKind::Text),
-    ("console_plain_http", ValueKind::Boolean),
+    ("http_tls_cert", ValueKind::Text),
+    ("http_tls_key", ValueKind::Text),
+    ("trusted_proxies", ValueKind::List),
+    ("allow_plaintext_tokens", ValueKind::Boolean),
     ("server_names", ValueKind::List),
     ("public_addresses", ValueKind::List),
     ("max_connections", ValueKind::Integer),
@@ -335,12 +347,29 @@ pub fn parse_with(text: &str, lookup: impl Fn(&str) -> Option<OsString>) -> Resu
     let http_listen = address(&mut fields, "http_listen", SocketAddr::from(([127, 0, 0, 1], 8080)));
     let metrics_listen =
         fields.get("metrics_listen").is_some().then(|| address(&mut fields, "metrics_listen", http_listen));
-    let console_plain_http = fields.boolean("console_plain_http", http_listen.ip().is_loopback());
-    if console_plain_http && !http_listen.ip().is_loopback() {
-        fields.error(format!(
-            "console_plain_http: the console may be served over plain HTTP only on loopback, not on {http_listen}"
-        ));
-    }
+    let http_tls = http_tls(&mut fields);
+    let trusted_proxies = match fields.get("trusted_proxies") {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => {
+            let parsed: Result<Vec<ipnetwork::IpNetwork>, String> = items
+                .iter()
+                .map(|i| {
+                    let text = i.as_str().ok_or_else(|| i.to_string())?;
+                    text.parse().map_err(|e| format!("{text:?} ({e})"))
+                })
+                .collect();
+            parsed.unwrap_or_else(|bad| {
+                fields.error(format!("trusted_proxies: expected addresses or networks (10.0.0.0/8), found {bad}"));
+                Vec::new()
+            })
+        }
+        Some(other) => {
+            let found = other.to_string();
+            fields.error(format!("trusted_proxies: expected a list of addresses or networks, found {found}"));
+            Vec::new()
+        }
+    };
+    let allow_plaintext_tokens = fields.boolean("allow_plaintext_tokens", false);
     let log = fields.string("log", "info");
     let month_window = match fields.string("month_window", "article").as_str() {
         "article" => MonthWindowSetting::Article,
@@ -364,7 +393,7 @@ pub fn parse_with(text: &str, lookup: impl Fn(&str) -> Option<OsString>) -> Resu
     let smtp = smtp_relay(&mut fields);
     let notify_ca_file = match fields.get("notify_ca_file").map(|v| v.as_str().ok_or(v.type_str())) {
         None => None,
-        Some(Ok(path)) => match read_certificates(Path::new(path)) {
+        Some(Ok(path)) => match crate::https::read_certificates(Path::new(path)) {
             Ok(_) => Some(PathBuf::from(path)),
             Err(e) => {
                 fields.error(format!("notify_ca_file: {e}"));
@@ -433,7 +462,8 @@ pub fn parse_with(text: &str, lookup: impl Fn(&str) -> Option<OsString>) -> Resu
         quic_listen,
         http_listen,
         metrics_listen,
-        console_plain_http,
+        http_tls,
+        exposure: crate::https::Exposure { trusted_proxies, allow_plaintext_tokens },
         server_names,
         public_addresses,
         max_connections,
@@ -451,6 +481,29 @@ pub fn parse_with(text: &str, lookup: impl Fn(&str) -> Option<OsString>) -> Resu
         notify_ca_file,
         log,
     })
+}
+
+/// `http_tls_cert` and `http_tls_key`: both or neither, and a pair that loads.
+fn http_tls(fields: &mut Fields) -> Option<(PathBuf, PathBuf)> {
+    let named = |fields: &mut Fields, key: &str| fields.get(key).is_some().then(|| fields.path(key, ""));
+    match (named(fields, "http_tls_cert"), named(fields, "http_tls_key")) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => match crate::https::Certificate::load(&cert, &key) {
+            Ok(_) => Some((cert, key)),
+            Err(e) => {
+                fields.error(format!("http_tls_cert, http_tls_key: {e}"));
+                None
+            }
+        },
+        (Some(_), None) => {
+            fields.error("http_tls_key: required with http_tls_cert".to_owned());
+            None
+        }
+        (None, Some(_)) => {
+            fields.error("http_tls_cert: required with http_tls_key".to_owned());
+            None
+        }
+    }
 }
 
 /// A PostgreSQL URL (`postgres://user@host:port/db`), as the store will connect to it.
@@ -527,18 +580,6 @@ fn smtp_relay(fields: &mut Fields) -> Option<SmtpRelay> {
             None
         }
     }
-}
-
-/// The certificates of a PEM file; an error names what is wrong with it.
-pub fn read_certificates(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let certificates = rustls::pki_types::CertificateDer::pem_file_iter(path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certificates.is_empty() {
-        return Err(format!("{}: no PEM certificate in it", path.display()));
-    }
-    Ok(certificates)
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub mod digest;
 pub mod enforcement;
 pub mod healthcheck;
 pub mod http;
+pub mod https;
 pub mod ingest;
 pub mod intake;
 pub mod metrics;
@@ -87,5 +88,5 @@ pub async fn serve(
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    http::serve("HTTP API", listener, router, shutdown).await
+    http::serve("HTTP API", listener, None, router, shutdown).await
 }

@@ -166,7 +166,8 @@ fn the_environment_configures_every_key_and_names_its_bad_values() {
     let data = c.dir.path().join("env-data").display().to_string();
     let good = [
         ("TALLY_HTTP_LISTEN", "0.0.0.0:8080"),
-        ("TALLY_CONSOLE_PLAIN_HTTP", "false"),
+        ("TALLY_ALLOW_PLAINTEXT_TOKENS", "false"),
+        ("TALLY_TRUSTED_PROXIES", "10.0.0.0/8,192.0.2.7"),
         ("TALLY_DATA_DIR", data.as_str()),
         ("TALLY_SERVER_NAMES", "collector.example,10.0.0.5"),
         ("TALLY_MAX_CONNECTIONS", "50"),
@@ -178,7 +179,7 @@ fn the_environment_configures_every_key_and_names_its_bad_values() {
         ("TALLY_HTTP_LISTEN", "everywhere"),
         ("TALLY_MAX_CONNECTIONS", "many"),
         ("TALLY_GRACE_HOURS", "-1"),
-        ("TALLY_CONSOLE_PLAIN_HTTP", "maybe"),
+        ("TALLY_ALLOW_PLAINTEXT_TOKENS", "maybe"),
         ("TALLY_PUBLIC_ADDRESSES", "c1.example:4433,c2.example"),
     ];
     let (code, err) = validate(None, &bad);
@@ -187,7 +188,7 @@ fn the_environment_configures_every_key_and_names_its_bad_values() {
         "TALLY_HTTP_LISTEN (http_listen: \"everywhere\" is not an address",
         "TALLY_MAX_CONNECTIONS: expected an integer, found \"many\"",
         "TALLY_GRACE_HOURS (grace_hours: -1 is out of range",
-        "TALLY_CONSOLE_PLAIN_HTTP: expected true or false, found \"maybe\"",
+        "TALLY_ALLOW_PLAINTEXT_TOKENS: expected true or false, found \"maybe\"",
         "TALLY_PUBLIC_ADDRESSES (public_addresses: expected a list of 1 to",
         "5 error(s)",
     ] {

@@ -43,5 +43,9 @@ fn healthcheck_fails_with_its_reason_when_nothing_answers() {
     assert!(err.contains(&format!("127.0.0.1:{port}: Connection refused")), "{err}");
     let (code, err) = probe("ftp://127.0.0.1/healthz");
     assert_eq!(code, Some(1));
-    assert!(err.contains("only http:// URLs are probed"), "{err}");
+    assert!(err.contains("only http:// and https:// URLs are probed"), "{err}");
+    // https:// needs the certificate to trust: the configuration's.
+    let (code, err) = probe(&format!("https://127.0.0.1:{port}/healthz"));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("https:// is probed only with http_tls_cert configured"), "{err}");
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::Request;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
@@ -43,6 +43,7 @@ pub struct Api<S> {
     month_window: MonthWindowSetting,
     grace: TimeDelta,
     operator_token: Option<String>,
+    exposure: crate::https::Exposure,
     regions: Arc<RegionTable>,
 }
 
@@ -53,6 +54,7 @@ impl<S> Clone for Api<S> {
             month_window: self.month_window,
             grace: self.grace,
             operator_token: self.operator_token.clone(),
+            exposure: self.exposure.clone(),
             regions: self.regions.clone(),
         }
     }
@@ -65,12 +67,15 @@ impl<S: Store + 'static> Api<S> {
             month_window: config.month_window,
             grace: config.grace,
             operator_token: config.operator_token.clone(),
+            exposure: config.exposure.clone(),
             regions: Arc::new(RegionTable::builtin()),
         }
     }
 
-    /// The caller of a request (401 without a valid token).
-    async fn caller(&self, headers: &HeaderMap) -> Result<Caller, Problem> {
+    /// The caller of a request: 403 where a token would travel in clear over a network, 401
+    /// without a valid token.
+    async fn caller(&self, headers: &HeaderMap, extensions: &Extensions) -> Result<Caller, Problem> {
+        self.exposure.token_allowed(headers, extensions).map_err(Problem::forbidden)?;
         auth::caller(&*self.store, self.operator_token.as_deref(), headers).await
     }
 
@@ -144,7 +149,7 @@ async fn authenticated<S: Store + 'static>(
     mut request: Request,
     next: Next,
 ) -> Result<Response, Problem> {
-    let caller = api.caller(request.headers()).await?;
+    let caller = api.caller(request.headers(), request.extensions()).await?;
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
 }

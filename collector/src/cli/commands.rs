@@ -2,6 +2,8 @@
 //! together; the operator's commands call [`crate::admin`] and the store, and print for a person
 //! (tables) or a program (`--format json`).
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use tally_common::bandwidth::Bandwidth;
 use tally_common::region::RegionTable;
@@ -42,8 +44,14 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Healthcheck { url } => {
-            let url = url.clone().unwrap_or_else(|| crate::healthcheck::default_url(config.http_listen));
-            let health = crate::healthcheck::probe(&url).await.map_err(anyhow::Error::msg)?;
+            let url = url
+                .clone()
+                .unwrap_or_else(|| crate::healthcheck::default_url(config.http_listen, config.http_tls.is_some()));
+            let pinned = match &config.http_tls {
+                Some((cert, _)) => Some(crate::https::end_entity(cert).map_err(anyhow::Error::msg)?),
+                None => None,
+            };
+            let health = crate::healthcheck::probe(&url, pinned).await.map_err(anyhow::Error::msg)?;
             outln!("healthy: {health}");
             return Ok(());
         }
@@ -110,13 +118,32 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
                         .await
                         .with_context(|| format!("cannot listen on {address} (metrics_listen)"))?;
                     let router = crate::api::metrics_router(store.clone());
-                    Some(tokio::spawn(crate::http::serve("metrics", listener, router, until_stopped(stopped.clone()))))
+                    Some(tokio::spawn(crate::http::serve(
+                        "metrics",
+                        listener,
+                        None,
+                        router,
+                        until_stopped(stopped.clone()),
+                    )))
                 }
                 None => None,
             };
+            let certificate = match &config.http_tls {
+                Some((cert, key)) => {
+                    Some(Arc::new(crate::https::Certificate::load(cert, key).map_err(anyhow::Error::msg)?))
+                }
+                None => None,
+            };
+            // Installed before serving: from then on a SIGHUP reloads, and never stops the collector.
+            let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("cannot watch SIGHUP")?;
+            let reload = tokio::spawn(reload_on_hangup(hangups, certificate.clone()));
+            warn_if_tokens_refused(&config);
             let router = crate::http_router(store, &config);
-            let http = tokio::spawn(crate::serve(listener, router, until_stopped(stopped)));
+            let tls = certificate.map(crate::https::Certificate::acceptor).transpose().context("HTTPS")?;
+            let http = tokio::spawn(crate::http::serve("HTTP API", listener, tls, router, until_stopped(stopped)));
             shutdown.await;
+            reload.abort();
             tracing::info!("shutting down: no new connections, draining, committing");
             let _ = stop.send(true);
             let _ = ingest.await;
@@ -567,6 +594,40 @@ fn warn_if_short_of_space(config: &Config) {
             min_free_mb = config.min_free_mb,
             "little free space for the store: once the disk is full no batch is acknowledged (the agents keep \
              their buckets and retry) and /healthz answers 503"
+        );
+    }
+}
+
+/// SIGHUP reads the HTTPS certificate and key again (an error leaves the previous pair); without
+/// HTTPS there is nothing to read.
+async fn reload_on_hangup(
+    mut hangups: tokio::signal::unix::Signal,
+    certificate: Option<Arc<crate::https::Certificate>>,
+) {
+    while hangups.recv().await.is_some() {
+        match certificate.as_deref().map(crate::https::Certificate::reload) {
+            None => tracing::info!("SIGHUP: nothing to reload (no http_tls_cert)"),
+            Some(Ok(fingerprint)) => tracing::info!(%fingerprint, "SIGHUP: HTTPS certificate reloaded"),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "SIGHUP: the HTTPS certificate was not reloaded; the previous one is served")
+            }
+        }
+    }
+}
+
+/// Says at start when bearer tokens from other machines will be refused: plain HTTP on an
+/// address beyond loopback, with no TLS proxy named and no explicit permission.
+fn warn_if_tokens_refused(config: &Config) {
+    let exposure = &config.exposure;
+    if config.http_tls.is_none()
+        && !config.http_listen.ip().is_loopback()
+        && exposure.trusted_proxies.is_empty()
+        && !exposure.allow_plaintext_tokens
+    {
+        tracing::warn!(
+            http = %config.http_listen,
+            "plain HTTP beyond loopback: API tokens and console sign-ins from other machines are refused (403); \
+             set http_tls_cert and http_tls_key, name a TLS proxy in trusted_proxies, or allow_plaintext_tokens"
         );
     }
 }

@@ -42,8 +42,8 @@ pub struct Console<S> {
     operator_token: Option<String>,
     month_window: MonthWindowSetting,
     grace: TimeDelta,
-    /// The session cookie is not `Secure` (plain HTTP on loopback).
-    plain_http: bool,
+    /// Where a sign-in may come from, and when its cookie is `Secure`.
+    exposure: crate::https::Exposure,
 }
 
 impl<S> Clone for Console<S> {
@@ -53,7 +53,7 @@ impl<S> Clone for Console<S> {
             operator_token: self.operator_token.clone(),
             month_window: self.month_window,
             grace: self.grace,
-            plain_http: self.plain_http,
+            exposure: self.exposure.clone(),
         }
     }
 }
@@ -72,7 +72,7 @@ impl<S: Store + 'static> Console<S> {
             operator_token: config.operator_token.clone(),
             month_window: config.month_window,
             grace: config.grace,
-            plain_http: config.console_plain_http,
+            exposure: config.exposure.clone(),
         }
     }
 

@@ -5,8 +5,9 @@
 //! (`api::auth::caller_of_token`), so revoking the token ends its sessions. The session layer
 //! knows nothing else of how the user proved who they are: another way to sign in (single
 //! sign-on) only has to find a token's hash. Cookies are `HttpOnly`, `SameSite=Strict`, and
-//! `Secure` unless the console is served over plain HTTP on loopback; sessions last 12 hours, and
-//! `/logout` ends them in the store.
+//! `Secure` when the request came over HTTPS; a sign-in whose token travelled in clear over a
+//! network is refused (`https::Exposure`). Sessions last 12 hours, and `/logout` ends them in
+//! the store.
 
 use askama::Template;
 use axum::extract::{Form, FromRequestParts, State};
@@ -105,8 +106,13 @@ pub(super) struct LoginForm {
 /// Signs in with an API token: a new session and its cookie, then the accounts.
 pub(super) async fn login<S: Store + 'static>(
     State(console): State<Console<S>>,
+    request: Parts,
     Form(form): Form<LoginForm>,
 ) -> Response {
+    if let Err(why) = console.exposure.token_allowed(&request.headers, &request.extensions) {
+        let page = LoginPage { chrome: Chrome::signed_out(), error: Some(why) };
+        return (StatusCode::FORBIDDEN, render(&page)).into_response();
+    }
     let token_hash = sha256_hex(form.token.trim().as_bytes());
     if let Err(problem) = caller_of_token(&*console.store, console.operator_token.as_deref(), &token_hash).await {
         let page = LoginPage { chrome: Chrome::signed_out(), error: Some(problem.detail) };
@@ -120,7 +126,7 @@ pub(super) async fn login<S: Store + 'static>(
     if let Err(e) = console.store.add_session(&sha256_hex(secret.as_bytes()), &session, now).await {
         return PageError::from(crate::api::auth::internal(e)).into_response();
     }
-    let secure = if console.plain_http { "" } else { "; Secure" };
+    let secure = if console.exposure.https(&request.headers, &request.extensions) { "; Secure" } else { "" };
     let cookie = format!(
         "{COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         SESSION_LIFETIME.num_seconds()

@@ -69,7 +69,7 @@ impl Transports {
         let mut trusted = rustls_native_certs::load_native_certs().certs;
         let system = trusted.len();
         if let Some(path) = &config.notify_ca_file {
-            trusted.extend(crate::config::read_certificates(path).map_err(|e| format!("notify_ca_file: {e}"))?);
+            trusted.extend(crate::https::read_certificates(path).map_err(|e| format!("notify_ca_file: {e}"))?);
         }
         // A system certificate webpki cannot use is left out rather than failing every delivery.
         let mut roots = rustls::RootCertStore::empty();
