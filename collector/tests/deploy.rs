@@ -1,6 +1,7 @@
 //! `deploy/`: the compose file and the Kubernetes manifests pass `yamllint`, the manifests
-//! pass `kubernetes-validate --strict` (the Kubernetes API's schemas), and every `TALLY_`
-//! variable they set is a configuration key (`TALLY_<KEY>`), so none is silently ignored.
+//! pass `kubernetes-validate --strict` (the Kubernetes API's schemas), the compose file passes
+//! `docker-compose config` (the Compose schema: no daemon needed), and every `TALLY_` variable
+//! they set is a configuration key (`TALLY_<KEY>`), so none is silently ignored.
 
 mod support;
 
@@ -50,6 +51,17 @@ fn the_manifests_are_valid_and_set_only_real_keys() {
         return skip("kubernetes-validate is not on the PATH; `pip install kubernetes-validate` to run it");
     };
     assert!(ok && report.matches("passed for resource").count() >= 7, "kubernetes-validate:\n{report}");
+    let compose = deploy().join("compose.yaml");
+    let checked = Command::new("docker-compose")
+        .arg("--file")
+        .arg(&compose)
+        .args(["config", "--quiet"])
+        .envs([("POSTGRES_PASSWORD", "secret"), ("TALLY_OPERATOR_TOKEN", "0123456789abcdef0123456789abcdef")])
+        .output();
+    let Ok(checked) = checked else {
+        return skip("docker-compose is not installed (apt-get install docker-compose)");
+    };
+    assert!(checked.status.success(), "docker-compose config:\n{}", String::from_utf8_lossy(&checked.stderr));
 
     let keys: Vec<String> = tally_collector::config::DEFAULT_CONFIG
         .lines()
