@@ -11,13 +11,12 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use support::http::{get, serve};
+use support::http::{exchange, get, serve};
 use support::skip::skip;
 use support::{Collector, MID_NOVEMBER_2026, args};
 
@@ -195,18 +194,8 @@ fn screenshot(png: &[u8], name: &str) {
 
 /// A request with a cookie: status, the raw head, the body.
 fn with_cookie(http: &str, method: &str, path: &str, cookie: &str, form: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(http).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: tally\r\nCookie: {cookie}\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
-        form.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), head.to_owned(), body.to_owned())
+    let headers = format!("Cookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\n");
+    exchange(http, method, path, &headers, form)
 }
 
 fn csv_rows(text: &str) -> Vec<Vec<String>> {

@@ -15,7 +15,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 
-use support::http::{request_with, serve};
+use support::http::{exchange, request_with, serve};
 use support::skip::skip;
 use support::{Collector, args};
 
@@ -218,20 +218,10 @@ fn tokens_from_beyond_loopback_travel_only_over_https() {
     drop(serving);
 }
 
-/// A plain HTTP request with extra header lines: status, head, body.
+/// A form over plain HTTP with extra header lines: status, head, body.
 fn raw(http: &str, method: &str, path: &str, headers: &str, form: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(http).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: tally\r\n{headers}Content-Type: application/x-www-form-urlencoded\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
-        form.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), head.to_owned(), body.to_owned())
+    let headers = format!("{headers}Content-Type: application/x-www-form-urlencoded\r\n");
+    exchange(http, method, path, &headers, form)
 }
 
 #[test]

@@ -28,25 +28,31 @@ pub fn request_with(
     headers: &str,
     body: &str,
 ) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(http).unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let headers = format!("{auth}{headers}Content-Type: application/json\r\n");
+    let (status, head, body) = exchange(http, method, path, &headers, body);
+    let header = |name: &str| {
+        head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix(&format!("{name}: ")).map(str::to_owned))
+    };
+    let content_type = header("content-type").unwrap_or_default();
+    let body = if header("transfer-encoding").as_deref() == Some("chunked") { unchunk(&body) } else { body };
+    (status, content_type, body)
+}
+
+/// One request on its own connection, with header lines (`Name: value\r\n` each) and a body:
+/// the status, the head as received, and the body.
+pub fn exchange(http: &str, method: &str, path: &str, headers: &str, body: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(http).unwrap();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: tally\r\n{auth}{headers}Content-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: tally\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let header = |name: &str| {
-        head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix(&format!("{name}: ")).map(str::to_owned))
-    };
-    let content_type = header("content-type").unwrap_or_default();
-    let body = if header("transfer-encoding").as_deref() == Some("chunked") { unchunk(body) } else { body.to_owned() };
-    (status, content_type, body)
+    (head.split_whitespace().nth(1).unwrap().parse().unwrap(), head.to_owned(), body.to_owned())
 }
 
 pub fn request(http: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String, String) {
