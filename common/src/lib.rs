@@ -5,6 +5,8 @@
 //! - [`counters`], [`sampler`], [`bucket`]: from interface byte counters to 5-minute buckets (R1–R4).
 //! - [`p95`], [`license`], [`pool`]: daily site P95, daily aggregates, monthly P95, licensed
 //!   capacity and excess (R5–R8); [`meters`]: the other licenses' excess and purchases (R12, R13).
+//! - [`lan`]: the devices a socket's LAN frames identify (R29), and the kernel filter that
+//!   keeps every other frame away from the agent.
 //! - [`config_file`]: how a configuration file is read, its problems reported all at once.
 //! - `service` (feature): logging and shutdown signals, as both binaries run them.
 //! - [`wire`], [`token`]: the agent ↔ collector messages and their length-prefixed postcard
@@ -23,6 +25,7 @@ pub mod counters;
 pub mod csv_text;
 pub mod enforcement;
 pub mod kinds;
+pub mod lan;
 pub mod license;
 pub mod meters;
 pub mod p95;
