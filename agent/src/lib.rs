@@ -7,6 +7,7 @@
 //! - [`measure`]: the 5-second loop around `tally-common`'s sampler and bucketizer.
 //! - [`store`]: sled: closed buckets waiting for the collector, and the state between ticks.
 //! - [`uplink`]: enrollment, and shipping closed buckets to the collector.
+//! - [`lan`]: the capture that finds the LAN's devices (R29).
 //! - [`enforce`], [`shaper`]: the site's cap (R17) as traffic control on the WAN.
 //! - [`status`], [`replay`]: the `status` and `replay` commands.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
@@ -15,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod enforce;
 pub mod journal;
+pub mod lan;
 pub mod measure;
 pub mod netif;
 pub mod replay;

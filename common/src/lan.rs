@@ -5,8 +5,8 @@
 //!   multicast: never a device; locally administered: a randomized, private address).
 //! - [`identify`]: the device an Ethernet frame identifies, if any. The frame comes from a
 //!   peer on the LAN and may be anything: every length is checked, nothing panics.
-//! - [`FILTER`]: the classic BPF program a capture socket runs in the kernel, so that only the
-//!   frames [`identify`] reads are copied to the agent, and none the socket itself sends.
+//! - [`filter`]: the classic BPF program a capture socket runs in the kernel, so that only the
+//!   frames [`identify`] reads, received on one interface, are copied to the agent.
 
 use std::fmt;
 use std::str::FromStr;
@@ -194,18 +194,30 @@ const JSET: u16 = 0x45;
 const JGE: u16 = 0x35;
 const JGT: u16 = 0x25;
 const RET: u16 = 0x06;
-/// The ancillary load of the packet's type (`SKF_AD_OFF + SKF_AD_PKTTYPE`).
+/// The ancillary loads of the packet's type and its interface (`SKF_AD_OFF + SKF_AD_PKTTYPE`,
+/// `SKF_AD_OFF + SKF_AD_IFINDEX`).
 const PACKET_TYPE: u32 = 0xffff_f000 + 4;
+const IFINDEX: u32 = 0xffff_f000 + 8;
 /// `PACKET_OUTGOING`: a frame this host sends.
 const OUTGOING: u32 = 4;
 /// How many bytes of an accepted frame are copied: enough for every field [`identify`] reads
 /// (a router advertisement's options included).
 pub const SNAP_LENGTH: u32 = 512;
 
-/// The kernel's filter: frames this host receives (not those it sends) that are ARP, ICMPv6
-/// router or neighbour solicitations or advertisements, or UDP to port 67 in an unfragmented
-/// IPv4 packet; the first [`SNAP_LENGTH`] bytes of each. Everything else stays in the kernel.
-pub const FILTER: [BpfInstruction; 20] = [
+/// The kernel's filter for a capture socket on interface `ifindex`: frames it receives there
+/// (not those it sends) that are ARP, ICMPv6 router or neighbour solicitations or
+/// advertisements, or UDP to port 67 in an unfragmented IPv4 packet; the first [`SNAP_LENGTH`]
+/// bytes of each. Everything else stays in the kernel.
+pub fn filter(ifindex: u32) -> [BpfInstruction; 22] {
+    let mut program = [op(RET, 0, 0, 0); 22];
+    program[0] = op(LD_W_ABS, 0, 0, IFINDEX);
+    program[1] = op(JEQ, 0, 19, ifindex); // → 21, drop
+    program[2..].copy_from_slice(&FRAMES);
+    program
+}
+
+/// [`filter`] after its interface's check (jumps are relative).
+const FRAMES: [BpfInstruction; 20] = [
     op(LD_W_ABS, 0, 0, PACKET_TYPE),
     op(JEQ, 17, 0, OUTGOING), // → 19, drop
     op(LD_H_ABS, 0, 0, 12),
@@ -347,20 +359,27 @@ mod tests {
         assert_eq!(identify(&zero), None);
     }
 
-    /// Runs [`FILTER`] on `frame` as the kernel would for a frame of `packet_type`: the bytes it
-    /// keeps. Only the instructions the program uses.
+    /// Runs [`filter`] of interface 7 on `frame` as the kernel would for a frame of
+    /// `packet_type` received on interface 7: the bytes it keeps. Only the instructions the
+    /// program uses.
     fn filtered(frame: &[u8], packet_type: u32) -> u32 {
+        filtered_on(frame, packet_type, 7)
+    }
+
+    fn filtered_on(frame: &[u8], packet_type: u32, ifindex: u32) -> u32 {
+        let program = filter(7);
         let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
         let load = |at: u32, width: usize| -> Option<u32> {
             let bytes = frame.get(at as usize..at as usize + width)?;
             Some(bytes.iter().fold(0, |v, b| v << 8 | u32::from(*b)))
         };
         loop {
-            let BpfInstruction { code, jt, jf, k } = FILTER[pc];
+            let BpfInstruction { code, jt, jf, k } = program[pc];
             pc += 1;
             let jump = |taken: bool| usize::from(if taken { jt } else { jf });
             match code {
                 LD_W_ABS if k == PACKET_TYPE => a = packet_type,
+                LD_W_ABS if k == IFINDEX => a = ifindex,
                 LD_H_ABS => match load(k, 2) {
                     Some(v) => a = v,
                     None => return 0,
@@ -403,6 +422,7 @@ mod tests {
             assert_eq!(filtered(frame, 0), SNAP_LENGTH, "received: {frame:02x?}");
             assert_eq!(filtered(frame, 1), SNAP_LENGTH, "broadcast");
             assert_eq!(filtered(frame, OUTGOING), 0, "sent by this host");
+            assert_eq!(filtered_on(frame, 0, 8), 0, "received on another interface");
         }
         let mut tcp = dhcp_discover(DEVICE, 0);
         tcp[14 + 9] = 6;

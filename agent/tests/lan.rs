@@ -1,0 +1,140 @@
+//! The LAN capture (R29) in a real kernel (root, network namespaces): a capture on `vB`; from
+//! the other end of the veth pair, devices announce themselves in ARP, neighbour discovery and
+//! DHCP among a broadcast storm, pings and the socket's own address. The capture names exactly
+//! the devices, and the kernel's filter hands the agent no frame of the storm.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::process::{Command, Stdio};
+
+use support::namespaces::Namespaces;
+use support::skip::skip;
+use tally_agent::lan::{Capture, Via};
+use tally_common::lan::Mac;
+
+fn ethernet(destination: [u8; 6], source: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    [&destination[..], &source, &ethertype.to_be_bytes(), payload].concat()
+}
+
+fn arp(sender: [u8; 6]) -> Vec<u8> {
+    let body = [&[0, 1, 8, 0, 6, 4, 0, 1][..], &sender, &[192, 0, 2, 77], &[0; 6], &[192, 0, 2, 2]].concat();
+    ethernet([0xff; 6], sender, 0x0806, &body)
+}
+
+/// A neighbour solicitation with a source link-layer address option.
+fn neighbour_solicitation(source: [u8; 6]) -> Vec<u8> {
+    let icmp = [&[135, 0, 0, 0, 0, 0, 0, 0][..], &[0xfe, 0x80], &[0; 13], &[2], &[1, 1], &source].concat();
+    let header = [&[0x60, 0, 0, 0][..], &(icmp.len() as u16).to_be_bytes(), &[58, 255], &[0xfe, 0x80], &[0; 13], &[1]];
+    let ipv6 = [&header.concat()[..], &[0xff, 0x02], &[0; 9], &[1, 0xff, 0, 0, 2], &icmp].concat();
+    ethernet([0x33, 0x33, 0xff, 0, 0, 2], source, 0x86dd, &ipv6)
+}
+
+/// UDP from `source` to the IPv4 broadcast address, to `port`: a DHCP discover at port 67.
+fn udp_broadcast(source: [u8; 6], port: u16) -> Vec<u8> {
+    let mut bootp = vec![1, 1, 6, 0];
+    bootp.resize(28, 0);
+    bootp.extend(source);
+    bootp.resize(240, 0);
+    let udp = [&[0, 68][..], &port.to_be_bytes(), &((bootp.len() + 8) as u16).to_be_bytes(), &[0, 0], &bootp].concat();
+    let total = ((udp.len() + 20) as u16).to_be_bytes();
+    let ipv4 = [&[0x45, 0][..], &total, &[0, 0, 0, 0, 64, 17, 0, 0], &[0; 4], &[255; 4], &udp].concat();
+    ethernet([0xff; 6], source, 0x0800, &ipv4)
+}
+
+/// Sends `frames` out of `vA` in namespace `ns`, in order (Python's packet socket).
+fn send(namespaces: &Namespaces, frames: &[Vec<u8>]) {
+    let script = "import socket, sys\n\
+                  s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
+                  s.bind(('vA', 0))\n\
+                  for line in sys.stdin.read().split():\n    s.send(bytes.fromhex(line))\n";
+    let mut child =
+        namespaces.exec(&namespaces.a, "python3").args(["-c", script]).stdin(Stdio::piped()).spawn().unwrap();
+    let hex: String = frames.iter().map(|f| f.iter().map(|b| format!("{b:02x}")).collect::<String>() + "\n").collect();
+    child.stdin.take().unwrap().write_all(hex.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_capture_names_the_devices_and_the_kernel_keeps_the_rest() {
+    let namespaces = match Namespaces::create("lan") {
+        Ok(namespaces) => namespaces,
+        Err(why) => return skip(&why),
+    };
+    // The sending side says nothing of its own (no IPv6 router solicitations).
+    let sysctl = namespaces.exec(&namespaces.a, "sysctl").args(["-qw", "net.ipv6.conf.all.disable_ipv6=1"]).status();
+    assert!(sysctl.unwrap().success());
+    let link: serde_json::Value =
+        serde_json::from_str(&ip(&["-n", &namespaces.b, "-j", "link", "show", "vB"])).unwrap();
+    let ifindex = link[0]["ifindex"].as_u64().unwrap() as u32;
+    let own: Mac = link[0]["address"].as_str().unwrap().parse().unwrap();
+
+    // The capture opens inside namespace b, on a thread that moved there.
+    let netns = std::fs::File::open(format!("/run/netns/{}", namespaces.b)).unwrap();
+    let capture = std::thread::spawn(move || {
+        rustix::thread::move_into_link_name_space(netns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
+            .unwrap();
+        Capture::open("vB", ifindex).unwrap()
+    })
+    .join()
+    .unwrap();
+
+    let device = |n: u8| [0x02 * (n % 2), 0x1b, 0x21, 0, 0, n];
+    let sentinel = [0x00, 0x1b, 0x21, 0xff, 0xff, 0xff];
+    let mut frames = Vec::new();
+    let mut expected = BTreeSet::new();
+    for n in 1..=30u8 {
+        let frame = match n % 3 {
+            0 => arp(device(n)),
+            1 => neighbour_solicitation(device(n)),
+            _ => udp_broadcast(device(n), 67),
+        };
+        frames.push(frame);
+        expected.insert(Mac(device(n)));
+    }
+    // Seen again: still one device each.
+    frames.push(arp(device(1)));
+    // The socket's own address, a group address, and a storm of broadcasts that are not DHCP.
+    frames.push(arp(own.0));
+    frames.push(arp([0x01, 0, 0x5e, 0, 0, 9]));
+    let storm: Vec<Vec<u8>> = (0..2_000u16).map(|i| udp_broadcast(device((i % 250) as u8 + 1), 9)).collect();
+    frames.extend(storm);
+    frames.push(arp(sentinel));
+    send(&namespaces, &frames);
+
+    // Read on a thread of its own, as the agent does; a frame that never comes fails the test
+    // instead of hanging it.
+    let (found, sightings) = std::sync::mpsc::channel();
+    let capture = std::sync::Arc::new(capture);
+    let reader = capture.clone();
+    std::thread::spawn(move || {
+        while let Ok(sighting) = reader.next(&[own]) {
+            if found.send(sighting).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut seen, mut count) = (BTreeSet::new(), 0);
+    loop {
+        let (mac, via) = sightings.recv_timeout(std::time::Duration::from_secs(10)).expect("the sentinel within 10 s");
+        count += 1;
+        if mac == Mac(sentinel) {
+            assert_eq!(via, Via::Arp);
+            break;
+        }
+        seen.insert(mac);
+    }
+    assert_eq!(seen, expected);
+    assert_eq!(count, 32, "30 devices, one twice, the sentinel");
+    // The kernel handed over the 31 frames, the sentinel, the own address and the group address
+    // (ARP all three, which only the agent can judge), and not one of the 2,000 others.
+    assert_eq!(capture.frames_read(), 34);
+}
