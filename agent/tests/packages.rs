@@ -120,6 +120,8 @@ fn the_amd64_package_installs_upgrades_keeps_and_purges() {
     for file in FILES {
         assert!(r.join(file).exists(), "{file} not installed");
     }
+    let installed = std::fs::read(r.join("usr/bin/tally-agent")).unwrap();
+    assert!(!installed.windows(8).any(|w| w == b".symtab\0"), "the amd64 binary is not stripped");
     let conffiles = std::fs::read_to_string(r.join("var/lib/dpkg/info/tally-agent.conffiles")).unwrap();
     assert_eq!(conffiles.trim(), "/etc/tally-agent/agent.toml");
     // Enabled: the path unit, which starts the service once the socket is enrolled; not the
@@ -185,9 +187,11 @@ fn the_arm64_package_runs_under_qemu_and_the_release_files_check() {
         assert!(unpacked.path().join(file).exists(), "{file} not in the arm64 package");
     }
     let binary = unpacked.path().join("usr/bin/tally-agent");
-    // An ELF for aarch64 (e_machine 183), which qemu runs without any aarch64 library: static.
+    // An ELF for aarch64 (e_machine 183), which qemu runs without any aarch64 library: static;
+    // stripped (no symbol table among its sections' names).
     let elf = std::fs::read(&binary).unwrap();
     assert_eq!((&elf[..4], u16::from_le_bytes([elf[18], elf[19]])), (&b"\x7fELF"[..], 183));
+    assert!(!elf.windows(8).any(|w| w == b".symtab\0"), "the arm64 binary is not stripped");
     let version = ok(Command::new("qemu-aarch64").arg(&binary).arg("--version"));
     assert!(version.starts_with(&format!("tally-agent {}", env!("CARGO_PKG_VERSION"))), "{version}");
 
