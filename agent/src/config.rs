@@ -27,6 +27,14 @@ max_link_mbps = 10000
 # decreases may be unwrapped as a wrap; any other decrease is a reset.
 counters_32bit = []
 
+# The LAN interfaces whose devices are counted (R29: a hardware address seen in ARP, IPv6
+# neighbour discovery or a DHCP request), e.g. ["lan0"]. Empty: every interface that is up and is
+# neither a WAN interface, loopback nor the agent's own (ifb-*).
+lan = []
+
+# At most this many distinct devices a day are kept; more are counted and logged once at WARN.
+max_lan_devices_per_day = 4096
+
 # How many days of closed buckets to keep while the collector is unreachable. Past that the
 # oldest are dropped, logged at ERROR and counted.
 retention_days = 35
@@ -47,6 +55,9 @@ pub struct Config {
     pub max_link_mbps: u64,
     pub counters_32bit: BTreeSet<InterfaceName>,
     pub retention_days: u32,
+    /// LAN interfaces to watch for devices; empty: found at start.
+    pub lan: Vec<InterfaceName>,
+    pub max_lan_devices_per_day: usize,
     pub log: String,
     pub sysfs_net: PathBuf,
     pub procfs: PathBuf,
@@ -88,6 +99,8 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     let max_link_mbps = fields.integer("max_link_mbps", 10_000, 1, 1_000_000);
     let counters_32bit = interfaces(&mut fields, "counters_32bit").into_iter().collect();
     let retention_days = fields.integer("retention_days", 35, 1, 3_650) as u32;
+    let lan = interfaces(&mut fields, "lan");
+    let max_lan_devices_per_day = fields.integer("max_lan_devices_per_day", 4_096, 1, 1 << 20) as usize;
     let log = fields.string("log", "info");
     let sysfs_net = fields.path("sysfs_net", "/sys/class/net");
     let procfs = fields.path("procfs", "/proc");
@@ -98,13 +111,29 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     if wan.len() > MAX_INTERFACES {
         fields.error(format!("wan: {} interfaces listed, at most {MAX_INTERFACES} are supported", wan.len()));
     }
-    let known = ["state_dir", "wan", "max_link_mbps", "counters_32bit", "retention_days", "log", "sysfs_net", "procfs"];
+    if let Some(both) = lan.iter().find(|name| wan.contains(name)) {
+        fields.error(format!("lan: {both} is a WAN interface too"));
+    }
+    let known = [
+        "state_dir",
+        "wan",
+        "max_link_mbps",
+        "counters_32bit",
+        "retention_days",
+        "lan",
+        "max_lan_devices_per_day",
+        "log",
+        "sysfs_net",
+        "procfs",
+    ];
     fields.finish(&known, || Config {
         state_dir,
         wan,
         max_link_mbps,
         counters_32bit,
         retention_days,
+        lan,
+        max_lan_devices_per_day,
         log,
         sysfs_net,
         procfs,

@@ -5,7 +5,9 @@
 //! arrives: read on a thread of its own, it costs the 5-second tick nothing.
 
 use std::io::{self, Read};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 use tally_common::lan::{Mac, SNAP_LENGTH, filter, identify};
@@ -57,5 +59,224 @@ impl Capture {
     /// How many frames reached the agent since the capture opened.
     pub fn frames_read(&self) -> u64 {
         self.read.load(Ordering::Relaxed)
+    }
+}
+
+/// A device's sightings on one UTC day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Seen {
+    pub first: i64,
+    pub last: i64,
+    pub via: Via,
+}
+
+/// What [`DeviceDay::record`] did with a sighting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// A device not seen before today.
+    New,
+    /// Seen before today: its last sighting moved.
+    Again,
+    /// Today's set is full: not kept, counted; `first` says whether this is the first one
+    /// refused today (logged once).
+    OverLimit { first: bool },
+}
+
+/// The distinct devices of one UTC day, at most `limit` of them (`max_lan_devices_per_day`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceDay {
+    pub day: chrono::NaiveDate,
+    pub devices: std::collections::BTreeMap<Mac, Seen>,
+    /// Sightings of devices not kept because the day was full.
+    pub over_limit: u64,
+}
+
+impl DeviceDay {
+    pub fn new(day: chrono::NaiveDate) -> DeviceDay {
+        DeviceDay { day, devices: Default::default(), over_limit: 0 }
+    }
+
+    /// Records `mac` seen through `via` at `at` (UNIX seconds, on this day).
+    pub fn record(&mut self, mac: Mac, via: Via, at: i64, limit: usize) -> Recorded {
+        if let Some(seen) = self.devices.get_mut(&mac) {
+            seen.first = seen.first.min(at);
+            seen.last = seen.last.max(at);
+            return Recorded::Again;
+        }
+        if self.devices.len() >= limit {
+            self.over_limit += 1;
+            return Recorded::OverLimit { first: self.over_limit == 1 };
+        }
+        self.devices.insert(mac, Seen { first: at, last: at, via });
+        Recorded::New
+    }
+
+    /// How many of today's devices use a locally administered (randomized) address.
+    pub fn locally_administered(&self) -> usize {
+        self.devices.keys().filter(|mac| mac.is_locally_administered()).count()
+    }
+}
+
+/// `IFF_UP` in an interface's `flags`.
+const IFF_UP: u32 = 0x1;
+/// `ARPHRD_ETHER`: the frames start with an Ethernet header.
+const ARPHRD_ETHER: u32 = 1;
+
+/// A LAN interface to watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LanInterface {
+    pub name: String,
+    pub ifindex: u32,
+}
+
+fn sysfs_number(sysfs_net: &Path, name: &str, file: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(sysfs_net.join(name).join(file)).ok()?;
+    let text = text.trim();
+    match text.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
+/// The interfaces whose devices are counted: those of `configured` that exist, or by default
+/// every Ethernet interface that is up and is neither one of `wans`, loopback, nor one of the
+/// agent's IFB devices. Read from `sysfs_net` (`/sys/class/net`).
+pub fn interfaces(sysfs_net: &Path, configured: &[String], wans: &[String]) -> Vec<LanInterface> {
+    let mut names: Vec<String> = match configured.is_empty() {
+        false => configured.to_vec(),
+        true => std::fs::read_dir(sysfs_net)
+            .map(|dir| dir.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+            .unwrap_or_default(),
+    };
+    names.sort();
+    names
+        .into_iter()
+        .filter(|name| {
+            !configured.is_empty()
+                || (!wans.contains(name)
+                    && !name.starts_with("ifb-")
+                    && sysfs_number(sysfs_net, name, "type") == Some(ARPHRD_ETHER)
+                    && sysfs_number(sysfs_net, name, "flags").is_some_and(|f| f & IFF_UP != 0))
+        })
+        .filter_map(|name| Some(LanInterface { ifindex: sysfs_number(sysfs_net, &name, "ifindex")?, name }))
+        .collect()
+}
+
+/// The hardware addresses of every interface of this socket: never a device (R29).
+pub fn own_addresses(sysfs_net: &Path) -> Vec<Mac> {
+    let Ok(dir) = std::fs::read_dir(sysfs_net) else { return Vec::new() };
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("address")).ok()?.trim().parse::<Mac>().ok())
+        .filter(|mac| mac.is_device())
+        .collect()
+}
+
+/// What `status` shows of the LAN.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LanStatus {
+    pub interfaces: Vec<String>,
+    pub devices_today: usize,
+    /// Of them, with a locally administered (randomized, private) address.
+    pub private_addresses_today: usize,
+    /// Sightings not kept today: the day was full (`max_lan_devices_per_day`).
+    pub over_limit_today: u64,
+}
+
+/// Watches `lan` until the process ends: a thread per interface blocks on its capture, and
+/// today's devices are kept in `today` and shown in `status`. Without CAP_NET_RAW, one ERROR;
+/// measuring goes on either way.
+pub fn watch(
+    lan: &[LanInterface],
+    own: Vec<Mac>,
+    limit: usize,
+    wall: impl Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync + 'static,
+    status: Arc<Mutex<crate::status::Status>>,
+) {
+    let mut captures = Vec::new();
+    for interface in lan {
+        match Capture::open(&interface.name, interface.ifindex) {
+            Ok(capture) => captures.push(capture),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                tracing::error!(
+                    error = %e,
+                    "LAN device discovery needs CAP_NET_RAW (the unit grants it): no device is counted; measuring goes on"
+                );
+                return;
+            }
+            Err(e) => tracing::error!(interface = %interface.name, error = %e, "cannot watch this LAN interface"),
+        }
+    }
+    let names: Vec<String> = captures.iter().map(|c| c.interface.clone()).collect();
+    if names.is_empty() {
+        tracing::info!("no LAN interface to watch for devices");
+        return;
+    }
+    tracing::info!(interfaces = %names.join(" "), "watching the LAN for devices (ARP, neighbour discovery, DHCP)");
+    status.lock().unwrap_or_else(PoisonError::into_inner).lan =
+        Some(LanStatus { interfaces: names, ..LanStatus::default() });
+    let today = Arc::new(Mutex::new(DeviceDay::new(wall().date_naive())));
+    let wall = Arc::new(wall);
+    let own = Arc::new(own);
+    for capture in captures {
+        let (today, status, wall, own) = (today.clone(), status.clone(), wall.clone(), own.clone());
+        let spawned = std::thread::Builder::new().name(format!("lan-{}", capture.interface)).spawn(move || {
+            loop {
+                let (mac, via) = match capture.next(&own) {
+                    Ok(found) => found,
+                    Err(e) => {
+                        tracing::error!(interface = %capture.interface, error = %e, "LAN capture ended");
+                        return;
+                    }
+                };
+                let now = wall();
+                let mut day = today.lock().unwrap_or_else(PoisonError::into_inner);
+                if day.day != now.date_naive() {
+                    *day = DeviceDay::new(now.date_naive());
+                }
+                let recorded = day.record(mac, via, now.timestamp(), limit);
+                if recorded == (Recorded::OverLimit { first: true }) {
+                    tracing::warn!(
+                        limit,
+                        "more LAN devices today than max_lan_devices_per_day: the rest are counted, not kept"
+                    );
+                }
+                if recorded != Recorded::Again {
+                    let mut shown = status.lock().unwrap_or_else(PoisonError::into_inner);
+                    if let Some(lan) = shown.lan.as_mut() {
+                        lan.devices_today = day.devices.len();
+                        lan.private_addresses_today = day.locally_administered();
+                        lan.over_limit_today = day.over_limit;
+                    }
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a LAN capture thread");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(n: u8) -> Mac {
+        Mac([0x02 * (n % 2), 0x1b, 0x21, 0, 0, n])
+    }
+
+    #[test]
+    fn a_day_keeps_each_device_once_with_its_first_and_last_sighting() {
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();
+        let mut today = DeviceDay::new(day);
+        assert_eq!(today.record(mac(1), Via::Arp, 100, 3), Recorded::New);
+        assert_eq!(today.record(mac(1), Via::Dhcp, 50, 3), Recorded::Again);
+        assert_eq!(today.record(mac(1), Via::Arp, 400, 3), Recorded::Again);
+        assert_eq!(today.devices[&mac(1)], Seen { first: 50, last: 400, via: Via::Arp });
+        assert_eq!(today.record(mac(2), Via::NeighbourDiscovery, 120, 3), Recorded::New);
+        assert_eq!(today.record(mac(3), Via::Dhcp, 130, 3), Recorded::New);
+        // Full: counted, the first refusal said once; a known device still moves.
+        assert_eq!(today.record(mac(4), Via::Arp, 140, 3), Recorded::OverLimit { first: true });
+        assert_eq!(today.record(mac(5), Via::Arp, 150, 3), Recorded::OverLimit { first: false });
+        assert_eq!(today.record(mac(2), Via::Arp, 160, 3), Recorded::Again);
+        assert_eq!((today.devices.len(), today.over_limit, today.locally_administered()), (3, 2, 2));
     }
 }

@@ -86,6 +86,20 @@ pub async fn run(
     });
     let store = Rc::new(RefCell::new(opened.store));
     let state_dir = config.state_dir.clone();
+    let wans: Vec<String> = netif::NetPaths::from_config(&config)
+        .default_route_interfaces()
+        .iter()
+        .map(|w| w.to_string())
+        .chain(config.wan.iter().map(|w| w.to_string()))
+        .collect();
+    let lans: Vec<String> = config.lan.iter().map(|l| l.to_string()).collect();
+    lan::watch(
+        &lan::interfaces(&config.sysfs_net, &lans, &wans),
+        lan::own_addresses(&config.sysfs_net),
+        config.max_lan_devices_per_day,
+        chrono::Utc::now,
+        status.clone(),
+    );
     let mut meter = Meter::new(config, store.clone(), status.clone())?;
     // One shutdown for both halves: the meter saves its state, the uplink closes its connection.
     let (stop, stopped) = tokio::sync::watch::channel(false);

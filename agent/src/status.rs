@@ -45,6 +45,9 @@ pub struct Status {
     pub uplink: Option<UplinkStatus>,
     /// The site's cap (R17); `None` until the collector first sent one.
     pub policy: Option<PolicyStatus>,
+    /// The LAN's devices (R29); `None` when no LAN interface is watched.
+    #[serde(default)]
+    pub lan: Option<crate::lan::LanStatus>,
 }
 
 /// The collector's policy for this site, and whether it is in force here.
@@ -191,6 +194,8 @@ pub fn from_store(config: &Config, store: &Store) -> anyhow::Result<Status> {
             detail: "the agent is not running; it applies this policy when it starts".into(),
             at: None,
         }),
+        // Kept by the running agent only, for now.
+        lan: None,
     };
     status.set_pending(pending(store)?);
     Ok(status)
@@ -291,6 +296,17 @@ pub fn table(s: &Status) -> String {
             out += &format!("policy: version {}, {cap}, {applied}: {}\n", p.version, p.detail);
         }
         None => out += "policy: none received from the collector yet\n",
+    }
+    if let Some(lan) = &s.lan {
+        out += &format!(
+            "LAN devices today: {} ({} with private addresses) on {}\n",
+            lan.devices_today,
+            lan.private_addresses_today,
+            lan.interfaces.join(" ")
+        );
+        if lan.over_limit_today > 0 {
+            out += &format!("LAN sightings over max_lan_devices_per_day today: {}\n", lan.over_limit_today);
+        }
     }
     out
 }

@@ -1,7 +1,11 @@
-//! The LAN capture (R29) in a real kernel (root, network namespaces): a capture on `vB`; from
-//! the other end of the veth pair, devices announce themselves in ARP, neighbour discovery and
-//! DHCP among a broadcast storm, pings and the socket's own address. The capture names exactly
-//! the devices, and the kernel's filter hands the agent no frame of the storm.
+//! The LAN capture (R29) in a real kernel (root, network namespaces):
+//!
+//! - A capture on `vB`; from the other end of the veth pair, devices announce themselves in ARP,
+//!   neighbour discovery and DHCP among a broadcast storm and the socket's own address. The
+//!   capture names exactly the devices, and the kernel's filter hands the agent no frame of the
+//!   storm.
+//! - The real agent in namespace b, its WAN `vB`, a second veth pair its LAN (found by default):
+//!   devices announced on the LAN are today's devices in `status`, those on the WAN are not.
 
 mod support;
 
@@ -44,14 +48,14 @@ fn udp_broadcast(source: [u8; 6], port: u16) -> Vec<u8> {
     ethernet([0xff; 6], source, 0x0800, &ipv4)
 }
 
-/// Sends `frames` out of `vA` in namespace `ns`, in order (Python's packet socket).
-fn send(namespaces: &Namespaces, frames: &[Vec<u8>]) {
+/// Sends `frames` out of `interface` in namespace a, in order (Python's packet socket).
+fn send(namespaces: &Namespaces, interface: &str, frames: &[Vec<u8>]) {
     let script = "import socket, sys\n\
                   s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n\
-                  s.bind(('vA', 0))\n\
+                  s.bind((sys.argv[1], 0))\n\
                   for line in sys.stdin.read().split():\n    s.send(bytes.fromhex(line))\n";
-    let mut child =
-        namespaces.exec(&namespaces.a, "python3").args(["-c", script]).stdin(Stdio::piped()).spawn().unwrap();
+    let mut python = namespaces.exec(&namespaces.a, "python3");
+    let mut child = python.args(["-c", script, interface]).stdin(Stdio::piped()).spawn().unwrap();
     let hex: String = frames.iter().map(|f| f.iter().map(|b| format!("{b:02x}")).collect::<String>() + "\n").collect();
     child.stdin.take().unwrap().write_all(hex.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success());
@@ -108,7 +112,7 @@ fn the_capture_names_the_devices_and_the_kernel_keeps_the_rest() {
     let storm: Vec<Vec<u8>> = (0..2_000u16).map(|i| udp_broadcast(device((i % 250) as u8 + 1), 9)).collect();
     frames.extend(storm);
     frames.push(arp(sentinel));
-    send(&namespaces, &frames);
+    send(&namespaces, "vA", &frames);
 
     // Read on a thread of its own, as the agent does; a frame that never comes fails the test
     // instead of hanging it.
@@ -137,4 +141,58 @@ fn the_capture_names_the_devices_and_the_kernel_keeps_the_rest() {
     // The kernel handed over the 31 frames, the sentinel, the own address and the group address
     // (ARP all three, which only the agent can judge), and not one of the 2,000 others.
     assert_eq!(capture.frames_read(), 34);
+}
+
+#[test]
+fn the_agent_counts_todays_devices_on_its_lan_and_not_on_its_wan() {
+    let namespaces = match Namespaces::create("lanrun") {
+        Ok(namespaces) => namespaces,
+        Err(why) => return skip(&why),
+    };
+    let (a, b) = (namespaces.a.as_str(), namespaces.b.as_str());
+    ip(&["link", "add", "lanB", "netns", b, "type", "veth", "peer", "name", "lanA", "netns", a]);
+    ip(&["-n", b, "link", "set", "lanB", "up"]);
+    ip(&["-n", a, "link", "set", "lanA", "up"]);
+    for side in [a, b] {
+        let sysctl = namespaces.exec(side, "sysctl").args(["-qw", "net.ipv6.conf.all.disable_ipv6=1"]).status();
+        assert!(sysctl.unwrap().success());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, format!("state_dir = {:?}\nwan = [\"vB\"]\n", dir.path().join("state"))).unwrap();
+    let mut agent = support::collector::Logged::spawn({
+        let mut cmd = namespaces.exec(b, env!("CARGO_BIN_EXE_tally-agent"));
+        cmd.args(["run", "--config"]).arg(&config);
+        cmd
+    });
+    let watching = agent.until("watching the LAN for devices");
+    assert!(watching.contains("interfaces=lanB"), "{watching}");
+
+    let device = |n: u8| [0x02 * (n % 2), 0x1b, 0x21, 0, 1, n];
+    let lan: Vec<Vec<u8>> =
+        (1..=12u8).map(|n| if n % 2 == 0 { arp(device(n)) } else { udp_broadcast(device(n), 67) }).collect();
+    // The same kind of frames from other devices on the WAN side: not the LAN's.
+    let wan: Vec<Vec<u8>> = (100..110u8).map(|n| arp(device(n))).collect();
+    send(&namespaces, "vA", &wan);
+    send(&namespaces, "lanA", &lan);
+
+    let status = || {
+        let out = namespaces
+            .exec(b, env!("CARGO_BIN_EXE_tally-agent"))
+            .args(["status", "--format", "json", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut shown = status();
+    while shown["lan"]["devices_today"].as_u64().unwrap_or(0) < 12 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        shown = status();
+    }
+    assert_eq!(shown["lan"]["devices_today"], 12, "{shown}");
+    assert_eq!(shown["lan"]["private_addresses_today"], 6, "{shown}");
+    assert_eq!(shown["lan"]["interfaces"], serde_json::json!(["lanB"]));
+    agent.stop();
 }
