@@ -142,22 +142,21 @@ fn sysfs_number(sysfs_net: &Path, name: &str, file: &str) -> Option<u32> {
 /// every Ethernet interface that is up and is neither one of `wans`, loopback, nor one of the
 /// agent's IFB devices. Read from `sysfs_net` (`/sys/class/net`).
 pub fn interfaces(sysfs_net: &Path, configured: &[String], wans: &[String]) -> Vec<LanInterface> {
+    let is_lan = |name: &String| {
+        !wans.contains(name)
+            && !name.starts_with(crate::shaper::IFB_PREFIX)
+            && sysfs_number(sysfs_net, name, "type") == Some(ARPHRD_ETHER)
+            && sysfs_number(sysfs_net, name, "flags").is_some_and(|f| f & IFF_UP != 0)
+    };
     let mut names: Vec<String> = match configured.is_empty() {
         false => configured.to_vec(),
         true => std::fs::read_dir(sysfs_net)
-            .map(|dir| dir.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+            .map(|dir| dir.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(is_lan).collect())
             .unwrap_or_default(),
     };
     names.sort();
     names
         .into_iter()
-        .filter(|name| {
-            !configured.is_empty()
-                || (!wans.contains(name)
-                    && !name.starts_with("ifb-")
-                    && sysfs_number(sysfs_net, name, "type") == Some(ARPHRD_ETHER)
-                    && sysfs_number(sysfs_net, name, "flags").is_some_and(|f| f & IFF_UP != 0))
-        })
         .filter_map(|name| Some(LanInterface { ifindex: sysfs_number(sysfs_net, &name, "ifindex")?, name }))
         .collect()
 }

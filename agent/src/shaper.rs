@@ -37,15 +37,18 @@ impl ShapeError {
     }
 }
 
+/// How the agent's IFB devices are named: [`IFB_PREFIX`] and their WAN's name.
+pub const IFB_PREFIX: &str = "ifb-";
+
 /// The IFB device that carries `wan`'s ingress: `ifb-NAME`, within the 15 bytes a name may have.
 pub fn ifb_name(wan: &str) -> String {
     if wan.len() <= 11 {
-        return format!("ifb-{wan}");
+        return format!("{IFB_PREFIX}{wan}");
     }
     // Long names: a prefix and a hash of the whole, so two long names never share an IFB.
     let hash = wan.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
     let prefix: String = wan.chars().take(6).collect();
-    format!("ifb-{prefix}{:05x}", hash & 0xf_ffff)
+    format!("{IFB_PREFIX}{prefix}{:05x}", hash & 0xf_ffff)
 }
 
 /// tbf's burst for `cap_bps`: 20 ms at the cap, at least [`MIN_BURST_BYTES`].
