@@ -24,6 +24,7 @@
 //! store only once it has the batch's ack, which the collector sends only after committing.
 
 pub mod frame;
+pub mod lan;
 
 use std::fmt;
 
