@@ -80,6 +80,11 @@ silent_site_hours = 2
 # (R27). Licenses made by orders and True-Forward increases end with the term in force.
 default_contract_months = 12
 
+# The hardware addresses of the devices sockets see on their LANs (R29) are personal data: they
+# are kept for this many calendar months (this one included), then deleted; the finalized months'
+# reports keep their counts.
+lan_device_retention_months = 13
+
 # The monthly P95 window (R7): "article" ends at 00:00 UTC on the month's last day, as the
 # usage-measurement article says; "calendar" includes the last day.
 month_window = "article"
@@ -136,6 +141,8 @@ pub struct Config {
     pub max_bucket_age: chrono::TimeDelta,
     pub silent_after: chrono::TimeDelta,
     pub default_contract_months: u32,
+    /// Calendar months (this one included) the LAN devices' addresses are kept (R29).
+    pub lan_device_retention_months: u32,
     pub min_free_mb: u64,
     pub month_window: MonthWindowSetting,
     pub grace: chrono::TimeDelta,
@@ -293,7 +300,7 @@ pub const ENV_PREFIX: &str = "TALLY_";
 pub const SYSTEM_CONFIG: &str = "/etc/tally/collector.toml";
 
 /// Every key, with how its environment variable is written (`TALLY_<KEY>`, [`ENV_PREFIX`]).
-const KEYS: [(&str, ValueKind); 29] = [
+const KEYS: [(&str, ValueKind); 30] = [
     ("data_dir", ValueKind::Text),
     ("database_url", ValueKind::Text),
     ("ca_dir", ValueKind::Text),
@@ -311,6 +318,7 @@ const KEYS: [(&str, ValueKind); 29] = [
     ("max_bucket_age_days", ValueKind::Integer),
     ("silent_site_hours", ValueKind::Integer),
     ("default_contract_months", ValueKind::Integer),
+    ("lan_device_retention_months", ValueKind::Integer),
     ("min_free_mb", ValueKind::Integer),
     ("month_window", ValueKind::Text),
     ("grace_hours", ValueKind::Integer),
@@ -451,6 +459,8 @@ pub fn parse_with(text: &str, lookup: impl Fn(&str) -> Option<OsString>) -> Resu
     let max_bucket_age_days = fields.integer("max_bucket_age_days", 40, 1, 3_650);
     let silent_site_hours = fields.integer("silent_site_hours", 2, 1, 8_760);
     let default_contract_months = fields.integer("default_contract_months", 12, 1, 120) as u32;
+    // At least the month before this one: it is finalized only after its grace period.
+    let lan_device_retention_months = fields.integer("lan_device_retention_months", 13, 2, 120) as u32;
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
         fields.error(format!("log: {log:?} is not a valid filter: {e}"));
     }
@@ -471,6 +481,7 @@ pub fn parse_with(text: &str, lookup: impl Fn(&str) -> Option<OsString>) -> Resu
         max_bucket_age: chrono::TimeDelta::days(max_bucket_age_days as i64),
         silent_after: chrono::TimeDelta::hours(silent_site_hours as i64),
         default_contract_months,
+        lan_device_retention_months,
         min_free_mb,
         month_window,
         grace: chrono::TimeDelta::hours(grace_hours as i64),

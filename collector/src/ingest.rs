@@ -10,6 +10,9 @@
 //! counted per site and reason, the agent's discard totals kept. A connection without a
 //! certificate may only enroll.
 //!
+//! From version 4 the agent also sends the devices it saw on its LAN (R29), a day at a time,
+//! each batch kept and then acknowledged ([`tally_common::wire::lan`]).
+//!
 //! The collector also sends the site's policy (R17): right after `Welcome`, and again whenever
 //! it changes ([`crate::policy`]); the agent's `PolicyApplied` reports are stored per site.
 //!
@@ -27,7 +30,9 @@ use std::time::{Duration, Instant};
 use chrono::TimeDelta;
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tally_common::lan::Mac;
 use tally_common::wire::frame::{self, DecodeError};
+use tally_common::wire::lan::{LanAck, LanBatchError, LanSightings};
 use tally_common::wire::{
     ALPN, Ack, AckV2, AgentMessage, Bounds, Checked, CollectorList, CollectorMessage, EnrollRequest, Enrolled,
     ErrorCode, ErrorMessage, OLDEST_PROTOCOL_VERSION, PROTOCOL_VERSION, Policy, PolicyApplied, RefusedBucket,
@@ -483,6 +488,12 @@ impl<S: Store> Agent<'_, S> {
                     self.record(report).await;
                     continue;
                 }
+                Event::Frame(Ok(Some(AgentMessage::LanSightings(sightings)))) if self.version >= 4 => {
+                    if self.keep_lan_sightings(sightings, limits).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 Event::Frame(Ok(Some(_))) => {
                     tracing::warn!("protocol violation: unexpected message after Hello");
                     return self.refuse(ErrorCode::ProtocolViolation, "unexpected message".into()).await;
@@ -523,6 +534,45 @@ impl<S: Store> Agent<'_, S> {
         if let Err(e) = self.store.record_policy_report(self.site, &report).await {
             tracing::error!(error = %e, "the agent's policy report was not stored");
         }
+    }
+
+    /// Keeps one day's devices of the socket's LAN (R29) and acknowledges them. A day out of
+    /// range (a wrong clock, or a backlog older than buckets are kept) is acknowledged as refused,
+    /// so it never wedges the agent; a batch over the bounds ends the connection.
+    async fn keep_lan_sightings(&mut self, sightings: LanSightings, limits: &Limits) -> Result<(), ()> {
+        let seq = sightings.seq;
+        let (day, devices, refused) = match sightings.check(crate::clock::now(), limits.max_bucket_age) {
+            Ok(checked) => checked,
+            Err(LanBatchError::OutOfRange(day)) => {
+                tracing::warn!(%day, devices = sightings.devices.len(), "LAN devices refused: their day is out of range (the socket's clock?)");
+                let refused = u32::try_from(sightings.devices.len()).unwrap_or(u32::MAX);
+                return send(self.tx, &CollectorMessage::LanAck(LanAck { seq, refused })).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "protocol violation: a batch of LAN devices over the bounds");
+                refuse(self.conn, Some(&mut *self.tx), ErrorCode::ProtocolViolation, e.to_string()).await;
+                return Err(());
+            }
+        };
+        let own: Vec<Mac> = sightings.own.iter().copied().filter(|mac| mac.is_device()).collect();
+        match self.store.add_lan_sightings(self.site, day, &devices, &own).await {
+            Ok(()) => {}
+            Err(StoreError::Unavailable(why)) => {
+                let message = format!("the LAN devices were not stored ({why}): retry later");
+                refuse(self.conn, Some(&mut *self.tx), ErrorCode::StoreUnavailable, message).await;
+                return Err(());
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the LAN devices were not stored");
+                refuse(self.conn, Some(&mut *self.tx), ErrorCode::Internal, "the store did not commit".into()).await;
+                return Err(());
+            }
+        }
+        if refused > 0 {
+            tracing::warn!(%day, refused, "LAN devices refused: not a device's address, or seen outside their day");
+        }
+        tracing::debug!(%day, devices = devices.len(), over_limit = sightings.over_limit, "LAN devices stored");
+        send(self.tx, &CollectorMessage::LanAck(LanAck { seq, refused })).await
     }
 
     /// Checks a batch bucket by bucket, commits what it brings, acknowledges. `Err`: the

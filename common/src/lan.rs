@@ -76,6 +76,17 @@ pub enum Protocol {
     Dhcp,
 }
 
+impl Protocol {
+    /// Its name in the collector's store and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Arp => "arp",
+            Protocol::NeighbourDiscovery => "neighbour_discovery",
+            Protocol::Dhcp => "dhcp",
+        }
+    }
+}
+
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_ARP: u16 = 0x0806;
 const ETHERTYPE_IPV6: u16 = 0x86dd;

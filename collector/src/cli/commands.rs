@@ -108,6 +108,7 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
                 store.clone(),
                 config.month_window,
                 config.grace,
+                config.lan_device_retention_months,
                 transports,
                 until_stopped(stopped.clone()),
             ));

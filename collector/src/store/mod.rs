@@ -10,6 +10,7 @@
 //! | [`BucketStore`] | buckets (R10), dirty-day marks, each site's computed days (R5) |
 //! | [`IntakeStore`] | agents' batches as a whole: quarantine, refusals, discard totals (R3) |
 //! | [`UsageStore`] | metered events (R12, R13), finalized months (R9), over-usage (R14, R16) |
+//! | [`DeviceStore`] | devices seen on the sockets' LANs, and the sockets' own addresses (R29) |
 //! | [`AccessStore`] | API tokens, enrollment tokens, site certificates |
 //! | [`OrderStore`] | orders and their items' lifecycle (R20–R25) |
 //! | [`OutboxStore`] | notification recipients and the outbox (R15, R23) |
@@ -29,6 +30,7 @@
 mod access;
 mod accounts;
 mod buckets;
+mod devices;
 mod intake;
 pub mod migrate;
 mod orders;
@@ -43,6 +45,7 @@ mod usage;
 pub use access::*;
 pub use accounts::*;
 pub use buckets::*;
+pub use devices::*;
 pub use intake::*;
 pub use orders::*;
 pub use outbox::*;
@@ -90,6 +93,7 @@ pub trait Store:
     + BucketStore
     + IntakeStore
     + UsageStore
+    + DeviceStore
     + AccessStore
     + OrderStore
     + OutboxStore
@@ -103,6 +107,7 @@ impl<T> Store for T where
         + BucketStore
         + IntakeStore
         + UsageStore
+        + DeviceStore
         + AccessStore
         + OrderStore
         + OutboxStore

@@ -5,7 +5,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use tally_common::kinds::{LicenseKind, ZtnaRegion};
 
-use super::{NewLicense, Notification, StoreError};
+use super::{DeviceCount, NewLicense, Notification, StoreError};
 
 /// A metered event reduced to its meter's terms (R12, R13).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,8 @@ pub struct MeterEvent {
     pub quantity: u64,
     /// Whether the event counts for its meter at all.
     pub counted: bool,
+    /// Devices: where the device was seen (`inline`, `lan_discovery`, `integration`).
+    pub source: Option<String>,
 }
 
 /// An account's meters over one calendar month (UTC).
@@ -31,7 +33,8 @@ pub struct MeterCounts {
     pub ztna_by_region: Vec<(ZtnaRegion, u64)>,
     pub ai_security_users: u64,
     pub dem_users: u64,
-    pub devices: u64,
+    /// Distinct devices across every source, sockets excluded (R13, R29).
+    pub devices: DeviceCount,
     /// The highest event count of any UTC hour.
     pub data_lake_peak_hour: u64,
 }

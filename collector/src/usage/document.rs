@@ -2,6 +2,8 @@
 //! `GET /v1/accounts/{account}/usage`, saved as it is when a month is finalized (R9). Types only:
 //! [`super::report`] builds it, [`super::overusage`] and [`super::notify`] read it.
 
+use std::collections::BTreeMap;
+
 use crate::terms::TermReport;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -166,6 +168,20 @@ pub struct MeterReport {
     /// ZTNA users: each region's measured users (by their latest session) and licensed users.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub by_region: Vec<RegionUsage>,
+    /// Devices: distinct devices by where they were seen (`inline`, `lan_discovery`,
+    /// `integration`); a device seen by two sources is in both and counted once (R29).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_source: BTreeMap<String, u64>,
+    /// Devices: of those measured, with a locally administered (randomized, private) address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locally_administered: Option<u64>,
+}
+
+impl MeterReport {
+    /// A meter without a breakdown.
+    pub fn plain(meter: MeterMonth) -> MeterReport {
+        MeterReport { meter, by_region: Vec::new(), by_source: BTreeMap::new(), locally_administered: None }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

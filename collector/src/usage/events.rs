@@ -103,6 +103,7 @@ fn parse_event(
         region,
         quantity,
         counted,
+        source: None,
     };
     Ok(match kind.as_str() {
         "ztna_session" => {
@@ -124,7 +125,7 @@ fn parse_event(
             if !["inline", "lan_discovery", "integration"].contains(&source.as_str()) {
                 return Err(("source", format!("{source:?} is not one of inline, lan_discovery, integration")));
             }
-            event(LicenseKind::Devices, device, None, 1, !flag("is_socket")?)
+            MeterEvent { source: Some(source), ..event(LicenseKind::Devices, device, None, 1, !flag("is_socket")?) }
         }
         "data_lake_hour" => {
             let count = event_count(value.get("count"))?;

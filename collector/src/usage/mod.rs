@@ -24,7 +24,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use tally_common::time::{Month, MonthWindowSetting};
 
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use document::MonthStatus;
 
 /// How often the running collector recomputes the days that changed.
@@ -37,6 +37,7 @@ pub async fn run_engine<S: Store>(
     store: std::sync::Arc<S>,
     setting: MonthWindowSetting,
     grace: TimeDelta,
+    lan_retention_months: u32,
     transports: notify::Transports,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -57,11 +58,26 @@ pub async fn run_engine<S: Store>(
             if let Err(e) = finalize_due(&*store, setting, grace, crate::clock::now()).await {
                 tracing::error!(error = %e, "finalizing months failed; retrying");
             }
+            if let Err(e) = forget_lan_devices(&*store, lan_retention_months, crate::clock::now()).await {
+                tracing::error!(error = %e, "deleting old LAN devices failed; retrying");
+            }
         }
         if let Err(e) = notify::deliver_due(&*store, &transports, crate::clock::now()).await {
             tracing::error!(error = %e, "reading the notification outbox failed; retrying");
         }
     }
+}
+
+/// Deletes the hardware addresses of LAN devices (R29) seen before the last `months` calendar
+/// months (this one included); the finalized months' reports keep their counts.
+pub async fn forget_lan_devices<S: Store>(store: &S, months: u32, now: DateTime<Utc>) -> Result<u64, StoreError> {
+    let this_month = Month::containing(now.date_naive()).first_day();
+    let kept_from = this_month.checked_sub_months(chrono::Months::new(months.saturating_sub(1))).unwrap_or(this_month);
+    let forgotten = store.forget_lan_sightings_before(kept_from).await?;
+    if forgotten > 0 {
+        tracing::info!(forgotten, before = %kept_from, "LAN devices' addresses deleted (lan_device_retention_months)");
+    }
+    Ok(forgotten)
 }
 
 /// How often the running collector looks for months to finalize.

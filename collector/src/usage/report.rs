@@ -247,20 +247,27 @@ fn meter_reports(counts: &MeterCounts, licenses: &[License], month: Month) -> Ve
             })
             .filter(|u| u.measured > 0 || u.licensed > 0)
             .collect();
-        reports.push(MeterReport { meter: meters::ztna_users(&counts.ztna_by_region, &ztna_licensed), by_region });
+        reports.push(MeterReport {
+            by_region,
+            ..MeterReport::plain(meters::ztna_users(&counts.ztna_by_region, &ztna_licensed))
+        });
     }
     for (kind, measured) in
         [(LicenseKind::AiSecurityUsers, counts.ai_security_users), (LicenseKind::DemUsers, counts.dem_users)]
     {
         if has(kind) || measured > 0 {
-            reports
-                .push(MeterReport { meter: MeterMonth::simple(kind, measured, capacity(kind)), by_region: Vec::new() });
+            reports.push(MeterReport::plain(MeterMonth::simple(kind, measured, capacity(kind))));
         }
     }
-    if has(LicenseKind::Devices) || counts.devices > 0 {
+    let devices = &counts.devices;
+    if has(LicenseKind::Devices) || devices.total > 0 {
         let block = first(LicenseKind::Devices, |l| l.terms.block_size).unwrap_or(1);
-        let meter = meters::devices(counts.devices, capacity(LicenseKind::Devices), block);
-        reports.push(MeterReport { meter, by_region: Vec::new() });
+        let meter = meters::devices(devices.total, capacity(LicenseKind::Devices), block);
+        reports.push(MeterReport {
+            by_source: devices.by_source.clone(),
+            locally_administered: Some(devices.locally_administered),
+            ..MeterReport::plain(meter)
+        });
     }
     if has(LicenseKind::DataLake) || counts.data_lake_peak_hour > 0 {
         let meter = match first(LicenseKind::DataLake, |l| l.terms.per_unit) {
@@ -268,7 +275,7 @@ fn meter_reports(counts: &MeterCounts, licenses: &[License], month: Month) -> Ve
             // Without a license there is no unit to buy in: the excess is the whole rate.
             None => MeterMonth::simple(LicenseKind::DataLake, counts.data_lake_peak_hour, 0),
         };
-        reports.push(MeterReport { meter, by_region: Vec::new() });
+        reports.push(MeterReport::plain(meter));
     }
     reports
 }

@@ -9,18 +9,20 @@ use chrono::{DateTime, Days, NaiveDate, TimeDelta, TimeZone, Utc};
 use tally_collector::orders::rules::{Actor, Item};
 use tally_collector::orders::{Created, NewOrder, Quote, Transition, TransitionRefused, mail};
 use tally_collector::store::{
-    AccessStore, Account, AccountStore, BucketStore, CapChange, Channel, ConsoleSession, ContractTerm, Ingested,
-    Intake, IntakeStore, MAX_QUARANTINED_PER_SITE, Measured, MergeStats, MeterEvent, NewLicense, NewOverusage,
-    Notification, OrderStore, OutboxStore, Person, PolicyReport, PolicyStore, Recipient, RecipientChange, Resolution,
-    ResolutionKind, Role, Site, Store, StoreError, TokenRefusal, UsageStore,
+    AccessStore, Account, AccountStore, BucketStore, CapChange, Channel, ConsoleSession, ContractTerm, DeviceStore,
+    Ingested, Intake, IntakeStore, MAX_QUARANTINED_PER_SITE, Measured, MergeStats, MeterEvent, NewLicense,
+    NewOverusage, Notification, OrderStore, OutboxStore, Person, PolicyReport, PolicyStore, Recipient, RecipientChange,
+    Resolution, ResolutionKind, Role, Site, Store, StoreError, TokenRefusal, UsageStore,
 };
 use tally_common::bucket::Bucket;
 use tally_common::enforcement::CapViolation;
 use tally_common::kinds::{ItemStatus, LicenseKind, SdpRegion, SiteType, ZtnaRegion};
+use tally_common::lan::{Mac, Protocol as Via};
 use tally_common::region::RegionGroup;
 use tally_common::sampler::DiscardCounters;
 use tally_common::time::BucketStart;
 use tally_common::wire::Refusal;
+use tally_common::wire::lan::LanDevice;
 
 /// A database a test may fill: `open` returns a store on it, every call the same database, so a
 /// second `open` is a restart. Each test makes its own backend, empty.
@@ -53,6 +55,7 @@ macro_rules! conformance_tests {
             a_report_waits_for_the_days_another_collector_is_computing,
             every_dirty_day_is_recomputed_once_across_batches,
             usage_events_are_stored_once_and_counted_by_meter,
+            lan_devices_count_once_across_sources_without_sockets_and_are_forgotten,
             a_month_is_finalized_once_with_its_overusage_and_notifications,
             an_overusage_is_resolved_once,
             the_outbox_hands_out_what_is_due_and_keeps_attempts,
@@ -551,6 +554,7 @@ fn event(id: &str, meter: LicenseKind, subject: &str, hour: u32, region: Option<
         region,
         quantity: 1,
         counted: true,
+        source: None,
     }
 }
 
@@ -573,8 +577,46 @@ pub(crate) async fn usage_events_are_stored_once_and_counted_by_meter<B: Backend
     assert_eq!(store.add_usage_events(&events[..2]).await.unwrap(), 0, "ids already stored");
     let counts = store.meter_counts("acme", "2026-10").await.unwrap();
     assert_eq!(counts.ztna_by_region, [(ZtnaRegion::China, 1), (ZtnaRegion::General, 1)], "by region name");
-    assert_eq!((counts.devices, counts.data_lake_peak_hour, counts.dem_users), (1, 90, 0));
+    assert_eq!((counts.devices.total, counts.data_lake_peak_hour, counts.dem_users), (1, 90, 0));
     assert_eq!(store.meter_counts("acme", "2026-11").await.unwrap(), Default::default());
+}
+
+/// LAN sightings (R29) are merged per site, day and address; the device meter counts each
+/// address once across the LAN and the API's events, never a socket's own (an HA peer seen on
+/// the LAN); the addresses are forgotten after their retention, whole days at a time.
+pub(crate) async fn lan_devices_count_once_across_sources_without_sockets_and_are_forgotten<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    let start = at(0).timestamp();
+    let device = |last: u8, first: i64, seen: i64| LanDevice {
+        mac: Mac([if last == 2 { 0x02 } else { 0x00 }, 0x1b, 0x21, 0, 0, last]),
+        first: start + first,
+        last: start + seen,
+        via: Via::Arp,
+    };
+    let peer = Mac([0, 0x1b, 0x21, 0, 0, 0x99]);
+    let sightings = [device(1, 10, 20), device(2, 30, 30), LanDevice { mac: peer, ..device(3, 40, 40) }];
+    store.add_lan_sightings("hq", day(), &sightings, &[Mac([0, 0x1b, 0x21, 0, 0, 0x98])]).await.unwrap();
+    // Sent again, and widened: merged, not added.
+    store.add_lan_sightings("hq", day(), &[device(1, 5, 50)], &[]).await.unwrap();
+    store.add_lan_sightings("sh", day(), &[], &[peer]).await.unwrap();
+    assert!(store.add_lan_sightings("nowhere", day(), &sightings, &[]).await.is_err());
+    let api = |id: &str, subject: &str, source: &str| MeterEvent {
+        source: Some(source.into()),
+        ..event(id, LicenseKind::Devices, subject, 3, None)
+    };
+    let events = [api("d1", "00-1B-21-00-00-01", "inline"), api("d2", "laptop-1", "inline")];
+    store.add_usage_events(&events).await.unwrap();
+    let devices = store.meter_counts("acme", "2026-10").await.unwrap().devices;
+    let by_source: Vec<(&str, u64)> = devices.by_source.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+    assert_eq!((devices.total, devices.locally_administered), (3, 1), "{devices:?}");
+    assert_eq!(by_source, [("inline", 2), ("lan_discovery", 2)]);
+    assert_eq!(store.meter_counts("acme", "2026-11").await.unwrap().devices.total, 0);
+    // Retention: the LAN's addresses of October go; the API's events are usage, and stay.
+    assert_eq!(store.forget_lan_sightings_before(day()).await.unwrap(), 0);
+    assert_eq!(store.forget_lan_sightings_before(NaiveDate::from_ymd_opt(2026, 11, 1).unwrap()).await.unwrap(), 3);
+    let devices = store.meter_counts("acme", "2026-10").await.unwrap().devices;
+    assert_eq!((devices.total, devices.by_source.get("lan_discovery")), (2, None));
+    assert!(store.month_devices("acme", "2026-10").await.unwrap().sockets.is_empty());
 }
 
 fn overusage() -> NewOverusage {

@@ -17,6 +17,8 @@
 //!   version the socket had applied while measuring it (R26).
 //! - Version 3: [`CollectorList`] follows each welcome and each enrollment: the collectors the
 //!   agent may use (R30), which it keeps and fails over along.
+//! - Version 4: [`lan::LanSightings`] and [`lan::LanAck`]: the devices a socket saw on its LAN
+//!   (R29), sent only to a collector that welcomed the agent in version 4.
 //!
 //! Buckets travel as [`WireBucket`], unvalidated: the collector checks each one
 //! ([`WireBucket::validate`]) and refuses the bad ones in its [`Ack`] instead of failing the whole
@@ -36,7 +38,7 @@ use crate::sampler::DiscardCounters;
 use crate::time::{BucketStart, SAMPLES_PER_BUCKET, TimeError};
 
 /// The newest protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The oldest protocol version a collector still serves.
 pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// The QUIC application protocol.
@@ -54,6 +56,8 @@ pub enum AgentMessage {
     Enroll(EnrollRequest),
     /// Version 2 and later: buckets stamped with the policy the socket enforced (R26).
     StampedBuckets(StampedBatch),
+    /// Version 4 and later: one day's devices on the LAN (R29).
+    LanSightings(lan::LanSightings),
 }
 
 /// Messages from the collector.
@@ -70,6 +74,8 @@ pub enum CollectorMessage {
     AckV2(AckV2),
     /// Version 3 and later.
     Collectors(CollectorList),
+    /// Version 4 and later.
+    LanAck(lan::LanAck),
 }
 
 /// The collectors an agent may use, `HOST:PORT` each (R30): any of them serves it. Sent after

@@ -8,7 +8,8 @@ use sqlx::PgConnection;
 use super::accounts::insert_license;
 use super::{OverusageRow, PgStore, db, insert_error, now, parse, select_overusage, stamp, to_i64, to_u64};
 use crate::store::{
-    MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, Overusage, Resolution, StoreError, UsageStore,
+    DeviceStore, MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, Overusage, Resolution, StoreError,
+    UsageStore,
 };
 
 impl UsageStore for PgStore {
@@ -20,8 +21,8 @@ impl UsageStore for PgStore {
             let month = Month::containing(e.occurred_at.date_naive()).to_string();
             added += sqlx::query(
                 "INSERT INTO usage_events
-                     (id, account_id, meter, month, subject, region, quantity, counted, occurred_at, received_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
+                     (id, account_id, meter, month, subject, region, quantity, counted, occurred_at, received_at, source)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
             )
             .bind(&e.id)
             .bind(&e.account)
@@ -33,6 +34,7 @@ impl UsageStore for PgStore {
             .bind(e.counted)
             .bind(stamp(e.occurred_at))
             .bind(&received)
+            .bind(&e.source)
             .execute(&mut *tx)
             .await
             .map_err(insert_error("usage event of account", &e.account))?
@@ -43,13 +45,11 @@ impl UsageStore for PgStore {
     }
 
     async fn meter_counts(&self, account: &str, month: &str) -> Result<MeterCounts, StoreError> {
-        let (ai_security_users, dem_users, devices, peak): (i64, i64, i64, Option<i64>) = sqlx::query_as(
+        let (ai_security_users, dem_users, peak): (i64, i64, Option<i64>) = sqlx::query_as(
             "SELECT (SELECT count(DISTINCT subject) FROM usage_events
                      WHERE account_id = $1 AND month = $2 AND meter = 'ai_security_users' AND counted),
                     (SELECT count(DISTINCT subject) FROM usage_events
                      WHERE account_id = $1 AND month = $2 AND meter = 'dem_users' AND counted),
-                    (SELECT count(DISTINCT subject) FROM usage_events
-                     WHERE account_id = $1 AND month = $2 AND meter = 'devices' AND counted),
                     (SELECT max(total) FROM (SELECT sum(quantity)::bigint AS total FROM usage_events
                      WHERE account_id = $1 AND month = $2 AND meter = 'data_lake' GROUP BY subject) AS hours)",
         )
@@ -79,7 +79,7 @@ impl UsageStore for PgStore {
             ztna_by_region,
             ai_security_users: to_u64(ai_security_users, "count")?,
             dem_users: to_u64(dem_users, "count")?,
-            devices: to_u64(devices, "count")?,
+            devices: self.month_devices(account, month).await?.count(),
             data_lake_peak_hour: to_u64(peak.unwrap_or(0), "count")?,
         })
     }

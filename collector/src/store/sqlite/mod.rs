@@ -8,6 +8,7 @@
 mod access;
 mod accounts;
 mod buckets;
+mod devices;
 mod intake;
 mod orders;
 mod outbox;

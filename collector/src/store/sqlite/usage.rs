@@ -6,7 +6,8 @@ use tally_common::time::Month;
 use super::accounts::insert_license;
 use super::{OverusageRow, SqliteStore, db, insert_error, now, parse, select_overusage, stamp, to_i64, to_u64};
 use crate::store::{
-    MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, Overusage, Resolution, StoreError, UsageStore,
+    DeviceStore, MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, Overusage, Resolution, StoreError,
+    UsageStore,
 };
 
 impl UsageStore for SqliteStore {
@@ -18,8 +19,8 @@ impl UsageStore for SqliteStore {
             let month = Month::containing(e.occurred_at.date_naive()).to_string();
             added += sqlx::query(
                 "INSERT INTO usage_events
-                     (id, account_id, meter, month, subject, region, quantity, counted, occurred_at, received_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                     (id, account_id, meter, month, subject, region, quantity, counted, occurred_at, received_at, source)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
             )
             .bind(&e.id)
             .bind(&e.account)
@@ -31,6 +32,7 @@ impl UsageStore for SqliteStore {
             .bind(e.counted)
             .bind(stamp(e.occurred_at))
             .bind(&received)
+            .bind(&e.source)
             .execute(&mut *tx)
             .await
             .map_err(insert_error("usage event of account", &e.account))?
@@ -41,13 +43,11 @@ impl UsageStore for SqliteStore {
     }
 
     async fn meter_counts(&self, account: &str, month: &str) -> Result<MeterCounts, StoreError> {
-        let (ai_security_users, dem_users, devices, peak): (i64, i64, i64, Option<i64>) = sqlx::query_as(
+        let (ai_security_users, dem_users, peak): (i64, i64, Option<i64>) = sqlx::query_as(
             "SELECT (SELECT count(DISTINCT subject) FROM usage_events
                      WHERE account_id = ?1 AND month = ?2 AND meter = 'ai_security_users' AND counted = 1),
                     (SELECT count(DISTINCT subject) FROM usage_events
                      WHERE account_id = ?1 AND month = ?2 AND meter = 'dem_users' AND counted = 1),
-                    (SELECT count(DISTINCT subject) FROM usage_events
-                     WHERE account_id = ?1 AND month = ?2 AND meter = 'devices' AND counted = 1),
                     (SELECT max(total) FROM (SELECT sum(quantity) AS total FROM usage_events
                      WHERE account_id = ?1 AND month = ?2 AND meter = 'data_lake' GROUP BY subject))",
         )
@@ -77,7 +77,7 @@ impl UsageStore for SqliteStore {
             ztna_by_region,
             ai_security_users: to_u64(ai_security_users, "count")?,
             dem_users: to_u64(dem_users, "count")?,
-            devices: to_u64(devices, "count")?,
+            devices: self.month_devices(account, month).await?.count(),
             data_lake_peak_hour: to_u64(peak.unwrap_or(0), "count")?,
         })
     }

@@ -1,0 +1,96 @@
+//! LAN devices (R29) in PostgreSQL.
+
+use chrono::{DateTime, NaiveDate};
+use tally_common::lan::Mac;
+use tally_common::time::Month;
+use tally_common::wire::lan::LanDevice;
+
+use super::{PgStore, db, insert_error, stamp};
+use crate::store::{DeviceStore, LAN_DISCOVERY, MonthDevices, StoreError};
+
+impl DeviceStore for PgStore {
+    async fn add_lan_sightings(
+        &self,
+        site: &str,
+        day: NaiveDate,
+        devices: &[LanDevice],
+        own: &[Mac],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let (date, month) = (day.to_string(), Month::containing(day).to_string());
+        for device in devices {
+            sqlx::query(
+                "INSERT INTO lan_sightings (site_id, day, month, mac, first_seen, last_seen, via)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (site_id, day, mac) DO UPDATE SET
+                     first_seen = least(lan_sightings.first_seen, excluded.first_seen),
+                     last_seen = greatest(lan_sightings.last_seen, excluded.last_seen)",
+            )
+            .bind(site)
+            .bind(&date)
+            .bind(&month)
+            .bind(device.mac.to_string())
+            .bind(stamp(DateTime::from_timestamp(device.first, 0).unwrap_or_default()))
+            .bind(stamp(DateTime::from_timestamp(device.last, 0).unwrap_or_default()))
+            .bind(device.via.name())
+            .execute(&mut *tx)
+            .await
+            .map_err(insert_error("LAN sighting of site", site))?;
+        }
+        for mac in own {
+            sqlx::query(
+                "INSERT INTO socket_addresses (site_id, mac, reported_day) VALUES ($1, $2, $3)
+                 ON CONFLICT (site_id, mac) DO UPDATE SET reported_day = greatest(socket_addresses.reported_day, excluded.reported_day)",
+            )
+            .bind(site)
+            .bind(mac.to_string())
+            .bind(&date)
+            .execute(&mut *tx)
+            .await
+            .map_err(insert_error("socket address of site", site))?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn month_devices(&self, account: &str, month: &str) -> Result<MonthDevices, StoreError> {
+        let seen = sqlx::query_as(
+            "SELECT DISTINCT subject, source FROM usage_events
+             WHERE account_id = $1 AND month = $2 AND meter = 'devices' AND counted
+             UNION
+             SELECT DISTINCT l.mac, $3::text FROM lan_sightings l JOIN sites s ON s.id = l.site_id
+             WHERE s.account_id = $1 AND l.month = $2",
+        )
+        .bind(account)
+        .bind(month)
+        .bind(LAN_DISCOVERY)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let sockets = sqlx::query_scalar(
+            "SELECT DISTINCT a.mac FROM socket_addresses a JOIN sites s ON s.id = a.site_id WHERE s.account_id = $1",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(MonthDevices { seen, sockets })
+    }
+
+    async fn forget_lan_sightings_before(&self, day: NaiveDate) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let forgotten = sqlx::query("DELETE FROM lan_sightings WHERE day < $1")
+            .bind(day.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        sqlx::query("DELETE FROM socket_addresses WHERE reported_day < $1")
+            .bind(day.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await?;
+        Ok(forgotten)
+    }
+}
