@@ -62,6 +62,60 @@ impl Capture {
     }
 }
 
+/// Today's devices as the capture threads keep them, and the days that ended since the store
+/// last saved them ([`Devices::take_changed`]).
+#[derive(Debug)]
+pub struct Devices {
+    pub today: DeviceDay,
+    ended: Vec<DeviceDay>,
+    /// A device was added (or refused) today since the last save.
+    changed: bool,
+}
+
+/// Shared by the capture threads and the meter, which saves what changed once a minute.
+pub type SharedDevices = Arc<Mutex<Devices>>;
+
+impl Devices {
+    /// Resumes `today` as the store kept it (a restart within the day loses none of its devices).
+    pub fn new(today: DeviceDay) -> SharedDevices {
+        Arc::new(Mutex::new(Devices { today, ended: Vec::new(), changed: false }))
+    }
+
+    /// Records a sighting at `now`; the day that ends with it is kept for the store.
+    pub fn record(&mut self, mac: Mac, via: Via, now: chrono::DateTime<chrono::Utc>, limit: usize) -> Recorded {
+        if self.today.day != now.date_naive() {
+            let ended = std::mem::replace(&mut self.today, DeviceDay::new(now.date_naive()));
+            if !ended.devices.is_empty() || ended.over_limit > 0 {
+                self.ended.push(ended);
+            }
+        }
+        let recorded = self.today.record(mac, via, now.timestamp(), limit);
+        self.changed |= recorded != Recorded::Again;
+        recorded
+    }
+
+    /// The days to save: those that ended, and today if a device was added. A day's last
+    /// sightings move without a save; they are saved with its next device or when it ends.
+    pub fn take_changed(&mut self) -> Vec<DeviceDay> {
+        let mut days = std::mem::take(&mut self.ended);
+        if std::mem::take(&mut self.changed) {
+            days.push(self.today.clone());
+        }
+        days
+    }
+
+    /// Takes back days that could not be saved (a full disk): saved with the next save.
+    pub fn put_back(&mut self, days: Vec<DeviceDay>) {
+        for day in days {
+            if day.day == self.today.day {
+                self.changed = true;
+            } else {
+                self.ended.push(day);
+            }
+        }
+    }
+}
+
 /// A device's sightings on one UTC day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Seen {
@@ -83,7 +137,7 @@ pub enum Recorded {
 }
 
 /// The distinct devices of one UTC day, at most `limit` of them (`max_lan_devices_per_day`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceDay {
     pub day: chrono::NaiveDate,
     pub devices: std::collections::BTreeMap<Mac, Seen>,
@@ -180,14 +234,27 @@ pub struct LanStatus {
     pub over_limit_today: u64,
 }
 
+impl LanStatus {
+    /// The interfaces watched, with `today`'s figures.
+    fn with(self, today: &DeviceDay) -> LanStatus {
+        LanStatus {
+            devices_today: today.devices.len(),
+            private_addresses_today: today.locally_administered(),
+            over_limit_today: today.over_limit,
+            ..self
+        }
+    }
+}
+
 /// Watches `lan` until the process ends: a thread per interface blocks on its capture, and
-/// today's devices are kept in `today` and shown in `status`. Without CAP_NET_RAW, one ERROR;
+/// today's devices are kept in `devices` and shown in `status`. Without CAP_NET_RAW, one ERROR;
 /// measuring goes on either way.
 pub fn watch(
     lan: &[LanInterface],
     own: Vec<Mac>,
     limit: usize,
     wall: impl Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync + 'static,
+    devices: SharedDevices,
     status: Arc<Mutex<crate::status::Status>>,
 ) {
     let mut captures = Vec::new();
@@ -210,13 +277,13 @@ pub fn watch(
         return;
     }
     tracing::info!(interfaces = %names.join(" "), "watching the LAN for devices (ARP, neighbour discovery, DHCP)");
+    let shown = LanStatus { interfaces: names, ..LanStatus::default() };
     status.lock().unwrap_or_else(PoisonError::into_inner).lan =
-        Some(LanStatus { interfaces: names, ..LanStatus::default() });
-    let today = Arc::new(Mutex::new(DeviceDay::new(wall().date_naive())));
+        Some(shown.with(&devices.lock().unwrap_or_else(PoisonError::into_inner).today));
     let wall = Arc::new(wall);
     let own = Arc::new(own);
     for capture in captures {
-        let (today, status, wall, own) = (today.clone(), status.clone(), wall.clone(), own.clone());
+        let (devices, status, wall, own) = (devices.clone(), status.clone(), wall.clone(), own.clone());
         let spawned = std::thread::Builder::new().name(format!("lan-{}", capture.interface)).spawn(move || {
             loop {
                 let (mac, via) = match capture.next(&own) {
@@ -226,12 +293,8 @@ pub fn watch(
                         return;
                     }
                 };
-                let now = wall();
-                let mut day = today.lock().unwrap_or_else(PoisonError::into_inner);
-                if day.day != now.date_naive() {
-                    *day = DeviceDay::new(now.date_naive());
-                }
-                let recorded = day.record(mac, via, now.timestamp(), limit);
+                let mut devices = devices.lock().unwrap_or_else(PoisonError::into_inner);
+                let recorded = devices.record(mac, via, wall(), limit);
                 if recorded == (Recorded::OverLimit { first: true }) {
                     tracing::warn!(
                         limit,
@@ -240,10 +303,8 @@ pub fn watch(
                 }
                 if recorded != Recorded::Again {
                     let mut shown = status.lock().unwrap_or_else(PoisonError::into_inner);
-                    if let Some(lan) = shown.lan.as_mut() {
-                        lan.devices_today = day.devices.len();
-                        lan.private_addresses_today = day.locally_administered();
-                        lan.over_limit_today = day.over_limit;
+                    if let Some(lan) = shown.lan.take() {
+                        shown.lan = Some(lan.with(&devices.today));
                     }
                 }
             }
@@ -260,6 +321,28 @@ mod tests {
 
     fn mac(n: u8) -> Mac {
         Mac([0x02 * (n % 2), 0x1b, 0x21, 0, 0, n])
+    }
+
+    /// The capture threads' days: saved when a device is added and when the day ends; what a
+    /// full disk did not save is saved with the next.
+    #[test]
+    fn a_day_is_saved_when_it_gains_a_device_and_when_it_ends() {
+        let at = |text: &str| text.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+        let devices = Devices::new(DeviceDay::new(at("2026-11-30T00:00:00Z").date_naive()));
+        let mut devices = devices.lock().unwrap();
+        assert!(devices.take_changed().is_empty());
+        devices.record(mac(1), Via::Arp, at("2026-11-30T23:59:59Z"), 10);
+        let saved = devices.take_changed();
+        assert_eq!(saved.len(), 1);
+        devices.record(mac(1), Via::Arp, at("2026-11-30T23:59:59Z"), 10);
+        assert!(devices.take_changed().is_empty(), "a sighting again changes no device");
+        // Midnight: yesterday is saved whole, today once it has a device.
+        devices.record(mac(2), Via::Dhcp, at("2026-12-01T00:00:00Z"), 10);
+        let saved = devices.take_changed();
+        let days: Vec<_> = saved.iter().map(|d| (d.day.to_string(), d.devices.len())).collect();
+        assert_eq!(days, [("2026-11-30".to_owned(), 1), ("2026-12-01".to_owned(), 1)]);
+        devices.put_back(saved.clone());
+        assert_eq!(devices.take_changed(), saved, "not saved: kept for the next save");
     }
 
     #[test]

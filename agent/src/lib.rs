@@ -93,14 +93,19 @@ pub async fn run(
         .chain(config.wan.iter().map(|w| w.to_string()))
         .collect();
     let lans: Vec<String> = config.lan.iter().map(|l| l.to_string()).collect();
+    let today = chrono::Utc::now().date_naive();
+    let kept = store.borrow().lan_day(today)?.map(|kept| kept.devices);
+    let devices = lan::Devices::new(kept.unwrap_or_else(|| lan::DeviceDay::new(today)));
+    let own = lan::own_addresses(&config.sysfs_net);
     lan::watch(
         &lan::interfaces(&config.sysfs_net, &lans, &wans),
-        lan::own_addresses(&config.sysfs_net),
+        own.clone(),
         config.max_lan_devices_per_day,
         chrono::Utc::now,
+        devices.clone(),
         status.clone(),
     );
-    let mut meter = Meter::new(config, store.clone(), status.clone())?;
+    let mut meter = Meter::new(config, store.clone(), status.clone(), devices)?;
     // One shutdown for both halves: the meter saves its state, the uplink closes its connection.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -129,6 +134,7 @@ pub async fn run(
                     closed,
                     policies,
                     reports: to_report,
+                    own,
                 };
                 uplink::run(identity, link, clock, until_stopped(stopped.clone())).await
             }

@@ -9,9 +9,10 @@
 use std::cell::{Ref, RefCell};
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::PoisonError;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Days, TimeDelta, Utc};
 use tally_common::bandwidth::Bandwidth;
 use tally_common::bucket::Bucketizer;
 use tally_common::sampler::{
@@ -22,6 +23,7 @@ use tally_common::time::{TICK_SECS, next_tick, rfc3339};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::enforce::WanSet;
+use crate::lan::SharedDevices;
 use crate::netif::{NetPaths, Wan};
 use crate::status::{self, BucketView, InterfaceStatus, SampleView, SharedStatus};
 use crate::store::{Store, StoreError};
@@ -64,11 +66,18 @@ pub struct Meter {
     readings: heapless::Vec<InterfaceReading, MAX_INTERFACES>,
     boot_id: u128,
     status: SharedStatus,
+    /// Today's devices on the LAN (R29), from the capture threads: saved with the state.
+    devices: SharedDevices,
 }
 
 impl Meter {
     /// Resumes from what the store saved.
-    pub fn new(config: Config, store: Rc<RefCell<Store>>, status: SharedStatus) -> Result<Self, StoreError> {
+    pub fn new(
+        config: Config,
+        store: Rc<RefCell<Store>>,
+        status: SharedStatus,
+        devices: SharedDevices,
+    ) -> Result<Self, StoreError> {
         let paths = NetPaths::from_config(&config);
         let (sampler, open, discards) = {
             let store = store.borrow();
@@ -90,6 +99,7 @@ impl Meter {
             wans: Vec::new(),
             readings: heapless::Vec::new(),
             status,
+            devices,
         };
         status::update(&meter.status, |s| {
             s.running = true;
@@ -215,9 +225,25 @@ impl Meter {
         Ok(())
     }
 
-    /// Saves the open bucket, the last counters and the discard counters.
+    /// Saves the open bucket, the last counters, the discard counters and the LAN's days that
+    /// changed (R29), which the uplink is then told of. Days not saved (a full disk) are kept for
+    /// the next save.
     pub fn save(&self) -> Result<(), StoreError> {
-        self.store.borrow_mut().save_state(self.bucketizer.open(), &self.sampler, &self.discards)?;
+        let days = self.devices.lock().unwrap_or_else(PoisonError::into_inner).take_changed();
+        let saved = self.store.borrow_mut().save_state(self.bucketizer.open(), &self.sampler, &self.discards, &days);
+        if !days.is_empty() {
+            if matches!(saved, Ok(true)) {
+                let oldest = Utc::now().date_naive() - Days::new(u64::from(self.config.retention_days));
+                let dropped = self.store.borrow().drop_lan_days_before(oldest)?;
+                if dropped > 0 {
+                    tracing::error!(days = dropped, "LAN devices of days older than the retention dropped unsent");
+                }
+                self.closed.notify_one();
+            } else {
+                self.devices.lock().unwrap_or_else(PoisonError::into_inner).put_back(days);
+            }
+        }
+        saved?;
         let open = self.bucketizer.open();
         tracing::debug!(
             open_start = open.map(|b| b.start.to_string()),

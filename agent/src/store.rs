@@ -17,6 +17,11 @@
 //! - default tree, key `applied`: `Vec<CapSetting>`, the policies applied, with when (this
 //!   socket's clock), oldest first, as far back as a pending bucket can go: what each bucket is
 //!   stamped with when it is sent (R26).
+//! - default tree, keys `lan/` + the day (i32 days since 1970-01-01, big-endian, sign bit
+//!   flipped): [`LanDay`], one UTC day's devices on the LAN (R29) with the version saved last
+//!   and the version the collector acknowledged. Saved with the state each minute when a device
+//!   was added, and when the day ends; deleted once a past day's last version is acknowledged;
+//!   days older than the retention are dropped.
 //!
 //! Invariants:
 //! - A bucket enters `pending` when it closes and is on disk before it is logged or offered to
@@ -46,7 +51,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::journal::Journal;
-use chrono::{DateTime, TimeDelta, Utc};
+use crate::lan::DeviceDay;
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use tally_common::bucket::Bucket;
 use tally_common::enforcement::CapSetting;
 use tally_common::sampler::{DiscardCounters, Sampler};
@@ -63,6 +69,7 @@ const DROPPED: &[u8] = b"dropped";
 const QUARANTINED: &[u8] = b"quarantined";
 const POLICY: &[u8] = b"policy";
 const APPLIED: &[u8] = b"applied";
+const LAN_DAY_PREFIX: &[u8] = b"lan/";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -444,26 +451,81 @@ impl Store {
     }
 
     /// Saves what lives between ticks (the open bucket, the last counters, the discard
-    /// counters) in one batch, and flushes. On a full disk nothing is saved (the full state is
-    /// logged once by [`Store::add_closed`]).
+    /// counters) and the LAN's days that changed, in one batch, and flushes. Returns whether it
+    /// saved: on a full disk nothing is (the full state is logged once by [`Store::add_closed`]).
     pub fn save_state(
         &mut self,
         open: Option<&Bucket>,
         sampler: &Sampler,
         discards: &DiscardCounters,
-    ) -> Result<(), StoreError> {
-        let Some(sled) = &self.sled else { return Ok(()) };
+        lan: &[DeviceDay],
+    ) -> Result<bool, StoreError> {
+        let Some(sled) = &self.sled else { return Ok(false) };
         let mut batch = sled::Batch::default();
         batch.insert(OPEN, encode(&open));
         batch.insert(SAMPLER, encode(sampler));
         batch.insert(DISCARDS, encode(discards));
+        for day in lan {
+            let key = lan_day_key(day.day);
+            let kept: Option<LanDay> = sled.get(&key)?;
+            let (version, shipped) = kept.map_or((1, 0), |k| (k.version + 1, k.shipped));
+            batch.insert(key.as_slice(), encode(&LanDay { devices: day.clone(), version, shipped }));
+        }
         match sled.db.apply_batch(batch).and_then(|()| sled.db.flush().map(|_| ())) {
             Err(e) if StoreError::from(e.clone()).is_out_of_space() => {
                 self.disk_full(&StoreError::from(e));
-                Ok(())
+                Ok(false)
             }
-            other => Ok(other?),
+            other => other.map(|()| true).map_err(StoreError::from),
         }
+    }
+
+    /// The LAN's day `day` as saved ([`Store::save_state`]).
+    pub fn lan_day(&self, day: NaiveDate) -> Result<Option<LanDay>, StoreError> {
+        self.get(&lan_day_key(day))
+    }
+
+    /// The oldest LAN day the collector has not acknowledged in its latest version.
+    pub fn unshipped_lan_day(&self) -> Result<Option<LanDay>, StoreError> {
+        let Some(sled) = &self.sled else { return Ok(None) };
+        for entry in sled.db.scan_prefix(LAN_DAY_PREFIX) {
+            let (key, value) = entry?;
+            let day: LanDay = postcard::from_bytes(&value)
+                .map_err(|source| StoreError::Decode { key: String::from_utf8_lossy(&key).into_owned(), source })?;
+            if day.shipped < day.version {
+                return Ok(Some(day));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The collector acknowledged `day` as of `version`: a day before `today` acknowledged in
+    /// its latest version is deleted. Only flushed: a lost acknowledgement sends the day again,
+    /// which the collector merges (R29).
+    pub fn lan_day_shipped(&self, day: NaiveDate, version: u64, today: NaiveDate) -> Result<(), StoreError> {
+        let Some(sled) = &self.sled else { return Ok(()) };
+        let key = lan_day_key(day);
+        let Some(mut kept) = sled.get::<LanDay>(&key)? else { return Ok(()) };
+        kept.shipped = kept.shipped.max(version);
+        if day < today && kept.shipped >= kept.version {
+            sled.db.remove(&key)?;
+        } else {
+            sled.db.insert(&key, encode(&kept))?;
+        }
+        sled.db.flush()?;
+        Ok(())
+    }
+
+    /// Drops the LAN days before `oldest` (a collector unreachable for longer than the
+    /// retention); returns how many.
+    pub fn drop_lan_days_before(&self, oldest: NaiveDate) -> Result<usize, StoreError> {
+        let Some(sled) = &self.sled else { return Ok(0) };
+        let old: Vec<sled::IVec> =
+            sled.db.range(lan_day_key(NaiveDate::MIN)..lan_day_key(oldest)).keys().collect::<Result<_, _>>()?;
+        for key in &old {
+            sled.db.remove(key)?;
+        }
+        Ok(old.len())
     }
 
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
@@ -523,9 +585,26 @@ fn take_lock(state_dir: &Path) -> Result<File, StoreError> {
     }
 }
 
+/// How long sled's own file lock may stay held by this process's previous sled.
+const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn open_sled(dir: &Path) -> sled::Result<sled::Db> {
-    // Flushes are explicit: at each closed bucket, each minute's save, and shutdown.
-    sled::Config::new().path(dir).flush_every_ms(None).open()
+    // The agent's lock says no other process uses the store; a sled dropped a moment ago by this
+    // one (a reopen after a full disk, or in tests) lets go of its file lock only once its
+    // threads have: wait for that rather than take the store for corrupt. sled names this error
+    // only in its message.
+    let deadline = std::time::Instant::now() + SLED_LOCK_WAIT;
+    loop {
+        // Flushes are explicit: at each closed bucket, each minute's save, and shutdown.
+        match sled::Config::new().path(dir).flush_every_ms(None).open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn aside_name(dir: &Path) -> PathBuf {
@@ -533,6 +612,22 @@ fn aside_name(dir: &Path) -> PathBuf {
     let mut name = dir.as_os_str().to_owned();
     name.push(format!(".corrupt-{stamp}"));
     PathBuf::from(name)
+}
+
+/// One UTC day's devices on the LAN as the store keeps them until the collector has them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LanDay {
+    pub devices: DeviceDay,
+    /// Incremented at each save.
+    pub version: u64,
+    /// The version the collector acknowledged last (0: none).
+    pub shipped: u64,
+}
+
+fn lan_day_key(day: NaiveDate) -> Vec<u8> {
+    let mut key = LAN_DAY_PREFIX.to_vec();
+    key.extend_from_slice(&((day.to_epoch_days() as u32) ^ (1 << 31)).to_be_bytes());
+    key
 }
 
 /// The key of a bucket: big-endian with the sign bit flipped, so keys sort by time.
@@ -593,7 +688,7 @@ mod tests {
             store.add_closed(&[bucket(1, 10)]).unwrap();
             let mut discards = DiscardCounters::default();
             discards.count(tally_common::sampler::DiscardReason::CounterReset);
-            store.save_state(Some(&bucket(2, 7)), &Sampler::default(), &discards).unwrap();
+            store.save_state(Some(&bucket(2, 7)), &Sampler::default(), &discards, &[]).unwrap();
             assert!(matches!(Store::open(dir.path(), 10), Err(StoreError::Busy(_))));
             assert!(is_locked(dir.path()));
         }
@@ -601,6 +696,44 @@ mod tests {
         assert_eq!(store.pending_count(), 1);
         assert_eq!(store.open_bucket().unwrap(), Some(bucket(2, 7)));
         assert_eq!(store.discards().unwrap().counter_reset, 1);
+    }
+
+    /// A LAN day (R29) is unshipped until the collector acknowledged its latest version; a past
+    /// day then goes, today stays (its devices resume after a restart); old days are dropped.
+    #[test]
+    fn lan_days_wait_for_their_latest_version_to_be_acknowledged() {
+        use crate::lan::Via;
+        use tally_common::lan::Mac;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 10).unwrap().store;
+        let (yesterday, today) =
+            (NaiveDate::from_ymd_opt(2026, 11, 30).unwrap(), NaiveDate::from_ymd_opt(2026, 12, 1).unwrap());
+        let mut day = DeviceDay::new(yesterday);
+        day.record(Mac([0, 1, 2, 3, 4, 5]), Via::Arp, 100, 10);
+        let mut now = DeviceDay::new(today);
+        now.record(Mac([0, 1, 2, 3, 4, 6]), Via::Dhcp, 200, 10);
+        let save = |store: &mut Store, days: &[DeviceDay]| {
+            assert!(store.save_state(None, &Sampler::default(), &DiscardCounters::default(), days).unwrap());
+        };
+        save(&mut store, &[day.clone(), now.clone()]);
+        let first = store.unshipped_lan_day().unwrap().unwrap();
+        assert_eq!((first.devices.day, first.version, first.shipped), (yesterday, 1, 0));
+        // Saved again while in flight: the acknowledgement of version 1 does not ship version 2.
+        day.record(Mac([0, 1, 2, 3, 4, 7]), Via::Arp, 300, 10);
+        save(&mut store, std::slice::from_ref(&day));
+        store.lan_day_shipped(yesterday, 1, today).unwrap();
+        assert_eq!(store.unshipped_lan_day().unwrap().unwrap().devices, day);
+        store.lan_day_shipped(yesterday, 2, today).unwrap();
+        assert!(store.lan_day(yesterday).unwrap().is_none(), "a past day acknowledged whole is deleted");
+        assert_eq!(store.unshipped_lan_day().unwrap().unwrap().devices, now);
+        store.lan_day_shipped(today, 1, today).unwrap();
+        assert!(store.unshipped_lan_day().unwrap().is_none());
+        drop(store);
+        let store = Store::open(dir.path(), 10).unwrap().store;
+        assert_eq!(store.lan_day(today).unwrap().unwrap().devices, now, "today's devices resume after a restart");
+        assert_eq!(store.drop_lan_days_before(today).unwrap(), 0);
+        assert_eq!(store.drop_lan_days_before(today + chrono::Days::new(1)).unwrap(), 1);
+        assert!(store.lan_day(today).unwrap().is_none());
     }
 
     #[test]

@@ -28,15 +28,18 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::NaiveDate;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tally_common::bucket::Bucket;
 use tally_common::enforcement::stamp;
+use tally_common::lan::Mac;
 use tally_common::time::rfc3339;
 use tally_common::token::EnrollToken;
 use tally_common::wire::frame::{DecodeError, decode, encode};
+use tally_common::wire::lan::{LanAck, LanDevice, LanSightings, MAX_DEVICES_PER_BATCH, MAX_OWN_ADDRESSES};
 use tally_common::wire::{
     ALPN, AckV2, AgentMessage, BucketBatch, CollectorList, CollectorMessage, EnrollRequest, ErrorCode, Hello,
     MAX_CLOCK_OFFSET, PROTOCOL_VERSION, Policy, PolicyApplied, StampedBatch, StampedBucket, WireBucket,
@@ -391,6 +394,57 @@ pub struct Link {
     pub policies: watch::Sender<Option<Policy>>,
     /// The enforcer's reports, for the collector.
     pub reports: watch::Receiver<Option<PolicyApplied>>,
+    /// The socket's own hardware addresses, sent with its LAN's devices (R29).
+    pub own: Vec<Mac>,
+}
+
+/// What was sent and awaits its acknowledgement.
+enum InFlight {
+    Buckets(Vec<Bucket>),
+    /// Devices of a LAN day from `offset` on; `last` when they are the day's last.
+    Lan {
+        day: NaiveDate,
+        offset: usize,
+        sent: usize,
+        last: bool,
+    },
+}
+
+/// A LAN day being sent in several batches: its day and the version its first batch was of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LanProgress {
+    day: NaiveDate,
+    version: u64,
+    offset: usize,
+}
+
+/// Sends the next batch of the oldest LAN day the collector lacks (R29), if there is one.
+async fn send_lan_day(
+    tx: &mut quinn::SendStream,
+    link: &Link,
+    seq: &mut u64,
+    progress: &mut Option<LanProgress>,
+) -> Result<Option<InFlight>, UplinkError> {
+    let local = |e: crate::store::StoreError| UplinkError::Local(e.to_string());
+    let Some(kept) = link.store.borrow().unshipped_lan_day().map_err(local)? else { return Ok(None) };
+    let day = kept.devices.day;
+    let started = progress.filter(|p| p.day == day).unwrap_or(LanProgress { day, version: kept.version, offset: 0 });
+    *progress = Some(started);
+    let devices: Vec<LanDevice> = kept
+        .devices
+        .devices
+        .iter()
+        .skip(started.offset)
+        .take(MAX_DEVICES_PER_BATCH)
+        .map(|(mac, seen)| LanDevice { mac: *mac, first: seen.first, last: seen.last, via: seen.via })
+        .collect();
+    let sent = devices.len();
+    *seq += 1;
+    let own = link.own.iter().copied().take(MAX_OWN_ADDRESSES).collect();
+    let batch = LanSightings { seq: *seq, day: day.to_epoch_days(), devices, own, over_limit: kept.devices.over_limit };
+    send(tx, &AgentMessage::LanSightings(batch)).await?;
+    let last = started.offset + sent >= kept.devices.devices.len();
+    Ok(Some(InFlight::Lan { day, offset: started.offset, sent, last }))
 }
 
 /// Ships pending buckets until `shutdown`, reconnecting as needed; relays policies and reports.
@@ -499,14 +553,15 @@ async fn session(
         &AgentMessage::Hello(Hello { protocol_version: PROTOCOL_VERSION, agent_version: crate::AGENT_VERSION.into() }),
     )
     .await?;
-    // A collector that answers in version 1 gets version 1's messages only.
-    let (site, clock_offset_s, stamps) = match receive(&mut rx, &mut buf).await? {
-        CollectorMessage::Welcome(w) => (w.site, None, false),
+    // A collector gets only the messages of the version it answers in.
+    let (site, clock_offset_s, version) = match receive(&mut rx, &mut buf).await? {
+        CollectorMessage::Welcome(w) => (w.site, None, 1),
         CollectorMessage::WelcomeV2(w) => {
-            (w.site, Some((clock.wall().timestamp_millis() - w.collector_time_ms) / 1000), true)
+            (w.site, Some((clock.wall().timestamp_millis() - w.collector_time_ms) / 1000), w.protocol_version)
         }
         _ => return Err(UplinkError::Garbled),
     };
+    let (stamps, lan) = (version >= 2, version >= 4);
     *retry = FIRST_RETRY;
     let mut backlog = link.store.borrow().pending_count();
     tracing::info!(%collector, %site, backlog, clock_offset_s, "connected to the collector");
@@ -534,7 +589,8 @@ async fn session(
     });
     let mut replayed = 0usize;
     // The batch sent and not yet acknowledged.
-    let mut in_flight: Option<Vec<Bucket>> = None;
+    let mut in_flight: Option<InFlight> = None;
+    let mut lan_progress: Option<LanProgress> = None;
     loop {
         if in_flight.is_none() {
             let (batch, discarded, applied) = {
@@ -548,6 +604,9 @@ async fn session(
                 }
                 replayed = 0;
                 backlog = 0;
+                if lan {
+                    in_flight = send_lan_day(&mut tx, link, seq, &mut lan_progress).await?;
+                }
             } else {
                 *seq += 1;
                 let wire = batch.iter().copied().map(WireBucket::from);
@@ -564,13 +623,19 @@ async fn session(
                     AgentMessage::Buckets(BucketBatch { seq: *seq, buckets: wire.collect(), discarded })
                 };
                 send(&mut tx, &message).await?;
-                in_flight = Some(batch);
+                in_flight = Some(InFlight::Buckets(batch));
             }
         }
         let ack = tokio::select! {
             message = receive(&mut rx, &mut buf) => match message? {
                 CollectorMessage::Ack(ack) => Some(AckV2::from(ack)),
                 CollectorMessage::AckV2(ack) => Some(ack),
+                CollectorMessage::LanAck(ack) => {
+                    if let Some(InFlight::Lan { day, offset, sent, last }) = in_flight.take_if(|_| ack.seq == *seq) {
+                        lan_acknowledged(link, ack, day, offset + sent, last, &mut lan_progress).map_err(local)?;
+                    }
+                    None
+                }
                 CollectorMessage::Policy(policy) => {
                     tracing::info!(version = policy.version, cap_bps = policy.cap_bps, "policy received");
                     link.policies.send_replace(Some(policy));
@@ -592,7 +657,7 @@ async fn session(
             }
         };
         let Some(ack) = ack.filter(|ack| ack.seq == *seq) else { continue };
-        let Some(batch) = in_flight.take() else { continue };
+        let Some(InFlight::Buckets(batch)) = in_flight.take_if(|f| matches!(f, InFlight::Buckets(_))) else { continue };
         for refused in &ack.refused {
             tracing::warn!(start = refused.start, reason = %refused.reason, "the collector refused a bucket");
         }
@@ -624,6 +689,29 @@ async fn session(
                 u.last_ack = Some(rfc3339(chrono::Utc::now()));
             }
         });
+    }
+}
+
+/// The collector has a LAN day's devices up to `through`: when they were the day's `last`, the
+/// day is acknowledged as of the version its first batch was.
+fn lan_acknowledged(
+    link: &Link,
+    ack: LanAck,
+    day: NaiveDate,
+    through: usize,
+    last: bool,
+    progress: &mut Option<LanProgress>,
+) -> Result<(), crate::store::StoreError> {
+    if ack.refused > 0 {
+        tracing::warn!(%day, refused = ack.refused, "the collector refused LAN devices (this socket's clock?)");
+    }
+    let Some(started) = progress.take().filter(|p| p.day == day) else { return Ok(()) };
+    if last {
+        tracing::debug!(%day, devices = through, "LAN devices acknowledged");
+        link.store.borrow().lan_day_shipped(day, started.version, chrono::Utc::now().date_naive())
+    } else {
+        *progress = Some(LanProgress { offset: through, ..started });
+        Ok(())
     }
 }
 

@@ -196,3 +196,202 @@ fn the_agent_counts_todays_devices_on_its_lan_and_not_on_its_wan() {
     assert_eq!(shown["lan"]["interfaces"], serde_json::json!(["lanB"]));
     agent.stop();
 }
+
+/// POSTs `body` to the collector's API at `url` from inside namespace `ns` (the collector listens
+/// on that namespace's loopback), with the operator's token.
+fn post_from(namespaces: &Namespaces, ns: &str, url: &str, token: &str, body: &serde_json::Value) -> String {
+    let script = "import sys, urllib.request\n\
+                  request = urllib.request.Request(sys.argv[1], data=sys.stdin.buffer.read(), method='POST',\n\
+                      headers={'Authorization': 'Bearer ' + sys.argv[2], 'Content-Type': 'application/json'})\n\
+                  print(urllib.request.urlopen(request).read().decode())\n";
+    let mut child = namespaces
+        .exec(ns, "python3")
+        .args(["-c", script, url, token])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(body.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "POST {url}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Sends each frame out of its own interface in namespace `ns`: a device's frames leave with its
+/// own hardware address.
+fn send_each(namespaces: &Namespaces, ns: &str, frames: &[(String, Vec<u8>)]) {
+    let script = "import socket, sys\n\
+                  sockets = {}\n\
+                  for line in sys.stdin.read().splitlines():\n    \
+                      interface, frame = line.split()\n    \
+                      if interface not in sockets:\n        \
+                          sockets[interface] = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n        \
+                          sockets[interface].bind((interface, 0))\n    \
+                      sockets[interface].send(bytes.fromhex(frame))\n";
+    let mut child = namespaces.exec(ns, "python3").args(["-c", script]).stdin(Stdio::piped()).spawn().unwrap();
+    let lines: String = frames
+        .iter()
+        .map(|(interface, f)| format!("{interface} {}\n", f.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+        .collect();
+    child.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// The whole way of R29 with a real agent and collector: 50 devices, each a macvlan interface
+/// with its own address on the LAN segment of namespace a, announce themselves in ARP,
+/// neighbour discovery and DHCP discover, among a broadcast storm and the socket's own
+/// addresses. The agent keeps them across a restart, ships them over protocol 4, and the
+/// month's device meter counts the 50 once each, with the devices posted through the API (three
+/// of them the same as LAN devices, written another way) counted once.
+#[test]
+fn fifty_devices_on_the_lan_reach_the_device_meter_once_with_the_apis() {
+    let Some(bin) = support::collector::binary() else {
+        return skip("the collector binary is not built; run `cargo test --workspace`");
+    };
+    let namespaces = match Namespaces::create("lanmeter") {
+        Ok(namespaces) => namespaces,
+        Err(why) => return skip(&why),
+    };
+    // The month the devices are counted in: not one about to end while the test runs.
+    let mut now = chrono::Utc::now();
+    let next_month = tally_common::time::Month::containing(now.date_naive()).next().first_day();
+    let month_ends = next_month.and_hms_opt(0, 0, 0).unwrap().and_utc();
+    if month_ends - now < chrono::TimeDelta::minutes(2) {
+        println!("the month ends within 2 minutes: waiting for the next one, so all sightings fall in one month");
+        std::thread::sleep((month_ends - now).to_std().unwrap() + std::time::Duration::from_secs(1));
+        now = chrono::Utc::now();
+    }
+    let month = tally_common::time::Month::containing(now.date_naive()).to_string();
+    let (a, b) = (namespaces.a.as_str(), namespaces.b.as_str());
+    ip(&["link", "add", "lanB", "netns", b, "type", "veth", "peer", "name", "lanA", "netns", a]);
+    ip(&["-n", b, "link", "set", "lanB", "up"]);
+    ip(&["-n", a, "link", "set", "lanA", "up"]);
+    for side in [a, b] {
+        let sysctl = namespaces.exec(side, "sysctl").args(["-qw", "net.ipv6.conf.all.disable_ipv6=1"]).status();
+        assert!(sysctl.unwrap().success());
+    }
+    // The devices: macvlan interfaces on the LAN segment, each with its own address; even ones
+    // with a locally administered (private) address.
+    let device = |n: u8| [if n.is_multiple_of(2) { 0x02 } else { 0x00 }, 0x1b, 0x21, 0, 2, n];
+    for n in 1..=50u8 {
+        let name = format!("dev{n}");
+        let mac = Mac(device(n)).to_string();
+        ip(&["-n", a, "link", "add", &name, "link", "lanA", "address", &mac, "type", "macvlan", "mode", "bridge"]);
+        ip(&["-n", a, "link", "set", &name, "up"]);
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let token = "lan-meter-operator-token-0123456789abcdef";
+    let mut collector = support::collector::TestCollector::with_config(
+        bin,
+        dir.path(),
+        "192.0.2.1",
+        "info",
+        &format!("operator_token = \"{token}\""),
+    );
+    collector.namespace = Some(a.to_owned());
+    let mut server = collector.serve();
+    let http = server.until("HTTP API serving");
+    let http = http.split("http=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, format!("state_dir = {:?}\nwan = [\"vB\"]\n", dir.path().join("state"))).unwrap();
+    let enrolled = namespaces
+        .exec(b, env!("CARGO_BIN_EXE_tally-agent"))
+        .args(["enroll", "--collector", &collector.address, "--token", &collector.enroll_token(), "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(enrolled.status.success(), "{}", String::from_utf8_lossy(&enrolled.stderr));
+    let run_agent = || {
+        support::collector::Logged::spawn({
+            let mut cmd = namespaces.exec(b, "timeout");
+            cmd.arg("300").arg(env!("CARGO_BIN_EXE_tally-agent")).args(["run", "--config"]).arg(&config);
+            cmd
+        })
+    };
+    let mut agent = run_agent();
+    agent.until("watching the LAN for devices");
+    agent.until("connected to the collector");
+
+    let own: Vec<Mac> = ["vB", "lanB"]
+        .iter()
+        .map(|i| {
+            let link: serde_json::Value = serde_json::from_str(&ip(&["-n", b, "-j", "link", "show", i])).unwrap();
+            link[0]["address"].as_str().unwrap().parse().unwrap()
+        })
+        .collect();
+    let mut frames: Vec<(String, Vec<u8>)> = (1..=50u8)
+        .map(|n| {
+            let frame = match n % 3 {
+                0 => arp(device(n)),
+                1 => neighbour_solicitation(device(n)),
+                _ => udp_broadcast(device(n), 67),
+            };
+            (format!("dev{n}"), frame)
+        })
+        .collect();
+    // The socket's own addresses, and a storm of broadcasts that are not DHCP from devices that
+    // say nothing else: none of them a device.
+    frames.extend(own.iter().map(|mac| ("lanA".to_owned(), arp(mac.0))));
+    frames.extend((0..2_000u16).map(|i| ("lanA".to_owned(), udp_broadcast([0, 0x1b, 0x21, 9, 9, i as u8], 9))));
+    send_each(&namespaces, a, &frames);
+
+    let status = || {
+        let out = namespaces
+            .exec(b, env!("CARGO_BIN_EXE_tally-agent"))
+            .args(["status", "--format", "json", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let until = |what: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !what() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    until(&|| status()["lan"]["devices_today"].as_u64() == Some(50));
+    assert_eq!(status()["lan"]["devices_today"], 50, "{}", status());
+    // Stopped before the minute's save: the day is saved at the stop, kept, and shipped by the
+    // next run.
+    agent.stop();
+    let mut agent = run_agent();
+    agent.until("connected to the collector");
+    assert_eq!(status()["lan"]["devices_today"], 50, "today's devices kept across the restart");
+
+    let api = |id: &str, device: &str| {
+        serde_json::json!({"id": id, "type": "device_sighting", "account": "acme", "time": tally_common::time::rfc3339(now),
+                           "device": device, "source": "inline", "is_socket": false})
+    };
+    let written_otherwise = |n: u8| Mac(device(n)).to_string().to_uppercase().replace(':', "-");
+    let events = serde_json::json!({"events": [
+        api("e1", &written_otherwise(1)), api("e2", &written_otherwise(2)), api("e3", &written_otherwise(3)),
+        api("e4", "laptop-without-lan"), api("e5", "00:1b:21:00:03:01"),
+    ]});
+    let answer = post_from(&namespaces, a, &format!("http://{http}/v1/usage/events"), token, &events);
+    assert!(answer.contains("\"accepted\":5"), "{answer}");
+
+    let meter = || {
+        let report: serde_json::Value = serde_json::from_str(&collector.admin(&[
+            "report",
+            "--account",
+            "acme",
+            "--month",
+            &month,
+            "--format",
+            "json",
+        ]))
+        .unwrap();
+        report["meters"].as_array().unwrap().iter().find(|m| m["license"] == "devices").cloned()
+    };
+    until(&|| meter().is_some_and(|m| m["by_source"]["lan_discovery"] == 50));
+    let meter = meter().expect("a device meter");
+    assert_eq!(meter["by_source"]["lan_discovery"], 50, "{meter}");
+    assert_eq!(meter["by_source"]["inline"], 5, "{meter}");
+    assert_eq!(meter["measured"], 52, "50 on the LAN, 2 more through the API: {meter}");
+    assert_eq!(meter["locally_administered"], 25, "{meter}");
+    agent.stop();
+    server.stop();
+}

@@ -496,3 +496,74 @@ async fn a_version_1_agent_is_answered_in_version_1() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Version 4 (R29): a day's LAN devices are kept, then acknowledged, the unsound ones counted
+/// as refused; a day out of range is acknowledged as refused (it must not wedge the agent); a
+/// batch over the bounds, or from an agent that did not speak version 4, ends its connection only.
+#[tokio::test]
+async fn lan_devices_are_kept_before_their_ack_and_only_from_version_4() {
+    use tally_collector::store::DeviceStore;
+    use tally_common::lan::{Mac, Protocol};
+    use tally_common::wire::lan::{LanAck, LanDevice, LanSightings, MAX_DEVICES_PER_BATCH};
+
+    let c = collector_with_default_age_bound().await;
+    let identity = enrolled_identity(&c, "hq").await;
+    let today = tally_collector::clock::now().date_naive();
+    let start = today.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp();
+    let device =
+        |n: u8, first: i64| LanDevice { mac: Mac([0, 0x1b, 0x21, 0, 0, n]), first, last: first, via: Protocol::Arp };
+    let sightings = |seq: u64, day: NaiveDate, devices: Vec<LanDevice>| {
+        AgentMessage::LanSightings(LanSightings {
+            seq,
+            day: day.to_epoch_days(),
+            devices,
+            own: vec![Mac([0, 0x1b, 0x21, 0, 0, 0x99])],
+            over_limit: 0,
+        })
+    };
+    let (_conn, mut tx, mut rx) = connect(&c, Some(&identity)).await;
+    let mut buf = Vec::new();
+    send(&mut tx, &hello()).await;
+    welcome(&mut rx, &mut buf).await;
+    assert!(matches!(receive(&mut rx, &mut buf).await, Some(CollectorMessage::Policy(_))));
+    let group = LanDevice { mac: Mac([0x01, 0, 0x5e, 0, 0, 1]), ..device(3, start) };
+    send(&mut tx, &sightings(1, today, vec![device(1, start + 60), device(2, start - 60), group])).await;
+    assert_eq!(receive(&mut rx, &mut buf).await, Some(CollectorMessage::LanAck(LanAck { seq: 1, refused: 2 })));
+    let month = tally_common::time::Month::containing(today).to_string();
+    let kept = c.store.month_devices("acme", &month).await.unwrap();
+    assert_eq!(
+        kept.seen,
+        [("00:1b:21:00:00:01".to_owned(), Some("lan_discovery".to_owned()))],
+        "stored before the ack"
+    );
+    assert_eq!(kept.sockets, ["00:1b:21:00:00:99"]);
+    // A day from a wrong clock: acknowledged, every device refused, nothing kept.
+    let long_ago = NaiveDate::from_ymd_opt(2000, 1, 1).unwrap();
+    let old = vec![device(4, long_ago.and_hms_opt(1, 0, 0).unwrap().and_utc().timestamp())];
+    send(&mut tx, &sightings(2, long_ago, old)).await;
+    assert_eq!(receive(&mut rx, &mut buf).await, Some(CollectorMessage::LanAck(LanAck { seq: 2, refused: 1 })));
+    // Over the bounds: the connection ends with a protocol violation.
+    send(&mut tx, &sightings(3, today, vec![device(5, start); MAX_DEVICES_PER_BATCH + 1])).await;
+    match receive(&mut rx, &mut buf).await {
+        Some(CollectorMessage::Error(e)) => assert_eq!(e.code, ErrorCode::ProtocolViolation, "{}", e.message),
+        other => panic!("expected a protocol violation, got {other:?}"),
+    }
+    // An agent that said version 3 may not send them.
+    let (_conn, mut tx, mut rx) = connect(&c, Some(&identity)).await;
+    let mut buf = Vec::new();
+    send(&mut tx, &hello_in(3)).await;
+    assert!(
+        matches!(receive(&mut rx, &mut buf).await, Some(CollectorMessage::WelcomeV2(w)) if w.protocol_version == 3)
+    );
+    assert!(matches!(receive(&mut rx, &mut buf).await, Some(CollectorMessage::Policy(_))));
+    send(&mut tx, &sightings(1, today, vec![device(6, start)])).await;
+    match receive(&mut rx, &mut buf).await {
+        Some(CollectorMessage::Error(e)) => assert_eq!(e.code, ErrorCode::ProtocolViolation),
+        other => panic!("expected a protocol violation, got {other:?}"),
+    }
+    assert_eq!(c.store.month_devices("acme", &month).await.unwrap().seen.len(), 1);
+    // The collector still serves the agent.
+    let (_conn, mut tx, mut rx) = connect(&c, Some(&identity)).await;
+    send(&mut tx, &hello()).await;
+    assert_eq!(welcome(&mut rx, &mut Vec::new()).await, "hq");
+}

@@ -185,6 +185,11 @@ pub async fn drive(meter: &mut Meter, clock: &TestClock, ticks: u64, mut script:
 /// A meter over `tree`'s store.
 pub fn meter(config: Config) -> Meter {
     let store = Store::open(&config.state_dir, config.max_pending_buckets()).unwrap().store;
-    Meter::new(config, std::rc::Rc::new(std::cell::RefCell::new(store)), Arc::new(Mutex::new(Status::default())))
-        .unwrap()
+    Meter::new(
+        config,
+        std::rc::Rc::new(std::cell::RefCell::new(store)),
+        Arc::new(Mutex::new(Status::default())),
+        tally_agent::lan::Devices::new(tally_agent::lan::DeviceDay::new(chrono::Utc::now().date_naive())),
+    )
+    .unwrap()
 }
