@@ -12,41 +12,13 @@ mod support;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
+use support::frames::{arp, ip, neighbour_solicitation, udp_broadcast};
 use support::namespaces::Namespaces;
 use support::skip::skip;
 use tally_agent::lan::{Capture, Via};
 use tally_common::lan::Mac;
-
-fn ethernet(destination: [u8; 6], source: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    [&destination[..], &source, &ethertype.to_be_bytes(), payload].concat()
-}
-
-fn arp(sender: [u8; 6]) -> Vec<u8> {
-    let body = [&[0, 1, 8, 0, 6, 4, 0, 1][..], &sender, &[192, 0, 2, 77], &[0; 6], &[192, 0, 2, 2]].concat();
-    ethernet([0xff; 6], sender, 0x0806, &body)
-}
-
-/// A neighbour solicitation with a source link-layer address option.
-fn neighbour_solicitation(source: [u8; 6]) -> Vec<u8> {
-    let icmp = [&[135, 0, 0, 0, 0, 0, 0, 0][..], &[0xfe, 0x80], &[0; 13], &[2], &[1, 1], &source].concat();
-    let header = [&[0x60, 0, 0, 0][..], &(icmp.len() as u16).to_be_bytes(), &[58, 255], &[0xfe, 0x80], &[0; 13], &[1]];
-    let ipv6 = [&header.concat()[..], &[0xff, 0x02], &[0; 9], &[1, 0xff, 0, 0, 2], &icmp].concat();
-    ethernet([0x33, 0x33, 0xff, 0, 0, 2], source, 0x86dd, &ipv6)
-}
-
-/// UDP from `source` to the IPv4 broadcast address, to `port`: a DHCP discover at port 67.
-fn udp_broadcast(source: [u8; 6], port: u16) -> Vec<u8> {
-    let mut bootp = vec![1, 1, 6, 0];
-    bootp.resize(28, 0);
-    bootp.extend(source);
-    bootp.resize(240, 0);
-    let udp = [&[0, 68][..], &port.to_be_bytes(), &((bootp.len() + 8) as u16).to_be_bytes(), &[0, 0], &bootp].concat();
-    let total = ((udp.len() + 20) as u16).to_be_bytes();
-    let ipv4 = [&[0x45, 0][..], &total, &[0, 0, 0, 0, 64, 17, 0, 0], &[0; 4], &[255; 4], &udp].concat();
-    ethernet([0xff; 6], source, 0x0800, &ipv4)
-}
 
 /// Sends `frames` out of `interface` in namespace a, in order (Python's packet socket).
 fn send(namespaces: &Namespaces, interface: &str, frames: &[Vec<u8>]) {
@@ -59,12 +31,6 @@ fn send(namespaces: &Namespaces, interface: &str, frames: &[Vec<u8>]) {
     let hex: String = frames.iter().map(|f| f.iter().map(|b| format!("{b:02x}")).collect::<String>() + "\n").collect();
     child.stdin.take().unwrap().write_all(hex.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success());
-}
-
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
@@ -394,4 +360,46 @@ fn fifty_devices_on_the_lan_reach_the_device_meter_once_with_the_apis() {
     assert_eq!(meter["locally_administered"], 25, "{meter}");
     agent.stop();
     server.stop();
+}
+
+/// Without CAP_NET_RAW (dropped from the bounding set, as a unit without it would), one ERROR
+/// says why no device is counted, and the agent measures on.
+#[test]
+fn without_cap_net_raw_one_error_and_measuring_goes_on() {
+    let namespaces = match Namespaces::create("lancap") {
+        Ok(namespaces) => namespaces,
+        Err(why) => return skip(&why),
+    };
+    let (a, b) = (namespaces.a.as_str(), namespaces.b.as_str());
+    ip(&["link", "add", "lanB", "netns", b, "type", "veth", "peer", "name", "lanA", "netns", a]);
+    ip(&["-n", b, "link", "set", "lanB", "up"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, format!("state_dir = {:?}\nwan = [\"vB\"]\n", dir.path().join("state"))).unwrap();
+    let mut agent = support::collector::Logged::spawn({
+        let mut cmd = namespaces.exec(b, "setpriv");
+        cmd.args(["--bounding-set", "-net_raw", env!("CARGO_BIN_EXE_tally-agent"), "run", "--config"]).arg(&config);
+        cmd
+    });
+    let error = agent.until("LAN device discovery needs CAP_NET_RAW");
+    assert!(error.contains("ERROR"), "{error}");
+    let status = || {
+        let out = namespaces
+            .exec(b, env!("CARGO_BIN_EXE_tally-agent"))
+            .args(["status", "--format", "json", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    // Two ticks make the first sample.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while status()["last_sample"].is_null() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let shown = status();
+    assert!(!shown["last_sample"].is_null(), "no sample: {shown}");
+    assert!(shown["lan"].is_null(), "no LAN watched: {shown}");
+    let log = agent.stop();
+    assert_eq!(log.matches("CAP_NET_RAW").count(), 1, "{log}");
 }
