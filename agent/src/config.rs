@@ -35,6 +35,11 @@ lan = []
 # At most this many distinct devices a day are kept; more are counted and logged once at WARN.
 max_lan_devices_per_day = 4096
 
+# Every this many minutes, sweep each LAN IPv4 subnet (at most 1,022 addresses: the /22 around
+# the socket's address) with one empty UDP datagram per address, so that quiet devices answer
+# the kernel's ARP request and are counted. 0: off, the capture only listens.
+lan_arp_sweep_minutes = 0
+
 # How many days of closed buckets to keep while the collector is unreachable. Past that the
 # oldest are dropped, logged at ERROR and counted.
 retention_days = 35
@@ -58,6 +63,8 @@ pub struct Config {
     /// LAN interfaces to watch for devices; empty: found at start.
     pub lan: Vec<InterfaceName>,
     pub max_lan_devices_per_day: usize,
+    /// Minutes between active ARP sweeps of the LAN subnets; `None`: no sweep.
+    pub lan_arp_sweep_minutes: Option<u32>,
     pub log: String,
     pub sysfs_net: PathBuf,
     pub procfs: PathBuf,
@@ -101,6 +108,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     let retention_days = fields.integer("retention_days", 35, 1, 3_650) as u32;
     let lan = interfaces(&mut fields, "lan");
     let max_lan_devices_per_day = fields.integer("max_lan_devices_per_day", 4_096, 1, 1 << 20) as usize;
+    let lan_arp_sweep_minutes = Some(fields.integer("lan_arp_sweep_minutes", 0, 0, 1_440) as u32).filter(|m| *m > 0);
     let log = fields.string("log", "info");
     let sysfs_net = fields.path("sysfs_net", "/sys/class/net");
     let procfs = fields.path("procfs", "/proc");
@@ -122,6 +130,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         "retention_days",
         "lan",
         "max_lan_devices_per_day",
+        "lan_arp_sweep_minutes",
         "log",
         "sysfs_net",
         "procfs",
@@ -134,6 +143,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         retention_days,
         lan,
         max_lan_devices_per_day,
+        lan_arp_sweep_minutes,
         log,
         sysfs_net,
         procfs,

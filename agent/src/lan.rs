@@ -223,6 +223,76 @@ pub fn own_addresses(sysfs_net: &Path) -> Vec<Mac> {
         .collect()
 }
 
+/// At most this many addresses of a subnet are swept: a /22 (around the socket's address in a
+/// larger subnet).
+const SWEEP_PREFIX: u8 = 22;
+/// The discard service: the datagram is dropped; the ARP request the kernel sends to deliver it
+/// is what makes a quiet device answer, and its answer what the capture sees.
+const DISCARD_PORT: u16 = 9;
+/// Between two datagrams of a sweep: a /22 takes about a second, and no burst fills the
+/// kernel's neighbour table at once.
+const SWEEP_PACE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The addresses a sweep of the subnet `address/prefix` sends to: every host address of it (of
+/// the /22 around `address` when it is larger) but `address` itself; none of a point-to-point
+/// /31 or a /32.
+pub fn sweep_targets(address: std::net::Ipv4Addr, prefix: u8) -> Vec<std::net::Ipv4Addr> {
+    if prefix > 30 {
+        return Vec::new();
+    }
+    let prefix = prefix.max(SWEEP_PREFIX);
+    let mask = u32::MAX << (32 - prefix);
+    let network = u32::from(address) & mask;
+    let broadcast = network | !mask;
+    (network + 1..broadcast).map(std::net::Ipv4Addr::from).filter(|a| *a != address).collect()
+}
+
+/// Sweeps `interface`'s IPv4 subnets once: an empty datagram to each address, sent out of that
+/// interface only. Returns how many were sent.
+pub fn sweep(interface: &str) -> io::Result<usize> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
+    socket.bind_device(Some(interface.as_bytes()))?;
+    let subnets: Vec<(std::net::Ipv4Addr, u8)> = pnet_datalink::interfaces()
+        .into_iter()
+        .filter(|i| i.name == interface)
+        .flat_map(|i| i.ips)
+        .filter_map(|ip| match ip.ip() {
+            std::net::IpAddr::V4(address) => Some((address, ip.prefix())),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .collect();
+    let mut sent = 0;
+    for (address, prefix) in subnets {
+        for target in sweep_targets(address, prefix) {
+            // A device that is not there is the kernel's business (its ARP request goes unanswered).
+            if socket.send_to(&[], &std::net::SocketAddrV4::new(target, DISCARD_PORT).into()).is_ok() {
+                sent += 1;
+            }
+            std::thread::sleep(SWEEP_PACE);
+        }
+    }
+    Ok(sent)
+}
+
+/// Sweeps the interfaces `names` every `every` on a thread of its own (`lan_arp_sweep_minutes`),
+/// the first time at once.
+pub fn sweep_every(names: Vec<String>, every: std::time::Duration) {
+    let spawned = std::thread::Builder::new().name("lan-sweep".into()).spawn(move || {
+        loop {
+            for name in &names {
+                match sweep(name) {
+                    Ok(sent) => tracing::debug!(interface = %name, addresses = sent, "LAN swept (ARP)"),
+                    Err(e) => tracing::warn!(interface = %name, error = %e, "cannot sweep this LAN interface"),
+                }
+            }
+            std::thread::sleep(every);
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the LAN sweep thread");
+    }
+}
+
 /// What `status` shows of the LAN.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LanStatus {
@@ -247,8 +317,8 @@ impl LanStatus {
 }
 
 /// Watches `lan` until the process ends: a thread per interface blocks on its capture, and
-/// today's devices are kept in `devices` and shown in `status`. Without CAP_NET_RAW, one ERROR;
-/// measuring goes on either way.
+/// today's devices are kept in `devices` and shown in `status`; returns the interfaces watched.
+/// Without CAP_NET_RAW, one ERROR (and none watched); measuring goes on either way.
 pub fn watch(
     lan: &[LanInterface],
     own: Vec<Mac>,
@@ -256,7 +326,7 @@ pub fn watch(
     wall: impl Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync + 'static,
     devices: SharedDevices,
     status: Arc<Mutex<crate::status::Status>>,
-) {
+) -> Vec<String> {
     let mut captures = Vec::new();
     for interface in lan {
         match Capture::open(&interface.name, interface.ifindex) {
@@ -266,7 +336,7 @@ pub fn watch(
                     error = %e,
                     "LAN device discovery needs CAP_NET_RAW (the unit grants it): no device is counted; measuring goes on"
                 );
-                return;
+                return Vec::new();
             }
             Err(e) => tracing::error!(interface = %interface.name, error = %e, "cannot watch this LAN interface"),
         }
@@ -274,10 +344,10 @@ pub fn watch(
     let names: Vec<String> = captures.iter().map(|c| c.interface.clone()).collect();
     if names.is_empty() {
         tracing::info!("no LAN interface to watch for devices");
-        return;
+        return names;
     }
     tracing::info!(interfaces = %names.join(" "), "watching the LAN for devices (ARP, neighbour discovery, DHCP)");
-    let shown = LanStatus { interfaces: names, ..LanStatus::default() };
+    let shown = LanStatus { interfaces: names.clone(), ..LanStatus::default() };
     status.lock().unwrap_or_else(PoisonError::into_inner).lan =
         Some(shown.with(&devices.lock().unwrap_or_else(PoisonError::into_inner).today));
     let wall = Arc::new(wall);
@@ -313,6 +383,7 @@ pub fn watch(
             tracing::error!(error = %e, "cannot start a LAN capture thread");
         }
     }
+    names
 }
 
 #[cfg(test)]
@@ -343,6 +414,18 @@ mod tests {
         assert_eq!(days, [("2026-11-30".to_owned(), 1), ("2026-12-01".to_owned(), 1)]);
         devices.put_back(saved.clone());
         assert_eq!(devices.take_changed(), saved, "not saved: kept for the next save");
+    }
+
+    #[test]
+    fn a_sweep_covers_the_subnet_up_to_a_22_but_the_socket() {
+        let address = |text: &str| text.parse::<std::net::Ipv4Addr>().unwrap();
+        let small = sweep_targets(address("192.0.2.2"), 24);
+        assert_eq!((small.len(), small[0], small[252]), (253, address("192.0.2.1"), address("192.0.2.254")));
+        assert!(!small.contains(&address("192.0.2.2")));
+        let large = sweep_targets(address("10.1.2.3"), 16);
+        assert_eq!((large.len(), large[0], large[1020]), (1_021, address("10.1.0.1"), address("10.1.3.254")));
+        assert_eq!(sweep_targets(address("10.0.0.1"), 30), [address("10.0.0.2")]);
+        assert!(sweep_targets(address("10.0.0.1"), 31).is_empty() && sweep_targets(address("10.0.0.1"), 32).is_empty());
     }
 
     #[test]

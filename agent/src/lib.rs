@@ -97,7 +97,7 @@ pub async fn run(
     let kept = store.borrow().lan_day(today)?.map(|kept| kept.devices);
     let devices = lan::Devices::new(kept.unwrap_or_else(|| lan::DeviceDay::new(today)));
     let own = lan::own_addresses(&config.sysfs_net);
-    lan::watch(
+    let watched = lan::watch(
         &lan::interfaces(&config.sysfs_net, &lans, &wans),
         own.clone(),
         config.max_lan_devices_per_day,
@@ -105,6 +105,9 @@ pub async fn run(
         devices.clone(),
         status.clone(),
     );
+    if let Some(minutes) = config.lan_arp_sweep_minutes.filter(|_| !watched.is_empty()) {
+        lan::sweep_every(watched, std::time::Duration::from_secs(60 * u64::from(minutes)));
+    }
     let mut meter = Meter::new(config, store.clone(), status.clone(), devices)?;
     // One shutdown for both halves: the meter saves its state, the uplink closes its connection.
     let (stop, stopped) = tokio::sync::watch::channel(false);

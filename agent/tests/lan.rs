@@ -403,3 +403,70 @@ fn without_cap_net_raw_one_error_and_measuring_goes_on() {
     let log = agent.stop();
     assert_eq!(log.matches("CAP_NET_RAW").count(), 1, "{log}");
 }
+
+/// `lan_arp_sweep_minutes` (R29): devices that never speak first (IPv4 only, no announcement)
+/// answer the kernel's ARP requests of the sweep, and are counted.
+#[test]
+fn an_arp_sweep_finds_the_devices_that_say_nothing() {
+    let namespaces = match Namespaces::create("lansweep") {
+        Ok(namespaces) => namespaces,
+        Err(why) => return skip(&why),
+    };
+    let (a, b) = (namespaces.a.as_str(), namespaces.b.as_str());
+    ip(&["link", "add", "lanB", "netns", b, "type", "veth", "peer", "name", "lanA", "netns", a]);
+    for (side, settings) in [
+        (
+            a,
+            &["net.ipv6.conf.all.disable_ipv6=1", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"]
+                [..],
+        ),
+        (b, &["net.ipv6.conf.all.disable_ipv6=1"][..]),
+    ] {
+        for setting in settings {
+            assert!(namespaces.exec(side, "sysctl").args(["-qw", setting]).status().unwrap().success());
+        }
+    }
+    ip(&["-n", b, "addr", "add", "198.51.100.1/24", "dev", "lanB"]);
+    ip(&["-n", b, "link", "set", "lanB", "up"]);
+    ip(&["-n", a, "link", "set", "lanA", "up"]);
+    // Ten quiet devices: each answers ARP for its own address only (arp_ignore), and says nothing first.
+    for n in 1..=10u8 {
+        let name = format!("quiet{n}");
+        let mac = Mac([0x00, 0x1b, 0x21, 0, 3, n]).to_string();
+        ip(&["-n", a, "link", "add", &name, "link", "lanA", "address", &mac, "type", "macvlan", "mode", "bridge"]);
+        ip(&["-n", a, "addr", "add", &format!("198.51.100.{}/24", 10 + n), "dev", &name]);
+        ip(&["-n", a, "link", "set", &name, "up"]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\nwan = [\"vB\"]\nlan_arp_sweep_minutes = 60\nlog = \"info,tally_agent::lan=debug\"\n",
+            dir.path().join("state")
+        ),
+    )
+    .unwrap();
+    let mut agent = support::collector::Logged::spawn({
+        let mut cmd = namespaces.exec(b, env!("CARGO_BIN_EXE_tally-agent"));
+        cmd.args(["run", "--config"]).arg(&config);
+        cmd
+    });
+    let swept = agent.until("LAN swept");
+    assert!(swept.contains("interface=lanB") && swept.contains("addresses=253"), "{swept}");
+    let status = || {
+        let out = namespaces
+            .exec(b, env!("CARGO_BIN_EXE_tally-agent"))
+            .args(["status", "--format", "json", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status()["lan"]["devices_today"].as_u64() < Some(10) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(status()["lan"]["devices_today"], 10, "{}", status());
+    agent.stop();
+}
