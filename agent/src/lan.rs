@@ -8,6 +8,7 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 use tally_common::lan::{Mac, SNAP_LENGTH, filter, identify};
@@ -16,6 +17,13 @@ pub use tally_common::lan::Protocol as Via;
 
 /// `ETH_P_ALL`: every protocol, before the filter.
 const ETH_P_ALL: u16 = 0x0003;
+/// How long a capture lets frames gather after the first before reading them
+/// ([`Capture::next_burst`]): a device is counted at most this late, and a LAN full of chatty
+/// devices wakes the agent a few times a minute.
+pub const GATHER: Duration = Duration::from_secs(10);
+/// The capture socket's receive buffer: thousands of frames, a flood's gathering (what does not
+/// fit is dropped by the kernel; a device repeats itself).
+const RECEIVE_BUFFER: usize = 4 << 20;
 
 /// A capture socket on one LAN interface.
 #[derive(Debug)]
@@ -34,6 +42,11 @@ impl Capture {
         let program: Vec<SockFilter> =
             filter(ifindex).iter().map(|i| SockFilter::new(i.code, i.jt, i.jf, i.k)).collect();
         socket.attach_filter(&program)?;
+        // Room for the frames of a burst's gathering: more than the socket's default when the
+        // agent may (CAP_NET_ADMIN, which the unit grants).
+        if rustix::net::sockopt::set_socket_recv_buffer_size_force(&socket, RECEIVE_BUFFER).is_err() {
+            socket.set_recv_buffer_size(RECEIVE_BUFFER)?;
+        }
         // Frames queued between the socket's creation and its filter: dropped unread.
         socket.set_nonblocking(true)?;
         let mut scratch = [0u8; 1];
@@ -54,6 +67,25 @@ impl Capture {
                 _ => continue,
             }
         }
+    }
+
+    /// Blocks until a device's frame arrives, lets the frames that follow gather in the socket
+    /// for `gather`, then hands `found` every device they identify: one wake-up for a burst, not
+    /// one per frame (a LAN's devices repeat themselves; the count needs each once a day).
+    pub fn next_burst(&self, own: &[Mac], gather: Duration, found: &mut impl FnMut(Mac, Via)) -> io::Result<()> {
+        let (mac, via) = self.next(own)?;
+        found(mac, via);
+        std::thread::sleep(gather);
+        self.socket.set_nonblocking(true)?;
+        let drained = loop {
+            match self.next(own) {
+                Ok((mac, via)) => found(mac, via),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        self.socket.set_nonblocking(false)?;
+        drained
     }
 
     /// How many frames reached the agent since the capture opened.
@@ -102,6 +134,11 @@ impl Devices {
             days.push(self.today.clone());
         }
         days
+    }
+
+    /// Whether a save has something to write.
+    pub fn has_changes(&self) -> bool {
+        self.changed || !self.ended.is_empty()
     }
 
     /// Takes back days that could not be saved (a full disk): saved with the next save.
@@ -356,25 +393,27 @@ pub fn watch(
         let (devices, status, wall, own) = (devices.clone(), status.clone(), wall.clone(), own.clone());
         let spawned = std::thread::Builder::new().name(format!("lan-{}", capture.interface)).spawn(move || {
             loop {
-                let (mac, via) = match capture.next(&own) {
-                    Ok(found) => found,
-                    Err(e) => {
-                        tracing::error!(interface = %capture.interface, error = %e, "LAN capture ended");
-                        return;
+                let mut added = false;
+                let mut record = |mac, via| {
+                    let mut devices = devices.lock().unwrap_or_else(PoisonError::into_inner);
+                    let recorded = devices.record(mac, via, wall(), limit);
+                    if recorded == (Recorded::OverLimit { first: true }) {
+                        tracing::warn!(
+                            limit,
+                            "more LAN devices today than max_lan_devices_per_day: the rest are counted, not kept"
+                        );
                     }
+                    added |= recorded != Recorded::Again;
                 };
-                let mut devices = devices.lock().unwrap_or_else(PoisonError::into_inner);
-                let recorded = devices.record(mac, via, wall(), limit);
-                if recorded == (Recorded::OverLimit { first: true }) {
-                    tracing::warn!(
-                        limit,
-                        "more LAN devices today than max_lan_devices_per_day: the rest are counted, not kept"
-                    );
+                if let Err(e) = capture.next_burst(&own, GATHER, &mut record) {
+                    tracing::error!(interface = %capture.interface, error = %e, "LAN capture ended");
+                    return;
                 }
-                if recorded != Recorded::Again {
+                if added {
+                    let today = devices.lock().unwrap_or_else(PoisonError::into_inner).today.clone();
                     let mut shown = status.lock().unwrap_or_else(PoisonError::into_inner);
                     if let Some(lan) = shown.lan.take() {
-                        shown.lan = Some(lan.with(&devices.today));
+                        shown.lan = Some(lan.with(&today));
                     }
                 }
             }

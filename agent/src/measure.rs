@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Days, TimeDelta, Utc};
 use tally_common::bandwidth::Bandwidth;
-use tally_common::bucket::Bucketizer;
+use tally_common::bucket::{Bucket, Bucketizer};
 use tally_common::sampler::{
     Anomaly, DiscardCounters, InterfaceName, InterfaceReading, Interval, MAX_INTERFACES, NoSample, Sampler, TickReading,
 };
@@ -68,6 +68,8 @@ pub struct Meter {
     status: SharedStatus,
     /// Today's devices on the LAN (R29), from the capture threads: saved with the state.
     devices: SharedDevices,
+    /// What the last save wrote: the open bucket, the sampler, the discard counters.
+    saved: Option<(Option<Bucket>, Sampler, DiscardCounters)>,
 }
 
 impl Meter {
@@ -100,6 +102,7 @@ impl Meter {
             readings: heapless::Vec::new(),
             status,
             devices,
+            saved: None,
         };
         status::update(&meter.status, |s| {
             s.running = true;
@@ -151,7 +154,7 @@ impl Meter {
             self.tick(tick, clock.monotonic())?;
             notify.alive();
             if clock.monotonic().saturating_sub(last_save) >= SAVE_EVERY {
-                self.save()?;
+                self.save_if_changed()?;
                 self.discover();
                 last_save = clock.monotonic();
             }
@@ -225,10 +228,29 @@ impl Meter {
         Ok(())
     }
 
+    /// The minute's save, skipped when nothing it writes changed since the last: the open
+    /// bucket, the discard counters, the counters themselves (not the time they were read at)
+    /// and the LAN's days. An idle socket then writes nothing, and wakes no store thread, for
+    /// hours; the price is that after a crash (not a stop, which saves) the first interval of the
+    /// restarted agent spans back to the last save and, over a minute long, is discarded (R3).
+    fn save_if_changed(&mut self) -> Result<(), StoreError> {
+        let lan_changed = self.devices.lock().unwrap_or_else(PoisonError::into_inner).has_changes();
+        let unchanged = self.saved.as_ref().is_some_and(|(open, sampler, discards)| {
+            *open == self.bucketizer.open().copied()
+                && *discards == self.discards
+                && sampler.same_counters(&self.sampler)
+        });
+        if unchanged && !lan_changed {
+            tracing::trace!("nothing changed since the last save");
+            return Ok(());
+        }
+        self.save()
+    }
+
     /// Saves the open bucket, the last counters, the discard counters and the LAN's days that
     /// changed (R29), which the uplink is then told of. Days not saved (a full disk) are kept for
     /// the next save.
-    pub fn save(&self) -> Result<(), StoreError> {
+    pub fn save(&mut self) -> Result<(), StoreError> {
         let days = self.devices.lock().unwrap_or_else(PoisonError::into_inner).take_changed();
         let saved = self.store.borrow_mut().save_state(self.bucketizer.open(), &self.sampler, &self.discards, &days);
         if !days.is_empty() {
@@ -243,7 +265,9 @@ impl Meter {
                 self.devices.lock().unwrap_or_else(PoisonError::into_inner).put_back(days);
             }
         }
-        saved?;
+        if saved? {
+            self.saved = Some((self.bucketizer.open().copied(), self.sampler.clone(), self.discards));
+        }
         let open = self.bucketizer.open();
         tracing::debug!(
             open_start = open.map(|b| b.start.to_string()),

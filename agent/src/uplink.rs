@@ -57,6 +57,14 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// The backoff doubles up to this; with the jitter and a connection attempt the agent logs a
 /// line at least every 5 minutes while the collector stays unreachable.
 const LAST_RETRY: Duration = Duration::from_secs(240);
+/// An idle connection's keep-alive: often enough for NAT bindings (UDP mappings last 30 s and
+/// more; RFC 4787 asks for 2 minutes), seldom enough that an idle socket wakes for it three
+/// times a minute, not twelve. A collector that restarted is noticed at the next keep-alive or
+/// batch (its stateless reset answers either).
+const KEEP_ALIVE: Duration = Duration::from_secs(20);
+/// No packet from the collector for this long and it is taken for gone: three keep-alives
+/// lost in a row. The collector's own is the same.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one connection attempt may take (QUIC would otherwise wait out its idle timeout, and
 /// a "retrying in 1 s" would really mean 30 s).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -255,9 +263,8 @@ fn endpoint(mut tls: rustls::ClientConfig) -> Result<quinn::Endpoint, UplinkErro
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| UplinkError::Local(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
-    // Often enough to keep NAT bindings, and to learn within 5 s that a collector which
-    // restarted has forgotten the connection (its stateless reset answers the next packet).
-    transport.keep_alive_interval(Some(Duration::from_secs(5)));
+    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().map_err(|e| UplinkError::Local(format!("{e}")))?));
     config.transport_config(Arc::new(transport));
     let bind: SocketAddr = ([0, 0, 0, 0], 0).into();
     let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| UplinkError::Local(e.to_string()))?;
@@ -297,7 +304,7 @@ async fn send(tx: &mut quinn::SendStream, message: &AgentMessage) -> Result<(), 
 fn lost_connection(e: quinn::ConnectionError) -> UplinkError {
     UplinkError::Closed(match e {
         quinn::ConnectionError::Reset => "the collector restarted and no longer knows this connection".into(),
-        quinn::ConnectionError::TimedOut => "no answer from the collector for 30 s".into(),
+        quinn::ConnectionError::TimedOut => format!("no answer from the collector for {} s", IDLE_TIMEOUT.as_secs()),
         other => other.to_string(),
     })
 }

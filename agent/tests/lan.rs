@@ -151,7 +151,7 @@ fn the_agent_counts_todays_devices_on_its_lan_and_not_on_its_wan() {
             .unwrap();
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + tally_agent::lan::GATHER * 3;
     let mut shown = status();
     while shown["lan"]["devices_today"].as_u64().unwrap_or(0) < 12 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -463,7 +463,7 @@ fn an_arp_sweep_finds_the_devices_that_say_nothing() {
             .unwrap();
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + tally_agent::lan::GATHER * 3;
     while status()["lan"]["devices_today"].as_u64() < Some(10) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }

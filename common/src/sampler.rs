@@ -228,6 +228,12 @@ impl Sampler {
         Sampler::default()
     }
 
+    /// Whether `other` tracks the same interfaces at the same counters (the times of their
+    /// readings aside).
+    pub fn same_counters(&self, other: &Sampler) -> bool {
+        self.interfaces == other.interfaces
+    }
+
     /// Takes one tick's readings; returns the interval since the previous tick, if there is one.
     /// Every anomaly is passed to `report` once. Interfaces missing from `reading` are forgotten:
     /// when they come back they contribute from their second reading (R3).
