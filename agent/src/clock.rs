@@ -16,10 +16,14 @@ pub trait Clock {
     fn real(&self, d: Duration) -> Duration {
         d
     }
+    /// Sleeps for `d` of this clock's time: on tokio's timer, which paused-time tests control.
+    fn sleep(&self, d: Duration) -> impl Future<Output = ()> {
+        tokio::time::sleep(self.real(d))
+    }
     /// Sleeps until the wall clock reads `at` (at once if it is past).
     fn sleep_until(&self, at: DateTime<Utc>) -> impl Future<Output = ()> {
         let wait = (at - self.wall()).to_std().unwrap_or_default();
-        tokio::time::sleep(self.real(wait))
+        self.sleep(wait)
     }
 }
 
@@ -35,6 +39,10 @@ fn system_monotonic() -> Duration {
 impl Clock for SystemClock {
     fn wall(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+
+    fn sleep(&self, d: Duration) -> impl Future<Output = ()> {
+        crate::timer::sleep(d)
     }
 
     fn monotonic(&self) -> Duration {
@@ -88,5 +96,9 @@ impl Clock for ScaledClock {
 
     fn real(&self, d: Duration) -> Duration {
         d / self.scale
+    }
+
+    fn sleep(&self, d: Duration) -> impl Future<Output = ()> {
+        crate::timer::sleep(self.real(d))
     }
 }

@@ -20,7 +20,7 @@ const ETH_P_ALL: u16 = 0x0003;
 /// How long a capture lets frames gather after the first before reading them
 /// ([`Capture::next_burst`]): a device is counted at most this late, and a LAN full of chatty
 /// devices wakes the agent a few times a minute.
-pub const GATHER: Duration = Duration::from_secs(10);
+pub const GATHER: Duration = Duration::from_secs(30);
 /// The capture socket's receive buffer: thousands of frames, a flood's gathering (what does not
 /// fit is dropped by the kernel; a device repeats itself).
 const RECEIVE_BUFFER: usize = 4 << 20;

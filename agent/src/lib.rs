@@ -10,6 +10,7 @@
 //! - [`lan`]: the capture that finds the LAN's devices (R29).
 //! - [`enforce`], [`shaper`]: the site's cap (R17) as traffic control on the WAN.
 //! - [`status`], [`replay`]: the `status` and `replay` commands.
+//! - [`timer`]: timers that wake the thread once, for the tick and the uplink's QUIC.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod clock;
@@ -24,6 +25,7 @@ pub mod route;
 pub mod shaper;
 pub mod status;
 pub mod store;
+pub mod timer;
 pub mod uplink;
 
 use std::cell::RefCell;

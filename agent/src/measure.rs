@@ -146,7 +146,7 @@ impl Meter {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                () = tokio::time::sleep(clock.real(wait)) => {}
+                () = clock.sleep(wait) => {}
             }
             // The tick we woke for; after a wall-clock step, the one nearest to the new time.
             let now = clock.wall();

@@ -267,7 +267,10 @@ fn endpoint(mut tls: rustls::ClientConfig) -> Result<quinn::Endpoint, UplinkErro
     transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().map_err(|e| UplinkError::Local(format!("{e}")))?));
     config.transport_config(Arc::new(transport));
     let bind: SocketAddr = ([0, 0, 0, 0], 0).into();
-    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| UplinkError::Local(e.to_string()))?;
+    let socket = std::net::UdpSocket::bind(bind).map_err(|e| UplinkError::Local(e.to_string()))?;
+    let runtime = Arc::new(crate::timer::QuinnRuntime);
+    let mut endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+        .map_err(|e| UplinkError::Local(e.to_string()))?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)
 }

@@ -313,7 +313,7 @@ fn fifty_devices_on_the_lan_reach_the_device_meter_once_with_the_apis() {
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
     let until = |what: &dyn Fn() -> bool| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let deadline = std::time::Instant::now() + tally_agent::lan::GATHER * 3;
         while !what() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
