@@ -185,7 +185,7 @@ echo
 echo "| program | peak RSS (MiB) | steady RSS (MiB) | CPU per tick, all threads (µs) | CPU per tick, main thread (µs) | wake-ups per minute, own threads | sled pool: CPU per tick (µs) | sled pool: wake-ups per minute | binary (MiB) |"
 echo "|---|---|---|---|---|---|---|---|---|"
 sort "$work/results" | while read -r name hwm rss us main woke sled_us sled_woke; do
-  sled="| |"; [ "$name" = tally-agent ] && sled="| $sled_us | $sled_woke |"
+  sled="| | |"; [ "$name" = tally-agent ] && sled="| $sled_us | $sled_woke |"
   echo "| $name | $(mib $((hwm * 1024))) | $(mib $((rss * 1024))) | $us | $main | $woke $sled $(mib "$(size_of "$name")") |"
 done
 [ -n "$static_size" ] && echo "| tally-agent (static musl) | | | | | | | | $(mib "$static_size") |"

@@ -383,8 +383,14 @@ async fn meters_show_the_apis_figures(client: &Client, c: &Collector, http: &str
         json!({"id": id, "type": "ztna_session", "account": "acme", "time": "2026-11-02T10:00:00Z", "user": user,
                "authenticated": true, "generated_traffic": true, "remote": true, "work_country": country})
     };
+    let device = |id: &str, device: &str, source: &str| {
+        json!({"id": id, "type": "device_sighting", "account": "acme", "time": "2026-11-04T10:00:00Z",
+               "device": device, "source": source, "is_socket": false})
+    };
     let events = json!({"events": [session("z1", "u1", "US"), session("z2", "u2", "CN"), session("z3", "u3", "DE"),
-        {"id": "a1", "type": "ai_security_activity", "account": "acme", "time": "2026-11-03T10:00:00Z", "user": "u1", "enabled": true}]});
+        {"id": "a1", "type": "ai_security_activity", "account": "acme", "time": "2026-11-03T10:00:00Z", "user": "u1", "enabled": true},
+        device("d1", "02:1b:21:00:00:05", "inline"), device("d2", "02-1B-21-00-00-05", "integration"),
+        device("d3", "printer-2", "inline")]});
     let (status, _, body) =
         support::http::request(http, "POST", "/v1/usage/events", Some(&operator), &events.to_string());
     assert_eq!(status, 200, "{body}");
@@ -399,7 +405,8 @@ async fn meters_show_the_apis_figures(client: &Client, c: &Collector, http: &str
         for field in ["measured", "licensed", "excess", "required_purchase"] {
             let shown: Vec<&str> = page
                 .iter()
-                .filter(|f| f.get("license").map(String::as_str) == Some(license) && !f.contains_key("region"))
+                .filter(|f| f.get("license").map(String::as_str) == Some(license))
+                .filter(|f| !f.contains_key("region") && !f.contains_key("source"))
                 .filter(|f| f["field"] == field)
                 .map(|f| f["value"].as_str())
                 .collect();
@@ -413,6 +420,17 @@ async fn meters_show_the_apis_figures(client: &Client, c: &Collector, http: &str
             }
         }
     }
+    // Devices (R29): once across sources, each source's own count, the private addresses.
+    let devices = meters.iter().find(|m| m["license"] == "devices").unwrap();
+    assert_eq!(devices["measured"], 2, "{devices}");
+    for (source, count) in devices["by_source"].as_object().unwrap() {
+        assert_eq!(
+            figure(&page, &[("license", "devices"), ("source", source), ("field", "measured")]),
+            [count.to_string()]
+        );
+    }
+    assert_eq!(devices["by_source"], json!({"inline": 2, "integration": 1}));
+    assert_eq!(figure(&page, &[("license", "devices"), ("field", "locally_administered")]), ["1"]);
     let ztna = meters.iter().find(|m| m["license"] == "ztna_users").unwrap();
     assert_eq!((ztna["measured"].as_u64(), ztna["by_region"].as_array().map(Vec::len)), (Some(3), Some(2)), "{ztna}");
 }

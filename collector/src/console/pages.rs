@@ -160,6 +160,9 @@ struct MeterView {
     license: String,
     /// ZTNA users by region (R12): region, measured, licensed.
     by_region: Vec<(String, u64, u64)>,
+    /// Devices by where they were seen (R29), and those with private addresses.
+    by_source: Vec<(String, u64)>,
+    locally_administered: Option<u64>,
     measured: u64,
     licensed: u64,
     excess: u64,
@@ -284,6 +287,8 @@ pub(super) async fn usage<S: Store + 'static>(
         .map(|m| MeterView {
             license: api_name(&m.meter.license),
             by_region: m.by_region.iter().map(|r| (api_name(&r.region), r.measured, r.licensed)).collect(),
+            by_source: m.by_source.iter().map(|(source, n)| (source.clone(), *n)).collect(),
+            locally_administered: m.locally_administered,
             measured: m.meter.measured,
             licensed: m.meter.licensed,
             excess: m.meter.excess,
