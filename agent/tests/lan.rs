@@ -14,7 +14,10 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::process::Stdio;
 
-use support::frames::{arp, ip, neighbour_solicitation, udp_broadcast};
+use support::lan::{
+    add_lan, agent_config, agent_status, arp, devices_today, ip, neighbour_solicitation, run_agent, sysctl,
+    udp_broadcast,
+};
 use support::namespaces::Namespaces;
 use support::skip::skip;
 use tally_agent::lan::{Capture, Via};
@@ -115,22 +118,10 @@ fn the_agent_counts_todays_devices_on_its_lan_and_not_on_its_wan() {
         Ok(namespaces) => namespaces,
         Err(why) => return skip(&why),
     };
-    let (a, b) = (namespaces.a.as_str(), namespaces.b.as_str());
-    ip(&["link", "add", "lanB", "netns", b, "type", "veth", "peer", "name", "lanA", "netns", a]);
-    ip(&["-n", b, "link", "set", "lanB", "up"]);
-    ip(&["-n", a, "link", "set", "lanA", "up"]);
-    for side in [a, b] {
-        let sysctl = namespaces.exec(side, "sysctl").args(["-qw", "net.ipv6.conf.all.disable_ipv6=1"]).status();
-        assert!(sysctl.unwrap().success());
-    }
+    add_lan(&namespaces);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("agent.toml");
-    std::fs::write(&config, format!("state_dir = {:?}\nwan = [\"vB\"]\n", dir.path().join("state"))).unwrap();
-    let mut agent = support::collector::Logged::spawn({
-        let mut cmd = namespaces.exec(b, env!("CARGO_BIN_EXE_tally-agent"));
-        cmd.args(["run", "--config"]).arg(&config);
-        cmd
-    });
+    let config = agent_config(dir.path(), "");
+    let mut agent = run_agent(&namespaces, &config);
     let watching = agent.until("watching the LAN for devices");
     assert!(watching.contains("interfaces=lanB"), "{watching}");
 
@@ -142,21 +133,7 @@ fn the_agent_counts_todays_devices_on_its_lan_and_not_on_its_wan() {
     send(&namespaces, "vA", &wan);
     send(&namespaces, "lanA", &lan);
 
-    let status = || {
-        let out = namespaces
-            .exec(b, env!("CARGO_BIN_EXE_tally-agent"))
-            .args(["status", "--format", "json", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
-    let deadline = std::time::Instant::now() + tally_agent::lan::GATHER * 3;
-    let mut shown = status();
-    while shown["lan"]["devices_today"].as_u64().unwrap_or(0) < 12 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        shown = status();
-    }
+    let shown = devices_today(&namespaces, &config, 12);
     assert_eq!(shown["lan"]["devices_today"], 12, "{shown}");
     assert_eq!(shown["lan"]["private_addresses_today"], 6, "{shown}");
     assert_eq!(shown["lan"]["interfaces"], serde_json::json!(["lanB"]));
@@ -229,13 +206,7 @@ fn fifty_devices_on_the_lan_reach_the_device_meter_once_with_the_apis() {
     }
     let month = tally_common::time::Month::containing(now.date_naive()).to_string();
     let (a, b) = (namespaces.a.as_str(), namespaces.b.as_str());
-    ip(&["link", "add", "lanB", "netns", b, "type", "veth", "peer", "name", "lanA", "netns", a]);
-    ip(&["-n", b, "link", "set", "lanB", "up"]);
-    ip(&["-n", a, "link", "set", "lanA", "up"]);
-    for side in [a, b] {
-        let sysctl = namespaces.exec(side, "sysctl").args(["-qw", "net.ipv6.conf.all.disable_ipv6=1"]).status();
-        assert!(sysctl.unwrap().success());
-    }
+    add_lan(&namespaces);
     // The devices: macvlan interfaces on the LAN segment, each with its own address; even ones
     // with a locally administered (private) address.
     let device = |n: u8| [if n.is_multiple_of(2) { 0x02 } else { 0x00 }, 0x1b, 0x21, 0, 2, n];
@@ -260,8 +231,7 @@ fn fifty_devices_on_the_lan_reach_the_device_meter_once_with_the_apis() {
     let http = server.until("HTTP API serving");
     let http = http.split("http=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
 
-    let config = dir.path().join("agent.toml");
-    std::fs::write(&config, format!("state_dir = {:?}\nwan = [\"vB\"]\n", dir.path().join("state"))).unwrap();
+    let config = agent_config(dir.path(), "");
     let enrolled = namespaces
         .exec(b, env!("CARGO_BIN_EXE_tally-agent"))
         .args(["enroll", "--collector", &collector.address, "--token", &collector.enroll_token(), "--config"])
@@ -269,14 +239,7 @@ fn fifty_devices_on_the_lan_reach_the_device_meter_once_with_the_apis() {
         .output()
         .unwrap();
     assert!(enrolled.status.success(), "{}", String::from_utf8_lossy(&enrolled.stderr));
-    let run_agent = || {
-        support::collector::Logged::spawn({
-            let mut cmd = namespaces.exec(b, "timeout");
-            cmd.arg("300").arg(env!("CARGO_BIN_EXE_tally-agent")).args(["run", "--config"]).arg(&config);
-            cmd
-        })
-    };
-    let mut agent = run_agent();
+    let mut agent = run_agent(&namespaces, &config);
     agent.until("watching the LAN for devices");
     agent.until("connected to the collector");
 
@@ -303,29 +266,15 @@ fn fifty_devices_on_the_lan_reach_the_device_meter_once_with_the_apis() {
     frames.extend((0..2_000u16).map(|i| ("lanA".to_owned(), udp_broadcast([0, 0x1b, 0x21, 9, 9, i as u8], 9))));
     send_each(&namespaces, a, &frames);
 
-    let status = || {
-        let out = namespaces
-            .exec(b, env!("CARGO_BIN_EXE_tally-agent"))
-            .args(["status", "--format", "json", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
-    let until = |what: &dyn Fn() -> bool| {
-        let deadline = std::time::Instant::now() + tally_agent::lan::GATHER * 3;
-        while !what() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-    };
-    until(&|| status()["lan"]["devices_today"].as_u64() == Some(50));
-    assert_eq!(status()["lan"]["devices_today"], 50, "{}", status());
+    let shown = devices_today(&namespaces, &config, 50);
+    assert_eq!(shown["lan"]["devices_today"], 50, "{shown}");
     // Stopped before the minute's save: the day is saved at the stop, kept, and shipped by the
     // next run.
     agent.stop();
-    let mut agent = run_agent();
+    let mut agent = run_agent(&namespaces, &config);
     agent.until("connected to the collector");
-    assert_eq!(status()["lan"]["devices_today"], 50, "today's devices kept across the restart");
+    let shown = agent_status(&namespaces, &config);
+    assert_eq!(shown["lan"]["devices_today"], 50, "today's devices kept across the restart");
 
     let api = |id: &str, device: &str| {
         serde_json::json!({"id": id, "type": "device_sighting", "account": "acme", "time": tally_common::time::rfc3339(now),
@@ -352,7 +301,11 @@ fn fifty_devices_on_the_lan_reach_the_device_meter_once_with_the_apis() {
         .unwrap();
         report["meters"].as_array().unwrap().iter().find(|m| m["license"] == "devices").cloned()
     };
-    until(&|| meter().is_some_and(|m| m["by_source"]["lan_discovery"] == 50));
+    // Shipped once the restarted agent is connected.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !meter().is_some_and(|m| m["by_source"]["lan_discovery"] == 50) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let meter = meter().expect("a device meter");
     assert_eq!(meter["by_source"]["lan_discovery"], 50, "{meter}");
     assert_eq!(meter["by_source"]["inline"], 5, "{meter}");
@@ -370,34 +323,22 @@ fn without_cap_net_raw_one_error_and_measuring_goes_on() {
         Ok(namespaces) => namespaces,
         Err(why) => return skip(&why),
     };
-    let (a, b) = (namespaces.a.as_str(), namespaces.b.as_str());
-    ip(&["link", "add", "lanB", "netns", b, "type", "veth", "peer", "name", "lanA", "netns", a]);
-    ip(&["-n", b, "link", "set", "lanB", "up"]);
+    add_lan(&namespaces);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("agent.toml");
-    std::fs::write(&config, format!("state_dir = {:?}\nwan = [\"vB\"]\n", dir.path().join("state"))).unwrap();
+    let config = agent_config(dir.path(), "");
     let mut agent = support::collector::Logged::spawn({
-        let mut cmd = namespaces.exec(b, "setpriv");
+        let mut cmd = namespaces.exec(&namespaces.b, "setpriv");
         cmd.args(["--bounding-set", "-net_raw", env!("CARGO_BIN_EXE_tally-agent"), "run", "--config"]).arg(&config);
         cmd
     });
     let error = agent.until("LAN device discovery needs CAP_NET_RAW");
     assert!(error.contains("ERROR"), "{error}");
-    let status = || {
-        let out = namespaces
-            .exec(b, env!("CARGO_BIN_EXE_tally-agent"))
-            .args(["status", "--format", "json", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
     // Two ticks make the first sample.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while status()["last_sample"].is_null() && std::time::Instant::now() < deadline {
+    while agent_status(&namespaces, &config)["last_sample"].is_null() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
-    let shown = status();
+    let shown = agent_status(&namespaces, &config);
     assert!(!shown["last_sample"].is_null(), "no sample: {shown}");
     assert!(shown["lan"].is_null(), "no LAN watched: {shown}");
     let log = agent.stop();
@@ -413,22 +354,9 @@ fn an_arp_sweep_finds_the_devices_that_say_nothing() {
         Err(why) => return skip(&why),
     };
     let (a, b) = (namespaces.a.as_str(), namespaces.b.as_str());
-    ip(&["link", "add", "lanB", "netns", b, "type", "veth", "peer", "name", "lanA", "netns", a]);
-    for (side, settings) in [
-        (
-            a,
-            &["net.ipv6.conf.all.disable_ipv6=1", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"]
-                [..],
-        ),
-        (b, &["net.ipv6.conf.all.disable_ipv6=1"][..]),
-    ] {
-        for setting in settings {
-            assert!(namespaces.exec(side, "sysctl").args(["-qw", setting]).status().unwrap().success());
-        }
-    }
+    add_lan(&namespaces);
+    sysctl(&namespaces, a, &["net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"]);
     ip(&["-n", b, "addr", "add", "198.51.100.1/24", "dev", "lanB"]);
-    ip(&["-n", b, "link", "set", "lanB", "up"]);
-    ip(&["-n", a, "link", "set", "lanA", "up"]);
     // Ten quiet devices: each answers ARP for its own address only (arp_ignore), and says nothing first.
     for n in 1..=10u8 {
         let name = format!("quiet{n}");
@@ -438,35 +366,11 @@ fn an_arp_sweep_finds_the_devices_that_say_nothing() {
         ip(&["-n", a, "link", "set", &name, "up"]);
     }
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = {:?}\nwan = [\"vB\"]\nlan_arp_sweep_minutes = 60\nlog = \"info,tally_agent::lan=debug\"\n",
-            dir.path().join("state")
-        ),
-    )
-    .unwrap();
-    let mut agent = support::collector::Logged::spawn({
-        let mut cmd = namespaces.exec(b, env!("CARGO_BIN_EXE_tally-agent"));
-        cmd.args(["run", "--config"]).arg(&config);
-        cmd
-    });
+    let config = agent_config(dir.path(), "lan_arp_sweep_minutes = 60\nlog = \"info,tally_agent::lan=debug\"");
+    let mut agent = run_agent(&namespaces, &config);
     let swept = agent.until("LAN swept");
     assert!(swept.contains("interface=lanB") && swept.contains("addresses=253"), "{swept}");
-    let status = || {
-        let out = namespaces
-            .exec(b, env!("CARGO_BIN_EXE_tally-agent"))
-            .args(["status", "--format", "json", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
-    let deadline = std::time::Instant::now() + tally_agent::lan::GATHER * 3;
-    while status()["lan"]["devices_today"].as_u64() < Some(10) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    assert_eq!(status()["lan"]["devices_today"], 10, "{}", status());
+    let shown = devices_today(&namespaces, &config, 10);
+    assert_eq!(shown["lan"]["devices_today"], 10, "{shown}");
     agent.stop();
 }

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::process::Stdio;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use support::frames::{arp, ip};
+use support::lan::{add_lan, agent_config, agent_status, arp, run_agent};
 use support::namespaces::Namespaces;
 use support::skip::skip;
 
@@ -27,25 +27,10 @@ fn ten_thousand_frames_a_second_on_the_lan_delay_no_tick() {
         Ok(namespaces) => namespaces,
         Err(why) => return skip(&why),
     };
-    let (a, b) = (namespaces.a.as_str(), namespaces.b.as_str());
-    ip(&["link", "add", "lanB", "netns", b, "type", "veth", "peer", "name", "lanA", "netns", a]);
-    ip(&["-n", b, "link", "set", "lanB", "up"]);
-    ip(&["-n", a, "link", "set", "lanA", "up"]);
+    add_lan(&namespaces);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = {:?}\nwan = [\"vB\"]\nlog = \"info,tally_agent::measure=debug\"\n",
-            dir.path().join("state")
-        ),
-    )
-    .unwrap();
-    let mut agent = support::collector::Logged::spawn({
-        let mut cmd = namespaces.exec(b, "timeout");
-        cmd.arg("300").arg(env!("CARGO_BIN_EXE_tally-agent")).args(["run", "--config"]).arg(&config);
-        cmd
-    });
+    let config = agent_config(dir.path(), "log = \"info,tally_agent::measure=debug\"");
+    let mut agent = run_agent(&namespaces, &config);
     agent.until("watching the LAN for devices");
     // The first tick only reads the counters; the flood starts once the ticks make samples.
     agent.until(" sample ");
@@ -74,7 +59,7 @@ fn ten_thousand_frames_a_second_on_the_lan_delay_no_tick() {
     );
     let flood_start = Utc::now();
     let mut flood = namespaces
-        .exec(a, "python3")
+        .exec(&namespaces.a, "python3")
         .args(["-c", &script])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -93,13 +78,7 @@ fn ten_thousand_frames_a_second_on_the_lan_delay_no_tick() {
     assert_eq!(sent, u64::from(RATE * SECONDS));
     assert!(took < f64::from(SECONDS) * 1.1, "the flood ran slow: {took} s, not {RATE} frames a second");
 
-    let status = namespaces
-        .exec(b, env!("CARGO_BIN_EXE_tally-agent"))
-        .args(["status", "--format", "json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = agent_status(&namespaces, &config);
     assert_eq!(status["lan"]["devices_today"], 4_096, "the day is full: {status}");
     assert!(status["lan"]["over_limit_today"].as_u64().unwrap() > 0, "{status}");
     let log = agent.stop();

@@ -2,7 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod collector;
-pub mod frames;
+pub mod lan;
 pub mod namespaces;
 #[path = "../../../testing/postgres.rs"]
 pub mod pg_cluster;
