@@ -96,7 +96,7 @@ pub async fn run(
         .collect();
     let lans: Vec<String> = config.lan.iter().map(|l| l.to_string()).collect();
     let today = chrono::Utc::now().date_naive();
-    let kept = store.borrow().lan_day(today)?.map(|kept| kept.devices);
+    let kept = store.borrow().lan_day(today).map(|kept| kept.devices);
     let devices = lan::Devices::new(kept.unwrap_or_else(|| lan::DeviceDay::new(today)));
     let own = lan::own_addresses(&config.sysfs_net);
     let watched = lan::watch(

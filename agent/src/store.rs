@@ -467,7 +467,7 @@ impl Store {
         batch.insert(DISCARDS, encode(discards));
         for day in lan {
             let key = lan_day_key(day.day);
-            let kept: Option<LanDay> = sled.get(&key)?;
+            let kept = lan_record(sled, &key);
             let (version, shipped) = kept.map_or((1, 0), |k| (k.version + 1, k.shipped));
             batch.insert(key.as_slice(), encode(&LanDay { devices: day.clone(), version, shipped }));
         }
@@ -481,8 +481,8 @@ impl Store {
     }
 
     /// The LAN's day `day` as saved ([`Store::save_state`]).
-    pub fn lan_day(&self, day: NaiveDate) -> Result<Option<LanDay>, StoreError> {
-        self.get(&lan_day_key(day))
+    pub fn lan_day(&self, day: NaiveDate) -> Option<LanDay> {
+        self.sled.as_ref().and_then(|sled| lan_record(sled, &lan_day_key(day)))
     }
 
     /// The oldest LAN day the collector has not acknowledged in its latest version.
@@ -490,10 +490,13 @@ impl Store {
         let Some(sled) = &self.sled else { return Ok(None) };
         for entry in sled.db.scan_prefix(LAN_DAY_PREFIX) {
             let (key, value) = entry?;
-            let day: LanDay = postcard::from_bytes(&value)
-                .map_err(|source| StoreError::Decode { key: String::from_utf8_lossy(&key).into_owned(), source })?;
-            if day.shipped < day.version {
-                return Ok(Some(day));
+            match postcard::from_bytes::<LanDay>(&value) {
+                Ok(day) if day.shipped < day.version => return Ok(Some(day)),
+                Ok(_) => {}
+                // Damaged: dropped, so that it neither stops the uplink nor comes back.
+                Err(_) => {
+                    sled.db.remove(&key)?;
+                }
             }
         }
         Ok(None)
@@ -505,7 +508,7 @@ impl Store {
     pub fn lan_day_shipped(&self, day: NaiveDate, version: u64, today: NaiveDate) -> Result<(), StoreError> {
         let Some(sled) = &self.sled else { return Ok(()) };
         let key = lan_day_key(day);
-        let Some(mut kept) = sled.get::<LanDay>(&key)? else { return Ok(()) };
+        let Some(mut kept) = lan_record(sled, &key) else { return Ok(()) };
         kept.shipped = kept.shipped.max(version);
         if day < today && kept.shipped >= kept.version {
             sled.db.remove(&key)?;
@@ -624,6 +627,12 @@ pub struct LanDay {
     pub shipped: u64,
 }
 
+/// A LAN day as kept; `None` when there is none, or when it is damaged (it is then written anew:
+/// a day's devices are counted again from its next sightings, and no bucket depends on them).
+fn lan_record(sled: &Sled, key: &[u8]) -> Option<LanDay> {
+    sled.get(key).ok().flatten()
+}
+
 fn lan_day_key(day: NaiveDate) -> Vec<u8> {
     let mut key = LAN_DAY_PREFIX.to_vec();
     key.extend_from_slice(&((day.to_epoch_days() as u32) ^ (1 << 31)).to_be_bytes());
@@ -724,16 +733,24 @@ mod tests {
         store.lan_day_shipped(yesterday, 1, today).unwrap();
         assert_eq!(store.unshipped_lan_day().unwrap().unwrap().devices, day);
         store.lan_day_shipped(yesterday, 2, today).unwrap();
-        assert!(store.lan_day(yesterday).unwrap().is_none(), "a past day acknowledged whole is deleted");
+        assert!(store.lan_day(yesterday).is_none(), "a past day acknowledged whole is deleted");
         assert_eq!(store.unshipped_lan_day().unwrap().unwrap().devices, now);
         store.lan_day_shipped(today, 1, today).unwrap();
         assert!(store.unshipped_lan_day().unwrap().is_none());
         drop(store);
         let store = Store::open(dir.path(), 10).unwrap().store;
-        assert_eq!(store.lan_day(today).unwrap().unwrap().devices, now, "today's devices resume after a restart");
+        assert_eq!(store.lan_day(today).unwrap().devices, now, "today's devices resume after a restart");
         assert_eq!(store.drop_lan_days_before(today).unwrap(), 0);
         assert_eq!(store.drop_lan_days_before(today + chrono::Days::new(1)).unwrap(), 1);
-        assert!(store.lan_day(today).unwrap().is_none());
+        assert!(store.lan_day(today).is_none());
+        // A damaged day is dropped, not an error that would stop the uplink or the agent.
+        let mut store = store;
+        save(&mut store, std::slice::from_ref(&now));
+        store.sled.as_ref().unwrap().db.insert(lan_day_key(today), b"\xff\xff".to_vec()).unwrap();
+        assert!(store.lan_day(today).is_none());
+        assert!(store.unshipped_lan_day().unwrap().is_none());
+        save(&mut store, std::slice::from_ref(&now));
+        assert_eq!(store.lan_day(today).unwrap().version, 1, "written anew");
     }
 
     #[test]
