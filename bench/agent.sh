@@ -3,12 +3,13 @@
 # enrolled and connected to a release collector (its QUIC keep-alives count) and watching a LAN
 # on which LAN_RATE frames a second flow (default 1,000; one in a hundred a device's ARP, the
 # rest traffic its kernel filter drops), beside vnstatd and prometheus-node-exporter measuring
-# the same 4 interfaces in the same run. Reports resident memory (peak and steady), CPU time per
-# 5-second tick (all threads, the main thread), wake-ups per minute (voluntary context switches)
-# of the program's own threads, the same two figures for sled's I/O pool on their own, and the
-# stripped binary size; then the ratios the footprint targets are stated in. Needs root (a
-# network namespace with veth interfaces) and installs vnstat and prometheus-node-exporter from
-# Debian if they are missing.
+# the same 4 interfaces in the same run, and a loop that does nothing but sleep 5 s at a time
+# (the floor of anything woken once a tick on this machine). Reports resident memory (peak and
+# steady), CPU time per 5-second tick (all threads, the main thread), wake-ups per minute
+# (voluntary context switches) of the program's own threads, the same two figures for sled's I/O
+# pool on their own, and the stripped binary size; then the ratios the footprint targets are
+# stated in. Needs root (a network namespace with veth interfaces) and installs vnstat and
+# prometheus-node-exporter from Debian if they are missing.
 #
 #   sudo bench/agent.sh            # prints a Markdown table
 #   DURATION=30 bench/agent.sh     # a quicker look
@@ -167,14 +168,20 @@ ip netns exec "$NS" prometheus-node-exporter --collector.disable-defaults --coll
 exporter_pid=$!
 ( while sleep "$TICK"; do ip netns exec "$NS" curl -s -o /dev/null http://127.0.0.1:19100/metrics || true; done ) &
 
+# the floor: woken every 5 s, and nothing else
+python3 -c 'import time
+while True: time.sleep(5)' &
+floor_pid=$!
+
 measure tally-agent "$agent_pid" & m1=$!
 measure vnstatd "$vnstat_pid" & m2=$!
 measure prometheus-node-exporter "$exporter_pid" & m3=$!
-wait $m1 $m2 $m3
+measure "sleep-5s-loop" "$floor_pid" & m4=$!
+wait $m1 $m2 $m3 $m4
 
 vn_size=$(stat -c %s "$(command -v vnstatd)")
 ne_size=$(stat -c %s "$(readlink -f "$(command -v prometheus-node-exporter)")")
-size_of() { case $1 in tally-agent) echo "$agent_size";; vnstatd) echo "$vn_size";; *) echo "$ne_size";; esac; }
+size_of() { case $1 in tally-agent) echo "$agent_size";; vnstatd) echo "$vn_size";; sleep-5s-loop) echo 0;; *) echo "$ne_size";; esac; }
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f", b / 1048576}'; }
 
 echo
@@ -186,13 +193,16 @@ echo "| program | peak RSS (MiB) | steady RSS (MiB) | CPU per tick, all threads 
 echo "|---|---|---|---|---|---|---|---|---|"
 sort "$work/results" | while read -r name hwm rss us main woke sled_us sled_woke; do
   sled="| | |"; [ "$name" = tally-agent ] && sled="| $sled_us | $sled_woke |"
-  echo "| $name | $(mib $((hwm * 1024))) | $(mib $((rss * 1024))) | $us | $main | $woke $sled $(mib "$(size_of "$name")") |"
+  size=$(mib "$(size_of "$name")"); [ "$name" = sleep-5s-loop ] && size=""
+  echo "| $name | $(mib $((hwm * 1024))) | $(mib $((rss * 1024))) | $us | $main | $woke $sled $size |"
 done
 [ -n "$static_size" ] && echo "| tally-agent (static musl) | | | | | | | | $(mib "$static_size") |"
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
 read -r _ _ _ _ agent_main agent_woke _ _ < <(grep '^tally-agent ' "$work/results")
 read -r _ _ _ _ vn_main vn_woke _ _ < <(grep '^vnstatd ' "$work/results")
+read -r _ _ _ _ floor_main _ _ _ < <(grep '^sleep-5s-loop ' "$work/results")
 echo
 echo "tally-agent ÷ vnstatd: main thread CPU per tick $(ratio "$agent_main" "$vn_main") (target <= 0.5), own threads' wake-ups $(ratio "$agent_woke" "$vn_woke") (target <= 2)."
+echo "The floor (a loop that only sleeps 5 s) ÷ vnstatd: $(ratio "$floor_main" "$vn_main"); tally-agent's main thread ÷ the floor: $(ratio "$agent_main" "$floor_main")."
 echo "Targets for tally-agent: <= 12 MiB resident, stripped binary <= 8 MiB."
 if [ "${THREADS:-0}" = 1 ]; then echo; sort "$work/threads"; fi
