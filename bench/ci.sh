@@ -6,13 +6,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "=== usage engine (SITES=300 ACCOUNTS=10)"
-SITES=300 ACCOUNTS=10 cargo bench --locked -q -p tally-collector --bench usage
-echo "=== storm (STORM_AGENTS=100 STORM_RUNS=1 STEADY_AGENTS=200 STEADY_SECONDS=5)"
-STORM_AGENTS=100 STORM_RUNS=1 STEADY_AGENTS=200 STEADY_SECONDS=5 cargo bench --locked -q -p tally-collector --bench storm
-echo "=== console pages (SITES=100 RUNS=20)"
-SITES=100 RUNS=20 cargo bench --locked -q -p tally-collector --bench console
-echo "=== orders API (DURATION=2)"
-DURATION=2 CONNECTIONS=8 bench/orders.sh
-echo "=== agent (DURATION=20)"
-DURATION=20 bench/agent.sh
+# Runs `bench NAME COMMAND...`, printing (and in CI recording, TALLY_CI_PHASES) how long it took.
+bench() {
+  local name=$1 start=$SECONDS
+  shift
+  echo "=== $name"
+  "$@"
+  printf '%-44s %5d s\n' "ci: benchmark, $name" $((SECONDS - start)) | tee -a "${TALLY_CI_PHASES:-/dev/null}"
+}
+
+bench "usage engine (SITES=300 ACCOUNTS=10)" \
+  env SITES=300 ACCOUNTS=10 cargo bench --locked -q -p tally-collector --bench usage
+bench "storm (STORM_AGENTS=100 STORM_RUNS=1 STEADY_AGENTS=200 STEADY_SECONDS=5)" \
+  env STORM_AGENTS=100 STORM_RUNS=1 STEADY_AGENTS=200 STEADY_SECONDS=5 \
+  cargo bench --locked -q -p tally-collector --bench storm
+bench "console pages (SITES=100 RUNS=20)" env SITES=100 RUNS=20 cargo bench --locked -q -p tally-collector --bench console
+bench "orders API (DURATION=2)" env DURATION=2 CONNECTIONS=8 bench/orders.sh
+bench "agent (DURATION=20)" env DURATION=20 bench/agent.sh

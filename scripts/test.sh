@@ -1,20 +1,38 @@
 #!/usr/bin/env bash
 # `make test`: formatting, lints, every test binary of the workspace (a failing binary does not
-# hide the others), then the collector's tests again with its clock at the instants where dates
-# go wrong (the last day of a month, the first, 23:59:59 UTC), and the tests of what the store
-# decides again on PostgreSQL. Ends with one line per test binary, the skipped tests and their
-# reasons, and a total. In CI (`CI` set) a skipped test fails.
+# hide the others), every fuzz target for FUZZ_SECONDS (20) each, then the collector's tests whose
+# collectors follow the test clock again with it at the instants where dates go wrong (the last
+# day of a month, the first, 23:59:59 UTC), and the tests of what the store decides again on
+# PostgreSQL. Ends with one line per test binary, the skipped tests and their reasons, each
+# phase's time, and a total. In CI (`CI` set) a skipped test fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-cargo fmt --all --check || exit 1
-cargo clippy --workspace --all-targets --locked -- -D warnings || exit 1
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export TALLY_SKIP_LOG="$work/skipped"
 : >"$TALLY_SKIP_LOG"
+# The tests whose collectors follow TALLY_TEST_NOW (tally-testkit records them): the clock reruns
+# run just those.
+export TALLY_CLOCK_USERS="$work/clock-users"
+: >"$TALLY_CLOCK_USERS"
 failed=0
+
+# Each phase's time, printed with the summary (and CI's own phases, TALLY_CI_PHASES, before).
+phases="$work/phases"
+: >"$phases"
+timed() {
+  local name=$1 start=$SECONDS status
+  shift
+  "$@"
+  status=$?
+  printf '%-44s %5d s\n' "$name" $((SECONDS - start)) >>"$phases"
+  return $status
+}
+
+timed "make test: fmt and clippy" eval 'cargo fmt --all --check && cargo clippy --workspace --all-targets --locked -- -D warnings' ||
+  exit 1
 
 # Runs `cargo test ARGS...`, its output also kept under $work/NAME.log.
 run() {
@@ -25,12 +43,17 @@ run() {
   [ "${PIPESTATUS[0]}" -eq 0 ] || failed=1
 }
 
-run all --workspace
-# Business dates (R7, R9, R17, orders): the collector's test binaries again, with the
-# collector's processes on a shifted clock (TALLY_TEST_NOW, see collector/tests/support). The
-# binaries built above are run as they are: a `cargo test -p tally-collector` would unify the
-# dependencies' features differently and build everything a second time. The long tests of
-# hostile clients hold connections for a minute and read no date: they run once, above.
+timed "make test: cargo test --workspace" run all --workspace
+# Every fuzz target for FUZZ_SECONDS (20) each, with the binary the tests built (fuzz/src/lib.rs).
+target_dir=$(cargo metadata --locked --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+echo "=== fuzzing: each target for ${FUZZ_SECONDS:-20} s"
+timed "make test: fuzzing, ${FUZZ_SECONDS:-20} s a target" \
+  "$target_dir/debug/tally-fuzz" --seconds "${FUZZ_SECONDS:-20}" --seed "${FUZZ_SEED:-$(date +%s)}" || failed=1
+# Business dates (R7, R9, R17, orders): the collector's tests whose collectors follow the test
+# clock run again with it shifted (TALLY_TEST_NOW, see tally-testkit) to the instants where dates
+# go wrong; tests whose collectors are set to a fixed instant cannot change and are not rerun.
+# The binaries built above are run as they are: a `cargo test -p tally-collector` would unify the
+# dependencies' features differently and build everything a second time.
 collector_tests=$(cargo test --locked --workspace --no-run --message-format=json 2>/dev/null |
   python3 -c '
 import json, sys
@@ -45,15 +68,24 @@ for line in sys.stdin:
 for _, kind, src, exe in sorted(found):  # unit tests first: the summary takes the package from them
     print(kind, src, exe)
 ')
-# Runs the collector test binaries whose source matches $2 (a regular expression) with the
-# environment assignment $1, each announced as cargo announces it.
+# Runs, with the environment assignment $1, the collector test binaries whose source matches $2
+# (a regular expression); with $3, a file of `BINARY<TAB>TEST` lines, only those tests. Each is
+# announced as cargo announces it.
 run_collector_tests() {
-  local status=0 kind src exe
+  local status=0 kind src exe tests
   while read -r kind src exe; do
     [[ $src =~ $2 ]] || continue
+    tests=()
+    if [ -n "${3:-}" ]; then
+      mapfile -t tests < <(awk -F '\t' -v exe="$exe" '$1 == exe { print $2 }' "$3" | sort -u)
+      [ ${#tests[@]} -gt 0 ] || continue
+      tests=(--exact "${tests[@]}")
+    fi
     if [ "$kind" = test ]; then echo "     Running $src ($exe)"; else echo "     Running unittests $src ($exe)"; fi
     # Standard input is the list being read: the tests get none.
-    (cd collector && env "$1" "$exe" \
+    # The long tests of hostile clients hold connections for a minute and read no date: once,
+    # above, is enough.
+    (cd collector && env "$1" "$exe" "${tests[@]}" \
       --skip clients_that_never_speak_do_not_lock_an_agent_out \
       --skip idle_and_slow_clients_are_closed_and_tokenless_bodies_are_never_read) </dev/null || {
       echo "$src exited with status $?"
@@ -63,17 +95,19 @@ run_collector_tests() {
   return $status
 }
 [ -n "$collector_tests" ] || { echo "the collector's test binaries were not found"; failed=1; }
+echo "=== tests whose collectors follow the test clock: $(sort -u "$TALLY_CLOCK_USERS" | wc -l)"
 for at in 2026-12-31T23:59:59Z 2027-02-28T12:00:00Z 2027-03-01T00:00:00Z; do
-  echo "=== clock-$at: the collector's test binaries, TALLY_TEST_NOW=$at"
-  run_collector_tests "TALLY_TEST_NOW=$at" . 2>&1 | tee "$work/clock-$at.log"
+  echo "=== clock-$at: the collector's tests on the test clock, TALLY_TEST_NOW=$at"
+  timed "make test: rerun at $at" run_collector_tests "TALLY_TEST_NOW=$at" . "$TALLY_CLOCK_USERS" 2>&1 |
+    tee "$work/clock-$at.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || failed=1
 done
 # The PostgreSQL store (R30): the tests of what the store decides run again with every collector
 # on PostgreSQL (a throwaway cluster per test binary; the store's own suite, tests/store.rs,
 # runs on both backends above).
 echo "=== postgres: the report, API, orders, notification and enforcement tests, TALLY_TEST_STORE=postgres"
-run_collector_tests TALLY_TEST_STORE=postgres '^tests/(report|api|orders|notify|enforcement)\.rs$' 2>&1 |
-  tee "$work/postgres.log"
+timed "make test: rerun on PostgreSQL" run_collector_tests TALLY_TEST_STORE=postgres \
+  '^tests/(report|api|orders|notify|enforcement)\.rs$' 2>&1 | tee "$work/postgres.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || failed=1
 
 echo
@@ -101,6 +135,13 @@ if [ "$skipped" -gt 0 ]; then
   cat "$TALLY_SKIP_LOG"
 fi
 [ "$failures" -eq 0 ] || failed=1
+echo
+echo "=== time of each phase"
+[ -z "${TALLY_CI_PHASES:-}" ] || cat "$TALLY_CI_PHASES"
+cat "$phases"
+if [ -n "${TALLY_CI_STARTED:-}" ]; then
+  printf '%-44s %5d s\n' "CI in all (.ci/run)" $(($(date +%s) - TALLY_CI_STARTED))
+fi
 if [ "$failed" -ne 0 ] && [ "$failures" -eq 0 ]; then
   echo "a test binary did not build or run to its end: see its output above"
   failures=1

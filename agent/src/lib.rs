@@ -44,7 +44,7 @@ pub const AGENT_VERSION: &str = concat!("tally-agent ", env!("CARGO_PKG_VERSION"
 /// Opens the store (moving a corrupt one aside), serves `status`, and measures until `shutdown`.
 pub async fn run(
     config: Config,
-    clock: &impl Clock,
+    clock: &(impl Clock + Clone + Send + Sync + 'static),
     shutdown: impl Future<Output = ()>,
     notify: &impl Notify,
 ) -> anyhow::Result<()> {
@@ -95,7 +95,7 @@ pub async fn run(
         .chain(config.wan.iter().map(|w| w.to_string()))
         .collect();
     let lans: Vec<String> = config.lan.iter().map(|l| l.to_string()).collect();
-    let today = chrono::Utc::now().date_naive();
+    let today = clock.wall().date_naive();
     let kept = store.borrow().lan_day(today).map(|kept| kept.devices);
     let devices = lan::Devices::new(kept.unwrap_or_else(|| lan::DeviceDay::new(today)));
     let own = lan::own_addresses(&config.sysfs_net);
@@ -103,7 +103,10 @@ pub async fn run(
         &lan::interfaces(&config.sysfs_net, &lans, &wans),
         own.clone(),
         config.max_lan_devices_per_day,
-        chrono::Utc::now,
+        {
+            let clock = clock.clone();
+            move || clock.wall()
+        },
         devices.clone(),
         status.clone(),
     );

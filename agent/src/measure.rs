@@ -251,11 +251,15 @@ impl Meter {
     /// changed (R29), which the uplink is then told of. Days not saved (a full disk) are kept for
     /// the next save.
     pub fn save(&mut self) -> Result<(), StoreError> {
-        let days = self.devices.lock().unwrap_or_else(PoisonError::into_inner).take_changed();
+        // Today on the agent's clock, as the LAN's devices last saw it.
+        let (days, today) = {
+            let mut devices = self.devices.lock().unwrap_or_else(PoisonError::into_inner);
+            (devices.take_changed(), devices.today.day)
+        };
         let saved = self.store.borrow_mut().save_state(self.bucketizer.open(), &self.sampler, &self.discards, &days);
         if !days.is_empty() {
             if matches!(saved, Ok(true)) {
-                let oldest = Utc::now().date_naive() - Days::new(u64::from(self.config.retention_days));
+                let oldest = today - Days::new(u64::from(self.config.retention_days));
                 let dropped = self.store.borrow().drop_lan_days_before(oldest)?;
                 if dropped > 0 {
                     tracing::error!(days = dropped, "LAN devices of days older than the retention dropped unsent");

@@ -642,7 +642,7 @@ async fn session(
                 CollectorMessage::AckV2(ack) => Some(ack),
                 CollectorMessage::LanAck(ack) => {
                     if let Some(InFlight::Lan { day, offset, sent, last }) = in_flight.take_if(|_| ack.seq == *seq) {
-                        lan_acknowledged(link, ack, day, offset + sent, last, &mut lan_progress).map_err(local)?;
+                        lan_acknowledged(link, ack, day, offset + sent, last, &mut lan_progress, clock.wall().date_naive()).map_err(local)?;
                     }
                     None
                 }
@@ -711,6 +711,7 @@ fn lan_acknowledged(
     through: usize,
     last: bool,
     progress: &mut Option<LanProgress>,
+    today: NaiveDate,
 ) -> Result<(), crate::store::StoreError> {
     if ack.refused > 0 {
         tracing::warn!(%day, refused = ack.refused, "the collector refused LAN devices (this socket's clock?)");
@@ -718,7 +719,7 @@ fn lan_acknowledged(
     let Some(started) = progress.take().filter(|p| p.day == day) else { return Ok(()) };
     if last {
         tracing::debug!(%day, devices = through, "LAN devices acknowledged");
-        link.store.borrow().lan_day_shipped(day, started.version, chrono::Utc::now().date_naive())
+        link.store.borrow().lan_day_shipped(day, started.version, today)
     } else {
         *progress = Some(LanProgress { offset: through, ..started });
         Ok(())

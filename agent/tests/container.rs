@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use support::FakeTree;
 use support::collector::{Logged, assert_same_buckets, seed_backlog};
 use support::pg_cluster;
-use support::skip::skip;
+use tally_testkit::skip;
 
 const OPERATOR_TOKEN: &str = "container-operator-token-0123456789abcdef";
 
@@ -133,7 +133,8 @@ impl Deployment {
         format!("{}-{}", self.name, self.runs - 1)
     }
 
-    /// Starts a new container on the volume; returns once it serves HTTP.
+    /// Starts a new container on the volume; returns once its health check (the image's
+    /// `tally-collector healthcheck`) passes.
     fn start(&mut self) -> Logged {
         let name = format!("{}-{}", self.name, self.runs);
         self.runs += 1;
@@ -160,8 +161,12 @@ impl Deployment {
         succeeded(podman_run(&args.iter().map(String::as_str).collect::<Vec<_>>()));
         let mut cmd = podman(&["logs", "--follow", &name]);
         cmd.stdout(std::process::Stdio::null());
-        let mut log = Logged::spawn(cmd);
-        log.until("HTTP API serving");
+        let log = Logged::spawn(cmd);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !podman(&["exec", &name, "tally-collector", "healthcheck"]).output().unwrap().status.success() {
+            assert!(std::time::Instant::now() < deadline, "the container was not healthy within 60 s");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         log
     }
 
@@ -274,7 +279,7 @@ fn a_day_survives_the_container(mut deployment: Deployment) {
     }
 
     let (took, code) = deployment.stop();
-    let log = container.finish();
+    let (_, log) = container.finish();
     assert_eq!(code, "0", "{log}");
     assert!(took < Duration::from_secs(10), "stopped in {took:?}");
     assert!(log.contains("collector stopped"), "{log}");
@@ -290,7 +295,7 @@ fn a_day_survives_the_container(mut deployment: Deployment) {
 fn the_image_keeps_its_data_on_its_volume_across_containers() {
     let image = match image() {
         Ok(image) => image,
-        Err(why) => return skip(&why),
+        Err(why) => return skip!(&why),
     };
     a_day_survives_the_container(Deployment::new(image, "sqlite", &[], false));
 }
@@ -299,11 +304,11 @@ fn the_image_keeps_its_data_on_its_volume_across_containers() {
 fn the_image_runs_on_postgresql() {
     let image = match image() {
         Ok(image) => image,
-        Err(why) => return skip(&why),
+        Err(why) => return skip!(&why),
     };
     let cluster = match pg_cluster::cluster() {
         Ok(cluster) => cluster,
-        Err(why) => return skip(&why),
+        Err(why) => return skip!(&why),
     };
     // The CA is made once, by `ca init`, on the volume the containers mount (R30).
     let env = [format!("TALLY_DATABASE_URL={}", cluster.database()), "TALLY_CA_DIR=/data/ca".into()];

@@ -4,14 +4,13 @@
 
 mod support;
 
-#[path = "../../testing/tmpfs.rs"]
-mod tmpfs;
+use tally_testkit::tmpfs;
 
 use support::Logs;
-use support::skip::skip;
 use tally_agent::store::Store;
 use tally_common::bucket::Bucket;
 use tally_common::time::BucketStart;
+use tally_testkit::skip;
 use tmpfs::Tmpfs;
 
 fn bucket(k: i64) -> Bucket {
@@ -22,7 +21,7 @@ fn bucket(k: i64) -> Bucket {
 fn closed_buckets_wait_in_memory_while_the_disk_is_full() {
     let disk = match Tmpfs::mount(2 * 1024) {
         Ok(disk) => disk,
-        Err(why) => return skip(&why),
+        Err(why) => return skip!(&why),
     };
     let (logs, _guard) = Logs::capture();
     let mut store = Store::open(disk.path(), 10_000).unwrap().store;
@@ -61,7 +60,7 @@ fn closed_buckets_wait_in_memory_while_the_disk_is_full() {
 fn a_store_on_a_full_disk_is_not_moved_aside() {
     let disk = match Tmpfs::mount(2 * 1024) {
         Ok(disk) => disk,
-        Err(why) => return skip(&why),
+        Err(why) => return skip!(&why),
     };
     let mut store = Store::open(disk.path(), 10_000).unwrap().store;
     store.add_closed(&[bucket(0), bucket(1)]).unwrap();

@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::FakeTree;
-use support::skip::skip;
 use tally_agent::clock::{ScaledClock, TEST_CLOCK_VAR};
+use tally_testkit::skip;
 
 /// 100× faster: a bucket closes every 3 s.
 const SCALE: u64 = 100;
@@ -19,7 +19,7 @@ const BUCKETS: usize = 3;
 #[test]
 fn every_closed_bucket_is_synced_before_it_is_logged() {
     if Command::new("strace").arg("-V").output().is_err() {
-        return skip("strace is not installed (apt-get install strace)");
+        return skip!("strace is not installed (apt-get install strace)");
     }
     let tree = FakeTree::new();
     tree.add("eth1", 2, Some(1_000));

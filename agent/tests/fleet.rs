@@ -14,99 +14,40 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::collector::{Logged, assert_same_buckets, binary, run, seed_backlog};
+use support::collector::{Collector, Logged, assert_same_buckets, binary, run, seed_backlog};
 use support::pg_cluster;
-use support::skip::skip;
 use support::{FakeTree, field};
+use tally_testkit::skip;
 
 const AGENTS: usize = 20;
 const OPERATOR_TOKEN: &str = "fleet-operator-token-0123456789abcdef";
 
-/// One collector of the fleet: its configuration and addresses.
-struct Member {
-    config: PathBuf,
-    quic: String,
-    http: String,
-}
-
-fn free_port(udp: bool) -> u16 {
-    match udp {
-        true => std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port(),
-        false => std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port(),
+/// Three collectors on the database at `url`, with one CA made once, listing each other as
+/// `public_addresses`, with account `acme`, its pool and sites `s0`..; only the second logs each
+/// commit (the test reads its log while it ingests).
+fn fleet(url: String) -> Vec<Collector> {
+    let first = Collector::on(Some(url), "");
+    let others = [first.beside(""), first.beside("")];
+    let members: Vec<Collector> = std::iter::once(first).chain(others).collect();
+    let public: Vec<String> = members.iter().map(|m| format!("\"{}\"", m.quic)).collect();
+    for (i, member) in members.iter().enumerate() {
+        let log = if i == 1 { "info,tally_collector::ingest=debug" } else { "info" };
+        member.configure(&format!(
+            "server_names = [\"127.0.0.1\"]\npublic_addresses = [{}]\noperator_token = \"{OPERATOR_TOKEN}\"\n\
+             max_bucket_age_days = 3650\nlog = \"{log}\"",
+            public.join(", ")
+        ));
     }
-}
-
-/// Three collectors' configurations on the database at `url`, with one CA made once.
-fn fleet(bin: &Path, dir: &Path, url: &str) -> Vec<Member> {
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(true), free_port(false))).collect();
-    let public: Vec<String> = ports.iter().map(|(quic, _)| format!("\"127.0.0.1:{quic}\"")).collect();
-    let members: Vec<Member> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, (quic, http))| {
-            let config = dir.join(format!("collector{i}.toml"));
-            // Only the first logs each commit: the test reads its log while it ingests.
-            let log = if i == 1 { "info,tally_collector::ingest=debug" } else { "info" };
-            std::fs::write(
-                &config,
-                format!(
-                    "data_dir = {:?}\ndatabase_url = {url:?}\nca_dir = {:?}\nquic_listen = \"127.0.0.1:{quic}\"\n\
-                     http_listen = \"127.0.0.1:{http}\"\nserver_names = [\"127.0.0.1\"]\npublic_addresses = [{}]\n\
-                     operator_token = \"{OPERATOR_TOKEN}\"\nmax_bucket_age_days = 3650\nlog = \"{log}\"\n",
-                    dir.join(format!("collector{i}")),
-                    dir.join("ca"),
-                    public.join(", ")
-                ),
-            )
-            .unwrap();
-            Member { config, quic: format!("127.0.0.1:{quic}"), http: format!("127.0.0.1:{http}") }
-        })
-        .collect();
-    let admin = |args: &[&str]| run(bin, &[&["--config", members[0].config.to_str().unwrap()], args].concat());
-    admin(&["ca", "init"]);
-    admin(&["account", "add", "--id", "acme", "--name", "Acme"]);
-    admin(&[
-        "license",
-        "add",
-        "--account",
-        "acme",
-        "--kind",
-        "bandwidth_pool",
-        "--region",
-        "group1",
-        "--quantity",
-        "10000000000",
-        "--from",
-        "2020-01-01",
-        "--to",
-        "2099-12-31",
-    ]);
+    let admin = |line: &str| members[0].ok(&line.split_whitespace().collect::<Vec<_>>());
+    admin("account add --id acme --name Acme");
+    admin(
+        "license add --account acme --kind bandwidth_pool --region group1 --quantity 10000000000 \
+         --from 2020-01-01 --to 2099-12-31",
+    );
     for n in 0..AGENTS {
-        let site = format!("s{n}");
-        admin(&[
-            "site",
-            "add",
-            "--account",
-            "acme",
-            "--id",
-            &site,
-            "--name",
-            &site,
-            "--country",
-            "US",
-            "--type",
-            "socket",
-        ]);
+        admin(&format!("site add --account acme --id s{n} --name s{n} --country US --type socket"));
     }
     members
-}
-
-fn serve(bin: &Path, member: &Member) -> Logged {
-    let mut cmd = Command::new("timeout");
-    cmd.arg("300").arg(bin).args(["--config", member.config.to_str().unwrap(), "serve"]);
-    let mut logged = Logged::spawn(cmd);
-    logged.until("ingest listening");
-    logged
 }
 
 /// An enrolled agent with three days of backlog.
@@ -126,16 +67,16 @@ fn status(config: &Path) -> serde_json::Value {
 
 #[test]
 fn agents_fail_over_between_collectors_on_one_database_and_hear_caps_set_on_any() {
-    let Some(bin) = binary() else {
-        return skip("the collector binary is not built; run `cargo test --workspace`");
-    };
+    if binary().is_none() {
+        return skip!("the collector binary is not built; run `cargo test --workspace`");
+    }
     let cluster = match pg_cluster::cluster() {
         Ok(cluster) => cluster,
-        Err(why) => return skip(&why),
+        Err(why) => return skip!(&why),
     };
-    let dir = tempfile::tempdir().unwrap();
-    let members = fleet(&bin, dir.path(), &cluster.database());
-    let mut servers: Vec<Option<Logged>> = members.iter().map(|m| Some(serve(&bin, m))).collect();
+    let members = fleet(cluster.database());
+    let mut servers: Vec<Option<Logged>> = members.iter().map(|m| Some(m.serve())).collect();
+    let quic: Vec<String> = members.iter().map(|m| m.quic.to_string()).collect();
 
     let agents: Vec<Agent> = (0..AGENTS)
         .map(|n| {
@@ -143,12 +84,9 @@ fn agents_fail_over_between_collectors_on_one_database_and_hear_caps_set_on_any(
             // The WAN is down (not in the tree): what the agent ships is its seeded backlog (R4).
             let config = tree.write_config(&["wan0"], "");
             let through = &members[n % 3];
-            let token = run(
-                &bin,
-                &["--config", through.config.to_str().unwrap(), "site", "enroll-token", "--site", &format!("s{n}")],
-            );
+            let token = through.ok(&["site", "enroll-token", "--site", &format!("s{n}")]);
             let out = Command::new(env!("CARGO_BIN_EXE_tally-agent"))
-                .args(["enroll", "--collector", &through.quic, "--token", token.trim(), "--config"])
+                .args(["enroll", "--collector", &through.quic.to_string(), "--token", token.trim(), "--config"])
                 .arg(&config)
                 .output()
                 .unwrap();
@@ -172,19 +110,19 @@ fn agents_fail_over_between_collectors_on_one_database_and_hear_caps_set_on_any(
         .iter_mut()
         .map(|r| field(&r.until("connected to the collector"), "collector").unwrap().to_owned())
         .collect();
-    for member in &members {
-        assert!(first.contains(&member.quic), "agents spread over the collectors: {first:?}");
+    for member in &quic {
+        assert!(first.contains(member), "agents spread over the collectors: {first:?}");
     }
 
     // The second collector dies while it commits a batch.
-    let victim = &members[1];
+    let victim = &quic[1];
     let mut dying = servers[1].take().unwrap();
     dying.until("batch committed");
     dying.kill();
-    for (n, agent) in running.iter_mut().enumerate().filter(|(n, _)| first[*n] == victim.quic) {
+    for (n, agent) in running.iter_mut().enumerate().filter(|(n, _)| first[*n] == *victim) {
         let moved = agent.until("connected to the collector");
         let to = field(&moved, "collector").unwrap();
-        assert!(to != victim.quic && members.iter().any(|m| m.quic == to), "agent {n} moved to {to}");
+        assert!(to != victim && quic.iter().any(|q| q == to), "agent {n} moved to {to}");
     }
     // Every agent ends with nothing pending: all it had is acknowledged.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -198,14 +136,14 @@ fn agents_fail_over_between_collectors_on_one_database_and_hear_caps_set_on_any(
     // A cap set through one collector reaches an agent connected to another within 5 s (R17).
     let (n, on) = (0..AGENTS)
         .map(|n| (n, status(&agents[n].config)["uplink"]["collector"].as_str().unwrap().to_owned()))
-        .find(|(_, on)| *on != members[0].quic)
+        .find(|(_, on)| *on != quic[0])
         .unwrap();
-    assert_ne!(on, victim.quic);
+    assert_ne!(on, *victim);
     let set_at = Instant::now();
     let out = Command::new("curl")
         .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PATCH", "-H", "Content-Type: application/json"])
         .args(["-H", &format!("Authorization: Bearer {OPERATOR_TOKEN}"), "-d", r#"{"cap_bps": 50000000}"#])
-        .arg(format!("http://{}/v1/accounts/acme/sites/s{n}", members[0].http))
+        .arg(format!("http://{}/v1/accounts/acme/sites/s{n}", members[0].http_address()))
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{}", String::from_utf8_lossy(&out.stderr));
@@ -217,7 +155,7 @@ fn agents_fail_over_between_collectors_on_one_database_and_hear_caps_set_on_any(
     }
     let took = set_at.elapsed();
     assert!(took < Duration::from_secs(5), "the cap reached the agent on {on} after {took:?}");
-    println!("cap set on {} reached the agent on {on} in {took:?}", members[0].quic);
+    println!("cap set on {} reached the agent on {on} in {took:?}", quic[0]);
 
     for agent in running {
         agent.stop();
@@ -234,21 +172,8 @@ fn agents_fail_over_between_collectors_on_one_database_and_hear_caps_set_on_any(
             .map(|s| chrono::DateTime::from_timestamp(*s, 0).unwrap().format("%F").to_string())
             .collect();
         for day in days {
-            let json = run(
-                &bin,
-                &[
-                    "--config",
-                    members[0].config.to_str().unwrap(),
-                    "site",
-                    "buckets",
-                    "--site",
-                    &format!("s{n}"),
-                    "--date",
-                    &day,
-                    "--format",
-                    "json",
-                ],
-            );
+            let json =
+                members[0].ok(&["site", "buckets", "--site", &format!("s{n}"), "--date", &day, "--format", "json"]);
             for row in serde_json::from_str::<serde_json::Value>(&json).unwrap().as_array().unwrap() {
                 let start = chrono::DateTime::parse_from_rfc3339(row["start"].as_str().unwrap()).unwrap().timestamp();
                 stored.insert(start, row["max_bps"].as_u64().unwrap());

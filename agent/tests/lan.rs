@@ -15,13 +15,17 @@ use std::os::fd::AsFd;
 use std::process::Stdio;
 
 use support::lan::{
-    add_lan, agent_config, agent_status, arp, devices_today, ip, neighbour_solicitation, run_agent, sysctl,
-    udp_broadcast,
+    add_lan, agent_config, agent_status, arp, devices_today, ip, neighbour_solicitation, run_agent, run_agent_on,
+    sysctl, udp_broadcast,
 };
 use support::namespaces::Namespaces;
-use support::skip::skip;
+use tally_agent::clock::ScaledClock;
 use tally_agent::lan::{Capture, Via};
 use tally_common::lan::Mac;
+use tally_testkit::skip;
+
+/// The instant the end-to-end test's agent and collector start their clocks at.
+const MID_MONTH: &str = "2026-11-16T12:00:00Z";
 
 /// Sends `frames` out of `interface` in namespace a, in order (Python's packet socket).
 fn send(namespaces: &Namespaces, interface: &str, frames: &[Vec<u8>]) {
@@ -40,7 +44,7 @@ fn send(namespaces: &Namespaces, interface: &str, frames: &[Vec<u8>]) {
 fn the_capture_names_the_devices_and_the_kernel_keeps_the_rest() {
     let namespaces = match Namespaces::create("lan") {
         Ok(namespaces) => namespaces,
-        Err(why) => return skip(&why),
+        Err(why) => return skip!(&why),
     };
     // The sending side says nothing of its own (no IPv6 router solicitations).
     let sysctl = namespaces.exec(&namespaces.a, "sysctl").args(["-qw", "net.ipv6.conf.all.disable_ipv6=1"]).status();
@@ -116,7 +120,7 @@ fn the_capture_names_the_devices_and_the_kernel_keeps_the_rest() {
 fn the_agent_counts_todays_devices_on_its_lan_and_not_on_its_wan() {
     let namespaces = match Namespaces::create("lanrun") {
         Ok(namespaces) => namespaces,
-        Err(why) => return skip(&why),
+        Err(why) => return skip!(&why),
     };
     add_lan(&namespaces);
     let dir = tempfile::tempdir().unwrap();
@@ -188,22 +192,16 @@ fn send_each(namespaces: &Namespaces, ns: &str, frames: &[(String, Vec<u8>)]) {
 /// of them the same as LAN devices, written another way) counted once.
 #[test]
 fn fifty_devices_on_the_lan_reach_the_device_meter_once_with_the_apis() {
-    let Some(bin) = support::collector::binary() else {
-        return skip("the collector binary is not built; run `cargo test --workspace`");
+    if support::collector::binary().is_none() {
+        return skip!("the collector binary is not built; run `cargo test --workspace`");
     };
     let namespaces = match Namespaces::create("lanmeter") {
         Ok(namespaces) => namespaces,
-        Err(why) => return skip(&why),
+        Err(why) => return skip!(&why),
     };
-    // The month the devices are counted in: not one about to end while the test runs.
-    let mut now = chrono::Utc::now();
-    let next_month = tally_common::time::Month::containing(now.date_naive()).next().first_day();
-    let month_ends = next_month.and_hms_opt(0, 0, 0).unwrap().and_utc();
-    if month_ends - now < chrono::TimeDelta::minutes(2) {
-        println!("the month ends within 2 minutes: waiting for the next one, so all sightings fall in one month");
-        std::thread::sleep((month_ends - now).to_std().unwrap() + std::time::Duration::from_secs(1));
-        now = chrono::Utc::now();
-    }
+    // The agent and the collector both run on a clock started mid-month, so every sighting
+    // falls in one month whatever today's date.
+    let now: chrono::DateTime<chrono::Utc> = MID_MONTH.parse().unwrap();
     let month = tally_common::time::Month::containing(now.date_naive()).to_string();
     let (a, b) = (namespaces.a.as_str(), namespaces.b.as_str());
     add_lan(&namespaces);
@@ -219,27 +217,31 @@ fn fifty_devices_on_the_lan_reach_the_device_meter_once_with_the_apis() {
 
     let dir = tempfile::tempdir().unwrap();
     let token = "lan-meter-operator-token-0123456789abcdef";
-    let mut collector = support::collector::TestCollector::with_config(
-        bin,
-        dir.path(),
-        "192.0.2.1",
-        "info",
-        &format!("operator_token = \"{token}\""),
-    );
+    let mut collector = support::collector::Collector::new()
+        .at(MID_MONTH)
+        .quic_on("192.0.2.1", &format!("log = \"info\"\noperator_token = \"{token}\""));
+    support::collector::add_acme_hq(&collector);
     collector.namespace = Some(a.to_owned());
-    let mut server = collector.serve();
-    let http = server.until("HTTP API serving");
-    let http = http.split("http=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let server = collector.serve();
+    let http = collector.http_address().to_string();
 
     let config = agent_config(dir.path(), "");
     let enrolled = namespaces
         .exec(b, env!("CARGO_BIN_EXE_tally-agent"))
-        .args(["enroll", "--collector", &collector.address, "--token", &collector.enroll_token(), "--config"])
+        .args([
+            "enroll",
+            "--collector",
+            &collector.quic.to_string(),
+            "--token",
+            &support::collector::enroll_token(&collector),
+            "--config",
+        ])
         .arg(&config)
         .output()
         .unwrap();
     assert!(enrolled.status.success(), "{}", String::from_utf8_lossy(&enrolled.stderr));
-    let mut agent = run_agent(&namespaces, &config);
+    let agent_clock = format!("{}:{}:1", now.timestamp(), ScaledClock::now_anchor().as_nanos());
+    let mut agent = run_agent_on(&namespaces, &config, &agent_clock);
     agent.until("watching the LAN for devices");
     agent.until("connected to the collector");
 
@@ -271,7 +273,7 @@ fn fifty_devices_on_the_lan_reach_the_device_meter_once_with_the_apis() {
     // Stopped before the minute's save: the day is saved at the stop, kept, and shipped by the
     // next run.
     agent.stop();
-    let mut agent = run_agent(&namespaces, &config);
+    let mut agent = run_agent_on(&namespaces, &config, &agent_clock);
     agent.until("connected to the collector");
     let shown = agent_status(&namespaces, &config);
     assert_eq!(shown["lan"]["devices_today"], 50, "today's devices kept across the restart");
@@ -289,7 +291,7 @@ fn fifty_devices_on_the_lan_reach_the_device_meter_once_with_the_apis() {
     assert!(answer.contains("\"accepted\":5"), "{answer}");
 
     let meter = || {
-        let report: serde_json::Value = serde_json::from_str(&collector.admin(&[
+        let report: serde_json::Value = serde_json::from_str(&collector.ok(&[
             "report",
             "--account",
             "acme",
@@ -321,7 +323,7 @@ fn fifty_devices_on_the_lan_reach_the_device_meter_once_with_the_apis() {
 fn without_cap_net_raw_one_error_and_measuring_goes_on() {
     let namespaces = match Namespaces::create("lancap") {
         Ok(namespaces) => namespaces,
-        Err(why) => return skip(&why),
+        Err(why) => return skip!(&why),
     };
     add_lan(&namespaces);
     let dir = tempfile::tempdir().unwrap();
@@ -351,7 +353,7 @@ fn without_cap_net_raw_one_error_and_measuring_goes_on() {
 fn an_arp_sweep_finds_the_devices_that_say_nothing() {
     let namespaces = match Namespaces::create("lansweep") {
         Ok(namespaces) => namespaces,
-        Err(why) => return skip(&why),
+        Err(why) => return skip!(&why),
     };
     let (a, b) = (namespaces.a.as_str(), namespaces.b.as_str());
     add_lan(&namespaces);

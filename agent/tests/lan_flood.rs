@@ -13,7 +13,7 @@ use std::process::Stdio;
 use chrono::{DateTime, TimeDelta, Utc};
 use support::lan::{add_lan, agent_config, agent_status, arp, run_agent};
 use support::namespaces::Namespaces;
-use support::skip::skip;
+use tally_testkit::skip;
 
 /// Frames a second, and for how long.
 const RATE: u32 = 10_000;
@@ -25,7 +25,7 @@ const DEVICES: u32 = 5_000;
 fn ten_thousand_frames_a_second_on_the_lan_delay_no_tick() {
     let namespaces = match Namespaces::create("flood") {
         Ok(namespaces) => namespaces,
-        Err(why) => return skip(&why),
+        Err(why) => return skip!(&why),
     };
     add_lan(&namespaces);
     let dir = tempfile::tempdir().unwrap();

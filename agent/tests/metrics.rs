@@ -11,8 +11,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::FakeTree;
-use support::collector::{Logged, TestCollector, binary};
-use support::skip::skip;
+use support::collector::{Logged, acme_hq_with, binary, enroll_token};
+use tally_testkit::skip;
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 
@@ -59,21 +59,20 @@ fn settles_at(port: u16, promql: &str, expected: f64) -> Option<f64> {
 
 #[test]
 fn prometheus_scrapes_the_buckets_a_real_agent_shipped() {
-    let Some(bin) = binary() else {
-        skip("the collector binary is not built; run `cargo test --workspace`");
+    if binary().is_none() {
+        skip!("the collector binary is not built; run `cargo test --workspace`");
         return;
     };
     if !Path::new(PROMETHEUS).exists() {
-        skip("prometheus is not installed (apt-get install prometheus)");
+        skip!("prometheus is not installed (apt-get install prometheus)");
         return;
     }
     let tree = FakeTree::new();
     let metrics_port = free_port();
     let extra = format!("max_bucket_age_days = 3650\nmetrics_listen = \"127.0.0.1:{metrics_port}\"");
-    let collector = TestCollector::with_config(bin, tree.dir.path(), "127.0.0.1", "info", &extra);
-    let mut server = collector.serve();
-    let http = server.until("HTTP API serving");
-    let http = http.split("http=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let collector = acme_hq_with("127.0.0.1", "info", &extra);
+    let server = collector.serve();
+    let http = collector.http_address().to_string();
     // The WAN interface is down, so the agent closes no bucket (R4): it ships exactly the backlog.
     let config = tree.write_config(&["wan0"], "");
     let agent = |args: &[&str]| {
@@ -81,10 +80,10 @@ fn prometheus_scrapes_the_buckets_a_real_agent_shipped() {
         cmd.args(args).arg("--config").arg(&config);
         cmd
     };
-    let token = collector.enroll_token();
-    let enrolled = agent(&["enroll", "--collector", &collector.address, "--token", &token]).output().unwrap();
+    let token = enroll_token(&collector);
+    let enrolled = agent(&["enroll", "--collector", &collector.quic.to_string(), "--token", &token]).output().unwrap();
     assert!(enrolled.status.success(), "{}", String::from_utf8_lossy(&enrolled.stderr));
-    let used = agent(&["enroll", "--collector", &collector.address, "--token", &token]).output().unwrap();
+    let used = agent(&["enroll", "--collector", &collector.quic.to_string(), "--token", &token]).output().unwrap();
     assert!(!used.status.success(), "a token works once");
     let shipped = support::collector::seed_backlog(&tree.state(), 288);
     let mut running = Logged::spawn(agent(&["run"]));

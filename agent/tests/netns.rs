@@ -13,7 +13,7 @@ use std::process::{Child, Stdio};
 use chrono::{DateTime, Utc};
 use support::field;
 use support::namespaces::Namespaces;
-use support::skip::skip;
+use tally_testkit::skip;
 
 const RATE_BPS: u64 = 20_000_000;
 const SECONDS: f64 = 22.0;
@@ -62,7 +62,7 @@ fn samples_of_real_traffic_are_within_five_percent_of_the_true_rate() {
     let ns = match Namespaces::create("t") {
         Ok(ns) => ns,
         Err(e) => {
-            skip(&e.to_string());
+            skip!(&e.to_string());
             return;
         }
     };

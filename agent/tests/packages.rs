@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use support::skip::skip;
+use tally_testkit::skip;
 
 /// The artifacts of both revisions, built once: (revision 1's directory, revision 2's).
 fn built() -> Result<&'static (PathBuf, PathBuf), String> {
@@ -103,7 +103,7 @@ const FILES: [&str; 6] = [
 fn the_amd64_package_installs_upgrades_keeps_and_purges() {
     let (first, second) = match built() {
         Ok(dirs) => dirs,
-        Err(why) => return skip(&why),
+        Err(why) => return skip!(&why),
     };
     let deb = artifact(first, "_amd64.deb");
     let contents = ok(Command::new("dpkg-deb").arg("--contents").arg(&deb));
@@ -176,7 +176,7 @@ fn the_amd64_package_installs_upgrades_keeps_and_purges() {
 fn the_arm64_package_runs_under_qemu_and_the_release_files_check() {
     let (first, _) = match built() {
         Ok(dirs) => dirs,
-        Err(why) => return skip(&why),
+        Err(why) => return skip!(&why),
     };
     let deb = artifact(first, "_arm64.deb");
     let info = ok(Command::new("dpkg-deb").arg("--info").arg(&deb));

@@ -20,10 +20,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::collector::{Logged, TestCollector, binary};
+use support::collector::{Collector, Logged, acme_hq, binary, enroll_token};
 use support::field;
 use support::namespaces::Namespaces;
-use support::skip::skip;
+use tally_testkit::skip;
 
 const CAP_BPS: f64 = 20e6;
 const OFFERED_BPS: f64 = 200e6;
@@ -144,28 +144,28 @@ fn qdiscs(ns: &Namespaces) -> String {
 
 struct Setup {
     ns: Namespaces,
-    collector: TestCollector,
+    collector: Collector,
     config: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 /// Namespaces, a collector in `a` with site `hq` capped at 20 Mbit/s, an agent's configuration.
 fn setup(tag: &str) -> Option<Setup> {
-    let Some(bin) = binary() else {
-        skip("the collector binary is not built; run `cargo test --workspace`");
+    if binary().is_none() {
+        skip!("the collector binary is not built; run `cargo test --workspace`");
         return None;
     };
     let ns = match Namespaces::create(tag) {
         Ok(ns) => ns,
         Err(e) => {
-            skip(&e.to_string());
+            skip!(&e.to_string());
             return None;
         }
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut collector = TestCollector::new(bin, dir.path(), "192.0.2.1", "info");
+    let mut collector = acme_hq("192.0.2.1", "info");
     collector.namespace = Some(ns.a.clone());
-    collector.admin(&["site", "set", "--site", "hq", "--cap-mbps", "20"]);
+    collector.ok(&["site", "set", "--site", "hq", "--cap-mbps", "20"]);
     let config = dir.path().join("agent.toml");
     std::fs::write(
         &config,
@@ -180,7 +180,7 @@ fn enroll(setup: &Setup) {
     let (ns, collector) = (&setup.ns, &setup.collector);
     let out = ns
         .exec(&ns.b, env!("CARGO_BIN_EXE_tally-agent"))
-        .args(["enroll", "--collector", &collector.address, "--token", &collector.enroll_token(), "--config"])
+        .args(["enroll", "--collector", &collector.quic.to_string(), "--token", &enroll_token(collector), "--config"])
         .arg(&setup.config)
         .output()
         .unwrap();
@@ -208,8 +208,8 @@ fn agent_policy(setup: &Setup) -> serde_json::Value {
 }
 
 /// The collector's view of site `hq`'s enforcement.
-fn enforcement(collector: &TestCollector) -> serde_json::Value {
-    serde_json::from_str(&collector.admin(&["site", "enforcement", "--site", "hq", "--format", "json"])).unwrap()
+fn enforcement(collector: &Collector) -> serde_json::Value {
+    serde_json::from_str(&collector.ok(&["site", "enforcement", "--site", "hq", "--format", "json"])).unwrap()
 }
 
 fn assert_within_cap(what: &str, bps: f64) {
@@ -268,7 +268,7 @@ fn a_cap_shapes_both_directions_survives_a_restart_and_lifting_it_restores_full_
     let again = running.until("policy applied");
     assert!(again.contains("DEBUG") && again.contains("as before"), "the same policy is logged at INFO once: {again}");
     let asked = Instant::now();
-    collector.admin(&["site", "set", "--site", "hq", "--no-cap"]);
+    collector.ok(&["site", "set", "--site", "hq", "--no-cap"]);
     let lifted = running.until("policy applied");
     let took = asked.elapsed();
     assert!(lifted.contains("cap=none"), "{lifted}");
@@ -290,7 +290,7 @@ fn a_cap_shapes_both_directions_survives_a_restart_and_lifting_it_restores_full_
 fn without_cap_net_admin_the_failure_is_reported_once_and_measuring_goes_on() {
     let Some(setup) = setup("p") else { return };
     if Command::new("setpriv").arg("--version").output().is_err() {
-        skip("setpriv (util-linux) is not installed");
+        skip!("setpriv (util-linux) is not installed");
         return;
     }
     let (ns, collector) = (&setup.ns, &setup.collector);
@@ -309,7 +309,7 @@ fn without_cap_net_admin_the_failure_is_reported_once_and_measuring_goes_on() {
     assert_eq!((&policy["cap_bps"], &policy["applied"]), (&json!(20_000_000), &json!(false)), "{policy}");
 
     // A second policy fails the same way: reported again, not logged at ERROR again.
-    collector.admin(&["site", "set", "--site", "hq", "--cap-mbps", "30"]);
+    collector.ok(&["site", "set", "--site", "hq", "--cap-mbps", "30"]);
     server.until("could not apply its policy");
     running.until("policy not applied (as before)");
     let after: Vec<String> = (0..2).map(|_| running.until(" sample start=")).collect();

@@ -10,15 +10,13 @@
 
 use std::process::Command;
 
-#[path = "../../testing/skip.rs"]
-mod skip;
-use skip::skip;
+use tally_testkit::skip;
 
 const THRESHOLD: &str = "25"; // systemd's scale is tenths: 25 means an exposure of 2.5
 
 fn unit_with_this_binary(dir: &std::path::Path) -> Option<std::path::PathBuf> {
     if Command::new("systemd-analyze").arg("--version").output().is_err() {
-        skip("systemd-analyze is not installed here (the systemd package provides it)");
+        skip!("systemd-analyze is not installed here (the systemd package provides it)");
         return None;
     }
     let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../systemd/tally-agent.service")).unwrap();

@@ -22,22 +22,28 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use support::collector::{Logged, TestCollector, assert_same_buckets, binary, committed_batches, run, seed_backlog};
+use support::collector::{
+    Collector, Logged, acme_hq, acme_hq_with, assert_same_buckets, binary, buckets, committed_batches, enroll_token,
+    run, seed_backlog,
+};
 use support::namespaces::Namespaces;
-use support::skip::skip;
 use support::{FakeTree, field};
 use tally_agent::clock::{ScaledClock, TEST_CLOCK_VAR};
 use tally_common::bucket::Bucket;
 use tally_common::enforcement::CapSetting;
 use tally_common::time::BucketStart;
+use tally_testkit::skip;
 
 fn agent() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tally-agent"))
 }
 
 /// `tally-agent enroll` with `cmd` (the agent binary, maybe inside a namespace).
-fn enroll(mut cmd: Command, config: &Path, collector: &TestCollector, token: &str) -> std::process::Output {
-    cmd.args(["enroll", "--collector", &collector.address, "--token", token, "--config"]).arg(config).output().unwrap()
+fn enroll(mut cmd: Command, config: &Path, collector: &Collector, token: &str) -> std::process::Output {
+    cmd.args(["enroll", "--collector", &collector.quic.to_string(), "--token", token, "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
 }
 
 /// The agent's `status --format json`.
@@ -64,8 +70,8 @@ fn closed_buckets(agent_log: &str) -> BTreeMap<i64, u64> {
 /// The collector received `expected` exactly once and oldest first, and stored it: the batches
 /// it committed, in the order it logged them, cover disjoint ascending ranges, and their sizes
 /// add up to the number of buckets (so none came twice: every one was stored).
-fn assert_received_once_in_order(collector_log: &str, collector: &TestCollector, expected: &BTreeMap<i64, u64>) {
-    assert_same_buckets(&collector.buckets(expected.keys().copied()), expected);
+fn assert_received_once_in_order(collector_log: &str, collector: &Collector, expected: &BTreeMap<i64, u64>) {
+    assert_same_buckets(&buckets(collector, expected.keys().copied()), expected);
     let batches = committed_batches(collector_log);
     for pair in batches.windows(2) {
         assert!(pair[0].1 < pair[1].0, "batches out of order or overlapping: {pair:?}");
@@ -75,14 +81,14 @@ fn assert_received_once_in_order(collector_log: &str, collector: &TestCollector,
 
 #[test]
 fn an_enrolled_agent_ships_every_closed_bucket_and_replays_a_backlog() {
-    let Some(bin) = binary() else {
-        skip("the collector binary is not built; run `cargo test --workspace`");
+    if binary().is_none() {
+        skip!("the collector binary is not built; run `cargo test --workspace`");
         return;
     };
     let tree = FakeTree::new();
     tree.add("eth1", 2, Some(1_000));
-    let collector = TestCollector::new(bin, tree.dir.path(), "127.0.0.1", "info");
-    let token = collector.enroll_token();
+    let collector = acme_hq("127.0.0.1", "info");
+    let token = enroll_token(&collector);
     let server = collector.serve();
 
     let agent_config = tree.write_config(&["eth1"], "");
@@ -99,7 +105,7 @@ fn an_enrolled_agent_ships_every_closed_bucket_and_replays_a_backlog() {
     let token_file = tree.dir.path().join("token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let out = agent()
-        .args(["enroll", "--collector", &collector.address, "--token-file"])
+        .args(["enroll", "--collector", &collector.quic.to_string(), "--token-file"])
         .arg(&token_file)
         .arg("--config")
         .arg(&agent_config)
@@ -113,7 +119,7 @@ fn an_enrolled_agent_ships_every_closed_bucket_and_replays_a_backlog() {
     }
     // From standard input.
     let mut again = agent()
-        .args(["enroll", "--collector", &collector.address, "--token", "-", "--config"])
+        .args(["enroll", "--collector", &collector.quic.to_string(), "--token", "-", "--config"])
         .arg(&agent_config)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -176,7 +182,7 @@ fn an_enrolled_agent_ships_every_closed_bucket_and_replays_a_backlog() {
 
     let closed = closed_buckets(&agent_log);
     assert!(closed.len() >= 6, "{agent_log}");
-    let stored = collector.buckets(closed.keys().copied());
+    let stored = buckets(&collector, closed.keys().copied());
     // Every bucket the agent closed reached the collector, with its value; the last one may
     // still be in flight when the agent stopped.
     let shipped: BTreeMap<i64, u64> =
@@ -193,24 +199,24 @@ fn an_enrolled_agent_ships_every_closed_bucket_and_replays_a_backlog() {
 /// ships are exactly the `days` of backlog seeded into its store (R4: it closes none).
 fn agent_with_backlog(
     tree: &FakeTree,
-    collector: &TestCollector,
+    collector: &Collector,
     days: usize,
     cmd: Command,
 ) -> (std::path::PathBuf, BTreeMap<i64, u64>) {
     let config = tree.write_config(&["wan0"], "");
-    let out = enroll(cmd, &config, collector, &collector.enroll_token());
+    let out = enroll(cmd, &config, collector, &enroll_token(collector));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     (config.clone(), seed_backlog(&tree.state(), days * 288))
 }
 
 #[test]
 fn a_backlog_of_days_arrives_exactly_once_and_oldest_first() {
-    let Some(bin) = binary() else {
-        skip("the collector binary is not built; run `cargo test --workspace`");
+    if binary().is_none() {
+        skip!("the collector binary is not built; run `cargo test --workspace`");
         return;
     };
     let tree = FakeTree::new();
-    let collector = TestCollector::new(bin, tree.dir.path(), "127.0.0.1", "info,tally_collector::ingest=debug");
+    let collector = acme_hq("127.0.0.1", "info,tally_collector::ingest=debug");
     let server = collector.serve();
     let (config, seeded) = agent_with_backlog(&tree, &collector, 3, agent());
     let mut running = Logged::spawn({
@@ -238,12 +244,12 @@ fn a_backlog_of_days_arrives_exactly_once_and_oldest_first() {
 
 #[test]
 fn sigkills_of_the_collector_during_ingest_lose_nothing_acknowledged() {
-    let Some(bin) = binary() else {
-        skip("the collector binary is not built; run `cargo test --workspace`");
+    if binary().is_none() {
+        skip!("the collector binary is not built; run `cargo test --workspace`");
         return;
     };
     let tree = FakeTree::new();
-    let collector = TestCollector::new(bin, tree.dir.path(), "127.0.0.1", "info,tally_collector::ingest=debug");
+    let collector = acme_hq("127.0.0.1", "info,tally_collector::ingest=debug");
     let mut server = collector.serve();
     let (config, seeded) = agent_with_backlog(&tree, &collector, 30, agent());
     let mut running = Logged::spawn({
@@ -271,27 +277,27 @@ fn sigkills_of_the_collector_during_ingest_lose_nothing_acknowledged() {
     // Every bucket is stored once, with the value the agent measured: a bucket acknowledged
     // but lost would be missing, one counted twice would be over its value or duplicated.
     let expected: BTreeMap<i64, u64> = seeded.into_iter().chain(closed_buckets(&agent_log)).collect();
-    assert_same_buckets(&collector.buckets(expected.keys().copied()), &expected);
+    assert_same_buckets(&buckets(&collector, expected.keys().copied()), &expected);
     assert_eq!(status(&config)["pending_buckets"], 0);
 }
 
 #[test]
 fn the_backlog_arrives_whole_through_twenty_percent_packet_loss() {
-    let Some(bin) = binary() else {
-        skip("the collector binary is not built; run `cargo test --workspace`");
+    if binary().is_none() {
+        skip!("the collector binary is not built; run `cargo test --workspace`");
         return;
     };
     let ns = match Namespaces::create("u") {
         Ok(ns) => ns,
         Err(e) => {
-            skip(&e.to_string());
+            skip!(&e.to_string());
             return;
         }
     };
     let tree = FakeTree::new();
-    let mut collector = TestCollector::new(bin, tree.dir.path(), "192.0.2.2", "info");
+    let mut collector = acme_hq("192.0.2.2", "info");
     collector.namespace = Some(ns.b.clone());
-    let port = collector.address.rsplit_once(':').unwrap().1.to_owned();
+    let port = collector.quic.port().to_string();
     let rules = format!(
         "add table inet loss; add chain inet loss input {{ type filter hook input priority 0; }}; \
          add rule inet loss input udp dport {port} numgen random mod 100 < 20 counter drop"
@@ -316,21 +322,21 @@ fn the_backlog_arrives_whole_through_twenty_percent_packet_loss() {
     assert!(dropped > 0, "the loss rule dropped nothing: {counter}");
     println!("{dropped} packets dropped on the way to the collector");
     let expected: BTreeMap<i64, u64> = seeded.into_iter().chain(closed_buckets(&agent_log)).collect();
-    assert_same_buckets(&collector.buckets(expected.keys().copied()), &expected);
+    assert_same_buckets(&buckets(&collector, expected.keys().copied()), &expected);
 }
 
 #[test]
 fn a_clock_a_day_ahead_is_reported_and_its_buckets_quarantined_until_the_operator_accepts_them() {
-    let Some(bin) = binary() else {
-        skip("the collector binary is not built; run `cargo test --workspace`");
+    if binary().is_none() {
+        skip!("the collector binary is not built; run `cargo test --workspace`");
         return;
     };
     let tree = FakeTree::new();
     tree.add("eth1", 2, Some(1_000));
-    let collector = TestCollector::with_config(bin, tree.dir.path(), "127.0.0.1", "info", "");
+    let collector = acme_hq_with("127.0.0.1", "info", "");
     let server = collector.serve();
     let config = tree.write_config(&["eth1"], "");
-    let out = enroll(agent(), &config, &collector, &collector.enroll_token());
+    let out = enroll(agent(), &config, &collector, &enroll_token(&collector));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // A day ahead less two hours, 100 times faster than real time: for the 72 s this test may
@@ -367,7 +373,7 @@ fn a_clock_a_day_ahead_is_reported_and_its_buckets_quarantined_until_the_operato
 
     // The collector kept every one, counted them, and billed none.
     let intake: serde_json::Value =
-        serde_json::from_str(&collector.admin(&["site", "intake", "--site", "hq", "--format", "json"])).unwrap();
+        serde_json::from_str(&collector.ok(&["site", "intake", "--site", "hq", "--format", "json"])).unwrap();
     let held = intake["quarantined"].as_array().unwrap();
     let kept = held.len() as u64;
     assert!((quarantined..=quarantined + pending).contains(&kept), "agent {stopped}\ncollector {intake}");
@@ -379,43 +385,40 @@ fn a_clock_a_day_ahead_is_reported_and_its_buckets_quarantined_until_the_operato
         .iter()
         .map(|q| chrono::DateTime::parse_from_rfc3339(q["start"].as_str().unwrap()).unwrap().timestamp())
         .collect();
-    assert!(collector.buckets(starts.iter().copied()).is_empty(), "nothing from the future is billed");
+    assert!(buckets(&collector, starts.iter().copied()).is_empty(), "nothing from the future is billed");
 
     // As measured they would still be in the future: refused. A day earlier: billed.
-    let out = Command::new(binary().unwrap())
-        .args(["--config", collector.config(), "site", "quarantine", "--site", "hq", "--accept"])
-        .output()
-        .unwrap();
+    let out = collector.run(&["site", "quarantine", "--site", "hq", "--accept"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("still in the future"));
-    let accepted = collector.admin(&["site", "quarantine", "--site", "hq", "--accept", "--shift-minutes", "-1440"]);
+    let accepted = collector.ok(&["site", "quarantine", "--site", "hq", "--accept", "--shift-minutes", "-1440"]);
     assert!(accepted.contains(&format!("{kept} quarantined buckets accepted")), "{accepted}");
-    let billed = collector.buckets(starts.iter().map(|s| s - 86_400));
+    let billed = buckets(&collector, starts.iter().map(|s| s - 86_400));
     assert_eq!(billed.len() as u64, kept, "{billed:?}");
     server.stop();
 }
 
 #[test]
 fn buckets_are_stamped_with_the_policy_the_socket_enforced_and_judged_by_it() {
-    let Some(bin) = binary() else {
-        skip("the collector binary is not built; run `cargo test --workspace`");
+    if binary().is_none() {
+        skip!("the collector binary is not built; run `cargo test --workspace`");
         return;
     };
     let tree = FakeTree::new();
-    let collector = TestCollector::new(bin, tree.dir.path(), "127.0.0.1", "info");
+    let collector = acme_hq("127.0.0.1", "info");
     let at = |text: &str| chrono::DateTime::parse_from_rfc3339(text).unwrap().to_utc();
     // The cap of hq: 50 Mbit/s from 6 October 00:00, lowered to 20 at 12:00 while the socket
     // was offline.
-    collector.admin_at(at("2026-10-06T00:00:00Z"), &["site", "set", "--site", "hq", "--cap-mbps", "50"]);
+    collector.ok_at(at("2026-10-06T00:00:00Z"), &["site", "set", "--site", "hq", "--cap-mbps", "50"]);
     let enforcement = || -> serde_json::Value {
-        let json = collector.admin(&["site", "enforcement", "--site", "hq", "--month", "2026-10", "--format", "json"]);
+        let json = collector.ok(&["site", "enforcement", "--site", "hq", "--month", "2026-10", "--format", "json"]);
         serde_json::from_str(&json).unwrap()
     };
     let fifty = enforcement()["policy_version"].as_u64().unwrap();
-    collector.admin_at(at("2026-10-06T12:00:00Z"), &["site", "set", "--site", "hq", "--cap-mbps", "20"]);
+    collector.ok_at(at("2026-10-06T12:00:00Z"), &["site", "set", "--site", "hq", "--cap-mbps", "20"]);
     let server = collector.serve();
     let config = tree.write_config(&["wan0"], "");
-    let out = enroll(agent(), &config, &collector, &collector.enroll_token());
+    let out = enroll(agent(), &config, &collector, &enroll_token(&collector));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // The socket's own record: it applied 50 at 18:00 (its store was new then) and never heard
@@ -455,7 +458,7 @@ fn buckets_are_stamped_with_the_policy_the_socket_enforced_and_judged_by_it() {
         .collect();
     assert_eq!(violations, [("2026-10-06T16:00:00Z", 20_000_000)], "{report}");
     assert_eq!(
-        collector.buckets([after.start.unix()]).get(&after.start.unix()),
+        buckets(&collector, [after.start.unix()]).get(&after.start.unix()),
         Some(&40_000_000),
         "billed as measured"
     );

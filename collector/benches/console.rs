@@ -10,7 +10,7 @@
 //! loopback (the server's time and a few tens of microseconds of loopback), and the bytes sent,
 //! raw and gzipped (`gzip -9`).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,6 +22,8 @@ use tally_common::bucket::Bucket;
 use tally_common::kinds::SiteType;
 use tally_common::region::RegionGroup;
 use tally_common::time::BucketStart;
+use tally_testkit::Logged;
+use tally_testkit::collector::{CLOCK_OFFSET_VAR, free_port, wait_for_healthz};
 
 const TOKEN: &str = "bench-operator-token-of-the-console-benchmark";
 
@@ -138,32 +140,23 @@ fn main() -> anyhow::Result<()> {
     println!("store: {} + 100 sites, October 2026, built in {:.1} s", sites, started.elapsed().as_secs_f64());
 
     let config = dir.path().join("collector.toml");
+    let port = free_port();
     std::fs::write(
         &config,
         format!(
-            "data_dir = {data:?}\nhttp_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\n\
-             operator_token = \"{TOKEN}\"\nlog = \"warn,tally_collector=info\"\n"
+            "data_dir = {data:?}\nhttp_listen = \"127.0.0.1:{port}\"\nquic_listen = \"127.0.0.1:{}\"\n\
+             operator_token = \"{TOKEN}\"\nlog = \"warn,tally_collector=info\"\n",
+            free_port()
         ),
     )?;
     let mid_november = chrono::DateTime::parse_from_rfc3339("2026-11-16T12:00:00Z")?.to_utc();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_tally-collector"))
-        .args(["--config"])
-        .arg(&config)
-        .arg("serve")
-        .env("TALLY_CLOCK_OFFSET_MS", (mid_november - Utc::now()).num_milliseconds().to_string())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let mut log = BufReader::new(serve.stderr.take().ok_or_else(|| anyhow::anyhow!("serve's log"))?).lines();
-    let mut said = Vec::new();
-    let line = log
-        .by_ref()
-        .map_while(Result::ok)
-        .inspect(|l| said.push(l.clone()))
-        .find(|l| l.contains("HTTP API serving"))
-        .unwrap_or_default();
-    let http = line.split("http=").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or_default().to_owned();
-    anyhow::ensure!(!http.is_empty(), "serve did not start:\n{}", said.join("\n"));
-    std::thread::spawn(move || log.for_each(drop));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tally-collector"));
+    command.arg("--config").arg(&config).arg("serve");
+    command.env(CLOCK_OFFSET_VAR, (mid_november - Utc::now()).num_milliseconds().to_string());
+    let mut serving = Logged::spawn(command);
+    let http = format!("127.0.0.1:{port}");
+    wait_for_healthz(([127, 0, 0, 1], port).into(), &mut serving);
+    serving.drain_log();
 
     let result = (|| -> anyhow::Result<()> {
         let mut stream = TcpStream::connect(&http)?;
@@ -189,7 +182,6 @@ fn main() -> anyhow::Result<()> {
         measure(&http, &cookie, "usage page, 100 sites", "/accounts/hundred/usage?month=2026-10", runs)?;
         Ok(())
     })();
-    let _ = serve.kill();
-    let _ = serve.wait();
+    serving.kill();
     result
 }

@@ -22,9 +22,8 @@
 //!
 //! `STORM_COLLECTOR=PATH` runs another build of `tally-collector` (the image's static binary).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,8 +31,9 @@ use anyhow::{Context, bail};
 use chrono::{NaiveDate, TimeDelta, Utc};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tally_collector::ca::{Ca, CertificateRequest};
-#[path = "../../testing/postgres.rs"]
-mod pg_cluster;
+use tally_testkit::Logged;
+use tally_testkit::collector::{free_port, wait_for_healthz};
+use tally_testkit::postgres as pg_cluster;
 
 use tally_collector::store::postgres::PgStore;
 use tally_collector::store::sqlite::SqliteStore;
@@ -210,7 +210,7 @@ async fn raw_rate<S: Store>(store: &S, agents: usize) -> anyhow::Result<(f64, f6
 /// per site. Several share one PostgreSQL database and one CA (R30).
 struct Collector {
     _dir: tempfile::TempDir,
-    servers: Vec<(Child, SocketAddr)>,
+    servers: Vec<(Logged, SocketAddr)>,
     agents: Vec<quinn::ClientConfig>,
 }
 
@@ -227,34 +227,24 @@ impl Collector {
         let store = database.map(|url| format!("database_url = {url:?}\n")).unwrap_or_default();
         let mut servers = Vec::with_capacity(processes);
         for n in 0..processes {
-            let port = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+            let (port, http) = (free_port(), free_port());
             let config = dir.path().join(format!("collector{n}.toml"));
             std::fs::write(
                 &config,
                 format!(
                     "data_dir = {:?}\n{store}ca_dir = {ca_dir:?}\nquic_listen = \"127.0.0.1:{port}\"\n\
-                     http_listen = \"127.0.0.1:0\"\nmax_connections = {}\n\
+                     http_listen = \"127.0.0.1:{http}\"\nmax_connections = {}\n\
                      log = \"warn,tally_collector=info,tally_collector::ingest=warn\"\n",
                     dir.path().join(format!("data{n}")),
                     sites + 100
                 ),
             )?;
-            let mut child = Command::new(collector_binary())
-                .args(["--config", config.to_str().context("path")?, "serve"])
-                .env_remove("RUST_LOG")
-                .stderr(Stdio::piped())
-                .spawn()?;
-            let mut log = BufReader::new(child.stderr.take().context("stderr")?);
-            let mut line = String::new();
-            while !line.contains("ingest listening") {
-                line.clear();
-                if log.read_line(&mut line)? == 0 {
-                    bail!("the collector exited before listening");
-                }
-            }
-            // Keep draining its log so it never blocks on a full pipe.
-            std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
-            servers.push((child, ([127, 0, 0, 1], port).into()));
+            let mut command = Command::new(collector_binary());
+            command.arg("--config").arg(&config).arg("serve");
+            let mut serving = Logged::spawn(command);
+            wait_for_healthz(([127, 0, 0, 1], http).into(), &mut serving);
+            serving.drain_log();
+            servers.push((serving, ([127, 0, 0, 1], port).into()));
         }
         Ok(Collector { _dir: dir, servers, agents })
     }
@@ -264,20 +254,20 @@ impl Collector {
         self.servers[i % self.servers.len()].1
     }
 
-    /// The first collector's process.
-    fn child(&self) -> &Child {
-        &self.servers[0].0
+    /// The first collector's process id.
+    fn pid(&self) -> u32 {
+        self.servers[0].0.pid()
     }
 
     fn status_kib(&self, field: &str) -> anyhow::Result<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child().id()))?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
         let line = status.lines().find(|l| l.starts_with(field)).context("no such field")?;
         Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
     }
 
     /// User + system CPU seconds so far.
     fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child().id()))?;
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
         let after_name = &stat[stat.rfind(')').context("stat")? + 2..];
         let fields: Vec<&str> = after_name.split_whitespace().collect();
         let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
@@ -295,10 +285,9 @@ impl Collector {
             .collect()
     }
 
-    fn stop(mut self) -> anyhow::Result<()> {
-        for (child, _) in &mut self.servers {
-            rustix::process::kill_process(rustix::process::Pid::from_child(child), rustix::process::Signal::TERM)?;
-            child.wait()?;
+    fn stop(self) -> anyhow::Result<()> {
+        for (serving, _) in self.servers {
+            serving.stop();
         }
         Ok(())
     }

@@ -15,8 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chrono::{Datelike, NaiveDate, TimeDelta, Utc};
-#[path = "../../testing/postgres.rs"]
-mod pg_cluster;
+use tally_testkit::postgres as pg_cluster;
 
 use tally_collector::store::postgres::PgStore;
 use tally_collector::store::sqlite::SqliteStore;

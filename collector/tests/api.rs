@@ -16,10 +16,7 @@ fn post(http: &str, path: &str, body: &Value) -> (u16, String, Value) {
 
 #[test]
 fn the_usage_report_is_served_to_the_operator_and_refusals_are_problems() {
-    let c = Collector::with_config(&format!(
-        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\noperator_token = \"{TOKEN}\""
-    ))
-    .at(support::MID_NOVEMBER_2026);
+    let c = Collector::with_config(&format!("operator_token = \"{TOKEN}\"")).at(support::MID_NOVEMBER_2026);
     c.ok(&["account", "add", "--id", "acme", "--name", "Acme"]);
     c.ok(&["site", "add", "--account", "acme", "--id", "hq", "--name", "HQ", "--country", "US", "--type", "socket"]);
     let csv = c.file("b.csv", "site,bucket_start,max_bps\nhq,2026-10-07T10:00:00Z,5000000\n");
@@ -115,10 +112,7 @@ fn events_of_october() -> Vec<Value> {
 
 #[test]
 fn usage_events_are_counted_once_across_restarts_and_bad_ones_are_refused_by_field() {
-    let c = Collector::with_config(&format!(
-        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\noperator_token = \"{TOKEN}\""
-    ))
-    .at(support::MID_NOVEMBER_2026);
+    let c = Collector::with_config(&format!("operator_token = \"{TOKEN}\"")).at(support::MID_NOVEMBER_2026);
     c.ok(&["account", "add", "--id", "acme", "--name", "Acme"]);
     for license in [
         "--kind ztna_users --region general --quantity 80",
@@ -203,10 +197,7 @@ fn usage_events_are_counted_once_across_restarts_and_bad_ones_are_refused_by_fie
 
 #[test]
 fn overusage_of_a_finalized_month_is_resolved_by_true_up_or_true_forward() {
-    let c = Collector::with_config(&format!(
-        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\noperator_token = \"{TOKEN}\""
-    ))
-    .at(support::MID_NOVEMBER_2026);
+    let c = Collector::with_config(&format!("operator_token = \"{TOKEN}\"")).at(support::MID_NOVEMBER_2026);
     // The contract term of the calendar year (R27): a True-Forward runs to its end.
     c.ok(&support::args("account add --id acme --name Acme --term-start 2026-01-01 --term-end 2026-12-31"));
     c.ok(&["site", "add", "--account", "acme", "--id", "hq", "--name", "HQ", "--country", "US", "--type", "socket"]);
@@ -304,11 +295,9 @@ fn overusage_of_a_finalized_month_is_resolved_by_true_up_or_true_forward() {
 
 #[test]
 fn site_changes_keep_r17_over_http_and_each_site_shows_its_enforcement() {
-    let c = Collector::with_config(&format!(
-        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\noperator_token = \"{TOKEN}\""
-    ))
-    // Before the buckets below: R26 judges a bucket against the cap in force when it was measured.
-    .at("2026-10-07T09:00:00Z");
+    let c = Collector::with_config(&format!("operator_token = \"{TOKEN}\""))
+        // Before the buckets below: R26 judges a bucket against the cap in force when it was measured.
+        .at("2026-10-07T09:00:00Z");
     c.ok(&["account", "add", "--id", "acme", "--name", "Acme"]);
     c.ok(&["account", "add", "--id", "other", "--name", "Other"]);
     c.ok(&support::args(
@@ -390,8 +379,7 @@ fn site_changes_keep_r17_over_http_and_each_site_shows_its_enforcement() {
 
 #[test]
 fn tokens_see_only_their_tenants_and_other_accounts_do_not_exist_for_them() {
-    let c = Collector::with_config("http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"")
-        .at(support::MID_NOVEMBER_2026);
+    let c = Collector::with_config("").at(support::MID_NOVEMBER_2026);
     for line in [
         "account add --id acme --name Acme",
         "account add --id reseller --name Reseller",
@@ -482,7 +470,7 @@ fn tokens_see_only_their_tenants_and_other_accounts_do_not_exist_for_them() {
 
 #[test]
 fn the_openapi_document_describes_every_route_of_the_contract() {
-    let c = Collector::with_config("http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"");
+    let c = Collector::with_config("");
     let (_serving, http) = serve(&c);
     let (status, content_type, body) = get(&http, "/openapi.json", None);
     assert_eq!((status, content_type.as_str()), (200, "application/json"));
@@ -518,9 +506,7 @@ fn the_openapi_document_describes_every_route_of_the_contract() {
 /// same through `site list --silent`, `GET /v1/sites` (operator) and the account's route.
 #[test]
 fn silent_sites_are_listed_with_their_last_bucket_and_connection() {
-    let c = Collector::with_config(&format!(
-        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\noperator_token = \"{TOKEN}\""
-    ));
+    let c = Collector::with_config(&format!("operator_token = \"{TOKEN}\""));
     c.ok(&["account", "add", "--id", "acme", "--name", "Acme"]);
     for site in ["branch", "hq", "idle"] {
         c.ok(&[
@@ -559,9 +545,7 @@ fn silent_sites_are_listed_with_their_last_bucket_and_connection() {
 
     // hq's agent connects, then the collector stops: the connection time is written on the way.
     let mut serving = c.serve();
-    let line = serving.until("ingest listening", 1);
-    let quic: std::net::SocketAddr =
-        line.split("quic=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let quic: std::net::SocketAddr = c.quic;
     let ca = std::fs::read_to_string(c.ca_file("ca.pem")).unwrap();
     let ca = pem::parse(ca).unwrap().into_contents();
     let connected_at = c.now();
@@ -575,7 +559,7 @@ fn silent_sites_are_listed_with_their_last_bucket_and_connection() {
         let welcome = support::quic::receive(&mut rx, &mut Vec::new()).await;
         assert!(matches!(welcome, Some(tally_common::wire::CollectorMessage::WelcomeV2(_))), "{welcome:?}");
         serving.drain_log();
-        serving.terminate();
+        serving.stop();
     });
 
     let listed: Value = serde_json::from_str(&c.ok(&["site", "list", "--silent", "2h", "--format", "json"])).unwrap();
@@ -606,9 +590,7 @@ fn silent_sites_are_listed_with_their_last_bucket_and_connection() {
 /// person, its partner or an operator, every change kept with the person and the time.
 #[test]
 fn recipients_are_changed_by_the_contact_partner_or_operator_and_every_change_is_kept() {
-    let c = Collector::with_config(&format!(
-        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\noperator_token = \"{TOKEN}\""
-    ));
+    let c = Collector::with_config(&format!("operator_token = \"{TOKEN}\""));
     c.ok(&support::args("account add --id reseller --name Reseller"));
     c.ok(&support::args("account add --id sub --name Sub --partner reseller"));
     c.ok(&support::args("account add --id other --name Other"));

@@ -17,8 +17,8 @@ use std::process::{Child, Command, Stdio};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use support::http::{exchange, get, serve};
-use support::skip::skip;
 use support::{Collector, MID_NOVEMBER_2026, args};
+use tally_testkit::skip;
 
 const MONTH: &str = "2026-10";
 
@@ -26,8 +26,7 @@ const MONTH: &str = "2026-10";
 /// October 2026, its contact's token, and `other`'s token. The clock is mid-November: October
 /// is finalized.
 fn generated_month() -> (Collector, String, String) {
-    let c =
-        Collector::with_config("http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"").at(MID_NOVEMBER_2026);
+    let c = Collector::with_config("").at(MID_NOVEMBER_2026);
     for line in [
         "account add --id acme --name Acme --eop-contact-name Ann --eop-contact-email ann@acme.example",
         "account add --id other --name Other",
@@ -89,7 +88,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 /// Starts chromedriver on a free port, ready once it says so.
 fn browser() -> Option<Browser> {
     if !std::path::Path::new(CHROMEDRIVER).exists() || !std::path::Path::new(CHROMIUM).exists() {
-        skip("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)");
+        skip!("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)");
         return None;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -175,7 +174,7 @@ fn axe_script() -> Option<&'static str> {
 /// axe-core, injected into the page `client` shows, finds no critical violation.
 async fn accessible(client: &Client, page: &str) {
     let Some(axe) = axe_script() else {
-        skip("axe-core is not installed (TALLY_AXE_JS: .ci/run installs it from npm)");
+        skip!("axe-core is not installed (TALLY_AXE_JS: .ci/run installs it from npm)");
         return;
     };
     client.execute(&format!("{axe}\nreturn true;"), vec![]).await.unwrap();

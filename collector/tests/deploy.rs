@@ -8,7 +8,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::skip::skip;
+use tally_testkit::skip;
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -44,11 +44,11 @@ fn the_manifests_are_valid_and_set_only_real_keys() {
 
     let rules = "{extends: default, rules: {line-length: {max: 110}, braces: {max-spaces-inside: 1}}}";
     let Some((ok, report)) = tool("yamllint", &["--strict", "-d", rules], &files) else {
-        return skip("yamllint is not on the PATH; `pip install yamllint` to run it");
+        return skip!("yamllint is not on the PATH; `pip install yamllint` to run it");
     };
     assert!(ok, "yamllint:\n{report}");
     let Some((ok, report)) = tool("kubernetes-validate", &["--strict"], &manifests) else {
-        return skip("kubernetes-validate is not on the PATH; `pip install kubernetes-validate` to run it");
+        return skip!("kubernetes-validate is not on the PATH; `pip install kubernetes-validate` to run it");
     };
     assert!(ok && report.matches("passed for resource").count() >= 7, "kubernetes-validate:\n{report}");
     let compose = deploy().join("compose.yaml");
@@ -59,7 +59,7 @@ fn the_manifests_are_valid_and_set_only_real_keys() {
         .envs([("POSTGRES_PASSWORD", "secret"), ("TALLY_OPERATOR_TOKEN", "0123456789abcdef0123456789abcdef")])
         .output();
     let Ok(checked) = checked else {
-        return skip("docker-compose is not installed (apt-get install docker-compose)");
+        return skip!("docker-compose is not installed (apt-get install docker-compose)");
     };
     assert!(checked.status.success(), "docker-compose config:\n{}", String::from_utf8_lossy(&checked.stderr));
 

@@ -113,10 +113,7 @@ fn r17_cases() {
 #[test]
 fn a_stand_alone_pool_that_will_end_under_capped_sites_is_reported_and_notified_once() {
     let token = "op-0123456789abcdef0123456789abcdef";
-    let mut c = Collector::with_config(&format!(
-        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\noperator_token = \"{token}\""
-    ))
-    .at("2026-11-16T12:00:00Z");
+    let mut c = Collector::with_config(&format!("operator_token = \"{token}\"")).at("2026-11-16T12:00:00Z");
     c.ok(&args("account add --id acme --name Acme"));
     c.ok(&args("account notify --account acme --email ops@acme.example"));
     c.ok(&args(
@@ -150,13 +147,13 @@ fn a_stand_alone_pool_that_will_end_under_capped_sites_is_reported_and_notified_
         assert_eq!((status, serde_json::from_str::<Value>(&body).unwrap()), (200, expected.clone()));
         let (status, _, _) = support::http::get(&http, "/v1/enforcement/at-risk?days=-1", Some(token));
         assert_eq!(status, 400);
-        serving.terminate();
+        serving.stop();
     }
     assert_eq!(notices(&c), ["pool china 2026-11-26 (14 days before)"]);
     // The day before: the last notice.
     c.offset = "2026-11-25T09:00:00Z".parse::<chrono::DateTime<chrono::Utc>>().unwrap() - chrono::Utc::now();
     let (serving, _) = support::http::serve(&c);
-    serving.terminate();
+    serving.stop();
     assert_eq!(notices(&c), ["pool china 2026-11-26 (14 days before)", "pool china 2026-11-26 (1 day before)"]);
     // Renewed: nothing at risk any more.
     c.ok(&args(

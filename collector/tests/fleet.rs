@@ -20,21 +20,16 @@ use support::http::{request, request_with};
 use support::pg_cluster;
 use support::quic;
 use support::sinks::{SMTP_SINK, free_port, has_aiosmtpd, lines, sink};
-use support::skip::skip;
-use support::{Collector, Serving, args, licensed_100_mbps_running_at};
+use support::{Collector, Logged, args, licensed_100_mbps_running_at};
 use tally_common::token::EnrollToken;
 use tally_common::wire::{CollectorMessage, ErrorCode};
+use tally_testkit::skip;
 
 const OPERATOR: &str = "fleet-operator-token-0123456789abcdef";
 
-/// `serve`, and the addresses of its HTTP API and its QUIC endpoint, from its log.
-fn start(c: &Collector) -> (Serving, String, String) {
-    let mut serving = c.serve();
-    let quic = serving.until("ingest listening", 1);
-    let quic = quic.split("quic=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
-    let http = serving.until("HTTP API serving", 1);
-    let http = http.split("http=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
-    (serving, http, quic)
+/// `serve`, and the addresses of its HTTP API and its QUIC endpoint.
+fn start(c: &Collector) -> (Logged, String, String) {
+    (c.serve(), c.http_address().to_string(), c.quic.to_string())
 }
 
 /// Runs `f(0)` and `f(1)` on two threads released at the same instant.
@@ -57,14 +52,14 @@ fn at_once<T: Send>(f: impl Fn(usize) -> T + Sync) -> [T; 2] {
 fn what_must_happen_once_happens_once_across_three_collectors() {
     let cluster = match pg_cluster::cluster() {
         Ok(cluster) => cluster,
-        Err(why) => return skip(&why),
+        Err(why) => return skip!(&why),
     };
     if !has_aiosmtpd() {
         return;
     }
     let smtp_port = free_port();
     let config = format!(
-        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\n\
+        "\
          operator_token = \"{OPERATOR}\"\nsmtp = \"127.0.0.1:{smtp_port}\"\nsmtp_tls = \"none\"\n\
          smtp_from = \"tally@provider.example\"\nlog = \"info,tally_collector::usage=debug\""
     );
@@ -87,11 +82,11 @@ fn what_must_happen_once_happens_once_across_three_collectors() {
 
     let collectors = [a.beside(&config), a.beside(&config)];
     let collectors: Vec<&Collector> = [&a].into_iter().chain(&collectors).collect();
-    let mut running: Vec<(Serving, String, String)> = collectors.iter().map(|c| start(c)).collect();
+    let mut running: Vec<(Logged, String, String)> = collectors.iter().map(|c| start(c)).collect();
 
     // The month: each collector looks for months to finalize, each may find October first.
     for (serving, _, _) in &mut running {
-        serving.until("months due for finalization checked", 1);
+        serving.until("months due for finalization checked");
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while lines(&mail).len() < 2 {
@@ -159,7 +154,7 @@ fn what_must_happen_once_happens_once_across_three_collectors() {
     assert_eq!(list["orders"].as_array().map(Vec::len), Some(1), "{list}");
 
     for (serving, _, _) in running {
-        serving.terminate();
+        serving.stop();
     }
     // One e-mail per recipient of the over-usage, whichever collector sent it; the order's
     // confirmation once (R23).

@@ -42,14 +42,12 @@ async fn ship(quic: SocketAddr, ca: &[u8], identity: &Identity, seq: u64, start:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_never_speak_do_not_lock_an_agent_out() {
-    let c =
-        Collector::with_config("http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\nmax_connections = 50");
+    let c = Collector::with_config("max_connections = 50");
     c.ok(&args("account add --id acme --name Acme"));
     c.ok(&args("site add --account acme --id hq --name HQ --country US --type socket"));
     let token: EnrollToken = c.ok(&args("site enroll-token --site hq")).trim().parse().unwrap();
     let mut serving = c.serve();
-    let line = serving.until("ingest listening", 1);
-    let quic: SocketAddr = line.split("quic=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let quic: SocketAddr = c.quic;
     serving.drain_log();
     let ca = CertificateDer::from_pem_file(c.ca_file("ca.pem")).unwrap().to_vec();
     let identity = match enroll(quic, &ca, &token.secret).await {

@@ -16,8 +16,8 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 
 use support::http::{exchange, request_with, serve};
-use support::skip::skip;
 use support::{Collector, args};
+use tally_testkit::skip;
 
 const OPERATOR: &str = "operator-token-0123456789abcdef0123456789";
 
@@ -34,7 +34,7 @@ fn certificate(c: &Collector, name: &str) -> Vec<u8> {
 fn tls_config(c: &Collector, extra: &str) -> String {
     let file = |name: &str| c.dir.path().join(name).display().to_string();
     format!(
-        "quic_listen = \"127.0.0.1:0\"\noperator_token = \"{OPERATOR}\"\nhttp_tls_cert = {:?}\nhttp_tls_key = {:?}\n{extra}",
+        "operator_token = \"{OPERATOR}\"\nhttp_tls_cert = {:?}\nhttp_tls_key = {:?}\n{extra}",
         file("tls.pem"),
         file("tls.key")
     )
@@ -91,13 +91,11 @@ fn sha256_hex(bytes: &[u8]) -> String {
 fn https_serves_the_api_and_reloads_its_certificate_on_sighup() {
     let c = Collector::with_config("");
     let first = certificate(&c, "tls");
-    c.configure(&tls_config(&c, "http_listen = \"127.0.0.1:0\""));
+    c.configure(&tls_config(&c, ""));
     let mut serving = c.serve();
-    let line = serving.until("HTTP API serving", 1);
+    let line = serving.until("HTTP API serving");
     assert!(line.contains("tls=true"), "{line}");
-    let http = line.split("http=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
-    // The health check probes https:// on the configured port.
-    c.configure(&tls_config(&c, &format!("http_listen = {http:?}")));
+    let http = c.http_address().to_string();
 
     // Someone connects and never starts the handshake: others are served meanwhile.
     let _silent = TcpStream::connect(&http).unwrap();
@@ -118,7 +116,7 @@ fn https_serves_the_api_and_reloads_its_certificate_on_sighup() {
     assert!(stale.contains("another certificate") && stale.contains("SIGHUP"), "{stale}");
     let collector = rustix::process::Pid::from_raw(serving.pid() as i32).unwrap();
     rustix::process::kill_process(collector, rustix::process::Signal::HUP).unwrap();
-    let reloaded = serving.until("HTTPS certificate reloaded", 1);
+    let reloaded = serving.until("HTTPS certificate reloaded");
     assert!(reloaded.contains(&sha256_hex(&second)), "{reloaded}");
     let (status, presented, _) = https(&http, &second, "GET", "/v1/sites", Some(OPERATOR), "");
     assert_eq!((status, presented == second), (200, true));
@@ -127,12 +125,12 @@ fn https_serves_the_api_and_reloads_its_certificate_on_sighup() {
     // A broken key at SIGHUP: an error, and the previous pair still served.
     c.file("tls.key", "not a key");
     rustix::process::kill_process(collector, rustix::process::Signal::HUP).unwrap();
-    let refused = serving.until("was not reloaded", 1);
+    let refused = serving.until("was not reloaded");
     assert!(refused.contains("tls.key"), "{refused}");
     serving.drain_log();
     let (status, presented, _) = https(&http, &second, "GET", "/healthz", None, "");
     assert_eq!((status, presented == second), (200, true));
-    serving.terminate();
+    serving.stop();
 }
 
 #[test]
@@ -161,7 +159,7 @@ fn own_address() -> Option<IpAddr> {
 }
 
 /// `serve` on every address; the port it listens on.
-fn serve_everywhere(c: &Collector) -> (support::Serving, u16) {
+fn serve_everywhere(c: &Collector) -> (support::Logged, u16) {
     let (serving, http) = serve(c);
     (serving, http.parse::<SocketAddr>().unwrap().port())
 }
@@ -169,19 +167,18 @@ fn serve_everywhere(c: &Collector) -> (support::Serving, u16) {
 #[test]
 fn tokens_from_beyond_loopback_travel_only_over_https() {
     let Some(own) = own_address() else {
-        return skip("this machine has no address but loopback (a default route is needed)");
+        return skip!("this machine has no address but loopback (a default route is needed)");
     };
     let c = Collector::with_config("");
-    let base = format!("quic_listen = \"127.0.0.1:0\"\noperator_token = \"{OPERATOR}\"\nhttp_listen = \"0.0.0.0:0\"\n");
+    let everywhere = format!("http_listen = \"0.0.0.0:{}\"", c.http.port());
+    let base = format!("operator_token = \"{OPERATOR}\"\n{everywhere}\n");
     c.configure(&base);
     c.ok(&args("account add --id acme --name Acme"));
     let customer = c.ok(&args("token create --role customer --account acme")).trim().to_owned();
     let mut serving = c.serve();
-    serving.until("plain HTTP beyond loopback", 1);
-    let line = serving.until("HTTP API serving", 1);
+    serving.until("plain HTTP beyond loopback");
     serving.drain_log();
-    let port: u16 =
-        line.split("http=").nth(1).unwrap().split_whitespace().next().unwrap().parse::<SocketAddr>().unwrap().port();
+    let port = c.http.port();
     let outside = SocketAddr::new(own, port).to_string();
     let inside = format!("127.0.0.1:{port}");
 
@@ -207,7 +204,7 @@ fn tokens_from_beyond_loopback_travel_only_over_https() {
 
     // Over HTTPS: read, and the console's cookie is Secure.
     let root = certificate(&c, "tls");
-    c.configure(&tls_config(&c, "http_listen = \"0.0.0.0:0\""));
+    c.configure(&tls_config(&c, &everywhere));
     let (serving, port) = serve_everywhere(&c);
     let outside = SocketAddr::new(own, port).to_string();
     assert_eq!(https(&outside, &root, "GET", "/v1/sites", Some(OPERATOR), "").0, 200);
@@ -226,9 +223,7 @@ fn raw(http: &str, method: &str, path: &str, headers: &str, form: &str) -> (u16,
 
 #[test]
 fn behind_a_trusted_proxy_its_forwarded_scheme_decides() {
-    let c = Collector::with_config(
-        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1\"]",
-    );
+    let c = Collector::with_config("trusted_proxies = [\"127.0.0.1\"]");
     c.ok(&args("account add --id acme --name Acme"));
     let customer = c.ok(&args("token create --role customer --account acme")).trim().to_owned();
     let (_serving, http) = serve(&c);

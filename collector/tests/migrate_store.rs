@@ -6,8 +6,8 @@
 mod support;
 
 use support::pg_cluster;
-use support::skip::skip;
 use support::{Collector, args};
+use tally_testkit::skip;
 
 /// Two accounts, one managed by a partner, sites in two region groups (one capped), October 2026
 /// and half of November in buckets (a different curve per site).
@@ -62,7 +62,7 @@ fn reports(c: &Collector) -> Vec<serde_json::Value> {
 fn a_store_moved_to_postgres_reports_every_account_as_before() {
     let cluster = match pg_cluster::cluster() {
         Ok(cluster) => cluster,
-        Err(why) => return skip(&why),
+        Err(why) => return skip!(&why),
     };
     let c = Collector::new().at(support::MID_NOVEMBER_2026);
     assert!(c.database_url.is_none(), "the source is SQLite");
@@ -92,8 +92,7 @@ fn a_store_moved_to_postgres_reports_every_account_as_before() {
 
 #[test]
 fn a_backup_taken_while_serving_restores_every_report_and_the_ca() {
-    let c = Collector::on(None, "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"")
-        .at(support::MID_NOVEMBER_2026);
+    let c = Collector::on(None, "").at(support::MID_NOVEMBER_2026);
     generated_month(&c);
     let before = reports(&c);
     let fingerprint = |c: &Collector| c.ok(&["ca", "init"]).lines().last().unwrap().to_owned();

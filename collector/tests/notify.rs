@@ -21,7 +21,7 @@ fn every_recipient_is_notified_exactly_once_across_a_crash_before_delivery() {
     }
     let (smtp_port, hook_port) = (free_port(), free_port());
     let c = Collector::with_config(&format!(
-        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\nsmtp = \"127.0.0.1:{smtp_port}\"\n\
+        "smtp = \"127.0.0.1:{smtp_port}\"\n\
          smtp_tls = \"none\"\nsmtp_from = \"tally@provider.example\"\nwebhook_secret = \"{SECRET}\"\n\
          log = \"info,tally_collector::usage=debug\""
     ))
@@ -40,20 +40,20 @@ fn every_recipient_is_notified_exactly_once_across_a_crash_before_delivery() {
     // Nothing listens yet: the month is finalized and its outbox committed, delivery fails, and
     // the collector is killed before any retry.
     let mut server = c.serve();
-    server.until("notification delivery failed", 3);
+    server.until_n("notification delivery failed", 3);
     drop(server);
 
     let (mail, hooks) = (c.dir.path().join("mail.jsonl"), c.dir.path().join("hooks.jsonl"));
     let _smtp = sink(SMTP_SINK, &[&smtp_port.to_string(), mail.to_str().unwrap()]);
     let _hook = sink(WEBHOOK_SINK, &[&hook_port.to_string(), SECRET, hooks.to_str().unwrap()]);
     let mut server = c.serve();
-    server.until("notification delivered", 3);
+    server.until_n("notification delivered", 3);
     drop(server);
 
     // A later pass finds the months finalized and sends nothing more.
     let mut server = c.serve();
-    server.until("months due for finalization checked", 1);
-    server.until("outbox checked", 1);
+    server.until("months due for finalization checked");
+    server.until("outbox checked");
     drop(server);
 
     let mail = lines(&mail);
@@ -99,7 +99,7 @@ fn tls_relays_and_https_webhooks_are_verified() {
     let ca_file = dir.path().join("notify-ca.pem");
     std::fs::write(&ca_file, trusted.cert_pem()).unwrap();
     let c = Collector::with_config(&format!(
-        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\nsmtp = \"127.0.0.1:{smtp_port}\"\n\
+        "smtp = \"127.0.0.1:{smtp_port}\"\n\
          smtp_tls = \"starttls\"\nsmtp_username = \"tally\"\nsmtp_password = \"relay-password\"\n\
          smtp_from = \"tally@provider.example\"\nwebhook_secret = \"{SECRET}\"\nnotify_ca_file = \"{}\"\n\
          log = \"info,tally_collector::usage=debug\"",
@@ -125,8 +125,8 @@ fn tls_relays_and_https_webhooks_are_verified() {
     c.ok(&["account", "notify", "--account", "acme", "--webhook", &format!("https://127.0.0.1:{bad_hook_port}/t")]);
     licensed_100_mbps_running_at(&c, "acme", "hq", 150_000_000);
     let mut server = c.serve();
-    server.until("notification delivered", 2);
-    server.until("notification delivery failed", 1);
+    server.until_n("notification delivered", 2);
+    server.until("notification delivery failed");
     drop(server);
 
     let mail = lines(&mail);
@@ -154,7 +154,7 @@ fn order_confirmations_and_quotes_are_mailed() {
     }
     let smtp_port = free_port();
     let c = Collector::with_config(&format!(
-        "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\nsmtp = \"127.0.0.1:{smtp_port}\"\n\
+        "smtp = \"127.0.0.1:{smtp_port}\"\n\
          smtp_tls = \"none\"\nsmtp_from = \"tally@provider.example\"\nlog = \"info\""
     ));
     c.ok(&args("account add --id acme --name Acme --eop-contact-name Ann --eop-contact-email ann@acme.example"));
@@ -165,8 +165,7 @@ fn order_confirmations_and_quotes_are_mailed() {
     let mail = c.dir.path().join("mail.jsonl");
     let _smtp = sink(SMTP_SINK, &[&smtp_port.to_string(), mail.to_str().unwrap()]);
     let mut server = c.serve();
-    let line = server.until("HTTP API serving", 1);
-    let http = line.split("http=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let http = c.http_address().to_string();
 
     let tomorrow = c.today() + chrono::TimeDelta::days(1);
     let order = serde_json::json!({"items": [
@@ -176,7 +175,7 @@ fn order_confirmations_and_quotes_are_mailed() {
         support::http::request(&http, "POST", "/v1/accounts/acme/orders", Some(&contact), &order.to_string());
     assert_eq!(status, 201, "{body}");
     let id = serde_json::from_str::<Value>(&body).unwrap()["id"].as_i64().unwrap();
-    server.until("notification delivered", 2);
+    server.until_n("notification delivered", 2);
     let moves = format!("/v1/accounts/acme/orders/{id}/transitions");
     for step in [
         serde_json::json!({"to": "in_process"}),
@@ -185,7 +184,7 @@ fn order_confirmations_and_quotes_are_mailed() {
         let (status, _, body) = support::http::request(&http, "POST", &moves, Some(&operator), &step.to_string());
         assert_eq!(status, 200, "{body}");
     }
-    server.until("notification delivered", 1);
+    server.until("notification delivered");
     drop(server);
 
     let mail = lines(&mail);
@@ -217,15 +216,14 @@ fn mail_waits_for_a_relay_and_is_sent_once_one_is_configured() {
     if !has_aiosmtpd() {
         return;
     }
-    let base = "http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"\nlog = \"info\"\n";
+    let base = "log = \"info\"\n";
     let c = Collector::with_config(base);
     c.ok(&args("account add --id acme --name Acme --eop-contact-name Ann --eop-contact-email ann@acme.example"));
     let contact = c.ok(&args("token create --role customer --account acme --contact")).trim().to_owned();
     let mut server = c.serve();
-    let line = server.until("e-mail is not configured (smtp): 0 message(s) are waiting", 1);
+    let line = server.until("e-mail is not configured (smtp): 0 message(s) are waiting");
     assert!(line.contains("INFO"), "{line}");
-    let line = server.until("HTTP API serving", 1);
-    let http = line.split("http=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let http = c.http_address().to_string();
     let order = serde_json::json!({"items": [
         {"type": "ip_addresses", "start_date": (c.today() + chrono::TimeDelta::days(1)).to_string(), "quantity": 2},
     ]});
@@ -238,7 +236,7 @@ fn mail_waits_for_a_relay_and_is_sent_once_one_is_configured() {
     assert!(c.ok(&args("notifications")).contains("waiting: email is not configured"));
 
     let mut server = c.serve();
-    let line = server.until("e-mail is not configured (smtp): 1 message(s) are waiting", 1);
+    let line = server.until("e-mail is not configured (smtp): 1 message(s) are waiting");
     assert!(line.contains("WARN"), "{line}");
     drop(server);
 
@@ -249,7 +247,7 @@ fn mail_waits_for_a_relay_and_is_sent_once_one_is_configured() {
         format!("smtp = \"127.0.0.1:{smtp_port}\"\nsmtp_tls = \"none\"\nsmtp_from = \"tally@provider.example\"\n");
     c.configure(&format!("{base}{relay}"));
     let mut server = c.serve();
-    server.until("notification delivered", 1);
+    server.until("notification delivered");
     drop(server);
     let got = lines(&mail);
     assert_eq!(got.len(), 1);

@@ -19,7 +19,7 @@ struct Shop {
 }
 
 fn shop() -> Shop {
-    let c = Collector::with_config("http_listen = \"127.0.0.1:0\"\nquic_listen = \"127.0.0.1:0\"");
+    let c = Collector::with_config("");
     for line in [
         "account add --id acme --name Acme --eop-contact-name Ann --eop-contact-email ann@acme.example",
         "account add --id reseller --name Reseller --eop-contact-name Rita --eop-contact-email rita@reseller.example",

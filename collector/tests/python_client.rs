@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use support::http::{get, serve};
-use support::skip::skip;
+use tally_testkit::skip;
 
 const GENERATOR: &str = "openapi-python-client";
 
@@ -50,7 +50,7 @@ fn generator() -> Option<(PathBuf, PathBuf)> {
 #[test]
 fn a_generated_python_client_submits_reads_and_lists_an_order() {
     let Some((generate, python)) = generator() else {
-        return skip("openapi-python-client is not on the PATH; `pip install openapi-python-client==0.29.1`");
+        return skip!("openapi-python-client is not on the PATH; `pip install openapi-python-client==0.29.1`");
     };
     let c = support::acme_with_hq();
     let token = c.ok(&support::args("token create --role customer --account acme --contact")).trim().to_owned();

@@ -12,7 +12,7 @@ use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use support::skip::skip;
+use tally_testkit::skip;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/run-local.sh");
 
@@ -25,11 +25,11 @@ struct Setup {
 fn setup() -> Option<Setup> {
     let bin = Path::new(env!("CARGO_BIN_EXE_tally-collector")).parent().unwrap().to_owned();
     if !bin.join("tally-agent").exists() {
-        skip("the agent binary is not built; run `cargo test --workspace`");
+        skip!("the agent binary is not built; run `cargo test --workspace`");
         return None;
     }
     if Command::new("ss").arg("-V").output().is_err() {
-        skip("ss (iproute2) is not installed");
+        skip!("ss (iproute2) is not installed");
         return None;
     }
     let dir = tempfile::tempdir().unwrap();

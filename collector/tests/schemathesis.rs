@@ -12,7 +12,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 use support::http::{request, serve};
-use support::skip::skip;
+use tally_testkit::skip;
 
 /// Requests per operation and phase, and the seed, so a CI run is bounded and repeatable.
 const EXAMPLES: &str = "50";
@@ -21,7 +21,7 @@ const SEED: &str = "1";
 #[test]
 fn schemathesis_finds_no_server_error_and_no_response_outside_the_schema() {
     if Command::new("st").arg("--version").output().is_err() {
-        skip("schemathesis (`st`) is not on the PATH; `pip install schemathesis` to run it");
+        skip!("schemathesis (`st`) is not on the PATH; `pip install schemathesis` to run it");
         return;
     }
     let c = support::acme_with_hq();

@@ -4,10 +4,7 @@
 
 mod store_conformance;
 
-#[path = "../../testing/postgres.rs"]
-mod pg_cluster;
-#[path = "../../testing/skip.rs"]
-mod skip;
+use tally_testkit::postgres as pg_cluster;
 
 use std::path::PathBuf;
 
@@ -61,6 +58,6 @@ mod postgres {
     use super::store_conformance::{self, conformance_tests};
     conformance_tests!(match super::Postgres::new() {
         Ok(backend) => backend,
-        Err(why) => return super::skip::skip(&why),
+        Err(why) => return tally_testkit::skip!(&why),
     });
 }

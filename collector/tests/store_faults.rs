@@ -6,17 +6,16 @@
 
 mod support;
 
-#[path = "../../testing/tmpfs.rs"]
-mod tmpfs;
+use tally_testkit::tmpfs;
 
 use chrono::{NaiveDate, TimeDelta};
 use std::sync::Arc;
 use support::quic::{self, Identity};
-use support::skip::skip;
 use tally_collector::admin;
 use tally_collector::ca::Ca;
 use tally_collector::ingest::{self, Limits};
 use tally_collector::store::sqlite::SqliteStore;
+use tally_testkit::skip;
 
 use tally_collector::store::{Account, AccountStore, BucketStore, ContractTerm, Site, StoreError, StoreHealth};
 use tally_common::bucket::Bucket;
@@ -74,7 +73,7 @@ async fn seeded(store: &SqliteStore) {
 async fn a_full_disk_loses_no_acknowledged_day_and_writes_again_when_space_returns() {
     let disk = match Tmpfs::mount(8 * 1024) {
         Ok(disk) => disk,
-        Err(why) => return skip(&why),
+        Err(why) => return skip!(&why),
     };
     let path = disk.path().join("tally.db");
     let store = Arc::new(SqliteStore::open(&path).await.unwrap());

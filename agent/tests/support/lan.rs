@@ -72,9 +72,20 @@ pub fn agent_config(dir: &Path, extra: &str) -> PathBuf {
 
 /// `tally-agent run` in namespace b, under `timeout` (a hung agent ends the test, not CI).
 pub fn run_agent(namespaces: &Namespaces, config: &Path) -> Logged {
+    Logged::spawn(agent_run(namespaces, config))
+}
+
+/// [`run_agent`] on the test clock `clock` (`TALLY_AGENT_TEST_CLOCK`).
+pub fn run_agent_on(namespaces: &Namespaces, config: &Path, clock: &str) -> Logged {
+    let mut cmd = agent_run(namespaces, config);
+    cmd.env(tally_agent::clock::TEST_CLOCK_VAR, clock);
+    Logged::spawn(cmd)
+}
+
+fn agent_run(namespaces: &Namespaces, config: &Path) -> std::process::Command {
     let mut cmd = namespaces.exec(&namespaces.b, "timeout");
     cmd.arg("300").arg(env!("CARGO_BIN_EXE_tally-agent")).args(["run", "--config"]).arg(config);
-    Logged::spawn(cmd)
+    cmd
 }
 
 /// `tally-agent status --format json` in namespace b.

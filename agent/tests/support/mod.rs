@@ -1,13 +1,10 @@
 //! Shared by the agent's tests: a fake sysfs/procfs tree, a paused-time clock, captured logs.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod collector;
 pub mod lan;
 pub mod namespaces;
-#[path = "../../../testing/postgres.rs"]
-pub mod pg_cluster;
-#[path = "../../../testing/skip.rs"]
-pub mod skip;
+pub use tally_testkit::postgres as pg_cluster;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -8,7 +8,7 @@ use serde_json::{Number, Value};
 use super::problem::{FieldError, Problem};
 
 /// The body as a JSON object, integral numbers as integers; 400 naming `body` otherwise.
-pub(super) fn object(body: &[u8]) -> Result<Value, Problem> {
+pub fn object(body: &[u8]) -> Result<Value, Problem> {
     let mut value: Value = serde_json::from_slice(body)
         .map_err(|e| Problem::bad_request(vec![FieldError::new("body", format!("not JSON: {e}"))]))?;
     if !value.is_object() {

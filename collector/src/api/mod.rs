@@ -3,7 +3,7 @@
 //! resolutions are the operator's.
 
 pub mod auth;
-mod body;
+pub mod body;
 mod openapi;
 pub mod orders;
 pub mod problem;

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-use super::skip::skip;
+use tally_testkit::skip;
 
 pub const PYTHON: &str = "/usr/bin/python3";
 pub const SECRET: &str = "whsec-0123456789abcdef0123456789abcdef";
@@ -100,7 +100,7 @@ pub fn lines(path: &Path) -> Vec<Value> {
 pub fn has_aiosmtpd() -> bool {
     let found = Command::new(PYTHON).args(["-c", "import aiosmtpd"]).status().is_ok_and(|s| s.success());
     if !found {
-        skip(&format!("{PYTHON} has no aiosmtpd (Debian package python3-aiosmtpd)"));
+        skip!(&format!("{PYTHON} has no aiosmtpd (Debian package python3-aiosmtpd)"));
     }
     found
 }

@@ -6,7 +6,6 @@
 //! The tests' cluster is for correctness, not durability (they kill collectors, never the
 //! database): `fsync` is off. The benchmarks' ([`durable_cluster`]) keeps PostgreSQL's defaults,
 //! a commit on disk when it returns, as the SQLite store's.
-#![allow(dead_code, unreachable_pub)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

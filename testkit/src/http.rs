@@ -3,15 +3,14 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use super::{Collector, Serving};
+use crate::collector::Collector;
+use crate::process::Logged;
 
-/// `serve`, and the address its HTTP API listens on.
-pub fn serve(c: &Collector) -> (Serving, String) {
+/// `serve`, its log drained, and the address its HTTP API listens on.
+pub fn serve(c: &Collector) -> (Logged, String) {
     let mut serving = c.serve();
-    let line = serving.until("HTTP API serving", 1);
-    let http = line.split("http=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
     serving.drain_log();
-    (serving, http)
+    (serving, c.http_address().to_string())
 }
 
 /// A GET: status, content type, body.

@@ -1,10 +1,10 @@
 //! A small tmpfs for full-disk tests: mounted on a temporary directory, unmounted when dropped.
 //! Needs root (CI runs as root); elsewhere `mount` fails and the test says why and skips.
-#![allow(dead_code, unreachable_pub)]
 
 use std::path::Path;
 use std::process::Command;
 
+#[derive(Debug)]
 pub struct Tmpfs {
     dir: tempfile::TempDir,
 }

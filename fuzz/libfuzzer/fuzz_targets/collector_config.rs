@@ -1,0 +1,4 @@
+//! tally-fuzz's `collector_config` target under libFuzzer (see `tally_fuzz::targets::collector_config`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tally_fuzz::targets::collector_config(data));
