@@ -13,6 +13,7 @@
 #
 #   sudo bench/agent.sh            # prints a Markdown table
 #   DURATION=30 bench/agent.sh     # a quicker look
+#   TALLY_PREBUILT=1 ...           # the release programs already built (bench/ci.sh builds them once)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-120}
@@ -30,7 +31,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 systemctl stop vnstat prometheus-node-exporter 2>/dev/null || true
 
-cargo build --release --locked -q -p tally-agent -p tally-collector
+[ -n "${TALLY_PREBUILT:-}" ] || cargo build --release --locked -q -p tally-agent -p tally-collector
 target=${CARGO_TARGET_DIR:-target}
 agent="$target/release/tally-agent"
 collector="$target/release/tally-collector"

@@ -6,6 +6,7 @@
 #
 #   bench/orders.sh                 # prints a Markdown table
 #   DURATION=5 bench/orders.sh      # a quicker look
+#   TALLY_PREBUILT=1 ...           # the release programs already built (bench/ci.sh builds them once)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-20}
@@ -16,7 +17,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 if ! command -v wrk >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
 fi
-cargo build --release --locked -q -p tally-collector
+[ -n "${TALLY_PREBUILT:-}" ] || cargo build --release --locked -q -p tally-collector
 collector="${CARGO_TARGET_DIR:-target}/release/tally-collector"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat > "$work/c.toml" <<CONF

@@ -9,7 +9,12 @@
 //! 23:59:59 UTC without touching the machine's clock (libfaketime would not reach a static
 //! binary, and a frozen clock would stop retries). Timers and elapsed times use tokio's
 //! monotonic clock and are not shifted.
+//!
+//! A test that serves the collector inside its own process, on a thread of its own with a
+//! current-thread runtime, gives that thread an offset of its own ([`set_thread_offset`]): many
+//! such collectors, each at its own instant, then share one test process.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
@@ -20,10 +25,21 @@ pub const OFFSET_VAR: &str = "TALLY_CLOCK_OFFSET_MS";
 
 static OFFSET: OnceLock<TimeDelta> = OnceLock::new();
 
+thread_local! {
+    /// The offset of the collector served on this thread, when a test set one.
+    static THREAD_OFFSET: Cell<Option<TimeDelta>> = const { Cell::new(None) };
+}
+
 /// Sets the process's offset; only the first call counts (it is set once, before anything reads
 /// the clock). Returns whether this call set it.
 pub fn set_offset(offset: TimeDelta) -> bool {
     OFFSET.set(offset).is_ok()
+}
+
+/// Sets the offset of this thread, before the process's: for a test that serves a collector on
+/// a thread of its own (on a current-thread runtime, every task of that collector runs there).
+pub fn set_thread_offset(offset: TimeDelta) {
+    THREAD_OFFSET.set(Some(offset));
 }
 
 /// The offset that [`OFFSET_VAR`]'s `value` names.
@@ -38,7 +54,7 @@ pub fn parse_offset(value: &str) -> Result<TimeDelta, String> {
 
 /// The time now, UTC, on the collector's clock.
 pub fn now() -> DateTime<Utc> {
-    Utc::now() + OFFSET.get().copied().unwrap_or_default()
+    Utc::now() + THREAD_OFFSET.get().or_else(|| OFFSET.get().copied()).unwrap_or_default()
 }
 
 /// Today's date, UTC, on the collector's clock.
@@ -49,6 +65,18 @@ pub fn today() -> NaiveDate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_offset_moves_that_thread_alone() {
+        let elsewhere = std::thread::spawn(|| {
+            set_thread_offset(TimeDelta::days(-400));
+            today()
+        });
+        let shifted = elsewhere.join().unwrap();
+        let real = Utc::now().date_naive();
+        assert!((real - shifted).num_days() >= 399, "{shifted} against {real}");
+        assert!((today() - real).num_days().abs() <= 1, "this thread keeps the process's clock");
+    }
 
     #[test]
     fn offsets_are_whole_milliseconds() {

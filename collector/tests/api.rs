@@ -5,7 +5,8 @@ mod support;
 
 use serde_json::{Value, json};
 use support::Collector;
-use support::http::{get, request, serve};
+use support::http::{get, request};
+use support::in_process::serve;
 
 const TOKEN: &str = "op-0123456789abcdef0123456789abcdef";
 
@@ -400,7 +401,8 @@ fn tokens_see_only_their_tenants_and_other_accounts_do_not_exist_for_them() {
     ] {
         c.fails(&support::args(bad));
     }
-    let (_serving, http) = serve(&c);
+    // A process of its own: /metrics counts that process's requests, and this test asserts them.
+    let (_serving, http) = support::http::serve(&c);
     let http = http.as_str();
     let usage =
         |account: &str, token: &str| get(http, &format!("/v1/accounts/{account}/usage?month=2026-11"), Some(token));

@@ -16,7 +16,8 @@ use std::process::{Child, Command, Stdio};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use support::http::{exchange, get, serve};
+use support::http::{exchange, get};
+use support::in_process::serve;
 use support::{Collector, MID_NOVEMBER_2026, args};
 use tally_testkit::skip;
 

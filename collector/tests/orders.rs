@@ -6,7 +6,8 @@ mod support;
 
 use serde_json::{Value, json};
 use support::Collector;
-use support::http::{get, request, request_with, serve};
+use support::http::{get, request, request_with};
+use support::in_process::serve;
 use tally_common::time::Month;
 
 struct Shop {

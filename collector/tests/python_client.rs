@@ -11,7 +11,8 @@ mod support;
 use std::path::PathBuf;
 use std::process::Command;
 
-use support::http::{get, serve};
+use support::http::get;
+use support::in_process::serve;
 use tally_testkit::skip;
 
 const GENERATOR: &str = "openapi-python-client";

@@ -11,7 +11,8 @@ mod support;
 use std::process::Command;
 
 use serde_json::{Value, json};
-use support::http::{request, serve};
+use support::http::request;
+use support::in_process::serve;
 use tally_testkit::skip;
 
 /// Requests per operation and phase, and the seed, so a CI run is bounded and repeatable.

@@ -2,6 +2,7 @@
 //! fixtures.
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
+pub mod in_process;
 pub mod quic;
 pub mod sinks;
 
