@@ -201,6 +201,15 @@ impl Collector {
         self
     }
 
+    /// The offset a collector served in the test's own process runs at; the test is listed as
+    /// following the test clock when this collector does ([`CLOCK_USERS_VAR`]).
+    pub fn in_process_offset(&self) -> TimeDelta {
+        if self.follows_test_now {
+            record_clock_use();
+        }
+        self.offset
+    }
+
     /// The time now on this collector's clock.
     pub fn now(&self) -> DateTime<Utc> {
         Utc::now() + self.offset

@@ -28,7 +28,7 @@ pub fn serve(c: &Collector) -> (InProcess, String) {
     let listener = std::net::TcpListener::bind(address).unwrap_or_else(|e| panic!("binding {address}: {e}"));
     listener.set_nonblocking(true).unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let offset = c.offset;
+    let offset = c.in_process_offset();
     let thread = std::thread::spawn(move || {
         tally_collector::clock::set_thread_offset(offset);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
