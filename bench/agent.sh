@@ -13,7 +13,7 @@
 #
 #   sudo bench/agent.sh            # prints a Markdown table
 #   DURATION=30 bench/agent.sh     # a quicker look
-#   TALLY_PREBUILT=1 ...           # the release programs already built (bench/ci.sh builds them once)
+#   TALLY_PREBUILT=DIR ...         # the programs already built in DIR (CI: the test build's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-120}
@@ -31,10 +31,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 systemctl stop vnstat prometheus-node-exporter 2>/dev/null || true
 
-[ -n "${TALLY_PREBUILT:-}" ] || cargo build --release --locked -q -p tally-agent -p tally-collector
 target=${CARGO_TARGET_DIR:-target}
-agent="$target/release/tally-agent"
-collector="$target/release/tally-collector"
+[ -n "${TALLY_PREBUILT:-}" ] || cargo build --release --locked -q -p tally-agent -p tally-collector
+agent="${TALLY_PREBUILT:-$target/release}/tally-agent"
+collector="${TALLY_PREBUILT:-$target/release}/tally-collector"
 cp "$agent" "$work/tally-agent" && strip "$work/tally-agent"
 agent_size=$(stat -c %s "$work/tally-agent")
 static_size=""
@@ -206,4 +206,7 @@ echo
 echo "tally-agent ÷ vnstatd: main thread CPU per tick $(ratio "$agent_main" "$vn_main") (target <= 0.5), own threads' wake-ups $(ratio "$agent_woke" "$vn_woke") (target <= 2)."
 echo "The floor (a loop that only sleeps 5 s) ÷ vnstatd: $(ratio "$floor_main" "$vn_main"); tally-agent's main thread ÷ the floor: $(ratio "$agent_main" "$floor_main")."
 echo "Targets for tally-agent: <= 12 MiB resident, stripped binary <= 8 MiB."
+case "$agent" in
+*/debug/*) echo "These programs are a debug build (TALLY_PREBUILT=$TALLY_PREBUILT): the figures show the benchmark runs, not how the release agent compares." ;;
+esac
 if [ "${THREADS:-0}" = 1 ]; then echo; sort "$work/threads"; fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark once at a reduced size, so that none of them rots: CI runs this after the
+# Every benchmark once at a reduced size, so that none of them rots: CI runs this before the
 # tests. The figures printed here are not the README's (those come from the full sizes); what
 # counts is that each benchmark still builds, runs and checks what it checks (the usage bench
 # fails if its engine and its single query disagree). Needs root for the agent's benchmark.
@@ -15,18 +15,16 @@ bench() {
   printf '%-44s %5d s\n' "ci: benchmark, $name" $((SECONDS - start)) | tee -a "${TALLY_CI_PHASES:-/dev/null}"
 }
 
-# One release build serves them all: the collector's benches and both programs, built by one
-# cargo invocation so that its features are resolved once (separate `cargo build -p` runs would
-# each build the collector again). orders.sh and agent.sh then take the programs as built
-# (TALLY_PREBUILT); run alone, they build their own.
-packages=(-p tally-collector -p tally-agent)
-bench "release build" cargo bench --locked -q "${packages[@]}" --no-run
-export TALLY_PREBUILT=1
+# They run on the test build (`cargo test --workspace`, which .ci/run makes first and make test
+# reuses): every program is built once, and a bench target is built like a test of its package,
+# with the workspace's features. The figures are a debug build's, so they only show that the
+# benchmarks run and check what they check; the README's come from release runs at full size.
+target_dir=$(cargo metadata --locked --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+export TALLY_PREBUILT="$target_dir/debug"
 bench "usage engine (SITES=300 ACCOUNTS=10)" \
-  env SITES=300 ACCOUNTS=10 cargo bench --locked -q "${packages[@]}" --bench usage
+  env SITES=300 ACCOUNTS=10 cargo test --locked -q --workspace --bench usage
 bench "storm (STORM_AGENTS=100 STORM_RUNS=1 STEADY_AGENTS=200 STEADY_SECONDS=5)" \
-  env STORM_AGENTS=100 STORM_RUNS=1 STEADY_AGENTS=200 STEADY_SECONDS=5 \
-  cargo bench --locked -q "${packages[@]}" --bench storm
-bench "console pages (SITES=100 RUNS=20)" env SITES=100 RUNS=20 cargo bench --locked -q "${packages[@]}" --bench console
+  env STORM_AGENTS=100 STORM_RUNS=1 STEADY_AGENTS=200 STEADY_SECONDS=5 cargo test --locked -q --workspace --bench storm
+bench "console pages (SITES=100 RUNS=20)" env SITES=100 RUNS=20 cargo test --locked -q --workspace --bench console
 bench "orders API (DURATION=2)" env DURATION=2 CONNECTIONS=8 bench/orders.sh
 bench "agent (DURATION=20)" env DURATION=20 bench/agent.sh

@@ -6,7 +6,7 @@
 #
 #   bench/orders.sh                 # prints a Markdown table
 #   DURATION=5 bench/orders.sh      # a quicker look
-#   TALLY_PREBUILT=1 ...           # the release programs already built (bench/ci.sh builds them once)
+#   TALLY_PREBUILT=DIR ...         # the programs already built in DIR (CI: the test build's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-20}
@@ -18,7 +18,7 @@ if ! command -v wrk >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
 fi
 [ -n "${TALLY_PREBUILT:-}" ] || cargo build --release --locked -q -p tally-collector
-collector="${CARGO_TARGET_DIR:-target}/release/tally-collector"
+collector="${TALLY_PREBUILT:-${CARGO_TARGET_DIR:-target}/release}/tally-collector"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat > "$work/c.toml" <<CONF
 data_dir = "$work/data"
