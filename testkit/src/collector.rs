@@ -229,16 +229,21 @@ impl Collector {
         if self.follows_test_now && offset == self.offset {
             record_clock_use();
         }
-        let mut command = match &self.namespace {
-            Some(ns) => {
-                let mut command = Command::new("ip");
-                command.args(["netns", "exec", ns]).arg(&self.bin);
-                command
-            }
-            None => Command::new(&self.bin),
-        };
+        let mut command = self.in_namespace(&self.bin);
         command.env(CLOCK_OFFSET_VAR, offset.num_milliseconds().to_string());
         command
+    }
+
+    /// `program`, inside the collector's namespace when it has one.
+    fn in_namespace(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match &self.namespace {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns]).arg(program);
+                command
+            }
+            None => Command::new(program),
+        }
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
@@ -264,18 +269,11 @@ impl Collector {
     /// `serve` on this configuration (under `timeout`, so a hung process ends the test), once
     /// its HTTP listener answers `/healthz`.
     pub fn serve(&self) -> Logged {
-        let mut command = match &self.namespace {
-            Some(ns) => {
-                let mut command = Command::new("ip");
-                command.args(["netns", "exec", ns, "timeout"]);
-                command
-            }
-            None => Command::new("timeout"),
-        };
-        command.arg("120").arg(&self.bin).arg("--config").arg(self.config()).arg("serve");
         if self.follows_test_now {
             record_clock_use();
         }
+        let mut command = self.in_namespace("timeout");
+        command.arg("120").arg(&self.bin).arg("--config").arg(self.config()).arg("serve");
         command.env(CLOCK_OFFSET_VAR, self.offset.num_milliseconds().to_string());
         let mut serving = Logged::spawn(command);
         self.wait_until_ready(&mut serving);
