@@ -3,12 +3,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::FakeTree;
 use tally_agent::clock::{ScaledClock, TEST_CLOCK_VAR};
+use tally_testkit::Logged;
 
 fn agent() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tally-agent"))
@@ -43,61 +43,20 @@ fn the_default_config_is_valid_and_commented() {
 }
 
 /// A running agent on an accelerated clock, with its log read line by line.
-struct Running {
-    child: Child,
-    log: BufReader<ChildStderr>,
-    seen: String,
-}
-
-impl Running {
-    fn start(tree: &FakeTree) -> Self {
-        let config = tree.write_config(&["eth1"], "");
-        let clock = format!("1791331200:{}:100", ScaledClock::now_anchor().as_nanos());
-        let mut child = agent()
-            .args(["run", "--config"])
-            .arg(config)
-            .env(TEST_CLOCK_VAR, clock)
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = BufReader::new(child.stderr.take().unwrap());
-        Running { child, log, seen: String::new() }
-    }
-
-    /// Reads the log until a line contains `needle`; returns that line.
-    fn until(&mut self, needle: &str) -> String {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(
-                self.log.read_line(&mut line).unwrap() > 0,
-                "the agent exited before logging {needle:?}:\n{}",
-                self.seen
-            );
-            self.seen += &line;
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-
-    fn terminate(&mut self) -> Duration {
-        let started = Instant::now();
-        rustix::process::kill_process(rustix::process::Pid::from_child(&self.child), rustix::process::Signal::TERM)
-            .unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "exit status {status:?}");
-        started.elapsed()
-    }
+/// `tally-agent run` over `tree` on an accelerated clock, its log read line by line.
+fn run_agent(tree: &FakeTree) -> Logged {
+    let config = tree.write_config(&["eth1"], "");
+    let clock = format!("1791331200:{}:100", ScaledClock::now_anchor().as_nanos());
+    let mut command = agent();
+    command.args(["run", "--config"]).arg(config).env(TEST_CLOCK_VAR, clock);
+    Logged::spawn(command)
 }
 
 #[test]
 fn status_answers_while_run_runs_and_sigterm_saves_the_open_bucket() {
     let tree = FakeTree::new();
     tree.add("eth1", 2, Some(1_000));
-    let mut agent_run = Running::start(&tree);
-    agent_run.until("store opened");
+    let mut agent_run = run_agent(&tree);
     // Let a few samples arrive (the counters stand still: 0 bit/s).
     for _ in 0..3 {
         agent_run.until(" sample start=");
@@ -117,11 +76,11 @@ fn status_answers_while_run_runs_and_sigterm_saves_the_open_bucket() {
     let table = String::from_utf8(table.stdout).unwrap();
     assert!(table.contains("running") && table.contains("eth1 (ifindex 2): 1000 Mbps, cap 1050.0 Mbps"), "{table}");
 
-    let took = agent_run.terminate();
+    let started = Instant::now();
+    let log = agent_run.stop();
+    let took = started.elapsed();
     assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut agent_run.log, &mut rest).unwrap();
-    let stop = rest.lines().find(|l| l.contains("stopping: open bucket and last counters saved")).expect(&rest);
+    let stop = log.lines().find(|l| l.contains("stopping: open bucket and last counters saved")).expect(&log);
     assert!(stop.contains("open_start=") && stop.contains("open_max_bps=0"), "plain fields: {stop}");
     assert!(!stop.contains("Some("), "no Rust debug text in the log: {stop}");
 
@@ -139,11 +98,11 @@ fn a_corrupt_store_is_moved_aside_and_measuring_goes_on() {
     std::fs::create_dir_all(&store).unwrap();
     std::fs::write(store.join("conf"), b"\x00\x01garbage").unwrap();
     std::fs::write(store.join("db"), vec![0x5a; 8192]).unwrap();
-    let mut agent_run = Running::start(&tree);
+    let mut agent_run = run_agent(&tree);
     let error = agent_run.until("moved aside");
     assert!(error.contains("ERROR") && error.contains("store.corrupt-"), "{error}");
     agent_run.until(" sample start=");
-    agent_run.terminate();
+    agent_run.stop();
     let aside: Vec<String> = std::fs::read_dir(tree.state())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

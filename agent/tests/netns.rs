@@ -7,13 +7,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Child;
 
 use chrono::{DateTime, Utc};
-use support::field;
 use support::namespaces::Namespaces;
-use tally_testkit::skip;
+use support::{field, wait_until_running};
+use tally_testkit::{Logged, skip};
 
 const RATE_BPS: u64 = 20_000_000;
 const SECONDS: f64 = 22.0;
@@ -75,20 +74,12 @@ fn samples_of_real_traffic_are_within_five_percent_of_the_true_rate() {
     .unwrap();
 
     let receiver = ns.exec(&ns.b, "python3").args(["-c", RECEIVER]).spawn().unwrap();
-    let mut agent = ns
-        .exec(&ns.b, env!("CARGO_BIN_EXE_tally-agent"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut log = BufReader::new(agent.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("store opened") {
-        line.clear();
-        assert!(log.read_line(&mut line).unwrap() > 0, "the agent exited");
-    }
+    let mut agent = Logged::spawn({
+        let mut command = ns.exec(&ns.b, env!("CARGO_BIN_EXE_tally-agent"));
+        command.args(["run", "--config"]).arg(&config);
+        command
+    });
+    wait_until_running(&config);
 
     let before = tx_bytes(&ns);
     let generator = ns
@@ -107,20 +98,17 @@ fn samples_of_real_traffic_are_within_five_percent_of_the_true_rate() {
     // Let the sample covering the generator's last second be logged, then stop.
     let mut samples = Vec::new();
     loop {
-        line.clear();
-        assert!(log.read_line(&mut line).unwrap() > 0, "the agent exited");
-        if line.contains(" sample start=") {
-            let at: DateTime<Utc> = field(&line, "start").unwrap().parse().unwrap();
-            let at = at.timestamp() as f64;
-            if at >= start && at + 5.0 <= end {
-                samples.push(field(&line, "bps").unwrap().parse::<u64>().unwrap());
-            }
-            if at > end {
-                break;
-            }
+        let line = agent.until(" sample start=");
+        let at: DateTime<Utc> = field(&line, "start").unwrap().parse().unwrap();
+        let at = at.timestamp() as f64;
+        if at >= start && at + 5.0 <= end {
+            samples.push(field(&line, "bps").unwrap().parse::<u64>().unwrap());
+        }
+        if at > end {
+            break;
         }
     }
-    kill(agent);
+    agent.kill();
     kill(receiver);
 
     assert!(samples.len() >= 3, "samples inside the generator's run: {samples:?}");

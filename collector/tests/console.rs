@@ -11,7 +11,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -86,20 +85,30 @@ impl Drop for Browser {
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// Starts chromedriver on a free port, ready once it says so.
+/// Starts chromedriver on a free port, ready once its WebDriver `/status` says so.
 fn browser() -> Option<Browser> {
     if !std::path::Path::new(CHROMEDRIVER).exists() || !std::path::Path::new(CHROMIUM).exists() {
         skip!("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)");
         return None;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut driver = Command::new(CHROMEDRIVER).arg(format!("--port={port}")).stdout(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
-    let ready = lines.by_ref().map_while(Result::ok).any(|l| l.contains("started successfully"));
-    assert!(ready, "chromedriver did not start");
-    // The rest of its output is drained, so it never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    Some(Browser { driver, port, profiles: Vec::new() })
+    let driver = Command::new(CHROMEDRIVER).arg(format!("--port={port}")).stdout(Stdio::null()).spawn().unwrap();
+    // Killed when dropped, also when it never gets ready.
+    let mut browser = Browser { driver, port, profiles: Vec::new() };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut last = None;
+    loop {
+        last = tally_testkit::http::try_get(address, "/status").or(last);
+        if last.as_ref().is_some_and(|(status, body)| {
+            *status == 200 && serde_json::from_str::<Value>(body).is_ok_and(|s| s["value"]["ready"] == true)
+        }) {
+            return Some(browser);
+        }
+        assert!(browser.driver.try_wait().unwrap().is_none(), "chromedriver exited");
+        assert!(std::time::Instant::now() < deadline, "chromedriver was not ready within 30 s: {last:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 impl Browser {

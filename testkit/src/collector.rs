@@ -7,7 +7,7 @@
 //! shifted to `TALLY_TEST_NOW` when that is set, and its store is PostgreSQL when
 //! `TALLY_TEST_STORE=postgres`: `make test` reruns the binaries that depend on either.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -368,7 +368,7 @@ fn checked(args: &[&str], out: Output) -> String {
 /// Waits until the `serve` process `serving` answers `GET /healthz` at `address` (any status: a
 /// collector short of disk answers 503 and still serves); panics with its log if it exits first.
 pub fn wait_for_healthz(address: SocketAddr, serving: &mut Logged) {
-    wait_until(serving, || answers_healthz(address));
+    wait_until(serving, || crate::http::try_get(address, "/healthz").is_some());
 }
 
 /// Polls `ready` every 20 ms for at most [`READY_WITHIN`] while `serving` runs.
@@ -381,15 +381,4 @@ fn wait_until(serving: &mut Logged, mut ready: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "serve was not ready within {READY_WITHIN:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Whether an HTTP server at `address` answers `GET /healthz`.
-fn answers_healthz(address: SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect(address) else { return false };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = "GET /healthz HTTP/1.1\r\nHost: tally\r\nConnection: close\r\n\r\n";
-    let mut head = [0u8; 12];
-    stream.write_all(request.as_bytes()).is_ok()
-        && stream.read_exact(&mut head).is_ok()
-        && head.starts_with(b"HTTP/1.1 ")
 }

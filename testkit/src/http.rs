@@ -13,6 +13,34 @@ pub fn serve(c: &Collector) -> (Logged, String) {
     (serving, c.http_address().to_string())
 }
 
+/// A GET on its own connection, if anything answers at `address`: the status and the body. For
+/// readiness probes: a refused or broken connection is `None`, never a panic.
+pub fn try_get(address: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(address).ok()?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").ok()?;
+    // Read up to the end of the body its Content-Length gives (a server may keep the connection).
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).ok()?;
+        response.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&response);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head.lines().find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
+            });
+            if n == 0 || length.is_some_and(|length| body.len() >= length) {
+                let status = head.split_whitespace().nth(1)?.parse().ok()?;
+                return Some((status, body.to_owned()));
+            }
+        } else if n == 0 {
+            return None;
+        }
+    }
+}
+
 /// A GET: status, content type, body.
 pub fn get(http: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
     request(http, "GET", path, token, "")

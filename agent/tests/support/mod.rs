@@ -191,3 +191,22 @@ pub fn meter(config: Config) -> Meter {
     )
     .unwrap()
 }
+
+/// Waits until an agent running on `config` answers `tally-agent status` (its status socket: the
+/// agent's store is open and it measures).
+pub fn wait_until_running(config: &std::path::Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tally-agent"))
+            .args(["status", "--format", "json", "--config"])
+            .arg(config)
+            .output()
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if status["running"] == true {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the agent did not answer status within 30 s: {status}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
