@@ -6,7 +6,7 @@ pub mod in_process;
 pub mod quic;
 pub mod sinks;
 
-pub use tally_testkit::collector::{Collector, TEST_NOW_VAR, TEST_STORE_VAR, test_clock_offset};
+pub use tally_testkit::collector::Collector;
 pub use tally_testkit::{Logged, http, postgres as pg_cluster};
 
 /// The clock of tests whose data is October 2026 (the golden month): October's window and its
