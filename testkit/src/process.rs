@@ -109,10 +109,18 @@ impl Logged {
         line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("VmRSS in KiB")
     }
 
+    /// SIGKILL, and waits until the process under `timeout` has exited too: until then it may
+    /// hold its listeners, and a collector started next on the same port would look ready.
     fn kill_now(&mut self) {
+        let inner = self.pid();
         let pid = Pid::from_child(&self.child);
         if kill_process_group(pid, Signal::KILL).is_err() {
             let _ = kill_process(pid, Signal::KILL);
+        }
+        let _ = self.child.wait();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while alive(inner) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 
@@ -123,6 +131,12 @@ impl Logged {
         }
         rest
     }
+}
+
+/// Whether process `pid` still runs (a zombie has exited: its files are closed).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
 }
 
 impl Drop for Logged {
