@@ -8,7 +8,7 @@
 //! `TALLY_TEST_STORE=postgres`: `make test` reruns the binaries that depend on either.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -280,15 +280,15 @@ impl Collector {
         serving
     }
 
-    /// Polls the HTTP listener until it answers `/healthz` ([`wait_for_healthz`]); a TLS
-    /// listener until it accepts a connection, and inside a namespace until the collector's own
-    /// `healthcheck` passes.
+    /// Polls the HTTP listener until it answers `/healthz` ([`wait_for_healthz`]); over TLS or
+    /// inside a namespace, until the collector's own `healthcheck` passes.
     fn wait_until_ready(&self, serving: &mut Logged) {
         let tls = std::fs::read_to_string(self.config()).is_ok_and(|text| text.contains("http_tls_cert"));
         match (&self.namespace, tls) {
             (None, false) => wait_for_healthz(self.http_address(), serving),
-            (None, true) => wait_until(serving, || TcpStream::connect(self.http_address()).is_ok()),
-            (Some(_), _) => wait_until(serving, || self.run(&["healthcheck"]).status.success()),
+            // Its own probe, over TLS and pinned to the configured certificate: a collector that
+            // served this port before (plain, or another certificate) is never taken for it.
+            (_, true) | (Some(_), _) => wait_until(serving, || self.run(&["healthcheck"]).status.success()),
         }
     }
 
