@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use chrono::{Datelike, NaiveDate, TimeDelta, Utc};
+use chrono::{Datelike, NaiveDate, Utc};
 use tally_testkit::postgres as pg_cluster;
 
 use tally_collector::store::postgres::PgStore;
@@ -150,15 +150,14 @@ async fn bench<S: Store + Clone + 'static>(
     );
 
     let october: Month = "2026-10".parse()?;
-    let now = Utc::now();
-    let grace = TimeDelta::days(3_650); // provisional: computed, never saved as finalized
+    let now = Utc::now(); // a report never finalizes (R35): computed, never saved
     let reports = |store: &S| {
         let store = store.clone();
         async move {
             let mut pools = BTreeMap::new();
             for a in 0..accounts {
                 let id = format!("a{a:03}");
-                let r = report::build(&store, &id, october, MonthWindowSetting::Calendar, grace, now).await?;
+                let r = report::build(&store, &id, october, MonthWindowSetting::Calendar, now).await?;
                 for p in r.bandwidth_pool {
                     pools.insert((id.clone(), p.region_group.to_string()), p.monthly_p95_bps);
                 }

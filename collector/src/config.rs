@@ -89,8 +89,9 @@ lan_device_retention_months = 13
 # usage-measurement article says; "calendar" includes the last day.
 month_window = "article"
 
-# A month is finalized this long after its window closes (R9): until then late buckets still
-# change it; then over-usage is evaluated and notified.
+# A month is finalized this long after both its window and its calendar month have ended (R9,
+# R34; at most 744 = 31 days): until then late buckets still change it; then over-usage is
+# evaluated and notified.
 grace_hours = 72
 
 # The bearer token of the HTTP API's operator (at least 32 characters). Without it, every /v1
@@ -422,7 +423,7 @@ pub fn parse_with(text: &str, lookup: impl Fn(&str) -> Option<OsString>) -> Resu
             "tally@localhost".to_owned()
         }
     };
-    let grace_hours = fields.integer("grace_hours", 72, 0, 24 * 366);
+    let grace_hours = fields.integer("grace_hours", 72, 0, 24 * 31);
     let min_free_mb = fields.integer("min_free_mb", 256, 0, 1 << 30);
     let server_names = match fields.get("server_names") {
         None => vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()],

@@ -40,8 +40,10 @@ pub struct Metrics {
     pub site_days_recomputed: Counter,
     /// How long one recomputation of the dirty days took.
     pub recompute_seconds: Histogram,
-    /// Months finalized by this collector (R9).
+    /// Months finalized by this collector (R9): counted by the one whose transaction saved it.
     pub months_finalized: Counter,
+    /// Attempts to finalize an account's month that failed (each is retried, R34).
+    pub finalization_failures: Counter,
     /// Notifications delivered, by `channel`.
     pub notifications_delivered: Family<Labels, Counter>,
     /// Notification attempts that failed (each is retried), by `channel`.
@@ -106,6 +108,7 @@ impl Metrics {
             site_days_recomputed: Counter::default(),
             recompute_seconds: latency(),
             months_finalized: Counter::default(),
+            finalization_failures: Counter::default(),
             notifications_delivered: Family::default(),
             notification_failures: Family::default(),
             http_requests: Family::default(),
@@ -137,6 +140,11 @@ impl Metrics {
             metrics.recompute_seconds.clone(),
         );
         r.register("months_finalized", "Months finalized", metrics.months_finalized.clone());
+        r.register(
+            "finalization_failures",
+            "Attempts to finalize an account's month that failed",
+            metrics.finalization_failures.clone(),
+        );
         r.register("notifications_delivered", "Notifications delivered", metrics.notifications_delivered.clone());
         r.register("notification_failures", "Notification attempts failed", metrics.notification_failures.clone());
         r.register("http_requests", "HTTP requests by route, method and status", metrics.http_requests.clone());

@@ -184,6 +184,10 @@ impl Month {
         Month { first: self.first.checked_add_months(chrono::Months::new(1)).unwrap_or(self.first) }
     }
 
+    pub fn previous(self) -> Self {
+        Month { first: self.first.checked_sub_months(chrono::Months::new(1)).unwrap_or(self.first) }
+    }
+
     /// The window the monthly P95 and the licensed capacity are taken over (R7).
     pub fn window(self, setting: MonthWindowSetting) -> MonthWindow {
         let end = match setting {

@@ -21,7 +21,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use chrono::TimeDelta;
 use serde::Serialize;
 use tally_common::region::RegionTable;
 use tally_common::time::{Month, MonthWindowSetting};
@@ -41,7 +40,6 @@ use problem::{FieldError, Problem};
 pub struct Api<S> {
     store: Arc<S>,
     month_window: MonthWindowSetting,
-    grace: TimeDelta,
     operator_token: Option<String>,
     exposure: crate::https::Exposure,
     regions: Arc<RegionTable>,
@@ -52,7 +50,6 @@ impl<S> Clone for Api<S> {
         Api {
             store: self.store.clone(),
             month_window: self.month_window,
-            grace: self.grace,
             operator_token: self.operator_token.clone(),
             exposure: self.exposure.clone(),
             regions: self.regions.clone(),
@@ -65,7 +62,6 @@ impl<S: Store + 'static> Api<S> {
         Api {
             store,
             month_window: config.month_window,
-            grace: config.grace,
             operator_token: config.operator_token.clone(),
             exposure: config.exposure.clone(),
             regions: Arc::new(RegionTable::builtin()),
@@ -216,7 +212,7 @@ async fn usage<S: Store + 'static>(
 ) -> Result<Json<UsageReport>, Problem> {
     let month = month_of(&query)?;
     visible_account(&*api.store, &caller, &account).await?;
-    report::build(&*api.store, &account, month, api.month_window, api.grace, crate::clock::now())
+    report::build(&*api.store, &account, month, api.month_window, crate::clock::now())
         .await
         .map(Json)
         .map_err(report_problem)
@@ -321,8 +317,8 @@ async fn account<S: Store + 'static>(
     view.map(Json).ok_or_else(|| Problem::not_found(format!("account {account:?} does not exist")))
 }
 
-/// `GET /v1/accounts/{account}/overusage?month=YYYY-MM`: the month's over-usage (R14); the month
-/// is finalized first if its grace period has ended.
+/// `GET /v1/accounts/{account}/overusage?month=YYYY-MM`: the month's over-usage (R14), found when
+/// the engine finalized it (R34): none before.
 #[utoipa::path(get, path = "/v1/accounts/{account}/overusage", tag = "usage",
     params(("account" = String, Path), ("month" = Month, Query, description = "YYYY-MM")),
     responses(
@@ -337,7 +333,7 @@ async fn overusage_of_month<S: Store + 'static>(
 ) -> Result<Json<OverusageOfMonth>, Problem> {
     let month = month_of(&query)?;
     visible_account(&*api.store, &caller, &account).await?;
-    let report = report::build(&*api.store, &account, month, api.month_window, api.grace, crate::clock::now())
+    let report = report::build(&*api.store, &account, month, api.month_window, crate::clock::now())
         .await
         .map_err(report_problem)?;
     Ok(Json(OverusageOfMonth { account, month, status: report.status, overusage: report.overusage }))

@@ -104,14 +104,14 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
             ));
             let transports = usage::notify::Transports::new(&config).map_err(anyhow::Error::msg)?;
             transports.log_unconfigured(&*store).await?;
-            let engine = tokio::spawn(usage::run_engine(
+            let engine = usage::Engine::new(
                 store.clone(),
                 config.month_window,
                 config.grace,
                 config.lan_device_retention_months,
                 transports,
-                until_stopped(stopped.clone()),
-            ));
+            );
+            let engine = tokio::spawn(engine.run(until_stopped(stopped.clone())));
             let pools = tokio::spawn(pool_risk::watch(store.clone(), until_stopped(stopped.clone())));
             let metrics = match config.metrics_listen {
                 Some(address) => {
@@ -531,9 +531,34 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
                 }
             }
         }
+        Command::Engine { once: _ } => {
+            let transports = usage::notify::Transports::new(&config).map_err(anyhow::Error::msg)?;
+            let mut engine = usage::Engine::new(
+                std::sync::Arc::new(store),
+                config.month_window,
+                config.grace,
+                config.lan_device_retention_months,
+                transports,
+            );
+            let pass = engine.pass(true).await;
+            outln!(
+                "engine pass: {} site-day(s) recomputed, {} month(s) finalized, {} notification(s) delivered",
+                pass.days_recomputed,
+                pass.months_finalized,
+                pass.notifications_delivered
+            );
+            if pass.finalization_failures > 0 || pass.store_failures > 0 {
+                anyhow::bail!(
+                    "{} account(s) could not be finalized and {} step(s) failed in the store: see the log above; \
+                     each is tried again next pass",
+                    pass.finalization_failures,
+                    pass.store_failures
+                );
+            }
+        }
         Command::Report { account, month, format } => {
             let report =
-                usage::report::build(&store, &account, month, config.month_window, config.grace, clock::now()).await?;
+                usage::report::build(&store, &account, month, config.month_window, clock::now()).await?;
             match format {
                 Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
                 Format::Table => out!("{}", usage::report::table(&report)),

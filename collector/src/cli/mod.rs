@@ -35,6 +35,14 @@ impl Cli {
 pub enum Command {
     /// Run the collector until SIGTERM or Ctrl-C.
     Serve,
+    /// Run the usage engine, which `serve` runs every few seconds, once: recompute the days that
+    /// changed, finalize every month past its closing time, deliver the notifications due. Reports
+    /// never finalize a month; this (or `serve`) does.
+    Engine {
+        /// One pass, then exit (exit code 1 if any account's month could not be finalized).
+        #[arg(long, required = true)]
+        once: bool,
+    },
     /// Check the configuration and report every error at once (exit code 64 on any).
     Validate,
     /// Ask the running `serve` whether it is healthy (its store can write): exit code 0, or 1

@@ -26,7 +26,6 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::TimeDelta;
 use tally_common::time::MonthWindowSetting;
 
 use crate::api::problem::Problem;
@@ -41,7 +40,6 @@ pub struct Console<S> {
     store: Arc<S>,
     operator_token: Option<String>,
     month_window: MonthWindowSetting,
-    grace: TimeDelta,
     /// Where a sign-in may come from, and when its cookie is `Secure`.
     exposure: crate::https::Exposure,
 }
@@ -52,7 +50,6 @@ impl<S> Clone for Console<S> {
             store: self.store.clone(),
             operator_token: self.operator_token.clone(),
             month_window: self.month_window,
-            grace: self.grace,
             exposure: self.exposure.clone(),
         }
     }
@@ -71,7 +68,6 @@ impl<S: Store + 'static> Console<S> {
             store,
             operator_token: config.operator_token.clone(),
             month_window: config.month_window,
-            grace: config.grace,
             exposure: config.exposure.clone(),
         }
     }

@@ -119,7 +119,7 @@ pub(super) async fn report_of<S: Store>(
 ) -> Result<UsageReport, PageError> {
     visible_account(&*console.store, &signed.caller, account).await?;
     let now = crate::clock::now();
-    let built = report::build(&*console.store, account, month, console.month_window, console.grace, now).await;
+    let built = report::build(&*console.store, account, month, console.month_window, now).await;
     Ok(built.map_err(crate::api::report_problem)?)
 }
 

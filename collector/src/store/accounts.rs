@@ -20,6 +20,15 @@ pub struct Account {
     pub eop_contact_email: Option<String>,
 }
 
+/// When an account's life began (R28), and when it came to Tally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountLife {
+    /// The earliest of its creation, its first license's first day and its first bucket's day.
+    pub since: NaiveDate,
+    /// The day it was created in Tally: months before it are imported history (R34).
+    pub created: NaiveDate,
+}
+
 /// An account's contract term (R27): from `start` through `end`, both days included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContractTerm {
@@ -155,9 +164,8 @@ pub trait AccountStore: Send + Sync {
     fn account(&self, id: &str) -> impl Future<Output = Result<Option<Account>, StoreError>> + Send;
     /// Every account's id.
     fn account_ids(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
-    /// The first day of the account's life (R28): the earliest of its creation, its first
-    /// license's first day and its first bucket's day; `None` for an unknown account.
-    fn account_life_start(&self, id: &str) -> impl Future<Output = Result<Option<NaiveDate>, StoreError>> + Send;
+    /// The account's life (R28); `None` for an unknown account.
+    fn account_life(&self, id: &str) -> impl Future<Output = Result<Option<AccountLife>, StoreError>> + Send;
     /// Every account, by id.
     fn accounts(&self) -> impl Future<Output = Result<Vec<Account>, StoreError>> + Send;
     /// Replaces the name and the EoP contact of account `account.id` (its partner stays); false

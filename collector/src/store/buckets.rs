@@ -40,6 +40,14 @@ pub struct SiteDay {
     pub p95: DailyP95,
 }
 
+/// An account's days read in one snapshot: the computed days (R5), and the days whose buckets
+/// changed since, with their buckets, for the reader to compute in memory (R35).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiteDays {
+    pub computed: Vec<SiteDay>,
+    pub dirty: Vec<DirtyDayBuckets>,
+}
+
 /// A bucket to bill, with the policy version its socket stamped on it: the cap it enforced while
 /// measuring (R26, wire protocol 2). `None`: unstamped (version 1, `import-buckets`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,24 +110,16 @@ pub trait BucketStore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<DirtyDayBuckets>, StoreError>> + Send;
     /// How many site-days are dirty, claimed or not (`/metrics`).
     fn dirty_days_waiting(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
-    /// How many of an account's dirty days in `[from, until)` another refresh has claimed past
-    /// `now`: until it saves them (or its lease ends), the account's computed days are not
-    /// current, and a report waits.
-    fn claimed_dirty_days(
-        &self,
-        account: &str,
-        from: NaiveDate,
-        until: NaiveDate,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Saves computed days and clears each dirty mark whose generation is unchanged, in one
     /// transaction; the marks of days that changed meanwhile stay, unclaimed.
     fn save_site_days(&self, days: &[(DirtyDay, DailyP95)]) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// The computed days of an account's sites in `[from, until)`.
+    /// The days of an account's sites in `[from, until)` as one consistent snapshot (a read
+    /// transaction): the computed days, and the dirty ones (claimed or not) with their buckets.
+    /// It writes nothing (R35).
     fn site_days(
         &self,
         account: &str,
         from: NaiveDate,
         until: NaiveDate,
-    ) -> impl Future<Output = Result<Vec<SiteDay>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<SiteDays, StoreError>> + Send;
 }

@@ -21,14 +21,16 @@ use super::{
     QuarantinedBucket, RefusalCount, Resolution, ResolutionKind, Site, SiteIntake, SitePolicy, StoreError,
 };
 
-/// Counts both backends read with the same text (`$N` parameters, which SQLite reads too).
+/// Reads both backends run with the same text (`$N` parameters, which SQLite reads too).
 pub(super) mod counts {
     /// Site-days dirty, claimed or not.
     pub(in crate::store) const DIRTY_DAYS: &str = "SELECT count(*) FROM dirty_days";
-    /// An account's (`$1`) dirty days in `[$2, $3)` claimed past `$4`.
-    pub(in crate::store) const CLAIMED_DIRTY_DAYS: &str =
-        "SELECT count(*) FROM dirty_days d JOIN sites s ON s.id = d.site_id
-         WHERE s.account_id = $1 AND d.day >= $2 AND d.day < $3 AND d.claimed_until > $4";
+    /// An account's (`$1`) dirty days in `[$2, $3)`, claimed or not: (site, day, generation).
+    pub(in crate::store) const ACCOUNT_DIRTY_DAYS: &str =
+        "SELECT d.site_id, d.day, d.generation FROM dirty_days d JOIN sites s ON s.id = d.site_id
+         WHERE s.account_id = $1 AND d.day >= $2 AND d.day < $3 ORDER BY d.site_id, d.day";
+    /// The months (`YYYY-MM`) of an account (`$1`) finalized.
+    pub(in crate::store) const FINALIZED_MONTHS: &str = "SELECT month FROM finalized_months WHERE account_id = $1";
     /// Notifications not delivered yet.
     pub(in crate::store) const PENDING_NOTIFICATIONS: &str = "SELECT count(*) FROM outbox WHERE delivered_at IS NULL";
 }

@@ -102,7 +102,7 @@ pub trait UsageStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<(DateTime<Utc>, String)>, StoreError>> + Send;
     /// Saves a finalized month's report, its over-usage and the notification's outbox rows (one
     /// per recipient of the account and of its managing partner), in one transaction, unless the
-    /// month is saved already; returns the saved report.
+    /// month is saved already; returns whether this call saved it.
     fn finalize_month(
         &self,
         account: &str,
@@ -111,7 +111,9 @@ pub trait UsageStore: Send + Sync {
         report: &str,
         overusage: &[NewOverusage],
         notification: Option<&Notification>,
-    ) -> impl Future<Output = Result<(DateTime<Utc>, String), StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// The months (`YYYY-MM`) of `account` finalized, in no particular order.
+    fn finalized_months(&self, account: &str) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
     /// `account`'s over-usage of `month`, with resolutions.
     fn overusages(&self, account: &str, month: &str)
     -> impl Future<Output = Result<Vec<Overusage>, StoreError>> + Send;

@@ -1,12 +1,15 @@
 //! Each site's daily P95 (R5) kept current: a merge marks the (site, day) it touched dirty in
 //! the same transaction as the buckets; [`refresh`] recomputes only those site-days with
 //! `tally_common::p95` and clears each mark unless the day changed again meanwhile. Each batch is
-//! claimed first, so collectors sharing a store recompute different days (R30).
+//! claimed first, so collectors sharing a store recompute different days (R30). A reader never
+//! waits for it: [`current`] computes the dirty days of its snapshot in memory (R35).
+
+use std::collections::HashSet;
 
 use chrono::{NaiveDate, TimeDelta};
 use tally_common::p95::{DailyP95, daily_site_p95};
 
-use crate::store::{DirtyDay, KeyRange, Store, StoreError};
+use crate::store::{DirtyDay, KeyRange, SiteDay, SiteDays, Store, StoreError};
 
 /// Site-days recomputed per store transaction.
 const REFRESH_BATCH: usize = 5_000;
@@ -33,21 +36,21 @@ pub async fn refresh<S: Store>(store: &S) -> Result<usize, StoreError> {
     Ok(total)
 }
 
-/// How often [`settle`] looks again at days another refresh holds.
-const SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// Makes an account's computed days of `[from, until)` current: recomputes every dirty day, then
-/// waits while another refresh (the engine's, or another collector's) holds some of them, and
-/// takes them over if its lease ends. A report read without this could miss days being
-/// computed at that moment, and a month finalized so would stay wrong.
-pub async fn settle<S: Store>(store: &S, account: &str, from: NaiveDate, until: NaiveDate) -> Result<(), StoreError> {
-    loop {
-        refresh(store).await?;
-        if store.claimed_dirty_days(account, from, until, crate::clock::now()).await? == 0 {
-            return Ok(());
-        }
-        tokio::time::sleep(SETTLE_POLL).await;
-    }
+/// An account's days as they stand in `snapshot` (R35): the computed ones, each dirty one
+/// computed in memory from its buckets by the same rule as [`refresh`]; and how many were.
+pub fn current(snapshot: SiteDays) -> (Vec<SiteDay>, usize) {
+    let fresh: Vec<SiteDay> = snapshot
+        .dirty
+        .into_iter()
+        .map(|(dirty, buckets)| SiteDay { p95: daily_site_p95(dirty.day, buckets), site: dirty.site, day: dirty.day })
+        .collect();
+    let recomputed: HashSet<(&str, NaiveDate)> = fresh.iter().map(|d| (d.site.as_str(), d.day)).collect();
+    let mut days: Vec<SiteDay> =
+        snapshot.computed.into_iter().filter(|d| !recomputed.contains(&(d.site.as_str(), d.day))).collect();
+    let in_memory = fresh.len();
+    days.extend(fresh);
+    days.sort_by(|a, b| (&a.site, a.day).cmp(&(&b.site, b.day)));
+    (days, in_memory)
 }
 
 /// One pass over the dirty days of `range` in key order, reading each batch while the previous

@@ -10,33 +10,40 @@ use serde::{Deserialize, Serialize};
 use tally_common::kinds::{LicenseKind, ZtnaRegion};
 use tally_common::meters::MeterMonth;
 use tally_common::region::RegionGroup;
-use tally_common::time::{Month, MonthWindow, MonthWindowSetting};
+use tally_common::time::{Month, MonthWindowSetting};
 
 use crate::enforcement::{CapHistoryView, ViolationReport};
 use crate::store::Overusage;
 
-/// Where a month stands (R9).
+/// Where a month stands (R9, R34).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MonthStatus {
-    /// The window still runs.
+    /// The calendar month still runs.
     Open,
-    /// The window closed; late buckets may still change the month until the grace period ends.
+    /// The calendar month ended; late buckets may still change the month until the engine
+    /// finalizes it ([`closes_at`]).
     Provisional,
-    /// The grace period ended: over-usage is evaluated.
+    /// The engine saved it: over-usage is evaluated, and it never changes again.
     Finalized,
 }
 
 impl MonthStatus {
-    pub fn of(window: MonthWindow, grace: TimeDelta, now: DateTime<Utc>) -> MonthStatus {
-        if now < window.end_time() {
-            MonthStatus::Open
-        } else if now < window.end_time() + grace {
-            MonthStatus::Provisional
-        } else {
-            MonthStatus::Finalized
+    /// Where `month` stands at `now` while the engine has not saved it (R34): open until its
+    /// calendar month ends, provisional after. Only a saved month is `Finalized`.
+    pub fn unsaved(month: Month, now: DateTime<Utc>) -> MonthStatus {
+        match now < month.window(MonthWindowSetting::Calendar).end_time() {
+            true => MonthStatus::Open,
+            false => MonthStatus::Provisional,
         }
     }
+}
+
+/// When the engine finalizes `month` (R34): once its P95 window and its calendar month have both
+/// ended, plus `grace`.
+pub fn closes_at(month: Month, setting: MonthWindowSetting, grace: TimeDelta) -> DateTime<Utc> {
+    let calendar = month.window(MonthWindowSetting::Calendar).end_time();
+    month.window(setting).end_time().max(calendar) + grace
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -55,6 +62,10 @@ pub struct UsageReport {
     /// Buckets of the window first received after finalization: stored, counted, not billed (R9).
     #[serde(default)]
     pub late_buckets: u64,
+    /// Site-days whose buckets changed since the engine last summarized them: this report
+    /// computed them from the buckets, in memory, without writing (R35).
+    #[serde(default)]
+    pub days_computed_in_memory: u64,
     /// A finalized month's over-usage (R14), with its resolution once there is one (R16).
     #[serde(default)]
     pub overusage: Vec<OverusageReport>,

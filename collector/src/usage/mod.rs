@@ -1,14 +1,14 @@
-//! The usage engine: keeps each site's daily P95 (R5) current as buckets arrive, and builds the
-//! usage report from it. The rules themselves live in `tally_common` (p95, license, pool); this
-//! module stores, schedules and reports.
+//! The usage engine: keeps each site's daily P95 (R5) current as buckets arrive, finalizes the
+//! months that closed (R9, R34), and builds the usage report. The rules themselves live in
+//! `tally_common` (p95, license, pool); this module stores, schedules and reports.
 //!
 //! Incremental: a merge marks the days it touched dirty in the same transaction as the buckets
 //! (`dirty_days`); [`refresh`] recomputes only those site-days and clears each mark unless the
-//! day changed again meanwhile. [`run_engine`] calls it every [`REFRESH_PERIOD`] while `serve`
-//! runs, so a burst of batches into one day costs one recomputation (debounce); a report
-//! settles its account's days first ([`daily::settle`]), so it is never stale, with or without
-//! `serve`, even while another refresh holds some of them. The same task finalizes months whose
-//! grace period ended (R9): their report is saved and never changes again.
+//! day changed again meanwhile. The [`Engine`] is the only writer of derived data (R35): `serve`
+//! runs a pass every [`REFRESH_PERIOD`], so a burst of batches into one day costs one
+//! recomputation (debounce), and `tally-collector engine --once` runs one. A report never
+//! waits for it nor writes: it computes the dirty days of its snapshot in memory
+//! ([`daily::current`]).
 
 pub mod daily;
 pub mod document;
@@ -19,52 +19,115 @@ pub mod report;
 
 pub use daily::refresh;
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use tally_common::time::{Month, MonthWindowSetting};
 
 use crate::store::{Store, StoreError};
-use document::MonthStatus;
+use document::closes_at;
 
 /// How often the running collector recomputes the days that changed.
 pub const REFRESH_PERIOD: Duration = Duration::from_secs(2);
 
-/// While `serve` runs: recomputes changed days every [`REFRESH_PERIOD`], every
-/// [`FINALIZE_PERIOD`] finalizes the months whose grace period has ended (R9), and sends the
-/// notifications that are due (R15).
-pub async fn run_engine<S: Store>(
-    store: std::sync::Arc<S>,
+/// How often the running collector looks for months to finalize.
+pub const FINALIZE_PERIOD: Duration = Duration::from_secs(60);
+
+/// The longest wait before an account whose month failed to finalize is tried again.
+const MAX_RETRY_DELAY: TimeDelta = TimeDelta::hours(1);
+
+/// What one pass of the engine did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    pub days_recomputed: usize,
+    pub months_finalized: usize,
+    /// Accounts whose month could not be finalized in this pass (each is logged, counted and
+    /// retried).
+    pub finalization_failures: usize,
+    pub notifications_delivered: usize,
+    /// Steps that failed in the store (each is logged and tried again next pass).
+    pub store_failures: usize,
+}
+
+/// The engine: recomputes changed days, finalizes the months that closed (R34), forgets old LAN
+/// addresses (R29) and delivers the notifications due (R15).
+#[derive(Debug)]
+pub struct Engine<S> {
+    store: Arc<S>,
     setting: MonthWindowSetting,
     grace: TimeDelta,
     lan_retention_months: u32,
     transports: notify::Transports,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    let mut last_finalize: Option<tokio::time::Instant> = None;
-    loop {
-        tokio::select! {
-            () = &mut shutdown => return,
-            () = tokio::time::sleep(REFRESH_PERIOD) => {}
-        }
-        match refresh(&*store).await {
-            Ok(0) => {}
-            Ok(days) => tracing::debug!(days, "daily P95 recomputed"),
-            Err(e) => tracing::error!(error = %e, "recomputing daily P95 failed; retrying"),
-        }
-        if last_finalize.is_none_or(|t| t.elapsed() >= FINALIZE_PERIOD) {
-            last_finalize = Some(tokio::time::Instant::now());
-            if let Err(e) = finalize_due(&*store, setting, grace, crate::clock::now()).await {
-                tracing::error!(error = %e, "finalizing months failed; retrying");
+    retries: Retries,
+}
+
+impl<S: Store> Engine<S> {
+    pub fn new(
+        store: Arc<S>,
+        setting: MonthWindowSetting,
+        grace: TimeDelta,
+        lan_retention_months: u32,
+        transports: notify::Transports,
+    ) -> Self {
+        Engine { store, setting, grace, lan_retention_months, transports, retries: Retries::default() }
+    }
+
+    /// While `serve` runs: a pass every [`REFRESH_PERIOD`], finalizing every [`FINALIZE_PERIOD`].
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut last_finalize: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(REFRESH_PERIOD) => {}
             }
-            if let Err(e) = forget_lan_devices(&*store, lan_retention_months, crate::clock::now()).await {
+            let finalize = last_finalize.is_none_or(|t| t.elapsed() >= FINALIZE_PERIOD);
+            if finalize {
+                last_finalize = Some(tokio::time::Instant::now());
+            }
+            self.pass(finalize).await;
+        }
+    }
+
+    /// One pass; with `finalize`, it finalizes the months due and forgets old LAN addresses too.
+    /// Every failure is logged here and tried again next pass.
+    pub async fn pass(&mut self, finalize: bool) -> Pass {
+        let store = &*self.store;
+        let mut pass = Pass::default();
+        match refresh(store).await {
+            Ok(days) => pass.days_recomputed = days,
+            Err(e) => {
+                pass.store_failures += 1;
+                tracing::error!(error = %e, "recomputing daily P95 failed; retrying");
+            }
+        }
+        if pass.days_recomputed > 0 {
+            tracing::debug!(days = pass.days_recomputed, "daily P95 recomputed");
+        }
+        if finalize {
+            let now = crate::clock::now();
+            match finalize_due(store, self.setting, self.grace, now, &mut self.retries).await {
+                Ok((months, failures)) => (pass.months_finalized, pass.finalization_failures) = (months, failures),
+                Err(e) => {
+                    pass.store_failures += 1;
+                    tracing::error!(error = %e, "listing the accounts to finalize failed; retrying");
+                }
+            }
+            if let Err(e) = forget_lan_devices(store, self.lan_retention_months, now).await {
+                pass.store_failures += 1;
                 tracing::error!(error = %e, "deleting old LAN devices failed; retrying");
             }
         }
-        if let Err(e) = notify::deliver_due(&*store, &transports, crate::clock::now()).await {
-            tracing::error!(error = %e, "reading the notification outbox failed; retrying");
+        match notify::deliver_due(store, &self.transports, crate::clock::now()).await {
+            Ok(delivered) => pass.notifications_delivered = delivered,
+            Err(e) => {
+                pass.store_failures += 1;
+                tracing::error!(error = %e, "reading the notification outbox failed; retrying");
+            }
         }
+        pass
     }
 }
 
@@ -80,37 +143,112 @@ pub async fn forget_lan_devices<S: Store>(store: &S, months: u32, now: DateTime<
     Ok(forgotten)
 }
 
-/// How often the running collector looks for months to finalize.
-pub const FINALIZE_PERIOD: Duration = Duration::from_secs(60);
+/// When each account whose finalization failed may be tried again: the delay doubles from
+/// [`FINALIZE_PERIOD`] with each failure in a row, up to [`MAX_RETRY_DELAY`].
+#[derive(Debug, Default)]
+struct Retries(HashMap<String, (u32, DateTime<Utc>)>);
 
-/// Finalizes, for every account, the last two months if their grace period has ended and they
-/// are not finalized yet (a collector down for longer finalizes older months when asked for
-/// their report).
-pub async fn finalize_due<S: Store>(
+impl Retries {
+    fn due(&self, account: &str, now: DateTime<Utc>) -> bool {
+        self.0.get(account).is_none_or(|(_, next)| *next <= now)
+    }
+
+    /// Records a failure; returns the delay before the next try.
+    fn failed(&mut self, account: &str, now: DateTime<Utc>) -> TimeDelta {
+        let failures = self.0.get(account).map_or(0, |(n, _)| *n) + 1;
+        let base = TimeDelta::from_std(FINALIZE_PERIOD).unwrap_or(TimeDelta::minutes(1));
+        let delay = (base * 2_i32.saturating_pow(failures.min(16) - 1)).min(MAX_RETRY_DELAY);
+        self.0.insert(account.to_owned(), (failures, now + delay));
+        delay
+    }
+
+    fn succeeded(&mut self, account: &str) {
+        self.0.remove(account);
+    }
+}
+
+/// The latest month closed at `now` (R34): grace is at most 31 days, so it is at most two
+/// months back.
+fn last_closed_month(setting: MonthWindowSetting, grace: TimeDelta, now: DateTime<Utc>) -> Month {
+    let mut month = Month::containing(now.date_naive());
+    for _ in 0..3 {
+        if closes_at(month, setting, grace) <= now {
+            break;
+        }
+        month = month.previous();
+    }
+    month
+}
+
+/// Finalizes, for each account on its own, every month of its life closed at `now` and not
+/// finalized yet, however old (R34). An account whose month fails is logged, counted and tried
+/// again later with backoff; the others go on. Returns the months this call finalized and the
+/// accounts that failed.
+async fn finalize_due<S: Store>(
     store: &S,
     setting: MonthWindowSetting,
     grace: TimeDelta,
     now: DateTime<Utc>,
-) -> Result<(), report::ReportError> {
-    let this_month = Month::containing(now.date_naive());
-    let previous = Month::containing(this_month.first_day().pred_opt().unwrap_or(this_month.first_day()));
-    let before = Month::containing(previous.first_day().pred_opt().unwrap_or(previous.first_day()));
+    retries: &mut Retries,
+) -> Result<(usize, usize), StoreError> {
+    let last = last_closed_month(setting, grace, now);
     let accounts = store.account_ids().await?;
-    tracing::debug!(accounts = accounts.len(), months = %format!("{before} {previous}"), "months due for finalization checked");
-    for account in accounts {
-        for month in [before, previous] {
-            let due = MonthStatus::of(month.window(setting), grace, now) == MonthStatus::Finalized;
-            if due && store.finalized_report(&account, &month.to_string()).await?.is_none() {
-                match report::build(store, &account, month, setting, grace, now).await {
-                    Ok(_) => {
-                        crate::metrics::get().months_finalized.inc();
-                    }
-                    // R28: a month before the account's life is never finalized nor notified.
-                    Err(report::ReportError::BeforeAccountLife { .. }) => {}
-                    Err(e) => return Err(e),
-                }
+    tracing::debug!(accounts = accounts.len(), through = %last, "months due for finalization checked");
+    let (mut finalized, mut failures) = (0, 0);
+    for account in &accounts {
+        if !retries.due(account, now) {
+            continue;
+        }
+        match finalize_account(store, account, setting, last, now).await {
+            Ok(months) => {
+                finalized += months;
+                retries.succeeded(account);
+            }
+            Err((month, e)) => {
+                failures += 1;
+                crate::metrics::get().finalization_failures.inc();
+                let retry_in = retries.failed(account, now);
+                tracing::error!(
+                    account, month = %month, error = %e, retry_in_s = retry_in.num_seconds(),
+                    "finalizing a month failed; this account is tried again later, the others go on"
+                );
             }
         }
     }
-    Ok(())
+    Ok((finalized, failures))
+}
+
+/// Finalizes `account`'s months from the first of its life through `last`, oldest first; months
+/// before it came to Tally (imported history) without notification. Stops at the first month
+/// that fails, and says which.
+async fn finalize_account<S: Store>(
+    store: &S,
+    account: &str,
+    setting: MonthWindowSetting,
+    last: Month,
+    now: DateTime<Utc>,
+) -> Result<usize, (Month, report::ReportError)> {
+    let (life, saved) = tokio::try_join!(store.account_life(account), store.finalized_months(account))
+        .map_err(|e| (last, e.into()))?;
+    // An account deleted meanwhile has nothing left to finalize.
+    let Some(life) = life else { return Ok(0) };
+    let saved: HashSet<String> = saved.into_iter().collect();
+    let mut finalized = 0;
+    let mut month = Month::containing(life.since);
+    while month <= last {
+        if !saved.contains(&month.to_string()) {
+            let notify = month.last_day() >= life.created;
+            match report::finalize(store, account, month, setting, now, notify).await {
+                Ok(true) => {
+                    finalized += 1;
+                    crate::metrics::get().months_finalized.inc();
+                    tracing::info!(account, month = %month, notify, "month finalized");
+                }
+                Ok(false) => tracing::debug!(account, month = %month, "month finalized by another collector"),
+                Err(e) => return Err((month, e)),
+            }
+        }
+        month = month.next();
+    }
+    Ok(finalized)
 }

@@ -11,9 +11,13 @@ use crate::store::{
 };
 
 /// Every region group and meter of a finalized month above its license. A base product's
-/// over-usage flags the account's Premium Security and Insights licenses (R14).
+/// over-usage flags the account's Premium Security and Insights licenses in force in that month
+/// (R14).
 pub fn evaluate(report: &UsageReport, licenses: &[License]) -> Vec<NewOverusage> {
-    let held = |kind: LicenseKind| licenses.iter().any(|l| l.terms.kind == kind);
+    let (first, last) = (report.month.first_day(), report.month.last_day());
+    let held = |kind: LicenseKind| {
+        licenses.iter().any(|l| l.terms.kind == kind && l.terms.effective_from <= last && first <= l.terms.effective_to)
+    };
     let flags = |kind: LicenseKind| -> Vec<LicenseKind> {
         if !kind.is_base_product() {
             return Vec::new();

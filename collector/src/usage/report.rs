@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use tally_common::bandwidth::Bandwidth;
 use tally_common::kinds::{LicenseKind, ZtnaRegion};
@@ -41,53 +41,59 @@ pub enum ReportError {
 /// Whether `month` overlaps the account's life (R28): only such months are reported, finalized
 /// and notified.
 pub async fn check_account_life<S: Store>(store: &S, account: &str, month: Month) -> Result<(), ReportError> {
-    match store.account_life_start(account).await? {
+    match store.account_life(account).await? {
         None => Err(ReportError::UnknownAccount(account.to_owned())),
-        Some(since) if month.last_day() < since => {
-            Err(ReportError::BeforeAccountLife { account: account.to_owned(), month, since })
+        Some(life) if month.last_day() < life.since => {
+            Err(ReportError::BeforeAccountLife { account: account.to_owned(), month, since: life.since })
         }
         Some(_) => Ok(()),
     }
 }
 
-/// The report of `account` for `month` as of `now`. A finalized month (R9) is computed once,
-/// saved, and from then on read back as saved, with the count of buckets that arrived late;
-/// any other month is computed afresh after recomputing the days that changed.
+/// The report of `account` for `month` as of `now`. A month the engine finalized (R9) is read
+/// back as saved, with the count of buckets that arrived late; any other is computed from one
+/// snapshot of the store, without writing anything (R35).
 pub async fn build<S: Store>(
     store: &S,
     account: &str,
     month: Month,
     setting: MonthWindowSetting,
-    grace: TimeDelta,
     now: DateTime<Utc>,
 ) -> Result<UsageReport, ReportError> {
     check_account_life(store, account, month).await?;
-    let window = month.window(setting);
-    let status = MonthStatus::of(window, grace, now);
-    if status != MonthStatus::Finalized {
-        return compute(store, account, month, setting, status, now).await;
-    }
     let key = month.to_string();
-    let (finalized_at, saved) = match store.finalized_report(account, &key).await? {
-        Some(saved) => saved,
-        None => {
-            let report = compute(store, account, month, setting, status, now).await?;
-            let json = serde_json::to_string(&report).map_err(|e| StoreError::Database(e.to_string()))?;
-            let found = overusage::evaluate(&report, &store.licenses_of_account(account).await?);
-            let notification = super::notify::notification(&report, &found);
-            let saved = store.finalize_month(account, &key, now, &json, &found, notification.as_ref()).await?;
-            tracing::info!(account, month = %key, "month finalized");
-            saved
-        }
+    let Some((finalized_at, saved)) = store.finalized_report(account, &key).await? else {
+        return compute(store, account, month, setting, MonthStatus::unsaved(month, now), now).await;
     };
     let mut report: UsageReport = serde_json::from_str(&saved)
         .map_err(|e| StoreError::Corrupt(format!("the finalized report of {account} {key}: {e}")))?;
-    let window = report_window(&report).unwrap_or(window);
+    let window = report_window(&report).unwrap_or(month.window(setting));
     report.late_buckets =
         store.buckets_received_after(account, window.start_time(), window.end_time(), finalized_at).await?;
     report.finalized_at = Some(rfc3339(finalized_at));
     report.overusage = store.overusages(account, &key).await?.iter().map(OverusageReport::from).collect();
     Ok(report)
+}
+
+/// Finalizes `account`'s `month` (R9): computes it, evaluates its over-usage (R14), and saves
+/// both with its notification (R15) unless `notify` is false (a month before the account came
+/// to Tally, R34). Only the engine calls this. Returns whether this call saved the month: with
+/// several collectors on one store, only one does (R30).
+pub async fn finalize<S: Store>(
+    store: &S,
+    account: &str,
+    month: Month,
+    setting: MonthWindowSetting,
+    now: DateTime<Utc>,
+    notify: bool,
+) -> Result<bool, ReportError> {
+    check_account_life(store, account, month).await?;
+    let report = compute(store, account, month, setting, MonthStatus::Finalized, now).await?;
+    let json = serde_json::to_string(&report).map_err(|e| StoreError::Database(e.to_string()))?;
+    let found = overusage::evaluate(&report, &store.licenses_of_account(account).await?);
+    let notification = notify.then(|| super::notify::notification(&report, &found)).flatten();
+    let key = month.to_string();
+    Ok(store.finalize_month(account, &key, now, &json, &found, notification.as_ref()).await?)
 }
 
 /// The window a saved report was computed over (the setting may have changed since).
@@ -109,10 +115,9 @@ async fn compute<S: Store>(
     // Days reported: every day of the calendar month, each saying whether it is in the R7
     // window, up to today (a day of the future has no P95 yet).
     let calendar = month.window(MonthWindowSetting::Calendar);
-    super::daily::settle(store, account, calendar.start, calendar.end).await?;
     let last_reported = month.last_day().min(today);
     let key = month.to_string();
-    let (sites, stored, licenses, counts, over_cap, caps, terms) = tokio::try_join!(
+    let (sites, snapshot, licenses, counts, over_cap, caps, terms) = tokio::try_join!(
         store.sites_of_account(account),
         store.site_days(account, calendar.start, calendar.end),
         store.licenses_of_account(account),
@@ -121,6 +126,7 @@ async fn compute<S: Store>(
         month_caps(store, account, None, month, setting),
         store.contract_terms(account),
     )?;
+    let (stored, in_memory) = super::daily::current(snapshot);
     let mut by_site: BTreeMap<&str, BTreeMap<NaiveDate, &crate::store::SiteDay>> = BTreeMap::new();
     for day in &stored {
         by_site.entry(day.site.as_str()).or_default().insert(day.day, day);
@@ -203,6 +209,7 @@ async fn compute<S: Store>(
         generated_at: rfc3339(now),
         finalized_at: None,
         late_buckets: 0,
+        days_computed_in_memory: in_memory as u64,
         overusage: Vec::new(),
         open_from: calendar.contains(today).then_some(today),
         contract_term: term_report(&terms, &licenses, if calendar.contains(today) { today } else { month.last_day() }),
@@ -452,6 +459,7 @@ fn serde_plain(value: &impl Serialize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::usage::document::closes_at;
 
     fn pool(window: MonthWindow, daily_mbps: &[u64], licensed_mbps: u64) -> PoolMonth {
         let site_days = window.days().zip(daily_mbps).map(|(d, v)| (RegionGroup::Group1, d, v * 1_000_000));
@@ -500,13 +508,19 @@ mod tests {
     }
 
     #[test]
-    fn month_status_follows_the_window_and_the_grace_period() {
-        let window = november();
-        let end = window.end_time();
-        let grace = TimeDelta::hours(72);
-        assert_eq!(MonthStatus::of(window, grace, end - TimeDelta::seconds(1)), MonthStatus::Open);
-        assert_eq!(MonthStatus::of(window, grace, end), MonthStatus::Provisional);
-        assert_eq!(MonthStatus::of(window, grace, end + grace - TimeDelta::seconds(1)), MonthStatus::Provisional);
-        assert_eq!(MonthStatus::of(window, grace, end + grace), MonthStatus::Finalized);
+    fn a_month_is_open_until_its_calendar_month_ends_and_closes_after_both_it_and_its_window_plus_grace() {
+        let november: Month = "2026-11".parse().unwrap();
+        let december_1 = "2026-12-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        // R34: the article's window ended on the 30th at 00:00, but the calendar meters run all day.
+        let window_end = november.window(MonthWindowSetting::Article).end_time();
+        assert_eq!(window_end, "2026-11-30T00:00:00Z".parse::<DateTime<Utc>>().unwrap());
+        assert_eq!(MonthStatus::unsaved(november, window_end + chrono::TimeDelta::hours(9)), MonthStatus::Open);
+        assert_eq!(MonthStatus::unsaved(november, december_1 - chrono::TimeDelta::seconds(1)), MonthStatus::Open);
+        assert_eq!(MonthStatus::unsaved(november, december_1), MonthStatus::Provisional);
+        for setting in [MonthWindowSetting::Article, MonthWindowSetting::Calendar] {
+            assert_eq!(closes_at(november, setting, chrono::TimeDelta::zero()), december_1, "{setting:?}");
+            let grace = chrono::TimeDelta::hours(72);
+            assert_eq!(closes_at(november, setting, grace), december_1 + grace, "{setting:?}");
+        }
     }
 }

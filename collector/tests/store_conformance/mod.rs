@@ -52,7 +52,7 @@ macro_rules! conformance_tests {
             api_tokens_are_found_by_hash_and_revoked,
             a_day_merged_into_during_its_recomputation_stays_dirty,
             a_dirty_day_is_claimed_by_one_collector_until_its_lease_ends,
-            a_report_waits_for_the_days_another_collector_is_computing,
+            a_report_computes_dirty_days_in_memory_and_writes_nothing,
             every_dirty_day_is_recomputed_once_across_batches,
             usage_events_are_stored_once_and_counted_by_meter,
             lan_devices_count_once_across_sources_without_sockets_and_are_forgotten,
@@ -452,7 +452,8 @@ pub(crate) async fn a_day_merged_into_during_its_recomputation_stays_dirty<B: Ba
     assert_eq!(tally_collector::usage::refresh(&store).await.unwrap(), 1);
     assert!(claim_dirty(&store, at(23)).await.is_empty());
     let days = store.site_days("acme", day(), day().succ_opt().unwrap()).await.unwrap();
-    assert_eq!(days[0].p95.buckets_present, 2, "computed again with both buckets");
+    assert_eq!(days.computed[0].p95.buckets_present, 2, "computed again with both buckets");
+    assert!(days.dirty.is_empty());
 }
 
 /// Claims the dirty days unclaimed at `now` for 5 minutes.
@@ -482,31 +483,45 @@ pub(crate) async fn a_dirty_day_is_claimed_by_one_collector_until_its_lease_ends
     assert!(claim_dirty(&store, at(3)).await.is_empty());
     let days = store.site_days("acme", day(), day().succ_opt().unwrap()).await.unwrap();
     assert_eq!(
-        days.iter().map(|d| (d.site.as_str(), d.p95.buckets_present)).collect::<Vec<_>>(),
+        days.computed.iter().map(|d| (d.site.as_str(), d.p95.buckets_present)).collect::<Vec<_>>(),
         [("hq", 1), ("sh", 1)]
     );
 }
 
-/// R30: a report never reads an account's days while another collector is computing them (a
-/// month finalized so would stay wrong): it waits, and takes them over when that collector dies.
-pub(crate) async fn a_report_waits_for_the_days_another_collector_is_computing<B: Backend>(backend: B) {
+/// R35: a report reads an account's days in one snapshot, the dirty ones with their buckets (even
+/// those another collector is computing), computes those in memory, and writes nothing: the day
+/// stays dirty and claimed, and a month long past is not finalized.
+pub(crate) async fn a_report_computes_dirty_days_in_memory_and_writes_nothing<B: Backend>(backend: B) {
     let store = seeded(&backend).await;
     store.merge_buckets(&[("hq".into(), bucket(0, 100, 60)), ("hq".into(), bucket(1, 300, 60))]).await.unwrap();
-    // Another collector claims the day for a second on the real clock (which `refresh` reads),
-    // then dies before it saves.
-    let lease = TimeDelta::seconds(1);
-    let taken = store.claim_dirty_days(&Default::default(), 10, Utc::now(), lease).await.unwrap();
+    store.merge_buckets(&[("sh".into(), bucket(0, 50, 60))]).await.unwrap();
+    assert_eq!(tally_collector::usage::refresh(&store).await.unwrap(), 2);
+    // A later bucket dirties hq's day again, and another collector claims it (and is slow).
+    store.merge_buckets(&[("hq".into(), bucket(2, 900, 60))]).await.unwrap();
+    let lease = TimeDelta::minutes(5);
+    let taken = store.claim_dirty_days(&Default::default(), 10, at(1), lease).await.unwrap();
+    assert_eq!(taken.len(), 1);
     let next_day = day().succ_opt().unwrap();
-    assert_eq!(store.claimed_dirty_days("acme", day(), next_day, Utc::now()).await.unwrap(), 1);
-    assert_eq!(store.claimed_dirty_days("acme", next_day, next_day, Utc::now()).await.unwrap(), 0, "outside");
-    let (month, november) = ("2026-10".parse().unwrap(), Utc.with_ymd_and_hms(2026, 11, 16, 12, 0, 0).unwrap());
-    let grace = TimeDelta::days(5);
+    let snapshot = store.site_days("acme", day(), next_day).await.unwrap();
+    assert_eq!(snapshot.computed.len(), 2, "both sites' computed days");
+    assert_eq!(snapshot.dirty, taken, "the claimed day, with its three buckets");
+
+    let (month, december) = ("2026-10".parse().unwrap(), Utc.with_ymd_and_hms(2026, 12, 15, 12, 0, 0).unwrap());
     let setting = tally_common::time::MonthWindowSetting::Calendar;
-    let report = tally_collector::usage::report::build(&store, "acme", month, setting, grace, november).await.unwrap();
-    let hq = report.sites.iter().find(|s| s.site == "hq").unwrap();
-    let shown = hq.days.iter().find(|d| d.date == day()).unwrap();
-    assert_eq!((shown.p95_bps, shown.buckets_present), (daily(&taken[0]).p95_bps, 2));
-    assert_eq!(store.claimed_dirty_days("acme", day(), next_day, Utc::now()).await.unwrap(), 0);
+    let report = tally_collector::usage::report::build(&store, "acme", month, setting, december).await.unwrap();
+    let shown = |site: &str| {
+        let days = &report.sites.iter().find(|s| s.site == site).unwrap().days;
+        let shown = days.iter().find(|d| d.date == day()).unwrap();
+        (shown.p95_bps, shown.buckets_present)
+    };
+    assert_eq!(shown("hq"), (daily(&taken[0]).p95_bps, 3), "computed in memory from all three buckets");
+    let sh = snapshot.computed.iter().find(|d| d.site == "sh").unwrap();
+    assert_eq!(shown("sh"), (sh.p95.p95_bps, 1), "as computed");
+    assert_eq!(report.days_computed_in_memory, 1);
+    assert_eq!(report.status, tally_collector::usage::document::MonthStatus::Provisional, "never finalized by a read");
+    assert!(store.finalized_months("acme").await.unwrap().is_empty());
+    assert!(claim_dirty(&store, at(1) + lease - TimeDelta::seconds(1)).await.is_empty(), "still the other's");
+    assert_eq!(claim_dirty(&store, at(1) + lease).await.len(), 1, "still dirty");
 }
 
 fn daily((dirty, buckets): &tally_collector::store::DirtyDayBuckets) -> tally_common::p95::DailyP95 {
@@ -536,7 +551,7 @@ pub(crate) async fn every_dirty_day_is_recomputed_once_across_batches<B: Backend
         by_day.entry((site.clone(), b.start.day())).or_default().push((b.start, b.max_bps));
     }
     let stored = store.site_days("acme", day(), day() + Days::new(3_000)).await.unwrap();
-    let computed: Vec<_> = stored.into_iter().map(|d| ((d.site, d.day), d.p95)).collect();
+    let computed: Vec<_> = stored.computed.into_iter().map(|d| ((d.site, d.day), d.p95)).collect();
     let want: Vec<_> = by_day
         .into_iter()
         .map(|((site, date), buckets)| ((site, date), tally_common::p95::daily_site_p95(date, buckets)))
@@ -698,10 +713,14 @@ pub(crate) async fn a_month_is_finalized_once_with_its_overusage_and_notificatio
         .finalize_month("acme", "2026-10", at(1), "{\"v\":1}", &[overusage()], Some(&notification()))
         .await
         .unwrap();
-    assert_eq!(saved, (at(1), "{\"v\":1}".to_owned()));
+    assert!(saved, "this call saved it");
     let (found, note) = ([overusage()], notification());
     let again = store.finalize_month("acme", "2026-10", at(2), "{\"v\":2}", &found, Some(&note)).await.unwrap();
-    assert_eq!(again, saved, "finalized once: the first report stays");
+    assert!(!again, "R30: only the first call saves it");
+    let first = Some((at(1), "{\"v\":1}".to_owned()));
+    assert_eq!(store.finalized_report("acme", "2026-10").await.unwrap(), first, "finalized once: the first report stays");
+    assert_eq!(store.finalized_months("acme").await.unwrap(), ["2026-10"]);
+    assert!(store.finalized_months("partner").await.unwrap().is_empty());
 
     let found = store.overusages("acme", "2026-10").await.unwrap();
     assert_eq!(found.iter().map(|o| &o.found).collect::<Vec<_>>(), [&overusage()]);

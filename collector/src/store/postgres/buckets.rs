@@ -12,7 +12,7 @@ use tally_common::time::{BucketStart, DAY_SLOTS};
 
 use super::{CapRecord, PgStore, bucket_start, db, now, parse, stamp, to_i64, to_u64};
 use crate::store::{
-    BucketStore, DayKey, DirtyDay, DirtyDayBuckets, KeyRange, Measured, MergeStats, SiteDay, StoreError,
+    BucketStore, DayKey, DirtyDay, DirtyDayBuckets, KeyRange, Measured, MergeStats, SiteDay, SiteDays, StoreError,
 };
 
 /// Rows per statement: arrays of any length are one parameter each; this bounds one statement's
@@ -251,7 +251,7 @@ impl BucketStore for PgStore {
     ) -> Result<Vec<DirtyDayBuckets>, StoreError> {
         let (after, through) = (range.after.as_ref(), range.through.as_ref());
         // SKIP LOCKED: collectors claiming at once take different days instead of waiting.
-        let rows: Vec<DirtyRow> = sqlx::query_as(
+        let claim = format!(
             "WITH d AS (
                  UPDATE dirty_days SET claimed_until = $7 WHERE (site_id, day) IN (
                      SELECT site_id, day FROM dirty_days
@@ -260,16 +260,10 @@ impl BucketStore for PgStore {
                        AND ($3::text IS NULL OR (site_id, day) <= ($3, $4))
                      ORDER BY site_id, day LIMIT $5 FOR UPDATE SKIP LOCKED)
                  RETURNING site_id, day, generation)
-             SELECT d.site_id, d.day, d.generation, b.starts, b.maxima
-             FROM d
-             LEFT JOIN LATERAL (
-                 SELECT array_agg(bucket_start ORDER BY bucket_start) AS starts,
-                        array_agg(max_bps ORDER BY bucket_start) AS maxima
-                 FROM buckets WHERE site_id = d.site_id
-                   AND bucket_start >= extract(epoch FROM d.day::date)::bigint
-                   AND bucket_start < extract(epoch FROM d.day::date)::bigint + 86400) b ON true
-             ORDER BY d.site_id, d.day",
-        )
+             {WITH_BUCKETS}"
+        );
+        // Built from constants only.
+        let rows: Vec<DirtyRow> = sqlx::query_as(sqlx::AssertSqlSafe(claim))
         .bind(after.map(|(site, _)| site))
         .bind(after.map(|(_, day)| day.to_string()))
         .bind(through.map(|(site, _)| site))
@@ -280,40 +274,12 @@ impl BucketStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.into_iter()
-            .map(|(site, day, generation, starts, maxima)| {
-                let buckets = starts
-                    .unwrap_or_default()
-                    .into_iter()
-                    .zip(maxima.unwrap_or_default())
-                    .map(|(start, bps)| Ok((bucket_start(start)?, to_u64(bps, "max_bps")?)))
-                    .collect::<Result<_, StoreError>>()?;
-                Ok((DirtyDay { day: day_of(&day)?, site, generation }, buckets))
-            })
-            .collect()
+        rows.into_iter().map(dirty_day).collect()
     }
 
     async fn dirty_days_waiting(&self) -> Result<u64, StoreError> {
         let waiting: i64 = sqlx::query_scalar(super::counts::DIRTY_DAYS).fetch_one(&self.pool).await.map_err(db)?;
         to_u64(waiting, "dirty days")
-    }
-
-    async fn claimed_dirty_days(
-        &self,
-        account: &str,
-        from: NaiveDate,
-        until: NaiveDate,
-        now: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let claimed: i64 = sqlx::query_scalar(super::counts::CLAIMED_DIRTY_DAYS)
-            .bind(account)
-            .bind(from.to_string())
-            .bind(until.to_string())
-            .bind(stamp(now))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)?;
-        to_u64(claimed, "claimed dirty days")
     }
 
     async fn save_site_days(&self, days: &[(DirtyDay, DailyP95)]) -> Result<(), StoreError> {
@@ -365,7 +331,21 @@ impl BucketStore for PgStore {
         tx.commit().await
     }
 
-    async fn site_days(&self, account: &str, from: NaiveDate, until: NaiveDate) -> Result<Vec<SiteDay>, StoreError> {
+    async fn site_days(&self, account: &str, from: NaiveDate, until: NaiveDate) -> Result<SiteDays, StoreError> {
+        // One snapshot for both reads, and a transaction that cannot write (R35).
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let dirty: Vec<DirtyRow> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("WITH d AS ({}) {WITH_BUCKETS}", super::counts::ACCOUNT_DIRTY_DAYS)))
+                .bind(account)
+                .bind(from.to_string())
+                .bind(until.to_string())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
         let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
             "SELECT d.site_id, d.day, d.p95_bps, d.buckets_present
              FROM site_days d JOIN sites s ON s.id = d.site_id
@@ -374,10 +354,12 @@ impl BucketStore for PgStore {
         .bind(account)
         .bind(from.to_string())
         .bind(until.to_string())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
-        rows.into_iter()
+        tx.commit().await.map_err(db)?;
+        let computed = rows
+            .into_iter()
             .map(|(site, day, p95, present)| {
                 let present = u16::try_from(present)
                     .ok()
@@ -393,6 +375,28 @@ impl BucketStore for PgStore {
                     site,
                 })
             })
-            .collect()
+            .collect::<Result<_, StoreError>>()?;
+        Ok(SiteDays { computed, dirty: dirty.into_iter().map(dirty_day).collect::<Result<_, _>>()? })
     }
+}
+
+/// The dirty days of `d` (site_id, day, generation) with their buckets' starts and maxima.
+const WITH_BUCKETS: &str = "SELECT d.site_id, d.day, d.generation, b.starts, b.maxima
+     FROM d
+     LEFT JOIN LATERAL (
+         SELECT array_agg(bucket_start ORDER BY bucket_start) AS starts,
+                array_agg(max_bps ORDER BY bucket_start) AS maxima
+         FROM buckets WHERE site_id = d.site_id
+           AND bucket_start >= extract(epoch FROM d.day::date)::bigint
+           AND bucket_start < extract(epoch FROM d.day::date)::bigint + 86400) b ON true
+     ORDER BY d.site_id, d.day";
+
+fn dirty_day((site, day, generation, starts, maxima): DirtyRow) -> Result<DirtyDayBuckets, StoreError> {
+    let buckets = starts
+        .unwrap_or_default()
+        .into_iter()
+        .zip(maxima.unwrap_or_default())
+        .map(|(start, bps)| Ok((bucket_start(start)?, to_u64(bps, "max_bps")?)))
+        .collect::<Result<_, StoreError>>()?;
+    Ok((DirtyDay { day: day_of(&day)?, site, generation }, buckets))
 }

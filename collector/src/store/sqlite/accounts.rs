@@ -1,12 +1,12 @@
 //! Accounts, sites and licenses in SQLite.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use tally_common::enforcement::CapViolation;
 
 use super::{AccountRow, LicenseRow, SiteRow, SqliteStore, db, insert_error, now, parse, stamp, to_i64};
 use sqlx::SqliteConnection;
 
-use crate::store::{Account, AccountStore, CapChange, ContractTerm, License, NewLicense, Site, StoreError};
+use crate::store::{AccountLife, Account, AccountStore, CapChange, ContractTerm, License, NewLicense, Site, StoreError};
 
 async fn sites_of_account(conn: &mut sqlx::SqliteConnection, account: &str) -> Result<Vec<Site>, StoreError> {
     let rows: Vec<SiteRow> = sqlx::query_as(
@@ -176,10 +176,10 @@ impl AccountStore for SqliteStore {
         sqlx::query_scalar("SELECT id FROM accounts ORDER BY id").fetch_all(&self.pool).await.map_err(db)
     }
 
-    async fn account_life_start(&self, id: &str) -> Result<Option<NaiveDate>, StoreError> {
+    async fn account_life(&self, id: &str) -> Result<Option<AccountLife>, StoreError> {
         // Each site's first bucket through its primary key, not a scan of the account's buckets.
-        let first: Option<String> = sqlx::query_scalar(
-            "SELECT min(day) FROM (
+        let row: (Option<String>, Option<String>) = sqlx::query_as(
+            "SELECT min(day), (SELECT substr(created_at, 1, 10) FROM accounts WHERE id = ?1) FROM (
                  SELECT substr(created_at, 1, 10) AS day FROM accounts WHERE id = ?1
                  UNION ALL SELECT min(effective_from) FROM licenses WHERE account_id = ?1
                  UNION ALL SELECT date(min((SELECT min(bucket_start) FROM buckets WHERE site_id = s.id)), 'unixepoch')
@@ -189,7 +189,11 @@ impl AccountStore for SqliteStore {
         .fetch_one(&self.pool)
         .await
         .map_err(db)?;
-        first.map(|day| parse(&day, "the first day of an account")).transpose()
+        let (Some(since), Some(created)) = row else { return Ok(None) };
+        Ok(Some(AccountLife {
+            since: parse(&since, "the first day of an account")?,
+            created: parse(&created, "the day an account was created")?,
+        }))
     }
 
     async fn accounts(&self) -> Result<Vec<Account>, StoreError> {

@@ -11,7 +11,7 @@ use tally_common::time::{BucketStart, DAY_SLOTS};
 
 use super::{CapRecord, SqliteStore, bucket_start, db, now, parse, stamp, to_i64, to_u64};
 use crate::store::{
-    BucketStore, DayKey, DirtyDay, DirtyDayBuckets, KeyRange, Measured, MergeStats, SiteDay, StoreError,
+    BucketStore, DayKey, DirtyDay, DirtyDayBuckets, KeyRange, Measured, MergeStats, SiteDay, SiteDays, StoreError,
 };
 
 /// Buckets per statement when merging: 5 parameters each, under SQLite's limit of 32,766.
@@ -257,62 +257,14 @@ impl BucketStore for SqliteStore {
             tx.commit().await?;
             return Ok(Vec::new());
         }
-        // One row per claimed day, its buckets folded into one text value "start max,start max":
-        // sqlx hands rows over one by one, and a day's 288 rows cost far more than one string.
-        let mut query = QueryBuilder::<Sqlite>::new("WITH d (site_id, day, generation) AS (VALUES ");
-        let mut values = query.separated(", ");
-        for (site, day, generation) in &claimed {
-            values.push("(").push_bind_unseparated(site).push_unseparated(", ").push_bind_unseparated(day);
-            values.push_unseparated(", ").push_bind_unseparated(generation).push_unseparated(")");
-        }
-        query.push(
-            ") SELECT d.site_id, d.day, d.generation,
-                    (SELECT group_concat(b.bucket_start || ' ' || b.max_bps) FROM buckets b
-                     WHERE b.site_id = d.site_id
-                       AND b.bucket_start >= unixepoch(d.day) AND b.bucket_start < unixepoch(d.day) + 86400)
-             FROM d ORDER BY d.site_id, d.day",
-        );
-        let rows: Vec<(String, String, i64, Option<String>)> =
-            query.build_query_as().fetch_all(&mut *tx).await.map_err(db)?;
+        let days = with_buckets(&mut tx, &claimed).await?;
         tx.commit().await?;
-        rows.into_iter()
-            .map(|(site, day, generation, buckets)| {
-                let buckets = buckets
-                    .as_deref()
-                    .unwrap_or_default()
-                    .split_terminator(',')
-                    .map(|pair| {
-                        let corrupt = || StoreError::Corrupt(format!("bucket {pair:?} of {site} {day}"));
-                        let (start, bps) = pair.split_once(' ').ok_or_else(corrupt)?;
-                        Ok((bucket_start(start.parse().map_err(|_| corrupt())?)?, bps.parse().map_err(|_| corrupt())?))
-                    })
-                    .collect::<Result<_, StoreError>>()?;
-                Ok((DirtyDay { day: parse(&day, "day")?, site, generation }, buckets))
-            })
-            .collect()
+        Ok(days)
     }
 
     async fn dirty_days_waiting(&self) -> Result<u64, StoreError> {
         let waiting: i64 = sqlx::query_scalar(super::counts::DIRTY_DAYS).fetch_one(&self.pool).await.map_err(db)?;
         to_u64(waiting, "dirty days")
-    }
-
-    async fn claimed_dirty_days(
-        &self,
-        account: &str,
-        from: NaiveDate,
-        until: NaiveDate,
-        now: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let claimed: i64 = sqlx::query_scalar(super::counts::CLAIMED_DIRTY_DAYS)
-            .bind(account)
-            .bind(from.to_string())
-            .bind(until.to_string())
-            .bind(stamp(now))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)?;
-        to_u64(claimed, "claimed dirty days")
     }
 
     async fn save_site_days(&self, days: &[(DirtyDay, DailyP95)]) -> Result<(), StoreError> {
@@ -370,8 +322,10 @@ impl BucketStore for SqliteStore {
         tx.commit().await
     }
 
-    async fn site_days(&self, account: &str, from: NaiveDate, until: NaiveDate) -> Result<Vec<SiteDay>, StoreError> {
-        // One row per site, its days folded into "day p95 present,…" (see `dirty_days`).
+    async fn site_days(&self, account: &str, from: NaiveDate, until: NaiveDate) -> Result<SiteDays, StoreError> {
+        // A deferred transaction: one snapshot from its first read, and no write lock (R35).
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // One row per site, its days folded into "day p95 present,…" (see `with_buckets`).
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT d.site_id, group_concat(d.day || ' ' || d.p95_bps || ' ' || d.buckets_present)
              FROM site_days d JOIN sites s ON s.id = d.site_id
@@ -380,9 +334,18 @@ impl BucketStore for SqliteStore {
         .bind(account)
         .bind(from.to_string())
         .bind(until.to_string())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
+        let dirty: Vec<(String, String, i64)> = sqlx::query_as(super::counts::ACCOUNT_DIRTY_DAYS)
+            .bind(account)
+            .bind(from.to_string())
+            .bind(until.to_string())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        let dirty = with_buckets(&mut tx, &dirty).await?;
+        tx.commit().await.map_err(db)?;
         let mut days = Vec::new();
         for (site, folded) in rows {
             for day in folded.split(',') {
@@ -402,6 +365,48 @@ impl BucketStore for SqliteStore {
             }
         }
         days.sort_by(|a, b| (&a.site, a.day).cmp(&(&b.site, b.day)));
-        Ok(days)
+        Ok(SiteDays { computed: days, dirty })
     }
+}
+
+/// The buckets' `(start, max_bps)` of each day of `days` (site, day, generation), in one query.
+async fn with_buckets(
+    conn: &mut sqlx::SqliteConnection,
+    days: &[(String, String, i64)],
+) -> Result<Vec<DirtyDayBuckets>, StoreError> {
+    if days.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One row per day, its buckets folded into one text value "start max,start max": sqlx hands
+    // rows over one by one, and a day's 288 rows cost far more than one string.
+    let mut query = QueryBuilder::<Sqlite>::new("WITH d (site_id, day, generation) AS (VALUES ");
+    let mut values = query.separated(", ");
+    for (site, day, generation) in days {
+        values.push("(").push_bind_unseparated(site).push_unseparated(", ").push_bind_unseparated(day);
+        values.push_unseparated(", ").push_bind_unseparated(generation).push_unseparated(")");
+    }
+    query.push(
+        ") SELECT d.site_id, d.day, d.generation,
+                (SELECT group_concat(b.bucket_start || ' ' || b.max_bps) FROM buckets b
+                 WHERE b.site_id = d.site_id
+                   AND b.bucket_start >= unixepoch(d.day) AND b.bucket_start < unixepoch(d.day) + 86400)
+         FROM d ORDER BY d.site_id, d.day",
+    );
+    let rows: Vec<(String, String, i64, Option<String>)> =
+        query.build_query_as().fetch_all(&mut *conn).await.map_err(db)?;
+    rows.into_iter()
+        .map(|(site, day, generation, buckets)| {
+            let buckets = buckets
+                .as_deref()
+                .unwrap_or_default()
+                .split_terminator(',')
+                .map(|pair| {
+                    let corrupt = || StoreError::Corrupt(format!("bucket {pair:?} of {site} {day}"));
+                    let (start, bps) = pair.split_once(' ').ok_or_else(corrupt)?;
+                    Ok((bucket_start(start.parse().map_err(|_| corrupt())?)?, bps.parse().map_err(|_| corrupt())?))
+                })
+                .collect::<Result<_, StoreError>>()?;
+            Ok((DirtyDay { day: parse(&day, "day")?, site, generation }, buckets))
+        })
+        .collect()
 }

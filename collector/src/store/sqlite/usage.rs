@@ -105,7 +105,7 @@ impl UsageStore for SqliteStore {
         report: &str,
         overusage: &[NewOverusage],
         notification: Option<&Notification>,
-    ) -> Result<(DateTime<Utc>, String), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO finalized_months (account_id, month, finalized_at, report) VALUES (?, ?, ?, ?)
@@ -144,9 +144,11 @@ impl UsageStore for SqliteStore {
             }
         }
         tx.commit().await?;
-        self.finalized_report(account, month)
-            .await?
-            .ok_or_else(|| StoreError::Database(format!("the finalized report of {account} {month} vanished")))
+        Ok(inserted == 1)
+    }
+
+    async fn finalized_months(&self, account: &str) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(super::counts::FINALIZED_MONTHS).bind(account).fetch_all(&self.pool).await.map_err(db)
     }
 
     async fn overusages(&self, account: &str, month: &str) -> Result<Vec<Overusage>, StoreError> {
