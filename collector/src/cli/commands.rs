@@ -57,17 +57,26 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
         }
         _ => {}
     }
+    // A command that only reads opens the store read-only: it never writes (R35).
+    let reads_only = command.reads_only();
     match &config.database_url {
         Some(url) => {
-            let store = PgStore::open(url).await.with_context(|| format!("opening the store at {}", redacted(url)))?;
+            let store = match reads_only {
+                true => PgStore::open_read_only(url).await,
+                false => PgStore::open(url).await,
+            };
+            let store = store.with_context(|| format!("opening the store at {}", redacted(url)))?;
             run(command, config, store).await
         }
         None => {
-            if command.reads_only() && !config.database().exists() {
+            if reads_only && !config.database().exists() {
                 anyhow::bail!("no store at {} (is --config missing?)", config.database().display());
             }
-            let store = SqliteStore::open(&config.database()).await.context("opening the store")?;
-            run(command, config, store).await
+            let store = match reads_only {
+                true => SqliteStore::open_read_only(&config.database()).await,
+                false => SqliteStore::open(&config.database()).await,
+            };
+            run(command, config, store.context("opening the store")?).await
         }
     }
 }

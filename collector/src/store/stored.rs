@@ -31,8 +31,24 @@ pub(super) mod counts {
          WHERE s.account_id = $1 AND d.day >= $2 AND d.day < $3 ORDER BY d.site_id, d.day";
     /// The months (`YYYY-MM`) of an account (`$1`) finalized.
     pub(in crate::store) const FINALIZED_MONTHS: &str = "SELECT month FROM finalized_months WHERE account_id = $1";
+    /// The last migration applied.
+    pub(in crate::store) const SCHEMA_VERSION: &str =
+        "SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success";
     /// Notifications not delivered yet.
     pub(in crate::store) const PENDING_NOTIFICATIONS: &str = "SELECT count(*) FROM outbox WHERE delivered_at IS NULL";
+}
+
+/// Whether a store opened read-only (R35) has every migration of `migrator` applied (`applied`,
+/// the last): a reader cannot migrate it.
+pub(super) fn schema_current(applied: i64, migrator: &sqlx::migrate::Migrator) -> Result<(), StoreError> {
+    let wanted = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    match applied >= wanted {
+        true => Ok(()),
+        false => Err(StoreError::Database(format!(
+            "the store's schema is at version {applied} and this collector needs {wanted}: a command that only \
+             reads does not migrate it; run `tally-collector serve` (or any command that writes) once"
+        ))),
+    }
 }
 
 pub(super) fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {

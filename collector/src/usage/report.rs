@@ -339,6 +339,13 @@ pub fn table(report: &UsageReport) -> String {
     if let Some(from) = report.open_from {
         let _ = writeln!(out, "still open: {from} (today, provisional) to {}", report.month.last_day());
     }
+    if report.days_computed_in_memory > 0 {
+        let _ = writeln!(
+            out,
+            "{} site-day(s) computed from their buckets for this report (the engine has not summarized them yet)",
+            report.days_computed_in_memory
+        );
+    }
     if let Some(at) = &report.finalized_at {
         let _ =
             writeln!(out, "finalized at {at}; {} bucket(s) arrived later and are not billed (R9)", report.late_buckets);

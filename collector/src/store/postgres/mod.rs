@@ -65,6 +65,24 @@ impl PgStore {
         Ok(store)
     }
 
+    /// Connects to `url` to read only (R35): every transaction is read-only; nothing is
+    /// migrated or created.
+    pub async fn open_read_only(url: &str) -> Result<Self, StoreError> {
+        let options: PgConnectOptions =
+            url.parse().map_err(|e| StoreError::Database(format!("database_url {}: {e}", redacted(url))))?;
+        let options =
+            options.options([("client_min_messages", "warning"), ("default_transaction_read_only", "on")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("connecting to {}: {e}", redacted(url))))?;
+        let applied: i64 = sqlx::query_scalar(counts::SCHEMA_VERSION).fetch_one(&pool).await.map_err(db)?;
+        schema_current(applied, &MIGRATIONS)?;
+        Ok(PgStore { pool, health: Default::default(), partitions: Default::default() })
+    }
+
     pub(in crate::store) fn pool(&self) -> &PgPool {
         &self.pool
     }

@@ -59,6 +59,20 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// Opens the database at `path` to read only (R35): every write fails; nothing is created
+    /// or migrated.
+    pub async fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(db)?;
+        let applied: i64 = sqlx::query_scalar(counts::SCHEMA_VERSION).fetch_one(&pool).await.map_err(db)?;
+        schema_current(applied, &MIGRATIONS)?;
+        Ok(SqliteStore { pool, writer: Default::default(), health: Default::default() })
+    }
+
     pub(in crate::store) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
