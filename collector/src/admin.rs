@@ -14,7 +14,7 @@ use tally_common::token::EnrollToken;
 
 use crate::ca::{Ca, CaError, random_hex};
 use crate::digest::sha256_hex;
-use crate::store::{Account, CapChange, ContractTerm, MergeStats, NewLicense, Person, Role, Site, Store, StoreError};
+use crate::store::{Account, CapChange, ContractTerm, License, MergeStats, NewLicense, Person, Role, Site, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -260,6 +260,7 @@ pub async fn add_license(store: &impl Store, args: LicenseArgs) -> Result<i64, A
     if store.account(&args.account).await?.is_none() {
         return Err(invalid(format!("account {:?} does not exist", args.account)));
     }
+    same_unit_as_held(&store.licenses_of_account(&args.account).await?, kind, args.block_size, args.per_unit)?;
     let license = NewLicense {
         account: args.account,
         kind,
@@ -272,6 +273,28 @@ pub async fn add_license(store: &impl Store, args: LicenseArgs) -> Result<i64, A
     };
     // More capacity never breaks R17: no check.
     Ok(store.add_license(&license).await?)
+}
+
+/// One devices block size and one Data Lake data unit per account (R32): the required purchase
+/// is counted in them, and a second size would leave it ambiguous.
+fn same_unit_as_held(
+    held: &[License],
+    kind: LicenseKind,
+    block_size: Option<u64>,
+    per_unit: Option<u64>,
+) -> Result<(), AdminError> {
+    let (flag, wanted, held_size) = match kind {
+        LicenseKind::Devices => ("--block-size", block_size, held.iter().find_map(|l| l.terms.block_size)),
+        LicenseKind::DataLake => ("--per-unit", per_unit, held.iter().find_map(|l| l.terms.per_unit)),
+        _ => return Ok(()),
+    };
+    match (wanted, held_size) {
+        (Some(wanted), Some(held_size)) if wanted != held_size => Err(invalid(format!(
+            "the account's {kind} licenses use {flag} {held_size}: every one of them must (one unit per account, so \
+             the purchase that covers an over-usage is counted in it); add this one with {flag} {held_size}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Imports `site,bucket_start,max_bps[,samples]` rows (a header line is optional). Every row is

@@ -222,6 +222,12 @@ fn overusage_of_a_finalized_month_is_resolved_by_true_up_or_true_forward() {
         .map(|u| event(format!("a{u}"), "ai_security_activity", json!({"user": format!("u{u}"), "enabled": true})))
         .collect();
     assert_eq!(post(http, "/v1/usage/events", &json!({ "events": ai })).0, 200);
+    let (status, _, body) = get(http, "/v1/accounts/acme/overusage?month=2026-10", Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    let unfinalized: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(unfinalized["status"], "provisional", "a read never finalizes (R35)");
+    assert_eq!(unfinalized["overusage"], json!([]), "over-usage is found when the engine finalizes");
+    c.ok(&["engine", "--once"]);
 
     let (status, _, body) = get(http, "/v1/accounts/acme/overusage?month=2026-10", Some(TOKEN));
     assert_eq!(status, 200, "{body}");

@@ -64,8 +64,11 @@ fn what_must_happen_once_happens_once_across_three_collectors() {
          smtp_from = \"tally@provider.example\"\nlog = \"info,tally_collector::usage=debug\""
     );
     let a = Collector::on(Some(cluster.database()), &config).at(support::MID_NOVEMBER_2026);
-    a.ok(&args("account add --id partner --name Partner"));
-    a.ok(&args("account add --id acme --name Acme --partner partner --eop-contact-name Ann --eop-contact-email ann@acme.example"));
+    support::account_added_in_september(&a, "account add --id partner --name Partner");
+    support::account_added_in_september(
+        &a,
+        "account add --id acme --name Acme --partner partner --eop-contact-name Ann --eop-contact-email ann@acme.example",
+    );
     a.ok(&args("account notify --account partner --email desk@partner.example"));
     a.ok(&args("account notify --account acme --email ops@acme.example"));
     // October 2026: acme ran 50 Mbps over its pool; its grace has ended (R9).

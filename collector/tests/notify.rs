@@ -26,9 +26,9 @@ fn every_recipient_is_notified_exactly_once_across_a_crash_before_delivery() {
          log = \"info,tally_collector::usage=debug\""
     ))
     .at(support::MID_NOVEMBER_2026);
-    c.ok(&args("account add --id partner --name Partner"));
-    c.ok(&args("account add --id acme --name Acme --partner partner"));
-    c.ok(&args("account add --id quiet --name Quiet"));
+    support::account_added_in_september(&c, "account add --id partner --name Partner");
+    support::account_added_in_september(&c, "account add --id acme --name Acme --partner partner");
+    support::account_added_in_september(&c, "account add --id quiet --name Quiet");
     c.ok(&args("account notify --account partner --email desk@partner.example"));
     c.ok(&args("account notify --account acme --email ops@acme.example"));
     c.ok(&["account", "notify", "--account", "acme", "--webhook", &format!("http://127.0.0.1:{hook_port}/tally")]);
@@ -119,7 +119,7 @@ fn tls_relays_and_https_webhooks_are_verified() {
     let _bad =
         sink(WEBHOOK_SINK, &[&bad_hook_port.to_string(), SECRET, bad_hooks.to_str().unwrap(), &bad_cert, &bad_key]);
 
-    c.ok(&args("account add --id acme --name Acme"));
+    support::account_added_in_september(&c, "account add --id acme --name Acme");
     c.ok(&args("account notify --account acme --email ops@acme.example"));
     c.ok(&["account", "notify", "--account", "acme", "--webhook", &format!("https://127.0.0.1:{hook_port}/tally")]);
     c.ok(&["account", "notify", "--account", "acme", "--webhook", &format!("https://127.0.0.1:{bad_hook_port}/t")]);

@@ -96,6 +96,18 @@ impl LicenseKind {
     pub fn is_base_product(self) -> bool {
         matches!(self, LicenseKind::BandwidthPool | LicenseKind::ZtnaUsers)
     }
+
+    /// The unit a purchase of this license is counted in (R32): what `license add`, order
+    /// items, `required_purchase`, True-Up and True-Forward quantities mean.
+    pub fn purchase_unit(self) -> &'static str {
+        match self {
+            LicenseKind::BandwidthPool => "Mbps",
+            LicenseKind::ZtnaUsers | LicenseKind::AiSecurityUsers | LicenseKind::DemUsers => "users",
+            LicenseKind::Devices => "devices",
+            LicenseKind::DataLake => "data units",
+            LicenseKind::PremiumSecurity | LicenseKind::Insights => "licenses",
+        }
+    }
 }
 
 identifiers! {

@@ -37,12 +37,16 @@ pub fn ztna_users(measured: &[(ZtnaRegion, u64)], licensed: &[(ZtnaRegion, u64)]
     MeterMonth::simple(LicenseKind::ZtnaUsers, total(measured), total(licensed))
 }
 
-/// Devices (R13): licensed in blocks of `block_size`; over capacity, the purchase is the
-/// smallest number of whole blocks that covers the excess.
+/// Devices (R13, R32): licensed in blocks of `block_size`; over capacity, the purchase is what
+/// the smallest whole number of blocks covering the measured devices adds to the licensed ones:
+/// `ceil(measured / block) × block − licensed`.
 pub fn devices(measured: u64, licensed: u64, block_size: u64) -> MeterMonth {
     let excess = measured.saturating_sub(licensed);
     let block = block_size.max(1);
-    let required_purchase = excess.div_ceil(block).saturating_mul(block);
+    let required_purchase = match excess {
+        0 => 0,
+        _ => measured.div_ceil(block).saturating_mul(block).saturating_sub(licensed),
+    };
     MeterMonth { license: LicenseKind::Devices, measured, licensed, excess, required_purchase }
 }
 
@@ -83,6 +87,10 @@ mod tests {
         assert_eq!(devices(150, 100, 50).required_purchase, 50);
         assert_eq!(devices(151, 100, 50).required_purchase, 100);
         assert_eq!(devices(151, 100, 50).excess, 51);
+        // R32: blocks cover the measured devices, not the excess alone: 120 licensed (not whole
+        // blocks), 121 measured: 3 blocks of 50 = 150 cover them, 30 more than licensed.
+        assert_eq!(devices(121, 120, 50).required_purchase, 30);
+        assert_eq!(devices(120, 120, 50).required_purchase, 0);
     }
 
     #[test]
@@ -92,5 +100,9 @@ mod tests {
         assert_eq!((m.licensed, m.excess, m.required_purchase), (2_000, 1, 1));
         assert_eq!(data_lake(2_000, 2, 1_000).required_purchase, 0);
         assert_eq!(data_lake(4_500, 2, 1_000).required_purchase, 3);
+        // The figures: 2 units × 1,000/h and a peak hour of 4,500: 2,500 events/hour
+        // over, and 3 data units to buy (R32), never 2,500.
+        let m = data_lake(4_500, 2, 1_000);
+        assert_eq!((m.excess, m.required_purchase), (2_500, 3));
     }
 }

@@ -19,6 +19,11 @@ pub struct PoolMonth {
     pub excess_bps: u64,
 }
 
+/// The smallest pool purchase covering `excess_bps` (R32): whole Mbps, rounded up.
+pub fn required_purchase_mbps(excess_bps: u64) -> u64 {
+    excess_bps.div_ceil(1_000_000)
+}
+
 /// The pool of every region group that has a site-day or a bandwidth-pool license, in group
 /// order. `site_days` holds each site's daily P95 as `(group, day, p95)`; `licenses` the
 /// account's bandwidth-pool licenses with their group (quantities in bits per second).

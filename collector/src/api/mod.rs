@@ -349,7 +349,8 @@ struct OverusageOfMonth {
 }
 
 /// `POST /v1/accounts/{account}/overusage/{id}/resolution` with `{"type": "true_up"}` or
-/// `{"type": "true_forward", "quantity": N}` (R16).
+/// `{"type": "true_forward", "quantity": N}` in the license's unit (`quantity_mbps` for the
+/// bandwidth pool; `region` for ZTNA when the account holds several) (R16, R32).
 #[utoipa::path(post, path = "/v1/accounts/{account}/overusage/{id}/resolution", tag = "usage",
     params(("account" = String, Path), ("id" = String, Path, description = "The over-usage's id")),
     request_body = ResolveRequest,
@@ -370,7 +371,7 @@ async fn resolve_overusage<S: Store + 'static>(
     caller.operator_only("resolve an over-usage")?;
     let id: i64 = id.parse().map_err(|_| Problem::not_found(format!("over-usage {id:?} does not exist")))?;
     let request: ResolveRequest =
-        body::typed(&body, r#"{"type": "true_up"} or {"type": "true_forward", "quantity": N}"#)?;
+        body::typed(&body, r#"{"type": "true_up"} or {"type": "true_forward", "quantity": N} ("quantity_mbps" for the pool)"#)?;
     let resolved = resolve(&*api.store, &account, id, request).await?;
     Ok((axum::http::StatusCode::CREATED, Json(resolved)))
 }
@@ -389,8 +390,8 @@ pub async fn resolve<S: Store>(
         Err(e @ (ResolveError::AlreadyResolved(_) | ResolveError::NoLicense { .. } | ResolveError::NoTerm { .. })) => {
             Err(Problem::conflict(e.to_string()))
         }
-        Err(e @ ResolveError::BelowExcess { .. }) => {
-            Err(Problem::unprocessable(vec![FieldError::new("quantity", e.to_string())]))
+        Err(e @ (ResolveError::BelowRequired { field, .. } | ResolveError::Field { field, .. })) => {
+            Err(Problem::unprocessable(vec![FieldError::new(field, e.to_string())]))
         }
         Err(ResolveError::Store(e)) => Err(internal(e)),
     }

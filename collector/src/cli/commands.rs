@@ -13,7 +13,7 @@ use tally_common::{out, outln};
 use tokio::net::TcpListener;
 
 use super::{
-    AccountCommand, CaCommand, Command, EnforcementCommand, Format, LicenseCommand, SiteCommand, TokenCommand,
+    AccountCommand, CaCommand, Command, EnforcementCommand, Format, LicenseCommand, OverusageCommand, SiteCommand, TokenCommand,
 };
 use crate::admin::{self, LicenseArgs, NewSite};
 use crate::ca::Ca;
@@ -83,6 +83,9 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
 
 async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> anyhow::Result<()> {
     let regions = RegionTable::builtin();
+    if !command.reads_only() {
+        usage::overusage::upgrade_units(&store).await.context("upgrading over-usage to purchase units")?;
+    }
     match command {
         Command::Serve => {
             // Watched from the start: a SIGTERM while starting stops in order.
@@ -496,6 +499,46 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
                 recipients::change(&store, &account, recipient, true, "operator (command line)", clock::now()).await?;
             let already = if added { "" } else { " (already)" };
             outln!("account {account}: {channel} {address} will be notified{already}");
+        }
+        Command::Overusage(OverusageCommand::List { account, month, suspect, format }) => {
+            let found = match (suspect, account, month) {
+                (true, ..) => store.overusages_to_review().await?,
+                (false, Some(account), Some(month)) => store.overusages(&account, &month.to_string()).await?,
+                _ => anyhow::bail!("overusage list needs --account and --month, or --suspect"),
+            };
+            let view = |o: &crate::store::Overusage| {
+                let mut json = serde_json::to_value(usage::document::OverusageReport::from(o)).unwrap_or_default();
+                json["account"] = o.account.clone().into();
+                json["month"] = o.month.clone().into();
+                if let Some(review) = &o.review {
+                    json["review"] = review.clone().into();
+                }
+                json
+            };
+            match format {
+                Format::Json => outln!("{}", serde_json::to_string_pretty(&found.iter().map(view).collect::<Vec<_>>())?),
+                Format::Table => {
+                    for o in &found {
+                        let f = &o.found;
+                        let resolution = o.resolution.as_ref().map_or("open".to_owned(), |r| {
+                            format!("{} {} {}", r.kind.as_str(), r.quantity, f.license.purchase_unit())
+                        });
+                        outln!(
+                            "{}\t{}\t{}\t{}\texcess {}\tto purchase {} {}\t{resolution}",
+                            o.id,
+                            o.account,
+                            o.month,
+                            f.license,
+                            f.excess,
+                            f.required_purchase,
+                            f.license.purchase_unit()
+                        );
+                        if let Some(review) = &o.review {
+                            outln!("\treview: {review}");
+                        }
+                    }
+                }
+            }
         }
         Command::Notifications { account, format } => {
             let items = store.notifications(account.as_deref()).await?;

@@ -102,6 +102,9 @@ pub enum Command {
         #[arg(long)]
         to: String,
     },
+    /// Over-usage found when months were finalized (R14), with what covers it (R32).
+    #[command(subcommand)]
+    Overusage(OverusageCommand),
     /// The notification outbox: what was sent to whom, and what is still being retried.
     Notifications {
         /// Only this account's.
@@ -130,6 +133,7 @@ impl Command {
             self,
             Command::Report { .. }
                 | Command::Notifications { .. }
+                | Command::Overusage(OverusageCommand::List { .. })
                 | Command::Enforcement(EnforcementCommand::Check { .. })
                 | Command::Account(AccountCommand::List { .. })
                 | Command::Site(
@@ -155,6 +159,25 @@ pub enum EnforcementCommand {
         #[arg(long, default_value_t = crate::pool_risk::DEFAULT_DAYS,
             value_parser = clap::value_parser!(u32).range(0..=i64::from(crate::pool_risk::MAX_DAYS)))]
         days: u32,
+        #[arg(long, value_enum, default_value_t = Format::Table, help = FORMAT_HELP)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OverusageCommand {
+    /// An account's over-usage of a month, or (--suspect) every one to review since purchases
+    /// are counted in the license's unit: Data Lake resolutions recorded in events per hour.
+    List {
+        /// The account (with --month).
+        #[arg(long, required_unless_present = "suspect", requires = "month")]
+        account: Option<String>,
+        /// The month, YYYY-MM (with --account).
+        #[arg(long, requires = "account")]
+        month: Option<Month>,
+        /// Only the over-usage to review, of every account.
+        #[arg(long, conflicts_with_all = ["account", "month"])]
+        suspect: bool,
         #[arg(long, value_enum, default_value_t = Format::Table, help = FORMAT_HELP)]
         format: Format,
     },

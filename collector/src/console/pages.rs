@@ -174,6 +174,11 @@ struct OverusageView {
     license: String,
     region_group: Option<String>,
     excess: u64,
+    /// The smallest True-Forward, in `unit` (R32).
+    required_purchase: u64,
+    unit: String,
+    /// The form field a True-Forward's quantity goes in: `quantity_mbps` for the pool.
+    quantity_field: &'static str,
     resolution: Option<String>,
 }
 
@@ -303,6 +308,12 @@ pub(super) async fn usage<S: Store + 'static>(
             license: api_name(&o.license),
             region_group: o.region_group.clone(),
             excess: o.excess,
+            required_purchase: o.required_purchase,
+            unit: o.unit.clone(),
+            quantity_field: match o.license {
+                tally_common::kinds::LicenseKind::BandwidthPool => "quantity_mbps",
+                _ => "quantity",
+            },
             resolution: o.resolution.as_ref().map(|r| r.kind.clone()),
         })
         .collect();
@@ -424,6 +435,8 @@ pub(super) struct ResolutionForm {
     #[serde(rename = "type")]
     kind: String,
     quantity: Option<String>,
+    /// The bandwidth pool's True-Forward, in Mbps (R32).
+    quantity_mbps: Option<String>,
 }
 
 /// `POST /accounts/{a}/overusage/{id}/resolution`: an operator's True-Up or True-Forward (R16).
@@ -436,13 +449,19 @@ pub(super) async fn resolve<S: Store + 'static>(
     signed.check_form(form.csrf.as_deref())?;
     visible_account(&*console.store, &signed.caller, &account).await?;
     signed.caller.operator_only("resolve an over-usage")?;
-    let request = match (form.kind.as_str(), form.quantity.as_deref().map(str::trim)) {
-        ("true_up", _) => ResolveRequest::TrueUp,
-        ("true_forward", Some(q)) => ResolveRequest::TrueForward {
-            quantity: q.parse().map_err(|_| {
+    let number = |field: &Option<String>| {
+        field.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(|q| {
+            q.parse::<u64>().map_err(|_| {
                 PageError::new(axum::http::StatusCode::BAD_REQUEST, format!("quantity {q:?} is not a whole number"))
-            })?,
-        },
+            })
+        })
+    };
+    let (quantity, quantity_mbps) = (number(&form.quantity).transpose()?, number(&form.quantity_mbps).transpose()?);
+    let request = match form.kind.as_str() {
+        "true_up" => ResolveRequest::TrueUp,
+        "true_forward" if quantity.is_some() || quantity_mbps.is_some() => {
+            ResolveRequest::TrueForward { quantity, quantity_mbps, region: None }
+        }
         _ => {
             let why = "type must be true_up, or true_forward with a quantity";
             return Err(PageError::new(axum::http::StatusCode::BAD_REQUEST, why));

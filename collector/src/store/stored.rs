@@ -31,6 +31,12 @@ pub(super) mod counts {
          WHERE s.account_id = $1 AND d.day >= $2 AND d.day < $3 ORDER BY d.site_id, d.day";
     /// The months (`YYYY-MM`) of an account (`$1`) finalized.
     pub(in crate::store) const FINALIZED_MONTHS: &str = "SELECT month FROM finalized_months WHERE account_id = $1";
+    /// Fills an over-usage stored before R32 (`$1` id): its required purchase (`$2`) and what to
+    /// review (`$3`); nothing if another collector did.
+    pub(in crate::store) const UPGRADE_OVERUSAGE: &str =
+        "UPDATE overusages SET required_purchase = $2, review = $3 WHERE id = $1 AND required_purchase IS NULL";
+    /// Its resolution's quantity (`$2`) in the license's unit.
+    pub(in crate::store) const UPGRADE_RESOLUTION: &str = "UPDATE resolutions SET quantity = $2 WHERE overusage_id = $1";
     /// The last migration applied.
     pub(in crate::store) const SCHEMA_VERSION: &str =
         "SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success";
@@ -210,6 +216,8 @@ pub(super) struct OverusageRow {
     licensed: i64,
     excess: i64,
     flags: String,
+    required_purchase: Option<i64>,
+    review: Option<String>,
     resolution: Option<String>,
     resolved_quantity: Option<i64>,
     license_id: Option<i64>,
@@ -243,8 +251,11 @@ impl OverusageRow {
                 measured: to_u64(self.measured, "measured")?,
                 licensed: to_u64(self.licensed, "licensed")?,
                 excess: to_u64(self.excess, "excess")?,
+                // A row from before R32 until `upgrade_units` fills it at start.
+                required_purchase: self.required_purchase.map(|n| to_u64(n, "required purchase")).transpose()?.unwrap_or(0),
                 flags,
             },
+            review: self.review,
             resolution,
         })
     }
@@ -287,7 +298,7 @@ macro_rules! select_overusage {
     ($filter:literal) => {
         concat!(
             "SELECT o.id, o.account_id, o.month, o.license, o.region, o.measured, o.licensed, o.excess, o.flags,
-                 r.kind AS resolution, r.quantity AS resolved_quantity, r.license_id, r.created_at AS resolved_at
+                 o.required_purchase, o.review, r.kind AS resolution, r.quantity AS resolved_quantity, r.license_id, r.created_at AS resolved_at
              FROM overusages o LEFT JOIN resolutions r ON r.overusage_id = o.id ",
             $filter
         )

@@ -48,6 +48,8 @@ pub struct NewOverusage {
     pub measured: u64,
     pub licensed: u64,
     pub excess: u64,
+    /// The smallest purchase covering the excess, in the license's unit (R32).
+    pub required_purchase: u64,
     /// Licenses that require the same increase (R14).
     pub flags: Vec<LicenseKind>,
 }
@@ -58,7 +60,18 @@ pub struct Overusage {
     pub account: String,
     pub month: String,
     pub found: NewOverusage,
+    /// What the operator should review (set when a row from before R32 was upgraded).
+    pub review: Option<String>,
     pub resolution: Option<Resolution>,
+}
+
+/// What upgrading an over-usage stored before R32 writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitsUpgrade {
+    pub required_purchase: u64,
+    /// Its resolution's quantity in the license's unit, when it changes.
+    pub resolved_quantity: Option<u64>,
+    pub review: Option<String>,
 }
 
 /// How an over-usage was resolved (R16).
@@ -118,6 +131,17 @@ pub trait UsageStore: Send + Sync {
     fn overusages(&self, account: &str, month: &str)
     -> impl Future<Output = Result<Vec<Overusage>, StoreError>> + Send;
     fn overusage(&self, id: i64) -> impl Future<Output = Result<Option<Overusage>, StoreError>> + Send;
+    /// Over-usage stored before R32, whose required purchase is not filled yet.
+    fn overusages_before_units(&self) -> impl Future<Output = Result<Vec<Overusage>, StoreError>> + Send;
+    /// Fills one of them, with its resolution's quantity, in one transaction; `false` if another
+    /// collector did first.
+    fn upgrade_overusage_units(
+        &self,
+        id: i64,
+        upgrade: &UnitsUpgrade,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Every over-usage with something to review, oldest first.
+    fn overusages_to_review(&self) -> impl Future<Output = Result<Vec<Overusage>, StoreError>> + Send;
     /// Records a resolution (and the license a True-Forward creates) in one transaction; `false`
     /// when the over-usage was resolved already.
     fn resolve_overusage(

@@ -111,6 +111,9 @@ pub struct PoolReport {
     pub peak_day: Option<NaiveDate>,
     pub licensed_bps: u64,
     pub excess_bps: u64,
+    /// The smallest pool purchase covering the excess, in whole Mbps (R32).
+    #[serde(default)]
+    pub required_purchase_mbps: u64,
     pub days: Vec<DayAggregate>,
     /// While the month is open: where it is heading.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -209,9 +212,18 @@ pub struct OverusageReport {
     pub license: LicenseKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region_group: Option<String>,
+    /// Measured, licensed and excess in the meter's unit (bit/s for the pool, events per hour
+    /// for Data Lake).
     pub measured: u64,
     pub licensed: u64,
     pub excess: u64,
+    /// The smallest purchase covering the excess, in `unit` (R32): what a True-Forward must
+    /// reach and a True-Up charges.
+    #[serde(default)]
+    pub required_purchase: u64,
+    /// The license's purchase unit: Mbps, users, devices, data units.
+    #[serde(default)]
+    pub unit: String,
     /// Licenses that require the same increase (R14).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requires_same_increase: Vec<LicenseKind>,
@@ -223,7 +235,10 @@ pub struct OverusageReport {
 pub struct ResolutionReport {
     #[serde(rename = "type")]
     pub kind: String,
+    /// In `unit` (R32).
     pub quantity: u64,
+    #[serde(default)]
+    pub unit: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub license_id: Option<i64>,
     pub at: String,
@@ -238,10 +253,13 @@ impl From<&Overusage> for OverusageReport {
             measured: o.found.measured,
             licensed: o.found.licensed,
             excess: o.found.excess,
+            required_purchase: o.found.required_purchase,
+            unit: o.found.license.purchase_unit().to_owned(),
             requires_same_increase: o.found.flags.clone(),
             resolution: o.resolution.as_ref().map(|r| ResolutionReport {
                 kind: r.kind.as_str().to_owned(),
                 quantity: r.quantity,
+                unit: o.found.license.purchase_unit().to_owned(),
                 license_id: r.license_id,
                 at: tally_common::time::rfc3339(r.at),
             }),

@@ -154,6 +154,7 @@ pub fn notification(report: &UsageReport, found: &[NewOverusage]) -> Option<Noti
         };
         let region = o.region.as_deref().map_or(String::new(), |r| format!(" ({r})"));
         let _ = writeln!(text, "- {}{region}: measured {measured}, licensed {licensed}, excess {excess}", o.license);
+        let _ = writeln!(text, "  smallest purchase covering it: {} {}", o.required_purchase, o.license.purchase_unit());
         if !o.flags.is_empty() {
             let flags: Vec<&str> = o.flags.iter().map(|f| f.as_str()).collect();
             let _ = writeln!(text, "  requires the same increase of: {}", flags.join(", "));
@@ -164,7 +165,8 @@ pub fn notification(report: &UsageReport, found: &[NewOverusage]) -> Option<Noti
         .iter()
         .map(|o| {
             json!({"license": o.license, "region_group": o.region, "measured": o.measured, "licensed": o.licensed,
-                   "excess": o.excess, "requires_same_increase": o.flags})
+                   "excess": o.excess, "required_purchase": o.required_purchase, "unit": o.license.purchase_unit(),
+                   "requires_same_increase": o.flags})
         })
         .collect();
     let json = json!({"event": "overusage", "account": report.account, "month": report.month, "overusage": items});

@@ -176,6 +176,7 @@ async fn compute<S: Store>(
                 peak_day: pool.monthly.peak_day,
                 licensed_bps: pool.licensed_bps,
                 excess_bps: pool.excess_bps,
+                required_purchase_mbps: tally_common::pool::required_purchase_mbps(pool.excess_bps),
                 days: calendar
                     .days()
                     .take_while(|d| *d <= last_reported)
@@ -357,6 +358,7 @@ pub fn table(report: &UsageReport) -> String {
         "peak day".into(),
         "licensed".into(),
         "excess".into(),
+        "to purchase".into(),
         "forecast".into(),
     ]];
     for pool in &report.bandwidth_pool {
@@ -370,10 +372,11 @@ pub fn table(report: &UsageReport) -> String {
             pool.peak_day.map_or("-".into(), |d| d.to_string()),
             Bandwidth(pool.licensed_bps).to_string(),
             Bandwidth(pool.excess_bps).to_string(),
+            format!("{} Mbps", pool.required_purchase_mbps),
             forecast,
         ]);
     }
-    aligned(&mut out, &rows, &[false, true, false, true, true, true]);
+    aligned(&mut out, &rows, &[false, true, false, true, true, true, true]);
     let _ = writeln!(out, "\nSites");
     let mut rows = vec![[
         "site".to_owned(),
@@ -407,7 +410,8 @@ pub fn table(report: &UsageReport) -> String {
     }
     if !report.overusage.is_empty() {
         let _ = writeln!(out, "\nOver-usage");
-        let mut rows = vec![["id".to_owned(), "license".into(), "excess".into(), "resolution".into()]];
+        let mut rows =
+            vec![["id".to_owned(), "license".into(), "excess".into(), "to purchase".into(), "resolution".into()]];
         for o in &report.overusage {
             let license = match &o.region_group {
                 Some(group) => format!("{} {group}", o.license),
@@ -418,10 +422,11 @@ pub fn table(report: &UsageReport) -> String {
             } else {
                 o.excess.to_string()
             };
-            let resolution = o.resolution.as_ref().map_or("open".to_owned(), |r| format!("{} {}", r.kind, r.quantity));
-            rows.push([o.id.to_string(), license, excess, resolution]);
+            let resolution =
+                o.resolution.as_ref().map_or("open".to_owned(), |r| format!("{} {} {}", r.kind, r.quantity, r.unit));
+            rows.push([o.id.to_string(), license, excess, format!("{} {}", o.required_purchase, o.unit), resolution]);
         }
-        aligned(&mut out, &rows, &[true, false, true, false]);
+        aligned(&mut out, &rows, &[true, false, true, true, false]);
     }
     if !report.meters.is_empty() {
         let _ = writeln!(out, "\nOther licenses (calendar month)");

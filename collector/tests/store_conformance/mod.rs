@@ -641,6 +641,7 @@ fn overusage() -> NewOverusage {
         measured: 150,
         licensed: 100,
         excess: 50,
+        required_purchase: 1,
         flags: vec![LicenseKind::PremiumSecurity],
     }
 }
@@ -720,6 +721,7 @@ pub(crate) async fn a_month_is_finalized_once_with_its_overusage_and_notificatio
     let first = Some((at(1), "{\"v\":1}".to_owned()));
     assert_eq!(store.finalized_report("acme", "2026-10").await.unwrap(), first, "finalized once: the first report stays");
     assert_eq!(store.finalized_months("acme").await.unwrap(), ["2026-10"]);
+    assert!(store.overusages_before_units().await.unwrap().is_empty(), "R32: stored with its required purchase");
     assert!(store.finalized_months("partner").await.unwrap().is_empty());
 
     let found = store.overusages("acme", "2026-10").await.unwrap();

@@ -13,6 +13,12 @@ pub use tally_testkit::{Logged, http, postgres as pg_cluster};
 /// grace have passed (R9), November is open, and pools of 2026 are in force for R17.
 pub const MID_NOVEMBER_2026: &str = "2026-11-16T12:00:00Z";
 
+/// Adds an account (`line`: `account add …`) as of 1 September 2026: October 2026 is part of its
+/// life in Tally, not imported history, so its over-usage is notified (R34).
+pub fn account_added_in_september(c: &Collector, line: &str) {
+    c.ok_at("2026-09-01T00:00:00Z".parse().expect("an instant"), &args(line));
+}
+
 /// A collector on free ports with account `acme`, enrolled in the EoP (contact Ann), and its
 /// site `hq` in the US.
 pub fn acme_with_hq() -> Collector {

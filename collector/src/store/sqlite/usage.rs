@@ -5,7 +5,7 @@ use tally_common::time::Month;
 
 use super::accounts::insert_license;
 use super::{OverusageRow, SqliteStore, db, insert_error, now, parse, select_overusage, stamp, to_i64, to_u64};
-use crate::store::{
+use crate::store::{UnitsUpgrade, 
     DeviceStore, MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, Overusage, Resolution, StoreError,
     UsageStore,
 };
@@ -123,8 +123,9 @@ impl UsageStore for SqliteStore {
             for o in overusage {
                 let flags: Vec<&str> = o.flags.iter().map(|f| f.as_str()).collect();
                 sqlx::query(
-                    "INSERT INTO overusages (account_id, month, license, region, measured, licensed, excess, flags, created_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO overusages
+                         (account_id, month, license, region, measured, licensed, excess, flags, created_at, required_purchase)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(account)
                 .bind(month)
@@ -135,6 +136,7 @@ impl UsageStore for SqliteStore {
                 .bind(to_i64(o.excess, "excess")?)
                 .bind(flags.join(","))
                 .bind(stamp(at))
+                .bind(to_i64(o.required_purchase, "required purchase")?)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
@@ -159,6 +161,46 @@ impl UsageStore for SqliteStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db)?;
+        rows.into_iter().map(OverusageRow::into_overusage).collect()
+    }
+
+    async fn overusages_before_units(&self) -> Result<Vec<Overusage>, StoreError> {
+        let rows: Vec<OverusageRow> =
+            sqlx::query_as(select_overusage!("WHERE o.required_purchase IS NULL ORDER BY o.id"))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        rows.into_iter().map(OverusageRow::into_overusage).collect()
+    }
+
+    async fn upgrade_overusage_units(&self, id: i64, upgrade: &UnitsUpgrade) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let upgraded = sqlx::query(super::counts::UPGRADE_OVERUSAGE)
+            .bind(id)
+            .bind(to_i64(upgrade.required_purchase, "required purchase")?)
+            .bind(upgrade.review.as_deref())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected()
+            == 1;
+        if let (true, Some(quantity)) = (upgraded, upgrade.resolved_quantity) {
+            sqlx::query(super::counts::UPGRADE_RESOLUTION)
+                .bind(id)
+                .bind(to_i64(quantity, "quantity")?)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await?;
+        Ok(upgraded)
+    }
+
+    async fn overusages_to_review(&self) -> Result<Vec<Overusage>, StoreError> {
+        let rows: Vec<OverusageRow> = sqlx::query_as(select_overusage!("WHERE o.review IS NOT NULL ORDER BY o.id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         rows.into_iter().map(OverusageRow::into_overusage).collect()
     }
 
