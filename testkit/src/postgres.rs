@@ -92,11 +92,13 @@ impl Cluster {
         self.url(&name)
     }
 
-    /// `pg_dump` of the database at `url` (one of this cluster's).
+    /// `pg_dump` of the database at `url` (one of this cluster's), without the random key of its
+    /// `\restrict` lines: two dumps of the same data are the same bytes.
     pub fn dump(&self, url: &str) -> Vec<u8> {
         let output = Command::new(self.bin.join("pg_dump")).args(["--data-only", url]).output().unwrap();
         assert!(output.status.success(), "pg_dump {url}: {}", String::from_utf8_lossy(&output.stderr));
-        output.stdout
+        let keyed = |line: &&[u8]| line.starts_with(b"\\restrict ") || line.starts_with(b"\\unrestrict ");
+        output.stdout.split_inclusive(|b| *b == b'\n').filter(|line| !keyed(line)).flatten().copied().collect()
     }
 
     pub fn url(&self, database: &str) -> String {
