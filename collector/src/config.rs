@@ -72,6 +72,11 @@ max_bucket_bps = 1000000000000
 # import-buckets, the operator's deliberate act, is not bound by it.
 max_bucket_age_days = 40
 
+# Metered events (POST /v1/usage/events) are accepted back to the account's life start, at most
+# this many days old (R33): an event of a finalized month is stored and counted as late, never
+# billed; an older one is refused.
+max_event_age_days = 62
+
 # A site without a bucket for this many hours is silent: its traffic is not billed (a missing
 # bucket counts as 0, R5). `serve` counts the silent sites at WARN once an hour.
 silent_site_hours = 2
@@ -140,6 +145,8 @@ pub struct Config {
     pub max_connections: usize,
     pub max_bucket_bps: u64,
     pub max_bucket_age: chrono::TimeDelta,
+    /// How old a metered event may be (R33).
+    pub max_event_age: chrono::TimeDelta,
     pub silent_after: chrono::TimeDelta,
     pub default_contract_months: u32,
     /// Calendar months (this one included) the LAN devices' addresses are kept (R29).
@@ -301,7 +308,7 @@ pub const ENV_PREFIX: &str = "TALLY_";
 pub const SYSTEM_CONFIG: &str = "/etc/tally/collector.toml";
 
 /// Every key, with how its environment variable is written (`TALLY_<KEY>`, [`ENV_PREFIX`]).
-const KEYS: [(&str, ValueKind); 30] = [
+const KEYS: [(&str, ValueKind); 31] = [
     ("data_dir", ValueKind::Text),
     ("database_url", ValueKind::Text),
     ("ca_dir", ValueKind::Text),
@@ -317,6 +324,7 @@ const KEYS: [(&str, ValueKind); 30] = [
     ("max_connections", ValueKind::Integer),
     ("max_bucket_bps", ValueKind::Integer),
     ("max_bucket_age_days", ValueKind::Integer),
+    ("max_event_age_days", ValueKind::Integer),
     ("silent_site_hours", ValueKind::Integer),
     ("default_contract_months", ValueKind::Integer),
     ("lan_device_retention_months", ValueKind::Integer),
@@ -458,6 +466,7 @@ pub fn parse_with(text: &str, lookup: impl Fn(&str) -> Option<OsString>) -> Resu
     };
     let max_connections = fields.integer("max_connections", 10_000, 1, 1_000_000) as usize;
     let max_bucket_age_days = fields.integer("max_bucket_age_days", 40, 1, 3_650);
+    let max_event_age_days = fields.integer("max_event_age_days", 62, 1, 3_650);
     let silent_site_hours = fields.integer("silent_site_hours", 2, 1, 8_760);
     let default_contract_months = fields.integer("default_contract_months", 12, 1, 120) as u32;
     // At least the month before this one: it is finalized only after its grace period.
@@ -480,6 +489,7 @@ pub fn parse_with(text: &str, lookup: impl Fn(&str) -> Option<OsString>) -> Resu
         max_connections,
         max_bucket_bps,
         max_bucket_age: chrono::TimeDelta::days(max_bucket_age_days as i64),
+        max_event_age: chrono::TimeDelta::days(max_event_age_days as i64),
         silent_after: chrono::TimeDelta::hours(silent_site_hours as i64),
         default_contract_months,
         lan_device_retention_months,

@@ -852,3 +852,84 @@ fn over_usage_resolved_before_purchase_units_is_upgraded_and_the_doubtful_listed
     assert_eq!(licenses(), licenses_before, "no license changed silently");
     assert!(c.ok(&["engine", "--once"]).contains("engine pass"), "a second start upgrades nothing more");
 }
+
+/// R33: an event dated in a finalized month is stored, counted as late and never bills: the
+/// answer says how many of the batch were late, and October's report shows them with the figure
+/// the month would have had. Events are accepted back to the account's life start, at most
+/// `max_event_age_days` old (its default, 62, is `usage::events`' unit test); a count beyond
+/// 2^53 - 1 is refused by name.
+#[test]
+fn an_event_for_a_finalized_month_is_counted_late_and_never_swallowed() {
+    let config = format!("operator_token = \"{TOKEN}\"\nmax_event_age_days = 90");
+    let c = Collector::with_config(&config).at(support::MID_NOVEMBER_2026);
+    support::account_added_in_september(&c, "account add --id acme --name Acme");
+    for license in ["--kind data_lake --quantity 2 --per-unit 1000", "--kind dem_users --quantity 5"] {
+        c.ok(&support::args(&format!("license add --account acme {license} --from 2026-09-01 --to 2026-12-31")));
+    }
+    let (_serving, http) = serve(&c);
+    let http = http.as_str();
+    let october = vec![
+        event("l1".into(), "data_lake_hour", json!({"count": 1_500})),
+        event("d1".into(), "dem_user", json!({"user": "ann"})),
+    ];
+    assert_eq!(post(http, "/v1/usage/events", &json!({ "events": october })).2["late"], 0);
+    c.ok(&["engine", "--once"]);
+
+    // Three events of October arrive after it was finalized (one repeated), one of November.
+    let mut late_hour = event("l2".into(), "data_lake_hour", json!({"count": 3_000}));
+    late_hour["time"] = json!("2026-10-05T10:40:00Z"); // the same hour as l1: 4,500 with it
+    let mut november = event("d9".into(), "dem_user", json!({"user": "ann"}));
+    november["time"] = json!("2026-11-10T09:00:00Z");
+    let batch = vec![
+        late_hour,
+        event("d2".into(), "dem_user", json!({"user": "bob"})),
+        event("d1".into(), "dem_user", json!({"user": "ann"})),
+        november,
+    ];
+    let (status, _, answer) = post(http, "/v1/usage/events", &json!({ "events": batch }));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (answer["accepted"].clone(), answer["new"].clone(), answer["duplicates"].clone(), answer["late"].clone()),
+        (json!(4), json!(3), json!(1), json!(2)),
+        "{answer}"
+    );
+
+    let (_, _, body) = get(http, "/v1/accounts/acme/usage?month=2026-10", Some(TOKEN));
+    let report: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["status"], "finalized");
+    let lake = report["meters"].as_array().unwrap().iter().find(|m| m["license"] == "data_lake").unwrap();
+    assert_eq!((lake["measured"].clone(), lake["excess"].clone()), (json!(1_500), json!(0)), "never billed");
+    assert_eq!(
+        report["late_events"],
+        json!([
+            {"license": "data_lake", "events": 1, "measured": 1_500, "measured_with_late": 4_500},
+            {"license": "dem_users", "events": 1, "measured": 1, "measured_with_late": 2}
+        ]),
+        "{report}"
+    );
+    assert_eq!(report["overusage"], json!([]), "October was within its licenses and stays so");
+    let table = c.ok(&support::args("report --account acme --month 2026-10"));
+    assert!(table.contains("1 data_lake event(s) arrived after the month was finalized"), "{table}");
+    assert!(table.contains("would have measured 4500, not 1500"), "{table}");
+
+    // Older than max_event_age_days (90 here), before the account's life (September 1st), a count
+    // beyond 2^53 - 1: each refused by name.
+    let mut old = event("o1".into(), "dem_user", json!({"user": "x"}));
+    old["time"] = json!("2026-08-18T11:59:59Z");
+    let mut before_life = event("o2".into(), "dem_user", json!({"user": "x"}));
+    before_life["time"] = json!("2026-08-31T23:00:00Z");
+    let huge = event("o3".into(), "data_lake_hour", json!({"count": 9_007_199_254_740_992u64}));
+    let (status, _, problem) = post(http, "/v1/usage/events", &json!({ "events": [old, before_life, huge] }));
+    assert_eq!(status, 422, "{problem}");
+    let mut errors: Vec<(String, String)> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["field"].as_str().unwrap().to_owned(), e["message"].as_str().unwrap().to_owned()))
+        .collect();
+    errors.sort();
+    assert_eq!(errors.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(), ["events[0].time", "events[1].time", "events[2].count"]);
+    assert!(errors[0].1.contains("max_event_age_days"), "{errors:?}");
+    assert!(errors[1].1.contains("before account acme's life, which begins 2026-09-01"), "{errors:?}");
+    assert!(errors[2].1.contains("9007199254740991"), "{errors:?}");
+}

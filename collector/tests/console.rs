@@ -557,8 +557,10 @@ async fn the_order_story(browser: &mut Browser, c: &Collector, http: &str, acme:
     let pool = found["overusage"].as_array().unwrap().iter().find(|o| o["id"] == overusage).unwrap();
     assert_eq!(
         (pool["resolution"]["type"].as_str(), pool["resolution"]["quantity"].clone()),
-        (Some("true_up"), pool["excess"].clone())
+        (Some("true_up"), pool["required_purchase"].clone()),
+        "R32: a True-Up charges the required purchase, in Mbps"
     );
+    assert_eq!(pool["resolution"]["unit"], "Mbps");
 
     // The contact approves; the license is in force and on the usage page.
     contact.goto(&format!("{base}/accounts/acme/orders/{id}")).await.unwrap();

@@ -42,12 +42,16 @@ const EVENTS_NOW: &str = "2026-11-16T12:00:00Z";
 pub fn events_body(body: &[u8]) {
     let Ok(body) = tally_collector::api::body::object(body) else { return };
     let now: DateTime<Utc> = EVENTS_NOW.parse().expect("a fixed instant");
-    let Ok(batch) = tally_collector::usage::events::parse_batch(&body, &RegionTable::builtin(), now) else { return };
+    let max_age = chrono::TimeDelta::days(62);
+    let Ok(batch) = tally_collector::usage::events::parse_batch(&body, &RegionTable::builtin(), (now, max_age)) else {
+        return;
+    };
     let events = body["events"].as_array().map_or(0, Vec::len);
     assert_eq!(batch.good.len() + batch.errors.len(), events, "every event kept or refused, once");
-    let (from, until) = tally_collector::usage::events::accepted_times(now);
+    let (from, until) = tally_collector::usage::events::accepted_times(now, max_age);
     for (i, event) in &batch.good {
         assert!(*i < events);
+        assert!(event.quantity <= tally_collector::usage::events::MAX_COUNT, "events[{i}] kept a count beyond 2^53 - 1");
         assert!((from..=until).contains(&event.occurred_at), "events[{i}] kept at {}", event.occurred_at);
     }
     for error in &batch.errors {

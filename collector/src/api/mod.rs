@@ -13,6 +13,7 @@ mod sites;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use chrono::NaiveDate;
 use axum::body::Bytes;
 use axum::extract::Request;
 use axum::extract::{Extension, Path, Query, State};
@@ -40,6 +41,7 @@ use problem::{FieldError, Problem};
 pub struct Api<S> {
     store: Arc<S>,
     month_window: MonthWindowSetting,
+    max_event_age: chrono::TimeDelta,
     operator_token: Option<String>,
     exposure: crate::https::Exposure,
     regions: Arc<RegionTable>,
@@ -50,6 +52,7 @@ impl<S> Clone for Api<S> {
         Api {
             store: self.store.clone(),
             month_window: self.month_window,
+            max_event_age: self.max_event_age,
             operator_token: self.operator_token.clone(),
             exposure: self.exposure.clone(),
             regions: self.regions.clone(),
@@ -62,6 +65,7 @@ impl<S: Store + 'static> Api<S> {
         Api {
             store,
             month_window: config.month_window,
+            max_event_age: config.max_event_age,
             operator_token: config.operator_token.clone(),
             exposure: config.exposure.clone(),
             regions: Arc::new(RegionTable::builtin()),
@@ -244,30 +248,40 @@ async fn usage_events<S: Store + 'static>(
 ) -> Result<Json<EventsSummary>, Problem> {
     caller.operator_only("record metered events")?;
     let body = body::object(&body)?;
+    let accepted = (crate::clock::now(), api.max_event_age);
     let events::Batch { good: parsed, mut errors } =
-        events::parse_batch(&body, &api.regions, crate::clock::now()).map_err(|e| Problem::bad_request(vec![e]))?;
-    let mut known: HashMap<String, bool> = HashMap::new();
+        events::parse_batch(&body, &api.regions, accepted).map_err(|e| Problem::bad_request(vec![e]))?;
+    // Each account's life (R28, R33): an event before it belongs to no month of the account.
+    let mut lives: HashMap<String, Option<NaiveDate>> = HashMap::new();
     let mut good = Vec::with_capacity(parsed.len());
     for (i, event) in parsed {
-        let exists = match known.get(&event.account) {
-            Some(exists) => *exists,
+        let since = match lives.get(&event.account) {
+            Some(since) => *since,
             None => {
-                let exists = api.store.account(&event.account).await.map_err(internal)?.is_some();
-                known.insert(event.account.clone(), exists);
-                exists
+                let since = api.store.account_life(&event.account).await.map_err(internal)?.map(|l| l.since);
+                lives.insert(event.account.clone(), since);
+                since
             }
         };
-        if exists {
-            good.push(event);
-        } else {
-            errors.push(FieldError::new(
+        match since {
+            None => errors.push(FieldError::new(
                 format!("events[{i}].account"),
                 format!("account {:?} does not exist", event.account),
-            ));
+            )),
+            Some(since) if event.occurred_at.date_naive() < since => errors.push(FieldError::new(
+                format!("events[{i}].time"),
+                format!("is before account {}'s life, which begins {since}", event.account),
+            )),
+            Some(_) => good.push(event),
         }
     }
     let added = api.store.add_usage_events(&good).await.map_err(internal)?;
-    let summary = EventsSummary { accepted: good.len() as u64, new: added, duplicates: good.len() as u64 - added };
+    let summary = EventsSummary {
+        accepted: good.len() as u64,
+        new: added.new,
+        duplicates: good.len() as u64 - added.new,
+        late: added.late,
+    };
     if errors.is_empty() {
         Ok(Json(summary))
     } else {
@@ -297,6 +311,8 @@ struct EventsSummary {
     new: u64,
     /// Ids seen before: changed nothing.
     duplicates: u64,
+    /// New events of a month already finalized: stored and counted as late, never billed (R33).
+    late: u64,
 }
 
 /// `GET /v1/accounts/{account}`: the account, its contract terms (R27) and the licenses that end

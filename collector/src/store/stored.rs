@@ -37,6 +37,9 @@ pub(super) mod counts {
         "UPDATE overusages SET required_purchase = $2, review = $3 WHERE id = $1 AND required_purchase IS NULL";
     /// Its resolution's quantity (`$2`) in the license's unit.
     pub(in crate::store) const UPGRADE_RESOLUTION: &str = "UPDATE resolutions SET quantity = $2 WHERE overusage_id = $1";
+    /// An account's (`$1`) events of a month (`$2`) first received after `$3`, by meter.
+    pub(in crate::store) const EVENTS_RECEIVED_AFTER: &str = "SELECT meter, count(*) FROM usage_events
+         WHERE account_id = $1 AND month = $2 AND received_at > $3 GROUP BY meter ORDER BY meter";
     /// The last migration applied.
     pub(in crate::store) const SCHEMA_VERSION: &str =
         "SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success";

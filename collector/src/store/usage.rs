@@ -26,6 +26,15 @@ pub struct MeterEvent {
     pub source: Option<String>,
 }
 
+/// What storing a batch of events did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventsAdded {
+    /// Events whose id was new.
+    pub new: u64,
+    /// New events of a month already finalized: stored and counted, never billed (R33).
+    pub late: u64,
+}
+
 /// An account's meters over one calendar month (UTC).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MeterCounts {
@@ -103,8 +112,17 @@ impl ResolutionKind {
 
 /// Metered events (R12, R13), finalized months (R9) and their over-usage with its resolutions (R14, R16).
 pub trait UsageStore: Send + Sync {
-    /// Stores the events whose id is new, in one transaction; returns how many were new.
-    fn add_usage_events(&self, events: &[MeterEvent]) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Stores the events whose id is new, in one transaction; says how many were new, and how
+    /// many of those fell in a month already finalized (R33).
+    fn add_usage_events(&self, events: &[MeterEvent]) -> impl Future<Output = Result<EventsAdded, StoreError>> + Send;
+    /// `account`'s events of `month` first received after `since` (its finalization: late,
+    /// R33), by meter.
+    fn events_received_after(
+        &self,
+        account: &str,
+        month: &str,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<(LicenseKind, u64)>, StoreError>> + Send;
     /// `account`'s meters in `month` (`YYYY-MM`).
     fn meter_counts(&self, account: &str, month: &str) -> impl Future<Output = Result<MeterCounts, StoreError>> + Send;
     /// The report saved when `account`'s `month` was finalized, with the time it was.

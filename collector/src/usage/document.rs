@@ -62,6 +62,10 @@ pub struct UsageReport {
     /// Buckets of the window first received after finalization: stored, counted, not billed (R9).
     #[serde(default)]
     pub late_buckets: u64,
+    /// Events of a finalized month first received after it was finalized, by meter: stored and
+    /// counted, never billed (R33), with the figure the month would have had with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub late_events: Vec<LateEvents>,
     /// Site-days whose buckets changed since the engine last summarized them: this report
     /// computed them from the buckets, in memory, without writing (R35).
     #[serde(default)]
@@ -203,6 +207,19 @@ pub struct RegionUsage {
     pub region: ZtnaRegion,
     pub measured: u64,
     pub licensed: u64,
+}
+
+/// One meter's events that arrived after its month was finalized (R33).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LateEvents {
+    pub license: LicenseKind,
+    /// How many events arrived late.
+    pub events: u64,
+    /// The meter's figure as finalized and billed.
+    pub measured: u64,
+    /// The figure the month would have had with them (the peak hour with the late counts; the
+    /// distinct users or devices with the late ones).
+    pub measured_with_late: u64,
 }
 
 /// An over-usage as the report and the API show it.

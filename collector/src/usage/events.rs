@@ -12,15 +12,16 @@
 //!   `is_socket`. Counted unless it is a Socket.
 //! - `data_lake_hour`: `count`, the events of the UTC hour that `time` falls in.
 //!
-//! An event's `time` must fall in this calendar month or the one before (UTC), and at most
-//! [`MAX_AHEAD`] after now: a month is closed after it is finalized (R9), and a time from a
-//! wrong clock (1970, 9999) would otherwise be billed in a month nobody bought.
+//! An event's `time` must be at most `max_event_age_days` old and at most [`MAX_AHEAD`] after now
+//! (a time from a wrong clock, 1970 or 9999, is refused rather than billed), and not before the
+//! account's life began (checked by the caller, who knows the accounts). An event of a finalized
+//! month is stored and counted as late, and never changes it (R33).
 
-use chrono::{DateTime, Days, TimeDelta, Timelike, Utc};
+use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use serde_json::Value;
 use tally_common::kinds::LicenseKind;
 use tally_common::region::RegionTable;
-use tally_common::time::{Month, rfc3339};
+use tally_common::time::rfc3339;
 
 pub use crate::store::MeterEvent;
 use crate::validation::FieldError;
@@ -31,12 +32,13 @@ pub const MAX_BATCH: usize = 10_000;
 /// little fast).
 pub const MAX_AHEAD: TimeDelta = TimeDelta::minutes(5);
 
-/// The times an event may have at `now`: from the first day of the previous month (UTC) to
-/// [`MAX_AHEAD`] after `now`.
-pub fn accepted_times(now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
-    let this_month = Month::containing(now.date_naive()).first_day();
-    let previous = Month::containing(this_month - Days::new(1)).first_day();
-    (previous.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc(), now + MAX_AHEAD)
+/// The largest event count accepted (2⁵³ − 1): JSON carries it exactly, and a month's sums of
+/// such counts stay far from overflowing.
+pub const MAX_COUNT: u64 = (1 << 53) - 1;
+
+/// The times an event may have at `now`: from `max_age` before it to [`MAX_AHEAD`] after it.
+pub fn accepted_times(now: DateTime<Utc>, max_age: TimeDelta) -> (DateTime<Utc>, DateTime<Utc>) {
+    (now - max_age, now + MAX_AHEAD)
 }
 
 /// A request's events: the good ones with their index in the batch, and the errors of the bad.
@@ -48,7 +50,11 @@ pub struct Batch {
 
 /// Validates the events of a request body (`{"events": [...]}`); each error names
 /// `events[i].field`. A body without a list of events is one error.
-pub fn parse_batch(body: &Value, regions: &RegionTable, now: DateTime<Utc>) -> Result<Batch, FieldError> {
+pub fn parse_batch(
+    body: &Value,
+    regions: &RegionTable,
+    (now, max_age): (DateTime<Utc>, TimeDelta),
+) -> Result<Batch, FieldError> {
     let events = body
         .get("events")
         .and_then(Value::as_array)
@@ -58,7 +64,7 @@ pub fn parse_batch(body: &Value, regions: &RegionTable, now: DateTime<Utc>) -> R
     }
     let mut batch = Batch::default();
     for (i, event) in events.iter().enumerate() {
-        match parse_event(event, regions, accepted_times(now)) {
+        match parse_event(event, regions, accepted_times(now, max_age)) {
             Ok(event) => batch.good.push((i, event)),
             Err((field, message)) => batch.errors.push(FieldError::new(format!("events[{i}].{field}"), message)),
         }
@@ -92,7 +98,10 @@ fn parse_event(
         .with_timezone(&Utc);
     if !(earliest..=latest).contains(&occurred_at) {
         let (from, to) = (rfc3339(earliest), rfc3339(latest));
-        return Err(("time", format!("{time} is outside the accepted times, {from} to {to} (this month or the last)")));
+        return Err((
+            "time",
+            format!("{time} is outside the accepted times, {from} to {to} (at most max_event_age_days old)"),
+        ));
     }
     let event = |meter, subject, region, quantity, counted| MeterEvent {
         id: id.clone(),
@@ -145,10 +154,11 @@ fn parse_event(
 }
 
 fn event_count(value: Option<&Value>) -> Result<u64, Invalid> {
-    value
-        .and_then(Value::as_u64)
-        .filter(|n| *n <= i64::MAX as u64)
-        .ok_or(("count", "required: a non-negative integer".into()))
+    let count = value.and_then(Value::as_u64).ok_or(("count", "required: a non-negative integer".to_owned()))?;
+    match count <= MAX_COUNT {
+        true => Ok(count),
+        false => Err(("count", format!("{count} is more than the largest count accepted, {MAX_COUNT} (2^53 - 1)"))),
+    }
 }
 
 #[cfg(test)]
@@ -160,18 +170,19 @@ mod tests {
     }
 
     #[test]
-    fn events_are_accepted_from_the_previous_month_to_a_little_ahead() {
+    fn events_are_accepted_back_to_their_maximum_age_and_a_little_ahead() {
+        let days_62 = TimeDelta::days(62);
         assert_eq!(
-            accepted_times(at("2026-03-01T00:00:00Z")),
-            (at("2026-02-01T00:00:00Z"), at("2026-03-01T00:05:00Z"))
+            accepted_times(at("2026-03-01T00:00:00Z"), days_62),
+            (at("2025-12-29T00:00:00Z"), at("2026-03-01T00:05:00Z"))
         );
-        assert_eq!(accepted_times(at("2027-01-31T23:59:59Z")).0, at("2026-12-01T00:00:00Z"));
         let regions = RegionTable::builtin();
         let now = at("2026-11-16T12:00:00Z");
         for (time, accepted) in [
+            ("2026-09-15T12:00:00Z", true),
             ("2026-10-01T00:00:00Z", true),
             ("2026-11-16T12:05:00Z", true),
-            ("2026-09-30T23:59:59Z", false),
+            ("2026-09-15T11:59:59Z", false),
             ("2026-11-16T12:05:01Z", false),
             ("1970-01-01T00:00:00Z", false),
             ("0001-01-01T00:00:00Z", false),
@@ -179,10 +190,27 @@ mod tests {
         ] {
             let event =
                 serde_json::json!({"id": "e", "type": "dem_user", "account": "acme", "time": time, "user": "u"});
-            let batch = parse_batch(&serde_json::json!({ "events": [event] }), &regions, now).unwrap();
+            let batch = parse_batch(&serde_json::json!({ "events": [event] }), &regions, (now, days_62)).unwrap();
             assert_eq!(batch.good.len() == 1, accepted, "{time}: {:?}", batch.errors);
             if !accepted {
                 assert_eq!(batch.errors[0].field, "events[0].time");
+            }
+        }
+    }
+
+    #[test]
+    fn a_count_beyond_2_pow_53_minus_1_is_refused_by_name() {
+        let regions = RegionTable::builtin();
+        let now = at("2026-11-16T12:00:00Z");
+        for (count, accepted) in [(MAX_COUNT, true), (MAX_COUNT + 1, false), (u64::MAX, false)] {
+            let event = serde_json::json!({"id": "e", "type": "data_lake_hour", "account": "acme",
+                "time": "2026-11-16T10:00:00Z", "count": count});
+            let batch = parse_batch(&serde_json::json!({ "events": [event] }), &regions, (now, TimeDelta::days(62)));
+            let batch = batch.unwrap();
+            assert_eq!(batch.good.len() == 1, accepted, "{count}");
+            if !accepted {
+                assert_eq!(batch.errors[0].field, "events[0].count");
+                assert!(batch.errors[0].message.contains("9007199254740991"), "{:?}", batch.errors);
             }
         }
     }

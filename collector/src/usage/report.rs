@@ -17,7 +17,7 @@ use tally_common::region::RegionGroup;
 use tally_common::time::{DAY_SLOTS, Month, MonthWindow, MonthWindowSetting, rfc3339};
 
 use super::document::{
-    DayAggregate, Forecast, MeterReport, MonthStatus, OverusageReport, PoolReport, RegionUsage, SiteDayReport,
+    DayAggregate, Forecast, LateEvents, MeterReport, MonthStatus, OverusageReport, PoolReport, RegionUsage, SiteDayReport,
     SiteReport, UsageReport, WindowJson, describe_window,
 };
 use super::overusage;
@@ -70,9 +70,40 @@ pub async fn build<S: Store>(
     let window = report_window(&report).unwrap_or(month.window(setting));
     report.late_buckets =
         store.buckets_received_after(account, window.start_time(), window.end_time(), finalized_at).await?;
+    report.late_events = late_events(store, &report, finalized_at).await?;
     report.finalized_at = Some(rfc3339(finalized_at));
     report.overusage = store.overusages(account, &key).await?.iter().map(OverusageReport::from).collect();
     Ok(report)
+}
+
+/// The events of a finalized `report`'s month received after `finalized_at`, by meter, each with
+/// the figure the month would have had with them (R33): its meters computed again with every
+/// event stored.
+async fn late_events<S: Store>(
+    store: &S,
+    report: &UsageReport,
+    finalized_at: DateTime<Utc>,
+) -> Result<Vec<LateEvents>, StoreError> {
+    let key = report.month.to_string();
+    let late = store.events_received_after(&report.account, &key, finalized_at).await?;
+    if late.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (counts, licenses) =
+        tokio::try_join!(store.meter_counts(&report.account, &key), store.licenses_of_account(&report.account))?;
+    let with_late = meter_reports(&counts, &licenses, report.month);
+    let measured = |meters: &[MeterReport], license| {
+        meters.iter().find(|m| m.meter.license == license).map_or(0, |m| m.meter.measured)
+    };
+    Ok(late
+        .into_iter()
+        .map(|(license, events)| LateEvents {
+            license,
+            events,
+            measured: measured(&report.meters, license),
+            measured_with_late: measured(&with_late, license),
+        })
+        .collect())
 }
 
 /// Finalizes `account`'s `month` (R9): computes it, evaluates its over-usage (R14), and saves
@@ -210,6 +241,7 @@ async fn compute<S: Store>(
         generated_at: rfc3339(now),
         finalized_at: None,
         late_buckets: 0,
+        late_events: Vec::new(),
         days_computed_in_memory: in_memory as u64,
         overusage: Vec::new(),
         open_from: calendar.contains(today).then_some(today),
@@ -350,6 +382,14 @@ pub fn table(report: &UsageReport) -> String {
     if let Some(at) = &report.finalized_at {
         let _ =
             writeln!(out, "finalized at {at}; {} bucket(s) arrived later and are not billed (R9)", report.late_buckets);
+    }
+    for late in &report.late_events {
+        let _ = writeln!(
+            out,
+            "{} {} event(s) arrived after the month was finalized and are not billed (R33): with them it would \
+             have measured {}, not {}",
+            late.events, late.license, late.measured_with_late, late.measured
+        );
     }
     let _ = writeln!(out, "\nBandwidth pool");
     let mut rows = vec![[

@@ -1,25 +1,38 @@
 //! Usage and over-usage in PostgreSQL.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
+use tally_common::kinds::LicenseKind;
 use tally_common::time::Month;
 
 use sqlx::PgConnection;
 
 use super::accounts::insert_license;
 use super::{OverusageRow, PgStore, db, insert_error, now, parse, select_overusage, stamp, to_i64, to_u64};
-use crate::store::{UnitsUpgrade, 
+use crate::store::{EventsAdded, UnitsUpgrade, 
     DeviceStore, MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, Overusage, Resolution, StoreError,
     UsageStore,
 };
 
 impl UsageStore for PgStore {
-    async fn add_usage_events(&self, events: &[MeterEvent]) -> Result<u64, StoreError> {
+    async fn add_usage_events(&self, events: &[MeterEvent]) -> Result<EventsAdded, StoreError> {
         let mut tx = self.begin_write().await?;
         let received = now();
-        let mut added = 0;
+        let mut finalized: HashMap<&str, HashSet<String>> = HashMap::new();
+        let mut added = EventsAdded::default();
         for e in events {
             let month = Month::containing(e.occurred_at.date_naive()).to_string();
-            added += sqlx::query(
+            if !finalized.contains_key(e.account.as_str()) {
+                let months: Vec<String> = sqlx::query_scalar(super::counts::FINALIZED_MONTHS)
+                    .bind(&e.account)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                finalized.insert(&e.account, months.into_iter().collect());
+            }
+            let late = finalized.get(e.account.as_str()).is_some_and(|months| months.contains(&month));
+            let new = sqlx::query(
                 "INSERT INTO usage_events
                      (id, account_id, meter, month, subject, region, quantity, counted, occurred_at, received_at, source)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
@@ -38,10 +51,29 @@ impl UsageStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(insert_error("usage event of account", &e.account))?
-            .rows_affected();
+            .rows_affected()
+                == 1;
+            added.new += u64::from(new);
+            added.late += u64::from(new && late);
         }
         tx.commit().await?;
         Ok(added)
+    }
+
+    async fn events_received_after(
+        &self,
+        account: &str,
+        month: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(LicenseKind, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(super::counts::EVENTS_RECEIVED_AFTER)
+            .bind(account)
+            .bind(month)
+            .bind(stamp(since))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.into_iter().map(|(meter, n)| Ok((parse(&meter, "meter")?, to_u64(n, "count")?))).collect()
     }
 
     async fn meter_counts(&self, account: &str, month: &str) -> Result<MeterCounts, StoreError> {
