@@ -14,7 +14,9 @@ use tally_common::token::EnrollToken;
 
 use crate::ca::{Ca, CaError, random_hex};
 use crate::digest::sha256_hex;
-use crate::store::{Account, CapChange, ContractTerm, License, MergeStats, NewLicense, Person, Role, Site, Store, StoreError};
+use crate::store::{
+    Account, CapChange, ContractTerm, License, MergeStats, NewLicense, Person, Role, Site, Store, StoreError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {

@@ -264,7 +264,10 @@ fn overusage_of_a_finalized_month_is_resolved_by_true_up_or_true_forward() {
     let (status, _, resolved) = resolve(pool_id, json!({"type": "true_forward", "quantity_mbps": 50}));
     assert_eq!(status, 201, "{resolved}");
     assert_eq!(resolved["resolution"]["type"], "true_forward");
-    assert_eq!((resolved["resolution"]["quantity"].clone(), resolved["resolution"]["unit"].clone()), (json!(50), json!("Mbps")));
+    assert_eq!(
+        (resolved["resolution"]["quantity"].clone(), resolved["resolution"]["unit"].clone()),
+        (json!(50), json!("Mbps"))
+    );
     let (status, _, problem) = resolve(pool_id, json!({"type": "true_up"}));
     assert_eq!(status, 409, "resolved once: {problem}");
     let (status, _, resolved) = resolve(ai_id, json!({"type": "true_up"}));
@@ -716,16 +719,18 @@ fn true_forwards_are_bought_in_the_licenses_unit() {
     c.ok(&["engine", "--once"]);
     let (_, _, body) = get(http, "/v1/accounts/acme/overusage?month=2026-10", Some(TOKEN));
     let found: Value = serde_json::from_str(&body).unwrap();
-    let of = |license: &str| found["overusage"].as_array().unwrap().iter().find(|o| o["license"] == license).unwrap().clone();
-    let figures = |o: &Value| (o["excess"].as_u64().unwrap(), o["required_purchase"].as_u64().unwrap(), o["unit"].clone());
+    let of = |license: &str| {
+        found["overusage"].as_array().unwrap().iter().find(|o| o["license"] == license).unwrap().clone()
+    };
+    let figures =
+        |o: &Value| (o["excess"].as_u64().unwrap(), o["required_purchase"].as_u64().unwrap(), o["unit"].clone());
     let (lake, devices, ztna_users) = (of("data_lake"), of("devices"), of("ztna_users"));
     assert_eq!(figures(&lake), (2_500, 3, json!("data units")), "{lake}");
     assert_eq!(figures(&devices), (1, 50, json!("devices")), "{devices}");
     assert_eq!(figures(&ztna_users), (5, 5, json!("users")), "{ztna_users}");
 
-    let resolve = |o: &Value, body: Value| {
-        post(http, &format!("/v1/accounts/acme/overusage/{}/resolution", o["id"]), &body)
-    };
+    let resolve =
+        |o: &Value, body: Value| post(http, &format!("/v1/accounts/acme/overusage/{}/resolution", o["id"]), &body);
     let (status, _, problem) = resolve(&lake, json!({"type": "true_forward", "quantity": 2}));
     assert_eq!(status, 422, "{problem}");
     let said = problem["errors"][0]["message"].as_str().unwrap();
@@ -755,7 +760,13 @@ fn true_forwards_are_bought_in_the_licenses_unit() {
         .unwrap()
         .iter()
         .filter(|l| l["effective_from"] == "2026-11-01")
-        .map(|l| (l["kind"].as_str().unwrap().to_owned(), l["region"].as_str().map(str::to_owned), l["quantity"].as_u64().unwrap()))
+        .map(|l| {
+            (
+                l["kind"].as_str().unwrap().to_owned(),
+                l["region"].as_str().map(str::to_owned),
+                l["quantity"].as_u64().unwrap(),
+            )
+        })
         .collect();
     made.sort();
     assert_eq!(
@@ -799,7 +810,9 @@ fn raw_sql(c: &Collector, statements: &[String]) {
 fn over_usage_resolved_before_purchase_units_is_upgraded_and_the_doubtful_listed() {
     let c = Collector::with_config(&format!("operator_token = \"{TOKEN}\"")).at(support::MID_NOVEMBER_2026);
     c.ok(&support::args("account add --id acme --name Acme --term-start 2026-01-01 --term-end 2026-12-31"));
-    c.ok(&support::args("license add --account acme --kind data_lake --quantity 2 --per-unit 1000 --from 2026-01-01 --to 2026-12-31"));
+    c.ok(&support::args(
+        "license add --account acme --kind data_lake --quantity 2 --per-unit 1000 --from 2026-01-01 --to 2026-12-31",
+    ));
     support::licensed_100_mbps_running_at(&c, "acme", "hq", 150_000_000);
     let (_serving, http) = serve(&c);
     let http = http.as_str();
@@ -819,7 +832,11 @@ fn over_usage_resolved_before_purchase_units_is_upgraded_and_the_doubtful_listed
         serde_json::from_str::<Value>(&body).unwrap()["contract_term"]["licenses_ending"].clone()
     };
     let licenses_before = licenses();
-    assert_eq!(licenses_before.as_array().unwrap().len(), 4, "two licenses and the two True-Forwards: {licenses_before}");
+    assert_eq!(
+        licenses_before.as_array().unwrap().len(),
+        4,
+        "two licenses and the two True-Forwards: {licenses_before}"
+    );
 
     // As an older collector stored them: no required purchase, the pool's True-Forward in bit/s,
     // the Data Lake's in events per hour.
@@ -842,8 +859,7 @@ fn over_usage_resolved_before_purchase_units_is_upgraded_and_the_doubtful_listed
     assert_eq!(pool["resolution"]["unit"], "Mbps");
     let lake = after.iter().find(|o| o["license"] == "data_lake").unwrap();
     assert_eq!(lake["required_purchase"], 3);
-    let suspect: Value =
-        serde_json::from_str(&c.ok(&support::args("overusage list --suspect --format json"))).unwrap();
+    let suspect: Value = serde_json::from_str(&c.ok(&support::args("overusage list --suspect --format json"))).unwrap();
     let suspect = suspect.as_array().unwrap();
     assert_eq!(suspect.len(), 1, "{suspect:?}");
     assert_eq!(suspect[0]["license"], "data_lake");
@@ -928,7 +944,10 @@ fn an_event_for_a_finalized_month_is_counted_late_and_never_swallowed() {
         .map(|e| (e["field"].as_str().unwrap().to_owned(), e["message"].as_str().unwrap().to_owned()))
         .collect();
     errors.sort();
-    assert_eq!(errors.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(), ["events[0].time", "events[1].time", "events[2].count"]);
+    assert_eq!(
+        errors.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+        ["events[0].time", "events[1].time", "events[2].count"]
+    );
     assert!(errors[0].1.contains("max_event_age_days"), "{errors:?}");
     assert!(errors[1].1.contains("before account acme's life, which begins 2026-09-01"), "{errors:?}");
     assert!(errors[2].1.contains("9007199254740991"), "{errors:?}");

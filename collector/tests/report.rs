@@ -292,7 +292,10 @@ fn todays_buckets_show_in_the_report_even_outside_the_window() {
     let report: Value =
         serde_json::from_str(&c.ok(&["report", "--account", "acme", "--month", "2026-11", "--format", "json"]))
             .unwrap();
-    assert_eq!(report["status"], "open", "the article's window closed at 00:00 today, the calendar month has not (R34)");
+    assert_eq!(
+        report["status"], "open",
+        "the article's window closed at 00:00 today, the calendar month has not (R34)"
+    );
     assert_eq!(report["open_from"], "2026-11-30", "{report}");
     let days = report["sites"][0]["days"].as_array().unwrap();
     assert_eq!(days.len(), 30, "every day of November up to today");
@@ -384,9 +387,15 @@ fn a_report_reads_a_closed_month_without_writing_and_only_the_engine_finalizes_i
     assert_eq!(finalized["sites"], read["sites"]);
     assert_eq!(finalized["days_computed_in_memory"], 0, "the engine read them summarized");
     let golden = golden();
-    let group1 = finalized["bandwidth_pool"].as_array().unwrap().iter().find(|p| p["region_group"] == "group1").unwrap();
-    let want = golden["expected"]["calendar"]["bandwidth_pool"].as_array().unwrap().iter()
-        .find(|p| p["region_group"] == "group1").unwrap().clone();
+    let group1 =
+        finalized["bandwidth_pool"].as_array().unwrap().iter().find(|p| p["region_group"] == "group1").unwrap();
+    let want = golden["expected"]["calendar"]["bandwidth_pool"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["region_group"] == "group1")
+        .unwrap()
+        .clone();
     assert_eq!((&group1["monthly_p95_bps"], &group1["excess_bps"]), (&want["monthly_p95_bps"], &want["excess_bps"]));
     let again = c.ok(&["engine", "--once"]);
     assert!(again.contains("0 site-day(s) recomputed, 0 month(s) finalized"), "{again}");
@@ -420,10 +429,9 @@ fn with_no_grace_a_month_closes_when_its_calendar_month_ends_not_its_window() {
     assert!(c.ok_at(just_before, &["engine", "--once"]).contains("0 month(s) finalized"));
     let pass = c.ok_at(midnight, &["engine", "--once"]);
     assert!(pass.contains("1 month(s) finalized"), "{pass}");
-    let closed: Value = serde_json::from_str(&c.ok_at(
-        midnight,
-        &["report", "--account", "acme", "--month", "2026-10", "--format", "json"],
-    ))
+    let closed: Value = serde_json::from_str(
+        &c.ok_at(midnight, &["report", "--account", "acme", "--month", "2026-10", "--format", "json"]),
+    )
     .unwrap();
     assert_eq!(closed["status"], "finalized");
     assert!(closed["finalized_at"].as_str().unwrap().starts_with("2026-11-01T00:00:"), "{closed}");
@@ -451,9 +459,7 @@ fn an_account_whose_month_fails_holds_back_nobody() {
     }
     // "acme" (first in order) sums past 2^63 - 1 in one hour of October; "zeta" is 500 over.
     let huge = (1u64 << 53) - 1;
-    let event = |id: String, account: &str, count: u64| {
-        serde_json::json!({"id": id, "type": "data_lake_hour", "account": account, "time": "2026-10-07T10:00:00Z", "count": count})
-    };
+    let event = |id: String, account: &str, count: u64| serde_json::json!({"id": id, "type": "data_lake_hour", "account": account, "time": "2026-10-07T10:00:00Z", "count": count});
     let events: Vec<Value> =
         (0..1_025).map(|n| event(format!("a{n}"), "acme", huge)).chain([event("z1".into(), "zeta", 1_500)]).collect();
     let serving = c.serve();

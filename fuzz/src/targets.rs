@@ -51,7 +51,10 @@ pub fn events_body(body: &[u8]) {
     let (from, until) = tally_collector::usage::events::accepted_times(now, max_age);
     for (i, event) in &batch.good {
         assert!(*i < events);
-        assert!(event.quantity <= tally_collector::usage::events::MAX_COUNT, "events[{i}] kept a count beyond 2^53 - 1");
+        assert!(
+            event.quantity <= tally_collector::usage::events::MAX_COUNT,
+            "events[{i}] kept a count beyond 2^53 - 1"
+        );
         assert!((from..=until).contains(&event.occurred_at), "events[{i}] kept at {}", event.occurred_at);
     }
     for error in &batch.errors {

@@ -13,7 +13,6 @@ mod sites;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::NaiveDate;
 use axum::body::Bytes;
 use axum::extract::Request;
 use axum::extract::{Extension, Path, Query, State};
@@ -22,6 +21,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
+use chrono::NaiveDate;
 use serde::Serialize;
 use tally_common::region::RegionTable;
 use tally_common::time::{Month, MonthWindowSetting};
@@ -386,8 +386,10 @@ async fn resolve_overusage<S: Store + 'static>(
     visible_account(&*api.store, &caller, &account).await?;
     caller.operator_only("resolve an over-usage")?;
     let id: i64 = id.parse().map_err(|_| Problem::not_found(format!("over-usage {id:?} does not exist")))?;
-    let request: ResolveRequest =
-        body::typed(&body, r#"{"type": "true_up"} or {"type": "true_forward", "quantity": N} ("quantity_mbps" for the pool)"#)?;
+    let request: ResolveRequest = body::typed(
+        &body,
+        r#"{"type": "true_up"} or {"type": "true_forward", "quantity": N} ("quantity_mbps" for the pool)"#,
+    )?;
     let resolved = resolve(&*api.store, &account, id, request).await?;
     Ok((axum::http::StatusCode::CREATED, Json(resolved)))
 }

@@ -13,7 +13,8 @@ use tally_common::{out, outln};
 use tokio::net::TcpListener;
 
 use super::{
-    AccountCommand, CaCommand, Command, EnforcementCommand, Format, LicenseCommand, OverusageCommand, SiteCommand, TokenCommand,
+    AccountCommand, CaCommand, Command, EnforcementCommand, Format, LicenseCommand, OverusageCommand, SiteCommand,
+    TokenCommand,
 };
 use crate::admin::{self, LicenseArgs, NewSite};
 use crate::ca::Ca;
@@ -516,7 +517,9 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
                 json
             };
             match format {
-                Format::Json => outln!("{}", serde_json::to_string_pretty(&found.iter().map(view).collect::<Vec<_>>())?),
+                Format::Json => {
+                    outln!("{}", serde_json::to_string_pretty(&found.iter().map(view).collect::<Vec<_>>())?)
+                }
                 Format::Table => {
                     for o in &found {
                         let f = &o.found;
@@ -609,8 +612,7 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
             }
         }
         Command::Report { account, month, format } => {
-            let report =
-                usage::report::build(&store, &account, month, config.month_window, clock::now()).await?;
+            let report = usage::report::build(&store, &account, month, config.month_window, clock::now()).await?;
             match format {
                 Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
                 Format::Table => out!("{}", usage::report::table(&report)),

@@ -36,7 +36,8 @@ pub(super) mod counts {
     pub(in crate::store) const UPGRADE_OVERUSAGE: &str =
         "UPDATE overusages SET required_purchase = $2, review = $3 WHERE id = $1 AND required_purchase IS NULL";
     /// Its resolution's quantity (`$2`) in the license's unit.
-    pub(in crate::store) const UPGRADE_RESOLUTION: &str = "UPDATE resolutions SET quantity = $2 WHERE overusage_id = $1";
+    pub(in crate::store) const UPGRADE_RESOLUTION: &str =
+        "UPDATE resolutions SET quantity = $2 WHERE overusage_id = $1";
     /// An account's (`$1`) events of a month (`$2`) first received after `$3`, by meter.
     pub(in crate::store) const EVENTS_RECEIVED_AFTER: &str = "SELECT meter, count(*) FROM usage_events
          WHERE account_id = $1 AND month = $2 AND received_at > $3 GROUP BY meter ORDER BY meter";
@@ -255,7 +256,11 @@ impl OverusageRow {
                 licensed: to_u64(self.licensed, "licensed")?,
                 excess: to_u64(self.excess, "excess")?,
                 // A row from before R32 until `upgrade_units` fills it at start.
-                required_purchase: self.required_purchase.map(|n| to_u64(n, "required purchase")).transpose()?.unwrap_or(0),
+                required_purchase: self
+                    .required_purchase
+                    .map(|n| to_u64(n, "required purchase"))
+                    .transpose()?
+                    .unwrap_or(0),
                 flags,
             },
             review: self.review,

@@ -228,8 +228,8 @@ async fn finalize_account<S: Store>(
     last: Month,
     now: DateTime<Utc>,
 ) -> Result<usize, (Month, report::ReportError)> {
-    let (life, saved) = tokio::try_join!(store.account_life(account), store.finalized_months(account))
-        .map_err(|e| (last, e.into()))?;
+    let (life, saved) =
+        tokio::try_join!(store.account_life(account), store.finalized_months(account)).map_err(|e| (last, e.into()))?;
     // An account deleted meanwhile has nothing left to finalize.
     let Some(life) = life else { return Ok(0) };
     let saved: HashSet<String> = saved.into_iter().collect();

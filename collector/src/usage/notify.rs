@@ -154,7 +154,8 @@ pub fn notification(report: &UsageReport, found: &[NewOverusage]) -> Option<Noti
         };
         let region = o.region.as_deref().map_or(String::new(), |r| format!(" ({r})"));
         let _ = writeln!(text, "- {}{region}: measured {measured}, licensed {licensed}, excess {excess}", o.license);
-        let _ = writeln!(text, "  smallest purchase covering it: {} {}", o.required_purchase, o.license.purchase_unit());
+        let _ =
+            writeln!(text, "  smallest purchase covering it: {} {}", o.required_purchase, o.license.purchase_unit());
         if !o.flags.is_empty() {
             let flags: Vec<&str> = o.flags.iter().map(|f| f.as_str()).collect();
             let _ = writeln!(text, "  requires the same increase of: {}", flags.join(", "));

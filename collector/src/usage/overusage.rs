@@ -197,7 +197,10 @@ fn carried_forward(
                 in_force.iter().copied().filter(|l| l.terms.region.as_deref() == Some(region.as_str())).collect();
             if held.is_empty() && !in_force.is_empty() {
                 let held = regions.iter().copied().collect::<Vec<_>>().join(", ");
-                return Err(ResolveError::field("region", format!("the account holds no {region} ZTNA license; it holds: {held}")));
+                return Err(ResolveError::field(
+                    "region",
+                    format!("the account holds no {region} ZTNA license; it holds: {held}"),
+                ));
             }
             held
         }
@@ -205,7 +208,9 @@ fn carried_forward(
             let held = regions.iter().copied().collect::<Vec<_>>().join(", ");
             return Err(ResolveError::field(
                 "region",
-                format!("required: the account holds ZTNA licenses in several regions ({held}); name the one to increase"),
+                format!(
+                    "required: the account holds ZTNA licenses in several regions ({held}); name the one to increase"
+                ),
             ));
         }
         (_, Some(_)) if found.license != LicenseKind::ZtnaUsers => {
@@ -276,7 +281,9 @@ fn units_upgrade(o: &Overusage, licenses: &[License]) -> UnitsUpgrade {
     };
     let required_purchase = match found.license {
         LicenseKind::BandwidthPool => required_purchase_mbps(found.excess),
-        LicenseKind::Devices => meters::devices(found.measured, found.licensed, held(|l| l.terms.block_size)).required_purchase,
+        LicenseKind::Devices => {
+            meters::devices(found.measured, found.licensed, held(|l| l.terms.block_size)).required_purchase
+        }
         LicenseKind::DataLake => {
             let per_unit = held(|l| l.terms.per_unit);
             meters::data_lake(found.measured, found.licensed / per_unit, per_unit).required_purchase

@@ -17,8 +17,8 @@ use tally_common::region::RegionGroup;
 use tally_common::time::{DAY_SLOTS, Month, MonthWindow, MonthWindowSetting, rfc3339};
 
 use super::document::{
-    DayAggregate, Forecast, LateEvents, MeterReport, MonthStatus, OverusageReport, PoolReport, RegionUsage, SiteDayReport,
-    SiteReport, UsageReport, WindowJson, describe_window,
+    DayAggregate, Forecast, LateEvents, MeterReport, MonthStatus, OverusageReport, PoolReport, RegionUsage,
+    SiteDayReport, SiteReport, UsageReport, WindowJson, describe_window,
 };
 use super::overusage;
 use crate::enforcement::{ViolationReport, month_caps, month_violations};

@@ -10,7 +10,7 @@ use tally_collector::orders::rules::{Actor, Item};
 use tally_collector::orders::{Created, NewOrder, Quote, Transition, TransitionRefused, mail};
 use tally_collector::store::{
     AccessStore, Account, AccountStore, BucketStore, CapChange, Channel, ConsoleSession, ContractTerm, DeviceStore,
-    Ingested, Intake, IntakeStore, MAX_QUARANTINED_PER_SITE, Measured, MergeStats, MeterEvent, NewLicense,
+    EventsAdded, Ingested, Intake, IntakeStore, MAX_QUARANTINED_PER_SITE, Measured, MergeStats, MeterEvent, NewLicense,
     NewOverusage, Notification, OrderStore, OutboxStore, Person, PolicyReport, PolicyStore, Recipient, RecipientChange,
     Resolution, ResolutionKind, Role, Site, Store, StoreError, TokenRefusal, UsageStore,
 };
@@ -588,12 +588,23 @@ pub(crate) async fn usage_events_are_stored_once_and_counted_by_meter<B: Backend
         MeterEvent { quantity: 40, ..event("e7", LicenseKind::DataLake, "2026-10-07T01", 1, None) },
         MeterEvent { quantity: 90, ..event("e8", LicenseKind::DataLake, "2026-10-07T02", 2, None) },
     ];
-    assert_eq!(store.add_usage_events(&events).await.unwrap(), 8);
-    assert_eq!(store.add_usage_events(&events[..2]).await.unwrap(), 0, "ids already stored");
+    assert_eq!(store.add_usage_events(&events).await.unwrap(), EventsAdded { new: 8, late: 0 });
+    let again = store.add_usage_events(&events[..2]).await.unwrap();
+    assert_eq!(again, EventsAdded { new: 0, late: 0 }, "ids already stored");
     let counts = store.meter_counts("acme", "2026-10").await.unwrap();
     assert_eq!(counts.ztna_by_region, [(ZtnaRegion::China, 1), (ZtnaRegion::General, 1)], "by region name");
     assert_eq!((counts.devices.total, counts.data_lake_peak_hour, counts.dem_users), (1, 90, 0));
     assert_eq!(store.meter_counts("acme", "2026-11").await.unwrap(), Default::default());
+
+    // R33: once October is finalized, a new event of October is late; a repeated one is not new.
+    let finalized_at = Utc::now();
+    assert!(store.finalize_month("acme", "2026-10", finalized_at, "{}", &[], None).await.unwrap());
+    let late = [MeterEvent { quantity: 60, ..event("e9", LicenseKind::DataLake, "2026-10-07T01", 1, None) }];
+    assert_eq!(store.add_usage_events(&late).await.unwrap(), EventsAdded { new: 1, late: 1 });
+    assert_eq!(store.add_usage_events(&events[..1]).await.unwrap(), EventsAdded { new: 0, late: 0 });
+    let received_late = store.events_received_after("acme", "2026-10", finalized_at).await.unwrap();
+    assert_eq!(received_late, [(LicenseKind::DataLake, 1)]);
+    assert_eq!(store.meter_counts("acme", "2026-10").await.unwrap().data_lake_peak_hour, 100, "stored and counted");
 }
 
 /// LAN sightings (R29) are merged per site, day and address; the device meter counts each
@@ -719,7 +730,11 @@ pub(crate) async fn a_month_is_finalized_once_with_its_overusage_and_notificatio
     let again = store.finalize_month("acme", "2026-10", at(2), "{\"v\":2}", &found, Some(&note)).await.unwrap();
     assert!(!again, "R30: only the first call saves it");
     let first = Some((at(1), "{\"v\":1}".to_owned()));
-    assert_eq!(store.finalized_report("acme", "2026-10").await.unwrap(), first, "finalized once: the first report stays");
+    assert_eq!(
+        store.finalized_report("acme", "2026-10").await.unwrap(),
+        first,
+        "finalized once: the first report stays"
+    );
     assert_eq!(store.finalized_months("acme").await.unwrap(), ["2026-10"]);
     assert!(store.overusages_before_units().await.unwrap().is_empty(), "R32: stored with its required purchase");
     assert!(store.finalized_months("partner").await.unwrap().is_empty());

@@ -7,7 +7,9 @@ use sqlx::PgConnection;
 
 use super::{AccountRow, LicenseRow, PgStore, SiteRow, db, insert_error, lock_account, now, parse, stamp, to_i64};
 
-use crate::store::{AccountLife, Account, AccountStore, CapChange, ContractTerm, License, NewLicense, Site, StoreError};
+use crate::store::{
+    Account, AccountLife, AccountStore, CapChange, ContractTerm, License, NewLicense, Site, StoreError,
+};
 
 async fn sites_of_account(conn: &mut PgConnection, account: &str) -> Result<Vec<Site>, StoreError> {
     let rows: Vec<SiteRow> = sqlx::query_as(

@@ -264,16 +264,16 @@ impl BucketStore for PgStore {
         );
         // Built from constants only.
         let rows: Vec<DirtyRow> = sqlx::query_as(sqlx::AssertSqlSafe(claim))
-        .bind(after.map(|(site, _)| site))
-        .bind(after.map(|(_, day)| day.to_string()))
-        .bind(through.map(|(site, _)| site))
-        .bind(through.map(|(_, day)| day.to_string()))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .bind(stamp(now))
-        .bind(stamp(now + lease))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+            .bind(after.map(|(site, _)| site))
+            .bind(after.map(|(_, day)| day.to_string()))
+            .bind(through.map(|(site, _)| site))
+            .bind(through.map(|(_, day)| day.to_string()))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(stamp(now))
+            .bind(stamp(now + lease))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         rows.into_iter().map(dirty_day).collect()
     }
 
@@ -338,14 +338,16 @@ impl BucketStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        let dirty: Vec<DirtyRow> =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!("WITH d AS ({}) {WITH_BUCKETS}", super::counts::ACCOUNT_DIRTY_DAYS)))
-                .bind(account)
-                .bind(from.to_string())
-                .bind(until.to_string())
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db)?;
+        let dirty: Vec<DirtyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "WITH d AS ({}) {WITH_BUCKETS}",
+            super::counts::ACCOUNT_DIRTY_DAYS
+        )))
+        .bind(account)
+        .bind(from.to_string())
+        .bind(until.to_string())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
         let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
             "SELECT d.site_id, d.day, d.p95_bps, d.buckets_present
              FROM site_days d JOIN sites s ON s.id = d.site_id

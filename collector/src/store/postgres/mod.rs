@@ -70,8 +70,7 @@ impl PgStore {
     pub async fn open_read_only(url: &str) -> Result<Self, StoreError> {
         let options: PgConnectOptions =
             url.parse().map_err(|e| StoreError::Database(format!("database_url {}: {e}", redacted(url))))?;
-        let options =
-            options.options([("client_min_messages", "warning"), ("default_transaction_read_only", "on")]);
+        let options = options.options([("client_min_messages", "warning"), ("default_transaction_read_only", "on")]);
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(Duration::from_secs(10))

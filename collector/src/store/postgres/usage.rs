@@ -10,9 +10,9 @@ use sqlx::PgConnection;
 
 use super::accounts::insert_license;
 use super::{OverusageRow, PgStore, db, insert_error, now, parse, select_overusage, stamp, to_i64, to_u64};
-use crate::store::{EventsAdded, UnitsUpgrade, 
-    DeviceStore, MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, Overusage, Resolution, StoreError,
-    UsageStore,
+use crate::store::{
+    DeviceStore, EventsAdded, MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, Overusage, Resolution,
+    StoreError, UnitsUpgrade, UsageStore,
 };
 
 impl UsageStore for PgStore {

@@ -6,7 +6,9 @@ use tally_common::enforcement::CapViolation;
 use super::{AccountRow, LicenseRow, SiteRow, SqliteStore, db, insert_error, now, parse, stamp, to_i64};
 use sqlx::SqliteConnection;
 
-use crate::store::{AccountLife, Account, AccountStore, CapChange, ContractTerm, License, NewLicense, Site, StoreError};
+use crate::store::{
+    Account, AccountLife, AccountStore, CapChange, ContractTerm, License, NewLicense, Site, StoreError,
+};
 
 async fn sites_of_account(conn: &mut sqlx::SqliteConnection, account: &str) -> Result<Vec<Site>, StoreError> {
     let rows: Vec<SiteRow> = sqlx::query_as(

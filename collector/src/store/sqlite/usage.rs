@@ -8,9 +8,9 @@ use tally_common::time::Month;
 
 use super::accounts::insert_license;
 use super::{OverusageRow, SqliteStore, db, insert_error, now, parse, select_overusage, stamp, to_i64, to_u64};
-use crate::store::{EventsAdded, UnitsUpgrade, 
-    DeviceStore, MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, Overusage, Resolution, StoreError,
-    UsageStore,
+use crate::store::{
+    DeviceStore, EventsAdded, MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, Overusage, Resolution,
+    StoreError, UnitsUpgrade, UsageStore,
 };
 
 impl UsageStore for SqliteStore {
