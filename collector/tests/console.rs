@@ -444,6 +444,20 @@ async fn meters_show_the_apis_figures(client: &Client, c: &Collector, http: &str
     assert_eq!(figure(&page, &[("license", "devices"), ("field", "locally_administered")]), ["1"]);
     let ztna = meters.iter().find(|m| m["license"] == "ztna_users").unwrap();
     assert_eq!((ztna["measured"].as_u64(), ztna["by_region"].as_array().map(Vec::len)), (Some(3), Some(2)), "{ztna}");
+
+    // A ZTNA session of finalized October arrives now: kept and shown, never billed (R33).
+    let mut late = session("z9", "u9", "US");
+    late["time"] = json!("2026-10-20T10:00:00Z");
+    let body = json!({ "events": [late] }).to_string();
+    let (status, _, answer) = support::http::request(http, "POST", "/v1/usage/events", Some(&operator), &body);
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains(r#""late":1"#), "{answer}");
+    client.goto(&format!("http://{http}/accounts/acme/usage?month=2026-10")).await.unwrap();
+    let shown = client.find(Locator::Css("[data-field=late_events][data-meter=ztna_users]")).await.unwrap();
+    assert_eq!(shown.attr("data-value").await.unwrap().as_deref(), Some("1"));
+    let said = shown.text().await.unwrap();
+    assert!(said.contains("ZTNA users: with them the month would have counted 1, not the 0 billed"), "{said}");
+    screenshot(&client.screenshot().await.unwrap(), "usage-late.png");
 }
 
 /// The articles' order page: the contact submits two items (one wrong, shown beside its field,

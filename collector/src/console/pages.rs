@@ -196,8 +196,33 @@ struct UsagePage {
     sites: Vec<SiteView>,
     meters: Vec<MeterView>,
     overusage: Vec<OverusageView>,
+    /// What arrived after the month was finalized: stored, not billed (R9, R33).
+    late: Option<LateView>,
     /// Operators resolve over-usage here (R16).
     operator: bool,
+}
+
+/// A finalized month's late arrivals, in words.
+struct LateView {
+    buckets: u64,
+    /// Per meter: its API name, its name in words, the events, the figure billed and the one it
+    /// would have had.
+    events: Vec<(String, &'static str, u64, u64, u64)>,
+}
+
+/// What a meter counts, in a customer's words.
+fn meter_in_words(kind: tally_common::kinds::LicenseKind) -> &'static str {
+    use tally_common::kinds::LicenseKind;
+    match kind {
+        LicenseKind::BandwidthPool => "bandwidth",
+        LicenseKind::ZtnaUsers => "ZTNA users",
+        LicenseKind::AiSecurityUsers => "AI Security users",
+        LicenseKind::Devices => "devices",
+        LicenseKind::DemUsers => "DEM users",
+        LicenseKind::DataLake => "Data Lake events in the busiest hour",
+        LicenseKind::PremiumSecurity => "Premium Security",
+        LicenseKind::Insights => "Insights",
+    }
 }
 
 /// `/accounts/{a}/usage?month=YYYY-MM`.
@@ -329,6 +354,14 @@ pub(super) async fn usage<S: Store + 'static>(
         sites,
         meters,
         overusage,
+        late: (report.late_buckets > 0 || !report.late_events.is_empty()).then(|| LateView {
+            buckets: report.late_buckets,
+            events: report
+                .late_events
+                .iter()
+                .map(|l| (api_name(&l.license), meter_in_words(l.license), l.events, l.measured, l.measured_with_late))
+                .collect(),
+        }),
         operator: signed.caller.role == Role::Operator,
     };
     Ok(render(&page))
