@@ -9,7 +9,7 @@ use tally_common::bucket::Bucket;
 use tally_common::enforcement::CapViolation;
 use tally_common::kinds::{LicenseKind, SiteType, ZtnaRegion};
 use tally_common::region::{CountryCode, RegionGroup, RegionTable};
-use tally_common::time::{BucketStart, SAMPLES_PER_BUCKET};
+use tally_common::time::{BucketStart, Month, SAMPLES_PER_BUCKET};
 use tally_common::token::EnrollToken;
 
 use crate::ca::{Ca, CaError, random_hex};
@@ -26,6 +26,12 @@ pub enum AdminError {
     BadRows { file: String, errors: Vec<String> },
     #[error("refused, nothing was changed:\n  - {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  - "))]
     Refused(Vec<CapViolation>),
+    /// A change back-dated into a month whose bill is final (R9, R31).
+    #[error(
+        "{what} from {from} falls in {month}, which is finalized: its bill never changes; a correction may only \
+         fall in a month not yet finalized"
+    )]
+    Finalized { what: &'static str, from: NaiveDate, month: Month },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -143,6 +149,9 @@ pub struct SiteChanges {
     pub site_type: Option<SiteType>,
     /// `Some(None)` lifts the cap.
     pub cap_bps: Option<Option<u64>>,
+    /// The day the new country takes effect (R31): today by default; an earlier day corrects
+    /// the site's history, and may only fall in a month not yet finalized.
+    pub country_from: Option<NaiveDate>,
 }
 
 /// Applies `changes` if the account still complies with R17 afterwards; the site's region
@@ -150,6 +159,17 @@ pub struct SiteChanges {
 pub async fn set_site(store: &impl Store, regions: &RegionTable, changes: SiteChanges) -> Result<Site, AdminError> {
     let mut site =
         store.site(&changes.site).await?.ok_or_else(|| invalid(format!("site {:?} does not exist", changes.site)))?;
+    let today = crate::clock::now().date_naive();
+    let moved_from = match (changes.country, changes.country_from) {
+        (None, Some(_)) => return Err(invalid("--from dates a new country: give --country with it")),
+        (None, None) => None,
+        (Some(_), Some(from)) if from > today => {
+            return Err(invalid(format!(
+                "a site's country changes from today ({today}) or an earlier day, not {from}"
+            )));
+        }
+        (Some(_), from) => Some(open_month_from(store, &site.account, "the new country", from.unwrap_or(today)).await?),
+    };
     if let Some(country) = changes.country {
         site.country = country;
         site.region_group = regions.group_of(country).map_err(|e| invalid(e.to_string()))?;
@@ -162,8 +182,29 @@ pub async fn set_site(store: &impl Store, regions: &RegionTable, changes: SiteCh
         Some(cap) => site.cap_bps = cap,
         None => {}
     }
-    apply(store, CapChange::UpdateSite(site.clone())).await?;
+    // R17 from max(the day, today): the site as it is now is checked, never its past (R26).
+    let change = match moved_from {
+        Some(from) => CapChange::MoveSite { site: site.clone(), from },
+        None => CapChange::UpdateSite(site.clone()),
+    };
+    apply(store, change).await?;
     Ok(site)
+}
+
+/// `from`, if its month is not finalized for `account` (R9): a change of a finalized month's
+/// terms would change a bill that never changes.
+async fn open_month_from(
+    store: &impl Store,
+    account: &str,
+    what: &'static str,
+    from: NaiveDate,
+) -> Result<NaiveDate, AdminError> {
+    let month = Month::containing(from);
+    let finalized = store.finalized_months(account).await?;
+    match finalized.iter().any(|m| *m == month.to_string()) {
+        true => Err(AdminError::Finalized { what, from, month }),
+        false => Ok(from),
+    }
 }
 
 /// `license change`: a license's quantity (in its unit, Mbps for the pool) or last day.
@@ -173,6 +214,7 @@ pub async fn change_license(
     id: i64,
     quantity: Option<u64>,
     to: Option<NaiveDate>,
+    from: Option<NaiveDate>,
 ) -> Result<(), AdminError> {
     let license = store
         .licenses_of_account(account)
@@ -180,14 +222,6 @@ pub async fn change_license(
         .into_iter()
         .find(|l| l.id == id)
         .ok_or_else(|| invalid(format!("account {account:?} has no license {id}")))?;
-    let quantity = match quantity {
-        None => license.terms.quantity,
-        Some(0) => return Err(invalid("--quantity must be positive")),
-        Some(mbps) if license.terms.kind == LicenseKind::BandwidthPool => {
-            Bandwidth::from_mbps(mbps).ok_or_else(|| invalid("--quantity is too large"))?.bps()
-        }
-        Some(n) => n,
-    };
     let effective_to = to.unwrap_or(license.terms.effective_to);
     if effective_to < license.terms.effective_from {
         return Err(invalid(format!(
@@ -195,7 +229,27 @@ pub async fn change_license(
             license.terms.effective_from
         )));
     }
-    apply(store, CapChange::UpdateLicense { id, quantity, effective_to }).await
+    let Some(quantity) = quantity else {
+        return apply(store, CapChange::UpdateLicense { id, quantity: license.terms.quantity, effective_to }).await;
+    };
+    let quantity = match quantity {
+        0 => return Err(invalid("--quantity must be positive")),
+        mbps if license.terms.kind == LicenseKind::BandwidthPool => {
+            Bandwidth::from_mbps(mbps).ok_or_else(|| invalid("--quantity is too large"))?.bps()
+        }
+        n => n,
+    };
+    // R31: from a day (today by default), never in a finalized month; a license not started yet
+    // changes whole.
+    let from = from.unwrap_or_else(|| crate::clock::now().date_naive()).max(license.terms.effective_from);
+    if from > effective_to {
+        return Err(invalid(format!("--from {from} is after the license's last day {effective_to}")));
+    }
+    let from = open_month_from(store, account, "the new quantity", from).await?;
+    match from == license.terms.effective_from {
+        true => apply(store, CapChange::UpdateLicense { id, quantity, effective_to }).await,
+        false => apply(store, CapChange::ChangeLicenseFrom { id, from, quantity, effective_to }).await,
+    }
 }
 
 /// `site add` as typed on the command line.

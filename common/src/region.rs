@@ -284,3 +284,25 @@ mod tests {
         assert_eq!(table.name_of(cc("FR")), Some("France"));
     }
 }
+
+/// The region group a site belongs to on `day` (R31): the one in force at its 00:00 UTC, set by
+/// the latest change effective on or before it. `history` holds each change's first day and
+/// group, in day order; `None` before the first.
+pub fn group_on(history: &[(chrono::NaiveDate, RegionGroup)], day: chrono::NaiveDate) -> Option<RegionGroup> {
+    history.iter().take_while(|(from, _)| *from <= day).last().map(|(_, group)| *group)
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::*;
+
+    #[test]
+    fn a_day_belongs_to_the_group_in_force_at_its_start() {
+        let day = |d| chrono::NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        let history = [(chrono::NaiveDate::MIN, RegionGroup::Group1), (day(11), RegionGroup::China)];
+        assert_eq!(group_on(&history, day(10)), Some(RegionGroup::Group1));
+        assert_eq!(group_on(&history, day(11)), Some(RegionGroup::China), "from its 00:00 UTC");
+        assert_eq!(group_on(&history, day(30)), Some(RegionGroup::China));
+        assert_eq!(group_on(&history[1..], day(10)), None, "before the first change");
+    }
+}

@@ -1,6 +1,7 @@
 //! The sites' routes: a site's change (R17), its enforcement and intake, the sites' activity
 //! (silent sites), and the stand-alone pools at risk.
 
+use chrono::NaiveDate;
 use std::collections::HashMap;
 
 use axum::Json;
@@ -154,6 +155,10 @@ pub(super) struct SitePatch {
     /// ISO 3166-1 alpha-2, one of the region table's countries (R11).
     #[schema(value_type = Option<String>, pattern = "^[A-Z]{2}$")]
     country: Option<String>,
+    /// The day the new country takes effect (R31), today by default; an earlier day corrects a
+    /// month not yet finalized (409 otherwise).
+    #[schema(value_type = Option<String>, format = Date)]
+    country_from: Option<NaiveDate>,
     #[serde(rename = "type")]
     #[schema(value_type = Option<SiteType>)]
     site_type: Option<String>,
@@ -204,7 +209,10 @@ pub(super) async fn change_site<S: Store + 'static>(
     visible_account(&*api.store, &caller, &account).await?;
     caller.operator_only("change a site")?;
     site_of(&api, &account, &site).await?;
-    let patch: SitePatch = body::typed(&body, r#"{"country", "type", "cap_bps"}, each optional"#)?;
+    let patch: SitePatch = body::typed(&body, r#"{"country", "country_from", "type", "cap_bps"}, each optional"#)?;
+    if patch.country_from.is_some() && patch.country.is_none() {
+        return Err(Problem::bad_request(vec![FieldError::new("country_from", "dates a new country: give country")]));
+    }
     let mut errors = Vec::new();
     let country = patch.country.as_deref().and_then(|c| {
         let parsed = c.parse::<CountryCode>().map_err(|e| e.to_string());
@@ -224,7 +232,7 @@ pub(super) async fn change_site<S: Store + 'static>(
     if !errors.is_empty() {
         return Err(Problem::bad_request(errors));
     }
-    let changes = SiteChanges { site, country, site_type, cap_bps: patch.cap_bps };
+    let changes = SiteChanges { site, country, site_type, cap_bps: patch.cap_bps, country_from: patch.country_from };
     match admin::set_site(&*api.store, &api.regions, changes).await {
         Ok(site) => Ok(Json(SiteView {
             site: site.id,
@@ -241,6 +249,7 @@ pub(super) async fn change_site<S: Store + 'static>(
             problem.extensions.insert("violations".into(), json!(messages));
             Err(problem)
         }
+        Err(e @ AdminError::Finalized { .. }) => Err(Problem::conflict(e.to_string())),
         Err(AdminError::Store(e)) => Err(internal(e)),
         Err(e) => Err(Problem::bad_request(vec![FieldError::new("body", e.to_string())])),
     }

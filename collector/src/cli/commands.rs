@@ -348,7 +348,7 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
                 admin::add_site(&store, &regions, NewSite { account, id, name, country, site_type, cap_mbps }).await?;
             outln!("site {} added in {} ({})", site.id, site.region_group, site.country);
         }
-        Command::Site(SiteCommand::Set { site, country, site_type, cap_mbps, no_cap }) => {
+        Command::Site(SiteCommand::Set { site, country, from, site_type, cap_mbps, no_cap }) => {
             let cap_bps = match (no_cap, cap_mbps) {
                 (true, _) => Some(None),
                 (false, Some(mbps)) => Some(Some(admin::cap_bps(mbps)?)),
@@ -356,13 +356,13 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
             };
             let country = country.map(|c| c.parse()).transpose().map_err(|e| anyhow::anyhow!("--country: {e}"))?;
             let site_type = site_type.map(|t| t.parse()).transpose().map_err(|e| anyhow::anyhow!("--type: {e}"))?;
-            let changes = admin::SiteChanges { site, country, site_type, cap_bps };
+            let changes = admin::SiteChanges { site, country, site_type, cap_bps, country_from: from };
             let site = admin::set_site(&store, &regions, changes).await?;
             let cap = site.cap_bps.map_or("no cap".to_owned(), |c| format!("cap {}", Bandwidth(c)));
             outln!("site {}: {} in {} ({}), {cap}", site.id, site.site_type, site.region_group, site.country);
         }
-        Command::License(LicenseCommand::Change { account, id, quantity, to }) => {
-            admin::change_license(&store, &account, id, quantity, to).await?;
+        Command::License(LicenseCommand::Change { account, id, quantity, from, to }) => {
+            admin::change_license(&store, &account, id, quantity, to, from).await?;
             outln!("license {id} changed");
         }
         Command::Site(SiteCommand::Enforcement { site, month, format }) => {

@@ -287,9 +287,13 @@ pub enum SiteCommand {
         /// The site's id.
         #[arg(long)]
         site: String,
-        /// A new ISO 3166-1 alpha-2 country code.
+        /// A new ISO 3166-1 alpha-2 country code (its region group follows, R11).
         #[arg(long)]
         country: Option<String>,
+        /// The day the new country takes effect, YYYY-MM-DD (default today): a day belongs to
+        /// the group in force at its 00:00 UTC; an earlier day corrects a month not yet finalized.
+        #[arg(long, value_parser = date, requires = "country")]
+        from: Option<NaiveDate>,
         /// socket, ipsec or cloud_interconnect.
         #[arg(long = "type", value_name = "TYPE")]
         site_type: Option<String>,
@@ -427,6 +431,10 @@ pub enum LicenseCommand {
         /// Mbps for bandwidth_pool; users, devices or data units otherwise.
         #[arg(long)]
         quantity: Option<u64>,
+        /// The day the new quantity takes effect, YYYY-MM-DD (default today; never in a finalized
+        /// month): the license ends the day before, and one with the new quantity runs on.
+        #[arg(long, value_parser = date, requires = "quantity")]
+        from: Option<NaiveDate>,
         /// The new last day in force, YYYY-MM-DD.
         #[arg(long, value_parser = date)]
         to: Option<NaiveDate>,

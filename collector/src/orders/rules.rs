@@ -17,7 +17,10 @@ pub const MAX_QUANTITY: u64 = 1_000_000;
 /// What validation needs to know of one of the ordering account's sites.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteFacts {
+    /// The region group in force today.
     pub region_group: RegionGroup,
+    /// Its history (R31): each change's first day and group, in day order.
+    pub group_history: Vec<(NaiveDate, RegionGroup)>,
     /// The start of the site's license: an early activation must be before it.
     pub activation_date: NaiveDate,
 }
@@ -372,8 +375,22 @@ mod tests {
 
     fn sites() -> BTreeMap<String, SiteFacts> {
         BTreeMap::from([
-            ("hq".into(), SiteFacts { region_group: RegionGroup::Group1, activation_date: day("2026-12-01") }),
-            ("sh".into(), SiteFacts { region_group: RegionGroup::China, activation_date: day("2026-12-01") }),
+            (
+                "hq".into(),
+                SiteFacts {
+                    region_group: RegionGroup::Group1,
+                    group_history: Vec::new(),
+                    activation_date: day("2026-12-01"),
+                },
+            ),
+            (
+                "sh".into(),
+                SiteFacts {
+                    region_group: RegionGroup::China,
+                    group_history: Vec::new(),
+                    activation_date: day("2026-12-01"),
+                },
+            ),
         ])
     }
 

@@ -20,6 +20,55 @@ pub struct Account {
     pub eop_contact_email: Option<String>,
 }
 
+/// A site's country and region group from a day on, until its next change (R31).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteGroupSpan {
+    pub site: String,
+    /// The first day (`NaiveDate::MIN`-like `0001-01-01` for the site's first country).
+    pub from: NaiveDate,
+    pub country: CountryCode,
+    pub region_group: RegionGroup,
+}
+
+impl CapChange {
+    /// `licenses` as they would be after this change, if it is one of a license: `false` when
+    /// the license is not among them.
+    pub fn apply_to_licenses(&self, licenses: &mut Vec<License>) -> bool {
+        match self {
+            CapChange::UpdateLicense { id, quantity, effective_to } => {
+                let Some(license) = licenses.iter_mut().find(|l| l.id == *id) else { return false };
+                (license.terms.quantity, license.terms.effective_to) = (*quantity, *effective_to);
+            }
+            CapChange::ChangeLicenseFrom { id, from, .. } => {
+                let Some(i) = licenses.iter().position(|l| l.id == *id) else { return false };
+                let later = self.later_license(&licenses[i]);
+                licenses[i].terms.effective_to = from.pred_opt().unwrap_or(*from);
+                licenses.extend(later.map(|terms| License { id: 0, terms }));
+            }
+            CapChange::AddSite(_) | CapChange::UpdateSite(_) | CapChange::MoveSite { .. } => {}
+        }
+        true
+    }
+
+    /// The license a [`CapChange::ChangeLicenseFrom`] adds, given the one it changes.
+    pub fn later_license(&self, changed: &License) -> Option<NewLicense> {
+        match self {
+            CapChange::ChangeLicenseFrom { from, quantity, effective_to, .. } => Some(NewLicense {
+                quantity: *quantity,
+                effective_from: *from,
+                effective_to: *effective_to,
+                ..changed.terms.clone()
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// `site`'s history as `tally_common::region::group_on` reads it.
+pub fn group_history(spans: &[SiteGroupSpan], site: &str) -> Vec<(NaiveDate, RegionGroup)> {
+    spans.iter().filter(|s| s.site == site).map(|s| (s.from, s.region_group)).collect()
+}
+
 /// When an account's life began (R28), and when it came to Tally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AccountLife {
@@ -137,9 +186,23 @@ pub enum CapChange {
     AddSite(Site),
     /// A site's new country (and region group), type and cap; its id and account stay.
     UpdateSite(Site),
+    /// The same, its country (and region group) in force from `from` (R31): the site's history
+    /// from that day on is replaced.
+    MoveSite {
+        site: Site,
+        from: NaiveDate,
+    },
     /// A license's new quantity and last day.
     UpdateLicense {
         id: i64,
+        quantity: u64,
+        effective_to: NaiveDate,
+    },
+    /// A license's quantity from a day on (R31): it ends the day before, and a license of the
+    /// same terms with the new quantity runs from `from` to `effective_to`.
+    ChangeLicenseFrom {
+        id: i64,
+        from: NaiveDate,
         quantity: u64,
         effective_to: NaiveDate,
     },
@@ -173,6 +236,8 @@ pub trait AccountStore: Send + Sync {
     fn update_account(&self, account: &Account) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn add_site(&self, site: &Site) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn site(&self, id: &str) -> impl Future<Output = Result<Option<Site>, StoreError>> + Send;
+    /// The region-group history of `account`'s sites (R31), by site and day.
+    fn site_groups(&self, account: &str) -> impl Future<Output = Result<Vec<SiteGroupSpan>, StoreError>> + Send;
     /// Applies `change`, effective `at`, only if the account still satisfies R17 on that day
     /// afterwards, in one transaction: returns the violations (and nothing is written) or none
     /// (applied). A site's new cap enters its cap history (R26) in the same transaction.

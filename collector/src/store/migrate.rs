@@ -13,10 +13,11 @@ use super::sqlite::SqliteStore;
 use crate::digest::hex;
 
 /// Every table, each after the tables it refers to.
-const TABLES: [&str; 29] = [
+const TABLES: [&str; 30] = [
     "accounts",
     "contract_terms",
     "sites",
+    "site_groups",
     "licenses",
     "buckets",
     "enrollment_tokens",

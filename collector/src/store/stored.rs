@@ -18,7 +18,8 @@ use crate::throttle::Throttle;
 
 use super::{
     Account, AgentDiscards, ApiToken, License, Measured, NewLicense, NewOverusage, OutboxItem, Overusage, Person,
-    QuarantinedBucket, RefusalCount, Resolution, ResolutionKind, Site, SiteIntake, SitePolicy, StoreError,
+    QuarantinedBucket, RefusalCount, Resolution, ResolutionKind, Site, SiteGroupSpan, SiteIntake, SitePolicy,
+    StoreError,
 };
 
 /// Reads both backends run with the same text (`$N` parameters, which SQLite reads too).
@@ -41,11 +42,37 @@ pub(super) mod counts {
     /// An account's (`$1`) events of a month (`$2`) first received after `$3`, by meter.
     pub(in crate::store) const EVENTS_RECEIVED_AFTER: &str = "SELECT meter, count(*) FROM usage_events
          WHERE account_id = $1 AND month = $2 AND received_at > $3 GROUP BY meter ORDER BY meter";
+    /// A site's (`$1`) history from a day (`$2`) on is replaced (R31).
+    pub(in crate::store) const SITE_GROUPS_FROM: &str =
+        "DELETE FROM site_groups WHERE site_id = $1 AND effective_from >= $2";
+    /// A site's (`$1`) country (`$3`) and group (`$4`) from a day (`$2`).
+    pub(in crate::store) const SITE_GROUP: &str =
+        "INSERT INTO site_groups (site_id, effective_from, country, region_group) VALUES ($1, $2, $3, $4)";
+    /// An account's (`$1`) sites' history, by site and day.
+    pub(in crate::store) const SITE_GROUPS_OF_ACCOUNT: &str =
+        "SELECT g.site_id, g.effective_from, g.country, g.region_group FROM site_groups g JOIN sites s ON s.id = g.site_id
+         WHERE s.account_id = $1 ORDER BY g.site_id, g.effective_from";
+    /// The first day of a site's first country.
+    pub(in crate::store) const SINCE_EVER: &str = "0001-01-01";
     /// The last migration applied.
     pub(in crate::store) const SCHEMA_VERSION: &str =
         "SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success";
     /// Notifications not delivered yet.
     pub(in crate::store) const PENDING_NOTIFICATIONS: &str = "SELECT count(*) FROM outbox WHERE delivered_at IS NULL";
+}
+
+/// Rows of [`counts::SITE_GROUPS_OF_ACCOUNT`] (site, day, country, group) as spans (R31).
+pub(super) fn site_group_spans(rows: Vec<(String, String, String, String)>) -> Result<Vec<SiteGroupSpan>, StoreError> {
+    rows.into_iter()
+        .map(|(site, from, country, group)| {
+            Ok(SiteGroupSpan {
+                from: parse(&from, "site group day")?,
+                country: parse(&country, "site group country")?,
+                region_group: parse(&group, "site group")?,
+                site,
+            })
+        })
+        .collect()
 }
 
 /// Whether a store opened read-only (R35) has every migration of `migrator` applied (`applied`,

@@ -106,8 +106,10 @@ fn effect(
     Ok(match item {
         Item::SiteBandwidth { site, bandwidth_mbps, .. } => {
             let facts = sites.get(site).ok_or_else(|| StoreError::NotFound { what: "site", id: site.clone() })?;
-            // More capacity never breaks R17's caps: no check is needed.
-            license(LicenseKind::BandwidthPool, facts.region_group.as_str(), bandwidth_mbps.saturating_mul(1_000_000))
+            // The pool of the site's group on the start date (R31). More capacity never breaks
+            // R17's caps: no check is needed.
+            let group = tally_common::region::group_on(&facts.group_history, start).unwrap_or(facts.region_group);
+            license(LicenseKind::BandwidthPool, group.as_str(), bandwidth_mbps.saturating_mul(1_000_000))
         }
         Item::SdpUsers { region, quantity, .. } => {
             let region = match region {

@@ -2,7 +2,7 @@
 //! `tally_common` ([`super::document`] is its shape), finalized once (R9), and its table for a
 //! terminal.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -13,7 +13,7 @@ use tally_common::license::LicenseTerm;
 use tally_common::meters::{self, MeterMonth};
 use tally_common::p95::daily_aggregates;
 use tally_common::pool::{PoolMonth, pool_months};
-use tally_common::region::RegionGroup;
+use tally_common::region::{self, RegionGroup};
 use tally_common::time::{DAY_SLOTS, Month, MonthWindow, MonthWindowSetting, rfc3339};
 
 use super::document::{
@@ -22,7 +22,7 @@ use super::document::{
 };
 use super::overusage;
 use crate::enforcement::{ViolationReport, month_caps, month_violations};
-use crate::store::{License, MeterCounts, Store, StoreError, pool_licenses};
+use crate::store::{License, MeterCounts, Store, StoreError, group_history, pool_licenses};
 use crate::terms::term_report;
 
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +148,7 @@ async fn compute<S: Store>(
     let calendar = month.window(MonthWindowSetting::Calendar);
     let last_reported = month.last_day().min(today);
     let key = month.to_string();
-    let (sites, snapshot, licenses, counts, over_cap, caps, terms) = tokio::try_join!(
+    let (sites, snapshot, licenses, counts, over_cap, caps, terms, spans) = tokio::try_join!(
         store.sites_of_account(account),
         store.site_days(account, calendar.start, calendar.end),
         store.licenses_of_account(account),
@@ -156,44 +156,65 @@ async fn compute<S: Store>(
         month_violations(store, account, None, month, setting),
         month_caps(store, account, None, month, setting),
         store.contract_terms(account),
+        store.site_groups(account),
     )?;
     let (stored, in_memory) = super::daily::current(snapshot);
     let mut by_site: BTreeMap<&str, BTreeMap<NaiveDate, &crate::store::SiteDay>> = BTreeMap::new();
     for day in &stored {
         by_site.entry(day.site.as_str()).or_default().insert(day.day, day);
     }
-    let site_reports: Vec<SiteReport> = sites
-        .iter()
-        .map(|site| {
-            let days = calendar
-                .days()
-                .take_while(|d| *d <= last_reported)
-                .map(|date| {
-                    let day = by_site.get(site.id.as_str()).and_then(|days| days.get(&date));
-                    SiteDayReport {
-                        date,
-                        p95_bps: day.map_or(0, |d| d.p95.p95_bps),
-                        buckets_present: day.map_or(0, |d| d.p95.buckets_present),
-                        buckets_expected: DAY_SLOTS as u16,
-                        in_window: window.contains(date),
-                        provisional: date == today,
-                    }
-                })
-                .collect();
-            SiteReport {
+    // R31: each day in the group the site belonged to at its 00:00 UTC.
+    let histories: BTreeMap<&str, Vec<(NaiveDate, RegionGroup)>> =
+        sites.iter().map(|s| (s.id.as_str(), group_history(&spans, &s.id))).collect();
+    let group_on = |site: &crate::store::Site, day: NaiveDate| {
+        histories.get(site.id.as_str()).and_then(|h| region::group_on(h, day)).unwrap_or(site.region_group)
+    };
+    let mut site_reports: Vec<SiteReport> = Vec::new();
+    for site in &sites {
+        // One entry per group the site belonged to this month, with its days there.
+        let mut segments: Vec<(RegionGroup, Vec<SiteDayReport>)> = Vec::new();
+        for date in calendar.days().take_while(|d| *d <= last_reported) {
+            let day = by_site.get(site.id.as_str()).and_then(|days| days.get(&date));
+            let shown = SiteDayReport {
+                date,
+                p95_bps: day.map_or(0, |d| d.p95.p95_bps),
+                buckets_present: day.map_or(0, |d| d.p95.buckets_present),
+                buckets_expected: DAY_SLOTS as u16,
+                in_window: window.contains(date),
+                provisional: date == today,
+            };
+            let group = group_on(site, date);
+            match segments.iter_mut().find(|(g, _)| *g == group) {
+                Some((_, days)) => days.push(shown),
+                None => segments.push((group, vec![shown])),
+            }
+        }
+        if segments.is_empty() {
+            segments.push((group_on(site, calendar.start), Vec::new()));
+        }
+        for (region_group, days) in segments {
+            let dates: BTreeSet<String> = days.iter().map(|d| d.date.to_string()).collect();
+            let on_its_days = |start: &str| start.get(..10).is_some_and(|day| dates.contains(day));
+            site_reports.push(SiteReport {
                 site: site.id.clone(),
-                region_group: site.region_group,
+                region_group,
                 days,
                 cap_bps: site.cap_bps,
                 cap_history: caps.iter().filter(|(s, _)| *s == site.id).map(|(_, c)| c.clone()).collect(),
-                violations: over_cap.iter().filter(|v| v.site == site.id).map(ViolationReport::from).collect(),
-            }
-        })
-        .collect();
+                violations: over_cap
+                    .iter()
+                    .filter(|v| v.site == site.id && on_its_days(&v.bucket_start.to_string()))
+                    .map(ViolationReport::from)
+                    .collect(),
+            });
+        }
+    }
 
-    let group_of: BTreeMap<&str, RegionGroup> = sites.iter().map(|s| (s.id.as_str(), s.region_group)).collect();
-    let site_days: Vec<(RegionGroup, NaiveDate, u64)> =
-        stored.iter().filter_map(|d| group_of.get(d.site.as_str()).map(|g| (*g, d.day, d.p95.p95_bps))).collect();
+    let site_of: BTreeMap<&str, &crate::store::Site> = sites.iter().map(|s| (s.id.as_str(), s)).collect();
+    let site_days: Vec<(RegionGroup, NaiveDate, u64)> = stored
+        .iter()
+        .filter_map(|d| site_of.get(d.site.as_str()).map(|s| (group_on(s, d.day), d.day, d.p95.p95_bps)))
+        .collect();
     let in_window = site_days.iter().copied().filter(|(_, day, _)| window.contains(*day));
     let pools = pool_months(window, in_window, &pool_licenses(&licenses)?);
     let aggregates = daily_aggregates(site_days.iter().copied());

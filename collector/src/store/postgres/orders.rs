@@ -285,16 +285,20 @@ async fn site_facts(conn: &mut PgConnection, account: &str) -> Result<BTreeMap<S
     let rows: Vec<(String, String, Option<String>, String)> =
         sqlx::query_as("SELECT id, region_group, activation_date, created_at FROM sites WHERE account_id = $1")
             .bind(account)
-            .fetch_all(conn)
+            .fetch_all(&mut *conn)
             .await
             .map_err(db)?;
+    let spans: Vec<(String, String, String, String)> =
+        sqlx::query_as(super::counts::SITE_GROUPS_OF_ACCOUNT).bind(account).fetch_all(conn).await.map_err(db)?;
+    let spans = super::site_group_spans(spans)?;
     rows.into_iter()
         .map(|(id, group, activation, created)| {
             let activation_date = match activation {
                 Some(day) => parse(&day, "activation_date")?,
                 None => created.get(..10).map_or(Ok(NaiveDate::MIN), |day| parse(day, "created_at"))?,
             };
-            Ok((id, SiteFacts { region_group: parse(&group, "region_group")?, activation_date }))
+            let group_history = crate::store::group_history(&spans, &id);
+            Ok((id, SiteFacts { region_group: parse(&group, "region_group")?, group_history, activation_date }))
         })
         .collect()
 }

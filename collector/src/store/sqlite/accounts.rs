@@ -2,12 +2,13 @@
 
 use chrono::{DateTime, Utc};
 use tally_common::enforcement::CapViolation;
+use tally_common::region::{CountryCode, RegionGroup};
 
 use super::{AccountRow, LicenseRow, SiteRow, SqliteStore, db, insert_error, now, parse, stamp, to_i64};
 use sqlx::SqliteConnection;
 
 use crate::store::{
-    Account, AccountLife, AccountStore, CapChange, ContractTerm, License, NewLicense, Site, StoreError,
+    Account, AccountLife, AccountStore, CapChange, ContractTerm, License, NewLicense, Site, SiteGroupSpan, StoreError,
 };
 
 async fn sites_of_account(conn: &mut sqlx::SqliteConnection, account: &str) -> Result<Vec<Site>, StoreError> {
@@ -66,7 +67,28 @@ async fn insert_site(conn: &mut sqlx::SqliteConnection, s: &Site, at: &str) -> R
     .execute(&mut *conn)
     .await
     .map_err(insert_error("site", &s.id))?;
+    write_site_group(conn, &s.id, super::counts::SINCE_EVER, s.country, s.region_group).await?;
     record_cap(conn, &s.id, at).await
+}
+
+/// A site's country and group from `from` on (R31): the history from that day is replaced.
+async fn write_site_group(
+    conn: &mut sqlx::SqliteConnection,
+    site: &str,
+    from: &str,
+    country: CountryCode,
+    group: RegionGroup,
+) -> Result<(), StoreError> {
+    sqlx::query(super::counts::SITE_GROUPS_FROM).bind(site).bind(from).execute(&mut *conn).await.map_err(db)?;
+    sqlx::query(super::counts::SITE_GROUP)
+        .bind(site)
+        .bind(from)
+        .bind(country.as_str())
+        .bind(group.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    Ok(())
 }
 
 pub(super) async fn insert_license(conn: &mut sqlx::SqliteConnection, l: &NewLicense) -> Result<i64, StoreError> {
@@ -229,6 +251,15 @@ impl AccountStore for SqliteStore {
         tx.commit().await
     }
 
+    async fn site_groups(&self, account: &str) -> Result<Vec<SiteGroupSpan>, StoreError> {
+        let rows: Vec<(String, String, String, String)> = sqlx::query_as(super::counts::SITE_GROUPS_OF_ACCOUNT)
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        super::site_group_spans(rows)
+    }
+
     async fn site(&self, id: &str) -> Result<Option<Site>, StoreError> {
         let row: Option<SiteRow> = sqlx::query_as(
             "SELECT id, account_id, name, country, region_group, site_type, cap_bps FROM sites WHERE id = ?",
@@ -246,26 +277,32 @@ impl AccountStore for SqliteStore {
         // old state.
         let mut tx = self.begin_write().await?;
         let account = match change {
-            CapChange::AddSite(site) | CapChange::UpdateSite(site) => site.account.clone(),
-            CapChange::UpdateLicense { id, .. } => sqlx::query_scalar("SELECT account_id FROM licenses WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?
-                .ok_or_else(|| StoreError::NotFound { what: "license", id: id.to_string() })?,
+            CapChange::AddSite(site) | CapChange::UpdateSite(site) | CapChange::MoveSite { site, .. } => {
+                site.account.clone()
+            }
+            CapChange::UpdateLicense { id, .. } | CapChange::ChangeLicenseFrom { id, .. } => {
+                sqlx::query_scalar("SELECT account_id FROM licenses WHERE id = ?")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?
+                    .ok_or_else(|| StoreError::NotFound { what: "license", id: id.to_string() })?
+            }
         };
         let mut sites = sites_of_account(&mut tx, &account).await?;
         let mut licenses = licenses_of_account(&mut tx, &account).await?;
+        let mut later = None;
         match change {
             CapChange::AddSite(site) => sites.push(site.clone()),
-            CapChange::UpdateSite(site) => match sites.iter_mut().find(|s| s.id == site.id) {
-                Some(stored) => *stored = site.clone(),
-                None => return Err(StoreError::NotFound { what: "site", id: site.id.clone() }),
-            },
-            CapChange::UpdateLicense { id, quantity, effective_to } => {
-                if let Some(license) = licenses.iter_mut().find(|l| l.id == *id) {
-                    (license.terms.quantity, license.terms.effective_to) = (*quantity, *effective_to);
+            CapChange::UpdateSite(site) | CapChange::MoveSite { site, .. } => {
+                match sites.iter_mut().find(|s| s.id == site.id) {
+                    Some(stored) => *stored = site.clone(),
+                    None => return Err(StoreError::NotFound { what: "site", id: site.id.clone() }),
                 }
+            }
+            CapChange::UpdateLicense { id, .. } | CapChange::ChangeLicenseFrom { id, .. } => {
+                later = licenses.iter().find(|l| l.id == *id).and_then(|l| change.later_license(l));
+                change.apply_to_licenses(&mut licenses);
             }
         }
         let violations = crate::store::cap_violations(&sites, &licenses, day)?;
@@ -275,7 +312,10 @@ impl AccountStore for SqliteStore {
         }
         match change {
             CapChange::AddSite(site) => insert_site(&mut tx, site, &stamp(at)).await?,
-            CapChange::UpdateSite(site) => {
+            CapChange::UpdateSite(site) | CapChange::MoveSite { site, .. } => {
+                if let CapChange::MoveSite { from, .. } = change {
+                    write_site_group(&mut tx, &site.id, &from.to_string(), site.country, site.region_group).await?;
+                }
                 let cap = site.cap_bps.map(|c| to_i64(c, "cap")).transpose()?;
                 // A new cap is a new policy version (pushed to the agent).
                 sqlx::query(
@@ -295,6 +335,17 @@ impl AccountStore for SqliteStore {
                 .await
                 .map_err(db)?;
                 record_cap(&mut tx, &site.id, &stamp(at)).await?;
+            }
+            CapChange::ChangeLicenseFrom { id, from, .. } => {
+                sqlx::query("UPDATE licenses SET effective_to = ? WHERE id = ?")
+                    .bind(from.pred_opt().unwrap_or(*from).to_string())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                if let Some(later) = &later {
+                    insert_license(&mut tx, later).await?;
+                }
             }
             CapChange::UpdateLicense { id, quantity, effective_to } => {
                 sqlx::query("UPDATE licenses SET quantity = ?, effective_to = ? WHERE id = ?")
