@@ -952,3 +952,37 @@ fn an_event_for_a_finalized_month_is_counted_late_and_never_swallowed() {
     assert!(errors[1].1.contains("before account acme's life, which begins 2026-09-01"), "{errors:?}");
     assert!(errors[2].1.contains("9007199254740991"), "{errors:?}");
 }
+
+/// R31 over HTTP: `country_from` dates a site's new country; without a country it is refused by
+/// field, and in a finalized month with a 409 naming the month.
+#[test]
+fn a_sites_country_changes_from_a_day_over_http() {
+    let c = Collector::with_config(&format!("operator_token = \"{TOKEN}\"")).at(support::MID_NOVEMBER_2026);
+    c.ok(&support::args("account add --id acme --name Acme"));
+    support::licensed_100_mbps_running_at(&c, "acme", "hq", 50_000_000);
+    c.ok(&support::args(
+        "license add --account acme --kind bandwidth_pool --region china --quantity 100 --from 2026-10-01 --to 2026-12-31",
+    ));
+    c.ok(&["engine", "--once"]);
+    let (_serving, http) = serve(&c);
+    let patch = |body: Value| {
+        let (status, _, body) = request(&http, "PATCH", "/v1/accounts/acme/sites/hq", Some(TOKEN), &body.to_string());
+        (status, serde_json::from_str::<Value>(&body).unwrap())
+    };
+    let (status, problem) = patch(json!({"country_from": "2026-11-01"}));
+    assert_eq!((status, problem["errors"][0]["field"].clone()), (400, json!("country_from")), "{problem}");
+    let (status, problem) = patch(json!({"country": "CN", "country_from": "2026-10-20", "cap_bps": 50_000_000}));
+    assert_eq!(status, 409, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("2026-10, which is finalized"), "{problem}");
+    let (status, site) = patch(json!({"country": "CN", "country_from": "2026-11-02", "cap_bps": 50_000_000}));
+    assert_eq!((status, site["region_group"].clone()), (200, json!("china")), "{site}");
+    let (_, _, body) = get(&http, "/v1/accounts/acme/usage?month=2026-11", Some(TOKEN));
+    let report: Value = serde_json::from_str(&body).unwrap();
+    let groups: Vec<(&str, usize)> = report["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["region_group"].as_str().unwrap(), s["days"].as_array().unwrap().len()))
+        .collect();
+    assert_eq!(groups, [("group1", 1), ("china", 15)], "Nov 1 in Group 1, Nov 2-16 in China");
+}
