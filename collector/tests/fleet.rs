@@ -156,9 +156,16 @@ fn what_must_happen_once_happens_once_across_three_collectors() {
     let list: Value = serde_json::from_str(&list).unwrap();
     assert_eq!(list["orders"].as_array().map(Vec::len), Some(1), "{list}");
 
-    for (serving, _, _) in running {
-        serving.stop();
-    }
+    // R34: each month finalized is logged, and counted, by the one collector that saved it.
+    let logs: String = running.into_iter().map(|(serving, _, _)| serving.stop()).collect();
+    let mut finalized: Vec<&str> =
+        logs.lines().filter(|l| l.contains("month finalized") && l.contains("INFO")).collect();
+    let october = finalized.iter().filter(|l| l.contains("acme") && l.contains("2026-10")).count();
+    assert_eq!(october, 1, "{finalized:#?}");
+    let all = finalized.len();
+    finalized.sort_by_key(|l| l.split_once("account").map(|(_, rest)| rest.to_owned()));
+    finalized.dedup_by_key(|l| l.split_once("account").map(|(_, rest)| rest.to_owned()));
+    assert_eq!(finalized.len(), all, "a month logged as finalized twice: {logs}");
     // One e-mail per recipient of the over-usage, whichever collector sent it; the order's
     // confirmation once (R23).
     let mut to: Vec<(String, String)> = lines(&mail)

@@ -251,10 +251,17 @@ fn a_month_with_every_region_group_and_every_license_kind() {
     }
     let file = c.file("b.csv", &csv);
     c.ok(&["import-buckets", "--csv", &file]);
+    c.ok(&support::args("account notify --account acme --email ops@acme.example"));
     c.ok(&["engine", "--once"]);
     let report: Value =
         serde_json::from_str(&c.ok(&["report", "--account", "acme", "--month", "2026-10", "--format", "json"]))
             .unwrap();
+    // The account came to Tally in November: October is imported history, finalized with its
+    // over-usage but notified to nobody (R34).
+    assert_eq!(report["status"], "finalized");
+    let sent: Value =
+        serde_json::from_str(&c.ok(&support::args("notifications --account acme --format json"))).unwrap();
+    assert_eq!(sent, serde_json::json!([]), "imported history is not notified");
 
     let pools = report["bandwidth_pool"].as_array().unwrap();
     let groups: Vec<&str> = pools.iter().map(|p| p["region_group"].as_str().unwrap()).collect();
