@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use tally_common::lan::Mac;
 use tally_common::wire::lan::LanDevice;
 
@@ -79,6 +79,14 @@ pub trait DeviceStore: Send + Sync {
         account: &str,
         month: &str,
     ) -> impl Future<Output = Result<MonthDevices, StoreError>> + Send;
+    /// How many of `account`'s LAN sightings of `month` first arrived after `since` (its
+    /// finalization: late, R33).
+    fn lan_sightings_received_after(
+        &self,
+        account: &str,
+        month: &str,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Forgets the hardware addresses seen before `day`, and the sockets' not reported since
     /// (personal data, kept only as long as billing needs it); returns the sightings forgotten.
     fn forget_lan_sightings_before(&self, day: NaiveDate) -> impl Future<Output = Result<u64, StoreError>> + Send;

@@ -54,6 +54,9 @@ pub(super) mod counts {
          WHERE s.account_id = $1 ORDER BY g.site_id, g.effective_from";
     /// The first day of a site's first country.
     pub(in crate::store) const SINCE_EVER: &str = "0001-01-01";
+    /// An account's (`$1`) LAN sightings of a month (`$2`) first received after `$3`.
+    pub(in crate::store) const LAN_SIGHTINGS_RECEIVED_AFTER: &str = "SELECT count(*) FROM lan_sightings l
+         JOIN sites s ON s.id = l.site_id WHERE s.account_id = $1 AND l.month = $2 AND l.received_at > $3";
     /// The last migration applied.
     pub(in crate::store) const SCHEMA_VERSION: &str =
         "SELECT coalesce(max(version), 0) FROM _sqlx_migrations WHERE success";

@@ -76,7 +76,7 @@ pub async fn build<S: Store>(
     Ok(report)
 }
 
-/// The events of a finalized `report`'s month received after `finalized_at`, by meter, each with
+/// The events (and LAN sightings) of a finalized `report`'s month received after `finalized_at`, by meter, each with
 /// the figure the month would have had with them (R33): its meters computed again with every
 /// event stored.
 async fn late_events<S: Store>(
@@ -85,7 +85,17 @@ async fn late_events<S: Store>(
     finalized_at: DateTime<Utc>,
 ) -> Result<Vec<LateEvents>, StoreError> {
     let key = report.month.to_string();
-    let late = store.events_received_after(&report.account, &key, finalized_at).await?;
+    let (mut late, lan) = tokio::try_join!(
+        store.events_received_after(&report.account, &key, finalized_at),
+        store.lan_sightings_received_after(&report.account, &key, finalized_at),
+    )?;
+    // LAN sightings count as the device meter's late events (R29, R33).
+    if lan > 0 {
+        match late.iter_mut().find(|(license, _)| *license == LicenseKind::Devices) {
+            Some((_, events)) => *events += lan,
+            None => late.push((LicenseKind::Devices, lan)),
+        }
+    }
     if late.is_empty() {
         return Ok(Vec::new());
     }

@@ -597,7 +597,11 @@ pub(crate) async fn usage_events_are_stored_once_and_counted_by_meter<B: Backend
     assert_eq!(store.meter_counts("acme", "2026-11").await.unwrap(), Default::default());
 
     // R33: once October is finalized, a new event of October is late; a repeated one is not new.
+    // (Stored times have milliseconds: what follows arrives in a later one.)
     let finalized_at = Utc::now();
+    while Utc::now().timestamp_millis() == finalized_at.timestamp_millis() {
+        std::hint::spin_loop();
+    }
     assert!(store.finalize_month("acme", "2026-10", finalized_at, "{}", &[], None).await.unwrap());
     let late = [MeterEvent { quantity: 60, ..event("e9", LicenseKind::DataLake, "2026-10-07T01", 1, None) }];
     assert_eq!(store.add_usage_events(&late).await.unwrap(), EventsAdded { new: 1, late: 1 });
@@ -637,9 +641,23 @@ pub(crate) async fn lan_devices_count_once_across_sources_without_sockets_and_ar
     assert_eq!((devices.total, devices.locally_administered), (3, 1), "{devices:?}");
     assert_eq!(by_source, [("inline", 2), ("lan_discovery", 2)]);
     assert_eq!(store.meter_counts("acme", "2026-11").await.unwrap().devices.total, 0);
+    // R33: what first arrives after a time is told apart; a merge keeps the first arrival.
+    // (Stored times have milliseconds: what follows arrives in a later one.)
+    let finalized_at = Utc::now();
+    while Utc::now().timestamp_millis() == finalized_at.timestamp_millis() {
+        std::hint::spin_loop();
+    }
+    assert_eq!(store.lan_sightings_received_after("acme", "2026-10", finalized_at).await.unwrap(), 0);
+    store.add_lan_sightings("hq", day(), &[device(1, 5, 60), device(7, 5, 60)], &[]).await.unwrap();
+    assert_eq!(
+        store.lan_sightings_received_after("acme", "2026-10", finalized_at).await.unwrap(),
+        1,
+        "only the new one"
+    );
+    assert_eq!(store.lan_sightings_received_after("acme", "2026-11", finalized_at).await.unwrap(), 0);
     // Retention: the LAN's addresses of October go; the API's events are usage, and stay.
     assert_eq!(store.forget_lan_sightings_before(day()).await.unwrap(), 0);
-    assert_eq!(store.forget_lan_sightings_before(NaiveDate::from_ymd_opt(2026, 11, 1).unwrap()).await.unwrap(), 3);
+    assert_eq!(store.forget_lan_sightings_before(NaiveDate::from_ymd_opt(2026, 11, 1).unwrap()).await.unwrap(), 4);
     let devices = store.meter_counts("acme", "2026-10").await.unwrap().devices;
     assert_eq!((devices.total, devices.by_source.get("lan_discovery")), (2, None));
     assert!(store.month_devices("acme", "2026-10").await.unwrap().sockets.is_empty());

@@ -1,11 +1,11 @@
 //! LAN devices (R29) in SQLite.
 
-use chrono::{DateTime, NaiveDate};
+use chrono::{DateTime, NaiveDate, Utc};
 use tally_common::lan::Mac;
 use tally_common::time::Month;
 use tally_common::wire::lan::LanDevice;
 
-use super::{SqliteStore, db, insert_error, stamp};
+use super::{SqliteStore, db, insert_error, now, stamp};
 use crate::store::{DeviceStore, LAN_DISCOVERY, MonthDevices, StoreError};
 
 impl DeviceStore for SqliteStore {
@@ -18,10 +18,11 @@ impl DeviceStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let (date, month) = (day.to_string(), Month::containing(day).to_string());
+        let received = now();
         for device in devices {
             sqlx::query(
-                "INSERT INTO lan_sightings (site_id, day, month, mac, first_seen, last_seen, via)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                "INSERT INTO lan_sightings (site_id, day, month, mac, first_seen, last_seen, via, received_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                  ON CONFLICT (site_id, day, mac) DO UPDATE SET
                      first_seen = min(first_seen, excluded.first_seen),
                      last_seen = max(last_seen, excluded.last_seen)",
@@ -33,6 +34,7 @@ impl DeviceStore for SqliteStore {
             .bind(stamp(DateTime::from_timestamp(device.first, 0).unwrap_or_default()))
             .bind(stamp(DateTime::from_timestamp(device.last, 0).unwrap_or_default()))
             .bind(device.via.name())
+            .bind(&received)
             .execute(&mut *tx)
             .await
             .map_err(insert_error("LAN sighting of site", site))?;
@@ -75,6 +77,22 @@ impl DeviceStore for SqliteStore {
         .await
         .map_err(db)?;
         Ok(MonthDevices { seen, sockets })
+    }
+
+    async fn lan_sightings_received_after(
+        &self,
+        account: &str,
+        month: &str,
+        since: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let late: i64 = sqlx::query_scalar(super::counts::LAN_SIGHTINGS_RECEIVED_AFTER)
+            .bind(account)
+            .bind(month)
+            .bind(stamp(since))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        super::to_u64(late, "late LAN sightings")
     }
 
     async fn forget_lan_sightings_before(&self, day: NaiveDate) -> Result<u64, StoreError> {
