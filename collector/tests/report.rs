@@ -561,6 +561,8 @@ fn a_site_moved_on_the_11th_bills_each_group_its_own_days() {
         })
         .collect();
     assert_eq!(under, [("group1".into(), 10, "2026-11-01".into()), ("china".into(), 10, "2026-11-11".into())]);
+    // The cap of 60 Mbps is from today: the 80 Mbps days before it are no violation (R26).
+    assert!(report["sites"].as_array().unwrap().iter().all(|s| s["violations"] == serde_json::json!([])), "{report}");
 
     // October, finalized, cannot be corrected; nor can a move be dated in the future.
     c.ok(&["engine", "--once"]);
