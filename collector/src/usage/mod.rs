@@ -252,3 +252,41 @@ async fn finalize_account<S: Store>(
     }
     Ok(finalized)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_last_closed_month_follows_the_calendar_month_and_the_grace() {
+        let article = MonthWindowSetting::Article;
+        let month = |text: &str| text.parse::<Month>().unwrap();
+        // R34: with no grace, October is closed at midnight on November 1st, not on the 31st.
+        assert_eq!(last_closed_month(article, TimeDelta::zero(), at("2026-10-31T09:00:00Z")), month("2026-09"));
+        assert_eq!(last_closed_month(article, TimeDelta::zero(), at("2026-11-01T00:00:00Z")), month("2026-10"));
+        let grace = TimeDelta::hours(72);
+        assert_eq!(last_closed_month(article, grace, at("2026-11-03T23:59:59Z")), month("2026-09"));
+        assert_eq!(last_closed_month(article, grace, at("2026-11-04T00:00:00Z")), month("2026-10"));
+        // The longest grace, 31 days: on January 1st November has just closed.
+        let longest = TimeDelta::hours(744);
+        assert_eq!(last_closed_month(article, longest, at("2027-01-01T00:00:00Z")), month("2026-11"));
+        assert_eq!(last_closed_month(article, longest, at("2026-12-31T23:59:59Z")), month("2026-10"));
+    }
+
+    #[test]
+    fn a_failing_account_waits_longer_after_each_failure_up_to_an_hour() {
+        let mut retries = Retries::default();
+        let now = at("2026-11-16T12:00:00Z");
+        let delays: Vec<i64> = (0..8).map(|_| retries.failed("acme", now).num_seconds()).collect();
+        assert_eq!(delays, [60, 120, 240, 480, 960, 1_920, 3_600, 3_600]);
+        assert!(!retries.due("acme", now + TimeDelta::seconds(3_599)));
+        assert!(retries.due("acme", now + TimeDelta::seconds(3_600)));
+        assert!(retries.due("zeta", now), "the others are not held back");
+        retries.succeeded("acme");
+        assert!(retries.due("acme", now));
+    }
+}
