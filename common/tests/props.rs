@@ -216,3 +216,42 @@ proptest! {
         }
     }
 }
+
+/// R32's oracles, by counting up: the smallest number of whole blocks (units) whose total covers
+/// the measured devices (events per hour), less what is licensed.
+fn oracle_devices_purchase(measured: u64, licensed: u64, block: u64) -> u64 {
+    if measured <= licensed {
+        return 0;
+    }
+    let mut blocks = 0;
+    while blocks * block < measured {
+        blocks += 1;
+    }
+    (blocks * block).saturating_sub(licensed)
+}
+
+fn oracle_units_purchase(peak_hour: u64, units: u64, per_unit: u64) -> u64 {
+    let mut needed = 0;
+    while needed * per_unit < peak_hour {
+        needed += 1;
+    }
+    needed.saturating_sub(units)
+}
+
+proptest! {
+    #[test]
+    fn purchases_are_the_smallest_in_the_licenses_unit(
+        measured in 0u64..5_000, licensed in 0u64..5_000, block in 1u64..200,
+        peak in 0u64..100_000, units in 0u64..50, per_unit in 1u64..5_000,
+        excess_bps in 0u64..10_000_000_000,
+    ) {
+        let devices = tally_common::meters::devices(measured, licensed, block);
+        prop_assert_eq!(devices.required_purchase, oracle_devices_purchase(measured, licensed, block));
+        let lake = tally_common::meters::data_lake(peak, units, per_unit);
+        prop_assert_eq!(lake.required_purchase, oracle_units_purchase(peak, units, per_unit));
+        // The pool: whole Mbps, the fewest that cover the excess.
+        let mbps = tally_common::pool::required_purchase_mbps(excess_bps);
+        prop_assert!(mbps * 1_000_000 >= excess_bps);
+        prop_assert!(mbps == 0 || (mbps - 1) * 1_000_000 < excess_bps);
+    }
+}
