@@ -153,10 +153,13 @@ fn neighbour(ipv6: &[u8]) -> Option<Mac> {
         if units == 0 {
             return None; // RFC 4861: a zero-length option makes the message invalid
         }
+        // The option's whole length must fit the packet before any of it is read: one that
+        // claims more than the packet holds makes the message invalid.
+        let option = options.get(..units * 8)?;
         if kind == wanted {
-            return mac_at(options, 2);
+            return mac_at(option, 2);
         }
-        options = options.get(units * 8..)?;
+        options = &options[units * 8..];
     }
     None
 }
@@ -368,6 +371,11 @@ mod tests {
         let mut zero = ndp(135, 24, 3, DEVICE, 255);
         zero[14 + 40 + 24 + 1] = 0;
         assert_eq!(identify(&zero), None);
+        // An option that claims 200 × 8 bytes of a packet that has 8 identifies nobody, even
+        // though its first bytes hold an address.
+        let mut long = ndp(135, 24, 1, DEVICE, 255);
+        long[14 + 40 + 24 + 1] = 200;
+        assert_eq!(identify(&long), None);
     }
 
     /// Runs [`filter`] of interface 7 on `frame` as the kernel would for a frame of
