@@ -209,8 +209,26 @@ pub async fn track(request: axum::extract::Request, next: axum::middleware::Next
     let method = request.method().clone();
     let response = next.run(request).await;
     let route = route.as_deref().unwrap_or("unmatched");
-    get().http_request(route, method.as_str(), response.status().as_u16(), started);
+    get().http_request(route, method_label(&method), response.status().as_u16(), started);
     response
+}
+
+/// A request's method as a label: the standard ones by name, any other `other` (the client
+/// chooses the method, and each new label value would be a new series).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);

@@ -487,6 +487,16 @@ fn tokens_see_only_their_tenants_and_other_accounts_do_not_exist_for_them() {
     for account in ["acme", "other", "sub", "reseller", "ghost"] {
         assert!(!metrics.contains(&format!("/{account}/")), "{account} in {metrics}");
     }
+    // The client chooses the method: 200 invented ones are one label, `other`, not 200 series.
+    let series = |metrics: &str| metrics.lines().filter(|l| l.starts_with("tally_http_requests_total{")).count();
+    let before = series(&get(http, "/metrics", Some(&operator)).2);
+    for n in 0..200 {
+        support::http::exchange(http, &format!("BREW{n:03}"), "/v1/sites", "", "");
+    }
+    let (_, _, metrics) = get(http, "/metrics", Some(&operator));
+    assert!(!metrics.contains("BREW"), "{metrics}");
+    assert!(metrics.lines().any(|l| l.contains(r#"method="other""#) && l.ends_with(" 200")), "{metrics}");
+    assert!(series(&metrics) <= before + 2, "at most the other label's series and /metrics' own: {metrics}");
 }
 
 #[test]
