@@ -37,6 +37,8 @@ fn the_usage_report_is_served_to_the_operator_and_refusals_are_problems() {
     assert_eq!(oct7["p95_bps"], 0, "one bucket of 288 is far inside the discarded top 14 (R5)");
 
     for (path, token, want, field) in [
+        ("/v1/accounts/%ff/usage?month=2026-10", Some(TOKEN), 400, None),
+        ("/v1/accounts/acme/sites/%ff%fe/enforcement", Some(TOKEN), 400, None),
         ("/v1/accounts/acme/usage?month=2026-10", None, 401, None),
         ("/v1/accounts/acme/usage?month=2026-10", Some("op-wrong-wrong-wrong-wrong-wrong-wrong"), 401, None),
         ("/v1/accounts/acme/usage", Some(TOKEN), 400, Some("month")),
@@ -55,6 +57,21 @@ fn the_usage_report_is_served_to_the_operator_and_refusals_are_problems() {
             assert_eq!(problem["errors"][0]["field"], field, "{body}");
         }
     }
+}
+
+#[test]
+fn a_json_body_with_a_key_twice_is_refused() {
+    let c = Collector::with_config(&format!("operator_token = \"{TOKEN}\""));
+    let (_serving, http) = serve(&c);
+    let body = r#"{"events": [], "events": [{"id": "x"}]}"#;
+    let (status, content_type, answer) = request(&http, "POST", "/v1/usage/events", Some(TOKEN), body);
+    assert_eq!((status, content_type.as_str()), (400, "application/problem+json"), "{answer}");
+    let problem: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(problem["errors"][0]["field"], "body");
+    assert!(
+        problem["errors"][0]["message"].as_str().unwrap().contains(r#"the key "events" is given twice"#),
+        "{answer}"
+    );
 }
 
 fn event(id: String, kind: &str, fields: Value) -> Value {

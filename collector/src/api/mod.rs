@@ -109,6 +109,7 @@ impl<S: Store + 'static> Api<S> {
             .fallback(no_route)
             .method_not_allowed_fallback(no_method)
             .layer(middleware::from_fn(within_deadline))
+            .layer(middleware::from_fn(problem::problems_only))
             .with_state(self)
     }
 }

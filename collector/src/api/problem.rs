@@ -103,3 +103,21 @@ impl IntoResponse for Problem {
         response
     }
 }
+
+/// Every error the API answers is a problem: a refusal an extractor or the server wrote as plain
+/// text (a path whose escapes are not UTF-8, say) becomes one, its text the detail.
+pub async fn problems_only(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if is_problem || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let title = status.canonical_reason().unwrap_or("Error");
+    let body = axum::body::to_bytes(response.into_body(), 4_096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_owned();
+    Problem::new(status, title, if text.is_empty() { title.to_owned() } else { text }).into_response()
+}
