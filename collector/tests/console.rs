@@ -661,8 +661,24 @@ fn sessions_have_safe_cookies_need_the_form_token_and_end_with_their_token() {
         assert!(line.contains(flag), "{line}");
     }
     assert!(!line.contains("Secure"), "plain HTTP on loopback: {line}");
-    let (status, _, page) = with_cookie(&http, "GET", "/accounts/acme/usage", &cookie, "");
+    let (status, head, page) = with_cookie(&http, "GET", "/accounts/acme/usage", &cookie, "");
     assert_eq!(status, 200);
+    // Every page: no script, no frame, no sniffing, no referrer; an account's page is never stored.
+    let (_, login_head, _) = with_cookie(&http, "GET", "/login", "", "");
+    for head in [&head, &login_head] {
+        let head = head.to_ascii_lowercase();
+        for wanted in [
+            "content-security-policy: default-src 'self'; script-src 'none'",
+            "frame-ancestors 'none'",
+            "x-content-type-options: nosniff",
+            "x-frame-options: deny",
+            "referrer-policy: no-referrer",
+            "cache-control: no-store",
+        ] {
+            assert!(head.contains(wanted), "{wanted}: {head}");
+        }
+    }
+    assert!(!page.contains("style=\"") && !page.contains("<script"), "nothing the policy would block");
 
     // A sign-out without the form's token is refused, and the session lives on.
     let (status, _, _) = with_cookie(&http, "POST", "/logout", &cookie, "");

@@ -91,8 +91,31 @@ impl<S: Store + 'static> Console<S> {
             .route("/accounts/{account}/orders.csv", get(export::orders_csv::<S>))
             .route(STYLESHEET_PATH.as_str(), get(stylesheet))
             .layer(axum::middleware::from_fn(crate::api::within_deadline))
+            .layer(axum::middleware::from_fn(security_headers))
             .with_state(self)
     }
+}
+
+/// What every console response tells the browser: no script, no frame, no plugin, forms only to
+/// the console itself (the pages have no script at all); no type sniffing; no referrer; and a
+/// page with an account's figures is never stored (the stylesheet says its own caching).
+async fn security_headers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+             frame-ancestors 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ] {
+        headers.insert(name, header::HeaderValue::from_static(value));
+    }
+    headers.entry(header::CACHE_CONTROL).or_insert(header::HeaderValue::from_static("no-store"));
+    response
 }
 
 async fn stylesheet() -> Response {
