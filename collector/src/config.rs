@@ -115,6 +115,10 @@ smtp_from = "tally@localhost"
 # The key that signs webhooks (HMAC-SHA256, at least 32 characters). Webhooks are http:// or
 # https:// URLs.
 # webhook_secret = "..."
+# Webhooks never go to this machine, a link-local address (the cloud's metadata service) or a
+# private network (checked when added and at each delivery, after resolving the name), unless
+# one of these networks holds the address.
+# webhook_allowed_networks = ["10.20.0.0/16"]
 # PEM certificates of authorities trusted beside the system's, for the SMTP relay and https
 # webhooks (a private CA).
 # notify_ca_file = "/etc/tally/notify-ca.pem"
@@ -158,6 +162,8 @@ pub struct Config {
     pub smtp: Option<SmtpRelay>,
     pub smtp_from: String,
     pub webhook_secret: Option<String>,
+    /// Networks webhooks may reach though they are this machine's, link-local or private.
+    pub webhook_allowed_networks: Vec<ipnetwork::IpNetwork>,
     pub notify_ca_file: Option<PathBuf>,
     pub log: String,
 }
@@ -308,7 +314,7 @@ pub const ENV_PREFIX: &str = "TALLY_";
 pub const SYSTEM_CONFIG: &str = "/etc/tally/collector.toml";
 
 /// Every key, with how its environment variable is written (`TALLY_<KEY>`, [`ENV_PREFIX`]).
-const KEYS: [(&str, ValueKind); 31] = [
+const KEYS: [(&str, ValueKind); 32] = [
     ("data_dir", ValueKind::Text),
     ("database_url", ValueKind::Text),
     ("ca_dir", ValueKind::Text),
@@ -318,6 +324,7 @@ const KEYS: [(&str, ValueKind); 31] = [
     ("http_tls_cert", ValueKind::Text),
     ("http_tls_key", ValueKind::Text),
     ("trusted_proxies", ValueKind::List),
+    ("webhook_allowed_networks", ValueKind::List),
     ("allow_plaintext_tokens", ValueKind::Boolean),
     ("server_names", ValueKind::List),
     ("public_addresses", ValueKind::List),
@@ -365,27 +372,8 @@ pub fn parse_with(text: &str, lookup: impl Fn(&str) -> Option<OsString>) -> Resu
     let metrics_listen =
         fields.get("metrics_listen").is_some().then(|| address(&mut fields, "metrics_listen", http_listen));
     let http_tls = http_tls(&mut fields);
-    let trusted_proxies = match fields.get("trusted_proxies") {
-        None => Vec::new(),
-        Some(toml::Value::Array(items)) => {
-            let parsed: Result<Vec<ipnetwork::IpNetwork>, String> = items
-                .iter()
-                .map(|i| {
-                    let text = i.as_str().ok_or_else(|| i.to_string())?;
-                    text.parse().map_err(|e| format!("{text:?} ({e})"))
-                })
-                .collect();
-            parsed.unwrap_or_else(|bad| {
-                fields.error(format!("trusted_proxies: expected addresses or networks (10.0.0.0/8), found {bad}"));
-                Vec::new()
-            })
-        }
-        Some(other) => {
-            let found = other.to_string();
-            fields.error(format!("trusted_proxies: expected a list of addresses or networks, found {found}"));
-            Vec::new()
-        }
-    };
+    let trusted_proxies = networks(&mut fields, "trusted_proxies");
+    let webhook_allowed_networks = networks(&mut fields, "webhook_allowed_networks");
     let allow_plaintext_tokens = fields.boolean("allow_plaintext_tokens", false);
     let log = fields.string("log", "info");
     let month_window = match fields.string("month_window", "article").as_str() {
@@ -500,12 +488,38 @@ pub fn parse_with(text: &str, lookup: impl Fn(&str) -> Option<OsString>) -> Resu
         smtp,
         smtp_from,
         webhook_secret,
+        webhook_allowed_networks,
         notify_ca_file,
         log,
     })
 }
 
 /// `http_tls_cert` and `http_tls_key`: both or neither, and a pair that loads.
+/// A list of addresses or networks (`10.0.0.0/8`) under `key`; empty when absent.
+fn networks(fields: &mut Fields, key: &str) -> Vec<ipnetwork::IpNetwork> {
+    match fields.get(key) {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => {
+            let parsed: Result<Vec<ipnetwork::IpNetwork>, String> = items
+                .iter()
+                .map(|i| {
+                    let text = i.as_str().ok_or_else(|| i.to_string())?;
+                    text.parse().map_err(|e| format!("{text:?} ({e})"))
+                })
+                .collect();
+            parsed.unwrap_or_else(|bad| {
+                fields.error(format!("{key}: expected addresses or networks (10.0.0.0/8), found {bad}"));
+                Vec::new()
+            })
+        }
+        Some(other) => {
+            let found = other.to_string();
+            fields.error(format!("{key}: expected a list of addresses or networks, found {found}"));
+            Vec::new()
+        }
+    }
+}
+
 fn http_tls(fields: &mut Fields) -> Option<(PathBuf, PathBuf)> {
     let named = |fields: &mut Fields, key: &str| fields.get(key).is_some().then(|| fields.path(key, ""));
     match (named(fields, "http_tls_cert"), named(fields, "http_tls_key")) {

@@ -45,6 +45,7 @@ pub mod terms;
 pub mod throttle;
 pub mod usage;
 pub mod validation;
+pub mod webhook_target;
 
 use std::future::Future;
 

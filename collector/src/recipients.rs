@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 
 use crate::store::{Account, Channel, Recipient, RecipientChange, Role, Store, StoreError};
 use crate::validation::FieldError;
+use crate::webhook_target::{Resolve, Vetting, WebhookTargets};
 
 /// A recipient from its channel's name and address: an e-mail address, or an http(s) URL that
 /// receives the signed JSON document. Errors name the field (`channel`, `address`).
@@ -28,6 +29,26 @@ pub fn parse(channel: &str, address: &str) -> Result<Recipient, FieldError> {
         return Err(FieldError::by_rule("address", format!("{address:?}: expected {expected}")));
     }
     Ok(Recipient { channel, address: address.to_owned() })
+}
+
+/// Whether `recipient` may be added: a webhook whose host is, or resolves to, an address
+/// webhooks never go to is refused naming `address`. A name that does not resolve now is
+/// accepted: each delivery checks again.
+pub async fn check_target(
+    recipient: &Recipient,
+    targets: &WebhookTargets,
+    resolve: &impl Resolve,
+) -> Result<(), FieldError> {
+    if recipient.channel != Channel::Webhook {
+        return Ok(());
+    }
+    let Ok(uri) = recipient.address.parse::<axum::http::Uri>() else { return Ok(()) };
+    let (Some(host), port) = (uri.host(), uri.port_u16().unwrap_or(80)) else { return Ok(()) };
+    let vetted = tokio::time::timeout(std::time::Duration::from_secs(2), targets.vet(host, port, resolve)).await;
+    match vetted {
+        Ok(Err(Vetting::Refused(why))) => Err(FieldError::by_rule("address", why)),
+        _ => Ok(()),
+    }
 }
 
 /// Whether a caller may change `account`'s recipients: an operator, the account's contact

@@ -14,6 +14,9 @@ use support::sinks::{SECRET, SMTP_SINK, WEBHOOK_SINK, free_port, has_aiosmtpd, l
 use support::{Collector, args, licensed_100_mbps_running_at};
 use tally_collector::ca::Ca;
 
+/// The sinks listen on loopback, where webhooks go only when the operator allows it.
+const LOOPBACK_HOOKS: &str = "webhook_allowed_networks = [\"127.0.0.0/8\"]";
+
 #[test]
 fn every_recipient_is_notified_exactly_once_across_a_crash_before_delivery() {
     if !has_aiosmtpd() {
@@ -22,7 +25,7 @@ fn every_recipient_is_notified_exactly_once_across_a_crash_before_delivery() {
     let (smtp_port, hook_port) = (free_port(), free_port());
     let c = Collector::with_config(&format!(
         "smtp = \"127.0.0.1:{smtp_port}\"\n\
-         smtp_tls = \"none\"\nsmtp_from = \"tally@provider.example\"\nwebhook_secret = \"{SECRET}\"\n\
+         smtp_tls = \"none\"\nsmtp_from = \"tally@provider.example\"\nwebhook_secret = \"{SECRET}\"\n{LOOPBACK_HOOKS}\n\
          log = \"info,tally_collector::usage=debug\""
     ))
     .at(support::MID_NOVEMBER_2026);
@@ -101,7 +104,7 @@ fn tls_relays_and_https_webhooks_are_verified() {
     let c = Collector::with_config(&format!(
         "smtp = \"127.0.0.1:{smtp_port}\"\n\
          smtp_tls = \"starttls\"\nsmtp_username = \"tally\"\nsmtp_password = \"relay-password\"\n\
-         smtp_from = \"tally@provider.example\"\nwebhook_secret = \"{SECRET}\"\nnotify_ca_file = \"{}\"\n\
+         smtp_from = \"tally@provider.example\"\nwebhook_secret = \"{SECRET}\"\n{LOOPBACK_HOOKS}\nnotify_ca_file = \"{}\"\n\
          log = \"info,tally_collector::usage=debug\"",
         ca_file.display()
     ))
@@ -254,4 +257,45 @@ fn mail_waits_for_a_relay_and_is_sent_once_one_is_configured() {
     assert_eq!(got[0]["to"][0], "ann@acme.example");
     let outbox: Value = serde_json::from_str(&c.ok(&args("notifications --format json"))).unwrap();
     assert_eq!((outbox[0]["state"].as_str(), outbox[0]["attempts"].as_u64()), (Some("delivered"), Some(1)));
+}
+
+/// A webhook is a request the collector makes where a customer says: never to this machine, the
+/// cloud's metadata address or a private network. Such a recipient is refused when added (the
+/// command line and the API name the address); one added while the operator allowed loopback is
+/// refused again at delivery once that is no longer allowed, and nothing reaches the listener.
+#[test]
+fn webhooks_never_go_to_this_machine_its_neighbours_or_private_networks() {
+    let hook_port = free_port();
+    let token = "op-0123456789abcdef0123456789abcdef";
+    let config = |allowed: &str| {
+        format!(
+            "webhook_secret = \"{SECRET}\"\noperator_token = \"{token}\"\n{allowed}\nlog = \"info,tally_collector::usage=debug\""
+        )
+    };
+    let c = Collector::with_config(&config(LOOPBACK_HOOKS)).at(support::MID_NOVEMBER_2026);
+    support::account_added_in_september(&c, "account add --id acme --name Acme");
+    for address in ["http://169.254.169.254/latest/meta-data", "https://10.0.0.7/hook", "http://[fd00::1]/hook"] {
+        let refused = c.fails(&["account", "notify", "--account", "acme", "--webhook", address]);
+        assert!(refused.contains("webhooks are not sent there"), "{address}: {refused}");
+    }
+    let serving = c.serve();
+    let http = c.http_address().to_string();
+    let body = serde_json::json!({"channel": "webhook", "address": "http://169.254.169.254/latest"}).to_string();
+    let (status, _, problem) =
+        support::http::request(&http, "POST", "/v1/accounts/acme/recipients", Some(token), &body);
+    assert_eq!(status, 422, "{problem}");
+    assert!(problem.contains("169.254.169.254 is link-local"), "{problem}");
+    drop(serving);
+
+    // Allowed then, not any more: the delivery is refused before any connection.
+    c.ok(&["account", "notify", "--account", "acme", "--webhook", &format!("http://127.0.0.1:{hook_port}/tally")]);
+    c.configure(&config(""));
+    licensed_100_mbps_running_at(&c, "acme", "hq", 150_000_000);
+    let hooks = c.dir.path().join("hooks.jsonl");
+    let _hook = sink(WEBHOOK_SINK, &[&hook_port.to_string(), SECRET, hooks.to_str().unwrap()]);
+    let mut server = c.serve();
+    let failed = server.until("notification delivery failed");
+    assert!(failed.contains("127.0.0.1 is a loopback address"), "{failed}");
+    drop(server);
+    assert!(lines(&hooks).is_empty(), "nothing reached the listener");
 }

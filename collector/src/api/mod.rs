@@ -41,6 +41,8 @@ use problem::{FieldError, Problem};
 pub struct Api<S> {
     store: Arc<S>,
     month_window: MonthWindowSetting,
+    /// Where webhooks may be delivered (recipients are checked when added).
+    pub(crate) webhook_targets: crate::webhook_target::WebhookTargets,
     max_event_age: chrono::TimeDelta,
     operator_token: Option<String>,
     exposure: crate::https::Exposure,
@@ -52,6 +54,7 @@ impl<S> Clone for Api<S> {
         Api {
             store: self.store.clone(),
             month_window: self.month_window,
+            webhook_targets: self.webhook_targets.clone(),
             max_event_age: self.max_event_age,
             operator_token: self.operator_token.clone(),
             exposure: self.exposure.clone(),
@@ -65,6 +68,7 @@ impl<S: Store + 'static> Api<S> {
         Api {
             store,
             month_window: config.month_window,
+            webhook_targets: crate::webhook_target::WebhookTargets::new(config.webhook_allowed_networks.clone()),
             max_event_age: config.max_event_age,
             operator_token: config.operator_token.clone(),
             exposure: config.exposure.clone(),

@@ -2,6 +2,7 @@
 //! Anyone who sees the account reads them; its contact person, its partner and operators change
 //! them; every change is kept with who made it and when.
 
+use crate::webhook_target::{SystemResolver, WebhookTargets};
 use std::collections::HashMap;
 
 use axum::Json;
@@ -83,6 +84,7 @@ pub async fn change<S: Store>(
     account: &str,
     recipient: &RecipientView,
     added: bool,
+    targets: &WebhookTargets,
 ) -> Result<(RecipientView, bool), Problem> {
     let found = visible_account(store, caller, account).await?;
     if !recipients::may_change(caller.role, caller.account.as_deref(), caller.contact, &found) {
@@ -91,6 +93,9 @@ pub async fn change<S: Store>(
         )));
     }
     let parsed = recipients::parse(&recipient.channel, &recipient.address).map_err(|e| Problem::invalid(vec![e]))?;
+    if added {
+        recipients::check_target(&parsed, targets, &SystemResolver).await.map_err(|e| Problem::invalid(vec![e]))?;
+    }
     let view = RecipientView::from(&parsed);
     let changed = recipients::change(store, account, parsed, added, &caller.name(), crate::clock::now())
         .await
@@ -132,7 +137,7 @@ pub async fn add<S: Store + 'static>(
 ) -> Result<(StatusCode, Json<RecipientView>), Problem> {
     visible_account(&*api.store, &caller, &account).await?;
     let recipient: RecipientView = super::body::typed(&body, r#"{"channel": "email" or "webhook", "address": "..."}"#)?;
-    let (stored, added) = change(&*api.store, &caller, &account, &recipient, true).await?;
+    let (stored, added) = change(&*api.store, &caller, &account, &recipient, true, &api.webhook_targets).await?;
     Ok((if added { StatusCode::CREATED } else { StatusCode::OK }, Json(stored)))
 }
 
@@ -162,7 +167,7 @@ pub async fn remove<S: Store + 'static>(
             return Err(Problem::bad_request([channel.err(), address.err()].into_iter().flatten().collect()));
         }
     };
-    if change(&*api.store, &caller, &account, &recipient, false).await?.1 {
+    if change(&*api.store, &caller, &account, &recipient, false, &api.webhook_targets).await?.1 {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Problem::not_found(format!(

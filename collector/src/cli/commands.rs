@@ -493,6 +493,10 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
             };
             let recipient =
                 recipients::parse(channel, &address).map_err(|e| anyhow::anyhow!("{flag} {}", e.message))?;
+            let targets = crate::webhook_target::WebhookTargets::new(config.webhook_allowed_networks.clone());
+            recipients::check_target(&recipient, &targets, &crate::webhook_target::SystemResolver)
+                .await
+                .map_err(|e| anyhow::anyhow!("{flag} {}", e.message))?;
             if store.account(&account).await?.is_none() {
                 anyhow::bail!("account {account:?} does not exist");
             }

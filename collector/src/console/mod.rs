@@ -40,6 +40,8 @@ pub struct Console<S> {
     store: Arc<S>,
     operator_token: Option<String>,
     month_window: MonthWindowSetting,
+    /// Where webhooks may be delivered (recipients are checked when added).
+    pub(crate) webhook_targets: crate::webhook_target::WebhookTargets,
     /// Where a sign-in may come from, and when its cookie is `Secure`.
     exposure: crate::https::Exposure,
 }
@@ -50,6 +52,7 @@ impl<S> Clone for Console<S> {
             store: self.store.clone(),
             operator_token: self.operator_token.clone(),
             month_window: self.month_window,
+            webhook_targets: self.webhook_targets.clone(),
             exposure: self.exposure.clone(),
         }
     }
@@ -68,6 +71,7 @@ impl<S: Store + 'static> Console<S> {
             store,
             operator_token: config.operator_token.clone(),
             month_window: config.month_window,
+            webhook_targets: crate::webhook_target::WebhookTargets::new(config.webhook_allowed_networks.clone()),
             exposure: config.exposure.clone(),
         }
     }

@@ -66,7 +66,9 @@ pub(super) async fn change_recipient<S: Store + 'static>(
 ) -> Result<Response, PageError> {
     signed.check_form(form.csrf.as_deref())?;
     let recipient = RecipientView { channel: form.channel, address: form.address };
-    match change(&*console.store, &signed.caller, &account, &recipient, form.action == "add").await {
+    match change(&*console.store, &signed.caller, &account, &recipient, form.action == "add", &console.webhook_targets)
+        .await
+    {
         Ok(_) => Ok(Redirect::to(&format!("/accounts/{account}/settings")).into_response()),
         Err(problem) if matches!(problem.status, 403 | 404) => Err(problem.into()),
         Err(problem) => {

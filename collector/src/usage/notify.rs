@@ -19,6 +19,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+
+use crate::webhook_target::{SystemResolver, WebhookTargets};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -40,6 +42,8 @@ pub struct Transports {
     webhook_secret: Option<String>,
     /// https webhooks.
     tls: Arc<rustls::ClientConfig>,
+    /// Where webhooks may go, checked at each delivery.
+    webhook_targets: WebhookTargets,
     channels: Vec<Channel>,
 }
 
@@ -89,6 +93,7 @@ impl Transports {
             smtp_from: config.smtp_from.clone(),
             webhook_secret: config.webhook_secret.clone(),
             tls: Arc::new(tls),
+            webhook_targets: WebhookTargets::new(config.webhook_allowed_networks.clone()),
             channels: configured_channels(config),
         })
     }
@@ -274,7 +279,10 @@ async fn post_webhook(transports: &Transports, item: &OutboxItem) -> Result<(), 
         _ => return Err(format!("webhook {:?}: not an http:// or https:// URL", item.recipient)),
     };
     let host = uri.host().ok_or("webhook URL without a host")?.to_owned();
-    let addr = format!("{host}:{}", uri.port_u16().unwrap_or(if https { 443 } else { 80 }));
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    // Resolved and checked now, and the connection goes to an address checked (never to the name
+    // again, which could resolve elsewhere by then).
+    let addresses = transports.webhook_targets.vet(&host, port, &SystemResolver).await.map_err(|e| e.to_string())?;
     let request = hyper::Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(hyper::header::HOST, uri.authority().map_or(host.as_str(), |a| a.as_str()))
         .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -283,7 +291,10 @@ async fn post_webhook(transports: &Transports, item: &OutboxItem) -> Result<(), 
         .body(Full::new(Bytes::from(item.body.clone())))
         .map_err(|e| e.to_string())?;
     let exchange = async {
-        let stream = tokio::net::TcpStream::connect(&addr).await.map_err(|e| format!("{addr}: {e}"))?;
+        let stream = tokio::net::TcpStream::connect(addresses.as_slice())
+            .await
+            .map_err(|e| format!("{host}:{port} ({}): {e}", addresses[0]))?;
+        let addr = stream.peer_addr().map_or_else(|_| format!("{host}:{port}"), |a| a.to_string());
         if !https {
             return send(stream, request).await;
         }
