@@ -113,7 +113,7 @@ pub struct Store {
     /// once so the uplink can go on shipping them), and those acknowledged since, to remove
     /// from the store once it opens again.
     stored_when_full: BTreeMap<BucketStart, Bucket>,
-    acknowledged_when_full: Vec<BucketStart>,
+    acknowledged_when_full: Vec<Bucket>,
     /// Why the store is writing to memory, for `status` and the logs.
     full: Option<String>,
     max_pending: usize,
@@ -123,6 +123,12 @@ pub struct Store {
 
 /// Closed buckets kept in memory while the disk is full: a day's.
 pub const MEMORY_BUCKETS: usize = 288;
+/// Whether `sent` holds everything of `held`: deleting `held` once `sent` is acknowledged loses
+/// nothing.
+fn covered(held: &Bucket, sent: &Bucket) -> bool {
+    held.max_bps <= sent.max_bps && held.samples <= sent.samples
+}
+
 /// Free space needed before sled is opened again after the disk was full.
 const SPACE_TO_RECOVER: u64 = 1 << 20;
 
@@ -339,16 +345,22 @@ impl Store {
         Ok(pending.into_values().take(limit).collect())
     }
 
-    /// Removes buckets the collector acknowledged, and flushes. On a full disk they are only
-    /// removed from memory: one left in the store is sent again later, which is harmless (R10).
-    pub fn delete_acknowledged(&mut self, starts: &[BucketStart]) -> Result<(), StoreError> {
-        for start in starts {
-            self.unsaved.remove(start);
-            if self.stored_when_full.remove(start).is_some() {
-                self.acknowledged_when_full.push(*start);
+    /// Removes the buckets the collector acknowledged, as they were sent, and flushes. A bucket
+    /// that closed again with more since it was sent (the clock stepped back) stays pending with
+    /// what it holds now, to be sent again: only what was sent is deleted. On a full disk they
+    /// are only removed from memory: one left in the store is sent again later, which is
+    /// harmless (R10).
+    pub fn delete_acknowledged(&mut self, sent: &[Bucket]) -> Result<(), StoreError> {
+        for bucket in sent {
+            if self.unsaved.get(&bucket.start).is_some_and(|held| covered(held, bucket)) {
+                self.unsaved.remove(&bucket.start);
+            }
+            if self.stored_when_full.get(&bucket.start).is_some_and(|held| covered(held, bucket)) {
+                self.stored_when_full.remove(&bucket.start);
+                self.acknowledged_when_full.push(*bucket);
             }
         }
-        match self.remove_pending(starts) {
+        match self.remove_pending(sent) {
             Err(e) if e.is_out_of_space() => {
                 self.disk_full(&e);
                 Ok(())
@@ -357,10 +369,20 @@ impl Store {
         }
     }
 
-    fn remove_pending(&mut self, starts: &[BucketStart]) -> Result<(), StoreError> {
+    /// Removes the stored buckets that `sent` covers (see [`Store::delete_acknowledged`]).
+    fn remove_pending(&mut self, sent: &[Bucket]) -> Result<(), StoreError> {
         let Some(sled) = self.sled.as_mut() else { return Ok(()) };
-        self.journal.removed(starts).map_err(StoreError::Journal)?;
-        for start in starts {
+        let mut removed = Vec::with_capacity(sent.len());
+        for bucket in sent {
+            let key = bucket_key(bucket.start);
+            if let Some(value) = sled.pending.get(key)?
+                && covered(&decode_bucket(&key, &value)?, bucket)
+            {
+                removed.push(bucket.start);
+            }
+        }
+        self.journal.removed(&removed).map_err(StoreError::Journal)?;
+        for start in &removed {
             if sled.pending.remove(bucket_key(*start))?.is_some() {
                 sled.pending_count -= 1;
             }
@@ -675,8 +697,28 @@ mod tests {
         let pending: Vec<u64> = store.oldest_pending(10).unwrap().iter().map(|b| b.max_bps).collect();
         assert_eq!(pending, [11, 20, 30]);
         assert_eq!(store.pending_count(), 3);
-        store.delete_acknowledged(&[bucket(1, 0).start, bucket(9, 0).start]).unwrap();
+        store.delete_acknowledged(&[bucket(1, 11), bucket(9, 0)]).unwrap();
         assert_eq!(store.pending_count(), 2);
+    }
+
+    /// A bucket closes again with more (the clock stepped back) while its first value is in
+    /// flight: the acknowledgement of the first deletes nothing; the merged value stays pending,
+    /// across a restart too.
+    #[test]
+    fn an_acknowledgement_deletes_only_what_was_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 100).unwrap().store;
+        store.add_closed(&[bucket(1, 10), bucket(2, 20)]).unwrap();
+        let sent = store.oldest_pending(10).unwrap();
+        store.add_closed(&[bucket(1, 15)]).unwrap();
+        store.delete_acknowledged(&sent).unwrap();
+        let pending = |store: &Store| store.oldest_pending(10).unwrap().iter().map(|b| b.max_bps).collect::<Vec<_>>();
+        assert_eq!(pending(&store), [15], "the value never sent stays");
+        drop(store);
+        let mut store = Store::open(dir.path(), 100).unwrap().store;
+        assert_eq!(pending(&store), [15], "and survives a restart (the journal agrees)");
+        store.delete_acknowledged(&store.oldest_pending(10).unwrap()).unwrap();
+        assert_eq!(store.pending_count(), 0);
     }
 
     #[test]

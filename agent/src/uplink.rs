@@ -686,8 +686,7 @@ async fn session(
                 tracing::debug!(buckets, first = %first_start, "the collector quarantined buckets");
             }
         }
-        let starts: Vec<_> = batch.iter().map(|b| b.start).collect();
-        link.store.borrow_mut().delete_acknowledged(&starts).map_err(local)?;
+        link.store.borrow_mut().delete_acknowledged(&batch).map_err(local)?;
         replayed += batch.len();
         tracing::debug!(seq = *seq, buckets = batch.len(), "batch acknowledged");
         let pending = status::pending(&link.store.borrow()).map_err(local)?;

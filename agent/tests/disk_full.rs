@@ -37,9 +37,9 @@ fn closed_buckets_wait_in_memory_while_the_disk_is_full() {
     assert!(store.full().is_some_and(|why| why.contains("is full")), "{:?}", store.full());
     assert_eq!(store.oldest_pending(10_000).unwrap(), expected, "shipped from memory, oldest first");
     // The collector acknowledges ten of them meanwhile.
-    let acked: Vec<BucketStart> = (100..110).map(|k| bucket(k).start).collect();
+    let acked: Vec<Bucket> = (100..110).map(bucket).collect();
     store.delete_acknowledged(&acked).unwrap();
-    expected.retain(|b| !acked.contains(&b.start));
+    expected.retain(|b| !acked.contains(b));
     assert_eq!(store.pending_count(), expected.len());
     assert_eq!(logs.lines_with("is full").len(), 1, "one ERROR:\n{}", logs.text());
     assert!(logs.lines_with("is full")[0].contains("ERROR"));
