@@ -44,6 +44,9 @@ http_listen = "127.0.0.1:8080"
 # over a network: over plain HTTP from anywhere but loopback. Only an operator who knows that
 # network is private may allow it.
 allow_plaintext_tokens = false
+# Wrong tokens (the console's sign-in, the API's bearer tokens) one client address may present a
+# minute; beyond, it is answered 429 until it may try again. Other addresses are not held back.
+wrong_tokens_per_minute = 10
 
 # Prometheus metrics (OpenMetrics text) at GET /metrics: on http_listen for an operator's token,
 # and on this address without one (an address only the monitoring reaches).
@@ -162,6 +165,8 @@ pub struct Config {
     pub smtp: Option<SmtpRelay>,
     pub smtp_from: String,
     pub webhook_secret: Option<String>,
+    /// Wrong tokens one client address may present a minute.
+    pub wrong_tokens_per_minute: u32,
     /// Networks webhooks may reach though they are this machine's, link-local or private.
     pub webhook_allowed_networks: Vec<ipnetwork::IpNetwork>,
     pub notify_ca_file: Option<PathBuf>,
@@ -314,7 +319,7 @@ pub const ENV_PREFIX: &str = "TALLY_";
 pub const SYSTEM_CONFIG: &str = "/etc/tally/collector.toml";
 
 /// Every key, with how its environment variable is written (`TALLY_<KEY>`, [`ENV_PREFIX`]).
-const KEYS: [(&str, ValueKind); 32] = [
+const KEYS: [(&str, ValueKind); 33] = [
     ("data_dir", ValueKind::Text),
     ("database_url", ValueKind::Text),
     ("ca_dir", ValueKind::Text),
@@ -326,6 +331,7 @@ const KEYS: [(&str, ValueKind); 32] = [
     ("trusted_proxies", ValueKind::List),
     ("webhook_allowed_networks", ValueKind::List),
     ("allow_plaintext_tokens", ValueKind::Boolean),
+    ("wrong_tokens_per_minute", ValueKind::Integer),
     ("server_names", ValueKind::List),
     ("public_addresses", ValueKind::List),
     ("max_connections", ValueKind::Integer),
@@ -375,6 +381,7 @@ pub fn parse_with(text: &str, lookup: impl Fn(&str) -> Option<OsString>) -> Resu
     let trusted_proxies = networks(&mut fields, "trusted_proxies");
     let webhook_allowed_networks = networks(&mut fields, "webhook_allowed_networks");
     let allow_plaintext_tokens = fields.boolean("allow_plaintext_tokens", false);
+    let wrong_tokens_per_minute = fields.integer("wrong_tokens_per_minute", 10, 1, 1_000_000) as u32;
     let log = fields.string("log", "info");
     let month_window = match fields.string("month_window", "article").as_str() {
         "article" => MonthWindowSetting::Article,
@@ -489,6 +496,7 @@ pub fn parse_with(text: &str, lookup: impl Fn(&str) -> Option<OsString>) -> Resu
         smtp_from,
         webhook_secret,
         webhook_allowed_networks,
+        wrong_tokens_per_minute,
         notify_ca_file,
         log,
     })

@@ -135,6 +135,20 @@ impl Exposure {
         }
     }
 
+    /// The client's address: the peer's, or behind a trusted proxy the nearest address in
+    /// `X-Forwarded-For` that is not a trusted proxy's.
+    pub fn client(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<std::net::IpAddr> {
+        let peer = peer(extensions)?.address;
+        let trusted = |ip: std::net::IpAddr| self.trusted_proxies.iter().any(|proxy| proxy.contains(ip));
+        if !trusted(peer) {
+            return Some(peer);
+        }
+        let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+        let hops: Vec<std::net::IpAddr> =
+            forwarded.flat_map(|v| v.split(',')).filter_map(|hop| hop.trim().parse().ok()).collect();
+        Some(hops.into_iter().rev().find(|hop| !trusted(*hop)).unwrap_or(peer))
+    }
+
     fn travel(&self, headers: &HeaderMap, extensions: &Extensions) -> Travel {
         let Some(peer) = peer(extensions) else { return Travel::Clear };
         if peer.tls {

@@ -997,7 +997,7 @@ fn a_sites_country_changes_from_a_day_over_http() {
         (status, serde_json::from_str::<Value>(&body).unwrap())
     };
     let (status, problem) = patch(json!({"country_from": "2026-11-01"}));
-    assert_eq!((status, problem["errors"][0]["field"].clone()), (400, json!("country_from")), "{problem}");
+    assert_eq!((status, problem["errors"][0]["field"].clone()), (422, json!("country_from")), "{problem}");
     let (status, problem) = patch(json!({"country": "CN", "country_from": "2026-10-20", "cap_bps": 50_000_000}));
     assert_eq!(status, 409, "{problem}");
     assert!(problem["detail"].as_str().unwrap().contains("2026-10, which is finalized"), "{problem}");

@@ -704,3 +704,47 @@ fn sessions_have_safe_cookies_need_the_form_token_and_end_with_their_token() {
     assert!(!head.to_ascii_lowercase().contains("set-cookie"), "{head}");
     assert!(body.contains("not valid"), "{body}");
 }
+
+/// Guessing tokens is slowed down per client address: after 10 wrong sign-ins an address is
+/// answered 429 with `Retry-After`, its right token too, until its budget refills; a client at
+/// another address (here behind the trusted proxy) signs in at once. The API's bearer tokens
+/// are held to the same rule.
+#[test]
+fn wrong_tokens_are_slowed_down_per_client_address() {
+    let c = Collector::with_config("trusted_proxies = [\"127.0.0.1\"]");
+    c.ok(&args("account add --id acme --name Acme"));
+    let token = c.ok(&args("token create --role customer --account acme")).trim().to_owned();
+    let (_serving, http) = serve(&c);
+    let from = |client: &str, form: &str| {
+        let headers = format!(
+            "X-Forwarded-For: {client}\r\nX-Forwarded-Proto: https\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        );
+        exchange(&http, "POST", "/login", &headers, form)
+    };
+    let statuses: Vec<u16> = (0..12).map(|n| from("203.0.113.9", &format!("token=tally_guess{n}")).0).collect();
+    assert_eq!(statuses, [[401; 10].as_slice(), &[429, 429]].concat());
+    let (status, head, page) = from("203.0.113.9", &format!("token={token}"));
+    assert_eq!(status, 429, "held back, right token or not, until the budget refills: {head}");
+    let retry: u64 = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("retry-after: ").map(str::to_owned))
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After: {head}"));
+    assert!((1..=6).contains(&retry), "{head}");
+    assert!(page.contains("Too many wrong tokens from your address"), "{page}");
+    assert_eq!(from("198.51.100.7", &format!("token={token}")).0, 303, "another address signs in at once");
+
+    // The API: ten wrong bearer tokens from one address, then 429 problem+json.
+    let bearer = |client: &str, secret: &str| {
+        let headers =
+            format!("X-Forwarded-For: {client}\r\nX-Forwarded-Proto: https\r\nAuthorization: Bearer {secret}\r\n");
+        exchange(&http, "GET", "/v1/accounts/acme", &headers, "")
+    };
+    let statuses: Vec<u16> = (0..11).map(|n| bearer("192.0.2.44", &format!("tally_guess{n}")).0).collect();
+    assert_eq!(statuses, [[401; 10].as_slice(), &[429]].concat());
+    let (status, head, body) = bearer("192.0.2.44", &token);
+    assert_eq!(status, 429, "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: application/problem+json"), "{head}");
+    assert!(body.contains("too many wrong tokens from this address"), "{body}");
+    assert_eq!(bearer("192.0.2.45", &token).0, 200);
+}

@@ -41,6 +41,8 @@ use problem::{FieldError, Problem};
 pub struct Api<S> {
     store: Arc<S>,
     month_window: MonthWindowSetting,
+    /// Addresses that keep presenting wrong tokens are slowed down.
+    wrong_tokens: Arc<crate::throttle::WrongTokens>,
     /// Where webhooks may be delivered (recipients are checked when added).
     pub(crate) webhook_targets: crate::webhook_target::WebhookTargets,
     max_event_age: chrono::TimeDelta,
@@ -54,6 +56,7 @@ impl<S> Clone for Api<S> {
         Api {
             store: self.store.clone(),
             month_window: self.month_window,
+            wrong_tokens: self.wrong_tokens.clone(),
             webhook_targets: self.webhook_targets.clone(),
             max_event_age: self.max_event_age,
             operator_token: self.operator_token.clone(),
@@ -68,6 +71,7 @@ impl<S: Store + 'static> Api<S> {
         Api {
             store,
             month_window: config.month_window,
+            wrong_tokens: Arc::new(crate::throttle::WrongTokens::new(config.wrong_tokens_per_minute)),
             webhook_targets: crate::webhook_target::WebhookTargets::new(config.webhook_allowed_networks.clone()),
             max_event_age: config.max_event_age,
             operator_token: config.operator_token.clone(),
@@ -80,7 +84,19 @@ impl<S: Store + 'static> Api<S> {
     /// without a valid token.
     async fn caller(&self, headers: &HeaderMap, extensions: &Extensions) -> Result<Caller, Problem> {
         self.exposure.token_allowed(headers, extensions).map_err(Problem::forbidden)?;
-        auth::caller(&*self.store, self.operator_token.as_deref(), headers).await
+        let client = self.exposure.client(headers, extensions);
+        if let Some(ip) = client {
+            self.wrong_tokens.check(ip).map_err(Problem::too_many_wrong_tokens)?;
+        }
+        let caller = auth::caller(&*self.store, self.operator_token.as_deref(), headers).await;
+        // A token presented and refused counts; a request without one is only unauthenticated.
+        let presented = headers.contains_key(axum::http::header::AUTHORIZATION);
+        if let (Err(problem), Some(ip), true) = (&caller, client, presented)
+            && problem.status == StatusCode::UNAUTHORIZED.as_u16()
+        {
+            self.wrong_tokens.failed(ip);
+        }
+        caller
     }
 
     pub fn router(self) -> Router {

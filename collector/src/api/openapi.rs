@@ -37,7 +37,8 @@ use super::problem::Problem;
 )]
 struct ApiDoc;
 
-/// Every `/v1` route takes a bearer token (`token create`), and answers 401 without a valid one.
+/// Every `/v1` route takes a bearer token (`token create`), and answers 401 without a valid one,
+/// and 429 to an address that presented too many wrong ones lately.
 struct BearerTokens;
 
 impl Modify for BearerTokens {
@@ -48,6 +49,10 @@ impl Modify for BearerTokens {
             .description("No valid bearer token")
             .content("application/problem+json", Content::new(Some(Ref::from_schema_name(Problem::name()))))
             .build();
+        let too_many = ResponseBuilder::new()
+            .description("Too many wrong tokens from this address lately: try again after Retry-After seconds")
+            .content("application/problem+json", Content::new(Some(Ref::from_schema_name(Problem::name()))))
+            .build();
         for (path, item) in doc.paths.paths.iter_mut() {
             if !path.starts_with("/v1/") {
                 continue;
@@ -55,6 +60,7 @@ impl Modify for BearerTokens {
             for operation in [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete].into_iter().flatten() {
                 operation.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
                 operation.responses.responses.insert("401".into(), unauthorized.clone().into());
+                operation.responses.responses.insert("429".into(), too_many.clone().into());
             }
         }
     }

@@ -87,6 +87,17 @@ impl Problem {
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error", detail)
     }
 
+    /// 429: too many wrong tokens from the client's address; it may try again after `wait`.
+    pub fn too_many_wrong_tokens(wait: std::time::Duration) -> Problem {
+        let mut problem = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too Many Requests",
+            format!("too many wrong tokens from this address: try again in {} s", wait.as_secs().max(1)),
+        );
+        problem.extensions.insert("retry_after_s".into(), wait.as_secs().max(1).into());
+        problem
+    }
+
     pub fn unavailable(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable", detail)
     }
@@ -97,6 +108,9 @@ impl IntoResponse for Problem {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self).unwrap_or_default();
         let mut response = (status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response();
+        if let Some(wait) = self.extensions.get("retry_after_s").and_then(|w| w.as_u64()) {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         }

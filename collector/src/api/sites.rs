@@ -199,7 +199,8 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Resul
         (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the caller's to do", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the caller's)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Conflicts with the current state", body = Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "Conflicts with the current state", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused by a rule, by field", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn change_site<S: Store + 'static>(
     State(api): State<Api<S>>,
     Extension(caller): Extension<Caller>,
@@ -211,7 +212,7 @@ pub(super) async fn change_site<S: Store + 'static>(
     site_of(&api, &account, &site).await?;
     let patch: SitePatch = body::typed(&body, r#"{"country", "country_from", "type", "cap_bps"}, each optional"#)?;
     if patch.country_from.is_some() && patch.country.is_none() {
-        return Err(Problem::bad_request(vec![FieldError::new("country_from", "dates a new country: give country")]));
+        return Err(Problem::unprocessable(vec![FieldError::new("country_from", "dates a new country: give country")]));
     }
     let mut errors = Vec::new();
     let country = patch.country.as_deref().and_then(|c| {
@@ -251,6 +252,7 @@ pub(super) async fn change_site<S: Store + 'static>(
         }
         Err(e @ AdminError::Finalized { .. }) => Err(Problem::conflict(e.to_string())),
         Err(AdminError::Store(e)) => Err(internal(e)),
-        Err(e) => Err(Problem::bad_request(vec![FieldError::new("body", e.to_string())])),
+        // The request has the schema's form; a rule about the day or the site refuses it.
+        Err(e) => Err(Problem::unprocessable(vec![FieldError::new("body", e.to_string())])),
     }
 }

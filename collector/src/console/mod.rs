@@ -40,6 +40,8 @@ pub struct Console<S> {
     store: Arc<S>,
     operator_token: Option<String>,
     month_window: MonthWindowSetting,
+    /// Addresses that keep signing in with wrong tokens are slowed down.
+    pub(crate) wrong_tokens: Arc<crate::throttle::WrongTokens>,
     /// Where webhooks may be delivered (recipients are checked when added).
     pub(crate) webhook_targets: crate::webhook_target::WebhookTargets,
     /// Where a sign-in may come from, and when its cookie is `Secure`.
@@ -52,6 +54,7 @@ impl<S> Clone for Console<S> {
             store: self.store.clone(),
             operator_token: self.operator_token.clone(),
             month_window: self.month_window,
+            wrong_tokens: self.wrong_tokens.clone(),
             webhook_targets: self.webhook_targets.clone(),
             exposure: self.exposure.clone(),
         }
@@ -71,6 +74,7 @@ impl<S: Store + 'static> Console<S> {
             store,
             operator_token: config.operator_token.clone(),
             month_window: config.month_window,
+            wrong_tokens: Arc::new(crate::throttle::WrongTokens::new(config.wrong_tokens_per_minute)),
             webhook_targets: crate::webhook_target::WebhookTargets::new(config.webhook_allowed_networks.clone()),
             exposure: config.exposure.clone(),
         }

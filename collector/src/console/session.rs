@@ -113,8 +113,18 @@ pub(super) async fn login<S: Store + 'static>(
         let page = LoginPage { chrome: Chrome::signed_out(), error: Some(why) };
         return (StatusCode::FORBIDDEN, render(&page)).into_response();
     }
+    let client = console.exposure.client(&request.headers, &request.extensions);
+    if let Some(Err(wait)) = client.map(|ip| console.wrong_tokens.check(ip)) {
+        let why = format!("Too many wrong tokens from your address: try again in {} s.", wait.as_secs().max(1));
+        let page = LoginPage { chrome: Chrome::signed_out(), error: Some(why) };
+        let retry = [(header::RETRY_AFTER, wait.as_secs().max(1).to_string())];
+        return (StatusCode::TOO_MANY_REQUESTS, retry, render(&page)).into_response();
+    }
     let token_hash = sha256_hex(form.token.trim().as_bytes());
     if let Err(problem) = caller_of_token(&*console.store, console.operator_token.as_deref(), &token_hash).await {
+        if let Some(ip) = client.filter(|_| problem.status == StatusCode::UNAUTHORIZED.as_u16()) {
+            console.wrong_tokens.failed(ip);
+        }
         let page = LoginPage { chrome: Chrome::signed_out(), error: Some(problem.detail) };
         return (StatusCode::UNAUTHORIZED, render(&page)).into_response();
     }
