@@ -123,11 +123,10 @@ impl IntoResponse for Problem {
 pub async fn problems_only(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if is_problem || !(status.is_client_error() || status.is_server_error()) {
+    // Only plain text (or nothing) is rewritten: a problem stays, and so does a JSON document
+    // that is the answer itself (`/healthz`'s 503 says `failing` and why).
+    let plain = response.headers().get(header::CONTENT_TYPE).is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !plain || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
     let title = status.canonical_reason().unwrap_or("Error");
