@@ -611,3 +611,31 @@ fn a_license_changed_mid_month_changes_from_that_day_never_in_a_finalized_month(
     };
     assert_eq!([licensed("2026-10"), licensed("2026-11"), licensed("2026-12")], [100_000_000, 100_000_000, 50_000_000]);
 }
+
+/// R35: the store a reading command opens cannot write: SQLite opened read-only, PostgreSQL with
+/// every transaction read-only. A write through it fails and leaves nothing.
+#[test]
+fn the_store_a_reader_opens_refuses_every_write() {
+    use tally_collector::store::{Account, AccountStore, ContractTerm};
+    let c = Collector::new();
+    c.ok(&support::args("account add --id acme --name Acme"));
+    let account = Account {
+        id: "intruder".into(),
+        name: "Intruder".into(),
+        partner: None,
+        eop_contact_name: None,
+        eop_contact_email: None,
+    };
+    let term = ContractTerm::months_from(chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(), 12);
+    let written = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        match &c.database_url {
+            Some(url) => PgStore::open_read_only(url).await.unwrap().add_account(&account, term).await,
+            None => {
+                SqliteStore::open_read_only(&c.data_file("tally.db")).await.unwrap().add_account(&account, term).await
+            }
+        }
+    });
+    assert!(written.is_err(), "a write through a reader's store succeeded");
+    let listed = c.ok(&support::args("account list --format json"));
+    assert!(listed.contains("acme") && !listed.contains("intruder"), "{listed}");
+}

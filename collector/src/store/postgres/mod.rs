@@ -49,16 +49,7 @@ pub struct PgStore {
 impl PgStore {
     /// Connects to `url` (`postgres://user@host:port/db`) and applies the migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let options: PgConnectOptions =
-            url.parse().map_err(|e| StoreError::Database(format!("database_url {}: {e}", redacted(url))))?;
-        // The server's notices ("already exists, skipping") are not the operator's business.
-        let options = options.options([("client_min_messages", "warning")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(POOL_SIZE)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("connecting to {}: {e}", redacted(url))))?;
+        let pool = connect(url, &[]).await?;
         MIGRATIONS.run(&pool).await.map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
         let store = PgStore { pool, health: Default::default(), partitions: Default::default() };
         store.ensure_partitions_ahead(crate::clock::now().date_naive()).await?;
@@ -68,15 +59,7 @@ impl PgStore {
     /// Connects to `url` to read only (R35): every transaction is read-only; nothing is
     /// migrated or created.
     pub async fn open_read_only(url: &str) -> Result<Self, StoreError> {
-        let options: PgConnectOptions =
-            url.parse().map_err(|e| StoreError::Database(format!("database_url {}: {e}", redacted(url))))?;
-        let options = options.options([("client_min_messages", "warning"), ("default_transaction_read_only", "on")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(POOL_SIZE)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("connecting to {}: {e}", redacted(url))))?;
+        let pool = connect(url, &[("default_transaction_read_only", "on")]).await?;
         let applied: i64 = sqlx::query_scalar(counts::SCHEMA_VERSION).fetch_one(&pool).await.map_err(db)?;
         schema_current(applied, &MIGRATIONS)?;
         Ok(PgStore { pool, health: Default::default(), partitions: Default::default() })
@@ -103,6 +86,21 @@ impl StoreHealth for PgStore {
     fn write_failure(&self) -> Option<String> {
         self.health.failure()
     }
+}
+
+/// The pool of connections to `url`, each with the server settings `settings` beside the
+/// store's own.
+async fn connect(url: &str, settings: &[(&str, &str)]) -> Result<PgPool, StoreError> {
+    let options: PgConnectOptions =
+        url.parse().map_err(|e| StoreError::Database(format!("database_url {}: {e}", redacted(url))))?;
+    // The server's notices ("already exists, skipping") are not the operator's business.
+    let options = options.options([("client_min_messages", "warning")].into_iter().chain(settings.iter().copied()));
+    PgPoolOptions::new()
+        .max_connections(POOL_SIZE)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("connecting to {}: {e}", redacted(url))))
 }
 
 /// A database URL with its password hidden, for messages: `postgres://user:***@host/db`.
