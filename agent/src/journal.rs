@@ -10,6 +10,10 @@
 //!
 //! At start the journal is replayed: what it holds and sled lacks is put back into sled. A record
 //! whose CRC does not match is skipped (the fixed size keeps the next one readable) and counted.
+//!
+//! The file keeps [`RESERVED_RECORDS`] records' worth of space allocated past its end
+//! (`fallocate` with `KEEP_SIZE`), taken again after each append while there is space: on a full
+//! disk, closed buckets are still appended there, on the disk, until the reserve is used up.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -24,6 +28,9 @@ const CLOSED: u8 = b'C';
 const REMOVED: u8 = b'R';
 /// Rewrite when the file holds this many records more than twice the live ones.
 const SLACK: usize = 1_024;
+/// Records that fit in the space kept allocated past the end: two days of closed buckets, each
+/// closed again once.
+pub const RESERVED_RECORDS: usize = 4 * 288;
 
 /// What a replay found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -45,15 +52,7 @@ impl Journal {
     /// Opens (or creates) the journal in `state_dir` and replays it.
     pub fn open(state_dir: &Path) -> std::io::Result<(Journal, Replay)> {
         let path = state_dir.join("journal");
-        let mut bytes = Vec::new();
-        match File::open(&path) {
-            Ok(mut file) => {
-                file.read_to_end(&mut bytes)?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let replay = replay(&bytes);
+        let bytes = read(&path)?;
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         // A torn record at the end would misalign every record after it.
         let whole = bytes.len() / RECORD * RECORD;
@@ -61,7 +60,14 @@ impl Journal {
             file.set_len(whole as u64)?;
         }
         sync_dir(state_dir)?;
-        Ok((Journal { path, file, records: whole / RECORD }, replay))
+        let journal = Journal { path, file, records: whole / RECORD };
+        journal.reserve();
+        Ok((journal, replay(&bytes)))
+    }
+
+    /// Reads the journal again: what it holds now.
+    pub fn replay(&self) -> std::io::Result<Replay> {
+        Ok(replay(&read(&self.path)?))
     }
 
     /// Appends closed buckets and syncs: they are on the disk when this returns.
@@ -88,7 +94,23 @@ impl Journal {
             return Err(e);
         }
         self.records += records.len() / RECORD;
+        self.reserve();
         Ok(())
+    }
+
+    /// Keeps [`RESERVED_RECORDS`] records' worth of space allocated past the end, when the disk
+    /// has it (cheap when it is allocated already).
+    fn reserve(&self) {
+        let end = (self.records * RECORD) as u64;
+        let reserved = rustix::fs::fallocate(
+            &self.file,
+            rustix::fs::FallocateFlags::KEEP_SIZE,
+            end,
+            (RESERVED_RECORDS * RECORD) as u64,
+        );
+        if let Err(e) = reserved {
+            tracing::debug!(error = %e, "the journal's reserve is not allocated");
+        }
     }
 
     /// Whether the journal has grown enough past `live` records to be rewritten.
@@ -108,8 +130,21 @@ impl Journal {
         }
         self.file = OpenOptions::new().append(true).open(&self.path)?;
         self.records = live.len();
+        self.reserve();
         Ok(())
     }
+}
+
+fn read(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    match File::open(path) {
+        Ok(mut file) => {
+            file.read_to_end(&mut bytes)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    Ok(bytes)
 }
 
 fn record(tag: u8, bucket: &Bucket) -> [u8; RECORD] {

@@ -59,7 +59,7 @@ pub async fn run(
     if opened.restored > 0 {
         tracing::error!(
             restored = opened.restored,
-            "the store had lost {} closed buckets (damaged files); they were restored from the journal",
+            "{} closed buckets missing from the store (damaged files, or closed while the disk was full) were restored from the journal",
             opened.restored
         );
     }

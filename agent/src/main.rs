@@ -14,6 +14,9 @@ use tally_common::{out, outln};
 
 /// Exit code for a bad configuration or command line (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
+/// Exit code for a state directory the agent cannot write (EX_CANTCREAT): the systemd unit does
+/// not restart it, as waiting does not help.
+const EXIT_STATE_DIR: u8 = 73;
 
 #[derive(Parser)]
 #[command(name = "tally-agent", version, about = "Tally's socket agent: measures the WAN into 5-minute buckets")]
@@ -97,7 +100,13 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Run { config } => with_config(config, run),
+        Command::Run { config } => match Config::load(config.as_deref()) {
+            Ok(config) => run(config),
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
         Command::Enroll { collector, token, token_file, state_dir, config } => with_config(config, |c| {
             let state_dir = state_dir.unwrap_or(c.state_dir);
             enroll(&state_dir, &collector, &read_token(token, token_file)?)
@@ -123,10 +132,27 @@ fn with_config(path: Option<PathBuf>, f: impl FnOnce(Config) -> anyhow::Result<(
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+/// Measures until stopped; a fatal error is the log's last line, at ERROR.
+fn run(config: Config) -> ExitCode {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.clone());
-    init_logging(&filter)?;
+    if let Err(e) = init_logging(&filter) {
+        eprintln!("tally-agent: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    match measure(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("stopped: {e:#}");
+            if e.downcast_ref::<store::StoreError>().is_some_and(store::StoreError::is_state_dir) {
+                ExitCode::from(EXIT_STATE_DIR)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
 
+fn measure(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         tracing::info!(version = tally_agent::AGENT_VERSION, "starting");

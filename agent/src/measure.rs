@@ -26,7 +26,7 @@ use crate::enforce::WanSet;
 use crate::lan::SharedDevices;
 use crate::netif::{NetPaths, Wan};
 use crate::status::{self, BucketView, InterfaceStatus, SampleView, SharedStatus};
-use crate::store::{Store, StoreError};
+use crate::store::{Stopping, Store, StoreError};
 
 /// How often the open bucket and the last counters are saved, and interfaces re-checked.
 pub const SAVE_EVERY: Duration = Duration::from_secs(60);
@@ -161,11 +161,27 @@ impl Meter {
             tick_at = tick + TimeDelta::seconds(TICK_SECS);
         }
         self.save()?;
+        let Stopping { dropped, lost } = self.store.borrow_mut().before_stop()?;
+        self.log_dropped(&dropped);
+        if !lost.is_empty() {
+            let starts: Vec<String> = lost.iter().map(|b| b.start.to_string()).collect();
+            tracing::error!(
+                lost = lost.len(),
+                starts = %starts.join(" "),
+                "{} closed buckets are lost with this stop: the disk is full and they were only in memory",
+                lost.len()
+            );
+        }
         tracing::info!(
             open_start = self.bucketizer.open().map(|b| b.start.to_string()),
             open_max_bps = self.bucketizer.open().map(|b| b.max_bps),
             pending = self.store.borrow().pending_count(),
-            "stopping: open bucket and last counters saved"
+            "stopping: {}",
+            if self.store.borrow().full().is_some() {
+                "the disk is full, the open bucket and last counters are not saved"
+            } else {
+                "open bucket and last counters saved"
+            }
         );
         Ok(())
     }
@@ -207,14 +223,7 @@ impl Meter {
                     "bucket closed"
                 );
             }
-            for bucket in &dropped {
-                tracing::error!(
-                    start = %bucket.start,
-                    max_bps = bucket.max_bps,
-                    retention_days = self.config.retention_days,
-                    "oldest unsent bucket dropped: the collector has been unreachable for longer than the retention"
-                );
-            }
+            self.log_dropped(&dropped);
         }
         let pending = if closed.is_empty() { None } else { Some(status::pending(&self.store.borrow())?) };
         status::update(&self.status, |s| {
@@ -226,6 +235,17 @@ impl Meter {
             }
         });
         Ok(())
+    }
+
+    fn log_dropped(&self, dropped: &[Bucket]) {
+        for bucket in dropped {
+            tracing::error!(
+                start = %bucket.start,
+                max_bps = bucket.max_bps,
+                retention_days = self.config.retention_days,
+                "oldest unsent bucket dropped: the collector has been unreachable for longer than the retention"
+            );
+        }
     }
 
     /// The minute's save, skipped when nothing it writes changed since the last: the open

@@ -39,12 +39,17 @@
 //!
 //! - Every pending bucket is also in the journal ([`crate::journal`]), synced when it closes:
 //!   whatever sled loses to damage is put back from it at start.
+//! - On a full disk (sled fails, or does not open at start) closed buckets still go to the
+//!   journal, into the space it keeps allocated ahead, and are shipped from memory; once there is
+//!   space, sled is opened again and takes what the journal and memory hold. A bucket neither
+//!   could take is kept in memory and, if the agent stops before there is space, named at ERROR
+//!   as lost ([`Store::before_stop`]).
 //!
 //! Only one process opens the store at a time: the lock file is taken before sled is opened, so a
 //! sled that fails to open is corrupt, never merely busy. A corrupt store is moved aside and a
 //! fresh one started, so the agent does not crash-loop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -75,7 +80,7 @@ const LAN_DAY_PREFIX: &[u8] = b"lan/";
 pub enum StoreError {
     #[error("another tally-agent is using {0} (its lock file is held)")]
     Busy(PathBuf),
-    #[error("cannot use the state directory {path}: {source}")]
+    #[error("cannot use {path}: {}", what_to_do(source))]
     StateDir { path: PathBuf, source: std::io::Error },
     #[error("store error: {0}")]
     Sled(#[from] sled::Error),
@@ -107,8 +112,10 @@ pub struct Store {
     /// `None` while the disk is full: sled fails every call after an I/O error, so it is
     /// dropped, and opened again once there is space ([`Store::add_closed`]).
     sled: Option<Sled>,
-    /// Closed buckets kept in memory while the disk is full, at most [`MEMORY_BUCKETS`].
+    /// Closed buckets kept in memory while the disk is full, at most `max_pending`.
     unsaved: BTreeMap<BucketStart, Bucket>,
+    /// Those of them the journal could not take either (its reserve used up): on no disk.
+    unjournaled: BTreeSet<BucketStart>,
     /// While the disk is full: the buckets the store held when it filled (still on disk, read
     /// once so the uplink can go on shipping them), and those acknowledged since, to remove
     /// from the store once it opens again.
@@ -121,12 +128,19 @@ pub struct Store {
     _lock: File,
 }
 
-/// Closed buckets kept in memory while the disk is full: a day's.
-pub const MEMORY_BUCKETS: usize = 288;
 /// Whether `sent` holds everything of `held`: deleting `held` once `sent` is acknowledged loses
 /// nothing.
 fn covered(held: &Bucket, sent: &Bucket) -> bool {
     held.max_bps <= sent.max_bps && held.samples <= sent.samples
+}
+
+/// What [`Store::before_stop`] could not keep.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Stopping {
+    /// Beyond the retention bound.
+    pub dropped: Vec<Bucket>,
+    /// On no disk: lost with the process.
+    pub lost: Vec<Bucket>,
 }
 
 /// Free space needed before sled is opened again after the disk was full.
@@ -199,26 +213,31 @@ impl Sled {
 
 impl Store {
     /// Opens (or creates) the store in `state_dir`, keeping at most `max_pending` closed buckets.
+    /// On a full disk sled may not open: the journal's buckets are then shipped from memory
+    /// until there is space, and the store is written then.
     pub fn open(state_dir: &Path, max_pending: usize) -> Result<Opened, StoreError> {
         let state_error = |source| StoreError::StateDir { path: state_dir.to_owned(), source };
         private_dir(state_dir).map_err(state_error)?;
         let lock = take_lock(state_dir)?;
         let dir = state_dir.join("store");
-        let (sled, moved_aside) = match Sled::open(&dir) {
-            Ok(sled) => (sled, None),
+        let (journal, replay) = Journal::open(state_dir).map_err(StoreError::Journal)?;
+        let mut moved_aside = None;
+        let sled = match Sled::open(&dir) {
             // A full or read-only disk is not damage: the store stays where it is.
-            Err(e) if e.is_out_of_space() => return Err(e),
+            Err(e) if e.is_out_of_space() => Err(e),
             Err(e) => {
                 let aside = aside_name(&dir);
                 std::fs::rename(&dir, &aside).map_err(state_error)?;
-                (Sled::open(&dir)?, Some((aside, e.to_string())))
+                moved_aside = Some((aside, e.to_string()));
+                Ok(Sled::open(&dir)?)
             }
+            ok => ok,
         };
-        let (journal, replay) = Journal::open(state_dir).map_err(StoreError::Journal)?;
         let mut store = Store {
             dir,
-            sled: Some(sled),
+            sled: None,
             unsaved: BTreeMap::new(),
+            unjournaled: BTreeSet::new(),
             stored_when_full: BTreeMap::new(),
             acknowledged_when_full: Vec::new(),
             full: None,
@@ -226,72 +245,127 @@ impl Store {
             journal,
             _lock: lock,
         };
-        let mut restored = 0;
-        for bucket in replay.live.values() {
-            if !store.is_pending(bucket.start)? {
-                restored += 1;
+        let restored = match sled {
+            Ok(sled) => {
+                let restored = replay
+                    .live
+                    .keys()
+                    .filter(|start| !sled.pending.contains_key(bucket_key(**start)).unwrap_or(false))
+                    .count();
+                store.sled = Some(sled);
+                // Beyond the retention bound, as they would have been had they been stored.
+                store.restore_from_journal(replay.live)?;
+                restored
             }
-        }
-        let lost: Vec<Bucket> = replay.live.into_values().collect();
-        store.add_closed(&lost)?;
-        // From here on the journal holds exactly what is pending, whatever it held before.
-        let pending = store.oldest_pending(usize::MAX)?;
-        store.journal.rewrite(&pending).map_err(StoreError::Journal)?;
+            Err(e) => {
+                store.stored_when_full = replay.live;
+                store.disk_full(&e);
+                0
+            }
+        };
         Ok(Opened { store, moved_aside, restored, journal_damaged: replay.damaged })
     }
 
-    /// Adds closed buckets, merging with any pending value of the same start (R10), drops the
-    /// oldest beyond the retention bound, and syncs to disk. Returns the buckets dropped.
-    ///
-    /// On a full disk the buckets are kept in memory instead (the last [`MEMORY_BUCKETS`]; older
-    /// ones are dropped and returned), and written with the next closed bucket once there is
-    /// space again.
-    pub fn add_closed(&mut self, buckets: &[Bucket]) -> Result<Vec<Bucket>, StoreError> {
-        for bucket in buckets {
-            self.unsaved.entry(bucket.start).and_modify(|b| b.merge(bucket)).or_insert(*bucket);
+    /// Puts into sled the journal's buckets (`live`) and those only memory holds, removes what
+    /// was acknowledged while the disk was full, and rewrites the journal with exactly what is
+    /// pending. Returns the buckets the retention bound dropped. On a full disk, enters the
+    /// full-disk state instead.
+    fn restore_from_journal(&mut self, mut live: BTreeMap<BucketStart, Bucket>) -> Result<Vec<Bucket>, StoreError> {
+        for bucket in self.unsaved.values() {
+            live.entry(bucket.start).and_modify(|b| b.merge(bucket)).or_insert(*bucket);
         }
-        if self.full.is_some() {
-            self.recover();
-        }
-        let waiting: Vec<Bucket> = self.unsaved.values().copied().collect();
-        match self.write_closed(&waiting) {
+        let restored: Vec<Bucket> = live.into_values().collect();
+        let written = (|| -> Result<Vec<Bucket>, StoreError> {
+            let sled = self.sled.as_mut().ok_or_else(|| StoreError::Full(String::new()))?;
+            let dropped = sled.add_closed(&restored, self.max_pending)?;
+            let acknowledged = std::mem::take(&mut self.acknowledged_when_full);
+            self.remove_pending(&acknowledged)?;
+            let pending = self.oldest_pending(usize::MAX)?;
+            self.journal.rewrite(&pending).map_err(StoreError::Journal)?;
+            Ok(dropped)
+        })();
+        match written {
             Ok(dropped) => {
                 self.unsaved.clear();
-                if self.full.take().is_some() {
-                    self.stored_when_full.clear();
-                    let acknowledged = std::mem::take(&mut self.acknowledged_when_full);
-                    self.remove_pending(&acknowledged)?;
-                    // Removals could not be journaled while the disk was full.
-                    let pending = self.oldest_pending(usize::MAX)?;
-                    self.journal.rewrite(&pending).map_err(StoreError::Journal)?;
-                    tracing::info!(
-                        buckets = waiting.len(),
-                        "the disk has space again: the closed buckets kept in memory are in the store"
-                    );
-                }
+                self.unjournaled.clear();
+                self.stored_when_full.clear();
                 Ok(dropped)
             }
             Err(e) if e.is_out_of_space() => {
                 self.disk_full(&e);
-                let mut dropped = Vec::new();
-                while self.unsaved.len() > MEMORY_BUCKETS {
-                    dropped.extend(self.unsaved.pop_first().map(|(_, b)| b));
-                }
-                Ok(dropped)
+                Ok(Vec::new())
             }
             Err(e) => Err(e),
         }
     }
 
-    fn write_closed(&mut self, buckets: &[Bucket]) -> Result<Vec<Bucket>, StoreError> {
-        let sled = self.sled.as_mut().ok_or_else(|| StoreError::Full(self.full.clone().unwrap_or_default()))?;
-        self.journal.closed(buckets).map_err(StoreError::Journal)?;
-        let dropped = sled.add_closed(buckets, self.max_pending)?;
-        if !dropped.is_empty() {
-            let starts: Vec<BucketStart> = dropped.iter().map(|b| b.start).collect();
-            self.journal.removed(&starts).map_err(StoreError::Journal)?;
+    /// Adds closed buckets, merging with any pending value of the same start (R10), drops the
+    /// oldest beyond the retention bound, and syncs to disk. Returns the buckets dropped.
+    ///
+    /// The journal takes them first: on a full disk, into its reserve. They are then kept in
+    /// memory too (within the same retention bound), shipped from there, and written to the
+    /// store once there is space again.
+    pub fn add_closed(&mut self, buckets: &[Bucket]) -> Result<Vec<Bucket>, StoreError> {
+        for bucket in buckets {
+            self.unsaved.entry(bucket.start).and_modify(|b| b.merge(bucket)).or_insert(*bucket);
         }
-        Ok(dropped)
+        if let Err(e) = self.journal.closed(buckets) {
+            let e = StoreError::Journal(e);
+            if !e.is_out_of_space() {
+                return Err(e);
+            }
+            self.unjournaled.extend(buckets.iter().map(|b| b.start));
+            self.disk_full(&e);
+        }
+        if self.full.is_some() {
+            let mut dropped = self.recover()?;
+            while self.unsaved.len() > self.max_pending {
+                let Some((start, bucket)) = self.unsaved.pop_first() else { break };
+                self.unjournaled.remove(&start);
+                dropped.push(bucket);
+            }
+            return Ok(dropped);
+        }
+        let sled = self.sled.as_mut().ok_or_else(|| StoreError::Full(String::new()))?;
+        let waiting: Vec<Bucket> = self.unsaved.values().copied().collect();
+        match sled.add_closed(&waiting, self.max_pending) {
+            Ok(dropped) => {
+                self.unsaved.clear();
+                let starts: Vec<BucketStart> = dropped.iter().map(|b| b.start).collect();
+                // A removal not journaled only brings a dropped bucket back to be dropped again.
+                if let Err(e) = self.journal.removed(&starts) {
+                    tracing::debug!(error = %e, "the journal did not take the removal of dropped buckets");
+                }
+                Ok(dropped)
+            }
+            Err(e) if e.is_out_of_space() => {
+                self.disk_full(&e);
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Before the agent stops: what only memory holds is tried once more, in the store or else
+    /// the journal. Returns what the retention bound dropped meanwhile, and the buckets that could
+    /// be written nowhere, lost with the process (and no longer counted as pending).
+    pub fn before_stop(&mut self) -> Result<Stopping, StoreError> {
+        if self.full.is_none() {
+            return Ok(Stopping::default());
+        }
+        let dropped = self.recover()?;
+        let unwritten: Vec<Bucket> =
+            self.unsaved.values().filter(|b| self.unjournaled.contains(&b.start)).copied().collect();
+        let lost = if unwritten.is_empty() || self.journal.closed(&unwritten).is_ok() {
+            Vec::new()
+        } else {
+            for bucket in &unwritten {
+                self.unsaved.remove(&bucket.start);
+            }
+            unwritten
+        };
+        self.unjournaled.clear();
+        Ok(Stopping { dropped, lost })
     }
 
     /// Enters (or stays in) the full-disk state: sled is dropped, one ERROR says where and how
@@ -305,21 +379,39 @@ impl Store {
             let message = format!("the disk of {} is full ({free} free)", self.dir.display());
             tracing::error!(
                 error = %error,
-                "{message}: closed buckets are kept in memory (the last {MEMORY_BUCKETS}) and shipped from there; \
-                 they are written once there is space"
+                "{message}: closed buckets go to the space the journal keeps ahead and stay in memory, shipped from \
+                 there; they are written to the store once there is space"
             );
             self.full = Some(message);
         }
     }
 
-    /// Opens sled again if there is room for it.
-    fn recover(&mut self) {
-        if self.sled.is_none() && free_bytes(&self.dir).is_some_and(|free| free >= SPACE_TO_RECOVER) {
-            match Sled::open(&self.dir) {
-                Ok(sled) => self.sled = Some(sled),
-                Err(e) => tracing::debug!(error = %e, "the store does not open yet"),
+    /// Once there is room again: opens sled and puts back what the journal and memory hold.
+    /// Returns the buckets the retention bound dropped.
+    fn recover(&mut self) -> Result<Vec<Bucket>, StoreError> {
+        if self.sled.is_some() || free_bytes(&self.dir).is_none_or(|free| free < SPACE_TO_RECOVER) {
+            return Ok(Vec::new());
+        }
+        match Sled::open(&self.dir) {
+            Ok(sled) => self.sled = Some(sled),
+            Err(e) => {
+                tracing::debug!(error = %e, "the store does not open yet");
+                return Ok(Vec::new());
             }
         }
+        let live = self.journal.replay().map_err(StoreError::Journal)?.live;
+        let waiting = self.unsaved.len();
+        let full = self.full.take();
+        let dropped = self.restore_from_journal(live)?;
+        if self.full.is_none() {
+            tracing::info!(
+                buckets = waiting,
+                "the disk has space again: the closed buckets kept in memory and in the journal are in the store"
+            );
+        } else {
+            self.full = full;
+        }
+        Ok(dropped)
     }
 
     /// Why closed buckets are in memory, while they are.
@@ -348,8 +440,7 @@ impl Store {
     /// Removes the buckets the collector acknowledged, as they were sent, and flushes. A bucket
     /// that closed again with more since it was sent (the clock stepped back) stays pending with
     /// what it holds now, to be sent again: only what was sent is deleted. On a full disk they
-    /// are only removed from memory: one left in the store is sent again later, which is
-    /// harmless (R10).
+    /// are removed from memory, and from the store and the journal once there is space.
     pub fn delete_acknowledged(&mut self, sent: &[Bucket]) -> Result<(), StoreError> {
         for bucket in sent {
             if self.unsaved.get(&bucket.start).is_some_and(|held| covered(held, bucket)) {
@@ -357,8 +448,11 @@ impl Store {
             }
             if self.stored_when_full.get(&bucket.start).is_some_and(|held| covered(held, bucket)) {
                 self.stored_when_full.remove(&bucket.start);
-                self.acknowledged_when_full.push(*bucket);
             }
+        }
+        if self.full.is_some() {
+            // The journal holds them too: removed from the store once it is written again.
+            self.acknowledged_when_full.extend_from_slice(sent);
         }
         match self.remove_pending(sent) {
             Err(e) if e.is_out_of_space() => {
@@ -574,6 +668,26 @@ impl StoreError {
             || matches!(io.raw_os_error(), Some(code) if code == rustix::io::Errno::NOSPC.raw_os_error()
                 || code == rustix::io::Errno::DQUOT.raw_os_error()
                 || code == rustix::io::Errno::ROFS.raw_os_error())
+    }
+}
+
+/// An error of the state directory, with what the field engineer can do about it.
+fn what_to_do(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::ReadOnlyFilesystem => format!(
+            "{error}: the agent keeps its closed buckets there; remount it read-write, or set `state_dir` to a writable directory"
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("{error}: the agent's user must own the state directory (systemd's StateDirectory= does this)")
+        }
+        _ => error.to_string(),
+    }
+}
+
+impl StoreError {
+    /// The state directory cannot be used: waiting does not help, someone must fix it.
+    pub fn is_state_dir(&self) -> bool {
+        matches!(self, StoreError::StateDir { .. })
     }
 }
 

@@ -114,13 +114,19 @@ impl Identity {
     /// and says to enroll again.
     pub fn load(state_dir: &Path) -> Result<Option<Identity>, String> {
         let dir = Identity::dir(state_dir);
-        if !dir.join("client.key").exists() {
+        const FILES: [&str; 5] = ["collector", "site", "client.der", "client.key", "ca.der"];
+        if !FILES.iter().any(|name| dir.join(name).exists()) {
             return Ok(None);
         }
         let bad = |name: &str, why: String| {
             format!("{}: {why}; enroll again with `tally-agent enroll`", dir.join(name).display())
         };
-        let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| bad(name, e.to_string()));
+        let read = |name: &str| {
+            std::fs::read(dir.join(name)).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => bad(name, "missing".into()),
+                _ => bad(name, e.to_string()),
+            })
+        };
         let text = |name: &str| -> Result<String, String> {
             let text = String::from_utf8(read(name)?).map_err(|_| bad(name, "not text".into()))?;
             let text = text.trim().to_owned();
@@ -769,9 +775,14 @@ mod tests {
         let loaded = Identity::load(dir.path()).unwrap().unwrap();
         assert_eq!(loaded.collectors, ["c1.example:4433", "[::1]:4433"]);
         assert!(!dir.path().join("identity/collector.new").exists());
-        good.save(dir.path()).unwrap();
-        std::fs::remove_file(dir.path().join("identity/client.der")).unwrap();
-        let error = Identity::load(dir.path()).unwrap_err();
-        assert!(error.contains("identity/client.der: No such file"), "{error}");
+        // A file missing, the others there: not "not enrolled", but which file is missing.
+        for file in ["client.der", "client.key"] {
+            good.save(dir.path()).unwrap();
+            std::fs::remove_file(dir.path().join("identity").join(file)).unwrap();
+            let error = Identity::load(dir.path()).unwrap_err();
+            assert!(error.contains(&format!("identity/{file}: missing; enroll again")), "{error}");
+        }
+        std::fs::remove_dir_all(dir.path().join("identity")).unwrap();
+        assert!(Identity::load(dir.path()).unwrap().is_none(), "no identity at all: not enrolled");
     }
 }

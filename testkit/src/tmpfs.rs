@@ -40,6 +40,12 @@ impl Tmpfs {
         std::fs::remove_file(self.path().join("ballast")).unwrap();
     }
 
+    /// Remounts the file system read-only (as after an error, or a read-only mount by mistake).
+    pub fn remount_read_only(&self) {
+        let status = Command::new("mount").args(["-o", "remount,ro"]).arg(self.path()).status().unwrap();
+        assert!(status.success(), "remounting {} read-only", self.path().display());
+    }
+
     /// Free space, in KiB, as `df` reports it.
     pub fn free_kib(&self) -> u64 {
         let out = Command::new("df").args(["--output=avail", "-k"]).arg(self.path()).output().unwrap();
