@@ -95,8 +95,14 @@ impl Ca {
             |path: &Path, e: &dyn std::fmt::Display| CaError::Invalid { path: path.to_owned(), message: e.to_string() };
         let key = KeyPair::from_pem(&key_pem).map_err(|e| invalid(key_path, &e))?;
         let endpoint_secret = sha256(&[b"tally QUIC endpoint".as_slice(), &key.serialize_der()].concat());
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| invalid(cert_path, &e))?;
         let cert_der = pem_der(&cert_pem).ok_or_else(|| invalid(cert_path, &"not a PEM certificate"))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&cert_der).map_err(|e| invalid(cert_path, &e))?;
+        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            let message =
+                format!("not the key of {} (the certificate and the key are of two CAs)", cert_path.display());
+            return Err(CaError::Invalid { path: key_path.to_owned(), message });
+        }
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| invalid(cert_path, &e))?;
         Ok(Ca { cert_pem, cert_der, issuer, endpoint_secret })
     }
 

@@ -141,3 +141,183 @@ fn assert_same(after: &[serde_json::Value], before: &[serde_json::Value]) {
     }
     assert_eq!(after.len(), before.len());
 }
+
+/// What a backup holds, read back from one `backup` wrote.
+struct Parts {
+    database: Vec<u8>,
+    ca_pem: Vec<u8>,
+    ca_key: Vec<u8>,
+}
+
+impl Parts {
+    fn of(backup: &str) -> Parts {
+        let mut archive = tar::Archive::new(std::fs::File::open(backup).unwrap());
+        let mut files = std::collections::BTreeMap::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            files.insert(name, bytes);
+        }
+        let mut take = |name: &str| files.remove(name).unwrap_or_else(|| panic!("{name} in the backup"));
+        Parts { database: take("tally.db"), ca_pem: take("ca/ca.pem"), ca_key: take("ca/ca.key") }
+    }
+}
+
+/// A hand-made backup: its entries, in order.
+type Backup<'a> = Vec<(&'static str, Entry<'a>)>;
+
+/// An entry of a hand-made backup.
+enum Entry<'a> {
+    File(&'a [u8]),
+    Symlink(&'a str),
+    HardLink(&'a str),
+    /// A regular file whose header claims this size, and no content.
+    Claims(u64),
+    /// A GNU sparse file, the way a 20 GiB hole is written.
+    Sparse,
+}
+
+fn hand_made(path: &std::path::Path, entries: &[(&'static str, Entry)]) {
+    use std::io::Write;
+    let mut tar = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for (name, entry) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o600);
+        match entry {
+            Entry::File(bytes) => {
+                header.set_size(bytes.len() as u64);
+                tar.append_data(&mut header, name, *bytes).unwrap();
+            }
+            Entry::Symlink(target) | Entry::HardLink(target) => {
+                let kind =
+                    if matches!(entry, Entry::Symlink(_)) { tar::EntryType::Symlink } else { tar::EntryType::Link };
+                header.set_entry_type(kind);
+                header.set_size(0);
+                tar.append_link(&mut header, name, target).unwrap();
+            }
+            Entry::Claims(size) => {
+                header.set_path(name).unwrap();
+                header.set_size(*size);
+                header.set_cksum();
+                tar.get_mut().write_all(header.as_bytes()).unwrap();
+            }
+            Entry::Sparse => {
+                header.set_entry_type(tar::EntryType::GNUSparse);
+                header.set_size(0);
+                // 20 GiB: too large for octal, in GNU's base-256.
+                let mut real_size = [0u8; 12];
+                real_size[0] = 0x80;
+                real_size[4..].copy_from_slice(&(20u64 << 30).to_be_bytes());
+                let gnu = header.as_gnu_mut().unwrap();
+                gnu.realsize = real_size;
+                // One chunk, empty, at the end: a hole of 20 GiB.
+                gnu.sparse[0].offset = real_size;
+                gnu.sparse[0].numbytes.copy_from_slice(b"00000000000\0");
+                tar.append_data(&mut header, name, std::io::empty()).unwrap();
+            }
+        }
+    }
+    tar.finish().unwrap();
+}
+
+/// Changes a copy of a store with `sql` (an SQLite database in one file).
+fn altered(database: &[u8], sql: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("altered.db");
+    std::fs::write(&path, database).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Delete);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&pool).await.unwrap();
+        pool.close().await;
+    });
+    std::fs::read(&path).unwrap()
+}
+
+/// `restore` takes only what `backup` writes (issue 30): every other backup is refused by name
+/// and leaves no data directory behind; the good one still restores.
+#[test]
+fn restore_refuses_every_backup_backup_does_not_write() {
+    let c = Collector::on(None, "").at(support::MID_NOVEMBER_2026);
+    c.ok(&args("account add --id acme --name Acme"));
+    c.ok(&["ca", "init"]);
+    let backup = c.dir.path().join("tally.backup").display().to_string();
+    c.ok(&["backup", "--to", &backup]);
+    let good = Parts::of(&backup);
+    let other_ca = Collector::on(None, "");
+    other_ca.ok(&["ca", "init"]);
+    let other_key = std::fs::read(other_ca.data_file("ca/ca.key")).unwrap();
+
+    let mut damaged_page = good.database.clone();
+    let page_size = usize::from(u16::from_be_bytes([damaged_page[16], damaged_page[17]]));
+    damaged_page[page_size] = 0x42; // the second page's b-tree type: none
+    let not_a_store = altered(&[], "CREATE TABLE t (x)");
+    let table_dropped = altered(&good.database, "DROP TABLE outbox");
+    let newer = altered(
+        &good.database,
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99999, 'a newer collector', 1, x'00', 0)",
+    );
+    // A backup of the three files, the way `backup` names them.
+    let whole = |database, pem, key| -> Backup { vec![("tally.db", database), ("ca/ca.pem", pem), ("ca/ca.key", key)] };
+    let (db, pem, key) = (|| Entry::File(&good.database), || Entry::File(&good.ca_pem), || Entry::File(&good.ca_key));
+    let cases: Vec<(&str, Backup, &str)> = vec![
+        ("an empty store", whole(Entry::File(&[]), pem(), key()), "\"tally.db\" is empty"),
+        (
+            "a symlink as the store",
+            whole(Entry::Symlink("/etc/passwd"), pem(), key()),
+            "\"tally.db\" is not a regular file (Symlink)",
+        ),
+        ("an empty CA key", whole(db(), pem(), Entry::File(&[])), "\"ca/ca.key\" is empty"),
+        (
+            "a hard-linked CA key",
+            whole(db(), pem(), Entry::HardLink("ca/ca.pem")),
+            "\"ca/ca.key\" is not a regular file (Link)",
+        ),
+        ("no CA", vec![("tally.db", db())], "holds no ca/ca.pem, ca/ca.key"),
+        ("no store", vec![("ca/ca.pem", pem()), ("ca/ca.key", key())], "holds no tally.db"),
+        (
+            "a sparse entry of 20 GiB",
+            vec![("tally.db", Entry::Sparse)],
+            "\"tally.db\" is not a regular file (GNUSparse)",
+        ),
+        (
+            "an entry larger than the disk",
+            vec![("tally.db", Entry::Claims(1 << 50))],
+            "\"tally.db\" is 1125899906842624 bytes: more than the space free",
+        ),
+        ("another file", vec![("ca/extra.key", Entry::File(b"x"))], "\"ca/extra.key\" is not part of a backup"),
+        ("the store twice", vec![("tally.db", db()), ("tally.db", db())], "\"tally.db\" is there twice"),
+        (
+            "a damaged page",
+            whole(Entry::File(&damaged_page), pem(), key()),
+            "its tally.db: store error: SQLite's integrity check fails",
+        ),
+        (
+            "a database that is not a store",
+            whole(Entry::File(&not_a_store), pem(), key()),
+            "not a Tally store (it has no schema version)",
+        ),
+        ("a table dropped", whole(Entry::File(&table_dropped), pem(), key()), "tables a store has are missing: outbox"),
+        (
+            "a newer schema",
+            whole(Entry::File(&newer), pem(), key()),
+            "its schema is at version 99999; this collector knows versions 1 to",
+        ),
+        ("the key of another CA", whole(db(), pem(), Entry::File(&other_key)), "ca.key: not the key of"),
+    ];
+    let into = Collector::on(None, "");
+    for (what, entries, says) in cases {
+        let path = into.dir.path().join("hand-made.backup");
+        hand_made(&path, &entries);
+        let refused = into.fails(&["restore", "--from", &path.display().to_string()]);
+        assert!(refused.contains(says), "{what}: {refused}");
+        assert!(!into.data_file("").exists(), "{what}: the data directory is left as it was (absent)");
+    }
+    into.ok(&["restore", "--from", &backup]);
+    assert!(into.ok(&["account", "list"]).contains("acme"));
+}

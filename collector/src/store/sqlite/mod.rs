@@ -73,6 +73,41 @@ impl SqliteStore {
         Ok(SqliteStore { pool, writer: Default::default(), health: Default::default() })
     }
 
+    /// Opens a database restored from a backup, once it is checked: SQLite's integrity check, a
+    /// schema version this collector knows (read before anything is written), and, once migrated,
+    /// every table a new store has.
+    pub async fn open_restored(path: &Path) -> Result<Self, StoreError> {
+        let refused = StoreError::Database;
+        let options = SqliteConnectOptions::new().filename(path).read_only(true);
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.map_err(db)?;
+        let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| refused(format!("not a SQLite database ({e})")))?;
+        if integrity != "ok" {
+            return Err(refused(format!("SQLite's integrity check fails: {integrity}")));
+        }
+        let applied: i64 = sqlx::query_scalar(counts::SCHEMA_VERSION)
+            .fetch_one(&pool)
+            .await
+            .map_err(|_| refused("not a Tally store (it has no schema version)".into()))?;
+        let known = MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0);
+        if applied == 0 || applied > known {
+            return Err(refused(format!(
+                "its schema is at version {applied}; this collector knows versions 1 to {known} (restore with the collector that made it, or a newer one)"
+            )));
+        }
+        pool.close().await;
+        let store = SqliteStore::open(path).await?;
+        let present = table_names(&store.pool).await?;
+        let missing: Vec<String> = tables_of_a_new_store().await?.difference(&present).cloned().collect();
+        if !missing.is_empty() {
+            store.pool.close().await;
+            return Err(refused(format!("tables a store has are missing: {}", missing.join(", "))));
+        }
+        Ok(store)
+    }
+
     pub(in crate::store) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -84,6 +119,22 @@ impl SqliteStore {
         sqlx::query("VACUUM INTO ?").bind(path).execute(&self.pool).await.map_err(db)?;
         Ok(())
     }
+}
+
+async fn table_names(pool: &SqlitePool) -> Result<std::collections::BTreeSet<String>, StoreError> {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'").fetch_all(pool).await.map_err(db)?;
+    Ok(names.into_iter().collect())
+}
+
+/// The tables a new store has: the migrations run on an empty database in memory.
+async fn tables_of_a_new_store() -> Result<std::collections::BTreeSet<String>, StoreError> {
+    let options = SqliteConnectOptions::new().in_memory(true);
+    let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.map_err(db)?;
+    MIGRATIONS.run(&pool).await.map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
+    let tables = table_names(&pool).await;
+    pool.close().await;
+    tables
 }
 
 /// A database error; a full disk, an I/O error or a read-only file (SQLITE_FULL, SQLITE_IOERR,
