@@ -77,7 +77,7 @@ async fn build_store(path: &std::path::Path, sites: usize) -> anyhow::Result<()>
         }
     }
     for chunk in rows.chunks(50_000) {
-        store.merge_buckets(chunk).await?;
+        store.merge_buckets(&chunk.iter().map(|(site, b)| (site.as_str(), *b)).collect::<Vec<_>>()).await?;
     }
     Ok(())
 }

@@ -138,7 +138,7 @@ async fn bench<S: Store + Clone + 'static>(
         }
         count += rows.len();
         for chunk in rows.chunks(100_000) {
-            store.merge_buckets(chunk).await?;
+            store.merge_buckets(&chunk.iter().map(|(site, b)| (site.as_str(), *b)).collect::<Vec<_>>()).await?;
         }
     }
     println!("generated {count} buckets of Oct 1-30 for {sites} sites in {:.1} s", started.elapsed().as_secs_f64());
@@ -178,7 +178,7 @@ async fn bench<S: Store + Clone + 'static>(
         rows.extend(buckets_of(s, day(31)));
     }
     for chunk in rows.chunks(100_000) {
-        store.merge_buckets(chunk).await?;
+        store.merge_buckets(&chunk.iter().map(|(site, b)| (site.as_str(), *b)).collect::<Vec<_>>()).await?;
     }
     let started = Instant::now();
     let days = usage::refresh(&store).await?;

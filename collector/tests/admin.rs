@@ -62,9 +62,9 @@ fn a_bad_csv_row_imports_nothing_and_every_bad_row_is_named() {
         "hq,2026-10-07T00:10:00Z,5\nghost,2026-10-07T00:15:00Z,5\nhq,2026-10-07T00:17:00Z,5\nhq,2026-10-07T00:20:00Z,99999999999999999\nhq,2026-10-07T00:25:00Z,5,0\nhq,2026-10-07T00:30:00Z\n",
     );
     let err = c.fails(&["import-buckets", "--csv", &bad]);
-    assert!(err.contains("5 bad row(s), nothing was imported"), "{err}");
+    assert!(err.contains("5 error(s), nothing was imported"), "{err}");
     assert!(err.contains("line 2: site \"ghost\" does not exist"), "{err}");
-    assert!(err.contains("line 3: bucket_start 2026-10-07T00:17:00Z is not on a 5-minute boundary"), "{err}");
+    assert!(err.contains("line 3: bucket_start \"2026-10-07T00:17:00Z\" is not on a 5-minute boundary"), "{err}");
     assert!(err.contains("line 4: max_bps 99999999999999999 is above the sanity bound"), "{err}");
     assert!(err.contains("line 5: samples \"0\" is not between 1 and 60"), "{err}");
     assert!(err.contains("line 6: expected site,bucket_start,max_bps[,samples], found 2 fields"), "{err}");
@@ -93,6 +93,61 @@ fn a_bad_csv_row_imports_nothing_and_every_bad_row_is_named() {
     let quoted_comma = c.file("comma.csv", "\"hq,annex\",2026-10-07T00:20:00Z,5\n");
     let err = c.fails(&["import-buckets", "--csv", &quoted_comma]);
     assert!(err.contains("line 1: site \"hq,annex\" does not exist"), "a quoted comma is part of the field: {err}");
+}
+
+/// `import-buckets` at the size operators use (issue 30): a file of 100,000 bad rows lists the
+/// first 20 errors and counts the rest; a 50 MB field is quoted cut; a 50 MB line is one error,
+/// never held; bad UTF-8 names its line; a bucket past the collector's clock and 10 minutes is
+/// refused unless the import says it is deliberate.
+#[test]
+fn import_buckets_refuses_big_bad_files_in_a_few_lines() {
+    let c = setup().at("2026-11-15T12:00:00Z");
+    let mut many = String::from("site,bucket_start,max_bps\n");
+    for i in 0..100_000 {
+        many += &format!("hq,2026-10-07T00:{:02}:01Z,{i}\n", i % 60);
+    }
+    let err = c.fails(&["import-buckets", "--csv", &c.file("many.csv", &many)]);
+    assert!(err.contains("many.csv: 100000 error(s), nothing was imported"), "{err}");
+    assert!(err.contains("line 2: bucket_start \"2026-10-07T00:00:01Z\" is not on a 5-minute boundary"), "{err}");
+    assert!(err.contains("line 21: ") && !err.contains("line 22: "), "the first 20 only: {err}");
+    assert!(err.contains("… and 99980 more"), "{err}");
+    assert!(err.lines().count() <= 23, "{} lines", err.lines().count());
+
+    let huge_field = format!("hq,2026-10-07T00:00:00Z,{}\n", "9".repeat(50 << 20));
+    let err = c.fails(&["import-buckets", "--csv", &c.file("field.csv", &huge_field)]);
+    assert!(err.contains("line 1: 52428824 bytes long, more than the 4096 a line may have"), "{err}");
+    assert!(err.len() < 1_000, "{} bytes of error", err.len());
+    let long_value = format!("hq,2026-10-07T00:00:00Z,{}\n", "9".repeat(3_000));
+    let err = c.fails(&["import-buckets", "--csv", &c.file("value.csv", &long_value)]);
+    assert!(
+        err.contains(&format!("line 1: max_bps \"{}\"… (3000 bytes) is not a non-negative integer", "9".repeat(40))),
+        "{err}"
+    );
+
+    let commas = format!("hq,2026-10-07T00:00:00Z,1\n{}\nhq,2026-10-07T00:05:00Z,1\n", ",".repeat(50 << 20));
+    let err = c.fails(&["import-buckets", "--csv", &c.file("commas.csv", &commas)]);
+    assert!(err.contains("1 error(s)") && err.contains("line 2: 52428800 bytes long"), "{err}");
+
+    let mut latin1 = b"hq,2026-10-07T00:00:00Z,1\nhq,2026-10-07T00:05:00Z,1\n# caf".to_vec();
+    latin1.extend_from_slice(b"\xe9\nhq,2026-10-07T00:10:00Z,1\n");
+    let path = c.dir.path().join("latin1.csv");
+    std::fs::write(&path, latin1).unwrap();
+    let err = c.fails(&["import-buckets", "--csv", &path.display().to_string()]);
+    assert!(err.contains("line 3: not UTF-8 (at byte 6)"), "{err}");
+
+    // The collector's clock is 12:00: 12:10 is the last start QUIC would take.
+    let future = c.file("future.csv", "hq,2026-11-15T12:10:00Z,7\nhq,2026-11-15T12:15:00Z,8\n");
+    let err = c.fails(&["import-buckets", "--csv", &future]);
+    assert!(err.contains("1 error(s)"), "{err}");
+    // (The test's clock runs on from 12:00 while it runs.)
+    assert!(err.contains("line 2: bucket_start 2026-11-15T12:15:00Z is in the future (after 2026-11-15T12:1"), "{err}");
+    assert!(
+        err.contains("the collector's clock and 10 minutes); give --allow-future to import it deliberately"),
+        "{err}"
+    );
+    assert!(c.ok(&["import-buckets", "--csv", &future, "--allow-future"]).contains("imported 2 new bucket(s)"));
+    let listing = c.ok(&args("site buckets --site hq --date 2026-10-07 --format json"));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&listing).unwrap(), serde_json::json!([]), "nothing else was");
 }
 
 #[test]

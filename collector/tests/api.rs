@@ -388,7 +388,8 @@ fn site_changes_keep_r17_over_http_and_each_site_shows_its_enforcement() {
         "over.csv",
         "site,bucket_start,max_bps\nsh,2026-10-07T10:00:00Z,84000000\nsh,2026-10-07T10:05:00Z,84000001\n",
     );
-    c.ok(&["import-buckets", "--csv", &csv]);
+    // An hour ahead of the collector's clock, deliberately.
+    c.ok(&["import-buckets", "--csv", &csv, "--allow-future"]);
     let (status, _, body) = get(http, "/v1/accounts/acme/sites/sh/enforcement?month=2026-10", Some(TOKEN));
     assert_eq!(status, 200, "{body}");
     let shown: Value = serde_json::from_str(&body).unwrap();

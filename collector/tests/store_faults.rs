@@ -35,12 +35,12 @@ fn day(n: i64) -> NaiveDate {
 const QUIC_DAY: i64 = -100;
 
 /// Day `n`'s 288 buckets of site `hq`, each with its own value.
-fn day_of_buckets(n: i64) -> Vec<(String, Bucket)> {
+fn day_of_buckets(n: i64) -> Vec<(&'static str, Bucket)> {
     let first = BucketStart::first_of_day(day(n)).unix();
     (0..288)
         .map(|slot| {
             let start = BucketStart::from_unix(first + 300 * slot).unwrap();
-            ("hq".to_owned(), Bucket { start, max_bps: (1_000_000 + n * 1_000 + slot) as u64, samples: 60 })
+            ("hq", Bucket { start, max_bps: (1_000_000 + n * 1_000 + slot) as u64, samples: 60 })
         })
         .collect()
 }

@@ -480,9 +480,13 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
             let id = admin::add_license(&store, args).await?;
             outln!("license {id} added");
         }
-        Command::ImportBuckets { csv } => {
-            let text = std::fs::read_to_string(&csv).with_context(|| format!("cannot read {}", csv.display()))?;
-            let stats = admin::import_buckets(&store, &csv.display().to_string(), &text, config.max_bucket_bps).await?;
+        Command::ImportBuckets { csv, allow_future } => {
+            let file = std::fs::File::open(&csv).with_context(|| format!("cannot read {}", csv.display()))?;
+            let input = std::io::BufReader::with_capacity(1 << 16, file);
+            let not_after = (!allow_future).then(|| clock::now() + tally_common::wire::MAX_BUCKET_AHEAD);
+            let stats =
+                admin::import_buckets(&store, &csv.display().to_string(), input, config.max_bucket_bps, not_after)
+                    .await?;
             outln!("imported {} new bucket(s), merged {} with stored ones (R10)", stats.inserted, stats.merged);
         }
         Command::Account(AccountCommand::Notify { account, email, webhook }) => {

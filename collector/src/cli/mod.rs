@@ -75,9 +75,13 @@ pub enum Command {
     Enforcement(EnforcementCommand),
     /// Import buckets from CSV: site,bucket_start,max_bps[,samples]; all rows or none.
     ImportBuckets {
-        /// The CSV file.
+        /// The CSV file, one bucket a line.
         #[arg(long)]
         csv: PathBuf,
+        /// Accept buckets starting after the collector's clock (and 10 minutes): a deliberate
+        /// import of the future.
+        #[arg(long)]
+        allow_future: bool,
     },
     /// Write a backup of the embedded store (a consistent copy, while serve runs) and the CA to
     /// one file. On PostgreSQL: pg_dump, and the CA directory.

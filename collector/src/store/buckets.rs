@@ -76,7 +76,7 @@ pub trait BucketStore: Send + Sync {
     /// Merges buckets of any sites in one transaction (R10): all or nothing. The days they fall
     /// on are marked dirty, and buckets above their site's cap × 1.05 recorded as enforcement
     /// violations (R17), in the same transaction.
-    fn merge_buckets(&self, rows: &[(String, Bucket)]) -> impl Future<Output = Result<MergeStats, StoreError>> + Send;
+    fn merge_buckets(&self, rows: &[(&str, Bucket)]) -> impl Future<Output = Result<MergeStats, StoreError>> + Send;
     /// A site's buckets of one UTC day, in time order.
     fn buckets_of_day(
         &self,

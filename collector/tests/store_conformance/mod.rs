@@ -143,16 +143,11 @@ async fn seeded<B: Backend>(backend: &B) -> B::Store {
 pub(crate) async fn buckets_merge_with_max_and_survive_a_reopen<B: Backend>(backend: B) {
     let store = seeded(&backend).await;
     let first = store
-        .merge_buckets(&[
-            ("hq".into(), bucket(0, 100, 60)),
-            ("hq".into(), bucket(1, 50, 30)),
-            ("sh".into(), bucket(0, 7, 60)),
-        ])
+        .merge_buckets(&[("hq", bucket(0, 100, 60)), ("hq", bucket(1, 50, 30)), ("sh", bucket(0, 7, 60))])
         .await
         .unwrap();
     assert_eq!(first, MergeStats { inserted: 3, merged: 0 });
-    let again =
-        store.merge_buckets(&[("hq".into(), bucket(0, 90, 60)), ("hq".into(), bucket(1, 80, 20))]).await.unwrap();
+    let again = store.merge_buckets(&[("hq", bucket(0, 90, 60)), ("hq", bucket(1, 80, 20))]).await.unwrap();
     assert_eq!(again, MergeStats { inserted: 0, merged: 2 });
     drop(store);
 
@@ -170,18 +165,18 @@ pub(crate) async fn large_merges_with_repeats_match_a_max_oracle<B: Backend>(bac
     let mut seen = BTreeSet::new();
     for round in 0..3u64 {
         // 2,600 rows over two sites and 9 days: every (site, slot) several times, values varying.
-        let rows: Vec<(String, Bucket)> = (0..2_600u64)
+        let rows: Vec<(&str, Bucket)> = (0..2_600u64)
             .map(|i| {
                 let site = if i % 2 == 0 { "hq" } else { "sh" };
                 let slot = ((i * 7 + round * 13) % 2_592) as i64;
-                (site.to_owned(), bucket(slot, (i * 31 + round * 1_000) % 5_000, 60))
+                (site, bucket(slot, (i * 31 + round * 1_000) % 5_000, 60))
             })
             .collect();
         let mut expected = MergeStats::default();
         for (site, b) in &rows {
-            let value = oracle.entry((site.clone(), b.start.unix())).or_insert(0);
+            let value = oracle.entry((*site, b.start.unix())).or_insert(0);
             *value = (*value).max(b.max_bps);
-            if seen.insert((site.clone(), b.start.unix())) {
+            if seen.insert((*site, b.start.unix())) {
                 expected.inserted += 1;
             } else {
                 expected.merged += 1;
@@ -196,7 +191,7 @@ pub(crate) async fn large_merges_with_repeats_match_a_max_oracle<B: Backend>(bac
                 store.buckets_of_day(site, date).await.unwrap().iter().map(|b| (b.start.unix(), b.max_bps)).collect();
             let want: Vec<(i64, u64)> = oracle
                 .iter()
-                .filter(|((s, start), _)| s == site && BucketStart::from_unix(*start).unwrap().day() == date)
+                .filter(|((s, start), _)| *s == site && BucketStart::from_unix(*start).unwrap().day() == date)
                 .map(|((_, start), v)| (*start, *v))
                 .collect();
             assert_eq!(stored, want, "{site} {date}");
@@ -206,7 +201,7 @@ pub(crate) async fn large_merges_with_repeats_match_a_max_oracle<B: Backend>(bac
 
 pub(crate) async fn a_batch_with_one_bad_row_writes_nothing<B: Backend>(backend: B) {
     let store = seeded(&backend).await;
-    let result = store.merge_buckets(&[("hq".into(), bucket(0, 100, 60)), ("ghost".into(), bucket(0, 1, 1))]).await;
+    let result = store.merge_buckets(&[("hq", bucket(0, 100, 60)), ("ghost", bucket(0, 1, 1))]).await;
     assert!(result.is_err());
     assert!(store.buckets_of_day("hq", day()).await.unwrap().is_empty(), "the transaction rolled back");
     assert!(claim_dirty(&store, at(0)).await.is_empty(), "no dirty mark either");
@@ -282,9 +277,9 @@ pub(crate) async fn a_bucket_above_its_cap_is_recorded_with_it<B: Backend>(backe
     assert_eq!(store.apply_checked(&CapChange::UpdateSite(sh), at(0) - TimeDelta::hours(1)).await.unwrap(), []);
     store
         .merge_buckets(&[
-            ("sh".into(), bucket(0, 10_500_000, 60)),
-            ("sh".into(), bucket(1, 10_500_001, 60)),
-            ("hq".into(), bucket(1, 900_000_000, 60)),
+            ("sh", bucket(0, 10_500_000, 60)),
+            ("sh", bucket(1, 10_500_001, 60)),
+            ("hq", bucket(1, 900_000_000, 60)),
         ])
         .await
         .unwrap();
@@ -326,21 +321,21 @@ pub(crate) async fn a_bucket_is_judged_against_the_cap_it_was_measured_under<B: 
 
     // Measured under 50 at 05:00, delivered after the cap went down to 20 at 10:00: no violation.
     let (_, lowered) = set_cap(&mut hq, 20, 10).await;
-    store.merge_buckets(&[("hq".into(), bucket(slot(5), 40_000_000, 60))]).await.unwrap();
+    store.merge_buckets(&[("hq", bucket(slot(5), 40_000_000, 60))]).await.unwrap();
     assert_eq!(violations().await, []);
     // Measured at 11:00 by a socket that had not applied 20 yet (offline): it shaped at 50.
-    store.merge_buckets(&[("hq".into(), bucket(slot(11), 40_000_000, 60))]).await.unwrap();
+    store.merge_buckets(&[("hq", bucket(slot(11), 40_000_000, 60))]).await.unwrap();
     assert_eq!(violations().await, []);
     // Once it applied 20, 40 Mbit/s is a violation of 20.
     store.record_policy_report("hq", &PolicyReport { at: at(12), ..lowered }).await.unwrap();
-    store.merge_buckets(&[("hq".into(), bucket(slot(13), 40_000_000, 60))]).await.unwrap();
+    store.merge_buckets(&[("hq", bucket(slot(13), 40_000_000, 60))]).await.unwrap();
     assert_eq!(violations().await, [(bucket(slot(13), 0, 0).start, 20_000_000)]);
 
     // The reverse: measured under 20 at 15:00, the cap raised to 50 at 16:00 (and applied), the
     // bucket delivered afterwards: still a violation of 20, not forgiven.
     let (_, raised) = set_cap(&mut hq, 50, 16).await;
     store.record_policy_report("hq", &raised).await.unwrap();
-    store.merge_buckets(&[("hq".into(), bucket(slot(15), 40_000_000, 60))]).await.unwrap();
+    store.merge_buckets(&[("hq", bucket(slot(15), 40_000_000, 60))]).await.unwrap();
     let found = violations().await;
     assert_eq!(found, [(bucket(slot(13), 0, 0).start, 20_000_000), (bucket(slot(15), 0, 0).start, 20_000_000)]);
 }
@@ -440,11 +435,11 @@ pub(crate) async fn api_tokens_are_found_by_hash_and_revoked<B: Backend>(backend
 /// A day that changes while its P95 is being computed stays dirty, and is computed again.
 pub(crate) async fn a_day_merged_into_during_its_recomputation_stays_dirty<B: Backend>(backend: B) {
     let store = seeded(&backend).await;
-    store.merge_buckets(&[("hq".into(), bucket(0, 100, 60))]).await.unwrap();
+    store.merge_buckets(&[("hq", bucket(0, 100, 60))]).await.unwrap();
     let read = claim_dirty(&store, at(1)).await;
     assert_eq!(read.len(), 1);
     // A merge lands between reading the dirty day and saving its P95.
-    store.merge_buckets(&[("hq".into(), bucket(1, 200, 60))]).await.unwrap();
+    store.merge_buckets(&[("hq", bucket(1, 200, 60))]).await.unwrap();
     let stale = tally_common::p95::daily_site_p95(day(), [(bucket(0, 100, 60).start, 100)]);
     store.save_site_days(&[(read[0].0.clone(), stale)]).await.unwrap();
     assert_eq!(claim_dirty(&store, at(1)).await.len(), 1, "the newer merge keeps the day dirty, free to claim");
@@ -465,7 +460,7 @@ async fn claim_dirty<S: Store>(store: &S, now: DateTime<Utc>) -> Vec<tally_colle
 /// day is claimed again once its lease ends, and is never lost.
 pub(crate) async fn a_dirty_day_is_claimed_by_one_collector_until_its_lease_ends<B: Backend>(backend: B) {
     let store = seeded(&backend).await;
-    store.merge_buckets(&[("hq".into(), bucket(0, 100, 60)), ("sh".into(), bucket(0, 50, 60))]).await.unwrap();
+    store.merge_buckets(&[("hq", bucket(0, 100, 60)), ("sh", bucket(0, 50, 60))]).await.unwrap();
     let lease = TimeDelta::minutes(5);
     let first = store.claim_dirty_days(&Default::default(), 1, at(1), lease).await.unwrap();
     assert_eq!(first.len(), 1, "as many as asked for");
@@ -493,11 +488,11 @@ pub(crate) async fn a_dirty_day_is_claimed_by_one_collector_until_its_lease_ends
 /// stays dirty and claimed, and a month long past is not finalized.
 pub(crate) async fn a_report_computes_dirty_days_in_memory_and_writes_nothing<B: Backend>(backend: B) {
     let store = seeded(&backend).await;
-    store.merge_buckets(&[("hq".into(), bucket(0, 100, 60)), ("hq".into(), bucket(1, 300, 60))]).await.unwrap();
-    store.merge_buckets(&[("sh".into(), bucket(0, 50, 60))]).await.unwrap();
+    store.merge_buckets(&[("hq", bucket(0, 100, 60)), ("hq", bucket(1, 300, 60))]).await.unwrap();
+    store.merge_buckets(&[("sh", bucket(0, 50, 60))]).await.unwrap();
     assert_eq!(tally_collector::usage::refresh(&store).await.unwrap(), 2);
     // A later bucket dirties hq's day again, and another collector claims it (and is slow).
-    store.merge_buckets(&[("hq".into(), bucket(2, 900, 60))]).await.unwrap();
+    store.merge_buckets(&[("hq", bucket(2, 900, 60))]).await.unwrap();
     let lease = TimeDelta::minutes(5);
     let taken = store.claim_dirty_days(&Default::default(), 10, at(1), lease).await.unwrap();
     assert_eq!(taken.len(), 1);
@@ -538,7 +533,7 @@ pub(crate) async fn every_dirty_day_is_recomputed_once_across_batches<B: Backend
         for (n, site) in ["hq", "sh"].into_iter().enumerate() {
             for slot in 0..20 {
                 let value = ((d * 7_919 + slot * 104_729 + n as i64 * 13) % 1_000_000) as u64;
-                rows.push((site.to_owned(), bucket(d * 288 + slot * 11, value, 60)));
+                rows.push((site, bucket(d * 288 + slot * 11, value, 60)));
             }
         }
     }
@@ -548,7 +543,7 @@ pub(crate) async fn every_dirty_day_is_recomputed_once_across_batches<B: Backend
 
     let mut by_day: BTreeMap<_, Vec<_>> = BTreeMap::new();
     for (site, b) in &rows {
-        by_day.entry((site.clone(), b.start.day())).or_default().push((b.start, b.max_bps));
+        by_day.entry((site.to_string(), b.start.day())).or_default().push((b.start, b.max_bps));
     }
     let stored = store.site_days("acme", day(), day() + Days::new(3_000)).await.unwrap();
     let computed: Vec<_> = stored.computed.into_iter().map(|d| ((d.site, d.day), d.p95)).collect();

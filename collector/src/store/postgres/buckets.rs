@@ -22,9 +22,9 @@ const CHUNK: usize = 10_000;
 /// The cap records of the sites among `rows`' that ever had a cap, by site.
 async fn cap_records(
     conn: &mut PgConnection,
-    rows: &[(String, Measured)],
+    rows: &[(&str, Measured)],
 ) -> Result<HashMap<String, CapRecord>, StoreError> {
-    let sites: Vec<&str> = rows.iter().map(|(site, _)| site.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    let sites: Vec<&str> = rows.iter().map(|(site, _)| *site).collect::<BTreeSet<_>>().into_iter().collect();
     let history: Vec<(String, String, Option<i64>, i64)> = sqlx::query_as(
         "SELECT site_id, effective_at, cap_bps, version FROM cap_history
          WHERE site_id IN (SELECT DISTINCT site_id FROM cap_history
@@ -65,7 +65,7 @@ async fn cap_records(
 /// Merges buckets (R10) inside the caller's write transaction: the rows, the days they mark
 /// dirty, and the violations of their sites' caps (R17). The months' partitions exist already
 /// ([`PgStore::ensure_partitions_for`]).
-pub(super) async fn merge(conn: &mut PgConnection, rows: &[(String, Measured)]) -> Result<MergeStats, StoreError> {
+pub(super) async fn merge(conn: &mut PgConnection, rows: &[(&str, Measured)]) -> Result<MergeStats, StoreError> {
     let mut stats = MergeStats::default();
     let received = now();
     let caps = cap_records(&mut *conn, rows).await?;
@@ -75,7 +75,7 @@ pub(super) async fn merge(conn: &mut PgConnection, rows: &[(String, Measured)]) 
     for (site, m) in rows {
         let b = &m.bucket;
         let (max_bps, samples) = (to_i64(b.max_bps, "max_bps")?, i64::from(b.samples));
-        let key = (site.as_str(), b.start.unix());
+        let key = (*site, b.start.unix());
         match merged.get_mut(&key) {
             Some(row) => {
                 stats.merged += 1;
@@ -86,7 +86,7 @@ pub(super) async fn merge(conn: &mut PgConnection, rows: &[(String, Measured)]) 
             }
         }
         if let Some(cap) =
-            caps.get(site).and_then(|record| record.judging(m)).filter(|cap| exceeds_cap(b.max_bps, *cap))
+            caps.get(*site).and_then(|record| record.judging(m)).filter(|cap| exceeds_cap(b.max_bps, *cap))
         {
             let cap = to_i64(cap, "cap")?;
             let row = over.entry(key).or_insert((max_bps, cap));
@@ -176,8 +176,8 @@ fn day_of(text: &str) -> Result<NaiveDate, StoreError> {
 }
 
 impl BucketStore for PgStore {
-    async fn merge_buckets(&self, rows: &[(String, Bucket)]) -> Result<MergeStats, StoreError> {
-        let rows: Vec<(String, Measured)> = rows.iter().map(|(site, b)| (site.clone(), Measured::from(*b))).collect();
+    async fn merge_buckets(&self, rows: &[(&str, Bucket)]) -> Result<MergeStats, StoreError> {
+        let rows: Vec<(&str, Measured)> = rows.iter().map(|(site, b)| (*site, Measured::from(*b))).collect();
         self.ensure_partitions_for(rows.iter().map(|(_, m)| m.bucket.start)).await?;
         let mut tx = self.begin_write().await?;
         let stats = merge(&mut tx, &rows).await?;

@@ -18,8 +18,8 @@ const MERGE_CHUNK: usize = 1_000;
 
 impl IntakeStore for PgStore {
     async fn ingest(&self, batches: &[Intake]) -> Result<(MergeStats, Vec<Ingested>), StoreError> {
-        let rows: Vec<(String, Measured)> =
-            batches.iter().flat_map(|b| b.buckets.iter().map(|bucket| (b.site.clone(), *bucket))).collect();
+        let rows: Vec<(&str, Measured)> =
+            batches.iter().flat_map(|b| b.buckets.iter().map(|bucket| (b.site.as_str(), *bucket))).collect();
         self.ensure_partitions_for(rows.iter().map(|(_, m)| m.bucket.start)).await?;
         let mut tx = self.begin_write().await?;
         let at = now();
@@ -194,7 +194,7 @@ impl IntakeStore for PgStore {
                 .map_err(db)?
                 .rows_affected();
         }
-        let rows: Vec<(String, Measured)> = accepted.iter().map(|b| (site.to_owned(), Measured::from(*b))).collect();
+        let rows: Vec<(&str, Measured)> = accepted.iter().map(|b| (site, Measured::from(*b))).collect();
         merge(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(left)

@@ -20,9 +20,9 @@ const MERGE_CHUNK: usize = 1_000;
 /// The cap records of the sites among `rows`' that ever had a cap, by site.
 async fn cap_records(
     conn: &mut sqlx::SqliteConnection,
-    rows: &[(String, Measured)],
+    rows: &[(&str, Measured)],
 ) -> Result<HashMap<String, CapRecord>, StoreError> {
-    let sites: BTreeSet<&str> = rows.iter().map(|(site, _)| site.as_str()).collect();
+    let sites: BTreeSet<&str> = rows.iter().map(|(site, _)| *site).collect();
     let sites = serde_json::to_string(&sites).map_err(|e| StoreError::Database(e.to_string()))?;
     let history: Vec<(String, String, Option<i64>, i64)> = sqlx::query_as(
         "SELECT site_id, effective_at, cap_bps, version FROM cap_history
@@ -73,7 +73,7 @@ struct BucketRow {
 /// dirty, and the violations of their sites' caps (R17).
 pub(super) async fn merge(
     conn: &mut sqlx::SqliteConnection,
-    rows: &[(String, Measured)],
+    rows: &[(&str, Measured)],
 ) -> Result<MergeStats, StoreError> {
     let mut stats = MergeStats::default();
     let received = now();
@@ -120,8 +120,7 @@ pub(super) async fn merge(
         );
         insert.build().execute(&mut *conn).await.map_err(db)?;
 
-        let days: BTreeSet<(&str, NaiveDate)> =
-            chunk.iter().map(|(site, m)| (site.as_str(), m.bucket.start.day())).collect();
+        let days: BTreeSet<(&str, NaiveDate)> = chunk.iter().map(|(site, m)| (*site, m.bucket.start.day())).collect();
         let mut dirty = QueryBuilder::<Sqlite>::new("INSERT INTO dirty_days (site_id, day, generation) ");
         dirty.push_values(days, |mut row, (site, day)| {
             row.push_bind(site).push_bind(day.to_string()).push_bind(1);
@@ -129,10 +128,10 @@ pub(super) async fn merge(
         dirty.push(" ON CONFLICT (site_id, day) DO UPDATE SET generation = generation + 1");
         dirty.build().execute(&mut *conn).await.map_err(db)?;
 
-        let over: Vec<(&String, &Bucket, u64)> = chunk
+        let over: Vec<(&str, &Bucket, u64)> = chunk
             .iter()
             .filter_map(|(site, m)| {
-                caps.get(site).and_then(|record| record.judging(m)).map(|cap| (site, &m.bucket, cap))
+                caps.get(*site).and_then(|record| record.judging(m)).map(|cap| (*site, &m.bucket, cap))
             })
             .filter(|(_, b, cap)| exceeds_cap(b.max_bps, *cap))
             .collect();
@@ -168,8 +167,8 @@ fn push_range(query: &mut QueryBuilder<Sqlite>, range: &KeyRange) {
 }
 
 impl BucketStore for SqliteStore {
-    async fn merge_buckets(&self, rows: &[(String, Bucket)]) -> Result<MergeStats, StoreError> {
-        let rows: Vec<(String, Measured)> = rows.iter().map(|(site, b)| (site.clone(), Measured::from(*b))).collect();
+    async fn merge_buckets(&self, rows: &[(&str, Bucket)]) -> Result<MergeStats, StoreError> {
+        let rows: Vec<(&str, Measured)> = rows.iter().map(|(site, b)| (*site, Measured::from(*b))).collect();
         let mut tx = self.begin_write().await?;
         let stats = merge(&mut tx, &rows).await?;
         tx.commit().await?;

@@ -20,8 +20,8 @@ impl IntakeStore for SqliteStore {
     async fn ingest(&self, batches: &[Intake]) -> Result<(MergeStats, Vec<Ingested>), StoreError> {
         let mut tx = self.begin_write().await?;
         let at = now();
-        let rows: Vec<(String, Measured)> =
-            batches.iter().flat_map(|b| b.buckets.iter().map(|bucket| (b.site.clone(), *bucket))).collect();
+        let rows: Vec<(&str, Measured)> =
+            batches.iter().flat_map(|b| b.buckets.iter().map(|bucket| (b.site.as_str(), *bucket))).collect();
         let stats = merge(&mut tx, &rows).await?;
         let mut room: HashMap<&str, u64> = HashMap::new();
         let mut outcomes = Vec::with_capacity(batches.len());
@@ -183,7 +183,7 @@ impl IntakeStore for SqliteStore {
                 .map_err(db)?
                 .rows_affected();
         }
-        let rows: Vec<(String, Measured)> = accepted.iter().map(|b| (site.to_owned(), Measured::from(*b))).collect();
+        let rows: Vec<(&str, Measured)> = accepted.iter().map(|b| (site, Measured::from(*b))).collect();
         merge(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(left)
