@@ -1,6 +1,7 @@
-//! The HTTP server against clients that hold it (issue 15, item 8): idle connections and
-//! headers sent too slowly are closed after the header deadline, a large body without a token is
-//! refused before it is read, and the service keeps answering everyone else meanwhile.
+//! The HTTP server against clients that hold it (issue 15, item 8; issue 30): idle connections
+//! and headers sent too slowly are closed after the header deadline, a large body without a token
+//! is refused before it is read, holders of every connection or of every file descriptor are
+//! closed oldest first to make room, and the service keeps answering everyone else meanwhile.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,4 +68,54 @@ async fn idle_and_slow_clients_are_closed_and_tokenless_bodies_are_never_read() 
     }
     assert!(started.elapsed() <= HEADER_DEADLINE + Duration::from_secs(5));
     assert!(healthz(addr).await.starts_with("HTTP/1.1 200 OK"));
+}
+
+/// Raises this process's soft limit of open files to its hard limit (the test holds thousands).
+fn many_files() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    setrlimit(Resource::Nofile, rustix::process::Rlimit { current: limit.maximum, ..limit }).unwrap();
+}
+
+/// 2,000 connections that never speak, past the 1,024 a server holds: the oldest idle ones are
+/// closed for the newcomers, and `/healthz` answers at once, again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_of_every_connection_do_not_lock_out_healthz() {
+    many_files();
+    let dir = tempfile::tempdir().unwrap();
+    let addr = server(&dir).await;
+    let mut idle = Vec::new();
+    for _ in 0..2_000 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    for _ in 0..5 {
+        let answer = tokio::time::timeout(Duration::from_secs(2), healthz(addr)).await;
+        assert!(answer.is_ok_and(|a| a.starts_with("HTTP/1.1 200 OK")), "/healthz within 2 s");
+    }
+    // The first of them were closed to make room, long before the header deadline.
+    let closed = tokio::time::timeout(Duration::from_secs(2), until_closed(&mut idle[0])).await;
+    assert!(closed.is_ok(), "the oldest idle connection is closed at once");
+}
+
+/// The collector at its file descriptor limit (256), 400 connections held: `/healthz` still
+/// answers, and the failures to accept are logged once, with a count, not once each.
+#[test]
+fn at_the_file_limit_healthz_answers_and_the_log_stays_short() {
+    let c = tally_testkit::collector::Collector::new();
+    let serving = c.serve_under(&["prlimit", "--nofile=256:256"]);
+    let addr = c.http_address();
+    let mut held = Vec::new();
+    for _ in 0..400 {
+        held.push(std::net::TcpStream::connect(addr).unwrap());
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for _ in 0..3 {
+        let answer = runtime.block_on(async { tokio::time::timeout(Duration::from_secs(3), healthz(addr)).await });
+        assert!(answer.is_ok_and(|a| a.starts_with("HTTP/1.1 200 OK")), "/healthz within 3 s");
+    }
+    drop(held);
+    let log = serving.stop();
+    let warnings = log.lines().filter(|l| l.contains("WARN")).count();
+    assert!(warnings <= 4, "{warnings} WARN lines:\n{log}");
+    assert!(log.contains("accepting connections failed") && log.contains("idle HTTP connections closed"), "{log}");
 }

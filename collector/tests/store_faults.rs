@@ -3,6 +3,8 @@
 //! transaction, so once space returns the same store writes again, and readers never block;
 //! `/healthz` says `failing` (503) while writes fail (and `tally-collector healthcheck` exits 1), and an agent's batch is refused over QUIC
 //! with `StoreUnavailable` (it keeps the batch and retries) until it is acknowledged once stored.
+//! A PostgreSQL behind a network that stops passing bytes: `/healthz` asks the database each
+//! time, so it says `failing` and why within its 2 s bound, and `ok` again once it answers.
 
 mod support;
 
@@ -10,12 +12,15 @@ use tally_testkit::tmpfs;
 
 use chrono::{NaiveDate, TimeDelta};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use support::quic::{self, Identity};
 use tally_collector::admin;
 use tally_collector::ca::Ca;
 use tally_collector::ingest::{self, Limits};
+use tally_collector::store::postgres::PgStore;
 use tally_collector::store::sqlite::SqliteStore;
 use tally_testkit::skip;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use tally_collector::store::{Account, AccountStore, BucketStore, ContractTerm, Site, StoreError, StoreHealth};
 use tally_common::bucket::Bucket;
@@ -179,7 +184,7 @@ impl Agent {
 }
 
 /// `/healthz` of an API on `store`, served on a free port.
-async fn serve_health(store: Arc<SqliteStore>) -> std::net::SocketAddr {
+async fn serve_health<S: tally_collector::store::Store + 'static>(store: Arc<S>) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let api = tally_collector::http_router(store, &Default::default());
@@ -204,5 +209,67 @@ async fn health(addr: std::net::SocketAddr) -> Result<String, String> {
         Some(0) => Ok(text(out.stdout)),
         Some(1) => Err(text(out.stderr)),
         other => panic!("healthcheck exited {other:?}"),
+    }
+}
+
+/// A TCP proxy to `target` that stops passing bytes while `cut` is set: it then holds every
+/// connection, old and new, as a partitioned network does.
+async fn proxy(target: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cut = Arc::new(AtomicBool::new(false));
+    let held = cut.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(target).await else { return };
+            let (from_client, to_client) = client.into_split();
+            let (from_server, to_server) = server.into_split();
+            tokio::spawn(pass(from_client, to_server, held.clone()));
+            tokio::spawn(pass(from_server, to_client, held.clone()));
+        }
+    });
+    (addr, cut)
+}
+
+/// Copies `from` to `to`, holding each chunk while `held` is set.
+async fn pass(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin, held: Arc<AtomicBool>) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    while let Ok(n) = from.read(&mut buffer).await {
+        while held.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if n == 0 || to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_asks_postgresql_each_time_and_names_why_it_fails() {
+    let cluster = match support::pg_cluster::cluster() {
+        Ok(cluster) => cluster,
+        Err(why) => return skip!(&why),
+    };
+    let url = cluster.database();
+    let target: std::net::SocketAddr = url.split('@').nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
+    let (through, cut) = proxy(target).await;
+    let store = PgStore::open(&url.replace(&target.to_string(), &through.to_string())).await.unwrap();
+    let addr = serve_health(Arc::new(store)).await;
+    assert_eq!(health(addr).await, Ok(r#"healthy: {"status":"ok"}"#.to_owned()));
+
+    cut.store(true, Ordering::SeqCst);
+    let asked = std::time::Instant::now();
+    let failing = health(addr).await.unwrap_err();
+    let took = asked.elapsed();
+    assert!(
+        failing.contains(r#""status":"failing""#) && failing.contains("the database does not answer within 2 s"),
+        "{failing}"
+    );
+    assert!(took < std::time::Duration::from_secs(4), "answered after {took:?}: the probe is bounded");
+
+    cut.store(false, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while health(addr).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "still failing 30 s after the database answers again");
     }
 }

@@ -269,11 +269,17 @@ impl Collector {
     /// `serve` on this configuration (under `timeout`, so a hung process ends the test), once
     /// its HTTP listener answers `/healthz`.
     pub fn serve(&self) -> Logged {
+        self.serve_under(&[])
+    }
+
+    /// [`Collector::serve`], the collector run by `wrapper` (a program and its arguments, such
+    /// as `prlimit --nofile=256:256`).
+    pub fn serve_under(&self, wrapper: &[&str]) -> Logged {
         if self.follows_test_now {
             record_clock_use();
         }
         let mut command = self.in_namespace("timeout");
-        command.arg("120").arg(&self.bin).arg("--config").arg(self.config()).arg("serve");
+        command.arg("120").args(wrapper).arg(&self.bin).arg("--config").arg(self.config()).arg("serve");
         command.env(CLOCK_OFFSET_VAR, self.offset.num_milliseconds().to_string());
         let mut serving = Logged::spawn(command);
         self.wait_until_ready(&mut serving);

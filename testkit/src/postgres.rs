@@ -7,6 +7,7 @@
 //! database): `fsync` is off. The benchmarks' ([`durable_cluster`]) keeps PostgreSQL's defaults,
 //! a commit on disk when it returns, as the SQLite store's.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -64,7 +65,10 @@ impl Cluster {
             "while [ -d /proc/{pid} ]; do sleep 1; done; \"$0\" -D \"$1/data\" -m immediate stop; rm -rf \"$1\"",
             pid = std::process::id()
         );
+        // In a process group of its own: a test killed with its group (`timeout`, Ctrl-C) does
+        // not take the watchdog with it, which then stops the cluster.
         as_server_user(Path::new("sh"))
+            .process_group(0)
             .args(["-c", &watchdog])
             .arg(bin.join("pg_ctl"))
             .arg(&dir)
@@ -103,6 +107,11 @@ impl Cluster {
 
     pub fn url(&self, database: &str) -> String {
         format!("postgres://{ROLE}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Where the cluster lives; removed once it is stopped.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The server's log (for a failing test's message).

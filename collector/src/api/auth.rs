@@ -105,9 +105,10 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn internal(e: StoreError) -> Problem {
     tracing::error!(error = %e, "store error");
     match e {
-        StoreError::Unavailable(_) => {
-            Problem::unavailable("the collector cannot store anything right now (a full disk?); retry later")
-        }
+        StoreError::Unavailable(_) => Problem::unavailable(format!(
+            "the collector cannot store anything right now ({}); retry later",
+            e.cause().unwrap_or_default()
+        )),
         _ => Problem::internal("the collector failed to serve this request; its log says why"),
     }
 }

@@ -194,12 +194,21 @@ async fn no_method(method: axum::http::Method, uri: axum::http::Uri) -> Problem 
     Problem::method_not_allowed(format!("{} does not answer {method} (see /openapi.json)", uri.path()))
 }
 
-/// The service is up and its store writes: 200 `ok`; 503 `failing` with the reason while store
-/// writes fail (a full disk), until one commits again.
+/// How long `/healthz` waits for the database's answer.
+pub const HEALTH_PROBE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The service is up, its database answers (asked each time, for at most [`HEALTH_PROBE`]) and
+/// its store writes: 200 `ok`; else 503 `failing` with the cause, until it passes.
 #[utoipa::path(get, path = "/healthz", tag = "service", responses(
-    (status = 200, body = Health), (status = 503, body = Health, description = "Store writes are failing")))]
+    (status = 200, body = Health),
+    (status = 503, body = Health, description = "The database does not answer, or store writes are failing")))]
 async fn healthz<S: Store + 'static>(State(api): State<Api<S>>) -> (StatusCode, Json<Health>) {
-    match api.store.write_failure() {
+    let failing = match tokio::time::timeout(HEALTH_PROBE, api.store.probe()).await {
+        Err(_) => Some(format!("{} within {} s", crate::store::cause::NO_ANSWER, HEALTH_PROBE.as_secs())),
+        Ok(Err(e)) => Some(e.cause().map_or_else(|| e.to_string(), str::to_owned)),
+        Ok(Ok(())) => api.store.write_failure(),
+    };
+    match failing {
         None => (StatusCode::OK, Json(Health { status: "ok".into(), detail: None })),
         Some(why) => (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "failing".into(), detail: Some(why) })),
     }

@@ -95,6 +95,7 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
             tracing::info!(created, fingerprint = %ca.fingerprint(), dir = %config.ca_dir().display(), "certificate authority ready");
             tracing::info!(store = %config.store_name(), "store ready");
             warn_if_short_of_space(&config);
+            crate::http::raise_file_limit();
             let listener = TcpListener::bind(config.http_listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.http_listen))?;

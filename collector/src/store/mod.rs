@@ -62,13 +62,31 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store error: {0}")]
     Database(String),
-    /// The store cannot write for now (a full disk, an I/O error, a read-only file system):
-    /// nothing was written; the same call succeeds once the cause is gone.
+    /// The store cannot write for now (a full disk, an I/O error, a read-only file system, a
+    /// database that does not answer): nothing was written; the same call succeeds once the
+    /// cause is gone. The text begins with the cause in words, then `: ` and the details.
     #[error("the store cannot write now: {0}")]
     Unavailable(String),
 }
 
+/// The causes of [`StoreError::Unavailable`], as its text begins.
+pub mod cause {
+    pub const NO_ANSWER: &str = "the database does not answer";
+    pub const OUT_OF_RESOURCES: &str = "the database is out of resources";
+    pub const DISK_FULL: &str = "the disk is full";
+    pub const DISK_FAILS: &str = "the disk fails";
+    pub const READ_ONLY: &str = "the store is read-only";
+}
+
 impl StoreError {
+    /// Why the store is unavailable, in words, without the database's own message.
+    pub fn cause(&self) -> Option<&str> {
+        match self {
+            StoreError::Unavailable(why) => Some(why.split(": ").next().unwrap_or(why)),
+            _ => None,
+        }
+    }
+
     /// The kind of a failure of the store itself, for `/metrics`; `None` for a duplicate or a
     /// missing row, which are answers, not failures.
     pub fn kind(&self) -> Option<&'static str> {
@@ -81,10 +99,12 @@ impl StoreError {
     }
 }
 
-/// Whether the store can write (`/healthz`).
+/// Whether the store answers and can write (`/healthz`).
 pub trait StoreHealth: Send + Sync {
     /// Why the last write did not commit (a full disk, say), until one commits again.
     fn write_failure(&self) -> Option<String>;
+    /// Asks the database a trivial question now.
+    fn probe(&self) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Everything the collector stores: a backend implements each concern's trait and is a `Store`.

@@ -27,10 +27,10 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, Transaction};
 
-use super::StoreError;
 use super::StoreHealth;
 /// The conversions and rows both backends share, used by every file here as `super::…`.
 use super::stored::*;
+use super::{StoreError, cause};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -86,6 +86,10 @@ impl StoreHealth for PgStore {
     fn write_failure(&self) -> Option<String> {
         self.health.failure()
     }
+
+    async fn probe(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(drop).map_err(db)
+    }
 }
 
 /// The pool of connections to `url`, each with the server settings `settings` beside the
@@ -100,7 +104,7 @@ async fn connect(url: &str, settings: &[(&str, &str)]) -> Result<PgPool, StoreEr
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await
-        .map_err(|e| StoreError::Unavailable(format!("connecting to {}: {e}", redacted(url))))
+        .map_err(|e| StoreError::Unavailable(format!("{}: connecting to {}: {e}", cause::NO_ANSWER, redacted(url))))
 }
 
 /// A database URL with its password hidden, for messages: `postgres://user:***@host/db`.
@@ -162,12 +166,13 @@ impl DerefMut for WriteTx {
 fn db(e: sqlx::Error) -> StoreError {
     let error = match &e {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-            StoreError::Unavailable(e.to_string())
+            StoreError::Unavailable(format!("{}: {e}", cause::NO_ANSWER))
         }
-        sqlx::Error::Database(d)
-            if d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("53") || c.starts_with("57P")) =>
-        {
-            StoreError::Unavailable(e.to_string())
+        sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) => {
+            StoreError::Unavailable(format!("{}: {e}", cause::NO_ANSWER))
+        }
+        sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("53")) => {
+            StoreError::Unavailable(format!("{}: {e}", cause::OUT_OF_RESOURCES))
         }
         _ => StoreError::Database(e.to_string()),
     };

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::StoreError;
 /// The conversions and rows both backends share, used by every file here as `super::…`.
 use super::stored::*;
+use super::{StoreError, cause};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -145,7 +145,9 @@ fn db(e: sqlx::Error) -> StoreError {
         _ => None,
     };
     let error = match code.map(|c| c & 0xff) {
-        Some(8 | 10 | 13) => StoreError::Unavailable(e.to_string()),
+        Some(8) => StoreError::Unavailable(format!("{}: {e}", cause::READ_ONLY)),
+        Some(10) => StoreError::Unavailable(format!("{}: {e}", cause::DISK_FAILS)),
+        Some(13) => StoreError::Unavailable(format!("{}: {e}", cause::DISK_FULL)),
         _ => StoreError::Database(e.to_string()),
     };
     if let Some(kind) = error.kind() {

@@ -41,6 +41,10 @@ impl StoreHealth for SqliteStore {
     fn write_failure(&self) -> Option<String> {
         self.health.failure()
     }
+
+    async fn probe(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(drop).map_err(db)
+    }
 }
 
 impl SqliteStore {
