@@ -252,8 +252,9 @@ impl Config {
         })
     }
 
-    /// Whether `data_dir` is a directory, or can be created: its nearest existing ancestor is a
-    /// directory this process may write to.
+    /// Whether `data_dir` is a directory, or can be created: a directory is made and removed in
+    /// its nearest existing ancestor (root passes every permission check, and a file system may
+    /// refuse what its modes allow: only trying tells).
     fn data_dir_usable(&self) -> Result<(), String> {
         let dir = &self.data_dir;
         let existing = dir.ancestors().find(|a| a.as_os_str().is_empty() || a.exists()).unwrap_or(dir);
@@ -261,10 +262,12 @@ impl Config {
         if !existing.is_dir() {
             return Err(format!("{} cannot be created: {} is not a directory", dir.display(), existing.display()));
         }
-        let access = rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK;
-        rustix::fs::access(existing, access).map_err(|e| match existing == dir.as_path() {
-            true => format!("{} is not writable: {e}", dir.display()),
-            false => format!("{} cannot be created: {} is not writable: {e}", dir.display(), existing.display()),
+        let trial = existing.join(format!(".tally-validate-{}", std::process::id()));
+        std::fs::create_dir(&trial).and_then(|()| std::fs::remove_dir(&trial)).map_err(|e| {
+            match existing == dir.as_path() {
+                true => format!("{} is not writable: {e}", dir.display()),
+                false => format!("{} cannot be created: nothing can be made in {}: {e}", dir.display(), existing.display()),
+            }
         })
     }
 

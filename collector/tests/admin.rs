@@ -177,6 +177,13 @@ fn validate_and_default_config() {
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains(&format!("data_dir: {file}/data cannot be created: {file} is not a directory")), "{err}");
+    // Under a directory nothing can be made in, whatever its modes say (root passes them all).
+    let unusable = c.file("proc.toml", "data_dir = \"/proc/tally/data\"\n");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_tally-collector")).args(["validate", "--config", &unusable]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("data_dir: /proc/tally/data cannot be created: nothing can be made in /proc: "), "{err}");
 
     // R30: collectors sharing a database share a CA, given to them; a URL that is not
     // PostgreSQL's is refused, and so is one from the environment; the password is never shown.
