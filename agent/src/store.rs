@@ -218,7 +218,7 @@ impl Store {
     pub fn open(state_dir: &Path, max_pending: usize) -> Result<Opened, StoreError> {
         let state_error = |source| StoreError::StateDir { path: state_dir.to_owned(), source };
         private_dir(state_dir).map_err(state_error)?;
-        let lock = take_lock(state_dir)?;
+        let lock = take_lock(state_dir, LOCK_WAIT)?;
         let dir = state_dir.join("store");
         let (journal, replay) = Journal::open(state_dir).map_err(StoreError::Journal)?;
         let mut moved_aside = None;
@@ -706,10 +706,15 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Whether another process holds the store (a running agent).
 pub fn is_locked(state_dir: &Path) -> bool {
-    matches!(take_lock(state_dir), Err(StoreError::Busy(_)))
+    matches!(take_lock(state_dir, std::time::Duration::ZERO), Err(StoreError::Busy(_)))
 }
 
-fn take_lock(state_dir: &Path) -> Result<File, StoreError> {
+/// How long [`Store::open`] waits for the lock. A process forked by another thread of this one
+/// (to run `tc`, say) holds a copy of the lock's file until it executes its program: a store
+/// closed and opened again meanwhile would otherwise be taken for busy.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+fn take_lock(state_dir: &Path, wait: std::time::Duration) -> Result<File, StoreError> {
     let path = state_dir.join("agent.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -717,10 +722,16 @@ fn take_lock(state_dir: &Path) -> Result<File, StoreError> {
         .write(true)
         .open(&path)
         .map_err(|source| StoreError::StateDir { path: path.clone(), source })?;
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(file),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(StoreError::Busy(state_dir.to_owned())),
-        Err(e) => Err(StoreError::StateDir { path, source: e.into() }),
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(file),
+            Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => return Err(StoreError::Busy(state_dir.to_owned())),
+            Err(e) => return Err(StoreError::StateDir { path, source: e.into() }),
+        }
     }
 }
 
@@ -907,6 +918,25 @@ mod tests {
         assert!(store.unshipped_lan_day().unwrap().is_none());
         save(&mut store, std::slice::from_ref(&now));
         assert_eq!(store.lan_day(today).unwrap().version, 1, "written anew");
+    }
+
+    /// The cause of a `Busy` once seen in `disk_full.rs`: a child forked by another thread
+    /// held a copy of the lock for a moment after the store was closed. Here a second holder of
+    /// the lock lets go after 50 ms: the store opens all the same; a holder that stays is an
+    /// agent running, and `Busy`.
+    #[test]
+    fn a_lock_held_for_a_moment_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path(), 10).unwrap());
+        let holder = take_lock(dir.path(), std::time::Duration::ZERO).unwrap();
+        let letting_go = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            drop(holder);
+        });
+        assert!(Store::open(dir.path(), 10).is_ok(), "opened once the moment passed");
+        letting_go.join().unwrap();
+        let _running = take_lock(dir.path(), std::time::Duration::ZERO).unwrap();
+        assert!(matches!(Store::open(dir.path(), 10), Err(StoreError::Busy(_))));
     }
 
     #[test]
