@@ -266,7 +266,9 @@ impl Config {
         std::fs::create_dir(&trial).and_then(|()| std::fs::remove_dir(&trial)).map_err(|e| {
             match existing == dir.as_path() {
                 true => format!("{} is not writable: {e}", dir.display()),
-                false => format!("{} cannot be created: nothing can be made in {}: {e}", dir.display(), existing.display()),
+                false => {
+                    format!("{} cannot be created: nothing can be made in {}: {e}", dir.display(), existing.display())
+                }
             }
         })
     }

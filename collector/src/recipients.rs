@@ -15,10 +15,14 @@ pub fn parse(channel: &str, address: &str) -> Result<Recipient, FieldError> {
         channel.parse().map_err(|_| FieldError::new("channel", format!("{channel:?}: expected email or webhook")))?;
     let address = address.trim();
     let valid = match channel {
-        Channel::Email => address.parse::<lettre::Address>().is_ok(),
-        Channel::Webhook => address
-            .parse::<axum::http::Uri>()
-            .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()),
+        // RFC 5321's longest address.
+        Channel::Email => address.len() <= 254 && address.parse::<lettre::Address>().is_ok(),
+        Channel::Webhook => {
+            address.len() <= 2_000
+                && address
+                    .parse::<axum::http::Uri>()
+                    .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+        }
     };
     if !valid {
         let expected = match channel {

@@ -548,6 +548,28 @@ fn the_openapi_document_describes_every_route_of_the_contract() {
     }
     let statuses = &doc["components"]["schemas"]["ItemStatus"]["enum"];
     assert_eq!(statuses, &json!(["submitted", "in_process", "pending_confirmation", "completed", "canceled"]));
+
+    // Exactly what is accepted (issue 30): a `{}` event, an empty or overlong address, or a field
+    // the body does not take, are outside the schema.
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["EventsBody"]["properties"]["events"]["items"]["$ref"], "#/components/schemas/MeteredEvent");
+    let events = schemas["MeteredEvent"]["oneOf"].as_array().unwrap();
+    assert_eq!(events.len(), 5, "one schema per event type");
+    for event in events {
+        let name = event["$ref"].as_str().unwrap().rsplit('/').next().unwrap();
+        let event = &schemas[name]["allOf"];
+        assert_eq!(event[0]["$ref"], "#/components/schemas/EventCommon", "{name}");
+        assert!(event[1]["required"].as_array().unwrap().contains(&json!("type")), "{name}");
+    }
+    assert_eq!(schemas["EventCommon"]["required"], json!(["id", "account", "time"]));
+    let body = &doc["paths"]["/v1/accounts/{account}/recipients"]["post"]["requestBody"]["content"]["application/json"];
+    assert_eq!(body["schema"]["$ref"], "#/components/schemas/NewRecipient");
+    let email = &schemas["EmailRecipient"];
+    assert_eq!(
+        (&email["additionalProperties"], &email["properties"]["address"]["maxLength"]),
+        (&json!(false), &json!(254))
+    );
+    assert_eq!(schemas["WebhookRecipient"]["additionalProperties"], json!(false));
 }
 
 /// Silent sites (a missing bucket counts as 0, R5): those without a bucket for the asked time,

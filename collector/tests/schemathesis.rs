@@ -41,7 +41,9 @@ fn schemathesis_finds_no_server_error_and_no_response_outside_the_schema() {
             "[parameters]\n\"path.account\" = \"acme\"\n\"path.site\" = \"hq\"\n\"path.order\" = \"{id}\"\n\n\
              # A request of the schema's form may still be refused by a rule about stored state or\n\
              # today's date (a site of another account, a start date in the past): 422 says so.\n\
-             [checks.positive_data_acceptance]\nexpected-statuses = [\"2xx\", \"401\", \"403\", \"404\", \"409\", \"422\"]\n"
+             [checks.positive_data_acceptance]\nexpected-statuses = [\"2xx\", \"401\", \"403\", \"404\", \"409\", \"422\"]\n\n\
+             # A body over the size limit is refused before it is read, with 413.\n\
+             [checks.negative_data_rejection]\nexpected-statuses = [\"400\", \"401\", \"403\", \"404\", \"405\", \"406\", \"409\", \"413\", \"415\", \"422\", \"428\", \"429\"]\n"
         ),
     );
 

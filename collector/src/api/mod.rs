@@ -270,6 +270,7 @@ pub fn report_problem(e: ReportError) -> Problem {
         (status = 200, body = EventsSummary),
         (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the caller's to do", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than a request may be", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Refused by a rule, by field", body = Problem, content_type = "application/problem+json")))]
 async fn usage_events<S: Store + 'static>(
     State(api): State<Api<S>>,
@@ -327,10 +328,104 @@ async fn usage_events<S: Store + 'static>(
 #[derive(Debug, utoipa::ToSchema)]
 #[allow(dead_code)] // a schema only: `events::parse_batch` reads the body field by field
 struct EventsBody {
-    /// Each event with a unique `id`, its `type`, `account` and `time` (RFC 3339), and its
-    /// type's fields (see `usage::events`); a bad event is refused by field and the others kept.
-    #[schema(max_items = 10_000, value_type = Vec<Object>)]
-    events: Vec<serde_json::Value>,
+    /// A bad event is refused by field and the others kept.
+    #[schema(max_items = 10_000)]
+    events: Vec<MeteredEvent>,
+}
+
+/// A metered event: every one has a unique `id`, its `type`, the `account` and the `time` it
+/// happened (RFC 3339, within `max_event_age_days`); then its type's fields.
+#[derive(Debug, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // a schema only
+enum MeteredEvent {
+    ZtnaSession(ZtnaSession),
+    AiSecurityActivity(AiSecurityActivity),
+    DemUser(DemUser),
+    DeviceSighting(DeviceSighting),
+    DataLakeHour(DataLakeHour),
+}
+
+/// A remote user's ZTNA session: counted when authenticated, with traffic, remote.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only
+struct ZtnaSession {
+    #[serde(flatten)]
+    common: EventCommon,
+    #[schema(pattern = "^ztna_session$")]
+    r#type: String,
+    #[schema(min_length = 1, max_length = 256, pattern = "\\S")]
+    user: String,
+    authenticated: bool,
+    generated_traffic: bool,
+    remote: bool,
+    /// ISO 3166-1 alpha-2.
+    #[schema(pattern = "^[A-Z]{2}$")]
+    work_country: String,
+}
+
+/// A user's AI security activity: counted when enabled.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only
+struct AiSecurityActivity {
+    #[serde(flatten)]
+    common: EventCommon,
+    #[schema(pattern = "^ai_security_activity$")]
+    r#type: String,
+    #[schema(min_length = 1, max_length = 256, pattern = "\\S")]
+    user: String,
+    enabled: bool,
+}
+
+/// A user seen by digital experience monitoring.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only
+struct DemUser {
+    #[serde(flatten)]
+    common: EventCommon,
+    #[schema(pattern = "^dem_user$")]
+    r#type: String,
+    #[schema(min_length = 1, max_length = 256, pattern = "\\S")]
+    user: String,
+}
+
+/// A device seen on a site: counted unless it is a socket.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only
+struct DeviceSighting {
+    #[serde(flatten)]
+    common: EventCommon,
+    #[schema(pattern = "^device_sighting$")]
+    r#type: String,
+    #[schema(min_length = 1, max_length = 256, pattern = "\\S")]
+    device: String,
+    #[schema(pattern = "^(inline|lan_discovery|integration)$")]
+    source: String,
+    is_socket: bool,
+}
+
+/// The Data Lake's events of the hour of `time`.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only
+struct DataLakeHour {
+    #[serde(flatten)]
+    common: EventCommon,
+    #[schema(pattern = "^data_lake_hour$")]
+    r#type: String,
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_u64)]
+    count: u64,
+}
+
+/// The fields every metered event has.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // a schema only
+struct EventCommon {
+    #[schema(min_length = 1, max_length = 256, pattern = "\\S")]
+    id: String,
+    #[schema(min_length = 1, max_length = 256, pattern = "\\S")]
+    account: String,
+    #[schema(format = DateTime)]
+    time: String,
 }
 
 /// What a batch of metered events did.

@@ -27,6 +27,39 @@ pub struct RecipientView {
     pub address: String,
 }
 
+// The body is read as a `RecipientView`; `recipients::parse` decides what an address is. This
+// describes it exactly for the document.
+/// A recipient to add: an e-mail address, or the http(s) URL of a webhook.
+#[derive(Debug, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // a schema only
+pub enum NewRecipient {
+    Email(EmailRecipient),
+    Webhook(WebhookRecipient),
+}
+
+#[derive(Debug, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // a schema only
+pub struct EmailRecipient {
+    #[schema(pattern = "^email$")]
+    channel: String,
+    /// An e-mail address.
+    #[schema(format = Email, min_length = 3, max_length = 254)]
+    address: String,
+}
+
+#[derive(Debug, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // a schema only
+pub struct WebhookRecipient {
+    #[schema(pattern = "^webhook$")]
+    channel: String,
+    /// The http(s) URL the notifications are posted to.
+    #[schema(pattern = "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$", max_length = 2000)]
+    address: String,
+}
+
 impl From<&Recipient> for RecipientView {
     fn from(r: &Recipient) -> RecipientView {
         RecipientView { channel: r.channel.as_str().to_owned(), address: r.address.clone() }
@@ -121,7 +154,7 @@ pub async fn list<S: Store + 'static>(
 /// 201 when added, 200 when it was there already.
 #[utoipa::path(post, path = "/v1/accounts/{account}/recipients", tag = "accounts",
     params(("account" = String, Path)),
-    request_body = RecipientView,
+    request_body = NewRecipient,
     responses(
         (status = 201, description = "Added", body = RecipientView),
         (status = 200, description = "Already a recipient", body = RecipientView),
