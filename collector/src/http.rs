@@ -10,6 +10,9 @@
 //!   a keep-alive connection idle that long, and slowloris senders.
 //! - A request must be answered within [`REQUEST_DEADLINE`], its body included (408 otherwise).
 //! - With TLS ([`crate::https::Certificate`]), its handshake is bound by [`HEADER_DEADLINE`] too.
+//! - What hyper refuses itself before the router sees a request (a path over 64 KiB: 414,
+//!   headers over its buffer: 431, a malformed request: 400) answers problem+json like every
+//!   other error ([`ProblemHeads`]).
 //! - `/v1` requests are authenticated before their body is read ([`crate::api`]); each request
 //!   carries its connection's [`Peer`], which decides where its token may come from
 //!   ([`crate::https::Exposure`]).
@@ -239,6 +242,96 @@ where
             answer
         }
     });
-    let connection = http.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+    let connection = http.serve_connection(TokioIo::new(ProblemHeads::new(io)), TowerToHyperService::new(service));
     watcher.watch(connection).await.map_err(|e| e.to_string())
+}
+
+/// A connection whose error answers written by hyper itself (a request it could not parse: no
+/// content type, no body) are replaced by problem+json ones with the same status. hyper writes
+/// a response's head in one piece when the connection does not take vectored writes.
+struct ProblemHeads<I> {
+    io: I,
+    /// The replacement being written, how much of it is, and the length of what it replaces.
+    replacing: Option<(Vec<u8>, usize, usize)>,
+}
+
+impl<I> ProblemHeads<I> {
+    fn new(io: I) -> Self {
+        ProblemHeads { io, replacing: None }
+    }
+}
+
+/// The problem+json answer for a response head hyper wrote for a request it refused.
+fn problem_for(head: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(head).ok()?;
+    let status: u16 = text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    let detail = match status {
+        400 => "the request could not be read as HTTP/1.1".to_owned(),
+        414 => "the request's path and query are longer than the 65,534 bytes the server reads".to_owned(),
+        431 => "the request's headers are larger than the server reads".to_owned(),
+        _ => return None,
+    };
+    if !text.contains("\r\ncontent-length: 0\r\n") || text.contains("\r\ncontent-type:") {
+        return None;
+    }
+    let reason = axum::http::StatusCode::from_u16(status).ok()?.canonical_reason()?;
+    let body =
+        serde_json::json!({"type": "about:blank", "title": reason, "status": status, "detail": detail}).to_string();
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    Some([head.into_bytes(), body.into_bytes()].concat())
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for ProblemHeads<I> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for ProblemHeads<I> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.replacing.is_none() {
+            this.replacing = problem_for(buf).map(|answer| (answer, 0, buf.len()));
+        }
+        let Some((answer, written, replaced)) = &mut this.replacing else {
+            return std::pin::Pin::new(&mut this.io).poll_write(cx, buf);
+        };
+        while *written < answer.len() {
+            match std::pin::Pin::new(&mut this.io).poll_write(cx, &answer[*written..]) {
+                std::task::Poll::Ready(Ok(0)) => {
+                    return std::task::Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                std::task::Poll::Ready(Ok(n)) => *written += n,
+                other => return other,
+            }
+        }
+        let replaced = *replaced;
+        this.replacing = None;
+        std::task::Poll::Ready(Ok(replaced))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }

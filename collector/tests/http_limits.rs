@@ -119,3 +119,29 @@ fn at_the_file_limit_healthz_answers_and_the_log_stays_short() {
     assert!(warnings <= 4, "{warnings} WARN lines:\n{log}");
     assert!(log.contains("accepting connections failed") && log.contains("idle HTTP connections closed"), "{log}");
 }
+
+/// What hyper refuses before the router sees it answers problem+json like every other error: a
+/// 100 kB path (414), 500 kB of headers (431), a request line that is not HTTP (400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_hyper_refuses_answer_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = server(&dir).await;
+    let long_path = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(100_000));
+    let long_headers = format!("GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: {}\r\n\r\n", "b".repeat(500_000));
+    for (request, status, says) in [
+        (long_path, 414, "longer than the 65,534 bytes"),
+        (long_headers, 431, "headers are larger"),
+        ("BREW\x01 / HTTP/1.1\r\n\r\n".to_owned(), 400, "could not be read as HTTP/1.1"),
+    ] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let _ = stream.write_all(request.as_bytes()).await;
+        let answer = until_closed(&mut stream).await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{answer}"));
+        assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{answer}");
+        assert!(head.contains("content-type: application/problem+json"), "{answer}");
+        let problem: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(problem["status"], status);
+        assert!(problem["detail"].as_str().unwrap().contains(says), "{problem}");
+    }
+    assert!(healthz(addr).await.starts_with("HTTP/1.1 200 OK"));
+}
