@@ -253,7 +253,7 @@ impl Store {
                     .filter(|start| !sled.pending.contains_key(bucket_key(**start)).unwrap_or(false))
                     .count();
                 store.sled = Some(sled);
-                // Beyond the retention bound, as they would have been had they been stored.
+                // (What the retention bound drops here was due to go before this start.)
                 store.restore_from_journal(replay.live)?;
                 restored
             }
