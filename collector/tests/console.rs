@@ -197,6 +197,41 @@ async fn accessible(client: &Client, page: &str) {
     assert_eq!(critical, json!([]), "axe-core on the {page} page");
 }
 
+/// What a customer reads on the page `client` shows is in words: no ruling number (`R15`), no
+/// API name (`in_process`, `group1`, `customer:acme`), no configuration key or command, no raw
+/// date or timestamp (`2026-10-03`, `2026-12-07T03:11:28Z`).
+async fn in_customer_words(client: &Client, page: &str) {
+    let script = r"
+        const builders = /\bR\d{1,2}\b|\b[a-z]+_[a-z_]+\b|\b(customer|partner|operator):|\bgroup\d\b|\d{4}-\d{2}-\d{2}|tally-(collector|agent) /g;
+        const text = document.body.innerText;
+        return [text.match(builders) || [], text];";
+    let found = client.execute(script, vec![]).await.unwrap();
+    assert_eq!(found[0], json!([]), "the {page} page speaks the builders' language in\n{}", found[1].as_str().unwrap());
+}
+
+/// At a phone's width (390 px) no element outside a sideways-scrolling table is wider than the
+/// screen, the charts' labels are at least 11 px, and every link and button is at least 24 px
+/// high to tap; the window is set back after.
+async fn fits_a_phone(client: &Client, page: &str) {
+    client.set_window_size(390, 844).await.unwrap();
+    let script = r#"
+        const width = document.documentElement.clientWidth;
+        const wide = Array.from(document.querySelectorAll('body *'))
+            .filter(e => !e.closest('.scroll') && e.getBoundingClientRect().right > width + 1)
+            .map(e => e.tagName + (e.id ? '#' + e.id : '') + ' ' + Math.round(e.getBoundingClientRect().right));
+        const small = Array.from(document.querySelectorAll('svg.chart text'))
+            .filter(t => t.getBoundingClientRect().height > 0 && parseFloat(getComputedStyle(t).fontSize)
+                * t.ownerSVGElement.getScreenCTM().a < 11)
+            .map(t => t.textContent);
+        const tiny = Array.from(document.querySelectorAll('a, button, summary'))
+            .filter(e => e.offsetParent !== null && e.getBoundingClientRect().height < 24)
+            .map(e => e.textContent.trim());
+        return { wide, small: small.slice(0, 5), tiny };"#;
+    let found = client.execute(script, vec![]).await.unwrap();
+    client.set_window_size(1280, 1000).await.unwrap();
+    assert_eq!(found, json!({"wide": [], "small": [], "tiny": []}), "the {page} page at 390 px");
+}
+
 fn screenshot(png: &[u8], name: &str) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
     std::fs::create_dir_all(&dir).unwrap();
@@ -240,6 +275,8 @@ async fn usage_pages_show_the_apis_figures(client: &Client, http: &str, acme: &s
     client.goto(&format!("{base}/accounts/acme/usage")).await.unwrap();
     assert_eq!(client.current_url().await.unwrap().path(), "/login");
     accessible(client, "sign-in").await;
+    in_customer_words(client, "sign-in").await;
+    fits_a_phone(client, "sign-in").await;
     client.find(Locator::Id("token")).await.unwrap().send_keys("tally_wrong").await.unwrap();
     click_then(client, "button[type=submit]", "#login-error").await;
     let refused = client.find(Locator::Id("login-error")).await.unwrap().text().await.unwrap();
@@ -292,13 +329,9 @@ async fn usage_pages_show_the_apis_figures(client: &Client, http: &str, acme: &s
     }
     screenshot(&client.screenshot().await.unwrap(), "usage.png");
     accessible(client, "usage").await;
-    // At a phone's width nothing but the tables' own scroll areas is wider than the screen.
+    in_customer_words(client, "usage").await;
+    fits_a_phone(client, "usage").await;
     client.set_window_size(390, 844).await.unwrap();
-    let fits = client
-        .execute("return document.documentElement.scrollWidth <= document.documentElement.clientWidth;", vec![])
-        .await
-        .unwrap();
-    assert_eq!(fits, json!(true), "the usage page at 390 px");
     screenshot(&client.screenshot().await.unwrap(), "usage-phone.png");
     client.set_window_size(1280, 1000).await.unwrap();
 
@@ -323,6 +356,8 @@ async fn usage_pages_show_the_apis_figures(client: &Client, http: &str, acme: &s
     assert_eq!(present.to_string(), api_day["buckets_present"].to_string());
     screenshot(&client.screenshot().await.unwrap(), "site-day.png");
     accessible(client, "site-day").await;
+    in_customer_words(client, "site-day").await;
+    fits_a_phone(client, "site-day").await;
 
     // The CSVs, with the browser's session: the API's values.
     let cookie = client.get_named_cookie("tally_session").await.unwrap();
@@ -444,6 +479,14 @@ async fn meters_show_the_apis_figures(client: &Client, c: &Collector, http: &str
     assert_eq!(figure(&page, &[("license", "devices"), ("field", "locally_administered")]), ["1"]);
     let ztna = meters.iter().find(|m| m["license"] == "ztna_users").unwrap();
     assert_eq!((ztna["measured"].as_u64(), ztna["by_region"].as_array().map(Vec::len)), (Some(3), Some(2)), "{ztna}");
+    // The bandwidth pool is a license too: a row per region group, in bit/s, beside the meters.
+    for pool in api["bandwidth_pool"].as_array().unwrap() {
+        let group = pool["region_group"].as_str().unwrap();
+        let at = [("license", "bandwidth_pool"), ("pool", group)];
+        assert_eq!(figure(&page, &[at[0], at[1], ("field", "measured")]), [pool["monthly_p95_bps"].to_string()]);
+        assert_eq!(figure(&page, &[at[0], at[1], ("field", "licensed")]), [pool["licensed_bps"].to_string()]);
+    }
+    in_customer_words(client, "open month's usage").await;
 
     // A ZTNA session of finalized October arrives now: kept and shown, never billed (R33).
     let mut late = session("z9", "u9", "US");
@@ -458,6 +501,7 @@ async fn meters_show_the_apis_figures(client: &Client, c: &Collector, http: &str
     let said = shown.text().await.unwrap();
     assert!(said.contains("ZTNA users: with them the month would have counted 1, not the 0 billed"), "{said}");
     screenshot(&client.screenshot().await.unwrap(), "usage-late.png");
+    in_customer_words(client, "late arrivals' usage").await;
 }
 
 /// The articles' order page: the contact submits two items (one wrong, shown beside its field,
@@ -492,6 +536,8 @@ async fn the_order_story(browser: &mut Browser, c: &Collector, http: &str, acme:
     assert_eq!(listed["orders"], json!([]), "nothing was created");
     screenshot(&contact.screenshot().await.unwrap(), "order-new.png");
     accessible(&contact, "order form").await;
+    in_customer_words(&contact, "order form").await;
+    fits_a_phone(&contact, "order form").await;
     set("item1-quantity", "2").await;
     click_then(&contact, "#submit-order", "section[data-item]").await;
     let path = contact.current_url().await.unwrap().path().to_owned();
@@ -501,6 +547,28 @@ async fn the_order_story(browser: &mut Browser, c: &Collector, http: &str, acme:
     let order: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(order["status"], "submitted", "{order}");
     assert_eq!(order["items"].as_array().unwrap().len(), 2);
+    // Every field of every item, as the API has it, in words, numbered within the order.
+    let shown = figures(&contact).await;
+    for (number, item) in order["items"].as_array().unwrap().iter().enumerate() {
+        let item_id = item["id"].to_string();
+        for (field, value) in item.as_object().unwrap() {
+            if matches!(field.as_str(), "id" | "type" | "status" | "history" | "quote") {
+                continue;
+            }
+            let value = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+            assert_eq!(figure(&shown, &[("item", &item_id), ("field", field)]), [value.as_str()], "item {item_id}");
+        }
+        let heading = contact.find(Locator::Css(&format!("section[data-item='{item_id}'] h2"))).await.unwrap();
+        let heading = heading.text().await.unwrap();
+        assert!(heading.starts_with(&format!("{}. ", number + 1)), "{heading}");
+    }
+    let first = contact.find(Locator::Css("section[data-item] h2")).await.unwrap().text().await.unwrap();
+    let start = chrono::NaiveDate::parse_from_str(&tomorrow, "%Y-%m-%d").unwrap().format("%-d %B %Y");
+    assert_eq!(first, format!("1. Site bandwidth — HQ (United States), 100 Mbps, from {start}"));
+    let timeline = contact.find(Locator::Css("ol.timeline")).await.unwrap().text().await.unwrap();
+    assert!(timeline.ends_with("UTC Submitted by Ann Lee"), "{timeline}");
+    in_customer_words(&contact, "order").await;
+    fits_a_phone(&contact, "order").await;
     // The contact is offered only what is theirs: cancelling, not moving items forward.
     let offered = |client: &Client| {
         let client = client.clone();
@@ -582,8 +650,20 @@ async fn the_order_story(browser: &mut Browser, c: &Collector, http: &str, acme:
     click_then(&contact, "form[data-step=completed] button", "span[data-field=status][data-value=completed]").await;
     screenshot(&contact.screenshot().await.unwrap(), "order.png");
     accessible(&contact, "order").await;
+    in_customer_words(&contact, "completed order").await;
+    let timeline = contact.find(Locator::Css("ol.timeline")).await.unwrap().text().await.unwrap();
+    for said in [
+        "Submitted by Ann Lee",
+        "Taken in process by Customer Success",
+        "Quoted 1200.00 USD by Customer Success",
+        "Approved by Ann Lee",
+    ] {
+        assert!(timeline.contains(said), "{said} in {timeline}");
+    }
     contact.goto(&format!("{base}/accounts/acme/orders")).await.unwrap();
     accessible(&contact, "orders").await;
+    in_customer_words(&contact, "orders").await;
+    fits_a_phone(&contact, "orders").await;
     let (_, _, body) = get(http, &format!("/v1/accounts/acme/orders/{id}"), Some(acme));
     let order: Value = serde_json::from_str(&body).unwrap();
     let history: Vec<(&str, &str)> = order["items"][0]["history"]
@@ -599,13 +679,23 @@ async fn the_order_story(browser: &mut Browser, c: &Collector, http: &str, acme:
         "the person, not only the role"
     );
 
-    // The contact sets who is notified; the change is kept with her name.
+    // The contact sets who is notified; a wrong address is refused beside its field, as typed,
+    // on the same page; the change is kept with her name.
     contact.goto(&format!("{base}/accounts/acme/settings")).await.unwrap();
+    contact.find(Locator::Css("tr[data-contact='ann@acme.example']")).await.unwrap();
+    contact.find(Locator::Id("address")).await.unwrap().send_keys("billing at acme").await.unwrap();
+    click_then(&contact, "#add-recipient button", "[data-error-for=address]").await;
+    assert_eq!(contact.current_url().await.unwrap().path(), "/accounts/acme/settings");
+    let typed = contact.find(Locator::Id("address")).await.unwrap().prop("value").await.unwrap();
+    assert_eq!(typed.as_deref(), Some("billing at acme"));
+    contact.find(Locator::Id("address")).await.unwrap().clear().await.unwrap();
     contact.find(Locator::Id("address")).await.unwrap().send_keys("billing@acme.example").await.unwrap();
     click_then(&contact, "#add-recipient button", "tr[data-recipient='billing@acme.example']").await;
     assert_eq!(figure(&figures(&contact).await, &[("field", "actor")]), [ann]);
     screenshot(&contact.screenshot().await.unwrap(), "settings.png");
     accessible(&contact, "settings").await;
+    in_customer_words(&contact, "settings").await;
+    fits_a_phone(&contact, "settings").await;
     let (_, _, body) = get(http, "/v1/accounts/acme/recipients", Some(acme));
     let listed: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(listed["recipients"], json!([{"channel": "email", "address": "billing@acme.example"}]));
@@ -731,7 +821,7 @@ fn wrong_tokens_are_slowed_down_per_client_address() {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or_else(|| panic!("no Retry-After: {head}"));
     assert!((1..=6).contains(&retry), "{head}");
-    assert!(page.contains("Too many wrong tokens from your address"), "{page}");
+    assert!(page.contains("Too many wrong access keys from your address"), "{page}");
     assert_eq!(from("198.51.100.7", &format!("token={token}")).0, 303, "another address signs in at once");
 
     // The API: ten wrong bearer tokens from one address, then 429 problem+json.

@@ -7,6 +7,7 @@
 //! - [`settings`]: who the account's notifications go to (R15).
 //! - [`export`]: the pages' tables as CSV.
 //! - [`chart`]: SVG charts drawn on the server; no script.
+//! - [`words`]: values as a customer reads them (dates in UTC, people, statuses, order items).
 //!
 //! The pages call the same functions as the API (`usage::report::build`, the store's reads) and
 //! apply the same tenancy (`api::auth`): another account's page is a 404 like a missing one.
@@ -18,6 +19,7 @@ mod orders;
 mod pages;
 mod session;
 mod settings;
+mod words;
 
 use std::sync::{Arc, LazyLock};
 
@@ -92,8 +94,7 @@ impl<S: Store + 'static> Console<S> {
             .route("/accounts/{account}/orders/new", get(orders::new_form::<S>).post(orders::new_post::<S>))
             .route("/accounts/{account}/orders/{id}", get(orders::one::<S>))
             .route("/accounts/{account}/orders/{id}/transitions", post(orders::step::<S>))
-            .route("/accounts/{account}/settings", get(settings::show::<S>))
-            .route("/accounts/{account}/settings/recipients", post(settings::change_recipient::<S>))
+            .route("/accounts/{account}/settings", get(settings::show::<S>).post(settings::change_recipient::<S>))
             .route("/accounts/{account}/usage.csv", get(export::usage_csv::<S>))
             .route("/accounts/{account}/sites.csv", get(export::sites_csv::<S>))
             .route("/accounts/{account}/orders.csv", get(export::orders_csv::<S>))
@@ -153,7 +154,7 @@ impl Chrome {
         Chrome {
             css: STYLESHEET_PATH.clone(),
             account: account.map(str::to_owned),
-            who: signed.who(),
+            who: words::actor(&signed.who()),
             csrf: Some(signed.csrf.clone()),
         }
     }

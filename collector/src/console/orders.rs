@@ -12,13 +12,14 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tally_common::kinds::{Accessory, ItemStatus, ItemType, SdpRegion, SocketModel, TrafficScope};
 
+use super::words;
 use super::{Chrome, Console, PageError, Signed, render};
 use crate::api::auth::{internal, visible_account};
 use crate::api::orders::{OrderList, TransitionBody, actor_for, move_items, submit};
 use crate::api::problem::Problem;
 use crate::orders::rules::{check_transition, fields_of};
 use crate::orders::{Order, Quote};
-use crate::store::Store;
+use crate::store::{Site, Store};
 
 const PAGE: u32 = 50;
 
@@ -33,9 +34,11 @@ pub(super) struct ListQuery {
 struct OrdersPage {
     chrome: Chrome,
     account: String,
+    account_name: String,
     status: String,
-    statuses: Vec<&'static str>,
-    orders: Vec<Order>,
+    /// Each status: the API's name and its words.
+    statuses: Vec<(&'static str, &'static str)>,
+    orders: Vec<OrderView>,
     next_after: Option<i64>,
 }
 
@@ -46,7 +49,7 @@ pub(super) async fn list<S: Store + 'static>(
     Path(account): Path<String>,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, PageError> {
-    visible_account(&*console.store, &signed.caller, &account).await?;
+    let found = visible_account(&*console.store, &signed.caller, &account).await?;
     let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(s.parse::<ItemStatus>().map_err(|e| PageError::new(StatusCode::BAD_REQUEST, e.to_string()))?),
@@ -54,12 +57,14 @@ pub(super) async fn list<S: Store + 'static>(
     let page = console.store.orders(&account, status, query.after.unwrap_or(0).max(0), PAGE).await.map_err(internal)?;
     let list: OrderList = serde_json::from_str(&format!("{{\"orders\":{},\"next_after\":null}}", page.json))
         .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let sites = sites_by_id(&console, &account).await?;
     let page = OrdersPage {
         chrome: Chrome::of(&signed, Some(&account)),
         account,
+        account_name: found.name,
         status: status.map_or(String::new(), |s| s.as_str().to_owned()),
-        statuses: ItemStatus::ALL.iter().map(|s| s.as_str()).collect(),
-        orders: list.orders,
+        statuses: ItemStatus::ALL.iter().map(|s| (s.as_str(), words::status(*s))).collect(),
+        orders: list.orders.iter().map(|o| OrderView::of(o, &sites)).collect(),
         next_after: page.next_after,
     };
     Ok(render(&page))
@@ -103,17 +108,6 @@ struct NewOrderPage {
     items: Vec<ItemView>,
     types: Vec<(&'static str, &'static str)>,
     errors: Vec<String>,
-}
-
-fn title(item_type: ItemType) -> &'static str {
-    match item_type {
-        ItemType::SiteBandwidth => "Site bandwidth",
-        ItemType::SiteEarlyActivation => "Early activation of a site",
-        ItemType::Sockets => "Sockets",
-        ItemType::IpAddresses => "Public IPv4 addresses",
-        ItemType::SdpUsers => "SDP users",
-        ItemType::Accessories => "Accessories",
-    }
 }
 
 fn label(field: &str) -> &'static str {
@@ -194,16 +188,18 @@ async fn new_order_page<S: Store>(
     let found = visible_account(&*console.store, &signed.caller, account).await?;
     let not_enrolled = (found.eop_contact_name.is_none() || found.eop_contact_email.is_none()).then(|| {
         format!(
-            "Account {account} is not enrolled in the Electronic Order Program with a contact person, so it cannot \
-             order yet (R21). Customer Success enrolls it with the contact person named in the signed enrollment \
-             letter; then the contact person, or a colleague, can order here."
+            "{} is not enrolled in the Electronic Order Program with a contact person, so it cannot order here \
+             yet. Customer Success enrolls it with the contact person named in the signed enrollment letter; then \
+             the contact person, or a colleague, can order here.",
+            found.name
         )
     });
     let sites = console.store.site_facts(account).await.map_err(internal)?;
     let scoped = sites.values().any(|facts| facts.region_group.is_stand_alone());
-    let site_options: Vec<(String, String)> =
-        sites.iter().map(|(id, facts)| (id.clone(), format!("{id} ({})", facts.region_group))).collect();
-    let options = |all: &[&str]| all.iter().map(|o| ((*o).to_owned(), (*o).to_owned())).collect::<Vec<_>>();
+    let named = sites_by_id(console, account).await?;
+    let site_options: Vec<(String, String)> = sites.keys().map(|id| (id.clone(), words::site(id, &named))).collect();
+    let options =
+        |all: Vec<(&str, &str)>| all.into_iter().map(|(o, said)| (o.to_owned(), said.to_owned())).collect::<Vec<_>>();
     let mut by_field: BTreeMap<String, String> = BTreeMap::new();
     let mut errors = Vec::new();
     if let Some(problem) = problem {
@@ -234,17 +230,24 @@ async fn new_order_page<S: Store>(
                         "bandwidth_mbps" | "quantity" => ("number", Vec::new()),
                         "site" => ("select", site_options.clone()),
                         "traffic_scope" => {
-                            let mut scopes = vec![(String::new(), "(not a CN/MA/VN site)".to_owned())];
-                            scopes.extend(options(&TrafficScope::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>()));
+                            let mut scopes =
+                                vec![(String::new(), "(a site outside China, Morocco and Vietnam)".to_owned())];
+                            scopes.extend(options(
+                                TrafficScope::ALL.iter().map(|s| (s.as_str(), words::traffic_scope(*s))).collect(),
+                            ));
                             ("select", scopes)
                         }
                         "model" => {
-                            ("select", options(&SocketModel::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>()))
+                            ("select", options(SocketModel::ALL.iter().map(|s| (s.as_str(), s.as_str())).collect()))
                         }
-                        "region" => ("select", options(&SdpRegion::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>())),
-                        "accessory" => {
-                            ("select", options(&Accessory::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>()))
-                        }
+                        "region" => (
+                            "select",
+                            options(SdpRegion::ALL.iter().map(|s| (s.as_str(), words::sdp_region(*s))).collect()),
+                        ),
+                        "accessory" => (
+                            "select",
+                            options(Accessory::ALL.iter().map(|s| (s.as_str(), words::accessory(*s))).collect()),
+                        ),
                         _ => ("text", Vec::new()),
                     };
                     Field {
@@ -260,7 +263,7 @@ async fn new_order_page<S: Store>(
             ItemView {
                 index,
                 item_type: item.item_type.as_str(),
-                title: title(item.item_type),
+                title: words::item_type(item.item_type),
                 fields,
                 error: by_field.remove(&format!("items[{index}]")),
             }
@@ -274,7 +277,7 @@ async fn new_order_page<S: Store>(
         not_enrolled,
         key,
         items,
-        types: ItemType::ALL.iter().map(|t| (t.as_str(), title(*t))).collect(),
+        types: ItemType::ALL.iter().map(|t| (t.as_str(), words::item_type(*t))).collect(),
         errors,
     })
 }
@@ -334,13 +337,127 @@ struct Step {
     needs_quote: bool,
 }
 
+/// One item of an order, in words, numbered within its order.
+struct ItemLine {
+    number: usize,
+    /// Its id across all orders: the API's, shown to operators.
+    id: i64,
+    summary: String,
+    /// Each field: the API's name, its value there, its label and its words.
+    fields: Vec<(&'static str, String, &'static str, String)>,
+    status: ItemStatus,
+    quote: Option<Quote>,
+}
+
+/// What happened to an order, once for the items it happened to together.
+struct Event {
+    at: String,
+    what: String,
+    /// `items 1 and 2` when not every item of the order.
+    items: String,
+}
+
+/// An order in words, for its page and the list.
+struct OrderView {
+    id: i64,
+    submitted: String,
+    status: ItemStatus,
+    items: Vec<ItemLine>,
+    timeline: Vec<Event>,
+    /// When the first item still wanted is to start.
+    starts: Option<String>,
+}
+
+impl OrderView {
+    fn of(order: &Order, sites: &BTreeMap<String, Site>) -> OrderView {
+        let items: Vec<ItemLine> = order
+            .items
+            .iter()
+            .enumerate()
+            .map(|(index, i)| ItemLine {
+                number: index + 1,
+                id: i.id,
+                summary: words::item(&i.item, sites),
+                fields: words::item_fields(&i.item, sites)
+                    .into_iter()
+                    .map(|(name, raw, said)| (name, raw, label(name), said))
+                    .collect(),
+                status: i.status,
+                quote: i.quote.clone(),
+            })
+            .collect();
+        OrderView {
+            id: order.id,
+            submitted: words::time_text(&order.created_at),
+            status: order.status,
+            timeline: timeline(order),
+            starts: order
+                .items
+                .iter()
+                .filter(|i| i.status != ItemStatus::Canceled)
+                .map(|i| i.item.start_date())
+                .min()
+                .map(words::date),
+            items,
+        }
+    }
+}
+
+/// The order's history: each status with who and when, in time order, the items it concerned
+/// named when not all of them.
+fn timeline(order: &Order) -> Vec<Event> {
+    /// When, what, who, the quote, and the numbers of the items it happened to.
+    type Happened<'a> = (&'a str, ItemStatus, &'a str, Option<&'a Quote>, Vec<usize>);
+    let mut events: Vec<Happened> = Vec::new();
+    for (index, item) in order.items.iter().enumerate() {
+        for h in &item.history {
+            match events.iter_mut().find(|e| (e.0, e.1, e.2) == (h.at.as_str(), h.status, h.actor.as_str())) {
+                Some(event) => event.4.push(index + 1),
+                None => events.push((&h.at, h.status, &h.actor, h.quote.as_ref(), vec![index + 1])),
+            }
+        }
+    }
+    events.sort_by(|a, b| a.0.cmp(b.0));
+    events
+        .into_iter()
+        .map(|(at, status, actor, quote, numbers)| {
+            let who = words::actor(actor);
+            let what = match (status, quote) {
+                (ItemStatus::Submitted, _) => format!("Submitted by {who}"),
+                (ItemStatus::InProcess, _) => format!("Taken in process by {who}"),
+                (ItemStatus::PendingConfirmation, Some(q)) => format!("Quoted {} {} by {who}", q.amount, q.currency),
+                (ItemStatus::PendingConfirmation, None) => format!("Sent for confirmation by {who}"),
+                (ItemStatus::Completed, _) => format!("Approved by {who}"),
+                (ItemStatus::Canceled, _) => format!("Canceled by {who}"),
+            };
+            let items = if numbers.len() == order.items.len() {
+                String::new()
+            } else {
+                let listed: Vec<String> = numbers.iter().map(usize::to_string).collect();
+                format!("item{} {}", if numbers.len() > 1 { "s" } else { "" }, listed.join(", "))
+            };
+            Event { at: words::time_text(at), what, items }
+        })
+        .collect()
+}
+
+/// The account's sites by id, for items in words.
+async fn sites_by_id<S: Store>(console: &Console<S>, account: &str) -> Result<BTreeMap<String, Site>, PageError> {
+    let sites = console.store.sites_of_account(account).await.map_err(internal)?;
+    Ok(sites.into_iter().map(|s| (s.id.clone(), s)).collect())
+}
+
 #[derive(Template)]
 #[template(path = "order.html")]
 struct OrderPage {
     chrome: Chrome,
     account: String,
-    order: Order,
+    account_name: String,
+    order: OrderView,
     steps: Vec<Step>,
+    /// The signed-in user may cancel the order (a confirmed, secondary step).
+    may_cancel: bool,
+    operator: bool,
     error: Option<String>,
 }
 
@@ -353,7 +470,7 @@ async fn order_page<S: Store>(
 ) -> Result<OrderPage, PageError> {
     let found = visible_account(&*console.store, &signed.caller, account).await?;
     let order = console.store.order(account, id).await.map_err(internal)?;
-    let order = order.ok_or_else(|| PageError::not_found(format!("account {account:?} has no order {id}")))?;
+    let order = order.ok_or_else(|| PageError::not_found(format!("this account has no order {id}")))?;
     let actor = actor_for(&signed.caller, &found);
     // Offered: the steps this user may take for every item still moving (R22's own check).
     let live: Vec<ItemStatus> = order
@@ -362,17 +479,27 @@ async fn order_page<S: Store>(
         .map(|i| i.status)
         .filter(|s| !matches!(s, ItemStatus::Completed | ItemStatus::Canceled))
         .collect();
+    let allowed =
+        |to: ItemStatus| !live.is_empty() && live.iter().all(|s| check_transition(*s, to, actor, true).is_ok());
     let steps = [
-        (ItemStatus::InProcess, "Move to in process"),
+        (ItemStatus::InProcess, "Take in process"),
         (ItemStatus::PendingConfirmation, "Send the quote"),
         (ItemStatus::Completed, "Approve the quote"),
-        (ItemStatus::Canceled, "Cancel the order"),
     ]
     .into_iter()
-    .filter(|(to, _)| !live.is_empty() && live.iter().all(|s| check_transition(*s, *to, actor, true).is_ok()))
+    .filter(|(to, _)| allowed(*to))
     .map(|(to, label)| Step { to: to.as_str(), label, needs_quote: to == ItemStatus::PendingConfirmation })
     .collect();
-    Ok(OrderPage { chrome: Chrome::of(signed, Some(account)), account: account.to_owned(), order, steps, error })
+    Ok(OrderPage {
+        chrome: Chrome::of(signed, Some(account)),
+        account: account.to_owned(),
+        account_name: found.name,
+        order: OrderView::of(&order, &sites_by_id(console, account).await?),
+        steps,
+        may_cancel: allowed(ItemStatus::Canceled),
+        operator: signed.caller.role == crate::store::Role::Operator,
+        error,
+    })
 }
 
 /// `/accounts/{a}/orders/{id}`.

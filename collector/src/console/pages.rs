@@ -10,13 +10,15 @@ use tally_common::p95::{daily_site_p95, discarded_slots};
 use tally_common::time::{BucketStart, DAY_SLOTS, Month};
 
 use super::chart::{Bar, Chart, Line};
-use super::{Chrome, Console, PageError, Signed, render};
+use super::{Chrome, Console, PageError, Signed, render, words};
 use crate::api::auth::{internal, visible_account};
 use crate::store::{Role, Store};
 use crate::terms::{AccountView, account_view};
-use crate::usage::document::UsageReport;
+use crate::usage::document::{MonthStatus, UsageReport, WindowJson};
 use crate::usage::overusage::ResolveRequest;
 use crate::usage::report;
+use tally_common::kinds::LicenseKind;
+use tally_common::time::MonthWindowSetting;
 
 /// A value's name as the API writes it (`"open"`, `"group1"`).
 fn api_name(value: &impl Serialize) -> String {
@@ -125,6 +127,10 @@ pub(super) async fn report_of<S: Store>(
 
 struct PoolView {
     group: String,
+    group_words: &'static str,
+    peak_day_words: Option<String>,
+    /// Every day's aggregate is 0: the chart says so instead.
+    quiet: bool,
     monthly_p95_bps: u64,
     licensed_bps: u64,
     excess_bps: u64,
@@ -136,30 +142,38 @@ struct PoolView {
 
 struct DayView {
     date: NaiveDate,
+    date_words: String,
     aggregate_bps: u64,
     in_window: bool,
 }
 
 struct SiteView {
     site: String,
+    name: String,
     country: String,
-    site_type: String,
+    site_type: &'static str,
     /// Its agent applied its current policy (R17); `None` without a cap.
     policy_applied: Option<bool>,
-    /// The start of its latest bucket, and its agent's last connection (RFC 3339).
-    last_bucket: Option<String>,
-    last_connected: Option<String>,
+    /// The start of its latest bucket, and its agent's last connection: RFC 3339, and in words.
+    last_bucket: Option<(String, String)>,
+    last_connected: Option<(String, String)>,
     group: String,
+    group_words: &'static str,
     cap_bps: Option<u64>,
-    /// The month's highest daily P95, and its day.
-    peak: Option<(NaiveDate, u64)>,
+    /// The month's highest daily P95, its day, and the day in words.
+    peak: Option<(NaiveDate, u64, String)>,
     violations: usize,
 }
 
 struct MeterView {
     license: String,
-    /// ZTNA users by region (R12): region, measured, licensed.
-    by_region: Vec<(String, u64, u64)>,
+    license_words: String,
+    /// What its quantities count (`users`), or `None` for bit rates.
+    unit: Option<&'static str>,
+    /// The bandwidth pool's region group, as the API names it.
+    region: Option<String>,
+    /// ZTNA users by region (R12): region, its words, measured, licensed.
+    by_region: Vec<(String, String, u64, u64)>,
     /// Devices by where they were seen (R29), and those with private addresses.
     by_source: Vec<(String, u64)>,
     locally_administered: Option<u64>,
@@ -171,7 +185,7 @@ struct MeterView {
 
 struct OverusageView {
     id: i64,
-    license: String,
+    license: &'static str,
     region_group: Option<String>,
     excess: u64,
     /// The smallest True-Forward, in `unit` (R32).
@@ -179,7 +193,8 @@ struct OverusageView {
     unit: String,
     /// The form field a True-Forward's quantity goes in: `quantity_mbps` for the pool.
     quantity_field: &'static str,
-    resolution: Option<String>,
+    /// The API's name of the resolution, and its words.
+    resolution: Option<(String, &'static str)>,
 }
 
 #[derive(Template)]
@@ -187,11 +202,16 @@ struct OverusageView {
 struct UsagePage {
     chrome: Chrome,
     account: String,
+    account_name: String,
     month: Month,
     previous: Month,
     next: Month,
     status: String,
+    status_words: &'static str,
+    /// Which days the bandwidth pool's P95 counts, in words.
     window: String,
+    /// The setting behind it, for operators.
+    window_setting: String,
     pools: Vec<PoolView>,
     sites: Vec<SiteView>,
     meters: Vec<MeterView>,
@@ -233,6 +253,7 @@ pub(super) async fn usage<S: Store + 'static>(
     Query(query): Query<MonthQuery>,
 ) -> Result<Response, PageError> {
     let month = query.month()?;
+    let found = visible_account(&*console.store, &signed.caller, &account).await?;
     let report = report_of(&console, &signed, &account, month).await?;
     let pools = report
         .bandwidth_pool
@@ -242,7 +263,7 @@ pub(super) async fn usage<S: Store + 'static>(
                 .days
                 .iter()
                 .map(|d| Bar {
-                    label: d.date.format("%d").to_string(),
+                    label: d.date.format("%-d").to_string(),
                     value: d.aggregate_bps,
                     class: match (Some(d.date) == p.peak_day, d.in_window) {
                         (true, _) => "peak",
@@ -252,9 +273,9 @@ pub(super) async fn usage<S: Store + 'static>(
                 })
                 .collect();
             let outside = p.days.iter().position(|d| !d.in_window).map(|from| (from, p.days.len()));
-            let group = api_name(&p.region_group);
+            let group_words = words::group(p.region_group);
             let chart = Chart {
-                title: format!("Daily aggregate of {group}, {month}"),
+                title: format!("Daily aggregate of {group_words}, {}", words::month(month)),
                 bars,
                 lines: vec![
                     Line { value: p.licensed_bps, class: "licensed", label: "licensed".into() },
@@ -268,14 +289,22 @@ pub(super) async fn usage<S: Store + 'static>(
                 licensed_bps: p.licensed_bps,
                 excess_bps: p.excess_bps,
                 peak_day: p.peak_day,
+                peak_day_words: p.peak_day.map(words::date),
+                quiet: p.days.iter().all(|d| d.aggregate_bps == 0),
                 projected_bps: p.forecast.as_ref().map(|f| f.projected_monthly_p95_bps),
                 chart: chart.svg(),
                 days: p
                     .days
                     .iter()
-                    .map(|d| DayView { date: d.date, aggregate_bps: d.aggregate_bps, in_window: d.in_window })
+                    .map(|d| DayView {
+                        date: d.date,
+                        date_words: words::short_date(d.date),
+                        aggregate_bps: d.aggregate_bps,
+                        in_window: d.in_window,
+                    })
                     .collect(),
-                group,
+                group: api_name(&p.region_group),
+                group_words,
             }
         })
         .collect();
@@ -288,58 +317,84 @@ pub(super) async fn usage<S: Store + 'static>(
     let sites = report
         .sites
         .iter()
-        .map(|s| SiteView {
-            site: s.site.clone(),
-            country: facts.iter().find(|f| f.id == s.site).map_or(String::new(), |f| f.country.to_string()),
-            site_type: facts.iter().find(|f| f.id == s.site).map_or(String::new(), |f| f.site_type.to_string()),
-            policy_applied: s
-                .cap_bps
-                .map(|_| policies.iter().find(|p| p.site == s.site).is_some_and(crate::store::PolicyState::in_force)),
-            last_bucket: activity
-                .iter()
-                .find(|a| a.site == s.site)
-                .and_then(|a| a.last_bucket)
-                .map(|b| tally_common::time::rfc3339(b.time())),
-            last_connected: activity
-                .iter()
-                .find(|a| a.site == s.site)
-                .and_then(|a| a.last_connected)
-                .map(tally_common::time::rfc3339),
-            group: api_name(&s.region_group),
-            cap_bps: s.cap_bps,
-            peak: s.days.iter().max_by_key(|d| (d.p95_bps, std::cmp::Reverse(d.date))).map(|d| (d.date, d.p95_bps)),
-            violations: s.violations.len(),
+        .map(|s| {
+            let site = facts.iter().find(|f| f.id == s.site);
+            let activity = activity.iter().find(|a| a.site == s.site);
+            SiteView {
+                site: s.site.clone(),
+                name: site.map_or_else(|| s.site.clone(), |f| f.name.clone()),
+                country: site.map_or(String::new(), |f| words::country(f.country)),
+                site_type: site.map_or("", |f| words::site_type(f.site_type)),
+                policy_applied: s.cap_bps.map(|_| {
+                    policies.iter().find(|p| p.site == s.site).is_some_and(crate::store::PolicyState::in_force)
+                }),
+                last_bucket: activity.and_then(|a| a.last_bucket).map(|b| time_both(b.time())),
+                last_connected: activity.and_then(|a| a.last_connected).map(time_both),
+                group: api_name(&s.region_group),
+                group_words: words::group(s.region_group),
+                cap_bps: s.cap_bps,
+                peak: s
+                    .days
+                    .iter()
+                    .max_by_key(|d| (d.p95_bps, std::cmp::Reverse(d.date)))
+                    .map(|d| (d.date, d.p95_bps, words::short_date(d.date))),
+                violations: s.violations.len(),
+            }
         })
         .collect();
-    let meters = report
-        .meters
-        .iter()
-        .map(|m| MeterView {
-            license: api_name(&m.meter.license),
-            by_region: m.by_region.iter().map(|r| (api_name(&r.region), r.measured, r.licensed)).collect(),
-            by_source: m.by_source.iter().map(|(source, n)| (source.clone(), *n)).collect(),
-            locally_administered: m.locally_administered,
-            measured: m.meter.measured,
-            licensed: m.meter.licensed,
-            excess: m.meter.excess,
-            required_purchase: m.meter.required_purchase,
-        })
+    // The bandwidth pool first, a row per region group, then the other meters.
+    let pool_rows = report.bandwidth_pool.iter().map(|p| MeterView {
+        license: api_name(&LicenseKind::BandwidthPool),
+        license_words: format!("Bandwidth pool, {}", words::group(p.region_group)),
+        unit: None,
+        region: Some(api_name(&p.region_group)),
+        by_region: Vec::new(),
+        by_source: Vec::new(),
+        locally_administered: None,
+        measured: p.monthly_p95_bps,
+        licensed: p.licensed_bps,
+        excess: p.excess_bps,
+        required_purchase: p.required_purchase_mbps,
+    });
+    let meters = pool_rows
+        .chain(report.meters.iter().map(|m| {
+            MeterView {
+                license: api_name(&m.meter.license),
+                license_words: words::license(m.meter.license).to_owned(),
+                unit: Some(m.meter.license.purchase_unit()),
+                region: None,
+                by_region: m
+                    .by_region
+                    .iter()
+                    .map(|r| (api_name(&r.region), words::region_text(&api_name(&r.region)), r.measured, r.licensed))
+                    .collect(),
+                by_source: m.by_source.iter().map(|(source, n)| (source.clone(), *n)).collect(),
+                locally_administered: m.locally_administered,
+                measured: m.meter.measured,
+                licensed: m.meter.licensed,
+                excess: m.meter.excess,
+                required_purchase: m.meter.required_purchase,
+            }
+        }))
         .collect();
     let overusage = report
         .overusage
         .iter()
         .map(|o| OverusageView {
             id: o.id,
-            license: api_name(&o.license),
-            region_group: o.region_group.clone(),
+            license: words::license(o.license),
+            region_group: o.region_group.as_deref().map(words::region_text),
             excess: o.excess,
             required_purchase: o.required_purchase,
             unit: o.unit.clone(),
             quantity_field: match o.license {
-                tally_common::kinds::LicenseKind::BandwidthPool => "quantity_mbps",
+                LicenseKind::BandwidthPool => "quantity_mbps",
                 _ => "quantity",
             },
-            resolution: o.resolution.as_ref().map(|r| r.kind.clone()),
+            resolution: o.resolution.as_ref().map(|r| {
+                let said = if r.kind == "true_up" { "True-Up" } else { "True-Forward" };
+                (r.kind.clone(), said)
+            }),
         })
         .collect();
     let page = UsagePage {
@@ -347,8 +402,17 @@ pub(super) async fn usage<S: Store + 'static>(
         previous: Month::containing(month.first_day().pred_opt().unwrap_or(month.first_day())),
         next: month.next(),
         status: api_name(&report.status),
-        window: report.window.description.clone(),
+        status_words: match report.status {
+            MonthStatus::Open => "Open: the month is running, and its figures grow until it ends",
+            MonthStatus::Provisional => {
+                "Provisional: the month has ended; measurements still arriving may change it until it is closed"
+            }
+            MonthStatus::Finalized => "Closed: these are the month's billed figures",
+        },
+        window: window_in_words(&report.window),
+        window_setting: report.window.description.clone(),
         account,
+        account_name: found.name,
         month,
         pools,
         sites,
@@ -367,6 +431,28 @@ pub(super) async fn usage<S: Store + 'static>(
     Ok(render(&page))
 }
 
+/// A time as the API writes it, and in words.
+fn time_both(at: chrono::DateTime<chrono::Utc>) -> (String, String) {
+    (tally_common::time::rfc3339(at), words::time(at))
+}
+
+/// Which days the bandwidth pool's monthly P95 counts (R7), as the customer reads it.
+fn window_in_words(window: &WindowJson) -> String {
+    let day = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok().map(|t| t.date_naive());
+    let (Some(first), Some(end)) = (day(&window.start), day(&window.end)) else { return String::new() };
+    let last = end.pred_opt().unwrap_or(end);
+    let excluded = match window.setting {
+        MonthWindowSetting::Article => " (the month's last day is not counted)",
+        MonthWindowSetting::Calendar => "",
+    };
+    format!(
+        "The bandwidth pool's monthly P95 counts the days from {} to {}{excluded}; the other licenses count the \
+         whole calendar month.",
+        words::date(first),
+        words::date(last)
+    )
+}
+
 struct SlotView {
     time: String,
     max_bps: Option<u64>,
@@ -378,8 +464,9 @@ struct SlotView {
 struct DayPage {
     chrome: Chrome,
     account: String,
-    site: String,
+    site_name: String,
     day: NaiveDate,
+    day_words: String,
     p95_bps: u64,
     buckets_present: u16,
     buckets_expected: u16,
@@ -434,7 +521,8 @@ pub(super) async fn site_day<S: Store + 'static>(
         .collect();
     let mut lines = vec![Line { value: p95.p95_bps, class: "p95", label: "daily P95".into() }];
     lines.extend(site.cap_bps.map(|cap| Line { value: cap, class: "cap", label: "cap".into() }));
-    let chart = Chart { title: format!("Buckets of {} on {day}", site.id), bars, lines, shaded: None, label_every: 36 };
+    let day_words = words::date(day);
+    let chart = Chart { title: format!("{} on {day_words}", site.name), bars, lines, shaded: None, label_every: 36 };
     let from = BucketStart::first_of_day(day);
     let to = BucketStart::first_of_day(day.succ_opt().unwrap_or(day));
     let violations = console
@@ -448,8 +536,9 @@ pub(super) async fn site_day<S: Store + 'static>(
     let page = DayPage {
         chrome: Chrome::of(&signed, Some(&account)),
         account,
-        site: site.id,
+        site_name: format!("{} ({})", site.name, words::country(site.country)),
         day,
+        day_words,
         p95_bps: p95.p95_bps,
         buckets_present: p95.buckets_present,
         buckets_expected: p95.buckets_expected,

@@ -115,7 +115,7 @@ pub(super) async fn login<S: Store + 'static>(
     }
     let client = console.exposure.client(&request.headers, &request.extensions);
     if let Some(Err(wait)) = client.map(|ip| console.wrong_tokens.check(ip)) {
-        let why = format!("Too many wrong tokens from your address: try again in {} s.", wait.as_secs().max(1));
+        let why = format!("Too many wrong access keys from your address: try again in {} s.", wait.as_secs().max(1));
         let page = LoginPage { chrome: Chrome::signed_out(), error: Some(why) };
         let retry = [(header::RETRY_AFTER, wait.as_secs().max(1).to_string())];
         return (StatusCode::TOO_MANY_REQUESTS, retry, render(&page)).into_response();
@@ -125,7 +125,12 @@ pub(super) async fn login<S: Store + 'static>(
         if let Some(ip) = client.filter(|_| problem.status == StatusCode::UNAUTHORIZED.as_u16()) {
             console.wrong_tokens.failed(ip);
         }
-        let page = LoginPage { chrome: Chrome::signed_out(), error: Some(problem.detail) };
+        let why = match (problem.status, problem.detail.as_str()) {
+            (401, "this token was revoked") => "This access key was withdrawn: ask for a new one.",
+            (401, _) => "This access key is not valid: check that it was copied whole, or ask for a new one.",
+            _ => problem.detail.as_str(),
+        };
+        let page = LoginPage { chrome: Chrome::signed_out(), error: Some(why.to_owned()) };
         return (StatusCode::UNAUTHORIZED, render(&page)).into_response();
     }
     let (Ok(secret), Ok(csrf)) = (random_hex(32), random_hex(32)) else {
