@@ -359,6 +359,12 @@ async fn usage_pages_show_the_apis_figures(client: &Client, http: &str, acme: &s
     in_customer_words(client, "site-day").await;
     fits_a_phone(client, "site-day").await;
 
+    // A month without traffic says so instead of drawing empty charts.
+    client.goto(&format!("{base}/accounts/acme/usage?month=2026-09")).await.unwrap();
+    assert_eq!(client.find_all(Locator::Css("[data-field=no_traffic]")).await.unwrap().len(), 2);
+    assert!(client.find_all(Locator::Css("svg.chart")).await.unwrap().is_empty());
+    in_customer_words(client, "quiet month").await;
+
     // The CSVs, with the browser's session: the API's values.
     let cookie = client.get_named_cookie("tally_session").await.unwrap();
     let cookie = format!("tally_session={}", cookie.value());
