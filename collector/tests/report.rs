@@ -315,7 +315,10 @@ fn todays_buckets_show_in_the_report_even_outside_the_window() {
     assert!(table.contains("still open: 2026-11-30 (today, provisional) to 2026-11-30"), "{table}");
     assert!(table.contains("the article's window excludes the last day of the month"), "{table}");
     assert!(table.contains("outside the window (listed, not billed): 2026-11-30"), "{table}");
-    assert!(table.contains("2 of 8640"), "both days' buckets are counted as present: {table}");
+    assert!(
+        table.contains("2 of 576 since 2026-11-29"),
+        "both days' buckets are present, the days before the first are not missing: {table}"
+    );
 }
 
 /// R28: months are reported, finalized and notified only when they overlap the account's life,

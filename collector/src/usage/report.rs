@@ -459,13 +459,11 @@ pub fn table(report: &UsageReport) -> String {
     ]];
     for site in &report.sites {
         let highest = site.days.iter().filter(|d| d.in_window).map(|d| d.p95_bps).max().unwrap_or(0);
-        let present: u64 = site.days.iter().map(|d| u64::from(d.buckets_present)).sum();
-        let expected: u64 = site.days.iter().map(|d| u64::from(d.buckets_expected)).sum();
         rows.push([
             site.site.clone(),
             site.region_group.to_string(),
             Bandwidth(highest).to_string(),
-            format!("{present} of {expected}"),
+            coverage(&site.days),
             site.cap_bps.map_or("-".into(), |c| Bandwidth(c).to_string()),
             format!("{} bucket(s)", site.violations.len()),
         ]);
@@ -539,6 +537,20 @@ fn serde_plain(value: &impl Serialize) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
+/// The buckets a site sent of those expected since its first this month: the days before it
+/// reported at all (a site added this month) are not missing; a site that never reported says so.
+fn coverage(days: &[SiteDayReport]) -> String {
+    let Some(first) = days.iter().position(|d| d.buckets_present > 0) else { return "none yet".to_owned() };
+    let since = &days[first..];
+    let present: u64 = since.iter().map(|d| u64::from(d.buckets_present)).sum();
+    let expected: u64 = since.iter().map(|d| u64::from(d.buckets_expected)).sum();
+    if first == 0 {
+        format!("{present} of {expected}")
+    } else {
+        format!("{present} of {expected} since {}", days[first].date)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,6 +569,21 @@ mod tests {
 
     fn nov(day: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 11, day).unwrap()
+    }
+
+    #[test]
+    fn a_sites_days_before_its_first_bucket_are_not_missing() {
+        let day = |date: u32, present: u16| SiteDayReport {
+            date: nov(date),
+            p95_bps: 0,
+            buckets_present: present,
+            buckets_expected: 288,
+            in_window: true,
+            provisional: false,
+        };
+        assert_eq!(coverage(&[day(1, 0), day(2, 0)]), "none yet");
+        assert_eq!(coverage(&[day(1, 0), day(2, 0), day(3, 200), day(4, 0)]), "200 of 576 since 2026-11-03");
+        assert_eq!(coverage(&[day(1, 288), day(2, 0)]), "288 of 576");
     }
 
     #[test]
