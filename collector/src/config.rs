@@ -126,6 +126,10 @@ smtp_from = "tally@localhost"
 # webhooks (a private CA).
 # notify_ca_file = "/etc/tally/notify-ca.pem"
 
+# The console's address as customers reach it, for the links in notifications (an early
+# warning links to the account's usage page). Without it, the links are paths (/accounts/...).
+# console_url = "https://tally.example.net"
+
 # Log filter, in RUST_LOG syntax.
 log = "info"
 "#;
@@ -170,6 +174,8 @@ pub struct Config {
     /// Networks webhooks may reach though they are this machine's, link-local or private.
     pub webhook_allowed_networks: Vec<ipnetwork::IpNetwork>,
     pub notify_ca_file: Option<PathBuf>,
+    /// Where customers reach the console (`https://host`), for links in notifications.
+    pub console_url: Option<String>,
     pub log: String,
 }
 
@@ -324,7 +330,7 @@ pub const ENV_PREFIX: &str = "TALLY_";
 pub const SYSTEM_CONFIG: &str = "/etc/tally/collector.toml";
 
 /// Every key, with how its environment variable is written (`TALLY_<KEY>`, [`ENV_PREFIX`]).
-const KEYS: [(&str, ValueKind); 33] = [
+const KEYS: [(&str, ValueKind); 34] = [
     ("data_dir", ValueKind::Text),
     ("database_url", ValueKind::Text),
     ("ca_dir", ValueKind::Text),
@@ -357,6 +363,7 @@ const KEYS: [(&str, ValueKind); 33] = [
     ("smtp_from", ValueKind::Text),
     ("webhook_secret", ValueKind::Text),
     ("notify_ca_file", ValueKind::Text),
+    ("console_url", ValueKind::Text),
     ("log", ValueKind::Text),
 ];
 
@@ -475,6 +482,26 @@ pub fn parse_with(text: &str, lookup: impl Fn(&str) -> Option<OsString>) -> Resu
         fields.error(format!("log: {log:?} is not a valid filter: {e}"));
     }
     let ca_dir = fields.get("ca_dir").is_some().then(|| fields.path("ca_dir", ""));
+    let console_url = match fields.get("console_url").map(|v| v.as_str().map(str::to_owned).ok_or(v.type_str())) {
+        None => None,
+        Some(Ok(url))
+            if url.parse::<axum::http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() && u.query().is_none()
+            }) =>
+        {
+            Some(url.trim_end_matches('/').to_owned())
+        }
+        Some(Ok(url)) => {
+            fields.error(format!(
+                "console_url: {url:?} is not an http:// or https:// address (https://tally.example.net)"
+            ));
+            None
+        }
+        Some(Err(found)) => {
+            fields.error(format!("console_url: expected an https:// address, found {found}"));
+            None
+        }
+    };
     fields.finish(&KEYS.map(|(key, _)| key), || Config {
         data_dir,
         database_url,
@@ -503,6 +530,7 @@ pub fn parse_with(text: &str, lookup: impl Fn(&str) -> Option<OsString>) -> Resu
         webhook_allowed_networks,
         wrong_tokens_per_minute,
         notify_ca_file,
+        console_url,
         log,
     })
 }

@@ -299,3 +299,81 @@ fn webhooks_never_go_to_this_machine_its_neighbours_or_private_networks() {
     drop(server);
     assert!(lines(&hooks).is_empty(), "nothing reached the listener");
 }
+
+/// An open month whose bandwidth pool is forecast above its license: the account's recipients
+/// are told once (the figures and a link to the usage page), not again at the next look or after
+/// a restart, and the usage page says so too.
+#[test]
+fn an_open_month_heading_above_its_license_is_warned_once() {
+    if !has_aiosmtpd() {
+        return;
+    }
+    let smtp_port = free_port();
+    let c = Collector::with_config(&format!(
+        "smtp = \"127.0.0.1:{smtp_port}\"\nsmtp_tls = \"none\"\nsmtp_from = \"tally@provider.example\"\n\
+         console_url = \"https://tally.example.net/\"\nlog = \"info,tally_collector::usage=debug\""
+    ))
+    .at(support::MID_NOVEMBER_2026);
+    support::account_added_in_september(&c, "account add --id acme --name Acme");
+    support::account_added_in_september(&c, "account add --id calm --name Calm");
+    c.ok(&args("account notify --account acme --email ops@acme.example"));
+    c.ok(&args("account notify --account calm --email ops@calm.example"));
+    // acme runs at 150 Mbps through November's first fifteen days, calm at 50: both licensed 100.
+    let mut csv = String::from("site,bucket_start,max_bps\n");
+    for (site, account, bps) in [("hq", "acme", 150_000_000u64), ("c1", "calm", 50_000_000)] {
+        c.ok(&args(&format!("site add --account {account} --id {site} --name {site} --country US --type socket")));
+        c.ok(&args(&format!(
+            "license add --account {account} --kind bandwidth_pool --region group1 --quantity 100 --from 2026-01-01 --to 2026-12-31"
+        )));
+        for day in 1..=15 {
+            for slot in 0..288 {
+                csv += &format!("{site},2026-11-{day:02}T{:02}:{:02}:00Z,{bps}\n", slot / 12, slot % 12 * 5);
+            }
+        }
+    }
+    let file = c.file("november.csv", &csv);
+    c.ok(&["import-buckets", "--csv", &file]);
+    let mail = c.dir.path().join("mail.jsonl");
+    let _smtp = sink(SMTP_SINK, &[&smtp_port.to_string(), mail.to_str().unwrap()]);
+    let mut server = c.serve();
+    server.until("the open months' forecasts checked");
+    server.until("notification delivered");
+    drop(server);
+    // Looked at again, after a restart: nothing more is sent.
+    let mut server = c.serve();
+    server.until("the open months' forecasts checked");
+    server.until("outbox checked");
+
+    let mail = lines(&mail);
+    assert_eq!(mail.len(), 1, "acme once, calm never: {mail:?}");
+    assert_eq!(mail[0]["to"][0], "ops@acme.example");
+    let subject = mail[0]["subject"].as_str().unwrap().replace("\r\n", "");
+    assert_eq!(subject, "Tally: acme's bandwidth pool in group1 is heading above its license this month");
+    let body = mail[0]["body"].as_str().unwrap();
+    for said in [
+        "forecast for the month: 150.0 Mbps",
+        "licensed: 100.0 Mbps",
+        "https://tally.example.net/accounts/acme/usage?month=2026-11",
+    ] {
+        assert!(body.contains(said), "{said:?} in {body}");
+    }
+
+    // The usage page shows the same warning.
+    let token = c.ok(&args("token create --role customer --account acme")).trim().to_owned();
+    let http = c.http_address().to_string();
+    let headers = "Content-Type: application/x-www-form-urlencoded\r\n";
+    let (status, head, _) = support::http::exchange(&http, "POST", "/login", headers, &format!("token={token}"));
+    assert_eq!(status, 303, "{head}");
+    let cookie = head.lines().find_map(|l| l.strip_prefix("set-cookie: ")).unwrap().split(';').next().unwrap();
+    let (status, _, page) = support::http::exchange(
+        &http,
+        "GET",
+        "/accounts/acme/usage?month=2026-11",
+        &format!("Cookie: {cookie}\r\n"),
+        "",
+    );
+    assert_eq!(status, 200);
+    assert!(page.contains("data-field=\"forecast_exceeds_license\""), "{page}");
+    assert!(page.contains("This month is heading above the"), "{page}");
+    drop(server);
+}

@@ -118,13 +118,7 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
             ));
             let transports = usage::notify::Transports::new(&config).map_err(anyhow::Error::msg)?;
             transports.log_unconfigured(&*store).await?;
-            let engine = usage::Engine::new(
-                store.clone(),
-                config.month_window,
-                config.grace,
-                config.lan_device_retention_months,
-                transports,
-            );
+            let engine = usage::Engine::new(store.clone(), &config, transports);
             let engine = tokio::spawn(engine.run(until_stopped(stopped.clone())));
             let pools = tokio::spawn(pool_risk::watch(store.clone(), until_stopped(stopped.clone())));
             let metrics = match config.metrics_listen {
@@ -597,13 +591,7 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
         }
         Command::Engine { once: _ } => {
             let transports = usage::notify::Transports::new(&config).map_err(anyhow::Error::msg)?;
-            let mut engine = usage::Engine::new(
-                std::sync::Arc::new(store),
-                config.month_window,
-                config.grace,
-                config.lan_device_retention_months,
-                transports,
-            );
+            let mut engine = usage::Engine::new(std::sync::Arc::new(store), &config, transports);
             let pass = engine.pass(true).await;
             outln!(
                 "engine pass: {} site-day(s) recomputed, {} month(s) finalized, {} notification(s) delivered",

@@ -136,6 +136,8 @@ struct PoolView {
     excess_bps: u64,
     peak_day: Option<NaiveDate>,
     projected_bps: Option<u64>,
+    /// The forecast exceeds the license (the account was told, once).
+    heading_over: bool,
     chart: String,
     days: Vec<DayView>,
 }
@@ -292,6 +294,7 @@ pub(super) async fn usage<S: Store + 'static>(
                 peak_day_words: p.peak_day.map(words::date),
                 quiet: p.days.iter().all(|d| d.aggregate_bps == 0),
                 projected_bps: p.forecast.as_ref().map(|f| f.projected_monthly_p95_bps),
+                heading_over: p.forecast.as_ref().is_some_and(|f| f.exceeds_license),
                 chart: chart.svg(),
                 days: p
                     .days

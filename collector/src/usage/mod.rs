@@ -12,6 +12,7 @@
 
 pub mod daily;
 pub mod document;
+pub mod early_warning;
 pub mod events;
 pub mod notify;
 pub mod overusage;
@@ -35,6 +36,9 @@ pub const REFRESH_PERIOD: Duration = Duration::from_secs(2);
 /// How often the running collector looks for months to finalize.
 pub const FINALIZE_PERIOD: Duration = Duration::from_secs(60);
 
+/// How often the running collector looks at the open months' forecasts (early warnings).
+const WARNING_PERIOD: TimeDelta = TimeDelta::hours(1);
+
 /// The longest wait before an account whose month failed to finalize is tried again.
 const MAX_RETRY_DELAY: TimeDelta = TimeDelta::hours(1);
 
@@ -47,31 +51,40 @@ pub struct Pass {
     /// retried).
     pub finalization_failures: usize,
     pub notifications_delivered: usize,
+    /// Pools whose forecast exceeds their license this month (when the pass looked).
+    pub forecasts_over_license: usize,
     /// Steps that failed in the store (each is logged and tried again next pass).
     pub store_failures: usize,
 }
 
 /// The engine: recomputes changed days, finalizes the months that closed (R34), forgets old LAN
-/// addresses (R29) and delivers the notifications due (R15).
+/// addresses (R29), warns of forecasts above a license and delivers the notifications due (R15).
 #[derive(Debug)]
 pub struct Engine<S> {
     store: Arc<S>,
     setting: MonthWindowSetting,
     grace: TimeDelta,
     lan_retention_months: u32,
+    /// Where customers reach the console, for the links of notifications.
+    console_url: Option<String>,
     transports: notify::Transports,
     retries: Retries,
+    /// When the forecasts were last looked at.
+    forecasts_checked: Option<DateTime<Utc>>,
 }
 
 impl<S: Store> Engine<S> {
-    pub fn new(
-        store: Arc<S>,
-        setting: MonthWindowSetting,
-        grace: TimeDelta,
-        lan_retention_months: u32,
-        transports: notify::Transports,
-    ) -> Self {
-        Engine { store, setting, grace, lan_retention_months, transports, retries: Retries::default() }
+    pub fn new(store: Arc<S>, config: &crate::config::Config, transports: notify::Transports) -> Self {
+        Engine {
+            store,
+            setting: config.month_window,
+            grace: config.grace,
+            lan_retention_months: config.lan_device_retention_months,
+            console_url: config.console_url.clone(),
+            transports,
+            retries: Retries::default(),
+            forecasts_checked: None,
+        }
     }
 
     /// While `serve` runs: a pass every [`REFRESH_PERIOD`], finalizing every [`FINALIZE_PERIOD`].
@@ -118,6 +131,20 @@ impl<S: Store> Engine<S> {
             if let Err(e) = forget_lan_devices(store, self.lan_retention_months, now).await {
                 pass.store_failures += 1;
                 tracing::error!(error = %e, "deleting old LAN devices failed; retrying");
+            }
+            if self.forecasts_checked.is_none_or(|at| now - at >= WARNING_PERIOD) {
+                let console_url = self.console_url.as_deref();
+                match early_warning::check_and_notify(store, self.setting, console_url, now).await {
+                    Ok(found) => {
+                        tracing::debug!(over_license = found.len(), "the open months' forecasts checked");
+                        pass.forecasts_over_license = found.len();
+                        self.forecasts_checked = Some(now);
+                    }
+                    Err(e) => {
+                        pass.store_failures += 1;
+                        tracing::error!(error = %e, "checking the open months' forecasts failed; retrying");
+                    }
+                }
             }
         }
         match notify::deliver_due(store, &self.transports, crate::clock::now()).await {
