@@ -249,7 +249,9 @@ fn show_status(config: &Config, format: Format) -> anyhow::Result<()> {
         }
         None => {
             let opened = store::Store::open(&config.state_dir, config.max_pending_buckets())?;
-            status::from_store(config, &opened.store)?
+            let identity = tally_agent::uplink::Identity::load(&config.state_dir).ok().flatten();
+            let collector = identity.as_ref().and_then(|i| i.collectors.first().map(String::as_str));
+            status::from_store(config, &opened.store, collector)?
         }
     };
     match format {

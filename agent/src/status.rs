@@ -63,12 +63,24 @@ pub struct PolicyStatus {
     pub at: Option<String>,
 }
 
-/// The link to the collector.
+/// The link to the collector of an enrolled agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UplinkStatus {
+    /// The collector connected to, or tried.
     pub collector: String,
-    /// `connected`, or `retrying in N s: why`.
+    /// `connected`, `connecting` (no attempt finished yet), `unreachable`, or `not running`.
     pub state: String,
+    /// While unreachable: since when (the first failed attempt of the outage), why, and when
+    /// the next attempt is (RFC 3339).
+    #[serde(default)]
+    pub unreachable_since: Option<String>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub next_attempt_at: Option<String>,
+    /// When this run last connected (RFC 3339); `None` before its first connection.
+    #[serde(default)]
+    pub connected_at: Option<String>,
     pub last_ack: Option<String>,
     /// This socket's clock minus the collector's, in seconds, at the last welcome (wire
     /// protocol 2); over 60 s either way, bucket times are wrong.
@@ -77,6 +89,24 @@ pub struct UplinkStatus {
     /// How many times this run connected again after losing the collector.
     #[serde(default)]
     pub reconnects: u64,
+}
+
+impl UplinkStatus {
+    /// An enrolled agent's link before its first attempt ends (`connecting`), or of a stopped
+    /// agent (`not running`).
+    pub fn enrolled(collector: &str, state: &str) -> UplinkStatus {
+        UplinkStatus {
+            collector: collector.to_owned(),
+            state: state.to_owned(),
+            unreachable_since: None,
+            last_error: None,
+            next_attempt_at: None,
+            connected_at: None,
+            last_ack: None,
+            clock_offset_s: None,
+            reconnects: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,8 +201,8 @@ impl Status {
     }
 }
 
-/// The status of a stopped agent, from its store.
-pub fn from_store(config: &Config, store: &Store) -> anyhow::Result<Status> {
+/// The status of a stopped agent, from its store; `enrolled_to`: the collector its identity names.
+pub fn from_store(config: &Config, store: &Store, enrolled_to: Option<&str>) -> anyhow::Result<Status> {
     let mut status = Status {
         running: false,
         agent_version: crate::AGENT_VERSION.into(),
@@ -186,7 +216,7 @@ pub fn from_store(config: &Config, store: &Store) -> anyhow::Result<Status> {
         dropped_buckets: store.dropped()?,
         quarantined_buckets: store.quarantined()?,
         disk_full: None,
-        uplink: None,
+        uplink: enrolled_to.map(|c| UplinkStatus::enrolled(c, "not running")),
         policy: store.policy()?.map(|p| PolicyStatus {
             version: p.version,
             cap_bps: p.cap_bps,
@@ -275,15 +305,8 @@ pub fn table(s: &Status) -> String {
         );
     }
     match &s.uplink {
-        Some(u) => {
-            let ack = u.last_ack.as_deref().unwrap_or("none yet");
-            out += &format!("uplink: {} ({}), last ack {ack}, {} reconnects\n", u.collector, u.state, u.reconnects);
-            if let Some(offset) = u.clock_offset_s.filter(|o| o.abs() > MAX_CLOCK_OFFSET.num_seconds()) {
-                out += &format!("CLOCK WRONG: this socket's clock is {offset} s off the collector's: fix its time\n");
-            }
-        }
-        None if s.running => out += "uplink: not enrolled (run `tally-agent enroll`)\n",
-        None => {}
+        Some(u) => out += &uplink_line(u, s, chrono::Utc::now()),
+        None => out += "uplink: not enrolled (run `tally-agent enroll`)\n",
     }
     match &s.policy {
         Some(p) => {
@@ -307,6 +330,45 @@ pub fn table(s: &Status) -> String {
         if lan.over_limit_today > 0 {
             out += &format!("LAN sightings over max_lan_devices_per_day today: {}\n", lan.over_limit_today);
         }
+    }
+    out
+}
+
+/// The link in words: connected with its last acknowledgement, or unreachable since when, why,
+/// when it tries next and what waits.
+fn uplink_line(u: &UplinkStatus, s: &Status, now: chrono::DateTime<chrono::Utc>) -> String {
+    let waiting = match &s.oldest_pending {
+        Some(oldest) => format!("{} bucket(s) waiting, oldest {oldest}", s.pending_buckets),
+        None => "no bucket waiting".to_owned(),
+    };
+    let mut out = match u.state.as_str() {
+        "connected" => {
+            let ack = u.last_ack.as_deref().unwrap_or("none yet");
+            let since = u.connected_at.as_deref().unwrap_or("?");
+            format!(
+                "uplink: connected to {} since {since}, last acknowledgement {ack}, {} reconnects\n",
+                u.collector, u.reconnects
+            )
+        }
+        "unreachable" => {
+            let since = u.unreachable_since.as_deref().unwrap_or("?");
+            let why = u.last_error.as_deref().unwrap_or("?");
+            let next = u
+                .next_attempt_at
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map_or("soon".to_owned(), |t| {
+                    format!("in {} s", (t.with_timezone(&chrono::Utc) - now).num_seconds().max(0))
+                });
+            format!(
+                "uplink: enrolled to {}; unreachable since {since} ({why}); next try {next}; {waiting}\n",
+                u.collector
+            )
+        }
+        state => format!("uplink: enrolled to {} ({state}); {waiting}\n", u.collector),
+    };
+    if let Some(offset) = u.clock_offset_s.filter(|o| o.abs() > MAX_CLOCK_OFFSET.num_seconds()) {
+        out += &format!("CLOCK WRONG: this socket's clock is {offset} s off the collector's: fix its time\n");
     }
     out
 }

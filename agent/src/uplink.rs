@@ -477,8 +477,10 @@ pub async fn run(
     let mut last_error = String::new();
     let mut seq = 0u64;
     let mut quarantine_told = false;
-    // Since when the collector is unreachable, and how many attempts failed since.
-    let mut outage: Option<(tokio::time::Instant, u32)> = None;
+    // Since when the collector is unreachable (and on the wall clock), and how many attempts
+    // failed since.
+    let mut outage: Option<(tokio::time::Instant, String, u32)> = None;
+    status::update(&link.status, |s| s.uplink = Some(UplinkStatus::enrolled(route.current(), "connecting")));
     tokio::pin!(shutdown);
     loop {
         let attempt = tokio::time::Instant::now();
@@ -491,7 +493,8 @@ pub async fn run(
             // The session reached the collector (or this is the first attempt): a new outage.
             outage = None;
         }
-        let (since, failures) = outage.get_or_insert((attempt, 0));
+        let attempted_at = rfc3339(clock.wall() - chrono::TimeDelta::from_std(attempt.elapsed()).unwrap_or_default());
+        let (since, since_wall, failures) = outage.get_or_insert((attempt, attempted_at, 0));
         *failures += 1;
         let wait = jittered(retry, seq);
         let message = error.to_string();
@@ -508,10 +511,14 @@ pub async fn run(
         } else {
             tracing::info!(collector = %failed, error = %message, failures = *failures, down_s, attempt_s, retry_in_s, next = %next, "collector still unreachable, retrying");
         }
+        let next_attempt_at = rfc3339(clock.wall() + chrono::TimeDelta::from_std(wait).unwrap_or_default());
         status::update(&link.status, |s| {
-            if let Some(u) = &mut s.uplink {
-                u.state = format!("retrying in {} s: {message}", wait.as_secs());
-            }
+            let u = s.uplink.get_or_insert_with(|| UplinkStatus::enrolled(&failed, "unreachable"));
+            u.collector = failed.clone();
+            u.state = "unreachable".into();
+            u.unreachable_since = Some(since_wall.clone());
+            u.last_error = Some(message.clone());
+            u.next_attempt_at = Some(next_attempt_at);
         });
         tokio::select! {
             () = &mut shutdown => break,
@@ -593,14 +600,13 @@ async fn session(
     let quarantined = link.store.borrow().quarantined().map_err(local)?;
     status::update(&link.status, |s| {
         s.quarantined_buckets = quarantined;
-        // The uplink is set only here: one already set is from an earlier connection.
-        let reconnects = s.uplink.as_ref().map_or(0, |u| u.reconnects + 1);
+        // One connected before makes this a reconnection.
+        let reconnects = s.uplink.as_ref().filter(|u| u.connected_at.is_some()).map_or(0, |u| u.reconnects + 1);
         s.uplink = Some(UplinkStatus {
-            collector: collector.clone(),
-            state: "connected".into(),
-            last_ack: None,
+            connected_at: Some(rfc3339(clock.wall())),
             clock_offset_s,
             reconnects,
+            ..UplinkStatus::enrolled(&collector, "connected")
         })
     });
     let mut replayed = 0usize;

@@ -170,6 +170,21 @@ fn an_enrolled_agent_ships_every_closed_bucket_and_replays_a_backlog() {
     let attempt: u64 = field(&retrying, "attempt_s").unwrap().parse().unwrap();
     assert!(attempt <= 10, "an attempt is bounded: {retrying}");
     assert!(field(&retrying, "retry_in_s").is_some(), "{retrying}");
+    // `status` tells the truth: enrolled, unreachable since when and why, the next try, what waits.
+    let down = &status(&agent_config)["uplink"];
+    assert_eq!(down["state"], "unreachable", "{down}");
+    assert_eq!(down["collector"], collector.quic.to_string(), "{down}");
+    for field in ["unreachable_since", "last_error", "next_attempt_at"] {
+        assert!(down[field].as_str().is_some_and(|v| !v.is_empty()), "{field}: {down}");
+    }
+    let out = agent().args(["status", "--config"]).arg(&agent_config).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let said = format!("uplink: enrolled to {}; unreachable since ", collector.quic);
+    assert!(
+        text.contains(&said) && text.contains("; next try in ") && text.contains("bucket(s) waiting, oldest"),
+        "{text}"
+    );
+    assert!(!text.contains("not enrolled"), "{text}");
     let server = collector.serve();
     measuring.until("connected to the collector");
     measuring.until("backlog replayed");
