@@ -8,6 +8,9 @@ pub use tally_common::config_file::ConfigErrors;
 use tally_common::config_file::{Fields, defaults, load};
 use tally_common::sampler::{InterfaceName, MAX_INTERFACES};
 
+/// The configuration file read when no `--config` names one, if it exists (the systemd unit's).
+pub const SYSTEM_CONFIG: &str = "/etc/tally-agent/agent.toml";
+
 /// The commented example printed by `tally-agent default-config`; every value is the default.
 pub const DEFAULT_CONFIG: &str = r#"# tally-agent configuration (TOML). Every key is optional; the values shown are the defaults.
 

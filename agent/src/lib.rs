@@ -10,6 +10,7 @@
 //! - [`lan`]: the capture that finds the LAN's devices (R29).
 //! - [`enforce`], [`shaper`]: the site's cap (R17) as traffic control on the WAN.
 //! - [`status`], [`replay`]: the `status` and `replay` commands.
+//! - [`others`]: other agents running on this socket.
 //! - [`timer`]: timers that wake the thread once, for the tick and the uplink's QUIC.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,6 +21,7 @@ pub mod journal;
 pub mod lan;
 pub mod measure;
 pub mod netif;
+pub mod others;
 pub mod replay;
 pub mod route;
 pub mod shaper;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tally_agent::clock::{ScaledClock, SystemClock, TEST_CLOCK_VAR};
-use tally_agent::config::{Config, DEFAULT_CONFIG};
+use tally_agent::config::{Config, DEFAULT_CONFIG, SYSTEM_CONFIG};
 use tally_agent::measure::Notify;
 use tally_agent::{replay, status, store};
 use tally_common::service::{init_logging, shutdown_signal};
@@ -21,8 +21,21 @@ const EXIT_STATE_DIR: u8 = 73;
 #[derive(Parser)]
 #[command(name = "tally-agent", version, about = "Tally's socket agent: measures the WAN into 5-minute buckets")]
 struct Cli {
+    /// The configuration file. Without one: /etc/tally-agent/agent.toml if it exists (the
+    /// systemd unit's), else the defaults (state_dir /var/lib/tally-agent; `default-config`
+    /// prints them).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// The configuration file read: `--config`, or the system's if it exists.
+    fn config_file(&self) -> Option<PathBuf> {
+        let system = std::path::Path::new(SYSTEM_CONFIG);
+        self.config.clone().or_else(|| system.exists().then(|| system.to_owned()))
+    }
 }
 
 #[derive(Subcommand)]
@@ -43,25 +56,15 @@ enum Command {
         /// Where to keep the identity (default: the configuration's state_dir).
         #[arg(long)]
         state_dir: Option<PathBuf>,
-        #[arg(long)]
-        config: Option<PathBuf>,
     },
     /// Measure until SIGTERM or Ctrl-C.
-    Run {
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    Run,
     /// Check the configuration and report every error at once (exit code 64 on any).
-    Validate {
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    Validate,
     /// Print a commented example configuration with every default.
     DefaultConfig,
     /// Show interfaces, the last sample, the open bucket, pending buckets and discards.
     Status {
-        #[arg(long)]
-        config: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -69,9 +72,6 @@ enum Command {
     Replay {
         #[arg(long)]
         trace: PathBuf,
-        /// For `max_link_mbps` and `counters_32bit`.
-        #[arg(long)]
-        config: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
     },
@@ -85,14 +85,18 @@ enum Format {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config = cli.config_file();
     match cli.command {
         Command::DefaultConfig => {
             out!("{DEFAULT_CONFIG}");
             ExitCode::SUCCESS
         }
-        Command::Validate { config } => match Config::load(config.as_deref()) {
+        Command::Validate => match Config::load(config.as_deref()) {
             Ok(_) => {
-                outln!("configuration is valid");
+                match &config {
+                    Some(file) => outln!("{} is valid", file.display()),
+                    None => outln!("no configuration file (no --config, no {SYSTEM_CONFIG}): the defaults are valid"),
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -100,19 +104,27 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Run { config } => match Config::load(config.as_deref()) {
-            Ok(config) => run(config),
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(EXIT_CONFIG)
+        Command::Run => {
+            if cli.config.is_none()
+                && let Some(refusal) = tally_agent::others::refuse_a_second_agent()
+            {
+                eprintln!("tally-agent: {refusal}");
+                return ExitCode::from(EXIT_CONFIG);
             }
-        },
-        Command::Enroll { collector, token, token_file, state_dir, config } => with_config(config, |c| {
+            match Config::load(config.as_deref()) {
+                Ok(config) => run(config),
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
+        Command::Enroll { collector, token, token_file, state_dir } => with_config(config, |c| {
             let state_dir = state_dir.unwrap_or(c.state_dir);
             enroll(&state_dir, &collector, &read_token(token, token_file)?)
         }),
-        Command::Status { config, format } => with_config(config, |c| show_status(&c, format)),
-        Command::Replay { trace, config, format } => with_config(config, |c| show_replay(&trace, &c, format)),
+        Command::Status { format } => with_config(config, |c| show_status(&c, format)),
+        Command::Replay { trace, format } => with_config(config, |c| show_replay(&trace, &c, format)),
     }
 }
 

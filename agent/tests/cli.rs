@@ -40,6 +40,27 @@ fn the_default_config_is_valid_and_commented() {
     std::fs::write(&path, &text).unwrap();
     let out = agent().args(["validate", "--config"]).arg(&path).output().unwrap();
     assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{} is valid\n", path.display()));
+    // Without a file, it says what it checked.
+    let out = agent().arg("validate").output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    match std::path::Path::new(tally_agent::config::SYSTEM_CONFIG).exists() {
+        true => assert!(said.contains(tally_agent::config::SYSTEM_CONFIG), "{said}"),
+        false => assert!(said.contains("no configuration file") && said.contains("the defaults are valid"), "{said}"),
+    }
+}
+
+#[test]
+fn every_command_says_which_configuration_it_reads_by_default() {
+    for command in ["run", "validate", "status", "enroll", "replay"] {
+        let out = agent().args([command, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("--config <FILE>"), "{command}: {help}");
+        assert!(
+            help.contains("/etc/tally-agent/agent.toml") && help.contains("/var/lib/tally-agent"),
+            "{command}: {help}"
+        );
+    }
 }
 
 /// A running agent on an accelerated clock, with its log read line by line.
@@ -75,6 +96,12 @@ fn status_answers_while_run_runs_and_sigterm_saves_the_open_bucket() {
     let table = agent().args(["status", "--config"]).arg(&config).output().unwrap();
     let table = String::from_utf8(table.stdout).unwrap();
     assert!(table.contains("running") && table.contains("eth1 (ifindex 2): 1000 Mbps, cap 1050.0 Mbps"), "{table}");
+    // A second agent without --config would measure into another store: refused, naming this one.
+    let second = agent().arg("run").output().unwrap();
+    assert_eq!(second.status.code(), Some(64));
+    let refused = String::from_utf8_lossy(&second.stderr);
+    assert!(refused.contains("an agent is already running (pid "), "{refused}");
+    assert!(refused.contains(&format!("run --config {}", config.display())), "the first one, named: {refused}");
 
     let started = Instant::now();
     let log = agent_run.stop();
