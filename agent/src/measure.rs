@@ -70,6 +70,8 @@ pub struct Meter {
     devices: SharedDevices,
     /// What the last save wrote: the open bucket, the sampler, the discard counters.
     saved: Option<(Option<Bucket>, Sampler, DiscardCounters)>,
+    /// This run has ticked: its first interval spans the time the agent was not running.
+    ticked: bool,
 }
 
 impl Meter {
@@ -103,6 +105,7 @@ impl Meter {
             status,
             devices,
             saved: None,
+            ticked: false,
         };
         status::update(&meter.status, |s| {
             s.running = true;
@@ -196,7 +199,10 @@ impl Meter {
             }
         }
         let reading = TickReading { wall, monotonic, boot_id: self.boot_id, interfaces: &self.readings };
-        let Some(interval) = self.sampler.tick(&reading, log_anomaly) else { return Ok(()) };
+        let after_start = !std::mem::replace(&mut self.ticked, true);
+        let Some(interval) = self.sampler.tick(&reading, |anomaly| log_anomaly(anomaly, after_start)) else {
+            return Ok(());
+        };
         self.record(&interval)
     }
 
@@ -219,7 +225,8 @@ impl Meter {
                     max = %Bandwidth(bucket.max_bps),
                     max_bps = bucket.max_bps,
                     valid_samples = bucket.samples,
-                    pending = self.store.borrow().pending_count(),
+                    // Said only when more than the buckets just closed wait: a backlog.
+                    pending = Some(self.store.borrow().pending_count()).filter(|p| *p > closed.len()),
                     "bucket closed"
                 );
             }
@@ -370,15 +377,23 @@ impl Meter {
 }
 
 /// Every anomaly once, at WARN, with its interface and values (R3).
-fn log_anomaly(anomaly: Anomaly) {
+/// An anomaly at WARN, but for what a start explains at INFO: the first interval of a run spans
+/// the time the agent was stopped (or the reboot), and is discarded as expected.
+fn log_anomaly(anomaly: Anomaly, after_start: bool) {
     let interface = match &anomaly {
         Anomaly::Counter { interface, .. }
         | Anomaly::IfindexChanged { interface, .. }
         | Anomaly::TooManyInterfaces { interface } => Some(interface.as_str()),
         Anomaly::Elapsed { .. } | Anomaly::BootIdChanged => None,
     };
-    match anomaly.discard_reason() {
-        Some(reason) => tracing::warn!(interface, reason = reason.as_str(), "interval discarded: {anomaly}"),
-        None => tracing::warn!(interface, "{anomaly}"),
+    let expected = after_start && matches!(anomaly, Anomaly::Elapsed { .. } | Anomaly::BootIdChanged);
+    match (anomaly.discard_reason(), expected) {
+        (Some(reason), true) => tracing::info!(
+            reason = reason.as_str(),
+            "the first interval after the start spans the time the agent was not running: discarded, as expected"
+        ),
+        (None, true) => tracing::info!("{anomaly} (the agent starts after a reboot, as expected)"),
+        (Some(reason), false) => tracing::warn!(interface, reason = reason.as_str(), "interval discarded: {anomaly}"),
+        (None, false) => tracing::warn!(interface, "{anomaly}"),
     }
 }

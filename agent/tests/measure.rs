@@ -295,3 +295,27 @@ async fn an_hour_without_a_wan_interface_emits_no_bucket() {
     assert_eq!(logs.lines_with("bucket closed").len(), 1);
     assert_eq!(meter.store().discards().unwrap().total(), 0, "nothing measured is not a discard");
 }
+
+/// A restart ten minutes after a stop: the first interval spans the stop and is discarded, as
+/// expected, at INFO (a field engineer reading WARN lines sees only what needs them); the same
+/// gap in the middle of a run stays a WARN (`a_ten_minute_stall_gives_no_sample`).
+#[tokio::test(start_paused = true)]
+async fn the_first_interval_after_a_restart_is_expected_not_a_warning() {
+    let tree = FakeTree::new();
+    tree.add("eth1", 2, Some(1_000));
+    let clock = TestClock::starting_at("2026-10-07T10:00:00Z");
+    let config = tree.config(&["eth1"], "");
+    let (logs, _guard) = Logs::capture();
+    {
+        let mut first = meter(config.clone());
+        drive(&mut first, &clock, 6, |i| tree.set("eth1", i * RX_PER_TICK, i * TX_PER_TICK)).await;
+    }
+    clock.stall(Duration::from_secs(600));
+    let mut second = meter(config);
+    drive(&mut second, &clock, 6, |i| tree.set("eth1", (130 + i) * RX_PER_TICK, (130 + i) * TX_PER_TICK)).await;
+    assert_eq!(second.store().discards().unwrap().elapsed_too_long, 1, "{}", logs.text());
+    let expected = logs.lines_with("the first interval after the start spans the time the agent was not running");
+    assert_eq!(expected.len(), 1, "{}", logs.text());
+    assert!(expected[0].contains("INFO"), "{}", expected[0]);
+    assert!(logs.lines_with(" WARN ").is_empty(), "{}", logs.text());
+}

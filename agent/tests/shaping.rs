@@ -264,7 +264,7 @@ fn a_cap_shapes_both_directions_survives_a_restart_and_lifting_it_restores_full_
     assert!(qdiscs(ns).contains("qdisc tbf 7a11: dev vB root"), "re-applied from the store without the collector");
 
     let mut server = collector.serve();
-    server.until("policy applied");
+    let reported = server.until("policy applied");
     let again = running.until("policy applied");
     assert!(again.contains("DEBUG") && again.contains("as before"), "the same policy is logged at INFO once: {again}");
     let asked = Instant::now();
@@ -273,7 +273,11 @@ fn a_cap_shapes_both_directions_survives_a_restart_and_lifting_it_restores_full_
     let took = asked.elapsed();
     assert!(lifted.contains("cap=none"), "{lifted}");
     assert!(took <= Duration::from_secs(5), "the change took {took:?} to be applied");
-    server.until("policy applied");
+    // The agent reported the unchanged policy twice on that connection (from its store, then
+    // received again): the collector logged it once; its next line is the lifted cap's.
+    let lifted_report = server.until("policy applied");
+    let version = |line: &str| line.split_whitespace().find(|w| w.starts_with("version=")).map(str::to_owned);
+    assert_ne!(version(&lifted_report), version(&reported), "{reported}\n{lifted_report}");
     let shown = qdiscs(ns);
     assert!(!shown.contains("tbf") && !shown.contains("ifb-vB") && !shown.contains("ingress"), "{shown}");
 

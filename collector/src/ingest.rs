@@ -409,7 +409,15 @@ async fn serve_connection<S: Store>(conn: quinn::Connection, serial: Option<Stri
             }
             let _present = presence.enter(&site);
             let _connected = Connected::new();
-            let agent = Agent { conn: &conn, tx: &mut tx, frames: &mut frames, site: &site, version, store: &**store };
+            let agent = Agent {
+                conn: &conn,
+                tx: &mut tx,
+                frames: &mut frames,
+                site: &site,
+                version,
+                store: &**store,
+                last_report: None,
+            };
             agent.serve(board.subscribe(&site), commits, limits).instrument(span).await;
         }
         (Some(_), _) => {
@@ -444,6 +452,9 @@ struct Agent<'a, S> {
     /// The protocol version spoken on this connection.
     version: u16,
     store: &'a S,
+    /// The agent's last report on its policy (version, success, detail): the same one again is
+    /// kept, not logged twice.
+    last_report: Option<(u64, bool, String)>,
 }
 
 /// What the connection waits for.
@@ -522,14 +533,19 @@ impl<S: Store> Agent<'_, S> {
         send(self.tx, &CollectorMessage::Policy(Policy { version: policy.version, cap_bps: policy.cap_bps })).await
     }
 
-    /// Keeps the agent's report on its policy (its detail cut to [`MAX_REPORT_DETAIL`] characters).
-    async fn record(&self, report: PolicyApplied) {
+    /// Keeps the agent's report on its policy (its detail cut to [`MAX_REPORT_DETAIL`] characters),
+    /// logged once per connection while it says the same.
+    async fn record(&mut self, report: PolicyApplied) {
         let detail: String = report.detail.chars().take(MAX_REPORT_DETAIL).collect();
-        if report.ok {
+        let said = (report.version, report.ok, detail.clone());
+        if self.last_report.as_ref() == Some(&said) {
+            tracing::debug!(version = report.version, %detail, "the same policy report again");
+        } else if report.ok {
             tracing::info!(version = report.version, %detail, "policy applied");
         } else {
             tracing::warn!(version = report.version, %detail, "the agent could not apply its policy");
         }
+        self.last_report = Some(said);
         let report = PolicyReport { version: report.version, ok: report.ok, detail, at: crate::clock::now() };
         if let Err(e) = self.store.record_policy_report(self.site, &report).await {
             tracing::error!(error = %e, "the agent's policy report was not stored");

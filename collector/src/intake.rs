@@ -151,7 +151,8 @@ impl From<&SiteActivity> for SiteActivityView {
 }
 
 /// The sites (of `account`, or of all) without a bucket that starts within `silent_for` of `now`
-/// (counting a bucket's end: the open one is not sent yet), never-reporting ones included.
+/// (counting a bucket's end: the open one is not sent yet), never-reporting ones added before then
+/// included.
 pub async fn silent_sites(
     store: &impl Store,
     account: Option<&str>,
@@ -160,7 +161,8 @@ pub async fn silent_sites(
 ) -> Result<Vec<SiteActivity>, StoreError> {
     let since = now.checked_sub_signed(silent_for).unwrap_or(DateTime::<Utc>::MIN_UTC);
     let mut sites = store.site_activity(account).await?;
-    sites.retain(|s| s.last_bucket.is_none_or(|b| b.end() < since));
+    // A site that never reported is silent only once it was expected to have reported.
+    sites.retain(|s| s.last_bucket.map_or(s.added_at < since, |b| b.end() < since));
     Ok(sites)
 }
 

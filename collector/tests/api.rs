@@ -573,27 +573,16 @@ fn the_openapi_document_describes_every_route_of_the_contract() {
 }
 
 /// Silent sites (a missing bucket counts as 0, R5): those without a bucket for the asked time,
-/// never-reporting ones included, with their last bucket and their agent's last connection, the
-/// same through `site list --silent`, `GET /v1/sites` (operator) and the account's route.
+/// never-reporting ones included once they were added that long ago (a site added a minute ago is
+/// not silent yet), with their last bucket and their agent's last connection, the same through
+/// `site list --silent`, `GET /v1/sites` (operator) and the account's route.
 #[test]
 fn silent_sites_are_listed_with_their_last_bucket_and_connection() {
     let c = Collector::with_config(&format!("operator_token = \"{TOKEN}\""));
-    c.ok(&["account", "add", "--id", "acme", "--name", "Acme"]);
-    for site in ["branch", "hq", "idle"] {
-        c.ok(&[
-            "site",
-            "add",
-            "--account",
-            "acme",
-            "--id",
-            site,
-            "--name",
-            site,
-            "--country",
-            "US",
-            "--type",
-            "socket",
-        ]);
+    c.ok_at(c.now() - chrono::TimeDelta::hours(6), &["account", "add", "--id", "acme", "--name", "Acme"]);
+    for (site, added_hours_ago) in [("branch", 0), ("fresh", 0), ("hq", 0), ("idle", 5)] {
+        let line = format!("site add --account acme --id {site} --name {site} --country US --type socket");
+        c.ok_at(c.now() - chrono::TimeDelta::hours(added_hours_ago), &support::args(&line));
     }
     let slot = |ago_minutes: i64| {
         let t = c.now().timestamp() - ago_minutes * 60;
@@ -635,7 +624,7 @@ fn silent_sites_are_listed_with_their_last_bucket_and_connection() {
 
     let listed: Value = serde_json::from_str(&c.ok(&["site", "list", "--silent", "2h", "--format", "json"])).unwrap();
     let sites: Vec<&str> = listed.as_array().unwrap().iter().map(|s| s["site"].as_str().unwrap()).collect();
-    assert_eq!(sites, ["hq", "idle"], "branch sent a bucket 30 minutes ago");
+    assert_eq!(sites, ["hq", "idle"], "branch sent a bucket 30 minutes ago; fresh was added just now");
     assert_eq!(listed[0]["last_bucket"], tally_common::time::rfc3339(hq_last));
     let last_connected: chrono::DateTime<chrono::Utc> = listed[0]["last_connected"].as_str().unwrap().parse().unwrap();
     assert!((last_connected - connected_at).num_seconds().abs() < 60, "{listed}");
@@ -654,7 +643,7 @@ fn silent_sites_are_listed_with_their_last_bucket_and_connection() {
     let (status, _, body) = get(&http, "/v1/sites?silent=soon", Some(TOKEN));
     assert!(status == 400 && body.contains("silent"), "{status} {body}");
     let (status, _, body) = get(&http, "/v1/accounts/acme/sites", Some(TOKEN));
-    assert_eq!((status, serde_json::from_str::<Value>(&body).unwrap().as_array().unwrap().len()), (200, 3));
+    assert_eq!((status, serde_json::from_str::<Value>(&body).unwrap().as_array().unwrap().len()), (200, 4));
 }
 
 /// An account's recipients over HTTP: read by whoever sees the account, changed by its contact

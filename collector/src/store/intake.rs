@@ -81,6 +81,8 @@ pub struct SiteActivity {
     pub last_bucket: Option<BucketStart>,
     /// `None` if its agent never connected.
     pub last_connected: Option<DateTime<Utc>>,
+    /// When the site was added: a site is expected to report from then on.
+    pub added_at: DateTime<Utc>,
 }
 
 /// The agents' batches as a whole: billed buckets, quarantine, refusals, discard totals; and

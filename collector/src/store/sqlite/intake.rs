@@ -144,9 +144,9 @@ impl IntakeStore for SqliteStore {
 
     async fn site_activity(&self, account: Option<&str>) -> Result<Vec<SiteActivity>, StoreError> {
         // Each site's latest bucket through the primary key, not a scan of its buckets.
-        let rows: Vec<(String, String, Option<i64>, Option<String>)> = sqlx::query_as(
+        let rows: Vec<(String, String, Option<i64>, Option<String>, String)> = sqlx::query_as(
             "SELECT s.id, s.account_id, (SELECT max(bucket_start) FROM buckets WHERE site_id = s.id),
-                    p.last_connected_at
+                    p.last_connected_at, s.created_at
              FROM sites s LEFT JOIN site_presence p ON p.site_id = s.id
              WHERE ?1 IS NULL OR s.account_id = ?1 ORDER BY s.id",
         )
@@ -155,12 +155,13 @@ impl IntakeStore for SqliteStore {
         .await
         .map_err(db)?;
         rows.into_iter()
-            .map(|(site, account, last_bucket, last_connected)| {
+            .map(|(site, account, last_bucket, last_connected, added)| {
                 Ok(SiteActivity {
                     site,
                     account,
                     last_bucket: last_bucket.map(bucket_start).transpose()?,
                     last_connected: last_connected.map(|at| parse(&at, "last connection")).transpose()?,
+                    added_at: parse(&added, "site creation")?,
                 })
             })
             .collect()
