@@ -85,6 +85,9 @@ pub struct SiteActivity {
     pub added_at: DateTime<Utc>,
 }
 
+/// A row of `site_activity`'s query: site, account, latest bucket start, last connection, added.
+pub(super) type ActivityRow = (String, String, Option<i64>, Option<String>, String);
+
 /// The agents' batches as a whole: billed buckets, quarantine, refusals, discard totals; and
 /// the sites' activity.
 pub trait IntakeStore: Send + Sync {

@@ -154,7 +154,7 @@ impl IntakeStore for PgStore {
 
     async fn site_activity(&self, account: Option<&str>) -> Result<Vec<SiteActivity>, StoreError> {
         // Each site's latest bucket through the primary key, not a scan of its buckets.
-        let rows: Vec<(String, String, Option<i64>, Option<String>, String)> = sqlx::query_as(
+        let rows: Vec<crate::store::intake::ActivityRow> = sqlx::query_as(
             "SELECT s.id, s.account_id, (SELECT max(bucket_start) FROM buckets WHERE site_id = s.id),
                     p.last_connected_at, s.created_at
              FROM sites s LEFT JOIN site_presence p ON p.site_id = s.id
