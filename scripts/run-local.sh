@@ -92,8 +92,9 @@ if [ ! -s "$data/contact-token" ]; then
   mv "$data/contact-token.new" "$data/contact-token"
 fi
 
-# The collector, and once it listens, the agent.
-"$bin/tally-collector" --config "$collector_config" serve 2> >(tee "$data/collector.log" >&2) &
+# The collector, and once it listens, the agent. A terminal's Ctrl-C reaches every process of
+# the group: `tee` ignores it, so the collector's shutdown lines still reach the log.
+"$bin/tally-collector" --config "$collector_config" serve 2> >(trap '' INT && exec tee "$data/collector.log" >&2) &
 serving=$!
 until grep -q "ingest listening" "$data/collector.log" 2>/dev/null; do
   kill -0 "$serving" 2>/dev/null || { echo "make run: the collector did not start; see $data/collector.log" >&2; exit 1; }

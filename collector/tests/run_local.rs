@@ -152,6 +152,8 @@ fn a_failed_first_run_is_fixed_by_running_again_and_every_exit_stops_everything(
     rustix::process::kill_process_group(rustix::process::Pid::from_child(&run), rustix::process::Signal::INT).unwrap();
     assert_eq!(run.wait().unwrap().code(), Some(0), "Ctrl-C is a normal way out");
     assert!(s.left_behind().is_empty(), "{:?}", s.left_behind());
+    let log = std::fs::read_to_string(s.data().join("collector.log")).unwrap();
+    assert!(log.trim_end().ends_with("collector stopped"), "the shutdown lines reach the log: {log}");
 
     // And again: everything is reused; SIGTERM to the script alone stops everything too.
     let (mut run, said) = s.start("CN");
