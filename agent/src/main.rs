@@ -84,7 +84,7 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = tally_common::service::parse_command_line(&["enroll"]);
     let config = cli.config_file();
     match cli.command {
         Command::DefaultConfig => {

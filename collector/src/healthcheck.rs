@@ -30,10 +30,20 @@ pub fn default_url(http_listen: SocketAddr, tls: bool) -> String {
     format!("{scheme}://{}/healthz", SocketAddr::new(ip, http_listen.port()))
 }
 
-/// The collector's own word on its health when it is healthy; otherwise why not. An https:// URL
-/// needs `pinned`: the certificate the collector must present.
+/// The collector's own word on its health when it is healthy; otherwise why not. A base URL
+/// (`http://host:8080`) is probed at its `/healthz`. An https:// URL needs `pinned`: the
+/// certificate the collector must present.
 pub async fn probe(url: &str, pinned: Option<CertificateDer<'static>>) -> Result<String, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let (url, uri) = match uri.path() {
+        "" | "/" if uri.query().is_none() => {
+            let url = format!("{}/healthz", url.trim_end_matches('/'));
+            let uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+            (url, uri)
+        }
+        _ => (url.to_owned(), uri),
+    };
+    let url = url.as_str();
     let tls = match (uri.scheme_str(), pinned) {
         (Some("http"), _) => None,
         (Some("https"), Some(certificate)) => Some(certificate),
@@ -68,6 +78,9 @@ pub async fn probe(url: &str, pinned: Option<CertificateDer<'static>>) -> Result
         let body = String::from_utf8_lossy(&body).trim().to_owned();
         match status {
             hyper::StatusCode::OK => Ok(body),
+            hyper::StatusCode::NOT_FOUND if uri.path() != "/healthz" => {
+                Err(format!("{url} answered {status}: the collector's health is at /healthz (or give its base URL)"))
+            }
             _ => Err(format!("{url} answered {status}: {body}")),
         }
     };

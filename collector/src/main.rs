@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tally_collector::cli::{Cli, Command, commands};
 use tally_collector::clock;
 use tally_collector::config::{Config, DEFAULT_CONFIG};
@@ -18,10 +17,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Exit code for a bad configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
+/// Commands that change or delete things: a typo is never answered with one of them first.
+const RISKY_COMMANDS: &[&str] = &["restore", "migrate-store", "import-buckets", "revoke", "init", "quarantine"];
+
 fn main() -> ExitCode {
     // The store, the CA's key and everything else the collector writes are its own.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    let cli = Cli::parse();
+    let cli: Cli = tally_common::service::parse_command_line(RISKY_COMMANDS);
     let config_file = cli.config_file();
     let config = match cli.command {
         Command::DefaultConfig => {

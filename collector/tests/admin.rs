@@ -440,3 +440,22 @@ fn every_account_has_a_contract_term_given_or_by_default() {
     assert_eq!(starts, ["2026-01-01", "2027-01-01"]);
     assert!(c.ok(&args("account list")).contains("2026-01-01 to 2026-12-30"));
 }
+
+/// Mistakes are answered with what was meant: a mistyped command with the closest harmless one
+/// (clap alone offered `restore` for `repot`), an unknown configuration key with the closest key,
+/// a month that does not exist with why.
+#[test]
+fn mistakes_are_answered_with_what_was_meant() {
+    let c = Collector::new();
+    let said = c.fails(&["repot"]);
+    assert!(said.contains("unrecognized command 'repot'") && said.contains("did you mean 'report'?"), "{said}");
+    assert!(!said.contains("restore"), "{said}");
+    let said = c.fails(&["account", "ad"]);
+    assert!(said.contains("did you mean 'add'?"), "{said}");
+    c.ok(&["account", "add", "--id", "acme", "--name", "Acme"]);
+    let said = c.fails(&["report", "--account", "acme", "--month", "2026-13"]);
+    assert!(said.contains("month \"2026-13\" is not a month (13): months are 01 to 12"), "{said}");
+    let wrong = Collector::with_config("smtp_form = \"tally@provider.example\"");
+    let said = wrong.fails(&["validate"]);
+    assert!(said.contains("smtp_form: unknown key; did you mean \"smtp_from\"?"), "{said}");
+}

@@ -20,7 +20,27 @@ async fn healthz_answers_ok_and_shutdown_stops_the_server() {
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
-    assert!(response.ends_with(r#"{"status":"ok"}"#), "{response}");
+    assert!(response.ends_with("{\"status\":\"ok\"}\n"), "a JSON answer ends with a newline: {response}");
+
+    // `healthcheck --url` takes the collector's base URL too; a wrong path says where to look.
+    let probe = |url: String| async move {
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_tally-collector"))
+                .args(["healthcheck", "--url", &url])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    for base in [format!("http://{addr}"), format!("http://{addr}/")] {
+        let (code, out, err) = probe(base.clone()).await;
+        assert_eq!(code, Some(0), "{base}: {out}{err}");
+    }
+    let (code, _, err) = probe(format!("http://{addr}/health")).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("404 Not Found: the collector's health is at /healthz (or give its base URL)"), "{err}");
 
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();

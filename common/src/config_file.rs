@@ -173,7 +173,8 @@ impl Fields {
     /// otherwise every problem.
     pub fn finish<T>(mut self, known: &[&str], value: impl FnOnce() -> T) -> Result<T, ConfigErrors> {
         for key in self.table.keys().filter(|k| !known.contains(&k.as_str())) {
-            self.errors.push(format!("{key}: unknown key (known keys: {})", known.join(", ")));
+            let hint = crate::suggest::did_you_mean(key, known.iter().copied());
+            self.errors.push(format!("{key}: unknown key{hint} (known keys: {})", known.join(", ")));
         }
         for error in &mut self.errors {
             let set_by = self.from_environment.iter().find(|(key, _)| {
@@ -227,6 +228,9 @@ mod tests {
                 "extra: unknown key (known keys: name, count, dir)",
             ]
         );
+        let fields = Fields::parse("nmae = \"x\"\n").unwrap();
+        let errors = fields.finish(&["name", "count"], || ()).unwrap_err().errors;
+        assert_eq!(errors, ["nmae: unknown key; did you mean \"name\"? (known keys: name, count)"]);
     }
 
     #[test]

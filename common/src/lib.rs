@@ -7,8 +7,10 @@
 //!   capacity and excess (R5–R8); [`meters`]: the other licenses' excess and purchases (R12, R13).
 //! - [`lan`]: the devices a socket's LAN frames identify (R29), and the kernel filter that
 //!   keeps every other frame away from the agent.
-//! - [`config_file`]: how a configuration file is read, its problems reported all at once.
-//! - `service` (feature): logging and shutdown signals, as both binaries run them.
+//! - [`config_file`]: how a configuration file is read, its problems reported all at once;
+//!   [`suggest`]: the closest name to a mistyped key or command.
+//! - `service` (feature): logging, shutdown signals and the command line, as both binaries run
+//!   them.
 //! - [`wire`], [`token`]: the agent ↔ collector messages and their length-prefixed postcard
 //!   frames; the enrollment token both sides read.
 //!
@@ -34,6 +36,7 @@ pub mod region;
 pub mod sampler;
 #[cfg(feature = "service")]
 pub mod service;
+pub mod suggest;
 pub mod time;
 pub mod token;
 pub mod wire;

@@ -68,3 +68,30 @@ pub fn write_out(text: std::fmt::Arguments<'_>) {
         }
     }
 }
+
+/// Parses the command line as clap does, but a mistyped command suggests the closest harmless
+/// one first: clap would offer `restore` for `repot` before `report`. `risky`: the commands that
+/// change or delete things.
+pub fn parse_command_line<T: clap::Parser>(risky: &[&str]) -> T {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let error = match T::try_parse() {
+        Ok(parsed) => return parsed,
+        Err(error) => error,
+    };
+    let given = match error.get(ContextKind::InvalidSubcommand) {
+        Some(ContextValue::String(given)) if error.kind() == ErrorKind::InvalidSubcommand => given.clone(),
+        _ => error.exit(),
+    };
+    let offered = match error.get(ContextKind::SuggestedSubcommand) {
+        Some(ContextValue::Strings(names)) => names.clone(),
+        _ => Vec::new(),
+    };
+    let ordered = crate::suggest::similar(&given, offered.iter().map(String::as_str), risky);
+    let hint = match ordered.as_slice() {
+        [] => String::new(),
+        [first, rest @ ..] if rest.is_empty() => format!("\n\n  did you mean '{first}'?"),
+        [first, rest @ ..] => format!("\n\n  did you mean '{first}'? (or: {})", rest.join(", ")),
+    };
+    eprintln!("error: unrecognized command '{given}'{hint}\n\nFor more information, try '--help'.");
+    std::process::exit(2);
+}

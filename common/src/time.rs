@@ -27,6 +27,9 @@ pub enum TimeError {
     OutOfRange(i64),
     #[error("month {0:?} is not of the form YYYY-MM")]
     BadMonth(String),
+    /// Of the form, but no month of the year.
+    #[error("month {given:?} is not a month ({month}): months are 01 to 12")]
+    NoSuchMonth { given: String, month: u32 },
     #[error("date {0:?} is not of the form YYYY-MM-DD")]
     BadDate(String),
 }
@@ -207,6 +210,9 @@ impl FromStr for Month {
             return Err(bad());
         }
         let (y, m) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+        if !(1..=12).contains(&m) {
+            return Err(TimeError::NoSuchMonth { given: s.to_owned(), month: m });
+        }
         Month::new(y, m).ok_or_else(bad)
     }
 }
@@ -291,6 +297,15 @@ mod tests {
             assert_eq!(parse_date(bad), Err(TimeError::BadDate(bad.to_owned())), "{bad}");
         }
         assert_eq!(TimeError::BadDate("x".into()).to_string(), "date \"x\" is not of the form YYYY-MM-DD");
+        assert_eq!(
+            "2026-13".parse::<Month>().unwrap_err().to_string(),
+            "month \"2026-13\" is not a month (13): months are 01 to 12"
+        );
+        assert_eq!(
+            "2026-00".parse::<Month>().unwrap_err().to_string(),
+            "month \"2026-00\" is not a month (0): months are 01 to 12"
+        );
+        assert_eq!("2026-1".parse::<Month>().unwrap_err().to_string(), "month \"2026-1\" is not of the form YYYY-MM");
     }
 
     #[test]
