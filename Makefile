@@ -19,7 +19,7 @@ image:
 packages:
 	scripts/packages.sh
 
-# Static agent binaries for socket appliances (README, "Building the agent").
+# Static agent binaries for socket appliances (docs/field-engineer.md, "Building the agent").
 agent-x86_64:
 	cargo build --release --locked -p tally-agent --target x86_64-unknown-linux-musl
 

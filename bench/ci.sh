@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark once at a reduced size, so that none of them rots: CI runs this before the
-# tests. The figures printed here are not the README's (those come from the full sizes); what
+# tests. The figures printed here are not docs/benchmarks.md's (those come from the full sizes); what
 # counts is that each benchmark still builds, runs and checks what it checks (the usage bench
 # fails if its engine and its single query disagree). Needs root for the agent's benchmark.
 set -euo pipefail
@@ -18,7 +18,7 @@ bench() {
 # They run on the test build (`cargo test --workspace`, which .ci/run makes first and make test
 # reuses): every program is built once, and a bench target is built like a test of its package,
 # with the workspace's features. The figures are a debug build's, so they only show that the
-# benchmarks run and check what they check; the README's come from release runs at full size.
+# benchmarks run and check what they check; docs/benchmarks.md's come from release runs at full size.
 target_dir=$(cargo metadata --locked --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 export TALLY_PREBUILT="$target_dir/debug"
 bench "usage engine (SITES=300 ACCOUNTS=10)" \

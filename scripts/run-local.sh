@@ -38,6 +38,8 @@ CONF
 state_dir = "$data/agent"
 CONF
 setting() { sed -n "s/^$1 = \"\(.*\)\"$/\1/p" "$collector_config"; }
+# The operator's token, beside the contact person's, for the examples of the docs.
+[ -s "$data/operator-token" ] || setting operator_token >"$data/operator-token"
 quic=$(setting quic_listen)
 http=$(setting http_listen)
 collector() { "$bin/tally-collector" --config "$collector_config" "$@"; }
@@ -114,12 +116,12 @@ cat >&2 <<INFO
 Tally runs: the collector (QUIC $quic, HTTP http://$http) and an agent measuring this machine.
 The first bucket closes within 5 minutes (it may be partial). Ctrl-C stops both.
   console:  http://$http/ — sign in with the contact person's token: $(cat "$data/contact-token")
-            (or the operator's: $(setting operator_token))
+            (or the operator's, in $data/operator-token)
   agent:    $bin/tally-agent status --config $agent_config
   buckets:  $bin/tally-collector --config $collector_config site buckets --site local --date $(date -u +%F)
   usage:    $bin/tally-collector --config $collector_config report --account local --month $month
             curl -H "Authorization: Bearer $(setting operator_token)" "http://$http/v1/accounts/local/usage?month=$month"
-  orders:   the contact person's token is in $data/contact-token (README, "Online orders")
+  orders:   the contact person's token is in $data/contact-token (docs/api.md, "Online orders")
 
 INFO
 # `wait` returns when the agent ends or a signal arrives (a foreground program would delay the

@@ -257,7 +257,20 @@ fn show_status(config: &Config, format: Format) -> anyhow::Result<()> {
     let status = match status::query(&config.status_socket()) {
         Some(status) => status,
         None if store::is_locked(&config.state_dir) => {
-            anyhow::bail!("an agent is running on {} but its status socket does not answer", config.state_dir.display())
+            // An agent that is starting opens its store before its status socket: wait for it.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                if let Some(status) = status::query(&config.status_socket()) {
+                    break status;
+                }
+                if std::time::Instant::now() >= deadline {
+                    anyhow::bail!(
+                        "an agent is running on {} but its status socket does not answer",
+                        config.state_dir.display()
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         }
         None => {
             let opened = store::Store::open(&config.state_dir, config.max_pending_buckets())?;

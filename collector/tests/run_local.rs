@@ -3,7 +3,7 @@
 //! (R17: the script adds the pool and the cap), are stopped by Ctrl-C and by SIGTERM with exit
 //! code 0, and leave no process behind. The script runs the binaries under test (`TALLY_BIN`)
 //! on a data directory and ports of its own; the agent measures an interface that does not exist,
-//! so nothing on this machine is shaped.
+//! so nothing on this machine is shaped. Every example the docs mark runs against it.
 
 mod support;
 
@@ -161,4 +161,73 @@ fn a_failed_first_run_is_fixed_by_running_again_and_every_exit_stops_everything(
     rustix::process::kill_process(rustix::process::Pid::from_child(&run), rustix::process::Signal::TERM).unwrap();
     assert_eq!(run.wait().unwrap().code(), Some(0));
     assert!(s.left_behind().is_empty(), "{:?}", s.left_behind());
+}
+
+/// The examples README.md and docs/ mark (`<!-- example -->` before a ```sh block), each with
+/// the file it is in.
+fn marked_examples() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = vec![root.join("README.md")];
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    let mut examples = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut lines = text.lines();
+        while let Some(line) = lines.next() {
+            if line.trim() != "<!-- example -->" {
+                continue;
+            }
+            assert_eq!(lines.next(), Some("```sh"), "{}: a marked example is a ```sh block", file.display());
+            let block: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+            examples.push((file.file_name().unwrap().to_string_lossy().into_owned(), block.join("\n")));
+        }
+    }
+    examples
+}
+
+/// Every marked example of the docs runs as written after `make run`, as a reader runs it from
+/// the repository: in a directory with make run's `tally-data` and `target/release` (here the
+/// binaries under test), the console on the port this test had free instead of 8080.
+#[test]
+fn every_marked_example_of_the_docs_runs_after_make_run() {
+    let Some(s) = setup() else { return };
+    let examples = marked_examples();
+    let files: std::collections::BTreeSet<&str> = examples.iter().map(|(file, _)| file.as_str()).collect();
+    assert!(examples.len() >= 7 && files.len() >= 4, "{files:?}: {} examples", examples.len());
+    // The README fits on a screen or two and leads to every page of docs/.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.lines().count() <= 200, "README.md has {} lines", readme.lines().count());
+    for page in std::fs::read_dir(root.join("docs")).unwrap().map(|e| e.unwrap().file_name()) {
+        let page = page.to_string_lossy();
+        if page.ends_with(".md") {
+            assert!(readme.contains(&format!("(docs/{page})")), "README.md does not link docs/{page}");
+        }
+    }
+    std::fs::create_dir(s.dir.path().join("target")).unwrap();
+    std::os::unix::fs::symlink(&s.bin, s.dir.path().join("target/release")).unwrap();
+    let (mut run, _) = s.start("US");
+    for (file, example) in &examples {
+        let script = example.replace("127.0.0.1:8080", &format!("127.0.0.1:{}", s.http_port));
+        let out = Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &script])
+            .current_dir(s.dir.path())
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "an example of {file} failed:\n{example}\n--- it said:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    rustix::process::kill_process_group(rustix::process::Pid::from_child(&run), rustix::process::Signal::INT).unwrap();
+    assert_eq!(run.wait().unwrap().code(), Some(0));
 }
