@@ -10,12 +10,13 @@
 //! - [`lan`]: the capture that finds the LAN's devices (R29).
 //! - [`enforce`], [`shaper`]: the site's cap (R17) as traffic control on the WAN.
 //! - [`status`], [`replay`]: the `status` and `replay` commands.
-//! - [`others`]: other agents running on this socket.
+//! - [`others`]: other agents running on this socket; [`doctor`]: the installer's pre-flight check.
 //! - [`timer`]: timers that wake the thread once, for the tick and the uplink's QUIC.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod clock;
 pub mod config;
+pub mod doctor;
 pub mod enforce;
 pub mod journal;
 pub mod lan;

@@ -68,6 +68,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// The installer's pre-flight check: WAN interfaces and their speeds, counters, shaping for
+    /// caps, LAN capture, the collector and its certificate, the clock, free disk. Each line OK or
+    /// what to do; exit code 0 only when every check passes.
+    Doctor,
     /// Feed a recorded counter trace through the exact sampling code.
     Replay {
         #[arg(long)]
@@ -124,6 +128,13 @@ fn main() -> ExitCode {
             enroll(&state_dir, &collector, &read_token(token, token_file)?)
         }),
         Command::Status { format } => with_config(config, |c| show_status(&c, format)),
+        Command::Doctor => match Config::load(config.as_deref()) {
+            Ok(c) => doctor(&c, config.as_deref()),
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
         Command::Replay { trace, format } => with_config(config, |c| show_replay(&trace, &c, format)),
     }
 }
@@ -177,6 +188,25 @@ fn measure(config: Config) -> anyhow::Result<()> {
             Err(_) => tally_agent::run(config, &SystemClock, stopping(), &Systemd::from_environment()).await,
         }
     })
+}
+
+/// `doctor`: every check, printed; 0 only when all pass.
+fn doctor(config: &Config, file: Option<&std::path::Path>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tally-agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let checks = runtime.block_on(async {
+        match std::env::var(TEST_CLOCK_VAR).ok().map(|spec| ScaledClock::parse(&spec)) {
+            Some(Ok(clock)) => tally_agent::doctor::run(config, file, &clock).await,
+            _ => tally_agent::doctor::run(config, file, &SystemClock).await,
+        }
+    });
+    out!("{}", tally_agent::doctor::table(&checks));
+    if checks.iter().all(|c| c.ok) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 /// SIGTERM or Ctrl-C, logged; watched from this call on.

@@ -556,6 +556,58 @@ fn jittered(base: Duration, salt: u64) -> Duration {
     base * permille as u32 / 1000
 }
 
+/// What a collector answers to `Hello`.
+#[derive(Debug)]
+pub struct Greeted {
+    pub site: String,
+    /// This socket's clock minus the collector's, in seconds (wire protocol 2 and later).
+    pub clock_offset_s: Option<i64>,
+    pub version: u16,
+}
+
+/// Says `Hello` and reads the collector's welcome.
+async fn greet(
+    tx: &mut quinn::SendStream,
+    rx: &mut quinn::RecvStream,
+    buf: &mut Vec<u8>,
+    clock: &impl Clock,
+) -> Result<Greeted, UplinkError> {
+    let hello = Hello { protocol_version: PROTOCOL_VERSION, agent_version: crate::AGENT_VERSION.into() };
+    send(tx, &AgentMessage::Hello(hello)).await?;
+    match receive(rx, buf).await? {
+        CollectorMessage::Welcome(w) => Ok(Greeted { site: w.site, clock_offset_s: None, version: 1 }),
+        CollectorMessage::WelcomeV2(w) => Ok(Greeted {
+            site: w.site,
+            clock_offset_s: Some((clock.wall().timestamp_millis() - w.collector_time_ms) / 1000),
+            version: w.protocol_version,
+        }),
+        _ => Err(UplinkError::Garbled),
+    }
+}
+
+/// Connects to the identity's collectors in turn and greets the first that answers, for
+/// `doctor`: which collector it was, and what it said.
+pub async fn probe(identity: &Identity, clock: &impl Clock) -> Result<(String, Greeted), UplinkError> {
+    let endpoint = endpoint(identity.client_config().map_err(|e| UplinkError::Local(e.to_string()))?)?;
+    let mut last = UplinkError::Local("no collector to try".into());
+    for collector in &identity.collectors {
+        let greeted = async {
+            let (conn, mut tx, mut rx) = open(&endpoint, collector, 0).await?;
+            let greeted = greet(&mut tx, &mut rx, &mut Vec::new(), clock).await;
+            conn.close(0u32.into(), b"doctor done");
+            greeted
+        };
+        match greeted.await {
+            Ok(greeted) => {
+                endpoint.wait_idle().await;
+                return Ok((collector.clone(), greeted));
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// One connection: hello, then batches (one in flight at a time), policies and reports until
 /// an error.
 async fn session(
@@ -571,19 +623,8 @@ async fn session(
     let (_conn, mut tx, mut rx) = open(endpoint, route.current(), route.attempt()).await?;
     let collector = route.current().to_owned();
     let mut buf = Vec::new();
-    send(
-        &mut tx,
-        &AgentMessage::Hello(Hello { protocol_version: PROTOCOL_VERSION, agent_version: crate::AGENT_VERSION.into() }),
-    )
-    .await?;
     // A collector gets only the messages of the version it answers in.
-    let (site, clock_offset_s, version) = match receive(&mut rx, &mut buf).await? {
-        CollectorMessage::Welcome(w) => (w.site, None, 1),
-        CollectorMessage::WelcomeV2(w) => {
-            (w.site, Some((clock.wall().timestamp_millis() - w.collector_time_ms) / 1000), w.protocol_version)
-        }
-        _ => return Err(UplinkError::Garbled),
-    };
+    let Greeted { site, clock_offset_s, version } = greet(&mut tx, &mut rx, &mut buf, clock).await?;
     let (stamps, lan) = (version >= 2, version >= 4);
     *retry = FIRST_RETRY;
     let mut backlog = link.store.borrow().pending_count();

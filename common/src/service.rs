@@ -89,7 +89,7 @@ pub fn parse_command_line<T: clap::Parser>(risky: &[&str]) -> T {
     let ordered = crate::suggest::similar(&given, offered.iter().map(String::as_str), risky);
     let hint = match ordered.as_slice() {
         [] => String::new(),
-        [first, rest @ ..] if rest.is_empty() => format!("\n\n  did you mean '{first}'?"),
+        [first] => format!("\n\n  did you mean '{first}'?"),
         [first, rest @ ..] => format!("\n\n  did you mean '{first}'? (or: {})", rest.join(", ")),
     };
     eprintln!("error: unrecognized command '{given}'{hint}\n\nFor more information, try '--help'.");
