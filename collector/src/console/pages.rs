@@ -232,21 +232,6 @@ struct LateView {
     events: Vec<(String, &'static str, u64, u64, u64)>,
 }
 
-/// What a meter counts, in a customer's words.
-fn meter_in_words(kind: tally_common::kinds::LicenseKind) -> &'static str {
-    use tally_common::kinds::LicenseKind;
-    match kind {
-        LicenseKind::BandwidthPool => "bandwidth",
-        LicenseKind::ZtnaUsers => "ZTNA users",
-        LicenseKind::AiSecurityUsers => "AI Security users",
-        LicenseKind::Devices => "devices",
-        LicenseKind::DemUsers => "DEM users",
-        LicenseKind::DataLake => "Data Lake events in the busiest hour",
-        LicenseKind::PremiumSecurity => "Premium Security",
-        LicenseKind::Insights => "Insights",
-    }
-}
-
 /// `/accounts/{a}/usage?month=YYYY-MM`.
 pub(super) async fn usage<S: Store + 'static>(
     State(console): State<Console<S>>,
@@ -426,7 +411,7 @@ pub(super) async fn usage<S: Store + 'static>(
             events: report
                 .late_events
                 .iter()
-                .map(|l| (api_name(&l.license), meter_in_words(l.license), l.events, l.measured, l.measured_with_late))
+                .map(|l| (api_name(&l.license), words::meter(l.license), l.events, l.measured, l.measured_with_late))
                 .collect(),
         }),
         operator: signed.caller.role == Role::Operator,

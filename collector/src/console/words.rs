@@ -102,6 +102,20 @@ pub(super) fn license(kind: LicenseKind) -> &'static str {
     }
 }
 
+/// What a meter counts, in a customer's words.
+pub(super) fn meter(kind: LicenseKind) -> &'static str {
+    match kind {
+        LicenseKind::BandwidthPool => "bandwidth",
+        LicenseKind::ZtnaUsers => "ZTNA users",
+        LicenseKind::AiSecurityUsers => "AI Security users",
+        LicenseKind::Devices => "devices",
+        LicenseKind::DemUsers => "DEM users",
+        LicenseKind::DataLake => "Data Lake events in the busiest hour",
+        LicenseKind::PremiumSecurity => "Premium Security",
+        LicenseKind::Insights => "Insights",
+    }
+}
+
 pub(super) fn site_type(site_type: SiteType) -> &'static str {
     match site_type {
         SiteType::Socket => "Socket",
