@@ -210,8 +210,9 @@ async fn in_customer_words(client: &Client, page: &str) {
 }
 
 /// At a phone's width (390 px) no element outside a sideways-scrolling table is wider than the
-/// screen, the charts' labels are at least 11 px, and every link and button is at least 24 px
-/// high to tap; the window is set back after.
+/// screen, each table or chart wider than it says it scrolls sideways, the charts' labels are at
+/// least 11 px, and every link and button is at least 24 px high to tap; the window is set back
+/// after.
 async fn fits_a_phone(client: &Client, page: &str) {
     client.set_window_size(390, 844).await.unwrap();
     let script = r#"
@@ -226,10 +227,14 @@ async fn fits_a_phone(client: &Client, page: &str) {
         const tiny = Array.from(document.querySelectorAll('a, button, summary'))
             .filter(e => e.offsetParent !== null && e.getBoundingClientRect().height < 24)
             .map(e => e.textContent.trim());
-        return { wide, small: small.slice(0, 5), tiny };"#;
+        const unhinted = Array.from(document.querySelectorAll('.scroll'))
+            .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth
+                && !getComputedStyle(e, '::before').content.includes('scroll sideways'))
+            .map(e => e.getAttribute('aria-label') || e.innerText.slice(0, 40));
+        return { wide, small: small.slice(0, 5), tiny, unhinted };"#;
     let found = client.execute(script, vec![]).await.unwrap();
     client.set_window_size(1280, 1000).await.unwrap();
-    assert_eq!(found, json!({"wide": [], "small": [], "tiny": []}), "the {page} page at 390 px");
+    assert_eq!(found, json!({"wide": [], "small": [], "tiny": [], "unhinted": []}), "the {page} page at 390 px");
 }
 
 fn screenshot(png: &[u8], name: &str) {
