@@ -275,8 +275,9 @@ fn problem_for(head: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let reason = axum::http::StatusCode::from_u16(status).ok()?.canonical_reason()?;
-    let body =
-        serde_json::json!({"type": "about:blank", "title": reason, "status": status, "detail": detail}).to_string();
+    let body = serde_json::json!({"type": "about:blank", "title": reason, "status": status, "detail": detail})
+        .to_string()
+        + "\n";
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()

@@ -21,6 +21,16 @@ async fn healthz_answers_ok_and_shutdown_stops_the_server() {
     stream.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
     assert!(response.ends_with("{\"status\":\"ok\"}\n"), "a JSON answer ends with a newline: {response}");
+    // So do the OpenAPI document and a problem.
+    for (path, status) in [("/openapi.json", "200 OK"), ("/v1/accounts/acme/orders", "401 Unauthorized")] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: tally\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with(&format!("HTTP/1.1 {status}\r\n")), "{path}: {response}");
+        assert!(response.ends_with("}\n"), "{path} ends with a newline: {response}");
+    }
 
     // `healthcheck --url` takes the collector's base URL too; a wrong path says where to look.
     let probe = |url: String| async move {

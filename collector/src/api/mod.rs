@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod json;
 mod openapi;
 pub mod orders;
 pub mod problem;
@@ -20,7 +21,8 @@ use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
-use axum::{Json, Router};
+use axum::Router;
+use json::Json;
 use chrono::NaiveDate;
 use serde::Serialize;
 use tally_common::region::RegionTable;
@@ -130,33 +132,8 @@ impl<S: Store + 'static> Api<S> {
             .method_not_allowed_fallback(no_method)
             .layer(middleware::from_fn(within_deadline))
             .layer(middleware::from_fn(problem::problems_only))
-            .layer(middleware::from_fn(json_ends_with_a_newline))
             .with_state(self)
     }
-}
-
-/// A JSON answer (a document or a problem) ends with a newline, as a terminal and `curl` expect.
-async fn json_ends_with_a_newline(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    let json = response.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(|v| {
-        v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"application/problem+json")
-    });
-    if !json {
-        return response;
-    }
-    let (mut parts, body) = response.into_parts();
-    // The handlers' documents are whole in memory already: this is a copy, not a wait.
-    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "the answer could not be read").into_response();
-    };
-    if bytes.ends_with(b"\n") {
-        return Response::from_parts(parts, axum::body::Body::from(bytes));
-    }
-    let mut line = Vec::with_capacity(bytes.len() + 1);
-    line.extend_from_slice(&bytes);
-    line.push(b'\n');
-    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
-    Response::from_parts(parts, axum::body::Body::from(line))
 }
 
 /// `GET /metrics` on the HTTP listener, for an operator's token; `metrics_listen` serves it

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use axum::Json;
+use super::json::Json;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
@@ -193,7 +193,7 @@ pub async fn list<S: Store + 'static>(
     let page = api.store.orders(&account, status, after, limit).await.map_err(internal)?;
     // The store's JSON goes out as it is: an [`OrderList`], without a round trip through serde.
     let next_after = page.next_after.map_or("null".to_owned(), |id| id.to_string());
-    let body = format!("{{\"orders\":{},\"next_after\":{next_after}}}", page.json);
+    let body = format!("{{\"orders\":{},\"next_after\":{next_after}}}\n", page.json);
     Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }
 

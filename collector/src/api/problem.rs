@@ -106,7 +106,8 @@ impl Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut body = serde_json::to_vec(&self).unwrap_or_default();
+        body.push(b'\n');
         let mut response = (status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response();
         if let Some(wait) = self.extensions.get("retry_after_s").and_then(|w| w.as_u64()) {
             response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(wait));

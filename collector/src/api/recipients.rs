@@ -5,7 +5,7 @@
 use crate::webhook_target::{SystemResolver, WebhookTargets};
 use std::collections::HashMap;
 
-use axum::Json;
+use super::json::Json;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;

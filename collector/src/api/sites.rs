@@ -4,7 +4,7 @@
 use chrono::NaiveDate;
 use std::collections::HashMap;
 
-use axum::Json;
+use super::json::Json;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use serde::{Deserialize, Serialize};
