@@ -14,6 +14,7 @@ mod sites;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::Request;
 use axum::extract::{Extension, Path, Query, State};
@@ -21,9 +22,8 @@ use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
-use axum::Router;
-use json::Json;
 use chrono::NaiveDate;
+use json::Json;
 use serde::Serialize;
 use tally_common::region::RegionTable;
 use tally_common::time::{Month, MonthWindowSetting};

@@ -54,6 +54,7 @@ macro_rules! conformance_tests {
             a_dirty_day_is_claimed_by_one_collector_until_its_lease_ends,
             a_report_computes_dirty_days_in_memory_and_writes_nothing,
             every_dirty_day_is_recomputed_once_across_batches,
+            a_snapshot_holds_more_dirty_days_than_one_query_can_name,
             usage_events_are_stored_once_and_counted_by_meter,
             lan_devices_count_once_across_sources_without_sockets_and_are_forgotten,
             a_month_is_finalized_once_with_its_overusage_and_notifications,
@@ -552,6 +553,27 @@ pub(crate) async fn every_dirty_day_is_recomputed_once_across_batches<B: Backend
         .map(|((site, date), buckets)| ((site, date), tally_common::p95::daily_site_p95(date, buckets)))
         .collect();
     assert_eq!(computed, want);
+}
+
+/// A reader's snapshot of an account whose days are not summarized yet (right after a big import,
+/// or 1,000 sites' month before the engine's first pass) holds every dirty day with its buckets:
+/// 12,000 of them name 36,000 values, more than one SQLite statement may bind.
+pub(crate) async fn a_snapshot_holds_more_dirty_days_than_one_query_can_name<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    let mut rows = Vec::new();
+    for d in 0..6_000i64 {
+        for (n, site) in ["hq", "sh"].into_iter().enumerate() {
+            rows.push((site, bucket(d * 288 + n as i64, (d as u64 + 1) * 1_000, 60)));
+        }
+    }
+    store.merge_buckets(&rows).await.unwrap();
+    let snapshot = store.site_days("acme", day(), day() + Days::new(6_000)).await.unwrap();
+    assert!(snapshot.computed.is_empty());
+    assert_eq!(snapshot.dirty.len(), 12_000);
+    for (dirty, buckets) in &snapshot.dirty {
+        let d = (dirty.day - day()).num_days() as u64;
+        assert_eq!(buckets.iter().map(|(_, bps)| *bps).collect::<Vec<_>>(), [(d + 1) * 1_000], "{dirty:?}");
+    }
 }
 
 fn event(id: &str, meter: LicenseKind, subject: &str, hour: u32, region: Option<ZtnaRegion>) -> MeterEvent {

@@ -368,14 +368,25 @@ impl BucketStore for SqliteStore {
     }
 }
 
-/// The buckets' `(start, max_bps)` of each day of `days` (site, day, generation), in one query.
+/// The buckets' `(start, max_bps)` of each day of `days` (site, day, generation), a query per
+/// [`MERGE_CHUNK`] days: three variables a day, far under SQLite's limit of 32,766 whatever the
+/// number of days (a report of an account whose whole month is not summarized yet).
 async fn with_buckets(
     conn: &mut sqlx::SqliteConnection,
     days: &[(String, String, i64)],
 ) -> Result<Vec<DirtyDayBuckets>, StoreError> {
-    if days.is_empty() {
-        return Ok(Vec::new());
+    let mut found = Vec::with_capacity(days.len());
+    for chunk in days.chunks(MERGE_CHUNK) {
+        found.extend(chunk_with_buckets(&mut *conn, chunk).await?);
     }
+    Ok(found)
+}
+
+/// [`with_buckets`] of up to [`MERGE_CHUNK`] days, in one query.
+async fn chunk_with_buckets(
+    conn: &mut sqlx::SqliteConnection,
+    days: &[(String, String, i64)],
+) -> Result<Vec<DirtyDayBuckets>, StoreError> {
     // One row per day, its buckets folded into one text value "start max,start max": sqlx hands
     // rows over one by one, and a day's 288 rows cost far more than one string.
     let mut query = QueryBuilder::<Sqlite>::new("WITH d (site_id, day, generation) AS (VALUES ");
