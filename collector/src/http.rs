@@ -35,6 +35,12 @@ use tower::ServiceExt;
 use crate::https::Peer;
 use crate::throttle::Throttle;
 
+/// hyper's read buffer per connection. A request head must fit in it: hyper checks its size only
+/// when a read leaves the head incomplete, so a head up to twice this may pass when one read
+/// brings it all, and anything larger is refused (431) however it arrives. A 100 kB path still
+/// fits, to be refused as too long (414).
+const READ_BUFFER: usize = 128 * 1024;
+
 /// Connections at once.
 pub const HTTP_CONNECTIONS: usize = 1_024;
 /// How long a client may take to send a request's headers (or stay idle between requests).
@@ -231,7 +237,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(HEADER_DEADLINE);
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_DEADLINE).max_buf_size(READ_BUFFER);
     let service = tower::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         let in_request = InRequest::new(busy.clone());
         request.extensions_mut().insert(peer);
