@@ -62,6 +62,9 @@ stop_all() {
   [ -z "$running" ] && return
   kill -TERM $running 2>/dev/null || true
   wait 2>/dev/null || true
+  # The collector's log ends when the collector has ended; wait for its last lines.
+  exec 3>&-
+  [ -z "${logging:-}" ] || wait "$logging" 2>/dev/null || true
 }
 trap stop_all EXIT
 trap 'exit 0' INT TERM
@@ -95,9 +98,13 @@ if [ ! -s "$data/contact-token" ]; then
 fi
 
 # The collector, and once it listens, the agent. A terminal's Ctrl-C reaches every process of
-# the group: `tee` ignores it, so the collector's shutdown lines still reach the log.
-"$bin/tally-collector" --config "$collector_config" serve 2> >(trap '' INT && exec tee "$data/collector.log" >&2) &
+# the group: `tee` ignores it, so the collector's shutdown lines still reach the log, and it
+# ends when the collector does (this script holds no copy of the pipe once the collector runs).
+exec 3> >(trap '' INT && exec tee "$data/collector.log" >&2)
+logging=$!
+"$bin/tally-collector" --config "$collector_config" serve 2>&3 3>&- &
 serving=$!
+exec 3>&-
 until grep -q "ingest listening" "$data/collector.log" 2>/dev/null; do
   kill -0 "$serving" 2>/dev/null || { echo "make run: the collector did not start; see $data/collector.log" >&2; exit 1; }
   sleep 0.2
