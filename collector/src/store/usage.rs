@@ -1,5 +1,6 @@
 //! Usage and over-usage: metered events (R12, R13), finalized months (R9), over-usage (R14, R16).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
@@ -38,7 +39,7 @@ pub struct EventsAdded {
 /// An account's meters over one calendar month (UTC).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MeterCounts {
-    /// Distinct ZTNA users by the region of their latest counted session.
+    /// Distinct ZTNA users by the region of their latest counted session, by region name.
     pub ztna_by_region: Vec<(ZtnaRegion, u64)>,
     pub ai_security_users: u64,
     pub dem_users: u64,
@@ -46,6 +47,62 @@ pub struct MeterCounts {
     pub devices: DeviceCount,
     /// The highest event count of any UTC hour.
     pub data_lake_peak_hour: u64,
+}
+
+/// A counted event of a calendar meter, as a month's meters are computed from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonthEvent {
+    pub meter: LicenseKind,
+    pub subject: String,
+    pub region: Option<ZtnaRegion>,
+    pub quantity: u64,
+    /// As stored: RFC 3339 UTC text, which sorts as time does.
+    pub occurred_at: String,
+    pub id: String,
+}
+
+/// An account's counted events of one month (ZTNA, AI Security, DEM, Data Lake).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MonthEvents(pub Vec<MonthEvent>);
+
+impl MonthEvents {
+    /// The meters (R12): a user once per meter, a ZTNA user in the region of their latest
+    /// session (the later event id breaks a tie of times); Data Lake's highest UTC hour, the
+    /// sum of that hour's quantities. The devices are counted apart ([`MonthDevices`]).
+    ///
+    /// [`MonthDevices`]: super::MonthDevices
+    pub fn counts(&self, devices: DeviceCount) -> MeterCounts {
+        let mut latest: BTreeMap<&str, &MonthEvent> = BTreeMap::new();
+        let mut users: BTreeMap<LicenseKind, BTreeSet<&str>> = BTreeMap::new();
+        let mut hours: BTreeMap<&str, u64> = BTreeMap::new();
+        for event in &self.0 {
+            match event.meter {
+                LicenseKind::ZtnaUsers => {
+                    let kept = latest.entry(&event.subject).or_insert(event);
+                    if (&event.occurred_at, &event.id) > (&kept.occurred_at, &kept.id) {
+                        *kept = event;
+                    }
+                }
+                LicenseKind::DataLake => *hours.entry(&event.subject).or_default() += event.quantity,
+                meter => {
+                    users.entry(meter).or_default().insert(&event.subject);
+                }
+            }
+        }
+        // By the region's name, as reports list them.
+        let mut ztna_by_region: BTreeMap<&str, (ZtnaRegion, u64)> = BTreeMap::new();
+        for region in latest.values().filter_map(|event| event.region) {
+            ztna_by_region.entry(region.as_str()).or_insert((region, 0)).1 += 1;
+        }
+        let distinct = |meter| users.get(&meter).map_or(0, |u| u.len() as u64);
+        MeterCounts {
+            ztna_by_region: ztna_by_region.into_values().collect(),
+            ai_security_users: distinct(LicenseKind::AiSecurityUsers),
+            dem_users: distinct(LicenseKind::DemUsers),
+            devices,
+            data_lake_peak_hour: hours.into_values().max().unwrap_or(0),
+        }
+    }
 }
 
 /// Over-usage of one license (and region group) in a finalized month (R14).

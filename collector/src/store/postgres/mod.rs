@@ -9,15 +9,22 @@
 //!
 //! One file per concern of the [`Store`](super::Store) trait, as in the SQLite backend.
 
+#[path = "../sql/access.rs"]
 mod access;
+#[macro_use]
+mod dialect;
 mod accounts;
 mod buckets;
+#[path = "../sql/devices.rs"]
 mod devices;
 mod intake;
 mod orders;
+#[path = "../sql/outbox.rs"]
 mod outbox;
 mod partitions;
+#[path = "../sql/policies.rs"]
 mod policies;
+#[path = "../sql/usage.rs"]
 mod usage;
 
 use std::ops::{Deref, DerefMut};
@@ -26,6 +33,8 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, Transaction};
+
+use dialect::lock_account;
 
 use super::StoreHealth;
 /// The conversions and rows both backends share, used by every file here as `super::…`.
@@ -36,6 +45,11 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgr
 
 /// Connections each collector keeps: its writers (ingest, the engine, the API) and readers.
 const POOL_SIZE: u32 = 10;
+
+/// The store the one implementation of each concern (`store/sql/`) is compiled for here.
+type Backend = PgStore;
+/// Its connection.
+type Conn = sqlx::PgConnection;
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -186,12 +200,4 @@ fn db(e: sqlx::Error) -> StoreError {
 /// as [`db`].
 fn insert_error(what: &'static str, id: &str) -> impl FnOnce(sqlx::Error) -> StoreError {
     refused_insert(what, id, db)
-}
-
-/// Locks `account`'s row until the transaction ends: the changes that must be decided one at a
-/// time per account (R17's checks, orders and their idempotency keys) take it first, whichever
-/// collector runs them.
-async fn lock_account(conn: &mut PgConnection, account: &str) -> Result<(), StoreError> {
-    sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE").bind(account).execute(conn).await.map_err(db)?;
-    Ok(())
 }

@@ -5,14 +5,21 @@
 //! One file per concern of the [`Store`](super::Store) trait; this one opens the database and
 //! holds the conversions between stored values and the domain's types.
 
+#[path = "../sql/access.rs"]
 mod access;
+#[macro_use]
+mod dialect;
 mod accounts;
 mod buckets;
+#[path = "../sql/devices.rs"]
 mod devices;
 mod intake;
 mod orders;
+#[path = "../sql/outbox.rs"]
 mod outbox;
+#[path = "../sql/policies.rs"]
 mod policies;
+#[path = "../sql/usage.rs"]
 mod usage;
 mod write;
 
@@ -26,6 +33,11 @@ use super::stored::*;
 use super::{StoreError, cause};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The store the one implementation of each concern (`store/sql/`) is compiled for here.
+type Backend = SqliteStore;
+/// Its connection.
+type Conn = sqlx::SqliteConnection;
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {

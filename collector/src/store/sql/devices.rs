@@ -1,14 +1,14 @@
-//! LAN devices (R29) in SQLite.
+//! LAN devices (R29).
 
 use chrono::{DateTime, NaiveDate, Utc};
 use tally_common::lan::Mac;
 use tally_common::time::Month;
 use tally_common::wire::lan::LanDevice;
 
-use super::{SqliteStore, db, insert_error, now, stamp};
+use super::{Backend, db, insert_error, now, stamp};
 use crate::store::{DeviceStore, LAN_DISCOVERY, MonthDevices, StoreError};
 
-impl DeviceStore for SqliteStore {
+impl DeviceStore for Backend {
     async fn add_lan_sightings(
         &self,
         site: &str,
@@ -20,13 +20,14 @@ impl DeviceStore for SqliteStore {
         let (date, month) = (day.to_string(), Month::containing(day).to_string());
         let received = now();
         for device in devices {
-            sqlx::query(
+            sqlx::query(concat!(
                 "INSERT INTO lan_sightings (site_id, day, month, mac, first_seen, last_seen, via, received_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (site_id, day, mac) DO UPDATE SET
-                     first_seen = min(first_seen, excluded.first_seen),
-                     last_seen = max(last_seen, excluded.last_seen)",
-            )
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (site_id, day, mac) DO UPDATE SET first_seen = ",
+                least!("lan_sightings.first_seen", "excluded.first_seen"),
+                ", last_seen = ",
+                greatest!("lan_sightings.last_seen", "excluded.last_seen")
+            ))
             .bind(site)
             .bind(&date)
             .bind(&month)
@@ -40,10 +41,11 @@ impl DeviceStore for SqliteStore {
             .map_err(insert_error("LAN sighting of site", site))?;
         }
         for mac in own {
-            sqlx::query(
-                "INSERT INTO socket_addresses (site_id, mac, reported_day) VALUES (?, ?, ?)
-                 ON CONFLICT (site_id, mac) DO UPDATE SET reported_day = max(reported_day, excluded.reported_day)",
-            )
+            sqlx::query(concat!(
+                "INSERT INTO socket_addresses (site_id, mac, reported_day) VALUES ($1, $2, $3)
+                 ON CONFLICT (site_id, mac) DO UPDATE SET reported_day = ",
+                greatest!("socket_addresses.reported_day", "excluded.reported_day")
+            ))
             .bind(site)
             .bind(mac.to_string())
             .bind(&date)
@@ -56,21 +58,28 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn month_devices(&self, account: &str, month: &str) -> Result<MonthDevices, StoreError> {
-        let seen = sqlx::query_as(
+        // Plain reads; the meter's rule (one device across sources) is `MonthDevices::count`.
+        let mut seen: Vec<(String, Option<String>)> = sqlx::query_as(
             "SELECT DISTINCT subject, source FROM usage_events
-             WHERE account_id = ?1 AND month = ?2 AND meter = 'devices' AND counted = 1
-             UNION
-             SELECT DISTINCT l.mac, ?3 FROM lan_sightings l JOIN sites s ON s.id = l.site_id
-             WHERE s.account_id = ?1 AND l.month = ?2",
+             WHERE account_id = $1 AND month = $2 AND meter = 'devices' AND counted",
         )
         .bind(account)
         .bind(month)
-        .bind(LAN_DISCOVERY)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
+        let sighted: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT l.mac FROM lan_sightings l JOIN sites s ON s.id = l.site_id
+             WHERE s.account_id = $1 AND l.month = $2",
+        )
+        .bind(account)
+        .bind(month)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        seen.extend(sighted.into_iter().map(|mac| (mac, Some(LAN_DISCOVERY.to_owned()))));
         let sockets = sqlx::query_scalar(
-            "SELECT DISTINCT a.mac FROM socket_addresses a JOIN sites s ON s.id = a.site_id WHERE s.account_id = ?",
+            "SELECT DISTINCT a.mac FROM socket_addresses a JOIN sites s ON s.id = a.site_id WHERE s.account_id = $1",
         )
         .bind(account)
         .fetch_all(&self.pool)
@@ -97,13 +106,13 @@ impl DeviceStore for SqliteStore {
 
     async fn forget_lan_sightings_before(&self, day: NaiveDate) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let forgotten = sqlx::query("DELETE FROM lan_sightings WHERE day < ?")
+        let forgotten = sqlx::query("DELETE FROM lan_sightings WHERE day < $1")
             .bind(day.to_string())
             .execute(&mut *tx)
             .await
             .map_err(db)?
             .rows_affected();
-        sqlx::query("DELETE FROM socket_addresses WHERE reported_day < ?")
+        sqlx::query("DELETE FROM socket_addresses WHERE reported_day < $1")
             .bind(day.to_string())
             .execute(&mut *tx)
             .await

@@ -1,17 +1,17 @@
-//! Notifications in PostgreSQL.
+//! Notifications: recipients, the outbox.
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::{OutboxRow, PgStore, db, insert_error, outbox_columns, parse, select_outbox, stamp};
+use super::dialect::texts;
+use super::{Backend, OutboxRow, db, insert_error, outbox_columns, parse, select_outbox, stamp};
 use crate::store::{Channel, Notification, OutboxItem, OutboxStore, Recipient, RecipientChange, StoreError};
 
-impl OutboxStore for PgStore {
+impl OutboxStore for Backend {
     async fn change_recipient(&self, account: &str, change: &RecipientChange) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let Recipient { channel, address } = &change.recipient;
         let statement = if change.added {
-            "INSERT INTO notification_recipients (account_id, channel, address) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING"
+            "INSERT INTO notification_recipients (account_id, channel, address) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
         } else {
             "DELETE FROM notification_recipients WHERE account_id = $1 AND channel = $2 AND address = $3"
         };
@@ -84,18 +84,21 @@ impl OutboxStore for PgStore {
     ) -> Result<Vec<OutboxItem>, StoreError> {
         let channels: Vec<&str> = channels.iter().map(|c| c.as_str()).collect();
         let mut tx = self.begin_write().await?;
-        // SKIP LOCKED: collectors claiming at once take different rows instead of waiting.
         let rows: Vec<OutboxRow> = sqlx::query_as(concat!(
             "UPDATE outbox SET next_attempt_at = $1 WHERE id IN (
                  SELECT id FROM outbox
-                 WHERE delivered_at IS NULL AND next_attempt_at <= $2 AND channel = ANY($3)
-                 ORDER BY next_attempt_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)
+                 WHERE delivered_at IS NULL AND next_attempt_at <= $2 AND channel IN ",
+            text_list!(3),
+            "
+                 ORDER BY next_attempt_at, id LIMIT $4",
+            skip_locked!(),
+            ")
              RETURNING ",
             outbox_columns!()
         ))
         .bind(stamp(now + lease))
         .bind(stamp(now))
-        .bind(&channels)
+        .bind(texts(&channels)?)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
         .await

@@ -1,13 +1,13 @@
-//! Policies in PostgreSQL.
+//! Policies: the caps pushed to the sockets, their reports, the cap history and violations.
 
 use chrono::{DateTime, Utc};
 use tally_common::enforcement::CapSetting;
 use tally_common::time::BucketStart;
 
-use super::{PgStore, bucket_start, db, parse, policy_from_row, stamp, to_i64, to_u64};
+use super::{Backend, bucket_start, db, parse, policy_from_row, stamp, to_i64, to_u64};
 use crate::store::{EnforcementViolation, PolicyReport, PolicyState, PolicyStore, SitePolicy, StoreError};
 
-impl PolicyStore for PgStore {
+impl PolicyStore for Backend {
     async fn policy_states(&self, account: &str) -> Result<Vec<PolicyState>, StoreError> {
         let rows: Vec<(String, i64, Option<i64>, Option<bool>)> = sqlx::query_as(
             "SELECT s.id, s.policy_version, r.version, r.ok FROM sites s

@@ -1,12 +1,12 @@
-//! Tokens and certificates in SQLite.
+//! Tokens, enrollment tokens, certificates and console sessions.
 
 use chrono::{DateTime, Utc};
 use tally_common::time::rfc3339;
 
-use super::{SqliteStore, TokenRow, db, insert_error, now, parse, select_token, stamp};
+use super::{Backend, TokenRow, db, insert_error, now, parse, select_token, stamp};
 use crate::store::{AccessStore, ApiToken, CertificateRecord, ConsoleSession, Person, Role, StoreError, TokenRefusal};
 
-impl AccessStore for SqliteStore {
+impl AccessStore for Backend {
     async fn add_api_token(
         &self,
         hash: &str,
@@ -16,9 +16,9 @@ impl AccessStore for SqliteStore {
         person: Option<&Person>,
     ) -> Result<i64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let id = sqlx::query(
+        let id = sqlx::query_scalar(
             "INSERT INTO api_tokens (hash, role, account_id, contact, created_at, person_name, person_email)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(hash)
         .bind(role.as_str())
@@ -27,23 +27,22 @@ impl AccessStore for SqliteStore {
         .bind(now())
         .bind(person.map(|p| p.name.as_str()))
         .bind(person.map(|p| p.email.as_str()))
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
-        .map_err(insert_error("token", account.unwrap_or("operator")))?
-        .last_insert_rowid();
+        .map_err(insert_error("token", account.unwrap_or("operator")))?;
         tx.commit().await?;
         Ok(id)
     }
 
     async fn api_token(&self, hash: &str) -> Result<Option<ApiToken>, StoreError> {
         let row: Option<TokenRow> =
-            sqlx::query_as(select_token!("WHERE hash = ?")).bind(hash).fetch_optional(&self.pool).await.map_err(db)?;
+            sqlx::query_as(select_token!("WHERE hash = $1")).bind(hash).fetch_optional(&self.pool).await.map_err(db)?;
         row.map(TokenRow::into_token).transpose()
     }
 
     async fn revoke_api_token(&self, id: i64) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query("UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?")
+        let done = sqlx::query("UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $1) WHERE id = $2")
             .bind(now())
             .bind(id)
             .execute(&mut *tx)
@@ -66,7 +65,7 @@ impl AccessStore for SqliteStore {
         expires_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("INSERT INTO enrollment_tokens (token_hash, site_id, expires_at) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO enrollment_tokens (token_hash, site_id, expires_at) VALUES ($1, $2, $3)")
             .bind(token_hash)
             .bind(site)
             .bind(rfc3339(expires_at))
@@ -86,8 +85,8 @@ impl AccessStore for SqliteStore {
         // One statement: two agents racing with the same token cannot both win.
         let mut tx = self.begin_write().await?;
         let site: Option<String> = sqlx::query_scalar(
-            "UPDATE enrollment_tokens SET used_at = ?
-             WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? RETURNING site_id",
+            "UPDATE enrollment_tokens SET used_at = $1
+             WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $3 RETURNING site_id",
         )
         .bind(&now)
         .bind(token_hash)
@@ -100,7 +99,7 @@ impl AccessStore for SqliteStore {
             return Ok(Ok(site));
         }
         let used: Option<Option<String>> =
-            sqlx::query_scalar("SELECT used_at FROM enrollment_tokens WHERE token_hash = ?")
+            sqlx::query_scalar("SELECT used_at FROM enrollment_tokens WHERE token_hash = $1")
                 .bind(token_hash)
                 .fetch_optional(&self.pool)
                 .await
@@ -114,7 +113,7 @@ impl AccessStore for SqliteStore {
 
     async fn add_certificate(&self, serial: &str, site: &str, not_after: DateTime<Utc>) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("INSERT INTO certificates (serial, site_id, not_after, created_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO certificates (serial, site_id, not_after, created_at) VALUES ($1, $2, $3, $4)")
             .bind(serial)
             .bind(site)
             .bind(rfc3339(not_after))
@@ -128,7 +127,7 @@ impl AccessStore for SqliteStore {
 
     async fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError> {
         let row: Option<(String, String, Option<String>)> =
-            sqlx::query_as("SELECT serial, site_id, revoked_at FROM certificates WHERE serial = ?")
+            sqlx::query_as("SELECT serial, site_id, revoked_at FROM certificates WHERE serial = $1")
                 .bind(serial)
                 .fetch_optional(&self.pool)
                 .await
@@ -138,7 +137,7 @@ impl AccessStore for SqliteStore {
 
     async fn revoke_site(&self, site: &str, now: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query("UPDATE certificates SET revoked_at = ? WHERE site_id = ? AND revoked_at IS NULL")
+        let done = sqlx::query("UPDATE certificates SET revoked_at = $1 WHERE site_id = $2 AND revoked_at IS NULL")
             .bind(rfc3339(now))
             .bind(site)
             .execute(&mut *tx)
@@ -150,12 +149,12 @@ impl AccessStore for SqliteStore {
 
     async fn add_session(&self, id_hash: &str, session: &ConsoleSession, now: DateTime<Utc>) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM console_sessions WHERE expires_at <= ?")
+        sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1")
             .bind(stamp(now))
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        sqlx::query("INSERT INTO console_sessions (id_hash, token_hash, csrf, expires_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO console_sessions (id_hash, token_hash, csrf, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(id_hash)
             .bind(&session.token_hash)
             .bind(&session.csrf)
@@ -168,7 +167,7 @@ impl AccessStore for SqliteStore {
 
     async fn session(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<ConsoleSession>, StoreError> {
         let row: Option<(String, String, String)> = sqlx::query_as(
-            "SELECT token_hash, csrf, expires_at FROM console_sessions WHERE id_hash = ? AND expires_at > ?",
+            "SELECT token_hash, csrf, expires_at FROM console_sessions WHERE id_hash = $1 AND expires_at > $2",
         )
         .bind(id_hash)
         .bind(stamp(now))
@@ -183,7 +182,7 @@ impl AccessStore for SqliteStore {
 
     async fn end_session(&self, id_hash: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query("DELETE FROM console_sessions WHERE id_hash = ?")
+        let done = sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1")
             .bind(id_hash)
             .execute(&mut *tx)
             .await

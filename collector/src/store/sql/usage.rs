@@ -1,4 +1,4 @@
-//! Usage and over-usage in SQLite.
+//! Usage and over-usage: metered events, finalized months, over-usage and its resolutions.
 
 use std::collections::{HashMap, HashSet};
 
@@ -7,13 +7,13 @@ use tally_common::kinds::LicenseKind;
 use tally_common::time::Month;
 
 use super::accounts::insert_license;
-use super::{OverusageRow, SqliteStore, db, insert_error, now, parse, select_overusage, stamp, to_i64, to_u64};
+use super::{Backend, Conn, OverusageRow, db, insert_error, now, parse, select_overusage, stamp, to_i64, to_u64};
 use crate::store::{
-    DeviceStore, EventsAdded, MeterCounts, MeterEvent, NewLicense, NewOverusage, Notification, Overusage, Resolution,
-    StoreError, UnitsUpgrade, UsageStore,
+    DeviceStore, EventsAdded, MeterCounts, MeterEvent, MonthEvent, MonthEvents, NewLicense, NewOverusage, Notification,
+    Overusage, Resolution, StoreError, UnitsUpgrade, UsageStore,
 };
 
-impl UsageStore for SqliteStore {
+impl UsageStore for Backend {
     async fn add_usage_events(&self, events: &[MeterEvent]) -> Result<EventsAdded, StoreError> {
         let mut tx = self.begin_write().await?;
         let received = now();
@@ -33,7 +33,7 @@ impl UsageStore for SqliteStore {
             let new = sqlx::query(
                 "INSERT INTO usage_events
                      (id, account_id, meter, month, subject, region, quantity, counted, occurred_at, received_at, source)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
             )
             .bind(&e.id)
             .bind(&e.account)
@@ -75,43 +75,31 @@ impl UsageStore for SqliteStore {
     }
 
     async fn meter_counts(&self, account: &str, month: &str) -> Result<MeterCounts, StoreError> {
-        let (ai_security_users, dem_users, peak): (i64, i64, Option<i64>) = sqlx::query_as(
-            "SELECT (SELECT count(DISTINCT subject) FROM usage_events
-                     WHERE account_id = ?1 AND month = ?2 AND meter = 'ai_security_users' AND counted = 1),
-                    (SELECT count(DISTINCT subject) FROM usage_events
-                     WHERE account_id = ?1 AND month = ?2 AND meter = 'dem_users' AND counted = 1),
-                    (SELECT max(total) FROM (SELECT sum(quantity) AS total FROM usage_events
-                     WHERE account_id = ?1 AND month = ?2 AND meter = 'data_lake' GROUP BY subject))",
-        )
-        .bind(account)
-        .bind(month)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)?;
-        // Each user once, in the region of their latest counted session (R12).
-        let by_region: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT region, count(*) FROM (
-                 SELECT region, row_number() OVER (PARTITION BY subject ORDER BY occurred_at DESC, id DESC) AS latest
-                 FROM usage_events
-                 WHERE account_id = ? AND month = ? AND meter = 'ztna_users' AND counted = 1)
-             WHERE latest = 1 GROUP BY region ORDER BY region",
+        // Plain reads of the month's counted events; the meters' rules are `MonthEvents::counts`.
+        let rows: Vec<(String, String, Option<String>, i64, String, String)> = sqlx::query_as(
+            "SELECT meter, subject, region, quantity, occurred_at, id FROM usage_events
+             WHERE account_id = $1 AND month = $2 AND counted
+               AND meter IN ('ztna_users', 'ai_security_users', 'dem_users', 'data_lake')",
         )
         .bind(account)
         .bind(month)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        let ztna_by_region = by_region
+        let events = rows
             .into_iter()
-            .map(|(region, n)| Ok((parse(&region, "ZTNA region")?, to_u64(n, "count")?)))
-            .collect::<Result<_, StoreError>>()?;
-        Ok(MeterCounts {
-            ztna_by_region,
-            ai_security_users: to_u64(ai_security_users, "count")?,
-            dem_users: to_u64(dem_users, "count")?,
-            devices: self.month_devices(account, month).await?.count(),
-            data_lake_peak_hour: to_u64(peak.unwrap_or(0), "count")?,
-        })
+            .map(|(meter, subject, region, quantity, occurred_at, id)| {
+                Ok(MonthEvent {
+                    meter: parse(&meter, "meter")?,
+                    region: region.map(|r| parse(&r, "ZTNA region")).transpose()?,
+                    quantity: to_u64(quantity, "quantity")?,
+                    subject,
+                    occurred_at,
+                    id,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(MonthEvents(events).counts(self.month_devices(account, month).await?.count()))
     }
 
     async fn finalized_report(
@@ -120,7 +108,7 @@ impl UsageStore for SqliteStore {
         month: &str,
     ) -> Result<Option<(DateTime<Utc>, String)>, StoreError> {
         let row: Option<(String, String)> =
-            sqlx::query_as("SELECT finalized_at, report FROM finalized_months WHERE account_id = ? AND month = ?")
+            sqlx::query_as("SELECT finalized_at, report FROM finalized_months WHERE account_id = $1 AND month = $2")
                 .bind(account)
                 .bind(month)
                 .fetch_optional(&self.pool)
@@ -140,7 +128,7 @@ impl UsageStore for SqliteStore {
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
-            "INSERT INTO finalized_months (account_id, month, finalized_at, report) VALUES (?, ?, ?, ?)
+            "INSERT INTO finalized_months (account_id, month, finalized_at, report) VALUES ($1, $2, $3, $4)
              ON CONFLICT (account_id, month) DO NOTHING",
         )
         .bind(account)
@@ -157,7 +145,7 @@ impl UsageStore for SqliteStore {
                 sqlx::query(
                     "INSERT INTO overusages
                          (account_id, month, license, region, measured, licensed, excess, flags, created_at, required_purchase)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(account)
                 .bind(month)
@@ -187,7 +175,7 @@ impl UsageStore for SqliteStore {
 
     async fn overusages(&self, account: &str, month: &str) -> Result<Vec<Overusage>, StoreError> {
         let rows: Vec<OverusageRow> =
-            sqlx::query_as(select_overusage!("WHERE o.account_id = ? AND o.month = ? ORDER BY o.id"))
+            sqlx::query_as(select_overusage!("WHERE o.account_id = $1 AND o.month = $2 ORDER BY o.id"))
                 .bind(account)
                 .bind(month)
                 .fetch_all(&self.pool)
@@ -237,7 +225,7 @@ impl UsageStore for SqliteStore {
     }
 
     async fn overusage(&self, id: i64) -> Result<Option<Overusage>, StoreError> {
-        let row: Option<OverusageRow> = sqlx::query_as(select_overusage!("WHERE o.id = ?"))
+        let row: Option<OverusageRow> = sqlx::query_as(select_overusage!("WHERE o.id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -252,7 +240,13 @@ impl UsageStore for SqliteStore {
         new_license: Option<&NewLicense>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let resolved: Option<i64> = sqlx::query_scalar("SELECT 1 FROM resolutions WHERE overusage_id = ?")
+        // The over-usage's row first: two resolutions on two collectors are decided one at a time.
+        sqlx::query(concat!("SELECT id FROM overusages WHERE id = $1", for_update!()))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let resolved: Option<i64> = sqlx::query_scalar("SELECT overusage_id FROM resolutions WHERE overusage_id = $1")
             .bind(id)
             .fetch_optional(&mut *tx)
             .await
@@ -266,7 +260,7 @@ impl UsageStore for SqliteStore {
             None => None,
         };
         sqlx::query(
-            "INSERT INTO resolutions (overusage_id, kind, quantity, license_id, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO resolutions (overusage_id, kind, quantity, license_id, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(id)
         .bind(resolution.kind.as_str())
@@ -285,7 +279,7 @@ impl UsageStore for SqliteStore {
 /// the caller's transaction; a recipient already sent that topic is skipped. Returns the rows
 /// added.
 pub(super) async fn notify_recipients(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn,
     account: &str,
     topic: &str,
     n: &Notification,
@@ -293,9 +287,9 @@ pub(super) async fn notify_recipients(
 ) -> Result<u64, StoreError> {
     let added = sqlx::query(
         "INSERT INTO outbox (account_id, topic, channel, recipient, subject, body, next_attempt_at)
-         SELECT DISTINCT ?, ?, r.channel, r.address, ?, CASE r.channel WHEN 'email' THEN ? ELSE ? END, ?
+         SELECT DISTINCT $1, $2, r.channel, r.address, $3, CASE r.channel WHEN 'email' THEN $4 ELSE $5 END, $6
          FROM notification_recipients r
-         WHERE r.account_id = ? OR r.account_id = (SELECT partner_id FROM accounts WHERE id = ?)
+         WHERE r.account_id = $7 OR r.account_id = (SELECT partner_id FROM accounts WHERE id = $8)
          ON CONFLICT (account_id, topic, channel, recipient) DO NOTHING",
     )
     .bind(account)

@@ -1,0 +1,66 @@
+//! What PostgreSQL's SQL says its own way, for the one implementation in `store/sql/`: the
+//! fragments as macros (each expands to a string literal, so statements stay constants), the
+//! values bound their own way as functions.
+//!
+//! Whatever must happen once when several collectors share the database (R30) is decided here
+//! by row locks: the changes checked against R17 and orders lock their account's row first.
+
+/// The larger of two values.
+macro_rules! greatest {
+    ($a:literal, $b:literal) => {
+        concat!("GREATEST(", $a, ", ", $b, ")")
+    };
+}
+
+/// The smaller of two values.
+macro_rules! least {
+    ($a:literal, $b:literal) => {
+        concat!("LEAST(", $a, ", ", $b, ")")
+    };
+}
+
+/// Rows of one column `value`: the texts bound at parameter `$n` by [`texts`].
+macro_rules! text_list {
+    ($n:literal) => {
+        concat!("(SELECT unnest($", stringify!($n), "::text[]) AS value)")
+    };
+}
+
+/// Locks the rows a `SELECT` reads until the transaction ends.
+macro_rules! for_update {
+    () => {
+        " FOR UPDATE"
+    };
+}
+
+/// Locks the rows a `SELECT` reads until the transaction ends, skipping those another
+/// transaction holds: collectors claiming at once take different rows instead of waiting.
+macro_rules! skip_locked {
+    () => {
+        " FOR UPDATE SKIP LOCKED"
+    };
+}
+
+/// The next policy version, from the sequence every collector draws from.
+macro_rules! next_policy_version {
+    () => {
+        "nextval('policy_versions')"
+    };
+}
+
+/// A list of texts bound as one parameter ([`text_list`]): an array.
+pub(super) fn texts<'a>(list: &[&'a str]) -> Result<Vec<&'a str>, super::StoreError> {
+    Ok(list.to_vec())
+}
+
+/// Locks `account`'s row until the transaction ends: the changes that must be decided one at a
+/// time per account (R17's checks, orders and their idempotency keys) take it first, whichever
+/// collector runs them.
+pub(super) async fn lock_account(conn: &mut sqlx::PgConnection, account: &str) -> Result<(), super::StoreError> {
+    sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
+        .bind(account)
+        .execute(conn)
+        .await
+        .map_err(super::db)?;
+    Ok(())
+}
