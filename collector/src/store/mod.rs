@@ -36,7 +36,10 @@ pub mod migrate;
 mod orders;
 mod outbox;
 mod policies;
+// Both backends compile the one implementation of each concern (`sql/`) for themselves.
+#[allow(clippy::duplicate_mod)]
 pub mod postgres;
+#[allow(clippy::duplicate_mod)]
 pub mod sqlite;
 mod stored;
 pub mod transition;

@@ -26,6 +26,13 @@ macro_rules! text_list {
     };
 }
 
+/// Rows of one column `value`: the integers bound at parameter `$n` by [`ints`].
+macro_rules! int_list {
+    ($n:literal) => {
+        concat!("(SELECT unnest($", stringify!($n), "::bigint[]) AS value)")
+    };
+}
+
 /// Locks the rows a `SELECT` reads until the transaction ends.
 macro_rules! for_update {
     () => {
@@ -53,14 +60,7 @@ pub(super) fn texts<'a>(list: &[&'a str]) -> Result<Vec<&'a str>, super::StoreEr
     Ok(list.to_vec())
 }
 
-/// Locks `account`'s row until the transaction ends: the changes that must be decided one at a
-/// time per account (R17's checks, orders and their idempotency keys) take it first, whichever
-/// collector runs them.
-pub(super) async fn lock_account(conn: &mut sqlx::PgConnection, account: &str) -> Result<(), super::StoreError> {
-    sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE")
-        .bind(account)
-        .execute(conn)
-        .await
-        .map_err(super::db)?;
-    Ok(())
+/// A list of integers bound as one parameter ([`int_list`]): an array.
+pub(super) fn ints(list: &[i64]) -> Result<Vec<i64>, super::StoreError> {
+    Ok(list.to_vec())
 }

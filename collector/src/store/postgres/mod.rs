@@ -13,11 +13,14 @@
 mod access;
 #[macro_use]
 mod dialect;
+#[path = "../sql/accounts.rs"]
 mod accounts;
 mod buckets;
 #[path = "../sql/devices.rs"]
 mod devices;
+#[path = "../sql/intake.rs"]
 mod intake;
+#[path = "../sql/orders.rs"]
 mod orders;
 #[path = "../sql/outbox.rs"]
 mod outbox;
@@ -34,8 +37,6 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, Transaction};
 
-use dialect::lock_account;
-
 use super::StoreHealth;
 /// The conversions and rows both backends share, used by every file here as `super::…`.
 use super::stored::*;
@@ -50,6 +51,8 @@ const POOL_SIZE: u32 = 10;
 type Backend = PgStore;
 /// Its connection.
 type Conn = sqlx::PgConnection;
+/// Its database.
+type Db = sqlx::Postgres;
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -67,6 +70,7 @@ impl PgStore {
         MIGRATIONS.run(&pool).await.map_err(|e| StoreError::Database(format!("migrations: {e}")))?;
         let store = PgStore { pool, health: Default::default(), partitions: Default::default() };
         store.ensure_partitions_ahead(crate::clock::now().date_naive()).await?;
+        orders::build_missing_docs(&store).await?;
         Ok(store)
     }
 

@@ -9,11 +9,14 @@
 mod access;
 #[macro_use]
 mod dialect;
+#[path = "../sql/accounts.rs"]
 mod accounts;
 mod buckets;
 #[path = "../sql/devices.rs"]
 mod devices;
+#[path = "../sql/intake.rs"]
 mod intake;
+#[path = "../sql/orders.rs"]
 mod orders;
 #[path = "../sql/outbox.rs"]
 mod outbox;
@@ -38,6 +41,8 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite
 type Backend = SqliteStore;
 /// Its connection.
 type Conn = sqlx::SqliteConnection;
+/// Its database.
+type Db = sqlx::Sqlite;
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {

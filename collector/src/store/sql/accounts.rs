@@ -1,20 +1,21 @@
-//! Accounts, sites and licenses in SQLite.
+//! Accounts, sites and licenses.
 
 use chrono::{DateTime, Utc};
 use tally_common::enforcement::CapViolation;
 use tally_common::region::{CountryCode, RegionGroup};
 
-use super::{AccountRow, LicenseRow, SiteRow, SqliteStore, db, insert_error, now, parse, stamp, to_i64};
-use sqlx::SqliteConnection;
+use super::{
+    AccountRow, Backend, Conn, LicenseRow, SiteRow, bucket_start, db, insert_error, now, parse, stamp, to_i64,
+};
 
 use crate::store::{
     Account, AccountLife, AccountStore, CapChange, ContractTerm, License, NewLicense, Site, SiteGroupSpan, StoreError,
 };
 
-async fn sites_of_account(conn: &mut sqlx::SqliteConnection, account: &str) -> Result<Vec<Site>, StoreError> {
+async fn sites_of_account(conn: &mut Conn, account: &str) -> Result<Vec<Site>, StoreError> {
     let rows: Vec<SiteRow> = sqlx::query_as(
         "SELECT id, account_id, name, country, region_group, site_type, cap_bps FROM sites
-         WHERE account_id = ? ORDER BY id",
+         WHERE account_id = $1 ORDER BY id",
     )
     .bind(account)
     .fetch_all(conn)
@@ -23,10 +24,10 @@ async fn sites_of_account(conn: &mut sqlx::SqliteConnection, account: &str) -> R
     rows.into_iter().map(SiteRow::into_site).collect()
 }
 
-async fn licenses_of_account(conn: &mut sqlx::SqliteConnection, account: &str) -> Result<Vec<License>, StoreError> {
+async fn licenses_of_account(conn: &mut Conn, account: &str) -> Result<Vec<License>, StoreError> {
     let rows: Vec<LicenseRow> = sqlx::query_as(
         "SELECT id, account_id, kind, region, quantity, block_size, per_unit, effective_from, effective_to
-         FROM licenses WHERE account_id = ? ORDER BY id",
+         FROM licenses WHERE account_id = $1 ORDER BY id",
     )
     .bind(account)
     .fetch_all(conn)
@@ -36,10 +37,10 @@ async fn licenses_of_account(conn: &mut sqlx::SqliteConnection, account: &str) -
 }
 
 /// Keeps the site's cap in its history (R26) if its policy version is new, effective `at`.
-async fn record_cap(conn: &mut sqlx::SqliteConnection, site: &str, at: &str) -> Result<(), StoreError> {
+async fn record_cap(conn: &mut Conn, site: &str, at: &str) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO cap_history (site_id, effective_at, cap_bps, version)
-         SELECT id, ?, cap_bps, policy_version FROM sites WHERE id = ?
+         SELECT id, $1, cap_bps, policy_version FROM sites WHERE id = $2
          ON CONFLICT (site_id, version) DO NOTHING",
     )
     .bind(at)
@@ -50,12 +51,14 @@ async fn record_cap(conn: &mut sqlx::SqliteConnection, site: &str, at: &str) -> 
     Ok(())
 }
 
-async fn insert_site(conn: &mut sqlx::SqliteConnection, s: &Site, at: &str) -> Result<(), StoreError> {
+async fn insert_site(conn: &mut Conn, s: &Site, at: &str) -> Result<(), StoreError> {
     let cap = s.cap_bps.map(|c| to_i64(c, "cap")).transpose()?;
-    sqlx::query(
+    sqlx::query(concat!(
         "INSERT INTO sites (id, account_id, name, country, region_group, site_type, cap_bps, created_at, policy_version)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, (SELECT coalesce(max(policy_version), 0) + 1 FROM sites))",
-    )
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, ",
+        next_policy_version!(),
+        ")"
+    ))
     .bind(&s.id)
     .bind(&s.account)
     .bind(&s.name)
@@ -73,7 +76,7 @@ async fn insert_site(conn: &mut sqlx::SqliteConnection, s: &Site, at: &str) -> R
 
 /// A site's country and group from `from` on (R31): the history from that day is replaced.
 async fn write_site_group(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn,
     site: &str,
     from: &str,
     country: CountryCode,
@@ -91,10 +94,10 @@ async fn write_site_group(
     Ok(())
 }
 
-pub(super) async fn insert_license(conn: &mut sqlx::SqliteConnection, l: &NewLicense) -> Result<i64, StoreError> {
-    let id = sqlx::query(
+pub(super) async fn insert_license(conn: &mut Conn, l: &NewLicense) -> Result<i64, StoreError> {
+    sqlx::query_scalar(
         "INSERT INTO licenses (account_id, kind, region, quantity, block_size, per_unit, effective_from, effective_to, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
     )
     .bind(&l.account)
     .bind(l.kind.as_str())
@@ -105,15 +108,13 @@ pub(super) async fn insert_license(conn: &mut sqlx::SqliteConnection, l: &NewLic
     .bind(l.effective_from.to_string())
     .bind(l.effective_to.to_string())
     .bind(now())
-    .execute(conn)
+    .fetch_one(conn)
     .await
-    .map_err(insert_error("license", &l.account))?
-    .last_insert_rowid();
-    Ok(id)
+    .map_err(insert_error("license", &l.account))
 }
 
-async fn insert_term(conn: &mut SqliteConnection, account: &str, term: ContractTerm) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO contract_terms (account_id, term_start, term_end) VALUES (?, ?, ?)")
+async fn insert_term(conn: &mut Conn, account: &str, term: ContractTerm) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO contract_terms (account_id, term_start, term_end) VALUES ($1, $2, $3)")
         .bind(account)
         .bind(term.start.to_string())
         .bind(term.end.to_string())
@@ -124,9 +125,12 @@ async fn insert_term(conn: &mut SqliteConnection, account: &str, term: ContractT
 }
 
 /// An account's contract terms, oldest first (R27).
-pub(super) async fn terms(conn: impl sqlx::SqliteExecutor<'_>, account: &str) -> Result<Vec<ContractTerm>, StoreError> {
+pub(super) async fn terms(
+    conn: impl sqlx::Executor<'_, Database = super::Db>,
+    account: &str,
+) -> Result<Vec<ContractTerm>, StoreError> {
     let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT term_start, term_end FROM contract_terms WHERE account_id = ? ORDER BY term_start")
+        sqlx::query_as("SELECT term_start, term_end FROM contract_terms WHERE account_id = $1 ORDER BY term_start")
             .bind(account)
             .fetch_all(conn)
             .await
@@ -136,12 +140,12 @@ pub(super) async fn terms(conn: impl sqlx::SqliteExecutor<'_>, account: &str) ->
         .collect()
 }
 
-impl AccountStore for SqliteStore {
+impl AccountStore for Backend {
     async fn add_account(&self, a: &Account, term: ContractTerm) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO accounts (id, name, partner_id, eop_contact_name, eop_contact_email, created_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&a.id)
         .bind(&a.name)
@@ -173,7 +177,7 @@ impl AccountStore for SqliteStore {
             return Ok(Err(overlapped));
         }
         if let Some(replaced) = overlapped.first() {
-            sqlx::query("DELETE FROM contract_terms WHERE account_id = ? AND term_start = ?")
+            sqlx::query("DELETE FROM contract_terms WHERE account_id = $1 AND term_start = $2")
                 .bind(account)
                 .bind(replaced.start.to_string())
                 .execute(&mut *tx)
@@ -187,7 +191,7 @@ impl AccountStore for SqliteStore {
 
     async fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
         let row: Option<AccountRow> = sqlx::query_as(
-            "SELECT id, name, partner_id, eop_contact_name, eop_contact_email FROM accounts WHERE id = ?",
+            "SELECT id, name, partner_id, eop_contact_name, eop_contact_email FROM accounts WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -202,22 +206,22 @@ impl AccountStore for SqliteStore {
 
     async fn account_life(&self, id: &str) -> Result<Option<AccountLife>, StoreError> {
         // Each site's first bucket through its primary key, not a scan of the account's buckets.
-        let row: (Option<String>, Option<String>) = sqlx::query_as(
-            "SELECT min(day), (SELECT substr(created_at, 1, 10) FROM accounts WHERE id = ?1) FROM (
-                 SELECT substr(created_at, 1, 10) AS day FROM accounts WHERE id = ?1
-                 UNION ALL SELECT min(effective_from) FROM licenses WHERE account_id = ?1
-                 UNION ALL SELECT date(min((SELECT min(bucket_start) FROM buckets WHERE site_id = s.id)), 'unixepoch')
-                     FROM sites s WHERE s.account_id = ?1)",
+        let row: Option<(String, Option<String>, Option<i64>)> = sqlx::query_as(
+            "SELECT created_at, (SELECT min(effective_from) FROM licenses WHERE account_id = $1),
+                    (SELECT min((SELECT min(bucket_start) FROM buckets WHERE site_id = s.id))
+                     FROM sites s WHERE s.account_id = $1)
+             FROM accounts WHERE id = $1",
         )
         .bind(id)
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        let (Some(since), Some(created)) = row else { return Ok(None) };
-        Ok(Some(AccountLife {
-            since: parse(&since, "the first day of an account")?,
-            created: parse(&created, "the day an account was created")?,
-        }))
+        let Some((created, first_license, first_bucket)) = row else { return Ok(None) };
+        let created = parse::<DateTime<Utc>>(&created, "the time an account was created")?.date_naive();
+        let first_license = first_license.map(|day| parse(&day, "a license's first day")).transpose()?;
+        let first_bucket = first_bucket.map(|start| Ok::<_, StoreError>(bucket_start(start)?.day())).transpose()?;
+        let since = [Some(created), first_license, first_bucket].into_iter().flatten().min().unwrap_or(created);
+        Ok(Some(AccountLife { since, created }))
     }
 
     async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
@@ -233,7 +237,7 @@ impl AccountStore for SqliteStore {
     async fn update_account(&self, a: &Account) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
         let done =
-            sqlx::query("UPDATE accounts SET name = ?, eop_contact_name = ?, eop_contact_email = ? WHERE id = ?")
+            sqlx::query("UPDATE accounts SET name = $1, eop_contact_name = $2, eop_contact_email = $3 WHERE id = $4")
                 .bind(&a.name)
                 .bind(&a.eop_contact_name)
                 .bind(&a.eop_contact_email)
@@ -262,7 +266,7 @@ impl AccountStore for SqliteStore {
 
     async fn site(&self, id: &str) -> Result<Option<Site>, StoreError> {
         let row: Option<SiteRow> = sqlx::query_as(
-            "SELECT id, account_id, name, country, region_group, site_type, cap_bps FROM sites WHERE id = ?",
+            "SELECT id, account_id, name, country, region_group, site_type, cap_bps FROM sites WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -273,15 +277,13 @@ impl AccountStore for SqliteStore {
 
     async fn apply_checked(&self, change: &CapChange, at: DateTime<Utc>) -> Result<Vec<CapViolation>, StoreError> {
         let day = at.date_naive();
-        // The write lock first: two changes to one account never both pass the check against the
-        // old state.
         let mut tx = self.begin_write().await?;
         let account = match change {
             CapChange::AddSite(site) | CapChange::UpdateSite(site) | CapChange::MoveSite { site, .. } => {
                 site.account.clone()
             }
             CapChange::UpdateLicense { id, .. } | CapChange::ChangeLicenseFrom { id, .. } => {
-                sqlx::query_scalar("SELECT account_id FROM licenses WHERE id = ?")
+                sqlx::query_scalar("SELECT account_id FROM licenses WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&mut *tx)
                     .await
@@ -289,6 +291,9 @@ impl AccountStore for SqliteStore {
                     .ok_or_else(|| StoreError::NotFound { what: "license", id: id.to_string() })?
             }
         };
+        // The account's lock first: two changes to one account, on any collectors, never both
+        // pass the check against the old state (R30).
+        lock_account(&mut tx, &account).await?;
         let mut sites = sites_of_account(&mut tx, &account).await?;
         let mut licenses = licenses_of_account(&mut tx, &account).await?;
         let mut later = None;
@@ -318,17 +323,18 @@ impl AccountStore for SqliteStore {
                 }
                 let cap = site.cap_bps.map(|c| to_i64(c, "cap")).transpose()?;
                 // A new cap is a new policy version (pushed to the agent).
-                sqlx::query(
-                    "UPDATE sites SET country = ?, region_group = ?, site_type = ?,
-                         policy_version = CASE WHEN cap_bps IS ? THEN policy_version
-                                          ELSE (SELECT coalesce(max(policy_version), 0) + 1 FROM sites) END,
-                         cap_bps = ?
-                     WHERE id = ?",
-                )
+                sqlx::query(concat!(
+                    "UPDATE sites SET country = $1, region_group = $2, site_type = $3,
+                         policy_version = CASE WHEN cap_bps IS NOT DISTINCT FROM $4 THEN policy_version
+                                          ELSE ",
+                    next_policy_version!(),
+                    " END,
+                         cap_bps = $4
+                     WHERE id = $5"
+                ))
                 .bind(site.country.as_str())
                 .bind(site.region_group.as_str())
                 .bind(site.site_type.as_str())
-                .bind(cap)
                 .bind(cap)
                 .bind(&site.id)
                 .execute(&mut *tx)
@@ -337,7 +343,7 @@ impl AccountStore for SqliteStore {
                 record_cap(&mut tx, &site.id, &stamp(at)).await?;
             }
             CapChange::ChangeLicenseFrom { id, from, .. } => {
-                sqlx::query("UPDATE licenses SET effective_to = ? WHERE id = ?")
+                sqlx::query("UPDATE licenses SET effective_to = $1 WHERE id = $2")
                     .bind(from.pred_opt().unwrap_or(*from).to_string())
                     .bind(id)
                     .execute(&mut *tx)
@@ -348,7 +354,7 @@ impl AccountStore for SqliteStore {
                 }
             }
             CapChange::UpdateLicense { id, quantity, effective_to } => {
-                sqlx::query("UPDATE licenses SET quantity = ?, effective_to = ? WHERE id = ?")
+                sqlx::query("UPDATE licenses SET quantity = $1, effective_to = $2 WHERE id = $3")
                     .bind(to_i64(*quantity, "quantity")?)
                     .bind(effective_to.to_string())
                     .bind(id)
@@ -377,4 +383,16 @@ impl AccountStore for SqliteStore {
         let mut conn = self.pool.acquire().await.map_err(db)?;
         licenses_of_account(&mut conn, account).await
     }
+}
+
+/// Locks `account`'s row until the transaction ends: the changes that must be decided one at a
+/// time per account (R17's checks, orders and their idempotency keys) take it first, whichever
+/// collector runs them (on SQLite, every write transaction holds the database's lock already).
+pub(super) async fn lock_account(conn: &mut Conn, account: &str) -> Result<(), StoreError> {
+    sqlx::query(concat!("SELECT id FROM accounts WHERE id = $1", for_update!()))
+        .bind(account)
+        .execute(conn)
+        .await
+        .map_err(db)?;
+    Ok(())
 }

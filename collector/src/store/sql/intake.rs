@@ -1,22 +1,22 @@
-//! The agents' batches as a whole in PostgreSQL: quarantine, refusals, discard totals.
+//! The agents' batches as a whole: quarantine, refusals, discard totals, presence.
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use sqlx::{Postgres, QueryBuilder};
+use sqlx::QueryBuilder;
 use tally_common::bucket::Bucket;
 use tally_common::time::BucketStart;
 use tally_common::wire::Refusal;
 
-use super::{PgStore, bucket_start, buckets::merge, db, now, parse, site_intake, stamp, to_i64, to_u64};
+use super::{Backend, Db, bucket_start, buckets::merge, db, now, parse, site_intake, stamp, to_i64, to_u64};
 use crate::store::{
     Ingested, Intake, IntakeStore, MAX_QUARANTINED_PER_SITE, Measured, MergeStats, SiteActivity, SiteIntake, StoreError,
 };
 
-/// Rows per statement: 2 parameters each, far under PostgreSQL's limit of 65,535.
+/// Rows per statement: 2 parameters each, far under either database's limit.
 const MERGE_CHUNK: usize = 1_000;
 
-impl IntakeStore for PgStore {
+impl IntakeStore for Backend {
     async fn ingest(&self, batches: &[Intake]) -> Result<(MergeStats, Vec<Ingested>), StoreError> {
         let rows: Vec<(&str, Measured)> =
             batches.iter().flat_map(|b| b.buckets.iter().map(|bucket| (b.site.as_str(), *bucket))).collect();
@@ -40,14 +40,15 @@ impl IntakeStore for PgStore {
             let kept = batch.wrong_time.len().min(usize::try_from(left).unwrap_or(usize::MAX));
             for (bucket, reason) in &batch.wrong_time[..kept] {
                 // A start already held does not take more room; counting it does no harm.
-                sqlx::query(
+                sqlx::query(concat!(
                     "INSERT INTO quarantined_buckets (site_id, bucket_start, max_bps, samples, reason, quarantined_at)
                      VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (site_id, bucket_start) DO UPDATE SET
-                         max_bps = GREATEST(quarantined_buckets.max_bps, excluded.max_bps),
-                         samples = GREATEST(quarantined_buckets.samples, excluded.samples),
-                         reason = excluded.reason, quarantined_at = excluded.quarantined_at",
-                )
+                     ON CONFLICT (site_id, bucket_start) DO UPDATE SET max_bps = ",
+                    greatest!("quarantined_buckets.max_bps", "excluded.max_bps"),
+                    ", samples = ",
+                    greatest!("quarantined_buckets.samples", "excluded.samples"),
+                    ", reason = excluded.reason, quarantined_at = excluded.quarantined_at"
+                ))
                 .bind(site)
                 .bind(bucket.start.unix())
                 .bind(to_i64(bucket.max_bps, "max_bps")?)
@@ -68,8 +69,7 @@ impl IntakeStore for PgStore {
                 *counts.entry(*reason).or_default() += 1;
             }
             if !counts.is_empty() {
-                let mut count =
-                    QueryBuilder::<Postgres>::new("INSERT INTO refusals (site_id, reason, count, last_at) ");
+                let mut count = QueryBuilder::<Db>::new("INSERT INTO refusals (site_id, reason, count, last_at) ");
                 count.push_values(counts, |mut row, (reason, n)| {
                     row.push_bind(site).push_bind(reason.name()).push_bind(n).push_bind(&at);
                 });
@@ -139,14 +139,14 @@ impl IntakeStore for PgStore {
         let seen: Vec<(&str, DateTime<Utc>)> = latest.into_iter().collect();
         let mut tx = self.begin_write().await?;
         for chunk in seen.chunks(MERGE_CHUNK) {
-            let mut upsert = QueryBuilder::<Postgres>::new("INSERT INTO site_presence (site_id, last_connected_at) ");
+            let mut upsert = QueryBuilder::<Db>::new("INSERT INTO site_presence (site_id, last_connected_at) ");
             upsert.push_values(chunk, |mut row, (site, at)| {
                 row.push_bind(site).push_bind(stamp(*at));
             });
-            upsert.push(
-                " ON CONFLICT (site_id) DO UPDATE SET
-                     last_connected_at = GREATEST(site_presence.last_connected_at, excluded.last_connected_at)",
-            );
+            upsert.push(concat!(
+                " ON CONFLICT (site_id) DO UPDATE SET last_connected_at = ",
+                greatest!("site_presence.last_connected_at", "excluded.last_connected_at")
+            ));
             upsert.build().execute(&mut *tx).await.map_err(db)?;
         }
         tx.commit().await

@@ -1,17 +1,18 @@
-//! Orders in PostgreSQL: the same tables as SQLite's (`orders`, `order_items`,
-//! `order_item_history`), each order's whole document in `orders.doc`, rebuilt by serde in the
-//! transaction of every change. Creating an order and moving its items lock the account's row
-//! first, so one idempotency key makes one order and one transition is checked against the
-//! statuses it changes, on any collector (R30).
+//! Orders: `orders`, `order_items`, `order_item_history`. Items and quotes are kept as JSON text
+//! in the Contract's shape, and each order's whole document in `orders.doc`, rebuilt by serde in
+//! the transaction of every change: a page of orders is one query that concatenates text.
+//! Creating an order and moving its items lock the account's row first, so one idempotency key
+//! makes one order and one transition is checked against the statuses it changes, on any
+//! collector (R30).
 
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
-use sqlx::PgConnection;
 use tally_common::kinds::ItemStatus;
 
-use super::accounts::{insert_license, terms};
-use super::{PgStore, db, from_json, lock_account, parse, stamp, to_json};
+use super::accounts::{insert_license, lock_account, terms};
+use super::dialect::ints;
+use super::{Backend, Conn, db, from_json, parse, stamp, to_json};
 use crate::orders::rules::SiteFacts;
 use crate::orders::{
     Created, HistoryEntry, NewOrder, Order, OrderItem, OrderMail, OrderPage, Quote, Transition, TransitionRefused,
@@ -19,7 +20,7 @@ use crate::orders::{
 use crate::store::transition::{self, Effect};
 use crate::store::{OrderStore, StoreError};
 
-async fn create(conn: &mut PgConnection, order: &NewOrder) -> Result<Created, StoreError> {
+async fn create(conn: &mut Conn, order: &NewOrder) -> Result<Created, StoreError> {
     if let Some((key, hash)) = &order.idempotency {
         let known: Option<(i64, String)> =
             sqlx::query_as("SELECT id, request_hash FROM orders WHERE account_id = $1 AND idempotency_key = $2")
@@ -72,14 +73,14 @@ async fn create(conn: &mut PgConnection, order: &NewOrder) -> Result<Created, St
 
 /// Puts an e-mail in the outbox (R15's, delivered by the same loop) for the account's contact
 /// person and, when it says so, its e-mail recipients too.
-async fn enqueue(conn: &mut PgConnection, account: &str, mail: &OrderMail, at: &str) -> Result<(), StoreError> {
+async fn enqueue(conn: &mut Conn, account: &str, mail: &OrderMail, at: &str) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO outbox (account_id, topic, channel, recipient, subject, body, next_attempt_at)
          SELECT $1, $2, 'email', address, $3, $4, $5 FROM (
              SELECT eop_contact_email AS address FROM accounts WHERE id = $6 AND eop_contact_email IS NOT NULL
              UNION
              SELECT address FROM notification_recipients WHERE $7 AND account_id = $8 AND channel = 'email')
-         AS addresses
+         AS addresses WHERE true -- (SQLite reads an upsert's SELECT right only with a WHERE)
          ON CONFLICT (account_id, topic, channel, recipient) DO NOTHING",
     )
     .bind(account)
@@ -97,7 +98,7 @@ async fn enqueue(conn: &mut PgConnection, account: &str, mail: &OrderMail, at: &
 }
 
 async fn record(
-    conn: &mut PgConnection,
+    conn: &mut Conn,
     item: i64,
     status: ItemStatus,
     actor: &str,
@@ -122,7 +123,7 @@ async fn record(
 
 /// Rebuilds order `id`'s document after a change, in the same transaction: exactly what serde
 /// makes of its [`Order`].
-async fn refresh_doc(conn: &mut PgConnection, id: i64) -> Result<(), StoreError> {
+async fn refresh_doc(conn: &mut Conn, id: i64) -> Result<(), StoreError> {
     let (account, status, created_at): (String, String, String) =
         sqlx::query_as("SELECT account_id, status, created_at FROM orders WHERE id = $1")
             .bind(id)
@@ -176,35 +177,47 @@ async fn refresh_doc(conn: &mut PgConnection, id: i64) -> Result<(), StoreError>
     Ok(())
 }
 
+/// Builds the documents of orders that have none yet (made before migration 0012).
+pub(super) async fn build_missing_docs(store: &Backend) -> Result<(), StoreError> {
+    let mut tx = store.begin_write().await?;
+    let missing: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM orders WHERE doc = '{}'").fetch_all(&mut *tx).await.map_err(db)?;
+    for id in missing {
+        refresh_doc(&mut tx, id).await?;
+    }
+    tx.commit().await
+}
+
 /// The documents of the orders of account `?1` that `$filter` (a literal) selects, as one JSON
 /// array in one row (sqlx hands rows over one at a time: one row is cheapest), with their count
 /// and last id.
 macro_rules! orders_json {
-    ($filter:literal) => {
+    ($($filter:tt)*) => {
         concat!(
             "SELECT '[' || coalesce(string_agg(doc, ',' ORDER BY id), '') || ']', count(*), max(id) FROM (
                SELECT o.id AS id, o.doc AS doc FROM orders o WHERE o.account_id = $1 AND ",
-            $filter,
+            $($filter)*,
             ") AS page"
         )
     };
 }
 
 /// The orders `ids` of `account` (those that exist), with their items and histories, by id.
-async fn load(conn: &mut PgConnection, account: &str, ids: &[i64]) -> Result<Vec<Order>, StoreError> {
-    let (json, _, _): (String, i64, Option<i64>) = sqlx::query_as(orders_json!("o.id = ANY($2) ORDER BY o.id"))
-        .bind(account)
-        .bind(ids)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db)?;
+async fn load(conn: &mut Conn, account: &str, ids: &[i64]) -> Result<Vec<Order>, StoreError> {
+    let (json, _, _): (String, i64, Option<i64>) =
+        sqlx::query_as(orders_json!(concat!("o.id IN ", int_list!(2), " ORDER BY o.id")))
+            .bind(account)
+            .bind(ints(ids)?)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?;
     from_json(&json, "orders")
 }
 
 /// Up to `limit` orders of `account` after id `after`, optionally of one summary status: the
 /// JSON array, and the last id when the page is full.
 async fn page_json(
-    conn: &mut PgConnection,
+    conn: &mut Conn,
     account: &str,
     status: Option<ItemStatus>,
     after: i64,
@@ -223,10 +236,7 @@ async fn page_json(
 }
 
 /// Plans the transition ([`transition::plan`]), then writes all of it or nothing.
-async fn apply_transition(
-    conn: &mut PgConnection,
-    t: &Transition,
-) -> Result<Result<Order, TransitionRefused>, StoreError> {
+async fn apply_transition(conn: &mut Conn, t: &Transition) -> Result<Result<Order, TransitionRefused>, StoreError> {
     let Some(order) = load(conn, &t.account, &[t.order]).await?.pop() else {
         return Ok(Err(TransitionRefused::NoOrder(t.order)));
     };
@@ -281,7 +291,7 @@ async fn apply_transition(
     changed.map(Ok).ok_or_else(|| StoreError::Corrupt(format!("order {} vanished", t.order)))
 }
 
-async fn site_facts(conn: &mut PgConnection, account: &str) -> Result<BTreeMap<String, SiteFacts>, StoreError> {
+async fn site_facts(conn: &mut Conn, account: &str) -> Result<BTreeMap<String, SiteFacts>, StoreError> {
     let rows: Vec<(String, String, Option<String>, String)> =
         sqlx::query_as("SELECT id, region_group, activation_date, created_at FROM sites WHERE account_id = $1")
             .bind(account)
@@ -303,7 +313,7 @@ async fn site_facts(conn: &mut PgConnection, account: &str) -> Result<BTreeMap<S
         .collect()
 }
 
-impl OrderStore for PgStore {
+impl OrderStore for Backend {
     async fn create_order(&self, order: &NewOrder) -> Result<Created, StoreError> {
         let mut tx = self.begin_write().await?;
         // The account's lock first: two requests with one idempotency key never both create an
