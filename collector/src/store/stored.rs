@@ -476,6 +476,11 @@ pub(super) fn policy_from_row((site, version, cap): (String, i64, Option<i64>)) 
     })
 }
 
+/// A value sqlx could not add to a statement's arguments.
+pub(super) fn unbindable(e: sqlx::error::BoxDynError) -> StoreError {
+    StoreError::Database(format!("a value cannot be bound: {e}"))
+}
+
 /// An insert's error: a unique-key violation is `Duplicate`, a missing reference `NotFound`,
 /// anything else what the backend's `other` makes of it.
 pub(super) fn refused_insert(

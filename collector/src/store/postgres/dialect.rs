@@ -64,3 +64,56 @@ pub(super) fn texts<'a>(list: &[&'a str]) -> Result<Vec<&'a str>, super::StoreEr
 pub(super) fn ints(list: &[i64]) -> Result<Vec<i64>, super::StoreError> {
     Ok(list.to_vec())
 }
+
+/// Rows sent with a statement as one array parameter per column, read back as a table by
+/// [`source`](Rows::source) (`UNNEST`): any number of rows in one statement.
+#[derive(Default)]
+pub(super) struct Rows {
+    columns: Vec<(&'static str, Column)>,
+}
+
+enum Column {
+    Texts(Vec<String>),
+    Ints(Vec<i64>),
+}
+
+impl Rows {
+    /// A text column.
+    pub(super) fn texts<T: ToString>(mut self, name: &'static str, values: impl IntoIterator<Item = T>) -> Self {
+        self.columns.push((name, Column::Texts(values.into_iter().map(|v| v.to_string()).collect())));
+        self
+    }
+
+    /// An integer column.
+    pub(super) fn ints(mut self, name: &'static str, values: impl IntoIterator<Item = i64>) -> Self {
+        self.columns.push((name, Column::Ints(values.into_iter().collect())));
+        self
+    }
+
+    /// The rows as a table named `batch` with the columns' names, bound from parameter `$first` on.
+    pub(super) fn source(&self, first: usize) -> String {
+        let arrays: Vec<String> = (self.columns.iter().enumerate())
+            .map(|(i, (_, column))| {
+                let kind = match column {
+                    Column::Texts(_) => "text",
+                    Column::Ints(_) => "bigint",
+                };
+                format!("${}::{kind}[]", first + i)
+            })
+            .collect();
+        let names: Vec<&str> = self.columns.iter().map(|(name, _)| *name).collect();
+        format!("UNNEST({}) AS batch ({})", arrays.join(", "), names.join(", "))
+    }
+
+    /// Adds the rows to `args`, after the statement's other parameters.
+    pub(super) fn add_to(&self, args: &mut sqlx::postgres::PgArguments) -> Result<(), super::StoreError> {
+        for (_, column) in &self.columns {
+            match column {
+                Column::Texts(values) => sqlx::Arguments::add(args, values),
+                Column::Ints(values) => sqlx::Arguments::add(args, values),
+            }
+            .map_err(super::unbindable)?;
+        }
+        Ok(())
+    }
+}

@@ -15,6 +15,7 @@ mod access;
 mod dialect;
 #[path = "../sql/accounts.rs"]
 mod accounts;
+#[path = "../sql/buckets.rs"]
 mod buckets;
 #[path = "../sql/devices.rs"]
 mod devices;
@@ -53,6 +54,8 @@ type Backend = PgStore;
 type Conn = sqlx::PgConnection;
 /// Its database.
 type Db = sqlx::Postgres;
+/// Its statements' arguments.
+type Args = <Db as sqlx::Database>::Arguments;
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -85,6 +88,16 @@ impl PgStore {
 
     pub(in crate::store) fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Begins a read transaction: one snapshot for all its reads, and no write (R35).
+    async fn begin_read(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        Ok(tx)
     }
 
     /// Begins a write transaction.

@@ -75,3 +75,46 @@ impl super::SqliteStore {
         Ok(())
     }
 }
+
+/// Rows sent with a statement as one parameter, a JSON array of arrays, read back as a table
+/// by [`source`](Rows::source): any number of rows, never near SQLite's limit of parameters.
+#[derive(Default)]
+pub(super) struct Rows {
+    columns: Vec<&'static str>,
+    values: Vec<Vec<serde_json::Value>>,
+}
+
+impl Rows {
+    /// A text column.
+    pub(super) fn texts<T: ToString>(self, name: &'static str, values: impl IntoIterator<Item = T>) -> Self {
+        self.column(name, values.into_iter().map(|v| serde_json::Value::from(v.to_string())))
+    }
+
+    /// An integer column.
+    pub(super) fn ints(self, name: &'static str, values: impl IntoIterator<Item = i64>) -> Self {
+        self.column(name, values.into_iter().map(serde_json::Value::from))
+    }
+
+    fn column(mut self, name: &'static str, values: impl Iterator<Item = serde_json::Value>) -> Self {
+        for (row, value) in values.enumerate() {
+            match self.values.get_mut(row) {
+                Some(row) => row.push(value),
+                None => self.values.push(vec![value]),
+            }
+        }
+        self.columns.push(name);
+        self
+    }
+
+    /// The rows as a table named `batch` with the columns' names, bound at parameter `$first`.
+    pub(super) fn source(&self, first: usize) -> String {
+        let columns: Vec<String> =
+            self.columns.iter().enumerate().map(|(i, name)| format!("value->>{i} AS {name}")).collect();
+        format!("(SELECT {} FROM json_each(${first})) AS batch", columns.join(", "))
+    }
+
+    /// Adds the rows to `args`, after the statement's other parameters.
+    pub(super) fn add_to(&self, args: &mut sqlx::sqlite::SqliteArguments) -> Result<(), super::StoreError> {
+        sqlx::Arguments::add(args, super::to_json(&self.values)?).map_err(super::unbindable)
+    }
+}

@@ -11,6 +11,7 @@ mod access;
 mod dialect;
 #[path = "../sql/accounts.rs"]
 mod accounts;
+#[path = "../sql/buckets.rs"]
 mod buckets;
 #[path = "../sql/devices.rs"]
 mod devices;
@@ -43,6 +44,8 @@ type Backend = SqliteStore;
 type Conn = sqlx::SqliteConnection;
 /// Its database.
 type Db = sqlx::Sqlite;
+/// Its statements' arguments.
+type Args = <Db as sqlx::Database>::Arguments;
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -123,6 +126,11 @@ impl SqliteStore {
             return Err(refused(format!("tables a store has are missing: {}", missing.join(", "))));
         }
         Ok(store)
+    }
+
+    /// Begins a read transaction: one snapshot from its first read, and no write lock (R35).
+    async fn begin_read(&self) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
+        self.pool.begin().await.map_err(db)
     }
 
     pub(in crate::store) fn pool(&self) -> &SqlitePool {

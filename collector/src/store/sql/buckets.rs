@@ -1,0 +1,453 @@
+//! Buckets, their dirty days and the site-days computed from them. Batches travel as the
+//! dialect's [`Rows`], one statement per table and chunk whatever the batch's size.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use sqlx::{Arguments, AssertSqlSafe, QueryBuilder};
+use tally_common::bucket::Bucket;
+use tally_common::enforcement::{CapSetting, exceeds_cap};
+use tally_common::p95::DailyP95;
+use tally_common::time::{BucketStart, DAY_SLOTS};
+
+use super::dialect::{Rows, texts};
+use super::{Args, Backend, CapRecord, Conn, Db, bucket_start, db, now, parse, stamp, to_i64, to_u64, unbindable};
+use crate::store::{
+    BucketStore, DayKey, DirtyDay, DirtyDayBuckets, KeyRange, Measured, MergeStats, SiteDay, SiteDays, StoreError,
+};
+
+/// Rows per statement: bounds one statement's work and memory.
+const CHUNK: usize = 10_000;
+
+/// The cap records of the sites among `rows`' that ever had a cap, by site.
+async fn cap_records(conn: &mut Conn, rows: &[(&str, Measured)]) -> Result<HashMap<String, CapRecord>, StoreError> {
+    let sites: Vec<&str> = rows.iter().map(|(site, _)| *site).collect::<BTreeSet<_>>().into_iter().collect();
+    let history: Vec<(String, String, Option<i64>, i64)> = sqlx::query_as(concat!(
+        "SELECT site_id, effective_at, cap_bps, version FROM cap_history
+         WHERE site_id IN (SELECT DISTINCT site_id FROM cap_history
+                           WHERE cap_bps IS NOT NULL AND site_id IN ",
+        text_list!(1),
+        ") ORDER BY site_id, effective_at, version"
+    ))
+    .bind(texts(&sites)?)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    let mut records: HashMap<String, CapRecord> = HashMap::new();
+    for (site, since, cap, version) in history {
+        records.entry(site).or_default().history.push(CapSetting {
+            since: parse(&since, "cap history time")?,
+            cap_bps: cap.map(|c| to_u64(c, "cap")).transpose()?,
+            version: to_u64(version, "policy version")?,
+        });
+    }
+    if records.is_empty() {
+        // No site of these rows ever had a cap: nothing to judge, and no second query on ingest.
+        return Ok(records);
+    }
+    let applied: Vec<(String, String, i64)> = sqlx::query_as(concat!(
+        "SELECT site_id, reported_at, version FROM policy_applied WHERE site_id IN ",
+        text_list!(1),
+        " ORDER BY site_id, reported_at"
+    ))
+    .bind(texts(&sites)?)
+    .fetch_all(conn)
+    .await
+    .map_err(db)?;
+    for (site, at, version) in applied {
+        if let Some(record) = records.get_mut(&site) {
+            record.applied.push((parse(&at, "policy report time")?, to_u64(version, "policy version")?));
+        }
+    }
+    Ok(records)
+}
+
+/// `first` followed by `rows`, a statement's arguments.
+fn arguments(first: &[&str], rows: &Rows) -> Result<Args, StoreError> {
+    let mut args = Args::default();
+    for value in first {
+        args.add(*value).map_err(unbindable)?;
+    }
+    rows.add_to(&mut args)?;
+    Ok(args)
+}
+
+/// Merges buckets (R10) inside the caller's write transaction: the rows, the days they mark
+/// dirty, and the violations of their sites' caps (R17). The months' partitions exist already
+/// ([`Backend::ensure_partitions_for`]).
+pub(super) async fn merge(conn: &mut Conn, rows: &[(&str, Measured)]) -> Result<MergeStats, StoreError> {
+    let mut stats = MergeStats::default();
+    let received = now();
+    let caps = cap_records(&mut *conn, rows).await?;
+    // One row per key (a statement's upsert may touch a row once): repeats merge here first.
+    let mut merged: BTreeMap<(&str, i64), (i64, i64)> = BTreeMap::new();
+    let mut over: BTreeMap<(&str, i64), (i64, i64)> = BTreeMap::new();
+    for (site, m) in rows {
+        let b = &m.bucket;
+        let (max_bps, samples) = (to_i64(b.max_bps, "max_bps")?, i64::from(b.samples));
+        let key = (*site, b.start.unix());
+        match merged.get_mut(&key) {
+            Some(row) => {
+                stats.merged += 1;
+                *row = (row.0.max(max_bps), row.1.max(samples));
+            }
+            None => {
+                merged.insert(key, (max_bps, samples));
+            }
+        }
+        if let Some(cap) =
+            caps.get(*site).and_then(|record| record.judging(m)).filter(|cap| exceeds_cap(b.max_bps, *cap))
+        {
+            let cap = to_i64(cap, "cap")?;
+            let row = over.entry(key).or_insert((max_bps, cap));
+            *row = (row.0.max(max_bps), cap);
+        }
+    }
+    let merged: Vec<_> = merged.into_iter().collect();
+    for chunk in merged.chunks(CHUNK) {
+        let keys = Rows::default()
+            .texts("site", chunk.iter().map(|((site, _), _)| site))
+            .ints("start", chunk.iter().map(|((_, start), _)| *start));
+        // The keys stored before (a partitioned table has no `xmax` to tell in RETURNING).
+        let stored: i64 = sqlx::query_scalar_with(
+            AssertSqlSafe(format!(
+                "SELECT count(*) FROM {} JOIN buckets b ON b.site_id = batch.site AND b.bucket_start = batch.start",
+                keys.source(1)
+            )),
+            arguments(&[], &keys)?,
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db)?;
+        let buckets = keys
+            .ints("max_bps", chunk.iter().map(|(_, (max_bps, _))| *max_bps))
+            .ints("samples", chunk.iter().map(|(_, (_, samples))| *samples));
+        sqlx::query_with(
+            AssertSqlSafe(format!(
+                concat!(
+                    "INSERT INTO buckets (site_id, bucket_start, max_bps, samples, received_at, last_received_at)
+                     SELECT site, start, max_bps, samples, $1, $1 FROM {} WHERE true
+                     ON CONFLICT (site_id, bucket_start) DO UPDATE SET max_bps = ",
+                    greatest!("buckets.max_bps", "excluded.max_bps"),
+                    ", samples = ",
+                    greatest!("buckets.samples", "excluded.samples"),
+                    ", last_received_at = excluded.last_received_at"
+                ),
+                buckets.source(2)
+            )),
+            arguments(&[received.as_str()], &buckets)?,
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+        stats.inserted += to_u64(chunk.len() as i64 - stored, "count")?;
+        stats.merged += to_u64(stored, "count")?;
+
+        let days: BTreeSet<(&str, NaiveDate)> = chunk
+            .iter()
+            .map(|((site, start), _)| Ok((*site, bucket_start(*start)?.day())))
+            .collect::<Result<_, _>>()?;
+        let days = Rows::default()
+            .texts("site", days.iter().map(|(site, _)| site))
+            .texts("day", days.iter().map(|(_, day)| day));
+        sqlx::query_with(
+            AssertSqlSafe(format!(
+                "INSERT INTO dirty_days (site_id, day, generation) SELECT site, day, 1 FROM {} WHERE true
+                 ON CONFLICT (site_id, day) DO UPDATE SET generation = dirty_days.generation + 1",
+                days.source(1)
+            )),
+            arguments(&[], &days)?,
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    }
+    let over: Vec<_> = over.into_iter().collect();
+    for chunk in over.chunks(CHUNK) {
+        let violations = Rows::default()
+            .texts("site", chunk.iter().map(|((site, _), _)| site))
+            .ints("start", chunk.iter().map(|((_, start), _)| *start))
+            .ints("max_bps", chunk.iter().map(|(_, (max_bps, _))| *max_bps))
+            .ints("cap_bps", chunk.iter().map(|(_, (_, cap))| *cap));
+        sqlx::query_with(
+            AssertSqlSafe(format!(
+                concat!(
+                    "INSERT INTO enforcement_violations (site_id, bucket_start, max_bps, cap_bps, recorded_at)
+                     SELECT site, start, max_bps, cap_bps, $1 FROM {} WHERE true
+                     ON CONFLICT (site_id, bucket_start) DO UPDATE SET max_bps = ",
+                    greatest!("enforcement_violations.max_bps", "excluded.max_bps"),
+                    ", cap_bps = excluded.cap_bps"
+                ),
+                violations.source(2)
+            )),
+            arguments(&[received.as_str()], &violations)?,
+        )
+        .execute(&mut *conn)
+        .await
+        .map_err(db)?;
+    }
+    Ok(stats)
+}
+
+/// Appends `range`'s bounds to a WHERE clause on `(site_id, day)`.
+fn push_range(query: &mut QueryBuilder<Db>, range: &KeyRange) {
+    if let Some((site, day)) = &range.after {
+        query.push(" AND (site_id, day) > (").push_bind(site.clone()).push(", ").push_bind(day.to_string()).push(")");
+    }
+    if let Some((site, day)) = &range.through {
+        query.push(" AND (site_id, day) <= (").push_bind(site.clone()).push(", ").push_bind(day.to_string()).push(")");
+    }
+}
+
+impl BucketStore for Backend {
+    async fn merge_buckets(&self, rows: &[(&str, Bucket)]) -> Result<MergeStats, StoreError> {
+        let rows: Vec<(&str, Measured)> = rows.iter().map(|(site, b)| (*site, Measured::from(*b))).collect();
+        self.ensure_partitions_for(rows.iter().map(|(_, m)| m.bucket.start)).await?;
+        let mut tx = self.begin_write().await?;
+        let stats = merge(&mut tx, &rows).await?;
+        tx.commit().await?;
+        Ok(stats)
+    }
+
+    async fn buckets_of_day(&self, site: &str, day: NaiveDate) -> Result<Vec<Bucket>, StoreError> {
+        let first = BucketStart::first_of_day(day).unix();
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT bucket_start, max_bps, samples FROM buckets
+             WHERE site_id = $1 AND bucket_start >= $2 AND bucket_start < $3 ORDER BY bucket_start",
+        )
+        .bind(site)
+        .bind(first)
+        .bind(first + 86_400)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(start, max_bps, samples)| {
+                Ok(Bucket {
+                    start: bucket_start(start)?,
+                    max_bps: to_u64(max_bps, "max_bps")?,
+                    samples: u8::try_from(samples).map_err(|_| StoreError::Corrupt(format!("samples {samples}")))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn buckets_received_after(
+        &self,
+        account: &str,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        since: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM buckets b JOIN sites s ON s.id = b.site_id
+             WHERE s.account_id = $1 AND b.bucket_start >= $2 AND b.bucket_start < $3
+               AND coalesce(b.last_received_at, b.received_at) > $4",
+        )
+        .bind(account)
+        .bind(from.timestamp())
+        .bind(until.timestamp())
+        .bind(stamp(since))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        to_u64(count, "count")
+    }
+
+    async fn dirty_days_midpoint(&self, now: DateTime<Utc>) -> Result<Option<DayKey>, StoreError> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "WITH free AS (SELECT site_id, day FROM dirty_days WHERE coalesce(claimed_until, '') <= $1)
+             SELECT site_id, day FROM free ORDER BY site_id, day LIMIT 1 OFFSET (SELECT count(*) / 2 FROM free)",
+        )
+        .bind(stamp(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|(site, day)| Ok((site, parse(&day, "day")?))).transpose()
+    }
+
+    async fn claim_dirty_days(
+        &self,
+        range: &KeyRange,
+        limit: usize,
+        now: DateTime<Utc>,
+        lease: TimeDelta,
+    ) -> Result<Vec<DirtyDayBuckets>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut tx = self.begin_write().await?;
+        let mut claim = QueryBuilder::<Db>::new("UPDATE dirty_days SET claimed_until = ");
+        claim.push_bind(stamp(now + lease));
+        claim.push(
+            " WHERE (site_id, day) IN (SELECT site_id, day FROM dirty_days WHERE coalesce(claimed_until, '') <= ",
+        );
+        claim.push_bind(stamp(now));
+        push_range(&mut claim, range);
+        claim.push(" ORDER BY site_id, day LIMIT ").push_bind(limit);
+        claim.push(concat!(skip_locked!(), ") RETURNING site_id, day, generation"));
+        let claimed: Vec<(String, String, i64)> = claim.build_query_as().fetch_all(&mut *tx).await.map_err(db)?;
+        if claimed.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let days = with_buckets(&mut tx, &claimed).await?;
+        tx.commit().await?;
+        Ok(days)
+    }
+
+    async fn dirty_days_waiting(&self) -> Result<u64, StoreError> {
+        let waiting: i64 = sqlx::query_scalar(super::counts::DIRTY_DAYS).fetch_one(&self.pool).await.map_err(db)?;
+        to_u64(waiting, "dirty days")
+    }
+
+    async fn save_site_days(&self, days: &[(DirtyDay, DailyP95)]) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let computed = now();
+        for chunk in days.chunks(CHUNK) {
+            let keys = Rows::default()
+                .texts("site", chunk.iter().map(|(d, _)| &d.site))
+                .texts("day", chunk.iter().map(|(d, _)| d.day));
+            let site_days = Rows::default()
+                .texts("site", chunk.iter().map(|(d, _)| &d.site))
+                .texts("day", chunk.iter().map(|(d, _)| d.day))
+                .ints("p95_bps", chunk.iter().map(|(_, p)| to_i64(p.p95_bps, "p95")).collect::<Result<Vec<_>, _>>()?)
+                .ints("present", chunk.iter().map(|(_, p)| i64::from(p.buckets_present)));
+            sqlx::query_with(
+                AssertSqlSafe(format!(
+                    "INSERT INTO site_days (site_id, day, p95_bps, buckets_present, computed_at)
+                     SELECT site, day, p95_bps, present, $1 FROM {} WHERE true
+                     ON CONFLICT (site_id, day) DO UPDATE SET
+                         p95_bps = excluded.p95_bps, buckets_present = excluded.buckets_present,
+                         computed_at = excluded.computed_at",
+                    site_days.source(2)
+                )),
+                arguments(&[computed.as_str()], &site_days)?,
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            // Clear each mark only if no merge bumped its generation meanwhile. (The CTE lets
+            // SQLite look each key up; `IN (VALUES ...)` scans the whole table.)
+            let done = Rows::default()
+                .texts("site", chunk.iter().map(|(d, _)| &d.site))
+                .texts("day", chunk.iter().map(|(d, _)| d.day))
+                .ints("generation", chunk.iter().map(|(d, _)| d.generation));
+            sqlx::query_with(
+                AssertSqlSafe(format!(
+                    "WITH done AS (SELECT site, day, generation FROM {})
+                     DELETE FROM dirty_days WHERE (site_id, day, generation) IN (SELECT site, day, generation FROM done)",
+                    done.source(1)
+                )),
+                arguments(&[], &done)?,
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            // The marks left changed meanwhile: free for the next pass at once.
+            sqlx::query_with(
+                AssertSqlSafe(format!(
+                    "WITH done AS (SELECT site, day FROM {})
+                     UPDATE dirty_days SET claimed_until = NULL
+                     WHERE (site_id, day) IN (SELECT site, day FROM done) AND claimed_until IS NOT NULL",
+                    keys.source(1)
+                )),
+                arguments(&[], &keys)?,
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await
+    }
+
+    async fn site_days(&self, account: &str, from: NaiveDate, until: NaiveDate) -> Result<SiteDays, StoreError> {
+        // One snapshot for both reads, and a transaction that cannot write (R35).
+        let mut tx = self.begin_read().await?;
+        // One row per site, its days folded into "day p95 present,…" (see `with_buckets`).
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT d.site_id, string_agg(d.day || ' ' || d.p95_bps || ' ' || d.buckets_present, ',' ORDER BY d.day)
+             FROM site_days d JOIN sites s ON s.id = d.site_id
+             WHERE s.account_id = $1 AND d.day >= $2 AND d.day < $3 GROUP BY d.site_id ORDER BY d.site_id",
+        )
+        .bind(account)
+        .bind(from.to_string())
+        .bind(until.to_string())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let dirty: Vec<(String, String, i64)> = sqlx::query_as(super::counts::ACCOUNT_DIRTY_DAYS)
+            .bind(account)
+            .bind(from.to_string())
+            .bind(until.to_string())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        let dirty = with_buckets(&mut tx, &dirty).await?;
+        tx.commit().await.map_err(db)?;
+        let mut computed = Vec::new();
+        for (site, folded) in rows {
+            for day in folded.split(',') {
+                let corrupt = || StoreError::Corrupt(format!("site day {day:?} of {site}"));
+                let mut fields = day.split(' ');
+                let mut field = || fields.next().ok_or_else(corrupt);
+                let (date, p95, present) = (field()?, field()?, field()?);
+                computed.push(SiteDay {
+                    site: site.clone(),
+                    day: date.parse().map_err(|_| corrupt())?,
+                    p95: DailyP95 {
+                        p95_bps: p95.parse().map_err(|_| corrupt())?,
+                        buckets_present: present.parse().ok().filter(|n| *n <= DAY_SLOTS as u16).ok_or_else(corrupt)?,
+                        buckets_expected: DAY_SLOTS as u16,
+                    },
+                });
+            }
+        }
+        Ok(SiteDays { computed, dirty })
+    }
+}
+
+/// The buckets' `(start, max_bps)` of each day of `days` (site, day, generation), a query per
+/// [`CHUNK`] days.
+async fn with_buckets(conn: &mut Conn, days: &[(String, String, i64)]) -> Result<Vec<DirtyDayBuckets>, StoreError> {
+    let mut found = Vec::with_capacity(days.len());
+    for chunk in days.chunks(CHUNK) {
+        let firsts = chunk
+            .iter()
+            .map(|(_, day, _)| Ok(BucketStart::first_of_day(parse(day, "day")?).unix()))
+            .collect::<Result<Vec<i64>, StoreError>>()?;
+        let rows = Rows::default()
+            .texts("site", chunk.iter().map(|(site, _, _)| site))
+            .texts("day", chunk.iter().map(|(_, day, _)| day))
+            .ints("generation", chunk.iter().map(|(_, _, generation)| *generation))
+            .ints("first", firsts);
+        // One row per day, its buckets folded into one text value "start max,start max": sqlx
+        // hands rows over one by one, and a day's 288 rows cost far more than one string.
+        let days: Vec<(String, String, i64, Option<String>)> = sqlx::query_as_with(
+            AssertSqlSafe(format!(
+                "SELECT batch.site, batch.day, batch.generation,
+                        (SELECT string_agg(b.bucket_start || ' ' || b.max_bps, ',' ORDER BY b.bucket_start)
+                         FROM buckets b WHERE b.site_id = batch.site
+                           AND b.bucket_start >= batch.first AND b.bucket_start < batch.first + 86400)
+                 FROM {} ORDER BY batch.site, batch.day",
+                rows.source(1)
+            )),
+            arguments(&[], &rows)?,
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db)?;
+        for (site, day, generation, buckets) in days {
+            let buckets = buckets
+                .as_deref()
+                .unwrap_or_default()
+                .split_terminator(',')
+                .map(|pair| {
+                    let corrupt = || StoreError::Corrupt(format!("bucket {pair:?} of {site} {day}"));
+                    let (start, bps) = pair.split_once(' ').ok_or_else(corrupt)?;
+                    Ok((bucket_start(start.parse().map_err(|_| corrupt())?)?, bps.parse().map_err(|_| corrupt())?))
+                })
+                .collect::<Result<_, StoreError>>()?;
+            found.push((DirtyDay { day: parse(&day, "day")?, site, generation }, buckets));
+        }
+    }
+    Ok(found)
+}
