@@ -71,7 +71,9 @@ impl MonthEvents {
     /// sum of that hour's quantities. The devices are counted apart ([`MonthDevices`]).
     ///
     /// [`MonthDevices`]: super::MonthDevices
-    pub fn counts(&self, devices: DeviceCount) -> MeterCounts {
+    ///
+    /// An hour whose quantities sum past `u64` is an error: no figure is better than a wrong one.
+    pub fn counts(&self, devices: DeviceCount) -> Result<MeterCounts, StoreError> {
         let mut latest: BTreeMap<&str, &MonthEvent> = BTreeMap::new();
         let mut users: BTreeMap<LicenseKind, BTreeSet<&str>> = BTreeMap::new();
         let mut hours: BTreeMap<&str, u64> = BTreeMap::new();
@@ -83,7 +85,15 @@ impl MonthEvents {
                         *kept = event;
                     }
                 }
-                LicenseKind::DataLake => *hours.entry(&event.subject).or_default() += event.quantity,
+                LicenseKind::DataLake => {
+                    let hour = hours.entry(&event.subject).or_default();
+                    *hour = hour.checked_add(event.quantity).ok_or_else(|| {
+                        StoreError::Database(format!(
+                            "Data Lake's hour {} sums past 2^64 events: out of range",
+                            event.subject
+                        ))
+                    })?;
+                }
                 meter => {
                     users.entry(meter).or_default().insert(&event.subject);
                 }
@@ -95,13 +105,13 @@ impl MonthEvents {
             ztna_by_region.entry(region.as_str()).or_insert((region, 0)).1 += 1;
         }
         let distinct = |meter| users.get(&meter).map_or(0, |u| u.len() as u64);
-        MeterCounts {
+        Ok(MeterCounts {
             ztna_by_region: ztna_by_region.into_values().collect(),
             ai_security_users: distinct(LicenseKind::AiSecurityUsers),
             dem_users: distinct(LicenseKind::DemUsers),
             devices,
             data_lake_peak_hour: hours.into_values().max().unwrap_or(0),
-        }
+        })
     }
 }
 
@@ -225,4 +235,50 @@ pub trait UsageStore: Send + Sync {
         resolution: &Resolution,
         new_license: Option<&NewLicense>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(meter: LicenseKind, subject: &str, at: &str, id: &str) -> MonthEvent {
+        MonthEvent {
+            meter,
+            subject: subject.into(),
+            region: None,
+            quantity: 1,
+            occurred_at: at.into(),
+            id: id.into(),
+        }
+    }
+
+    #[test]
+    fn meters_count_users_once_by_latest_session_and_the_busiest_hour() {
+        let ztna = |subject, region, at, id| MonthEvent {
+            region: Some(region),
+            ..event(LicenseKind::ZtnaUsers, subject, at, id)
+        };
+        let hour = |subject, quantity| MonthEvent { quantity, ..event(LicenseKind::DataLake, subject, "", "") };
+        let events = MonthEvents(vec![
+            ztna("ann", ZtnaRegion::China, "2026-10-03T00:00:00.000Z", "e2"),
+            ztna("ann", ZtnaRegion::General, "2026-10-01T00:00:00.000Z", "e1"),
+            // Two sessions at one time: the later id decides.
+            ztna("bob", ZtnaRegion::Vietnam, "2026-10-02T00:00:00.000Z", "e9"),
+            ztna("bob", ZtnaRegion::General, "2026-10-02T00:00:00.000Z", "e10"),
+            event(LicenseKind::DemUsers, "cid", "", "e3"),
+            event(LicenseKind::DemUsers, "cid", "", "e4"),
+            event(LicenseKind::AiSecurityUsers, "dan", "", "e5"),
+            hour("2026-10-07T01", 40),
+            hour("2026-10-07T02", 70),
+            hour("2026-10-07T01", 45),
+        ]);
+        let counts = events.counts(DeviceCount::default()).unwrap();
+        assert_eq!(counts.ztna_by_region, [(ZtnaRegion::China, 1), (ZtnaRegion::Vietnam, 1)]);
+        assert_eq!((counts.dem_users, counts.ai_security_users, counts.data_lake_peak_hour), (1, 1, 85));
+        assert_eq!(MonthEvents::default().counts(DeviceCount::default()).unwrap(), MeterCounts::default());
+
+        let overflowing = MonthEvents(vec![hour("2026-10-07T01", u64::MAX), hour("2026-10-07T01", 1)]);
+        let error = overflowing.counts(DeviceCount::default()).unwrap_err().to_string();
+        assert!(error.contains("2026-10-07T01") && error.contains("out of range"), "{error}");
+    }
 }

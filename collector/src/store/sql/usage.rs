@@ -99,7 +99,7 @@ impl UsageStore for Backend {
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(MonthEvents(events).counts(self.month_devices(account, month).await?.count()))
+        MonthEvents(events).counts(self.month_devices(account, month).await?.count())
     }
 
     async fn finalized_report(
