@@ -1,6 +1,18 @@
-//! The collector's store: one [`Store`] trait, one backend per database. SQLite (embedded, the
-//! default) lives in [`sqlite`]; a PostgreSQL backend will implement the same trait with its own
-//! migrations directory, chosen by the store URL.
+//! The collector's store: one [`Store`] trait, two backends chosen by the store URL: SQLite
+//! (embedded, the default; [`sqlite`]) and PostgreSQL (several collectors on one database;
+//! [`postgres`]), each with its own migrations directory describing the same tables.
+//!
+//! Each concern's methods are written once, in `sql/` (one file per trait), and compiled into
+//! each backend (a `#[path]` module in each): the same statements, `$N` parameters (SQLite reads
+//! them too), concrete sqlx types. What the dialects truly say apart lives in each backend's
+//! `dialect.rs`: a few SQL fragments as macros (`greatest!`, `text_list!`, `for_update!`,
+//! `skip_locked!`, `next_policy_version!`) and the values they bind their own way (`Rows`, a
+//! batch of rows as one parameter: `UNNEST` arrays on PostgreSQL, a JSON array on SQLite); each
+//! backend's `mod.rs` keeps how it connects, begins and commits. (Code generic over sqlx's
+//! `Database` would need a bound per type it binds or reads and per executor, repeated on every
+//! impl; compiling one text twice keeps the statements whole and the build as it was.) The store
+//! stores and reads; the rules live in Rust above the SQL ([`MonthDevices::count`],
+//! [`MonthEvents::counts`], R26's `judging_cap`, an order's document made by serde).
 //!
 //! `Store` is the sum of one trait per concern, each in its own module with the types it speaks:
 //!
@@ -36,7 +48,32 @@ pub mod migrate;
 mod orders;
 mod outbox;
 mod policies;
-// Both backends compile the one implementation of each concern (`sql/`) for themselves.
+
+/// The one implementation of each concern (`sql/`), compiled into the backend module that says
+/// `concerns!()`.
+macro_rules! concerns {
+    () => {
+        #[path = "../sql/access.rs"]
+        mod access;
+        #[path = "../sql/accounts.rs"]
+        mod accounts;
+        #[path = "../sql/buckets.rs"]
+        mod buckets;
+        #[path = "../sql/devices.rs"]
+        mod devices;
+        #[path = "../sql/intake.rs"]
+        mod intake;
+        #[path = "../sql/orders.rs"]
+        mod orders;
+        #[path = "../sql/outbox.rs"]
+        mod outbox;
+        #[path = "../sql/policies.rs"]
+        mod policies;
+        #[path = "../sql/usage.rs"]
+        mod usage;
+    };
+}
+
 #[allow(clippy::duplicate_mod)]
 pub mod postgres;
 #[allow(clippy::duplicate_mod)]

@@ -242,14 +242,7 @@ mod tests {
     use super::*;
 
     fn event(meter: LicenseKind, subject: &str, at: &str, id: &str) -> MonthEvent {
-        MonthEvent {
-            meter,
-            subject: subject.into(),
-            region: None,
-            quantity: 1,
-            occurred_at: at.into(),
-            id: id.into(),
-        }
+        MonthEvent { meter, subject: subject.into(), region: None, quantity: 1, occurred_at: at.into(), id: id.into() }
     }
 
     #[test]

@@ -7,29 +7,14 @@
 //! changes checked against R17 and orders lock their account's row first (`FOR UPDATE`), token
 //! redemption and month finalization are single conditional statements, merges are upserts.
 //!
-//! One file per concern of the [`Store`](super::Store) trait, as in the SQLite backend.
+//! Each concern of the [`Store`](super::Store) trait is `store/sql/`'s, compiled here with this
+//! backend's [`dialect`]; this file connects, begins and commits.
 
-#[path = "../sql/access.rs"]
-mod access;
 #[macro_use]
 mod dialect;
-#[path = "../sql/accounts.rs"]
-mod accounts;
-#[path = "../sql/buckets.rs"]
-mod buckets;
-#[path = "../sql/devices.rs"]
-mod devices;
-#[path = "../sql/intake.rs"]
-mod intake;
-#[path = "../sql/orders.rs"]
-mod orders;
-#[path = "../sql/outbox.rs"]
-mod outbox;
 mod partitions;
-#[path = "../sql/policies.rs"]
-mod policies;
-#[path = "../sql/usage.rs"]
-mod usage;
+
+concerns!();
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;

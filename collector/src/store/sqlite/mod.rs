@@ -2,30 +2,14 @@
 //! disk when it returns), foreign keys on, a busy timeout so admin commands can write while
 //! `serve` runs. Migrations: `collector/migrations/sqlite/`. Queries are checked at run time.
 //!
-//! One file per concern of the [`Store`](super::Store) trait; this one opens the database and
-//! holds the conversions between stored values and the domain's types.
+//! Each concern of the [`Store`](super::Store) trait is `store/sql/`'s, compiled here with this
+//! backend's [`dialect`]; this file opens the database, [`write`] begins and commits.
 
-#[path = "../sql/access.rs"]
-mod access;
 #[macro_use]
 mod dialect;
-#[path = "../sql/accounts.rs"]
-mod accounts;
-#[path = "../sql/buckets.rs"]
-mod buckets;
-#[path = "../sql/devices.rs"]
-mod devices;
-#[path = "../sql/intake.rs"]
-mod intake;
-#[path = "../sql/orders.rs"]
-mod orders;
-#[path = "../sql/outbox.rs"]
-mod outbox;
-#[path = "../sql/policies.rs"]
-mod policies;
-#[path = "../sql/usage.rs"]
-mod usage;
 mod write;
+
+concerns!();
 
 use std::path::Path;
 use std::time::Duration;
