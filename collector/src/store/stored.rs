@@ -476,6 +476,14 @@ pub(super) fn policy_from_row((site, version, cap): (String, i64, Option<i64>)) 
     })
 }
 
+/// `error`, counted in `/metrics` when it is a failure of the store itself.
+pub(super) fn counted(error: StoreError) -> StoreError {
+    if let Some(kind) = error.kind() {
+        crate::metrics::get().store_error(kind);
+    }
+    error
+}
+
 /// A value sqlx could not add to a statement's arguments.
 pub(super) fn unbindable(e: sqlx::error::BoxDynError) -> StoreError {
     StoreError::Database(format!("a value cannot be bound: {e}"))

@@ -192,14 +192,5 @@ fn db(e: sqlx::Error) -> StoreError {
         }
         _ => StoreError::Database(e.to_string()),
     };
-    if let Some(kind) = error.kind() {
-        crate::metrics::get().store_error(kind);
-    }
-    error
-}
-
-/// Maps a unique-key violation to `Duplicate`, a missing reference to `NotFound`, anything else
-/// as [`db`].
-fn insert_error(what: &'static str, id: &str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    refused_insert(what, id, db)
+    counted(error)
 }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use tally_common::time::rfc3339;
 
-use super::{Backend, TokenRow, db, insert_error, now, parse, select_token, stamp};
+use super::{Backend, TokenRow, db, refused_insert, now, parse, select_token, stamp};
 use crate::store::{AccessStore, ApiToken, CertificateRecord, ConsoleSession, Person, Role, StoreError, TokenRefusal};
 
 impl AccessStore for Backend {
@@ -29,7 +29,7 @@ impl AccessStore for Backend {
         .bind(person.map(|p| p.email.as_str()))
         .fetch_one(&mut *tx)
         .await
-        .map_err(insert_error("token", account.unwrap_or("operator")))?;
+        .map_err(refused_insert("token", account.unwrap_or("operator"), db))?;
         tx.commit().await?;
         Ok(id)
     }
@@ -71,7 +71,7 @@ impl AccessStore for Backend {
             .bind(rfc3339(expires_at))
             .execute(&mut *tx)
             .await
-            .map_err(insert_error("enrollment token for site", site))?;
+            .map_err(refused_insert("enrollment token for site", site, db))?;
         tx.commit().await?;
         Ok(())
     }
@@ -120,7 +120,7 @@ impl AccessStore for Backend {
             .bind(now())
             .execute(&mut *tx)
             .await
-            .map_err(insert_error("certificate", serial))?;
+            .map_err(refused_insert("certificate", serial, db))?;
         tx.commit().await?;
         Ok(())
     }
@@ -161,7 +161,7 @@ impl AccessStore for Backend {
             .bind(stamp(session.expires_at))
             .execute(&mut *tx)
             .await
-            .map_err(insert_error("console session", "(new)"))?;
+            .map_err(refused_insert("console session", "(new)", db))?;
         tx.commit().await
     }
 

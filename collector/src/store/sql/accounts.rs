@@ -5,7 +5,7 @@ use tally_common::enforcement::CapViolation;
 use tally_common::region::{CountryCode, RegionGroup};
 
 use super::{
-    AccountRow, Backend, Conn, LicenseRow, SiteRow, bucket_start, db, insert_error, now, parse, stamp, to_i64,
+    AccountRow, Backend, Conn, LicenseRow, SiteRow, bucket_start, db, refused_insert, now, parse, stamp, to_i64,
 };
 
 use crate::store::{
@@ -69,7 +69,7 @@ async fn insert_site(conn: &mut Conn, s: &Site, at: &str) -> Result<(), StoreErr
     .bind(at)
     .execute(&mut *conn)
     .await
-    .map_err(insert_error("site", &s.id))?;
+    .map_err(refused_insert("site", &s.id, db))?;
     write_site_group(conn, &s.id, super::counts::SINCE_EVER, s.country, s.region_group).await?;
     record_cap(conn, &s.id, at).await
 }
@@ -110,7 +110,7 @@ pub(super) async fn insert_license(conn: &mut Conn, l: &NewLicense) -> Result<i6
     .bind(now())
     .fetch_one(conn)
     .await
-    .map_err(insert_error("license", &l.account))
+    .map_err(refused_insert("license", &l.account, db))
 }
 
 async fn insert_term(conn: &mut Conn, account: &str, term: ContractTerm) -> Result<(), StoreError> {
@@ -120,7 +120,7 @@ async fn insert_term(conn: &mut Conn, account: &str, term: ContractTerm) -> Resu
         .bind(term.end.to_string())
         .execute(conn)
         .await
-        .map_err(insert_error("contract term of account", account))?;
+        .map_err(refused_insert("contract term of account", account, db))?;
     Ok(())
 }
 
@@ -155,7 +155,7 @@ impl AccountStore for Backend {
         .bind(now())
         .execute(&mut *tx)
         .await
-        .map_err(insert_error("account", &a.id))?;
+        .map_err(refused_insert("account", &a.id, db))?;
         insert_term(&mut tx, &a.id, term).await?;
         tx.commit().await?;
         Ok(())

@@ -5,7 +5,7 @@ use tally_common::lan::Mac;
 use tally_common::time::Month;
 use tally_common::wire::lan::LanDevice;
 
-use super::{Backend, db, insert_error, now, stamp};
+use super::{Backend, db, refused_insert, now, stamp};
 use crate::store::{DeviceStore, LAN_DISCOVERY, MonthDevices, StoreError};
 
 impl DeviceStore for Backend {
@@ -38,7 +38,7 @@ impl DeviceStore for Backend {
             .bind(&received)
             .execute(&mut *tx)
             .await
-            .map_err(insert_error("LAN sighting of site", site))?;
+            .map_err(refused_insert("LAN sighting of site", site, db))?;
         }
         for mac in own {
             sqlx::query(concat!(
@@ -51,7 +51,7 @@ impl DeviceStore for Backend {
             .bind(&date)
             .execute(&mut *tx)
             .await
-            .map_err(insert_error("socket address of site", site))?;
+            .map_err(refused_insert("socket address of site", site, db))?;
         }
         tx.commit().await?;
         Ok(())

@@ -3,7 +3,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::dialect::texts;
-use super::{Backend, OutboxRow, db, insert_error, outbox_columns, parse, select_outbox, stamp};
+use super::{Backend, OutboxRow, db, refused_insert, outbox_columns, parse, select_outbox, stamp};
 use crate::store::{Channel, Notification, OutboxItem, OutboxStore, Recipient, RecipientChange, StoreError};
 
 impl OutboxStore for Backend {
@@ -21,7 +21,7 @@ impl OutboxStore for Backend {
             .bind(address)
             .execute(&mut *tx)
             .await
-            .map_err(insert_error("recipient of account", account))?
+            .map_err(refused_insert("recipient of account", account, db))?
             .rows_affected()
             > 0;
         if changed {

@@ -7,7 +7,7 @@ use tally_common::kinds::LicenseKind;
 use tally_common::time::Month;
 
 use super::accounts::insert_license;
-use super::{Backend, Conn, OverusageRow, db, insert_error, now, parse, select_overusage, stamp, to_i64, to_u64};
+use super::{Backend, Conn, OverusageRow, db, refused_insert, now, parse, select_overusage, stamp, to_i64, to_u64};
 use crate::store::{
     DeviceStore, EventsAdded, MeterCounts, MeterEvent, MonthEvent, MonthEvents, NewLicense, NewOverusage, Notification,
     Overusage, Resolution, StoreError, UnitsUpgrade, UsageStore,
@@ -48,7 +48,7 @@ impl UsageStore for Backend {
             .bind(&e.source)
             .execute(&mut *tx)
             .await
-            .map_err(insert_error("usage event of account", &e.account))?
+            .map_err(refused_insert("usage event of account", &e.account, db))?
             .rows_affected()
                 == 1;
             added.new += u64::from(new);

@@ -159,13 +159,5 @@ fn db(e: sqlx::Error) -> StoreError {
         Some(13) => StoreError::Unavailable(format!("{}: {e}", cause::DISK_FULL)),
         _ => StoreError::Database(e.to_string()),
     };
-    if let Some(kind) = error.kind() {
-        crate::metrics::get().store_error(kind);
-    }
-    error
-}
-
-/// Maps a unique-key violation to `Duplicate`, anything else to `Database`.
-fn insert_error(what: &'static str, id: &str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    refused_insert(what, id, db)
+    counted(error)
 }
