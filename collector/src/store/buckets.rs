@@ -83,13 +83,15 @@ pub trait BucketStore: Send + Sync {
         site: &str,
         day: NaiveDate,
     ) -> impl Future<Output = Result<Vec<Bucket>, StoreError>> + Send;
-    /// Buckets of `account`'s sites starting in `[from, until)` that last arrived after `since`.
-    fn buckets_received_after(
+    /// How many of `account`'s buckets of finalized `month` (`YYYY-MM`) starting in
+    /// `[from, until)` arrived after it was finalized (R9, whether new or sent again): noted as
+    /// they arrive, so this reads only them.
+    fn late_buckets(
         &self,
         account: &str,
+        month: &str,
         from: DateTime<Utc>,
         until: DateTime<Utc>,
-        since: DateTime<Utc>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// The key in the middle of the dirty days unclaimed at `now`, to split them in halves;
     /// `None` when none is.

@@ -13,7 +13,7 @@ use super::sqlite::SqliteStore;
 use crate::digest::hex;
 
 /// Every table, each after the tables it refers to.
-const TABLES: [&str; 30] = [
+const TABLES: [&str; 31] = [
     "accounts",
     "contract_terms",
     "sites",
@@ -44,6 +44,7 @@ const TABLES: [&str; 30] = [
     "refusals",
     "agent_discards",
     "site_presence",
+    "late_buckets",
 ];
 
 /// Rows read and written at a time.

@@ -68,8 +68,7 @@ pub async fn build<S: Store>(
     let mut report: UsageReport = serde_json::from_str(&saved)
         .map_err(|e| StoreError::Corrupt(format!("the finalized report of {account} {key}: {e}")))?;
     let window = report_window(&report).unwrap_or(month.window(setting));
-    report.late_buckets =
-        store.buckets_received_after(account, window.start_time(), window.end_time(), finalized_at).await?;
+    report.late_buckets = store.late_buckets(account, &key, window.start_time(), window.end_time()).await?;
     report.late_events = late_events(store, &report, finalized_at).await?;
     report.finalized_at = Some(rfc3339(finalized_at));
     report.overusage = store.overusages(account, &key).await?.iter().map(OverusageReport::from).collect();

@@ -58,6 +58,7 @@ macro_rules! conformance_tests {
             usage_events_are_stored_once_and_counted_by_meter,
             lan_devices_count_once_across_sources_without_sockets_and_are_forgotten,
             a_month_is_finalized_once_with_its_overusage_and_notifications,
+            the_late_buckets_of_a_finalized_month_are_noted_once_each,
             an_overusage_is_resolved_once,
             the_outbox_hands_out_what_is_due_and_keeps_attempts,
             an_order_is_stored_once_per_idempotency_key_with_its_confirmation,
@@ -626,6 +627,37 @@ pub(crate) async fn usage_events_are_stored_once_and_counted_by_meter<B: Backend
     let received_late = store.events_received_after("acme", "2026-10", finalized_at).await.unwrap();
     assert_eq!(received_late, [(LicenseKind::DataLake, 1)]);
     assert_eq!(store.meter_counts("acme", "2026-10").await.unwrap().data_lake_peak_hour, 100, "stored and counted");
+}
+
+/// R9: the buckets of a finalized month that arrive after it was finalized, new or sent again,
+/// are noted late once each however often they come; those before, and those of a month not
+/// finalized, are not; the count keeps to the window asked.
+pub(crate) async fn the_late_buckets_of_a_finalized_month_are_noted_once_each<B: Backend>(backend: B) {
+    let store = seeded(&backend).await;
+    let on = |date: (u32, u32), slot: i64| {
+        let first = BucketStart::first_of_day(NaiveDate::from_ymd_opt(2026, date.0, date.1).unwrap()).unix();
+        Bucket { start: BucketStart::from_unix(first + 300 * slot).unwrap(), max_bps: 1_000, samples: 60 }
+    };
+    let time = |month, day| Utc.with_ymd_and_hms(2026, month, day, 0, 0, 0).unwrap();
+    let (article, calendar) = ((time(10, 1), time(10, 31)), (time(10, 1), time(11, 1)));
+    store.merge_buckets(&[("hq", bucket(0, 1_000, 60)), ("hq", bucket(5, 1_000, 60))]).await.unwrap();
+    assert!(store.finalize_month("acme", "2026-10", Utc::now(), "{}", &[], None).await.unwrap());
+    assert_eq!(store.late_buckets("acme", "2026-10", article.0, article.1).await.unwrap(), 0);
+
+    let late = [
+        ("hq", bucket(0, 2_000, 60)), // sent again, larger
+        ("hq", bucket(1, 1_000, 60)), // new
+        ("sh", bucket(2, 1_000, 60)),
+        ("hq", on((10, 31), 0)), // the month's last day: outside the article's window
+        ("hq", on((11, 1), 0)),  // November, not finalized
+    ];
+    store.merge_buckets(&late).await.unwrap();
+    store.merge_buckets(&late[..2]).await.unwrap();
+    assert_eq!(store.late_buckets("acme", "2026-10", article.0, article.1).await.unwrap(), 3);
+    assert_eq!(store.late_buckets("acme", "2026-10", calendar.0, calendar.1).await.unwrap(), 4);
+    assert_eq!(store.late_buckets("acme", "2026-11", time(11, 1), time(12, 1)).await.unwrap(), 0);
+    let reopened = backend.open().await;
+    assert_eq!(reopened.late_buckets("acme", "2026-10", article.0, article.1).await.unwrap(), 3);
 }
 
 /// LAN sightings (R29) are merged per site, day and address; the device meter counts each

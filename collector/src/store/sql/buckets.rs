@@ -8,7 +8,7 @@ use sqlx::{Arguments, AssertSqlSafe, QueryBuilder};
 use tally_common::bucket::Bucket;
 use tally_common::enforcement::{CapSetting, exceeds_cap};
 use tally_common::p95::DailyP95;
-use tally_common::time::{BucketStart, DAY_SLOTS};
+use tally_common::time::{BucketStart, DAY_SLOTS, Month};
 
 use super::dialect::{Rows, texts};
 use super::{Args, Backend, CapRecord, Conn, Db, bucket_start, db, now, parse, stamp, to_i64, to_u64, unbindable};
@@ -162,6 +162,7 @@ pub(super) async fn merge(conn: &mut Conn, rows: &[(&str, Measured)]) -> Result<
         .await
         .map_err(db)?;
     }
+    note_late(&mut *conn, merged.iter().map(|(key, _)| *key)).await?;
     let over: Vec<_> = over.into_iter().collect();
     for chunk in over.chunks(CHUNK) {
         let violations = Rows::default()
@@ -187,6 +188,66 @@ pub(super) async fn merge(conn: &mut Conn, rows: &[(&str, Measured)]) -> Result<
         .map_err(db)?;
     }
     Ok(stats)
+}
+
+/// Notes the buckets of `keys` (site, start) of a month already finalized for their site's account (R9's
+/// late buckets). Only a month before the current one can be finalized: the current month's
+/// buckets, nearly all of those that arrive, cost nothing here.
+async fn note_late<'a>(conn: &mut Conn, keys: impl Iterator<Item = (&'a str, i64)>) -> Result<(), StoreError> {
+    let current = Month::containing(crate::clock::now().date_naive());
+    let mut earlier = Vec::new();
+    for (site, start) in keys {
+        let month = Month::containing(bucket_start(start)?.day());
+        if month < current {
+            earlier.push((site, month.to_string(), start));
+        }
+    }
+    if earlier.is_empty() {
+        return Ok(());
+    }
+    let sites: Vec<&str> = earlier.iter().map(|(site, _, _)| *site).collect::<BTreeSet<_>>().into_iter().collect();
+    let months: Vec<&str> =
+        earlier.iter().map(|(_, month, _)| month.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+    let finalized: Vec<(String, String, String)> = sqlx::query_as(concat!(
+        "SELECT s.id, f.month, s.account_id FROM sites s JOIN finalized_months f ON f.account_id = s.account_id
+         WHERE s.id IN ",
+        text_list!(1),
+        " AND f.month IN ",
+        text_list!(2)
+    ))
+    .bind(texts(&sites)?)
+    .bind(texts(&months)?)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db)?;
+    let account_of: HashMap<(&str, &str), &str> =
+        finalized.iter().map(|(site, month, account)| ((site.as_str(), month.as_str()), account.as_str())).collect();
+    let late: Vec<(&str, &str, &str, i64)> = earlier
+        .iter()
+        .filter_map(|(site, month, start)| {
+            account_of.get(&(*site, month.as_str())).map(|account| (*account, month.as_str(), *site, *start))
+        })
+        .collect();
+    if late.is_empty() {
+        return Ok(());
+    }
+    let rows = Rows::default()
+        .texts("account", late.iter().map(|(account, ..)| account))
+        .texts("month", late.iter().map(|(_, month, ..)| month))
+        .texts("site", late.iter().map(|(_, _, site, _)| site))
+        .ints("start", late.iter().map(|(.., start)| *start));
+    sqlx::query_with(
+        AssertSqlSafe(format!(
+            "INSERT INTO late_buckets (account_id, month, site_id, bucket_start)
+             SELECT account, month, site, start FROM {} WHERE true ON CONFLICT DO NOTHING",
+            rows.source(1)
+        )),
+        arguments(&[], &rows)?,
+    )
+    .execute(conn)
+    .await
+    .map_err(db)?;
+    Ok(())
 }
 
 /// Appends `range`'s bounds to a WHERE clause on `(site_id, day)`.
@@ -232,22 +293,21 @@ impl BucketStore for Backend {
             .collect()
     }
 
-    async fn buckets_received_after(
+    async fn late_buckets(
         &self,
         account: &str,
+        month: &str,
         from: DateTime<Utc>,
         until: DateTime<Utc>,
-        since: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM buckets b JOIN sites s ON s.id = b.site_id
-             WHERE s.account_id = $1 AND b.bucket_start >= $2 AND b.bucket_start < $3
-               AND coalesce(b.last_received_at, b.received_at) > $4",
+            "SELECT count(*) FROM late_buckets
+             WHERE account_id = $1 AND month = $2 AND bucket_start >= $3 AND bucket_start < $4",
         )
         .bind(account)
+        .bind(month)
         .bind(from.timestamp())
         .bind(until.timestamp())
-        .bind(stamp(since))
         .fetch_one(&self.pool)
         .await
         .map_err(db)?;
