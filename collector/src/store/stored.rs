@@ -484,6 +484,40 @@ pub(super) fn counted(error: StoreError) -> StoreError {
     error
 }
 
+/// A batch of rows sent with one statement, column by column; each dialect says how a batch
+/// travels and reads back as a table (`dialect::source`, `dialect::add_rows`).
+#[derive(Default)]
+pub(super) struct Rows {
+    pub(super) columns: Vec<(&'static str, Column)>,
+}
+
+pub(super) enum Column {
+    Texts(Vec<String>),
+    Ints(Vec<i64>),
+}
+
+impl Rows {
+    /// A text column.
+    pub(super) fn texts<T: ToString>(mut self, name: &'static str, values: impl IntoIterator<Item = T>) -> Self {
+        self.columns.push((name, Column::Texts(values.into_iter().map(|v| v.to_string()).collect())));
+        self
+    }
+
+    /// An integer column.
+    pub(super) fn ints(mut self, name: &'static str, values: impl IntoIterator<Item = i64>) -> Self {
+        self.columns.push((name, Column::Ints(values.into_iter().collect())));
+        self
+    }
+
+    /// How many rows: the first column's length (every column has as many).
+    pub(super) fn len(&self) -> usize {
+        self.columns.first().map_or(0, |(_, column)| match column {
+            Column::Texts(values) => values.len(),
+            Column::Ints(values) => values.len(),
+        })
+    }
+}
+
 /// A value sqlx could not add to a statement's arguments.
 pub(super) fn unbindable(e: sqlx::error::BoxDynError) -> StoreError {
     StoreError::Database(format!("a value cannot be bound: {e}"))

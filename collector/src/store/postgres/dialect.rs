@@ -65,55 +65,30 @@ pub(super) fn ints(list: &[i64]) -> Result<Vec<i64>, super::StoreError> {
     Ok(list.to_vec())
 }
 
-/// Rows sent with a statement as one array parameter per column, read back as a table by
-/// [`source`](Rows::source) (`UNNEST`): any number of rows in one statement.
-#[derive(Default)]
-pub(super) struct Rows {
-    columns: Vec<(&'static str, Column)>,
+/// `rows` as a table named `batch` with the columns' names, bound from parameter `$first` on by
+/// [`add_rows`]: one array per column (`UNNEST`), any number of rows in one statement.
+pub(super) fn source(rows: &super::Rows, first: usize) -> String {
+    let arrays: Vec<String> = (rows.columns.iter().enumerate())
+        .map(|(i, (_, column))| {
+            let kind = match column {
+                super::Column::Texts(_) => "text",
+                super::Column::Ints(_) => "bigint",
+            };
+            format!("${}::{kind}[]", first + i)
+        })
+        .collect();
+    let names: Vec<&str> = rows.columns.iter().map(|(name, _)| *name).collect();
+    format!("UNNEST({}) AS batch ({})", arrays.join(", "), names.join(", "))
 }
 
-enum Column {
-    Texts(Vec<String>),
-    Ints(Vec<i64>),
-}
-
-impl Rows {
-    /// A text column.
-    pub(super) fn texts<T: ToString>(mut self, name: &'static str, values: impl IntoIterator<Item = T>) -> Self {
-        self.columns.push((name, Column::Texts(values.into_iter().map(|v| v.to_string()).collect())));
-        self
-    }
-
-    /// An integer column.
-    pub(super) fn ints(mut self, name: &'static str, values: impl IntoIterator<Item = i64>) -> Self {
-        self.columns.push((name, Column::Ints(values.into_iter().collect())));
-        self
-    }
-
-    /// The rows as a table named `batch` with the columns' names, bound from parameter `$first` on.
-    pub(super) fn source(&self, first: usize) -> String {
-        let arrays: Vec<String> = (self.columns.iter().enumerate())
-            .map(|(i, (_, column))| {
-                let kind = match column {
-                    Column::Texts(_) => "text",
-                    Column::Ints(_) => "bigint",
-                };
-                format!("${}::{kind}[]", first + i)
-            })
-            .collect();
-        let names: Vec<&str> = self.columns.iter().map(|(name, _)| *name).collect();
-        format!("UNNEST({}) AS batch ({})", arrays.join(", "), names.join(", "))
-    }
-
-    /// Adds the rows to `args`, after the statement's other parameters.
-    pub(super) fn add_to(&self, args: &mut sqlx::postgres::PgArguments) -> Result<(), super::StoreError> {
-        for (_, column) in &self.columns {
-            match column {
-                Column::Texts(values) => sqlx::Arguments::add(args, values),
-                Column::Ints(values) => sqlx::Arguments::add(args, values),
-            }
-            .map_err(super::unbindable)?;
+/// Adds `rows` to `args` ([`source`]), after the statement's other parameters.
+pub(super) fn add_rows(args: &mut sqlx::postgres::PgArguments, rows: &super::Rows) -> Result<(), super::StoreError> {
+    for (_, column) in &rows.columns {
+        match column {
+            super::Column::Texts(values) => sqlx::Arguments::add(args, values),
+            super::Column::Ints(values) => sqlx::Arguments::add(args, values),
         }
-        Ok(())
+        .map_err(super::unbindable)?;
     }
+    Ok(())
 }

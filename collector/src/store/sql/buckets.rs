@@ -1,5 +1,6 @@
 //! Buckets, their dirty days and the site-days computed from them. Batches travel as the
-//! dialect's [`Rows`], one statement per table and chunk whatever the batch's size.
+//! [`Rows`] (as the dialect sends them), one statement per table and chunk whatever the batch's
+//! size.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -10,8 +11,8 @@ use tally_common::enforcement::{CapSetting, exceeds_cap};
 use tally_common::p95::DailyP95;
 use tally_common::time::{BucketStart, DAY_SLOTS, Month};
 
-use super::dialect::{Rows, texts};
-use super::{Args, Backend, CapRecord, Conn, Db, bucket_start, db, now, parse, stamp, to_i64, to_u64, unbindable};
+use super::dialect::{add_rows, source, texts};
+use super::{Args, Backend, CapRecord, Rows, Conn, Db, bucket_start, db, now, parse, stamp, to_i64, to_u64, unbindable};
 use crate::store::{
     BucketStore, DayKey, DirtyDay, DirtyDayBuckets, KeyRange, Measured, MergeStats, SiteDay, SiteDays, StoreError,
 };
@@ -68,7 +69,7 @@ fn arguments(first: &[&str], rows: &Rows) -> Result<Args, StoreError> {
     for value in first {
         args.add(*value).map_err(unbindable)?;
     }
-    rows.add_to(&mut args)?;
+    add_rows(&mut args, rows)?;
     Ok(args)
 }
 
@@ -112,7 +113,7 @@ pub(super) async fn merge(conn: &mut Conn, rows: &[(&str, Measured)]) -> Result<
         let stored: i64 = sqlx::query_scalar_with(
             AssertSqlSafe(format!(
                 "SELECT count(*) FROM {} JOIN buckets b ON b.site_id = batch.site AND b.bucket_start = batch.start",
-                keys.source(1)
+                source(&keys, 1)
             )),
             arguments(&[], &keys)?,
         )
@@ -133,7 +134,7 @@ pub(super) async fn merge(conn: &mut Conn, rows: &[(&str, Measured)]) -> Result<
                     greatest!("buckets.samples", "excluded.samples"),
                     ", last_received_at = excluded.last_received_at"
                 ),
-                buckets.source(2)
+                source(&buckets, 2)
             )),
             arguments(&[received.as_str()], &buckets)?,
         )
@@ -154,7 +155,7 @@ pub(super) async fn merge(conn: &mut Conn, rows: &[(&str, Measured)]) -> Result<
             AssertSqlSafe(format!(
                 "INSERT INTO dirty_days (site_id, day, generation) SELECT site, day, 1 FROM {} WHERE true
                  ON CONFLICT (site_id, day) DO UPDATE SET generation = dirty_days.generation + 1",
-                days.source(1)
+                source(&days, 1)
             )),
             arguments(&[], &days)?,
         )
@@ -179,7 +180,7 @@ pub(super) async fn merge(conn: &mut Conn, rows: &[(&str, Measured)]) -> Result<
                     greatest!("enforcement_violations.max_bps", "excluded.max_bps"),
                     ", cap_bps = excluded.cap_bps"
                 ),
-                violations.source(2)
+                source(&violations, 2)
             )),
             arguments(&[received.as_str()], &violations)?,
         )
@@ -240,7 +241,7 @@ async fn note_late<'a>(conn: &mut Conn, keys: impl Iterator<Item = (&'a str, i64
         AssertSqlSafe(format!(
             "INSERT INTO late_buckets (account_id, month, site_id, bucket_start)
              SELECT account, month, site, start FROM {} WHERE true ON CONFLICT DO NOTHING",
-            rows.source(1)
+            source(&rows, 1)
         )),
         arguments(&[], &rows)?,
     )
@@ -378,7 +379,7 @@ impl BucketStore for Backend {
                      ON CONFLICT (site_id, day) DO UPDATE SET
                          p95_bps = excluded.p95_bps, buckets_present = excluded.buckets_present,
                          computed_at = excluded.computed_at",
-                    site_days.source(2)
+                    source(&site_days, 2)
                 )),
                 arguments(&[computed.as_str()], &site_days)?,
             )
@@ -395,7 +396,7 @@ impl BucketStore for Backend {
                 AssertSqlSafe(format!(
                     "WITH done AS (SELECT site, day, generation FROM {})
                      DELETE FROM dirty_days WHERE (site_id, day, generation) IN (SELECT site, day, generation FROM done)",
-                    done.source(1)
+                    source(&done, 1)
                 )),
                 arguments(&[], &done)?,
             )
@@ -408,7 +409,7 @@ impl BucketStore for Backend {
                     "WITH done AS (SELECT site, day FROM {})
                      UPDATE dirty_days SET claimed_until = NULL
                      WHERE (site_id, day) IN (SELECT site, day FROM done) AND claimed_until IS NOT NULL",
-                    keys.source(1)
+                    source(&keys, 1)
                 )),
                 arguments(&[], &keys)?,
             )
@@ -488,7 +489,7 @@ async fn with_buckets(conn: &mut Conn, days: &[(String, String, i64)]) -> Result
                          FROM buckets b WHERE b.site_id = batch.site
                            AND b.bucket_start >= batch.first AND b.bucket_start < batch.first + 86400)
                  FROM {} ORDER BY batch.site, batch.day",
-                rows.source(1)
+                source(&rows, 1)
             )),
             arguments(&[], &rows)?,
         )

@@ -76,45 +76,37 @@ impl super::SqliteStore {
     }
 }
 
-/// Rows sent with a statement as one parameter, a JSON array of arrays, read back as a table
-/// by [`source`](Rows::source): any number of rows, never near SQLite's limit of parameters.
-#[derive(Default)]
-pub(super) struct Rows {
-    columns: Vec<&'static str>,
-    values: Vec<Vec<serde_json::Value>>,
+/// `rows` as a table named `batch` with the columns' names, bound at parameter `$first` by
+/// [`add_rows`]: one JSON array of arrays, so any number of rows stays far from SQLite's limit of
+/// parameters.
+pub(super) fn source(rows: &super::Rows, first: usize) -> String {
+    let columns: Vec<String> =
+        rows.columns.iter().enumerate().map(|(i, (name, _))| format!("value->>{i} AS {name}")).collect();
+    format!("(SELECT {} FROM json_each(${first})) AS batch", columns.join(", "))
 }
 
-impl Rows {
-    /// A text column.
-    pub(super) fn texts<T: ToString>(self, name: &'static str, values: impl IntoIterator<Item = T>) -> Self {
-        self.column(name, values.into_iter().map(|v| serde_json::Value::from(v.to_string())))
-    }
-
-    /// An integer column.
-    pub(super) fn ints(self, name: &'static str, values: impl IntoIterator<Item = i64>) -> Self {
-        self.column(name, values.into_iter().map(serde_json::Value::from))
-    }
-
-    fn column(mut self, name: &'static str, values: impl Iterator<Item = serde_json::Value>) -> Self {
-        for (row, value) in values.enumerate() {
-            match self.values.get_mut(row) {
-                Some(row) => row.push(value),
-                None => self.values.push(vec![value]),
+/// Adds `rows` to `args` ([`source`]), after the statement's other parameters: `[[a, b], …]`,
+/// written row by row.
+pub(super) fn add_rows(args: &mut sqlx::sqlite::SqliteArguments, rows: &super::Rows) -> Result<(), super::StoreError> {
+    use std::fmt::Write;
+    let mut json = String::with_capacity(rows.len() * 16 * rows.columns.len() + 2);
+    json.push('[');
+    for row in 0..rows.len() {
+        json.push_str(if row == 0 { "[" } else { ",[" });
+        for (i, (name, column)) in rows.columns.iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            let missing = || super::StoreError::Database(format!("column {name} has fewer rows than the first"));
+            match column {
+                super::Column::Texts(values) => json.push_str(&super::to_json(values.get(row).ok_or_else(missing)?)?),
+                super::Column::Ints(values) => {
+                    let _ = write!(json, "{}", values.get(row).ok_or_else(missing)?);
+                }
             }
         }
-        self.columns.push(name);
-        self
+        json.push(']');
     }
-
-    /// The rows as a table named `batch` with the columns' names, bound at parameter `$first`.
-    pub(super) fn source(&self, first: usize) -> String {
-        let columns: Vec<String> =
-            self.columns.iter().enumerate().map(|(i, name)| format!("value->>{i} AS {name}")).collect();
-        format!("(SELECT {} FROM json_each(${first})) AS batch", columns.join(", "))
-    }
-
-    /// Adds the rows to `args`, after the statement's other parameters.
-    pub(super) fn add_to(&self, args: &mut sqlx::sqlite::SqliteArguments) -> Result<(), super::StoreError> {
-        sqlx::Arguments::add(args, super::to_json(&self.values)?).map_err(super::unbindable)
-    }
+    json.push(']');
+    sqlx::Arguments::add(args, json).map_err(super::unbindable)
 }
