@@ -50,9 +50,12 @@ mod outbox;
 mod policies;
 
 /// The one implementation of each concern (`sql/`), compiled into the backend module that says
-/// `concerns!()`.
+/// `concerns!()` (beside its `Backend` store and its `Db`).
 macro_rules! concerns {
     () => {
+        type Conn = <Db as sqlx::Database>::Connection;
+        type Args = <Db as sqlx::Database>::Arguments;
+
         #[path = "../sql/access.rs"]
         mod access;
         #[path = "../sql/accounts.rs"]

@@ -35,12 +35,8 @@ const POOL_SIZE: u32 = 10;
 
 /// The store the one implementation of each concern (`store/sql/`) is compiled for here.
 type Backend = PgStore;
-/// Its connection.
-type Conn = sqlx::PgConnection;
-/// Its database.
+/// Its database, whose connection and arguments the concerns use (`Conn`, `Args`).
 type Db = sqlx::Postgres;
-/// Its statements' arguments.
-type Args = <Db as sqlx::Database>::Arguments;
 
 #[derive(Debug, Clone)]
 pub struct PgStore {

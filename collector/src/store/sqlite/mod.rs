@@ -24,12 +24,8 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite
 
 /// The store the one implementation of each concern (`store/sql/`) is compiled for here.
 type Backend = SqliteStore;
-/// Its connection.
-type Conn = sqlx::SqliteConnection;
-/// Its database.
+/// Its database, whose connection and arguments the concerns use (`Conn`, `Args`).
 type Db = sqlx::Sqlite;
-/// Its statements' arguments.
-type Args = <Db as sqlx::Database>::Arguments;
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
