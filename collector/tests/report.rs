@@ -202,6 +202,72 @@ fn late_buckets_for_a_finalized_month_are_counted_and_change_nothing() {
     assert_eq!(after["finalized_at"], before["finalized_at"]);
 }
 
+/// A finalized month is served as saved, the late data beside it (R9): the API's answer equals
+/// the report the command computes and carries an ETag that `If-None-Match` turns into a 304
+/// without a body; a late bucket changes the tag and the count. A document saved before the
+/// overlays were kept apart is served alike.
+#[test]
+fn a_finalized_month_is_served_as_saved_with_an_etag_until_late_data_arrives() {
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+    let c = load_golden_month(&format!("operator_token = \"{TOKEN}\""));
+    c.ok(&["engine", "--once"]);
+    let _serving = c.serve();
+    let http = c.http_address().to_string();
+    let get = |etag: Option<&str>| {
+        let headers = format!(
+            "Authorization: Bearer {TOKEN}\r\n{}",
+            etag.map_or(String::new(), |e| format!("If-None-Match: {e}\r\n"))
+        );
+        let path = "/v1/accounts/acme/usage?month=2026-10";
+        let (status, head, body) = tally_testkit::http::exchange(&http, "GET", path, &headers, "");
+        let etag = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("etag: ").map(str::to_owned));
+        (status, etag, body)
+    };
+    let (status, etag, body) = get(None);
+    assert_eq!(status, 200, "{body}");
+    let etag = etag.expect("a finalized month has an ETag");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), october(&c), "as the command computes it");
+    let (status, again, body) = get(Some(&etag));
+    assert_eq!((status, again.as_deref(), body.as_str()), (304, Some(etag.as_str()), ""));
+
+    late_tokyo_buckets(&c);
+    let (status, later, body) = get(Some(&etag));
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(later.as_deref(), Some(etag.as_str()), "a late bucket is news");
+    let served: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(served["late_buckets"], 15);
+    for field in ["\"late_buckets\":", "\"finalized_at\":", "\"overusage\":"] {
+        assert_eq!(body.matches(field).count(), 1, "each field once: {body}");
+    }
+    assert_eq!(served, october(&c));
+
+    // The document as the engine saved it before: the overlays' fields in it, at their first values.
+    let mut old = october(&c);
+    let fields = old.as_object_mut().unwrap();
+    fields.remove("finalized_at");
+    fields.insert("late_buckets".into(), 0.into());
+    let old = old.to_string();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let update = "UPDATE finalized_months SET report = $1 WHERE account_id = 'acme' AND month = '2026-10'";
+        match &c.database_url {
+            Some(url) => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                sqlx::query(update).bind(&old).execute(&pool).await.unwrap();
+            }
+            None => {
+                let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", c.data_file("tally.db").display()))
+                    .await
+                    .unwrap();
+                sqlx::query(update).bind(&old).execute(&pool).await.unwrap();
+            }
+        }
+    });
+    let (status, _, body) = get(None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), october(&c), "an older document, parsed");
+    assert_eq!(body.matches("\"late_buckets\":").count(), 1, "each field once: {body}");
+}
+
 #[test]
 fn an_unknown_account_or_a_bad_month_is_a_clear_error() {
     let c = Collector::new();

@@ -32,9 +32,9 @@ use crate::config::Config;
 use crate::store::Store;
 use crate::terms::{self, AccountView};
 use crate::usage::document::{MonthStatus, OverusageReport, UsageReport};
-use crate::usage::events;
 use crate::usage::overusage::{self, ResolveError, ResolveRequest};
 use crate::usage::report::{self, ReportError};
+use crate::usage::{events, finalized};
 use auth::{Caller, internal, visible_account};
 use problem::{FieldError, Problem};
 
@@ -233,11 +233,15 @@ fn month_of(query: &HashMap<String, String>) -> Result<Month, Problem> {
     }
 }
 
-/// `GET /v1/accounts/{account}/usage?month=YYYY-MM`: the usage report (Contract).
+/// `GET /v1/accounts/{account}/usage?month=YYYY-MM`: the usage report (Contract). A finalized
+/// month carries an `ETag` over its saved document and what arrived since; asked again with it in
+/// `If-None-Match`, the answer is 304 and no body.
 #[utoipa::path(get, path = "/v1/accounts/{account}/usage", tag = "usage",
-    params(("account" = String, Path), ("month" = Month, Query, description = "YYYY-MM")),
+    params(("account" = String, Path), ("month" = Month, Query, description = "YYYY-MM"),
+        ("If-None-Match" = Option<String>, Header, description = "the ETag of a finalized month's report the client holds")),
     responses(
-        (status = 200, body = UsageReport),
+        (status = 200, body = UsageReport, headers(("ETag" = String, description = "a finalized month's: its report and what arrived since"))),
+        (status = 304, description = "The finalized month's report is the one the client holds"),
         (status = 400, description = "Invalid request, by field", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such account (or not the caller's)", body = Problem, content_type = "application/problem+json")))]
 async fn usage<S: Store + 'static>(
@@ -245,13 +249,25 @@ async fn usage<S: Store + 'static>(
     Extension(caller): Extension<Caller>,
     Path(account): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<UsageReport>, Problem> {
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
     let month = month_of(&query)?;
     visible_account(&*api.store, &caller, &account).await?;
-    report::build(&*api.store, &account, month, api.month_window, crate::clock::now())
+    let now = crate::clock::now();
+    let if_none_match = headers.get(axum::http::header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+    let served = finalized::serve(&*api.store, &account, month, api.month_window, if_none_match, now)
         .await
-        .map(Json)
-        .map_err(report_problem)
+        .map_err(report_problem)?;
+    let Some(served) = served else {
+        let report =
+            report::build(&*api.store, &account, month, api.month_window, now).await.map_err(report_problem)?;
+        return Ok(Json(report).into_response());
+    };
+    let etag = [(axum::http::header::ETAG, served.etag)];
+    Ok(match served.body {
+        None => (StatusCode::NOT_MODIFIED, etag).into_response(),
+        Some(body) => (etag, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
+    })
 }
 
 /// An unknown account, or a month before its life (R28), is a 404.

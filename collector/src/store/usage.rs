@@ -192,6 +192,12 @@ pub trait UsageStore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<(LicenseKind, u64)>, StoreError>> + Send;
     /// `account`'s meters in `month` (`YYYY-MM`).
     fn meter_counts(&self, account: &str, month: &str) -> impl Future<Output = Result<MeterCounts, StoreError>> + Send;
+    /// When `account`'s `month` (`YYYY-MM`) was finalized, if it was (without its report).
+    fn finalized_at(
+        &self,
+        account: &str,
+        month: &str,
+    ) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
     /// The report saved when `account`'s `month` was finalized, with the time it was.
     fn finalized_report(
         &self,

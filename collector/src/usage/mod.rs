@@ -14,6 +14,7 @@ pub mod daily;
 pub mod document;
 pub mod early_warning;
 pub mod events;
+pub mod finalized;
 pub mod notify;
 pub mod overusage;
 pub mod report;

@@ -129,7 +129,7 @@ pub async fn finalize<S: Store>(
 ) -> Result<bool, ReportError> {
     check_account_life(store, account, month).await?;
     let report = compute(store, account, month, setting, MonthStatus::Finalized, now).await?;
-    let json = serde_json::to_string(&report).map_err(|e| StoreError::Database(e.to_string()))?;
+    let json = super::finalized::document(&report)?;
     let found = overusage::evaluate(&report, &store.licenses_of_account(account).await?);
     let notification = notify.then(|| super::notify::notification(&report, &found)).flatten();
     let key = month.to_string();

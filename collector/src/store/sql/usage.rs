@@ -102,6 +102,17 @@ impl UsageStore for Backend {
         MonthEvents(events).counts(self.month_devices(account, month).await?.count())
     }
 
+    async fn finalized_at(&self, account: &str, month: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let at: Option<String> =
+            sqlx::query_scalar("SELECT finalized_at FROM finalized_months WHERE account_id = $1 AND month = $2")
+                .bind(account)
+                .bind(month)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        at.map(|at| parse(&at, "finalized_at")).transpose()
+    }
+
     async fn finalized_report(
         &self,
         account: &str,

@@ -1,0 +1,161 @@
+//! A finalized month as it is read (R9): the document the engine saved, which never changes, and
+//! the overlays read beside it — when it was finalized, the buckets and events that arrived
+//! later, its over-usage with their resolutions.
+//!
+//! The document is saved without the overlays' fields ([`document`]), so the API serves its saved
+//! bytes with the overlays spliced in, never parsing it; an entity tag over the document and the
+//! overlays lets a client that has it ask again for nothing (`If-None-Match`, 304), and is
+//! computed from small reads without the document. A document saved before (with the overlays'
+//! fields at their first values), or a month with late events (whose figures come from the
+//! document's meters), is parsed and served as [`report::build`](super::report::build) makes it.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tally_common::kinds::LicenseKind;
+use tally_common::time::{Month, MonthWindowSetting, rfc3339};
+
+use super::document::{OverusageReport, UsageReport, WindowJson};
+use super::report::{self, ReportError};
+use crate::digest::sha256_hex;
+use crate::store::{Store, StoreError};
+
+/// The fields of a report that a finalized month's overlays give; never in its saved document.
+const OVERLAID: [&str; 4] = ["finalized_at", "late_buckets", "late_events", "overusage"];
+
+/// A report as the engine saves it when it finalizes the month: without the overlays' fields.
+pub fn document(report: &UsageReport) -> Result<String, StoreError> {
+    let unwritable = |e: serde_json::Error| StoreError::Database(format!("a report cannot be written as JSON: {e}"));
+    let mut value = serde_json::to_value(report).map_err(unwritable)?;
+    if let Some(fields) = value.as_object_mut() {
+        for field in OVERLAID {
+            fields.remove(field);
+        }
+    }
+    serde_json::to_string(&value).map_err(unwritable)
+}
+
+/// A finalized month's answer: its entity tag and, unless the client has it already, the body.
+#[derive(Debug)]
+pub struct Served {
+    /// A strong entity tag, quoted as the `ETag` header wants it.
+    pub etag: String,
+    /// The report as JSON ending with a newline; `None` when `If-None-Match` named the tag.
+    pub body: Option<Vec<u8>>,
+}
+
+/// What the overlays are made from, read without the document: the entity tag's input.
+#[derive(Serialize)]
+struct OverlayFacts<'a> {
+    account: &'a str,
+    month: Month,
+    finalized_at: String,
+    /// The month's late buckets, over the calendar month (the window is the document's).
+    late_buckets_in_month: u64,
+    late_events: Vec<(LicenseKind, u64)>,
+    late_lan_sightings: u64,
+    overusage: Vec<OverusageReport>,
+}
+
+/// `account`'s finalized `month` for the API, or `None` when the month is not finalized (its
+/// report is computed each time). `if_none_match` is the request's header, if any.
+pub async fn serve<S: Store>(
+    store: &S,
+    account: &str,
+    month: Month,
+    setting: MonthWindowSetting,
+    if_none_match: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Option<Served>, ReportError> {
+    let key = month.to_string();
+    let Some(finalized_at) = store.finalized_at(account, &key).await? else { return Ok(None) };
+    let calendar = month.window(MonthWindowSetting::Calendar);
+    let (late_buckets_in_month, late_events, late_lan_sightings, overusage) = tokio::try_join!(
+        store.late_buckets(account, &key, calendar.start_time(), calendar.end_time()),
+        store.events_received_after(account, &key, finalized_at),
+        store.lan_sightings_received_after(account, &key, finalized_at),
+        store.overusages(account, &key),
+    )?;
+    let facts = OverlayFacts {
+        account,
+        month,
+        finalized_at: rfc3339(finalized_at),
+        late_buckets_in_month,
+        late_events,
+        late_lan_sightings,
+        overusage: overusage.iter().map(OverusageReport::from).collect(),
+    };
+    let facts_json = serde_json::to_vec(&facts).map_err(|e| StoreError::Database(e.to_string()))?;
+    let etag = format!("\"{}\"", &sha256_hex(&facts_json)[..32]);
+    if if_none_match.is_some_and(|header| names_tag(header, &etag)) {
+        return Ok(Some(Served { etag, body: None }));
+    }
+    let body = match spliced(store, &facts, finalized_at).await? {
+        Some(body) => body,
+        None => {
+            let report = report::build(store, account, month, setting, now).await?;
+            let mut body = serde_json::to_vec(&report).map_err(|e| StoreError::Database(e.to_string()))?;
+            body.push(b'\n');
+            body
+        }
+    };
+    Ok(Some(Served { etag, body: Some(body) }))
+}
+
+/// Whether an `If-None-Match` header names `etag` (or is `*`).
+fn names_tag(header: &str, etag: &str) -> bool {
+    header.split(',').map(str::trim).any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
+}
+
+/// The saved document with the overlays spliced in, when that is how it can be served: a
+/// document saved without the overlays' fields, and no late event.
+async fn spliced<S: Store>(
+    store: &S,
+    facts: &OverlayFacts<'_>,
+    finalized_at: DateTime<Utc>,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    if !facts.late_events.is_empty() || facts.late_lan_sightings > 0 {
+        return Ok(None);
+    }
+    let key = facts.month.to_string();
+    let Some((_, document)) = store.finalized_report(facts.account, &key).await? else { return Ok(None) };
+    let document = document.trim_end();
+    // A document saved before the overlays were kept apart holds their fields (unescaped, a key
+    // of the report itself: text inside a string has its quotes escaped).
+    if OVERLAID.iter().any(|field| document.contains(&format!("\"{field}\":"))) || !document.ends_with('}') {
+        return Ok(None);
+    }
+    let Some(window) = window_of(document) else { return Ok(None) };
+    let late_buckets = match facts.late_buckets_in_month {
+        0 => 0,
+        _ => {
+            let (from, until) = (parsed_time(&window.start)?, parsed_time(&window.end)?);
+            store.late_buckets(facts.account, &key, from, until).await?
+        }
+    };
+    #[derive(Serialize)]
+    struct Overlays<'a> {
+        finalized_at: String,
+        late_buckets: u64,
+        overusage: &'a [OverusageReport],
+    }
+    let overlays = Overlays { finalized_at: rfc3339(finalized_at), late_buckets, overusage: &facts.overusage };
+    let overlays = serde_json::to_string(&overlays).map_err(|e| StoreError::Database(e.to_string()))?;
+    let mut body = Vec::with_capacity(document.len() + overlays.len() + 2);
+    body.extend_from_slice(&document.as_bytes()[..document.len() - 1]);
+    body.push(b',');
+    body.extend_from_slice(&overlays.as_bytes()[1..]);
+    body.push(b'\n');
+    Ok(Some(body))
+}
+
+/// The window a saved document was computed over, read from its `"window"` field without
+/// parsing the rest (the field comes near its start).
+fn window_of(document: &str) -> Option<WindowJson> {
+    let at = document.find("\"window\":")? + "\"window\":".len();
+    let mut fields = serde_json::Deserializer::from_str(&document[at..]);
+    serde::Deserialize::deserialize(&mut fields).ok()
+}
+
+fn parsed_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    text.parse().map_err(|_| StoreError::Corrupt(format!("a finalized report's window bound {text:?}")))
+}
