@@ -268,6 +268,42 @@ fn a_finalized_month_is_served_as_saved_with_an_etag_until_late_data_arrives() {
     assert_eq!(body.matches("\"late_buckets\":").count(), 1, "each field once: {body}");
 }
 
+/// A report's sites come a page at a time (`sites_limit`, `sites_after`), by site id, and
+/// together they are the whole report's; the pools and meters are always the whole account's.
+#[test]
+fn a_reports_sites_come_in_pages_and_its_totals_whole() {
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+    let c = load_golden_month(&format!("operator_token = \"{TOKEN}\""));
+    c.ok(&["engine", "--once"]);
+    let _serving = c.serve();
+    let http = c.http_address().to_string();
+    let whole = october(&c);
+    let mut sites = Vec::new();
+    let mut after: Option<String> = None;
+    let pages = loop {
+        let path = match &after {
+            None => "/v1/accounts/acme/usage?month=2026-10&sites_limit=1".to_owned(),
+            Some(a) => format!("/v1/accounts/acme/usage?month=2026-10&sites_limit=1&sites_after={a}"),
+        };
+        let (status, _, body) = tally_testkit::http::get(&http, &path, Some(TOKEN));
+        assert_eq!(status, 200, "{body}");
+        let page: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((&page["bandwidth_pool"], &page["meters"]), (&whole["bandwidth_pool"], &whole["meters"]));
+        assert_eq!(page["sites_page"]["before"], sites.len() as u64);
+        sites.extend(page["sites"].as_array().unwrap().iter().cloned());
+        match page["sites_page"]["next_after"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break page["sites_page"]["total"].as_u64().unwrap(),
+        }
+    };
+    assert_eq!(Value::from(sites), whole["sites"], "the pages together");
+    assert!(pages > 1, "{pages} sites");
+    let (status, _, body) =
+        tally_testkit::http::get(&http, "/v1/accounts/acme/usage?month=2026-10&sites_limit=0", Some(TOKEN));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("sites_limit") && body.contains("from 1 to 1000"), "{body}");
+}
+
 #[test]
 fn an_unknown_account_or_a_bad_month_is_a_clear_error() {
     let c = Collector::new();

@@ -235,9 +235,12 @@ fn month_of(query: &HashMap<String, String>) -> Result<Month, Problem> {
 
 /// `GET /v1/accounts/{account}/usage?month=YYYY-MM`: the usage report (Contract). A finalized
 /// month carries an `ETag` over its saved document and what arrived since; asked again with it in
-/// `If-None-Match`, the answer is 304 and no body.
+/// `If-None-Match`, the answer is 304 and no body. `sites_limit` and `sites_after` page the
+/// sites (a paged report has no ETag).
 #[utoipa::path(get, path = "/v1/accounts/{account}/usage", tag = "usage",
     params(("account" = String, Path), ("month" = Month, Query, description = "YYYY-MM"),
+        ("sites_limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "a page of this many sites (by id); the pools and meters stay the whole account's"),
+        ("sites_after" = Option<String>, Query, description = "the page's sites come after this site id (the previous page's `sites_page.next_after`)"),
         ("If-None-Match" = Option<String>, Header, description = "the ETag of a finalized month's report the client holds")),
     responses(
         (status = 200, body = UsageReport, headers(("ETag" = String, description = "a finalized month's: its report and what arrived since"))),
@@ -252,8 +255,15 @@ async fn usage<S: Store + 'static>(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let month = month_of(&query)?;
+    let page = sites_page_of(&query)?;
     visible_account(&*api.store, &caller, &account).await?;
     let now = crate::clock::now();
+    if let Some((after, limit)) = page {
+        let mut report =
+            report::build(&*api.store, &account, month, api.month_window, now).await.map_err(report_problem)?;
+        report.page_sites(after.as_deref(), limit);
+        return Ok(Json(report).into_response());
+    }
     let if_none_match = headers.get(axum::http::header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
     let served = finalized::serve(&*api.store, &account, month, api.month_window, if_none_match, now)
         .await
@@ -268,6 +278,26 @@ async fn usage<S: Store + 'static>(
         None => (StatusCode::NOT_MODIFIED, etag).into_response(),
         Some(body) => (etag, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
     })
+}
+
+/// The most sites a page of a usage report holds.
+const MAX_SITES_PAGE: usize = 1_000;
+
+/// `sites_after` and `sites_limit`, when either is given: the page of sites asked for.
+fn sites_page_of(query: &HashMap<String, String>) -> Result<Option<(Option<String>, usize)>, Problem> {
+    let after = query.get("sites_after").cloned();
+    let limit = match query.get("sites_limit") {
+        None if after.is_none() => return Ok(None),
+        None => MAX_SITES_PAGE,
+        Some(limit) => match limit.parse::<usize>() {
+            Ok(n) if (1..=MAX_SITES_PAGE).contains(&n) => n,
+            _ => {
+                let said = format!("a whole number of sites from 1 to {MAX_SITES_PAGE}, not {limit:?}");
+                return Err(Problem::bad_request(vec![FieldError::new("sites_limit", said)]));
+            }
+        },
+    };
+    Ok(Some((after, limit)))
 }
 
 /// An unknown account, or a month before its life (R28), is a 404.

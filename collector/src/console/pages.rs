@@ -100,6 +100,27 @@ pub(super) struct MonthQuery {
     month: Option<String>,
 }
 
+/// The usage page's query: the month, and the page of sites after a site id.
+#[derive(Debug, Deserialize)]
+pub(super) struct UsageQuery {
+    #[serde(flatten)]
+    month: MonthQuery,
+    sites_after: Option<String>,
+}
+
+/// Sites a usage page lists at a time: the account's totals and pools are always whole.
+const SITES_PER_PAGE: usize = 100;
+
+/// Which of the account's sites a usage page lists, when it does not list them all.
+struct SitesPager {
+    /// "Sites 101 to 200 of 1,000", in words.
+    said: String,
+    /// The page lists not the first sites: a link back to them.
+    later: bool,
+    /// The next page's `sites_after`.
+    next_after: Option<String>,
+}
+
 impl MonthQuery {
     /// The month asked for (400 naming the parameter when it is not `YYYY-MM`), or this one.
     pub(super) fn month(&self) -> Result<Month, PageError> {
@@ -216,6 +237,9 @@ struct UsagePage {
     window_setting: String,
     pools: Vec<PoolView>,
     sites: Vec<SiteView>,
+    /// Shown when the sites take more than one page.
+    pager: Option<SitesPager>,
+    sites_per_page: usize,
     meters: Vec<MeterView>,
     overusage: Vec<OverusageView>,
     /// What arrived after the month was finalized: stored, not billed (R9, R33).
@@ -237,11 +261,25 @@ pub(super) async fn usage<S: Store + 'static>(
     State(console): State<Console<S>>,
     signed: Signed,
     Path(account): Path<String>,
-    Query(query): Query<MonthQuery>,
+    Query(query): Query<UsageQuery>,
 ) -> Result<Response, PageError> {
-    let month = query.month()?;
+    let month = query.month.month()?;
     let found = visible_account(&*console.store, &signed.caller, &account).await?;
-    let report = report_of(&console, &signed, &account, month).await?;
+    let mut report = report_of(&console, &signed, &account, month).await?;
+    report.page_sites(query.sites_after.as_deref(), SITES_PER_PAGE);
+    let pager = report.sites_page.as_ref().filter(|p| p.total > SITES_PER_PAGE as u64 || p.before > 0).map(|p| {
+        let shown = report.sites.iter().map(|s| &s.site).collect::<std::collections::BTreeSet<_>>().len() as u64;
+        SitesPager {
+            said: format!(
+                "Sites {} to {} of {}",
+                words::count(p.before + shown.min(1)),
+                words::count(p.before + shown),
+                words::count(p.total)
+            ),
+            later: p.before > 0,
+            next_after: p.next_after.clone(),
+        }
+    });
     let pools = report
         .bandwidth_pool
         .iter()
@@ -404,6 +442,8 @@ pub(super) async fn usage<S: Store + 'static>(
         month,
         pools,
         sites,
+        pager,
+        sites_per_page: SITES_PER_PAGE,
         meters,
         overusage,
         late: (report.late_buckets > 0 || !report.late_events.is_empty()).then(|| LateView {

@@ -124,6 +124,19 @@ pub(super) fn site_type(site_type: SiteType) -> &'static str {
     }
 }
 
+/// A count with its thousands separated: `1,000`.
+pub(super) fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut said = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            said.push(',');
+        }
+        said.push(digit);
+    }
+    said
+}
+
 pub(super) fn country(code: tally_common::region::CountryCode) -> String {
     REGIONS.name_of(code).map_or_else(|| code.to_string(), str::to_owned)
 }

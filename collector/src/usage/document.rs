@@ -2,7 +2,7 @@
 //! `GET /v1/accounts/{account}/usage`, saved as it is when a month is finalized (R9). Types only:
 //! [`super::report`] builds it, [`super::overusage`] and [`super::notify`] read it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::terms::TermReport;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
@@ -81,6 +81,38 @@ pub struct UsageReport {
     /// other, with the licenses that end with it; absent between terms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contract_term: Option<TermReport>,
+    /// When `sites` holds one page of the account's sites (`sites_limit`, `sites_after`): which.
+    /// The pools and meters are always the whole account's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sites_page: Option<SitesPage>,
+}
+
+/// One page of a report's sites, by site id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SitesPage {
+    /// The account's sites in the report.
+    pub total: u64,
+    /// The sites before this page.
+    pub before: u64,
+    /// The last site of this page, to ask for the next one with (`sites_after`); absent on the
+    /// last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
+}
+
+impl UsageReport {
+    /// Keeps `limit` sites after site `after` (an id; the first ones without it), and says which
+    /// in [`sites_page`](Self::sites_page). A site in two region groups this month is one site
+    /// with both its entries.
+    pub fn page_sites(&mut self, after: Option<&str>, limit: usize) {
+        let ids: Vec<&str> = self.sites.iter().map(|s| s.site.as_str()).collect::<BTreeSet<_>>().into_iter().collect();
+        let before = after.map_or(0, |after| ids.partition_point(|id| *id <= after));
+        let kept: BTreeSet<String> = ids.iter().skip(before).take(limit).map(|id| (*id).to_owned()).collect();
+        let next_after = (before + kept.len() < ids.len()).then(|| kept.last().cloned()).flatten();
+        let total = ids.len() as u64;
+        self.sites.retain(|s| kept.contains(&s.site));
+        self.sites_page = Some(SitesPage { total, before: before as u64, next_after });
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -281,5 +313,44 @@ impl From<&Overusage> for OverusageReport {
                 at: tally_common::time::rfc3339(r.at),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(sites: &[(&str, &str)]) -> UsageReport {
+        let sites: Vec<serde_json::Value> = sites
+            .iter()
+            .map(|(site, group)| serde_json::json!({"site": site, "region_group": group, "days": []}))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "account": "acme", "month": "2026-10", "status": "finalized",
+            "window": {"start": "2026-10-01T00:00:00Z", "end": "2026-10-31T00:00:00Z", "setting": "article"},
+            "bandwidth_pool": [], "sites": sites, "meters": [], "generated_at": "2026-11-16T12:00:00Z",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn sites_are_paged_by_id_a_site_in_two_groups_once() {
+        let sites = [("a", "group1"), ("b", "group1"), ("b", "china"), ("c", "group1"), ("d", "group2")];
+        let page = |after: Option<&str>, limit| {
+            let mut r = report(&sites);
+            r.page_sites(after, limit);
+            let ids: Vec<String> = r.sites.iter().map(|s| format!("{}:{}", s.site, s.region_group.as_str())).collect();
+            (ids, r.sites_page.unwrap())
+        };
+        let (ids, p) = page(None, 2);
+        assert_eq!(ids, ["a:group1", "b:group1", "b:china"]);
+        assert_eq!((p.total, p.before, p.next_after.as_deref()), (4, 0, Some("b")));
+        let (ids, p) = page(Some("b"), 2);
+        assert_eq!(ids, ["c:group1", "d:group2"]);
+        assert_eq!((p.total, p.before, p.next_after), (4, 2, None), "the last page");
+        let (ids, p) = page(Some("bb"), 10);
+        assert_eq!((ids.len(), p.before), (2, 2), "after an id that is no site's");
+        let (ids, p) = page(Some("z"), 10);
+        assert_eq!((ids.len(), p.before, p.next_after), (0, 4, None), "past the end");
     }
 }

@@ -276,6 +276,7 @@ async fn compute<S: Store>(
         overusage: Vec::new(),
         open_from: calendar.contains(today).then_some(today),
         contract_term: term_report(&terms, &licenses, if calendar.contains(today) { today } else { month.last_day() }),
+        sites_page: None,
     })
 }
 
