@@ -849,3 +849,57 @@ fn wrong_tokens_are_slowed_down_per_client_address() {
     assert!(body.contains("too many wrong tokens from this address"), "{body}");
     assert_eq!(bearer("192.0.2.45", &token).0, 200);
 }
+
+/// An account of more sites than a page lists: its usage page lists 100 at a time by site,
+/// says which in words, and links to the next and back to the first.
+#[test]
+fn a_usage_page_lists_a_hundred_sites_at_a_time() {
+    let c = Collector::with_config("").at(MID_NOVEMBER_2026);
+    c.ok(&args("account add --id many --name Many"));
+    let site = |n: usize| tally_collector::store::Site {
+        id: format!("m{n:03}"),
+        account: "many".into(),
+        name: format!("Branch {n}"),
+        country: "US".parse().unwrap(),
+        region_group: tally_common::region::RegionGroup::Group1,
+        site_type: tally_common::kinds::SiteType::Socket,
+        cap_bps: None,
+    };
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use tally_collector::store::AccountStore;
+        match &c.database_url {
+            Some(url) => {
+                let store = tally_collector::store::postgres::PgStore::open(url).await.unwrap();
+                for n in 0..105 {
+                    store.add_site(&site(n)).await.unwrap();
+                }
+            }
+            None => {
+                let store = tally_collector::store::sqlite::SqliteStore::open(&c.data_file("tally.db")).await.unwrap();
+                for n in 0..105 {
+                    store.add_site(&site(n)).await.unwrap();
+                }
+            }
+        }
+    });
+    let token = c.ok(&args("token create --role customer --account many")).trim().to_owned();
+    let (_serving, http) = serve(&c);
+    let (_, cookie) = sign_in(&http, &token);
+    let rows = |page: &str| page.matches("<tr data-site=").count();
+
+    let (status, _, first) = with_cookie(&http, "GET", "/accounts/many/usage?month=2026-11", &cookie, "");
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(rows(&first), 100);
+    assert!(first.contains("Sites 1 to 100 of 105."), "{first}");
+    assert!(first.contains("<tr data-site=\"m099\">") && !first.contains("<tr data-site=\"m100\">"));
+    let next = "/accounts/many/usage?month=2026-11&amp;sites_after=m099";
+    assert!(first.contains(&format!("<a href=\"{next}\">Next 100 sites →</a>")), "{first}");
+    assert!(!first.contains("First 100 sites"));
+
+    let (status, _, last) = with_cookie(&http, "GET", &next.replace("&amp;", "&"), &cookie, "");
+    assert_eq!(status, 200, "{last}");
+    assert_eq!(rows(&last), 5);
+    assert!(last.contains("Sites 101 to 105 of 105."), "{last}");
+    assert!(last.contains("<a href=\"/accounts/many/usage?month=2026-11\">First 100 sites</a>"), "{last}");
+    assert!(!last.contains("Next 100 sites"));
+}
