@@ -25,7 +25,7 @@ bench "usage engine (SITES=300 ACCOUNTS=10)" \
   env SITES=300 ACCOUNTS=10 cargo test --locked -q --workspace --bench usage
 bench "storm (STORM_AGENTS=100 STORM_RUNS=1 STEADY_AGENTS=200 STEADY_SECONDS=5)" \
   env STORM_AGENTS=100 STORM_RUNS=1 STEADY_AGENTS=200 STEADY_SECONDS=5 cargo test --locked -q --workspace --bench storm
-bench "console pages (SITES=100 RUNS=20)" env SITES=100 RUNS=20 cargo test --locked -q --workspace --bench console
+bench "console pages (SITES=10 RUNS=20, both stores)" env SITES=10 RUNS=20 cargo test --locked -q --workspace --bench console
 bench "orders API (DURATION=2)" env DURATION=2 CONNECTIONS=8 bench/orders.sh
 bench "import-buckets (ROWS=20000)" env ROWS=20000 bench/import.sh
 bench "agent (DURATION=20)" env DURATION=20 bench/agent.sh
