@@ -232,12 +232,14 @@ fn bench_on(database_url: Option<&str>, sites: usize, runs: usize) -> anyhow::Re
         let api = "/v1/accounts/big/usage?month=2026-10";
         measure(&http, &cookie, &format!("the API's usage report (JSON), {sites} sites"), api, fresh, runs)?;
         let (_, head, _, _) = get(&http, api, &cookie, "")?;
-        let etag = head
-            .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("etag: ").map(str::to_owned))
-            .ok_or_else(|| anyhow::anyhow!("a finalized month without an ETag: {head}"))?;
-        let held = format!("If-None-Match: {etag}\r\n");
-        measure(&http, &cookie, "the same, asked again with its ETag (304)", api, (&held, 304), runs)?;
+        // (A collector from before issue 32 has no ETag: the bench runs against it too.)
+        match head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("etag: ").map(str::to_owned)) {
+            Some(etag) => {
+                let held = format!("If-None-Match: {etag}\r\n");
+                measure(&http, &cookie, "the same, asked again with its ETag (304)", api, (&held, 304), runs)?;
+            }
+            None => println!("the same, asked again with its ETag: no ETag"),
+        }
         measure(&http, &cookie, "site-day page", "/accounts/big/sites/s00000/days/2026-10-15", fresh, runs)?;
         let name = format!("usage page, {hundred} sites");
         measure(&http, &cookie, &name, "/accounts/hundred/usage?month=2026-10", fresh, runs)?;
