@@ -48,6 +48,8 @@ pub struct Console<S> {
     pub(crate) webhook_targets: crate::webhook_target::WebhookTargets,
     /// Where a sign-in may come from, and when its cookie is `Secure`.
     exposure: crate::https::Exposure,
+    /// Finalized months' documents parsed lately (each page renders one).
+    parsed: Arc<crate::usage::finalized::Parsed>,
 }
 
 impl<S> Clone for Console<S> {
@@ -59,6 +61,7 @@ impl<S> Clone for Console<S> {
             wrong_tokens: self.wrong_tokens.clone(),
             webhook_targets: self.webhook_targets.clone(),
             exposure: self.exposure.clone(),
+            parsed: self.parsed.clone(),
         }
     }
 }
@@ -79,6 +82,7 @@ impl<S: Store + 'static> Console<S> {
             wrong_tokens: Arc::new(crate::throttle::WrongTokens::new(config.wrong_tokens_per_minute)),
             webhook_targets: crate::webhook_target::WebhookTargets::new(config.webhook_allowed_networks.clone()),
             exposure: config.exposure.clone(),
+            parsed: Default::default(),
         }
     }
 

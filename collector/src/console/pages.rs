@@ -142,7 +142,8 @@ pub(super) async fn report_of<S: Store>(
 ) -> Result<UsageReport, PageError> {
     visible_account(&*console.store, &signed.caller, account).await?;
     let now = crate::clock::now();
-    let built = report::build(&*console.store, account, month, console.month_window, now).await;
+    let built =
+        report::build_keeping(&*console.store, Some(&console.parsed), account, month, console.month_window, now).await;
     Ok(built.map_err(crate::api::report_problem)?)
 }
 

@@ -8,6 +8,12 @@
 //! computed from small reads without the document. A document saved before (with the overlays'
 //! fields at their first values), or a month with late events (whose figures come from the
 //! document's meters), is parsed and served as [`report::build`](super::report::build) makes it.
+//!
+//! What parses documents to render them (the console) keeps the last few parsed in [`Parsed`]:
+//! a document never changes, so a parse holds as long as the month's finalization does.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -158,4 +164,62 @@ fn window_of(document: &str) -> Option<WindowJson> {
 
 fn parsed_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
     text.parse().map_err(|_| StoreError::Corrupt(format!("a finalized report's window bound {text:?}")))
+}
+
+/// Documents parsed lately, each by account, month and the time it was finalized (which names it:
+/// a month is finalized once). Bounded: the last [`Parsed::KEPT`] read.
+#[derive(Debug, Default)]
+pub struct Parsed(Mutex<VecDeque<(Key, Arc<UsageReport>)>>);
+
+type Key = (String, Month, DateTime<Utc>);
+
+impl Parsed {
+    /// Documents kept: a 1,000-site month is a few MiB parsed.
+    pub const KEPT: usize = 4;
+
+    /// The document of `account`'s `month` finalized at `at`, parsed, if it was lately.
+    pub fn get(&self, account: &str, month: Month, at: DateTime<Utc>) -> Option<Arc<UsageReport>> {
+        let kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        kept.iter().find(|((a, m, t), _)| a == account && *m == month && *t == at).map(|(_, r)| r.clone())
+    }
+
+    /// Keeps a parsed document, forgetting the oldest beyond [`Parsed::KEPT`].
+    pub fn keep(&self, account: &str, month: Month, at: DateTime<Utc>, document: Arc<UsageReport>) {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        kept.retain(|((a, m, _), _)| !(a == account && *m == month));
+        kept.push_back(((account.to_owned(), month, at), document));
+        while kept.len() > Self::KEPT {
+            kept.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parsed_documents_are_found_by_their_finalization_and_the_oldest_forgotten() {
+        let document: UsageReport = serde_json::from_value(serde_json::json!({
+            "account": "acme", "month": "2026-10", "status": "finalized",
+            "window": {"start": "2026-10-01T00:00:00Z", "end": "2026-10-31T00:00:00Z", "setting": "article"},
+            "bandwidth_pool": [], "sites": [], "meters": [], "generated_at": "2026-11-16T12:00:00Z",
+        }))
+        .unwrap();
+        let (document, at) = (Arc::new(document), DateTime::<Utc>::from_timestamp(1_790_000_000, 0).unwrap());
+        let month = |m: u32| Month::new(2026, m).unwrap();
+        let parsed = Parsed::default();
+        parsed.keep("acme", month(10), at, document.clone());
+        assert!(parsed.get("acme", month(10), at).is_some());
+        assert!(
+            parsed.get("acme", month(10), at + chrono::TimeDelta::milliseconds(1)).is_none(),
+            "another finalization"
+        );
+        assert!(parsed.get("other", month(10), at).is_none());
+        for m in 1..=Parsed::KEPT as u32 {
+            parsed.keep("acme", month(m), at, document.clone());
+        }
+        assert!(parsed.get("acme", month(10), at).is_none(), "the oldest forgotten");
+        assert!(parsed.get("acme", month(1), at).is_some());
+    }
 }

@@ -60,13 +60,38 @@ pub async fn build<S: Store>(
     setting: MonthWindowSetting,
     now: DateTime<Utc>,
 ) -> Result<UsageReport, ReportError> {
+    build_keeping(store, None, account, month, setting, now).await
+}
+
+/// [`build`], a finalized month's document parsed once while `parsed` keeps it.
+pub async fn build_keeping<S: Store>(
+    store: &S,
+    parsed: Option<&super::finalized::Parsed>,
+    account: &str,
+    month: Month,
+    setting: MonthWindowSetting,
+    now: DateTime<Utc>,
+) -> Result<UsageReport, ReportError> {
     check_account_life(store, account, month).await?;
     let key = month.to_string();
-    let Some((finalized_at, saved)) = store.finalized_report(account, &key).await? else {
+    let Some(finalized_at) = store.finalized_at(account, &key).await? else {
         return compute(store, account, month, setting, MonthStatus::unsaved(month, now), now).await;
     };
-    let mut report: UsageReport = serde_json::from_str(&saved)
-        .map_err(|e| StoreError::Corrupt(format!("the finalized report of {account} {key}: {e}")))?;
+    let kept = parsed.and_then(|p| p.get(account, month, finalized_at));
+    let mut report = match kept {
+        Some(document) => UsageReport::clone(&document),
+        None => {
+            let Some((finalized_at, saved)) = store.finalized_report(account, &key).await? else {
+                return compute(store, account, month, setting, MonthStatus::unsaved(month, now), now).await;
+            };
+            let document: UsageReport = serde_json::from_str(&saved)
+                .map_err(|e| StoreError::Corrupt(format!("the finalized report of {account} {key}: {e}")))?;
+            if let Some(parsed) = parsed {
+                parsed.keep(account, month, finalized_at, std::sync::Arc::new(document.clone()));
+            }
+            document
+        }
+    };
     let window = report_window(&report).unwrap_or(month.window(setting));
     report.late_buckets = store.late_buckets(account, &key, window.start_time(), window.end_time()).await?;
     report.late_events = late_events(store, &report, finalized_at).await?;
