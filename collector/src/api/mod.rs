@@ -265,18 +265,18 @@ async fn usage<S: Store + 'static>(
         return Ok(Json(report).into_response());
     }
     let if_none_match = headers.get(axum::http::header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
-    let served = finalized::serve(&*api.store, &account, month, api.month_window, if_none_match, now)
-        .await
-        .map_err(report_problem)?;
+    let served = finalized::serve(&*api.store, &account, month, if_none_match).await.map_err(internal)?;
+    let built = async || report::build(&*api.store, &account, month, api.month_window, now).await;
     let Some(served) = served else {
-        let report =
-            report::build(&*api.store, &account, month, api.month_window, now).await.map_err(report_problem)?;
-        return Ok(Json(report).into_response());
+        return Ok(Json(built().await.map_err(report_problem)?).into_response());
     };
     let etag = [(axum::http::header::ETAG, served.etag)];
     Ok(match served.body {
-        None => (StatusCode::NOT_MODIFIED, etag).into_response(),
-        Some(body) => (etag, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
+        finalized::Body::Unchanged => (StatusCode::NOT_MODIFIED, etag).into_response(),
+        finalized::Body::Saved(body) => {
+            (etag, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        finalized::Body::Parse => (etag, Json(built().await.map_err(report_problem)?)).into_response(),
     })
 }
 

@@ -7,7 +7,7 @@
 //! overlays lets a client that has it ask again for nothing (`If-None-Match`, 304), and is
 //! computed from small reads without the document. A document saved before (with the overlays'
 //! fields at their first values), or a month with late events (whose figures come from the
-//! document's meters), is parsed and served as [`report::build`](super::report::build) makes it.
+//! document's meters), is parsed: served as [`report::build`](super::report::build) makes it.
 //!
 //! What parses documents to render them (the console) keeps the last few parsed in [`Parsed`]:
 //! a document never changes, so a parse holds as long as the month's finalization does.
@@ -21,7 +21,6 @@ use tally_common::kinds::LicenseKind;
 use tally_common::time::{Month, MonthWindowSetting, rfc3339};
 
 use super::document::{OverusageReport, UsageReport, WindowJson};
-use super::report::{self, ReportError};
 use crate::digest::sha256_hex;
 use crate::store::{Store, StoreError};
 
@@ -40,13 +39,22 @@ pub fn document(report: &UsageReport) -> Result<String, StoreError> {
     serde_json::to_string(&value).map_err(unwritable)
 }
 
-/// A finalized month's answer: its entity tag and, unless the client has it already, the body.
+/// A finalized month's answer: its entity tag and what to send.
 #[derive(Debug)]
 pub struct Served {
     /// A strong entity tag, quoted as the `ETag` header wants it.
     pub etag: String,
-    /// The report as JSON ending with a newline; `None` when `If-None-Match` named the tag.
-    pub body: Option<Vec<u8>>,
+    pub body: Body,
+}
+
+#[derive(Debug)]
+pub enum Body {
+    /// `If-None-Match` named the tag: nothing.
+    Unchanged,
+    /// The report as JSON ending with a newline.
+    Saved(Vec<u8>),
+    /// The document is to be parsed: the report as `report::build` makes it.
+    Parse,
 }
 
 /// What the overlays are made from, read without the document: the entity tag's input.
@@ -68,10 +76,8 @@ pub async fn serve<S: Store>(
     store: &S,
     account: &str,
     month: Month,
-    setting: MonthWindowSetting,
     if_none_match: Option<&str>,
-    now: DateTime<Utc>,
-) -> Result<Option<Served>, ReportError> {
+) -> Result<Option<Served>, StoreError> {
     let key = month.to_string();
     let Some(finalized_at) = store.finalized_at(account, &key).await? else { return Ok(None) };
     let calendar = month.window(MonthWindowSetting::Calendar);
@@ -92,19 +98,11 @@ pub async fn serve<S: Store>(
     };
     let facts_json = serde_json::to_vec(&facts).map_err(|e| StoreError::Database(e.to_string()))?;
     let etag = format!("\"{}\"", &sha256_hex(&facts_json)[..32]);
-    if if_none_match.is_some_and(|header| names_tag(header, &etag)) {
-        return Ok(Some(Served { etag, body: None }));
-    }
-    let body = match spliced(store, &facts, finalized_at).await? {
-        Some(body) => body,
-        None => {
-            let report = report::build(store, account, month, setting, now).await?;
-            let mut body = serde_json::to_vec(&report).map_err(|e| StoreError::Database(e.to_string()))?;
-            body.push(b'\n');
-            body
-        }
+    let body = match if_none_match.is_some_and(|header| names_tag(header, &etag)) {
+        true => Body::Unchanged,
+        false => spliced(store, &facts, finalized_at).await?.map_or(Body::Parse, Body::Saved),
     };
-    Ok(Some(Served { etag, body: Some(body) }))
+    Ok(Some(Served { etag, body }))
 }
 
 /// Whether an `If-None-Match` header names `etag` (or is `*`).
