@@ -63,6 +63,14 @@ async fn cap_records(conn: &mut Conn, rows: &[(&str, Measured)]) -> Result<HashM
     Ok(records)
 }
 
+/// Runs `statement`, whose `{}` is where `rows` are read as the table `batch`, with `first` as its
+/// first parameters (`$1`…) and the rows after them; returns the rows it changed.
+async fn execute_with_rows(conn: &mut Conn, statement: &str, first: &[&str], rows: &Rows) -> Result<u64, StoreError> {
+    let statement = statement.replacen("{}", &source(rows, first.len() + 1), 1);
+    let done = sqlx::query_with(AssertSqlSafe(statement), arguments(first, rows)?).execute(conn).await.map_err(db)?;
+    Ok(done.rows_affected())
+}
+
 /// `first` followed by `rows`, a statement's arguments.
 fn arguments(first: &[&str], rows: &Rows) -> Result<Args, StoreError> {
     let mut args = Args::default();
@@ -123,24 +131,16 @@ pub(super) async fn merge(conn: &mut Conn, rows: &[(&str, Measured)]) -> Result<
         let buckets = keys
             .ints("max_bps", chunk.iter().map(|(_, (max_bps, _))| *max_bps))
             .ints("samples", chunk.iter().map(|(_, (_, samples))| *samples));
-        sqlx::query_with(
-            AssertSqlSafe(format!(
-                concat!(
-                    "INSERT INTO buckets (site_id, bucket_start, max_bps, samples, received_at, last_received_at)
-                     SELECT site, start, max_bps, samples, $1, $1 FROM {} WHERE true
-                     ON CONFLICT (site_id, bucket_start) DO UPDATE SET max_bps = ",
-                    greatest!("buckets.max_bps", "excluded.max_bps"),
-                    ", samples = ",
-                    greatest!("buckets.samples", "excluded.samples"),
-                    ", last_received_at = excluded.last_received_at"
-                ),
-                source(&buckets, 2)
-            )),
-            arguments(&[received.as_str()], &buckets)?,
-        )
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+        const MERGE: &str = concat!(
+            "INSERT INTO buckets (site_id, bucket_start, max_bps, samples, received_at, last_received_at)
+             SELECT site, start, max_bps, samples, $1, $1 FROM {} WHERE true
+             ON CONFLICT (site_id, bucket_start) DO UPDATE SET max_bps = ",
+            greatest!("buckets.max_bps", "excluded.max_bps"),
+            ", samples = ",
+            greatest!("buckets.samples", "excluded.samples"),
+            ", last_received_at = excluded.last_received_at"
+        );
+        execute_with_rows(&mut *conn, MERGE, &[received.as_str()], &buckets).await?;
         stats.inserted += to_u64(chunk.len() as i64 - stored, "count")?;
         stats.merged += to_u64(stored, "count")?;
 
@@ -151,17 +151,9 @@ pub(super) async fn merge(conn: &mut Conn, rows: &[(&str, Measured)]) -> Result<
         let days = Rows::default()
             .texts("site", days.iter().map(|(site, _)| site))
             .texts("day", days.iter().map(|(_, day)| day));
-        sqlx::query_with(
-            AssertSqlSafe(format!(
-                "INSERT INTO dirty_days (site_id, day, generation) SELECT site, day, 1 FROM {} WHERE true
-                 ON CONFLICT (site_id, day) DO UPDATE SET generation = dirty_days.generation + 1",
-                source(&days, 1)
-            )),
-            arguments(&[], &days)?,
-        )
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+        const MARK_DIRTY: &str = "INSERT INTO dirty_days (site_id, day, generation) SELECT site, day, 1 FROM {} WHERE true
+            ON CONFLICT (site_id, day) DO UPDATE SET generation = dirty_days.generation + 1";
+        execute_with_rows(&mut *conn, MARK_DIRTY, &[], &days).await?;
     }
     note_late(&mut *conn, merged.iter().map(|(key, _)| *key)).await?;
     let over: Vec<_> = over.into_iter().collect();
@@ -171,22 +163,14 @@ pub(super) async fn merge(conn: &mut Conn, rows: &[(&str, Measured)]) -> Result<
             .ints("start", chunk.iter().map(|((_, start), _)| *start))
             .ints("max_bps", chunk.iter().map(|(_, (max_bps, _))| *max_bps))
             .ints("cap_bps", chunk.iter().map(|(_, (_, cap))| *cap));
-        sqlx::query_with(
-            AssertSqlSafe(format!(
-                concat!(
-                    "INSERT INTO enforcement_violations (site_id, bucket_start, max_bps, cap_bps, recorded_at)
-                     SELECT site, start, max_bps, cap_bps, $1 FROM {} WHERE true
-                     ON CONFLICT (site_id, bucket_start) DO UPDATE SET max_bps = ",
-                    greatest!("enforcement_violations.max_bps", "excluded.max_bps"),
-                    ", cap_bps = excluded.cap_bps"
-                ),
-                source(&violations, 2)
-            )),
-            arguments(&[received.as_str()], &violations)?,
-        )
-        .execute(&mut *conn)
-        .await
-        .map_err(db)?;
+        const RECORD_VIOLATIONS: &str = concat!(
+            "INSERT INTO enforcement_violations (site_id, bucket_start, max_bps, cap_bps, recorded_at)
+             SELECT site, start, max_bps, cap_bps, $1 FROM {} WHERE true
+             ON CONFLICT (site_id, bucket_start) DO UPDATE SET max_bps = ",
+            greatest!("enforcement_violations.max_bps", "excluded.max_bps"),
+            ", cap_bps = excluded.cap_bps"
+        );
+        execute_with_rows(&mut *conn, RECORD_VIOLATIONS, &[received.as_str()], &violations).await?;
     }
     Ok(stats)
 }
@@ -237,17 +221,9 @@ async fn note_late<'a>(conn: &mut Conn, keys: impl Iterator<Item = (&'a str, i64
         .texts("month", late.iter().map(|(_, month, ..)| month))
         .texts("site", late.iter().map(|(_, _, site, _)| site))
         .ints("start", late.iter().map(|(.., start)| *start));
-    sqlx::query_with(
-        AssertSqlSafe(format!(
-            "INSERT INTO late_buckets (account_id, month, site_id, bucket_start)
-             SELECT account, month, site, start FROM {} WHERE true ON CONFLICT DO NOTHING",
-            source(&rows, 1)
-        )),
-        arguments(&[], &rows)?,
-    )
-    .execute(conn)
-    .await
-    .map_err(db)?;
+    const NOTE_LATE: &str = "INSERT INTO late_buckets (account_id, month, site_id, bucket_start)
+        SELECT account, month, site, start FROM {} WHERE true ON CONFLICT DO NOTHING";
+    execute_with_rows(conn, NOTE_LATE, &[], &rows).await?;
     Ok(())
 }
 
@@ -372,50 +348,26 @@ impl BucketStore for Backend {
                 .texts("day", chunk.iter().map(|(d, _)| d.day))
                 .ints("p95_bps", chunk.iter().map(|(_, p)| to_i64(p.p95_bps, "p95")).collect::<Result<Vec<_>, _>>()?)
                 .ints("present", chunk.iter().map(|(_, p)| i64::from(p.buckets_present)));
-            sqlx::query_with(
-                AssertSqlSafe(format!(
-                    "INSERT INTO site_days (site_id, day, p95_bps, buckets_present, computed_at)
-                     SELECT site, day, p95_bps, present, $1 FROM {} WHERE true
-                     ON CONFLICT (site_id, day) DO UPDATE SET
-                         p95_bps = excluded.p95_bps, buckets_present = excluded.buckets_present,
-                         computed_at = excluded.computed_at",
-                    source(&site_days, 2)
-                )),
-                arguments(&[computed.as_str()], &site_days)?,
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+            const SAVE_DAYS: &str = "INSERT INTO site_days (site_id, day, p95_bps, buckets_present, computed_at)
+                SELECT site, day, p95_bps, present, $1 FROM {} WHERE true
+                ON CONFLICT (site_id, day) DO UPDATE SET
+                p95_bps = excluded.p95_bps, buckets_present = excluded.buckets_present,
+                computed_at = excluded.computed_at";
+            execute_with_rows(&mut tx, SAVE_DAYS, &[computed.as_str()], &site_days).await?;
             // Clear each mark only if no merge bumped its generation meanwhile. (The CTE lets
             // SQLite look each key up; `IN (VALUES ...)` scans the whole table.)
             let done = Rows::default()
                 .texts("site", chunk.iter().map(|(d, _)| &d.site))
                 .texts("day", chunk.iter().map(|(d, _)| d.day))
                 .ints("generation", chunk.iter().map(|(d, _)| d.generation));
-            sqlx::query_with(
-                AssertSqlSafe(format!(
-                    "WITH done AS (SELECT site, day, generation FROM {})
-                     DELETE FROM dirty_days WHERE (site_id, day, generation) IN (SELECT site, day, generation FROM done)",
-                    source(&done, 1)
-                )),
-                arguments(&[], &done)?,
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+            const CLEAR_MARKS: &str = "WITH done AS (SELECT site, day, generation FROM {})
+                DELETE FROM dirty_days WHERE (site_id, day, generation) IN (SELECT site, day, generation FROM done)";
+            execute_with_rows(&mut tx, CLEAR_MARKS, &[], &done).await?;
             // The marks left changed meanwhile: free for the next pass at once.
-            sqlx::query_with(
-                AssertSqlSafe(format!(
-                    "WITH done AS (SELECT site, day FROM {})
-                     UPDATE dirty_days SET claimed_until = NULL
-                     WHERE (site_id, day) IN (SELECT site, day FROM done) AND claimed_until IS NOT NULL",
-                    source(&keys, 1)
-                )),
-                arguments(&[], &keys)?,
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+            const RELEASE_MARKS: &str = "WITH done AS (SELECT site, day FROM {})
+                UPDATE dirty_days SET claimed_until = NULL
+                WHERE (site_id, day) IN (SELECT site, day FROM done) AND claimed_until IS NOT NULL";
+            execute_with_rows(&mut tx, RELEASE_MARKS, &[], &keys).await?;
         }
         tx.commit().await
     }
