@@ -11,7 +11,7 @@ use tally_common::enforcement::{CapSetting, exceeds_cap};
 use tally_common::p95::DailyP95;
 use tally_common::time::{BucketStart, DAY_SLOTS, Month};
 
-use super::dialect::{add_rows, source, texts};
+use super::dialect::{add_rows, buckets_in_ranges, source, texts};
 use super::{Args, Backend, CapRecord, Rows, Conn, Db, bucket_start, db, now, parse, stamp, to_i64, to_u64, unbindable};
 use crate::store::{
     BucketStore, DayKey, DirtyDay, DirtyDayBuckets, KeyRange, Measured, MergeStats, SiteDay, SiteDays, StoreError,
@@ -340,9 +340,6 @@ impl BucketStore for Backend {
         let mut tx = self.begin_write().await?;
         let computed = now();
         for chunk in days.chunks(CHUNK) {
-            let keys = Rows::default()
-                .texts("site", chunk.iter().map(|(d, _)| &d.site))
-                .texts("day", chunk.iter().map(|(d, _)| d.day));
             let site_days = Rows::default()
                 .texts("site", chunk.iter().map(|(d, _)| &d.site))
                 .texts("day", chunk.iter().map(|(d, _)| d.day))
@@ -362,12 +359,15 @@ impl BucketStore for Backend {
                 .ints("generation", chunk.iter().map(|(d, _)| d.generation));
             const CLEAR_MARKS: &str = "WITH done AS (SELECT site, day, generation FROM {})
                 DELETE FROM dirty_days WHERE (site_id, day, generation) IN (SELECT site, day, generation FROM done)";
-            execute_with_rows(&mut tx, CLEAR_MARKS, &[], &done).await?;
+            let cleared = execute_with_rows(&mut tx, CLEAR_MARKS, &[], &done).await?;
+            if cleared == chunk.len() as u64 {
+                continue;
+            }
             // The marks left changed meanwhile: free for the next pass at once.
             const RELEASE_MARKS: &str = "WITH done AS (SELECT site, day FROM {})
                 UPDATE dirty_days SET claimed_until = NULL
                 WHERE (site_id, day) IN (SELECT site, day FROM done) AND claimed_until IS NOT NULL";
-            execute_with_rows(&mut tx, RELEASE_MARKS, &[], &keys).await?;
+            execute_with_rows(&mut tx, RELEASE_MARKS, &[], &done).await?;
         }
         tx.commit().await
     }
@@ -418,48 +418,44 @@ impl BucketStore for Backend {
     }
 }
 
-/// The buckets' `(start, max_bps)` of each day of `days` (site, day, generation), a query per
-/// [`CHUNK`] days.
+/// The buckets' `(start, max_bps)` of each day of `days` (site, day, generation), in key order.
+/// Each site's days are read in one ordered range, from its first day to the end of its last
+/// (the engine's batch of a cold month: each site's month in one index scan, not a lookup per
+/// day), up to [`CHUNK`] sites a statement.
 async fn with_buckets(conn: &mut Conn, days: &[(String, String, i64)]) -> Result<Vec<DirtyDayBuckets>, StoreError> {
-    let mut found = Vec::with_capacity(days.len());
-    for chunk in days.chunks(CHUNK) {
-        let firsts = chunk
-            .iter()
-            .map(|(_, day, _)| Ok(BucketStart::first_of_day(parse(day, "day")?).unix()))
-            .collect::<Result<Vec<i64>, StoreError>>()?;
+    let mut days = days
+        .iter()
+        .map(|(site, day, generation)| Ok(DirtyDay { day: parse(day, "day")?, site: site.clone(), generation: *generation }))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    days.sort_by(|a, b| (&a.site, a.day).cmp(&(&b.site, b.day)));
+    // Each site's first and last day: its days are next to each other once sorted.
+    let sites: Vec<&[DirtyDay]> = days.chunk_by(|a, b| a.site == b.site).collect();
+    let mut ranges = Vec::with_capacity(sites.len());
+    for chunk in sites.chunks(CHUNK) {
+        let start = |day: Option<&DirtyDay>| day.map_or(0, |d| BucketStart::first_of_day(d.day).unix());
+        let firsts: Vec<i64> = chunk.iter().map(|days| start(days.first())).collect();
+        let untils: Vec<i64> = chunk.iter().map(|days| start(days.last()) + 86_400).collect();
+        // The whole chunk's span once more as plain bounds: only its months' partitions are read.
+        let (from, to) = (firsts.iter().min().copied(), untils.iter().max().copied());
+        let (Some(from), Some(to)) = (from, to) else { continue };
         let rows = Rows::default()
-            .texts("site", chunk.iter().map(|(site, _, _)| site))
-            .texts("day", chunk.iter().map(|(_, day, _)| day))
-            .ints("generation", chunk.iter().map(|(_, _, generation)| *generation))
-            .ints("first", firsts);
-        // One row per day, its buckets folded into one text value "start max,start max": sqlx
-        // hands rows over one by one, and a day's 288 rows cost far more than one string.
-        let days: Vec<(String, String, i64, Option<String>)> = sqlx::query_as_with(
-            AssertSqlSafe(format!(
-                "SELECT batch.site, batch.day, batch.generation,
-                        (SELECT string_agg(b.bucket_start || ' ' || b.max_bps, ',' ORDER BY b.bucket_start)
-                         FROM buckets b WHERE b.site_id = batch.site
-                           AND b.bucket_start >= batch.first AND b.bucket_start < batch.first + 86400)
-                 FROM {} ORDER BY batch.site, batch.day",
-                source(&rows, 1)
-            )),
-            arguments(&[], &rows)?,
-        )
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db)?;
-        for (site, day, generation, buckets) in days {
-            let buckets = buckets
-                .as_deref()
-                .unwrap_or_default()
-                .split_terminator(',')
-                .map(|pair| {
-                    let corrupt = || StoreError::Corrupt(format!("bucket {pair:?} of {site} {day}"));
-                    let (start, bps) = pair.split_once(' ').ok_or_else(corrupt)?;
-                    Ok((bucket_start(start.parse().map_err(|_| corrupt())?)?, bps.parse().map_err(|_| corrupt())?))
-                })
+            .ints("i", 0..chunk.len() as i64)
+            .texts("site", chunk.iter().map(|days| days.first().map_or("", |d| d.site.as_str())))
+            .ints("first", firsts)
+            .ints("until", untils);
+        ranges.extend(buckets_in_ranges(&mut *conn, &rows, from, to).await?);
+    }
+    let mut found = Vec::with_capacity(days.len());
+    for (days, mut buckets) in sites.into_iter().zip(ranges) {
+        buckets.sort_unstable();
+        for day in days {
+            let first = BucketStart::first_of_day(day.day).unix();
+            let of_day = &buckets[buckets.partition_point(|b| b.0 < first)..buckets.partition_point(|b| b.0 < first + 86_400)];
+            let of_day = of_day
+                .iter()
+                .map(|&(start, bps)| Ok((bucket_start(start)?, to_u64(bps, "max_bps")?)))
                 .collect::<Result<_, StoreError>>()?;
-            found.push((DirtyDay { day: parse(&day, "day")?, site, generation }, buckets));
+            found.push((day.clone(), of_day));
         }
     }
     Ok(found)

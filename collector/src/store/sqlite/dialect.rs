@@ -110,3 +110,40 @@ pub(super) fn add_rows(args: &mut sqlx::sqlite::SqliteArguments, rows: &super::R
     json.push(']');
     sqlx::Arguments::add(args, json).map_err(super::unbindable)
 }
+
+/// The buckets `(start, max_bps)` of each range of `ranges` (columns `i`, its place from 0, `site`,
+/// `first` and `until`), all within `[from, until)`: a list per range, in the ranges' order.
+/// One row per range, its buckets folded into one text "start max,start max": sqlx hands
+/// SQLite's rows over one by one, and a range's hundreds of rows cost far more than one string.
+pub(super) async fn buckets_in_ranges(
+    conn: &mut super::Conn,
+    ranges: &super::Rows,
+    from: i64,
+    until: i64,
+) -> Result<Vec<Vec<(i64, i64)>>, super::StoreError> {
+    let statement = format!(
+        "SELECT (SELECT string_agg(b.bucket_start || ' ' || b.max_bps, ',' ORDER BY b.bucket_start)
+                 FROM buckets b WHERE b.site_id = batch.site AND b.bucket_start >= batch.first
+                   AND b.bucket_start < batch.until AND b.bucket_start >= $1 AND b.bucket_start < $2)
+         FROM {} ORDER BY batch.i",
+        source(ranges, 3)
+    );
+    let mut args = super::Args::default();
+    sqlx::Arguments::add(&mut args, from).map_err(super::unbindable)?;
+    sqlx::Arguments::add(&mut args, until).map_err(super::unbindable)?;
+    add_rows(&mut args, ranges)?;
+    let folded: Vec<Option<String>> =
+        sqlx::query_scalar_with(sqlx::AssertSqlSafe(statement), args).fetch_all(conn).await.map_err(super::db)?;
+    folded
+        .iter()
+        .map(|buckets| {
+            (buckets.as_deref().unwrap_or_default().split_terminator(','))
+                .map(|pair| {
+                    let corrupt = || super::StoreError::Corrupt(format!("bucket {pair:?} of a site's range"));
+                    let (start, bps) = pair.split_once(' ').ok_or_else(corrupt)?;
+                    Ok((start.parse().map_err(|_| corrupt())?, bps.parse().map_err(|_| corrupt())?))
+                })
+                .collect()
+        })
+        .collect()
+}
