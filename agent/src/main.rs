@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tally_agent::clock::{ScaledClock, SystemClock, TEST_CLOCK_VAR};
+use tally_agent::clock::{Clock, ScaledClock, SystemClock, TEST_CLOCK_VAR};
 use tally_agent::config::{Config, DEFAULT_CONFIG, SYSTEM_CONFIG};
 use tally_agent::measure::Notify;
 use tally_agent::{replay, status, store};
@@ -306,12 +306,12 @@ fn show_status(config: &Config, format: Format) -> anyhow::Result<()> {
             let opened = store::Store::open(&config.state_dir, config.max_pending_buckets())?;
             let identity = tally_agent::uplink::Identity::load(&config.state_dir).ok().flatten();
             let collector = identity.as_ref().and_then(|i| i.collectors.first().map(String::as_str));
-            status::from_store(config, &opened.store, collector)?
+            opened.store.stopped_status(&config.store_dir(), collector)?
         }
     };
     match format {
         Format::Json => outln!("{}", serde_json::to_string_pretty(&status)?),
-        Format::Table => out!("{}", status::table(&status)),
+        Format::Table => out!("{}", status::table(&status, SystemClock.wall())),
     }
     Ok(())
 }

@@ -232,7 +232,7 @@ impl Meter {
             }
             self.log_dropped(&dropped);
         }
-        let pending = if closed.is_empty() { None } else { Some(status::pending(&self.store.borrow())?) };
+        let pending = if closed.is_empty() { None } else { Some(self.store.borrow().pending_summary()?) };
         status::update(&self.status, |s| {
             s.last_sample = Some(SampleView::from(interval));
             s.open_bucket = self.bucketizer.open().map(BucketView::from);
@@ -359,7 +359,7 @@ impl Meter {
             tracing::info!("measuring {} ({source})", described.join(", "));
         }
         let store = self.store.borrow();
-        let pending = status::pending(&store)?;
+        let pending = store.pending_summary()?;
         tracing::info!(
             store = %self.config.store_dir().display(),
             pending = pending.count,

@@ -17,9 +17,7 @@ use tally_common::sampler::{DiscardCounters, Interval};
 use tally_common::time::rfc3339;
 use tally_common::wire::MAX_CLOCK_OFFSET;
 
-use crate::config::Config;
 use crate::netif::Wan;
-use crate::store::Store;
 
 /// Everything `status` shows, as JSON (`--format json`) or a table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +45,18 @@ pub struct Status {
     pub policy: Option<PolicyStatus>,
     /// The LAN's devices (R29); `None` when no LAN interface is watched.
     #[serde(default)]
-    pub lan: Option<crate::lan::LanStatus>,
+    pub lan: Option<LanStatus>,
+}
+
+/// What `status` shows of the LAN.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LanStatus {
+    pub interfaces: Vec<String>,
+    pub devices_today: usize,
+    /// Of them, with a locally administered (randomized, private) address.
+    pub private_addresses_today: usize,
+    /// Sightings not kept today: the day was full (`max_lan_devices_per_day`).
+    pub over_limit_today: u64,
 }
 
 /// The collector's policy for this site, and whether it is in force here.
@@ -175,16 +184,8 @@ pub fn update(shared: &SharedStatus, f: impl FnOnce(&mut Status)) {
     f(&mut shared.lock().unwrap_or_else(PoisonError::into_inner));
 }
 
-/// The count of pending buckets and the oldest one's start, read together so they always agree.
-pub fn pending(store: &Store) -> Result<Pending, crate::store::StoreError> {
-    Ok(Pending {
-        count: store.pending_count(),
-        oldest: store.oldest_pending(1)?.first().map(|b| b.start.to_string()),
-        disk_full: store.full().map(str::to_owned),
-    })
-}
-
-/// What [`pending`] read from the store.
+/// The count of pending buckets, the oldest one's start and why they are in memory, read
+/// together so they always agree (`Store::pending_summary`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
     pub count: usize,
@@ -193,42 +194,12 @@ pub struct Pending {
 }
 
 impl Status {
-    /// Records what [`pending`] read.
+    /// Records what the store's pending buckets are.
     pub fn set_pending(&mut self, pending: Pending) {
         self.pending_buckets = pending.count;
         self.oldest_pending = pending.oldest;
         self.disk_full = pending.disk_full;
     }
-}
-
-/// The status of a stopped agent, from its store; `enrolled_to`: the collector its identity names.
-pub fn from_store(config: &Config, store: &Store, enrolled_to: Option<&str>) -> anyhow::Result<Status> {
-    let mut status = Status {
-        running: false,
-        agent_version: crate::AGENT_VERSION.into(),
-        store: config.store_dir().display().to_string(),
-        interfaces: Vec::new(),
-        last_sample: None,
-        open_bucket: store.open_bucket()?.as_ref().map(BucketView::from),
-        pending_buckets: 0,
-        oldest_pending: None,
-        discarded: store.discards()?,
-        dropped_buckets: store.dropped()?,
-        quarantined_buckets: store.quarantined()?,
-        disk_full: None,
-        uplink: enrolled_to.map(|c| UplinkStatus::enrolled(c, "not running")),
-        policy: store.policy()?.map(|p| PolicyStatus {
-            version: p.version,
-            cap_bps: p.cap_bps,
-            applied: None,
-            detail: "the agent is not running; it applies this policy when it starts".into(),
-            at: None,
-        }),
-        // Kept by the running agent only, for now.
-        lan: None,
-    };
-    status.set_pending(pending(store)?);
-    Ok(status)
 }
 
 /// Serves the shared status on `listener`, one JSON document per connection.
@@ -252,8 +223,8 @@ pub fn query(socket: &Path) -> Option<Status> {
     serde_json::from_slice(&json).ok()
 }
 
-/// The human-readable form.
-pub fn table(s: &Status) -> String {
+/// The human-readable form, as of `now` (how long ago, how soon).
+pub fn table(s: &Status, now: chrono::DateTime<chrono::Utc>) -> String {
     let mut out = String::new();
     let state = if s.running { "running" } else { "not running (from its store)" };
     out += &format!("{}: {state}\nstore: {}\n", s.agent_version, s.store);
@@ -305,7 +276,7 @@ pub fn table(s: &Status) -> String {
         );
     }
     match &s.uplink {
-        Some(u) => out += &uplink_line(u, s, chrono::Utc::now()),
+        Some(u) => out += &uplink_line(u, s, now),
         None => out += "uplink: not enrolled (run `tally-agent enroll`)\n",
     }
     match &s.policy {

@@ -5,6 +5,7 @@
 //!   `TALLY_TEST_STORE`.
 //! - [`process`]: a child process whose log is read line by line, killed when dropped.
 //! - [`http`]: raw HTTP/1.1 requests.
+//! - [`modules`]: a crate's modules and what each names, for the tests of its layers.
 //! - [`postgres`]: a throwaway PostgreSQL cluster, one per test binary.
 //! - [`tmpfs`]: a small file system to fill, for full-disk tests.
 //! - [`skip!`]: a test that cannot run here says why, and fails in CI.
@@ -12,6 +13,7 @@
 
 pub mod collector;
 pub mod http;
+pub mod modules;
 pub mod postgres;
 pub mod process;
 pub mod skip;
