@@ -1,27 +1,21 @@
-//! What each command of the [command line](super) does: `serve` wires the collector's parts
-//! together; the operator's commands call [`crate::admin`] and the store, and print for a person
+//! What each command of the [command line](super) does: `serve` is [`super::serve`]'s; the
+//! operator's commands call [`crate::admin`] and the store, and print for a person
 //! (tables) or a program (`--format json`).
-
-use std::sync::Arc;
 
 use anyhow::Context;
 use tally_common::bandwidth::Bandwidth;
 use tally_common::region::RegionTable;
-use tally_common::service::shutdown_signal;
 use tally_common::time::Month;
 use tally_common::{out, outln};
-use tokio::net::TcpListener;
 
 use super::{
     AccountCommand, CaCommand, Command, EnforcementCommand, Format, LicenseCommand, OverusageCommand, SiteCommand,
     TokenCommand,
 };
 use crate::admin::{self, LicenseArgs, NewSite};
-use crate::ca::Ca;
 use crate::clock;
 use crate::config::Config;
 use crate::enforcement;
-use crate::ingest::{self, Limits};
 use crate::intake;
 use crate::pool_risk;
 use crate::recipients;
@@ -88,82 +82,7 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
         usage::overusage::upgrade_units(&store).await.context("upgrading over-usage to purchase units")?;
     }
     match command {
-        Command::Serve => {
-            // Watched from the start: a SIGTERM while starting stops in order.
-            let shutdown = shutdown_signal();
-            let (ca, created) = load_ca(&config)?;
-            tracing::info!(created, fingerprint = %ca.fingerprint(), dir = %config.ca_dir().display(), "certificate authority ready");
-            tracing::info!(store = %config.store_name(), "store ready");
-            warn_if_short_of_space(&config);
-            crate::http::raise_file_limit();
-            let listener = TcpListener::bind(config.http_listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", config.http_listen))?;
-            let endpoint = crate::quic_endpoint(&ca, config.quic_listen, &config.certificate_names())
-                .with_context(|| format!("cannot listen on UDP {}", config.quic_listen))?;
-            let quic = endpoint.local_addr().context("the QUIC endpoint's address")?;
-            tracing::info!(%quic, "ingest listening (ALPN tally/1)");
-            let (stop, stopped) = tokio::sync::watch::channel(false);
-            let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            };
-            let limits = Limits::from(&config);
-            let store = std::sync::Arc::new(store);
-            let ingest = tokio::spawn(ingest::run(
-                endpoint,
-                store.clone(),
-                std::sync::Arc::new(ca),
-                limits,
-                until_stopped(stopped.clone()),
-            ));
-            let transports = usage::notify::Transports::new(&config).map_err(anyhow::Error::msg)?;
-            transports.log_unconfigured(&*store).await?;
-            let engine = usage::Engine::new(store.clone(), &config, transports);
-            let engine = tokio::spawn(engine.run(until_stopped(stopped.clone())));
-            let pools = tokio::spawn(pool_risk::watch(store.clone(), until_stopped(stopped.clone())));
-            let metrics = match config.metrics_listen {
-                Some(address) => {
-                    let listener = TcpListener::bind(address)
-                        .await
-                        .with_context(|| format!("cannot listen on {address} (metrics_listen)"))?;
-                    let router = crate::api::metrics_router(store.clone());
-                    Some(tokio::spawn(crate::http::serve(
-                        "metrics",
-                        listener,
-                        None,
-                        router,
-                        until_stopped(stopped.clone()),
-                    )))
-                }
-                None => None,
-            };
-            let certificate = match &config.http_tls {
-                Some((cert, key)) => {
-                    Some(Arc::new(crate::https::Certificate::load(cert, key).map_err(anyhow::Error::msg)?))
-                }
-                None => None,
-            };
-            // Installed before serving: from then on a SIGHUP reloads, and never stops the collector.
-            let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                .context("cannot watch SIGHUP")?;
-            let reload = tokio::spawn(reload_on_hangup(hangups, certificate.clone()));
-            warn_if_tokens_refused(&config);
-            let router = crate::http_router(store, &config);
-            let tls = certificate.map(crate::https::Certificate::acceptor).transpose().context("HTTPS")?;
-            let http = tokio::spawn(crate::http::serve("HTTP API", listener, tls, router, until_stopped(stopped)));
-            shutdown.await;
-            reload.abort();
-            tracing::info!("shutting down: no new connections, draining, committing");
-            let _ = stop.send(true);
-            let _ = ingest.await;
-            let _ = engine.await;
-            let _ = pools.await;
-            http.await??;
-            if let Some(metrics) = metrics {
-                metrics.await??;
-            }
-            tracing::info!("collector stopped");
-        }
+        Command::Serve => super::serve::serve(&config, store).await?,
         Command::Validate
         | Command::DefaultConfig
         | Command::MigrateStore { .. }
@@ -171,12 +90,12 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
         | Command::Backup { .. }
         | Command::Restore { .. } => {}
         Command::Ca(CaCommand::Init) => {
-            let (ca, created) = Ca::load_or_create(&config.ca_dir())?;
+            let (ca, created) = crate::ca::Ca::load_or_create(&config.ca_dir())?;
             let state = if created { "created" } else { "exists" };
             outln!("CA {state}: {}\nfingerprint (SHA-256): {}", config.ca_dir().display(), ca.fingerprint());
         }
         Command::Site(SiteCommand::EnrollToken { site, valid_hours }) => {
-            let (ca, _) = load_ca(&config)?;
+            let (ca, _) = super::serve::load_ca(&config)?;
             let valid = chrono::TimeDelta::hours(i64::from(valid_hours));
             let token = admin::enroll_token(&store, &ca, &site, valid, clock::now()).await?;
             outln!("{token}");
@@ -612,7 +531,7 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
             let report = usage::report::build(&store, &account, month, config.month_window, clock::now()).await?;
             match format {
                 Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
-                Format::Table => out!("{}", usage::report::table(&report)),
+                Format::Table => out!("{}", usage::table::report(&report)),
             }
         }
     }
@@ -645,66 +564,8 @@ async fn migrate_store(from: &str, to: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The collector's CA, and whether it was created now: on first use, except where collectors
-/// share it (R30), where only `ca init` makes it.
-fn load_ca(config: &Config) -> Result<(Ca, bool), crate::ca::CaError> {
-    match config.creates_ca() {
-        true => Ca::load_or_create(&config.ca_dir()),
-        false => Ok((Ca::load_existing(&config.ca_dir())?, false)),
-    }
-}
-
 fn columns<const N: usize>(rows: &[[String; N]]) -> String {
     let mut out = String::new();
-    usage::report::aligned(&mut out, rows, &[false; N]);
+    usage::table::aligned(&mut out, rows, &[false; N]);
     out
-}
-
-/// An ERROR at start when `data_dir` has less free space than `min_free_mb`.
-fn warn_if_short_of_space(config: &Config) {
-    let Ok(stat) = rustix::fs::statvfs(&config.data_dir) else { return };
-    let free_mb = stat.f_bavail.saturating_mul(stat.f_frsize) >> 20;
-    if free_mb < config.min_free_mb {
-        tracing::error!(
-            data_dir = %config.data_dir.display(),
-            free_mb,
-            min_free_mb = config.min_free_mb,
-            "little free space for the store: once the disk is full no batch is acknowledged (the agents keep \
-             their buckets and retry) and /healthz answers 503"
-        );
-    }
-}
-
-/// SIGHUP reads the HTTPS certificate and key again (an error leaves the previous pair); without
-/// HTTPS there is nothing to read.
-async fn reload_on_hangup(
-    mut hangups: tokio::signal::unix::Signal,
-    certificate: Option<Arc<crate::https::Certificate>>,
-) {
-    while hangups.recv().await.is_some() {
-        match certificate.as_deref().map(crate::https::Certificate::reload) {
-            None => tracing::info!("SIGHUP: nothing to reload (no http_tls_cert)"),
-            Some(Ok(fingerprint)) => tracing::info!(%fingerprint, "SIGHUP: HTTPS certificate reloaded"),
-            Some(Err(e)) => {
-                tracing::error!(error = %e, "SIGHUP: the HTTPS certificate was not reloaded; the previous one is served")
-            }
-        }
-    }
-}
-
-/// Says at start when bearer tokens from other machines will be refused: plain HTTP on an
-/// address beyond loopback, with no TLS proxy named and no explicit permission.
-fn warn_if_tokens_refused(config: &Config) {
-    let exposure = &config.exposure;
-    if config.http_tls.is_none()
-        && !config.http_listen.ip().is_loopback()
-        && exposure.trusted_proxies.is_empty()
-        && !exposure.allow_plaintext_tokens
-    {
-        tracing::warn!(
-            http = %config.http_listen,
-            "plain HTTP beyond loopback: API tokens and console sign-ins from other machines are refused (403); \
-             set http_tls_cert and http_tls_key, name a TLS proxy in trusted_proxies, or allow_plaintext_tokens"
-        );
-    }
 }

@@ -3,6 +3,7 @@
 //! Every flag has a one-line help; flags with a fixed set of values list them.
 
 pub mod commands;
+mod serve;
 
 use std::path::PathBuf;
 

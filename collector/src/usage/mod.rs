@@ -14,10 +14,13 @@ pub mod daily;
 pub mod document;
 pub mod early_warning;
 pub mod events;
+pub mod finalize;
 pub mod finalized;
+mod forecast;
 pub mod notify;
 pub mod overusage;
 pub mod report;
+pub mod table;
 
 pub use daily::refresh;
 
@@ -266,7 +269,7 @@ async fn finalize_account<S: Store>(
     while month <= last {
         if !saved.contains(&month.to_string()) {
             let notify = month.last_day() >= life.created;
-            match report::finalize(store, account, month, setting, now, notify).await {
+            match finalize::month(store, account, month, setting, now, notify).await {
                 Ok(true) => {
                     finalized += 1;
                     crate::metrics::get().months_finalized.inc();

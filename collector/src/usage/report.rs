@@ -1,26 +1,23 @@
 //! The usage report of one account and month (Contract): built from the store and the rules of
-//! `tally_common` ([`super::document`] is its shape), finalized once (R9), and its table for a
-//! terminal.
+//! `tally_common` ([`super::document`] is its shape); [`super::finalize`] saves it once (R9),
+//! [`super::table`] prints it, [`super::forecast`] projects an open month.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::Serialize;
-use tally_common::bandwidth::Bandwidth;
 use tally_common::kinds::{LicenseKind, ZtnaRegion};
 use tally_common::license::LicenseTerm;
 use tally_common::meters::{self, MeterMonth};
 use tally_common::p95::daily_aggregates;
-use tally_common::pool::{PoolMonth, pool_months};
+use tally_common::pool::pool_months;
 use tally_common::region::{self, RegionGroup};
 use tally_common::time::{DAY_SLOTS, Month, MonthWindow, MonthWindowSetting, rfc3339};
 
 use super::document::{
-    DayAggregate, Forecast, LateEvents, MeterReport, MonthStatus, OverusageReport, PoolReport, RegionUsage,
-    SiteDayReport, SiteReport, UsageReport, WindowJson, describe_window,
+    DayAggregate, LateEvents, MeterReport, MonthStatus, OverusageReport, PoolReport, RegionUsage, SiteDayReport,
+    SiteReport, UsageReport, WindowJson, describe_window,
 };
-use super::overusage;
+use super::forecast::forecast;
 use crate::enforcement::{ViolationReport, month_caps, month_violations};
 use crate::store::{License, MeterCounts, Store, StoreError, group_history, pool_licenses};
 use crate::terms::term_report;
@@ -140,34 +137,13 @@ async fn late_events<S: Store>(
         .collect())
 }
 
-/// Finalizes `account`'s `month` (R9): computes it, evaluates its over-usage (R14), and saves
-/// both with its notification (R15) unless `notify` is false (a month before the account came
-/// to Tally, R34). Only the engine calls this. Returns whether this call saved the month: with
-/// several collectors on one store, only one does (R30).
-pub async fn finalize<S: Store>(
-    store: &S,
-    account: &str,
-    month: Month,
-    setting: MonthWindowSetting,
-    now: DateTime<Utc>,
-    notify: bool,
-) -> Result<bool, ReportError> {
-    check_account_life(store, account, month).await?;
-    let report = compute(store, account, month, setting, MonthStatus::Finalized, now).await?;
-    let json = super::finalized::document(&report)?;
-    let found = overusage::evaluate(&report, &store.licenses_of_account(account).await?);
-    let notification = notify.then(|| super::notify::notification(&report, &found)).flatten();
-    let key = month.to_string();
-    Ok(store.finalize_month(account, &key, now, &json, &found, notification.as_ref()).await?)
-}
-
 /// The window a saved report was computed over (the setting may have changed since).
 fn report_window(report: &UsageReport) -> Option<MonthWindow> {
     let day = |t: &str| t.parse::<DateTime<Utc>>().ok().map(|t| t.date_naive());
     Some(MonthWindow { start: day(&report.window.start)?, end: day(&report.window.end)? })
 }
 
-async fn compute<S: Store>(
+pub(super) async fn compute<S: Store>(
     store: &S,
     account: &str,
     month: Month,
@@ -376,271 +352,10 @@ fn meter_reports(counts: &MeterCounts, licenses: &[License], month: Month) -> Ve
     reports
 }
 
-/// The open month's forecast of `pool`: complete days only (today is still running).
-fn forecast(pool: &PoolMonth, window: MonthWindow, today: NaiveDate) -> Forecast {
-    let complete: Vec<(f64, f64)> = pool
-        .monthly
-        .days
-        .iter()
-        .filter(|(d, _)| *d < today)
-        .map(|(d, v)| ((*d - window.start).num_days() as f64, *v as f64))
-        .collect();
-    let so_far = complete.iter().map(|(_, v)| *v as u64).max().unwrap_or(0);
-    let last_day = (window.day_count().max(1) - 1) as f64;
-    let trend_at_end = linear_trend(&complete).map_or(0.0, |(a, b)| a + b * last_day);
-    let projected = so_far.max(trend_at_end.max(0.0).min(u64::MAX as f64) as u64);
-    Forecast {
-        monthly_p95_so_far_bps: so_far,
-        projected_monthly_p95_bps: projected,
-        days_measured: complete.len(),
-        exceeds_license: projected > pool.licensed_bps,
-    }
-}
-
-/// Least-squares line `a + b·x` through the points; `None` with fewer than two distinct x.
-fn linear_trend(points: &[(f64, f64)]) -> Option<(f64, f64)> {
-    let n = points.len() as f64;
-    let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
-    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxx: f64 = points.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
-    if points.len() < 2 || sxx == 0.0 {
-        return None;
-    }
-    let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
-    let b = sxy / sxx;
-    Some((mean_y - b * mean_x, b))
-}
-
-/// The report as an operator reads it in a terminal: aligned columns, bandwidth in Mbps.
-pub fn table(report: &UsageReport) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "Account {}, {} ({}); window {} to {} ({})",
-        report.account,
-        report.month,
-        serde_plain(&report.status),
-        report.window.start,
-        report.window.end,
-        serde_plain(&report.window.setting)
-    );
-    let _ = writeln!(out, "the window: {}", describe_window(report.window.setting));
-    if let Some(from) = report.open_from {
-        let _ = writeln!(out, "still open: {from} (today, provisional) to {}", report.month.last_day());
-    }
-    if report.days_computed_in_memory > 0 {
-        let _ = writeln!(
-            out,
-            "{} site-day(s) computed from their buckets for this report (the engine has not summarized them yet)",
-            report.days_computed_in_memory
-        );
-    }
-    if let Some(at) = &report.finalized_at {
-        let _ =
-            writeln!(out, "finalized at {at}; {} bucket(s) arrived later and are not billed (R9)", report.late_buckets);
-    }
-    for late in &report.late_events {
-        let _ = writeln!(
-            out,
-            "{} {} event(s) arrived after the month was finalized and are not billed (R33): with them it would \
-             have measured {}, not {}",
-            late.events, late.license, late.measured_with_late, late.measured
-        );
-    }
-    let _ = writeln!(out, "\nBandwidth pool");
-    let mut rows = vec![[
-        "region group".to_owned(),
-        "monthly P95".into(),
-        "peak day".into(),
-        "licensed".into(),
-        "excess".into(),
-        "to purchase".into(),
-        "forecast".into(),
-    ]];
-    for pool in &report.bandwidth_pool {
-        let forecast = pool.forecast.as_ref().map_or(String::new(), |f| {
-            let flag = if f.exceeds_license { " (over the license)" } else { "" };
-            format!("{}{flag}", Bandwidth(f.projected_monthly_p95_bps))
-        });
-        rows.push([
-            pool.region_group.to_string(),
-            Bandwidth(pool.monthly_p95_bps).to_string(),
-            pool.peak_day.map_or("-".into(), |d| d.to_string()),
-            Bandwidth(pool.licensed_bps).to_string(),
-            Bandwidth(pool.excess_bps).to_string(),
-            format!("{} Mbps", pool.required_purchase_mbps),
-            forecast,
-        ]);
-    }
-    aligned(&mut out, &rows, &[false, true, false, true, true, true, true]);
-    let _ = writeln!(out, "\nSites");
-    let mut rows = vec![[
-        "site".to_owned(),
-        "region group".into(),
-        "highest daily P95 (window)".into(),
-        "buckets present".into(),
-        "cap".into(),
-        "over cap × 1.05".into(),
-    ]];
-    for site in &report.sites {
-        let highest = site.days.iter().filter(|d| d.in_window).map(|d| d.p95_bps).max().unwrap_or(0);
-        rows.push([
-            site.site.clone(),
-            site.region_group.to_string(),
-            Bandwidth(highest).to_string(),
-            coverage(&site.days),
-            site.cap_bps.map_or("-".into(), |c| Bandwidth(c).to_string()),
-            format!("{} bucket(s)", site.violations.len()),
-        ]);
-    }
-    aligned(&mut out, &rows, &[false, false, true, true, true, true]);
-    let outside: Vec<String> = report
-        .sites
-        .first()
-        .map(|site| site.days.iter().filter(|d| !d.in_window).map(|d| d.date.to_string()).collect())
-        .unwrap_or_default();
-    if !outside.is_empty() {
-        let _ = writeln!(out, "outside the window (listed, not billed): {}", outside.join(", "));
-    }
-    if !report.overusage.is_empty() {
-        let _ = writeln!(out, "\nOver-usage");
-        let mut rows =
-            vec![["id".to_owned(), "license".into(), "excess".into(), "to purchase".into(), "resolution".into()]];
-        for o in &report.overusage {
-            let license = match &o.region_group {
-                Some(group) => format!("{} {group}", o.license),
-                None => o.license.to_string(),
-            };
-            let excess = if o.license == LicenseKind::BandwidthPool {
-                Bandwidth(o.excess).to_string()
-            } else {
-                o.excess.to_string()
-            };
-            let resolution =
-                o.resolution.as_ref().map_or("open".to_owned(), |r| format!("{} {} {}", r.kind, r.quantity, r.unit));
-            rows.push([o.id.to_string(), license, excess, format!("{} {}", o.required_purchase, o.unit), resolution]);
-        }
-        aligned(&mut out, &rows, &[true, false, true, true, false]);
-    }
-    if !report.meters.is_empty() {
-        let _ = writeln!(out, "\nOther licenses (calendar month)");
-        let mut rows =
-            vec![["license".to_owned(), "measured".into(), "licensed".into(), "excess".into(), "to purchase".into()]];
-        for m in report.meters.iter().map(|m| &m.meter) {
-            rows.push([
-                m.license.to_string(),
-                m.measured.to_string(),
-                m.licensed.to_string(),
-                m.excess.to_string(),
-                m.required_purchase.to_string(),
-            ]);
-        }
-        aligned(&mut out, &rows, &[false, true, true, true, true]);
-    }
-    out
-}
-
-/// Appends `rows` with columns padded to their widest cell, right-aligned where `right`.
-pub(crate) fn aligned<const N: usize>(out: &mut String, rows: &[[String; N]], right: &[bool; N]) {
-    let widths: Vec<usize> = (0..N).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
-    for row in rows {
-        let cells: Vec<String> = (0..N)
-            .map(|c| {
-                if right[c] {
-                    format!("{:>w$}", row[c], w = widths[c])
-                } else {
-                    format!("{:<w$}", row[c], w = widths[c])
-                }
-            })
-            .collect();
-        let _ = writeln!(out, "{}", cells.join("   ").trim_end());
-    }
-}
-
-/// A unit enum's serde name.
-fn serde_plain(value: &impl Serialize) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
-
-/// The buckets a site sent of those expected since its first this month: the days before it
-/// reported at all (a site added this month) are not missing; a site that never reported says so.
-fn coverage(days: &[SiteDayReport]) -> String {
-    let Some(first) = days.iter().position(|d| d.buckets_present > 0) else { return "none yet".to_owned() };
-    let since = &days[first..];
-    let present: u64 = since.iter().map(|d| u64::from(d.buckets_present)).sum();
-    let expected: u64 = since.iter().map(|d| u64::from(d.buckets_expected)).sum();
-    if first == 0 {
-        format!("{present} of {expected}")
-    } else {
-        format!("{present} of {expected} since {}", days[first].date)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::usage::document::closes_at;
-
-    fn pool(window: MonthWindow, daily_mbps: &[u64], licensed_mbps: u64) -> PoolMonth {
-        let site_days = window.days().zip(daily_mbps).map(|(d, v)| (RegionGroup::Group1, d, v * 1_000_000));
-        let license =
-            LicenseTerm { effective_from: window.start, effective_to: window.end, quantity: licensed_mbps * 1_000_000 };
-        pool_months(window, site_days, &[(RegionGroup::Group1, license)]).remove(0)
-    }
-
-    fn november() -> MonthWindow {
-        "2026-11".parse::<Month>().unwrap().window(MonthWindowSetting::Article)
-    }
-
-    fn nov(day: u32) -> NaiveDate {
-        NaiveDate::from_ymd_opt(2026, 11, day).unwrap()
-    }
-
-    #[test]
-    fn a_sites_days_before_its_first_bucket_are_not_missing() {
-        let day = |date: u32, present: u16| SiteDayReport {
-            date: nov(date),
-            p95_bps: 0,
-            buckets_present: present,
-            buckets_expected: 288,
-            in_window: true,
-            provisional: false,
-        };
-        assert_eq!(coverage(&[day(1, 0), day(2, 0)]), "none yet");
-        assert_eq!(coverage(&[day(1, 0), day(2, 0), day(3, 200), day(4, 0)]), "200 of 576 since 2026-11-03");
-        assert_eq!(coverage(&[day(1, 288), day(2, 0)]), "288 of 576");
-    }
-
-    #[test]
-    fn a_rising_month_is_projected_along_its_trend_to_the_last_day() {
-        // Nov 1..10: 10, 20, ... 100 Mbps; the window's last day is Nov 29 (index 28): 290 Mbps.
-        let rising: Vec<u64> = (1..=10).map(|i| i * 10).collect();
-        let f = forecast(&pool(november(), &rising, 150), november(), nov(11));
-        assert_eq!(f.monthly_p95_so_far_bps, 100_000_000);
-        assert_eq!(f.days_measured, 10);
-        assert!((f.projected_monthly_p95_bps as i64 - 290_000_000).abs() <= 1, "{f:?}");
-        assert!(f.exceeds_license);
-    }
-
-    #[test]
-    fn a_flat_or_falling_month_is_projected_at_its_peak_so_far() {
-        let flat = forecast(&pool(november(), &[50; 10], 100), november(), nov(11));
-        assert_eq!(flat.projected_monthly_p95_bps, 50_000_000);
-        assert!(!flat.exceeds_license);
-        let falling: Vec<u64> = (1..=10).rev().map(|i| i * 10).collect();
-        let f = forecast(&pool(november(), &falling, 100), november(), nov(11));
-        assert_eq!(f.projected_monthly_p95_bps, 100_000_000, "the peak already reached stays");
-        assert!(!f.exceeds_license, "100 Mbps is within a 100 Mbps license");
-    }
-
-    #[test]
-    fn today_is_not_a_complete_day_and_one_day_gives_no_trend() {
-        // Today (Nov 2) is running at 900 Mbps: it does not count yet.
-        let f = forecast(&pool(november(), &[40, 900], 100), november(), nov(2));
-        assert_eq!(f.days_measured, 1);
-        assert_eq!(f.monthly_p95_so_far_bps, 40_000_000);
-        assert_eq!(f.projected_monthly_p95_bps, 40_000_000);
-    }
 
     #[test]
     fn a_month_is_open_until_its_calendar_month_ends_and_closes_after_both_it_and_its_window_plus_grace() {
