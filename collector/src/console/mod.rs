@@ -19,6 +19,7 @@ mod orders;
 mod pages;
 mod session;
 mod settings;
+mod site_day;
 mod words;
 
 use std::sync::{Arc, LazyLock};
@@ -92,7 +93,7 @@ impl<S: Store + 'static> Console<S> {
             .route("/logout", post(session::logout::<S>))
             .route("/", get(pages::home::<S>))
             .route("/accounts/{account}/usage", get(pages::usage::<S>))
-            .route("/accounts/{account}/sites/{site}/days/{day}", get(pages::site_day::<S>))
+            .route("/accounts/{account}/sites/{site}/days/{day}", get(site_day::site_day::<S>))
             .route("/accounts/{account}/overusage/{id}/resolution", post(pages::resolve::<S>))
             .route("/accounts/{account}/orders", get(orders::list::<S>))
             .route("/accounts/{account}/orders/new", get(orders::new_form::<S>).post(orders::new_post::<S>))
