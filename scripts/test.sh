@@ -105,10 +105,17 @@ done
 # The PostgreSQL store (R30): the tests of what the store decides run again with every collector
 # on PostgreSQL (a throwaway cluster per test binary; the store's own suite, tests/store.rs,
 # runs on both backends above).
+# A test binary is a file (tests/x.rs) or a directory of modules (tests/x/main.rs); each named
+# must be found, so a binary moved or renamed is never silently left out.
+postgres_tests="report api orders notify enforcement"
 echo "=== postgres: the report, API, orders, notification and enforcement tests, TALLY_TEST_STORE=postgres"
 timed "make test: rerun on PostgreSQL" run_collector_tests TALLY_TEST_STORE=postgres \
-  '^tests/(report|api|orders|notify|enforcement)\.rs$' 2>&1 | tee "$work/postgres.log"
+  "^tests/(${postgres_tests// /|})(\.rs|/main\.rs)\$" 2>&1 | tee "$work/postgres.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || failed=1
+for name in $postgres_tests; do
+  grep -qE "Running tests/$name(\.rs|/main\.rs) " "$work/postgres.log" ||
+    { echo "the PostgreSQL rerun found no test binary tests/$name"; failed=1; }
+done
 
 echo
 echo "=== summary: one line per test binary"
