@@ -31,7 +31,7 @@ fn fleet(url: String) -> Vec<Collector> {
     let members: Vec<Collector> = std::iter::once(first).chain(others).collect();
     let public: Vec<String> = members.iter().map(|m| format!("\"{}\"", m.quic)).collect();
     for (i, member) in members.iter().enumerate() {
-        let log = if i == 1 { "info,tally_collector::ingest=debug" } else { "info" };
+        let log = if i == 1 { "info,tally_collector::agents=debug" } else { "info" };
         member.configure(&format!(
             "server_names = [\"127.0.0.1\"]\npublic_addresses = [{}]\noperator_token = \"{OPERATOR_TOKEN}\"\n\
              max_bucket_age_days = 3650\nlog = \"{log}\"",

@@ -231,7 +231,7 @@ fn a_backlog_of_days_arrives_exactly_once_and_oldest_first() {
         return;
     };
     let tree = FakeTree::new();
-    let collector = acme_hq("127.0.0.1", "info,tally_collector::ingest=debug");
+    let collector = acme_hq("127.0.0.1", "info,tally_collector::agents=debug");
     let server = collector.serve();
     let (config, seeded) = agent_with_backlog(&tree, &collector, 3, agent());
     let mut running = Logged::spawn({
@@ -264,7 +264,7 @@ fn sigkills_of_the_collector_during_ingest_lose_nothing_acknowledged() {
         return;
     };
     let tree = FakeTree::new();
-    let collector = acme_hq("127.0.0.1", "info,tally_collector::ingest=debug");
+    let collector = acme_hq("127.0.0.1", "info,tally_collector::agents=debug");
     let mut server = collector.serve();
     let (config, seeded) = agent_with_backlog(&tree, &collector, 30, agent());
     let mut running = Logged::spawn({

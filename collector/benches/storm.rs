@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use chrono::{NaiveDate, TimeDelta, Utc};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tally_collector::ca::{Ca, CertificateRequest};
+use tally_collector::agents::ca::{Ca, CertificateRequest};
 use tally_testkit::Logged;
 use tally_testkit::collector::{free_port, wait_for_healthz};
 use tally_testkit::postgres as pg_cluster;
@@ -234,7 +234,7 @@ impl Collector {
                 format!(
                     "data_dir = {:?}\n{store}ca_dir = {ca_dir:?}\nquic_listen = \"127.0.0.1:{port}\"\n\
                      http_listen = \"127.0.0.1:{http}\"\nmax_connections = {}\n\
-                     log = \"warn,tally_collector=info,tally_collector::ingest=warn\"\n",
+                     log = \"warn,tally_collector=info,tally_collector::agents=warn\"\n",
                     dir.path().join(format!("data{n}")),
                     sites + 100
                 ),
@@ -278,7 +278,10 @@ impl Collector {
         (0..self.agents.len().div_ceil(AGENTS_PER_ENDPOINT))
             .map(|_| {
                 let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
-                rustix::net::sockopt::set_socket_recv_buffer_size(&socket, tally_collector::UDP_RECEIVE_BUFFER)?;
+                rustix::net::sockopt::set_socket_recv_buffer_size(
+                    &socket,
+                    tally_collector::agents::UDP_RECEIVE_BUFFER,
+                )?;
                 let runtime = quinn::default_runtime().context("runtime")?;
                 Ok(quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)?)
             })

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::ca::Ca;
+use crate::agents::ca::Ca;
 use crate::config::Config;
 use crate::store::sqlite::SqliteStore;
 

@@ -1,5 +1,6 @@
-//! Hashes and their text: SHA-256 (token hashes, fingerprints, idempotency keys) and lowercase
-//! hex. Used by the CA, the API and the store's callers alike; one copy.
+//! Hashes, secrets and their text: SHA-256 (token hashes, fingerprints, idempotency keys),
+//! random secrets (tokens, sessions, serial numbers) and lowercase hex. Used by the CA, the API
+//! and the store's callers alike; one copy.
 
 /// The SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -17,6 +18,23 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Lowercase hex, two digits a byte.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The system's random generator failed (no entropy to give).
+#[derive(Debug, thiserror::Error)]
+#[error("the system's random generator gave nothing")]
+pub struct NoRandomness;
+
+/// `n` random bytes from the system's generator.
+pub fn random_bytes(n: usize) -> Result<Vec<u8>, NoRandomness> {
+    let mut bytes = vec![0u8; n];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(|_| NoRandomness)?;
+    Ok(bytes)
+}
+
+/// `n` random bytes from the system's generator, in lowercase hex.
+pub fn random_hex(n: usize) -> Result<String, NoRandomness> {
+    Ok(hex(&random_bytes(n)?))
 }
 
 #[cfg(test)]

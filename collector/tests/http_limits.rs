@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tally_collector::http::HEADER_DEADLINE;
+use tally_collector::net::http::HEADER_DEADLINE;
 use tally_collector::store::sqlite::SqliteStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -16,9 +16,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use support::quic::{Identity, hello, hello_in, receive, receive_as, send};
 
-use tally_collector::ca::Ca;
-use tally_collector::ingest::{self, Limits};
-use tally_collector::intake::{self, Release};
+use tally_collector::agents::ca::Ca;
+use tally_collector::agents::unbilled::{self, Release};
+use tally_collector::agents::{self, Limits};
 use tally_collector::store::sqlite::SqliteStore;
 use tally_collector::store::{
     AccessStore, Account, AccountStore, BucketStore, CapChange, ContractTerm, IntakeStore, PolicyStore, Site,
@@ -68,13 +68,14 @@ async fn collector() -> Collector {
     }
     let (ca, _) = Ca::load_or_create(&dir.path().join("ca")).unwrap();
     let ca = Arc::new(ca);
-    let endpoint = tally_collector::quic_endpoint(&ca, "127.0.0.1:0".parse().unwrap(), &["localhost".into()]).unwrap();
+    let endpoint =
+        tally_collector::agents::quic_endpoint(&ca, "127.0.0.1:0".parse().unwrap(), &["localhost".into()]).unwrap();
     let addr = endpoint.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     // Buckets of these tests are of 2026-10-07 whatever today is: a bound of 10 years keeps them
     // young enough; `buckets_with_a_wrong_time_are_quarantined_...` tests the bound itself.
     let limits = Limits { max_connections: 100, max_bucket_age: TimeDelta::days(3_650), ..defaults() };
-    tokio::spawn(ingest::run(endpoint, store.clone(), ca.clone(), limits, async {
+    tokio::spawn(agents::run(endpoint, store.clone(), ca.clone(), limits, async {
         let _ = stopped.await;
     }));
     Collector { _dir: dir, store, ca, addr, _stop: stop }
@@ -98,7 +99,7 @@ async fn enroll(c: &Collector, token_secret: &str) -> (Option<CollectorMessage>,
 }
 
 async fn enrolled_identity(c: &Collector, site: &str) -> Identity {
-    let token = tally_collector::admin::enroll_token(
+    let token = tally_collector::agents::enrollment::enroll_token(
         &*c.store,
         &c.ca,
         site,
@@ -177,7 +178,7 @@ async fn an_enrolled_socket_ingests_buckets_acknowledged_after_they_are_stored()
 #[tokio::test]
 async fn tokens_are_one_time_and_forged_or_expired_ones_are_refused() {
     let c = collector().await;
-    let token = tally_collector::admin::enroll_token(
+    let token = tally_collector::agents::enrollment::enroll_token(
         &*c.store,
         &c.ca,
         "hq",
@@ -203,7 +204,7 @@ async fn tokens_are_one_time_and_forged_or_expired_ones_are_refused() {
     }
     assert!(matches!(enroll(&c, &token.secret).await.0, Some(CollectorMessage::Enrolled(_))), "the token still works");
     // Issued 25 hours ago with the default 24-hour lifetime.
-    let expired = tally_collector::admin::enroll_token(
+    let expired = tally_collector::agents::enrollment::enroll_token(
         &*c.store,
         &c.ca,
         "branch",
@@ -355,10 +356,10 @@ async fn collector_with_default_age_bound() -> Collector {
     let c = collector().await;
     let limits = Limits { max_connections: 100, ..defaults() };
     let endpoint =
-        tally_collector::quic_endpoint(&c.ca, "127.0.0.1:0".parse().unwrap(), &["localhost".into()]).unwrap();
+        tally_collector::agents::quic_endpoint(&c.ca, "127.0.0.1:0".parse().unwrap(), &["localhost".into()]).unwrap();
     let addr = endpoint.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(ingest::run(endpoint, c.store.clone(), c.ca.clone(), limits, async {
+    tokio::spawn(agents::run(endpoint, c.store.clone(), c.ca.clone(), limits, async {
         let _ = stopped.await;
     }));
     Collector { addr, _stop: stop, ..c }
@@ -386,7 +387,7 @@ async fn buckets_with_a_wrong_time_are_quarantined_counted_and_released_by_the_o
     let start = |w: &WireBucket| BucketStart::from_unix(w.start).unwrap();
     let billed = c.store.buckets_of_day("hq", start(&sound).day()).await.unwrap();
     assert_eq!(billed.iter().map(|b| b.start.unix()).collect::<Vec<_>>(), [sound.start]);
-    let report = intake::report(&*c.store, "hq").await.unwrap();
+    let report = unbilled::report(&*c.store, "hq").await.unwrap();
     let counts: Vec<(&str, u64)> = report.refusals.iter().map(|r| (r.reason.as_str(), r.count)).collect();
     assert_eq!(counts, [("bad_sample_count", 1), ("in_the_future", 1), ("too_old", 4)]);
     let discards = report.agent_discards.as_ref().expect("the agent's discard totals are stored");
@@ -399,15 +400,15 @@ async fn buckets_with_a_wrong_time_are_quarantined_counted_and_released_by_the_o
 
     // Accepting as measured would bill the future: refused, nothing changed.
     let now = tally_collector::clock::now();
-    let refused = intake::release(&*c.store, "hq", Release::Accept { shift: TimeDelta::zero() }, now).await;
+    let refused = unbilled::release(&*c.store, "hq", Release::Accept { shift: TimeDelta::zero() }, now).await;
     assert!(refused.unwrap_err().to_string().contains("still in the future"));
     let shift = TimeDelta::minutes(7);
-    let refused = intake::release(&*c.store, "hq", Release::Accept { shift }, now).await.unwrap_err();
+    let refused = unbilled::release(&*c.store, "hq", Release::Accept { shift }, now).await.unwrap_err();
     assert!(refused.to_string().contains("5-minute boundary"), "{refused}");
     assert_eq!(c.store.site_intake("hq").await.unwrap().quarantined.len(), 5);
 
     // Discarded: gone, never billed.
-    assert_eq!(intake::release(&*c.store, "hq", Release::Discard, now).await.unwrap(), 5);
+    assert_eq!(unbilled::release(&*c.store, "hq", Release::Discard, now).await.unwrap(), 5);
     assert!(c.store.site_intake("hq").await.unwrap().quarantined.is_empty());
     assert_eq!(c.store.buckets_of_day("hq", start(&wrong_time[0]).day()).await.unwrap().len(), 0);
 
@@ -415,13 +416,13 @@ async fn buckets_with_a_wrong_time_are_quarantined_counted_and_released_by_the_o
     let (message, ..) = clock_cases(2);
     send(&mut tx, &message).await;
     assert_eq!(ack(&mut rx, &mut buf, 2).await.quarantined.len(), 5);
-    let accepted = intake::release(&*c.store, "hq", Release::Accept { shift: TimeDelta::days(-1) }, now).await;
+    let accepted = unbilled::release(&*c.store, "hq", Release::Accept { shift: TimeDelta::days(-1) }, now).await;
     assert_eq!(accepted.unwrap(), 5);
     let moved = BucketStart::from_unix(wrong_time[0].start - 86_400).unwrap();
     let day = c.store.buckets_of_day("hq", moved.day()).await.unwrap();
     assert!(day.iter().any(|b| b.start == moved && b.max_bps == 1_000), "{day:?}");
     assert!(c.store.site_intake("hq").await.unwrap().quarantined.is_empty());
-    let counts = intake::report(&*c.store, "hq").await.unwrap().refusals;
+    let counts = unbilled::report(&*c.store, "hq").await.unwrap().refusals;
     assert_eq!(counts.iter().map(|r| r.count).sum::<u64>(), 12, "both batches counted");
 }
 

@@ -12,7 +12,7 @@ mod support;
 use serde_json::Value;
 use support::sinks::{SECRET, SMTP_SINK, WEBHOOK_SINK, free_port, has_aiosmtpd, lines, sink};
 use support::{Collector, args, licensed_100_mbps_running_at};
-use tally_collector::ca::Ca;
+use tally_collector::agents::ca::Ca;
 
 /// The sinks listen on loopback, where webhooks go only when the operator allows it.
 const LOOPBACK_HOOKS: &str = "webhook_allowed_networks = [\"127.0.0.0/8\"]";

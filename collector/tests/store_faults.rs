@@ -14,9 +14,8 @@ use chrono::{NaiveDate, TimeDelta};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use support::quic::{self, Identity};
-use tally_collector::admin;
-use tally_collector::ca::Ca;
-use tally_collector::ingest::{self, Limits};
+use tally_collector::agents::ca::Ca;
+use tally_collector::agents::{self, Limits};
 use tally_collector::store::postgres::PgStore;
 use tally_collector::store::sqlite::SqliteStore;
 use tally_testkit::skip;
@@ -154,14 +153,14 @@ impl Agent {
         let ca_dir = tempfile::tempdir().unwrap();
         let ca = Arc::new(Ca::load_or_create(&ca_dir.path().join("ca")).unwrap().0);
         let endpoint =
-            tally_collector::quic_endpoint(&ca, "127.0.0.1:0".parse().unwrap(), &["localhost".into()]).unwrap();
+            tally_collector::agents::quic_endpoint(&ca, "127.0.0.1:0".parse().unwrap(), &["localhost".into()]).unwrap();
         let addr = endpoint.local_addr().unwrap();
         // Old buckets whatever today is (the days of this test are of 2026 and 2036).
         let defaults = Limits::from(&tally_collector::config::parse("").unwrap());
         let limits = Limits { max_bucket_age: TimeDelta::days(36_500), ..defaults };
-        tokio::spawn(ingest::run(endpoint, store.clone(), ca.clone(), limits, std::future::pending()));
+        tokio::spawn(agents::run(endpoint, store.clone(), ca.clone(), limits, std::future::pending()));
         let now = tally_collector::clock::now();
-        let token = admin::enroll_token(&*store, &ca, "hq", TimeDelta::hours(1), now).await.unwrap();
+        let token = agents::enrollment::enroll_token(&*store, &ca, "hq", TimeDelta::hours(1), now).await.unwrap();
         let identity = match quic::enroll(addr, ca.cert_der(), &token.secret).await {
             (Some(CollectorMessage::Enrolled(e)), key) => (e.cert_der, key),
             other => panic!("enrollment failed: {other:?}"),

@@ -69,7 +69,7 @@ pub fn csv_import(csv: &[u8]) {
         let CsvStore { runtime, store, reader, .. } = store;
         runtime.block_on(async {
             let before = stored(reader).await;
-            match tally_collector::admin::import_buckets(store, "fuzz.csv", csv, 100_000_000_000, None).await {
+            match tally_collector::usage::import::import_buckets(store, "fuzz.csv", csv, 100_000_000_000, None).await {
                 Ok(stats) => assert_eq!(stored(reader).await, before + stats.inserted),
                 Err(e) => {
                     assert_eq!(stored(reader).await, before, "a refused file wrote nothing: {e}");

@@ -2,13 +2,13 @@
 //!
 //! A request carries `Authorization: Bearer <token>`: a token from `token create` (only its
 //! SHA-256 is stored; a revoked one is refused) or the configuration's `operator_token`.
-//! Tenancy: a customer sees its own account, a partner its own and its sub-accounts, an operator
-//! every account. Any other account is answered 404, exactly as one that does not exist, so ids
-//! do not leak.
+//! Tenancy ([`may_see`]): any account the caller may not see is answered 404, exactly as one that
+//! does not exist, so ids do not leak.
 
 use axum::http::HeaderMap;
 
 use super::problem::Problem;
+use crate::accounts::tenancy::may_see;
 use crate::digest::sha256_hex;
 use crate::store::{Account, Person, Role, Store, StoreError};
 
@@ -87,13 +87,7 @@ pub async fn caller_of_token<S: Store>(
 pub async fn visible_account<S: Store>(store: &S, caller: &Caller, account: &str) -> Result<Account, Problem> {
     let not_found = || Problem::not_found(format!("account {account:?} does not exist"));
     let found = store.account(account).await.map_err(internal)?.ok_or_else(not_found)?;
-    let own = caller.account.as_deref();
-    let visible = match caller.role {
-        Role::Operator => true,
-        Role::Customer => own == Some(account),
-        Role::Partner => own == Some(account) || (own.is_some() && found.partner.as_deref() == own),
-    };
-    if visible { Ok(found) } else { Err(not_found()) }
+    if may_see(caller.role, caller.account.as_deref(), &found) { Ok(found) } else { Err(not_found()) }
 }
 
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

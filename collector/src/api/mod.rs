@@ -28,9 +28,9 @@ use serde::Serialize;
 use tally_common::region::RegionTable;
 use tally_common::time::{Month, MonthWindowSetting};
 
+use crate::accounts::terms::{self, AccountView};
 use crate::config::Config;
 use crate::store::Store;
-use crate::terms::{self, AccountView};
 use crate::usage::document::{MonthStatus, OverusageReport, UsageReport};
 use crate::usage::overusage::{self, ResolveError, ResolveRequest};
 use crate::usage::report::{self, ReportError};
@@ -46,10 +46,10 @@ pub struct Api<S> {
     /// Addresses that keep presenting wrong tokens are slowed down.
     wrong_tokens: Arc<crate::throttle::WrongTokens>,
     /// Where webhooks may be delivered (recipients are checked when added).
-    pub(crate) webhook_targets: crate::webhook_target::WebhookTargets,
+    pub(crate) webhook_targets: crate::net::webhook_target::WebhookTargets,
     max_event_age: chrono::TimeDelta,
     operator_token: Option<String>,
-    exposure: crate::https::Exposure,
+    exposure: crate::net::https::Exposure,
     regions: Arc<RegionTable>,
 }
 
@@ -74,7 +74,7 @@ impl<S: Store + 'static> Api<S> {
             store,
             month_window: config.month_window,
             wrong_tokens: Arc::new(crate::throttle::WrongTokens::new(config.wrong_tokens_per_minute)),
-            webhook_targets: crate::webhook_target::WebhookTargets::new(config.webhook_allowed_networks.clone()),
+            webhook_targets: crate::net::webhook_target::WebhookTargets::new(config.webhook_allowed_networks.clone()),
             max_event_age: config.max_event_age,
             operator_token: config.operator_token.clone(),
             exposure: config.exposure.clone(),
@@ -177,10 +177,10 @@ async fn authenticated<S: Store + 'static>(
     Ok(next.run(request).await)
 }
 
-/// 408 for a request not answered within [`crate::http::REQUEST_DEADLINE`] (a body sent too
+/// 408 for a request not answered within [`crate::net::http::REQUEST_DEADLINE`] (a body sent too
 /// slowly, say).
 pub async fn within_deadline(request: Request, next: Next) -> Result<Response, Problem> {
-    let deadline = crate::http::REQUEST_DEADLINE;
+    let deadline = crate::net::http::REQUEST_DEADLINE;
     tokio::time::timeout(deadline, next.run(request))
         .await
         .map_err(|_| Problem::request_timeout(format!("the request was not complete within {} s", deadline.as_secs())))

@@ -2,7 +2,7 @@
 //! Anyone who sees the account reads them; its contact person, its partner and operators change
 //! them; every change is kept with who made it and when.
 
-use crate::webhook_target::{SystemResolver, WebhookTargets};
+use crate::net::webhook_target::{SystemResolver, WebhookTargets};
 use std::collections::HashMap;
 
 use super::json::Json;
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::Api;
 use super::auth::{Caller, internal, visible_account};
 use super::problem::{FieldError, Problem};
-use crate::recipients;
+use crate::accounts::recipients;
 use crate::store::{Recipient, RecipientChange, Store};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -16,10 +16,11 @@ use tally_common::time::Month;
 use super::auth::{Caller, internal, visible_account};
 use super::problem::{FieldError, Problem};
 use super::{Api, body, month_of};
-use crate::admin::{self, AdminError, SiteChanges};
+use crate::accounts::{self, ChangeError, SiteChanges};
+use crate::agents::presence::{self, SiteActivityView};
+use crate::agents::unbilled::{self, IntakeReport};
+use crate::enforcement::pool_risk::{self, PoolAtRisk};
 use crate::enforcement::{self, SiteEnforcement};
-use crate::intake::{self, IntakeReport, SiteActivityView};
-use crate::pool_risk::{self, PoolAtRisk};
 use crate::store::Store;
 
 /// The site `site` of `account`; another account's site is as unknown as a missing one.
@@ -65,7 +66,7 @@ pub(super) async fn site_intake<S: Store + 'static>(
 ) -> Result<Json<IntakeReport>, Problem> {
     visible_account(&*api.store, &caller, &account).await?;
     let site = site_of(&api, &account, &site).await?;
-    intake::report(&*api.store, &site.id).await.map(Json).map_err(internal)
+    unbilled::report(&*api.store, &site.id).await.map(Json).map_err(internal)
 }
 
 /// `GET /v1/enforcement/at-risk[?days=N]` (operator): every account and stand-alone group whose
@@ -103,8 +104,8 @@ async fn sites_activity<S: Store>(
         None => api.store.site_activity(account).await,
         Some(text) => {
             let silent =
-                intake::duration(text).map_err(|e| Problem::bad_request(vec![FieldError::new("silent", e)]))?;
-            intake::silent_sites(&*api.store, account, silent, crate::clock::now()).await
+                presence::duration(text).map_err(|e| Problem::bad_request(vec![FieldError::new("silent", e)]))?;
+            presence::silent_sites(&*api.store, account, silent, crate::clock::now()).await
         }
     };
     Ok(Json(sites.map_err(internal)?.iter().map(Into::into).collect()))
@@ -234,7 +235,7 @@ pub(super) async fn change_site<S: Store + 'static>(
         return Err(Problem::bad_request(errors));
     }
     let changes = SiteChanges { site, country, site_type, cap_bps: patch.cap_bps, country_from: patch.country_from };
-    match admin::set_site(&*api.store, &api.regions, changes).await {
+    match accounts::sites::set_site(&*api.store, &api.regions, changes).await {
         Ok(site) => Ok(Json(SiteView {
             site: site.id,
             account: site.account,
@@ -244,14 +245,14 @@ pub(super) async fn change_site<S: Store + 'static>(
             site_type: site.site_type,
             cap_bps: site.cap_bps,
         })),
-        Err(AdminError::Refused(violations)) => {
+        Err(ChangeError::Refused(violations)) => {
             let messages: Vec<String> = violations.iter().map(ToString::to_string).collect();
             let mut problem = Problem::conflict(format!("refused, nothing was changed: {}", messages.join("; ")));
             problem.extensions.insert("violations".into(), json!(messages));
             Err(problem)
         }
-        Err(e @ AdminError::Finalized { .. }) => Err(Problem::conflict(e.to_string())),
-        Err(AdminError::Store(e)) => Err(internal(e)),
+        Err(e @ ChangeError::Finalized { .. }) => Err(Problem::conflict(e.to_string())),
+        Err(ChangeError::Store(e)) => Err(internal(e)),
         // The request has the schema's form; a rule about the day or the site refuses it.
         Err(e) => Err(Problem::unprocessable(vec![FieldError::new("body", e.to_string())])),
     }

@@ -1,5 +1,5 @@
 //! What each command of the [command line](super) does: `serve` is [`super::serve`]'s; the
-//! operator's commands call [`crate::admin`] and the store, and print for a person
+//! operator's commands call [`crate::accounts`] and the store, and print for a person
 //! (tables) or a program (`--format json`).
 
 use anyhow::Context;
@@ -12,17 +12,17 @@ use super::{
     AccountCommand, CaCommand, Command, EnforcementCommand, Format, LicenseCommand, OverusageCommand, SiteCommand,
     TokenCommand,
 };
-use crate::admin::{self, LicenseArgs, NewSite};
+use crate::accounts::recipients;
+use crate::accounts::terms;
+use crate::accounts::{self, LicenseArgs, NewSite};
+use crate::agents::{self, presence, unbilled};
 use crate::clock;
 use crate::config::Config;
 use crate::enforcement;
-use crate::intake;
-use crate::pool_risk;
-use crate::recipients;
+use crate::enforcement::pool_risk;
 use crate::store::postgres::{PgStore, redacted};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Account, ContractTerm, Person, Store};
-use crate::terms;
 use crate::usage;
 
 /// Runs `command` on the collector configured by `config`, on its store: PostgreSQL when
@@ -43,7 +43,7 @@ pub async fn execute(command: Command, config: Config) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| crate::healthcheck::default_url(config.http_listen, config.http_tls.is_some()));
             let pinned = match &config.http_tls {
-                Some((cert, _)) => Some(crate::https::end_entity(cert).map_err(anyhow::Error::msg)?),
+                Some((cert, _)) => Some(crate::net::https::end_entity(cert).map_err(anyhow::Error::msg)?),
                 None => None,
             };
             let health = crate::healthcheck::probe(&url, pinned).await.map_err(anyhow::Error::msg)?;
@@ -90,18 +90,18 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
         | Command::Backup { .. }
         | Command::Restore { .. } => {}
         Command::Ca(CaCommand::Init) => {
-            let (ca, created) = crate::ca::Ca::load_or_create(&config.ca_dir())?;
+            let (ca, created) = crate::agents::ca::Ca::load_or_create(&config.ca_dir())?;
             let state = if created { "created" } else { "exists" };
             outln!("CA {state}: {}\nfingerprint (SHA-256): {}", config.ca_dir().display(), ca.fingerprint());
         }
         Command::Site(SiteCommand::EnrollToken { site, valid_hours }) => {
             let (ca, _) = super::serve::load_ca(&config)?;
             let valid = chrono::TimeDelta::hours(i64::from(valid_hours));
-            let token = admin::enroll_token(&store, &ca, &site, valid, clock::now()).await?;
+            let token = agents::enrollment::enroll_token(&store, &ca, &site, valid, clock::now()).await?;
             outln!("{token}");
         }
         Command::Site(SiteCommand::Revoke { site }) => {
-            let revoked = admin::revoke_site(&store, &site, clock::now()).await?;
+            let revoked = agents::enrollment::revoke_site(&store, &site, clock::now()).await?;
             outln!("site {site}: {revoked} certificate(s) revoked");
         }
         Command::Account(AccountCommand::Add {
@@ -116,7 +116,8 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
             let account = Account { id, name, partner, eop_contact_name, eop_contact_email };
             let term = term_start.zip(term_end).map(|(start, end)| ContractTerm { start, end });
             let today = crate::clock::now().date_naive();
-            let term = admin::add_account(&store, account.clone(), term, config.default_contract_months, today).await?;
+            let term =
+                accounts::add_account(&store, account.clone(), term, config.default_contract_months, today).await?;
             outln!("account {} added (contract term {} to {})", account.id, term.start, term.end);
         }
         Command::Account(AccountCommand::Set {
@@ -136,7 +137,7 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
                 );
             }
             if let Some((start, end)) = term_start.zip(term_end) {
-                match admin::set_contract_term(&store, &id, ContractTerm { start, end }).await? {
+                match accounts::set_contract_term(&store, &id, ContractTerm { start, end }).await? {
                     Some(old) => {
                         outln!("account {id}: contract term {start} to {end} replaces {} to {}", old.start, old.end)
                     }
@@ -190,8 +191,8 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
             {
                 anyhow::bail!("account {id:?} does not exist");
             }
-            let sites = intake::silent_sites(&store, account.as_deref(), silent, clock::now()).await?;
-            let views: Vec<intake::SiteActivityView> = sites.iter().map(Into::into).collect();
+            let sites = presence::silent_sites(&store, account.as_deref(), silent, clock::now()).await?;
+            let views: Vec<presence::SiteActivityView> = sites.iter().map(Into::into).collect();
             match format {
                 Format::Json => outln!("{}", serde_json::to_string_pretty(&views)?),
                 Format::Table => {
@@ -258,25 +259,29 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
             }
         }
         Command::Site(SiteCommand::Add { account, id, name, country, site_type, cap_mbps }) => {
-            let site =
-                admin::add_site(&store, &regions, NewSite { account, id, name, country, site_type, cap_mbps }).await?;
+            let site = accounts::sites::add_site(
+                &store,
+                &regions,
+                NewSite { account, id, name, country, site_type, cap_mbps },
+            )
+            .await?;
             outln!("site {} added in {} ({})", site.id, site.region_group, site.country);
         }
         Command::Site(SiteCommand::Set { site, country, from, site_type, cap_mbps, no_cap }) => {
             let cap_bps = match (no_cap, cap_mbps) {
                 (true, _) => Some(None),
-                (false, Some(mbps)) => Some(Some(admin::cap_bps(mbps)?)),
+                (false, Some(mbps)) => Some(Some(accounts::sites::cap_bps(mbps)?)),
                 (false, None) => None,
             };
             let country = country.map(|c| c.parse()).transpose().map_err(|e| anyhow::anyhow!("--country: {e}"))?;
             let site_type = site_type.map(|t| t.parse()).transpose().map_err(|e| anyhow::anyhow!("--type: {e}"))?;
-            let changes = admin::SiteChanges { site, country, site_type, cap_bps, country_from: from };
-            let site = admin::set_site(&store, &regions, changes).await?;
+            let changes = accounts::SiteChanges { site, country, site_type, cap_bps, country_from: from };
+            let site = accounts::sites::set_site(&store, &regions, changes).await?;
             let cap = site.cap_bps.map_or("no cap".to_owned(), |c| format!("cap {}", Bandwidth(c)));
             outln!("site {}: {} in {} ({}), {cap}", site.id, site.site_type, site.region_group, site.country);
         }
         Command::License(LicenseCommand::Change { account, id, quantity, from, to }) => {
-            admin::change_license(&store, &account, id, quantity, to, from).await?;
+            accounts::licenses::change_license(&store, &account, id, quantity, to, from).await?;
             outln!("license {id} changed");
         }
         Command::Site(SiteCommand::Enforcement { site, month, format }) => {
@@ -299,10 +304,10 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
             if store.site(&site).await?.is_none() {
                 anyhow::bail!("site {site:?} does not exist");
             }
-            let report = intake::report(&store, &site).await?;
+            let report = unbilled::report(&store, &site).await?;
             match format {
                 Format::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
-                Format::Table => out!("{}", intake::table(&report)),
+                Format::Table => out!("{}", unbilled::table(&report)),
             }
         }
         Command::Site(SiteCommand::Quarantine { site, accept, shift_minutes, discard: _ }) => {
@@ -311,8 +316,8 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
             }
             let shift = chrono::TimeDelta::try_minutes(shift_minutes)
                 .ok_or_else(|| anyhow::anyhow!("--shift-minutes {shift_minutes} is out of range"))?;
-            let release = if accept { intake::Release::Accept { shift } } else { intake::Release::Discard };
-            let n = intake::release(&store, &site, release, clock::now()).await?;
+            let release = if accept { unbilled::Release::Accept { shift } } else { unbilled::Release::Discard };
+            let n = unbilled::release(&store, &site, release, clock::now()).await?;
             let done = if accept { "accepted (billed)" } else { "discarded" };
             outln!("{site}: {n} quarantined buckets {done}");
         }
@@ -346,7 +351,7 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
         Command::Token(TokenCommand::Create { role, account, contact, name, email }) => {
             let person = name.zip(email).map(|(name, email)| Person { name, email });
             let (id, secret) =
-                admin::create_api_token(&store, role, account.as_deref(), contact, person.as_ref()).await?;
+                accounts::create_api_token(&store, role, account.as_deref(), contact, person.as_ref()).await?;
             let whose = account.map_or(String::new(), |a| format!(" of account {a}"));
             let contact = if contact { ", contact person" } else { "" };
             let held = person.map_or(String::new(), |p| format!(", held by {p}"));
@@ -391,16 +396,21 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
                 block_size: a.block_size,
                 per_unit: a.per_unit,
             };
-            let id = admin::add_license(&store, args).await?;
+            let id = accounts::licenses::add_license(&store, args).await?;
             outln!("license {id} added");
         }
         Command::ImportBuckets { csv, allow_future } => {
             let file = std::fs::File::open(&csv).with_context(|| format!("cannot read {}", csv.display()))?;
             let input = std::io::BufReader::with_capacity(1 << 16, file);
             let not_after = (!allow_future).then(|| clock::now() + tally_common::wire::MAX_BUCKET_AHEAD);
-            let stats =
-                admin::import_buckets(&store, &csv.display().to_string(), input, config.max_bucket_bps, not_after)
-                    .await?;
+            let stats = usage::import::import_buckets(
+                &store,
+                &csv.display().to_string(),
+                input,
+                config.max_bucket_bps,
+                not_after,
+            )
+            .await?;
             outln!("imported {} new bucket(s), merged {} with stored ones (R10)", stats.inserted, stats.merged);
         }
         Command::Account(AccountCommand::Notify { account, email, webhook }) => {
@@ -411,8 +421,8 @@ async fn run<S: Store + 'static>(command: Command, config: Config, store: S) -> 
             };
             let recipient =
                 recipients::parse(channel, &address).map_err(|e| anyhow::anyhow!("{flag} {}", e.message))?;
-            let targets = crate::webhook_target::WebhookTargets::new(config.webhook_allowed_networks.clone());
-            recipients::check_target(&recipient, &targets, &crate::webhook_target::SystemResolver)
+            let targets = crate::net::webhook_target::WebhookTargets::new(config.webhook_allowed_networks.clone());
+            recipients::check_target(&recipient, &targets, &crate::net::webhook_target::SystemResolver)
                 .await
                 .map_err(|e| anyhow::anyhow!("{flag} {}", e.message))?;
             if store.account(&account).await?.is_none() {

@@ -161,8 +161,8 @@ pub enum EnforcementCommand {
     /// the pool.
     Check {
         /// How many days ahead, from today.
-        #[arg(long, default_value_t = crate::pool_risk::DEFAULT_DAYS,
-            value_parser = clap::value_parser!(u32).range(0..=i64::from(crate::pool_risk::MAX_DAYS)))]
+        #[arg(long, default_value_t = crate::enforcement::pool_risk::DEFAULT_DAYS,
+            value_parser = clap::value_parser!(u32).range(0..=i64::from(crate::enforcement::pool_risk::MAX_DAYS)))]
         days: u32,
         #[arg(long, value_enum, default_value_t = Format::Table, help = FORMAT_HELP)]
         format: Format,
@@ -316,7 +316,7 @@ pub enum SiteCommand {
         account: Option<String>,
         /// Only the sites without a bucket for this long (30m, 2h, 1d), with their last bucket
         /// and their agent's last connection: their traffic is not billed (R5).
-        #[arg(long, value_parser = crate::intake::duration)]
+        #[arg(long, value_parser = crate::agents::presence::duration)]
         silent: Option<chrono::TimeDelta>,
         #[arg(long, value_enum, default_value_t = Format::Table, help = FORMAT_HELP)]
         format: Format,

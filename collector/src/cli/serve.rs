@@ -8,10 +8,10 @@ use anyhow::Context;
 use tally_common::service::shutdown_signal;
 use tokio::net::TcpListener;
 
-use crate::ca::Ca;
+use crate::agents::ca::Ca;
+use crate::agents::{self, Limits};
 use crate::config::Config;
-use crate::ingest::{self, Limits};
-use crate::pool_risk;
+use crate::enforcement::pool_risk;
 use crate::store::Store;
 use crate::usage;
 
@@ -23,11 +23,11 @@ pub(super) async fn serve<S: Store + 'static>(config: &Config, store: S) -> anyh
     tracing::info!(created, fingerprint = %ca.fingerprint(), dir = %config.ca_dir().display(), "certificate authority ready");
     tracing::info!(store = %config.store_name(), "store ready");
     warn_if_short_of_space(config);
-    crate::http::raise_file_limit();
+    crate::net::http::raise_file_limit();
     let listener = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http_listen))?;
-    let endpoint = crate::quic_endpoint(&ca, config.quic_listen, &config.certificate_names())
+    let endpoint = crate::agents::quic_endpoint(&ca, config.quic_listen, &config.certificate_names())
         .with_context(|| format!("cannot listen on UDP {}", config.quic_listen))?;
     let quic = endpoint.local_addr().context("the QUIC endpoint's address")?;
     tracing::info!(%quic, "ingest listening (ALPN tally/1)");
@@ -37,7 +37,7 @@ pub(super) async fn serve<S: Store + 'static>(config: &Config, store: S) -> anyh
     };
     let limits = Limits::from(config);
     let store = std::sync::Arc::new(store);
-    let ingest = tokio::spawn(ingest::run(
+    let ingest = tokio::spawn(agents::run(
         endpoint,
         store.clone(),
         std::sync::Arc::new(ca),
@@ -55,12 +55,20 @@ pub(super) async fn serve<S: Store + 'static>(config: &Config, store: S) -> anyh
                 .await
                 .with_context(|| format!("cannot listen on {address} (metrics_listen)"))?;
             let router = crate::api::metrics_router(store.clone());
-            Some(tokio::spawn(crate::http::serve("metrics", listener, None, router, until_stopped(stopped.clone()))))
+            Some(tokio::spawn(crate::net::http::serve(
+                "metrics",
+                listener,
+                None,
+                router,
+                until_stopped(stopped.clone()),
+            )))
         }
         None => None,
     };
     let certificate = match &config.http_tls {
-        Some((cert, key)) => Some(Arc::new(crate::https::Certificate::load(cert, key).map_err(anyhow::Error::msg)?)),
+        Some((cert, key)) => {
+            Some(Arc::new(crate::net::https::Certificate::load(cert, key).map_err(anyhow::Error::msg)?))
+        }
         None => None,
     };
     // Installed before serving: from then on a SIGHUP reloads, and never stops the collector.
@@ -69,8 +77,8 @@ pub(super) async fn serve<S: Store + 'static>(config: &Config, store: S) -> anyh
     let reload = tokio::spawn(reload_on_hangup(hangups, certificate.clone()));
     warn_if_tokens_refused(config);
     let router = crate::http_router(store, config);
-    let tls = certificate.map(crate::https::Certificate::acceptor).transpose().context("HTTPS")?;
-    let http = tokio::spawn(crate::http::serve("HTTP API", listener, tls, router, until_stopped(stopped)));
+    let tls = certificate.map(crate::net::https::Certificate::acceptor).transpose().context("HTTPS")?;
+    let http = tokio::spawn(crate::net::http::serve("HTTP API", listener, tls, router, until_stopped(stopped)));
     shutdown.await;
     reload.abort();
     tracing::info!("shutting down: no new connections, draining, committing");
@@ -88,7 +96,7 @@ pub(super) async fn serve<S: Store + 'static>(config: &Config, store: S) -> anyh
 
 /// The collector's CA, and whether it was created now: on first use, except where collectors
 /// share it (R30), where only `ca init` makes it.
-pub(super) fn load_ca(config: &Config) -> Result<(Ca, bool), crate::ca::CaError> {
+pub(super) fn load_ca(config: &Config) -> Result<(Ca, bool), crate::agents::ca::CaError> {
     match config.creates_ca() {
         true => Ca::load_or_create(&config.ca_dir()),
         false => Ok((Ca::load_existing(&config.ca_dir())?, false)),
@@ -114,10 +122,10 @@ fn warn_if_short_of_space(config: &Config) {
 /// HTTPS there is nothing to read.
 async fn reload_on_hangup(
     mut hangups: tokio::signal::unix::Signal,
-    certificate: Option<Arc<crate::https::Certificate>>,
+    certificate: Option<Arc<crate::net::https::Certificate>>,
 ) {
     while hangups.recv().await.is_some() {
-        match certificate.as_deref().map(crate::https::Certificate::reload) {
+        match certificate.as_deref().map(crate::net::https::Certificate::reload) {
             None => tracing::info!("SIGHUP: nothing to reload (no http_tls_cert)"),
             Some(Ok(fingerprint)) => tracing::info!(%fingerprint, "SIGHUP: HTTPS certificate reloaded"),
             Some(Err(e)) => {

@@ -30,7 +30,7 @@ pub struct Config {
     /// HTTPS on `http_listen`: the certificate chain's file and the key's.
     pub http_tls: Option<(PathBuf, PathBuf)>,
     /// Whose word on a request's scheme is believed, and where tokens may travel in clear.
-    pub exposure: crate::https::Exposure,
+    pub exposure: crate::net::https::Exposure,
     pub server_names: Vec<String>,
     /// The collectors agents may use, `HOST:PORT` (R30); empty: agents keep the address they
     /// enrolled with.
@@ -271,7 +271,7 @@ pub fn parse_with(text: &str, lookup: impl Fn(&str) -> Option<OsString>) -> Resu
     let smtp = smtp_relay(&mut fields);
     let notify_ca_file = match fields.get("notify_ca_file").map(|v| v.as_str().ok_or(v.type_str())) {
         None => None,
-        Some(Ok(path)) => match crate::https::read_certificates(Path::new(path)) {
+        Some(Ok(path)) => match crate::net::https::read_certificates(Path::new(path)) {
             Ok(_) => Some(PathBuf::from(path)),
             Err(e) => {
                 fields.error(format!("notify_ca_file: {e}"));
@@ -364,7 +364,7 @@ pub fn parse_with(text: &str, lookup: impl Fn(&str) -> Option<OsString>) -> Resu
         http_listen,
         metrics_listen,
         http_tls,
-        exposure: crate::https::Exposure { trusted_proxies, allow_plaintext_tokens },
+        exposure: crate::net::https::Exposure { trusted_proxies, allow_plaintext_tokens },
         server_names,
         public_addresses,
         max_connections,

@@ -64,7 +64,7 @@ pub(super) fn http_tls(fields: &mut Fields) -> Option<(PathBuf, PathBuf)> {
     let named = |fields: &mut Fields, key: &str| fields.get(key).is_some().then(|| fields.path(key, ""));
     match (named(fields, "http_tls_cert"), named(fields, "http_tls_key")) {
         (None, None) => None,
-        (Some(cert), Some(key)) => match crate::https::Certificate::load(&cert, &key) {
+        (Some(cert), Some(key)) => match crate::net::https::Certificate::load(&cert, &key) {
             Ok(_) => Some((cert, key)),
             Err(e) => {
                 fields.error(format!("http_tls_cert, http_tls_key: {e}"));

@@ -46,9 +46,9 @@ pub struct Console<S> {
     /// Addresses that keep signing in with wrong tokens are slowed down.
     pub(crate) wrong_tokens: Arc<crate::throttle::WrongTokens>,
     /// Where webhooks may be delivered (recipients are checked when added).
-    pub(crate) webhook_targets: crate::webhook_target::WebhookTargets,
+    pub(crate) webhook_targets: crate::net::webhook_target::WebhookTargets,
     /// Where a sign-in may come from, and when its cookie is `Secure`.
-    exposure: crate::https::Exposure,
+    exposure: crate::net::https::Exposure,
     /// Finalized months' documents parsed lately (each page renders one).
     parsed: Arc<crate::usage::finalized::Parsed>,
 }
@@ -81,7 +81,7 @@ impl<S: Store + 'static> Console<S> {
             operator_token: config.operator_token.clone(),
             month_window: config.month_window,
             wrong_tokens: Arc::new(crate::throttle::WrongTokens::new(config.wrong_tokens_per_minute)),
-            webhook_targets: crate::webhook_target::WebhookTargets::new(config.webhook_allowed_networks.clone()),
+            webhook_targets: crate::net::webhook_target::WebhookTargets::new(config.webhook_allowed_networks.clone()),
             exposure: config.exposure.clone(),
             parsed: Default::default(),
         }

@@ -289,7 +289,7 @@ pub(super) async fn new_form<S: Store + 'static>(
     Path(account): Path<String>,
 ) -> Result<Response, PageError> {
     let key =
-        crate::ca::random_hex(16).map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        crate::digest::random_hex(16).map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(render(&new_order_page(&console, &signed, &account, key, &[], None).await?))
 }
 

@@ -11,9 +11,10 @@ use tally_common::time::Month;
 
 use super::chart::{Bar, Chart, Line};
 use super::{Chrome, Console, PageError, Signed, render, words};
+use crate::accounts::tenancy::may_see;
+use crate::accounts::terms::{AccountView, account_view};
 use crate::api::auth::{internal, visible_account};
 use crate::store::{Role, Store};
-use crate::terms::{AccountView, account_view};
 use crate::usage::document::{MonthStatus, UsageReport, WindowJson};
 use crate::usage::overusage::ResolveRequest;
 use crate::usage::report;
@@ -75,10 +76,7 @@ pub(super) async fn home<S: Store + 'static>(
     let today = crate::clock::now().date_naive();
     let mut accounts = Vec::new();
     for account in console.store.accounts().await.map_err(internal)? {
-        let own = caller.account.as_deref();
-        let visible = caller.role == Role::Operator
-            || own == Some(account.id.as_str())
-            || (own.is_some() && account.partner.as_deref() == own);
+        let visible = may_see(caller.role, caller.account.as_deref(), &account);
         let matches = wanted.is_empty()
             || account.id.contains(wanted.as_str())
             || account.name.to_lowercase().contains(&wanted.to_lowercase());

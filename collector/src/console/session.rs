@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::{Chrome, Console, PageError, render};
 use crate::api::auth::{Caller, caller_of_token};
-use crate::ca::random_hex;
+use crate::digest::random_hex;
 use crate::digest::sha256_hex;
 use crate::store::{ConsoleSession, Store};
 

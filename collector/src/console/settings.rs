@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::{Chrome, Console, PageError, Signed, render, words};
+use crate::accounts::recipients::may_change;
 use crate::api::auth::visible_account;
 use crate::api::recipients::{RecipientView, change, recipients_of};
-use crate::recipients::may_change;
 use crate::store::Store;
 
 /// One change of the recipients, in words.

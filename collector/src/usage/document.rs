@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::terms::TermReport;
+use crate::accounts::terms::TermReport;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use tally_common::kinds::{LicenseKind, ZtnaRegion};

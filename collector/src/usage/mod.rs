@@ -17,6 +17,7 @@ pub mod events;
 pub mod finalize;
 pub mod finalized;
 mod forecast;
+pub mod import;
 pub mod notify;
 pub mod overusage;
 pub mod report;

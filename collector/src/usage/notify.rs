@@ -20,7 +20,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 
-use crate::webhook_target::{SystemResolver, WebhookTargets};
+use crate::net::webhook_target::{SystemResolver, WebhookTargets};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -73,7 +73,7 @@ impl Transports {
         let mut trusted = rustls_native_certs::load_native_certs().certs;
         let system = trusted.len();
         if let Some(path) = &config.notify_ca_file {
-            trusted.extend(crate::https::read_certificates(path).map_err(|e| format!("notify_ca_file: {e}"))?);
+            trusted.extend(crate::net::https::read_certificates(path).map_err(|e| format!("notify_ca_file: {e}"))?);
         }
         // A system certificate webpki cannot use is left out rather than failing every delivery.
         let mut roots = rustls::RootCertStore::empty();

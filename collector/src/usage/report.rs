@@ -18,9 +18,9 @@ use super::document::{
     SiteReport, UsageReport, WindowJson, describe_window,
 };
 use super::forecast::forecast;
+use crate::accounts::terms::term_report;
 use crate::enforcement::{ViolationReport, month_caps, month_violations};
 use crate::store::{License, MeterCounts, Store, StoreError, group_history, pool_licenses};
-use crate::terms::term_report;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {

@@ -6,7 +6,7 @@
 //!   the 14 discarded buckets, each CSV equals the API's JSON, another account's page is a 404,
 //!   signing out ends the session. Screenshots of the pages go to `docs/screenshots/`.
 //! - Over plain HTTP: the session cookie's flags, a form without its token refused, a revoked
-//!   token's session ended, a wrong token refused at sign-in (over HTTPS, `https.rs`).
+//!   token's session ended, a wrong token refused at sign-in (over HTTPS, `net/https.rs`).
 
 #[path = "../support/mod.rs"]
 mod support;

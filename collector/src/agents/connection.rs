@@ -9,11 +9,11 @@ use tally_common::wire::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::commit::Pending;
 use super::frames::{Frames, refuse, send};
+use super::group_commit::Pending;
 use super::{Limits, MAX_REPORT_DETAIL};
+use crate::enforcement::push;
 use crate::metrics;
-use crate::policy;
 use crate::store::{Intake, Measured, PolicyReport, SitePolicy, Store, StoreError};
 
 /// A measuring agent's connection, after `Welcome`.
@@ -41,7 +41,7 @@ impl<S: Store> Agent<'_, S> {
     /// leaves or breaks the protocol.
     pub(super) async fn serve(
         mut self,
-        mut policy: policy::Subscription,
+        mut policy: push::Subscription,
         commits: &mpsc::Sender<Pending>,
         limits: &Limits,
     ) {

@@ -1,14 +1,18 @@
-//! Enrollment over QUIC: a socket without a certificate redeems its token and gets one.
+//! Enrollment: the operator makes a one-time token for a site ([`enroll_token`]); over QUIC, a
+//! socket without a certificate redeems it and gets one; a site's certificates are revoked
+//! ([`revoke_site`]).
 
 use std::time::Duration;
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
+use tally_common::token::EnrollToken;
 use tally_common::wire::{CollectorMessage, EnrollRequest, Enrolled, ErrorCode};
 
 use super::CERTIFICATE_YEARS;
 use super::frames::{refuse, send, tell_collectors};
-use crate::ca::{Ca, CertificateRequest};
-use crate::digest::sha256_hex;
+use crate::accounts::{ChangeError, invalid};
+use crate::agents::ca::{Ca, CertificateRequest};
+use crate::digest::{random_hex, sha256_hex};
 use crate::store::Store;
 
 /// Redeems the token, signs the request for the token's site, records the certificate, and
@@ -58,4 +62,32 @@ pub(super) async fn enroll<S: Store>(
     }
     let _ = tx.finish();
     let _ = tokio::time::timeout(Duration::from_secs(2), tx.stopped()).await;
+}
+
+/// A one-time enrollment token for `site`, valid for `valid_for` from `now`. Only the secret's
+/// hash is stored.
+pub async fn enroll_token(
+    store: &impl Store,
+    ca: &Ca,
+    site: &str,
+    valid_for: TimeDelta,
+    now: DateTime<Utc>,
+) -> Result<EnrollToken, ChangeError> {
+    if store.site(site).await?.is_none() {
+        return Err(invalid(format!("site {site:?} does not exist")));
+    }
+    if valid_for <= TimeDelta::zero() {
+        return Err(invalid("a token must be valid for at least an hour"));
+    }
+    let token = EnrollToken { secret: random_hex(32)?, ca_fingerprint: ca.fingerprint() };
+    store.add_enroll_token(&sha256_hex(token.secret.as_bytes()), site, now + valid_for).await?;
+    Ok(token)
+}
+
+/// Revokes every certificate of `site`: its agent is refused from its next connection on.
+pub async fn revoke_site(store: &impl Store, site: &str, now: DateTime<Utc>) -> Result<u64, ChangeError> {
+    if store.site(site).await?.is_none() {
+        return Err(invalid(format!("site {site:?} does not exist")));
+    }
+    Ok(store.revoke_site(site, now).await?)
 }

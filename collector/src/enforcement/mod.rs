@@ -2,6 +2,9 @@
 //! a site's enforcement looks like (its cap, what its agent reported, the buckets that broke the
 //! cap). The rules themselves are `tally_common::enforcement`.
 
+pub mod pool_risk;
+pub mod push;
+
 use serde::{Deserialize, Serialize};
 use tally_common::bandwidth::Bandwidth;
 use tally_common::enforcement::cap_required;

@@ -2,8 +2,7 @@
 //! the agent's discard totals (R3), and the quarantine of buckets refused for their time (a
 //! socket's wrong clock), which the operator accepts (as measured, or shifted by a whole number
 //! of 5-minute slots) or discards. A quarantined bucket is never billed, deleted or re-dated
-//! unless the operator says so. And the sites that went silent: a missing bucket counts as 0
-//! (R5), so a socket that stopped reporting is traffic never billed unless someone is told.
+//! unless the operator says so.
 
 use std::fmt::Write;
 
@@ -14,8 +13,8 @@ use tally_common::bucket::Bucket;
 use tally_common::time::{BucketStart, rfc3339};
 use tally_common::wire::MAX_BUCKET_AHEAD;
 
-use crate::admin::AdminError;
-use crate::store::{SiteActivity, SiteIntake, Store, StoreError};
+use crate::accounts::ChangeError;
+use crate::store::{SiteIntake, Store, StoreError};
 
 /// `site intake` and `GET /v1/accounts/{account}/sites/{site}/intake`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -128,60 +127,6 @@ pub fn table(report: &IntakeReport) -> String {
     out
 }
 
-/// A site whose latest bucket is older than asked (`site list --silent`, `GET /v1/sites?silent=`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct SiteActivityView {
-    pub site: String,
-    pub account: String,
-    /// The start of its latest bucket; `null` before the first.
-    pub last_bucket: Option<String>,
-    /// When its agent was last connected to a collector; `null` if never.
-    pub last_connected: Option<String>,
-}
-
-impl From<&SiteActivity> for SiteActivityView {
-    fn from(a: &SiteActivity) -> Self {
-        SiteActivityView {
-            site: a.site.clone(),
-            account: a.account.clone(),
-            last_bucket: a.last_bucket.map(|b| b.to_string()),
-            last_connected: a.last_connected.map(rfc3339),
-        }
-    }
-}
-
-/// The sites (of `account`, or of all) without a bucket that starts within `silent_for` of `now`
-/// (counting a bucket's end: the open one is not sent yet), never-reporting ones added before then
-/// included.
-pub async fn silent_sites(
-    store: &impl Store,
-    account: Option<&str>,
-    silent_for: TimeDelta,
-    now: DateTime<Utc>,
-) -> Result<Vec<SiteActivity>, StoreError> {
-    let since = now.checked_sub_signed(silent_for).unwrap_or(DateTime::<Utc>::MIN_UTC);
-    let mut sites = store.site_activity(account).await?;
-    // A site that never reported is silent only once it was expected to have reported.
-    sites.retain(|s| s.last_bucket.map_or(s.added_at < since, |b| b.end() < since));
-    Ok(sites)
-}
-
-/// `2h`, `30m`, `1d`, `90s`: a positive whole number and a unit (the API documents at most six
-/// digits).
-pub fn duration(text: &str) -> Result<TimeDelta, String> {
-    let bad = || format!("{text:?} is not a duration such as 30m, 2h or 1d");
-    let unit = text.chars().last().ok_or_else(bad)?;
-    let n: i64 = text[..text.len() - unit.len_utf8()].parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
-    let seconds = match unit {
-        's' => Some(n),
-        'm' => n.checked_mul(60),
-        'h' => n.checked_mul(3_600),
-        'd' => n.checked_mul(86_400),
-        _ => None,
-    };
-    seconds.and_then(TimeDelta::try_seconds).ok_or_else(bad)
-}
-
 /// What the operator does with a site's quarantine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Release {
@@ -195,7 +140,7 @@ pub enum Release {
 /// Empties the site's quarantine as `release` says, all or nothing. An accepted bucket must not
 /// start in the future (past `now` plus the usual margin) once shifted, and the shift must be
 /// a whole number of 5-minute slots. Returns how many buckets left the quarantine.
-pub async fn release(store: &impl Store, site: &str, release: Release, now: DateTime<Utc>) -> Result<u64, AdminError> {
+pub async fn release(store: &impl Store, site: &str, release: Release, now: DateTime<Utc>) -> Result<u64, ChangeError> {
     let held = store.site_intake(site).await?.quarantined;
     let released: Vec<BucketStart> = held.iter().map(|q| q.bucket.start).collect();
     let accepted = match release {
@@ -205,14 +150,14 @@ pub async fn release(store: &impl Store, site: &str, release: Release, now: Date
             for q in &held {
                 let moved = q.bucket.start.unix().checked_add(shift.num_seconds());
                 let start = moved.and_then(|s| BucketStart::from_unix(s).ok()).ok_or_else(|| {
-                    AdminError::Invalid(format!(
+                    ChangeError::Invalid(format!(
                         "a shift of {} minutes does not move {} to a 5-minute boundary: nothing was changed",
                         shift.num_minutes(),
                         q.bucket.start
                     ))
                 })?;
                 if start.time() > now + MAX_BUCKET_AHEAD {
-                    return Err(AdminError::Invalid(format!(
+                    return Err(ChangeError::Invalid(format!(
                         "{start} (quarantined as {}) is still in the future: shift it back with --shift-minutes; \
                          nothing was changed",
                         q.bucket.start
@@ -224,20 +169,4 @@ pub async fn release(store: &impl Store, site: &str, release: Release, now: Date
         }
     };
     Ok(store.release_quarantined(site, &released, &accepted).await?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_are_a_number_and_a_unit() {
-        assert_eq!(duration("2h"), Ok(TimeDelta::hours(2)));
-        assert_eq!(duration("30m"), Ok(TimeDelta::minutes(30)));
-        assert_eq!(duration("1d"), Ok(TimeDelta::days(1)));
-        assert_eq!(duration("90s"), Ok(TimeDelta::seconds(90)));
-        for bad in ["", "h", "2", "-2h", "0h", "2w", "1.5h", "99999999999999999d", "é"] {
-            assert!(duration(bad).unwrap_err().contains("not a duration"), "{bad}");
-        }
-    }
 }

@@ -4,9 +4,10 @@
 
 use chrono::{DateTime, Utc};
 
+use super::tenancy::may_see;
+use crate::net::webhook_target::{Resolve, Vetting, WebhookTargets};
 use crate::store::{Account, Channel, Recipient, RecipientChange, Role, Store, StoreError};
 use crate::validation::FieldError;
-use crate::webhook_target::{Resolve, Vetting, WebhookTargets};
 
 /// A recipient from its channel's name and address: an e-mail address, or an http(s) URL that
 /// receives the signed JSON document. Errors name the field (`channel`, `address`).
@@ -58,11 +59,7 @@ pub async fn check_target(
 /// Whether a caller may change `account`'s recipients: an operator, the account's contact
 /// person, or a partner for its own account and its sub-accounts.
 pub fn may_change(role: Role, own: Option<&str>, contact: bool, account: &Account) -> bool {
-    match role {
-        Role::Operator => true,
-        Role::Partner => own == Some(account.id.as_str()) || (own.is_some() && account.partner.as_deref() == own),
-        Role::Customer => contact && own == Some(account.id.as_str()),
-    }
+    may_see(role, own, account) && (role != Role::Customer || contact)
 }
 
 /// Adds (`added`) or removes `recipient` of `account` as `actor`; false when there was nothing

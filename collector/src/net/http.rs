@@ -9,13 +9,13 @@
 //! - A connection must send a request's headers within [`HEADER_DEADLINE`], which also closes
 //!   a keep-alive connection idle that long, and slowloris senders.
 //! - A request must be answered within [`REQUEST_DEADLINE`], its body included (408 otherwise).
-//! - With TLS ([`crate::https::Certificate`]), its handshake is bound by [`HEADER_DEADLINE`] too.
+//! - With TLS ([`crate::net::https::Certificate`]), its handshake is bound by [`HEADER_DEADLINE`] too.
 //! - What hyper refuses itself before the router sees a request (a path over 64 KiB: 414,
 //!   headers over its buffer: 431, a malformed request: 400) answers problem+json like every
 //!   other error ([`ProblemHeads`]).
 //! - `/v1` requests are authenticated before their body is read ([`crate::api`]); each request
 //!   carries its connection's [`Peer`], which decides where its token may come from
-//!   ([`crate::https::Exposure`]).
+//!   ([`crate::net::https::Exposure`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -32,7 +32,7 @@ use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::https::Peer;
+use crate::net::https::Peer;
 use crate::throttle::Throttle;
 
 /// hyper's read buffer per connection. A request head must fit in it: hyper checks its size only

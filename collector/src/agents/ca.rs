@@ -18,7 +18,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SerialNumber, date_time_ymd,
 };
 
-use crate::digest::{hex, sha256, sha256_hex};
+use crate::digest::{NoRandomness, hex, random_bytes, sha256, sha256_hex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -28,6 +28,8 @@ pub enum CaError {
     Invalid { path: PathBuf, message: String },
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
+    #[error(transparent)]
+    Random(#[from] NoRandomness),
 }
 
 /// The CA: its certificate and the issuer that signs with its key.
@@ -178,19 +180,6 @@ impl CertificateRequest {
 pub fn serial_of(cert_der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
     Some(hex(cert.raw_serial()))
-}
-
-/// `n` random bytes from the system's generator.
-fn random_bytes(n: usize) -> Result<Vec<u8>, CaError> {
-    let mut bytes = vec![0u8; n];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| CaError::Invalid { path: PathBuf::from("/dev/urandom"), message: "no randomness".into() })?;
-    Ok(bytes)
-}
-
-/// `n` random bytes from the system's generator, in lowercase hex.
-pub fn random_hex(n: usize) -> Result<String, CaError> {
-    Ok(hex(&random_bytes(n)?))
 }
 
 /// The DER inside a one-certificate PEM text.

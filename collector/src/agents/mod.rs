@@ -14,7 +14,7 @@
 //! each batch kept and then acknowledged ([`tally_common::wire::lan`]).
 //!
 //! The collector also sends the site's policy (R17): right after `Welcome`, and again whenever
-//! it changes ([`crate::policy`]); the agent's `PolicyApplied` reports are stored per site.
+//! it changes ([`crate::enforcement::push`]); the agent's `PolicyApplied` reports are stored per site.
 //!
 //! Bounds: `max_connections` agents with a certificate (over it: refused, they retry), their
 //! own smaller pool for connections without one ([`ENROLLING_CONNECTIONS`]: enrollment is rare,
@@ -36,22 +36,25 @@ use tally_common::wire::{
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument;
 
-use crate::ca::Ca;
+use crate::enforcement::push::{self, Board};
 use crate::metrics::{self, Handshake};
-use crate::policy::{self, Board};
-use crate::presence::{self, Presence};
 use crate::store::Store;
 use crate::throttle::Throttle;
 
-mod agent;
-mod commit;
-mod enroll;
+pub mod ca;
+mod connection;
+pub mod enrollment;
 mod frames;
+mod group_commit;
+pub mod presence;
+pub mod unbilled;
 
-use self::agent::Agent;
-use self::commit::{Pending, group_commit};
-use self::enroll::enroll;
+use self::ca::Ca;
+use self::connection::Agent;
+use self::enrollment::enroll;
 use self::frames::{Frames, refuse, send, tell_collectors};
+use self::group_commit::{Pending, group_commit};
+use self::presence::Presence;
 
 /// The longest detail of an agent's policy report that is kept.
 pub const MAX_REPORT_DETAIL: usize = 2_000;
@@ -98,6 +101,30 @@ impl From<&crate::config::Config> for Limits {
     }
 }
 
+/// The QUIC socket's receive buffer. Agents reconnecting together after an outage send thousands
+/// of handshake packets at once; the kernel's usual default (208 KiB) drops most of them, and
+/// each drop costs an agent a retransmission timeout (1 s, then 2 s, 4 s...).
+pub const UDP_RECEIVE_BUFFER: usize = 8 << 20;
+
+/// The agents' QUIC endpoint on `addr`, with a server certificate from `ca` for `names`,
+/// connection ids and stateless resets that survive restarts (see [`Ca::endpoint_config`]),
+/// and a receive buffer of [`UDP_RECEIVE_BUFFER`] if the kernel allows it.
+pub fn quic_endpoint(ca: &Ca, addr: std::net::SocketAddr, names: &[String]) -> anyhow::Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    rustix::net::sockopt::set_socket_recv_buffer_size(&socket, UDP_RECEIVE_BUFFER)?;
+    // Linux reports twice what it grants, and grants at most net.core.rmem_max.
+    let granted = rustix::net::sockopt::socket_recv_buffer_size(&socket)? / 2;
+    if granted < UDP_RECEIVE_BUFFER / 2 {
+        tracing::warn!(
+            granted_kib = granted / 1024,
+            "the QUIC socket's receive buffer is small: many agents reconnecting at once will lose packets; \
+             raise net.core.rmem_max to {UDP_RECEIVE_BUFFER} or more"
+        );
+    }
+    let runtime = quinn::default_runtime().ok_or_else(|| anyhow::anyhow!("no async runtime"))?;
+    Ok(quinn::Endpoint::new(ca.endpoint_config(), Some(server_config(ca, names)?), socket, runtime)?)
+}
+
 /// The TLS configuration of the QUIC endpoint: TLS 1.3, ring, client certificates verified
 /// against the CA when presented (enrolling agents have none yet).
 pub fn server_config(ca: &Ca, names: &[String]) -> anyhow::Result<quinn::ServerConfig> {
@@ -137,7 +164,7 @@ pub async fn run<S: Store + 'static>(
     let committer = tokio::spawn(group_commit(store.clone(), queue));
     let board = Arc::new(Board::default());
     let (stop_watching, watching_stopped) = oneshot::channel::<()>();
-    let watcher = tokio::spawn(policy::watch(store.clone(), board.clone(), async {
+    let watcher = tokio::spawn(push::watch(store.clone(), board.clone(), async {
         let _ = watching_stopped.await;
     }));
     let slots = Arc::new(Slots::new(limits.max_connections));
@@ -183,7 +210,7 @@ pub async fn run<S: Store + 'static>(
             let serial = conn
                 .peer_identity()
                 .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
-                .and_then(|chain| chain.first().and_then(|c| crate::ca::serial_of(c)));
+                .and_then(|chain| chain.first().and_then(|c| crate::agents::ca::serial_of(c)));
             let (pool, kind) = match serial {
                 Some(_) => (&slots.agents, "agents"),
                 None => (&slots.enrolling, "connections without a certificate"),
