@@ -1,4 +1,8 @@
-//! QUIC ingest: the agents' connections, ALPN `tally/1`, TLS 1.3 with the collector's CA.
+//! The sockets' agents: their QUIC listener (here), each measuring agent's session
+//! (`connection`), the group commit, [`enrollment`] and the collector's [`ca`], what agents
+//! sent that was not billed ([`unbilled`]), and which are connected or silent ([`presence`]).
+//!
+//! The listener: ALPN `tally/1`, TLS 1.3 with the collector's CA.
 //!
 //! A connection with a client certificate is a measuring agent: the site comes from the
 //! certificate (its serial, looked up in the store; unknown or revoked is refused and logged),
