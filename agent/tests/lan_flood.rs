@@ -1,18 +1,21 @@
 //! A flood on the LAN never delays the meter (R29): 10,000 frames a second for 60 s, every one
 //! of them a device's ARP (the worst case: the kernel's filter keeps them all, and the day fills
 //! up to `max_lan_devices_per_day`), while the real agent measures its WAN. Every 5-second
-//! tick of the flood makes its sample, none is missing, and none is later than 100 ms.
+//! tick of the flood makes its sample, none is missing, and none is later than 100 ms. sled's I/O
+//! pool sleeps with its long timer slack meanwhile, and the agent's other threads with their own.
 //!
 //! Its own test binary, so that it runs alone: other tests' load would be measured with it.
 
 mod support;
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use support::lan::{add_lan, agent_config, agent_status, arp, run_agent};
 use support::namespaces::Namespaces;
+use tally_agent::store::POOL_TIMER_SLACK;
 use tally_testkit::skip;
 
 /// Frames a second, and for how long.
@@ -34,6 +37,14 @@ fn ten_thousand_frames_a_second_on_the_lan_delay_no_tick() {
     agent.until("watching the LAN for devices");
     // The first tick only reads the counters; the flood starts once the ticks make samples.
     agent.until(" sample ");
+    let threads = agent_threads(&config);
+    let (pool, own): (Vec<_>, Vec<_>) = threads.iter().partition(|(name, _)| name.starts_with("sled-io"));
+    // sled's 7 lasting pool threads are the first it makes (`sled-io-0` to `-6`), at the store's
+    // opening; threads it adds under load would take the slack of the thread that asked.
+    let lasting: Vec<_> = pool.iter().filter(|(name, _)| name.len() == "sled-io-0".len()).collect();
+    assert_eq!(lasting.len(), 7, "{threads:?}");
+    assert!(lasting.iter().all(|(_, slack)| *slack == POOL_TIMER_SLACK.get()), "{threads:?}");
+    assert!(!own.is_empty() && own.iter().all(|(_, slack)| *slack < POOL_TIMER_SLACK.get()), "{threads:?}");
 
     let frames: String = (0..DEVICES)
         .map(|n| {
@@ -103,4 +114,31 @@ fn ten_thousand_frames_a_second_on_the_lan_delay_no_tick() {
     let latest = ticks.iter().map(|(logged, tick)| *logged - *tick).max().unwrap();
     println!("{} ticks during the flood, the latest {} ms after its time", ticks.len(), latest.num_milliseconds());
     assert!(latest <= TimeDelta::milliseconds(100), "a tick {} ms late", latest.num_milliseconds());
+}
+
+/// The threads of the agent running with `config` (found by its command line): each one's name
+/// and timer slack in nanoseconds.
+fn agent_threads(config: &Path) -> Vec<(String, u64)> {
+    let config = config.to_str().unwrap();
+    let agent = std::fs::read_dir("/proc")
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|process| {
+            let command = std::fs::read(process.join("cmdline")).unwrap_or_default();
+            let words: Vec<&[u8]> = command.split(|b| *b == 0).collect();
+            words.first().is_some_and(|program| program.ends_with(b"tally-agent")) && words.contains(&config.as_bytes())
+        })
+        .expect("the agent's process");
+    let read = |path: PathBuf| std::fs::read_to_string(path).unwrap().trim().to_owned();
+    std::fs::read_dir(agent.join("task"))
+        .unwrap()
+        .map(|task| task.unwrap().path())
+        // A thread's slack is in `/proc/TID/`, not under `task/`.
+        .map(|task| {
+            (
+                read(task.join("comm")),
+                read(Path::new("/proc").join(task.file_name().unwrap()).join("timerslack_ns")).parse().unwrap(),
+            )
+        })
+        .collect()
 }

@@ -3,6 +3,7 @@
 //! encoded.
 
 use std::fs::File;
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -25,7 +26,11 @@ pub(super) struct Sled {
 
 impl Sled {
     pub(super) fn open(dir: &Path) -> Result<Sled, StoreError> {
-        let db = open_sled(dir)?;
+        let db = with_pool_timer_slack(|| {
+            let db = open_sled(dir)?;
+            start_pool(&db);
+            Ok::<_, StoreError>(db)
+        })?;
         let data_path = dir.join(DATA_FILE);
         let data_file = File::open(&data_path).map_err(|source| StoreError::StateDir { path: data_path, source })?;
         let pending = db.open_tree(PENDING)?;
@@ -75,6 +80,51 @@ impl Sled {
         }
         self.sync()?;
         Ok(dropped)
+    }
+}
+
+/// The timer slack sled's I/O pool is started with: how late the kernel may end its threads'
+/// timed waits.
+pub const POOL_TIMER_SLACK: NonZeroU64 = match NonZeroU64::new(30_000_000_000) {
+    Some(slack) => slack,
+    None => panic!("30 s is not zero"),
+};
+
+/// Runs `start`, which starts sled's I/O pool, with this thread's timer slack at
+/// [`POOL_TIMER_SLACK`], and restores the thread's own slack after.
+///
+/// Why: sled 0.34's pool (`threadpool.rs`) keeps 7 threads for the life of the process, each in
+/// a condition-variable wait with a 1-second deadline, to look for work that comes at most every
+/// few seconds here: 7 wake-ups a second on a socket, and no `Config` field reaches the pool. A
+/// timed wait may end up to its thread's timer slack late (`PR_SET_TIMERSLACK`), and a new thread
+/// takes its creator's slack, so the pool's threads, created here, wake about twice a minute
+/// between them instead. Work is not delayed: a job reaches the pool through `notify_all`, which
+/// wakes a waiting thread at once whatever its slack (a flush still returns as soon as its data
+/// is written; `store::tests` checks both).
+///
+/// What would break it on a sled upgrade: a pool started elsewhere than at the first job of the
+/// thread that opens a store (the tests then find pool threads without the slack), or one that
+/// waits without a deadline (then this is harmless and can go). Threads sled adds later, when
+/// more than 7 jobs wait at once, take the slack of the thread that queued the job and exit after
+/// a few idle seconds; the agent's few jobs at a time never queue that many.
+fn with_pool_timer_slack<T>(start: impl FnOnce() -> T) -> T {
+    let own = rustix::thread::current_timer_slack().ok().and_then(NonZeroU64::new);
+    let set = rustix::thread::set_current_timer_slack(Some(POOL_TIMER_SLACK));
+    let started = start();
+    if set.is_ok() {
+        // `None` (our slack unreadable) restores the thread's default slack.
+        let _ = rustix::thread::set_current_timer_slack(own);
+    }
+    started
+}
+
+/// Starts sled's I/O pool, which sled starts at its first write to its log: the `dropped` count
+/// written again as it is, and flushed. On a full disk the write fails, and the pool starts with
+/// a later flush, without the slack: nothing but the wake-ups depends on this.
+fn start_pool(db: &sled::Db) {
+    let dropped = db.get(DROPPED).ok().flatten().map_or_else(|| encode(&0u64), |v| v.to_vec());
+    if let Err(e) = db.insert(DROPPED, dropped).and_then(|_| db.flush()) {
+        tracing::debug!(error = %e, "sled's I/O pool was not started at open");
     }
 }
 

@@ -70,7 +70,7 @@ mod shown;
 mod tests;
 
 use self::disk::{LOCK_WAIT, Sled, aside_name, bucket_key, decode_bucket, encode, take_lock};
-pub use self::disk::{is_locked, private_dir};
+pub use self::disk::{POOL_TIMER_SLACK, is_locked, private_dir};
 use self::full_disk::what_to_do;
 use self::lan_days::{lan_day_key, lan_record};
 

@@ -175,3 +175,35 @@ fn a_corrupt_store_is_moved_aside_and_a_fresh_one_started() {
     assert!(aside.join("db").exists(), "the corrupt files are kept for inspection");
     assert_eq!(opened.store.pending_count(), 0);
 }
+
+/// sled's I/O pool waits out its idle deadlines with [`disk::POOL_TIMER_SLACK`], this thread
+/// keeps its own slack, and a flush still returns as soon as its data is written: the pool is
+/// woken for work, not at its deadline (a delay of the slack would take 30 s).
+#[test]
+fn sleds_pool_sleeps_with_a_long_timer_slack_and_a_flush_is_not_delayed() {
+    let own = rustix::thread::current_timer_slack().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path(), 10_000).unwrap().store;
+    assert_eq!(rustix::thread::current_timer_slack().unwrap(), own, "the opening thread's own slack is back");
+    let pool: Vec<u64> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .map(|task| task.unwrap().path())
+        .filter(|task| std::fs::read_to_string(task.join("comm")).unwrap_or_default().starts_with("sled-io"))
+        // A thread's slack is in `/proc/TID/`, not under `task/`. (Other tests' threads come and
+        // go meanwhile; sled's pool threads stay.)
+        .filter_map(|task| {
+            std::fs::read_to_string(Path::new("/proc").join(task.file_name()?).join("timerslack_ns")).ok()
+        })
+        .map(|slack| slack.trim().parse().unwrap())
+        .collect();
+    assert!(pool.len() >= 7, "sled's pool started at the store's opening: {pool:?}");
+    assert!(pool.iter().all(|slack| *slack == disk::POOL_TIMER_SLACK.get()), "{pool:?}");
+    let mut slowest = std::time::Duration::ZERO;
+    for k in 0..20 {
+        let started = std::time::Instant::now();
+        store.add_closed(&[bucket(k, 1_000 + k as u64)]).unwrap();
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(slowest < std::time::Duration::from_secs(2), "a closed bucket's flush took {slowest:?}");
+    assert_eq!(store.pending_count(), 20);
+}
