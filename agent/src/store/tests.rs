@@ -178,7 +178,7 @@ fn a_corrupt_store_is_moved_aside_and_a_fresh_one_started() {
 
 /// sled's I/O pool waits out its idle deadlines with [`disk::POOL_TIMER_SLACK`], this thread
 /// keeps its own slack, and a flush still returns as soon as its data is written: the pool is
-/// woken for work, not at its deadline (a delay of the slack would take 30 s).
+/// woken for work, not at its deadline (a delay of the slack would take a minute).
 #[test]
 fn sleds_pool_sleeps_with_a_long_timer_slack_and_a_flush_is_not_delayed() {
     let own = rustix::thread::current_timer_slack().unwrap();
