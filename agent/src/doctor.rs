@@ -105,8 +105,10 @@ fn wan_and_counters(config: &Config, config_file: Option<&Path>) -> Vec<Check> {
         ),
     };
     let mut unreadable = Vec::new();
+    let mut source = crate::netif::counter_source(&paths);
+    let _ = source.refresh();
     for wan in &mut found {
-        if wan.read(&paths, config).is_none() {
+        if wan.read(&*source, &paths, config).is_none() {
             unreadable.push(wan.name.to_string());
         }
     }

@@ -20,6 +20,7 @@ pub mod doctor;
 pub mod enforce;
 pub mod journal;
 pub mod lan;
+pub mod link_stats;
 pub mod measure;
 pub mod netif;
 pub mod others;

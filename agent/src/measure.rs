@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::enforce::WanSet;
 use crate::lan::SharedDevices;
-use crate::netif::{NetPaths, Wan};
+use crate::netif::{CounterSource, NetPaths, Wan, counter_source};
 use crate::status::{self, BucketView, InterfaceStatus, SampleView, SharedStatus};
 use crate::store::{Stopping, Store, StoreError};
 
@@ -53,6 +53,8 @@ impl Notify for NoNotify {
 pub struct Meter {
     config: Config,
     paths: NetPaths,
+    /// Where each tick's counters come from: one read of every interface.
+    counters: Box<dyn CounterSource>,
     /// Shared with the uplink, on the same thread; never borrowed across an `.await`.
     store: Rc<RefCell<Store>>,
     /// Woken when a bucket closes, for the uplink.
@@ -97,6 +99,7 @@ impl Meter {
             closed: Rc::new(tokio::sync::Notify::new()),
             found: tokio::sync::watch::channel(WanSet::new()).0,
             boot_id: paths.boot_id(),
+            counters: counter_source(&paths),
             paths,
             config,
             store,
@@ -192,8 +195,12 @@ impl Meter {
     /// One tick: read, sample, bucket, store.
     pub fn tick(&mut self, wall: DateTime<Utc>, monotonic: Duration) -> Result<(), StoreError> {
         self.readings.clear();
+        if let Err(e) = self.counters.refresh() {
+            // Every interface then reads as gone for this tick, and is looked up again.
+            tracing::warn!(error = %e, "the interfaces' counters could not be read");
+        }
         for wan in &mut self.wans {
-            if let Some(reading) = wan.read(&self.paths, &self.config) {
+            if let Some(reading) = wan.read(&*self.counters, &self.paths, &self.config) {
                 // `discover` keeps at most MAX_INTERFACES, so this cannot overflow.
                 let _ = self.readings.push(reading);
             }

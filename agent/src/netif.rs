@@ -1,12 +1,12 @@
 //! The WAN interfaces and their counters, as the kernel shows them: which interfaces to measure
-//! (configured, or those carrying a default route), their byte counters from
-//! `SYSFS/IF/statistics/{rx,tx}_bytes` with a `/proc/net/dev` fallback, their link speed, their
+//! (configured, or those carrying a default route), their byte counters, their link speed, their
 //! ifindex, and the machine's boot id (R1, R3).
 //!
-//! Both roots are configurable so tests and replays can point at a tree of plain files. A tick
-//! reads each interface's counters from files opened when the interface was found, into stack
-//! buffers: no path lookup and no allocation per tick.
-
+//! The counters come from a [`CounterSource`], read once a tick for every interface: the
+//! kernel's ([`KernelCounters`]: one rtnetlink request) when `sysfs_net` is the kernel's own, or
+//! a tree of plain files laid out as sysfs's ([`TreeCounters`]: tests and demos, whose trees
+//! these functions write). A tree's files are opened when the interface is found and read with
+//! `pread` into stack buffers: no path lookup and no allocation per tick.
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -17,6 +17,81 @@ use tally_common::counters::{CounterWidth, Counters, plausibility_cap};
 use tally_common::sampler::{InterfaceName, InterfaceReading};
 
 use crate::config::Config;
+use crate::link_stats::LinkStats;
+
+/// The kernel's own view of the network interfaces.
+pub const KERNEL_SYSFS_NET: &str = "/sys/class/net";
+
+/// Where a tick's counters come from.
+pub trait CounterSource: std::fmt::Debug {
+    /// Once a tick, before the interfaces are read: the kernel's source reads them all here.
+    fn refresh(&mut self) -> io::Result<()>;
+    /// `wan`'s counters as this tick read them; an error when it is gone.
+    fn counters(&self, wan: &Wan, paths: &NetPaths) -> io::Result<Counters>;
+}
+
+/// The kernel's counters: every interface in one rtnetlink request a tick, by ifindex.
+#[derive(Debug)]
+pub struct KernelCounters {
+    stats: LinkStats,
+    links: Vec<(u32, Counters)>,
+}
+
+impl KernelCounters {
+    pub fn open() -> io::Result<KernelCounters> {
+        Ok(KernelCounters { stats: LinkStats::open()?, links: Vec::new() })
+    }
+}
+
+impl CounterSource for KernelCounters {
+    fn refresh(&mut self) -> io::Result<()> {
+        self.stats.read(&mut self.links)
+    }
+
+    fn counters(&self, wan: &Wan, _: &NetPaths) -> io::Result<Counters> {
+        let found = self.links.iter().find(|(ifindex, _)| *ifindex == wan.ifindex).map(|(_, counters)| *counters);
+        found.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no link of ifindex {}", wan.ifindex)))
+    }
+}
+
+/// A tree of plain files laid out as sysfs's (and `/proc/net/dev`), read interface by interface.
+#[derive(Debug, Default)]
+pub struct TreeCounters;
+
+impl CounterSource for TreeCounters {
+    fn refresh(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn counters(&self, wan: &Wan, paths: &NetPaths) -> io::Result<Counters> {
+        match &wan.source {
+            Source::Sysfs { rx, tx } => Ok(Counters { rx_bytes: read_number(rx)?, tx_bytes: read_number(tx)? }),
+            Source::ProcNetDev => paths.proc_net_dev(&wan.name),
+        }
+    }
+}
+
+/// The counter source for `paths`: the kernel's when they are the kernel's own (a tree's files
+/// if its netlink socket cannot be had, said at WARN), else the tree's.
+pub fn counter_source(paths: &NetPaths) -> Box<dyn CounterSource> {
+    if paths.sysfs_net != Path::new(KERNEL_SYSFS_NET) {
+        return Box::new(TreeCounters);
+    }
+    match KernelCounters::open() {
+        Ok(kernel) => Box::new(kernel),
+        Err(e) => {
+            tracing::warn!(error = %e, "no netlink socket for the counters: reading sysfs's files, one per counter");
+            Box::new(TreeCounters)
+        }
+    }
+}
+
+/// How wide an interface's counters are, for the wrap rule (R3): 32 bits when the configuration
+/// says so (`counters_32bit`) or the kernel's `long` is (`kernel_bits`: the running kernel's for
+/// the agent; a replay takes it from its flag, never from the host it runs on).
+pub fn counter_width(name: &InterfaceName, config: &Config, kernel_bits: u32) -> CounterWidth {
+    if config.counters_32bit.contains(name) || kernel_bits == 32 { CounterWidth::Bits32 } else { CounterWidth::Bits64 }
+}
 
 /// Where the kernel's network views are.
 #[derive(Debug, Clone)]
@@ -132,11 +207,7 @@ impl Wan {
             }
         };
         let speed_mbps = paths.speed_mbps(name);
-        let width = if config.counters_32bit.contains(name) || usize::BITS == 32 {
-            CounterWidth::Bits32
-        } else {
-            CounterWidth::Bits64
-        };
+        let width = counter_width(name, config, usize::BITS);
         Some(Wan {
             name: name.clone(),
             ifindex,
@@ -147,15 +218,15 @@ impl Wan {
         })
     }
 
-    /// This tick's reading, or `None` when the interface is gone. Two `pread`s into stack
-    /// buffers on the sysfs path; a failed read looks the interface up again by name, which
-    /// finds a re-created interface with its new ifindex.
-    pub fn read(&mut self, paths: &NetPaths, config: &Config) -> Option<InterfaceReading> {
-        let counters = match self.read_counters(paths) {
+    /// This tick's reading from `source`, or `None` when the interface is gone. A failed read
+    /// looks the interface up again by name, which finds a re-created interface with its new
+    /// ifindex.
+    pub fn read(&mut self, source: &dyn CounterSource, paths: &NetPaths, config: &Config) -> Option<InterfaceReading> {
+        let counters = match source.counters(self, paths) {
             Ok(counters) => counters,
             Err(_) => {
                 *self = Wan::open(paths, &self.name, config)?;
-                self.read_counters(paths).ok()?
+                source.counters(self, paths).ok()?
             }
         };
         Some(InterfaceReading {
@@ -165,13 +236,6 @@ impl Wan {
             cap: self.cap,
             width: self.width,
         })
-    }
-
-    fn read_counters(&self, paths: &NetPaths) -> io::Result<Counters> {
-        match &self.source {
-            Source::Sysfs { rx, tx } => Ok(Counters { rx_bytes: read_number(rx)?, tx_bytes: read_number(tx)? }),
-            Source::ProcNetDev => paths.proc_net_dev(&self.name),
-        }
     }
 
     /// A one-line description for the log: speed, cap and (on a real system) addresses.
@@ -273,7 +337,7 @@ mod tests {
         let mut wan = Wan::open(&p, &eth1, &config).unwrap();
         assert_eq!(wan.cap, Bandwidth(1_050_000_000));
         write_fake_counters(&p.sysfs_net, "eth1", Counters { rx_bytes: 11, tx_bytes: 22 }).unwrap();
-        let r = wan.read(&p, &config).unwrap();
+        let r = wan.read(&TreeCounters, &p, &config).unwrap();
         assert_eq!((r.counters.rx_bytes, r.counters.tx_bytes, r.ifindex), (11, 22, 3));
 
         let lte0 = crate::config::interface_name("lte0").unwrap();
@@ -289,7 +353,7 @@ mod tests {
         let mut wan = Wan::open(&p, &lte0, &config).unwrap();
         assert_eq!(wan.speed_mbps, None);
         assert_eq!(wan.cap, Bandwidth(10_000_000_000));
-        let r = wan.read(&p, &config).unwrap();
+        let r = wan.read(&TreeCounters, &p, &config).unwrap();
         assert_eq!((r.counters.rx_bytes, r.counters.tx_bytes), (1234, 5678));
     }
 
@@ -302,9 +366,9 @@ mod tests {
         write_fake_interface(&p.sysfs_net, "eth1", 3, None, Counters::default()).unwrap();
         let mut wan = Wan::open(&p, &eth1, &config).unwrap();
         remove_fake_interface(&p.sysfs_net, "eth1").unwrap();
-        assert!(wan.read(&p, &config).is_none(), "gone");
+        assert!(wan.read(&TreeCounters, &p, &config).is_none(), "gone");
         write_fake_interface(&p.sysfs_net, "eth1", 8, None, Counters::default()).unwrap();
-        assert_eq!(wan.read(&p, &config).unwrap().ifindex, 8);
+        assert_eq!(wan.read(&TreeCounters, &p, &config).unwrap().ifindex, 8);
     }
 
     #[test]

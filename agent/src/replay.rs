@@ -11,10 +11,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tally_common::bucket::Bucketizer;
-use tally_common::counters::{CounterWidth, Counters, plausibility_cap};
+use tally_common::counters::{Counters, plausibility_cap};
 use tally_common::sampler::{Anomaly, InterfaceReading, Sampler, TickReading};
 
 use crate::config::{Config, interface_name};
+use crate::netif::counter_width;
 use crate::status::{BucketView, SampleView};
 
 /// The Contract's replay document.
@@ -68,8 +69,8 @@ fn parse(trace: &str, config: &Config) -> Result<Vec<Row>, Vec<String>> {
         let speed = f.get(4).filter(|s| !s.is_empty()).map(|s| number("speed_mbps", s)).transpose();
         match (time, name, rx, tx, speed) {
             (Ok(time), Ok(name), Ok(rx_bytes), Ok(tx_bytes), Ok(speed)) => {
-                let width =
-                    if config.counters_32bit.contains(&name) { CounterWidth::Bits32 } else { CounterWidth::Bits64 };
+                // The trace's kernel is taken for a 64-bit one: `counters_32bit` names what wraps at 32.
+                let width = counter_width(&name, config, 64);
                 rows.push(Row {
                     time,
                     reading: InterfaceReading {

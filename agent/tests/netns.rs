@@ -118,3 +118,51 @@ fn samples_of_real_traffic_are_within_five_percent_of_the_true_rate() {
     }
     println!("true rate {true_rate:.0} bit/s; agent samples {samples:?}");
 }
+
+/// The kernel's counter source reads every link by ifindex in one request a tick (R3): the WAN's
+/// veth removed and created again under the same name is found under its new ifindex, re-baselined
+/// (no sample spans the two interfaces' counters), and measured again.
+#[test]
+fn a_wan_removed_and_created_again_is_measured_under_its_new_ifindex() {
+    let ns = match Namespaces::create("r") {
+        Ok(ns) => ns,
+        Err(e) => {
+            skip!(&e.to_string());
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!("state_dir = {:?}\nwan = [\"vB\"]\nlog = \"debug,sled=warn\"\n", dir.path().join("state")),
+    )
+    .unwrap();
+    let mut agent = Logged::spawn({
+        let mut command = ns.exec(&ns.b, env!("CARGO_BIN_EXE_tally-agent"));
+        command.args(["run", "--config"]).arg(&config);
+        command
+    });
+    wait_until_running(&config);
+    agent.until(" sample start=");
+    let ifindex = || {
+        let out = ns.exec(&ns.b, "cat").arg("/sys/class/net/vB/ifindex").output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let old = ifindex();
+    for step in [
+        vec!["-n", ns.b.as_str(), "link", "del", "vB"],
+        vec!["link", "add", "vA", "netns", &ns.a, "type", "veth", "peer", "name", "vB", "netns", &ns.b],
+        vec!["-n", ns.b.as_str(), "link", "set", "vB", "up"],
+    ] {
+        assert!(std::process::Command::new("ip").args(&step).status().unwrap().success(), "ip {step:?}");
+    }
+    let new = ifindex();
+    assert_ne!(old, new);
+    let changed = agent.until("ifindex changed");
+    assert!(changed.contains(&format!("from {old} to {new}")), "{changed}");
+    let sample = agent.until(" sample start=");
+    let bps: u64 = field(&sample, "bps").unwrap().parse().unwrap();
+    assert!(bps < 1_000_000, "an idle veth measured at {bps} bit/s: {sample}");
+    agent.kill();
+}
