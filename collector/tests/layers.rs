@@ -49,7 +49,7 @@ fn layers_depend_only_downward_and_no_modules_import_each_other() {
     assert_eq!(circle(&tops), None, "top-level modules import each other around a circle");
     assert_eq!(circle(&siblings), None, "modules under one parent import each other around a circle");
     assert!(files.len() > 25 && tops.contains_key("api"), "the source was read: {:?}", files.keys());
-    let named: BTreeSet<&str> = files.keys().filter(|m| !m.is_empty()).map(|m| top(m)).collect();
+    let named: BTreeSet<&str> = files.keys().filter(|m| !m.is_empty()).map(top).collect();
     let stale: Vec<&&str> = DOMAIN.iter().chain(HTTP).filter(|layer| !named.contains(**layer)).collect();
     assert!(stale.is_empty(), "the layers name modules the source does not have: {stale:?}");
 }
