@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::Child;
 
 use chrono::{DateTime, Utc};
@@ -51,6 +52,23 @@ while True:
     s.recv(65536)
 "#;
 
+/// The real agent measuring `vB` in namespace b, its state in `dir`, running.
+fn run_agent(ns: &Namespaces, dir: &Path) -> Logged {
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!("state_dir = {:?}\nwan = [\"vB\"]\nlog = \"debug,sled=warn\"\n", dir.join("state")),
+    )
+    .unwrap();
+    let agent = Logged::spawn({
+        let mut command = ns.exec(&ns.b, env!("CARGO_BIN_EXE_tally-agent"));
+        command.args(["run", "--config"]).arg(&config);
+        command
+    });
+    wait_until_running(&config);
+    agent
+}
+
 fn kill(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -65,21 +83,9 @@ fn samples_of_real_traffic_are_within_five_percent_of_the_true_rate() {
             return;
         }
     };
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!("state_dir = {:?}\nwan = [\"vB\"]\nlog = \"debug,sled=warn\"\n", dir.path().join("state")),
-    )
-    .unwrap();
-
     let receiver = ns.exec(&ns.b, "python3").args(["-c", RECEIVER]).spawn().unwrap();
-    let mut agent = Logged::spawn({
-        let mut command = ns.exec(&ns.b, env!("CARGO_BIN_EXE_tally-agent"));
-        command.args(["run", "--config"]).arg(&config);
-        command
-    });
-    wait_until_running(&config);
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = run_agent(&ns, dir.path());
 
     let before = tx_bytes(&ns);
     let generator = ns
@@ -132,18 +138,7 @@ fn a_wan_removed_and_created_again_is_measured_under_its_new_ifindex() {
         }
     };
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!("state_dir = {:?}\nwan = [\"vB\"]\nlog = \"debug,sled=warn\"\n", dir.path().join("state")),
-    )
-    .unwrap();
-    let mut agent = Logged::spawn({
-        let mut command = ns.exec(&ns.b, env!("CARGO_BIN_EXE_tally-agent"));
-        command.args(["run", "--config"]).arg(&config);
-        command
-    });
-    wait_until_running(&config);
+    let mut agent = run_agent(&ns, dir.path());
     agent.until(" sample start=");
     let ifindex = || {
         let out = ns.exec(&ns.b, "cat").arg("/sys/class/net/vB/ifindex").output().unwrap();
